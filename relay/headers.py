@@ -1,0 +1,99 @@
+"""Which headers cross the relay, in each direction (RFC 9110 section 7.6.1)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from django.conf import settings
+
+from relay.asgi_types import Scope
+from relay.protocol import FORWARDED_HEADERS, HOP_BY_HOP
+
+# Requests: hop-by-hop and framing headers are set by the relay itself; `expect` was
+# already answered by the public server, which has the whole body.
+_REQUEST_DROP = HOP_BY_HOP | FORWARDED_HEADERS | {b"expect", b"forwarded"}
+# Responses keep Content-Length (the public server frames with it); the rest is hop-by-hop.
+_RESPONSE_DROP = HOP_BY_HOP - {b"content-length"}
+
+
+def _connection_tokens(value: bytes) -> set[bytes]:
+    return {t.strip().lower() for t in value.split(b",") if t.strip()}
+
+
+def request_headers(scope: Scope) -> tuple[list[tuple[bytes, bytes]], bytes | None, bool]:
+    """Headers for the tunnel client, the visitor's Content-Length, and whether the
+    visitor sent framing headers at all (so an empty POST still says `Content-Length: 0`).
+    """
+    raw = scope["headers"]
+    named: set[bytes] = set()
+    for name, value in raw:
+        if name == b"connection":
+            named |= _connection_tokens(value)
+    out: list[tuple[bytes, bytes]] = []
+    host = b""
+    length: bytes | None = None
+    framing = False
+    forwarded_for = b""
+    forwarded_proto = b""
+    for name, value in raw:
+        if name in _REQUEST_DROP or name in named:
+            if name == b"content-length":
+                length, framing = value, True
+            elif name == b"transfer-encoding":
+                framing = True
+            elif name == b"x-forwarded-for":
+                forwarded_for = value
+            elif name == b"x-forwarded-proto":
+                forwarded_proto = value
+            continue
+        if name == b"host":
+            host = value
+        out.append((name, value))
+    client = scope.get("client") or ("", 0)
+    peer = client[0] or ""
+    proto = settings.RELAY_PUBLIC_SCHEME.encode()
+    chain = peer.encode()
+    if _trusted(peer):
+        if forwarded_for:
+            chain = forwarded_for + b", " + chain
+        if forwarded_proto in (b"http", b"https"):
+            proto = forwarded_proto
+    out.append((b"x-forwarded-for", chain))
+    out.append((b"x-forwarded-proto", proto))
+    if host:
+        out.append((b"x-forwarded-host", host))
+    return out, length, framing
+
+
+def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    named: set[bytes] = set()
+    for name, value in raw:
+        if name == b"connection":
+            named |= _connection_tokens(value)
+    return [(n, v) for n, v in raw if n not in _RESPONSE_DROP and n not in named]
+
+
+def _trusted(peer: str) -> bool:
+    networks = settings.RELAY_TRUSTED_PROXIES
+    if not networks or not peer:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in net for net in networks)
+
+
+def client_ip(scope: Scope) -> str:
+    """The visitor's address: the peer, or the last untrusted hop a trusted proxy names."""
+    client = scope.get("client") or ("", 0)
+    peer = client[0] or ""
+    if not _trusted(peer):
+        return peer
+    for name, value in scope["headers"]:
+        if name == b"x-forwarded-for":
+            hops = [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
+            for hop in reversed(hops):
+                if not _trusted(hop):
+                    return hop
+    return peer

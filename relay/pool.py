@@ -1,0 +1,218 @@
+"""One pool socket: a raw TCP connection a tunnel client opened to its tunnel's port.
+
+The relay writes a visitor's request onto it and reads the response back through an h11
+client-role connection (sans-IO, so framing is tested without sockets). The socket is
+reused for the next request only when the response ended cleanly; anything odd (bytes
+while idle, bytes after the end of a response, a parse error, a timeout) closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+import h11
+
+if TYPE_CHECKING:
+    from relay.tunnel import Tunnel
+
+logger = logging.getLogger(__name__)
+
+# Stop reading the socket when this much response data waits for the visitor; resume
+# below the low mark. 1 MiB keeps big downloads fast while bounding memory per socket.
+READ_HIGH_WATER = 1024 * 1024
+READ_LOW_WATER = 256 * 1024
+
+
+class PoolError(Exception):
+    """The pool socket failed mid-exchange; the visitor gets a 502."""
+
+
+class PoolConnection(asyncio.Protocol):
+    def __init__(self, tunnel: Tunnel, max_head_bytes: int) -> None:
+        self.tunnel = tunnel
+        self.transport: asyncio.Transport | None = None
+        self.peer_ip = ""
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head_bytes)
+        self.busy = False  # an exchange owns this socket
+        self.closed = False
+        self._inbox: list[bytes] = []
+        self._inbox_bytes = 0
+        self._eof = False
+        self._reading_paused = False
+        self._data_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+    # --- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = peer[0] if peer else ""
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        if not self.tunnel.attach(self):
+            self.closed = True
+            transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if not self.busy:
+            # A client that talks while nobody asked would corrupt the next exchange.
+            logger.debug("closing pool socket of %s: bytes while idle", self.tunnel.name)
+            self.abort()
+            return
+        self._inbox.append(data)
+        self._inbox_bytes += len(data)
+        if self._inbox_bytes > READ_HIGH_WATER and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._eof = True
+        self._wake()
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(PoolError("pool socket closed while sending"))
+        self.tunnel.detach(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --- used by the proxies ---------------------------------------------------------------
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            raise PoolError("pool socket closed")
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise PoolError("pool socket closed")
+        if not self._write_paused:
+            return
+        self._drain_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._drain_waiter
+        finally:
+            self._drain_waiter = None
+
+    def send(self, event: h11.Event) -> None:
+        data = self.h11.send(event)
+        if data:
+            self.write(data)
+
+    async def next_event(self, timeout: float) -> h11.Event:
+        """The next h11 event of the response, waiting at most `timeout` for more bytes."""
+        while True:
+            event = self.poll_event()
+            if event is not h11.NEED_DATA:
+                return event
+            await self._wait_for_data(timeout)
+
+    def poll_event(self) -> h11.Event | type[h11.NEED_DATA]:
+        """The next h11 event from what has arrived so far, or NEED_DATA; never waits."""
+        conn = self.h11
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            if self._inbox:
+                data = self._inbox[0] if len(self._inbox) == 1 else b"".join(self._inbox)
+                self._inbox.clear()
+                self._inbox_bytes = 0
+                if self._reading_paused and not self.closed:
+                    self._reading_paused = False
+                    self.transport.resume_reading()  # type: ignore[union-attr]
+                conn.receive_data(data)
+                continue
+            if self._eof:
+                conn.receive_data(b"")
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    raise PoolError("pool socket closed mid-response")
+                return event
+            return h11.NEED_DATA
+
+    async def read_raw(self, timeout: float | None) -> bytes:
+        """Raw bytes after a protocol switch; b"" at end of stream."""
+        while not self._inbox and not self._eof:
+            await self._wait_for_data(timeout)
+        data = b"".join(self._inbox)
+        self._inbox.clear()
+        self._inbox_bytes = 0
+        if self._reading_paused and not self.closed:
+            self._reading_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+        return data
+
+    def take_raw(self) -> bytes:
+        """Bytes that arrived but h11 has not consumed (after a protocol switch)."""
+        trailing, _ = self.h11.trailing_data
+        rest = b"".join(self._inbox)
+        self._inbox.clear()
+        self._inbox_bytes = 0
+        return bytes(trailing) + rest
+
+    def finish_exchange(self) -> bool:
+        """Called after a complete response. True when the socket may serve another."""
+        self.busy = False
+        conn = self.h11
+        if (
+            self.closed
+            or self._eof
+            or self._inbox
+            or conn.our_state is not h11.DONE
+            or conn.their_state is not h11.DONE
+            or conn.trailing_data[0]
+        ):
+            return False
+        try:
+            conn.start_next_cycle()
+        except h11.LocalProtocolError:
+            return False
+        return True
+
+    def _wake(self) -> None:
+        waiter = self._data_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait_for_data(self, timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        waiter = self._data_waiter = loop.create_future()
+        timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._data_waiter = None
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())

@@ -1,0 +1,109 @@
+"""The localtunnel wire protocol, as tunnelsite speaks it. Everything the npm client and
+our own client depend on lives here: the subdomain rule, the registration answer, the
+headers a proxy must not forward, and how errors reach clients that cannot read statuses.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+# The reference server's id rule: 4-63 alphanumerics, or 6-65 characters with inner
+# hyphens. Kept as is so every name the npm client accepts is accepted here.
+SUBDOMAIN_RE = re.compile(r"^(?:[a-z0-9][a-z0-9\-]{4,63}[a-z0-9]|[a-z0-9]{4,63})$")
+
+# Words used for random names: two short words read better in a URL than hex
+# ("quiet-fox-3f9a"), and the 4 hex digits keep collisions rare at 5,000 live tunnels.
+_ADJECTIVES = (
+    "quiet brave calm eager fancy gentle happy jolly kind lively merry nice proud silly "
+    "sunny witty bold bright clever cool crisp fresh grand keen lucky mellow noble rapid"
+).split()
+_NOUNS = (
+    "fox owl cat dog eel elk emu gnu hen jay kit koi lark mole moth newt orca puma ram "
+    "seal swan toad wolf yak bee crab deer duck frog hare ibis lynx mink"
+).split()
+
+# Hop-by-hop headers (RFC 9110 section 7.6.1) plus the framing headers the relay sets
+# itself. They are never copied from one connection to the other.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+    }
+)
+
+# Headers the relay sets for the tunnel client; visitors' own values are replaced.
+FORWARDED_HEADERS = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port"}
+)
+
+# The npm client (axios 0.21) retries any non-2xx answer every second forever without
+# printing anything, but fails loudly with the body's `message` on a 2xx other than 200.
+# So registration errors go to it as 203 with the real status in the body and a header.
+NPM_CLIENT_ERROR_STATUS = 203
+_NPM_USER_AGENT = re.compile(rb"^axios/")
+
+
+def is_valid_subdomain(name: str) -> bool:
+    return bool(SUBDOMAIN_RE.match(name))
+
+
+def random_subdomain() -> str:
+    return f"{secrets.choice(_ADJECTIVES)}-{secrets.choice(_NOUNS)}-{secrets.token_hex(2)}"
+
+
+def is_npm_client(user_agent: bytes) -> bool:
+    return bool(_NPM_USER_AGENT.match(user_agent))
+
+
+def error_status_for(user_agent: bytes, status: int) -> int:
+    """The HTTP status to answer a registration error with (see NPM_CLIENT_ERROR_STATUS)."""
+    if status >= 400 and is_npm_client(user_agent):
+        return NPM_CLIENT_ERROR_STATUS
+    return status
+
+
+def public_url(scheme: str, name: str, domain: str, port: int) -> str:
+    default = 443 if scheme == "https" else 80
+    suffix = "" if port in (0, default) else f":{port}"
+    return f"{scheme}://{name}.{domain}{suffix}"
+
+
+def registration_answer(
+    name: str, port: int, max_conn_count: int, url: str, ip: str | None = None
+) -> dict[str, object]:
+    """The JSON body of a successful `GET /?new` or `GET /<name>`."""
+    answer: dict[str, object] = {
+        "id": name,
+        "port": port,
+        "max_conn_count": max_conn_count,
+        "url": url,
+    }
+    if ip:
+        answer["ip"] = ip
+    return answer
+
+
+def tunnel_name_from_host(host: bytes, domain: bytes) -> str | None:
+    """`quiet-fox.localhost:8080` -> `quiet-fox` when domain is `localhost`; else None.
+
+    Only one label below the domain counts: `a.b.localhost` is not a tunnel.
+    """
+    host = host.split(b":", 1)[0].lower().rstrip(b".")
+    if not host.endswith(b"." + domain):
+        return None
+    label = host[: -len(domain) - 1]
+    if not label or b"." in label:
+        return None
+    try:
+        return label.decode("ascii")
+    except UnicodeDecodeError:
+        return None

@@ -1,0 +1,116 @@
+"""Start and stop a relay process: Daphne, the registry, signals, a bounded drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import signal
+from typing import TextIO
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from twisted.internet import reactor
+
+from relay.protocol import public_url
+from relay.registry import get_registry
+from relay.server import RelayServer
+from tunnels import store
+
+logger = logging.getLogger(__name__)
+
+
+def raise_open_file_limit() -> int:
+    """Each tunnel holds up to max_conn_count sockets: take every descriptor allowed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def _escape(address: str) -> str:
+    """Twisted endpoint strings use ':' as a separator; IPv6 colons need a backslash."""
+    return address.replace(":", "\\:")
+
+
+class RelayRunner:
+    def __init__(self, bind: str, port: int, out: TextIO) -> None:
+        self.bind = bind
+        self.port = port
+        self.out = out
+        self.failed = ""
+        self._stopping = False
+        from tunnelsite.asgi import application
+
+        self.server = RelayServer(
+            application,
+            endpoints=[f"tcp:port={port}:interface={_escape(bind)}"],
+            signal_handlers=False,
+            on_listen=self._listening,
+            application_close_timeout=5,
+            websocket_timeout=-1,
+            verbosity=0,
+        )
+
+    def _print(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def _listening(self, host: str, port: int) -> None:
+        public_port = settings.RELAY_PUBLIC_PORT or port
+        sample = public_url(
+            settings.RELAY_PUBLIC_SCHEME, "<name>", settings.RELAY_DOMAIN, public_port
+        )
+        self._print(f"tunnelsite relay listening on http://{host}:{port}")
+        self._print(f"tunnels are served at {sample}")
+        pool = settings.RELAY_POOL_PORTS
+        pool_text = f"{pool[0]}-{pool[1]}" if pool else "ephemeral"
+        self._print(f"pool ports: {pool_text} on {settings.RELAY_POOL_BIND}")
+
+    def run(self) -> None:
+        limit = raise_open_file_limit()
+        reactor.callWhenRunning(self._started, limit)
+        self.server.run()
+
+    def _started(self, limit: int) -> None:
+        loop = asyncio.get_event_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        loop.create_task(self._start_registry(limit))
+
+    async def _start_registry(self, limit: int) -> None:
+        try:
+            closed = await database_sync_to_async(store.close_stale_sessions)()
+        except Exception as exc:  # the database is unreachable: say so and stop
+            self.failed = f"cannot reach the database: {exc}"
+            self.server.stop()
+            return
+        if closed:
+            logger.info("marked %d sessions of an earlier run as closed", closed)
+        get_registry().start()
+        logger.debug("open-file limit %d", limit)
+
+    def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self._print("stopping: no new connections; finishing requests in flight")
+        asyncio.get_event_loop().create_task(self._shutdown())
+
+    async def _shutdown(self) -> None:
+        registry = get_registry()
+        try:
+            self.server.stop_listening()
+            finished = await registry.drain(settings.RELAY_DRAIN_S)
+            if not finished:
+                self._print(f"{registry.in_flight} requests still running; closing them")
+            await registry.shutdown()
+        except Exception:
+            logger.exception("error while shutting down")
+        finally:
+            self._print("stopped")
+            reactor.stop()

@@ -1,0 +1,184 @@
+"""A live tunnel in the relay's memory: its pool listener, its sockets and its counters.
+
+Visitors borrow an idle pool socket for one exchange and give it back. When none is idle
+they wait in a bounded queue with a deadline; a waiter that gives up (visitor gone,
+timeout) never takes a socket with it. That is the localtunnel server's lock-up, and the
+reason `acquire` hands sockets over only to waiters that are still waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from relay.pool import PoolConnection
+
+if TYPE_CHECKING:
+    from relay.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+
+class NoSocket(Exception):
+    """No pool socket could be had; `status` says what the visitor gets."""
+
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(eq=False)
+class Tunnel:
+    name: str
+    owner: str  # "ip:<addr>" for anonymous tunnels, "token:<id>" once tokens exist
+    client_ip: str
+    max_conn_count: int
+    registry: Registry
+    server: asyncio.Server | None = None
+    port: int = 0
+    session_id: int | None = None  # the tunnels.Tunnel row
+    connections: set[PoolConnection] = field(default_factory=set)
+    idle: list[PoolConnection] = field(default_factory=list)
+    waiters: deque[asyncio.Future[PoolConnection]] = field(default_factory=deque)
+    opened_at: float = field(default_factory=time.time)
+    last_activity: float = field(default_factory=time.monotonic)
+    offline_since: float | None = field(default_factory=time.monotonic)
+    closed: bool = False
+    close_reason: str = ""
+    # Counters: kept here, flushed to the database in batches by the registry.
+    requests: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    peak_sockets: int = 0
+    dirty: bool = True
+    in_flight: int = 0
+
+    # --- pool membership (called by PoolConnection) ----------------------------------------
+    def attach(self, conn: PoolConnection) -> bool:
+        settings = self.registry.settings
+        if self.closed:
+            return False
+        if not settings.RELAY_POOL_ALLOW_ANY_IP and not _same_ip(conn.peer_ip, self.client_ip):
+            logger.warning(
+                "refused pool socket for %s from %s (registered by %s)",
+                self.name,
+                conn.peer_ip,
+                self.client_ip,
+            )
+            return False
+        if len(self.connections) >= self.max_conn_count:
+            logger.debug("refused pool socket for %s: already %d", self.name, self.max_conn_count)
+            return False
+        self.connections.add(conn)
+        self.peak_sockets = max(self.peak_sockets, len(self.connections))
+        self.offline_since = None
+        self.dirty = True
+        self.release(conn)
+        return True
+
+    def detach(self, conn: PoolConnection) -> None:
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+        self.dirty = True
+        if not self.connections and not self.closed:
+            self.offline_since = time.monotonic()
+            self.registry.schedule_expiry(self)
+
+    @property
+    def connected_sockets(self) -> int:
+        return len(self.connections)
+
+    # --- borrowing sockets (called by the proxies) -----------------------------------------
+    async def acquire(self, wait_s: float, max_waiters: int) -> PoolConnection:
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.closed:
+                conn.busy = True
+                return conn
+        if not self.connections:
+            raise NoSocket(
+                503, f"The tunnel {self.name} is not connected right now.", retry_after=2
+            )
+        if len(self.waiters) >= max_waiters:
+            raise NoSocket(
+                503, f"The tunnel {self.name} is too busy; try again shortly.", retry_after=1
+            )
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[PoolConnection] = loop.create_future()
+        self.waiters.append(waiter)
+        timer = loop.call_later(wait_s, _expire, waiter)
+        try:
+            conn = await waiter
+        except TimeoutError:
+            raise NoSocket(
+                504, f"No connection of the tunnel {self.name} became free in time."
+            ) from None
+        except BaseException:
+            # Cancelled (the visitor left) after a socket was already handed over: give
+            # it back, or it would be lost to the pool for good.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self.release(waiter.result())
+            raise
+        finally:
+            timer.cancel()
+            try:
+                self.waiters.remove(waiter)
+            except ValueError:
+                pass
+        conn.busy = True
+        return conn
+
+    def release(self, conn: PoolConnection) -> None:
+        """Give a healthy, idle socket to the first visitor still waiting, or park it."""
+        if conn.closed or self.closed:
+            conn.abort()
+            return
+        conn.busy = False
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                conn.busy = True
+                waiter.set_result(conn)
+                return
+        self.idle.append(conn)
+
+    def discard(self, conn: PoolConnection) -> None:
+        conn.abort()
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self.dirty = True
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.connections):
+            conn.abort()
+        self.connections.clear()
+        self.idle.clear()
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(NoSocket(503, f"The tunnel {self.name} was closed."))
+
+
+def _expire(waiter: asyncio.Future[PoolConnection]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+def _same_ip(a: str, b: str) -> bool:
+    return a.removeprefix("::ffff:") == b.removeprefix("::ffff:")

@@ -1,0 +1,199 @@
+"""WebSocket through a tunnel.
+
+Daphne ends the visitor's WebSocket and hands the relay whole messages; the relay opens
+a WebSocket to the local app over a pool socket (the client passes those bytes through
+raw after the 101) with wsproto, and copies messages both ways. The pool socket is never
+reused afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from django.conf import settings
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Message,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+
+from relay import headers as hdrs
+from relay.asgi_types import Receive, Scope, Send
+from relay.pool import PoolConnection, PoolError
+from relay.registry import get_registry
+from relay.tunnel import NoSocket
+
+logger = logging.getLogger(__name__)
+
+# Headers wsproto writes itself for the handshake with the local app.
+_HANDSHAKE_OWN = frozenset(
+    {
+        b"host",
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"sec-websocket-extensions",
+        b"sec-websocket-protocol",
+    }
+)
+MAX_MESSAGE_BYTES = 1024 * 1024  # the same bound Daphne puts on visitors' messages
+
+
+class _Closed(Exception):
+    def __init__(self, code: int, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+
+
+async def proxy_websocket(scope: Scope, receive: Receive, send: Send, name: str) -> None:
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    registry = get_registry()
+    tunnel = registry.get(name)
+    if tunnel is None:
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    try:
+        conn = await tunnel.acquire(settings.RELAY_SOCKET_WAIT_S, settings.RELAY_MAX_WAITERS)
+    except NoSocket:
+        await send({"type": "websocket.close", "code": 1013})
+        return
+    registry.request_started()
+    tunnel.requests += 1
+    tunnel.dirty = True
+    tunnel.last_activity = time.monotonic()
+    try:
+        await _bridge(scope, receive, send, conn, tunnel)
+    finally:
+        registry.request_finished()
+        conn.abort()
+
+
+async def _bridge(scope: Scope, receive: Receive, send: Send, conn: PoolConnection, tunnel) -> None:
+    ws = WSConnection(ConnectionType.CLIENT)
+    forwarded, _, _ = hdrs.request_headers(scope)
+    host = b""
+    extra = []
+    for hname, value in forwarded:
+        if hname == b"host":
+            host = value
+        elif hname not in _HANDSHAKE_OWN:
+            extra.append((hname, value))
+    target = scope.get("raw_path") or scope["path"].encode()
+    if scope.get("query_string"):
+        target += b"?" + scope["query_string"]
+    conn.write(
+        ws.send(
+            Request(
+                host=host.decode("latin-1") or tunnel.name,
+                target=target.decode("latin-1"),
+                subprotocols=list(scope.get("subprotocols") or []),
+                extra_headers=extra,
+            )
+        )
+    )
+    timeout = settings.RELAY_RESPONSE_TIMEOUT_S
+    accepted: AcceptConnection | None = None
+    leftover: list = []
+    async with asyncio.timeout(timeout):
+        while accepted is None:
+            data = await conn.read_raw(timeout)
+            if not data:
+                await send({"type": "websocket.close", "code": 1011})
+                return
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, AcceptConnection):
+                    accepted = event
+                elif isinstance(event, RejectConnection | RejectData):
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                elif accepted is not None:
+                    leftover.append(event)
+    await send({"type": "websocket.accept", "subprotocol": accepted.subprotocol})
+
+    to_app = asyncio.ensure_future(_visitor_to_app(receive, conn, ws, tunnel))
+    to_visitor = asyncio.ensure_future(_app_to_visitor(send, conn, ws, tunnel, leftover))
+    try:
+        done, _ = await asyncio.wait({to_app, to_visitor}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in (to_app, to_visitor):
+            task.cancel()
+        await asyncio.gather(to_app, to_visitor, return_exceptions=True)
+
+
+async def _visitor_to_app(receive: Receive, conn: PoolConnection, ws: WSConnection, tunnel) -> None:
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "websocket.receive":
+            if message.get("text") is not None:
+                payload = message["text"]
+                tunnel.bytes_in += len(payload)
+                conn.write(ws.send(Message(data=payload)))
+            else:
+                data = message.get("bytes") or b""
+                tunnel.bytes_in += len(data)
+                conn.write(ws.send(Message(data=data)))
+            await conn.drain()
+        elif kind == "websocket.disconnect":
+            code = message.get("code", 1000)
+            if code in (1005, 1006) or not 1000 <= code < 5000:
+                code = 1000
+            try:
+                conn.write(ws.send(CloseConnection(code=code)))
+            except (PoolError, Exception):
+                pass
+            return
+
+
+async def _app_to_visitor(
+    send: Send, conn: PoolConnection, ws: WSConnection, tunnel, leftover: list
+) -> None:
+    parts: list[bytes | str] = []
+    size = 0
+    pending = list(leftover)
+    while True:
+        for event in pending:
+            if isinstance(event, TextMessage | BytesMessage):
+                parts.append(event.data)
+                size += len(event.data)
+                if size > MAX_MESSAGE_BYTES:
+                    conn.write(ws.send(CloseConnection(code=1009)))
+                    await send({"type": "websocket.close", "code": 1009})
+                    return
+                if event.message_finished:
+                    if isinstance(event, TextMessage):
+                        text = "".join(parts)  # type: ignore[arg-type]
+                        await send({"type": "websocket.send", "text": text})
+                    else:
+                        data = b"".join(parts)  # type: ignore[arg-type]
+                        await send({"type": "websocket.send", "bytes": data})
+                    tunnel.bytes_out += size
+                    parts, size = [], 0
+            elif isinstance(event, Ping):
+                conn.write(ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                try:
+                    conn.write(ws.send(event.response()))
+                except Exception:
+                    pass
+                await send({"type": "websocket.close", "code": event.code or 1000})
+                return
+        data = await conn.read_raw(None)
+        if not data:
+            await send({"type": "websocket.close", "code": 1011})
+            return
+        ws.receive_data(data)
+        pending = list(ws.events())

@@ -1,0 +1,68 @@
+"""Small synchronous ORM functions the relay calls through `database_sync_to_async`.
+
+The relay never touches the ORM per request: it opens a row on registration and applies
+batches of counter updates every few seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from tunnels.models import Tunnel
+
+
+@dataclass(frozen=True)
+class SessionUpdate:
+    id: int
+    sockets: int
+    peak_sockets: int
+    requests: int
+    bytes_in: int
+    bytes_out: int
+    last_activity_age_s: float
+    closed: bool
+    close_reason: str
+
+
+def open_session(*, subdomain: str, client_ip: str, port: int, max_sockets: int) -> int:
+    row = Tunnel.objects.create(
+        subdomain=subdomain, client_ip=client_ip, port=port, max_sockets=max_sockets
+    )
+    return row.pk
+
+
+def apply_updates(updates: list[SessionUpdate]) -> None:
+    now = timezone.now()
+    rows = []
+    for u in updates:
+        row = Tunnel(
+            pk=u.id,
+            sockets=0 if u.closed else u.sockets,
+            peak_sockets=u.peak_sockets,
+            requests=u.requests,
+            bytes_in=u.bytes_in,
+            bytes_out=u.bytes_out,
+            last_activity=now - timedelta(seconds=u.last_activity_age_s),
+            is_live=not u.closed,
+        )
+        if u.closed:
+            row.closed_at = now
+            row.close_reason = u.close_reason[:100]
+        rows.append(row)
+    fields = ["sockets", "peak_sockets", "requests", "bytes_in", "bytes_out", "last_activity"]
+    with transaction.atomic():
+        Tunnel.objects.bulk_update([r for r in rows if r.is_live], fields)
+        Tunnel.objects.bulk_update(
+            [r for r in rows if not r.is_live], [*fields, "is_live", "closed_at", "close_reason"]
+        )
+
+
+def close_stale_sessions(reason: str = "relay restarted") -> int:
+    """Mark sessions left live by a relay that stopped without closing them."""
+    return Tunnel.objects.filter(is_live=True).update(
+        is_live=False, closed_at=timezone.now(), close_reason=reason, sockets=0
+    )

@@ -1,0 +1,219 @@
+"""Settings for tunnelsite.
+
+Every value comes from the environment (or a `.env` file beside manage.py) and has a
+default that runs on one machine with nothing installed: SQLite and the in-memory channel
+layer. `DATABASE_URL` and `REDIS_URL` switch to PostgreSQL and channels_redis. A malformed
+value stops the process at start with `ImproperlyConfigured` naming the variable.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.FileAwareEnv()
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env")
+
+T = TypeVar("T")
+
+
+def _read(name: str, cast: Callable[..., T], default: Any, kind: str) -> T:
+    """Read one variable, turning a malformed value into an error that names it."""
+    try:
+        return cast(name, default=default)
+    except (ValueError, TypeError, environ.ImproperlyConfigured) as exc:
+        raise ImproperlyConfigured(
+            f"{name}={env.str(name, default='')!r} is not a valid {kind}: {exc}"
+        ) from None
+
+
+def _int(name: str, default: int, minimum: int = 0) -> int:
+    value = _read(name, env.int, default, "whole number")
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _float(name: str, default: float, minimum: float = 0.0) -> float:
+    value = _read(name, env.float, default, "number")
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = env.str(name, default="").strip().lower()
+    if raw == "":
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a valid boolean (use true or false)")
+
+
+def _port_range(name: str, default: str) -> tuple[int, int] | None:
+    """`40000-40999`, a single port, or empty/`0` for ephemeral ports."""
+    raw = env.str(name, default=default).strip()
+    if raw in {"", "0"}:
+        return None
+    try:
+        low, _, high = raw.partition("-")
+        first, last = int(low), int(high or low)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} must look like 40000-40999") from None
+    if not (1 <= first <= last <= 65535):
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a port range within 1-65535")
+    return first, last
+
+
+def _networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    out = []
+    for item in env.list(name, default=[]):
+        try:
+            out.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: {item!r} is not an IP address or network"
+            ) from None
+    return out
+
+
+DEBUG = _bool("DEBUG", True)
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+    SECRET_KEY = "dev-only-insecure-key-change-me-for-production-use-0123456789"
+
+# --- The relay ------------------------------------------------------------------------------
+RELAY_BIND = env.str("RELAY_BIND", default="127.0.0.1")
+RELAY_PORT = _int("RELAY_PORT", 8080)
+RELAY_DOMAIN = env.str("RELAY_DOMAIN", default="localhost").strip().lower().rstrip(".")
+RELAY_PUBLIC_SCHEME = env.str("RELAY_PUBLIC_SCHEME", default="http")
+if RELAY_PUBLIC_SCHEME not in {"http", "https"}:
+    raise ImproperlyConfigured(f"RELAY_PUBLIC_SCHEME={RELAY_PUBLIC_SCHEME!r} must be http or https")
+# The port visitors use; 0 means "the same as RELAY_PORT". 80/443 are left out of URLs.
+RELAY_PUBLIC_PORT = _int("RELAY_PUBLIC_PORT", 0)
+# Where pool listeners bind (defaults to RELAY_BIND) and which ports they take.
+RELAY_POOL_BIND = env.str("RELAY_POOL_BIND", default="") or RELAY_BIND
+RELAY_POOL_PORTS = _port_range("RELAY_POOL_PORTS", "")
+RELAY_MAX_SOCKETS = _int("RELAY_MAX_SOCKETS", 10, minimum=1)
+RELAY_MAX_TUNNELS = _int("RELAY_MAX_TUNNELS", 5000, minimum=1)
+RELAY_POOL_ALLOW_ANY_IP = _bool("RELAY_POOL_ALLOW_ANY_IP", False)
+RELAY_GRACE_S = _float("RELAY_GRACE_S", 15.0)
+RELAY_SOCKET_WAIT_S = _float("RELAY_SOCKET_WAIT_S", 10.0, minimum=0.01)
+RELAY_MAX_WAITERS = _int("RELAY_MAX_WAITERS", 100, minimum=0)
+RELAY_RESPONSE_TIMEOUT_S = _float("RELAY_RESPONSE_TIMEOUT_S", 60.0, minimum=0.01)
+RELAY_MAX_HEADER_BYTES = _int("RELAY_MAX_HEADER_BYTES", 16384, minimum=1024)
+RELAY_MAX_HEADER_COUNT = _int("RELAY_MAX_HEADER_COUNT", 100, minimum=8)
+RELAY_MAX_REQUEST_LINE_BYTES = _int("RELAY_MAX_REQUEST_LINE_BYTES", 8192, minimum=256)
+RELAY_DRAIN_S = _float("RELAY_DRAIN_S", 10.0)
+RELAY_FLUSH_S = _float("RELAY_FLUSH_S", 5.0, minimum=0.05)
+RELAY_TRUSTED_PROXIES = _networks("RELAY_TRUSTED_PROXIES")
+
+# --- Django -----------------------------------------------------------------------------------
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[RELAY_DOMAIN, f".{RELAY_DOMAIN}", "127.0.0.1"])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "tunnels",
+    "relay",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "tunnelsite.urls"
+ASGI_APPLICATION = "tunnelsite.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": _read(
+        "DATABASE_URL", env.db_url, f"sqlite:///{BASE_DIR / 'db.sqlite3'}", "database URL"
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Waiting briefly on a lock beats failing a registration outright.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 5
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(f"REDIS_URL={REDIS_URL!r} must start with redis:// or rediss://")
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# Cookies belong to the bare domain only: a tunnel must never see or set the admin's session.
+SESSION_COOKIE_DOMAIN = None
+CSRF_COOKIE_DOMAIN = None
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "relay": {"level": env.str("RELAY_LOG_LEVEL", default="INFO")},
+        "tunnels": {"level": env.str("RELAY_LOG_LEVEL", default="INFO")},
+    },
+}
