@@ -1,0 +1,47 @@
+# Two commands set everything up on a fresh machine:
+#   make run   - .venv, pinned dependencies, migrations, then the relay on the embedded defaults
+#   make test  - the same plus test dependencies and the npm client, then the whole suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+NPM_DIR := tests/.npm
+NPM_LT := $(NPM_DIR)/node_modules/localtunnel/package.json
+
+.PHONY: run test lint format bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.deps-run: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.deps-test: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.deps-run
+
+$(NPM_LT):
+	mkdir -p $(NPM_DIR)
+	npm install --prefix $(NPM_DIR) --no-audit --no-fund --silent localtunnel@2.0.2
+
+run: $(VENV)/.deps-run
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py runrelay
+
+test: $(VENV)/.deps-test $(NPM_LT)
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
+	$(PY) manage.py makemigrations --check --dry-run -v0
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.deps-test
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
+
+format: $(VENV)/.deps-test
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean:
+	rm -rf $(VENV) $(NPM_DIR) db.sqlite3 *.egg-info
