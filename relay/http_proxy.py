@@ -51,20 +51,30 @@ async def proxy_http(scope: Scope, receive: Receive, send: Send, name: str) -> N
 
 
 def _request_event(scope: Scope, first: dict) -> h11.Request:
-    body = first.get("body", b"")
-    more = first.get("more_body", False)
     headers, declared_length, had_body_headers = hdrs.request_headers(scope)
-    if not more:
-        if body or had_body_headers or scope["method"] in _BODY_METHODS:
-            headers.append((b"content-length", str(len(body)).encode()))
-    elif declared_length is not None:
-        headers.append((b"content-length", declared_length))
-    else:
+    length = _body_length(scope, first, declared_length)
+    if length is None:
         headers.append((b"transfer-encoding", b"chunked"))
+    elif length or had_body_headers or scope["method"] in _BODY_METHODS:
+        headers.append((b"content-length", str(length).encode()))
     target = scope.get("raw_path") or scope["path"].encode()
     if scope.get("query_string"):
         target = target + b"?" + scope["query_string"]
     return h11.Request(method=scope["method"], target=target, headers=headers)
+
+
+def _body_length(scope: Scope, first: dict, declared: bytes | None) -> int | None:
+    """The request body's length, or None when it is only known at its end (chunked)."""
+    # Under runrelay the public server holds the whole body before the relay starts, so
+    # the local app gets a Content-Length even when the visitor sent chunks.
+    known = scope.get("extensions", {}).get("tunnelsite.body_length")
+    if known is not None:
+        return int(known)
+    if not first.get("more_body", False):
+        return len(first.get("body", b""))
+    if declared is not None and declared.isdigit():
+        return int(declared)
+    return None
 
 
 async def _exchange(

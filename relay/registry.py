@@ -49,7 +49,14 @@ class Registry:
 
     # --- registration ---------------------------------------------------------------------
     async def register(
-        self, requested: str | None, owner: str, client_ip: str, max_conn_count: int
+        self,
+        requested: str | None,
+        owner: str,
+        client_ip: str,
+        max_conn_count: int,
+        *,
+        user_id: int | None = None,  # issue 4: who the session row belongs to
+        token_id: int | None = None,
     ) -> Tunnel:
         if not self.accepting:
             raise RegistrationError(503, "This relay is shutting down; try again in a moment.")
@@ -74,6 +81,8 @@ class Registry:
             client_ip=client_ip,
             max_conn_count=max_conn_count,
             registry=self,
+            user_id=user_id,
+            token_id=token_id,
         )
         self.tunnels[name] = tunnel  # claim the name before the first await
         try:
@@ -84,6 +93,8 @@ class Registry:
                 client_ip=client_ip,
                 port=tunnel.port,
                 max_sockets=max_conn_count,
+                owner_id=user_id,
+                token_id=token_id,
             )
         except BaseException:
             self.tunnels.pop(name, None)

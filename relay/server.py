@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import daphne.server as daphne_server  # isort:skip  (installs the asyncio reactor first)
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from daphne.http_protocol import HTTPFactory, WebRequest
@@ -30,6 +32,56 @@ def _reject(status: int, reason: str, message: str) -> bytes:
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     ).encode() + body
+
+
+# Request bodies are handed to the relay in pieces of this size, read from Twisted's spool
+# (memory below 100 KB, a temporary file above) only when the relay asks for the next one.
+BODY_CHUNK_BYTES = 256 * 1024
+
+
+class _NoBody:
+    """Stands in for the body file while Daphne's `process` runs, so Daphne does not read
+    the whole body into its queue at once (it would hold a 100 MiB upload in memory)."""
+
+    closed = False
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def seek(self, *args: Any) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+class StreamingReceive:
+    """The ASGI `receive` of an HTTP request: the body comes lazily from Twisted's spool,
+    everything else (`http.disconnect`) from Daphne through `put_nowait`."""
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+        body.seek(0, 2)
+        self.length = body.tell()  # Twisted has the whole body before the app starts
+        body.seek(0)
+        self._body_done = False
+        self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    def put_nowait(self, message: dict[str, Any]) -> None:
+        if message["type"] != "http.request":
+            self._events.put_nowait(message)
+
+    async def get(self) -> dict[str, Any]:
+        if not self._body_done:
+            try:
+                chunk = self._body.read(BODY_CHUNK_BYTES)
+            except ValueError:  # Twisted closed the spool: the visitor is gone
+                self._body_done = True
+                return {"type": "http.disconnect"}
+            more = len(chunk) == BODY_CHUNK_BYTES
+            self._body_done = not more
+            return {"type": "http.request", "body": chunk, "more_body": more}
+        return await self._events.get()
 
 
 class RelayWebRequest(WebRequest):
@@ -124,15 +176,24 @@ class RelayServer(daphne_server.Server):
             self.on_listen(host.host, host.port)
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
-        flow = None
-        if scope.get("type") == "http" and isinstance(protocol, RelayWebRequest):
-            flow = Flow(protocol)
-            protocol.relay_flow = flow
-            scope["extensions"] = {"tunnelsite.flow": flow}
-        queue = super().create_application(protocol, scope)
-        if flow is not None and queue is not None and flow.task is None:
-            flow.task = self.connections[protocol].get("application_instance")
-        return queue
+        if scope.get("type") != "http" or not isinstance(protocol, RelayWebRequest):
+            return super().create_application(protocol, scope)
+        # Daphne's own version, with a lazy body and a Flow in the scope.
+        flow = Flow(protocol)
+        protocol.relay_flow = flow
+        receive = StreamingReceive(protocol.content)
+        scope["extensions"] = {"tunnelsite.flow": flow, "tunnelsite.body_length": receive.length}
+        scope.setdefault("asgi", {"version": "3.0"})
+        protocol.content = _NoBody()
+        instance = self.application(
+            scope=scope, receive=receive.get, send=partial(self.handle_reply, protocol)
+        )
+        if protocol not in self.connections:
+            return None
+        task = asyncio.ensure_future(instance)
+        self.connections[protocol]["application_instance"] = task
+        flow.task = task
+        return receive
 
     def stop_listening(self) -> None:
         for port in self.ports:

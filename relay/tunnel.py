@@ -36,13 +36,15 @@ class NoSocket(Exception):
 @dataclass(eq=False)
 class Tunnel:
     name: str
-    owner: str  # "ip:<addr>" for anonymous tunnels, "token:<id>" once tokens exist
+    owner: str  # "ip:<addr>" for anonymous tunnels, "user:<id>" for token holders
     client_ip: str
     max_conn_count: int
     registry: Registry
     server: asyncio.Server | None = None
     port: int = 0
     session_id: int | None = None  # the tunnels.Tunnel row
+    user_id: int | None = None  # issue 4: the token's user (None: anonymous)
+    token_id: int | None = None  # issue 4: the ApiToken it was opened with
     connections: set[PoolConnection] = field(default_factory=set)
     idle: list[PoolConnection] = field(default_factory=list)
     waiters: deque[asyncio.Future[PoolConnection]] = field(default_factory=deque)
