@@ -1,0 +1,72 @@
+"""Fixtures for the relay's byte-level tests: a real pool listener on loopback, no processes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
+from typing import Any
+
+from relay.pool import PoolConnection
+from relay.tunnel import Tunnel
+
+
+class LoopRegistry:
+    """The parts of `relay.registry.Registry` a Tunnel calls, with real settings values."""
+
+    def __init__(self, **overrides: Any) -> None:
+        values = {"RELAY_POOL_ALLOW_ANY_IP": False, "RELAY_GRACE_S": 30.0}
+        values.update(overrides)
+        self.settings = SimpleNamespace(**values)
+        self.expiries: list[Tunnel] = []
+
+    def schedule_expiry(self, tunnel: Tunnel) -> None:
+        self.expiries.append(tunnel)
+
+
+@asynccontextmanager
+async def pool_listener(
+    max_conn_count: int = 2, client_ip: str = "127.0.0.1", **settings: Any
+) -> AsyncIterator[Tunnel]:
+    loop = asyncio.get_running_loop()
+    tunnel = Tunnel(
+        name="test-tunnel",
+        owner="ip:127.0.0.1",
+        client_ip=client_ip,
+        max_conn_count=max_conn_count,
+        registry=LoopRegistry(**settings),  # type: ignore[arg-type]
+    )
+    server = await loop.create_server(lambda: PoolConnection(tunnel, 16384), "127.0.0.1", 0)
+    tunnel.server = server
+    tunnel.port = server.sockets[0].getsockname()[1]
+    try:
+        yield tunnel
+    finally:
+        tunnel.close("test over")
+        server.close()
+        await server.wait_closed()
+
+
+async def connect(
+    tunnel: Tunnel, source: str = "127.0.0.1"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", tunnel.port, local_addr=(source, 0))
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll a condition with a deadline (the event loop runs in between)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

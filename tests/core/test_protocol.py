@@ -1,0 +1,61 @@
+"""The wire rules in relay/protocol.py, fed plain values."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay import protocol
+
+
+@pytest.mark.parametrize("name", ["abcd", "my-app-one", "a1b2c3", "x" * 63, "a" + "-" * 10 + "b"])
+def test_it_accepts_names_the_npm_client_accepts(name: str) -> None:
+    assert protocol.is_valid_subdomain(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["abc", "-abcd", "abcd-", "ABCD", "a_b_c_d", "a.bcd", "x" * 66, ""]
+)
+def test_it_rejects_names_outside_the_reference_rule(name: str) -> None:
+    assert not protocol.is_valid_subdomain(name)
+
+
+def test_random_names_follow_the_rule_and_differ() -> None:
+    names = {protocol.random_subdomain() for _ in range(200)}
+    assert all(protocol.is_valid_subdomain(n) for n in names)
+    assert len(names) > 190
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        (b"quiet-fox.localhost:8080", "quiet-fox"),
+        (b"Quiet-Fox.LOCALHOST", "quiet-fox"),
+        (b"quiet-fox.localhost.", "quiet-fox"),
+        (b"localhost:8080", None),
+        (b"a.b.localhost", None),
+        (b"quiet-fox.example.com", None),
+        (b".localhost", None),
+        (b"evil-localhost", None),
+    ],
+)
+def test_it_finds_the_tunnel_name_in_the_host_header(host: bytes, expected: str | None) -> None:
+    assert protocol.tunnel_name_from_host(host, b"localhost") == expected
+
+
+def test_npm_client_gets_errors_as_a_2xx_so_it_prints_them() -> None:
+    assert protocol.error_status_for(b"axios/0.21.4", 409) == protocol.NPM_CLIENT_ERROR_STATUS
+    assert protocol.error_status_for(b"tunnelsite-lt/0.1", 409) == 409
+    assert protocol.error_status_for(b"axios/0.21.4", 200) == 200
+
+
+@pytest.mark.parametrize(
+    ("scheme", "port", "url"),
+    [
+        ("http", 8080, "http://n4me.example:8080"),
+        ("http", 80, "http://n4me.example"),
+        ("https", 443, "https://n4me.example"),
+        ("https", 8443, "https://n4me.example:8443"),
+    ],
+)
+def test_public_urls_leave_out_default_ports(scheme: str, port: int, url: str) -> None:
+    assert protocol.public_url(scheme, "n4me", "example", port) == url
