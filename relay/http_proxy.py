@@ -32,6 +32,11 @@ async def proxy_http(scope: Scope, receive: Receive, send: Send, name: str) -> N
     if tunnel is None:
         await send_error(scope, send, 404, f"There is no tunnel called {name!r} on this relay.")
         return
+    if tunnel.quota is not None:  # issue 4: plan limits, integer checks only
+        refusal = tunnel.quota.admit(tunnel, scope, time.monotonic())
+        if refusal is not None:
+            await send_error(scope, send, *refusal)
+            return
     flow: Flow | None = scope.get("extensions", {}).get("tunnelsite.flow")
     if flow is not None:
         flow.task = asyncio.current_task()

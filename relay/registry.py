@@ -16,6 +16,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
+from django.db import IntegrityError
 
 from relay import protocol
 from relay.pool import PoolConnection
@@ -86,16 +87,23 @@ class Registry:
         )
         self.tunnels[name] = tunnel  # claim the name before the first await
         try:
+            if any(t.name == name for t in self._closed_pending):
+                await self.flush()  # the old session's row must be closed before a new one
             tunnel.server = await self._listen(tunnel)
             tunnel.port = tunnel.server.sockets[0].getsockname()[1]
-            tunnel.session_id = await database_sync_to_async(store.open_session)(
-                subdomain=name,
-                client_ip=client_ip,
-                port=tunnel.port,
-                max_sockets=max_conn_count,
-                owner_id=user_id,
-                token_id=token_id,
-            )
+            try:
+                tunnel.session_id = await database_sync_to_async(store.open_session)(
+                    subdomain=name,
+                    client_ip=client_ip,
+                    port=tunnel.port,
+                    max_sockets=max_conn_count,
+                    owner_id=user_id,
+                    token_id=token_id,
+                )
+            except IntegrityError:
+                raise RegistrationError(
+                    409, f"The subdomain {name!r} is in use; pick another name."
+                ) from None
         except BaseException:
             self.tunnels.pop(name, None)
             tunnel.close("registration failed")

@@ -12,6 +12,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from twisted.internet import reactor
 
+from relay import control
 from relay.protocol import public_url
 from relay.registry import get_registry
 from relay.server import RelayServer
@@ -44,6 +45,7 @@ class RelayRunner:
         self.out = out
         self.failed = ""
         self._stopping = False
+        self._control: asyncio.Task[None] | None = None  # issue 4: admin disconnects
         from tunnelsite.asgi import application
 
         self.server = RelayServer(
@@ -92,6 +94,7 @@ class RelayRunner:
         if closed:
             logger.info("marked %d sessions of an earlier run as closed", closed)
         get_registry().start()
+        self._control = asyncio.get_running_loop().create_task(control.listen())
         logger.debug("open-file limit %d", limit)
 
     def stop(self) -> None:
@@ -103,6 +106,8 @@ class RelayRunner:
 
     async def _shutdown(self) -> None:
         registry = get_registry()
+        if self._control is not None:
+            self._control.cancel()
         try:
             self.server.stop_listening()
             finished = await registry.drain(settings.RELAY_DRAIN_S)

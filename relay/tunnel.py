@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from relay.limits import Quota
 from relay.pool import PoolConnection
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class Tunnel:
     session_id: int | None = None  # the tunnels.Tunnel row
     user_id: int | None = None  # issue 4: the token's user (None: anonymous)
     token_id: int | None = None  # issue 4: the ApiToken it was opened with
+    quota: Quota | None = None  # issue 4: plan limits (relay/limits.py); None: no limits
     connections: set[PoolConnection] = field(default_factory=set)
     idle: list[PoolConnection] = field(default_factory=list)
     waiters: deque[asyncio.Future[PoolConnection]] = field(default_factory=deque)

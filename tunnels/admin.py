@@ -1,30 +1,235 @@
+"""The operator's console: tokens, plans, reserved names, and tunnel sessions."""
+
 from __future__ import annotations
 
-from django.contrib import admin
+from contextvars import ContextVar
+from typing import Any
 
-from tunnels.models import Tunnel
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.defaultfilters import filesizeformat
+from django.utils.html import format_html
+
+from relay import protocol
+from tunnels import control
+from tunnels.models import Account, ApiToken, Plan, ReservedSubdomain, Tunnel
+
+# The port visitors use, read from the admin's own request while a changelist renders.
+_public_port: ContextVar[int] = ContextVar("public_port", default=0)
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "max_live_tunnels",
+        "max_sockets_per_tunnel",
+        "max_requests_per_minute",
+        "max_bytes_per_day",
+        "max_request_body_bytes",
+        "idle_timeout_s",
+        "allow_custom_subdomains",
+    )
+    search_fields = ("name",)
+
+
+class AccountInline(admin.StackedInline):
+    model = Account
+    can_delete = False
+    verbose_name_plural = "relay plan"
+
+
+User = get_user_model()
+if admin.site.is_registered(User):
+    admin.site.unregister(User)
+
+
+@admin.register(User)
+class RelayUserAdmin(UserAdmin):
+    inlines = [AccountInline]
+
+
+@admin.register(ReservedSubdomain)
+class ReservedSubdomainAdmin(admin.ModelAdmin):
+    list_display = ("name", "holder", "note", "created")
+    list_select_related = ("user",)
+    search_fields = ("name", "user__username", "note")
+    autocomplete_fields = ("user",)
+
+    @admin.display(description="reserved for", ordering="user__username")
+    def holder(self, obj: ReservedSubdomain) -> str:
+        return str(obj.user) if obj.user_id else "the operator (nobody may register it)"
+
+
+class RevokedFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("usable", "usable"), ("revoked", "revoked")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "usable":
+            return queryset.filter(revoked_at__isnull=True)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("label", "user", "shown_prefix", "created", "last_used", "expires", "revoked")
+    list_filter = (RevokedFilter, ("user", admin.RelatedOnlyFieldListFilter))
+    list_select_related = ("user",)
+    search_fields = ("name", "prefix", "user__username")
+    fields = ("user", "name", "plan", "expires", "shown_prefix", "created", "last_used")
+    readonly_fields = ("shown_prefix", "created", "last_used", "revoked_at")
+    autocomplete_fields = ("user",)
+    actions = ["revoke"]
+
+    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> Any:
+        if obj is None:  # adding: the prefix does not exist yet
+            return ("user", "name", "plan", "expires")
+        return (*self.fields, "revoked_at")
+
+    @admin.display(description="name", ordering="name")
+    def label(self, obj: ApiToken) -> str:
+        return obj.name or "(unnamed)"
+
+    @admin.display(description="prefix", ordering="prefix")
+    def shown_prefix(self, obj: ApiToken) -> str:
+        return f"lt_{obj.prefix}…" if obj.prefix else "-"
+
+    @admin.display(boolean=True, ordering="revoked_at")
+    def revoked(self, obj: ApiToken) -> bool:
+        return obj.revoked
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        text = obj.set_new_secret()
+        messages.success(
+            request,
+            f"The new token is {text} — copy it now: it is not stored and will not be shown "
+            f"again. Use it as: lt --port 3000 --host {settings.RELAY_PUBLIC_SCHEME}://"
+            f"{text}@{settings.RELAY_DOMAIN}",
+        )
+
+    @admin.action(description="Revoke the selected tokens (and close their tunnels)")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        count = control.revoke_tokens(list(queryset), "token revoked by the operator")
+        self.message_user(request, f"Revoked {count} token(s); their live tunnels are closing.")
+
+
+class LiveFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("live", "live"), ("closed", "closed")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() in ("live", "closed"):
+            return queryset.filter(is_live=self.value() == "live")
+        return queryset
 
 
 @admin.register(Tunnel)
 class TunnelAdmin(admin.ModelAdmin):
     list_display = (
-        "subdomain",
+        "public_link",
         "is_live",
+        "owner",
+        "token_name",
         "client_ip",
-        "sockets",
+        "sockets_up",
         "requests",
-        "bytes_in",
-        "bytes_out",
+        "traffic_in",
+        "traffic_out",
         "opened_at",
-        "closed_at",
-        "close_reason",
+        "last_activity",
     )
-    list_filter = ("is_live",)
-    search_fields = ("subdomain", "client_ip")
+    list_filter = (LiveFilter, ("owner", admin.RelatedOnlyFieldListFilter))
+    list_select_related = ("owner", "token")
+    search_fields = ("subdomain",)
     readonly_fields = [f.name for f in Tunnel._meta.fields]
+    actions = ["disconnect", "disconnect_and_revoke"]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        reset = _public_port.set(int(settings.RELAY_PUBLIC_PORT or request.get_port()))
+        try:
+            response = super().changelist_view(request, extra_context)
+            if hasattr(response, "render"):
+                response.render()  # while the port is known
+            return response
+        finally:
+            _public_port.reset(reset)
+
+    @admin.display(description="subdomain", ordering="subdomain")
+    def public_link(self, obj: Tunnel) -> str:
+        if not obj.is_live:
+            return obj.subdomain
+        url = protocol.public_url(
+            settings.RELAY_PUBLIC_SCHEME, obj.subdomain, settings.RELAY_DOMAIN, _public_port.get()
+        )
+        return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, obj.subdomain)
+
+    @admin.display(description="token", ordering="token__name")
+    def token_name(self, obj: Tunnel) -> str:
+        if obj.token is None:
+            return "-"
+        return obj.token.name or f"lt_{obj.token.prefix}…"
+
+    @admin.display(description="sockets")
+    def sockets_up(self, obj: Tunnel) -> str:
+        return f"{obj.sockets}/{obj.max_sockets}"
+
+    @admin.display(description="in", ordering="bytes_in")
+    def traffic_in(self, obj: Tunnel) -> str:
+        return filesizeformat(obj.bytes_in)
+
+    @admin.display(description="out", ordering="bytes_out")
+    def traffic_out(self, obj: Tunnel) -> str:
+        return filesizeformat(obj.bytes_out)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request: HttpRequest, obj: Tunnel | None = None) -> bool:
         return False
+
+    # Sessions are read-only in the admin, so the actions check the model permissions
+    # themselves instead of has_change_permission (always False here).
+    def has_disconnect_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("tunnels.change_tunnel")
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return self.has_disconnect_permission(request) and request.user.has_perm(
+            "tunnels.change_apitoken"
+        )
+
+    @admin.action(description="Disconnect the selected tunnels", permissions=["disconnect"])
+    def disconnect(self, request: HttpRequest, queryset: QuerySet[Tunnel]) -> None:
+        names = list(queryset.filter(is_live=True).values_list("subdomain", flat=True))
+        control.close_tunnels(names, "disconnected by the operator")
+        self.message_user(request, f"Disconnecting {len(names)} live tunnel(s).")
+
+    @admin.action(
+        description="Disconnect the selected tunnels and revoke their tokens",
+        permissions=["revoke"],
+    )
+    def disconnect_and_revoke(self, request: HttpRequest, queryset: QuerySet[Tunnel]) -> None:
+        names = list(queryset.filter(is_live=True).values_list("subdomain", flat=True))
+        tokens = list(ApiToken.objects.filter(sessions__in=queryset).distinct())
+        control.close_tunnels(names, "disconnected by the operator")
+        revoked = control.revoke_tokens(tokens, "token revoked by the operator")
+        self.message_user(
+            request, f"Disconnecting {len(names)} live tunnel(s); revoked {revoked} token(s)."
+        )

@@ -1,13 +1,176 @@
-"""What lasts: one row per tunnel session (a registration and its life)."""
+"""What lasts: accounts, plans, API tokens, reserved names, and one row per tunnel session."""
 
 from __future__ import annotations
 
-from django.db import models
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, models, transaction
 from django.db.models import Q
+from django.utils import timezone
+
+from tunnels import tokens
+
+
+class Plan(models.Model):
+    """What a user may do. 0 means "no limit" for every limit but the socket count."""
+
+    name = models.CharField(max_length=60, unique=True)
+    max_live_tunnels = models.PositiveIntegerField(default=5)
+    max_sockets_per_tunnel = models.PositiveIntegerField(
+        default=10, help_text="Advertised to clients as max_conn_count."
+    )
+    max_requests_per_minute = models.PositiveIntegerField(default=0, help_text="0: no limit.")
+    max_bytes_per_day = models.PositiveBigIntegerField(
+        default=0, help_text="Bytes in plus out, per tunnel. 0: no limit."
+    )
+    max_request_body_bytes = models.PositiveBigIntegerField(default=0, help_text="0: no limit.")
+    idle_timeout_s = models.PositiveIntegerField(
+        default=0, help_text="Close a tunnel after this long without requests. 0: never."
+    )
+    allow_custom_subdomains = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Account(models.Model):
+    """A user's relay settings: for now, the plan (none: the default plan from settings)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="relay_account"
+    )
+    plan = models.ForeignKey(Plan, null=True, blank=True, on_delete=models.SET_NULL)
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.plan or 'default plan'})"
+
+
+class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
+    def usable(self) -> ApiTokenQuerySet:
+        now = timezone.now()
+        return self.filter(revoked_at__isnull=True).filter(
+            Q(expires__isnull=True) | Q(expires__gt=now)
+        )
+
+
+class ApiToken(models.Model):
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, blank=True, help_text="What or who it is for.")
+    prefix = models.CharField(max_length=tokens.PREFIX_LENGTH, unique=True, editable=False)
+    digest = models.CharField(max_length=64, editable=False)
+    plan = models.ForeignKey(
+        Plan,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        help_text="Overrides the user's plan for tunnels opened with this token.",
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    last_used = models.DateTimeField(null=True, blank=True, editable=False)
+    expires = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        label = self.name or "token"
+        return f"{label} (lt_{self.prefix}…)"
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        return self.expires is not None and self.expires <= (now or timezone.now())
+
+    @classmethod
+    def issue(
+        cls,
+        user: models.Model,
+        name: str = "",
+        expires_in: timedelta | None = None,
+        plan: Plan | None = None,
+    ) -> tuple[ApiToken, str]:
+        """Create a token; returns the row and the token text (the only time it exists)."""
+        token = cls(user=user, name=name, plan=plan)
+        if expires_in is not None:
+            token.expires = timezone.now() + expires_in
+        return token, token.set_new_secret()
+
+    def set_new_secret(self) -> str:
+        """Fill prefix and digest, save, and return the token text. Retries a prefix clash."""
+        for _ in range(5):
+            prefix, secret = tokens.new_prefix(), tokens.new_secret()
+            self.prefix, self.digest = prefix, tokens.digest(secret)
+            try:
+                with transaction.atomic():
+                    self.save()
+            except IntegrityError:
+                if not ApiToken.objects.filter(prefix=prefix).exclude(pk=self.pk).exists():
+                    raise  # not a prefix clash
+                continue
+            return tokens.join(prefix, secret)
+        raise IntegrityError("could not find a free token prefix")
+
+    def revoke(self) -> bool:
+        """Revoke now; False when it already was."""
+        if self.revoked_at is not None:
+            return False
+        self.revoked_at = timezone.now()
+        self.save(update_fields=["revoked_at"])
+        return True
+
+
+class ReservedSubdomain(models.Model):
+    """A name kept for one user (or, with no user, for the operator: nobody may register it)."""
+
+    name = models.CharField(max_length=65, unique=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="reserved_subdomains",
+        help_text="Empty: reserved for the operator, nobody may register it.",
+    )
+    note = models.CharField(max_length=200, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        self.name = self.name.strip().lower()
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
 
 
 class Tunnel(models.Model):
     subdomain = models.CharField(max_length=65, db_index=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="tunnel_sessions",
+        help_text="Empty for anonymous tunnels.",
+    )
+    token = models.ForeignKey(
+        ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions"
+    )
+    node = models.CharField(max_length=100, blank=True, help_text="The relay that served it.")
     client_ip = models.GenericIPAddressField()
     port = models.PositiveIntegerField(help_text="The pool port the client connects to.")
     max_sockets = models.PositiveIntegerField()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -28,10 +29,25 @@ class SessionUpdate:
     close_reason: str
 
 
-def open_session(*, subdomain: str, client_ip: str, port: int, max_sockets: int) -> int:
-    row = Tunnel.objects.create(
-        subdomain=subdomain, client_ip=client_ip, port=port, max_sockets=max_sockets
-    )
+def open_session(
+    *,
+    subdomain: str,
+    client_ip: str,
+    port: int,
+    max_sockets: int,
+    owner_id: int | None = None,
+    token_id: int | None = None,
+) -> int:
+    with transaction.atomic():  # a name conflict rolls back this insert only
+        row = Tunnel.objects.create(
+            subdomain=subdomain,
+            client_ip=client_ip,
+            port=port,
+            max_sockets=max_sockets,
+            owner_id=owner_id,
+            token_id=token_id,
+            node=settings.RELAY_NODE_NAME,
+        )
     return row.pk
 
 

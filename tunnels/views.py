@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import resource
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -14,11 +15,18 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from relay import protocol
-from relay.registry import RegistrationError, get_registry
+from relay.limits import Quota
+from relay.registry import RegistrationError, Registry, get_registry
+from tunnels import auth
 from tunnels.identity import Requester, identify
+from tunnels.quotas import Limits
 
 
 def _error(request: HttpRequest, status: int, message: str) -> JsonResponse:
+    """`{"message"}` with the real status, except for the npm client (axios User-Agent),
+    which gets 203: it retries any non-2xx answer silently forever, but exits printing the
+    message of a 2xx other than 200 (see protocol.NPM_CLIENT_ERROR_STATUS).
+    """
     user_agent = request.headers.get("User-Agent", "").encode("latin-1", "replace")
     answer = JsonResponse({"message": message, "status": status})
     answer.status_code = protocol.error_status_for(user_agent, status)
@@ -36,14 +44,37 @@ async def _register(request: HttpRequest, requested: str | None) -> HttpResponse
             "alphanumeric characters (inner hyphens allowed).",
         )
     try:
-        tunnel = await get_registry().register(
+        grant = await database_sync_to_async(auth.grant_registration)(
+            requester.credential, requester.ip, requested
+        )
+    except auth.Refusal as exc:
+        return _error(request, exc.status, exc.message)
+    registry = get_registry()
+    # No await between this count and register() claiming the name: nothing can slip in.
+    limit = grant.limits.max_live_tunnels
+    if limit and not _is_reclaim(registry, requested, grant.owner):
+        if _live_count(registry, grant.owner) >= limit:
+            return _error(
+                request,
+                429,
+                f"You already have {limit} live tunnel{'s' if limit != 1 else ''}, the most "
+                f"your plan ({grant.limits.plan}) allows. Close one (stop its client) first.",
+            )
+    try:
+        tunnel = await registry.register(
             requested,
-            owner=requester.owner,
+            owner=grant.owner,
             client_ip=requester.ip,
-            max_conn_count=settings.RELAY_MAX_SOCKETS,
+            max_conn_count=grant.limits.max_sockets,
+            user_id=grant.user_id,
+            token_id=grant.token_id,
         )
     except RegistrationError as exc:
         return _error(request, exc.status, exc.message)
+    if tunnel.quota is None:  # a reclaimed tunnel keeps its quota and counters
+        tunnel.quota = _quota(grant.limits)
+        if tunnel.quota is not None:
+            tunnel.quota.start_idle_timer(tunnel)
     public_port = settings.RELAY_PUBLIC_PORT or request.get_port()
     url = protocol.public_url(
         settings.RELAY_PUBLIC_SCHEME, tunnel.name, settings.RELAY_DOMAIN, int(public_port)
@@ -51,6 +82,25 @@ async def _register(request: HttpRequest, requested: str | None) -> HttpResponse
     return JsonResponse(
         protocol.registration_answer(tunnel.name, tunnel.port, tunnel.max_conn_count, url)
     )
+
+
+def _quota(limits: Limits) -> Quota | None:
+    quota = Quota(
+        per_minute=limits.max_requests_per_minute,
+        per_day_bytes=limits.max_bytes_per_day,
+        max_body_bytes=limits.max_request_body_bytes,
+        idle_timeout_s=limits.idle_timeout_s,
+    )
+    return None if quota.empty else quota
+
+
+def _is_reclaim(registry: Registry, requested: str | None, owner: str) -> bool:
+    existing = registry.get(requested) if requested is not None else None
+    return existing is not None and existing.owner == owner
+
+
+def _live_count(registry: Registry, owner: str) -> int:
+    return sum(1 for tunnel in registry.tunnels.values() if tunnel.owner == owner)
 
 
 @require_GET
@@ -86,8 +136,23 @@ async def tunnel_detail(request: HttpRequest, name: str) -> HttpResponse:
     if request.method == "DELETE":
         if tunnel is None:
             return _error(request, 404, f"There is no live tunnel called {name!r}.")
-        if identify(request).owner != tunnel.owner:
-            return _error(request, 403, "Only the client that opened this tunnel may close it.")
+        requester = identify(request)
+        owner = requester.owner
+        if requester.credential is not None:
+            try:
+                grant = await database_sync_to_async(auth.authenticate)(
+                    requester.credential, requester.ip, touch=False
+                )
+            except auth.Refusal as exc:
+                return _error(request, exc.status, exc.message)
+            owner = grant.owner
+        if owner != tunnel.owner:
+            return _error(
+                request,
+                403,
+                "Only the client that opened this tunnel may close it: send the same API "
+                "token (or any token of the same user), or stop the client.",
+            )
         get_registry().close(tunnel, "closed by client")
         return HttpResponse(status=204)
     return _error(request, 405, "Use DELETE to close a tunnel.")

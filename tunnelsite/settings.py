@@ -120,6 +120,32 @@ RELAY_DRAIN_S = _float("RELAY_DRAIN_S", 10.0)
 RELAY_FLUSH_S = _float("RELAY_FLUSH_S", 5.0, minimum=0.05)
 RELAY_TRUSTED_PROXIES = _networks("RELAY_TRUSTED_PROXIES")
 
+# --- Accounts and quotas (tunnels/quotas.py) ---------------------------------------------------
+# Registering without a token: allowed while developing, refused (401) in production.
+RELAY_ALLOW_ANONYMOUS = _bool("RELAY_ALLOW_ANONYMOUS", DEBUG)
+# Recorded on each session row; names the relay once there are several.
+RELAY_NODE_NAME = env.str("RELAY_NODE_NAME", default="")
+# Names only the operator may hand out (with a ReservedSubdomain row). Names shorter than 4
+# characters (www, api) are already refused by the subdomain rule; they are listed for clarity.
+RELAY_RESERVED_NAMES = frozenset(
+    name.strip().lower()
+    for name in env.list(
+        "RELAY_RESERVED_NAMES",
+        default="www api admin static mail smtp imap ftp relay status login assets media".split(),
+    )
+    if name.strip()
+)
+# The plan of users without one, and of anonymous tunnels. 0 means "no limit".
+RELAY_DEFAULT_PLAN_MAX_LIVE_TUNNELS = _int("RELAY_DEFAULT_PLAN_MAX_LIVE_TUNNELS", 5)
+RELAY_DEFAULT_PLAN_MAX_SOCKETS = _int("RELAY_DEFAULT_PLAN_MAX_SOCKETS", RELAY_MAX_SOCKETS, 1)
+RELAY_DEFAULT_PLAN_MAX_REQUESTS_PER_MINUTE = _int("RELAY_DEFAULT_PLAN_MAX_REQUESTS_PER_MINUTE", 0)
+RELAY_DEFAULT_PLAN_MAX_BYTES_PER_DAY = _int("RELAY_DEFAULT_PLAN_MAX_BYTES_PER_DAY", 0)
+RELAY_DEFAULT_PLAN_MAX_REQUEST_BODY_BYTES = _int("RELAY_DEFAULT_PLAN_MAX_REQUEST_BODY_BYTES", 0)
+RELAY_DEFAULT_PLAN_IDLE_TIMEOUT_S = _int("RELAY_DEFAULT_PLAN_IDLE_TIMEOUT_S", 0)
+RELAY_DEFAULT_PLAN_ALLOW_CUSTOM_SUBDOMAINS = _bool(
+    "RELAY_DEFAULT_PLAN_ALLOW_CUSTOM_SUBDOMAINS", True
+)
+
 # --- Django -----------------------------------------------------------------------------------
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[RELAY_DOMAIN, f".{RELAY_DOMAIN}", "127.0.0.1"])
 
@@ -164,11 +190,13 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": _read(
-        "DATABASE_URL", env.db_url, f"sqlite:///{BASE_DIR / 'db.sqlite3'}", "database URL"
+_database_url = env.str("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+if _database_url.split("://", 1)[0] not in environ.Env.DB_SCHEMES:
+    raise ImproperlyConfigured(
+        f"DATABASE_URL={_database_url!r} must start with sqlite:// or postgres:// "
+        "(e.g. postgres://user@127.0.0.1:5432/tunnelsite)"
     )
-}
+DATABASES = {"default": _read("DATABASE_URL", env.db_url, _database_url, "database URL")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Waiting briefly on a lock beats failing a registration outright.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 5

@@ -1,0 +1,71 @@
+"""The relay's ear for operators: close tunnels when the admin (or a command) says so.
+
+Listens on the channel layer group `relay-control` for
+`{"type": "tunnel.close", "names": [...], "token_ids": [...], "reason": "..."}` and closes
+matching live tunnels through the registry. Sent by tunnels/control.py. The in-memory layer
+only carries messages within one process: fine, the admin is served by the runrelay process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+from relay.registry import Registry, get_registry
+
+logger = logging.getLogger(__name__)
+
+CONTROL_GROUP = "relay-control"
+# Groups expire on both layers (a day by default): join again well before that.
+REJOIN_S = 3600.0
+
+
+def handle(registry: Registry, message: dict[str, Any]) -> int:
+    """Obey one control message; returns how many tunnels it closed."""
+    if message.get("type") != "tunnel.close":
+        return 0
+    reason = str(message.get("reason") or "closed by the operator")[:100]
+    names = set(message.get("names") or ())
+    token_ids = set(message.get("token_ids") or ())
+    doomed = [
+        tunnel
+        for tunnel in list(registry.tunnels.values())
+        if tunnel.name in names or (tunnel.token_id is not None and tunnel.token_id in token_ids)
+    ]
+    for tunnel in doomed:
+        registry.close(tunnel, reason)
+    return len(doomed)
+
+
+async def listen(ready: asyncio.Event | None = None) -> None:
+    """Run until cancelled. `ready` is set once the relay has joined the group."""
+    layer = get_channel_layer()
+    if layer is None:
+        logger.warning("no channel layer: the admin cannot disconnect tunnels")
+        return
+    channel = await layer.new_channel("relay-control.")
+    try:
+        while True:
+            await layer.group_add(CONTROL_GROUP, channel)
+            if ready is not None:
+                ready.set()
+            try:
+                async with asyncio.timeout(REJOIN_S):
+                    while True:
+                        message = await layer.receive(channel)
+                        try:
+                            closed = handle(get_registry(), message)
+                        except Exception:
+                            logger.exception("could not obey control message %r", message)
+                            continue
+                        logger.info("control: closed %d tunnel(s)", closed)
+            except TimeoutError:
+                continue
+    finally:
+        try:
+            await asyncio.shield(layer.group_discard(CONTROL_GROUP, channel))
+        except Exception:
+            pass

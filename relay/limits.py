@@ -1,0 +1,129 @@
+"""Plan limits on the byte path: integer checks on in-memory counters, no ORM, no logging.
+
+A tunnel opened under a plan with limits carries a `Quota` (tunnel.quota); tunnels without
+limits carry None and pay one attribute read per request. Windows are fixed, not sliding:
+a minute for requests, a day for bytes (in + out), both counted per tunnel and reset when
+the tunnel is closed (a reconnect after the grace period starts afresh).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from relay.asgi_types import Scope
+
+if TYPE_CHECKING:
+    from relay.tunnel import Tunnel
+
+MINUTE_S = 60.0
+DAY_S = 86400.0
+
+Refusal = tuple[int, str, int | None]  # status, message, Retry-After seconds
+
+
+class Quota:
+    __slots__ = (
+        "per_minute",
+        "per_day_bytes",
+        "max_body_bytes",
+        "idle_timeout_s",
+        "minute_start",
+        "minute_count",
+        "day_start",
+        "day_bytes_before",
+        "idle_timer",
+    )
+
+    def __init__(
+        self, per_minute: int, per_day_bytes: int, max_body_bytes: int, idle_timeout_s: int
+    ) -> None:
+        self.per_minute = per_minute
+        self.per_day_bytes = per_day_bytes
+        self.max_body_bytes = max_body_bytes
+        self.idle_timeout_s = idle_timeout_s
+        now = time.monotonic()
+        self.minute_start = now
+        self.minute_count = 0
+        self.day_start = now
+        self.day_bytes_before = 0
+        self.idle_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.per_minute or self.per_day_bytes or self.max_body_bytes or self.idle_timeout_s
+        )
+
+    def admit(self, tunnel: Tunnel, scope: Scope, now: float) -> Refusal | None:
+        """None to let the request through, else what to answer instead."""
+        if self.per_minute:
+            if now - self.minute_start >= MINUTE_S:
+                self.minute_start, self.minute_count = now, 0
+            self.minute_count += 1
+            if self.minute_count > self.per_minute:
+                wait = int(MINUTE_S - (now - self.minute_start)) + 1
+                return (
+                    429,
+                    f"The tunnel {tunnel.name} has had its {self.per_minute} requests for "
+                    "this minute; try again shortly.",
+                    wait,
+                )
+        if self.per_day_bytes:
+            total = tunnel.bytes_in + tunnel.bytes_out
+            if now - self.day_start >= DAY_S:
+                self.day_start, self.day_bytes_before = now, total
+            if total - self.day_bytes_before >= self.per_day_bytes:
+                wait = int(DAY_S - (now - self.day_start)) + 1
+                return (
+                    429,
+                    f"The tunnel {tunnel.name} has used its daily traffic allowance.",
+                    wait,
+                )
+        if self.max_body_bytes:
+            length = _body_length(scope)
+            if length is not None and length > self.max_body_bytes:
+                return (
+                    413,
+                    f"The tunnel {tunnel.name} accepts request bodies of at most "
+                    f"{self.max_body_bytes} bytes.",
+                    None,
+                )
+        return None
+
+    # --- idle timeout -----------------------------------------------------------------------
+    def start_idle_timer(self, tunnel: Tunnel) -> None:
+        if self.idle_timeout_s and self.idle_timer is None:
+            self._schedule(tunnel, float(self.idle_timeout_s))
+
+    def _schedule(self, tunnel: Tunnel, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        self.idle_timer = loop.call_later(delay, self.check_idle, tunnel)
+
+    def check_idle(self, tunnel: Tunnel, now: float | None = None) -> bool:
+        """Close the tunnel if it has been idle too long (True), else check again later."""
+        self.idle_timer = None
+        if tunnel.closed:
+            return False
+        idle_for = (time.monotonic() if now is None else now) - tunnel.last_activity
+        if idle_for >= self.idle_timeout_s:
+            tunnel.registry.close(tunnel, f"idle for {self.idle_timeout_s} s")
+            return True
+        self._schedule(tunnel, self.idle_timeout_s - idle_for)
+        return False
+
+    def stop(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+
+
+def _body_length(scope: Scope) -> int | None:
+    known = scope.get("extensions", {}).get("tunnelsite.body_length")
+    if known is not None:
+        return int(known)
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None

@@ -1,0 +1,138 @@
+"""The localtunnel registration API, through Django's async test client.
+
+Each test runs on one event loop, so the pool listeners the registry opens are real.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable
+
+from django.test import AsyncClient, TestCase, override_settings
+
+from relay.registry import get_registry, reset_registry
+from tunnels.models import Tunnel as Session
+
+OWNER = ("127.0.0.1", 50000)
+STRANGER = ("127.0.0.9", 50000)
+
+
+def isolated(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """Run a test against a fresh registry and close its tunnels on the test's own loop
+    (Django's TestCase has no asyncTearDown)."""
+
+    @functools.wraps(test)
+    async def wrapper(self: TestCase) -> None:
+        reset_registry()
+        try:
+            await test(self)
+        finally:
+            await get_registry().shutdown("test over")
+            reset_registry()
+
+    return wrapper
+
+
+class AddressedClient(AsyncClient):
+    """Django's async test client, calling from a chosen client address."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        super().__init__()
+        self.address = list(address)
+
+    def _base_scope(self, **request: object) -> dict:
+        scope = super()._base_scope(**request)
+        scope["client"] = self.address
+        return scope
+
+
+@override_settings(RELAY_ALLOW_ANONYMOUS=True, RELAY_PUBLIC_PORT=0)
+class RegistrationApiTests(TestCase):
+    def _client(self, address: tuple[str, int]) -> AsyncClient:
+        return AddressedClient(address)
+
+    async def _get(self, path: str, client: tuple[str, int] = OWNER, **headers: str):
+        return await self._client(client).get(path, headers=headers or None)
+
+    @isolated
+    async def test_it_answers_new_with_the_localtunnel_fields(self) -> None:
+        response = await self._get("/?new")
+        self.assertEqual(response.status_code, 200)
+        body = response.json()
+        self.assertEqual(set(body) - {"ip"}, {"id", "port", "max_conn_count", "url"})
+        self.assertTrue(body["url"].startswith(f"http://{body['id']}.localhost"))
+        self.assertIn(body["id"], get_registry().tunnels)
+        session = await Session.objects.aget(subdomain=body["id"])
+        self.assertTrue(session.is_live)
+        self.assertEqual(session.port, body["port"])
+
+    @override_settings(RELAY_PUBLIC_SCHEME="https", RELAY_PUBLIC_PORT=443, RELAY_DOMAIN="t.example")
+    @isolated
+    async def test_the_url_comes_from_settings_not_from_the_host_the_client_used(self) -> None:
+        response = await self._get("/my-app-one")  # the test client says Host: testserver
+        self.assertEqual(response.json()["url"], "https://my-app-one.t.example")
+
+    @isolated
+    async def test_an_invalid_name_is_refused_with_403_and_a_message(self) -> None:
+        response = await self._get("/Not_Valid")
+        self.assertEqual(response.status_code, 403)
+        self.assertIn("subdomain", response.json()["message"].lower())
+
+    @isolated
+    async def test_the_npm_client_gets_the_error_as_203_so_it_stops_and_prints_it(self) -> None:
+        response = await self._get("/Not_Valid", **{"User-Agent": "axios/0.21.4"})
+        self.assertEqual(response.status_code, 203)
+        self.assertEqual(response["X-Tunnelsite-Status"], "403")
+        self.assertTrue(response.json()["message"])
+
+    @isolated
+    async def test_a_name_in_use_is_not_swapped_for_a_random_one(self) -> None:
+        first = await self._get("/my-app-one")
+        self.assertEqual(first.status_code, 200)
+        taken = await self._get("/my-app-one", client=STRANGER)
+        self.assertEqual(taken.status_code, 409)
+        self.assertIn("in use", taken.json()["message"])
+
+    @isolated
+    async def test_the_owner_gets_its_name_and_port_back(self) -> None:
+        first = (await self._get("/my-app-one")).json()
+        again = (await self._get("/my-app-one")).json()
+        self.assertEqual((again["id"], again["port"]), (first["id"], first["port"]))
+        self.assertEqual(await Session.objects.filter(subdomain="my-app-one").acount(), 1)
+
+    @isolated
+    async def test_delete_frees_the_name_at_once_for_its_owner_only(self) -> None:
+        await self._get("/my-app-one")
+        refused = await self._client(STRANGER).delete("/api/tunnels/my-app-one")
+        self.assertEqual(refused.status_code, 403)
+        deleted = await self._client(OWNER).delete("/api/tunnels/my-app-one")
+        self.assertEqual(deleted.status_code, 204)
+        self.assertNotIn("my-app-one", get_registry().tunnels)
+        other = await self._get("/my-app-one", client=STRANGER)
+        self.assertEqual(other.status_code, 200)
+
+    @isolated
+    async def test_status_endpoints_have_the_localtunnel_shapes(self) -> None:
+        await self._get("/my-app-one")
+        status = await self._get("/api/status")
+        self.assertEqual(status.json()["tunnels"], 1)
+        self.assertIn("mem", status.json())
+        one = await self._get("/api/tunnels/my-app-one/status")
+        self.assertEqual(one.json(), {"connected_sockets": 0})
+        missing = await self._get("/api/tunnels/nope-nope/status")
+        self.assertEqual(missing.status_code, 404)
+        self.assertTrue(json.loads(missing.content)["message"])
+
+    @isolated
+    async def test_counters_reach_the_database_in_a_batch_when_the_tunnel_closes(self) -> None:
+        name = (await self._get("/?new")).json()["id"]
+        tunnel = get_registry().get(name)
+        assert tunnel is not None
+        tunnel.requests, tunnel.bytes_in, tunnel.bytes_out = 7, 100, 2000
+        get_registry().close(tunnel, "test closed it")
+        self.assertEqual(await get_registry().flush(), 1)
+        session = await Session.objects.aget(subdomain=name)
+        self.assertEqual((session.requests, session.bytes_in, session.bytes_out), (7, 100, 2000))
+        self.assertFalse(session.is_live)
+        self.assertEqual(session.close_reason, "test closed it")

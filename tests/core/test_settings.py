@@ -1,0 +1,47 @@
+"""Malformed settings stop the process at start with a message naming the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _check(**env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RELAY_PORT", "eighty"),
+        ("RELAY_POOL_PORTS", "40000-39000"),
+        ("RELAY_GRACE_S", "soon"),
+        ("DEBUG", "maybe"),
+        ("DATABASE_URL", "nosuchdb://x"),
+        ("REDIS_URL", "http://127.0.0.1:6379"),
+        ("RELAY_TRUSTED_PROXIES", "10.0.0.0/33"),
+    ],
+)
+def test_a_malformed_value_names_the_variable(name: str, value: str) -> None:
+    result = _check(**{name: value})
+    assert result.returncode != 0
+    assert name in result.stderr
+    assert "Traceback" not in result.stderr.splitlines()[-1]
+
+
+def test_the_defaults_need_nothing_installed() -> None:
+    result = _check()
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,130 @@
+"""Who may open which tunnel: token resolution and the registration rules that need the ORM.
+
+`grant_registration` runs once per registration through `database_sync_to_async` (never per
+request). The rules that depend on live tunnels (how many the owner has, whether the name is
+taken) are checked by the view against the in-memory registry.
+
+Owner keys: a token holder's tunnels belong to `user:<id>`, so any of that user's tokens may
+reclaim or close them; an anonymous tunnel belongs to `ip:<addr>`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.utils import timezone
+
+from tunnels import tokens
+from tunnels.models import ApiToken, ReservedSubdomain
+from tunnels.quotas import Limits, default_limits, limits_for
+
+HOW_TO_PASS = (
+    "Pass it as `lt --host https://TOKEN@<relay>` (npm or Python client) "
+    "or in an `Authorization: Bearer TOKEN` header."
+)
+
+
+class Refusal(Exception):
+    """A registration that is not allowed; `status` and `message` go to the client."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Grant:
+    owner: str
+    limits: Limits
+    user_id: int | None = None
+    token_id: int | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        return self.user_id is None
+
+
+def owner_key(user_id: int) -> str:
+    return f"user:{user_id}"
+
+
+def authenticate(credential: str | None, ip: str, *, touch: bool = True) -> Grant:
+    """The grant for a token (or for no token); raises Refusal(401) when it will not do."""
+    if credential is None:
+        if settings.RELAY_ALLOW_ANONYMOUS:
+            return Grant(owner=f"ip:{ip}", limits=default_limits())
+        raise Refusal(
+            401, f"This relay needs an API token; ask its operator for one. {HOW_TO_PASS}"
+        )
+    # A token that was sent but is wrong is refused even when anonymous use is allowed:
+    # falling back silently would hide the mistake.
+    token = _lookup(credential)
+    now = timezone.now()
+    if token is None:
+        raise Refusal(
+            401,
+            "That API token is not valid. Check that you copied all of it (it starts with "
+            f"`lt_`), or ask the relay's operator for a new one. {HOW_TO_PASS}",
+        )
+    if token.revoked:
+        raise Refusal(
+            401, "That API token has been revoked; ask the relay's operator for a new one."
+        )
+    if token.is_expired(now):
+        raise Refusal(401, "That API token has expired; ask the relay's operator for a new one.")
+    if not token.user.is_active:
+        raise Refusal(401, "The account of that API token is disabled; contact the operator.")
+    if touch:
+        ApiToken.objects.filter(pk=token.pk).update(last_used=now)
+    return Grant(
+        owner=owner_key(token.user_id),
+        limits=limits_for(token),
+        user_id=token.user_id,
+        token_id=token.pk,
+    )
+
+
+def _lookup(credential: str) -> ApiToken | None:
+    parts = tokens.split(credential)
+    if parts is None:
+        return None
+    prefix, secret = parts
+    token = ApiToken.objects.select_related("user", "plan").filter(prefix=prefix).first()
+    if token is None:
+        tokens.digest(secret)  # spend the same time as a real comparison
+        return None
+    if not tokens.matches(secret, token.digest):
+        return None
+    return token
+
+
+def check_name(grant: Grant, name: str) -> None:
+    """Refuse (403) a custom name the plan does not allow, or a name reserved for another.
+
+    A ReservedSubdomain row given to the user wins over both: the operator chose to.
+    """
+    row = ReservedSubdomain.objects.filter(name=name).first()
+    if row is not None and grant.user_id is not None and row.user_id == grant.user_id:
+        return
+    if not grant.limits.allow_custom_subdomains:
+        raise Refusal(
+            403,
+            f"Your plan ({grant.limits.plan}) does not include choosing a subdomain. "
+            "Leave out --subdomain to get a random name.",
+        )
+    if row is not None or name in settings.RELAY_RESERVED_NAMES:
+        raise Refusal(
+            403,
+            f"The subdomain {name!r} is reserved. Pick another name, or leave out "
+            "--subdomain for a random one.",
+        )
+
+
+def grant_registration(credential: str | None, ip: str, requested: str | None) -> Grant:
+    """Everything about a registration the database decides, in one call."""
+    grant = authenticate(credential, ip)
+    if requested is not None:
+        check_name(grant, requested)
+    return grant

@@ -1,0 +1,43 @@
+"""`manage.py createtoken USERNAME`: issue an API token and print it (only it) on stdout."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from tunnels.models import ApiToken
+
+
+class Command(BaseCommand):
+    help = "Create an API token for a user and print it. It is shown only this once."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("username", help="the user the token acts for")
+        parser.add_argument("--name", default="", help="what or who the token is for")
+        parser.add_argument(
+            "--expires", type=int, metavar="DAYS", help="expire after DAYS days (default: never)"
+        )
+
+    def handle(
+        self, *args: object, username: str, name: str, expires: int | None, **_: object
+    ) -> None:
+        self.stdout.write(self.create(username, name, expires))
+
+    def create(self, username: str, name: str = "", expires: int | None = None) -> str:
+        if expires is not None and expires < 1:
+            raise CommandError(f"--expires {expires}: give a number of days, 1 or more.")
+        user_model = get_user_model()
+        try:
+            user = user_model.objects.get(**{user_model.USERNAME_FIELD: username})
+        except user_model.DoesNotExist:
+            raise CommandError(
+                f"There is no user {username!r}. Create one first: "
+                "manage.py createsuperuser, or add one in the admin."
+            ) from None
+        if not user.is_active:
+            raise CommandError(f"The user {username!r} is disabled; enable it in the admin first.")
+        lifetime = timedelta(days=expires) if expires is not None else None
+        _, text = ApiToken.issue(user, name=name, expires_in=lifetime)
+        return text

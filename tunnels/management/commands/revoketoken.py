@@ -1,0 +1,44 @@
+"""`manage.py revoketoken PREFIX_OR_TOKEN`: revoke an API token and close its tunnels."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from tunnels import tokens
+from tunnels.control import revoke_tokens
+from tunnels.models import ApiToken
+
+
+class Command(BaseCommand):
+    help = "Revoke an API token, given the whole token or its prefix (as the admin lists it)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("token", metavar="PREFIX_OR_TOKEN")
+
+    def handle(self, *args: object, token: str, **_: object) -> None:
+        self.stdout.write(self.revoke(token))
+
+    def revoke(self, given: str) -> str:
+        token = self.find(given)
+        if not revoke_tokens([token]):
+            return f"{token} was already revoked."
+        return f"Revoked {token} of {token.user}."
+
+    def find(self, given: str) -> ApiToken:
+        given = given.strip()
+        parts = tokens.split(given)
+        if parts is not None:
+            prefix = parts[0]
+        else:
+            prefix = given.removeprefix(tokens.TOKEN_MARK).removesuffix("…")
+        if len(prefix) != tokens.PREFIX_LENGTH:
+            raise CommandError(
+                f"{given!r} is neither a token nor a token prefix "
+                f"({tokens.PREFIX_LENGTH} characters after lt_, as the admin lists it)."
+            )
+        token = ApiToken.objects.select_related("user").filter(prefix=prefix).first()
+        if token is None:
+            raise CommandError(f"No API token has the prefix {prefix!r}; see the admin's list.")
+        if parts is not None and not tokens.matches(parts[1], token.digest):
+            raise CommandError("That token's prefix exists but the rest does not match it.")
+        return token

@@ -1,0 +1,53 @@
+"""API token format and hashing. Tokens are never stored in clear.
+
+A token reads `lt_<prefix><secret>`: an 8-character lookup prefix (stored, indexed, shown in
+the admin) and a 32-character secret. The database keeps only HMAC-SHA256(SECRET_KEY, secret),
+so a leaked database does not leak usable tokens; rotating SECRET_KEY invalidates every token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+
+from django.conf import settings
+
+TOKEN_MARK = "lt_"
+PREFIX_LENGTH = 8
+# 24 random bytes -> 32 url-safe characters: 192 bits, well past guessing.
+SECRET_BYTES = 24
+SECRET_LENGTH = 32
+_PREFIX_ALPHABET = string.ascii_lowercase + string.digits
+TOKEN_LENGTH = len(TOKEN_MARK) + PREFIX_LENGTH + SECRET_LENGTH
+
+
+def new_prefix() -> str:
+    return "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(PREFIX_LENGTH))
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(SECRET_BYTES)
+
+
+def digest(secret: str) -> str:
+    key = settings.SECRET_KEY.encode()
+    return hmac.new(key, secret.encode(), hashlib.sha256).hexdigest()
+
+
+def join(prefix: str, secret: str) -> str:
+    return f"{TOKEN_MARK}{prefix}{secret}"
+
+
+def split(token: str) -> tuple[str, str] | None:
+    """`lt_<prefix><secret>` -> (prefix, secret); None when it cannot be one of ours."""
+    token = token.strip()
+    if len(token) != TOKEN_LENGTH or not token.startswith(TOKEN_MARK):
+        return None
+    body = token[len(TOKEN_MARK) :]
+    return body[:PREFIX_LENGTH], body[PREFIX_LENGTH:]
+
+
+def matches(secret: str, stored_digest: str) -> bool:
+    return hmac.compare_digest(digest(secret), stored_digest)
