@@ -9,6 +9,7 @@ reused afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -25,6 +26,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.utilities import LocalProtocolError
 
 from relay import headers as hdrs
 from relay.asgi_types import Receive, Scope, Send
@@ -151,10 +153,8 @@ async def _visitor_to_app(receive: Receive, conn: PoolConnection, ws: WSConnecti
             code = message.get("code", 1000)
             if code in (1005, 1006) or not 1000 <= code < 5000:
                 code = 1000
-            try:
+            with contextlib.suppress(PoolError, LocalProtocolError):
                 conn.write(ws.send(CloseConnection(code=code)))
-            except (PoolError, Exception):
-                pass
             return
 
 
@@ -185,10 +185,8 @@ async def _app_to_visitor(
             elif isinstance(event, Ping):
                 conn.write(ws.send(event.response()))
             elif isinstance(event, CloseConnection):
-                try:
+                with contextlib.suppress(PoolError, LocalProtocolError):
                     conn.write(ws.send(event.response()))
-                except Exception:
-                    pass
                 await send({"type": "websocket.close", "code": event.code or 1000})
                 return
         data = await conn.read_raw(None)
