@@ -1,0 +1,144 @@
+"""Shared fixtures: real processes on free ports, and helpers that speak raw bytes.
+
+The classes behind them live in `tests/harness/` (importable as `harness`).
+
+- `relay_factory(**env)` starts `manage.py runrelay --port 0` with its own SQLite file and
+  the given `RELAY_*` overrides; `relay` is one such relay shared by the whole session.
+- `local_app` is `tests/apps/local_app.py`, a real keep-alive HTTP/1.1 + WebSocket app.
+- `lt_factory(relay, ...)` runs the real npm client (`localtunnel@2.0.2`) against a relay.
+- `fake_client_factory(relay, ...)` registers over HTTP and opens pool sockets itself, so a
+  test controls every byte the relay reads from the tunnel side.
+- `relay.visitor(name)` (a `harness.http.Visitor`) and `send_raw(port, data)` talk to the
+  relay's public port as a visitor would.
+- `wait_until(predicate, timeout)` polls with a deadline (never sleep to synchronise).
+
+Module- and session-scoped variants (`module_relay_factory`, `module_lt_factory`) exist for
+tests that can share a process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness.fake_client import FakeTunnelClient
+from harness.http import Answer, send_raw
+from harness.processes import PYTHON, ROOT, ProcessGroup
+from harness.relay import LOCAL_APP, LocalApp, LtLauncher, Relay, RelayLauncher
+from harness.waiting import wait_until
+
+
+# --- the relay ------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def relay_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite database, copied for each relay process."""
+    db = tmp_path_factory.mktemp("relaydb") / "template.sqlite3"
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{db}"}
+    subprocess.run(
+        [PYTHON, "manage.py", "migrate", "--noinput", "-v0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    return db
+
+
+@pytest.fixture
+def relay_factory(relay_template_db: Path, tmp_path: Path) -> Iterator[Callable[..., Relay]]:
+    """Start relays with env overrides (`relay_factory(RELAY_GRACE_S=1)`), for one test."""
+    group = ProcessGroup()
+    try:
+        yield RelayLauncher(group, tmp_path, relay_template_db)
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_relay_factory(
+    relay_template_db: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Relay]]:
+    group = ProcessGroup()
+    try:
+        yield RelayLauncher(group, tmp_path_factory.mktemp("relays"), relay_template_db)
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture(scope="session")
+def relay(relay_template_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
+    """A relay shared by tests that do not change its state in ways others would see.
+
+    Room for 256 waiting visitors (so bursts queue instead of being turned away) and a 5 s
+    grace period (long enough to restart a client, short enough to see expiry)."""
+    group = ProcessGroup()
+    try:
+        launcher = RelayLauncher(group, tmp_path_factory.mktemp("shared-relay"), relay_template_db)
+        yield launcher(RELAY_GRACE_S=5, RELAY_MAX_WAITERS=256, RELAY_RESPONSE_TIMEOUT_S=20)
+    finally:
+        group.stop_all()
+
+
+# --- the local app ----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def local_app() -> Iterator[LocalApp]:
+    group = ProcessGroup()
+    try:
+        process = group.start([PYTHON, str(LOCAL_APP)], {**os.environ}, name="local_app")
+        match = process.wait_for_line(r"local app listening on http://127\.0\.0\.1:(\d+)")
+        yield LocalApp(process, int(match.group(1)))
+    finally:
+        group.stop_all()
+
+
+# --- the npm client -------------------------------------------------------------------------
+@pytest.fixture
+def lt_factory() -> Iterator[LtLauncher]:
+    """`lt_factory(relay, app_port, subdomain=None)` runs the npm `lt` for one test."""
+    group = ProcessGroup()
+    try:
+        yield LtLauncher(group)
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_lt_factory() -> Iterator[LtLauncher]:
+    group = ProcessGroup()
+    try:
+        yield LtLauncher(group)
+    finally:
+        group.stop_all()
+
+
+# --- byte-level helpers --------------------------------------------------------------------------
+@pytest.fixture
+def fake_client_factory() -> Iterator[Callable[..., FakeTunnelClient]]:
+    """`fake_client_factory(relay, name=None, source="127.0.0.1")`: closed after the test."""
+    clients: list[FakeTunnelClient] = []
+
+    def make(relay: Relay, name: str | None = None, source: str = "127.0.0.1") -> FakeTunnelClient:
+        client = FakeTunnelClient(relay, name, source)
+        clients.append(client)
+        return client
+
+    try:
+        yield make
+    finally:
+        for client in clients:
+            client.close()
+
+
+@pytest.fixture(name="send_raw")
+def send_raw_fixture() -> Callable[..., Answer]:
+    """`send_raw(port, data, method=None, source=None)`: one raw exchange, parsed."""
+    return send_raw
+
+
+@pytest.fixture(name="wait_until")
+def wait_until_fixture() -> Callable[..., Any]:
+    return wait_until

@@ -1,0 +1,176 @@
+"""A fake tunnel client: registers over HTTP like `lt`, then speaks raw bytes on its
+pool sockets, so a test controls exactly what the relay reads from the tunnel side."""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from dataclasses import dataclass
+
+from harness.relay import Relay
+from harness.waiting import IO_TIMEOUT_S, unique_name
+
+
+@dataclass
+class PoolRequest:
+    method: str
+    target: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    raw_head: bytes
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name.lower():
+                return value
+        return None
+
+    def header_names(self) -> list[str]:
+        return [key for key, _ in self.headers]
+
+
+@dataclass(eq=False)
+class PoolSocket:
+    """One pool socket opened by the fake client; requests are parsed here by hand."""
+
+    sock: socket.socket
+    buffer: bytes = b""
+    eof: bool = False
+
+    def _fill(self, timeout: float) -> None:
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(262144)
+        except (ConnectionResetError, BrokenPipeError):
+            data = b""
+        if not data:
+            self.eof = True
+            raise ConnectionError("the relay closed this pool socket")
+        self.buffer += data
+
+    def _read_until(self, marker: bytes, deadline: float) -> bytes:
+        while marker not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {marker!r} from the relay")
+            self._fill(left)
+        head, _, self.buffer = self.buffer.partition(marker)
+        return head
+
+    def _read_exactly(self, size: int, deadline: float) -> bytes:
+        while len(self.buffer) < size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("body did not arrive")
+            self._fill(left)
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def read_request(self, timeout: float = IO_TIMEOUT_S) -> PoolRequest:
+        deadline = time.monotonic() + timeout
+        raw_head = self._read_until(b"\r\n\r\n", deadline)
+        lines = raw_head.decode("latin-1").split("\r\n")
+        method, target, _ = lines[0].split(" ", 2)
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers.append((name.strip().lower(), value.strip()))
+        found = dict(headers)
+        if "chunked" in found.get("transfer-encoding", ""):
+            parts = []
+            while True:
+                size = int(self._read_until(b"\r\n", deadline).split(b";")[0], 16)
+                if size == 0:
+                    while self._read_until(b"\r\n", deadline):
+                        pass
+                    break
+                parts.append(self._read_exactly(size, deadline))
+                self._read_exactly(2, deadline)
+            body = b"".join(parts)
+        else:
+            body = self._read_exactly(int(found.get("content-length", "0")), deadline)
+        return PoolRequest(method, target, headers, body, raw_head)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def respond(self, status: int = 200, body: bytes = b"ok", headers: list[str] = ()) -> None:
+        head = [f"HTTP/1.1 {status} Status", f"Content-Length: {len(body)}", *headers]
+        self.send(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+
+    def is_closed(self, timeout: float = IO_TIMEOUT_S) -> bool:
+        """True once the relay closed this socket (bytes it sent meanwhile are dropped)."""
+        deadline = time.monotonic() + timeout
+        while not self.eof:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                self._fill(left)
+            except ConnectionError:
+                return True
+            except TimeoutError:
+                return False
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class FakeTunnelClient:
+    """Registers a tunnel over HTTP like `lt`, then opens pool sockets on demand."""
+
+    def __init__(self, relay: Relay, name: str | None = None, source: str = "127.0.0.1"):
+        self.relay = relay
+        answer = relay.register(name or unique_name("fake"), source=source)
+        assert answer.status == 200, answer
+        info = answer.json()
+        self.name: str = info["id"]
+        self.port: int = info["port"]
+        self.max_conn_count: int = info["max_conn_count"]
+        self.source = source
+        self.sockets: list[PoolSocket] = []
+
+    def connect(self, count: int = 1, source: str | None = None) -> list[PoolSocket]:
+        """Open `count` pool sockets and wait until the relay counts them."""
+        before = self.relay.sockets(self.name) or 0
+        opened = [self.open(source) for _ in range(count)]
+        self.relay.wait_for_sockets(self.name, before + count)
+        return opened
+
+    def open(self, source: str | None = None) -> PoolSocket:
+        """Open one pool socket without waiting for the relay to accept it."""
+        sock = socket.create_connection(
+            ("127.0.0.1", self.port),
+            timeout=IO_TIMEOUT_S,
+            source_address=(source or self.source, 0),
+        )
+        pool_socket = PoolSocket(sock)
+        self.sockets.append(pool_socket)
+        return pool_socket
+
+    def next_request(self, timeout: float = IO_TIMEOUT_S) -> tuple[PoolSocket, PoolRequest]:
+        """The next request the relay sends on any open pool socket, and that socket."""
+        deadline = time.monotonic() + timeout
+        while True:
+            live = [s for s in self.sockets if not s.eof]
+            for pool_socket in live:
+                if pool_socket.buffer:
+                    return pool_socket, pool_socket.read_request(deadline - time.monotonic())
+            left = deadline - time.monotonic()
+            if left <= 0 or not live:
+                raise TimeoutError("no request reached the fake client")
+            readable, _, _ = select.select([s.sock for s in live], [], [], left)
+            for pool_socket in live:
+                if pool_socket.sock in readable:
+                    try:
+                        pool_socket._fill(left)
+                    except ConnectionError:
+                        continue
+                    return pool_socket, pool_socket.read_request(deadline - time.monotonic())
+
+    def close(self) -> None:
+        for pool_socket in self.sockets:
+            pool_socket.close()
+        self.sockets.clear()

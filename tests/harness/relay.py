@@ -1,0 +1,181 @@
+"""The processes of an end-to-end test: the relay, the local app and the npm client."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.http import Answer, Visitor
+from harness.processes import PYTHON, ROOT, Process, ProcessGroup
+from harness.waiting import IO_TIMEOUT_S, wait_until
+
+LOCAL_APP = ROOT / "tests" / "apps" / "local_app.py"
+NPM_LT = ROOT / "tests" / ".npm" / "node_modules" / ".bin" / "lt"
+
+# Settings for every relay the tests start, unless a test overrides them.
+RELAY_TEST_ENV = {
+    "RELAY_LOG_LEVEL": "WARNING",
+    "RELAY_FLUSH_S": "60",
+    "DEBUG": "true",
+    # No per-owner cap: every test tunnel is registered from 127.0.0.1.
+    "RELAY_DEFAULT_PLAN_MAX_LIVE_TUNNELS": "0",
+}
+
+
+@dataclass
+class Relay:
+    process: Process
+    port: int
+    env: dict[str, str]
+    domain: str = "localhost"
+
+    def host(self, name: str) -> str:
+        """The Host header visitors use for the tunnel `name`."""
+        return f"{name}.{self.domain}:{self.port}"
+
+    def visitor(self, name: str | None = None, source: str | None = None) -> Visitor:
+        host = self.host(name) if name else f"127.0.0.1:{self.port}"
+        return Visitor(self.port, host, source)
+
+    def request(
+        self,
+        method: str,
+        target: str,
+        *,
+        name: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes | None = None,
+        source: str | None = None,
+    ) -> Answer:
+        """One request on a fresh connection; `name` picks the tunnel (else the site)."""
+        with self.visitor(name, source) as visitor:
+            return visitor.request(method, target, headers, body)
+
+    def get(self, target: str, **kw: Any) -> Answer:
+        return self.request("GET", target, **kw)
+
+    def register(self, name: str | None = None, source: str | None = None) -> Answer:
+        """localtunnel's registration: `GET /?new` or `GET /<name>`."""
+        return self.get(f"/{name}" if name else "/?new", source=source)
+
+    def status(self) -> dict[str, Any]:
+        answer = self.get("/api/status")
+        assert answer.status == 200, answer
+        return answer.json()
+
+    def sockets(self, name: str) -> int | None:
+        """The tunnel's connected pool sockets, or None when the relay does not know it."""
+        answer = self.get(f"/api/tunnels/{name}/status")
+        if answer.status == 404:
+            return None
+        assert answer.status == 200, answer
+        return answer.json()["connected_sockets"]
+
+    def wait_for_sockets(self, name: str, count: int, timeout: float = IO_TIMEOUT_S) -> None:
+        wait_until(
+            lambda: self.sockets(name) == count,
+            timeout,
+            f"tunnel {name} to have {count} pool sockets",
+        )
+
+
+class RelayLauncher:
+    def __init__(self, group: ProcessGroup, workdir: Path, template_db: Path) -> None:
+        self.group = group
+        self.workdir = workdir
+        self.template_db = template_db
+
+    def __call__(self, **overrides: Any) -> Relay:
+        db = self.workdir / f"relay-{uuid.uuid4().hex[:8]}.sqlite3"
+        shutil.copyfile(self.template_db, db)
+        env = {**os.environ, **RELAY_TEST_ENV}
+        env.update({key: str(value) for key, value in overrides.items()})
+        env["DATABASE_URL"] = f"sqlite:///{db}"
+        env["PYTHONUNBUFFERED"] = "1"
+        process = self.group.start(
+            [
+                PYTHON,
+                "manage.py",
+                "runrelay",
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--domain",
+                "localhost",
+            ],
+            env,
+            name="relay",
+        )
+        match = process.wait_for_line(r"tunnelsite relay listening on http://127\.0\.0\.1:(\d+)")
+        return Relay(process=process, port=int(match.group(1)), env=env)
+
+
+@dataclass
+class LocalApp:
+    process: Process
+    port: int
+
+    def get(self, target: str) -> Answer:
+        """A request straight to the app, bypassing the relay."""
+        with Visitor(self.port, f"127.0.0.1:{self.port}") as visitor:
+            return visitor.request("GET", target)
+
+    def release(self, key: str) -> None:
+        assert self.get(f"/release?key={key}").status == 200
+
+    def waiting(self, key: str) -> int:
+        return int(self.get(f"/waiting?key={key}").body)
+
+    def wait_for_waiting(self, key: str, count: int, timeout: float = IO_TIMEOUT_S) -> None:
+        wait_until(
+            lambda: self.waiting(key) == count, timeout, f"{count} requests waiting on {key}"
+        )
+
+
+@dataclass
+class LtClient:
+    process: Process
+    url: str
+    name: str
+    relay: Relay
+
+    def stop(self) -> int | None:
+        return self.process.stop()
+
+
+class LtLauncher:
+    def __init__(self, group: ProcessGroup) -> None:
+        self.group = group
+
+    def start(
+        self, relay: Relay, app_port: int, subdomain: str | None = None, extra: list[str] = ()
+    ) -> Process:
+        if not NPM_LT.exists():
+            pytest.skip("the npm client is not installed; run `make test` once")
+        args = [str(NPM_LT), "--port", str(app_port), "--host", f"http://localhost:{relay.port}"]
+        if subdomain:
+            args += ["--subdomain", subdomain]
+        return self.group.start([*args, *extra], {**os.environ}, name="lt")
+
+    def __call__(
+        self,
+        relay: Relay,
+        app_port: int,
+        subdomain: str | None = None,
+        wait_sockets: bool = True,
+    ) -> LtClient:
+        """Start `lt`, wait for `your url is:`, and (by default) for all its pool sockets."""
+        process = self.start(relay, app_port, subdomain)
+        url = process.wait_for_line(r"your url is: (\S+)").group(1)
+        name = re.match(r"https?://([^.]+)\.", url).group(1)  # type: ignore[union-attr]
+        if wait_sockets:
+            relay.wait_for_sockets(name, int(relay.env.get("RELAY_MAX_SOCKETS", "10")))
+        return LtClient(process, url, name, relay)
