@@ -29,7 +29,11 @@ run: $(VENV)/.deps-run
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py runrelay
 
-test: $(VENV)/.deps-test $(NPM_LT)
+# The browser tests drive Debian's headless Chromium through its chromedriver.
+/usr/bin/chromium /usr/bin/chromedriver &:
+	apt-get update -q && apt-get install -y -q chromium chromium-driver
+
+test: $(VENV)/.deps-test $(NPM_LT) /usr/bin/chromium /usr/bin/chromedriver
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) manage.py makemigrations --check --dry-run -v0
@@ -42,6 +46,12 @@ lint: $(VENV)/.deps-test
 format: $(VENV)/.deps-test
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+# Direct vs the relay with our lt and the npm lt (wrk on loopback), then 1,000 idle tunnels.
+# Writes bench-results.json; BENCH_ARGS=--quick for a short smoke run.
+bench: $(VENV)/.deps-test $(NPM_LT)
+	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	$(PY) manage.py benchrelay $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(NPM_DIR) db.sqlite3 *.egg-info

@@ -1,0 +1,157 @@
+"""Child processes of a benchmark run: output read line by line, stopped for sure."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STOP_TIMEOUT_S = 10.0
+POLL_S = 0.05
+
+# Flags both `lt` clients also read from the environment (yargs `.env(true)` in the npm
+# client, the same names in ours): a stray PORT or HOST would change what they do.
+CLIENT_ENV_FLAGS = (
+    "PORT HOST SUBDOMAIN LOCAL_HOST LOCAL_HTTPS LOCAL_CERT LOCAL_KEY LOCAL_CA "
+    "ALLOW_INVALID_CERT PRINT_REQUESTS OPEN LT_TOKEN"
+).split()
+
+
+class StartError(Exception):
+    """A child did not start as expected; the message says why, with its last output."""
+
+
+class Child:
+    """A child process whose merged stdout/stderr is collected line by line."""
+
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        name: str = "",
+        stdin: int | None = subprocess.DEVNULL,
+    ) -> None:
+        self.name = name or Path(args[0]).name
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=env,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            with self._cond:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def tail(self, count: int = 15) -> str:
+        with self._cond:
+            return "\n".join(self.lines[-count:])
+
+    def wait_for_line(self, pattern: str, timeout: float) -> re.Match[str]:
+        """The first output line matching `pattern`; StartError after `timeout` or an exit."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._cond:
+            while True:
+                for line in self.lines[seen:]:
+                    match = regex.search(line)
+                    if match:
+                        return match
+                seen = len(self.lines)
+                left = deadline - time.monotonic()
+                exited = self.proc.poll() is not None and not self._reader.is_alive()
+                if left <= 0 or exited:
+                    raise StartError(
+                        f"{self.name} did not print /{pattern}/ within {timeout:g} s "
+                        f"(exit code {self.proc.poll()}); last output:\n{self.tail()}"
+                    )
+                self._cond.wait(min(left, 0.2))
+
+    def send_line(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((line + "\n").encode())
+        self.proc.stdin.flush()
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM, then SIGKILL if it has not exited within `timeout`; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        self._reader.join(timeout)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+        return self.proc.returncode
+
+
+class Children:
+    """Every child of a run; `stop_all` (in a `finally`) stops them newest first."""
+
+    def __init__(self) -> None:
+        self.children: list[Child] = []
+
+    def start(self, args: list[str], env: dict[str, str] | None = None, **kw: object) -> Child:
+        child = Child(args, env, **kw)  # type: ignore[arg-type]
+        self.children.append(child)
+        return child
+
+    def stop_all(self) -> None:
+        for child in reversed(self.children):
+            try:
+                child.stop()
+            except Exception:  # keep stopping the others
+                pass
+        self.children.clear()
+
+
+def client_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV_FLAGS}
+    env.update(extra)
+    return env
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(POLL_S)
+
+
+def rss_kb(pid: int) -> int:
+    """VmRSS of a process, in KiB, from /proc/PID/status."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))

@@ -1,0 +1,224 @@
+"""Medians, ratios of direct, the printed table and `bench-results.json`."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.transfer import TransferResult
+from bench.wrk import WrkResult
+
+if TYPE_CHECKING:
+    from bench.scenarios import Options, Target
+
+LABELS = ("direct", "ours", "npm")
+CAVEAT = (
+    "Loopback on one small machine: wrk, the relay, the tunnel client and the local app "
+    "share the same {cores} cores, so every figure includes their contention for CPU. "
+    "Read the ratios to direct, not the absolute numbers, and expect a few percent of "
+    "noise between runs; this is not a capacity claim for a real deployment."
+)
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 3) if values else None
+
+
+def _ratio(value: float | None, direct: float | None) -> float | None:
+    if value is None or not direct:
+        return None
+    return round(value / direct, 3)
+
+
+def _unavailable(entry: dict[str, Any], targets: list[Target]) -> None:
+    for target in targets:
+        if not target.available:
+            entry[f"{target.label}_unavailable"] = target.reason
+
+
+def wrk_scenario(
+    name: str, unit: str, runs: dict[str, list[WrkResult]], targets: list[Target]
+) -> dict[str, Any]:
+    """One wrk scenario: medians over rounds per target; ratios on req/s (= on MB/s)."""
+    entry: dict[str, Any] = {"name": name, "unit": unit, "tool": "wrk"}
+    for label in LABELS:
+        results = runs.get(label, [])
+        entry[f"{label}_rps"] = _median([r.rps for r in results])
+        entry[f"{label}_mbps"] = _median([r.mbps for r in results])
+        entry[f"{label}_p50_ms"] = _median([r.p50_ms for r in results])
+        entry[f"{label}_p99_ms"] = _median([r.p99_ms for r in results])
+        entry[f"{label}_errors"] = sum(r.errors for r in results) if results else None
+        entry[f"{label}_rounds_rps"] = [round(r.rps, 1) for r in results]
+    for label in ("ours", "npm"):
+        entry[f"{label}_ratio"] = _ratio(entry[f"{label}_rps"], entry["direct_rps"])
+    _unavailable(entry, targets)
+    return entry
+
+
+def transfer_scenario(
+    name: str, runs: dict[str, list[TransferResult | str]], targets: list[Target]
+) -> dict[str, Any]:
+    """One big transfer per round and target. rps is transfers per second, p50/p99 are
+    the median and the slowest transfer time; the ratio is on MB/s."""
+    entry: dict[str, Any] = {"name": name, "unit": "MB/s", "tool": "python socket, sha256"}
+    for label in LABELS:
+        done = [r for r in runs.get(label, []) if isinstance(r, TransferResult)]
+        failed = [r for r in runs.get(label, []) if isinstance(r, str)]
+        entry[f"{label}_mbps"] = _median([r.mbps for r in done])
+        entry[f"{label}_rps"] = _median([1 / r.seconds for r in done])
+        entry[f"{label}_p50_ms"] = _median([r.seconds * 1000 for r in done])
+        entry[f"{label}_p99_ms"] = round(max(r.seconds for r in done) * 1000, 3) if done else None
+        entry[f"{label}_sha256_ok"] = all(r.sha256_ok for r in done) if done else None
+        entry[f"{label}_errors"] = len(failed) + sum(not r.sha256_ok for r in done)
+        if failed:
+            entry[f"{label}_failures"] = failed
+        entry[f"{label}_rounds_mbps"] = [round(r.mbps, 1) for r in done]
+    for label in ("ours", "npm"):
+        entry[f"{label}_ratio"] = _ratio(entry[f"{label}_mbps"], entry["direct_mbps"])
+    _unavailable(entry, targets)
+    return entry
+
+
+def scale_summary(
+    count: int,
+    ready: dict[str, Any],
+    done: dict[str, Any],
+    before: dict[str, int],
+    held: dict[str, int],
+    after: dict[str, int],
+    settled: bool,
+) -> dict[str, Any]:
+    grown = held["rss_kb"] - before["rss_kb"]
+    left = after["rss_kb"] - before["rss_kb"]
+    return {
+        "tunnels": count,
+        "idle_sockets": ready["sockets"],
+        "max_conn_count": ready["max_conn_count"],
+        "idle_tunnel_rss_kb": round(grown / count, 2),
+        "tunnels_per_s": round(count / ready["register_s"], 1),
+        "register_s": round(ready["register_s"], 3),
+        "sockets_connect_s": round(ready["connect_s"], 3),
+        "deleted": done["deleted"],
+        "teardown_s": round(done["teardown_s"], 3),
+        "rss_kb": {"before": before["rss_kb"], "held": held["rss_kb"], "after": after["rss_kb"]},
+        "fds": {"before": before["fds"], "held": held["fds"], "after": after["fds"]},
+        "fds_returned": settled and after["fds"] <= before["fds"] + 5,
+        # "Near": at most a tenth of what the tunnels took, or 2 MiB, is still held.
+        "rss_returned": left <= max(2048, grown / 10),
+    }
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "model": model or platform.processor(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "wrk": _version(["wrk", "--version"]),
+        "node": _version(["node", "--version"]),
+    }
+
+
+def _version(args: list[str]) -> str:
+    if shutil.which(args[0]) is None:
+        return "not installed"
+    done = subprocess.run(args, capture_output=True, text=True, timeout=10, check=False)
+    return (
+        (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr) else ""
+    )
+
+
+def build(
+    scenarios: list[dict[str, Any]], scale: dict[str, Any], targets: list[Target], options: Options
+) -> dict[str, Any]:
+    box = machine()
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": box,
+        "caveat": CAVEAT.format(cores=box["nproc"]),
+        "quick": options.quick,
+        "rounds": options.rounds,
+        "round_duration_s": options.duration_s,
+        "app": {
+            "server": "bench.app (Python asyncio Protocol, HTTP/1.1 keep-alive, one process)",
+            "work_us_per_request": options.app_work_us,
+        },
+        "wrk": "1 thread, --timeout 5s, loopback",
+        "targets": {
+            t.label: {"command": t.command, "available": t.available, "reason": t.reason}
+            for t in targets
+        },
+        "scenarios": scenarios,
+        "idle_tunnel_rss_kb": scale["idle_tunnel_rss_kb"],
+        "tunnels_per_s": scale["tunnels_per_s"],
+        "scale": scale,
+    }
+
+
+def write_json(results: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def _lat(entry: dict[str, Any], label: str) -> str:
+    p50, p99 = entry.get(f"{label}_p50_ms"), entry.get(f"{label}_p99_ms")
+    return "n/a" if p50 is None else f"{p50:.2f} / {p99:.2f}"
+
+
+def table(results: dict[str, Any]) -> str:
+    """A Markdown table of the scenarios, then the scale figures."""
+    lines = [
+        "| scenario | unit | direct | ours `lt` | ratio | npm `lt` | ratio "
+        "| p50 / p99 ms direct | ours | npm |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for s in results["scenarios"]:
+        key = "rps" if s["unit"] == "req/s" else "mbps"
+        cells = [
+            s["name"],
+            s["unit"],
+            _num(s[f"direct_{key}"]),
+            _num(s[f"ours_{key}"]),
+            _num(s["ours_ratio"], 3),
+            _num(s[f"npm_{key}"]),
+            _num(s["npm_ratio"], 3),
+            _lat(s, "direct"),
+            _lat(s, "ours"),
+            _lat(s, "npm"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    scale = results["scale"]
+    rss, fds = scale["rss_kb"], scale["fds"]
+    lines += [
+        "",
+        f"Scale: {scale['tunnels']:,} tunnels x {scale['max_conn_count']} idle sockets: "
+        f"{scale['idle_tunnel_rss_kb']:.1f} KB of relay RSS per idle tunnel, "
+        f"{scale['tunnels_per_s']:,.0f} registrations/s.",
+        f"Teardown: RSS {rss['before']:,} -> {rss['held']:,} -> {rss['after']:,} KB "
+        f"({'near' if scale['rss_returned'] else 'NOT near'} baseline); "
+        f"descriptors {fds['before']:,} -> {fds['held']:,} -> {fds['after']:,} "
+        f"({'back to' if scale['fds_returned'] else 'NOT back to'} baseline).",
+    ]
+    for label, target in results["targets"].items():
+        if not target["available"]:
+            lines.append(f"{label}: unavailable ({target['reason']})")
+    return "\n".join(lines)

@@ -1,0 +1,349 @@
+"""Start the app, a relay and both tunnel clients, then run the interleaved rounds.
+
+Every scenario measures three targets in the same run: the app directly, the relay with
+our `lt`, the relay with the npm `lt`. Each round runs every scenario once per target, in
+an order rotated every round, so a slow moment of the machine does not land on one target
+only; `report` takes medians over rounds. The scale scenario runs on a fresh relay of its
+own, so its memory baseline is not the throughput rounds' leftovers.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from bench import report, transfer
+from bench.procs import (
+    ROOT,
+    Child,
+    Children,
+    StartError,
+    client_env,
+    fd_count,
+    rss_kb,
+    wait_until,
+)
+from bench.wrk import WrkResult, run_wrk
+
+PYTHON = sys.executable
+NPM_LT = ROOT / "tests" / ".npm" / "node_modules" / ".bin" / "lt"
+OURS_LT = Path(PYTHON).parent / "lt"
+MAX_SOCKETS = 10  # the reference's max_conn_count, set explicitly on the relay
+START_TIMEOUT_S = 30.0
+SOCKETS_TIMEOUT_S = 20.0
+HTTP_TIMEOUT_S = 10.0
+MIGRATE_TIMEOUT_S = 120.0
+HOLDER_READY_TIMEOUT_S = 300.0
+SETTLE_TIMEOUT_S = 30.0
+
+# (name, path, connections): the wrk scenarios.
+WRK_SCENARIOS = [
+    ("1KiB x10 conns", "/1k", 10),
+    ("1KiB x50 conns", "/1k", 50),
+    ("1MiB x10 conns", "/1m", 10),
+]
+
+
+@dataclass
+class Options:
+    rounds: int = 3
+    duration_s: int = 5
+    warmup_s: int = 1
+    transfer_bytes: int = 100 * 1024 * 1024
+    tunnels: int = 1000
+    # CPU per request in the app: 20 us makes direct ~26,000 req/s here at 1 KiB x10, like
+    # the reference measurement's app (a bare asyncio loop would do ~100,000).
+    app_work_us: float = 20.0
+    quick: bool = False
+
+    @classmethod
+    def quick_run(cls) -> Options:
+        return cls(
+            rounds=1, duration_s=1, warmup_s=0, transfer_bytes=8 << 20, tunnels=50, quick=True
+        )
+
+
+@dataclass
+class Target:
+    """Where a scenario sends its traffic: the app itself or a tunnel through the relay."""
+
+    label: str  # "direct", "ours" or "npm"
+    port: int = 0
+    host: str = ""
+    command: str = ""
+    reason: str = ""  # why it is unavailable; "" when it works
+
+    @property
+    def available(self) -> bool:
+        return not self.reason
+
+
+@dataclass
+class Relay:
+    child: Child
+    port: int
+
+    def get_json(self, path: str) -> tuple[int, Any]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=HTTP_TIMEOUT_S)
+        try:
+            conn.request("GET", path, headers={"Host": f"127.0.0.1:{self.port}"})
+            answer = conn.getresponse()
+            body = answer.read()
+        finally:
+            conn.close()
+        return answer.status, json.loads(body) if body else None
+
+    def status(self) -> dict[str, Any]:
+        return self.get_json("/api/status")[1]
+
+    def sockets(self, name: str) -> int:
+        code, body = self.get_json(f"/api/tunnels/{name}/status")
+        return body["connected_sockets"] if code == 200 else 0
+
+
+@dataclass
+class Bench:
+    options: Options
+    out: TextIO
+    children: Children = field(default_factory=Children)
+
+    def say(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    # --- the run ---------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        if shutil.which("wrk") is None:
+            raise StartError("wrk is not installed (apt-get install -y wrk)")
+        with tempfile.TemporaryDirectory(prefix="benchrelay-") as tmp:
+            try:
+                template = self.migrate(Path(tmp))
+                app_port = self.start_app()
+                relay = self.start_relay(Path(tmp), template)
+                targets = [
+                    Target("direct", app_port, f"127.0.0.1:{app_port}", "bench.app"),
+                    self.start_tunnel("ours", [str(OURS_LT)], relay, app_port),
+                    self.start_tunnel("npm", [str(NPM_LT)], relay, app_port),
+                ]
+                for target in targets:
+                    state = "ok" if target.available else f"UNAVAILABLE: {target.reason}"
+                    self.say(f"target {target.label}: {state}")
+                scenarios = self.throughput(targets)
+                scenarios += self.transfers(targets)
+                self.children.stop_all()
+                scale = self.scale(Path(tmp), template)
+            finally:
+                self.children.stop_all()
+        return report.build(scenarios, scale, targets, self.options)
+
+    # --- processes ---------------------------------------------------------------------------
+    def migrate(self, tmp: Path) -> Path:
+        db = tmp / "template.sqlite3"
+        env = {**os.environ, "DATABASE_URL": f"sqlite:///{db}"}
+        subprocess.run(
+            [PYTHON, "manage.py", "migrate", "--noinput", "-v0"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            timeout=MIGRATE_TIMEOUT_S,
+        )
+        return db
+
+    def start_app(self) -> int:
+        work = str(self.options.app_work_us)
+        args = [PYTHON, "-m", "bench.app", "--port", "0", "--work-us", work]
+        child = self.children.start(args, name="app")
+        match = child.wait_for_line(r"bench app listening on http://127\.0\.0\.1:(\d+)", 10)
+        return int(match.group(1))
+
+    def start_relay(self, tmp: Path, template: Path, **extra: str) -> Relay:
+        db = tmp / f"relay-{secrets.token_hex(4)}.sqlite3"
+        shutil.copyfile(template, db)
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{db}",
+            "RELAY_LOG_LEVEL": "WARNING",
+            # Production-like: DEBUG off (Django would otherwise keep every SQL query).
+            "DEBUG": "false",
+            "SECRET_KEY": "benchrelay-only-" + secrets.token_hex(16),
+            "RELAY_ALLOW_ANONYMOUS": "true",
+            "RELAY_DEFAULT_PLAN_MAX_LIVE_TUNNELS": "0",  # every tunnel comes from 127.0.0.1
+            "RELAY_MAX_SOCKETS": str(MAX_SOCKETS),
+            "RELAY_DEFAULT_PLAN_MAX_SOCKETS": str(MAX_SOCKETS),
+            "PYTHONUNBUFFERED": "1",
+            **extra,
+        }
+        args = [PYTHON, "manage.py", "runrelay", "--port", "0", "--bind", "127.0.0.1"]
+        child = self.children.start([*args, "--domain", "localhost"], env, name="relay")
+        pattern = r"tunnelsite relay listening on http://127\.0\.0\.1:(\d+)"
+        port = int(child.wait_for_line(pattern, START_TIMEOUT_S).group(1))
+        relay = Relay(child, port)
+        wait_until(lambda: _answers(relay), START_TIMEOUT_S, "the relay's status API")
+        return relay
+
+    def start_tunnel(self, label: str, command: list[str], relay: Relay, app_port: int) -> Target:
+        """Start a tunnel client; an unavailable Target (with the reason) if it fails."""
+        name = f"bench-{label}-{secrets.token_hex(3)}"
+        host = f"{name}.localhost:{relay.port}"
+        target = Target(label, relay.port, host, " ".join(Path(c).name for c in command))
+        if not Path(command[0]).exists():
+            target.reason = f"{command[0]} is not installed"
+            return target
+        args = [*command, "--port", str(app_port), "--host", f"http://localhost:{relay.port}"]
+        # PYTHONPATH: a stale editable install can make `client` a namespace package.
+        env = client_env(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        child = self.children.start([*args, "--subdomain", name], env, name=f"lt ({label})")
+        try:
+            child.wait_for_line(r"your url is: \S+", START_TIMEOUT_S)
+            wait_until(
+                lambda: relay.sockets(name) == MAX_SOCKETS,
+                SOCKETS_TIMEOUT_S,
+                f"{MAX_SOCKETS} pool sockets of the {label} client",
+            )
+            check = run_wrk(f"http://127.0.0.1:{relay.port}/1k", host, 1, 1)
+            if check.requests == 0 or check.errors:
+                raise StartError(f"{check.errors} errors in {check.requests} requests")
+        except (StartError, TimeoutError, OSError, RuntimeError) as exc:
+            child.stop()
+            target.reason = f"{exc}".strip().splitlines()[0][:300]
+        return target
+
+    # --- scenarios ----------------------------------------------------------------------------
+    def throughput(self, targets: list[Target]) -> list[dict[str, Any]]:
+        live = [t for t in targets if t.available]
+        opts = self.options
+        if opts.warmup_s:
+            for target in live:
+                run_wrk(f"http://127.0.0.1:{target.port}/1k", target.host, 10, opts.warmup_s)
+        results: dict[str, dict[str, list[WrkResult]]] = {
+            name: {t.label: [] for t in live} for name, _, _ in WRK_SCENARIOS
+        }
+        for round_no in range(opts.rounds):
+            order = _rotated(live, round_no)
+            for name, path, conns in WRK_SCENARIOS:
+                for target in order:
+                    url = f"http://127.0.0.1:{target.port}{path}"
+                    result = run_wrk(url, target.host, conns, opts.duration_s)
+                    results[name][target.label].append(result)
+                    self.say(
+                        f"round {round_no + 1}/{opts.rounds} {name:<15} {target.label:<6} "
+                        f"{result.rps:>9,.0f} req/s {result.mbps:>8,.0f} MB/s "
+                        f"p50 {result.p50_ms:6.2f} ms p99 {result.p99_ms:6.2f} ms"
+                        + (f" errors {result.errors}" if result.errors else "")
+                    )
+        return [
+            report.wrk_scenario(name, "MB/s" if path == "/1m" else "req/s", results[name], targets)
+            for name, path, _ in WRK_SCENARIOS
+        ]
+
+    def transfers(self, targets: list[Target]) -> list[dict[str, Any]]:
+        live = [t for t in targets if t.available]
+        size = self.options.transfer_bytes
+        label = f"{size / (1 << 20):g}MiB"
+        kinds: list[tuple[str, Callable[[int, str, int], transfer.TransferResult]]] = [
+            (f"{label} download", transfer.download),
+            (f"{label} upload", transfer.upload),
+        ]
+        results: dict[str, dict[str, list[transfer.TransferResult | str]]] = {
+            name: {t.label: [] for t in live} for name, _ in kinds
+        }
+        for round_no in range(self.options.rounds):
+            for name, move in kinds:
+                for target in _rotated(live, round_no):
+                    try:
+                        result: transfer.TransferResult | str = move(target.port, target.host, size)
+                    except (transfer.TransferError, OSError, ValueError) as exc:
+                        result = f"{type(exc).__name__}: {exc}"
+                    results[name][target.label].append(result)
+                    if isinstance(result, str):
+                        shown = result
+                    else:
+                        check = "ok" if result.sha256_ok else "BAD"
+                        shown = f"{result.mbps:8,.0f} MB/s sha256 {check}"
+                    self.say(f"round {round_no + 1} {name:<17} {target.label:<6} {shown}")
+        return [report.transfer_scenario(name, results[name], targets) for name, _ in kinds]
+
+    def scale(self, tmp: Path, template: Path) -> dict[str, Any]:
+        """Register many tunnels with full idle pools; memory and descriptors, then teardown."""
+        relay = self.start_relay(tmp, template, RELAY_GRACE_S="120")
+        pid = relay.child.pid
+        count = self.options.tunnels
+        _warm_up(relay)  # first-use allocations are not per-tunnel costs
+        before = {"rss_kb": rss_kb(pid), "fds": fd_count(pid)}
+        holder = self.children.start(
+            [PYTHON, "-m", "bench.holder", "--port", str(relay.port), "--tunnels", str(count)],
+            client_env(),
+            name="holder",
+            stdin=subprocess.PIPE,
+        )
+        ready = json.loads(
+            holder.wait_for_line(
+                r"^HOLDER (\{\"event\": \"ready\".*)$", HOLDER_READY_TIMEOUT_S
+            ).group(1)
+        )
+        sockets = ready["sockets"]
+        wait_until(
+            lambda: relay.status()["sockets"] == sockets,
+            SETTLE_TIMEOUT_S,
+            f"the relay to count {sockets} pool sockets",
+        )
+        held = {"rss_kb": rss_kb(pid), "fds": fd_count(pid)}
+        self.say(f"scale: {count} tunnels, {sockets} idle sockets; before {before}, held {held}")
+        holder.send_line("teardown")
+        done = json.loads(
+            holder.wait_for_line(
+                r"^HOLDER (\{\"event\": \"done\".*)$", HOLDER_READY_TIMEOUT_S
+            ).group(1)
+        )
+        settled = True
+        try:
+            wait_until(lambda: relay.status()["tunnels"] == 0, SETTLE_TIMEOUT_S, "no tunnels")
+            wait_until(
+                lambda: fd_count(pid) <= before["fds"] + 5,
+                SETTLE_TIMEOUT_S,
+                "descriptors back to the baseline",
+            )
+        except TimeoutError:
+            settled = False
+        after = {"rss_kb": rss_kb(pid), "fds": fd_count(pid)}
+        self.say(f"scale: after teardown {after}")
+        return report.scale_summary(count, ready, done, before, held, after, settled)
+
+
+def _answers(relay: Relay) -> bool:
+    try:
+        return relay.get_json("/api/status")[0] == 200
+    except (OSError, http.client.HTTPException, ValueError):
+        return False
+
+
+def _warm_up(relay: Relay, count: int = 20) -> None:
+    """Register and delete a few tunnels, so code paths and caches are warm."""
+    for _ in range(count):
+        code, body = relay.get_json("/?new")
+        if code != 200:
+            raise StartError(f"warm-up registration answered {code}: {body}")
+        conn = http.client.HTTPConnection("127.0.0.1", relay.port, timeout=HTTP_TIMEOUT_S)
+        try:
+            conn.request("DELETE", f"/api/tunnels/{body['id']}")
+            conn.getresponse().read()
+        finally:
+            conn.close()
+    wait_until(lambda: relay.status()["tunnels"] == 0, SETTLE_TIMEOUT_S, "warm-up teardown")
+
+
+def _rotated(items: list[Target], by: int) -> list[Target]:
+    if not items:
+        return []
+    shift = by % len(items)
+    return items[shift:] + items[:shift]

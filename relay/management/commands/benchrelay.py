@@ -1,0 +1,62 @@
+"""`manage.py benchrelay`: the relay against a direct connection, with both tunnel clients.
+
+The work lives in the `bench` package; this command parses arguments, runs it, prints the
+table and writes the JSON.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from bench import report
+from bench.procs import ROOT, StartError
+from bench.scenarios import Bench, Options
+
+
+class Command(BaseCommand):
+    help = "Benchmark the relay (wrk on loopback): direct vs our lt vs the npm lt, and scale."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--quick", action="store_true", help="short rounds, small transfers, 50 tunnels"
+        )
+        parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
+        parser.add_argument("--duration", type=int, help="seconds per wrk run (default 5)")
+        parser.add_argument("--tunnels", type=int, help="tunnels in the scale scenario (1000)")
+        parser.add_argument("--transfer-mib", type=int, help="big transfer size in MiB (100)")
+        parser.add_argument(
+            "--app-work-us",
+            type=float,
+            help="CPU per request in the local app, in us (20: direct ~ a fast framework app)",
+        )
+        parser.add_argument(
+            "--output", default=str(ROOT / "bench-results.json"), help="where the JSON goes"
+        )
+
+    def handle(self, *args: object, **opts: object) -> None:
+        options = Options.quick_run() if opts["quick"] else Options()
+        for name, attr in (
+            ("rounds", "rounds"),
+            ("duration", "duration_s"),
+            ("tunnels", "tunnels"),
+        ):
+            value = opts[name]
+            if value is not None:
+                if int(value) < 1:  # type: ignore[call-overload]
+                    raise CommandError(f"--{name} must be at least 1")
+                setattr(options, attr, int(value))  # type: ignore[call-overload]
+        if opts["transfer_mib"] is not None:
+            options.transfer_bytes = int(opts["transfer_mib"]) << 20  # type: ignore[call-overload]
+        if opts["app_work_us"] is not None:
+            options.app_work_us = float(opts["app_work_us"])  # type: ignore[arg-type]
+        try:
+            results = Bench(options, self.stdout).run()
+        except (StartError, TimeoutError, OSError) as exc:
+            raise CommandError(f"the benchmark could not run: {exc}") from exc
+        output = Path(str(opts["output"]))
+        report.write_json(results, output)
+        self.stdout.write("")
+        self.stdout.write(report.table(results))
+        self.stdout.write(f"\n{results['caveat']}\nresults written to {output}")
