@@ -17,6 +17,7 @@ from relay import headers as hdrs
 from relay.asgi_types import Receive, Scope, Send
 from relay.errors import send_error
 from relay.flow import Flow
+from relay.hop import HOP_SCOPE_KEY
 from relay.pool import PoolError
 from relay.registry import get_registry
 from relay.tunnel import NoSocket, Tunnel
@@ -24,12 +25,17 @@ from relay.tunnel import NoSocket, Tunnel
 logger = logging.getLogger(__name__)
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# 1xx answers skipped before the real one; an endless stream of them would hold the visitor.
+MAX_INFORMATIONAL = 8
 
 
 async def proxy_http(scope: Scope, receive: Receive, send: Send, name: str) -> None:
     registry = get_registry()
     tunnel = registry.get(name)
     if tunnel is None:
+        if registry.cluster is not None and HOP_SCOPE_KEY not in scope:  # scale-out
+            await registry.cluster.forward_http(scope, receive, send, name)
+            return
         await send_error(scope, send, 404, f"There is no tunnel called {name!r} on this relay.")
         return
     if tunnel.quota is not None:  # issue 4: plan limits, integer checks only
@@ -82,6 +88,15 @@ def _body_length(scope: Scope, first: dict, declared: bytes | None) -> int | Non
     return None
 
 
+def _check_framing(response: h11.Response) -> None:
+    """h11 lets Transfer-Encoding win over Content-Length (RFC 9112 section 6.3); a response
+    with both is a smuggling attempt or a broken app, and the visitor would get a stale
+    Content-Length, so it is refused (502) instead."""
+    names = {name for name, _ in response.headers}
+    if b"content-length" in names and b"transfer-encoding" in names:
+        raise PoolError("a response with both Content-Length and Transfer-Encoding")
+
+
 async def _exchange(
     tunnel: Tunnel,
     scope: Scope,
@@ -105,12 +120,17 @@ async def _exchange(
     tunnel.dirty = True
     tunnel.last_activity = time.monotonic()
     try:
-        conn.send(head)
+        # The head, the first piece of body and (for most requests) the end go out in one
+        # write: one syscall and one TCP segment for a typical request.
         body = first.get("body", b"")
         more = first.get("more_body", False)
         received = len(body)
+        events: list[h11.Event] = [head]
         if body:
-            conn.send(h11.Data(data=body))
+            events.append(h11.Data(data=body))
+        if not more:
+            events.append(h11.EndOfMessage())
+        conn.send(*events)
         while more:
             await conn.drain()
             message = await receive()
@@ -119,16 +139,20 @@ async def _exchange(
             body = message.get("body", b"")
             more = message.get("more_body", False)
             received += len(body)
-            if body:
-                conn.send(h11.Data(data=body))
-        conn.send(h11.EndOfMessage())
+            events = [h11.Data(data=body)] if body else []
+            if not more:
+                events.append(h11.EndOfMessage())
+            conn.send(*events)
         tunnel.bytes_in += received
 
         event = await conn.next_event(timeout)
-        while type(event) is h11.InformationalResponse:
+        skipped = 0
+        while type(event) is h11.InformationalResponse and skipped < MAX_INFORMATIONAL:
+            skipped += 1
             event = await conn.next_event(timeout)
         if type(event) is not h11.Response:
             raise PoolError(f"expected a response, got {type(event).__name__}")
+        _check_framing(event)
         started = True
         await send(
             {

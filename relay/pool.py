@@ -120,10 +120,13 @@ class PoolConnection(asyncio.Protocol):
         finally:
             self._drain_waiter = None
 
-    def send(self, event: h11.Event) -> None:
-        data = self.h11.send(event)
-        if data:
-            self.write(data)
+    def send(self, *events: h11.Event) -> None:
+        """Frame events with h11 and write them in a single write."""
+        parts: list[bytes] = []
+        for event in events:
+            parts.extend(self.h11.send_with_data_passthrough(event) or ())
+        if parts:
+            self.write(parts[0] if len(parts) == 1 else b"".join(parts))
 
     async def next_event(self, timeout: float) -> h11.Event:
         """The next h11 event of the response, waiting at most `timeout` for more bytes."""
