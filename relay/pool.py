@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import h11
 
@@ -35,7 +35,8 @@ class PoolConnection(asyncio.Protocol):
         self.tunnel = tunnel
         self.transport: asyncio.Transport | None = None
         self.peer_ip = ""
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head_bytes)
+        self._h11: h11.Connection | None = None  # made on first use: most sockets idle
+        self._max_head_bytes = max_head_bytes
         self.busy = False  # an exchange owns this socket
         self.closed = False
         self._inbox: list[bytes] = []
@@ -46,10 +47,19 @@ class PoolConnection(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
 
+    @property
+    def h11(self) -> h11.Connection:
+        conn = self._h11
+        if conn is None:
+            conn = self._h11 = h11.Connection(
+                h11.CLIENT, max_incomplete_event_size=self._max_head_bytes
+            )
+        return conn
+
     # --- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement the interface without subclassing asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else ""
         sock = transport.get_extra_info("socket")
