@@ -25,6 +25,10 @@ REJOIN_S = 3600.0
 
 def handle(registry: Registry, message: dict[str, Any]) -> int:
     """Obey one control message; returns how many tunnels it closed."""
+    if message.get("type") == "tunnel.owner":  # scale-out: a node opened or closed a tunnel
+        if registry.cluster is not None:
+            registry.cluster.note_owner(message)
+        return 0
     if message.get("type") != "tunnel.close":
         return 0
     reason = str(message.get("reason") or "closed by the operator")[:100]

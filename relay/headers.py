@@ -33,7 +33,7 @@ def request_headers(scope: Scope) -> tuple[list[tuple[bytes, bytes]], bytes | No
     host = b""
     length: bytes | None = None
     framing = False
-    forwarded_for = b""
+    forwarded_for: list[bytes] = []  # several lines are one comma-separated list
     forwarded_proto = b""
     for name, value in raw:
         if name in _REQUEST_DROP or name in named:
@@ -42,7 +42,7 @@ def request_headers(scope: Scope) -> tuple[list[tuple[bytes, bytes]], bytes | No
             elif name == b"transfer-encoding":
                 framing = True
             elif name == b"x-forwarded-for":
-                forwarded_for = value
+                forwarded_for.append(value)
             elif name == b"x-forwarded-proto":
                 forwarded_proto = value
             continue
@@ -55,7 +55,7 @@ def request_headers(scope: Scope) -> tuple[list[tuple[bytes, bytes]], bytes | No
     chain = peer.encode()
     if _trusted(peer):
         if forwarded_for:
-            chain = forwarded_for + b", " + chain
+            chain = b", ".join([*forwarded_for, chain])
         if forwarded_proto in (b"http", b"https"):
             proto = forwarded_proto
     out.append((b"x-forwarded-for", chain))
@@ -70,7 +70,37 @@ def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]
     for name, value in raw:
         if name == b"connection":
             named |= _connection_tokens(value)
-    return [(n, v) for n, v in raw if n not in _RESPONSE_DROP and n not in named]
+    return [
+        (n, host_only_cookie(v, settings.RELAY_DOMAIN) if n == b"set-cookie" else v)
+        for n, v in raw
+        if n not in _RESPONSE_DROP and n not in named
+    ]
+
+
+def host_only_cookie(value: bytes, relay_domain: str) -> bytes:
+    """A tunnel's `Set-Cookie` without a `Domain` naming the relay's domain or a parent of it.
+
+    `Domain=.localhost` from `evil.localhost` would reach the admin on `localhost` and every
+    other tunnel (cookie tossing: a forged `sessionid` or `csrftoken`). Without the attribute
+    the cookie is host-only: it belongs to the tunnel that set it, and to nothing else.
+    """
+    if b"domain" not in value.lower():
+        return value
+    pair, *attributes = value.split(b";")
+    domain = relay_domain.encode("ascii", "ignore").lower().strip(b".")
+    kept = [a for a in attributes if not _covers_domain(a, domain)]
+    if len(kept) == len(attributes):
+        return value
+    return b";".join([pair, *kept])
+
+
+def _covers_domain(attribute: bytes, domain: bytes) -> bool:
+    """Is this cookie attribute `Domain=<domain or one of its parents>` (any case, dots)?"""
+    key, _, target = attribute.partition(b"=")
+    if key.strip().lower() != b"domain":
+        return False
+    target = target.strip().lower().strip(b".")
+    return bool(target) and (domain == target or domain.endswith(b"." + target))
 
 
 def _trusted(peer: str) -> bool:
@@ -90,10 +120,21 @@ def client_ip(scope: Scope) -> str:
     peer = client[0] or ""
     if not _trusted(peer):
         return peer
-    for name, value in scope["headers"]:
-        if name == b"x-forwarded-for":
-            hops = [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
-            for hop in reversed(hops):
-                if not _trusted(hop):
-                    return hop
+    chain = ",".join(
+        value.decode("latin-1") for name, value in scope["headers"] if name == b"x-forwarded-for"
+    )
+    hops = [h.strip() for h in chain.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _is_address(hop):
+            return peer  # a garbled chain names nobody; the proxy is all we know
+        if not _trusted(hop):
+            return hop
     return peer
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

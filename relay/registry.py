@@ -12,16 +12,19 @@ import errno
 import logging
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
-from django.db import IntegrityError
+from django.db import IntegrityError, OperationalError
 
 from relay import protocol
 from relay.pool import PoolConnection
 from relay.tunnel import Tunnel
-from tunnels import store
+from tunnels import nodes, store
+
+if TYPE_CHECKING:
+    from relay.cluster import Cluster
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,13 @@ class RegistrationError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def _database_unavailable(exc: Exception) -> RegistrationError:
+    logger.warning("registration failed, database unavailable: %s", exc)
+    return RegistrationError(
+        503, "The relay's database is busy or unavailable; try again in a moment."
+    )
 
 
 class Registry:
@@ -47,6 +57,7 @@ class Registry:
         self._flusher: asyncio.Task[None] | None = None
         self._closed_pending: list[Tunnel] = []
         self.started_at = time.time()
+        self.cluster: Cluster | None = None  # scale-out: set by the runner on a named node
 
     # --- registration ---------------------------------------------------------------------
     async def register(
@@ -58,6 +69,7 @@ class Registry:
         *,
         user_id: int | None = None,  # issue 4: who the session row belongs to
         token_id: int | None = None,
+        max_live: int = 0,  # scale-out: the owner's live-tunnel limit, counted cluster-wide
     ) -> Tunnel:
         if not self.accepting:
             raise RegistrationError(503, "This relay is shutting down; try again in a moment.")
@@ -88,7 +100,10 @@ class Registry:
         self.tunnels[name] = tunnel  # claim the name before the first await
         try:
             if any(t.name == name for t in self._closed_pending):
-                await self.flush()  # the old session's row must be closed before a new one
+                try:
+                    await self.flush()  # the old session's row must be closed before a new one
+                except OperationalError as exc:
+                    raise _database_unavailable(exc) from None
             tunnel.server = await self._listen(tunnel)
             tunnel.port = tunnel.server.sockets[0].getsockname()[1]
             try:
@@ -99,16 +114,27 @@ class Registry:
                     max_sockets=max_conn_count,
                     owner_id=user_id,
                     token_id=token_id,
+                    max_live=max_live,
                 )
             except IntegrityError:
                 raise RegistrationError(
                     409, f"The subdomain {name!r} is in use; pick another name."
+                ) from None
+            except OperationalError as exc:  # locked (SQLite) or unreachable database
+                raise _database_unavailable(exc) from None
+            except nodes.LiveLimitReached as exc:  # scale-out
+                raise RegistrationError(
+                    429,
+                    f"You already have {exc.limit} live tunnel{'s' if exc.limit != 1 else ''}"
+                    ", the most your plan allows. Close one (stop its client) first.",
                 ) from None
         except BaseException:
             self.tunnels.pop(name, None)
             tunnel.close("registration failed")
             raise
         self.schedule_expiry(tunnel)
+        if self.cluster is not None:  # scale-out: tell the other nodes who owns the name
+            self.cluster.tunnel_opened(tunnel)
         logger.info("tunnel %s opened for %s on pool port %d", name, client_ip, tunnel.port)
         return tunnel
 
@@ -170,6 +196,8 @@ class Registry:
         if not tunnel.closed:
             tunnel.close(reason)
             self._closed_pending.append(tunnel)
+            if self.cluster is not None:  # scale-out: free the name cluster-wide at once
+                self.cluster.tunnel_closed(tunnel)
             logger.info("tunnel %s closed: %s", tunnel.name, reason)
 
     def get(self, name: str) -> Tunnel | None:
@@ -251,6 +279,7 @@ class Registry:
             "tunnels": len(self.tunnels),
             "sockets": sum(t.connected_sockets for t in self.tunnels.values()),
             "in_flight": self.in_flight,
+            "tasks": len(asyncio.all_tasks()),  # a leak shows here first
             "uptime_s": round(time.time() - self.started_at, 1),
         }
 

@@ -12,13 +12,16 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from twisted.internet import reactor
 
-from relay import control
+from relay import control, traffic
+from relay.cluster import Cluster
 from relay.protocol import public_url
 from relay.registry import get_registry
 from relay.server import RelayServer
 from tunnels import store
 
 logger = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 20.0  # scale-out: to start listening, and for the first heartbeat
 
 
 def raise_open_file_limit() -> int:
@@ -46,6 +49,9 @@ class RelayRunner:
         self.failed = ""
         self._stopping = False
         self._control: asyncio.Task[None] | None = None  # issue 4: admin disconnects
+        self._listen_address: tuple[str, int] | None = None  # scale-out: default advertise
+        self.cluster: Cluster | None = None  # scale-out
+        self._sampler: asyncio.Task[None] | None = None  # the dashboard's traffic history
         from tunnelsite.asgi import application
 
         self.server = RelayServer(
@@ -63,6 +69,7 @@ class RelayRunner:
         self.out.flush()
 
     def _listening(self, host: str, port: int) -> None:
+        self._listen_address = (host, port)  # scale-out
         public_port = settings.RELAY_PUBLIC_PORT or port
         sample = public_url(
             settings.RELAY_PUBLIC_SCHEME, "<name>", settings.RELAY_DOMAIN, public_port
@@ -93,8 +100,13 @@ class RelayRunner:
             return
         if closed:
             logger.info("marked %d sessions of an earlier run as closed", closed)
-        get_registry().start()
-        self._control = asyncio.get_running_loop().create_task(control.listen())
+        if settings.RELAY_NODE_NAME and not await self._join_cluster():  # scale-out
+            return
+        registry = get_registry()
+        registry.start()
+        loop = asyncio.get_running_loop()
+        self._control = loop.create_task(control.listen())
+        self._sampler = loop.create_task(traffic.run_sampler(registry))
         logger.debug("open-file limit %d", limit)
 
     def stop(self) -> None:
@@ -104,16 +116,50 @@ class RelayRunner:
         self._print("stopping: no new connections; finishing requests in flight")
         asyncio.get_event_loop().create_task(self._shutdown())
 
+    # --- scale-out ----------------------------------------------------------------------------
+    async def _join_cluster(self) -> bool:
+        """Start heartbeats as node RELAY_NODE_NAME; False (and stop) if that fails."""
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                while self._listen_address is None:
+                    await asyncio.sleep(0.01)
+            host, port = self._listen_address
+            advertise = settings.RELAY_ADVERTISE
+            if not advertise:
+                advertise = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            self.cluster = Cluster(get_registry(), settings.RELAY_NODE_NAME, advertise)
+            async with asyncio.timeout(START_TIMEOUT_S):
+                await self.cluster.start()
+        except Exception as exc:
+            self.failed = f"cannot join the cluster as node {settings.RELAY_NODE_NAME}: {exc}"
+            self.server.stop()
+            return False
+        get_registry().cluster = self.cluster
+        self._print(f"node {self.cluster.node} advertised as {self.cluster.advertise}")
+        return True
+
+    # --- end scale-out ------------------------------------------------------------------------
     async def _shutdown(self) -> None:
         registry = get_registry()
-        if self._control is not None:
-            self._control.cancel()
+        for task in (self._control, self._sampler):
+            if task is not None:
+                task.cancel()
         try:
-            self.server.stop_listening()
-            finished = await registry.drain(settings.RELAY_DRAIN_S)
+            if self.cluster is not None:  # scale-out
+                # Keep listening while requests finish: /healthz says 503 so the balancer
+                # moves visitors away, and peers still reach our tunnels. Stop listening
+                # before the tunnels close, so their clients re-register on another node.
+                await self.cluster.drain()
+                finished = await registry.drain(settings.RELAY_DRAIN_S)
+                self.server.stop_listening()
+            else:
+                self.server.stop_listening()
+                finished = await registry.drain(settings.RELAY_DRAIN_S)
             if not finished:
                 self._print(f"{registry.in_flight} requests still running; closing them")
             await registry.shutdown()
+            if self.cluster is not None:  # scale-out
+                await self.cluster.stop()
         except Exception:
             logger.exception("error while shutting down")
         finally:

@@ -13,6 +13,7 @@ import daphne.server as daphne_server  # isort:skip  (installs the asyncio react
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from functools import partial
@@ -20,6 +21,7 @@ from typing import Any
 
 from daphne.http_protocol import HTTPFactory, WebRequest
 from django.conf import settings
+from twisted.internet import reactor
 from twisted.web import http
 
 from relay.flow import Flow
@@ -33,6 +35,11 @@ def _reject(status: int, reason: str, message: str) -> bytes:
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     ).encode() + body
+
+
+# `http://host/path` (absolute-form, RFC 9112 section 3.2.2): accepted only when it names
+# the same host as the Host header, and then rewritten to the origin-form `/path`.
+_ABSOLUTE_FORM = re.compile(rb"^https?://([^/?#]*)(.*)$", re.IGNORECASE)
 
 
 # Request bodies are handed to the relay in pieces of this size, read from Twisted's spool
@@ -95,7 +102,14 @@ class RelayWebRequest(WebRequest):
 
 
 class RelayHTTPChannel(http.HTTPChannel):
-    """Twisted's HTTP channel with the relay's limits and clear answers when they bite."""
+    """Twisted's HTTP channel with the relay's limits and clear answers when they bite.
+
+    Twisted already refuses most ambiguous framing (see tests/hardening); on top of that
+    this channel refuses obs-fold, bare-LF line endings, any Transfer-Encoding but
+    `chunked`, and an absolute-form target naming another host than Host; and it gives
+    each request head a deadline (`RELAY_HEADER_TIMEOUT_S`, against slowloris) that bytes
+    do not extend, unlike Twisted's idle timeout (`RELAY_IDLE_TIMEOUT_S`).
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -105,24 +119,72 @@ class RelayHTTPChannel(http.HTTPChannel):
             settings.RELAY_MAX_HEADER_BYTES, settings.RELAY_MAX_REQUEST_LINE_BYTES
         )
         self._rejected = False
+        self._head_deadline: Any = None  # a Twisted DelayedCall while a head is awaited
+        self._head_started = False  # bytes of the awaited head have arrived
 
     def connectionMade(self) -> None:  # noqa: N802
         super().connectionMade()
         # Responses go out in more than one write; Nagle would hold the last one back.
         self.transport.setTcpNoDelay(True)
+        self._start_head_deadline()
 
+    def connectionLost(self, reason: Any) -> None:  # noqa: N802
+        self._stop_head_deadline()
+        super().connectionLost(reason)
+
+    # --- the head deadline ------------------------------------------------------------------
+    def _start_head_deadline(self) -> None:
+        if self._head_deadline is None:
+            delay = settings.RELAY_HEADER_TIMEOUT_S
+            self._head_deadline = reactor.callLater(delay, self._head_too_slow)  # type: ignore[attr-defined]
+
+    def _stop_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            if self._head_deadline.active():
+                self._head_deadline.cancel()
+            self._head_deadline = None
+        self._head_started = False
+
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        if self._rejected or self.transport is None:
+            return
+        if self._head_started:
+            limit = settings.RELAY_HEADER_TIMEOUT_S
+            self._refuse(
+                408, "Request Timeout", f"The request head did not arrive within {limit:g} s."
+            )
+        else:  # a connection that never started a request: close it quietly
+            self._rejected = True
+            self.transport.abortConnection()
+
+    # --- parsing ----------------------------------------------------------------------------
     def _refuse(self, status: int, reason: str, message: str) -> None:
         self._rejected = True
+        self._stop_head_deadline()
         self.transport.write(_reject(status, reason, message))
         self.loseConnection()
 
     def _on_first_line(self) -> bool:
         return bool(getattr(self, "_HTTPChannel__first_line", 0))
 
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if self._rejected:
+            return
+        if self.line_mode:
+            # Bytes of a new head: on keep-alive its deadline starts with its first byte.
+            self._start_head_deadline()
+            self._head_started = True
+        super().dataReceived(data)
+        # Lines end in CRLF; a bare LF left in the unfinished line means LF line endings.
+        if self.line_mode and not self._rejected and b"\n" in self._buffer:
+            self._refuse(400, "Bad Request", "Lines must end with CRLF.")
+
     def lineReceived(self, line: bytes) -> None:  # noqa: N802
         if self._rejected:
             return
-        if self._on_first_line() and len(line) > settings.RELAY_MAX_REQUEST_LINE_BYTES:
+        first = self._on_first_line()
+        if first and len(line) > settings.RELAY_MAX_REQUEST_LINE_BYTES:
             self._refuse(414, "URI Too Long", "The request line is too long.")
             return
         if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
@@ -132,6 +194,10 @@ class RelayHTTPChannel(http.HTTPChannel):
                 "Request Header Fields Too Large",
                 f"The request headers are larger than {limit} bytes.",
             )
+            return
+        if not first and line[:1] in (b" ", b"\t"):
+            # RFC 9112 section 5.2: a server rejects obs-fold with 400 (or unfolds it).
+            self._refuse(400, "Bad Request", "Folded header lines (obs-fold) are not allowed.")
             return
         super().lineReceived(line)
 
@@ -145,7 +211,43 @@ class RelayHTTPChannel(http.HTTPChannel):
                 f"The request has more than {self.maxHeaders} header lines.",
             )
             return False
+        name, _, value = line.partition(b":")
+        if name.lower() == b"transfer-encoding" and value.strip(b" \t").lower() != b"chunked":
+            # Twisted ignores `identity`; a proxy in front might not. Only chunked is clear.
+            self._refuse(400, "Bad Request", "Transfer-Encoding must be exactly chunked.")
+            return False
         return super().headerReceived(line)
+
+    def allHeadersReceived(self) -> None:  # noqa: N802
+        self._stop_head_deadline()
+        problem = self._target_problem()
+        if problem:
+            self._refuse(400, "Bad Request", problem)
+            return
+        super().allHeadersReceived()
+
+    def _target_problem(self) -> str:
+        """Why the request target cannot be forwarded, or "" (absolute-form is rewritten)."""
+        target: bytes = self._path
+        if target.startswith(b"/") or (target == b"*" and self._command == b"OPTIONS"):
+            return ""
+        match = _ABSOLUTE_FORM.match(target)
+        if match is None:
+            return "The request target must be a path."
+        hosts = self.requests[-1].requestHeaders.getRawHeaders(b"host") or []
+        if len(hosts) != 1 or match.group(1).lower() != hosts[0].lower():
+            return "The request target names another host than the Host header."
+        rest = match.group(2)
+        self._path = rest if rest.startswith(b"/") else b"/" + rest
+        return ""
+
+    def allContentReceived(self) -> None:  # noqa: N802
+        if not self._rejected:
+            super().allContentReceived()
+
+    def rawDataReceived(self, data: bytes) -> None:  # noqa: N802
+        if not self._rejected:
+            super().rawDataReceived(data)
 
     def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802
         if self._on_first_line():
@@ -160,6 +262,8 @@ class RelayHTTPFactory(HTTPFactory):
     def buildProtocol(self, addr: Any) -> http.HTTPChannel:  # noqa: N802
         protocol = super().buildProtocol(addr)
         protocol.requestFactory = RelayWebRequest
+        # Twisted's idle timeout: each byte resets it; off while a request is answered.
+        protocol.timeOut = settings.RELAY_IDLE_TIMEOUT_S or None
         return protocol
 
 

@@ -30,6 +30,7 @@ from wsproto.utilities import LocalProtocolError
 
 from relay import headers as hdrs
 from relay.asgi_types import Receive, Scope, Send
+from relay.hop import HOP_SCOPE_KEY
 from relay.pool import PoolConnection, PoolError
 from relay.registry import get_registry
 from relay.tunnel import NoSocket
@@ -62,6 +63,9 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, name: str)
     registry = get_registry()
     tunnel = registry.get(name)
     if tunnel is None:
+        if registry.cluster is not None and HOP_SCOPE_KEY not in scope:  # scale-out
+            await registry.cluster.forward_websocket(scope, receive, send, name)
+            return
         await send({"type": "websocket.close", "code": 1008})
         return
     try:

@@ -196,3 +196,31 @@ class Tunnel(models.Model):
 
     def __str__(self) -> str:
         return self.subdomain
+
+
+# --- scale-out --------------------------------------------------------------------------------
+class Node(models.Model):
+    """One relay process of several (relay/cluster.py): where peers reach it, whether it is
+    alive (heartbeat), and its load, written with every heartbeat."""
+
+    name = models.CharField(max_length=100, unique=True)
+    advertise = models.CharField(
+        max_length=300, help_text="HOST:PORT of its public listener, as peers reach it."
+    )
+    started_at = models.DateTimeField()
+    last_heartbeat = models.DateTimeField(db_index=True)
+    draining = models.BooleanField(default=False)
+    tunnels = models.PositiveIntegerField(default=0, help_text="Live tunnels it owns.")
+    sockets = models.PositiveIntegerField(default=0, help_text="Pool sockets connected.")
+    in_flight = models.PositiveIntegerField(default=0, help_text="Requests being served now.")
+    requests = models.BigIntegerField(default=0, help_text="Requests to its own tunnels.")
+    forwarded = models.BigIntegerField(default=0, help_text="Requests it passed to peers.")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# --- end scale-out ----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from tunnels import nodes
 from tunnels.models import Tunnel
 
 
@@ -37,8 +38,11 @@ def open_session(
     max_sockets: int,
     owner_id: int | None = None,
     token_id: int | None = None,
+    max_live: int = 0,  # scale-out: the owner's live-tunnel limit, checked cluster-wide
 ) -> int:
     with transaction.atomic():  # a name conflict rolls back this insert only
+        if max_live:  # scale-out
+            nodes.check_live_limit(owner_id, client_ip, max_live)
         row = Tunnel.objects.create(
             subdomain=subdomain,
             client_ip=client_ip,
@@ -78,7 +82,9 @@ def apply_updates(updates: list[SessionUpdate]) -> None:
 
 
 def close_stale_sessions(reason: str = "relay restarted") -> int:
-    """Mark sessions left live by a relay that stopped without closing them."""
-    return Tunnel.objects.filter(is_live=True).update(
-        is_live=False, closed_at=timezone.now(), close_reason=reason, sockets=0
-    )
+    """Mark sessions left live by a relay that stopped without closing them (with a node
+    name: only that node's own sessions; the other nodes' are theirs)."""
+    live = Tunnel.objects.filter(is_live=True)
+    if settings.RELAY_NODE_NAME:  # scale-out
+        live = live.filter(node=settings.RELAY_NODE_NAME)
+    return live.update(is_live=False, closed_at=timezone.now(), close_reason=reason, sockets=0)

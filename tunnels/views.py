@@ -68,6 +68,7 @@ async def _register(request: HttpRequest, requested: str | None) -> HttpResponse
             max_conn_count=grant.limits.max_sockets,
             user_id=grant.user_id,
             token_id=grant.token_id,
+            max_live=limit if registry.cluster is not None else 0,  # scale-out
         )
     except RegistrationError as exc:
         return _error(request, exc.status, exc.message)
@@ -79,8 +80,9 @@ async def _register(request: HttpRequest, requested: str | None) -> HttpResponse
     url = protocol.public_url(
         settings.RELAY_PUBLIC_SCHEME, tunnel.name, settings.RELAY_DOMAIN, int(public_port)
     )
+    ip = registry.cluster.advertise_host if registry.cluster is not None else None  # scale-out
     return JsonResponse(
-        protocol.registration_answer(tunnel.name, tunnel.port, tunnel.max_conn_count, url)
+        protocol.registration_answer(tunnel.name, tunnel.port, tunnel.max_conn_count, url, ip)
     )
 
 

@@ -9,6 +9,7 @@ value stops the process at start with `ImproperlyConfigured` naming the variable
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -116,15 +117,40 @@ RELAY_RESPONSE_TIMEOUT_S = _float("RELAY_RESPONSE_TIMEOUT_S", 60.0, minimum=0.01
 RELAY_MAX_HEADER_BYTES = _int("RELAY_MAX_HEADER_BYTES", 16384, minimum=1024)
 RELAY_MAX_HEADER_COUNT = _int("RELAY_MAX_HEADER_COUNT", 100, minimum=8)
 RELAY_MAX_REQUEST_LINE_BYTES = _int("RELAY_MAX_REQUEST_LINE_BYTES", 8192, minimum=256)
+# A visitor must send a whole request head within this (slowloris), and a keep-alive
+# connection with nothing to do is closed after the idle time.
+RELAY_HEADER_TIMEOUT_S = _float("RELAY_HEADER_TIMEOUT_S", 10.0, minimum=0.1)
+RELAY_IDLE_TIMEOUT_S = _float("RELAY_IDLE_TIMEOUT_S", 30.0)
 RELAY_DRAIN_S = _float("RELAY_DRAIN_S", 10.0)
 RELAY_FLUSH_S = _float("RELAY_FLUSH_S", 5.0, minimum=0.05)
 RELAY_TRUSTED_PROXIES = _networks("RELAY_TRUSTED_PROXIES")
+RELAY_UVLOOP = _bool("RELAY_UVLOOP", True)
 
 # --- Accounts and quotas (tunnels/quotas.py) ---------------------------------------------------
 # Registering without a token: allowed while developing, refused (401) in production.
 RELAY_ALLOW_ANONYMOUS = _bool("RELAY_ALLOW_ANONYMOUS", DEBUG)
 # Recorded on each session row; names the relay once there are several.
 RELAY_NODE_NAME = env.str("RELAY_NODE_NAME", default="")
+# --- scale-out: many nodes on one database and one Redis (relay/cluster.py) -----------------
+# Set RELAY_NODE_NAME to run as one node of several. Empty: one process, none of this runs.
+if RELAY_NODE_NAME and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", RELAY_NODE_NAME):
+    raise ImproperlyConfigured(
+        f"RELAY_NODE_NAME={RELAY_NODE_NAME!r} must be 1-100 letters, digits, '.', '_' or '-'"
+    )
+# HOST:PORT where peers reach this node's public listener; its HOST is the `ip` handed to
+# clients for pool sockets. Empty: the address runrelay listens on (not a wildcard).
+RELAY_ADVERTISE = env.str("RELAY_ADVERTISE", default="").strip()
+RELAY_HEARTBEAT_S = _float("RELAY_HEARTBEAT_S", 2.0, minimum=0.05)
+# A node silent for this long is dead: any live node closes its sessions ("node gone").
+RELAY_NODE_EXPIRY_S = _float("RELAY_NODE_EXPIRY_S", 6.0, minimum=0.1)
+if RELAY_NODE_EXPIRY_S <= RELAY_HEARTBEAT_S:
+    raise ImproperlyConfigured(
+        f"RELAY_NODE_EXPIRY_S={RELAY_NODE_EXPIRY_S:g} must be more than "
+        f"RELAY_HEARTBEAT_S={RELAY_HEARTBEAT_S:g} (three heartbeats is usual)"
+    )
+# How long a request forwarded to the owning node may take to connect.
+RELAY_PEER_CONNECT_S = _float("RELAY_PEER_CONNECT_S", 2.0, minimum=0.01)
+# --- end scale-out ----------------------------------------------------------------------------
 # Names only the operator may hand out (with a ReservedSubdomain row). Names shorter than 4
 # characters (www, api) are already refused by the subdomain rule; they are listed for clarity.
 RELAY_RESERVED_NAMES = frozenset(
@@ -149,8 +175,9 @@ RELAY_DEFAULT_PLAN_ALLOW_CUSTOM_SUBDOMAINS = _bool(
 # --- Django -----------------------------------------------------------------------------------
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[RELAY_DOMAIN, f".{RELAY_DOMAIN}", "127.0.0.1"])
 
+# Daphne is not an installed app: its AppConfig would import daphne.server (and create the
+# event loop) before `runrelay` can choose uvloop. `runrelay` is the server.
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -198,8 +225,16 @@ if _database_url.split("://", 1)[0] not in environ.Env.DB_SCHEMES:
     )
 DATABASES = {"default": _read("DATABASE_URL", env.db_url, _database_url, "database URL")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Waiting briefly on a lock beats failing a registration outright.
+    # Waiting briefly on a lock beats failing a registration outright. IMMEDIATE makes a
+    # transaction take the write lock at BEGIN, so it waits for `timeout`; a deferred one that
+    # reads first fails at once ("database is locked") when another writer holds the lock.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 5
+    DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
+    # WAL lets the admin read while the relay writes; with synchronous=NORMAL a commit needs
+    # no fsync (a power cut can lose the last few counter updates, never corrupt the file).
+    DATABASES["default"]["OPTIONS"].setdefault(
+        "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -231,8 +266,50 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 # Cookies belong to the bare domain only: a tunnel must never see or set the admin's session.
+# (A tunnel's own `Set-Cookie: ...; Domain=<RELAY_DOMAIN>` is made host-only by relay/headers.py.)
 SESSION_COOKIE_DOMAIN = None
 CSRF_COOKIE_DOMAIN = None
+
+# --- HTTPS (`check --deploy`; README "What check --deploy still says") ------------------------
+_https = RELAY_PUBLIC_SCHEME == "https"
+SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", _https)
+CSRF_COOKIE_SECURE = _bool("CSRF_COOKIE_SECURE", _https)
+# Secure cookies get `__Host-` names: browsers accept such a cookie only without a Domain, so
+# no tunnel can plant one for the admin, not even from its JavaScript (document.cookie).
+SESSION_COOKIE_NAME = env.str(
+    "SESSION_COOKIE_NAME", default="__Host-sessionid" if SESSION_COOKIE_SECURE else "sessionid"
+)
+CSRF_COOKIE_NAME = env.str(
+    "CSRF_COOKIE_NAME", default="__Host-csrftoken" if CSRF_COOKIE_SECURE else "csrftoken"
+)
+# Behind a TLS proxy Django sees http: trust the origin visitors use for the admin's forms.
+_public_port = RELAY_PUBLIC_PORT or RELAY_PORT
+_admin_origin = f"https://{RELAY_DOMAIN}" + ("" if _public_port == 443 else f":{_public_port}")
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[_admin_origin] if _https else [])
+# The header a TLS proxy sets to `https` (e.g. X-Forwarded-Proto). Only when every request
+# comes through that proxy, which must overwrite the header: anyone else could forge it.
+_proxy_ssl_header = env.str("SECURE_PROXY_SSL_HEADER", default="").strip()
+if _proxy_ssl_header and not re.fullmatch(r"[A-Za-z0-9-]+", _proxy_ssl_header):
+    raise ImproperlyConfigured(
+        f"SECURE_PROXY_SSL_HEADER={_proxy_ssl_header!r} must be a header name "
+        "such as X-Forwarded-Proto"
+    )
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https") if _proxy_ssl_header else None
+)
+# Redirecting the admin to https needs Django to know a request was https (the header above);
+# without it every redirect would come back as http and redirect again.
+SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", False)
+if SECURE_SSL_REDIRECT and SECURE_PROXY_SSL_HEADER is None:
+    raise ImproperlyConfigured(
+        "SECURE_SSL_REDIRECT=true needs SECURE_PROXY_SSL_HEADER (e.g. X-Forwarded-Proto): "
+        "runrelay itself speaks only http, so every request would be redirected forever"
+    )
+# HSTS is off unless asked for: it binds browsers to https for the bare domain (and, with
+# SECURE_HSTS_INCLUDE_SUBDOMAINS, for every tunnel) for this many seconds.
+SECURE_HSTS_SECONDS = _int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = _bool("SECURE_HSTS_PRELOAD", False)
 
 LOGGING = {
     "version": 1,

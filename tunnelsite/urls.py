@@ -4,9 +4,19 @@ from django.contrib import admin
 from django.urls import path, re_path
 from django.views.generic import RedirectView
 
-from tunnels import views
+from tunnels import dashboard, views
 
 urlpatterns = [
+    # The relay's live dashboard, staff only (admin_view), before the admin's own catch-all.
+    path("admin/dashboard/", admin.site.admin_view(dashboard.page), name="relay-dashboard"),
+    path(
+        "admin/dashboard/data", admin.site.admin_view(dashboard.data), name="relay-dashboard-data"
+    ),
+    path(
+        "admin/dashboard/disconnect",
+        admin.site.admin_view(dashboard.disconnect),
+        name="relay-dashboard-disconnect",
+    ),
     path("admin/", admin.site.urls),
     path("admin", RedirectView.as_view(url="/admin/", permanent=False)),
     path("api/status", views.relay_status, name="relay-status"),

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import relay.server  # noqa: F401  isort:skip  (Daphne installs the asyncio reactor first)
+import relay.loop_choice  # noqa: F401  isort:skip  (before Daphne creates its loop)
+import relay.server  # noqa: F401  isort:skip  (Daphne installs the asyncio reactor)
+
+import re
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from relay.cluster import parse_address
 from relay.runner import RelayRunner
 
 
@@ -21,14 +26,34 @@ class Command(BaseCommand):
         parser.add_argument(
             "--domain", default=settings.RELAY_DOMAIN, help="tunnels are <name>.<domain>"
         )
+        # scale-out: one node of several on one database and one Redis
+        parser.add_argument(
+            "--node-name", default=settings.RELAY_NODE_NAME, help="this node's name (cluster)"
+        )
+        parser.add_argument(
+            "--advertise",
+            default=settings.RELAY_ADVERTISE,
+            metavar="HOST:PORT",
+            help="where peers reach this node; HOST is the pool address given to clients",
+        )
 
-    def handle(self, *args: object, bind: str, port: int, domain: str, **options: object) -> None:
+    def handle(
+        self,
+        *args: object,
+        bind: str,
+        port: int,
+        domain: str,
+        node_name: str = "",
+        advertise: str = "",
+        **options: object,
+    ) -> None:
         if not 0 <= port <= 65535:
             raise CommandError(f"--port {port} is not a TCP port (0-65535)")
         domain = domain.strip().lower().rstrip(".")
         if not domain:
             raise CommandError("--domain must not be empty")
         settings.RELAY_DOMAIN = domain
+        self.configure_node(node_name, advertise, bind)  # scale-out
         runner = RelayRunner(bind=bind, port=port, out=self.stdout)
         try:
             runner.run()
@@ -36,3 +61,32 @@ class Command(BaseCommand):
             raise CommandError(f"cannot listen on {bind}:{port}: {exc}") from exc
         if runner.failed:
             raise CommandError(runner.failed)
+
+    # --- scale-out --------------------------------------------------------------------------
+    def configure_node(self, node_name: str, advertise: str, bind: str) -> None:
+        node_name, advertise = node_name.strip(), advertise.strip()
+        if not node_name:
+            if advertise:
+                raise CommandError("--advertise needs --node-name (RELAY_NODE_NAME) as well")
+            return
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", node_name):
+            raise CommandError(
+                f"--node-name {node_name!r}: use 1-100 letters, digits, '.', '_' or '-'"
+            )
+        if advertise:
+            try:
+                parse_address(advertise, "--advertise")
+            except ImproperlyConfigured as exc:
+                raise CommandError(str(exc)) from None
+        elif bind in {"0.0.0.0", "::", ""}:
+            raise CommandError(
+                f"--bind {bind or '*'} is a wildcard: give --advertise HOST:PORT "
+                "(RELAY_ADVERTISE) so other nodes and clients know where to reach this one"
+            )
+        if not settings.REDIS_URL:
+            self.stderr.write(
+                "warning: no REDIS_URL: admin disconnects and ownership news reach only this "
+                "node (the directory still refreshes from the database every heartbeat)"
+            )
+        settings.RELAY_NODE_NAME = node_name
+        settings.RELAY_ADVERTISE = advertise

@@ -1,0 +1,107 @@
+"""The hop marker on requests one relay node forwards to another, and the ASGI gate that
+checks it (only installed when the relay runs as a node: RELAY_NODE_NAME is set).
+
+A visitor's request for a tunnel another node owns is forwarded once, to the owner, with
+`x-tunnelsite-hop: <unix time> <from node> <visitor ip> <visitor port> <signature>`, the
+signature an HMAC-SHA256 (key derived from SECRET_KEY) over the rest and the Host header.
+The owner believes the visitor address it names (so the app sees the same X-Forwarded-For
+as on a direct hit) and never forwards such a request again: a miss is a 404, not a loop.
+A marker that does not verify (sent by a visitor, or stale) is dropped like any header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+from django.conf import settings
+
+from relay.asgi_types import ASGIApp, Receive, Scope, Send
+from relay.protocol import tunnel_name_from_host
+
+HOP_HEADER = b"x-tunnelsite-hop"
+# A marker older (or newer) than this is refused: it bounds replays of a captured one.
+HOP_MAX_AGE_S = 60
+# Set in the scope of a request that arrived from a peer node with a valid marker.
+HOP_SCOPE_KEY = "tunnelsite.hop"
+
+
+def _key() -> bytes:
+    return hashlib.sha256(b"tunnelsite.hop|" + settings.SECRET_KEY.encode()).digest()
+
+
+def _signature(key: bytes, fields: str, host: bytes) -> str:
+    mac = hmac.new(key, fields.encode() + b"|" + host, hashlib.sha256)
+    return mac.hexdigest()[:40]
+
+
+def sign(node: str, client: tuple[str, int] | None, host: bytes, now: float | None = None) -> bytes:
+    ip, port = client or ("", 0)
+    fields = f"{int(now if now is not None else time.time())} {node} {ip or '-'} {port}"
+    return f"{fields} {_signature(_key(), fields, host)}".encode()
+
+
+def verify(value: bytes, host: bytes, now: float | None = None) -> tuple[str, int] | None:
+    """The visitor address a valid marker names; None when it does not verify."""
+    try:
+        text = value.decode("ascii")
+        stamp, node, ip, port, signature = text.split(" ")
+        age = abs((now if now is not None else time.time()) - int(stamp))
+        client = ("" if ip == "-" else ip, int(port))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if age > HOP_MAX_AGE_S:
+        return None
+    expected = _signature(_key(), f"{stamp} {node} {ip} {port}", host)
+    if not hmac.compare_digest(expected, signature):
+        return None
+    return client
+
+
+class ClusterGate:
+    """Strips hop markers (believing valid ones) and answers `GET /healthz` on this node."""
+
+    def __init__(self, app: ASGIApp, status: Any) -> None:
+        self.app = app
+        self.status = status  # () -> (http status, JSON-able body); relay/cluster.py
+        self.domain = settings.RELAY_DOMAIN.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        marker = host = None
+        for name, value in scope["headers"]:
+            if name == HOP_HEADER:
+                marker = value if marker is None else b""  # two markers: believe neither
+            elif name == b"host":
+                host = value
+        if marker is not None:
+            scope = dict(scope)
+            scope["headers"] = [(n, v) for n, v in scope["headers"] if n != HOP_HEADER]
+            client = verify(marker, host or b"") if marker else None
+            if client is not None:
+                scope[HOP_SCOPE_KEY] = True
+                scope["client"] = client
+        if (
+            scope["type"] == "http"
+            and scope["path"] == "/healthz"
+            and tunnel_name_from_host(host or b"", self.domain) is None
+        ):
+            await self._health(send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _health(self, send: Send) -> None:
+        status, body = self.status()
+        data = json.dumps(body).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(data)).encode()),
+            (b"cache-control", b"no-store"),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})

@@ -1,0 +1,374 @@
+"""Forwarding a visitor's request to the node that owns the tunnel (scale-out).
+
+A plain HTTP/1.1 client (h11 over asyncio streams) to the owner's public listener, with the
+same Host header and a signed hop marker (relay/hop.py). Connections are kept alive and
+pooled per peer. Bodies stream both ways with bounded buffers: the request body is read
+chunk by chunk and drained into the socket; the response is read 64 KiB at a time
+(StreamReader pauses the socket beyond that) and waits for the visitor when Twisted says
+its send buffer is full. WebSockets: a wsproto client handshake to the owner, then messages
+are copied both ways as for a pool socket. Nothing here touches the ORM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from types import SimpleNamespace
+
+import h11
+from django.conf import settings
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+
+from relay import headers as hdrs
+from relay.asgi_types import Receive, Scope, Send
+from relay.errors import send_error
+from relay.flow import Flow
+from relay.hop import HOP_HEADER, sign
+from relay.pool import PoolError
+from relay.protocol import HOP_BY_HOP
+from relay.ws_proxy import _HANDSHAKE_OWN, _app_to_visitor, _visitor_to_app
+
+logger = logging.getLogger(__name__)
+
+READ_BYTES = 64 * 1024
+MAX_IDLE_PER_PEER = 32  # kept-alive connections per peer; more are closed after use
+_DROP = HOP_BY_HOP | {b"expect", HOP_HEADER}
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class PeerDown(Exception):
+    """The owner node could not be reached at all."""
+
+
+class PeerConnection:
+    def __init__(self, address: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.address = address
+        self.reader = reader
+        self.writer = writer
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 * 1024)
+
+    @property
+    def stale(self) -> bool:
+        return self.reader.at_eof() or self.writer.is_closing()
+
+    def write(self, data: bytes) -> None:
+        if self.writer.is_closing():
+            raise PoolError("peer connection closed")
+        self.writer.write(data)
+
+    def send(self, event: h11.Event) -> None:
+        data = self.h11.send(event)
+        if data:
+            self.write(data)
+
+    async def drain(self) -> None:
+        try:
+            await self.writer.drain()
+        except ConnectionError as exc:
+            raise PoolError(f"peer connection lost: {exc}") from None
+
+    async def read_raw(self, timeout: float | None) -> bytes:
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.reader.read(READ_BYTES)
+        except ConnectionError:
+            return b""
+
+    async def next_event(self, timeout: float) -> h11.Event:
+        while True:
+            event = self.h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            self.h11.receive_data(await self.read_raw(timeout))
+
+    def reusable(self) -> bool:
+        conn = self.h11
+        if self.stale or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+            return False
+        try:
+            conn.start_next_cycle()
+        except h11.LocalProtocolError:
+            return False
+        return True
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+
+class PeerPool:
+    def __init__(self, connect_timeout: float) -> None:
+        self.connect_timeout = connect_timeout
+        self._idle: dict[str, list[PeerConnection]] = {}
+
+    async def connect(self, address: str) -> PeerConnection:
+        host, _, port = address.rpartition(":")
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                reader, writer = await asyncio.open_connection(
+                    host.strip("[]"), int(port), limit=READ_BYTES
+                )
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise PeerDown(f"{address}: {exc!r}") from None
+        return PeerConnection(address, reader, writer)
+
+    async def acquire(self, address: str) -> tuple[PeerConnection, bool]:
+        """A connection to `address` and whether it was reused (so may be stale)."""
+        idle = self._idle.get(address)
+        while idle:
+            conn = idle.pop()
+            if not conn.stale:
+                return conn, True
+            conn.abort()
+        return await self.connect(address), False
+
+    def release(self, conn: PeerConnection) -> None:
+        idle = self._idle.setdefault(conn.address, [])
+        if len(idle) < MAX_IDLE_PER_PEER:
+            idle.append(conn)
+        else:
+            conn.abort()
+
+    def forget(self, address: str) -> None:
+        for conn in self._idle.pop(address, []):
+            conn.abort()
+
+    def close(self) -> None:
+        for address in list(self._idle):
+            self.forget(address)
+
+
+def forward_headers(scope: Scope, node: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The visitor's headers as the owner should see them, with our hop marker; the Host."""
+    named: set[bytes] = set()
+    for name, value in scope["headers"]:
+        if name == b"connection":
+            named |= {t.strip().lower() for t in value.split(b",") if t.strip()}
+    out = []
+    host = b""
+    for name, value in scope["headers"]:
+        if name in _DROP or name in named:
+            continue
+        if name == b"host":
+            host = value
+        out.append((name, value))
+    out.append((HOP_HEADER, sign(node, scope.get("client"), host)))
+    return out, host
+
+
+def _target(scope: Scope) -> bytes:
+    target = scope.get("raw_path") or scope["path"].encode()
+    if scope.get("query_string"):
+        target = target + b"?" + scope["query_string"]
+    return target
+
+
+def _request(scope: Scope, first: dict, node: str) -> h11.Request:
+    headers, _ = forward_headers(scope, node)
+    known = scope.get("extensions", {}).get("tunnelsite.body_length")
+    if known is None and not first.get("more_body", False):
+        known = len(first.get("body", b""))
+    if known is None:
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit():
+                known = int(value)
+    if known is None:
+        headers.append((b"transfer-encoding", b"chunked"))
+    elif (
+        known
+        or scope["method"] in _BODY_METHODS
+        or any(n in (b"content-length", b"transfer-encoding") for n, _ in scope["headers"])
+    ):
+        headers.append((b"content-length", str(known).encode()))
+    return h11.Request(method=scope["method"], target=_target(scope), headers=headers)
+
+
+async def forward_http(
+    pool: PeerPool,
+    node: str,
+    address: str,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    on_stale: Callable[[], None],
+) -> None:
+    """Send the visitor's request to the owner at `address` and stream its answer back."""
+    flow: Flow | None = scope.get("extensions", {}).get("tunnelsite.flow")
+    if flow is not None:
+        flow.task = asyncio.current_task()
+    first = await receive()
+    if first["type"] != "http.request":
+        return
+    try:
+        head = _request(scope, first, node)
+    except h11.LocalProtocolError as exc:
+        await send_error(scope, send, 400, f"The request cannot be forwarded: {exc}")
+        return
+    # Only a request whose body is all in hand may be sent again on a fresh connection.
+    replayable = not first.get("more_body", False)
+    for attempt in range(2):
+        if attempt:
+            pool.forget(address)  # one kept-alive connection was stale: so may the rest be
+        try:
+            conn, reused = await pool.acquire(address)
+        except PeerDown as exc:
+            logger.warning("cannot reach the owner node %s: %s", address, exc)
+            on_stale()
+            await send_error(
+                scope, send, 503, "The relay node that holds this tunnel is unreachable.", 2
+            )
+            return
+        retry = reused and replayable and attempt == 0
+        if await _exchange(pool, conn, scope, receive, send, flow, head, first, retry, on_stale):
+            return
+
+
+async def _exchange(
+    pool: PeerPool,
+    conn: PeerConnection,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    flow: Flow | None,
+    head: h11.Request,
+    first: dict,
+    may_retry: bool,
+    on_stale: Callable[[], None],
+) -> bool:
+    """One exchange; False when it failed early on a reused connection and may be retried."""
+    timeout = settings.RELAY_RESPONSE_TIMEOUT_S + 5.0
+    head_timeout = settings.RELAY_SOCKET_WAIT_S + timeout
+    reusable = started = False
+    try:
+        conn.send(head)
+        body, more = first.get("body", b""), first.get("more_body", False)
+        if body:
+            conn.send(h11.Data(data=body))
+        while more:
+            await conn.drain()
+            message = await receive()
+            if message["type"] != "http.request":
+                raise asyncio.CancelledError  # the visitor left mid-upload
+            body, more = message.get("body", b""), message.get("more_body", False)
+            if body:
+                conn.send(h11.Data(data=body))
+        conn.send(h11.EndOfMessage())
+        await conn.drain()
+        event = await conn.next_event(head_timeout)
+        while type(event) is h11.InformationalResponse:
+            event = await conn.next_event(head_timeout)
+        if type(event) is not h11.Response:
+            raise PoolError(f"expected a response, got {type(event).__name__}")
+        if event.status_code == 404 and any(n == b"x-tunnelsite-error" for n, _ in event.headers):
+            on_stale()  # the owner no longer has it: look it up afresh next time
+        started = True
+        await send(
+            {
+                "type": "http.response.start",
+                "status": event.status_code,
+                "headers": hdrs.response_headers(event.headers),
+            }
+        )
+        if flow is not None:
+            flow.register()
+        while True:
+            event = await conn.next_event(timeout)
+            if type(event) is h11.EndOfMessage:
+                break
+            if type(event) is not h11.Data:
+                raise PoolError(f"unexpected {type(event).__name__} in a response body")
+            if flow is not None and flow.paused:
+                await flow.writable()
+            await send({"type": "http.response.body", "body": bytes(event.data), "more_body": True})
+        if flow is not None:
+            flow.unregister()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        reusable = conn.reusable()
+        return True
+    except (PoolError, h11.ProtocolError, TimeoutError, ConnectionError) as exc:
+        logger.debug("forward to %s failed: %r", conn.address, exc)
+        if started:
+            if flow is not None:
+                flow.unregister()
+                flow.abort()
+            return True
+        if may_retry and not isinstance(exc, TimeoutError):
+            return False
+        if isinstance(exc, TimeoutError):
+            await send_error(scope, send, 504, "The relay node that holds this tunnel timed out.")
+        else:
+            await send_error(
+                scope, send, 502, "The relay node that holds this tunnel answered badly."
+            )
+        return True
+    finally:
+        if reusable:
+            pool.release(conn)
+        else:
+            conn.abort()
+
+
+async def forward_websocket(
+    pool: PeerPool, node: str, address: str, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Open the visitor's WebSocket on the owner node and copy messages both ways.
+
+    The caller has already received `websocket.connect`."""
+    try:
+        conn = await pool.connect(address)
+    except PeerDown as exc:
+        logger.warning("cannot reach the owner node %s: %s", address, exc)
+        await send({"type": "websocket.close", "code": 1013})
+        return
+    counters = SimpleNamespace(bytes_in=0, bytes_out=0, name="")
+    try:
+        ws = WSConnection(ConnectionType.CLIENT)
+        headers, host = forward_headers(scope, node)
+        extra = [(n, v) for n, v in headers if n not in _HANDSHAKE_OWN]
+        request = Request(
+            host=host.decode("latin-1"),
+            target=_target(scope).decode("latin-1"),
+            subprotocols=list(scope.get("subprotocols") or []),
+            extra_headers=extra,
+        )
+        conn.write(ws.send(request))
+        accepted: AcceptConnection | None = None
+        leftover: list = []
+        async with asyncio.timeout(
+            settings.RELAY_SOCKET_WAIT_S + settings.RELAY_RESPONSE_TIMEOUT_S
+        ):
+            while accepted is None:
+                data = await conn.read_raw(None)
+                if not data:
+                    await send({"type": "websocket.close", "code": 1011})
+                    return
+                ws.receive_data(data)
+                for event in ws.events():
+                    if isinstance(event, AcceptConnection):
+                        accepted = event
+                    elif isinstance(event, RejectConnection | RejectData):
+                        await send({"type": "websocket.close", "code": 1008})
+                        return
+                    elif accepted is not None:
+                        leftover.append(event)
+        await send({"type": "websocket.accept", "subprotocol": accepted.subprotocol})
+        to_owner = asyncio.ensure_future(_visitor_to_app(receive, conn, ws, counters))
+        to_visitor = asyncio.ensure_future(_app_to_visitor(send, conn, ws, counters, leftover))
+        try:
+            done, _ = await asyncio.wait(
+                {to_owner, to_visitor}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                task.result()
+        finally:
+            for task in (to_owner, to_visitor):
+                task.cancel()
+            await asyncio.gather(to_owner, to_visitor, return_exceptions=True)
+    except (PoolError, TimeoutError) as exc:
+        logger.debug("websocket forward to %s failed: %r", address, exc)
+        with contextlib.suppress(Exception):
+            await send({"type": "websocket.close", "code": 1011})
+    finally:
+        conn.abort()

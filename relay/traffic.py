@@ -1,0 +1,177 @@
+"""Relay-wide traffic for the admin dashboard: rates now, and per minute for the last hour.
+
+A sampler task (started by relay/runner.py) reads the registry's in-memory counters once
+every `SAMPLE_S` seconds and adds what changed since its previous look: nothing runs per
+request and nothing touches the database. Traffic a tunnel carries between the sampler's
+last look and its closing is not counted (at most one sample's worth).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from relay.registry import Registry
+    from relay.tunnel import Tunnel
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_S = 1.0  # how often the sampler reads the counters: cheap, a sum over live tunnels
+RATE_WINDOW_S = 5.0  # rates are averaged over this much recent history, so they do not jitter
+HISTORY_MINUTES = 60  # the ring buffer of per-minute totals: one hour
+
+
+class Counts(NamedTuple):
+    requests: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+    def plus(self, other: Counts) -> Counts:
+        return Counts(*(a + b for a, b in zip(self, other, strict=True)))
+
+    def minus(self, other: Counts) -> Counts:
+        """The growth from `other` to self (never negative: counters only grow)."""
+        return Counts(*(max(0, a - b) for a, b in zip(self, other, strict=True)))
+
+
+@dataclass
+class Minute:
+    start: int  # Unix time of the minute's first second
+    counts: Counts = Counts()
+
+
+@dataclass(frozen=True)
+class Rates:
+    requests_per_s: float = 0.0
+    bytes_in_per_s: float = 0.0
+    bytes_out_per_s: float = 0.0
+
+
+def minute_of(now: float) -> int:
+    return int(now // 60) * 60
+
+
+def counts_of(tunnel: Tunnel) -> Counts:
+    return Counts(tunnel.requests, tunnel.bytes_in, tunnel.bytes_out)
+
+
+class Traffic:
+    """What the sampler has seen: running totals, recent samples and a ring of minutes."""
+
+    def __init__(self) -> None:
+        self.total = Counts()
+        self.minutes: deque[Minute] = deque(maxlen=HISTORY_MINUTES)
+        self.recent: deque[tuple[float, Counts]] = deque(maxlen=int(RATE_WINDOW_S / SAMPLE_S) + 1)
+        self._seen: dict[Tunnel, Counts] = {}
+
+    def sample(self, tunnels: Iterable[Tunnel], now: float) -> Counts:
+        """Add the traffic since the previous sample (at Unix time `now`); returns it."""
+        seen: dict[Tunnel, Counts] = {}
+        added = Counts()
+        for tunnel in tunnels:
+            counts = seen[tunnel] = counts_of(tunnel)
+            added = added.plus(counts.minus(self._seen.get(tunnel, Counts())))
+        self._seen = seen
+        self.total = self.total.plus(added)
+        start = minute_of(now)
+        if not self.minutes or self.minutes[-1].start < start:
+            self.minutes.append(Minute(start))
+        self.minutes[-1].counts = self.minutes[-1].counts.plus(added)
+        self.recent.append((now, self.total))
+        return added
+
+    def rates(self) -> Rates:
+        """Per second, between the oldest and newest of the recent samples."""
+        if len(self.recent) < 2:
+            return Rates()
+        (first_at, first), (last_at, last) = self.recent[0], self.recent[-1]
+        elapsed = last_at - first_at
+        if elapsed <= 0:
+            return Rates()
+        grown = last.minus(first)
+        return Rates(*(value / elapsed for value in grown))
+
+    def history(self, now: float) -> list[Minute]:
+        """The last `HISTORY_MINUTES` minutes up to the current one, oldest first; minutes
+        without a sample (before the relay started) count zero."""
+        by_start = {minute.start: minute.counts for minute in self.minutes}
+        current = minute_of(now)
+        starts = range(current - 60 * (HISTORY_MINUTES - 1), current + 1, 60)
+        return [Minute(start, by_start.get(start, Counts())) for start in starts]
+
+
+@dataclass(frozen=True)
+class LiveTunnel:
+    name: str
+    user_id: int | None
+    token_id: int | None
+    client_ip: str
+    sockets: int
+    max_sockets: int
+    counts: Counts
+    opened_at: float
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the dashboard shows, read in one go on the relay's event loop."""
+
+    taken_at: float
+    sockets: int
+    in_flight: int
+    rates: Rates
+    minutes: list[Minute]
+    live: list[LiveTunnel]
+
+    @property
+    def tunnels(self) -> int:
+        return len(self.live)
+
+
+def snapshot(registry: Registry, traffic: Traffic, now: float) -> Snapshot:
+    live = [
+        LiveTunnel(
+            name=tunnel.name,
+            user_id=tunnel.user_id,
+            token_id=tunnel.token_id,
+            client_ip=tunnel.client_ip,
+            sockets=tunnel.connected_sockets,
+            max_sockets=tunnel.max_conn_count,
+            counts=counts_of(tunnel),
+            opened_at=tunnel.opened_at,
+        )
+        for tunnel in registry.tunnels.values()
+    ]
+    live.sort(key=lambda tunnel: tunnel.name)
+    return Snapshot(
+        taken_at=now,
+        sockets=sum(tunnel.sockets for tunnel in live),
+        in_flight=registry.in_flight,
+        rates=traffic.rates(),
+        minutes=traffic.history(now),
+        live=live,
+    )
+
+
+_traffic = Traffic()
+
+
+def get_traffic() -> Traffic:
+    return _traffic
+
+
+async def run_sampler(registry: Registry, traffic: Traffic | None = None) -> None:
+    """Sample the registry every `SAMPLE_S` seconds until cancelled."""
+    traffic = traffic or get_traffic()
+    while True:
+        try:
+            traffic.sample(registry.tunnels.values(), time.time())
+        except Exception:  # a bug here must not stop the relay, only the chart
+            logger.exception("could not sample tunnel traffic")
+        await asyncio.sleep(SAMPLE_S)

@@ -1,0 +1,144 @@
+"""Real headless Chromium (Debian's `chromium` + `chromium-driver`, installed by `make test`)
+signed in to the admin of real relay processes.
+
+Two relays, because Chromium treats the bare name `localhost` like a top-level domain and
+refuses `Domain=localhost` cookies by itself: on `localhost` the admin would survive cookie
+tossing even without the relay's help. On `tunnels.localhost` Chromium accepts
+`Domain=tunnels.localhost` from `<name>.tunnels.localhost`, as it would for a real domain, so
+only the relay (relay/headers.py) stands between a tunnel and the admin's cookies.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from harness.processes import PYTHON, ROOT, ProcessGroup
+from harness.relay import RELAY_TEST_ENV, Relay
+from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.wait import WebDriverWait
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+OPERATOR, PASSWORD = "operator", "a-long-password-for-the-browser-tests"
+WAIT_S = 15.0
+# Headless, and nothing that phones home or waits for the network (this machine has none).
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1000",
+]
+BARE_DOMAINS = ["localhost", "tunnels.localhost"]
+
+
+def wait_for(browser: WebDriver, condition: Callable[[WebDriver], object], what: str) -> object:
+    """Poll the page (never sleep) until `condition` holds; fail after WAIT_S seconds.
+
+    The dashboard swaps its fragments every 2 s, so an element found a moment ago may be
+    gone (stale): that is one more poll, not a failure."""
+    return WebDriverWait(
+        browser,
+        WAIT_S,
+        poll_frequency=0.05,
+        ignored_exceptions=[NoSuchElementException, StaleElementReferenceException],
+    ).until(condition, f"timed out after {WAIT_S:g} s waiting for {what}")
+
+
+def start_relay(group: ProcessGroup, workdir: Path, template_db: Path, domain: str) -> Relay:
+    """`runrelay --port 0 --domain DOMAIN` on its own migrated SQLite copy, plus a superuser."""
+    db = workdir / f"relay-{uuid.uuid4().hex[:8]}.sqlite3"
+    shutil.copyfile(template_db, db)
+    env = {
+        **os.environ,
+        **RELAY_TEST_ENV,
+        "RELAY_ALLOW_ANONYMOUS": "true",
+        "RELAY_DOMAIN": domain,
+        # The npm client registers at http://localhost:PORT whatever the domain.
+        "ALLOWED_HOSTS": f"{domain},.{domain},localhost,127.0.0.1",
+        "DATABASE_URL": f"sqlite:///{db}",
+        "PYTHONUNBUFFERED": "1",
+    }
+    subprocess.run(
+        [PYTHON, "manage.py", "createsuperuser", "--noinput", "--username", OPERATOR]
+        + ["--email", "operator@example.com"],
+        cwd=ROOT,
+        env={**env, "DJANGO_SUPERUSER_PASSWORD": PASSWORD},
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    args = [PYTHON, "manage.py", "runrelay", "--port", "0", "--bind", "127.0.0.1"]
+    process = group.start([*args, "--domain", domain], env, name=f"relay ({domain})")
+    match = process.wait_for_line(r"tunnelsite relay listening on http://127\.0\.0\.1:(\d+)")
+    return Relay(process=process, port=int(match.group(1)), env=env, domain=domain)
+
+
+@pytest.fixture(scope="module")
+def browser_relays(
+    relay_template_db: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Relay]]:
+    """One relay per bare domain in BARE_DOMAINS, for the whole module."""
+    group = ProcessGroup()
+    workdir = tmp_path_factory.mktemp("browser-relays")
+    try:
+        yield {
+            domain: start_relay(group, workdir, relay_template_db, domain)
+            for domain in BARE_DOMAINS
+        }
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[WebDriver]:
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("Chromium is not installed; `make test` installs chromium + chromium-driver")
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
+            options.add_argument(flag)
+        browser = webdriver.Chrome(
+            service=Service(executable_path=str(CHROMEDRIVER)), options=options
+        )
+        browser.set_page_load_timeout(WAIT_S)
+        try:
+            yield browser
+        finally:
+            browser.quit()
+
+
+@pytest.fixture(scope="module")
+def sign_in(chromium: WebDriver) -> Callable[[Relay], WebDriver]:
+    """Sign Chromium in to a relay's admin at http://DOMAIN:PORT/admin/ (once per relay)."""
+    done: set[int] = set()
+
+    def signed_in(relay: Relay) -> WebDriver:
+        if relay.port not in done:
+            chromium.get(f"http://{relay.domain}:{relay.port}/admin/login/?next=/admin/")
+            chromium.find_element(By.NAME, "username").send_keys(OPERATOR)
+            chromium.find_element(By.NAME, "password").send_keys(PASSWORD)
+            chromium.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+            wait_for(
+                chromium, lambda b: b.find_elements(By.ID, "relay-dashboard-link"), "the admin"
+            )
+            done.add(relay.port)
+        return chromium
+
+    return signed_in

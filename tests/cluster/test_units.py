@@ -1,0 +1,104 @@
+"""The pieces of clustering that need no processes: hop markers, addresses, the directory."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from relay.cluster import Cluster, parse_address
+from relay.hop import HOP_HEADER, HOP_SCOPE_KEY, ClusterGate, sign, verify
+from relay.registry import Registry
+
+HOST = b"quiet-fox-3f9a.localhost:8080"
+
+
+def test_a_signed_hop_marker_verifies_and_names_the_visitor():
+    marker = sign("alpha", ("203.0.113.9", 5555), HOST, now=1000)
+    assert verify(marker, HOST, now=1010) == ("203.0.113.9", 5555)
+
+
+def test_a_hop_marker_for_another_host_or_tampered_or_stale_does_not_verify():
+    marker = sign("alpha", ("203.0.113.9", 5555), HOST, now=1000)
+    assert verify(marker, b"other-name.localhost:8080", now=1000) is None
+    assert verify(marker.replace(b"203.0.113.9", b"198.51.100.1"), HOST, now=1000) is None
+    assert verify(marker, HOST, now=1000 + 61) is None
+    assert verify(b"1 forged - 0 nope", HOST, now=1) is None
+    assert verify(b"\xff garbage", HOST) is None
+
+
+def test_a_hop_marker_signed_with_another_secret_does_not_verify():
+    with override_settings(SECRET_KEY="another-secret-key-for-another-cluster-0123456789"):
+        marker = sign("alpha", ("203.0.113.9", 5555), HOST, now=1000)
+    assert verify(marker, HOST, now=1000) is None
+
+
+def _through_gate(headers: list[tuple[bytes, bytes]]) -> dict:
+    seen: dict = {}
+
+    async def app(scope, receive, send) -> None:
+        seen.update(scope)
+
+    scope = {"type": "http", "path": "/", "headers": headers, "client": ("10.0.0.12", 40000)}
+    asyncio.run(ClusterGate(app, lambda: (200, {}))(scope, None, None))
+    return seen
+
+
+def test_the_gate_believes_a_valid_marker_and_strips_it():
+    scope = _through_gate([(b"host", HOST), (HOP_HEADER, sign("bravo", ("192.0.2.7", 1), HOST))])
+    assert scope[HOP_SCOPE_KEY] is True
+    assert scope["client"] == ("192.0.2.7", 1)
+    assert scope["headers"] == [(b"host", HOST)]
+
+
+def test_the_gate_strips_a_forged_marker_without_believing_it():
+    scope = _through_gate([(b"host", HOST), (HOP_HEADER, b"1 x 1.2.3.4 1 bad")])
+    assert HOP_SCOPE_KEY not in scope
+    assert scope["client"] == ("10.0.0.12", 40000)
+    assert scope["headers"] == [(b"host", HOST)]
+
+
+def test_two_markers_are_both_disbelieved():
+    good = sign("bravo", ("192.0.2.7", 1), HOST)
+    scope = _through_gate([(b"host", HOST), (HOP_HEADER, good), (HOP_HEADER, good)])
+    assert HOP_SCOPE_KEY not in scope
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("10.0.0.5:8080", ("10.0.0.5", 8080)),
+        ("[::1]:80", ("::1", 80)),
+        ("relay-a:1", ("relay-a", 1)),
+    ],
+)
+def test_advertised_addresses_are_host_and_port(value, expected):
+    assert parse_address(value) == expected
+
+
+@pytest.mark.parametrize("value", ["10.0.0.5", ":80", "host:0", "host:http", "0.0.0.0:8080"])
+def test_a_malformed_advertised_address_names_the_setting(value):
+    with pytest.raises(ImproperlyConfigured, match="RELAY_ADVERTISE"):
+        parse_address(value)
+
+
+def test_ownership_news_beats_an_older_snapshot_and_closes_only_the_owner_it_names():
+    async def main() -> None:
+        cluster = Cluster(Registry(), "alpha", "127.0.0.1:1")
+        cluster._install({"a-name": "127.0.0.1:2"}, 0.0)
+        assert cluster.route("a-name") == "127.0.0.1:2"
+        news = {"type": "tunnel.owner", "name": "b-name", "node": "bravo"}
+        cluster.note_owner({**news, "address": "127.0.0.1:2", "was": "127.0.0.1:2"})
+        cluster._install({}, 0.0)  # a snapshot taken before bravo registered it
+        assert cluster.route("b-name") == "127.0.0.1:2"
+        # charlie closing a name bravo now owns does not hide bravo's
+        cluster.note_owner({**news, "node": "charlie", "address": None, "was": "127.0.0.1:3"})
+        assert cluster.route("b-name") == "127.0.0.1:2"
+        cluster.note_owner({**news, "address": None, "was": "127.0.0.1:2"})
+        assert cluster.route("b-name") is None
+        cluster.note_owner({**news, "node": "alpha", "address": "x:1"})  # our own news
+        assert cluster.route("b-name") is None
+
+    asyncio.run(main())

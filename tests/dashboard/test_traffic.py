@@ -1,0 +1,133 @@
+"""The traffic sampler: totals only grow, rates per second, an hour of minutes in a ring."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from relay import traffic
+from relay.traffic import HISTORY_MINUTES, Counts, Traffic
+
+T0 = 1_800_000_000.0  # a Unix time on a minute boundary
+assert T0 % 60 == 0
+
+
+@dataclass(eq=False)
+class FakeTunnel:
+    requests: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+@dataclass
+class FakeRegistry:
+    tunnels: dict[str, Any] = field(default_factory=dict)
+
+
+def test_a_sample_adds_only_what_grew_since_the_previous_one() -> None:
+    seen = Traffic()
+    tunnel = FakeTunnel(requests=2, bytes_in=100, bytes_out=1000)
+    assert seen.sample([tunnel], T0) == Counts(2, 100, 1000)
+    tunnel.requests, tunnel.bytes_out = 5, 1500
+    assert seen.sample([tunnel], T0 + 1) == Counts(3, 0, 500)
+    assert seen.total == Counts(5, 100, 1500)
+
+
+def test_a_closed_tunnel_leaves_the_totals_as_they_were() -> None:
+    seen = Traffic()
+    leaving, staying = FakeTunnel(10, 10, 10), FakeTunnel(1, 1, 1)
+    seen.sample([leaving, staying], T0)
+    staying.requests = 2
+    assert seen.sample([staying], T0 + 1) == Counts(1, 0, 0)
+    assert seen.total == Counts(12, 11, 11)
+
+
+def test_a_new_tunnel_counts_from_zero() -> None:
+    seen = Traffic()
+    seen.sample([], T0)
+    assert seen.sample([FakeTunnel(3, 30, 300)], T0 + 1) == Counts(3, 30, 300)
+
+
+def test_rates_are_per_second_between_the_oldest_and_newest_recent_samples() -> None:
+    seen = Traffic()
+    tunnel = FakeTunnel()
+    assert seen.rates().requests_per_s == 0.0
+    for second in range(4):
+        tunnel.requests += 10
+        tunnel.bytes_in += 1000
+        tunnel.bytes_out += 4000
+        seen.sample([tunnel], T0 + second)
+    rates = seen.rates()
+    assert (rates.requests_per_s, rates.bytes_in_per_s, rates.bytes_out_per_s) == (
+        10.0,
+        1000.0,
+        4000.0,
+    )
+
+
+def test_rates_forget_samples_older_than_the_window() -> None:
+    seen = Traffic()
+    tunnel = FakeTunnel(requests=1_000_000)
+    seen.sample([tunnel], T0)  # a burst long ago
+    for second in range(1, 30):
+        tunnel.requests += 2
+        seen.sample([tunnel], T0 + second)
+    assert seen.rates().requests_per_s == 2.0
+
+
+def test_traffic_lands_in_the_minute_it_was_sampled_in() -> None:
+    seen = Traffic()
+    tunnel = FakeTunnel()
+    tunnel.requests = 4
+    seen.sample([tunnel], T0 + 10)
+    tunnel.requests = 7
+    seen.sample([tunnel], T0 + 70)
+    history = seen.history(T0 + 70)
+    assert len(history) == HISTORY_MINUTES
+    assert [m.counts.requests for m in history[-2:]] == [4, 3]
+    assert history[-1].start == T0 + 60
+    assert history[0].start == T0 + 60 - 59 * 60
+
+
+def test_minutes_without_samples_count_zero() -> None:
+    seen = Traffic()
+    tunnel = FakeTunnel(requests=1)
+    seen.sample([tunnel], T0)
+    tunnel.requests = 2
+    seen.sample([tunnel], T0 + 5 * 60)  # the loop was busy for five minutes
+    requests = [m.counts.requests for m in seen.history(T0 + 5 * 60)]
+    assert requests[-6:] == [1, 0, 0, 0, 0, 1]
+
+
+def test_the_ring_keeps_one_hour_and_drops_older_minutes() -> None:
+    seen = Traffic()
+    tunnel = FakeTunnel()
+    for minute in range(90):
+        tunnel.requests += minute
+        seen.sample([tunnel], T0 + minute * 60)
+    assert len(seen.minutes) == HISTORY_MINUTES
+    history = seen.history(T0 + 89 * 60)
+    assert [m.counts.requests for m in history] == list(range(30, 90))
+
+
+def test_the_sampler_task_reads_the_registry_until_cancelled() -> None:
+    async def scenario() -> Counts:
+        registry = FakeRegistry({"app": FakeTunnel(requests=3, bytes_in=5, bytes_out=7)})
+        seen = Traffic()
+        task = asyncio.get_running_loop().create_task(
+            traffic.run_sampler(registry, seen)  # type: ignore[arg-type]
+        )
+        try:
+            async with asyncio.timeout(5):
+                while not seen.recent:
+                    await asyncio.sleep(0.005)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert task.cancelled()
+        return seen.total
+
+    assert asyncio.run(scenario()) == Counts(3, 5, 7)

@@ -1,0 +1,142 @@
+"""The admin's live dashboard: tunnels now, traffic rates, the last hour, and disconnects.
+
+Staff only (wrapped in `admin.site.admin_view` in tunnelsite/urls.py). Everything comes from
+the relay's memory: the registry for what is live, relay/traffic.py for rates and history.
+The page polls `data` every 2 s and swaps in the fragments it returns, rendered by the same
+templates as the page itself. Disconnecting goes through tunnels/control.py, like the
+admin's action.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.views.decorators.http import require_GET, require_POST
+
+from relay import protocol
+from relay.registry import get_registry
+from relay.traffic import LiveTunnel, Snapshot, get_traffic, snapshot
+from tunnels import control
+from tunnels.chart import traffic_svg
+from tunnels.models import ApiToken
+
+POLL_MS = 2000
+STATS_TEMPLATE = "admin/tunnels/dashboard_stats.html"
+TUNNELS_TEMPLATE = "admin/tunnels/dashboard_tunnels.html"
+
+
+async def _snapshot_on_the_loop() -> Snapshot:
+    return snapshot(get_registry(), get_traffic(), time.time())
+
+
+def take_snapshot() -> Snapshot:
+    """Read the registry on the relay's event loop (this view runs in a worker thread),
+    so the tunnels and their counters are seen in one consistent state."""
+    return async_to_sync(_snapshot_on_the_loop)()
+
+
+def may_disconnect(request: HttpRequest) -> bool:
+    return request.user.has_perm("tunnels.change_tunnel")
+
+
+def _rows(request: HttpRequest, live: list[LiveTunnel]) -> list[dict[str, Any]]:
+    """The live tunnels with their owners' and tokens' names (two queries, not per row)."""
+    user_ids = {t.user_id for t in live if t.user_id is not None}
+    token_ids = {t.token_id for t in live if t.token_id is not None}
+    users = dict(
+        get_user_model().objects.filter(pk__in=user_ids).values_list("pk", "username")
+        if user_ids
+        else []
+    )
+    tokens = {
+        token.pk: token.name or f"lt_{token.prefix}…"
+        for token in (ApiToken.objects.filter(pk__in=token_ids) if token_ids else [])
+    }
+    port = int(settings.RELAY_PUBLIC_PORT or request.get_port())
+    return [
+        {
+            "name": tunnel.name,
+            "url": protocol.public_url(
+                settings.RELAY_PUBLIC_SCHEME, tunnel.name, settings.RELAY_DOMAIN, port
+            ),
+            "owner": (
+                users.get(tunnel.user_id, f"user #{tunnel.user_id}")
+                if tunnel.user_id is not None
+                else ""
+            ),
+            "token": tokens.get(tunnel.token_id, "") if tunnel.token_id is not None else "",
+            "client_ip": tunnel.client_ip,
+            "sockets": tunnel.sockets,
+            "max_sockets": tunnel.max_sockets,
+            "requests": tunnel.counts.requests,
+            "bytes_in": tunnel.counts.bytes_in,
+            "bytes_out": tunnel.counts.bytes_out,
+        }
+        for tunnel in live
+    ]
+
+
+def _context(request: HttpRequest, shot: Snapshot) -> dict[str, Any]:
+    return {
+        "snapshot": shot,
+        "rates": shot.rates,
+        "rows": _rows(request, shot.live),
+        "may_disconnect": may_disconnect(request),
+    }
+
+
+@require_GET
+def page(request: HttpRequest) -> HttpResponse:
+    shot = take_snapshot()
+    context = {
+        **admin.site.each_context(request),
+        **_context(request, shot),
+        "title": "Relay dashboard",
+        "chart": traffic_svg(shot.minutes),
+        "poll_ms": POLL_MS,
+        "poll_s": POLL_MS // 1000,
+    }
+    return render(request, "admin/tunnels/dashboard.html", context)
+
+
+@require_GET
+def data(request: HttpRequest) -> JsonResponse:
+    shot = take_snapshot()
+    context = _context(request, shot)
+    return JsonResponse(
+        {
+            "tunnels": shot.tunnels,
+            "sockets": shot.sockets,
+            "in_flight": shot.in_flight,
+            "requests_per_s": round(shot.rates.requests_per_s, 3),
+            "bytes_in_per_s": round(shot.rates.bytes_in_per_s, 1),
+            "bytes_out_per_s": round(shot.rates.bytes_out_per_s, 1),
+            "live": [row["name"] for row in context["rows"]],
+            "stats_html": render_to_string(STATS_TEMPLATE, context, request),
+            "chart_html": str(traffic_svg(shot.minutes)),
+            "tunnels_html": render_to_string(TUNNELS_TEMPLATE, context, request),
+        }
+    )
+
+
+@require_POST
+def disconnect(request: HttpRequest) -> HttpResponse:
+    if not may_disconnect(request):
+        raise PermissionDenied("Disconnecting tunnels needs the permission to change them.")
+    name = request.POST.get("name", "")
+    if not protocol.is_valid_subdomain(name):
+        messages.error(request, f"{name!r} is not a tunnel name.")
+    elif control.close_tunnels([name], "disconnected by the operator"):
+        messages.success(request, f"Disconnecting {name}.")
+    else:
+        messages.error(request, "There is no channel layer, so the relay cannot be told.")
+    return redirect("relay-dashboard")

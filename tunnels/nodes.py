@@ -1,0 +1,128 @@
+"""Small synchronous ORM functions for running many relay nodes on one database.
+
+Called by relay/cluster.py through `database_sync_to_async`, once per heartbeat (every
+`RELAY_HEARTBEAT_S`) or once per registration; never per request. Times are the database's
+own clock (`Now()`), so nodes whose clocks disagree still agree on who is dead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import connection
+from django.db.models import DateTimeField, ExpressionWrapper, OuterRef, Subquery, Value
+from django.db.models.functions import Now
+
+from tunnels.models import Node, Tunnel
+
+NODE_GONE = "node gone"
+
+
+class LiveLimitReached(Exception):
+    """The owner already has `limit` live tunnels across all nodes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class NodeLoad:
+    tunnels: int
+    sockets: int
+    in_flight: int
+    requests: int
+    forwarded: int
+
+
+def _older_than(seconds: float) -> ExpressionWrapper:
+    return ExpressionWrapper(
+        Now() - Value(timedelta(seconds=seconds)), output_field=DateTimeField()
+    )
+
+
+def check_live_limit(owner_id: int | None, client_ip: str, limit: int) -> None:
+    """Inside the registration's transaction: count the owner's live tunnels on every node.
+
+    On PostgreSQL an advisory lock per owner, held until the transaction ends, makes the
+    count and the insert one step: two nodes registering for the same owner at the same
+    moment take turns, so the limit is exact. SQLite serialises writers on its own.
+    """
+    key = f"user:{owner_id}" if owner_id is not None else f"ip:{client_ip}"
+    if connection.vendor == "postgresql":
+        lock = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock - (1 << 63)])
+    live = Tunnel.objects.filter(is_live=True)
+    if owner_id is not None:
+        live = live.filter(owner_id=owner_id)
+    else:
+        live = live.filter(owner_id__isnull=True, client_ip=client_ip)
+    if live.count() >= limit:
+        raise LiveLimitReached(limit)
+
+
+def heartbeat(
+    name: str, advertise: str, started_at: datetime, draining: bool, load: NodeLoad
+) -> None:
+    """Say this node is alive, where it is, and how loaded it is."""
+    fields = {
+        "advertise": advertise,
+        "draining": draining,
+        "tunnels": load.tunnels,
+        "sockets": load.sockets,
+        "in_flight": load.in_flight,
+        "requests": load.requests,
+        "forwarded": load.forwarded,
+    }
+    if not Node.objects.filter(name=name).update(last_heartbeat=Now(), **fields):
+        Node.objects.update_or_create(
+            name=name, defaults={**fields, "started_at": started_at, "last_heartbeat": Now()}
+        )
+
+
+def reap_dead_nodes(me: str, expiry_s: float) -> dict[str, int]:
+    """Close the live sessions of every node silent for `expiry_s`; {node: sessions closed}."""
+    dead = list(
+        Node.objects.filter(last_heartbeat__lt=_older_than(expiry_s))
+        .exclude(name=me)
+        .values_list("name", flat=True)
+    )
+    closed: dict[str, int] = {}
+    for name in dead:
+        count = Tunnel.objects.filter(is_live=True, node=name).update(
+            is_live=False, closed_at=Now(), close_reason=NODE_GONE, sockets=0
+        )
+        if count:
+            closed[name] = count
+    return closed
+
+
+def directory(me: str, expiry_s: float) -> dict[str, str]:
+    """{subdomain: HOST:PORT of its owner} for every live tunnel on another live node."""
+    alive = Node.objects.filter(last_heartbeat__gte=_older_than(expiry_s)).exclude(name=me)
+    address = Subquery(alive.filter(name=OuterRef("node")).values("advertise")[:1])
+    rows = (
+        Tunnel.objects.filter(is_live=True)
+        .exclude(node=me)
+        .exclude(node="")
+        .annotate(address=address)
+        .filter(address__isnull=False)
+        .values_list("subdomain", "address")
+    )
+    return dict(rows)
+
+
+def closed_among(session_ids: list[int]) -> list[int]:
+    """Which of these sessions (this node's own) someone else has marked closed."""
+    if not session_ids:
+        return []
+    return list(
+        Tunnel.objects.filter(pk__in=session_ids, is_live=False).values_list("pk", flat=True)
+    )
+
+
+def mark_draining(name: str) -> None:
+    Node.objects.filter(name=name).update(draining=True, last_heartbeat=Now())
