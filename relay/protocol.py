@@ -65,8 +65,13 @@ def is_npm_client(user_agent: bytes) -> bool:
 
 
 def error_status_for(user_agent: bytes, status: int) -> int:
-    """The HTTP status to answer a registration error with (see NPM_CLIENT_ERROR_STATUS)."""
-    if status >= 400 and is_npm_client(user_agent):
+    """The HTTP status to answer a registration error with (see NPM_CLIENT_ERROR_STATUS).
+
+    Only client errors (4xx: bad token, name taken, over quota) are turned into 203, since
+    retrying cannot help there; a 5xx (relay draining, database briefly down) stays a 5xx so
+    the npm client keeps retrying until the relay is back.
+    """
+    if 400 <= status < 500 and is_npm_client(user_agent):
         return NPM_CLIENT_ERROR_STATUS
     return status
 

@@ -48,6 +48,10 @@ def test_npm_client_gets_errors_as_a_2xx_so_it_prints_them() -> None:
     assert protocol.error_status_for(b"axios/0.21.4", 200) == 200
 
 
+def test_npm_client_keeps_retrying_on_server_errors() -> None:
+    assert protocol.error_status_for(b"axios/0.21.4", 503) == 503
+
+
 @pytest.mark.parametrize(
     ("scheme", "port", "url"),
     [
