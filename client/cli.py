@@ -1,0 +1,273 @@
+"""`lt`: the command line, compatible with the npm localtunnel client.
+
+    lt --port 3000 [--host URL] [--subdomain NAME] [--local-host HOST] [--local-https
+       --local-cert F --local-key F --local-ca F] [--allow-invalid-cert]
+       [--print-requests] [--open] [--token T]
+    lt login --host URL --token T
+    lt logout
+
+Like the npm client (yargs `.env(true)`), every flag can also come from an environment
+variable named after it: PORT, HOST, SUBDOMAIN, LOCAL_HOST, LOCAL_HTTPS, ... A flag on
+the command line wins over the variable. The token comes from --token, LT_TOKEN, or the
+saved login (only sent to the host it was saved for).
+
+Exit codes: 0 stopped by Ctrl-C/SIGTERM; 1 other failure; 2 usage error; 3 the relay
+answered 401 (bad or missing token); 4 403 (forbidden, e.g. invalid name); 5 409 (the
+name is taken); 6 429 (too many tunnels or requests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from . import __version__
+from .config import Login, delete_login, load_login, login_path, save_login
+from .display import LiveDisplay, PlainDisplay
+from .registration import is_valid_subdomain
+from .tunnel import DEFAULT_HOST, Tunnel, TunnelError, TunnelOptions
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_CODES = {401: 3, 403: 4, 409: 5, 429: 6}
+TOKEN_ENV = "LT_TOKEN"
+
+# Flags that take a value, and the environment variable each one also reads.
+VALUE_FLAGS = {
+    "port": "PORT",
+    "host": "HOST",
+    "subdomain": "SUBDOMAIN",
+    "local_host": "LOCAL_HOST",
+    "local_cert": "LOCAL_CERT",
+    "local_key": "LOCAL_KEY",
+    "local_ca": "LOCAL_CA",
+}
+BOOL_FLAGS = {
+    "local_https": "LOCAL_HTTPS",
+    "allow_invalid_cert": "ALLOW_INVALID_CERT",
+    "print_requests": "PRINT_REQUESTS",
+    "open": "OPEN",
+}
+
+
+class UsageError(Exception):
+    pass
+
+
+@dataclass
+class Settings:
+    options: TunnelOptions
+    print_requests: bool = False
+    open: bool = False
+
+
+def exit_code_for(status: int) -> int:
+    """The exit code for a registration refused with HTTP `status`."""
+    return EXIT_CODES.get(status, EXIT_FAILURE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # -h is --host in the npm client, so help is only --help.
+    parser = argparse.ArgumentParser(
+        prog="lt",
+        usage="lt --port N [options]   |   lt login --host URL --token T   |   lt logout",
+        description="Expose a local port through a localtunnel-compatible relay.",
+        epilog="Every flag can also be set by an environment variable named after it "
+        "(PORT, HOST, LOCAL_HTTPS=true, ...); the token also by LT_TOKEN. Exit codes: 0 "
+        "stopped, 1 failure, 2 usage, 3 unauthorized (401), 4 forbidden (403), 5 name taken "
+        "(409), 6 rate limited (429).",
+        add_help=False,
+    )
+    add = parser.add_argument
+    add("--help", action="help", help="show this help and exit")
+    add("--version", action="version", version=f"lt (tunnelsite) {__version__}")
+    add("-p", "--port", help="local port to expose (required)")
+    add("-h", "--host", help=f"relay URL (default: saved login, else {DEFAULT_HOST})")
+    add("-s", "--subdomain", help="ask for this name")
+    add("-l", "--local-host", help="send requests to this host and rewrite Host to it")
+    add("--local-https", action="store_true", default=None, help="the local app speaks HTTPS")
+    add("--local-cert", help="client certificate for the local HTTPS app")
+    add("--local-key", help="key of the client certificate")
+    add("--local-ca", help="CA file to verify the local HTTPS app")
+    add(
+        "--allow-invalid-cert",
+        action="store_true",
+        default=None,
+        help="do not verify the local app's certificate",
+    )
+    add("--print-requests", action="store_true", default=None, help="one line per request")
+    add("-o", "--open", action="store_true", default=None, help="open the URL in a browser")
+    add("-t", "--token", help=f"access token (or {TOKEN_ENV}, or a saved login)")
+    return parser
+
+
+def _env_bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("", "0", "false", "no", "off"):
+        return False
+    raise UsageError(f"{name}={value!r} is not a boolean (use true or false)")
+
+
+def check_host(host: str) -> str:
+    parts = urlsplit(host)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"the relay must be an http:// or https:// URL, not {host!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise UsageError(f"the relay URL has a bad port: {host!r}") from exc
+    return host.rstrip("/")
+
+
+def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
+    """Flags, then environment variables, then the saved login, then defaults."""
+    try:
+        args = build_parser().parse_args(list(argv))
+    except SystemExit as exc:
+        if exc.code in (0, None):
+            raise
+        raise UsageError("") from None
+    values = vars(args)
+    origin = {dest: f"--{dest.replace('_', '-')}" for dest in VALUE_FLAGS}
+    for dest, env in VALUE_FLAGS.items():
+        if values[dest] is None and environ.get(env):
+            values[dest] = environ[env]
+            origin[dest] = f"{env} (environment)"
+    for dest, env in BOOL_FLAGS.items():
+        if values[dest] is None:
+            values[dest] = _env_bool(env, environ[env]) if env in environ else False
+    if values["port"] is None:
+        raise UsageError("--port is required (the local port to expose)")
+    try:
+        port = int(values["port"])
+    except ValueError:
+        raise UsageError(f"{origin['port']} must be a number, not {values['port']!r}") from None
+    if not 0 < port < 65536:
+        raise UsageError(f"{origin['port']} must be 1-65535, not {port}")
+    login = load_login()
+    try:
+        host = check_host(values["host"] or (login.host if login else DEFAULT_HOST))
+    except UsageError as exc:
+        if values["host"] is None:
+            raise UsageError(f"the saved login's host is bad ({exc}); run lt login") from None
+        raise UsageError(f"{origin['host']}: {exc}") from None
+    token = values["token"] or environ.get(TOKEN_ENV) or None
+    if token is None and login is not None and login.host.rstrip("/") == host:
+        token = login.token
+    subdomain = values["subdomain"]
+    if subdomain is not None:
+        subdomain = subdomain.lower()
+        if not is_valid_subdomain(subdomain):
+            raise UsageError(
+                f"invalid subdomain {subdomain!r}: use 4-63 lowercase letters and digits, "
+                "or 6-65 with inner hyphens"
+            )
+    for dest in ("local_cert", "local_key", "local_ca"):
+        path = values[dest]
+        if path and not os.path.isfile(path):
+            raise UsageError(f"--{dest.replace('_', '-')}: no such file {path!r}")
+    if values["local_cert"] and not values["local_key"]:
+        raise UsageError("--local-cert needs --local-key")
+    options = TunnelOptions(
+        port=port,
+        host=host,
+        subdomain=subdomain,
+        token=token,
+        local_host=values["local_host"],
+        local_https=values["local_https"],
+        local_cert=values["local_cert"],
+        local_key=values["local_key"],
+        local_ca=values["local_ca"],
+        allow_invalid_cert=values["allow_invalid_cert"],
+    )
+    return Settings(options, print_requests=values["print_requests"], open=values["open"])
+
+
+def login_command(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    parser = argparse.ArgumentParser(prog="lt login", description="Save a relay host and token.")
+    parser.add_argument("--host", required=True, help="relay URL, e.g. https://relay.example")
+    parser.add_argument("--token", help=f"access token (default: {TOKEN_ENV}, else asked)")
+    args = parser.parse_args(list(argv))
+    try:
+        host = check_host(args.host)
+    except UsageError as exc:
+        print(f"lt login: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    token = args.token or environ.get(TOKEN_ENV)
+    if not token and sys.stdin.isatty():
+        token = getpass.getpass("token: ").strip()
+    if not token:
+        print("lt login: give --token (or LT_TOKEN)", file=sys.stderr)
+        return EXIT_USAGE
+    path = save_login(Login(host=host, token=token))
+    print(f"saved the login for {host} in {path}")
+    return EXIT_OK
+
+
+def logout_command() -> int:
+    if delete_login():
+        print(f"removed the saved login ({login_path()})")
+    else:
+        print("no saved login")
+    return EXIT_OK
+
+
+async def run_tunnel(settings: Settings, display: PlainDisplay) -> int:
+    tunnel = Tunnel(settings.options, display)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C still ends it
+            loop.add_signal_handler(signum, tunnel.stop)
+    display.start(tunnel.status)
+    try:
+        await tunnel.run()
+    except TunnelError as exc:
+        display.stop()
+        print(f"lt: the relay refused the tunnel: {exc.message}", file=sys.stderr)
+        return exit_code_for(exc.status)
+    finally:
+        display.stop()
+    status = await tunnel.release()
+    if tunnel.registration is not None:
+        freed = "released" if status is not None and status < 300 else "closed"
+        display.event(f"tunnel {tunnel.registration.id} {freed}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    environ = os.environ
+    if argv[:1] == ["login"]:
+        return login_command(argv[1:], environ)
+    if argv[:1] == ["logout"]:
+        return logout_command()
+    try:
+        settings = parse_settings(argv, environ)
+    except UsageError as exc:
+        if str(exc):
+            print(f"lt: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    display: PlainDisplay
+    if sys.stdout.isatty():
+        display = LiveDisplay(settings.print_requests, settings.open)
+    else:
+        display = PlainDisplay(print_requests=settings.print_requests, open_url=settings.open)
+    try:
+        return asyncio.run(run_tunnel(settings, display))
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were in place
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""What `lt` shows: a status block updated in place on a terminal, plain lines otherwise.
+
+Either way `your url is: <url>` is printed on a line of its own (scripts grep it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import webbrowser
+from typing import TYPE_CHECKING, TextIO
+
+from .proxy import RequestLog
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+    from rich.live import Live
+
+    from .tunnel import TunnelStatus
+
+
+def _clock() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+def request_line(entry: RequestLog) -> str:
+    """One `--print-requests` line: time, method, path, status, duration."""
+    return (
+        f"{_clock()} {entry.method} {entry.target} {entry.status} {entry.duration_s * 1000:.0f} ms"
+    )
+
+
+def human_bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{count} B"
+
+
+class PlainDisplay:
+    """Plain log lines, one per state change: for pipes, files and CI logs."""
+
+    def __init__(
+        self, out: TextIO | None = None, print_requests: bool = False, open_url: bool = False
+    ) -> None:
+        self.out: TextIO | None = out or sys.stdout
+        self.print_requests = print_requests
+        self.open_url = open_url
+        self._opened = False
+
+    def _line(self, text: str) -> None:
+        if self.out is None:
+            return
+        try:
+            print(text, file=self.out, flush=True)
+        except (BrokenPipeError, ValueError):
+            # The reader went away (`lt ... | grep -m1 url`): keep the tunnel up, stop
+            # printing, and point stdout at /dev/null so exiting does not complain either.
+            self.out = None
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+
+    def start(self, status: TunnelStatus) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def url(self, url: str) -> None:
+        self._line(f"your url is: {url}")
+        if self.open_url and not self._opened:
+            self._opened = True
+            webbrowser.open(url)
+
+    def event(self, text: str) -> None:
+        self._line(f"{_clock()} {text}")
+
+    def request(self, entry: RequestLog) -> None:
+        if self.print_requests:
+            self._line(request_line(entry))
+
+    def changed(self) -> None:
+        pass
+
+
+class LiveDisplay(PlainDisplay):
+    """A rich status block (URL, relay, sockets, requests, bytes, last error) kept up to
+    date in place; events and requests scroll above it."""
+
+    def __init__(self, print_requests: bool = False, open_url: bool = False) -> None:
+        super().__init__(sys.stdout, print_requests, open_url)
+        self._live: Live | None = None
+        self._status: TunnelStatus | None = None
+
+    def start(self, status: TunnelStatus) -> None:
+        from rich.live import Live
+
+        self._status = status
+        self._live = Live(get_renderable=self._render, refresh_per_second=4, transient=False)
+        self._live.start()
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def _line(self, text: str) -> None:
+        if self._live is None:
+            super()._line(text)
+        else:
+            self._live.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def changed(self) -> None:
+        pass  # the block redraws itself 4 times a second, however busy the tunnel is
+
+    def _render(self) -> RenderableType:
+        from rich.table import Table
+
+        status = self._status
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold")
+        grid.add_column()
+        if status is None:
+            return grid
+        colour = {"online": "green", "reconnecting": "yellow"}.get(status.state, "cyan")
+        grid.add_row("URL", escape(status.url) or "…")
+        grid.add_row("Relay", escape(status.relay))
+        grid.add_row("State", f"[{colour}]{status.state}[/]")
+        grid.add_row("Sockets", f"{status.sockets_up}/{status.sockets_max}")
+        grid.add_row("Requests", str(status.requests))
+        grid.add_row(
+            "Traffic", f"in {human_bytes(status.bytes_in)}, out {human_bytes(status.bytes_out)}"
+        )
+        if status.last_error:
+            grid.add_row("Last error", f"[red]{escape(status.last_error)}[/]")
+        return grid
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)

@@ -1,0 +1,112 @@
+"""A tiny asyncio HTTP/1.1 client for the relay's small JSON API (registration, DELETE).
+
+h11 does the framing; one request per connection (`Connection: close`). Cancelling the
+awaiting task closes the socket at once, so Ctrl-C never waits on a stuck request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+from dataclasses import dataclass, replace
+from urllib.parse import unquote, urlsplit
+
+import h11
+
+# Registration answers are a few hundred bytes; anything past this is not our relay.
+MAX_BODY_BYTES = 1024 * 1024
+READ_CHUNK_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    peer_ip: str | None = None  # the address that answered (the pool connects there too)
+
+
+def split_userinfo(url: str) -> tuple[str, str | None]:
+    """Strip `user:pass@` from a URL; return the bare URL and a Basic header value for it.
+
+    axios (the npm client) turns URL user-info into Basic auth, so `--host
+    https://TOKEN@relay` carries a token; we do the same for compatibility.
+    """
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    netloc = parts.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if parts.port:
+        netloc += f":{parts.port}"
+    bare = parts._replace(netloc=netloc).geturl()
+    creds = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return bare, "Basic " + base64.b64encode(creds.encode()).decode()
+
+
+async def request(
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    timeout_s: float,
+    ssl_context: ssl.SSLContext | None = None,
+) -> Answer:
+    """Send one request and read the whole answer; raise OSError/TimeoutError/h11 errors."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url}")
+    tls = parts.scheme == "https"
+    port = parts.port or (443 if tls else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host_header = parts.netloc.rsplit("@", 1)[-1]
+    async with asyncio.timeout(timeout_s):
+        reader, writer = await asyncio.open_connection(
+            parts.hostname,
+            port,
+            ssl=(ssl_context or ssl.create_default_context()) if tls else None,
+        )
+        try:
+            conn = h11.Connection(our_role=h11.CLIENT)
+            items = [("Host", host_header), ("Connection", "close"), *headers.items()]
+            writer.write(conn.send(h11.Request(method=method, target=target, headers=items)))
+            writer.write(conn.send(h11.EndOfMessage()))
+            await writer.drain()
+            answer = await _read_answer(conn, reader)
+            peer = writer.get_extra_info("peername")
+            return replace(answer, peer_ip=peer[0] if peer else None)
+        finally:
+            writer.close()
+
+
+async def _read_answer(conn: h11.Connection, reader: asyncio.StreamReader) -> Answer:
+    status = 0
+    headers: dict[str, str] = {}
+    body = bytearray()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await reader.read(READ_CHUNK_BYTES))
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
+        elif isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > MAX_BODY_BYTES:
+                raise h11.RemoteProtocolError("answer body too large")
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            return Answer(status, headers, bytes(body))
+        # InformationalResponse (1xx) events are skipped.
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short human reason for a socket error ("connection refused", "timed out")."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == 111:
+        return "connection refused"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed ({exc.reason or exc})"
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return str(text)

@@ -1,0 +1,136 @@
+"""Keep `max_conn_count` pool sockets open to the relay, each serving the local app.
+
+Each socket that closes is reopened; one that closes again and again without carrying a
+request is reopened after a growing delay, so the client never spins. When the relay
+looks gone (connections refused with no socket up, or every socket closing at once), the
+pool stops and reports why, and the tunnel registers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Callable
+
+from .http import describe_error
+from .proxy import LocalTarget, PoolSocketProxy, ProxyObserver
+from .registration import Registration
+
+# A relay that does not accept a pool connection in this time counts as unreachable.
+CONNECT_TIMEOUT_S = 5.0
+# A socket that closes sooner than this without carrying a request "closed at once".
+QUICK_CLOSE_S = 1.0
+# Reopen delay after quick closes: doubles from the first value up to the cap.
+FIRST_REOPEN_DELAY_S = 0.1
+MAX_REOPEN_DELAY_S = 5.0
+# This many failed connects (or quick closes) in a row with no socket up: relay gone.
+FAILURES_BEFORE_BROKEN = 3
+# TCP keepalive so an idle pool socket notices a dead network in about a minute.
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT = 30, 10, 3
+
+
+def _enable_keepalive(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_S)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+
+
+class Pool:
+    """The pool sockets of one registration."""
+
+    def __init__(
+        self,
+        registration: Registration,
+        target: LocalTarget,
+        observer: ProxyObserver,
+        on_sockets: Callable[[int], None],
+    ) -> None:
+        self.registration = registration
+        self.target = target
+        self.observer = observer
+        self.on_sockets = on_sockets  # told the number of sockets up after each change
+        self.up = 0
+        self.healthy = False  # a socket stayed up a while or carried a request
+        self.broken = asyncio.Event()
+        self.broken_reason = ""
+        self.last_failure = ""
+
+    async def run(self) -> str:
+        """Run until the relay looks gone; returns why. Cancel to stop."""
+        size = self.registration.max_conn_count
+        workers = [asyncio.create_task(self._worker()) for _ in range(size)]
+        try:
+            await self.broken.wait()
+            return self.broken_reason
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    def _break(self, reason: str) -> None:
+        if not self.broken.is_set():
+            self.broken_reason = reason
+            self.broken.set()
+
+    def _set_up(self, delta: int) -> None:
+        self.up += delta
+        self.on_sockets(self.up)
+
+    async def _worker(self) -> None:
+        failures = 0
+        delay = 0.0
+        reg = self.registration
+        while True:
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    reader, writer = await asyncio.open_connection(reg.pool_host, reg.port)
+            except (OSError, TimeoutError) as exc:
+                failures += 1
+                reason = describe_error(exc)
+                self.last_failure = f"pool connection to {reg.pool_host}:{reg.port}: {reason}"
+                if self.up == 0 and failures >= FAILURES_BEFORE_BROKEN or failures >= 10:
+                    self._break(self.last_failure)
+                    return
+                delay = min(MAX_REOPEN_DELAY_S, max(FIRST_REOPEN_DELAY_S, delay * 2))
+                await asyncio.sleep(delay)
+                continue
+            _enable_keepalive(writer)
+            proxy = PoolSocketProxy(reader, writer, self.target, self.observer)
+            self._set_up(+1)
+            try:
+                serving = asyncio.create_task(proxy.run())
+                try:
+                    done, _ = await asyncio.wait({serving}, timeout=QUICK_CLOSE_S)
+                    if not done:
+                        self.healthy = True
+                    await serving
+                except Exception as exc:  # a bug in one exchange must not stop the pool
+                    self.last_failure = f"internal error: {exc!r}"
+                finally:
+                    if not serving.done():
+                        serving.cancel()
+                        with contextlib.suppress(BaseException):
+                            await serving
+            finally:
+                writer.close()
+                self._set_up(-1)
+            if proxy.requests or time.monotonic() - started >= QUICK_CLOSE_S:
+                self.healthy = True
+                failures, delay = 0, 0.0
+                continue  # a normal close: reopen at once
+            failures += 1
+            self.last_failure = "the relay closed a pool connection at once"
+            if self.up == 0 and failures >= FAILURES_BEFORE_BROKEN:
+                self._break(self.last_failure)
+                return
+            delay = min(MAX_REOPEN_DELAY_S, max(FIRST_REOPEN_DELAY_S, delay * 2))
+            await asyncio.sleep(delay)

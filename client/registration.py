@@ -1,0 +1,168 @@
+"""Registration with the relay (`GET /?new`, `GET /<name>`) and its release (`DELETE`)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import ssl
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+from . import __version__
+from .http import Answer, describe_error, request, split_userinfo
+
+USER_AGENT = f"tunnelsite-lt/{__version__}"
+
+# The relay's subdomain rule (same as the reference localtunnel server).
+SUBDOMAIN_RE = re.compile(r"^(?:[a-z0-9][a-z0-9\-]{4,63}[a-z0-9]|[a-z0-9]{4,63})$")
+
+# Registration is a small JSON call; a relay that cannot answer in this time is "down".
+REGISTER_TIMEOUT_S = 10.0
+# Sockets opened whatever `max_conn_count` says: bounds file descriptors and memory
+# (the reference relay asks for 10).
+MAX_POOL_SOCKETS = 100
+# Releasing the name on exit must never hold up Ctrl-C for long.
+RELEASE_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class Registration:
+    id: str
+    url: str
+    port: int
+    max_conn_count: int
+    pool_host: str  # where the pool sockets connect: `ip` from the answer, else the relay host
+    cached_url: str | None = None
+
+
+class RegistrationError(Exception):
+    """The relay answered registration with an error; `status` is the HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after_s: float | None = None  # the relay's Retry-After, if any
+
+    @property
+    def retryable(self) -> bool:
+        return self.status >= 500 or self.status == 0
+
+
+class RelayUnreachable(Exception):
+    """The relay could not be reached or did not answer in time."""
+
+
+def is_valid_subdomain(name: str) -> bool:
+    return bool(SUBDOMAIN_RE.match(name))
+
+
+def auth_headers(host: str, token: str | None) -> dict[str, str]:
+    headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+    _, basic = split_userinfo(host)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    elif basic:
+        headers["Authorization"] = basic
+    return headers
+
+
+def _base(host: str) -> str:
+    bare, _ = split_userinfo(host)
+    return bare.rstrip("/")
+
+
+def _real_status(answer: Answer) -> int:
+    """The status of a refusal. A relay that took us for the npm client answers errors
+    as 203 with the real status in `X-Tunnelsite-Status` (and the body's `status`)."""
+    if not 200 <= answer.status < 300:
+        return answer.status
+    headers = {k.lower(): v for k, v in answer.headers.items()}
+    candidates: list[object] = [headers.get("x-tunnelsite-status")]
+    with contextlib.suppress(ValueError, AttributeError):
+        candidates.append(json.loads(answer.body).get("status"))
+    for value in candidates:
+        with contextlib.suppress(TypeError, ValueError):
+            if 400 <= int(value) < 600:  # type: ignore[call-overload]
+                return int(value)  # type: ignore[call-overload]
+    return answer.status
+
+
+def _retry_after(headers: dict[str, str]) -> float | None:
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            with contextlib.suppress(ValueError):
+                return max(0.0, float(value))
+    return None
+
+
+def _message(body: bytes, status: int) -> str:
+    try:
+        message = json.loads(body).get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message) if message else f"the relay answered HTTP {status}"
+
+
+def parse_registration(host: str, body: bytes, peer_ip: str | None = None) -> Registration:
+    """The tunnel in a registration answer. The pool connects to `ip` when the relay
+    gives one, else to the address that answered the registration (so registration and
+    pool come from the same local address family, which the relay's same-IP check needs),
+    else to the relay's host name."""
+    try:
+        data = json.loads(body)
+        port = int(data["port"])
+        ident = str(data["id"])
+        url = str(data["url"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RegistrationError(0, f"the relay's answer is not a tunnel: {exc}") from exc
+    if not 0 < port < 65536:
+        raise RegistrationError(0, f"the relay's answer has a bad port: {port}")
+    try:
+        max_conn = min(MAX_POOL_SOCKETS, max(1, int(data.get("max_conn_count") or 1)))
+    except (ValueError, TypeError):
+        max_conn = 1
+    pool_host = data.get("ip") or peer_ip or urlsplit(_base(host)).hostname or "localhost"
+    return Registration(ident, url, port, max_conn, str(pool_host), data.get("cached_url"))
+
+
+async def register(
+    host: str,
+    subdomain: str | None,
+    token: str | None,
+    timeout_s: float = REGISTER_TIMEOUT_S,
+    ssl_context: ssl.SSLContext | None = None,
+) -> Registration:
+    url = f"{_base(host)}/" + (quote(subdomain, safe="") if subdomain else "?new")
+    try:
+        answer = await request("GET", url, auth_headers(host, token), timeout_s, ssl_context)
+    except (OSError, TimeoutError, ssl.SSLError) as exc:
+        raise RelayUnreachable(describe_error(exc)) from exc
+    except Exception as exc:  # h11.RemoteProtocolError and friends: not an HTTP relay
+        raise RelayUnreachable(f"bad answer from the relay: {exc}") from exc
+    if answer.status != 200:
+        status = _real_status(answer)
+        error = RegistrationError(status, _message(answer.body, status))
+        error.retry_after_s = _retry_after(answer.headers)
+        raise error
+    return parse_registration(host, answer.body, answer.peer_ip)
+
+
+async def release(
+    host: str,
+    tunnel_id: str,
+    token: str | None,
+    timeout_s: float = RELEASE_TIMEOUT_S,
+    ssl_context: ssl.SSLContext | None = None,
+) -> int | None:
+    """DELETE the tunnel so its name is freed at once. Returns the status, None on failure.
+
+    404/405 are expected from plain localtunnel servers and are harmless.
+    """
+    url = f"{_base(host)}/api/tunnels/{quote(tunnel_id, safe='')}"
+    try:
+        answer = await request("DELETE", url, auth_headers(host, token), timeout_s, ssl_context)
+    except Exception:  # best effort on the way out
+        return None
+    return answer.status

@@ -1,0 +1,59 @@
+"""`from client import open_tunnel` and the thread-backed sync wrapper."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import pytest
+
+from client import TunnelError, open_tunnel, open_tunnel_sync
+
+if TYPE_CHECKING:
+    from conftest import RelayDouble
+
+
+def name_of(url: str) -> str:
+    return url.split("//", 1)[1].split(".", 1)[0]
+
+
+def test_open_tunnel_gives_a_working_url_and_releases_the_name(relay: RelayDouble, app):
+    async def main() -> str:
+        async with open_tunnel(port=app.port, host=relay.url, token="lt_lib") as tunnel:
+            name = name_of(tunnel.url)
+            answer = await asyncio.to_thread(relay.request, name, "GET", "/lib")
+            assert answer.json()["path"] == "/lib"
+            async with asyncio.timeout(5):  # counted just after the answer went out
+                while tunnel.status.requests != 1:
+                    await asyncio.sleep(0.01)
+            return name
+
+    name = asyncio.run(main())
+    assert [d.path for d in relay.deletes] == [f"/api/tunnels/{name}"]
+    assert relay.registrations[0].headers["authorization"] == "Bearer lt_lib"
+
+
+def test_open_tunnel_raises_the_relays_refusal(relay: RelayDouble):
+    relay.forced.append((409, "quiet-fox is taken"))
+
+    async def main() -> None:
+        async with open_tunnel(port=1, host=relay.url, subdomain="quiet-fox"):
+            raise AssertionError("the tunnel should not open")
+
+    with pytest.raises(TunnelError) as caught:
+        asyncio.run(main())
+    assert (caught.value.status, caught.value.message) == (409, "quiet-fox is taken")
+
+
+def test_the_sync_tunnel_runs_in_a_thread(relay: RelayDouble, app):
+    with open_tunnel_sync(app.port, relay.url, subdomain="sync-tunnel") as tunnel:
+        assert tunnel.url == f"http://sync-tunnel.localhost:{relay.port}"
+        assert relay.request("sync-tunnel", "GET", "/sync").json()["path"] == "/sync"
+    assert [d.path for d in relay.deletes] == ["/api/tunnels/sync-tunnel"]
+
+
+def test_the_sync_tunnel_raises_the_relays_refusal_in_the_callers_thread(relay: RelayDouble):
+    relay.forced.append((401, "a valid token is required"))
+    with pytest.raises(TunnelError) as caught:
+        open_tunnel_sync(1, relay.url)
+    assert caught.value.status == 401
