@@ -121,6 +121,10 @@ async def index(request: HttpRequest) -> HttpResponse:
     )
 
 
+async def no_favicon(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(status=204)
+
+
 @require_GET
 async def register_named(request: HttpRequest, name: str) -> HttpResponse:
     return await _register(request, name)
@@ -165,4 +169,7 @@ async def tunnel_status(request: HttpRequest, name: str) -> JsonResponse:
     tunnel = get_registry().get(name)
     if tunnel is None:
         return _error(request, 404, f"There is no live tunnel called {name!r}.")
-    return JsonResponse({"connected_sockets": tunnel.connected_sockets})
+    answer: dict[str, object] = {"connected_sockets": tunnel.connected_sockets}
+    if settings.RELAY_NODE_NAME:  # scale-out: which node answered (any node forwards here)
+        answer["node"] = settings.RELAY_NODE_NAME
+    return JsonResponse(answer)

@@ -173,7 +173,9 @@ RELAY_DEFAULT_PLAN_ALLOW_CUSTOM_SUBDOMAINS = _bool(
 )
 
 # --- Django -----------------------------------------------------------------------------------
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[RELAY_DOMAIN, f".{RELAY_DOMAIN}", "127.0.0.1"])
+# Only the bare domain reaches Django: `<name>.<domain>` goes to the relay before Django,
+# and deeper hosts (`a.b.<domain>`) are no one's, so they get Django's 400.
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[RELAY_DOMAIN, "127.0.0.1"])
 
 # Daphne is not an installed app: its AppConfig would import daphne.server (and create the
 # event loop) before `runrelay` can choose uvloop. `runrelay` is the server.
@@ -315,10 +317,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "null": {"class": "logging.NullHandler"},
+    },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "relay": {"level": env.str("RELAY_LOG_LEVEL", default="INFO")},
         "tunnels": {"level": env.str("RELAY_LOG_LEVEL", default="INFO")},
+        # Any visitor can send a malformed Host; Django answers 400 and would log a traceback
+        # at ERROR for each, letting anyone flood the log.
+        "django.security.DisallowedHost": {"handlers": ["null"], "propagate": False},
     },
 }

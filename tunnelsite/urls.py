@@ -24,5 +24,7 @@ urlpatterns = [
     path("api/tunnels/<str:name>", views.tunnel_detail, name="tunnel-detail"),
     path("", views.index, name="index"),
     # localtunnel's `GET /<name>`: exactly one path segment asks for that subdomain.
+    # Browsers ask every site for this; it is not a subdomain registration.
+    path("favicon.ico", views.no_favicon),
     re_path(r"^(?P<name>[^/]+)/?$", views.register_named, name="register"),
 ]

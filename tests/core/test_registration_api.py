@@ -136,3 +136,9 @@ class RegistrationApiTests(TestCase):
         self.assertEqual((session.requests, session.bytes_in, session.bytes_out), (7, 100, 2000))
         self.assertFalse(session.is_live)
         self.assertEqual(session.close_reason, "test closed it")
+
+    @isolated
+    async def test_a_browser_asking_for_a_favicon_registers_nothing(self) -> None:
+        response = await self._get("/favicon.ico")
+        self.assertEqual(response.status_code, 204)
+        self.assertEqual(get_registry().tunnels, {})
