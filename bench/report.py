@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench import two_nodes
 from bench.transfer import TransferResult
 from bench.wrk import WrkResult
 
@@ -145,7 +146,11 @@ def _version(args: list[str]) -> str:
 
 
 def build(
-    scenarios: list[dict[str, Any]], scale: dict[str, Any], targets: list[Target], options: Options
+    scenarios: list[dict[str, Any]],
+    scale: dict[str, Any],
+    targets: list[Target],
+    options: Options,
+    two_node: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     box = machine()
     return {
@@ -168,6 +173,9 @@ def build(
         "idle_tunnel_rss_kb": scale["idle_tunnel_rss_kb"],
         "tunnels_per_s": scale["tunnels_per_s"],
         "scale": scale,
+        # Owner vs non-owner node (bench/two_nodes.py); None when it did not run.
+        "two_node_ratio": (two_node or {}).get("two_node_ratio"),
+        "two_node": two_node,
     }
 
 
@@ -218,6 +226,8 @@ def table(results: dict[str, Any]) -> str:
         f"descriptors {fds['before']:,} -> {fds['held']:,} -> {fds['after']:,} "
         f"({'back to' if scale['fds_returned'] else 'NOT back to'} baseline).",
     ]
+    if results.get("two_node"):
+        lines.append(two_nodes.table_line(results["two_node"]))
     for label, target in results["targets"].items():
         if not target["available"]:
             lines.append(f"{label}: unavailable ({target['reason']})")

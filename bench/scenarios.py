@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench import report, transfer
+from bench import report, transfer, two_nodes
 from bench.procs import (
     ROOT,
     Child,
@@ -125,6 +125,8 @@ class Bench:
     def run(self) -> dict[str, Any]:
         if shutil.which("wrk") is None:
             raise StartError("wrk is not installed (apt-get install -y wrk)")
+        if not self.options.quick:
+            two_nodes.preflight()  # PostgreSQL and Redis: say so now, not minutes later
         with tempfile.TemporaryDirectory(prefix="benchrelay-") as tmp:
             try:
                 template = self.migrate(Path(tmp))
@@ -140,11 +142,12 @@ class Bench:
                     self.say(f"target {target.label}: {state}")
                 scenarios = self.throughput(targets)
                 scenarios += self.transfers(targets)
+                two_node = self.two_nodes(Path(tmp), template, app_port)
                 self.children.stop_all()
                 scale = self.scale(Path(tmp), template)
             finally:
                 self.children.stop_all()
-        return report.build(scenarios, scale, targets, self.options)
+        return report.build(scenarios, scale, targets, self.options, two_node)
 
     # --- processes ---------------------------------------------------------------------------
     def migrate(self, tmp: Path) -> Path:
@@ -272,6 +275,13 @@ class Bench:
                         shown = f"{result.mbps:8,.0f} MB/s sha256 {check}"
                     self.say(f"round {round_no + 1} {name:<17} {target.label:<6} {shown}")
         return [report.transfer_scenario(name, results[name], targets) for name, _ in kinds]
+
+    def two_nodes(self, tmp: Path, template: Path, app_port: int) -> dict[str, Any]:
+        """Owner vs non-owner node on PostgreSQL + Redis (bench/two_nodes.py)."""
+        if self.options.quick:
+            self.say("two nodes: skipped with --quick (it needs PostgreSQL, Redis and ~45 s)")
+            return two_nodes.skipped("--quick")
+        return two_nodes.run(self, tmp, template, app_port, NPM_LT)
 
     def scale(self, tmp: Path, template: Path) -> dict[str, Any]:
         """Register many tunnels with full idle pools; memory and descriptors, then teardown."""

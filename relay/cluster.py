@@ -8,13 +8,17 @@
   at once by `tunnel.owner` messages every node sends on the `relay-control` group when it
   opens or closes a tunnel. A visitor's miss in the local registry is a dictionary lookup,
   never a query; a name the directory does not know is a 404.
-- Forwarding: relay/peer.py, to the owner's public listener, with a signed hop marker.
+- Forwarding: relay/peer.py, to the owner's public listener, with a signed hop marker; the
+  same for a client's `DELETE /api/tunnels/<name>` and its `/status` (`forward_api`).
+- Reclaiming: a client registering its own name while another node still holds it (grace
+  period, or still connected) gets it here: that node is asked to release it (`release`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -178,6 +182,36 @@ class Cluster:
         elif self.route(name) in (None, message.get("was")):
             self._remember(name, None)
 
+    # --- reclaiming a name across nodes -------------------------------------------------------
+    async def release(self, name: str, owner: str) -> bool:
+        """The name's live row is on another node: if `owner` holds it, ask that node (a
+        `tunnel.release` message) to close it. True when a retry of the insert may succeed."""
+        holder = await database_sync_to_async(nodes.live_holder)(name)
+        if holder is None:
+            return True  # closed meanwhile
+        held_by, node = holder
+        if held_by != owner or not node or node == self.node:
+            return False
+        logger.info("asking node %s to release %s to its owner, here", node, name)
+        await self._send(
+            {"type": "tunnel.release", "name": name, "owner": owner, "node": node, "by": self.node}
+        )
+        return True
+
+    def note_release(self, message: dict[str, Any]) -> int:
+        """A `tunnel.release` message: close our tunnel if its owner is reclaiming it
+        on the node that sent it. Returns how many tunnels it closed (0 or 1)."""
+        tunnel = self.registry.get(str(message.get("name") or ""))
+        if (
+            message.get("node") != self.node
+            or tunnel is None
+            or tunnel.owner != message.get("owner")
+        ):
+            return 0
+        by = str(message.get("by") or "another node")
+        self.registry.close(tunnel, f"reclaimed on {by}"[:100])
+        return 1
+
     def tunnel_opened(self, tunnel: Tunnel) -> None:
         self._announce(tunnel.name, self.advertise)
 
@@ -255,6 +289,28 @@ class Cluster:
             await peer.forward_websocket(self.peers, self.node, address, scope, receive, send)
         finally:
             self.registry.request_finished()
+
+
+# The tunnel API a client may send to any node (through a balancer): its DELETE (our `lt`
+# frees its name on Ctrl-C) and its status. Another node's tunnel: the owner answers.
+_TUNNEL_API = re.compile(r"/api/tunnels/([^/]+)(?:/status)?/?")
+
+
+async def forward_api(scope: Scope, receive: Receive, send: Send) -> bool:
+    """Forward `/api/tunnels/<name>[/status]` to the node that owns `name` when that is
+    another node; False (the caller serves it here) otherwise. The owner applies its own
+    owner check: the hop marker tells it the client's address, the token goes along."""
+    from relay.registry import get_registry
+
+    match = _TUNNEL_API.fullmatch(scope.get("path") or "")
+    registry = get_registry()
+    cluster = registry.cluster
+    if match is None or cluster is None or registry.get(match.group(1)) is not None:
+        return False
+    if cluster.route(match.group(1)) is None:
+        return False
+    await cluster.forward_http(scope, receive, send, match.group(1))
+    return True
 
 
 def health() -> tuple[int, dict[str, Any]]:

@@ -4,6 +4,8 @@ Listens on the channel layer group `relay-control` for
 `{"type": "tunnel.close", "names": [...], "token_ids": [...], "reason": "..."}` and closes
 matching live tunnels through the registry. Sent by tunnels/control.py. The in-memory layer
 only carries messages within one process: fine, the admin is served by the runrelay process.
+On a named node the group also carries `tunnel.owner` (a node opened or closed a name) and
+`tunnel.release` (a client reclaims its name on another node), both from relay/cluster.py.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ logger = logging.getLogger(__name__)
 CONTROL_GROUP = "relay-control"
 # Groups expire on both layers (a day by default): join again well before that.
 REJOIN_S = 3600.0
+# Longest wait between attempts to reach an unavailable channel layer.
+RETRY_MAX_S = 30.0
 
 
 def handle(registry: Registry, message: dict[str, Any]) -> int:
@@ -29,6 +33,8 @@ def handle(registry: Registry, message: dict[str, Any]) -> int:
         if registry.cluster is not None:
             registry.cluster.note_owner(message)
         return 0
+    if message.get("type") == "tunnel.release":  # scale-out: its owner reclaims it elsewhere
+        return registry.cluster.note_release(message) if registry.cluster is not None else 0
     if message.get("type") != "tunnel.close":
         return 0
     reason = str(message.get("reason") or "closed by the operator")[:100]
@@ -44,16 +50,40 @@ def handle(registry: Registry, message: dict[str, Any]) -> int:
     return len(doomed)
 
 
-async def listen(ready: asyncio.Event | None = None) -> None:
-    """Run until cancelled. `ready` is set once the relay has joined the group."""
+async def listen(ready: asyncio.Event | None = None, retry_s: float = 1.0) -> None:
+    """Run until cancelled. `ready` is set once the relay has joined the group.
+
+    When the channel layer is unreachable (Redis down), tunnels carry on: this task logs a
+    warning and tries again with a growing delay, up to RETRY_MAX_S; it never ends the relay.
+    """
     layer = get_channel_layer()
     if layer is None:
         logger.warning("no channel layer: the admin cannot disconnect tunnels")
         return
+    delay = retry_s
+    while True:
+        joined = asyncio.Event()
+        try:
+            await _listen(layer, joined, ready)
+        except Exception as exc:  # CancelledError is a BaseException: it ends the loop
+            if joined.is_set():
+                delay = retry_s
+            logger.warning(
+                "channel layer unavailable (%s); the admin cannot disconnect tunnels until it "
+                "is back; retrying in %g s",
+                exc,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+
+
+async def _listen(layer: Any, joined: asyncio.Event, ready: asyncio.Event | None) -> None:
     channel = await layer.new_channel("relay-control.")
     try:
         while True:
             await layer.group_add(CONTROL_GROUP, channel)
+            joined.set()
             if ready is not None:
                 ready.set()
             try:

@@ -62,11 +62,15 @@ def verify(value: bytes, host: bytes, now: float | None = None) -> tuple[str, in
 
 
 class ClusterGate:
-    """Strips hop markers (believing valid ones) and answers `GET /healthz` on this node."""
+    """Strips hop markers (believing valid ones), answers `GET /healthz` on this node, and
+    sends a tunnel API request for another node's tunnel to that node."""
 
-    def __init__(self, app: ASGIApp, status: Any) -> None:
+    def __init__(self, app: ASGIApp, status: Any, forward_api: Any = None) -> None:
         self.app = app
         self.status = status  # () -> (http status, JSON-able body); relay/cluster.py
+        # scale-out: (scope, receive, send) -> True when it sent a tunnel API request to
+        # the node that owns the tunnel (relay/cluster.py `forward_api`).
+        self.forward_api = forward_api
         self.domain = settings.RELAY_DOMAIN.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -86,12 +90,16 @@ class ClusterGate:
             if client is not None:
                 scope[HOP_SCOPE_KEY] = True
                 scope["client"] = client
-        if (
-            scope["type"] == "http"
-            and scope["path"] == "/healthz"
-            and tunnel_name_from_host(host or b"", self.domain) is None
-        ):
+        site = scope["type"] == "http" and tunnel_name_from_host(host or b"", self.domain) is None
+        if site and scope["path"] == "/healthz":
             await self._health(send)
+            return
+        if (
+            site
+            and self.forward_api is not None
+            and HOP_SCOPE_KEY not in scope  # forwarded once, never again
+            and await self.forward_api(scope, receive, send)
+        ):
             return
         await self.app(scope, receive, send)
 

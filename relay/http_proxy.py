@@ -153,19 +153,22 @@ async def _exchange(
         if type(event) is not h11.Response:
             raise PoolError(f"expected a response, got {type(event).__name__}")
         _check_framing(event)
+        response = event
+        # Twisted writes the head with the first body bytes anyway; waiting for them here
+        # means a body that is broken from its start is still a clean 502, not a silent cut.
+        event = await conn.next_event(timeout)
         started = True
         await send(
             {
                 "type": "http.response.start",
-                "status": event.status_code,
-                "headers": hdrs.response_headers(event.headers),
+                "status": response.status_code,
+                "headers": hdrs.response_headers(response.headers),
             }
         )
         if flow is not None:
             flow.register()
         # A chunk is sent as soon as it arrives (so streams flow), except the last one,
         # which rides with the end of the response when both are already here.
-        event = await conn.next_event(timeout)
         while True:
             kind = type(event)
             if kind is h11.EndOfMessage:

@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# scale-out: reclaiming a name the same owner holds on another node. That node closes the
+# tunnel and writes its row at once (milliseconds); the insert is retried every
+# RECLAIM_POLL_S until then, and a node that does not answer costs the client 2 s and a 409.
+RECLAIM_WAIT_S = 2.0
+RECLAIM_POLL_S = 0.05
+
 
 class RegistrationError(Exception):
     """A registration that cannot succeed; `status` and `message` go to the client."""
@@ -107,15 +113,12 @@ class Registry:
             tunnel.server = await self._listen(tunnel)
             tunnel.port = tunnel.server.sockets[0].getsockname()[1]
             try:
-                tunnel.session_id = await database_sync_to_async(store.open_session)(
-                    subdomain=name,
-                    client_ip=client_ip,
-                    port=tunnel.port,
-                    max_sockets=max_conn_count,
-                    owner_id=user_id,
-                    token_id=token_id,
-                    max_live=max_live,
-                )
+                tunnel.session_id = await self._open_session(tunnel, max_live)
+                if tunnel.closed:  # scale-out: released to its owner's newer registration
+                    self._closed_pending.append(tunnel)  # while the row was being written
+                    if self.cluster is not None:
+                        self.cluster.flush_soon()
+                    raise IntegrityError("released while registering")
             except IntegrityError:
                 raise RegistrationError(
                     409, f"The subdomain {name!r} is in use; pick another name."
@@ -137,6 +140,34 @@ class Registry:
             self.cluster.tunnel_opened(tunnel)
         logger.info("tunnel %s opened for %s on pool port %d", name, client_ip, tunnel.port)
         return tunnel
+
+    async def _open_session(self, tunnel: Tunnel, max_live: int) -> int:
+        """Insert the session row. On a named node, when the name's live row is the same
+        owner's on another node, that node is asked to release it and the insert is retried
+        for up to RECLAIM_WAIT_S (scale-out); IntegrityError when the name stays taken."""
+        open_row = database_sync_to_async(store.open_session)
+        row = {
+            "subdomain": tunnel.name,
+            "client_ip": tunnel.client_ip,
+            "port": tunnel.port,
+            "max_sockets": tunnel.max_conn_count,
+            "owner_id": tunnel.user_id,
+            "token_id": tunnel.token_id,
+            "max_live": max_live,
+        }
+        try:
+            return await open_row(**row)
+        except IntegrityError:
+            if self.cluster is None or not await self.cluster.release(tunnel.name, tunnel.owner):
+                raise
+        deadline = time.monotonic() + RECLAIM_WAIT_S  # scale-out
+        while True:
+            await asyncio.sleep(RECLAIM_POLL_S)
+            try:
+                return await open_row(**row)
+            except IntegrityError:
+                if time.monotonic() >= deadline:
+                    raise
 
     def _reclaim(self, tunnel: Tunnel, client_ip: str) -> Tunnel:
         """The owner asks again for its name: same tunnel, same port, fresh sockets."""

@@ -116,6 +116,7 @@ class LiveTunnel:
     max_sockets: int
     counts: Counts
     opened_at: float
+    node: str = ""  # scale-out: the node that owns it (the dashboard of a cluster)
 
 
 @dataclass(frozen=True)

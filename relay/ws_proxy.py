@@ -50,6 +50,17 @@ _HANDSHAKE_OWN = frozenset(
 MAX_MESSAGE_BYTES = 1024 * 1024  # the same bound Daphne puts on visitors' messages
 
 
+def visitor_close_code(code: int) -> int:
+    """A close code Daphne can send after the handshake. Its WebSocket library (autobahn)
+    raises on anything but 1000 and 3000-4999, so the standard codes are carried in the
+    private range instead: 1009 (message too big) becomes 4009, 1011 becomes 4011."""
+    if code == 1000 or 3000 <= code <= 4999:
+        return code
+    if 1000 < code < 2000:
+        return 4000 + code - 1000
+    return 1000
+
+
 class _Closed(Exception):
     def __init__(self, code: int, reason: str = "") -> None:
         self.code = code
@@ -175,7 +186,7 @@ async def _app_to_visitor(
                 size += len(event.data)
                 if size > MAX_MESSAGE_BYTES:
                     conn.write(ws.send(CloseConnection(code=1009)))
-                    await send({"type": "websocket.close", "code": 1009})
+                    await send({"type": "websocket.close", "code": visitor_close_code(1009)})
                     return
                 if event.message_finished:
                     if isinstance(event, TextMessage):
@@ -191,11 +202,12 @@ async def _app_to_visitor(
             elif isinstance(event, CloseConnection):
                 with contextlib.suppress(PoolError, LocalProtocolError):
                     conn.write(ws.send(event.response()))
-                await send({"type": "websocket.close", "code": event.code or 1000})
+                code = visitor_close_code(event.code or 1000)
+                await send({"type": "websocket.close", "code": code})
                 return
         data = await conn.read_raw(None)
         if not data:
-            await send({"type": "websocket.close", "code": 1011})
+            await send({"type": "websocket.close", "code": visitor_close_code(1011)})
             return
         ws.receive_data(data)
         pending = list(ws.events())

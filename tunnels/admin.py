@@ -12,11 +12,12 @@ from django.contrib.auth.admin import UserAdmin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat
+from django.utils import timezone
 from django.utils.html import format_html
 
 from relay import protocol
 from tunnels import control
-from tunnels.models import Account, ApiToken, Plan, ReservedSubdomain, Tunnel
+from tunnels.models import Account, ApiToken, Node, Plan, ReservedSubdomain, Tunnel
 
 # The port visitors use, read from the admin's own request while a changelist renders.
 _public_port: ContextVar[int] = ContextVar("public_port", default=0)
@@ -233,3 +234,42 @@ class TunnelAdmin(admin.ModelAdmin):
         self.message_user(
             request, f"Disconnecting {len(names)} live tunnel(s); revoked {revoked} token(s)."
         )
+
+
+# --- scale-out --------------------------------------------------------------------------------
+@admin.register(Node)
+class NodeAdmin(admin.ModelAdmin):
+    """The relay nodes and their load as of their last heartbeat: written by the nodes
+    themselves, so read-only here."""
+
+    list_display = (
+        "name",
+        "advertise",
+        "state",
+        "last_heartbeat",
+        "tunnels",
+        "sockets",
+        "in_flight",
+        "requests",
+        "forwarded",
+        "started_at",
+    )
+    list_filter = ("draining",)
+    search_fields = ("name", "advertise")
+    readonly_fields = [f.name for f in Node._meta.fields]
+
+    @admin.display(description="state")
+    def state(self, obj: Node) -> str:
+        age = (timezone.now() - obj.last_heartbeat).total_seconds()
+        if age >= settings.RELAY_NODE_EXPIRY_S:
+            return f"dead (silent {age:.0f} s)"
+        return "draining" if obj.draining else "serving"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Node | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Node | None = None) -> bool:
+        return False

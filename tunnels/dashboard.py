@@ -2,6 +2,8 @@
 
 Staff only (wrapped in `admin.site.admin_view` in tunnelsite/urls.py). Everything comes from
 the relay's memory: the registry for what is live, relay/traffic.py for rates and history.
+On a node of a cluster (RELAY_NODE_NAME set) what is live, and each node's load, come from
+the database instead (tunnels/cluster_view.py): every node's tunnels, not only this one's.
 The page polls `data` every 2 s and swaps in the fragments it returns, rendered by the same
 templates as the page itself. Disconnecting goes through tunnels/control.py, like the
 admin's action.
@@ -9,6 +11,7 @@ admin's action.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -25,13 +28,14 @@ from django.views.decorators.http import require_GET, require_POST
 from relay import protocol
 from relay.registry import get_registry
 from relay.traffic import LiveTunnel, Snapshot, get_traffic, snapshot
-from tunnels import control
+from tunnels import cluster_view, control
 from tunnels.chart import traffic_svg
 from tunnels.models import ApiToken
 
 POLL_MS = 2000
 STATS_TEMPLATE = "admin/tunnels/dashboard_stats.html"
 TUNNELS_TEMPLATE = "admin/tunnels/dashboard_tunnels.html"
+NODES_TEMPLATE = "admin/tunnels/dashboard_nodes.html"  # scale-out
 
 
 async def _snapshot_on_the_loop() -> Snapshot:
@@ -80,17 +84,37 @@ def _rows(request: HttpRequest, live: list[LiveTunnel]) -> list[dict[str, Any]]:
             "requests": tunnel.counts.requests,
             "bytes_in": tunnel.counts.bytes_in,
             "bytes_out": tunnel.counts.bytes_out,
+            "node": tunnel.node,  # scale-out
         }
         for tunnel in live
     ]
 
 
+def _cluster_wide(shot: Snapshot) -> tuple[Snapshot, list[cluster_view.NodeRow]]:
+    """scale-out: every node's live tunnels and load, from the database; the rates and the
+    chart stay this node's own."""
+    nodes = cluster_view.node_rows(settings.RELAY_NODE_EXPIRY_S)
+    alive = [node for node in nodes if node.alive]
+    shot = dataclasses.replace(
+        shot,
+        live=cluster_view.live_tunnels(),
+        sockets=sum(node.sockets for node in alive),
+        in_flight=sum(node.in_flight for node in alive),
+    )
+    return shot, nodes
+
+
 def _context(request: HttpRequest, shot: Snapshot) -> dict[str, Any]:
+    nodes = None
+    if settings.RELAY_NODE_NAME:  # scale-out
+        shot, nodes = _cluster_wide(shot)
     return {
         "snapshot": shot,
         "rates": shot.rates,
         "rows": _rows(request, shot.live),
         "may_disconnect": may_disconnect(request),
+        "nodes": nodes,  # scale-out: None on a single relay
+        "this_node": settings.RELAY_NODE_NAME,
     }
 
 
@@ -110,8 +134,9 @@ def page(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def data(request: HttpRequest) -> JsonResponse:
-    shot = take_snapshot()
-    context = _context(request, shot)
+    context = _context(request, take_snapshot())
+    shot = context["snapshot"]
+    nodes = context["nodes"] or []  # scale-out
     return JsonResponse(
         {
             "tunnels": shot.tunnels,
@@ -121,6 +146,10 @@ def data(request: HttpRequest) -> JsonResponse:
             "bytes_in_per_s": round(shot.rates.bytes_in_per_s, 1),
             "bytes_out_per_s": round(shot.rates.bytes_out_per_s, 1),
             "live": [row["name"] for row in context["rows"]],
+            "node": settings.RELAY_NODE_NAME or None,  # scale-out: the node answering
+            "nodes": [node.as_json() for node in nodes],
+            "live_nodes": {row["name"]: row["node"] for row in context["rows"] if row["node"]},
+            "nodes_html": render_to_string(NODES_TEMPLATE, context, request),
             "stats_html": render_to_string(STATS_TEMPLATE, context, request),
             "chart_html": str(traffic_svg(shot.minutes)),
             "tunnels_html": render_to_string(TUNNELS_TEMPLATE, context, request),

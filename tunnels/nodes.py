@@ -43,14 +43,21 @@ def _older_than(seconds: float) -> ExpressionWrapper:
     )
 
 
-def check_live_limit(owner_id: int | None, client_ip: str, limit: int) -> None:
+def owner_key_of(owner_id: int | None, client_ip: str) -> str:
+    """The registry's owner key (tunnels/auth.py) of a session row's owner."""
+    return f"user:{owner_id}" if owner_id is not None else f"ip:{client_ip}"
+
+
+def check_live_limit(owner_id: int | None, client_ip: str, limit: int, subdomain: str = "") -> None:
     """Inside the registration's transaction: count the owner's live tunnels on every node.
 
+    A live row of the name being registered is not counted: if it is the owner's, this
+    registration replaces it (a reclaim across nodes); if not, the insert fails anyway.
     On PostgreSQL an advisory lock per owner, held until the transaction ends, makes the
     count and the insert one step: two nodes registering for the same owner at the same
     moment take turns, so the limit is exact. SQLite serialises writers on its own.
     """
-    key = f"user:{owner_id}" if owner_id is not None else f"ip:{client_ip}"
+    key = owner_key_of(owner_id, client_ip)
     if connection.vendor == "postgresql":
         lock = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
         with connection.cursor() as cursor:
@@ -60,6 +67,8 @@ def check_live_limit(owner_id: int | None, client_ip: str, limit: int) -> None:
         live = live.filter(owner_id=owner_id)
     else:
         live = live.filter(owner_id__isnull=True, client_ip=client_ip)
+    if subdomain:
+        live = live.exclude(subdomain=subdomain)
     if live.count() >= limit:
         raise LiveLimitReached(limit)
 
@@ -122,6 +131,19 @@ def closed_among(session_ids: list[int]) -> list[int]:
     return list(
         Tunnel.objects.filter(pk__in=session_ids, is_live=False).values_list("pk", flat=True)
     )
+
+
+def live_holder(subdomain: str) -> tuple[str, str] | None:
+    """(owner key, node) of the name's live session row, or None when nobody holds it."""
+    row = (
+        Tunnel.objects.filter(is_live=True, subdomain=subdomain)
+        .values_list("owner_id", "client_ip", "node")
+        .first()
+    )
+    if row is None:
+        return None
+    owner_id, client_ip, node = row
+    return owner_key_of(owner_id, client_ip), node
 
 
 def mark_draining(name: str) -> None:

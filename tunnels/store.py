@@ -42,7 +42,7 @@ def open_session(
 ) -> int:
     with transaction.atomic():  # a name conflict rolls back this insert only
         if max_live:  # scale-out
-            nodes.check_live_limit(owner_id, client_ip, max_live)
+            nodes.check_live_limit(owner_id, client_ip, max_live, subdomain)
         row = Tunnel.objects.create(
             subdomain=subdomain,
             client_ip=client_ip,

@@ -9,6 +9,7 @@ import resource
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
@@ -20,6 +21,8 @@ from relay.registry import RegistrationError, Registry, get_registry
 from tunnels import auth
 from tunnels.identity import Requester, identify
 from tunnels.quotas import Limits
+
+DATABASE_BUSY = "The relay's database is busy or unavailable; try again in a moment."
 
 
 def _error(request: HttpRequest, status: int, message: str) -> JsonResponse:
@@ -49,6 +52,8 @@ async def _register(request: HttpRequest, requested: str | None) -> HttpResponse
         )
     except auth.Refusal as exc:
         return _error(request, exc.status, exc.message)
+    except OperationalError:  # locked (SQLite) or unreachable: live tunnels carry on
+        return _error(request, 503, DATABASE_BUSY)
     registry = get_registry()
     # No await between this count and register() claiming the name: nothing can slip in.
     limit = grant.limits.max_live_tunnels

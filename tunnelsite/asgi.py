@@ -25,9 +25,9 @@ _router = HostRouter(site_http=django_application)
 from django.conf import settings  # noqa: E402
 
 if settings.RELAY_NODE_NAME:  # scale-out: hop markers and /healthz, only on a named node
-    from relay.cluster import health  # noqa: E402
+    from relay.cluster import forward_api, health  # noqa: E402
     from relay.hop import ClusterGate  # noqa: E402
 
-    _router = ClusterGate(_router, health)  # type: ignore[assignment]
+    _router = ClusterGate(_router, health, forward_api)  # type: ignore[assignment]
 
 application = ProtocolTypeRouter({"http": _router, "websocket": _router})

@@ -2,7 +2,8 @@
 
 Standalone (stdlib asyncio plus `websockets` for the WebSocket endpoint), keep-alive,
 one process. Run `python tests/apps/local_app.py [--port N]`; it prints
-`local app listening on http://127.0.0.1:PORT` once it accepts connections.
+`local app listening on http://127.0.0.1:PORT` once it accepts connections. With
+`--tls-cert FILE --tls-key FILE` it serves HTTPS instead (and prints `https://`).
 
 Routes:
   GET  /hello                 a fixed greeting
@@ -28,6 +29,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import ssl
 import sys
 from urllib.parse import parse_qs, urlsplit
 
@@ -253,10 +255,13 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
         writer.close()
 
 
-async def main(port: int) -> None:
-    server = await asyncio.start_server(serve_connection, "127.0.0.1", port, limit=MAX_HEAD)
+async def main(port: int, tls: ssl.SSLContext | None = None) -> None:
+    server = await asyncio.start_server(
+        serve_connection, "127.0.0.1", port, limit=MAX_HEAD, ssl=tls
+    )
     bound = server.sockets[0].getsockname()[1]
-    print(f"local app listening on http://127.0.0.1:{bound}", flush=True)
+    scheme = "https" if tls else "http"
+    print(f"local app listening on {scheme}://127.0.0.1:{bound}", flush=True)
     async with server:
         await server.serve_forever()
 
@@ -264,7 +269,14 @@ async def main(port: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM)")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    args = parser.parse_args()
+    context = None
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
     try:
-        asyncio.run(main(parser.parse_args().port))
+        asyncio.run(main(args.port, context))
     except KeyboardInterrupt:
         sys.exit(0)

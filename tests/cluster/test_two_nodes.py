@@ -141,7 +141,8 @@ def test_two_nodes_racing_for_one_name_give_it_to_exactly_one_100_times(two_node
         statuses: dict[str, int] = {}
 
         def claim(node, name=name, barrier=barrier, statuses=statuses) -> None:
-            with node.visitor() as visitor:
+            # Two owners (a client of the same owner would take the name over instead).
+            with node.visitor(source="127.0.0.1" if node is alpha else "127.0.0.2") as visitor:
                 barrier.wait()
                 statuses[node.name] = visitor.request("GET", f"/{name}").status
 
@@ -154,8 +155,38 @@ def test_two_nodes_racing_for_one_name_give_it_to_exactly_one_100_times(two_node
         winner = next(n for n, s in statuses.items() if s == 200)
         loser = alpha if winner == "bravo" else bravo
         assert db_rows(name) == [(winner, True, "")]
-        # The loser rolled its claim back: it forwards the name instead of owning it.
-        assert loser.sockets(name) is None
+        # The loser rolled its claim back: it forwards the name (and its status request,
+        # once it has heard of the winner) instead of owning it.
+        status = loser.get(f"/api/tunnels/{name}/status")
+        assert status.status == 404 or status.json()["node"] == winner, status
+
+
+def test_one_owner_racing_itself_on_two_nodes_ends_with_one_live_tunnel_20_times(
+    two_nodes, db_rows
+):
+    alpha, bravo = two_nodes
+    for _ in range(20):
+        name = unique_name("self")
+        barrier = threading.Barrier(2, timeout=10)
+        statuses: dict[str, int] = {}
+
+        def claim(node, name=name, barrier=barrier, statuses=statuses) -> None:
+            with node.visitor() as visitor:
+                barrier.wait()
+                statuses[node.name] = visitor.request("GET", f"/{name}").status
+
+        threads = [threading.Thread(target=claim, args=(node,)) for node in two_nodes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(15)
+        assert 200 in statuses.values() and set(statuses.values()) <= {200, 409}, statuses
+        rows = db_rows(name)
+        live = [node for node, is_live, _ in rows if is_live]
+        assert len(live) == 1 and statuses[live[0]] == 200, (statuses, rows)
+        other = alpha if live[0] == "bravo" else bravo
+        status = other.get(f"/api/tunnels/{name}/status")
+        assert status.status == 404 or status.json()["node"] == live[0], status
 
 
 # --- quotas ------------------------------------------------------------------------------------
