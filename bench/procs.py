@@ -113,11 +113,13 @@ class Child:
 class Children:
     """Every child of a run; `stop_all` (in a `finally`) stops them newest first."""
 
+    child_class: type[Child] = Child
+
     def __init__(self) -> None:
         self.children: list[Child] = []
 
     def start(self, args: list[str], env: dict[str, str] | None = None, **kw: object) -> Child:
-        child = Child(args, env, **kw)  # type: ignore[arg-type]
+        child = self.child_class(args, env, **kw)  # type: ignore[arg-type]
         self.children.append(child)
         return child
 
