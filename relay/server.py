@@ -195,6 +195,11 @@ class RelayHTTPChannel(http.HTTPChannel):
                 f"The request headers are larger than {limit} bytes.",
             )
             return
+        if not first and (b"\n" in line or b"\r" in line or b"\x00" in line):
+            # Twisted would refuse these too, but only when the next line arrives; at once,
+            # the answer is the same however the bytes were split into packets.
+            self._refuse(400, "Bad Request", "A header line contains CR, LF or NUL.")
+            return
         if not first and line[:1] in (b" ", b"\t"):
             # RFC 9112 section 5.2: a server rejects obs-fold with 400 (or unfolds it).
             self._refuse(400, "Bad Request", "Folded header lines (obs-fold) are not allowed.")

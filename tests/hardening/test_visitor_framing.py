@@ -1,0 +1,176 @@
+"""Request smuggling and malformed framing from visitors (RFC 9112 sections 2-7, RFC 9110).
+
+Every request here is sent as exact bytes to a real relay with a fake tunnel client holding
+the only pool socket. An ambiguous or malformed request gets a 400 and nothing reaches the
+tunnel (the next thing the tunnel sees is a fresh canary request); a request the relay may
+safely normalise reaches the tunnel with exactly one, unambiguous framing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import RawTunnel
+
+# Request heads that start like an ordinary request to the tunnel; `{host}` is its Host.
+POST = b"POST / HTTP/1.1\r\nHost: {host}\r\n"
+GET = b"GET / HTTP/1.1\r\nHost: {host}\r\n"
+
+REJECTED = [
+    (
+        "content-length-and-chunked",
+        POST + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ),
+    (
+        "chunked-and-content-length",
+        POST + b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+    ),
+    (
+        "two-different-content-lengths",
+        POST + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    ),
+    ("two-equal-content-lengths", POST + b"Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello"),
+    ("content-length-list", POST + b"Content-Length: 5, 5\r\n\r\nhello"),
+    ("content-length-plus-sign", POST + b"Content-Length: +5\r\n\r\nhello"),
+    ("content-length-negative", POST + b"Content-Length: -1\r\n\r\n"),
+    ("content-length-hex", POST + b"Content-Length: 0x5\r\n\r\nhello"),
+    ("content-length-inner-space", POST + b"Content-Length: 1 0\r\n\r\nhello"),
+    ("content-length-empty", POST + b"Content-Length:\r\n\r\n"),
+    ("chunked-then-identity", POST + b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
+    ("identity-only", POST + b"Transfer-Encoding: identity\r\nContent-Length: 5\r\n\r\nhello"),
+    ("gzip-coding", POST + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"),
+    (
+        "chunked-twice",
+        POST + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ),
+    ("xchunked", POST + b"Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"),
+    ("space-before-colon", POST + b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n"),
+    ("tab-before-colon", POST + b"Content-Length\t: 5\r\n\r\nhello"),
+    ("obs-fold", GET + b"X-Folded: one\r\n two\r\n\r\n"),
+    ("obs-fold-into-transfer-encoding", POST + b"Transfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n"),
+    (
+        "line-starting-with-space-after-request-line",
+        b"GET / HTTP/1.1\r\n Host: {host}\r\nHost: {host}\r\n\r\n",
+    ),
+    ("nul-in-a-value", GET + b"X-A: a\x00b\r\n\r\n"),
+    ("bare-cr-in-a-value", GET + b"X-A: a\rb\r\n\r\n"),
+    ("bare-lf-in-a-value", GET + b"X-A: a\nX-B: b\r\n\r\n"),
+    ("nul-in-a-name", GET + b"X-\x00A: a\r\n\r\n"),
+    ("no-colon", GET + b"NoColonHere\r\n\r\n"),
+    ("empty-name", GET + b": value\r\n\r\n"),
+    ("bare-lf-line-endings", b"GET / HTTP/1.1\nHost: {host}\n\n"),
+    # Found by test_properties: refused at once, not only when a following line arrives.
+    ("lf-leading-a-header-line", b"GET / HTTP/1.0\r\n\nHost: {host}\x00\n\r\n"),
+    ("bare-cr-in-request-line", b"GET /\rx HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+    ("two-spaces-in-request-line", b"GET  / HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+    ("unknown-version", b"GET / HTTP/1.2\r\nHost: {host}\r\n\r\n"),
+    ("http-2-version", b"GET / HTTP/2.0\r\nHost: {host}\r\n\r\n"),
+    ("lower-case-version", b"GET / http/1.1\r\nHost: {host}\r\n\r\n"),
+    ("non-token-method", b"G(ET / HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+    ("non-ascii-target", b"GET /\xc3\xa9 HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+    ("missing-host", b"GET / HTTP/1.1\r\n\r\n"),
+    ("two-hosts", GET + b"Host: {host}\r\n\r\n"),
+    ("two-different-hosts", GET + b"Host: elsewhere.localhost\r\n\r\n"),
+    ("chunk-size-not-hex", POST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"),
+    ("chunk-size-negative", POST + b"Transfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n"),
+    ("chunk-size-0x-prefix", POST + b"Transfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n"),
+    ("chunk-size-plus-sign", POST + b"Transfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n"),
+    ("chunk-size-with-space", POST + b"Transfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n"),
+    ("chunk-without-crlf", POST + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n"),
+    ("chunk-too-long", POST + b"Transfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n"),
+    (
+        "chunk-extension-with-bare-lf",
+        POST + b"Transfer-Encoding: chunked\r\n\r\n5;a=\nb\r\nhello\r\n0\r\n\r\n",
+    ),
+    (
+        "absolute-form-for-another-host",
+        b"GET http://elsewhere.localhost/secret HTTP/1.1\r\nHost: {host}\r\n\r\n",
+    ),
+]
+
+
+@pytest.mark.parametrize("raw", [raw for _, raw in REJECTED], ids=[i for i, _ in REJECTED])
+def test_an_ambiguous_or_malformed_request_gets_400_and_never_reaches_the_tunnel(
+    raw_tunnel: RawTunnel, raw: bytes
+):
+    outcome = raw_tunnel.send(raw.replace(b"{host}", raw_tunnel.host.encode()))
+
+    assert outcome.forwarded is None, outcome.forwarded
+    assert outcome.answer.status == 400, outcome.answer
+    raw_tunnel.assert_nothing_was_forwarded()
+
+
+def forwarded_framing(raw_tunnel: RawTunnel, raw: bytes):
+    outcome = raw_tunnel.send(raw.replace(b"{host}", raw_tunnel.host.encode()))
+    assert outcome.answer.status == 200, outcome.answer
+    assert outcome.forwarded is not None
+    return outcome.forwarded
+
+
+def test_a_chunked_request_reaches_the_tunnel_with_a_content_length_only(raw_tunnel):
+    request = forwarded_framing(
+        raw_tunnel,
+        b"POST /up HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: Chunked\r\n\r\n"
+        b"5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+    )
+
+    assert request.body == b"hello world"
+    assert request.header("content-length") == "11"
+    assert request.header("transfer-encoding") is None
+    assert request.header("x-trailer") is None
+
+
+def test_content_length_with_surrounding_whitespace_is_read_as_that_number(raw_tunnel):
+    request = forwarded_framing(
+        raw_tunnel, b"POST /up HTTP/1.1\r\nHost: {host}\r\nContent-Length:  5 \t\r\n\r\nhello"
+    )
+
+    assert request.body == b"hello"
+    assert [v for n, v in request.headers if n == "content-length"] == ["5"]
+
+
+def test_a_get_with_a_body_is_forwarded_with_that_body_and_its_length(raw_tunnel):
+    request = forwarded_framing(
+        raw_tunnel, b"GET /q HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\n\r\nabc"
+    )
+
+    assert (request.method, request.body, request.header("content-length")) == ("GET", b"abc", "3")
+
+
+def test_a_body_that_looks_like_a_request_stays_a_body_and_pipelining_keeps_order(raw_tunnel):
+    host = raw_tunnel.host.encode()
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: %s\r\n\r\n" % host
+    pool_socket = raw_tunnel.pool()
+    with raw_tunnel.relay.visitor(raw_tunnel.name) as visitor:
+        visitor.send(
+            b"POST /a HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n%s"
+            b"GET /b HTTP/1.1\r\nHost: %s\r\n\r\n" % (host, len(smuggled), smuggled, host)
+        )
+        first = pool_socket.read_request()
+        pool_socket.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+        assert visitor.response().body == b"a"
+        second = pool_socket.read_request()
+        pool_socket.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb")
+        assert visitor.response().body == b"b"
+
+    assert (first.target, first.body, first.header("content-length")) == (
+        "/a",
+        smuggled,
+        str(len(smuggled)),
+    )
+    assert second.target == "/b"
+    assert pool_socket.buffer == b""
+
+
+def test_an_absolute_form_target_for_the_same_host_is_forwarded_as_a_path(raw_tunnel):
+    request = forwarded_framing(
+        raw_tunnel, b"GET http://{host}/abs?q=1 HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    )
+
+    assert request.raw_head.startswith(b"GET /abs?q=1 HTTP/1.1\r\n")
+
+
+def test_a_request_with_the_lone_leading_empty_line_browsers_send_is_accepted(raw_tunnel):
+    request = forwarded_framing(raw_tunnel, b"\r\nGET /ie HTTP/1.1\r\nHost: {host}\r\n\r\n")
+
+    assert request.target == "/ie"
