@@ -65,6 +65,14 @@ def request_headers(scope: Scope) -> tuple[list[tuple[bytes, bytes]], bytes | No
     return out, length, framing
 
 
+def request_target(scope: Scope) -> bytes:
+    """The request target as the visitor sent it: raw path plus query string."""
+    target = scope.get("raw_path") or scope["path"].encode()
+    if scope.get("query_string"):
+        target = target + b"?" + scope["query_string"]
+    return target
+
+
 def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     named: set[bytes] = set()
     for name, value in raw:

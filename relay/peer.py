@@ -19,24 +19,28 @@ from types import SimpleNamespace
 
 import h11
 from django.conf import settings
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
 
-from relay import headers as hdrs
 from relay.asgi_types import Receive, Scope, Send
 from relay.errors import send_error
+from relay.exchange import (
+    Progress,
+    build_request,
+    cut,
+    read_response_head,
+    stream_response,
+    write_request,
+)
 from relay.flow import Flow
 from relay.hop import HOP_HEADER, sign
 from relay.pool import PoolError
 from relay.protocol import HOP_BY_HOP
-from relay.ws_proxy import _HANDSHAKE_OWN, _app_to_visitor, _visitor_to_app
+from relay.ws_proxy import bridge, handshake_request
 
 logger = logging.getLogger(__name__)
 
 READ_BYTES = 64 * 1024
 MAX_IDLE_PER_PEER = 32  # kept-alive connections per peer; more are closed after use
 _DROP = HOP_BY_HOP | {b"expect", HOP_HEADER}
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class PeerDown(Exception):
@@ -59,10 +63,15 @@ class PeerConnection:
             raise PoolError("peer connection closed")
         self.writer.write(data)
 
-    def send(self, event: h11.Event) -> None:
-        data = self.h11.send(event)
-        if data:
-            self.write(data)
+    def send(self, *events: h11.Event) -> None:
+        parts: list[bytes] = []
+        for event in events:
+            parts.extend(self.h11.send_with_data_passthrough(event) or ())
+        if parts:
+            self.write(b"".join(parts))
+
+    def poll_event(self) -> h11.Event | type[h11.NEED_DATA]:
+        return self.h11.next_event()
 
     async def drain(self) -> None:
         try:
@@ -158,31 +167,11 @@ def forward_headers(scope: Scope, node: str) -> tuple[list[tuple[bytes, bytes]],
     return out, host
 
 
-def _target(scope: Scope) -> bytes:
-    target = scope.get("raw_path") or scope["path"].encode()
-    if scope.get("query_string"):
-        target = target + b"?" + scope["query_string"]
-    return target
-
-
 def _request(scope: Scope, first: dict, node: str) -> h11.Request:
     headers, _ = forward_headers(scope, node)
-    known = scope.get("extensions", {}).get("tunnelsite.body_length")
-    if known is None and not first.get("more_body", False):
-        known = len(first.get("body", b""))
-    if known is None:
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit():
-                known = int(value)
-    if known is None:
-        headers.append((b"transfer-encoding", b"chunked"))
-    elif (
-        known
-        or scope["method"] in _BODY_METHODS
-        or any(n in (b"content-length", b"transfer-encoding") for n, _ in scope["headers"])
-    ):
-        headers.append((b"content-length", str(known).encode()))
-    return h11.Request(method=scope["method"], target=_target(scope), headers=headers)
+    declared = next((v for n, v in scope["headers"] if n == b"content-length"), None)
+    framing = any(n in (b"content-length", b"transfer-encoding") for n, _ in scope["headers"])
+    return build_request(scope, first, headers, declared, framing)
 
 
 async def forward_http(
@@ -240,59 +229,23 @@ async def _exchange(
     """One exchange; False when it failed early on a reused connection and may be retried."""
     timeout = settings.RELAY_RESPONSE_TIMEOUT_S + 5.0
     head_timeout = settings.RELAY_SOCKET_WAIT_S + timeout
-    reusable = started = False
+    reusable = False
+    progress = Progress()
     try:
-        conn.send(head)
-        body, more = first.get("body", b""), first.get("more_body", False)
-        if body:
-            conn.send(h11.Data(data=body))
-        while more:
-            await conn.drain()
-            message = await receive()
-            if message["type"] != "http.request":
-                raise asyncio.CancelledError  # the visitor left mid-upload
-            body, more = message.get("body", b""), message.get("more_body", False)
-            if body:
-                conn.send(h11.Data(data=body))
-        conn.send(h11.EndOfMessage())
+        await write_request(conn, receive, head, first)
         await conn.drain()
-        event = await conn.next_event(head_timeout)
-        while type(event) is h11.InformationalResponse:
-            event = await conn.next_event(head_timeout)
-        if type(event) is not h11.Response:
-            raise PoolError(f"expected a response, got {type(event).__name__}")
-        if event.status_code == 404 and any(n == b"x-tunnelsite-error" for n, _ in event.headers):
+        response = await read_response_head(conn, head_timeout)
+        if response.status_code == 404 and any(
+            n == b"x-tunnelsite-error" for n, _ in response.headers
+        ):
             on_stale()  # the owner no longer has it: look it up afresh next time
-        started = True
-        await send(
-            {
-                "type": "http.response.start",
-                "status": event.status_code,
-                "headers": hdrs.response_headers(event.headers),
-            }
-        )
-        if flow is not None:
-            flow.register()
-        while True:
-            event = await conn.next_event(timeout)
-            if type(event) is h11.EndOfMessage:
-                break
-            if type(event) is not h11.Data:
-                raise PoolError(f"unexpected {type(event).__name__} in a response body")
-            if flow is not None and flow.paused:
-                await flow.writable()
-            await send({"type": "http.response.body", "body": bytes(event.data), "more_body": True})
-        if flow is not None:
-            flow.unregister()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await stream_response(conn, send, flow, response, timeout, progress)
         reusable = conn.reusable()
         return True
     except (PoolError, h11.ProtocolError, TimeoutError, ConnectionError) as exc:
         logger.debug("forward to %s failed: %r", conn.address, exc)
-        if started:
-            if flow is not None:
-                flow.unregister()
-                flow.abort()
+        if progress.started:
+            cut(flow)
             return True
         if may_retry and not isinstance(exc, TimeoutError):
             return False
@@ -324,48 +277,10 @@ async def forward_websocket(
         return
     counters = SimpleNamespace(bytes_in=0, bytes_out=0, name="")
     try:
-        ws = WSConnection(ConnectionType.CLIENT)
         headers, host = forward_headers(scope, node)
-        extra = [(n, v) for n, v in headers if n not in _HANDSHAKE_OWN]
-        request = Request(
-            host=host.decode("latin-1"),
-            target=_target(scope).decode("latin-1"),
-            subprotocols=list(scope.get("subprotocols") or []),
-            extra_headers=extra,
-        )
-        conn.write(ws.send(request))
-        accepted: AcceptConnection | None = None
-        leftover: list = []
-        async with asyncio.timeout(
-            settings.RELAY_SOCKET_WAIT_S + settings.RELAY_RESPONSE_TIMEOUT_S
-        ):
-            while accepted is None:
-                data = await conn.read_raw(None)
-                if not data:
-                    await send({"type": "websocket.close", "code": 1011})
-                    return
-                ws.receive_data(data)
-                for event in ws.events():
-                    if isinstance(event, AcceptConnection):
-                        accepted = event
-                    elif isinstance(event, RejectConnection | RejectData):
-                        await send({"type": "websocket.close", "code": 1008})
-                        return
-                    elif accepted is not None:
-                        leftover.append(event)
-        await send({"type": "websocket.accept", "subprotocol": accepted.subprotocol})
-        to_owner = asyncio.ensure_future(_visitor_to_app(receive, conn, ws, counters))
-        to_visitor = asyncio.ensure_future(_app_to_visitor(send, conn, ws, counters, leftover))
-        try:
-            done, _ = await asyncio.wait(
-                {to_owner, to_visitor}, return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in done:
-                task.result()
-        finally:
-            for task in (to_owner, to_visitor):
-                task.cancel()
-            await asyncio.gather(to_owner, to_visitor, return_exceptions=True)
+        request = handshake_request(scope, headers, host)
+        timeout = settings.RELAY_SOCKET_WAIT_S + settings.RELAY_RESPONSE_TIMEOUT_S
+        await bridge(receive, send, conn, counters, request, timeout)
     except (PoolError, TimeoutError) as exc:
         logger.debug("websocket forward to %s failed: %r", address, exc)
         with contextlib.suppress(Exception):

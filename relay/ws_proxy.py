@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from django.conf import settings
 from wsproto import ConnectionType, WSConnection
@@ -96,29 +97,31 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, name: str)
 
 
 async def _bridge(scope: Scope, receive: Receive, send: Send, conn: PoolConnection, tunnel) -> None:
-    ws = WSConnection(ConnectionType.CLIENT)
     forwarded, _, _ = hdrs.request_headers(scope)
-    host = b""
-    extra = []
-    for hname, value in forwarded:
-        if hname == b"host":
-            host = value
-        elif hname not in _HANDSHAKE_OWN:
-            extra.append((hname, value))
-    target = scope.get("raw_path") or scope["path"].encode()
-    if scope.get("query_string"):
-        target += b"?" + scope["query_string"]
-    conn.write(
-        ws.send(
-            Request(
-                host=host.decode("latin-1") or tunnel.name,
-                target=target.decode("latin-1"),
-                subprotocols=list(scope.get("subprotocols") or []),
-                extra_headers=extra,
-            )
-        )
+    host = next((v for n, v in forwarded if n == b"host"), b"") or tunnel.name.encode()
+    request = handshake_request(scope, forwarded, host)
+    await bridge(receive, send, conn, tunnel, request, settings.RELAY_RESPONSE_TIMEOUT_S)
+
+
+def handshake_request(scope: Scope, headers: list[tuple[bytes, bytes]], host: bytes) -> Request:
+    """The WebSocket handshake to send upstream, carrying the visitor's other headers."""
+    return Request(
+        host=host.decode("latin-1"),
+        target=hdrs.request_target(scope).decode("latin-1"),
+        subprotocols=list(scope.get("subprotocols") or []),
+        extra_headers=[(n, v) for n, v in headers if n not in _HANDSHAKE_OWN],
     )
-    timeout = settings.RELAY_RESPONSE_TIMEOUT_S
+
+
+async def bridge(
+    receive: Receive, send: Send, conn: Any, counters: Any, request: Request, timeout: float
+) -> None:
+    """Open a WebSocket upstream over `conn` (a pool socket, or a connection to the node that
+    owns the tunnel: anything with write, drain and read_raw), accept the visitor's once the
+    far end answers 101, then copy messages both ways until either side closes. Bytes are
+    counted on `counters` (`bytes_in`, `bytes_out`)."""
+    ws = WSConnection(ConnectionType.CLIENT)
+    conn.write(ws.send(request))
     accepted: AcceptConnection | None = None
     leftover: list = []
     async with asyncio.timeout(timeout):
@@ -138,8 +141,8 @@ async def _bridge(scope: Scope, receive: Receive, send: Send, conn: PoolConnecti
                     leftover.append(event)
     await send({"type": "websocket.accept", "subprotocol": accepted.subprotocol})
 
-    to_app = asyncio.ensure_future(_visitor_to_app(receive, conn, ws, tunnel))
-    to_visitor = asyncio.ensure_future(_app_to_visitor(send, conn, ws, tunnel, leftover))
+    to_app = asyncio.ensure_future(_visitor_to_app(receive, conn, ws, counters))
+    to_visitor = asyncio.ensure_future(_app_to_visitor(send, conn, ws, counters, leftover))
     try:
         done, _ = await asyncio.wait({to_app, to_visitor}, return_when=asyncio.FIRST_COMPLETED)
         for task in done:

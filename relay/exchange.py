@@ -1,0 +1,177 @@
+"""One HTTP exchange over an upstream connection: write the visitor's request, read the
+response head, stream the response back to the visitor.
+
+Shared by a tunnel's pool socket (`relay.pool.PoolConnection`) and a connection to the node
+that owns a tunnel (`relay.peer.PeerConnection`); both frame with h11 and offer `send`,
+`drain`, `next_event` and `poll_event`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+import h11
+
+from relay import headers as hdrs
+from relay.asgi_types import Receive, Scope, Send
+from relay.flow import Flow
+from relay.pool import PoolError
+
+# Interim (1xx) answers skipped before the real response; an endless stream of them is a
+# broken or hostile client, not a slow one.
+MAX_INFORMATIONAL = 8
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class Upstream(Protocol):
+    def send(self, *events: h11.Event) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    async def next_event(self, timeout: float) -> h11.Event: ...
+
+    def poll_event(self) -> h11.Event | type[h11.NEED_DATA]: ...
+
+
+class Progress:
+    """What reached the visitor so far: once `started`, only cutting the stream is honest."""
+
+    __slots__ = ("started", "sent")
+
+    def __init__(self) -> None:
+        self.started = False
+        self.sent = 0
+
+
+def build_request(
+    scope: Scope,
+    first: dict,
+    headers: list[tuple[bytes, bytes]],
+    declared: bytes | None,
+    had_framing: bool,
+) -> h11.Request:
+    """The request to send upstream, framed by the relay. `declared` is the visitor's
+    Content-Length, `had_framing` whether it sent framing headers at all (so an empty POST
+    still says `Content-Length: 0`). Raises h11.LocalProtocolError for what cannot be sent."""
+    length = _body_length(scope, first, declared)
+    if length is None:
+        headers.append((b"transfer-encoding", b"chunked"))
+    elif length or had_framing or scope["method"] in _BODY_METHODS:
+        headers.append((b"content-length", str(length).encode()))
+    return h11.Request(method=scope["method"], target=hdrs.request_target(scope), headers=headers)
+
+
+def _body_length(scope: Scope, first: dict, declared: bytes | None) -> int | None:
+    """The request body's length, or None when it is only known at its end (chunked)."""
+    # Under runrelay the public server holds the whole body before the relay starts, so
+    # upstream gets a Content-Length even when the visitor sent chunks.
+    known = scope.get("extensions", {}).get("tunnelsite.body_length")
+    if known is not None:
+        return int(known)
+    if not first.get("more_body", False):
+        return len(first.get("body", b""))
+    if declared is not None and declared.isdigit():
+        return int(declared)
+    return None
+
+
+async def write_request(conn: Upstream, receive: Receive, head: h11.Request, first: dict) -> int:
+    """Write the request; returns the body's size. The head, the first piece of body and
+    (for most requests) the end go out in one write: one syscall, one TCP segment."""
+    body = first.get("body", b"")
+    more = first.get("more_body", False)
+    received = len(body)
+    events: list[h11.Event] = [head]
+    if body:
+        events.append(h11.Data(data=body))
+    if not more:
+        events.append(h11.EndOfMessage())
+    conn.send(*events)
+    while more:
+        await conn.drain()
+        message = await receive()
+        if message["type"] != "http.request":
+            raise asyncio.CancelledError  # the visitor left mid-upload
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        received += len(body)
+        events = [h11.Data(data=body)] if body else []
+        if not more:
+            events.append(h11.EndOfMessage())
+        conn.send(*events)
+    return received
+
+
+async def read_response_head(conn: Upstream, timeout: float) -> h11.Response:
+    event = await conn.next_event(timeout)
+    skipped = 0
+    while type(event) is h11.InformationalResponse and skipped < MAX_INFORMATIONAL:
+        skipped += 1
+        event = await conn.next_event(timeout)
+    if type(event) is not h11.Response:
+        raise PoolError(f"expected a response, got {type(event).__name__}")
+    # h11 lets Transfer-Encoding win over Content-Length (RFC 9112 section 6.3); a response
+    # with both is a smuggling attempt or a broken app, and the visitor would get a stale
+    # Content-Length, so it is refused (502) instead.
+    names = {name for name, _ in event.headers}
+    if b"content-length" in names and b"transfer-encoding" in names:
+        raise PoolError("a response with both Content-Length and Transfer-Encoding")
+    return event
+
+
+async def stream_response(
+    conn: Upstream,
+    send: Send,
+    flow: Flow | None,
+    response: h11.Response,
+    timeout: float,
+    progress: Progress,
+) -> None:
+    """Send `response` and its body to the visitor, with the visitor's backpressure."""
+    # Twisted writes the head with the first body bytes anyway; waiting for them here means
+    # a body that is broken from its start is still a clean 502, not a silent cut.
+    event = await conn.next_event(timeout)
+    progress.started = True
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": hdrs.response_headers(response.headers),
+        }
+    )
+    if flow is not None:
+        flow.register()
+    # A chunk is sent as soon as it arrives (so streams flow), except the last one, which
+    # rides with the end of the response when both are already here.
+    while True:
+        kind = type(event)
+        if kind is h11.EndOfMessage:
+            tail = b""
+            break
+        if kind is not h11.Data:
+            raise PoolError(f"unexpected {kind.__name__} in a response body")
+        data = bytes(event.data)
+        event = conn.poll_event()
+        if type(event) is h11.EndOfMessage:
+            tail = data
+            break
+        if flow is not None and flow.paused:
+            await flow.writable()
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+        progress.sent += len(data)
+        if event is h11.NEED_DATA:
+            event = await conn.next_event(timeout)
+    if flow is not None:
+        flow.unregister()
+    progress.sent += len(tail)
+    await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+def cut(flow: Flow | None) -> None:
+    """A response failed after its head was sent: cut the visitor's connection."""
+    if flow is not None:
+        flow.unregister()
+        flow.abort()
