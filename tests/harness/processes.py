@@ -20,7 +20,7 @@ class Process(Child):
 
     def output(self) -> str:
         with self._cond:
-            return "\\n".join(self.lines)
+            return "\n".join(self.lines)
 
     def wait_for_line(self, pattern: str, timeout: float = START_TIMEOUT_S) -> re.Match[str]:
         """The first output line matching `pattern` (a regex); the test fails after `timeout`."""
@@ -29,7 +29,7 @@ class Process(Child):
         except StartError:
             pytest.fail(
                 f"{self.name} did not print /{pattern}/ within {timeout:g} s "
-                f"(exit code {self.proc.poll()}); output:\\n{self.output()}"
+                f"(exit code {self.proc.poll()}); output:\n{self.output()}"
             )
 
     def signal(self, sig: int) -> None:
