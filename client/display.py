@@ -12,7 +12,7 @@ import time
 import webbrowser
 from typing import TYPE_CHECKING, TextIO
 
-from .proxy import RequestLog
+from .target import RequestLog
 
 if TYPE_CHECKING:
     from rich.console import RenderableType

@@ -3,9 +3,12 @@
 Why not `asyncio.open_connection`: when a write fails (the app answered early, e.g. a
 413, and closed without reading the upload), a stream transport closes the socket and
 drops what the kernel had received, so the visitor would get a 502 instead of the app's
-answer. Plain TCP therefore uses the socket directly (`loop.sock_recv`/`sock_sendall`):
+answer. Plain TCP therefore uses the socket directly (readiness + `recv`, `sock_sendall`):
 a failed send leaves the received answer readable. TLS goes through a small Protocol
 that at least keeps every byte it was handed.
+
+Connections are kept alive between requests by the proxy; `reusable()` tells whether an
+idle one is still good, and `AddressCache` looks the app's host name up only once.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+from typing import Any
 
 # Stop reading from the app past this many unread bytes; resume below the low mark.
 READ_HIGH_WATER_BYTES = 256 * 1024
@@ -61,7 +65,11 @@ class _Protocol(asyncio.Protocol):
 
 
 class SocketConnection:
-    """Plain TCP: read, write (sent by the next drain) and close, like a stream pair."""
+    """Plain TCP: read, write (sent by the next drain) and close, like a stream pair.
+
+    A read waits for readability and then calls recv itself, so cancelling a read (a
+    timeout, or the relay giving up) never loses bytes the kernel had received.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -72,7 +80,18 @@ class SocketConnection:
 
     async def read(self, limit: int) -> bytes:
         """Up to `limit` bytes; b"" at the end; OSError once received bytes are read."""
-        return await self.loop.sock_recv(self.sock, limit)
+        while True:
+            try:
+                return self.sock.recv(limit)
+            except (BlockingIOError, InterruptedError):
+                pass
+            ready = self.loop.create_future()
+            fd = self.sock.fileno()
+            self.loop.add_reader(fd, _wake, ready)
+            try:
+                await ready
+            finally:
+                self.loop.remove_reader(fd)
 
     def write(self, data: bytes) -> None:
         if self.is_closing():
@@ -92,9 +111,27 @@ class SocketConnection:
     def is_closing(self) -> bool:
         return self.closed or self.write_failed
 
+    def reusable(self) -> bool:
+        """Whether an idle kept-alive connection can carry another request: not closed by
+        the app (no end of stream waiting) and nothing unasked-for sent by it."""
+        if self.is_closing():
+            return False
+        try:
+            self.sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return True  # nothing to read: still open, and quiet
+        except OSError:
+            return False
+        return False  # the end of the stream, or stray bytes
+
     def close(self) -> None:
         self.closed = True
         self.sock.close()
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class TLSConnection:
@@ -135,26 +172,55 @@ class TLSConnection:
     def is_closing(self) -> bool:
         return self.protocol.lost or self.transport.is_closing()
 
+    def reusable(self) -> bool:
+        proto = self.protocol
+        return not (self.is_closing() or proto.eof or proto.buffer)
+
     def close(self) -> None:
         self.transport.close()
 
 
 LocalConnection = SocketConnection | TLSConnection
+_AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]
+
+
+class AddressCache:
+    """The local app's addresses, looked up once (getaddrinfo runs in a worker thread, far
+    too slow per request). The address that connected last is tried first; when none of
+    them connects, the next connection looks the name up again."""
+
+    def __init__(self) -> None:
+        self.infos: list[_AddrInfo] = []
+
+    async def lookup(self, host: str, port: int) -> list[_AddrInfo]:
+        if not self.infos:
+            loop = asyncio.get_running_loop()
+            self.infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return list(self.infos)
+
+    def worked(self, info: _AddrInfo) -> None:
+        if self.infos and self.infos[0] != info:
+            with contextlib.suppress(ValueError):
+                self.infos.remove(info)
+            self.infos.insert(0, info)
+
+    def forget(self) -> None:
+        self.infos = []
 
 
 async def connect(
-    host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None = None,
+    addresses: AddressCache | None = None,
 ) -> LocalConnection:
     """Connect to the local app, trying each address of `host` in turn."""
     loop = asyncio.get_running_loop()
-    if ssl_context is not None:
-        transport, protocol = await loop.create_connection(
-            _Protocol, host, port, ssl=ssl_context, server_hostname=host
-        )
-        return TLSConnection(transport, protocol)  # type: ignore[arg-type]
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    cache = addresses or AddressCache()
+    infos = await cache.lookup(host, port)
     error: OSError = OSError(f"cannot resolve {host}")
-    for family, kind, proto, _, address in infos:
+    for info in infos:
+        family, kind, proto, _, address = info
         sock = socket.socket(family, kind, proto)
         sock.setblocking(False)
         try:
@@ -166,7 +232,18 @@ async def connect(
         except BaseException:
             sock.close()
             raise
+        cache.worked(info)
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return SocketConnection(sock)
+        if ssl_context is None:
+            return SocketConnection(sock)
+        try:
+            transport, protocol = await loop.create_connection(
+                _Protocol, sock=sock, ssl=ssl_context, server_hostname=host
+            )
+        except BaseException:
+            sock.close()
+            raise
+        return TLSConnection(transport, protocol)  # type: ignore[arg-type]
+    cache.forget()
     raise error

@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable
 
 from .http import describe_error
-from .proxy import LocalTarget, PoolSocketProxy, ProxyObserver
+from .proxy import PoolSocketProxy
 from .registration import Registration
+from .target import LocalTarget, ProxyObserver
 
 # A relay that does not accept a pool connection in this time counts as unreachable.
 CONNECT_TIMEOUT_S = 5.0

@@ -3,25 +3,33 @@
 The relay writes plain HTTP/1.1 requests on a pool socket and may reuse it for many
 sequential requests (keep-alive, never pipelined). Both sides go through h11, so every
 request is framed: `--local-host` rewrites the Host header of each request and never
-touches a body. Each request gets a fresh connection to the local app. After a 101 the
-two sockets are spliced raw until either side closes; the pool socket is then closed.
+touches a body. After a 101 the two sockets are spliced raw until either side closes;
+the pool socket is then closed.
+
+Speed: each pool socket keeps one keep-alive connection to the local app and reopens it
+lazily. A request that finds the kept connection dead (the app closed it while idle)
+before any byte of an answer is sent again on a fresh connection when that is possible:
+it has no body, or all of its body is still held. A request whose body is all here is
+proxied inline; only a body still streaming in gets a task of its own, and the pool
+socket is watched by a task only when the app is slow to answer. Writes to the pool
+socket are gathered until the next wait, so a small answer leaves in one write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
-import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import Any
 
 import h11
 
 from .http import describe_error
 from .local import LocalConnection, connect
+from .target import LocalTarget, ProxyObserver, RequestLog, error_response, rewrite_host
+
+__all__ = ["LocalTarget", "PoolSocketProxy", "ProxyObserver", "RequestLog", "rewrite_host"]
 
 # Read size on both sides: big enough for throughput, small enough to bound memory.
 CHUNK_BYTES = 128 * 1024
@@ -37,38 +45,15 @@ LOCAL_CONNECT_TIMEOUT_S = 5.0
 LOCAL_IDLE_TIMEOUT_S = 300.0
 # Longest silence from the relay in the middle of a request body.
 POOL_IDLE_TIMEOUT_S = 60.0
+# An answer slower than this gets a task that watches the pool socket, so a relay that
+# gives up is noticed at once; faster answers (nearly all) are awaited inline.
+WATCH_POOL_AFTER_S = 0.1
+# Body bytes kept while a request may have to be sent again on a fresh connection (the
+# kept one turned out dead). A bigger upload on a dead connection is a 502. At least two
+# pool reads, so a body that arrived with its head is always kept.
+REPLAY_MAX_BYTES = 2 * CHUNK_BYTES
 # Response headers that describe the local connection, not the pool socket.
 _LOCAL_ONLY_RESPONSE_HEADERS = frozenset({b"connection", b"keep-alive", b"proxy-connection"})
-
-
-@dataclass(frozen=True)
-class LocalTarget:
-    """Where requests go: `host:port`, optionally over TLS, with an optional Host rewrite."""
-
-    host: str = "localhost"
-    port: int = 80
-    host_header: str | None = None  # --local-host: the Host value each request gets
-    ssl_context: ssl.SSLContext | None = None
-
-    @property
-    def label(self) -> str:
-        scheme = "https" if self.ssl_context else "http"
-        return f"{scheme}://{self.host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class RequestLog:
-    method: str
-    target: str
-    status: int
-    duration_s: float
-
-
-class ProxyObserver(Protocol):
-    def request_done(self, log: RequestLog) -> None: ...
-    def local_unreachable(self, reason: str) -> None: ...
-    def local_reachable(self) -> None: ...
-    def count_bytes(self, received: int, sent: int) -> None: ...
 
 
 class _PoolClosed(Exception):
@@ -84,31 +69,33 @@ class _LocalFailed(Exception):
         self.status = status
 
 
-def rewrite_host(headers: list[tuple[bytes, bytes]], host: str | None) -> list[tuple[bytes, bytes]]:
-    """The request headers with every Host value replaced by `host` (unchanged if None)."""
-    if host is None:
-        return headers
-    value = host.encode("idna" if not host.isascii() else "ascii")
-    return [(name, value if name.lower() == b"host" else v) for name, v in headers]
+# RFC 9110 section 9.2.2: a request is sent again automatically only when repeating it is
+# harmless (as Go's HTTP client does): an idempotent method, or an Idempotency-Key header.
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+_IDEMPOTENCY_KEYS = frozenset({b"idempotency-key", b"x-idempotency-key"})
 
 
-def error_response(status: int, reason: str, target: LocalTarget) -> tuple[h11.Response, bytes]:
-    """The response the client writes itself when the local app fails the visitor."""
-    title = {502: "502 Bad Gateway", 504: "504 Gateway Timeout"}.get(status, str(status))
-    body = (
-        f"<!doctype html><html><head><title>{title}</title></head><body>"
-        f"<h1>{title}</h1><p>The tunnel is up, but the local app at "
-        f"<code>{html.escape(target.label)}</code> did not answer: {html.escape(reason)}.</p>"
-        "<p>Start the app (or check <code>--port</code>/<code>--local-host</code>) "
-        "and reload.</p></body></html>\n"
-    ).encode()
-    headers = [
-        (b"content-type", b"text/html; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
-        (b"x-tunnelsite-client-error", b"local-app-unreachable"),
-    ]
-    return h11.Response(status_code=status, headers=headers, reason=title[4:]), body
+def may_resend(request: h11.Request) -> bool:
+    if request.method in _IDEMPOTENT:
+        return True
+    return any(name in _IDEMPOTENCY_KEYS for name, _ in request.headers)
+
+
+class _Upload:
+    """A request body as read from the pool socket so far."""
+
+    def __init__(self) -> None:
+        self.first = bytearray()  # what came with the head: goes out with it
+        self.held: bytearray | None = bytearray()  # all of it, while it may be sent again
+        self.complete = False
+        self.trailers: list[tuple[bytes, bytes]] = []
+
+    def hold(self, data: bytes) -> None:
+        if self.held is not None:
+            if len(self.held) + len(data) > REPLAY_MAX_BYTES:
+                self.held = None
+            else:
+                self.held += data
 
 
 class PoolSocketProxy:
@@ -127,6 +114,12 @@ class PoolSocketProxy:
         self.observer = observer
         self.pool = h11.Connection(h11.SERVER, max_incomplete_event_size=POOL_MAX_HEADER_BYTES)
         self.requests = 0
+        # The kept connection to the local app and its parser (None: open one when needed).
+        self.local: LocalConnection | None = None
+        self.local_h11: h11.Connection | None = None
+        self._out: list[bytes] = []  # bytes for the pool socket, written at the next wait
+        self._watch: asyncio.Task[None] | None = None  # reads the pool while the app is slow
+        self._answered = False  # a byte of the app's answer to this request has arrived
 
     async def run(self) -> None:
         """Answer requests until the relay closes the socket or it cannot be reused."""
@@ -144,6 +137,7 @@ class PoolSocketProxy:
         except (_PoolClosed, h11.ProtocolError, OSError, TimeoutError):
             return
         finally:
+            self._close_local()
             self.writer.close()
 
     # -- the pool side ----------------------------------------------------------------
@@ -161,9 +155,15 @@ class PoolSocketProxy:
             self.observer.count_bytes(len(data), 0)
             self.pool.receive_data(data)
 
-    async def _send_pool(self, event: h11.Event) -> None:
+    def _queue(self, event: h11.Event) -> None:
         data = self.pool.send(event)
         if data:
+            self._out.append(data)
+
+    async def _flush(self) -> None:
+        if self._out:
+            data = b"".join(self._out)
+            self._out.clear()
             self.writer.write(data)
             self.observer.count_bytes(0, len(data))
             await self.writer.drain()
@@ -175,70 +175,210 @@ class PoolSocketProxy:
             if isinstance(event, h11.ConnectionClosed):
                 raise _PoolClosed()
 
-    async def _answer_with_error(self, request: h11.Request, error: _LocalFailed) -> bool:
+    async def _watch_pool(self) -> None:
+        """While the app works on an answer, notice the relay giving up (closing the
+        socket). Bytes that arrive meanwhile go to h11, so none are lost."""
+        data = await self.reader.read(CHUNK_BYTES)
+        if not data:
+            raise _PoolClosed()
+        self.observer.count_bytes(len(data), 0)
+        self.pool.receive_data(data)
+
+    async def _stop_watch(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            await _cancel(watch)  # its outcome, if any, was already acted on
+
+    async def _answer_with_error(self, error: _LocalFailed) -> bool:
         self.observer.local_unreachable(error.reason)
+        await self._stop_watch()
         if self.pool.our_state is not h11.SEND_RESPONSE:
             return False  # part of a response is already out: only closing is honest
         response, body = error_response(error.status, error.reason, self.target)
         await self._drain_request_body()
-        await self._send_pool(response)
-        await self._send_pool(h11.Data(data=body))
-        await self._send_pool(h11.EndOfMessage())
+        self._queue(response)
+        self._queue(h11.Data(data=body))
+        self._queue(h11.EndOfMessage())
+        await self._flush()
         return True
+
+    # -- the local side ----------------------------------------------------------------
+
+    async def _local_connection(self) -> tuple[LocalConnection, h11.Connection, bool]:
+        """The kept connection if it is still good, else a new one; True if kept."""
+        if self.local is not None and self.local_h11 is not None:
+            if self.local.reusable():
+                return self.local, self.local_h11, True
+            self._close_local()
+        target = self.target
+        try:
+            async with asyncio.timeout(LOCAL_CONNECT_TIMEOUT_S):
+                conn = await connect(target.host, target.port, target.ssl_context, target.addresses)
+        except TimeoutError as exc:
+            raise _LocalFailed(f"no connection within {LOCAL_CONNECT_TIMEOUT_S:g} s") from exc
+        except OSError as exc:  # ssl.SSLError is an OSError too
+            raise _LocalFailed(describe_error(exc)) from exc
+        self.observer.local_reachable()
+        local = h11.Connection(h11.CLIENT, max_incomplete_event_size=LOCAL_MAX_HEADER_BYTES)
+        self.local, self.local_h11 = conn, local
+        return conn, local, False
+
+    def _close_local(self) -> None:
+        conn, self.local, self.local_h11 = self.local, None, None
+        if conn is not None:
+            conn.close()
+
+    async def _local_read(self, conn: LocalConnection) -> bytes:
+        try:
+            return await conn.read(CHUNK_BYTES)
+        except OSError as exc:
+            raise _LocalFailed(exc.strerror or str(exc)) from exc
+
+    async def _read_local(self, conn: LocalConnection, sender: asyncio.Task[None] | None) -> bytes:
+        """The next bytes from the app. Meanwhile the pump sends the rest of the upload,
+        or, once it is sent and the app is slow, a task watches the pool socket."""
+        if (sender is None or sender.done()) and self._watch is None:
+            if sender is not None:
+                sender.result()  # the upload failed: _PoolClosed, a timeout, bad HTTP
+            try:
+                async with asyncio.timeout(WATCH_POOL_AFTER_S):
+                    return await self._local_read(conn)
+            except TimeoutError:
+                pass  # a slow answer: wait on, now watching the pool socket too
+        reading = asyncio.ensure_future(self._local_read(conn))
+        try:
+            async with asyncio.timeout(LOCAL_IDLE_TIMEOUT_S) as idle:
+                while not reading.done():
+                    other: asyncio.Task[None] | None = None
+                    if sender is not None and not sender.done():
+                        other = sender
+                    else:
+                        if sender is not None:
+                            sender.result()
+                        if self._watch is None:
+                            self._watch = asyncio.create_task(self._watch_pool())
+                        if self._watch.done():
+                            self._watch.result()  # raises _PoolClosed; else data came
+                        else:
+                            other = self._watch
+                    waiting = {reading} if other is None else {reading, other}
+                    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                    if other is not None and other.done() and other is self._watch:
+                        other.result()
+                return reading.result()
+        except TimeoutError as exc:
+            if idle.expired():
+                raise _LocalFailed("no answer in time", status=504) from exc
+            raise
+        finally:
+            await _cancel(reading)  # safe: a read that is cancelled consumes nothing
+
+    async def _next_local_event(
+        self,
+        conn: LocalConnection,
+        local: h11.Connection,
+        upload: _Upload,
+        sender: asyncio.Task[None] | None,
+    ) -> h11.Event:
+        while True:
+            try:
+                event = local.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise _LocalFailed(f"bad HTTP from the local app ({exc})") from exc
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]
+            await self._flush()  # what the app said so far goes out before we wait
+            data = await self._read_local(conn, sender)
+            if data and not self._answered:
+                self._answered = True
+                upload.held = None  # the app has answered: never send this request again
+            local.receive_data(data)
 
     # -- one exchange ------------------------------------------------------------------
 
     async def _exchange(self, request: h11.Request) -> bool:
         """Proxy one request; True when the pool socket may carry another one."""
         started = time.monotonic()
-        method = request.method.decode("ascii", "replace")
-        path = request.target.decode("ascii", "replace")
         status = 0
-        conn: LocalConnection | None = None
+        headers = rewrite_host(list(request.headers.raw_items()), self.target.host_header)
+        outgoing = h11.Request(method=request.method, target=request.target, headers=headers)
+        upload = _Upload()
+        while True:  # the body that came with the head
+            event = self.pool.next_event()
+            if isinstance(event, h11.Data):
+                upload.first += event.data
+                upload.hold(event.data)
+            else:
+                if isinstance(event, h11.EndOfMessage):
+                    upload.complete = True
+                    upload.trailers = list(event.headers.raw_items())
+                break
         try:
             try:
-                conn = await self._open_local()
+                status = await self._send_and_relay(outgoing, upload)
             except _LocalFailed as error:
                 status = error.status
-                return await self._answer_with_error(request, error)
-            self.observer.local_reachable()
-            local = h11.Connection(h11.CLIENT, max_incomplete_event_size=LOCAL_MAX_HEADER_BYTES)
-            headers = rewrite_host(list(request.headers.raw_items()), self.target.host_header)
-            outgoing = h11.Request(method=request.method, target=request.target, headers=headers)
-            conn.write(local.send(outgoing))
-            sender = asyncio.create_task(self._pump_request_body(local, conn))
-            try:
-                status = await self._pump_response(local, conn, sender)
-            except _LocalFailed as error:
-                status = error.status
-                sender.cancel()
-                with contextlib.suppress(asyncio.CancelledError, _LocalFailed, OSError):
-                    await sender
-                return await self._answer_with_error(request, error)
-            finally:
-                if not sender.done():
-                    sender.cancel()
-                    with contextlib.suppress(BaseException):
-                        await sender
+                self._close_local()
+                return await self._answer_with_error(error)
             return status != 101
         finally:
-            if conn is not None:
-                conn.close()
+            await self._stop_watch()
+            self._out.clear()  # unsent only when the exchange failed: the socket closes
             if status:
+                method = request.method.decode("ascii", "replace")
+                path = request.target.decode("ascii", "replace")
                 duration = time.monotonic() - started
                 self.observer.request_done(RequestLog(method, path, status, duration))
 
-    async def _open_local(self) -> LocalConnection:
-        target = self.target
-        try:
-            async with asyncio.timeout(LOCAL_CONNECT_TIMEOUT_S):
-                return await connect(target.host, target.port, target.ssl_context)
-        except TimeoutError as exc:
-            raise _LocalFailed(f"no connection within {LOCAL_CONNECT_TIMEOUT_S:g} s") from exc
-        except OSError as exc:  # ssl.SSLError is an OSError too
-            raise _LocalFailed(describe_error(exc)) from exc
+    async def _send_and_relay(self, outgoing: h11.Request, upload: _Upload) -> int:
+        """Send the request to the app and its answer to the pool socket; the status.
+        On a kept connection found dead before any answer, once more on a fresh one, when the
+        request may be repeated without harm."""
+        if not may_resend(outgoing):
+            upload.held = None
+        for attempt in (0, 1):
+            conn, local, kept = await self._local_connection()
+            data = bytearray(local.send(outgoing))
+            body = upload.first if attempt == 0 else upload.held
+            if body:
+                data += local.send(h11.Data(data=bytes(body)))
+            if upload.complete:
+                data += local.send(h11.EndOfMessage(headers=upload.trailers))
+            if not kept:
+                upload.held = None  # a fresh connection is never tried again
+            self._answered = False
+            sender: asyncio.Task[None] | None = None
+            try:
+                conn.write(bytes(data))
+                if upload.complete:
+                    try:
+                        await conn.drain()
+                    except OSError as exc:
+                        raise _LocalFailed(describe_error(exc)) from exc
+                else:  # the rest of the body streams in: send it while the app answers
+                    sender = asyncio.create_task(self._pump_request_body(local, conn, upload))
+                status = await self._relay_response(conn, local, upload, sender)
+            except _LocalFailed as error:
+                again = kept and error.status == 502 and not self._answered
+                if attempt or not again or upload.held is None:
+                    raise
+                self._close_local()
+                continue
+            finally:
+                if sender is not None:
+                    await _cancel(sender)
+            if status == 101:
+                return status
+            if local.our_state is h11.DONE and local.their_state is h11.DONE:
+                local.start_next_cycle()  # keep the connection for the next request
+            else:
+                self._close_local()  # the app closes it, or the upload was cut short
+            return status
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _pump_request_body(self, local: h11.Connection, writer: LocalConnection) -> None:
+    async def _pump_request_body(
+        self, local: h11.Connection, writer: LocalConnection, upload: _Upload
+    ) -> None:
         """Copy the request body pool -> local. A local app that stops reading early (it
         answered already) makes us drop the rest, so the pool socket stays in step."""
         local_ok = True
@@ -250,6 +390,11 @@ class PoolSocketProxy:
             event = await self._next_pool_event()
             if isinstance(event, h11.ConnectionClosed):
                 raise _PoolClosed()
+            if isinstance(event, h11.Data):
+                upload.hold(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                upload.complete = True
+                upload.trailers = list(event.headers.raw_items())
             if writer.is_closing():
                 local_ok = False
             if not local_ok:
@@ -261,114 +406,60 @@ class PoolSocketProxy:
                     writer.write(local.send(event))
                     await writer.drain()
                 elif isinstance(event, h11.EndOfMessage):
-                    writer.write(local.send(h11.EndOfMessage(headers=event.headers)))
+                    writer.write(local.send(h11.EndOfMessage(headers=upload.trailers)))
                     await writer.drain()
                     return
             except (OSError, h11.LocalProtocolError):
                 local_ok = False
 
-    async def _next_local_event(self, local: h11.Connection, reader: LocalConnection) -> h11.Event:
-        while True:
-            try:
-                event = local.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise _LocalFailed(f"bad HTTP from the local app ({exc})") from exc
-            if event is not h11.NEED_DATA:
-                return event  # type: ignore[return-value]
-            try:
-                async with asyncio.timeout(LOCAL_IDLE_TIMEOUT_S):
-                    data = await reader.read(CHUNK_BYTES)
-            except TimeoutError as exc:
-                raise _LocalFailed("no answer in time", status=504) from exc
-            except OSError as exc:
-                raise _LocalFailed(exc.strerror or str(exc)) from exc
-            local.receive_data(data)
-
-    async def _pump_response(
+    async def _relay_response(
         self,
-        local: h11.Connection,
         conn: LocalConnection,
-        sender: asyncio.Task[None],
+        local: h11.Connection,
+        upload: _Upload,
+        sender: asyncio.Task[None] | None,
     ) -> int:
         """Copy the response local -> pool; returns its status."""
         status = 0
-        watch: asyncio.Task[None] | None = None
-        waiter: asyncio.Future[h11.Event] | None = None
-        try:
-            while True:
-                if waiter is None:
-                    waiter = asyncio.ensure_future(self._next_local_event(local, conn))
-                if not sender.done():
-                    others = {sender}
-                else:
-                    if watch is None:
-                        watch = asyncio.create_task(self._watch_pool())
-                    others = set() if watch.done() else {watch}
-                await asyncio.wait({waiter, *others}, return_when=asyncio.FIRST_COMPLETED)
-                for task in others:
-                    if task.done() and task.exception() is not None:
-                        waiter.cancel()
-                        with contextlib.suppress(BaseException):
-                            await waiter
-                        raise task.exception()  # type: ignore[misc]
-                if not waiter.done():
-                    continue  # the request is sent: now also watch the pool socket
-                event, waiter = waiter.result(), None
-                if isinstance(event, h11.InformationalResponse):
-                    if event.status_code == 101:
+        while True:
+            event = await self._next_local_event(conn, local, upload, sender)
+            if isinstance(event, h11.InformationalResponse):
+                if event.status_code == 101:
+                    if sender is not None:
                         await sender  # the upgrade request has no body; it is complete now
-                        if watch is not None:
-                            watch.cancel()  # the splice reads the pool socket from now on
-                            with contextlib.suppress(asyncio.CancelledError):
-                                await watch
-                        await self._send_pool(event)
-                        await self._splice(local, conn)
-                        return 101
-                    await self._send_pool(event)
-                elif isinstance(event, h11.Response):
-                    status = event.status_code
-                    headers = [
-                        (n, v)
-                        for n, v in event.headers.raw_items()
-                        if n.lower() not in _LOCAL_ONLY_RESPONSE_HEADERS
-                    ]
-                    await self._send_pool(
-                        h11.Response(status_code=status, headers=headers, reason=event.reason)
-                    )
-                elif isinstance(event, h11.Data):
-                    if status == 0:
-                        raise _LocalFailed("body before headers")
-                    await self._send_pool(event)
-                elif isinstance(event, h11.EndOfMessage):
+                    await self._stop_watch()  # the splice reads the pool socket from now on
+                    self._queue(event)
+                    await self._flush()
+                    await self._splice(local, conn)
+                    return 101
+                self._queue(event)
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                headers = [
+                    (n, v)
+                    for n, v in event.headers.raw_items()
+                    if n.lower() not in _LOCAL_ONLY_RESPONSE_HEADERS
+                ]
+                self._queue(h11.Response(status_code=status, headers=headers, reason=event.reason))
+            elif isinstance(event, h11.Data):
+                if status == 0:
+                    raise _LocalFailed("body before headers")
+                self._queue(event)
+            elif isinstance(event, h11.EndOfMessage):
+                if sender is not None:
                     async with asyncio.timeout(POOL_IDLE_TIMEOUT_S):
                         if sender.done():
                             await sender
                         else:
                             # The app answered before reading the whole upload: stop
                             # sending it, and read the rest off the pool socket.
-                            sender.cancel()
-                            with contextlib.suppress(asyncio.CancelledError, OSError):
-                                await sender
+                            await _cancel(sender)
                             await self._drain_request_body()
-                    await self._send_pool(h11.EndOfMessage())
-                    return status
-                elif isinstance(event, h11.ConnectionClosed):
-                    raise _LocalFailed("the local app closed the connection without answering")
-        finally:
-            for task in (watch, waiter):  # never leave a read pending on a closing socket
-                if task is not None and not task.done():
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
-
-    async def _watch_pool(self) -> None:
-        """While the app works on an answer, notice the relay giving up (closing the
-        socket). Bytes that arrive meanwhile go to h11, so none are lost."""
-        data = await self.reader.read(CHUNK_BYTES)
-        if not data:
-            raise _PoolClosed()
-        self.observer.count_bytes(len(data), 0)
-        self.pool.receive_data(data)
+                self._queue(h11.EndOfMessage())
+                await self._flush()
+                return status
+            elif isinstance(event, h11.ConnectionClosed):
+                raise _LocalFailed("the local app closed the connection without answering")
 
     async def _splice(self, local: h11.Connection, conn: LocalConnection) -> None:
         """After a 101: raw bytes both ways until either side closes."""
@@ -392,6 +483,21 @@ class PoolSocketProxy:
             for task in (up, down):
                 task.cancel()
             await asyncio.gather(up, down, return_exceptions=True)
+
+
+async def _cancel(task: asyncio.Future[Any]) -> None:
+    """Cancel `task` and wait for it to end. Its own error is dropped (the caller has acted
+    on it, or no longer cares); a cancellation of the caller is not."""
+    if not task.done():
+        task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+    except Exception:
+        pass
 
 
 async def _copy(

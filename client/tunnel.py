@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 
 from .backoff import MAX_DELAY_S, delay_for
 from .pool import Pool
-from .proxy import LocalTarget, RequestLog
 from .registration import (
     Registration,
     RegistrationError,
@@ -24,6 +23,7 @@ from .registration import (
     register,
     release,
 )
+from .target import LocalTarget, RequestLog
 
 log = logging.getLogger("client")
 T = TypeVar("T")

@@ -279,3 +279,107 @@ def test_an_app_that_answers_and_closes_without_reading_the_upload_still_gets_it
             return await _exchange_raw(requests, target, Observer())
 
     assert asyncio.run(main()) == [(413, b"big!"), (413, b"big!")]
+
+
+async def _counting_server(
+    connections: list[list[bytes]], close_on_second: bool = False
+) -> asyncio.Server:
+    """A keep-alive app that records the requests of each connection (head + body).
+    With `close_on_second`, it closes a connection as the second request on it arrives,
+    unanswered: an app that timed out an idle connection just as it was reused."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen: list[bytes] = []
+        connections.append(seen)
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    return
+                if close_on_second and seen:
+                    return
+                fields = dict(
+                    line.split(": ", 1)
+                    for line in head.decode("latin-1").split("\r\n")[1:]
+                    if ": " in line
+                )
+                body = await reader.readexactly(int(fields.get("Content-Length", "0")))
+                seen.append(head + body)
+                answer = b"conn %d req %d" % (len(connections), len(seen))
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer)
+                )
+                await writer.drain()
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+def test_requests_on_a_pool_socket_share_one_kept_alive_local_connection():
+    connections: list[list[bytes]] = []
+    requests = [
+        b"GET /a HTTP/1.1\r\nHost: n\r\n\r\n",
+        b"POST /b HTTP/1.1\r\nHost: n\r\nContent-Length: 3\r\n\r\nabc",
+        b"GET /c HTTP/1.1\r\nHost: n\r\n\r\n",
+    ]
+
+    async def main() -> list[tuple[int, bytes]]:
+        server = await _counting_server(connections)
+        target = LocalTarget(host="127.0.0.1", port=server.sockets[0].getsockname()[1])
+        async with server:
+            return await _exchange_raw(requests, target, Observer())
+
+    assert asyncio.run(main()) == [
+        (200, b"conn 1 req 1"),
+        (200, b"conn 1 req 2"),
+        (200, b"conn 1 req 3"),
+    ]
+    assert len(connections) == 1
+
+
+def test_a_kept_connection_the_app_drops_as_it_is_reused_costs_the_visitor_nothing():
+    connections: list[list[bytes]] = []
+    requests = [
+        b"GET /a HTTP/1.1\r\nHost: n\r\n\r\n",
+        b"GET /b HTTP/1.1\r\nHost: n\r\n\r\n",
+        b"PUT /c HTTP/1.1\r\nHost: n\r\nContent-Length: 5\r\n\r\nhello",
+    ]
+    observer = Observer()
+
+    async def main() -> list[tuple[int, bytes]]:
+        server = await _counting_server(connections, close_on_second=True)
+        target = LocalTarget(host="127.0.0.1", port=server.sockets[0].getsockname()[1])
+        async with server:
+            return await _exchange_raw(requests, target, observer)
+
+    assert asyncio.run(main()) == [
+        (200, b"conn 1 req 1"),
+        (200, b"conn 2 req 1"),
+        (200, b"conn 3 req 1"),
+    ]
+    # Each request was sent once more on a fresh connection, body and all.
+    assert [seen[0].split(b" ", 2)[1] for seen in connections] == [b"/a", b"/b", b"/c"]
+    assert connections[2][0].endswith(b"\r\n\r\nhello")
+    assert observer.unreachable == []
+
+
+def test_a_post_is_never_sent_twice_when_a_kept_connection_drops():
+    """RFC 9110 section 9.2.2: the app may have acted on it; the visitor gets a 502 instead."""
+    connections: list[list[bytes]] = []
+    requests = [
+        b"GET /a HTTP/1.1\r\nHost: n\r\n\r\n",
+        b"POST /pay HTTP/1.1\r\nHost: n\r\nContent-Length: 5\r\n\r\nhello",
+    ]
+
+    async def main() -> list[tuple[int, bytes]]:
+        server = await _counting_server(connections, close_on_second=True)
+        target = LocalTarget(host="127.0.0.1", port=server.sockets[0].getsockname()[1])
+        async with server:
+            return await _exchange_raw(requests, target, Observer())
+
+    answers = asyncio.run(main())
+    assert answers[0] == (200, b"conn 1 req 1")
+    assert answers[1][0] == 502
+    assert len(connections) == 1  # no second connection carried the POST again

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h11
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,7 +18,7 @@ from client.cli import EXIT_USAGE, UsageError, exit_code_for, main, parse_settin
 from client.config import Login, delete_login, load_login, login_path, save_login
 from client.display import human_bytes, request_line
 from client.http import Answer, split_userinfo
-from client.proxy import RequestLog
+from client.proxy import RequestLog, may_resend
 from client.registration import (
     MAX_POOL_SOCKETS,
     _real_status,
@@ -244,3 +245,21 @@ def test_the_client_imports_nothing_from_the_server():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "expected"),
+    [
+        (b"GET", [], True),
+        (b"PUT", [], True),
+        (b"DELETE", [], True),
+        (b"POST", [], False),
+        (b"PATCH", [], False),
+        (b"POST", [(b"Idempotency-Key", b"abc")], True),
+    ],
+)
+def test_only_requests_that_are_safe_to_repeat_are_sent_again(
+    method: bytes, headers: list[tuple[bytes, bytes]], expected: bool
+) -> None:
+    request = h11.Request(method=method, target="/", headers=[(b"host", b"x"), *headers])
+    assert may_resend(request) is expected
