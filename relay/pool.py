@@ -31,6 +31,24 @@ class PoolError(Exception):
 
 
 class PoolConnection(asyncio.Protocol):
+    # Slots, not a __dict__: an idle tunnel holds ten of these (a few KB per tunnel).
+    __slots__ = (
+        "tunnel",
+        "transport",
+        "peer_ip",
+        "_h11",
+        "_max_head_bytes",
+        "busy",
+        "closed",
+        "_inbox",
+        "_inbox_bytes",
+        "_eof",
+        "_reading_paused",
+        "_data_waiter",
+        "_write_paused",
+        "_drain_waiter",
+    )
+
     def __init__(self, tunnel: Tunnel, max_head_bytes: int) -> None:
         self.tunnel = tunnel
         self.transport: asyncio.Transport | None = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -34,7 +33,7 @@ class NoSocket(Exception):
         self.retry_after = retry_after
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Tunnel:
     name: str
     owner: str  # "ip:<addr>" for anonymous tunnels, "user:<id>" for token holders
@@ -49,7 +48,9 @@ class Tunnel:
     quota: Quota | None = None  # issue 4: plan limits (relay/limits.py); None: no limits
     connections: set[PoolConnection] = field(default_factory=set)
     idle: list[PoolConnection] = field(default_factory=list)
-    waiters: deque[asyncio.Future[PoolConnection]] = field(default_factory=deque)
+    # A list, not a deque: an empty deque costs 760 bytes per tunnel, and the queue is
+    # bounded by RELAY_MAX_WAITERS, so popping from the front stays cheap.
+    waiters: list[asyncio.Future[PoolConnection]] = field(default_factory=list)
     opened_at: float = field(default_factory=time.time)
     last_activity: float = field(default_factory=time.monotonic)
     offline_since: float | None = field(default_factory=time.monotonic)
@@ -150,7 +151,7 @@ class Tunnel:
             return
         conn.busy = False
         while self.waiters:
-            waiter = self.waiters.popleft()
+            waiter = self.waiters.pop(0)
             if not waiter.done():
                 conn.busy = True
                 waiter.set_result(conn)
@@ -174,7 +175,7 @@ class Tunnel:
         self.connections.clear()
         self.idle.clear()
         while self.waiters:
-            waiter = self.waiters.popleft()
+            waiter = self.waiters.pop(0)
             if not waiter.done():
                 waiter.set_exception(NoSocket(503, f"The tunnel {self.name} was closed."))
 
