@@ -25,6 +25,8 @@ from twisted.internet import reactor
 from twisted.web import http
 
 from relay.flow import Flow
+from relay.protocol import tunnel_name_from_host
+from relay.registry import get_registry
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +102,12 @@ class RelayWebRequest(WebRequest):
         if self.relay_flow is not None:
             self.relay_flow.disconnected()
 
+    def handleContentChunk(self, data: bytes) -> None:  # noqa: N802
+        channel = self.channel
+        if isinstance(channel, RelayHTTPChannel) and channel.body_over_limit(len(data)):
+            return
+        super().handleContentChunk(data)
+
 
 class RelayHTTPChannel(http.HTTPChannel):
     """Twisted's HTTP channel with the relay's limits and clear answers when they bite.
@@ -119,6 +127,8 @@ class RelayHTTPChannel(http.HTTPChannel):
             settings.RELAY_MAX_HEADER_BYTES, settings.RELAY_MAX_REQUEST_LINE_BYTES
         )
         self._rejected = False
+        self._body_limit = 0  # bytes allowed in the current request's body; 0: no limit
+        self._body_seen = 0
         self._head_deadline: Any = None  # a Twisted DelayedCall while a head is awaited
         self._head_started = False  # bytes of the awaited head have arrived
 
@@ -229,7 +239,31 @@ class RelayHTTPChannel(http.HTTPChannel):
         if problem:
             self._refuse(400, "Bad Request", problem)
             return
+        # A body over the limit is refused before it is read: Twisted would otherwise spool
+        # all of it to disk first. Returning here also skips Twisted's 100 Continue.
+        self._body_limit = _body_limit_for(self.requests[-1])
+        self._body_seen = 0
+        if self._body_limit and self.length is not None and self.length > self._body_limit:
+            self._refuse_body()
+            return
         super().allHeadersReceived()
+
+    def body_over_limit(self, size: int) -> bool:
+        """Count body bytes as they arrive (chunked bodies have no length up front)."""
+        if self._rejected:
+            return True
+        self._body_seen += size
+        if self._body_limit and self._body_seen > self._body_limit:
+            self._refuse_body()
+            return True
+        return False
+
+    def _refuse_body(self) -> None:
+        self._refuse(
+            413,
+            "Content Too Large",
+            f"The request body is larger than the {self._body_limit} bytes allowed here.",
+        )
 
     def _target_problem(self) -> str:
         """Why the request target cannot be forwarded, or "" (absolute-form is rewritten)."""
@@ -259,6 +293,19 @@ class RelayHTTPChannel(http.HTTPChannel):
             self._refuse(414, "URI Too Long", "The request line is too long.")
         else:
             self._refuse(431, "Request Header Fields Too Large", "A header line is too long.")
+
+
+def _body_limit_for(request: Any) -> int:
+    """RELAY_MAX_BODY_BYTES, or the tunnel's plan limit when that is lower (0: no limit)."""
+    limit: int = settings.RELAY_MAX_BODY_BYTES
+    hosts = request.requestHeaders.getRawHeaders(b"host") or []
+    if len(hosts) == 1:
+        name = tunnel_name_from_host(hosts[0], settings.RELAY_DOMAIN.encode())
+        tunnel = get_registry().get(name) if name else None
+        plan = tunnel.quota.max_body_bytes if tunnel and tunnel.quota else 0
+        if plan and (not limit or plan < limit):
+            limit = plan
+    return limit
 
 
 class RelayHTTPFactory(HTTPFactory):

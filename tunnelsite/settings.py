@@ -117,6 +117,8 @@ RELAY_RESPONSE_TIMEOUT_S = _float("RELAY_RESPONSE_TIMEOUT_S", 60.0, minimum=0.01
 RELAY_MAX_HEADER_BYTES = _int("RELAY_MAX_HEADER_BYTES", 16384, minimum=1024)
 RELAY_MAX_HEADER_COUNT = _int("RELAY_MAX_HEADER_COUNT", 100, minimum=8)
 RELAY_MAX_REQUEST_LINE_BYTES = _int("RELAY_MAX_REQUEST_LINE_BYTES", 8192, minimum=256)
+# Request bodies are spooled to disk before they are forwarded: bound them (0: no limit).
+RELAY_MAX_BODY_BYTES = _int("RELAY_MAX_BODY_BYTES", 1024 * 1024 * 1024)
 # A visitor must send a whole request head within this (slowloris), and a keep-alive
 # connection with nothing to do is closed after the idle time.
 RELAY_HEADER_TIMEOUT_S = _float("RELAY_HEADER_TIMEOUT_S", 10.0, minimum=0.1)
