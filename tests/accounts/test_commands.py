@@ -4,7 +4,7 @@ from io import StringIO
 
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.test import TestCase
+from django.test import TestCase, override_settings
 
 from tunnels import tokens
 from tunnels.auth import authenticate
@@ -71,6 +71,18 @@ class RevokeTokenTests(TestCase):
         run("revoketoken", text)
         row.refresh_from_db()
         self.assertTrue(row.revoked)
+
+    @override_settings(REDIS_URL="")
+    def test_without_redis_it_warns_that_live_tunnels_stay_up(self) -> None:
+        row, _ = make_token(self.owner)
+        _, err = run("revoketoken", row.prefix)
+        self.assertIn("cannot reach a running relay", err)
+
+    @override_settings(REDIS_URL="redis://127.0.0.1:6379/0")
+    def test_with_redis_it_gives_no_such_warning(self) -> None:
+        row, _ = make_token(self.owner)
+        _, err = run("revoketoken", row.prefix)
+        self.assertEqual(err, "")
 
     def test_revoking_twice_says_so(self) -> None:
         row, _ = make_token(self.owner)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from tunnels import tokens
@@ -17,6 +18,14 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, token: str, **_: object) -> None:
         self.stdout.write(self.revoke(token))
+        if not settings.REDIS_URL:
+            # The in-memory channel layer lives inside the relay process: this command
+            # cannot reach it, so the token's live tunnels keep running until they reconnect.
+            self.stderr.write(
+                "Note: without REDIS_URL this command cannot reach a running relay, so the "
+                "token's live tunnels stay up until their clients reconnect (then they are "
+                "refused). To close them now, use Disconnect in the admin or the dashboard."
+            )
 
     def revoke(self, given: str) -> str:
         token = self.find(given)
