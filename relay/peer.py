@@ -32,7 +32,7 @@ from relay.exchange import (
 )
 from relay.flow import Flow
 from relay.hop import HOP_HEADER, sign
-from relay.pool import PoolError
+from relay.pool import PoolError, next_cycle
 from relay.protocol import HOP_BY_HOP
 from relay.ws_proxy import bridge, handshake_request
 
@@ -94,14 +94,7 @@ class PeerConnection:
             self.h11.receive_data(await self.read_raw(timeout))
 
     def reusable(self) -> bool:
-        conn = self.h11
-        if self.stale or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-            return False
-        try:
-            conn.start_next_cycle()
-        except h11.LocalProtocolError:
-            return False
-        return True
+        return not self.stale and next_cycle(self.h11)
 
     def abort(self) -> None:
         self.writer.transport.abort()

@@ -211,21 +211,9 @@ class PoolConnection(asyncio.Protocol):
     def finish_exchange(self) -> bool:
         """Called after a complete response. True when the socket may serve another."""
         self.busy = False
-        conn = self.h11
-        if (
-            self.closed
-            or self._eof
-            or self._inbox
-            or conn.our_state is not h11.DONE
-            or conn.their_state is not h11.DONE
-            or conn.trailing_data[0]
-        ):
+        if self.closed or self._eof or self._inbox:
             return False
-        try:
-            conn.start_next_cycle()
-        except h11.LocalProtocolError:
-            return False
-        return True
+        return next_cycle(self.h11)
 
     def _wake(self) -> None:
         waiter = self._data_waiter
@@ -242,6 +230,20 @@ class PoolConnection(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
             self._data_waiter = None
+
+
+def next_cycle(conn: h11.Connection) -> bool:
+    """Ready `conn` for the next exchange; False unless both sides ended cleanly and
+    nothing arrived past the end (bytes after a response must not reach the next one)."""
+    if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+        return False
+    if conn.trailing_data[0]:
+        return False
+    try:
+        conn.start_next_cycle()
+    except h11.LocalProtocolError:
+        return False
+    return True
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
