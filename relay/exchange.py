@@ -159,7 +159,9 @@ async def stream_response(
             tail = data
             break
         if flow is not None and flow.paused:
-            await flow.writable()
+            # A visitor who stops reading must not hold the pool socket for ever.
+            async with asyncio.timeout(timeout):
+                await flow.writable()
         await send({"type": "http.response.body", "body": data, "more_body": True})
         progress.sent += len(data)
         if event is h11.NEED_DATA:

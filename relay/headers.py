@@ -11,7 +11,9 @@ from relay.protocol import FORWARDED_HEADERS, HOP_BY_HOP
 
 # Requests: hop-by-hop and framing headers are set by the relay itself; `expect` was
 # already answered by the public server, which has the whole body.
-_REQUEST_DROP = HOP_BY_HOP | FORWARDED_HEADERS | {b"expect", b"forwarded"}
+# x-tunnelsite-hop (relay.hop.HOP_HEADER) is the marker between relay nodes: never the
+# visitor's to send, so it is dropped even on a single node.
+_REQUEST_DROP = HOP_BY_HOP | FORWARDED_HEADERS | {b"expect", b"forwarded", b"x-tunnelsite-hop"}
 # Responses keep Content-Length (the public server frames with it); the rest is hop-by-hop.
 _RESPONSE_DROP = HOP_BY_HOP - {b"content-length"}
 
@@ -123,6 +125,11 @@ def _trusted(peer: str) -> bool:
 
 
 def client_ip(scope: Scope) -> str:
+    """The visitor's address (see _client_ip), spelled one way (see normal_ip)."""
+    return normal_ip(_client_ip(scope))
+
+
+def _client_ip(scope: Scope) -> str:
     """The visitor's address: the peer, or the last untrusted hop a trusted proxy names."""
     client = scope.get("client") or ("", 0)
     peer = client[0] or ""
@@ -146,3 +153,14 @@ def _is_address(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def normal_ip(text: str) -> str:
+    """One spelling per address: IPv4-mapped IPv6 folded, IPv6 compressed and lowercase."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)

@@ -20,6 +20,7 @@ from typing import Any
 from django.conf import settings
 
 from relay.asgi_types import ASGIApp, Receive, Scope, Send
+from relay.headers import request_target
 from relay.protocol import tunnel_name_from_host
 
 HOP_HEADER = b"x-tunnelsite-hop"
@@ -31,6 +32,13 @@ HOP_SCOPE_KEY = "tunnelsite.hop"
 
 def _key() -> bytes:
     return hashlib.sha256(b"tunnelsite.hop|" + settings.SECRET_KEY.encode()).digest()
+
+
+def binding(scope: Scope, host: bytes) -> bytes:
+    """What a marker vouches for besides the visitor: this request's method, target and
+    Host, so a captured marker cannot be replayed on a different request."""
+    method = scope.get("method", "GET").encode()
+    return method + b" " + request_target(scope) + b"|" + host
 
 
 def _signature(key: bytes, fields: str, host: bytes) -> str:
@@ -86,7 +94,7 @@ class ClusterGate:
         if marker is not None:
             scope = dict(scope)
             scope["headers"] = [(n, v) for n, v in scope["headers"] if n != HOP_HEADER]
-            client = verify(marker, host or b"") if marker else None
+            client = verify(marker, binding(scope, host or b"")) if marker else None
             if client is not None:
                 scope[HOP_SCOPE_KEY] = True
                 scope["client"] = client

@@ -31,7 +31,7 @@ from relay.exchange import (
     write_request,
 )
 from relay.flow import Flow
-from relay.hop import HOP_HEADER, sign
+from relay.hop import HOP_HEADER, binding, sign
 from relay.pool import PoolError, next_cycle
 from relay.protocol import HOP_BY_HOP
 from relay.ws_proxy import bridge, handshake_request
@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 READ_BYTES = 64 * 1024
 MAX_IDLE_PER_PEER = 32  # kept-alive connections per peer; more are closed after use
 _DROP = HOP_BY_HOP | {b"expect", HOP_HEADER}
+
+
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 class PeerDown(Exception):
@@ -156,7 +159,7 @@ def forward_headers(scope: Scope, node: str) -> tuple[list[tuple[bytes, bytes]],
         if name == b"host":
             host = value
         out.append((name, value))
-    out.append((HOP_HEADER, sign(node, scope.get("client"), host)))
+    out.append((HOP_HEADER, sign(node, scope.get("client"), binding(scope, host))))
     return out, host
 
 
@@ -189,7 +192,8 @@ async def forward_http(
         await send_error(scope, send, 400, f"The request cannot be forwarded: {exc}")
         return
     # Only a request whose body is all in hand may be sent again on a fresh connection.
-    replayable = not first.get("more_body", False)
+    # RFC 9110 section 9.2.2: only a request safe to repeat is retried automatically.
+    replayable = not first.get("more_body", False) and scope["method"] in _IDEMPOTENT
     for attempt in range(2):
         if attempt:
             pool.forget(address)  # one kept-alive connection was stale: so may the rest be

@@ -88,6 +88,10 @@ class Registry:
                         f"The subdomain {requested!r} is in use by another client. "
                         "Pick another name, or leave it out for a random one.",
                     )
+                if existing.session_id is None:  # its first registration is still running
+                    raise RegistrationError(
+                        409, f"The subdomain {requested!r} is being registered; try again."
+                    )
                 return self._reclaim(existing, client_ip)
             name = requested
         else:
@@ -132,7 +136,8 @@ class Registry:
                     ", the most your plan allows. Close one (stop its client) first.",
                 ) from None
         except BaseException:
-            self.tunnels.pop(name, None)
+            if self.tunnels.get(name) is tunnel:
+                del self.tunnels[name]
             tunnel.close("registration failed")
             raise
         self.schedule_expiry(tunnel)
@@ -292,9 +297,20 @@ class Registry:
         return updates
 
     async def flush(self) -> int:
+        closed = list(self._closed_pending)
         updates = self._collect()
         if updates:
-            await database_sync_to_async(store.apply_updates)(updates)
+            try:
+                await database_sync_to_async(store.apply_updates)(updates)
+            except BaseException:
+                # Nothing was written: keep every change for the next flush, or a closed
+                # session would stay live in the database and its name taken for good.
+                ids = {u.id for u in updates}
+                for tunnel in [*self.tunnels.values(), *closed]:
+                    if tunnel.session_id in ids:
+                        tunnel.dirty = True
+                self._closed_pending[:0] = [t for t in closed if t not in self._closed_pending]
+                raise
         return len(updates)
 
     async def shutdown(self, reason: str = "relay stopped") -> None:

@@ -351,11 +351,11 @@ class RelayServer(daphne_server.Server):
         scope["extensions"] = {"tunnelsite.flow": flow, "tunnelsite.body_length": receive.length}
         scope.setdefault("asgi", {"version": "3.0"})
         protocol.content = _NoBody()
+        if protocol not in self.connections:
+            return None
         instance = self.application(
             scope=scope, receive=receive.get, send=partial(self.handle_reply, protocol)
         )
-        if protocol not in self.connections:
-            return None
         task = asyncio.ensure_future(instance)
         self.connections[protocol]["application_instance"] = task
         task.add_done_callback(partial(self._application_done, protocol))

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from relay.headers import normal_ip
 from relay.limits import Quota
 from relay.pool import PoolConnection
 
@@ -186,4 +187,4 @@ def _expire(waiter: asyncio.Future[PoolConnection]) -> None:
 
 
 def _same_ip(a: str, b: str) -> bool:
-    return a.removeprefix("::ffff:") == b.removeprefix("::ffff:")
+    return normal_ip(a) == normal_ip(b)

@@ -27,7 +27,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
-from wsproto.utilities import LocalProtocolError
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from relay import headers as hdrs
 from relay.asgi_types import Receive, Scope, Send
@@ -91,6 +91,10 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, name: str)
     tunnel.last_activity = time.monotonic()
     try:
         await _bridge(scope, receive, send, conn, tunnel)
+    except (PoolError, TimeoutError, LocalProtocolError, RemoteProtocolError) as exc:
+        logger.debug("tunnel %s: websocket failed: %r", tunnel.name, exc)
+        with contextlib.suppress(Exception):
+            await send({"type": "websocket.close", "code": visitor_close_code(1011)})
     finally:
         registry.request_finished()
         conn.abort()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import string
 
@@ -21,6 +22,10 @@ SECRET_BYTES = 24
 SECRET_LENGTH = 32
 _PREFIX_ALPHABET = string.ascii_lowercase + string.digits
 TOKEN_LENGTH = len(TOKEN_MARK) + PREFIX_LENGTH + SECRET_LENGTH
+# What a token made here looks like after `lt_`: the prefix alphabet, then url-safe base64.
+_TOKEN_BODY = re.compile(
+    rf"[{re.escape(_PREFIX_ALPHABET)}]{{{PREFIX_LENGTH}}}[A-Za-z0-9_-]{{{SECRET_LENGTH}}}"
+)
 
 
 def new_prefix() -> str:
@@ -46,6 +51,8 @@ def split(token: str) -> tuple[str, str] | None:
     if len(token) != TOKEN_LENGTH or not token.startswith(TOKEN_MARK):
         return None
     body = token[len(TOKEN_MARK) :]
+    if not _TOKEN_BODY.fullmatch(body):
+        return None  # e.g. a NUL byte, which PostgreSQL would refuse with an error
     return body[:PREFIX_LENGTH], body[PREFIX_LENGTH:]
 
 

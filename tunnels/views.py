@@ -38,6 +38,13 @@ def _error(request: HttpRequest, status: int, message: str) -> JsonResponse:
 
 
 async def _register(request: HttpRequest, requested: str | None) -> HttpResponse:
+    if _from_a_web_page(request):
+        return _error(
+            request,
+            403,
+            "Tunnels are registered by a tunnel client (lt), not by a web page. "
+            "Run `lt --port PORT --host <this relay>`.",
+        )
     requester: Requester = identify(request)
     if requested is not None and not protocol.is_valid_subdomain(requested):
         return _error(
@@ -108,6 +115,15 @@ def _is_reclaim(registry: Registry, requested: str | None, owner: str) -> bool:
 
 def _live_count(registry: Registry, owner: str) -> int:
     return sum(1 for tunnel in registry.tunnels.values() if tunnel.owner == owner)
+
+
+def _from_a_web_page(request: HttpRequest) -> bool:
+    """A browser fetching on behalf of another page: registration is a GET, so without this
+    any page a developer visits could re-register their name from their own address (which
+    owns it) and cut their tunnel's sockets, or use up their quota. Tunnel clients send
+    neither header; a URL typed into the address bar says `Sec-Fetch-Site: none`."""
+    site = request.headers.get("Sec-Fetch-Site")
+    return (site is not None and site != "none") or "Origin" in request.headers
 
 
 @require_GET

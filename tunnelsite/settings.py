@@ -239,6 +239,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"].setdefault(
         "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
     )
+if DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
+    # One thread runs the relay's ORM calls: a database that stops answering must not hold
+    # registrations, flushes and heartbeats behind it for ever.
+    _pg_options = DATABASES["default"].setdefault("OPTIONS", {})
+    _pg_options.setdefault("connect_timeout", 5)
+    _pg_options.setdefault("options", "-c statement_timeout=10000")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")

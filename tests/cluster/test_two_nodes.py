@@ -67,7 +67,7 @@ def test_a_request_with_a_valid_hop_marker_that_misses_is_a_404_not_a_loop(two_n
         (pool,) = client.connect(1)
         wait_until(lambda: _reaches(alpha, client, pool), 5, "alpha to learn the owner")
         host = alpha.host(client.name)
-        marker = sign("bravo", ("127.0.0.1", 1), host.encode()).decode()
+        marker = sign("bravo", ("127.0.0.1", 1), b"GET /|" + host.encode()).decode()
         answer = alpha.get("/", name=client.name, headers=[("X-Tunnelsite-Hop", marker)])
         assert answer.status == 404
     finally:

@@ -9,7 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from relay.cluster import Cluster, parse_address
-from relay.hop import HOP_HEADER, HOP_SCOPE_KEY, ClusterGate, sign, verify
+from relay.hop import HOP_HEADER, HOP_SCOPE_KEY, ClusterGate, binding, sign, verify
 from relay.registry import Registry
 
 HOST = b"quiet-fox-3f9a.localhost:8080"
@@ -35,19 +35,36 @@ def test_a_hop_marker_signed_with_another_secret_does_not_verify():
     assert verify(marker, HOST, now=1000) is None
 
 
+GET_ROOT = b"GET /|" + HOST  # relay.hop.binding of the scope _through_gate builds
+
+
+def test_a_marker_for_one_request_does_not_vouch_for_another():
+    scope = {"method": "DELETE", "path": "/api/tunnels/x", "raw_path": b"/api/tunnels/x"}
+    marker = sign("bravo", ("192.0.2.7", 1), GET_ROOT)
+    assert verify(marker, binding(scope, HOST)) is None
+    assert verify(marker, GET_ROOT) == ("192.0.2.7", 1)
+
+
 def _through_gate(headers: list[tuple[bytes, bytes]]) -> dict:
     seen: dict = {}
 
     async def app(scope, receive, send) -> None:
         seen.update(scope)
 
-    scope = {"type": "http", "path": "/", "headers": headers, "client": ("10.0.0.12", 40000)}
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "headers": headers,
+        "client": ("10.0.0.12", 40000),
+    }
     asyncio.run(ClusterGate(app, lambda: (200, {}))(scope, None, None))
     return seen
 
 
 def test_the_gate_believes_a_valid_marker_and_strips_it():
-    scope = _through_gate([(b"host", HOST), (HOP_HEADER, sign("bravo", ("192.0.2.7", 1), HOST))])
+    marker = sign("bravo", ("192.0.2.7", 1), GET_ROOT)
+    scope = _through_gate([(b"host", HOST), (HOP_HEADER, marker)])
     assert scope[HOP_SCOPE_KEY] is True
     assert scope["client"] == ("192.0.2.7", 1)
     assert scope["headers"] == [(b"host", HOST)]
@@ -61,7 +78,7 @@ def test_the_gate_strips_a_forged_marker_without_believing_it():
 
 
 def test_two_markers_are_both_disbelieved():
-    good = sign("bravo", ("192.0.2.7", 1), HOST)
+    good = sign("bravo", ("192.0.2.7", 1), GET_ROOT)
     scope = _through_gate([(b"host", HOST), (HOP_HEADER, good), (HOP_HEADER, good)])
     assert HOP_SCOPE_KEY not in scope
 

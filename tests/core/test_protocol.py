@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from relay import protocol
+from relay.headers import normal_ip
+from tunnels import tokens
 
 
 @pytest.mark.parametrize("name", ["abcd", "my-app-one", "a1b2c3", "x" * 63, "a" + "-" * 10 + "b"])
@@ -63,3 +65,28 @@ def test_npm_client_keeps_retrying_on_server_errors() -> None:
 )
 def test_public_urls_leave_out_default_ports(scheme: str, port: int, url: str) -> None:
     assert protocol.public_url(scheme, "n4me", "example", port) == url
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("::ffff:127.0.0.1", "127.0.0.1"),
+        ("::FFFF:127.0.0.1", "127.0.0.1"),
+        ("2001:DB8:0:0::1", "2001:db8::1"),
+        ("127.0.0.2", "127.0.0.2"),
+        ("not an address", "not an address"),
+    ],
+)
+def test_addresses_compare_in_one_spelling(text: str, expected: str) -> None:
+    assert normal_ip(text) == expected
+
+
+@pytest.mark.parametrize(
+    "token", ["lt_" + "\x00" * 40, "lt_ABCDEFGH" + "a" * 32, "lt_abcdefgh" + "a" * 31 + "!"]
+)
+def test_a_token_of_the_wrong_shape_is_not_looked_up(token: str) -> None:
+    assert tokens.split(token) is None
+
+
+def test_a_token_of_the_right_shape_splits_into_prefix_and_secret() -> None:
+    assert tokens.split("lt_abcdefgh" + "A_-z" * 8) == ("abcdefgh", "A_-z" * 8)

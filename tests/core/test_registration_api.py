@@ -8,7 +8,9 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Awaitable, Callable
+from unittest import mock
 
+from django.db import OperationalError
 from django.test import AsyncClient, TestCase, override_settings
 
 from relay.registry import get_registry, reset_registry
@@ -142,3 +144,31 @@ class RegistrationApiTests(TestCase):
         response = await self._get("/favicon.ico")
         self.assertEqual(response.status_code, 204)
         self.assertEqual(get_registry().tunnels, {})
+
+    @isolated
+    async def test_a_web_page_cannot_register_or_reclaim_a_name(self) -> None:
+        first = await self._get("/my-app-one")
+        self.assertEqual(first.status_code, 200)
+        for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}):
+            answer = await self._get("/my-app-one", **headers)
+            self.assertEqual(answer.status_code, 403)
+            self.assertIn("tunnel client", answer.json()["message"])
+        typed = await self._get("/my-app-one", **{"Sec-Fetch-Site": "none"})
+        self.assertEqual(typed.status_code, 200)  # a URL typed into the address bar
+
+    @isolated
+    async def test_a_failed_flush_keeps_the_close_for_the_next_one(self) -> None:
+        name = (await self._get("/?new")).json()["id"]
+        tunnel = get_registry().get(name)
+        assert tunnel is not None
+        get_registry().close(tunnel, "client gone")
+        with mock.patch(
+            "relay.registry.store.apply_updates", side_effect=OperationalError("db down")
+        ):
+            with self.assertRaises(OperationalError):
+                await get_registry().flush()
+        self.assertEqual(await get_registry().flush(), 1)
+        session = await Session.objects.aget(subdomain=name)
+        self.assertFalse(session.is_live)
+        again = await self._get(f"/{name}", client=STRANGER)
+        self.assertEqual(again.status_code, 200)  # the name is free, not stuck as live
