@@ -215,10 +215,16 @@ class Registry:
 
     # --- expiry -----------------------------------------------------------------------------
     def schedule_expiry(self, tunnel: Tunnel) -> None:
+        """One timer per tunnel, at the end of its grace period (a flapping client must not
+        pile them up); a socket attaching or the tunnel closing cancels it."""
+        tunnel.cancel_expiry()
         loop = asyncio.get_running_loop()
-        loop.call_later(self.settings.RELAY_GRACE_S, self._expire_if_offline, tunnel)
+        tunnel.expiry = loop.call_later(
+            self.settings.RELAY_GRACE_S, self._expire_if_offline, tunnel
+        )
 
     def _expire_if_offline(self, tunnel: Tunnel) -> None:
+        tunnel.expiry = None
         if tunnel.closed or tunnel.offline_since is None:
             return
         if time.monotonic() - tunnel.offline_since >= self.settings.RELAY_GRACE_S - 0.01:

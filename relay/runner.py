@@ -141,9 +141,6 @@ class RelayRunner:
     # --- end scale-out ------------------------------------------------------------------------
     async def _shutdown(self) -> None:
         registry = get_registry()
-        for task in (self._control, self._sampler):
-            if task is not None:
-                task.cancel()
         try:
             if self.cluster is not None:  # scale-out
                 # Keep listening while requests finish: /healthz says 503 so the balancer
@@ -163,5 +160,10 @@ class RelayRunner:
         except Exception:
             logger.exception("error while shutting down")
         finally:
+            # The control listener runs until the tunnels are closed: while requests drain,
+            # the admin can still disconnect and peers can still ask for a name back.
+            for task in (self._control, self._sampler):
+                if task is not None:
+                    task.cancel()
             self._print("stopped")
             reactor.stop()

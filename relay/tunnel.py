@@ -64,6 +64,7 @@ class Tunnel:
     peak_sockets: int = 0
     dirty: bool = True
     in_flight: int = 0
+    expiry: asyncio.TimerHandle | None = None  # the grace-period timer while offline
 
     # --- pool membership (called by PoolConnection) ----------------------------------------
     def attach(self, conn: PoolConnection) -> bool:
@@ -84,6 +85,7 @@ class Tunnel:
         self.connections.add(conn)
         self.peak_sockets = max(self.peak_sockets, len(self.connections))
         self.offline_since = None
+        self.cancel_expiry()
         self.dirty = True
         self.release(conn)
         return True
@@ -163,10 +165,16 @@ class Tunnel:
         conn.abort()
 
     # --- lifecycle --------------------------------------------------------------------------
+    def cancel_expiry(self) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+
     def close(self, reason: str) -> None:
         if self.closed:
             return
         self.closed = True
+        self.cancel_expiry()
         self.close_reason = reason
         self.dirty = True
         if self.server is not None:

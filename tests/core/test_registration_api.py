@@ -5,6 +5,7 @@ Each test runs on one event loop, so the pool listeners the registry opens are r
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,7 @@ from django.db import OperationalError
 from django.test import AsyncClient, TestCase, override_settings
 
 from relay.registry import get_registry, reset_registry
+from tests.core.conftest import until
 from tunnels.models import Tunnel as Session
 
 OWNER = ("127.0.0.1", 50000)
@@ -172,3 +174,19 @@ class RegistrationApiTests(TestCase):
         self.assertFalse(session.is_live)
         again = await self._get(f"/{name}", client=STRANGER)
         self.assertEqual(again.status_code, 200)  # the name is free, not stuck as live
+
+    @isolated
+    async def test_a_flapping_client_leaves_one_grace_timer_not_one_per_flap(self) -> None:
+        answer = (await self._get("/?new")).json()
+        tunnel = get_registry().get(answer["id"])
+        assert tunnel is not None
+        first = tunnel.expiry
+        self.assertIsNotNone(first)  # offline from the start: the grace period runs
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", answer["port"])
+            await until(lambda: tunnel.connected_sockets == 1)
+            self.assertIsNone(tunnel.expiry)  # a socket came: no timer at all
+            writer.close()
+            await until(lambda: tunnel.connected_sockets == 0)
+        self.assertIsNotNone(tunnel.expiry)
+        self.assertTrue(first.cancelled())
