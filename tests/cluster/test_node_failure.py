@@ -49,7 +49,8 @@ def test_a_killed_node_frees_its_names_while_the_others_keep_serving(
         # The name is free: the owner's reconnecting client gets it on a surviving node.
         assert one.register(doomed.name).status == 200
         assert db_rows(doomed.name)[-1] == ("one", True, "")
-        assert three.register(doomed.name).status == 409
+        # Another client is refused; the same owner (same address) would take it over.
+        assert three.register(doomed.name, source="127.0.0.2").status == 409
         assert one.get("/hello", name=lt.name).status == 200
     finally:
         doomed.close()
