@@ -20,7 +20,7 @@ import psycopg
 import pytest
 import redis
 from harness.processes import PYTHON, ROOT, ProcessGroup
-from harness.relay import RELAY_TEST_ENV, Relay
+from harness.relay import RELAY_COMMAND, RELAY_TEST_ENV, Relay
 
 PG_URL = os.environ.get("TUNNELSITE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("TUNNELSITE_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -58,19 +58,7 @@ class Cluster:
     def start(self, name: str, **overrides: Any) -> Node:
         env = self.env(**overrides)
         process = self.group.start(
-            [
-                PYTHON,
-                "manage.py",
-                "runrelay",
-                "--port",
-                "0",
-                "--bind",
-                "127.0.0.1",
-                "--domain",
-                "localhost",
-                "--node-name",
-                name,
-            ],
+            [*RELAY_COMMAND, "--node-name", name],
             env,
             name=f"node-{name}",
         )

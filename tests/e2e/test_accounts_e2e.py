@@ -29,14 +29,11 @@ from harness.processes import PYTHON, ROOT, Process, ProcessGroup
 from harness.relay import NPM_LT, Relay
 from harness.waiting import wait_until
 
+from bench.procs import client_env
+
 from .appdata import GREETING
 
 CLIENTS = ["ours", "npm"]
-# Flags both clients also read from the environment: keep a stray one out.
-CLIENT_ENV_FLAGS = (
-    "PORT HOST SUBDOMAIN LOCAL_HOST LOCAL_HTTPS LOCAL_CERT LOCAL_KEY LOCAL_CA "
-    "ALLOW_INVALID_CERT PRINT_REQUESTS OPEN LT_TOKEN"
-).split()
 EXIT_TIMEOUT_S = 20.0  # a refused client must be gone well before this
 REVOKE_CLOSE_S = 2.0
 RESERVED_BY_OPERATOR = "staff-only"
@@ -129,7 +126,7 @@ class Clients:
     def start(
         self, kind: str, relay: Relay, app_port: int, token: str, subdomain: str | None = None
     ) -> Process:
-        env = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV_FLAGS}
+        env = client_env()
         if kind == "ours":
             env.update(LT_CONFIG_DIR=self.config_dir, PYTHONUNBUFFERED="1")
             args = [PYTHON, "-m", "client.cli", "--port", str(app_port)]

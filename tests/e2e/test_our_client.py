@@ -25,15 +25,11 @@ from harness.relay import LOCAL_APP, Relay
 from harness.waiting import unique_name, wait_until
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench.procs import client_env
 from client import open_tunnel
 
 from .appdata import GREETING, pattern
 
-# Flags our `lt` (like the npm one) also reads from the environment: keep them out.
-CLIENT_ENV_FLAGS = (
-    "PORT HOST SUBDOMAIN LOCAL_HOST LOCAL_HTTPS LOCAL_CERT LOCAL_KEY LOCAL_CA "
-    "ALLOW_INVALID_CERT PRINT_REQUESTS OPEN LT_TOKEN"
-).split()
 # How long the client may take to come back after the relay restarts: its backoff cap.
 BACKOFF_CAP_S = 30.0
 TEN_MIB = 10 * 1024 * 1024
@@ -56,7 +52,7 @@ class OurLtLauncher:
     def start(
         self, relay: Relay, app_port: int, *extra: str, env: dict[str, str] | None = None
     ) -> Process:
-        environ = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV_FLAGS}
+        environ = client_env()
         environ.update(LT_CONFIG_DIR=str(self.config_dir), PYTHONUNBUFFERED="1", **(env or {}))
         args = [PYTHON, "-m", "client.cli", "--port", str(app_port)]
         args += ["--host", f"http://localhost:{relay.port}", *extra]

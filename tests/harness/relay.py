@@ -20,6 +20,11 @@ LOCAL_APP = ROOT / "tests" / "apps" / "local_app.py"
 NPM_LT = ROOT / "tests" / ".npm" / "node_modules" / ".bin" / "lt"
 
 # Settings for every relay the tests start, unless a test overrides them.
+# A relay on a free loopback port, tunnels at <name>.localhost (cluster nodes add a name).
+RELAY_COMMAND = [
+    PYTHON,
+    *("manage.py", "runrelay", "--port", "0", "--bind", "127.0.0.1", "--domain", "localhost"),
+]
 RELAY_TEST_ENV = {
     "RELAY_LOG_LEVEL": "WARNING",
     "RELAY_FLUSH_S": "60",
@@ -100,17 +105,7 @@ class RelayLauncher:
         env["DATABASE_URL"] = f"sqlite:///{db}"
         env["PYTHONUNBUFFERED"] = "1"
         process = self.group.start(
-            [
-                PYTHON,
-                "manage.py",
-                "runrelay",
-                "--port",
-                "0",
-                "--bind",
-                "127.0.0.1",
-                "--domain",
-                "localhost",
-            ],
+            RELAY_COMMAND,
             env,
             name="relay",
         )
