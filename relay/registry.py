@@ -278,8 +278,22 @@ class Registry:
             await asyncio.sleep(self.settings.RELAY_FLUSH_S)
             try:
                 await self.flush()
+                await self.close_tunnels_of_unusable_tokens()
             except Exception:
                 logger.exception("could not flush tunnel counters; will retry")
+
+    async def close_tunnels_of_unusable_tokens(self) -> int:
+        """Close live tunnels whose token expired, was revoked or whose user was deactivated
+        since registration (revoking through the admin closes them at once; this catches
+        expiry and changes made elsewhere). One query per flush, none per request."""
+        ids = {t.token_id for t in self.tunnels.values() if t.token_id is not None}
+        if not ids:
+            return 0
+        gone = await database_sync_to_async(store.unusable_tokens)(ids)
+        closing = [t for t in self.tunnels.values() if t.token_id in gone]
+        for tunnel in closing:
+            self.close(tunnel, "token no longer valid")
+        return len(closing)
 
     def _collect(self) -> list[store.SessionUpdate]:
         updates = []

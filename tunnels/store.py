@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from tunnels import nodes
-from tunnels.models import Tunnel
+from tunnels.models import ApiToken, Tunnel
 
 
 @dataclass(frozen=True)
@@ -88,3 +88,12 @@ def close_stale_sessions(reason: str = "relay restarted") -> int:
     if settings.RELAY_NODE_NAME:  # scale-out
         live = live.filter(node=settings.RELAY_NODE_NAME)
     return live.update(is_live=False, closed_at=timezone.now(), close_reason=reason, sockets=0)
+
+
+def unusable_tokens(token_ids: set[int]) -> set[int]:
+    """Which of these tokens may no longer hold tunnels: revoked, expired, or their user
+    deactivated (tokens are checked at registration; this catches what changed since)."""
+    if not token_ids:
+        return set()
+    usable = ApiToken.objects.usable().filter(pk__in=token_ids, user__is_active=True)
+    return token_ids - set(usable.values_list("pk", flat=True))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.test import TestCase, override_settings
 from django.utils import timezone
 
@@ -229,3 +231,34 @@ class CloseTunnelTests(TestCase):
             await self.async_client.get("/my-app", headers=bearer(self.owner_token))
             r = await self.async_client.delete("/api/tunnels/my-app", headers=bearer("lt_nope"))
             self.assertEqual(r.status_code, 401)
+
+
+@override_settings(RELAY_ALLOW_ANONYMOUS=False)
+class TokenChangesAfterRegistrationTests(TestCase):
+    @classmethod
+    def setUpTestData(cls) -> None:
+        cls.owner = make_user("owner")
+        cls.row, cls.token = make_token(cls.owner)
+
+    async def _open(self) -> str:
+        r = await self.async_client.get("/?new", headers=bearer(self.token))
+        self.assertEqual(r.status_code, 200, r.content)
+        return r.json()["id"]
+
+    async def test_a_token_that_expires_closes_its_live_tunnels(self) -> None:
+        async with fresh_registry() as registry:
+            name = await self._open()
+            self.assertEqual(await registry.close_tunnels_of_unusable_tokens(), 0)
+            await ApiToken.objects.filter(pk=self.row.pk).aupdate(
+                expires=timezone.now() - timedelta(seconds=1)
+            )
+            self.assertEqual(await registry.close_tunnels_of_unusable_tokens(), 1)
+            self.assertIsNone(registry.get(name))
+
+    async def test_deactivating_the_user_closes_their_live_tunnels(self) -> None:
+        async with fresh_registry() as registry:
+            name = await self._open()
+            self.owner.is_active = False
+            await self.owner.asave(update_fields=["is_active"])
+            self.assertEqual(await registry.close_tunnels_of_unusable_tokens(), 1)
+            self.assertIsNone(registry.get(name))
