@@ -12,6 +12,7 @@ import asyncio
 from typing import Protocol
 
 import h11
+from django.conf import settings
 
 from relay import headers as hdrs
 from relay.asgi_types import Receive, Scope, Send
@@ -119,6 +120,11 @@ async def read_response_head(conn: Upstream, timeout: float) -> h11.Response:
     names = {name for name, _ in event.headers}
     if b"content-length" in names and b"transfer-encoding" in names:
         raise PoolError("a response with both Content-Length and Transfer-Encoding")
+    # h11 bounds a head only while it is incomplete; one that arrived whole in a single read
+    # is measured here, so the visitor never gets more header than the relay allows.
+    size = sum(len(name) + len(value) + 4 for name, value in event.headers)
+    if size > settings.RELAY_MAX_HEADER_BYTES:
+        raise PoolError(f"a response head of {size} bytes")
     return event
 
 

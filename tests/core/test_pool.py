@@ -11,6 +11,7 @@ import asyncio
 import h11
 import pytest
 
+from relay.exchange import read_response_head
 from relay.pool import PoolConnection, PoolError
 from relay.tunnel import NoSocket, Tunnel
 from tests.core.conftest import connect, pool_listener, run, until
@@ -248,5 +249,35 @@ def test_losing_every_socket_starts_the_grace_period() -> None:
             await until(lambda: tunnel.connected_sockets == 0)
             assert tunnel.offline_since is not None
             assert tunnel.registry.expiries == [tunnel]  # type: ignore[attr-defined]
+
+    run(scenario())
+
+
+def test_a_response_head_larger_than_the_limit_is_refused_even_when_it_arrives_whole() -> None:
+    async def scenario() -> None:
+        async with pool_listener() as tunnel:
+            reader, writer, conn = await _one_socket(tunnel)
+            conn.send(GET, h11.EndOfMessage())
+            big = b"X-Big: " + b"a" * 40_000 + b"\r\n"
+            writer.write(b"HTTP/1.1 200 OK\r\n" + big + b"Content-Length: 0\r\n\r\n")
+            await writer.drain()
+            with pytest.raises((PoolError, h11.RemoteProtocolError)):
+                await read_response_head(conn, 2.0)
+            writer.close()
+
+    run(scenario())
+
+
+def test_a_response_head_within_the_limit_is_read() -> None:
+    async def scenario() -> None:
+        async with pool_listener() as tunnel:
+            reader, writer, conn = await _one_socket(tunnel)
+            conn.send(GET, h11.EndOfMessage())
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nX-Ok: " + b"a" * 8000 + b"\r\nContent-Length: 0\r\n\r\n"
+            )
+            response = await read_response_head(conn, 2.0)
+            assert response.status_code == 200
+            writer.close()
 
     run(scenario())
