@@ -3,7 +3,6 @@ one name has one owner cluster-wide, and the admin reaches the owning node."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import threading
@@ -13,7 +12,8 @@ import pytest
 from harness.fake_client import FakeTunnelClient, PoolSocket
 from harness.http import build_request
 from harness.waiting import unique_name, wait_until
-from websockets.asyncio.client import connect
+from harness.websocket import run_websocket
+from websockets.asyncio.client import ClientConnection
 
 from relay.hop import sign
 
@@ -108,25 +108,16 @@ def test_a_websocket_on_another_node_echoes_through_the_owner(
     wait_until(lambda: alpha.get("/hello", name=lt.name).status == 200, 5, "a forward")
     payload = os.urandom(200_000)
 
-    async def main() -> tuple[object, object, int | None]:
-        async with asyncio.timeout(15):
-            async with connect(
-                f"ws://{lt.name}.localhost:{alpha.port}/ws",
-                host="127.0.0.1",
-                port=alpha.port,
-                proxy=None,
-                open_timeout=10,
-                close_timeout=5,
-            ) as ws:
-                await ws.send("héllo across nodes")
-                text = await ws.recv()
-                await ws.send(payload)
-                data = await ws.recv()
-                await ws.send("close-app")
-                await ws.wait_closed()
-                return text, data, ws.close_code
+    async def session(ws: ClientConnection) -> tuple[object, object, int | None]:
+        await ws.send("héllo across nodes")
+        text = await ws.recv()
+        await ws.send(payload)
+        data = await ws.recv()
+        await ws.send("close-app")
+        await ws.wait_closed()
+        return text, data, ws.close_code
 
-    text, data, code = asyncio.run(main())
+    text, data, code = run_websocket(alpha, lt.name, session)
     assert text == "héllo across nodes"
     assert data == payload
     assert code == 4001

@@ -7,10 +7,10 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Callable
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from harness.websocket import run_websocket
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from .appdata import CHUNKS, GREETING, pattern
@@ -108,24 +108,6 @@ def test_the_first_sse_event_arrives_before_the_stream_ends(full_tunnel, relay, 
 
 
 # --- WebSockets ------------------------------------------------------------------------------
-def run_websocket(
-    relay, name: str, session: Callable[[ClientConnection], object], key: str = ""
-) -> object:
-    async def main() -> object:
-        async with asyncio.timeout(15):
-            async with connect(
-                f"ws://{name}.localhost:{relay.port}/ws?key={key}",
-                host="127.0.0.1",
-                port=relay.port,
-                proxy=None,
-                open_timeout=10,
-                close_timeout=5,
-            ) as ws:
-                return await session(ws)
-
-    return asyncio.run(main())
-
-
 def test_websocket_text_and_binary_messages_are_echoed(full_tunnel, relay):
     payload = os.urandom(100_000)
 

@@ -23,7 +23,8 @@ import trustme
 from harness.processes import PYTHON, ROOT, Process, ProcessGroup
 from harness.relay import LOCAL_APP, Relay
 from harness.waiting import unique_name, wait_until
-from websockets.asyncio.client import ClientConnection, connect
+from harness.websocket import run_websocket
+from websockets.asyncio.client import ClientConnection
 
 from bench.procs import client_env
 from client import open_tunnel
@@ -189,25 +190,13 @@ def test_a_chunked_upload_and_keep_alive_requests_stay_in_step(full_tunnel: OurL
 def test_websocket_messages_are_echoed(full_tunnel: OurLt, relay: Relay):
     payload = os.urandom(100_000)
 
-    async def main() -> list[object]:
-        async with asyncio.timeout(15):
-            async with connect(
-                f"ws://{full_tunnel.name}.localhost:{relay.port}/ws",
-                host="127.0.0.1",
-                port=relay.port,
-                proxy=None,
-                open_timeout=10,
-                close_timeout=5,
-            ) as ws:
-                return await session(ws)
-
     async def session(ws: ClientConnection) -> list[object]:
         await ws.send("héllo, tunnel")
         text = await ws.recv()
         await ws.send(payload)
         return [text, await ws.recv()]
 
-    assert asyncio.run(main()) == ["héllo, tunnel", payload]
+    assert run_websocket(relay, full_tunnel.name, session) == ["héllo, tunnel", payload]
     relay.wait_for_sockets(full_tunnel.name, 10)  # the upgraded socket is replaced
     assert relay.get("/hello", name=full_tunnel.name).status == 200
 
