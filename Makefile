@@ -29,11 +29,12 @@ run: $(VENV)/.deps-run
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py runrelay
 
-# The browser tests drive Debian's headless Chromium through its chromedriver.
-/usr/bin/chromium /usr/bin/chromedriver &:
-	apt-get update -q && apt-get install -y -q chromium chromium-driver
+# The browser tests drive Debian's headless Chromium through its chromedriver; the benchmark's
+# smoke test runs wrk.
+/usr/bin/chromium /usr/bin/chromedriver /usr/bin/wrk &:
+	apt-get update -q && apt-get install -y -q chromium chromium-driver wrk
 
-test: $(VENV)/.deps-test $(NPM_LT) /usr/bin/chromium /usr/bin/chromedriver
+test: $(VENV)/.deps-test $(NPM_LT) /usr/bin/chromium /usr/bin/chromedriver /usr/bin/wrk
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) manage.py makemigrations --check --dry-run -v0
@@ -49,8 +50,7 @@ format: $(VENV)/.deps-test
 
 # Direct vs the relay with our lt and the npm lt (wrk on loopback), then 1,000 idle tunnels.
 # Writes bench-results.json; BENCH_ARGS=--quick for a short smoke run.
-bench: $(VENV)/.deps-test $(NPM_LT)
-	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+bench: $(VENV)/.deps-test $(NPM_LT) /usr/bin/wrk
 	$(PY) manage.py benchrelay $(BENCH_ARGS)
 
 clean:

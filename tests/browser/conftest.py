@@ -108,7 +108,7 @@ def browser_relays(
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[WebDriver]:
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip("Chromium is not installed; `make test` installs chromium + chromium-driver")
+        pytest.fail("Chromium is not installed; `make test` installs chromium + chromium-driver")
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
         options = webdriver.ChromeOptions()
         options.binary_location = str(CHROMIUM)

@@ -133,7 +133,7 @@ class Clients:
             args += ["--host", f"http://localhost:{relay.port}", "--token", token]
         else:
             if not NPM_LT.exists():
-                pytest.skip("the npm client is not installed; run `make test` once")
+                pytest.fail("the npm client is not installed; run `make test` once")
             args = [str(NPM_LT), "--port", str(app_port)]
             args += ["--host", f"http://{token}@localhost:{relay.port}"]
         if subdomain:

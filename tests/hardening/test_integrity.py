@@ -94,7 +94,7 @@ def test_random_bodies_cross_the_npm_client_intact_both_ways(
 
 def test_random_bodies_cross_our_lt_intact_both_ways(integrity_relay, local_app, tmp_path: Path):
     if not LT.exists():
-        pytest.skip("our lt is not installed in .venv")
+        pytest.fail("our lt is not installed in .venv")
     group = ProcessGroup()
     try:
         env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}

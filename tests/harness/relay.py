@@ -154,7 +154,7 @@ class LtLauncher:
         self, relay: Relay, app_port: int, subdomain: str | None = None, extra: list[str] = ()
     ) -> Process:
         if not NPM_LT.exists():
-            pytest.skip("the npm client is not installed; run `make test` once")
+            pytest.fail("the npm client is not installed; run `make test` once")
         args = [str(NPM_LT), "--port", str(app_port), "--host", f"http://localhost:{relay.port}"]
         if subdomain:
             args += ["--subdomain", subdomain]
