@@ -21,8 +21,6 @@ def pool_relay(module_relay_factory):
         RELAY_MAX_SOCKETS=MAX_SOCKETS,
         RELAY_SOCKET_WAIT_S=5,
         RELAY_RESPONSE_TIMEOUT_S=RESPONSE_TIMEOUT_S,
-        RELAY_MAX_WAITERS=50,
-        RELAY_GRACE_S=5,
     )
 
 
