@@ -35,7 +35,7 @@ RELAY_TEST_ENV = {
 # Every npm client a test starts registers from 127.0.0.1 (it cannot pick its source
 # address), so a relay that serves many such tests at once, like the shared `relay`, would
 # meet the anonymous cap of 5 live tunnels per address; relays that need it pass this.
-NO_LIVE_TUNNEL_CAP = {"RELAY_DEFAULT_PLAN_MAX_LIVE_TUNNELS": 0}
+NO_LIVE_TUNNEL_CAP = {"RELAY_DEFAULT_PLAN_MAX_LIVE_TUNNELS": "0"}
 
 
 @dataclass
