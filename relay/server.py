@@ -105,6 +105,13 @@ class StreamingReceive:
 class RelayWebRequest(WebRequest):
     relay_flow: Flow | None = None
 
+    def process(self) -> None:
+        channel, transport = self.channel, self.transport
+        super().process()
+        if self.transport is None and transport is not None:  # Daphne took it for a WebSocket
+            if isinstance(channel, RelayHTTPChannel):
+                channel.hand_over(transport)
+
     def connectionLost(self, reason: Any) -> None:  # noqa: N802 (Twisted's name)
         super().connectionLost(reason)
         if self.relay_flow is not None:
@@ -179,6 +186,21 @@ class RelayHTTPChannel(http.HTTPChannel):
         CONNECTIONS[key] = CONNECTIONS.get(key, 0) + 1
         self._address = key
         return True
+
+    def hand_over(self, transport: Any) -> None:
+        """The connection became a WebSocket: Daphne's protocol now owns the transport and
+        this channel never hears that it closed, so the new protocol gives the place back."""
+        key, self._address = self._address, None
+        if key is None:
+            return
+        protocol = getattr(transport, "wrappedProtocol", None) or transport.protocol
+        lost = protocol.connectionLost
+
+        def connection_lost(reason: Any) -> None:
+            _release_address(key)
+            lost(reason)
+
+        protocol.connectionLost = connection_lost
 
     # --- the body deadline (a minimum pace after a grace period) ---------------------------
     def _start_body_deadline(self) -> None:

@@ -77,3 +77,23 @@ def test_closed_connections_give_their_place_back(relay_factory):
     relay = relay_factory(RELAY_MAX_CONNECTIONS_PER_IP=3)  # the setting under test
     for _ in range(20):  # far more than 3, one after another
         assert relay.get("/api/status", source="127.0.0.9").status == 200
+
+
+def test_websockets_give_their_place_back_when_they_end(relay_factory):
+    # A WebSocket leaves Twisted's HTTP channel for Daphne's WebSocket protocol; its place
+    # must still be given back when it closes, or an address is locked out after a while.
+    relay = relay_factory(RELAY_MAX_CONNECTIONS_PER_IP=2)  # the setting under test
+    handshake = (
+        f"GET /ws HTTP/1.1\r\nHost: {relay.host('nobody-here')}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", relay.port), 10, ("127.0.0.10", 0)) as sock:
+            sock.sendall(handshake)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 ")
+    wait_until(
+        lambda: relay.get("/api/status", source="127.0.0.10").status == 200,
+        5,
+        "the address to be served again",
+    )
