@@ -30,7 +30,7 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 class Upstream(Protocol):
     def send(self, *events: h11.Event) -> None: ...
 
-    async def drain(self) -> None: ...
+    async def drain(self, timeout: float | None = None) -> None: ...
 
     async def next_event(self, timeout: float) -> h11.Event: ...
 
@@ -79,9 +79,12 @@ def _body_length(scope: Scope, first: dict, declared: bytes | None) -> int | Non
     return None
 
 
-async def write_request(conn: Upstream, receive: Receive, head: h11.Request, first: dict) -> int:
+async def write_request(
+    conn: Upstream, receive: Receive, head: h11.Request, first: dict, timeout: float
+) -> int:
     """Write the request; returns the body's size. The head, the first piece of body and
-    (for most requests) the end go out in one write: one syscall, one TCP segment."""
+    (for most requests) the end go out in one write: one syscall, one TCP segment. A client
+    that takes none of the body for `timeout` seconds raises TimeoutError (a 504)."""
     body = first.get("body", b"")
     more = first.get("more_body", False)
     received = len(body)
@@ -92,7 +95,7 @@ async def write_request(conn: Upstream, receive: Receive, head: h11.Request, fir
         events.append(h11.EndOfMessage())
     conn.send(*events)
     while more:
-        await conn.drain()
+        await conn.drain(timeout)
         message = await receive()
         if message["type"] != "http.request":
             raise asyncio.CancelledError  # the visitor left mid-upload

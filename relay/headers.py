@@ -124,6 +124,11 @@ def _trusted(peer: str) -> bool:
     return any(address in net for net in networks)
 
 
+def is_trusted_proxy(peer: str) -> bool:
+    """Is `peer` in RELAY_TRUSTED_PROXIES (so its connections carry many visitors)?"""
+    return _trusted(peer)
+
+
 def client_ip(scope: Scope) -> str:
     """The visitor's address (see _client_ip), spelled one way (see normal_ip)."""
     return normal_ip(_client_ip(scope))

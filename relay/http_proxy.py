@@ -26,7 +26,7 @@ from relay.exchange import (
 )
 from relay.flow import Flow
 from relay.hop import HOP_SCOPE_KEY
-from relay.pool import PoolError
+from relay.pool import PoolConnection, PoolError
 from relay.registry import get_registry
 from relay.tunnel import NoSocket, Tunnel
 
@@ -70,6 +70,12 @@ def _request_event(scope: Scope, first: dict) -> h11.Request:
     return build_request(scope, first, headers, declared_length, had_framing)
 
 
+# RFC 9110 section 9.2.1: safe methods. Only these, and only without a body, are sent to a
+# second pool socket when the first closed without a byte of answer (the client dropped it,
+# or the app closed its connection at once): the app may have acted on anything else.
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
 async def _exchange(
     tunnel: Tunnel,
     scope: Scope,
@@ -80,29 +86,67 @@ async def _exchange(
     first: dict,
 ) -> None:
     cfg = settings
-    try:
-        conn = await tunnel.acquire(cfg.RELAY_SOCKET_WAIT_S, cfg.RELAY_MAX_WAITERS)
-    except NoSocket as exc:
-        await send_error(scope, send, exc.status, exc.message, exc.retry_after)
-        return
-    timeout = cfg.RELAY_RESPONSE_TIMEOUT_S
+    retry = scope["method"] in _SAFE and not first.get("body") and not first.get("more_body")
+    for attempt in range(2 if retry else 1):
+        try:
+            conn = await tunnel.acquire(cfg.RELAY_SOCKET_WAIT_S, cfg.RELAY_MAX_WAITERS)
+        except NoSocket as exc:
+            await send_error(scope, send, exc.status, exc.message, exc.retry_after)
+            return
+        last = attempt == 1 or not retry
+        if await _attempt(tunnel, conn, scope, receive, send, flow, head, first, last):
+            return
+
+
+async def _attempt(
+    tunnel: Tunnel,
+    conn: PoolConnection,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    flow: Flow | None,
+    head: h11.Request,
+    first: dict,
+    last: bool,
+) -> bool:
+    """One exchange on `conn`; False when the socket closed unanswered and, not being the
+    `last` attempt, the request may go to another socket."""
+    timeout = settings.RELAY_RESPONSE_TIMEOUT_S
     reusable = False
     progress = Progress()
+    mark = conn.received
     tunnel.requests += 1
     tunnel.dirty = True
     tunnel.last_activity = time.monotonic()
     try:
-        tunnel.bytes_in += await write_request(conn, receive, head, first)
+        tunnel.bytes_in += await write_request(conn, receive, head, first, timeout)
         response = await read_response_head(conn, timeout)
         await stream_response(conn, send, flow, response, timeout, progress)
         reusable = conn.finish_exchange()
     except (PoolError, h11.ProtocolError, TimeoutError) as exc:
         logger.debug("tunnel %s: exchange failed: %r", tunnel.name, exc)
+        silent = conn.received == mark  # not one byte of answer came back
         if progress.started:
             cut(flow)
         elif isinstance(exc, TimeoutError):
+            cause = f": {_APP_DOWN}" if silent else "."
             await send_error(
-                scope, send, 504, f"The tunnel {tunnel.name} did not answer within {timeout:g} s."
+                scope,
+                send,
+                504,
+                f"The tunnel {tunnel.name} did not answer within {timeout:g} s{cause}",
+            )
+        elif silent:
+            if not last:
+                tunnel.requests -= 1  # counted again on the next socket
+                return False
+            await send_error(
+                scope,
+                send,
+                502,
+                f"The local app of the tunnel {tunnel.name} is not answering: its client "
+                "closed the connection without a response. Is the app running, on the port "
+                "given to lt?",
             )
         else:
             await send_error(
@@ -117,3 +161,10 @@ async def _exchange(
             tunnel.release(conn)
         else:
             conn.abort()
+    return True
+
+
+_APP_DOWN = (
+    "its local app may be down or slow (with the npm client, a request waits while the app "
+    "refuses connections). Check that the app runs on the port given to lt."
+)

@@ -13,11 +13,20 @@ import time
 from typing import TYPE_CHECKING
 
 from relay.asgi_types import Scope
+from relay.headers import normal_ip
 
 if TYPE_CHECKING:
     from relay.tunnel import Tunnel
 
 MINUTE_S = 60.0
+
+
+def address_key(ip: str) -> str:
+    """What counts as one visitor for per-address limits (RELAY_MAX_CONNECTIONS_PER_IP):
+    one spelling per address. The one place to change to group addresses (an IPv6 /64)."""
+    return normal_ip(ip)
+
+
 DAY_S = 86400.0
 
 Refusal = tuple[int, str, int | None]  # status, message, Retry-After seconds

@@ -76,9 +76,13 @@ class PeerConnection:
     def poll_event(self) -> h11.Event | type[h11.NEED_DATA]:
         return self.h11.next_event()
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float | None = None) -> None:
+        """As PoolConnection.drain: an owner node that stops reading raises TimeoutError."""
+        if timeout is None:
+            timeout = settings.RELAY_RESPONSE_TIMEOUT_S
         try:
-            await self.writer.drain()
+            async with asyncio.timeout(timeout):
+                await self.writer.drain()
         except ConnectionError as exc:
             raise PoolError(f"peer connection lost: {exc}") from None
 
@@ -229,8 +233,8 @@ async def _exchange(
     reusable = False
     progress = Progress()
     try:
-        await write_request(conn, receive, head, first)
-        await conn.drain()
+        await write_request(conn, receive, head, first, timeout)
+        await conn.drain(timeout)
         response = await read_response_head(conn, head_timeout)
         if response.status_code == 404 and any(
             n == b"x-tunnelsite-error" for n, _ in response.headers

@@ -14,6 +14,7 @@ import socket
 from typing import TYPE_CHECKING, cast
 
 import h11
+from django.conf import settings
 
 if TYPE_CHECKING:
     from relay.tunnel import Tunnel
@@ -47,6 +48,7 @@ class PoolConnection(asyncio.Protocol):
         "_data_waiter",
         "_write_paused",
         "_drain_waiter",
+        "received",
     )
 
     def __init__(self, tunnel: Tunnel, max_head_bytes: int) -> None:
@@ -64,6 +66,7 @@ class PoolConnection(asyncio.Protocol):
         self._data_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
+        self.received = 0  # bytes read from the client: 0 after a request means unanswered
 
     @property
     def h11(self) -> h11.Connection:
@@ -98,6 +101,7 @@ class PoolConnection(asyncio.Protocol):
             return
         self._inbox.append(data)
         self._inbox_bytes += len(data)
+        self.received += len(data)
         if self._inbox_bytes > READ_HIGH_WATER and not self._reading_paused:
             self._reading_paused = True
             self.transport.pause_reading()  # type: ignore[union-attr]
@@ -137,15 +141,23 @@ class PoolConnection(asyncio.Protocol):
             raise PoolError("pool socket closed")
         self.transport.write(data)  # type: ignore[union-attr]
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait until the client has taken what was written, for at most `timeout` seconds
+        (default RELAY_RESPONSE_TIMEOUT_S): a client that stops reading raises TimeoutError
+        instead of holding the visitor, the socket and the spooled body for ever."""
         if self.closed:
             raise PoolError("pool socket closed")
         if not self._write_paused:
             return
-        self._drain_waiter = asyncio.get_running_loop().create_future()
+        if timeout is None:
+            timeout = settings.RELAY_RESPONSE_TIMEOUT_S
+        loop = asyncio.get_running_loop()
+        waiter = self._drain_waiter = loop.create_future()
+        timer = loop.call_later(timeout, _expire, waiter)
         try:
-            await self._drain_waiter
+            await waiter
         finally:
+            timer.cancel()
             self._drain_waiter = None
 
     def send(self, *events: h11.Event) -> None:

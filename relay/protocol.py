@@ -23,6 +23,12 @@ _NOUNS = (
     "seal swan toad wolf yak bee crab deer duck frog hare ibis lynx mink"
 ).split()
 
+# A visitor who finds a tunnel with no pool socket waits this long for one when the tunnel
+# had sockets (or was registered) this recently: the npm client replaces a closed socket at
+# once, and a brand-new tunnel's client is still connecting. Visitors of a tunnel whose
+# client has really gone hear 503 after this instead of waiting RELAY_SOCKET_WAIT_S.
+RECONNECT_WAIT_S = 2.0
+
 # Hop-by-hop headers (RFC 9110 section 7.6.1) plus the framing headers the relay sets
 # itself. They are never copied from one connection to the other.
 HOP_BY_HOP = frozenset(

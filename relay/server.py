@@ -25,6 +25,8 @@ from twisted.internet import reactor
 from twisted.web import http
 
 from relay.flow import Flow
+from relay.headers import is_trusted_proxy
+from relay.limits import address_key
 from relay.protocol import tunnel_name_from_host
 from relay.registry import get_registry
 
@@ -77,6 +79,12 @@ class StreamingReceive:
         self._body_done = False
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
+    def close(self) -> None:
+        """Close the spooled body (a temporary file above 100 KB) when the request is done,
+        not when a garbage collection breaks the cycle that holds it."""
+        self._body_done = True
+        self._body.close()
+
     def put_nowait(self, message: dict[str, Any]) -> None:
         if message["type"] != "http.request":
             self._events.put_nowait(message)
@@ -96,6 +104,13 @@ class StreamingReceive:
 
 class RelayWebRequest(WebRequest):
     relay_flow: Flow | None = None
+
+    def process(self) -> None:
+        channel, transport = self.channel, self.transport
+        super().process()
+        if self.transport is None and transport is not None:  # Daphne took it for a WebSocket
+            if isinstance(channel, RelayHTTPChannel):
+                channel.hand_over(transport)
 
     def connectionLost(self, reason: Any) -> None:  # noqa: N802 (Twisted's name)
         super().connectionLost(reason)
@@ -131,16 +146,90 @@ class RelayHTTPChannel(http.HTTPChannel):
         self._body_seen = 0
         self._head_deadline: Any = None  # a Twisted DelayedCall while a head is awaited
         self._head_started = False  # bytes of the awaited head have arrived
+        self._body_deadline: Any = None  # a Twisted DelayedCall while a body is read
+        self._body_started = 0.0
+        self._body_allowed = 0.0  # seconds: the grace period, plus the pace of bytes read
+        self._address: str | None = None  # counted in CONNECTIONS while open
 
     def connectionMade(self) -> None:  # noqa: N802
         super().connectionMade()
         # Responses go out in more than one write; Nagle would hold the last one back.
         self.transport.setTcpNoDelay(True)
+        if not self._admit_address():
+            return
         self._start_head_deadline()
 
     def connectionLost(self, reason: Any) -> None:  # noqa: N802
         self._stop_head_deadline()
+        self._stop_body_deadline()
+        if self._address is not None:
+            _release_address(self._address)
+            self._address = None
         super().connectionLost(reason)
+
+    # --- connections per visitor address ---------------------------------------------------
+    def _admit_address(self) -> bool:
+        limit = settings.RELAY_MAX_CONNECTIONS_PER_IP
+        peer = self.transport.getPeer()
+        host = getattr(peer, "host", None)
+        if not limit or host is None or is_trusted_proxy(host):
+            return True  # behind a proxy every visitor shares its address: it limits them
+        key = address_key(host)
+        if CONNECTIONS.get(key, 0) >= limit:
+            self._refuse(
+                429,
+                "Too Many Requests",
+                f"Your address already has {limit} open connections to this relay; "
+                "close some and try again.",
+            )
+            return False
+        CONNECTIONS[key] = CONNECTIONS.get(key, 0) + 1
+        self._address = key
+        return True
+
+    def hand_over(self, transport: Any) -> None:
+        """The connection became a WebSocket: Daphne's protocol now owns the transport and
+        this channel never hears that it closed, so the new protocol gives the place back."""
+        key, self._address = self._address, None
+        if key is None:
+            return
+        protocol = getattr(transport, "wrappedProtocol", None) or transport.protocol
+        lost = protocol.connectionLost
+
+        def connection_lost(reason: Any) -> None:
+            _release_address(key)
+            lost(reason)
+
+        protocol.connectionLost = connection_lost
+
+    # --- the body deadline (a minimum pace after a grace period) ---------------------------
+    def _start_body_deadline(self) -> None:
+        self._stop_body_deadline()
+        self._body_started = reactor.seconds()  # type: ignore[attr-defined]
+        self._body_allowed = settings.RELAY_BODY_TIMEOUT_S
+        self._body_deadline = reactor.callLater(self._body_allowed, self._body_check)  # type: ignore[attr-defined]
+
+    def _stop_body_deadline(self) -> None:
+        if self._body_deadline is not None:
+            if self._body_deadline.active():
+                self._body_deadline.cancel()
+            self._body_deadline = None
+
+    def _body_check(self) -> None:
+        self._body_deadline = None
+        if self._rejected or self.transport is None:
+            return
+        left = self._body_started + self._body_allowed - reactor.seconds()  # type: ignore[attr-defined]
+        if left > 0:
+            self._body_deadline = reactor.callLater(left, self._body_check)  # type: ignore[attr-defined]
+            return
+        grace, rate = settings.RELAY_BODY_TIMEOUT_S, settings.RELAY_BODY_MIN_RATE_BYTES_S
+        self._refuse(
+            408,
+            "Request Timeout",
+            f"The request body arrived too slowly: after {grace:g} s it must keep coming at "
+            f"{rate} bytes per second or more.",
+        )
 
     # --- the head deadline ------------------------------------------------------------------
     def _start_head_deadline(self) -> None:
@@ -172,6 +261,7 @@ class RelayHTTPChannel(http.HTTPChannel):
     def _refuse(self, status: int, reason: str, message: str) -> None:
         self._rejected = True
         self._stop_head_deadline()
+        self._stop_body_deadline()
         self.transport.write(_reject(status, reason, message))
         self.loseConnection()
 
@@ -246,6 +336,8 @@ class RelayHTTPChannel(http.HTTPChannel):
         if self._body_limit and self.length is not None and self.length > self._body_limit:
             self._refuse_body()
             return
+        if self.length != 0:  # a body follows (None: chunked)
+            self._start_body_deadline()
         super().allHeadersReceived()
 
     def body_over_limit(self, size: int) -> bool:
@@ -253,6 +345,9 @@ class RelayHTTPChannel(http.HTTPChannel):
         if self._rejected:
             return True
         self._body_seen += size
+        rate = settings.RELAY_BODY_MIN_RATE_BYTES_S
+        if rate:
+            self._body_allowed += size / rate
         if self._body_limit and self._body_seen > self._body_limit:
             self._refuse_body()
             return True
@@ -281,6 +376,7 @@ class RelayHTTPChannel(http.HTTPChannel):
         return ""
 
     def allContentReceived(self) -> None:  # noqa: N802
+        self._stop_body_deadline()
         if not self._rejected:
             super().allContentReceived()
 
@@ -293,6 +389,19 @@ class RelayHTTPChannel(http.HTTPChannel):
             self._refuse(414, "URI Too Long", "The request line is too long.")
         else:
             self._refuse(431, "Request Header Fields Too Large", "A header line is too long.")
+
+
+# Open public connections per visitor address (relay.limits.address_key), for
+# RELAY_MAX_CONNECTIONS_PER_IP. Plain integers on the reactor's thread: no lock needed.
+CONNECTIONS: dict[str, int] = {}
+
+
+def _release_address(key: str) -> None:
+    count = CONNECTIONS.get(key, 0) - 1
+    if count > 0:
+        CONNECTIONS[key] = count
+    else:
+        CONNECTIONS.pop(key, None)
 
 
 def _body_limit_for(request: Any) -> int:
@@ -352,6 +461,7 @@ class RelayServer(daphne_server.Server):
         scope.setdefault("asgi", {"version": "3.0"})
         protocol.content = _NoBody()
         if protocol not in self.connections:
+            receive.close()
             return None
         instance = self.application(
             scope=scope, receive=receive.get, send=partial(self.handle_reply, protocol)
@@ -359,6 +469,7 @@ class RelayServer(daphne_server.Server):
         task = asyncio.ensure_future(instance)
         self.connections[protocol]["application_instance"] = task
         task.add_done_callback(partial(self._application_done, protocol))
+        task.add_done_callback(lambda _: receive.close())
         flow.task = task
         return receive
 

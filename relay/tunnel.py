@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from relay.headers import normal_ip
 from relay.limits import Quota
 from relay.pool import PoolConnection
+from relay.protocol import RECONNECT_WAIT_S
 
 if TYPE_CHECKING:
     from relay.registry import Registry
@@ -115,9 +116,11 @@ class Tunnel:
                 conn.busy = True
                 return conn
         if not self.connections:
-            raise NoSocket(
-                503, f"The tunnel {self.name} is not connected right now.", retry_after=2
-            )
+            since = self.offline_since
+            left = RECONNECT_WAIT_S - (time.monotonic() - since) if since is not None else 0.0
+            if left <= 0:
+                raise self._offline()
+            wait_s = min(wait_s, left)  # its client is reconnecting: wait for a socket
         if len(self.waiters) >= max_waiters:
             raise NoSocket(
                 503, f"The tunnel {self.name} is too busy; try again shortly.", retry_after=1
@@ -129,6 +132,8 @@ class Tunnel:
         try:
             conn = await waiter
         except TimeoutError:
+            if not self.connections:
+                raise self._offline() from None
             raise NoSocket(
                 504, f"No connection of the tunnel {self.name} became free in time."
             ) from None
@@ -146,6 +151,9 @@ class Tunnel:
                 pass
         conn.busy = True
         return conn
+
+    def _offline(self) -> NoSocket:
+        return NoSocket(503, f"The tunnel {self.name} is not connected right now.", retry_after=2)
 
     def release(self, conn: PoolConnection) -> None:
         """Give a healthy, idle socket to the first visitor still waiting, or park it."""

@@ -28,7 +28,14 @@ import pytest
 from harness.fake_client import FakeTunnelClient
 from harness.http import Answer, send_raw
 from harness.processes import PYTHON, ROOT, ProcessGroup
-from harness.relay import LOCAL_APP, LocalApp, LtLauncher, Relay, RelayLauncher
+from harness.relay import (
+    LOCAL_APP,
+    NO_LIVE_TUNNEL_CAP,
+    LocalApp,
+    LtLauncher,
+    Relay,
+    RelayLauncher,
+)
 from harness.waiting import wait_until
 
 
@@ -73,12 +80,12 @@ def module_relay_factory(
 def relay(relay_template_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
     """A relay shared by tests that do not change its state in ways others would see.
 
-    Room for 256 waiting visitors (so bursts queue instead of being turned away) and a 5 s
-    grace period (long enough to restart a client, short enough to see expiry)."""
+    Default settings, but for the anonymous cap of live tunnels per address: the session's
+    npm clients all register from 127.0.0.1 (see NO_LIVE_TUNNEL_CAP)."""
     group = ProcessGroup()
     try:
         launcher = RelayLauncher(group, tmp_path_factory.mktemp("shared-relay"), relay_template_db)
-        yield launcher(RELAY_GRACE_S=5, RELAY_MAX_WAITERS=256, RELAY_RESPONSE_TIMEOUT_S=20)
+        yield launcher(**NO_LIVE_TUNNEL_CAP)
     finally:
         group.stop_all()
 
@@ -118,10 +125,11 @@ def module_lt_factory() -> Iterator[LtLauncher]:
 # --- byte-level helpers --------------------------------------------------------------------------
 @pytest.fixture
 def fake_client_factory() -> Iterator[Callable[..., FakeTunnelClient]]:
-    """`fake_client_factory(relay, name=None, source="127.0.0.1")`: closed after the test."""
+    """`fake_client_factory(relay, name=None, source=None)`: closed after the test; each
+    client registers from its own loopback address unless `source` is given."""
     clients: list[FakeTunnelClient] = []
 
-    def make(relay: Relay, name: str | None = None, source: str = "127.0.0.1") -> FakeTunnelClient:
+    def make(relay: Relay, name: str | None = None, source: str | None = None) -> FakeTunnelClient:
         client = FakeTunnelClient(relay, name, source)
         clients.append(client)
         return client

@@ -112,7 +112,11 @@ RELAY_MAX_TUNNELS = _int("RELAY_MAX_TUNNELS", 5000, minimum=1)
 RELAY_POOL_ALLOW_ANY_IP = _bool("RELAY_POOL_ALLOW_ANY_IP", False)
 RELAY_GRACE_S = _float("RELAY_GRACE_S", 15.0)
 RELAY_SOCKET_WAIT_S = _float("RELAY_SOCKET_WAIT_S", 10.0, minimum=0.01)
-RELAY_MAX_WAITERS = _int("RELAY_MAX_WAITERS", 100, minimum=0)
+# Visitors queued per tunnel while all its pool sockets are busy. A waiter is a future and a
+# timer (well under 1 KB) beside a visitor connection the relay holds anyway, and waits at
+# most RELAY_SOCKET_WAIT_S; 100 turned a burst of 200 requests on 10 sockets into 55-73
+# immediate 503s. 1000 carries such bursts and still bounds a flood on one tunnel.
+RELAY_MAX_WAITERS = _int("RELAY_MAX_WAITERS", 1000, minimum=0)
 RELAY_RESPONSE_TIMEOUT_S = _float("RELAY_RESPONSE_TIMEOUT_S", 60.0, minimum=0.01)
 RELAY_MAX_HEADER_BYTES = _int("RELAY_MAX_HEADER_BYTES", 16384, minimum=1024)
 RELAY_MAX_HEADER_COUNT = _int("RELAY_MAX_HEADER_COUNT", 100, minimum=8)
@@ -123,6 +127,18 @@ RELAY_MAX_BODY_BYTES = _int("RELAY_MAX_BODY_BYTES", 1024 * 1024 * 1024)
 # connection with nothing to do is closed after the idle time.
 RELAY_HEADER_TIMEOUT_S = _float("RELAY_HEADER_TIMEOUT_S", 10.0, minimum=0.1)
 RELAY_IDLE_TIMEOUT_S = _float("RELAY_IDLE_TIMEOUT_S", 30.0)
+# A request body must arrive within RELAY_BODY_TIMEOUT_S, extended by one second for every
+# RELAY_BODY_MIN_RATE_BYTES_S bytes received (Apache's RequestReadTimeout body=20,MinRate=500):
+# any real upload keeps far above that pace, while one byte every 15 s, which the idle
+# timeout lets through, is answered 408 after 20 s.
+RELAY_BODY_TIMEOUT_S = _float("RELAY_BODY_TIMEOUT_S", 20.0, minimum=0.1)
+RELAY_BODY_MIN_RATE_BYTES_S = _int("RELAY_BODY_MIN_RATE_BYTES_S", 500, minimum=1)
+# Open public connections one visitor address may hold (each can also hold a spooled body,
+# a second descriptor): one address must not exhaust the relay's descriptors. Browsers
+# open 6 per host; 256 leaves room for NAT-shared offices and load tests. Connections from
+# RELAY_TRUSTED_PROXIES are not counted (every visitor behind them shares their address).
+# 0: no limit.
+RELAY_MAX_CONNECTIONS_PER_IP = _int("RELAY_MAX_CONNECTIONS_PER_IP", 256)
 RELAY_DRAIN_S = _float("RELAY_DRAIN_S", 10.0)
 RELAY_FLUSH_S = _float("RELAY_FLUSH_S", 5.0, minimum=0.05)
 RELAY_TRUSTED_PROXIES = _networks("RELAY_TRUSTED_PROXIES")

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 import redis
 from harness.processes import PYTHON, ROOT, ProcessGroup
-from harness.relay import RELAY_COMMAND, RELAY_TEST_ENV, Relay
+from harness.relay import NO_LIVE_TUNNEL_CAP, RELAY_COMMAND, RELAY_TEST_ENV, Relay
 
 PG_URL = os.environ.get("TUNNELSITE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("TUNNELSITE_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -43,7 +43,8 @@ class Cluster:
     nodes: list[Node] = field(default_factory=list)
 
     def env(self, **overrides: Any) -> dict[str, str]:
-        env = {**os.environ, **RELAY_TEST_ENV}
+        # The races register many tunnels from 127.0.0.1: no cap of live tunnels per address.
+        env = {**os.environ, **RELAY_TEST_ENV, **NO_LIVE_TUNNEL_CAP}
         env.update(
             {
                 "DATABASE_URL": self.db_url,

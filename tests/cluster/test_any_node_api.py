@@ -55,7 +55,7 @@ def test_a_client_reclaims_its_name_through_another_node_within_the_grace(two_no
     alpha.wait_for_sockets(old.name, 0)
 
     started = time.monotonic()
-    new = FakeTunnelClient(bravo, old.name)  # asserts a 200
+    new = FakeTunnelClient(bravo, old.name, old.source)  # the same owner; asserts a 200
     took = time.monotonic() - started
     try:
         assert new.name == old.name
@@ -75,7 +75,7 @@ def test_a_client_still_connected_elsewhere_is_replaced_by_its_new_registration(
     new: FakeTunnelClient | None = None
     try:
         (old_pool,) = old.connect(1)
-        new = FakeTunnelClient(alpha, old.name)
+        new = FakeTunnelClient(alpha, old.name, old.source)
         assert old_pool.is_closed(timeout=2.0)
         (pool,) = new.connect(1)
         assert db_rows(new.name) == [("bravo", False, "reclaimed on alpha"), ("alpha", True, "")]
@@ -138,7 +138,7 @@ def test_status_and_delete_through_a_node_that_does_not_own_the_tunnel_reach_the
         assert alpha.request("DELETE", path, source=OTHER_IP).status == 403
         assert db_rows(client.name) == [("bravo", True, "")]
 
-        assert alpha.request("DELETE", path).status == 204
+        assert alpha.request("DELETE", path, source=client.source).status == 204
         assert all(pool.is_closed(timeout=2.0) for pool in pools)
         wait_until(
             lambda: db_rows(client.name) == [("bravo", False, "closed by client")],

@@ -3,6 +3,7 @@ pool sockets, so a test controls exactly what the relay reads from the tunnel si
 
 from __future__ import annotations
 
+import itertools
 import select
 import socket
 import time
@@ -118,10 +119,25 @@ class PoolSocket:
         self.sock.close()
 
 
+_LOOPBACKS = itertools.count()
+
+
+def fresh_loopback() -> str:
+    """A loopback address no other fake client of this test run uses (127.1.x.y).
+
+    Each fake client is then an anonymous owner of its own, so tests that open many tunnels
+    on one relay meet the per-address caps (live tunnels, connections) only when they mean
+    to, and the relay runs with its default caps. 127.0.0.x stays free for tests that pick
+    a 'foreign' address themselves."""
+    n = next(_LOOPBACKS) % (250 * 250)
+    return f"127.1.{n // 250}.{n % 250 + 1}"
+
+
 class FakeTunnelClient:
     """Registers a tunnel over HTTP like `lt`, then opens pool sockets on demand."""
 
-    def __init__(self, relay: Relay, name: str | None = None, source: str = "127.0.0.1"):
+    def __init__(self, relay: Relay, name: str | None = None, source: str | None = None):
+        source = source or fresh_loopback()
         self.relay = relay
         answer = relay.register(name or unique_name("fake"), source=source)
         assert answer.status == 200, answer

@@ -1,0 +1,99 @@
+"""Item 18: a request body must keep a minimum pace, and one address cannot hold an
+unbounded number of the relay's connections (each may also hold a spooled body)."""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+
+from harness.waiting import wait_until
+
+GRACE_S = 1.0  # RELAY_BODY_TIMEOUT_S, the setting the first test is about
+
+
+def test_a_body_trickling_in_gets_408_after_the_grace_period(relay_factory):
+    relay = relay_factory(RELAY_BODY_TIMEOUT_S=GRACE_S)
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: nobody-here.localhost\r\nContent-Length: 100000\r\n\r\n"
+        )
+        started = time.monotonic()
+        received = b""
+        while time.monotonic() - started < 10:
+            # The attacker's pace: one byte whenever the relay has said nothing for 0.25 s.
+            if not select.select([sock], [], [], 0.25)[0]:
+                sock.sendall(b"x")
+                continue
+            data = sock.recv(65536)
+            if not data:
+                break
+            received += data
+        elapsed = time.monotonic() - started
+
+    assert received.startswith(b"HTTP/1.1 408 "), received
+    assert b"too slowly" in received
+    assert elapsed < GRACE_S + 2, elapsed
+
+
+def test_a_fast_large_body_is_not_cut_by_the_body_deadline(relay_factory):
+    relay = relay_factory(RELAY_BODY_TIMEOUT_S=GRACE_S)
+    body = b"y" * (8 * 1024 * 1024)
+
+    answer = relay.request("POST", "/", name="nobody-here", body=body)
+
+    assert answer.status == 404  # the body was taken whole; only then is the tunnel looked up
+
+
+def test_one_address_cannot_hold_more_than_its_share_of_connections(relay):
+    # Defaults: RELAY_MAX_CONNECTIONS_PER_IP. 127.0.0.7 is this test's own address.
+    limit = int(relay.env.get("RELAY_MAX_CONNECTIONS_PER_IP", "256"))
+    held: list[socket.socket] = []
+    try:
+        for _ in range(limit):
+            held.append(socket.create_connection(("127.0.0.1", relay.port), 10, ("127.0.0.7", 0)))
+        # The relay has accepted them all (a request on the last one is answered).
+        last = held[-1]
+        last.sendall(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert last.recv(100).startswith(b"HTTP/1.1 ")
+
+        answer = relay.get("/api/status", source="127.0.0.7")
+        assert answer.status == 429, answer
+        assert "connections" in answer.json()["message"]
+        assert relay.get("/api/status", source="127.0.0.8").status == 200  # others are served
+
+        held.pop().close()
+        wait_until(
+            lambda: relay.get("/api/status", source="127.0.0.7").status == 200,
+            5,
+            "the address to get a connection back",
+        )
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_closed_connections_give_their_place_back(relay_factory):
+    relay = relay_factory(RELAY_MAX_CONNECTIONS_PER_IP=3)  # the setting under test
+    for _ in range(20):  # far more than 3, one after another
+        assert relay.get("/api/status", source="127.0.0.9").status == 200
+
+
+def test_websockets_give_their_place_back_when_they_end(relay_factory):
+    # A WebSocket leaves Twisted's HTTP channel for Daphne's WebSocket protocol; its place
+    # must still be given back when it closes, or an address is locked out after a while.
+    relay = relay_factory(RELAY_MAX_CONNECTIONS_PER_IP=2)  # the setting under test
+    handshake = (
+        f"GET /ws HTTP/1.1\r\nHost: {relay.host('nobody-here')}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", relay.port), 10, ("127.0.0.10", 0)) as sock:
+            sock.sendall(handshake)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 ")
+    wait_until(
+        lambda: relay.get("/api/status", source="127.0.0.10").status == 200,
+        5,
+        "the address to be served again",
+    )
