@@ -31,6 +31,9 @@ RELAY_TEST_ENV = {
     "DEBUG": "true",
     # No per-owner cap: every test tunnel is registered from 127.0.0.1.
     "RELAY_DEFAULT_PLAN_MAX_LIVE_TUNNELS": "0",
+    # No per-owner registration rate for the same reason (tests/e2e/test_registrations.py
+    # drops both to test their defaults).
+    "RELAY_REGISTRATIONS_PER_MINUTE": "0",
 }
 
 
@@ -101,7 +104,9 @@ class RelayLauncher:
         db = self.workdir / f"relay-{uuid.uuid4().hex[:8]}.sqlite3"
         shutil.copyfile(self.template_db, db)
         env = {**os.environ, **RELAY_TEST_ENV}
-        env.update({key: str(value) for key, value in overrides.items()})
+        env.update({key: str(value) for key, value in overrides.items() if value is not None})
+        for key in [key for key, value in overrides.items() if value is None]:
+            env.pop(key, None)  # `relay_factory(NAME=None)`: the relay's default for NAME
         env["DATABASE_URL"] = f"sqlite:///{db}"
         env["PYTHONUNBUFFERED"] = "1"
         process = self.group.start(
