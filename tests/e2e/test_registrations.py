@@ -6,13 +6,18 @@ The harness turns the per-owner limits off for every other test (all test tunnel
 
 from __future__ import annotations
 
+import http.client
+import json
+import os
+import shutil
 import socket
 from collections.abc import Iterator
 
 import pytest
 from harness.fake_client import FakeTunnelClient
 from harness.processes import PYTHON, ProcessGroup
-from harness.waiting import unique_name
+from harness.relay import RELAY_COMMAND, RELAY_TEST_ENV
+from harness.waiting import IO_TIMEOUT_S, unique_name, wait_until
 
 DEFAULTS = {"RELAY_DEFAULT_PLAN_MAX_LIVE_TUNNELS": None, "RELAY_REGISTRATIONS_PER_MINUTE": None}
 DEFAULT_LIVE_LIMIT = 5
@@ -117,5 +122,57 @@ def test_the_last_free_ports_of_a_mostly_used_range_are_found(relay_factory, tmp
         assert full.header("retry-after") is not None
     finally:
         for sock in held:
+            sock.close()
+        group.stop_all()
+
+
+# --- item 26: IPv6 over real sockets (::1 is one address; tests/core covers whole /64s) ----------
+def _v6_request(port: int, method: str, target: str) -> tuple[int, dict]:
+    connection = http.client.HTTPConnection("::1", port, timeout=IO_TIMEOUT_S)
+    try:
+        connection.request(method, target, headers={"Host": f"localhost:{port}"})
+        answer = connection.getresponse()
+        body = answer.read()
+        return answer.status, json.loads(body) if body else {}
+    finally:
+        connection.close()
+
+
+def test_an_ipv6_client_registers_connects_and_is_counted_as_one_owner(relay_template_db, tmp_path):
+    db = tmp_path / "v6.sqlite3"
+    shutil.copyfile(relay_template_db, db)
+    env = {**os.environ, **RELAY_TEST_ENV, "DATABASE_URL": f"sqlite:///{db}"}
+    env.update(RELAY_BIND="::1", RELAY_POOL_BIND="::1", PYTHONUNBUFFERED="1")
+    for name in DEFAULTS:
+        env.pop(name)
+    command = [*RELAY_COMMAND]
+    command[command.index("127.0.0.1")] = "::1"
+    group = ProcessGroup()
+    pool: list[socket.socket] = []
+    try:
+        relay = group.start(command, env, name="relay on ::1")
+        port = int(relay.wait_for_line(r"relay listening on http://\S+:(\d+)").group(1))
+        names = []
+        for _ in range(DEFAULT_LIVE_LIMIT):
+            status, body = _v6_request(port, "GET", "/?new")
+            assert status == 200, body
+            names.append(body["id"])
+            pool.append(socket.create_connection(("::1", body["port"]), timeout=IO_TIMEOUT_S))
+        for name in names:
+            wait_until(
+                lambda name=name: (
+                    _v6_request(port, "GET", f"/api/tunnels/{name}/status")[1]
+                    == {"connected_sockets": 1}
+                ),
+                IO_TIMEOUT_S,
+                f"{name}'s pool socket from ::1",
+            )
+
+        status, body = _v6_request(port, "GET", "/?new")
+        assert status == 429, body  # ::1's /64 holds the default five
+        assert _v6_request(port, "DELETE", f"/api/tunnels/{names[0]}")[0] == 204
+        assert _v6_request(port, "GET", "/?new")[0] == 200
+    finally:
+        for sock in pool:
             sock.close()
         group.stop_all()
