@@ -81,6 +81,9 @@ async def _register(request: HttpRequest, requested: str | None) -> HttpResponse
             "Invalid subdomain. Subdomains must be lowercase and between 4 and 63 "
             "alphanumeric characters (inner hyphens allowed).",
         )
+    registry = get_registry()
+    if requester.credential is None and (refused := _over_rate(request, registry, requester.owner)):
+        return refused  # anonymous: refused before any database work
     try:
         grant = await database_sync_to_async(auth.grant_registration)(
             requester.credential, requester.ip, requested
@@ -89,16 +92,8 @@ async def _register(request: HttpRequest, requested: str | None) -> HttpResponse
         return _error(request, exc.status, exc.message)
     except OperationalError:  # locked (SQLite) or unreachable: live tunnels carry on
         return _error(request, 503, DATABASE_BUSY)
-    registry = get_registry()
-    wait_s = registry.registrations.take(grant.owner, time.monotonic())
-    if wait_s:
-        retry = max(1, math.ceil(wait_s))
-        return _error(
-            request,
-            429,
-            f"Too many tunnel registrations from you in a short time; try again in {retry} s.",
-            retry_after=retry,
-        )
+    if requester.credential is not None and (refused := _over_rate(request, registry, grant.owner)):
+        return refused
     # No await between this count and register() claiming the name: nothing can slip in.
     # Tunnels whose client is gone (waiting out their grace period) give way (item 8).
     limit = grant.limits.max_live_tunnels
@@ -179,6 +174,21 @@ def guard_bare_routes(patterns: list[Any]) -> list[Any]:
         if isinstance(pattern, URLPattern) and route and "/" not in route and "<" not in route:
             pattern.callback = site_route(str(route), pattern.callback)
     return patterns
+
+
+def _over_rate(request: HttpRequest, registry: Registry, owner: str) -> JsonResponse | None:
+    """429 + Retry-After when the owner registers faster than RELAY_REGISTRATION_BURST then
+    RELAY_REGISTRATIONS_PER_MINUTE (item 23); else None, one registration spent."""
+    wait_s = registry.registrations.take(owner, time.monotonic())
+    if not wait_s:
+        return None
+    retry = max(1, math.ceil(wait_s))
+    return _error(
+        request,
+        429,
+        f"Too many tunnel registrations from you in a short time; try again in {retry} s.",
+        retry_after=retry,
+    )
 
 
 def _quota(limits: Limits) -> Quota | None:

@@ -287,3 +287,16 @@ class SessionPruningTests(TestCase):
         self.assertEqual(await registry.prune_sessions(now=1001.0), 0)  # not before an hour
         self.assertEqual(await registry.prune_sessions(now=1000.0 + 3601), 1)
         self.assertLess(1, PRUNE_BATCH)
+
+
+class PoolPortSearchTests(SimpleTestCase):
+    """Item 22: every port of the range the relay does not hold is tried, each once."""
+
+    def test_every_free_port_comes_once_whatever_the_size_of_the_range(self):
+        from relay.registry import Registry
+
+        for first, last in ((40000, 40000), (40000, 40009), (20000, 29999)):
+            held = set(range(first, last + 1, 3))
+            tried = list(Registry._pool_port_candidates(first, last, held))
+            self.assertEqual(len(tried), len(set(tried)))
+            self.assertEqual(set(tried), set(range(first, last + 1)) - held)
