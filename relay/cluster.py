@@ -229,6 +229,8 @@ class Cluster:
         ):
             return 0  # a second live client: the node that asked answers 409 after its wait
         by = str(message.get("by") or "another node")
+        if message.get("takeover") and not same_client:
+            self.registry.remember_taken_over(tunnel, f"a client on node {by}")
         self.registry.close(tunnel, f"reclaimed on {by}"[:100])
         return 1
 

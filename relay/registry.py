@@ -215,13 +215,19 @@ class Registry:
     def _take_over(self, tunnel: Tunnel, client_ip: str, client_id: str) -> None:
         """Close the name's live client (all its sockets and its pool listener) before the
         new client registers it, and remember the old client to tell it why."""
-        if tunnel.client_id:
-            self._taken_over[tunnel.client_id] = (tunnel.name, client_ip, time.monotonic())
-            self._taken_over.move_to_end(tunnel.client_id)
-            while len(self._taken_over) > protocol.TAKEN_OVER_MEMORY:
-                self._taken_over.popitem(last=False)
+        self.remember_taken_over(tunnel, client_ip)
         logger.info("tunnel %s taken over from %s by %s", tunnel.name, tunnel.client_ip, client_ip)
         self.close(tunnel, f"taken over by a client from {client_ip}")
+
+    def remember_taken_over(self, tunnel: Tunnel, by: str) -> None:
+        """Tell the tunnel's client, when it registers again, that it was replaced (bounded
+        by TAKEN_OVER_MEMORY; the npm client sends no id and stops on its own)."""
+        if not tunnel.client_id:
+            return
+        self._taken_over[tunnel.client_id] = (tunnel.name, by, time.monotonic())
+        self._taken_over.move_to_end(tunnel.client_id)
+        while len(self._taken_over) > protocol.TAKEN_OVER_MEMORY:
+            self._taken_over.popitem(last=False)
 
     def release_for_owner(self, owner: str, limit: int) -> bool:
         """Make room under the owner's live-tunnel limit: tunnels whose client is gone (in
