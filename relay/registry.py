@@ -113,6 +113,7 @@ class Registry:
         max_live: int = 0,  # scale-out: the owner's live-tunnel limit, counted cluster-wide
         client_id: str = "",  # our lt's per-run id (protocol.CLIENT_ID_HEADER); "" for npm
         takeover: bool = False,  # close the name's live client first (lt --takeover)
+        reserved: frozenset[str] = frozenset(),  # the site's route names (tunnels/views.py)
     ) -> Tunnel:
         if not self.accepting:
             raise RegistrationError(503, "This relay is shutting down; try again in a moment.")
@@ -143,7 +144,7 @@ class Registry:
                 self._take_over(existing, client_ip, client_id)
             name = requested
         else:
-            name = self._random_name()
+            name = self._random_name(reserved)
         if len(self.tunnels) >= self.settings.RELAY_MAX_TUNNELS:
             raise RegistrationError(503, "This relay has no room for more tunnels right now.")
         tunnel = Tunnel(
@@ -289,10 +290,15 @@ class Registry:
         logger.info("tunnel %s reclaimed by its owner from %s", tunnel.name, client_ip)
         return tunnel
 
-    def _random_name(self) -> str:
+    def _random_name(self, reserved: frozenset[str] = frozenset()) -> str:
+        """A free random name that is never a reserved one (RELAY_RESERVED_NAMES, routes)."""
         while True:
             name = protocol.random_subdomain()
-            if name not in self.tunnels and name not in self.settings.RELAY_RESERVED_NAMES:
+            if (
+                name not in self.tunnels
+                and name not in reserved
+                and name not in self.settings.RELAY_RESERVED_NAMES
+            ):
                 return name
 
     async def _listen(self, tunnel: Tunnel, avoid_port: int = 0) -> asyncio.Server:

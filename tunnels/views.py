@@ -119,6 +119,7 @@ async def _register(request: HttpRequest, requested: str | None) -> HttpResponse
             max_live=limit if registry.cluster is not None else 0,  # scale-out
             client_id=client_id,
             takeover=request.GET.get(protocol.TAKEOVER_PARAM, "") in ("1", "true", "yes"),
+            reserved=site_route_names(),
         )
     except RegistrationError as exc:
         return _error(

@@ -300,3 +300,19 @@ class PoolPortSearchTests(SimpleTestCase):
             tried = list(Registry._pool_port_candidates(first, last, held))
             self.assertEqual(len(tried), len(set(tried)))
             self.assertEqual(set(tried), set(range(first, last + 1)) - held)
+
+
+@override_settings(
+    RELAY_ALLOW_ANONYMOUS=True, RELAY_PUBLIC_PORT=0, RELAY_RESERVED_NAMES={"mail-box"}
+)
+class RandomNameTests(TestCase):
+    """Item 6: a random name is never a route's or a reserved one."""
+
+    @isolated
+    async def test_a_random_name_that_is_reserved_is_drawn_again(self):
+        from unittest import mock
+
+        draws = iter(["admin", "mail-box", "static", "quiet-fox-0001"])
+        with mock.patch("relay.protocol.random_subdomain", lambda: next(draws)):
+            answer = await AddressedClient(OWNER).get("/?new", headers={"User-Agent": LT})
+        self.assertEqual(answer.json()["id"], "quiet-fox-0001")
