@@ -159,9 +159,13 @@ class Registry:
         )
         self.tunnels[name] = tunnel  # claim the name before the first await
         try:
-            if any(t.name == name for t in self._closed_pending):
+            # The old session's row must be closed before a new one; on a node (max_live),
+            # rows released to make room must be too, or the cluster-wide count sees them.
+            if any(t.name == name for t in self._closed_pending) or (
+                max_live and self._closed_pending
+            ):
                 try:
-                    await self.flush()  # the old session's row must be closed before a new one
+                    await self.flush()
                 except OperationalError as exc:
                     raise _database_unavailable(exc) from None
             tunnel.server = await self._listen(tunnel, avoid_port)

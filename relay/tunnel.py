@@ -132,7 +132,7 @@ class Tunnel:
         self.client_id = client_id
         self.registered_at = time.monotonic()
         self.registered_wall = time.time()
-        self.attached_since_registration = bool(self.connections)
+        self.attached_since_registration = False  # connecting, until its first socket
 
     # --- borrowing sockets (called by the proxies) -----------------------------------------
     async def acquire(self, wait_s: float, max_waiters: int) -> PoolConnection:
