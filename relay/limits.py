@@ -134,7 +134,8 @@ class RegistrationRate:
 
     `take(owner, now)` spends one registration and returns 0, or the seconds until the
     next one is allowed. Owners whose bucket is full again are forgotten once there are
-    more than PRUNE_ABOVE, so the table stays bounded by those registering right now.
+    more than PRUNE_ABOVE, so the table stays bounded by those registering right now; the
+    next pruning waits until the table has doubled, so its cost is spread over the takes.
     """
 
     PRUNE_ABOVE = 10_000
@@ -143,6 +144,7 @@ class RegistrationRate:
         self.burst = float(burst)
         self.per_s = per_minute / MINUTE_S
         self.buckets: dict[str, tuple[float, float]] = {}  # owner -> (tokens, at)
+        self.prune_at = self.PRUNE_ABOVE
 
     def take(self, owner: str, now: float) -> float:
         if self.per_s <= 0:
@@ -153,8 +155,9 @@ class RegistrationRate:
             self.buckets[owner] = (tokens, now)
             return (1.0 - tokens) / self.per_s
         self.buckets[owner] = (tokens - 1.0, now)
-        if len(self.buckets) > self.PRUNE_ABOVE:
+        if len(self.buckets) > self.prune_at:
             self._prune(now)
+            self.prune_at = max(self.PRUNE_ABOVE, 2 * len(self.buckets))
         return 0.0
 
     def _prune(self, now: float) -> None:

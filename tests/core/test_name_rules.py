@@ -244,7 +244,7 @@ class RegistrationRateTests(SimpleTestCase):
 
     def test_the_table_forgets_owners_whose_bucket_is_full_again(self):
         rate = RegistrationRate(burst=2, per_minute=60)
-        rate.PRUNE_ABOVE = 10
+        rate.PRUNE_ABOVE = rate.prune_at = 10
         for i in range(11):
             rate.take(f"o{i}", 0.0)
         rate.take("late", 100.0)
