@@ -245,10 +245,12 @@ class RegistrationRateTests(SimpleTestCase):
     def test_the_table_forgets_owners_whose_bucket_is_full_again(self):
         rate = RegistrationRate(burst=2, per_minute=60)
         rate.PRUNE_ABOVE = rate.prune_at = 10
-        for i in range(11):
+        for i in range(11):  # over 10: pruned, but nobody is full yet; next time over 22
             rate.take(f"o{i}", 0.0)
-        rate.take("late", 100.0)
-        self.assertEqual(set(rate.buckets), {"late"})
+        late = [f"late{i}" for i in range(12)]
+        for owner in late:  # 100 s on, the first eleven are full again
+            rate.take(owner, 100.0)
+        self.assertEqual(set(rate.buckets), set(late))
 
 
 class SessionPruningTests(TestCase):
