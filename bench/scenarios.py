@@ -181,6 +181,7 @@ class Bench:
             "SECRET_KEY": "benchrelay-only-" + secrets.token_hex(16),
             "RELAY_ALLOW_ANONYMOUS": "true",
             "RELAY_DEFAULT_PLAN_MAX_LIVE_TUNNELS": "0",  # every tunnel comes from 127.0.0.1
+            "RELAY_REGISTRATIONS_PER_MINUTE": "0",  # and so does every registration
             "RELAY_MAX_SOCKETS": str(MAX_SOCKETS),
             "RELAY_DEFAULT_PLAN_MAX_SOCKETS": str(MAX_SOCKETS),
             "PYTHONUNBUFFERED": "1",

@@ -13,7 +13,8 @@ saved login (only sent to the host it was saved for).
 
 Exit codes: 0 stopped by Ctrl-C/SIGTERM; 1 other failure; 2 usage error; 3 the relay
 answered 401 (bad or missing token); 4 403 (forbidden, e.g. invalid name); 5 409 (the
-name is taken); 6 429 (too many tunnels or requests).
+name is taken); 6 429 (too many tunnels or requests); 7 another client took the name
+over (--takeover) and this one stopped.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_CODES = {401: 3, 403: 4, 409: 5, 429: 6}
+EXIT_TAKEN_OVER = 7  # another client took the name with --takeover: this one stopped
 TOKEN_ENV = "LT_TOKEN"
 
 # Flags that take a value, and the environment variable each one also reads.
@@ -56,6 +58,7 @@ BOOL_FLAGS = {
     "allow_invalid_cert": "ALLOW_INVALID_CERT",
     "print_requests": "PRINT_REQUESTS",
     "open": "OPEN",
+    "takeover": "TAKEOVER",
 }
 
 
@@ -84,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every flag can also be set by an environment variable named after it "
         "(PORT, HOST, LOCAL_HTTPS=true, ...); the token also by LT_TOKEN. Exit codes: 0 "
         "stopped, 1 failure, 2 usage, 3 unauthorized (401), 4 forbidden (403), 5 name taken "
-        "(409), 6 rate limited (429).",
+        "(409), 6 rate limited (429), 7 taken over by another client (--takeover).",
         add_help=False,
     )
     add = parser.add_argument
@@ -107,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--print-requests", action="store_true", default=None, help="one line per request")
     add("-o", "--open", action="store_true", default=None, help="open the URL in a browser")
     add("-t", "--token", help=f"access token (or {TOKEN_ENV}, or a saved login)")
+    add(
+        "--takeover",
+        action="store_true",
+        default=None,
+        help="take --subdomain from another running client of yours (it is disconnected)",
+    )
     return parser
 
 
@@ -173,6 +182,8 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
                 f"invalid subdomain {subdomain!r}: use 4-63 lowercase letters and digits, "
                 "or 6-65 with inner hyphens"
             )
+    if values["takeover"] and subdomain is None:
+        raise UsageError("--takeover needs --subdomain (the name to take over)")
     for dest in ("local_cert", "local_key", "local_ca"):
         path = values[dest]
         if path and not os.path.isfile(path):
@@ -190,6 +201,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         local_key=values["local_key"],
         local_ca=values["local_ca"],
         allow_invalid_cert=values["allow_invalid_cert"],
+        takeover=values["takeover"],
     )
     return Settings(options, print_requests=values["print_requests"], open=values["open"])
 
@@ -234,6 +246,9 @@ async def run_tunnel(settings: Settings, display: PlainDisplay) -> int:
         await tunnel.run()
     except TunnelError as exc:
         display.stop()
+        if exc.taken_over:
+            print(f"lt: stopped: {exc.message}", file=sys.stderr)
+            return EXIT_TAKEN_OVER
         print(f"lt: the relay refused the tunnel: {exc.message}", file=sys.stderr)
         return exit_code_for(exc.status)
     finally:

@@ -13,6 +13,13 @@ from . import __version__
 from .http import Answer, describe_error, request, split_userinfo
 
 USER_AGENT = f"tunnelsite-lt/{__version__}"
+# Sent with a random id per tunnel run: the relay tells this client's reconnects from a
+# second client asking for the same name, and closes the name on DELETE only for its holder.
+CLIENT_ID_HEADER = "X-Tunnelsite-Client"
+# A refusal's reason (the relay's X-Tunnelsite-Refusal); taken-over: another client took
+# the name with --takeover, so this one stops instead of registering again.
+REFUSAL_HEADER = "x-tunnelsite-refusal"
+REFUSAL_TAKEN_OVER = "taken-over"
 
 # The relay's subdomain rule (same as the reference localtunnel server).
 SUBDOMAIN_RE = re.compile(r"^(?:[a-z0-9][a-z0-9\-]{4,63}[a-z0-9]|[a-z0-9]{4,63})$")
@@ -44,6 +51,11 @@ class RegistrationError(Exception):
         self.status = status
         self.message = message
         self.retry_after_s: float | None = None  # the relay's Retry-After, if any
+        self.reason = ""  # the relay's X-Tunnelsite-Refusal, if any
+
+    @property
+    def taken_over(self) -> bool:
+        return self.reason == REFUSAL_TAKEN_OVER
 
     @property
     def retryable(self) -> bool:
@@ -87,6 +99,13 @@ def _real_status(answer: Answer) -> int:
             if 400 <= int(value) < 600:  # type: ignore[call-overload]
                 return int(value)  # type: ignore[call-overload]
     return answer.status
+
+
+def _header(headers: dict[str, str], wanted: str) -> str | None:
+    for name, value in headers.items():
+        if name.lower() == wanted:
+            return value.strip()
+    return None
 
 
 def _retry_after(headers: dict[str, str]) -> float | None:
@@ -133,10 +152,18 @@ async def register(
     token: str | None,
     timeout_s: float = REGISTER_TIMEOUT_S,
     ssl_context: ssl.SSLContext | None = None,
+    *,
+    client_id: str = "",
+    takeover: bool = False,
 ) -> Registration:
     url = f"{_base(host)}/" + (quote(subdomain, safe="") if subdomain else "?new")
+    if subdomain and takeover:
+        url += "?takeover=1"
+    headers = auth_headers(host, token)
+    if client_id:
+        headers[CLIENT_ID_HEADER] = client_id
     try:
-        answer = await request("GET", url, auth_headers(host, token), timeout_s, ssl_context)
+        answer = await request("GET", url, headers, timeout_s, ssl_context)
     except (OSError, TimeoutError, ssl.SSLError) as exc:
         raise RelayUnreachable(describe_error(exc)) from exc
     except Exception as exc:  # h11.RemoteProtocolError and friends: not an HTTP relay
@@ -145,6 +172,7 @@ async def register(
         status = _real_status(answer)
         error = RegistrationError(status, _message(answer.body, status))
         error.retry_after_s = _retry_after(answer.headers)
+        error.reason = _header(answer.headers, REFUSAL_HEADER) or ""
         raise error
     return parse_registration(host, answer.body, answer.peer_ip)
 
@@ -155,14 +183,20 @@ async def release(
     token: str | None,
     timeout_s: float = RELEASE_TIMEOUT_S,
     ssl_context: ssl.SSLContext | None = None,
+    *,
+    client_id: str = "",
 ) -> int | None:
     """DELETE the tunnel so its name is freed at once. Returns the status, None on failure.
 
-    404/405 are expected from plain localtunnel servers and are harmless.
+    404/405 are expected from plain localtunnel servers and are harmless; so is 409 (the
+    name is another client's now, and the relay leaves it alone).
     """
     url = f"{_base(host)}/api/tunnels/{quote(tunnel_id, safe='')}"
+    headers = auth_headers(host, token)
+    if client_id:
+        headers[CLIENT_ID_HEADER] = client_id
     try:
-        answer = await request("DELETE", url, auth_headers(host, token), timeout_s, ssl_context)
+        answer = await request("DELETE", url, headers, timeout_s, ssl_context)
     except Exception:  # best effort on the way out
         return None
     return answer.status

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ class TunnelOptions:
     local_key: str | None = None
     local_ca: str | None = None
     allow_invalid_cert: bool = False
+    takeover: bool = False  # take the name from a live client of the same owner (--takeover)
 
 
 @dataclass
@@ -74,12 +76,14 @@ class TunnelStatus:
 
 
 class TunnelError(Exception):
-    """The tunnel cannot go on: the relay refused it. `status` is the relay's HTTP status."""
+    """The tunnel cannot go on: the relay refused it. `status` is the relay's HTTP status;
+    `taken_over` when another client took the name with --takeover."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, taken_over: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.taken_over = taken_over
 
 
 class Reporter(Protocol):
@@ -139,6 +143,9 @@ class Tunnel:
         self._announce = False  # the URL is new: tell the reporter when a socket is up
         self._stopping = asyncio.Event()
         self._name = options.subdomain  # after the first registration: the name we got
+        # Who we are to the relay across reconnects (registration.CLIENT_ID_HEADER).
+        self.client_id = secrets.token_urlsafe(16)
+        self.taken_over = False
 
     @property
     def url(self) -> str:
@@ -202,9 +209,18 @@ class Tunnel:
                 retry_after: float | None = None
                 try:
                     reg = await self._until_stopped(
-                        register(self.options.host, self._name, self.options.token)
+                        register(
+                            self.options.host,
+                            self._name,
+                            self.options.token,
+                            client_id=self.client_id,
+                            takeover=self.options.takeover,
+                        )
                     )
                 except RegistrationError as exc:
+                    if exc.taken_over:
+                        self.taken_over = True
+                        raise TunnelError(exc.status, exc.message, taken_over=True) from None
                     if is_fatal(exc.status, self.registration is not None):
                         raise TunnelError(exc.status, exc.message) from None
                     reason = f"registration failed: {exc.message}"
@@ -271,6 +287,8 @@ class Tunnel:
 
     async def release(self) -> int | None:
         """Free the name at the relay (DELETE); harmless if the relay does not know it."""
-        if self.registration is None:
-            return None
-        return await release(self.options.host, self.registration.id, self.options.token)
+        if self.registration is None or self.taken_over:
+            return None  # a name taken over is the other client's now
+        return await release(
+            self.options.host, self.registration.id, self.options.token, client_id=self.client_id
+        )

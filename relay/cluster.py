@@ -183,9 +183,13 @@ class Cluster:
             self._remember(name, None)
 
     # --- reclaiming a name across nodes -------------------------------------------------------
-    async def release(self, name: str, owner: str) -> bool:
+    async def release(
+        self, name: str, owner: str, client_id: str = "", takeover: bool = False
+    ) -> bool:
         """The name's live row is on another node: if `owner` holds it, ask that node (a
-        `tunnel.release` message) to close it. True when a retry of the insert may succeed."""
+        `tunnel.release` message) to close it. True when a retry of the insert may succeed.
+        That node keeps a tunnel whose client is still connected unless this is the same
+        client reconnecting or a takeover (issue 10 item 5)."""
         holder = await database_sync_to_async(nodes.live_holder)(name)
         if holder is None:
             return True  # closed meanwhile
@@ -194,7 +198,15 @@ class Cluster:
             return False
         logger.info("asking node %s to release %s to its owner, here", node, name)
         await self._send(
-            {"type": "tunnel.release", "name": name, "owner": owner, "node": node, "by": self.node}
+            {
+                "type": "tunnel.release",
+                "name": name,
+                "owner": owner,
+                "node": node,
+                "by": self.node,
+                "client_id": client_id,
+                "takeover": takeover,
+            }
         )
         return True
 
@@ -208,7 +220,17 @@ class Cluster:
             or tunnel.owner != message.get("owner")
         ):
             return 0
+        client_id = str(message.get("client_id") or "")
+        same_client = bool(client_id) and client_id == tunnel.client_id
+        if (
+            not same_client
+            and not message.get("takeover")
+            and tunnel.client_connected(time.monotonic())
+        ):
+            return 0  # a second live client: the node that asked answers 409 after its wait
         by = str(message.get("by") or "another node")
+        if message.get("takeover") and not same_client:
+            self.registry.remember_taken_over(tunnel, f"a client on node {by}")
         self.registry.close(tunnel, f"reclaimed on {by}"[:100])
         return 1
 

@@ -169,3 +169,19 @@ def normal_ip(text: str) -> str:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(address)
+
+
+def address_key(text: str, ipv6_prefix: int) -> str:
+    """The address an owner or a limit counts by: an IPv4 address as it is, an IPv6 one as
+    its network of `ipv6_prefix` bits (a home or a server gets a whole /64, so counting
+    single IPv6 addresses lets one network escape every per-address limit)."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        if ipv6_prefix < 128:
+            return str(ipaddress.IPv6Network((address, ipv6_prefix), strict=False))
+    return str(address)

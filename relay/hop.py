@@ -21,7 +21,7 @@ from django.conf import settings
 
 from relay.asgi_types import ASGIApp, Receive, Scope, Send
 from relay.headers import request_target
-from relay.protocol import tunnel_name_from_host
+from relay.protocol import is_tunnel_client, tunnel_name_from_host
 
 HOP_HEADER = b"x-tunnelsite-hop"
 # A marker older (or newer) than this is refused: it bounds replays of a captured one.
@@ -69,6 +69,11 @@ def verify(value: bytes, host: bytes, now: float | None = None) -> tuple[str, in
     return client
 
 
+def _from_tunnel_client(scope: Scope) -> bool:
+    agents = [v for n, v in scope["headers"] if n == b"user-agent"]
+    return len(agents) == 1 and is_tunnel_client(agents[0])
+
+
 class ClusterGate:
     """Strips hop markers (believing valid ones), answers `GET /healthz` on this node, and
     sends a tunnel API request for another node's tunnel to that node."""
@@ -99,8 +104,8 @@ class ClusterGate:
                 scope[HOP_SCOPE_KEY] = True
                 scope["client"] = client
         site = scope["type"] == "http" and tunnel_name_from_host(host or b"", self.domain) is None
-        if site and scope["path"] == "/healthz":
-            await self._health(send)
+        if site and scope["path"] == "/healthz" and not _from_tunnel_client(scope):
+            await self._health(send)  # a tunnel client asking for "healthz" is refused
             return
         if (
             site

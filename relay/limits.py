@@ -136,3 +136,44 @@ def _body_length(scope: Scope) -> int | None:
         if name == b"content-length":
             return int(value) if value.isdigit() else None
     return None
+
+
+class RegistrationRate:
+    """Registrations per owner: a token bucket each (issue 10 item 23), in memory.
+
+    `take(owner, now)` spends one registration and returns 0, or the seconds until the
+    next one is allowed. Owners whose bucket is full again are forgotten once there are
+    more than PRUNE_ABOVE, so the table stays bounded by those registering right now; the
+    next pruning waits until the table has doubled, so its cost is spread over the takes.
+    """
+
+    PRUNE_ABOVE = 10_000
+
+    def __init__(self, burst: int, per_minute: float) -> None:
+        self.burst = float(burst)
+        self.per_s = per_minute / MINUTE_S
+        self.buckets: dict[str, tuple[float, float]] = {}  # owner -> (tokens, at)
+        self.prune_at = self.PRUNE_ABOVE
+
+    def take(self, owner: str, now: float) -> float:
+        if self.per_s <= 0:
+            return 0.0
+        tokens, at = self.buckets.get(owner, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.per_s)
+        if tokens < 1.0:
+            self.buckets[owner] = (tokens, now)
+            return (1.0 - tokens) / self.per_s
+        self.buckets[owner] = (tokens - 1.0, now)
+        if len(self.buckets) > self.prune_at:
+            self._prune(now)
+            self.prune_at = max(self.PRUNE_ABOVE, 2 * len(self.buckets))
+        return 0.0
+
+    def _prune(self, now: float) -> None:
+        full = [
+            owner
+            for owner, (tokens, at) in self.buckets.items()
+            if tokens + (now - at) * self.per_s >= self.burst
+        ]
+        for owner in full:
+            del self.buckets[owner]

@@ -118,3 +118,33 @@ def tunnel_name_from_host(host: bytes, domain: bytes) -> str | None:
         return label.decode("ascii")
     except UnicodeDecodeError:
         return None
+
+
+# --- who holds a name (issue 10 item 5) ---------------------------------------------------
+# Our lt sends a random id per run in this header, so a re-registration after it lost its
+# pool sockets is known as the same client reconnecting (the relay may not have seen those
+# sockets close yet), not as a second client fighting for the name.
+CLIENT_ID_HEADER = "X-Tunnelsite-Client"
+CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+# `GET /<name>?takeover=1` (our lt's --takeover): close the name's live client and take it.
+TAKEOVER_PARAM = "takeover"
+# Set on a refusal whose reason a client acts on; `taken-over`: this client was replaced
+# by a takeover and must stop instead of registering again.
+REFUSAL_HEADER = "X-Tunnelsite-Refusal"
+REFUSAL_TAKEN_OVER = "taken-over"
+# A name registered this recently whose client has not opened a pool socket yet still
+# counts as held: its client is connecting (our lt and the npm client connect within
+# milliseconds; 10 s leaves room for a slow link).
+CONNECTING_S = 10.0
+# How many replaced clients the relay remembers, and for how long, to tell them why
+# (our lt asks again within its 30 s backoff cap; an hour covers a laptop's sleep).
+TAKEN_OVER_MEMORY = 4096
+TAKEN_OVER_TTL_S = 3600.0
+
+# User-Agents of tunnel clients: they register with `GET /<name>`, so a site route of the
+# same name must answer them the reserved-name refusal, not the route (item 6).
+_TUNNEL_CLIENT_USER_AGENT = re.compile(rb"^(?:axios/|tunnelsite-lt/)")
+
+
+def is_tunnel_client(user_agent: bytes) -> bool:
+    return bool(_TUNNEL_CLIENT_USER_AGENT.match(user_agent))

@@ -12,6 +12,8 @@ import errno
 import logging
 import random
 import time
+from collections import OrderedDict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
@@ -19,6 +21,7 @@ from django.conf import settings as django_settings
 from django.db import IntegrityError, OperationalError
 
 from relay import protocol
+from relay.limits import RegistrationRate
 from relay.pool import PoolConnection
 from relay.tunnel import Tunnel
 from tunnels import nodes, store
@@ -28,6 +31,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Closed session rows past RELAY_SESSION_RETENTION_DAYS are deleted this many at a time (one
+# short transaction per flush, however many piled up), checked at most every PRUNE_EVERY_S
+# while nothing is left to delete.
+PRUNE_BATCH = 500
+PRUNE_EVERY_S = 3600.0
+
+# Random pool ports tried before the whole range is listed and shuffled (item 22): with a
+# mostly free range one of them binds, and a 60,000-port range is not copied per registration.
+QUICK_PORT_TRIES = 16
+
 # scale-out: reclaiming a name the same owner holds on another node. That node closes the
 # tunnel and writes its row at once (milliseconds); the insert is retried every
 # RECLAIM_POLL_S until then, and a node that does not answer costs the client 2 s and a 409.
@@ -36,12 +49,28 @@ RECLAIM_POLL_S = 0.05
 
 
 class RegistrationError(Exception):
-    """A registration that cannot succeed; `status` and `message` go to the client."""
+    """A registration that cannot succeed; `status` and `message` go to the client, with
+    `reason` (protocol.REFUSAL_HEADER) and a Retry-After when set."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(
+        self, status: int, message: str, *, reason: str = "", retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def _in_use_message(tunnel: Tunnel) -> str:
+    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(tunnel.registered_wall))
+    sockets = tunnel.connected_sockets
+    state = f"{sockets} pool socket{'s' if sockets != 1 else ''}" if sockets else "connecting"
+    return (
+        f"The subdomain {tunnel.name!r} is in use by another client of yours, connected from "
+        f"{tunnel.client_ip} since {since} ({state}). Stop that client first, or take the "
+        "name over with `lt --takeover` (the other client is then disconnected)."
+    )
 
 
 def _database_unavailable(exc: Exception) -> RegistrationError:
@@ -64,6 +93,12 @@ class Registry:
         self._closed_pending: list[Tunnel] = []
         self.started_at = time.time()
         self.cluster: Cluster | None = None  # scale-out: set by the runner on a named node
+        self.registrations = RegistrationRate(  # per owner (issue 10 item 23)
+            settings.RELAY_REGISTRATION_BURST, settings.RELAY_REGISTRATIONS_PER_MINUTE
+        )
+        self._next_prune = 0.0  # monotonic time of the next pruning of closed sessions
+        # Clients replaced by a takeover: client id -> (name, new client's address, when).
+        self._taken_over: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
 
     # --- registration ---------------------------------------------------------------------
     async def register(
@@ -76,9 +111,15 @@ class Registry:
         user_id: int | None = None,  # issue 4: who the session row belongs to
         token_id: int | None = None,
         max_live: int = 0,  # scale-out: the owner's live-tunnel limit, counted cluster-wide
+        client_id: str = "",  # our lt's per-run id (protocol.CLIENT_ID_HEADER); "" for npm
+        takeover: bool = False,  # close the name's live client first (lt --takeover)
+        reserved: frozenset[str] = frozenset(),  # the site's route names (tunnels/views.py)
     ) -> Tunnel:
         if not self.accepting:
             raise RegistrationError(503, "This relay is shutting down; try again in a moment.")
+        if client_id:
+            self._refuse_if_taken_over(client_id)
+        avoid_port = 0
         if requested is not None:
             existing = self.tunnels.get(requested)
             if existing is not None:
@@ -92,10 +133,18 @@ class Registry:
                     raise RegistrationError(
                         409, f"The subdomain {requested!r} is being registered; try again."
                     )
-                return self._reclaim(existing, client_ip)
+                if client_id and client_id == existing.client_id:
+                    return self._reclaim(existing, client_ip, client_id)  # our lt reconnecting
+                if not existing.client_connected(time.monotonic()):
+                    return self._reclaim(existing, client_ip, client_id)  # grace period
+                if not takeover:
+                    raise RegistrationError(409, _in_use_message(existing))
+                # A new pool port: the old client's own reconnects must not reach the new one.
+                avoid_port = existing.port
+                self._take_over(existing, client_ip, client_id)
             name = requested
         else:
-            name = self._random_name()
+            name = self._random_name(reserved)
         if len(self.tunnels) >= self.settings.RELAY_MAX_TUNNELS:
             raise RegistrationError(503, "This relay has no room for more tunnels right now.")
         tunnel = Tunnel(
@@ -106,18 +155,23 @@ class Registry:
             registry=self,
             user_id=user_id,
             token_id=token_id,
+            client_id=client_id,
         )
         self.tunnels[name] = tunnel  # claim the name before the first await
         try:
-            if any(t.name == name for t in self._closed_pending):
+            # The old session's row must be closed before a new one; on a node (max_live),
+            # rows released to make room must be too, or the cluster-wide count sees them.
+            if any(t.name == name for t in self._closed_pending) or (
+                max_live and self._closed_pending
+            ):
                 try:
-                    await self.flush()  # the old session's row must be closed before a new one
+                    await self.flush()
                 except OperationalError as exc:
                     raise _database_unavailable(exc) from None
-            tunnel.server = await self._listen(tunnel)
+            tunnel.server = await self._listen(tunnel, avoid_port)
             tunnel.port = tunnel.server.sockets[0].getsockname()[1]
             try:
-                tunnel.session_id = await self._open_session(tunnel, max_live)
+                tunnel.session_id = await self._open_session(tunnel, max_live, takeover)
                 if tunnel.closed:  # scale-out: released to its owner's newer registration
                     self._closed_pending.append(tunnel)  # while the row was being written
                     if self.cluster is not None:
@@ -146,7 +200,58 @@ class Registry:
         logger.info("tunnel %s opened for %s on pool port %d", name, client_ip, tunnel.port)
         return tunnel
 
-    async def _open_session(self, tunnel: Tunnel, max_live: int) -> int:
+    def _refuse_if_taken_over(self, client_id: str) -> None:
+        """A client replaced by a takeover is told so (and our lt stops) instead of taking
+        the name back or starting afresh under another one."""
+        record = self._taken_over.get(client_id)
+        if record is None:
+            return
+        name, by_ip, when = record
+        if time.monotonic() - when > protocol.TAKEN_OVER_TTL_S:
+            del self._taken_over[client_id]
+            return
+        raise RegistrationError(
+            409,
+            f"The tunnel {name!r} was taken over by another client (lt --takeover, from "
+            f"{by_ip}); this client stops instead of taking it back.",
+            reason=protocol.REFUSAL_TAKEN_OVER,
+        )
+
+    def _take_over(self, tunnel: Tunnel, client_ip: str, client_id: str) -> None:
+        """Close the name's live client (all its sockets and its pool listener) before the
+        new client registers it, and remember the old client to tell it why."""
+        self.remember_taken_over(tunnel, client_ip)
+        logger.info("tunnel %s taken over from %s by %s", tunnel.name, tunnel.client_ip, client_ip)
+        self.close(tunnel, f"taken over by a client from {client_ip}")
+
+    def remember_taken_over(self, tunnel: Tunnel, by: str) -> None:
+        """Tell the tunnel's client, when it registers again, that it was replaced (bounded
+        by TAKEN_OVER_MEMORY; the npm client sends no id and stops on its own)."""
+        if not tunnel.client_id:
+            return
+        self._taken_over[tunnel.client_id] = (tunnel.name, by, time.monotonic())
+        self._taken_over.move_to_end(tunnel.client_id)
+        while len(self._taken_over) > protocol.TAKEN_OVER_MEMORY:
+            self._taken_over.popitem(last=False)
+
+    def release_for_owner(self, owner: str, limit: int) -> bool:
+        """Make room under the owner's live-tunnel limit: tunnels whose client is gone (in
+        their grace period) do not hold a place; the longest gone are released first.
+        False when the owner's connected tunnels alone reach the limit."""
+        mine = [t for t in self.tunnels.values() if t.owner == owner]
+        excess = len(mine) - limit + 1
+        if excess <= 0:
+            return True
+        now = time.monotonic()
+        gone = [t for t in mine if not t.client_connected(now)]
+        if len(gone) < excess:
+            return False
+        gone.sort(key=lambda t: t.offline_since if t.offline_since is not None else now)
+        for tunnel in gone[:excess]:
+            self.close(tunnel, "released for a newer tunnel of its owner")
+        return True
+
+    async def _open_session(self, tunnel: Tunnel, max_live: int, takeover: bool = False) -> int:
         """Insert the session row. On a named node, when the name's live row is the same
         owner's on another node, that node is asked to release it and the insert is retried
         for up to RECLAIM_WAIT_S (scale-out); IntegrityError when the name stays taken."""
@@ -163,7 +268,9 @@ class Registry:
         try:
             return await open_row(**row)
         except IntegrityError:
-            if self.cluster is None or not await self.cluster.release(tunnel.name, tunnel.owner):
+            if self.cluster is None or not await self.cluster.release(
+                tunnel.name, tunnel.owner, tunnel.client_id, takeover
+            ):
                 raise
         deadline = time.monotonic() + RECLAIM_WAIT_S  # scale-out
         while True:
@@ -174,25 +281,31 @@ class Registry:
                 if time.monotonic() >= deadline:
                     raise
 
-    def _reclaim(self, tunnel: Tunnel, client_ip: str) -> Tunnel:
-        """The owner asks again for its name: same tunnel, same port, fresh sockets."""
+    def _reclaim(self, tunnel: Tunnel, client_ip: str, client_id: str) -> Tunnel:
+        """The owner asks again for its name, its client gone or reconnecting: same tunnel,
+        same port, fresh sockets."""
         for conn in list(tunnel.connections):
             if not conn.busy:
                 conn.abort()
-        tunnel.client_ip = client_ip
+        tunnel.registered_by(client_ip, client_id)
         if not tunnel.connections:
             tunnel.offline_since = time.monotonic()
             self.schedule_expiry(tunnel)
         logger.info("tunnel %s reclaimed by its owner from %s", tunnel.name, client_ip)
         return tunnel
 
-    def _random_name(self) -> str:
+    def _random_name(self, reserved: frozenset[str] = frozenset()) -> str:
+        """A free random name that is never a reserved one (RELAY_RESERVED_NAMES, routes)."""
         while True:
             name = protocol.random_subdomain()
-            if name not in self.tunnels:
+            if (
+                name not in self.tunnels
+                and name not in reserved
+                and name not in self.settings.RELAY_RESERVED_NAMES
+            ):
                 return name
 
-    async def _listen(self, tunnel: Tunnel) -> asyncio.Server:
+    async def _listen(self, tunnel: Tunnel, avoid_port: int = 0) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         bind = self.settings.RELAY_POOL_BIND
         max_head = self.settings.RELAY_MAX_HEADER_BYTES
@@ -202,16 +315,46 @@ class Registry:
 
         ports = self.settings.RELAY_POOL_PORTS
         if ports is None:
-            return await loop.create_server(factory, bind, 0, backlog=64)
+            server = await loop.create_server(factory, bind, 0, backlog=64)
+            if server.sockets[0].getsockname()[1] != avoid_port:
+                return server
+            try:  # the port just given up came back: ask again while holding it
+                return await loop.create_server(factory, bind, 0, backlog=64)
+            finally:
+                server.close()
+        # Every port of the range this relay does not hold, in a random order, each tried
+        # once: other processes may hold some, and a free one is found whenever one exists.
         first, last = ports
-        candidates = random.sample(range(first, last + 1), min(64, last - first + 1))
-        for port in candidates:
+        held = {t.port for t in self.tunnels.values() if t.port}
+        held.add(avoid_port)
+        for port in self._pool_port_candidates(first, last, held):
             try:
                 return await loop.create_server(factory, bind, port, backlog=64)
             except OSError as exc:
-                if exc.errno != errno.EADDRINUSE:
+                if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
                     raise
-        raise RegistrationError(503, "No free pool port on this relay; try again later.")
+        raise RegistrationError(
+            503,
+            f"All {last - first + 1} pool ports of this relay (RELAY_POOL_PORTS={first}-{last})"
+            " are in use; try again later (operator: widen the range).",
+            retry_after=5,
+        )
+
+    @staticmethod
+    def _pool_port_candidates(first: int, last: int, held: set[int]) -> Iterator[int]:
+        """A few random ports of the range first (cheap while it is mostly free), then every
+        port not held by this relay in a random order: each free port is tried at most once
+        more, so a nearly full range of any size is searched to the end."""
+        size = last - first + 1
+        tried: set[int] = set()
+        for _ in range(min(QUICK_PORT_TRIES, size)):
+            port = random.randint(first, last)
+            if port not in held and port not in tried:
+                tried.add(port)
+                yield port
+        rest = [port for port in range(first, last + 1) if port not in held and port not in tried]
+        random.shuffle(rest)
+        yield from rest
 
     # --- expiry -----------------------------------------------------------------------------
     def schedule_expiry(self, tunnel: Tunnel) -> None:
@@ -279,8 +422,24 @@ class Registry:
             try:
                 await self.flush()
                 await self.close_tunnels_of_unusable_tokens()
+                await self.prune_sessions()
             except Exception:
                 logger.exception("could not flush tunnel counters; will retry")
+
+    async def prune_sessions(self, now: float | None = None) -> int:
+        """Delete one batch of closed session rows past their retention (item 23); again at
+        the next flush while batches come back full, else after PRUNE_EVERY_S."""
+        now = time.monotonic() if now is None else now
+        if now < self._next_prune:
+            return 0
+        deleted = await database_sync_to_async(store.prune_closed_sessions)(
+            self.settings.RELAY_SESSION_RETENTION_DAYS, PRUNE_BATCH
+        )
+        if deleted < PRUNE_BATCH:
+            self._next_prune = now + PRUNE_EVERY_S
+        if deleted:
+            logger.info("deleted %d closed session rows past their retention", deleted)
+        return deleted
 
     async def close_tunnels_of_unusable_tokens(self) -> int:
         """Close live tunnels whose token expired, was revoked or whose user was deactivated

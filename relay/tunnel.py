@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from relay import protocol
 from relay.headers import normal_ip
 from relay.limits import Quota
 from relay.pool import PoolConnection
@@ -66,6 +67,13 @@ class Tunnel:
     dirty: bool = True
     in_flight: int = 0
     expiry: asyncio.TimerHandle | None = None  # the grace-period timer while offline
+    # Who holds the name now (issue 10 item 5): our lt's per-run id (empty for the npm
+    # client), when it registered (monotonic, and wall clock for messages), and whether a
+    # pool socket has attached since (until then it counts as connecting).
+    client_id: str = ""
+    registered_at: float = field(default_factory=time.monotonic)
+    registered_wall: float = field(default_factory=time.time)
+    attached_since_registration: bool = False
 
     # --- pool membership (called by PoolConnection) ----------------------------------------
     def attach(self, conn: PoolConnection) -> bool:
@@ -84,6 +92,7 @@ class Tunnel:
             logger.debug("refused pool socket for %s: already %d", self.name, self.max_conn_count)
             return False
         self.connections.add(conn)
+        self.attached_since_registration = True
         self.peak_sockets = max(self.peak_sockets, len(self.connections))
         self.offline_since = None
         self.cancel_expiry()
@@ -107,6 +116,24 @@ class Tunnel:
     @property
     def connected_sockets(self) -> int:
         return len(self.connections)
+
+    def client_connected(self, now: float) -> bool:
+        """Whether the client that registered last is still there: it has pool sockets, or
+        it registered moments ago and is still opening them (protocol.CONNECTING_S). A tunnel
+        whose client is gone only waits out its grace period for its owner."""
+        if self.connections:
+            return True
+        return not self.attached_since_registration and (
+            now - self.registered_at < protocol.CONNECTING_S
+        )
+
+    def registered_by(self, client_ip: str, client_id: str) -> None:
+        """A (re-)registration of this tunnel: the client that holds it from now on."""
+        self.client_ip = client_ip
+        self.client_id = client_id
+        self.registered_at = time.monotonic()
+        self.registered_wall = time.time()
+        self.attached_since_registration = False  # connecting, until its first socket
 
     # --- borrowing sockets (called by the proxies) -----------------------------------------
     async def acquire(self, wait_s: float, max_waiters: int) -> PoolConnection:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
+from relay.headers import address_key
 from tunnels import tokens
 from tunnels.models import ApiToken, ReservedSubdomain
 from tunnels.quotas import Limits, default_limits, limits_for
@@ -50,11 +51,17 @@ def owner_key(user_id: int) -> str:
     return f"user:{user_id}"
 
 
+def anonymous_owner(ip: str) -> str:
+    """The owner key of an anonymous tunnel: its address, an IPv6 one as its network
+    (RELAY_IPV6_PREFIX), so one /64 is one owner for the live-tunnel and rate limits."""
+    return f"ip:{address_key(ip, settings.RELAY_IPV6_PREFIX)}"
+
+
 def authenticate(credential: str | None, ip: str, *, touch: bool = True) -> Grant:
     """The grant for a token (or for no token); raises Refusal(401) when it will not do."""
     if credential is None:
         if settings.RELAY_ALLOW_ANONYMOUS:
-            return Grant(owner=f"ip:{ip}", limits=default_limits())
+            return Grant(owner=anonymous_owner(ip), limits=default_limits())
         raise Refusal(
             401, f"This relay needs an API token; ask its operator for one. {HOW_TO_PASS}"
         )

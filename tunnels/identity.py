@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from django.http import HttpRequest
 
 from relay.headers import client_ip
+from tunnels.auth import anonymous_owner
 from tunnels.tokens import TOKEN_MARK
 
 
@@ -30,7 +31,7 @@ def identify(request: HttpRequest) -> Requester:
         ip = client_ip(scope)
     else:
         ip = request.META.get("REMOTE_ADDR", "")
-    return Requester(ip=ip, owner=f"ip:{ip}", credential=credential(request))
+    return Requester(ip=ip, owner=anonymous_owner(ip), credential=credential(request))
 
 
 def credential(request: HttpRequest) -> str | None:

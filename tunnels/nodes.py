@@ -11,10 +11,12 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import DateTimeField, ExpressionWrapper, OuterRef, Subquery, Value
 from django.db.models.functions import Now
 
+from relay.headers import address_key
 from tunnels.models import Node, Tunnel
 
 NODE_GONE = "node gone"
@@ -45,7 +47,9 @@ def _older_than(seconds: float) -> ExpressionWrapper:
 
 def owner_key_of(owner_id: int | None, client_ip: str) -> str:
     """The registry's owner key (tunnels/auth.py) of a session row's owner."""
-    return f"user:{owner_id}" if owner_id is not None else f"ip:{client_ip}"
+    if owner_id is not None:
+        return f"user:{owner_id}"
+    return f"ip:{address_key(client_ip, settings.RELAY_IPV6_PREFIX)}"  # as tunnels/auth.py
 
 
 def check_live_limit(owner_id: int | None, client_ip: str, limit: int, subdomain: str = "") -> None:

@@ -97,3 +97,21 @@ def unusable_tokens(token_ids: set[int]) -> set[int]:
         return set()
     usable = ApiToken.objects.usable().filter(pk__in=token_ids, user__is_active=True)
     return token_ids - set(usable.values_list("pk", flat=True))
+
+
+def prune_closed_sessions(retention_days: int, batch: int) -> int:
+    """Delete up to `batch` closed session rows closed more than `retention_days` ago,
+    oldest first (item 23: registrations must not grow the database for ever). Live rows
+    and recent history stay. Returns how many it deleted; a full batch means call again."""
+    if retention_days <= 0:
+        return 0
+    cutoff = timezone.now() - timedelta(days=retention_days)
+    ids = list(
+        Tunnel.objects.filter(is_live=False, closed_at__lt=cutoff)
+        .order_by("closed_at")
+        .values_list("pk", flat=True)[:batch]
+    )
+    if not ids:
+        return 0
+    deleted, _ = Tunnel.objects.filter(pk__in=ids, is_live=False).delete()
+    return deleted

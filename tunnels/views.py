@@ -5,15 +5,22 @@ These are async views: they run on the relay's event loop, next to the registry.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import math
 import resource
+import time
+from collections.abc import Callable
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import URLPattern, get_resolver
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_safe
 
 from relay import protocol
 from relay.limits import Quota
@@ -25,16 +32,30 @@ from tunnels.quotas import Limits
 DATABASE_BUSY = "The relay's database is busy or unavailable; try again in a moment."
 
 
-def _error(request: HttpRequest, status: int, message: str) -> JsonResponse:
+def _error(
+    request: HttpRequest,
+    status: int,
+    message: str,
+    *,
+    reason: str = "",
+    retry_after: int | None = None,
+) -> JsonResponse:
     """`{"message"}` with the real status, except for the npm client (axios User-Agent),
     which gets 203: it retries any non-2xx answer silently forever, but exits printing the
     message of a 2xx other than 200 (see protocol.NPM_CLIENT_ERROR_STATUS).
     """
-    user_agent = request.headers.get("User-Agent", "").encode("latin-1", "replace")
     answer = JsonResponse({"message": message, "status": status})
-    answer.status_code = protocol.error_status_for(user_agent, status)
+    answer.status_code = protocol.error_status_for(_user_agent(request), status)
     answer["X-Tunnelsite-Status"] = str(status)
+    if reason:
+        answer[protocol.REFUSAL_HEADER] = reason
+    if retry_after is not None:
+        answer["Retry-After"] = str(retry_after)
     return answer
+
+
+def _user_agent(request: HttpRequest) -> bytes:
+    return request.headers.get("User-Agent", "").encode("latin-1", "replace")
 
 
 async def _register(request: HttpRequest, requested: str | None) -> HttpResponse:
@@ -46,6 +67,13 @@ async def _register(request: HttpRequest, requested: str | None) -> HttpResponse
             "Run `lt --port PORT --host <this relay>`.",
         )
     requester: Requester = identify(request)
+    if requested is not None and requested.lower() in site_route_names():
+        return _error(
+            request,
+            403,
+            f"The subdomain {requested!r} is reserved: /{requested} is a page of this relay. "
+            "Pick another name, or leave out --subdomain for a random one.",
+        )
     if requested is not None and not protocol.is_valid_subdomain(requested):
         return _error(
             request,
@@ -53,6 +81,9 @@ async def _register(request: HttpRequest, requested: str | None) -> HttpResponse
             "Invalid subdomain. Subdomains must be lowercase and between 4 and 63 "
             "alphanumeric characters (inner hyphens allowed).",
         )
+    registry = get_registry()
+    if requester.credential is None and (refused := _over_rate(request, registry, requester.owner)):
+        return refused  # anonymous: refused before any database work
     try:
         grant = await database_sync_to_async(auth.grant_registration)(
             requester.credential, requester.ip, requested
@@ -61,17 +92,22 @@ async def _register(request: HttpRequest, requested: str | None) -> HttpResponse
         return _error(request, exc.status, exc.message)
     except OperationalError:  # locked (SQLite) or unreachable: live tunnels carry on
         return _error(request, 503, DATABASE_BUSY)
-    registry = get_registry()
+    if requester.credential is not None and (refused := _over_rate(request, registry, grant.owner)):
+        return refused
     # No await between this count and register() claiming the name: nothing can slip in.
+    # Tunnels whose client is gone (waiting out their grace period) give way (item 8).
     limit = grant.limits.max_live_tunnels
     if limit and not _is_reclaim(registry, requested, grant.owner):
-        if _live_count(registry, grant.owner) >= limit:
+        if not registry.release_for_owner(grant.owner, limit):
             return _error(
                 request,
                 429,
                 f"You already have {limit} live tunnel{'s' if limit != 1 else ''}, the most "
                 f"your plan ({grant.limits.plan}) allows. Close one (stop its client) first.",
             )
+    client_id = request.headers.get(protocol.CLIENT_ID_HEADER, "")
+    if not protocol.CLIENT_ID_RE.match(client_id):
+        client_id = ""  # not our lt's: treated as a client without an id
     try:
         tunnel = await registry.register(
             requested,
@@ -81,9 +117,14 @@ async def _register(request: HttpRequest, requested: str | None) -> HttpResponse
             user_id=grant.user_id,
             token_id=grant.token_id,
             max_live=limit if registry.cluster is not None else 0,  # scale-out
+            client_id=client_id,
+            takeover=request.GET.get(protocol.TAKEOVER_PARAM, "") in ("1", "true", "yes"),
+            reserved=site_route_names(),
         )
     except RegistrationError as exc:
-        return _error(request, exc.status, exc.message)
+        return _error(
+            request, exc.status, exc.message, reason=exc.reason, retry_after=exc.retry_after
+        )
     if tunnel.quota is None:  # a reclaimed tunnel keeps its quota and counters
         tunnel.quota = _quota(grant.limits)
         if tunnel.quota is not None:
@@ -95,6 +136,59 @@ async def _register(request: HttpRequest, requested: str | None) -> HttpResponse
     ip = registry.cluster.advertise_host if registry.cluster is not None else None  # scale-out
     return JsonResponse(
         protocol.registration_answer(tunnel.name, tunnel.port, tunnel.max_conn_count, url, ip)
+    )
+
+
+# Root paths that are not in the URLconf but belong to the site all the same.
+WELL_KNOWN_ROOT_PATHS = frozenset({"healthz", "robots.txt", "favicon.ico", ".well-known"})
+
+
+def site_route_names() -> frozenset[str]:
+    """The first path segment of every route of the bare domain (from the URLconf, so a new
+    route is covered without a list to keep), the static files' prefix and the well-known
+    paths: no tunnel may be called one of them, or `GET /<name>` would be both."""
+    return _route_names(str(settings.ROOT_URLCONF), str(settings.STATIC_URL or ""))
+
+
+@functools.cache
+def _route_names(urlconf: str, static_url: str) -> frozenset[str]:
+    names = set(WELL_KNOWN_ROOT_PATHS)
+    static = static_url.strip("/").split("/")[0]
+    if static and "://" not in static_url:
+        names.add(static.lower())
+    for pattern in get_resolver(urlconf).url_patterns:
+        route = getattr(pattern.pattern, "_route", None)  # path(); re_path() has none
+        if route is None:
+            continue
+        first = str(route).split("/", 1)[0]
+        if first and "<" not in first:
+            names.add(first.lower())
+    return frozenset(names)
+
+
+def guard_bare_routes(patterns: list[Any]) -> list[Any]:
+    """Wrap every route at `/<one segment>` with site_route: it shadows the registration
+    `GET /<name>`, so tunnel clients must get the refusal there, not the route. Applied to
+    the URLconf as a whole, so a route added later is guarded without anyone remembering."""
+    for pattern in patterns:
+        route = getattr(pattern.pattern, "_route", None)
+        if isinstance(pattern, URLPattern) and route and "/" not in route and "<" not in route:
+            pattern.callback = site_route(str(route), pattern.callback)
+    return patterns
+
+
+def _over_rate(request: HttpRequest, registry: Registry, owner: str) -> JsonResponse | None:
+    """429 + Retry-After when the owner registers faster than RELAY_REGISTRATION_BURST then
+    RELAY_REGISTRATIONS_PER_MINUTE (item 23); else None, one registration spent."""
+    wait_s = registry.registrations.take(owner, time.monotonic())
+    if not wait_s:
+        return None
+    retry = max(1, math.ceil(wait_s))
+    return _error(
+        request,
+        429,
+        f"Too many tunnel registrations from you in a short time; try again in {retry} s.",
+        retry_after=retry,
     )
 
 
@@ -111,10 +205,6 @@ def _quota(limits: Limits) -> Quota | None:
 def _is_reclaim(registry: Registry, requested: str | None, owner: str) -> bool:
     existing = registry.get(requested) if requested is not None else None
     return existing is not None and existing.owner == owner
-
-
-def _live_count(registry: Registry, owner: str) -> int:
-    return sum(1 for tunnel in registry.tunnels.values() if tunnel.owner == owner)
 
 
 def _from_a_web_page(request: HttpRequest) -> bool:
@@ -144,6 +234,30 @@ async def index(request: HttpRequest) -> HttpResponse:
 
 async def no_favicon(request: HttpRequest) -> HttpResponse:
     return HttpResponse(status=204)
+
+
+@require_safe
+async def healthz(request: HttpRequest) -> JsonResponse:
+    """The relay's health for a load balancer or a supervisor (a cluster node answers it
+    in relay/hop.py before Django): 503 while it drains."""
+    registry = get_registry()
+    if not registry.accepting:
+        return JsonResponse({"status": "draining"}, status=503)
+    return JsonResponse({"status": "ok", "tunnels": len(registry.tunnels)})
+
+
+def site_route(name: str, view: Callable[..., Any]) -> Callable[..., Any]:
+    """A route of the bare domain at `/<name>`, the path localtunnel registers `name` on:
+    tunnel clients (npm, our lt) get the reserved-name refusal, everyone else the route.
+    Without it `lt --subdomain admin` followed the admin's redirect for ever (item 6)."""
+
+    async def route(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method == "GET" and protocol.is_tunnel_client(_user_agent(request)):
+            return await _register(request, name)
+        answer = view(request, *args, **kwargs)
+        return await answer if inspect.isawaitable(answer) else answer
+
+    return route
 
 
 @require_GET
@@ -179,6 +293,14 @@ async def tunnel_detail(request: HttpRequest, name: str) -> HttpResponse:
                 403,
                 "Only the client that opened this tunnel may close it: send the same API "
                 "token (or any token of the same user), or stop the client.",
+            )
+        client_id = request.headers.get(protocol.CLIENT_ID_HEADER, "")
+        if protocol.CLIENT_ID_RE.match(client_id) and client_id != tunnel.client_id:
+            return _error(
+                request,
+                409,
+                f"The tunnel {name!r} is held by another client of yours now (it took the "
+                "name over, or reclaimed it); it was left open.",
             )
         get_registry().close(tunnel, "closed by client")
         return HttpResponse(status=204)

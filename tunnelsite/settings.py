@@ -189,6 +189,21 @@ RELAY_DEFAULT_PLAN_IDLE_TIMEOUT_S = _int("RELAY_DEFAULT_PLAN_IDLE_TIMEOUT_S", 0)
 RELAY_DEFAULT_PLAN_ALLOW_CUSTOM_SUBDOMAINS = _bool(
     "RELAY_DEFAULT_PLAN_ALLOW_CUSTOM_SUBDOMAINS", True
 )
+# --- registry: rate, retention, IPv6 owners (issue 10 items 23, 26) ---------------------------
+# Registrations per owner (token user, or anonymous address): a token bucket of BURST that
+# refills at PER_MINUTE. A developer restarts a client a few times a minute at most, and
+# our lt's reconnect backoff (0.5 s doubling to 30 s) stays far below; a loop of
+# `GET /?new` + DELETE is held to one row every 6 s. PER_MINUTE=0: no limit.
+RELAY_REGISTRATION_BURST = _int("RELAY_REGISTRATION_BURST", 20, minimum=1)
+RELAY_REGISTRATIONS_PER_MINUTE = _float("RELAY_REGISTRATIONS_PER_MINUTE", 10.0)
+# Closed session rows older than this are deleted (in batches, by the relay's flusher): the
+# admin's session list and a month of history need no more. 0: keep them for ever.
+RELAY_SESSION_RETENTION_DAYS = _int("RELAY_SESSION_RETENTION_DAYS", 30)
+# An IPv6 client counts as its /64 (one home or server gets a whole /64, so per-address
+# limits are per network) wherever an address owns tunnels or is limited. 128: per address.
+RELAY_IPV6_PREFIX = _int("RELAY_IPV6_PREFIX", 64, minimum=1)
+if RELAY_IPV6_PREFIX > 128:
+    raise ImproperlyConfigured(f"RELAY_IPV6_PREFIX={RELAY_IPV6_PREFIX} must be at most 128")
 
 # --- Django -----------------------------------------------------------------------------------
 # Only the bare domain reaches Django: `<name>.<domain>` goes to the relay before Django,

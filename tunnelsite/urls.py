@@ -6,6 +6,8 @@ from django.views.generic import RedirectView
 
 from tunnels import dashboard, views
 
+# Routes at `/<one segment>` answer tunnel clients (npm, our lt) with the reserved-name
+# refusal, since `GET /<name>` is also how they register `name` (tunnels/views.py).
 urlpatterns = [
     # The relay's live dashboard, staff only (admin_view), before the admin's own catch-all.
     path("admin/dashboard/", admin.site.admin_view(dashboard.page), name="relay-dashboard"),
@@ -19,6 +21,7 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
     path("admin", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("healthz", views.healthz, name="healthz"),
     path("api/status", views.relay_status, name="relay-status"),
     path("api/tunnels/<str:name>/status", views.tunnel_status, name="tunnel-status"),
     path("api/tunnels/<str:name>", views.tunnel_detail, name="tunnel-detail"),
@@ -28,3 +31,4 @@ urlpatterns = [
     path("favicon.ico", views.no_favicon),
     re_path(r"^(?P<name>[^/]+)/?$", views.register_named, name="register"),
 ]
+urlpatterns = views.guard_bare_routes(urlpatterns)

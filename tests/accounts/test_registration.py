@@ -131,8 +131,13 @@ class RegistrationTests(TestCase):
             plan=await Plan.objects.acreate(name="one", max_live_tunnels=1),
         )
         async with fresh_registry():
-            first = await self.async_client.get("/my-app", headers=bearer(self.owner_token))
-            again = await self.async_client.get("/my-app", headers=bearer(self.owner_token2))
+            same_client = {"X-Tunnelsite-Client": "test-client-0001"}  # our lt reconnecting
+            first = await self.async_client.get(
+                "/my-app", headers={**bearer(self.owner_token), **same_client}
+            )
+            again = await self.async_client.get(
+                "/my-app", headers={**bearer(self.owner_token2), **same_client}
+            )
             self.assertEqual(again.status_code, 200, again.content)
             self.assertEqual(again.json()["port"], first.json()["port"])
 

@@ -69,13 +69,18 @@ def test_a_client_reclaims_its_name_through_another_node_within_the_grace(two_no
     print(f"\nreclaim through another node: 200 after {took:.3f} s")
 
 
-def test_a_client_still_connected_elsewhere_is_replaced_by_its_new_registration(two_nodes, db_rows):
+def test_a_second_client_gets_409_while_the_first_is_connected_elsewhere_unless_it_takes_over(
+    two_nodes, db_rows
+):
+    """Two live clients never share a name (issue 10 item 5), across nodes too."""
     alpha, bravo = two_nodes
     old = FakeTunnelClient(bravo)
     new: FakeTunnelClient | None = None
     try:
         (old_pool,) = old.connect(1)
-        new = FakeTunnelClient(alpha, old.name, old.source)
+        assert alpha.register(old.name, source=old.source).status == 409  # bravo keeps its connected client
+        assert not old_pool.is_closed(timeout=0.3)
+        new = FakeTunnelClient(alpha, f"{old.name}?takeover=1", old.source)
         assert old_pool.is_closed(timeout=2.0)
         (pool,) = new.connect(1)
         assert db_rows(new.name) == [("bravo", False, "reclaimed on alpha"), ("alpha", True, "")]
@@ -107,7 +112,8 @@ def test_a_user_at_the_limit_of_one_tunnel_reclaims_it_through_another_node(
 ):
     """The old row is the one being replaced: it does not count against the plan."""
     alpha, bravo = two_nodes
-    auth = [("Authorization", f"Bearer {accounts['token']}")]
+    # The same client (our lt's per-run id) registering again, through another node.
+    auth = [("Authorization", f"Bearer {accounts['token']}"), ("X-Tunnelsite-Client", "lt-0001x")]
     name = unique_name("mine")
     assert alpha.get(f"/{name}", headers=auth).status == 200
     assert bravo.get(f"/{unique_name('second')}", headers=auth).status == 429

@@ -19,6 +19,8 @@ from tests.core.conftest import until
 from tunnels.models import Tunnel as Session
 
 OWNER = ("127.0.0.1", 50000)
+# Our lt's per-run id: a second registration with it is the same client reconnecting.
+SAME_CLIENT = {"X-Tunnelsite-Client": "test-client-0001"}
 STRANGER = ("127.0.0.9", 50000)
 
 
@@ -100,8 +102,8 @@ class RegistrationApiTests(TestCase):
 
     @isolated
     async def test_the_owner_gets_its_name_and_port_back(self) -> None:
-        first = (await self._get("/my-app-one")).json()
-        again = (await self._get("/my-app-one")).json()
+        first = (await self._get("/my-app-one", **SAME_CLIENT)).json()
+        again = (await self._get("/my-app-one", **SAME_CLIENT)).json()  # our lt reconnecting
         self.assertEqual((again["id"], again["port"]), (first["id"], first["port"]))
         self.assertEqual(await Session.objects.filter(subdomain="my-app-one").acount(), 1)
 
@@ -149,13 +151,13 @@ class RegistrationApiTests(TestCase):
 
     @isolated
     async def test_a_web_page_cannot_register_or_reclaim_a_name(self) -> None:
-        first = await self._get("/my-app-one")
+        first = await self._get("/my-app-one", **SAME_CLIENT)
         self.assertEqual(first.status_code, 200)
         for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}):
-            answer = await self._get("/my-app-one", **headers)
+            answer = await self._get("/my-app-one", **headers, **SAME_CLIENT)
             self.assertEqual(answer.status_code, 403)
             self.assertIn("tunnel client", answer.json()["message"])
-        typed = await self._get("/my-app-one", **{"Sec-Fetch-Site": "none"})
+        typed = await self._get("/my-app-one", **{"Sec-Fetch-Site": "none"}, **SAME_CLIENT)
         self.assertEqual(typed.status_code, 200)  # a URL typed into the address bar
 
     @isolated

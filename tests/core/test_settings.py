@@ -33,6 +33,11 @@ def _check(**env: str) -> subprocess.CompletedProcess[str]:
         ("DATABASE_URL", "nosuchdb://x"),
         ("REDIS_URL", "http://127.0.0.1:6379"),
         ("RELAY_TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("RELAY_REGISTRATION_BURST", "0"),
+        ("RELAY_REGISTRATIONS_PER_MINUTE", "lots"),
+        ("RELAY_SESSION_RETENTION_DAYS", "-1"),
+        ("RELAY_IPV6_PREFIX", "129"),
+        ("RELAY_IPV6_PREFIX", "/64"),
     ],
 )
 def test_a_malformed_value_names_the_variable(name: str, value: str) -> None:

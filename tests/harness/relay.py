@@ -34,8 +34,12 @@ RELAY_TEST_ENV = {
 
 # Every npm client a test starts registers from 127.0.0.1 (it cannot pick its source
 # address), so a relay that serves many such tests at once, like the shared `relay`, would
-# meet the anonymous cap of 5 live tunnels per address; relays that need it pass this.
-NO_LIVE_TUNNEL_CAP = {"RELAY_DEFAULT_PLAN_MAX_LIVE_TUNNELS": "0"}
+# meet the anonymous cap of 5 live tunnels per address and the per-owner registration rate;
+# relays that need it pass this (tests/e2e/test_registrations.py tests both defaults).
+NO_LIVE_TUNNEL_CAP = {
+    "RELAY_DEFAULT_PLAN_MAX_LIVE_TUNNELS": "0",
+    "RELAY_REGISTRATIONS_PER_MINUTE": "0",
+}
 
 
 @dataclass
@@ -105,7 +109,9 @@ class RelayLauncher:
         db = self.workdir / f"relay-{uuid.uuid4().hex[:8]}.sqlite3"
         shutil.copyfile(self.template_db, db)
         env = {**os.environ, **RELAY_TEST_ENV}
-        env.update({key: str(value) for key, value in overrides.items()})
+        env.update({key: str(value) for key, value in overrides.items() if value is not None})
+        for key in [key for key, value in overrides.items() if value is None]:
+            env.pop(key, None)  # `relay_factory(NAME=None)`: the relay's default for NAME
         env["DATABASE_URL"] = f"sqlite:///{db}"
         env["PYTHONUNBUFFERED"] = "1"
         process = self.group.start(
