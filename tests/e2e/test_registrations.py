@@ -14,7 +14,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from harness.fake_client import FakeTunnelClient
+from harness.fake_client import FakeTunnelClient, fresh_loopback
 from harness.processes import PYTHON, ProcessGroup
 from harness.relay import RELAY_COMMAND, RELAY_TEST_ENV
 from harness.waiting import IO_TIMEOUT_S, unique_name, wait_until
@@ -37,7 +37,8 @@ def clients() -> Iterator[list[FakeTunnelClient]]:
 # --- item 8: a client that stopped does not hold a place under the live-tunnel limit -----------
 def test_restarted_clients_are_not_refused_by_the_default_live_tunnel_limit(relay_factory, clients):
     relay = relay_factory(**DEFAULTS)
-    first = [FakeTunnelClient(relay) for _ in range(DEFAULT_LIVE_LIMIT)]
+    owner = fresh_loopback()  # one anonymous owner: every client registers from one address
+    first = [FakeTunnelClient(relay, source=owner) for _ in range(DEFAULT_LIVE_LIMIT)]
     clients += first
     for client in first:
         client.connect(1)
@@ -46,14 +47,14 @@ def test_restarted_clients_are_not_refused_by_the_default_live_tunnel_limit(rela
     for client in first:
         relay.wait_for_sockets(client.name, 0)
 
-    second = [FakeTunnelClient(relay) for _ in range(DEFAULT_LIVE_LIMIT)]  # the restart
+    second = [FakeTunnelClient(relay, source=owner) for _ in range(DEFAULT_LIVE_LIMIT)]  # restart
     clients += second
     for client in second:
         client.connect(1)
 
     assert [relay.sockets(c.name) for c in second] == [1] * DEFAULT_LIVE_LIMIT
     assert [relay.sockets(c.name) for c in first] == [None] * DEFAULT_LIVE_LIMIT  # released
-    refused = relay.register()  # but connected tunnels still count
+    refused = relay.register(source=owner)  # but connected tunnels still count
     assert refused.status == 429, refused
     assert "You already have 5 live tunnels" in refused.json()["message"]
 
@@ -144,7 +145,7 @@ def test_an_ipv6_client_registers_connects_and_is_counted_as_one_owner(relay_tem
     env = {**os.environ, **RELAY_TEST_ENV, "DATABASE_URL": f"sqlite:///{db}"}
     env.update(RELAY_BIND="::1", RELAY_POOL_BIND="::1", PYTHONUNBUFFERED="1")
     for name in DEFAULTS:
-        env.pop(name)
+        env.pop(name, None)
     command = [*RELAY_COMMAND]
     command[command.index("127.0.0.1")] = "::1"
     group = ProcessGroup()
