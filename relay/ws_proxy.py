@@ -35,6 +35,7 @@ from relay.hop import HOP_SCOPE_KEY
 from relay.pool import PoolConnection, PoolError
 from relay.registry import get_registry
 from relay.tunnel import NoSocket
+from relay.ws_flow import WsFlow
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ async def _bridge(scope: Scope, receive: Receive, send: Send, conn: PoolConnecti
     forwarded, _, _ = hdrs.request_headers(scope)
     host = next((v for n, v in forwarded if n == b"host"), b"") or tunnel.name.encode()
     request = handshake_request(scope, forwarded, host)
-    await bridge(receive, send, conn, tunnel, request, settings.RELAY_RESPONSE_TIMEOUT_S)
+    flow = scope.get("extensions", {}).get("tunnelsite.ws_flow")
+    await bridge(receive, send, conn, tunnel, request, settings.RELAY_RESPONSE_TIMEOUT_S, flow)
 
 
 def handshake_request(scope: Scope, headers: list[tuple[bytes, bytes]], host: bytes) -> Request:
@@ -118,12 +120,19 @@ def handshake_request(scope: Scope, headers: list[tuple[bytes, bytes]], host: by
 
 
 async def bridge(
-    receive: Receive, send: Send, conn: Any, counters: Any, request: Request, timeout: float
+    receive: Receive,
+    send: Send,
+    conn: Any,
+    counters: Any,
+    request: Request,
+    timeout: float,
+    flow: WsFlow | None = None,
 ) -> None:
     """Open a WebSocket upstream over `conn` (a pool socket, or a connection to the node that
     owns the tunnel: anything with write, drain and read_raw), accept the visitor's once the
     far end answers 101, then copy messages both ways until either side closes. Bytes are
-    counted on `counters` (`bytes_in`, `bytes_out`)."""
+    counted on `counters` (`bytes_in`, `bytes_out`). With the visitor's `flow`, neither
+    side is read while the other is behind (see relay.ws_flow)."""
     ws = WSConnection(ConnectionType.CLIENT)
     conn.write(ws.send(request))
     accepted: AcceptConnection | None = None
@@ -144,9 +153,11 @@ async def bridge(
                 elif accepted is not None:
                     leftover.append(event)
     await send({"type": "websocket.accept", "subprotocol": accepted.subprotocol})
+    if flow is not None:
+        flow.register()
 
     to_app = asyncio.ensure_future(_visitor_to_app(receive, conn, ws, counters))
-    to_visitor = asyncio.ensure_future(_app_to_visitor(send, conn, ws, counters, leftover))
+    to_visitor = asyncio.ensure_future(_app_to_visitor(send, conn, ws, counters, leftover, flow))
     try:
         done, _ = await asyncio.wait({to_app, to_visitor}, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -181,7 +192,12 @@ async def _visitor_to_app(receive: Receive, conn: PoolConnection, ws: WSConnecti
 
 
 async def _app_to_visitor(
-    send: Send, conn: PoolConnection, ws: WSConnection, tunnel, leftover: list
+    send: Send,
+    conn: PoolConnection,
+    ws: WSConnection,
+    tunnel,
+    leftover: list,
+    flow: WsFlow | None,
 ) -> None:
     parts: list[bytes | str] = []
     size = 0
@@ -212,6 +228,10 @@ async def _app_to_visitor(
                 code = visitor_close_code(event.code or 1000)
                 await send({"type": "websocket.close", "code": code})
                 return
+        if flow is not None:
+            # The visitor is behind: leave the app's bytes in the pool socket (its reads
+            # pause at relay.pool.READ_HIGH_WATER) instead of in Twisted's send buffer.
+            await flow.writable()
         data = await conn.read_raw(None)
         if not data:
             await send({"type": "websocket.close", "code": visitor_close_code(1011)})

@@ -124,6 +124,11 @@ RELAY_MAX_BODY_BYTES = _int("RELAY_MAX_BODY_BYTES", 1024 * 1024 * 1024)
 RELAY_HEADER_TIMEOUT_S = _float("RELAY_HEADER_TIMEOUT_S", 10.0, minimum=0.1)
 RELAY_IDLE_TIMEOUT_S = _float("RELAY_IDLE_TIMEOUT_S", 30.0)
 RELAY_DRAIN_S = _float("RELAY_DRAIN_S", 10.0)
+# WebSockets (relay/ws_proxy.py). Daphne queues every message a visitor sends and buffers
+# every message sent to a visitor without limit; past this many bytes waiting for a slow
+# peer, the relay stops reading the sender (resumes below half). 2 MiB: two of the largest
+# messages (1 MiB) in flight keep a fast stream moving; a flood costs this much, not more.
+RELAY_WS_BUFFER_BYTES = _int("RELAY_WS_BUFFER_BYTES", 2 * 1024 * 1024, minimum=64 * 1024)
 RELAY_FLUSH_S = _float("RELAY_FLUSH_S", 5.0, minimum=0.05)
 RELAY_TRUSTED_PROXIES = _networks("RELAY_TRUSTED_PROXIES")
 RELAY_UVLOOP = _bool("RELAY_UVLOOP", True)

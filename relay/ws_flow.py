@@ -1,0 +1,124 @@
+"""Backpressure for a visitor's WebSocket, both ways.
+
+Daphne bounds neither direction: every message a visitor sends goes into the application's
+queue at once, and every `websocket.send` goes into Twisted's transport buffer at once. So
+`relay.server` hands a WebSocket application a `WsFlow` instead of Daphne's queue:
+
+- as the queue (`put_nowait`/`get`), it counts the bytes of messages not yet taken and
+  pauses reading the visitor's socket above RELAY_WS_BUFFER_BYTES, resuming below half;
+- registered as the transport's push producer once the WebSocket is open, it is paused by
+  Twisted while the visitor's send buffer is full, and the relay waits (`writable`) before
+  it reads more from the tunnel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class WsFlow:
+    def __init__(self, protocol: Any, high_water: int) -> None:
+        self.protocol = protocol  # Daphne's WebSocketProtocol (autobahn)
+        self.high_water = high_water
+        self.low_water = high_water // 2
+        self.queued_bytes = 0
+        self.reading_paused = False
+        self.write_paused = False
+        self.gone = False
+        self._messages: deque[dict[str, Any]] = deque()
+        self._arrived: asyncio.Future[None] | None = None
+        self._resumed: asyncio.Future[None] | None = None
+        self._registered = False
+
+    # --- the application's input queue (Daphne calls put_nowait) ---------------------------
+    def put_nowait(self, message: dict[str, Any]) -> None:
+        self._messages.append(message)
+        self.queued_bytes += _size(message)
+        if message["type"] == "websocket.disconnect":
+            self._set_gone()
+        elif self.queued_bytes > self.high_water and not self.reading_paused:
+            self._pause_reading()
+        waiter = self._arrived
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> dict[str, Any]:
+        while not self._messages:
+            self._arrived = asyncio.get_running_loop().create_future()
+            try:
+                await self._arrived
+            finally:
+                self._arrived = None
+        message = self._messages.popleft()
+        self.queued_bytes -= _size(message)
+        if self.reading_paused and self.queued_bytes <= self.low_water:
+            self._resume_reading()
+        return message
+
+    def _pause_reading(self) -> None:
+        transport = self.protocol.transport
+        if transport is not None:
+            self.reading_paused = True
+            transport.pauseProducing()
+
+    def _resume_reading(self) -> None:
+        self.reading_paused = False
+        transport = self.protocol.transport
+        if transport is not None and not self.gone:
+            transport.resumeProducing()
+
+    # --- IPushProducer, registered on the visitor's transport -------------------------------
+    def register(self) -> None:
+        """Take over as the transport's producer (after the upgrade, Twisted's HTTP channel
+        still is, though it no longer writes)."""
+        transport = self.protocol.transport
+        if self._registered or transport is None:
+            return
+        try:
+            transport.unregisterProducer()
+            transport.registerProducer(self, True)
+        except Exception as exc:  # no backpressure is better than no WebSocket
+            logger.warning("websocket: cannot watch the visitor's send buffer: %r", exc)
+            return
+        self._registered = True
+
+    def pauseProducing(self) -> None:  # noqa: N802 (Twisted's interface)
+        self.write_paused = True
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self.write_paused = False
+        waiter = self._resumed
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def stopProducing(self) -> None:  # noqa: N802
+        self._set_gone()
+
+    # --- used by the relay ------------------------------------------------------------------
+    async def writable(self) -> None:
+        """Return once the visitor's send buffer has room (or the visitor is gone)."""
+        while self.write_paused and not self.gone:
+            self._resumed = asyncio.get_running_loop().create_future()
+            try:
+                await self._resumed
+            finally:
+                self._resumed = None
+
+    def _set_gone(self) -> None:
+        if self.gone:
+            return
+        self.gone = True
+        self.write_paused = False
+        waiter = self._resumed
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+def _size(message: dict[str, Any]) -> int:
+    payload = message.get("bytes") or message.get("text") or b""
+    return len(payload)
