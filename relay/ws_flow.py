@@ -1,4 +1,4 @@
-"""Backpressure for a visitor's WebSocket, both ways.
+"""Backpressure for a visitor's WebSocket, both ways, and a clear refusal of its handshake.
 
 Daphne bounds neither direction: every message a visitor sends goes into the application's
 queue at once, and every `websocket.send` goes into Twisted's transport buffer at once. So
@@ -8,17 +8,22 @@ queue at once, and every `websocket.send` goes into Twisted's transport buffer a
   pauses reading the visitor's socket above RELAY_WS_BUFFER_BYTES, resuming below half;
 - registered as the transport's push producer once the WebSocket is open, it is paused by
   Twisted while the visitor's send buffer is full, and the relay waits (`writable`) before
-  it reads more from the tunnel.
+  it reads more from the tunnel;
+- `refuse` answers the handshake with an HTTP status and a JSON message (Daphne can only
+  send 403 without a body).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import deque
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+_REASONS = {503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
 class WsFlow:
@@ -117,6 +122,31 @@ class WsFlow:
         waiter = self._resumed
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def refuse(self, status: int, message: str, retry_after: int | None = None) -> bool:
+        """Answer the handshake with `status` and {"message"}; False once it is too late
+        (the WebSocket was accepted, or the visitor left)."""
+        protocol = self.protocol
+        transport = protocol.transport
+        if transport is None or not hasattr(protocol, "handshake_deferred"):
+            return False
+        del protocol.handshake_deferred  # Daphne must not answer it too
+        protocol.muted = True  # nor pass the application a disconnect
+        body = json.dumps({"message": message}).encode()
+        head = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            "Connection: close",
+        ]
+        if retry_after is not None:
+            head.append(f"Retry-After: {retry_after}")
+        protocol.sendData(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        # Closed the way autobahn fails a handshake itself: its state becomes CLOSED, so
+        # Daphne's connect timeout never tries to answer the handshake a second time.
+        protocol.wasNotCleanReason = message
+        protocol.dropConnection(abort=False)
+        return True
 
 
 def _size(message: dict[str, Any]) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from typing import Any
@@ -31,6 +32,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from relay import headers as hdrs
 from relay.asgi_types import Receive, Scope, Send
+from relay.headers import client_ip
 from relay.hop import HOP_SCOPE_KEY
 from relay.pool import PoolConnection, PoolError
 from relay.registry import get_registry
@@ -50,6 +52,7 @@ _HANDSHAKE_OWN = frozenset(
     }
 )
 MAX_MESSAGE_BYTES = 1024 * 1024  # the same bound Daphne puts on visitors' messages
+MAX_REFUSAL_BYTES = 4096  # of the body of a refused handshake, read for its message
 
 
 def visitor_close_code(code: int) -> int:
@@ -81,24 +84,44 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, name: str)
             return
         await send({"type": "websocket.close", "code": 1008})
         return
+    visitor = client_ip(scope)
     try:
-        conn = await tunnel.acquire(settings.RELAY_SOCKET_WAIT_S, settings.RELAY_MAX_WAITERS)
-    except NoSocket:
-        await send({"type": "websocket.close", "code": 1013})
+        tunnel.admit_websocket(
+            visitor, settings.RELAY_WS_SPARE_SOCKETS, settings.RELAY_WS_MAX_PER_VISITOR
+        )
+    except NoSocket as exc:
+        await refuse(scope, send, exc)
         return
-    registry.request_started()
-    tunnel.requests += 1
-    tunnel.dirty = True
-    tunnel.last_activity = time.monotonic()
     try:
-        await _bridge(scope, receive, send, conn, tunnel)
-    except (PoolError, TimeoutError, LocalProtocolError, RemoteProtocolError) as exc:
-        logger.debug("tunnel %s: websocket failed: %r", tunnel.name, exc)
-        with contextlib.suppress(Exception):
-            await send({"type": "websocket.close", "code": visitor_close_code(1011)})
+        try:
+            conn = await tunnel.acquire(settings.RELAY_SOCKET_WAIT_S, settings.RELAY_MAX_WAITERS)
+        except NoSocket as exc:
+            await refuse(scope, send, exc)
+            return
+        registry.request_started()
+        tunnel.requests += 1
+        tunnel.dirty = True
+        tunnel.last_activity = time.monotonic()
+        try:
+            await _bridge(scope, receive, send, conn, tunnel)
+        except (PoolError, TimeoutError, LocalProtocolError, RemoteProtocolError) as exc:
+            logger.debug("tunnel %s: websocket failed: %r", tunnel.name, exc)
+            with contextlib.suppress(Exception):
+                await send({"type": "websocket.close", "code": visitor_close_code(1011)})
+        finally:
+            registry.request_finished()
+            conn.abort()
     finally:
-        registry.request_finished()
-        conn.abort()
+        tunnel.websocket_closed(visitor)
+
+
+async def refuse(scope: Scope, send: Send, exc: NoSocket) -> None:
+    """Refuse the visitor's handshake with the status and message of `exc` (Daphne alone
+    could only send a bare 403)."""
+    flow: WsFlow | None = scope.get("extensions", {}).get("tunnelsite.ws_flow")
+    logger.debug("websocket refused with %d: %s", exc.status, exc.message)
+    if flow is None or not flow.refuse(exc.status, exc.message, exc.retry_after):
+        await send({"type": "websocket.close", "code": 1013})
 
 
 async def _bridge(scope: Scope, receive: Receive, send: Send, conn: PoolConnection, tunnel) -> None:
@@ -136,22 +159,37 @@ async def bridge(
     ws = WSConnection(ConnectionType.CLIENT)
     conn.write(ws.send(request))
     accepted: AcceptConnection | None = None
+    rejected: RejectConnection | None = None
+    refusal = b""  # the body of a refusal, kept up to MAX_REFUSAL_BYTES
     leftover: list = []
     async with asyncio.timeout(timeout):
         while accepted is None:
             data = await conn.read_raw(timeout)
             if not data:
+                if rejected is not None:
+                    break
                 await send({"type": "websocket.close", "code": 1011})
                 return
             ws.receive_data(data)
             for event in ws.events():
                 if isinstance(event, AcceptConnection):
                     accepted = event
-                elif isinstance(event, RejectConnection | RejectData):
-                    await send({"type": "websocket.close", "code": 1008})
-                    return
+                elif isinstance(event, RejectConnection):
+                    rejected = event
+                elif isinstance(event, RejectData):
+                    refusal = (refusal + event.data)[:MAX_REFUSAL_BYTES]
                 elif accepted is not None:
                     leftover.append(event)
+            if rejected is not None and (
+                not rejected.has_body
+                or ws.state.name == "CLOSED"
+                or len(refusal) >= MAX_REFUSAL_BYTES
+            ):
+                break
+    if rejected is not None or accepted is None:
+        status = rejected.status_code if rejected is not None else 502
+        await _refused_upstream(send, flow, status, refusal)
+        return
     await send({"type": "websocket.accept", "subprotocol": accepted.subprotocol})
     if flow is not None:
         flow.register()
@@ -166,6 +204,21 @@ async def bridge(
         for task in (to_app, to_visitor):
             task.cancel()
         await asyncio.gather(to_app, to_visitor, return_exceptions=True)
+
+
+async def _refused_upstream(send: Send, flow: WsFlow | None, status: int, body: bytes) -> None:
+    """The far end answered the handshake with `status` instead of 101: the visitor gets that
+    status (a 502 for one that is no error) and the far end's JSON message (another relay
+    node's refusal) or a sentence saying who refused."""
+    try:
+        message = json.loads(body)["message"]
+        if not isinstance(message, str):
+            raise TypeError
+    except (ValueError, TypeError, KeyError):
+        message = f"The tunnel's app refused the WebSocket with HTTP {status}."
+    status = status if 400 <= status < 600 else 502
+    if flow is None or not flow.refuse(status, message):
+        await send({"type": "websocket.close", "code": 1008})
 
 
 async def _visitor_to_app(receive: Receive, conn: PoolConnection, ws: WSConnection, tunnel) -> None:

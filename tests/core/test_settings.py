@@ -33,6 +33,9 @@ def _check(**env: str) -> subprocess.CompletedProcess[str]:
         ("DATABASE_URL", "nosuchdb://x"),
         ("REDIS_URL", "http://127.0.0.1:6379"),
         ("RELAY_TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("RELAY_WS_BUFFER_BYTES", "1000"),
+        ("RELAY_WS_SPARE_SOCKETS", "two"),
+        ("RELAY_WS_MAX_PER_VISITOR", "0"),
     ],
 )
 def test_a_malformed_value_names_the_variable(name: str, value: str) -> None:
