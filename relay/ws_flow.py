@@ -32,8 +32,9 @@ class WsFlow:
         self.high_water = high_water
         self.low_water = high_water // 2
         self.queued_bytes = 0
+        self.queue_full = False  # above high_water, until back under low_water
+        self.write_paused = False  # the visitor's send buffer is full
         self.reading_paused = False
-        self.write_paused = False
         self.gone = False
         self._messages: deque[dict[str, Any]] = deque()
         self._arrived: asyncio.Future[None] | None = None
@@ -46,8 +47,9 @@ class WsFlow:
         self.queued_bytes += _size(message)
         if message["type"] == "websocket.disconnect":
             self._set_gone()
-        elif self.queued_bytes > self.high_water and not self.reading_paused:
-            self._pause_reading()
+        elif self.queued_bytes > self.high_water and not self.queue_full:
+            self.queue_full = True
+            self._sync_reading()
         waiter = self._arrived
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -61,20 +63,23 @@ class WsFlow:
                 self._arrived = None
         message = self._messages.popleft()
         self.queued_bytes -= _size(message)
-        if self.reading_paused and self.queued_bytes <= self.low_water:
-            self._resume_reading()
+        if self.queue_full and self.queued_bytes <= self.low_water:
+            self.queue_full = False
+            self._sync_reading()
         return message
 
-    def _pause_reading(self) -> None:
+    def _sync_reading(self) -> None:
+        """Read the visitor unless the relay is behind with its messages, or the visitor is
+        behind with ours: then what it sends (pings too, each answered with a pong that
+        would pile up in Twisted's buffer) stays in its own socket buffers."""
         transport = self.protocol.transport
-        if transport is not None:
-            self.reading_paused = True
+        pause = self.queue_full or self.write_paused
+        if transport is None or self.gone or pause == self.reading_paused:
+            return
+        self.reading_paused = pause
+        if pause:
             transport.pauseProducing()
-
-    def _resume_reading(self) -> None:
-        self.reading_paused = False
-        transport = self.protocol.transport
-        if transport is not None and not self.gone:
+        else:
             transport.resumeProducing()
 
     # --- IPushProducer, registered on the visitor's transport -------------------------------
@@ -94,9 +99,11 @@ class WsFlow:
 
     def pauseProducing(self) -> None:  # noqa: N802 (Twisted's interface)
         self.write_paused = True
+        self._sync_reading()
 
     def resumeProducing(self) -> None:  # noqa: N802
         self.write_paused = False
+        self._sync_reading()
         waiter = self._resumed
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -149,6 +156,11 @@ class WsFlow:
         return True
 
 
+# What a queued message costs beyond its payload (its dict and the payload's object header):
+# counted, so a flood of one-byte messages is bounded by memory too, not only by payload.
+MESSAGE_OVERHEAD_BYTES = 256
+
+
 def _size(message: dict[str, Any]) -> int:
     payload = message.get("bytes") or message.get("text") or b""
-    return len(payload)
+    return len(payload) + MESSAGE_OVERHEAD_BYTES

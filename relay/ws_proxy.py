@@ -275,6 +275,7 @@ async def _app_to_visitor(
                     parts, size = [], 0
             elif isinstance(event, Ping):
                 conn.write(ws.send(event.response()))
+                await conn.drain()  # an app that pings but does not read: no pong pile-up
             elif isinstance(event, CloseConnection):
                 with contextlib.suppress(PoolError, LocalProtocolError):
                     conn.write(ws.send(event.response()))

@@ -208,3 +208,67 @@ def test_a_visitor_who_leaves_while_the_app_does_not_read_frees_the_pool_socket(
     finally:
         visitor.sock.close()
         app.sock.close()
+
+
+def flood_frames(sock: socket.socket, frame: bytes, limit: int) -> int:
+    """Send `frame` over and over until `limit` bytes went out or the relay stops reading
+    (nothing goes out for 2 s); the bytes sent."""
+    batch = frame * max(1, 65536 // len(frame))
+    sock.settimeout(2)
+    sent = 0
+    try:
+        while sent < limit:
+            sock.sendall(batch)
+            sent += len(batch)
+    except TimeoutError:
+        pass
+    return sent
+
+
+def test_a_flood_of_tiny_messages_at_an_app_that_does_not_read_costs_bounded_memory(
+    ws_relay, fake_client_factory
+):
+    """Each queued message costs far more than its one byte: the bound counts that too."""
+    visitor, app = open_pair(ws_relay, fake_client_factory(ws_relay))
+    try:
+        before = rss_kib(ws_relay.process.pid)
+        sent = flood_frames(visitor.sock, visitor.ws.send(Message(data=b"y")), 20_000_000)
+        growth = rss_kib(ws_relay.process.pid) - before
+    finally:
+        visitor.sock.close()
+        app.sock.close()
+
+    assert sent < 20_000_000, f"the relay read the whole flood (+{growth} KiB RSS)"
+    assert growth < MAX_GROWTH_KIB, f"the relay grew by {growth} KiB"
+
+
+def test_pings_from_a_visitor_who_never_reads_the_pongs_cost_bounded_memory(
+    ws_relay, fake_client_factory
+):
+    visitor, app = open_pair(ws_relay, fake_client_factory(ws_relay))
+    try:
+        before = rss_kib(ws_relay.process.pid)
+        sent = flood_frames(visitor.sock, visitor.ws.send(Ping(b"p" * 125)), 100_000_000)
+        growth = rss_kib(ws_relay.process.pid) - before
+    finally:
+        visitor.sock.close()
+        app.sock.close()
+
+    assert sent < 100_000_000, f"the relay read the whole flood (+{growth} KiB RSS)"
+    assert growth < MAX_GROWTH_KIB, f"the relay grew by {growth} KiB"
+
+
+def test_pings_from_an_app_that_never_reads_the_pongs_cost_bounded_memory(
+    ws_relay, fake_client_factory
+):
+    visitor, app = open_pair(ws_relay, fake_client_factory(ws_relay))
+    try:
+        before = rss_kib(ws_relay.process.pid)
+        sent = flood_frames(app.sock, app.ws.send(Ping(b"p" * 125)), 100_000_000)
+        growth = rss_kib(ws_relay.process.pid) - before
+    finally:
+        visitor.sock.close()
+        app.sock.close()
+
+    assert sent < 100_000_000, f"the relay read the whole flood (+{growth} KiB RSS)"
+    assert growth < MAX_GROWTH_KIB, f"the relay grew by {growth} KiB"
