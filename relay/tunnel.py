@@ -154,11 +154,13 @@ class Tunnel:
     def admit_websocket(self, visitor: str, spare: int, per_visitor: int) -> None:
         """Count a visitor's WebSocket against the tunnel's sockets, or raise NoSocket.
 
-        WebSockets may hold all of the sockets the client was told to open but `spare`
+        WebSockets may hold all of the sockets the client opens but `spare`
         (at least one WebSocket), so plain requests always find a socket however many idle
         WebSockets stay open; and one visitor address at most `per_visitor` of them."""
         counts = self.websockets if self.websockets is not None else {}
-        allowed = max(1, self.max_conn_count - spare)
+        # The sockets the client opens: what it was told, or fewer (our lt opens 100 at most).
+        sockets = min(self.max_conn_count, self.peak_sockets) or self.max_conn_count
+        allowed = max(1, sockets - spare)
         if sum(counts.values()) >= allowed:
             raise NoSocket(
                 503,
