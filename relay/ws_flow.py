@@ -7,8 +7,9 @@ queue at once, and every `websocket.send` goes into Twisted's transport buffer a
 - as the queue (`put_nowait`/`get`), it counts the bytes of messages not yet taken and
   pauses reading the visitor's socket above RELAY_WS_BUFFER_BYTES, resuming below half;
 - registered as the transport's push producer once the WebSocket is open, it is paused by
-  Twisted while the visitor's send buffer is full, and the relay waits (`writable`) before
-  it reads more from the tunnel;
+  Twisted while the visitor's send buffer is full: the relay then waits (`writable`) before
+  it reads more from the tunnel, and stops reading the visitor too (its pings would pile
+  up pongs that it does not read);
 - `refuse` answers the handshake with an HTTP status and a JSON message (Daphne can only
   send 403 without a body).
 """
@@ -19,11 +20,10 @@ import asyncio
 import json
 import logging
 from collections import deque
+from http import HTTPStatus
 from typing import Any
 
 logger = logging.getLogger(__name__)
-
-_REASONS = {503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
 class WsFlow:
@@ -141,7 +141,7 @@ class WsFlow:
         protocol.muted = True  # nor pass the application a disconnect
         body = json.dumps({"message": message}).encode()
         head = [
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
+            f"HTTP/1.1 {status} {_reason(status)}",
             "Content-Type: application/json",
             f"Content-Length: {len(body)}",
             "Connection: close",
@@ -164,3 +164,10 @@ MESSAGE_OVERHEAD_BYTES = 256
 def _size(message: dict[str, Any]) -> int:
     payload = message.get("bytes") or message.get("text") or b""
     return len(payload) + MESSAGE_OVERHEAD_BYTES
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"

@@ -82,7 +82,7 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, name: str)
         if registry.cluster is not None and HOP_SCOPE_KEY not in scope:  # scale-out
             await registry.cluster.forward_websocket(scope, receive, send, name)
             return
-        await send({"type": "websocket.close", "code": 1008})
+        await refuse(scope, send, 404, f"There is no tunnel called {name!r} on this relay.")
         return
     visitor = client_ip(scope)
     try:
@@ -90,13 +90,13 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, name: str)
             visitor, settings.RELAY_WS_SPARE_SOCKETS, settings.RELAY_WS_MAX_PER_VISITOR
         )
     except NoSocket as exc:
-        await refuse(scope, send, exc)
+        await refuse(scope, send, exc.status, exc.message, exc.retry_after)
         return
     try:
         try:
             conn = await tunnel.acquire(settings.RELAY_SOCKET_WAIT_S, settings.RELAY_MAX_WAITERS)
         except NoSocket as exc:
-            await refuse(scope, send, exc)
+            await refuse(scope, send, exc.status, exc.message, exc.retry_after)
             return
         registry.request_started()
         tunnel.requests += 1
@@ -115,13 +115,15 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, name: str)
         tunnel.websocket_closed(visitor)
 
 
-async def refuse(scope: Scope, send: Send, exc: NoSocket) -> None:
-    """Refuse the visitor's handshake with the status and message of `exc` (Daphne alone
-    could only send a bare 403)."""
+async def refuse(
+    scope: Scope, send: Send, status: int, message: str, retry_after: int | None = None
+) -> None:
+    """Refuse the visitor's handshake with `status` and a JSON `message` (Daphne alone could
+    only send a bare 403)."""
     flow: WsFlow | None = scope.get("extensions", {}).get("tunnelsite.ws_flow")
-    logger.debug("websocket refused with %d: %s", exc.status, exc.message)
-    if flow is None or not flow.refuse(exc.status, exc.message, exc.retry_after):
-        await send({"type": "websocket.close", "code": 1013})
+    logger.debug("websocket refused with %d: %s", status, message)
+    if flow is None or not flow.refuse(status, message, retry_after):
+        await send({"type": "websocket.close", "code": 1013 if status >= 500 else 1008})
 
 
 async def _bridge(scope: Scope, receive: Receive, send: Send, conn: PoolConnection, tunnel) -> None:

@@ -128,22 +128,35 @@ def test_one_visitor_address_cannot_hold_all_the_websockets_a_tunnel_allows(ws_r
     assert echoes == ["still here"] * len(opened)
 
 
-def test_a_websocket_the_app_refuses_gets_the_apps_status_and_a_message(ws_relay, tunnel_name):
+def refused_handshake(relay: Relay, name: str, path: str) -> InvalidStatus:
     async def handshake() -> InvalidStatus:
         with pytest.raises(InvalidStatus) as refused:
             async with connect(
-                f"ws://{ws_relay.host(tunnel_name)}/no-websocket-here",
+                f"ws://{relay.host(name)}{path}",
                 host="127.0.0.1",
-                port=ws_relay.port,
+                port=relay.port,
                 proxy=None,
                 open_timeout=10,
             ):
                 pass
         return refused.value
 
-    refused = asyncio.run(handshake())
+    return asyncio.run(handshake())
+
+
+def test_a_websocket_the_app_refuses_gets_the_apps_status_and_a_message(ws_relay, tunnel_name):
+    refused = refused_handshake(ws_relay, tunnel_name, "/no-websocket-here")
 
     assert refused.response.status_code == 404
     assert json.loads(refused.response.body) == {
         "message": "The tunnel's app refused the WebSocket with HTTP 404."
+    }
+
+
+def test_a_websocket_to_an_unknown_tunnel_gets_404_and_a_message(ws_relay):
+    refused = refused_handshake(ws_relay, "nobody-here", "/ws")
+
+    assert refused.response.status_code == 404
+    assert json.loads(refused.response.body) == {
+        "message": "There is no tunnel called 'nobody-here' on this relay."
     }
