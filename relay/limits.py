@@ -12,8 +12,10 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from django.conf import settings
+
 from relay.asgi_types import Scope
-from relay.headers import normal_ip
+from relay.headers import address_key as _address_key
 
 if TYPE_CHECKING:
     from relay.tunnel import Tunnel
@@ -22,9 +24,10 @@ MINUTE_S = 60.0
 
 
 def address_key(ip: str) -> str:
-    """What counts as one visitor for per-address limits (RELAY_MAX_CONNECTIONS_PER_IP):
-    one spelling per address. The one place to change to group addresses (an IPv6 /64)."""
-    return normal_ip(ip)
+    """What counts as one visitor for per-address limits (RELAY_MAX_CONNECTIONS_PER_IP,
+    RELAY_WS_MAX_PER_VISITOR): one spelling per address, IPv6 per RELAY_IPV6_PREFIX network,
+    the same key owners are counted by (tunnels/auth.py)."""
+    return _address_key(ip, settings.RELAY_IPV6_PREFIX)
 
 
 DAY_S = 86400.0

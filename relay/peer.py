@@ -281,7 +281,8 @@ async def forward_websocket(
         headers, host = forward_headers(scope, node)
         request = handshake_request(scope, headers, host)
         timeout = settings.RELAY_SOCKET_WAIT_S + settings.RELAY_RESPONSE_TIMEOUT_S
-        await bridge(receive, send, conn, counters, request, timeout)
+        flow = scope.get("extensions", {}).get("tunnelsite.ws_flow")
+        await bridge(receive, send, conn, counters, request, timeout, flow)
     except (PoolError, TimeoutError) as exc:
         logger.debug("websocket forward to %s failed: %r", address, exc)
         with contextlib.suppress(Exception):

@@ -1,7 +1,8 @@
 """Daphne, tuned for a relay.
 
 `RelayServer` is Daphne's `Server` with three additions: each HTTP request gets a
-`relay.flow.Flow` (backpressure and disconnect signal) in `scope["extensions"]`; the
+`relay.flow.Flow` (backpressure and disconnect signal) in `scope["extensions"]`, each
+WebSocket a `relay.ws_flow.WsFlow` (backpressure both ways, a bounded input queue); the
 request parser answers oversize heads with 431/414 and a JSON message instead of Twisted's
 bare 400; and the listening ports are kept so a shutdown can stop accepting first.
 """
@@ -29,6 +30,7 @@ from relay.headers import is_trusted_proxy
 from relay.limits import address_key
 from relay.protocol import tunnel_name_from_host
 from relay.registry import get_registry
+from relay.ws_flow import WsFlow
 
 logger = logging.getLogger(__name__)
 
@@ -451,6 +453,8 @@ class RelayServer(daphne_server.Server):
             self.on_listen(host.host, host.port)
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
+        if scope.get("type") == "websocket":
+            return self._create_websocket_application(protocol, scope)
         if scope.get("type") != "http" or not isinstance(protocol, RelayWebRequest):
             return super().create_application(protocol, scope)
         # Daphne's own version, with a lazy body and a Flow in the scope.
@@ -472,6 +476,20 @@ class RelayServer(daphne_server.Server):
         task.add_done_callback(lambda _: receive.close())
         flow.task = task
         return receive
+
+    def _create_websocket_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
+        """Daphne's version, with a bounded input queue that is also the backpressure of
+        the visitor's socket (relay.ws_flow) in place of Daphne's unbounded one."""
+        flow = WsFlow(protocol, settings.RELAY_WS_BUFFER_BYTES)
+        scope["extensions"] = {"tunnelsite.ws_flow": flow}
+        scope.setdefault("asgi", {"version": "3.0"})
+        if protocol not in self.connections:
+            return None
+        instance = self.application(
+            scope=scope, receive=flow.get, send=partial(self.handle_reply, protocol)
+        )
+        self.connections[protocol]["application_instance"] = asyncio.ensure_future(instance)
+        return flow
 
     # Daphne keeps an entry per request until a sweep once a second; under load that is
     # thousands of entries swept at once, a pause every visitor feels (p99 of 100+ ms).

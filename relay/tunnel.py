@@ -74,6 +74,9 @@ class Tunnel:
     registered_at: float = field(default_factory=time.monotonic)
     registered_wall: float = field(default_factory=time.time)
     attached_since_registration: bool = False
+    # Open WebSockets per visitor address (each holds a pool socket while open); None
+    # until the first one, as most tunnels never carry any.
+    websockets: dict[str, int] | None = None
 
     # --- pool membership (called by PoolConnection) ----------------------------------------
     def attach(self, conn: PoolConnection) -> bool:
@@ -181,6 +184,44 @@ class Tunnel:
 
     def _offline(self) -> NoSocket:
         return NoSocket(503, f"The tunnel {self.name} is not connected right now.", retry_after=2)
+
+    # --- WebSockets (they hold a socket for as long as they stay open) ----------------------
+    def admit_websocket(self, visitor: str, spare: int, per_visitor: int) -> None:
+        """Count a visitor's WebSocket against the tunnel's sockets, or raise NoSocket.
+
+        WebSockets may hold all of the sockets the client opens but `spare`
+        (at least one WebSocket), so plain requests always find a socket however many idle
+        WebSockets stay open; and one visitor address at most `per_visitor` of them."""
+        counts = self.websockets if self.websockets is not None else {}
+        # The sockets the client opens: what it was told, or fewer (our lt opens 100 at most).
+        sockets = min(self.max_conn_count, self.peak_sockets) or self.max_conn_count
+        allowed = max(1, sockets - spare)
+        if sum(counts.values()) >= allowed:
+            raise NoSocket(
+                503,
+                f"The tunnel {self.name} already carries the {allowed} WebSockets it allows "
+                "(its other connections are kept for plain requests); try again later.",
+                retry_after=5,
+            )
+        if counts.get(visitor, 0) >= per_visitor:
+            raise NoSocket(
+                503,
+                f"You already have {per_visitor} WebSockets open to the tunnel {self.name}; "
+                "close one first.",
+                retry_after=5,
+            )
+        counts[visitor] = counts.get(visitor, 0) + 1
+        self.websockets = counts
+
+    def websocket_closed(self, visitor: str) -> None:
+        counts = self.websockets
+        if counts is None or visitor not in counts:
+            return
+        counts[visitor] -= 1
+        if counts[visitor] <= 0:
+            del counts[visitor]
+        if not counts:
+            self.websockets = None
 
     def release(self, conn: PoolConnection) -> None:
         """Give a healthy, idle socket to the first visitor still waiting, or park it."""

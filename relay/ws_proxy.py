@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from typing import Any
@@ -31,10 +32,13 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from relay import headers as hdrs
 from relay.asgi_types import Receive, Scope, Send
+from relay.headers import client_ip
 from relay.hop import HOP_SCOPE_KEY
+from relay.limits import address_key
 from relay.pool import PoolConnection, PoolError
 from relay.registry import get_registry
 from relay.tunnel import NoSocket
+from relay.ws_flow import WsFlow
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +53,7 @@ _HANDSHAKE_OWN = frozenset(
     }
 )
 MAX_MESSAGE_BYTES = 1024 * 1024  # the same bound Daphne puts on visitors' messages
+MAX_REFUSAL_BYTES = 4096  # of the body of a refused handshake, read for its message
 
 
 def visitor_close_code(code: int) -> int:
@@ -78,33 +83,56 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, name: str)
         if registry.cluster is not None and HOP_SCOPE_KEY not in scope:  # scale-out
             await registry.cluster.forward_websocket(scope, receive, send, name)
             return
-        await send({"type": "websocket.close", "code": 1008})
+        await refuse(scope, send, 404, f"There is no tunnel called {name!r} on this relay.")
+        return
+    visitor = address_key(client_ip(scope))  # one /64 is one visitor, as for connections
+    try:
+        tunnel.admit_websocket(
+            visitor, settings.RELAY_WS_SPARE_SOCKETS, settings.RELAY_WS_MAX_PER_VISITOR
+        )
+    except NoSocket as exc:
+        await refuse(scope, send, exc.status, exc.message, exc.retry_after)
         return
     try:
-        conn = await tunnel.acquire(settings.RELAY_SOCKET_WAIT_S, settings.RELAY_MAX_WAITERS)
-    except NoSocket:
-        await send({"type": "websocket.close", "code": 1013})
-        return
-    registry.request_started()
-    tunnel.requests += 1
-    tunnel.dirty = True
-    tunnel.last_activity = time.monotonic()
-    try:
-        await _bridge(scope, receive, send, conn, tunnel)
-    except (PoolError, TimeoutError, LocalProtocolError, RemoteProtocolError) as exc:
-        logger.debug("tunnel %s: websocket failed: %r", tunnel.name, exc)
-        with contextlib.suppress(Exception):
-            await send({"type": "websocket.close", "code": visitor_close_code(1011)})
+        try:
+            conn = await tunnel.acquire(settings.RELAY_SOCKET_WAIT_S, settings.RELAY_MAX_WAITERS)
+        except NoSocket as exc:
+            await refuse(scope, send, exc.status, exc.message, exc.retry_after)
+            return
+        registry.request_started()
+        tunnel.requests += 1
+        tunnel.dirty = True
+        tunnel.last_activity = time.monotonic()
+        try:
+            await _bridge(scope, receive, send, conn, tunnel)
+        except (PoolError, TimeoutError, LocalProtocolError, RemoteProtocolError) as exc:
+            logger.debug("tunnel %s: websocket failed: %r", tunnel.name, exc)
+            with contextlib.suppress(Exception):
+                await send({"type": "websocket.close", "code": visitor_close_code(1011)})
+        finally:
+            registry.request_finished()
+            conn.abort()
     finally:
-        registry.request_finished()
-        conn.abort()
+        tunnel.websocket_closed(visitor)
+
+
+async def refuse(
+    scope: Scope, send: Send, status: int, message: str, retry_after: int | None = None
+) -> None:
+    """Refuse the visitor's handshake with `status` and a JSON `message` (Daphne alone could
+    only send a bare 403)."""
+    flow: WsFlow | None = scope.get("extensions", {}).get("tunnelsite.ws_flow")
+    logger.debug("websocket refused with %d: %s", status, message)
+    if flow is None or not flow.refuse(status, message, retry_after):
+        await send({"type": "websocket.close", "code": 1013 if status >= 500 else 1008})
 
 
 async def _bridge(scope: Scope, receive: Receive, send: Send, conn: PoolConnection, tunnel) -> None:
     forwarded, _, _ = hdrs.request_headers(scope)
     host = next((v for n, v in forwarded if n == b"host"), b"") or tunnel.name.encode()
     request = handshake_request(scope, forwarded, host)
-    await bridge(receive, send, conn, tunnel, request, settings.RELAY_RESPONSE_TIMEOUT_S)
+    flow = scope.get("extensions", {}).get("tunnelsite.ws_flow")
+    await bridge(receive, send, conn, tunnel, request, settings.RELAY_RESPONSE_TIMEOUT_S, flow)
 
 
 def handshake_request(scope: Scope, headers: list[tuple[bytes, bytes]], host: bytes) -> Request:
@@ -118,35 +146,59 @@ def handshake_request(scope: Scope, headers: list[tuple[bytes, bytes]], host: by
 
 
 async def bridge(
-    receive: Receive, send: Send, conn: Any, counters: Any, request: Request, timeout: float
+    receive: Receive,
+    send: Send,
+    conn: Any,
+    counters: Any,
+    request: Request,
+    timeout: float,
+    flow: WsFlow | None = None,
 ) -> None:
     """Open a WebSocket upstream over `conn` (a pool socket, or a connection to the node that
     owns the tunnel: anything with write, drain and read_raw), accept the visitor's once the
     far end answers 101, then copy messages both ways until either side closes. Bytes are
-    counted on `counters` (`bytes_in`, `bytes_out`)."""
+    counted on `counters` (`bytes_in`, `bytes_out`). With the visitor's `flow`, neither
+    side is read while the other is behind (see relay.ws_flow)."""
     ws = WSConnection(ConnectionType.CLIENT)
     conn.write(ws.send(request))
     accepted: AcceptConnection | None = None
+    rejected: RejectConnection | None = None
+    refusal = b""  # the body of a refusal, kept up to MAX_REFUSAL_BYTES
     leftover: list = []
     async with asyncio.timeout(timeout):
         while accepted is None:
             data = await conn.read_raw(timeout)
             if not data:
+                if rejected is not None:
+                    break
                 await send({"type": "websocket.close", "code": 1011})
                 return
             ws.receive_data(data)
             for event in ws.events():
                 if isinstance(event, AcceptConnection):
                     accepted = event
-                elif isinstance(event, RejectConnection | RejectData):
-                    await send({"type": "websocket.close", "code": 1008})
-                    return
+                elif isinstance(event, RejectConnection):
+                    rejected = event
+                elif isinstance(event, RejectData):
+                    refusal = (refusal + event.data)[:MAX_REFUSAL_BYTES]
                 elif accepted is not None:
                     leftover.append(event)
+            if rejected is not None and (
+                not rejected.has_body
+                or ws.state.name == "CLOSED"
+                or len(refusal) >= MAX_REFUSAL_BYTES
+            ):
+                break
+    if rejected is not None or accepted is None:
+        status = rejected.status_code if rejected is not None else 502
+        await _refused_upstream(send, flow, status, refusal)
+        return
     await send({"type": "websocket.accept", "subprotocol": accepted.subprotocol})
+    if flow is not None:
+        flow.register()
 
     to_app = asyncio.ensure_future(_visitor_to_app(receive, conn, ws, counters))
-    to_visitor = asyncio.ensure_future(_app_to_visitor(send, conn, ws, counters, leftover))
+    to_visitor = asyncio.ensure_future(_app_to_visitor(send, conn, ws, counters, leftover, flow))
     try:
         done, _ = await asyncio.wait({to_app, to_visitor}, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -155,6 +207,21 @@ async def bridge(
         for task in (to_app, to_visitor):
             task.cancel()
         await asyncio.gather(to_app, to_visitor, return_exceptions=True)
+
+
+async def _refused_upstream(send: Send, flow: WsFlow | None, status: int, body: bytes) -> None:
+    """The far end answered the handshake with `status` instead of 101: the visitor gets that
+    status (a 502 for one that is no error) and the far end's JSON message (another relay
+    node's refusal) or a sentence saying who refused."""
+    try:
+        message = json.loads(body)["message"]
+        if not isinstance(message, str):
+            raise TypeError
+    except (ValueError, TypeError, KeyError):
+        message = f"The tunnel's app refused the WebSocket with HTTP {status}."
+    status = status if 400 <= status < 600 else 502
+    if flow is None or not flow.refuse(status, message):
+        await send({"type": "websocket.close", "code": 1008})
 
 
 async def _visitor_to_app(receive: Receive, conn: PoolConnection, ws: WSConnection, tunnel) -> None:
@@ -181,7 +248,12 @@ async def _visitor_to_app(receive: Receive, conn: PoolConnection, ws: WSConnecti
 
 
 async def _app_to_visitor(
-    send: Send, conn: PoolConnection, ws: WSConnection, tunnel, leftover: list
+    send: Send,
+    conn: PoolConnection,
+    ws: WSConnection,
+    tunnel,
+    leftover: list,
+    flow: WsFlow | None,
 ) -> None:
     parts: list[bytes | str] = []
     size = 0
@@ -206,12 +278,17 @@ async def _app_to_visitor(
                     parts, size = [], 0
             elif isinstance(event, Ping):
                 conn.write(ws.send(event.response()))
+                await conn.drain()  # an app that pings but does not read: no pong pile-up
             elif isinstance(event, CloseConnection):
                 with contextlib.suppress(PoolError, LocalProtocolError):
                     conn.write(ws.send(event.response()))
                 code = visitor_close_code(event.code or 1000)
                 await send({"type": "websocket.close", "code": code})
                 return
+        if flow is not None:
+            # The visitor is behind: leave the app's bytes in the pool socket (its reads
+            # pause at relay.pool.READ_HIGH_WATER) instead of in Twisted's send buffer.
+            await flow.writable()
         data = await conn.read_raw(None)
         if not data:
             await send({"type": "websocket.close", "code": visitor_close_code(1011)})

@@ -140,6 +140,17 @@ RELAY_BODY_MIN_RATE_BYTES_S = _int("RELAY_BODY_MIN_RATE_BYTES_S", 500, minimum=1
 # 0: no limit.
 RELAY_MAX_CONNECTIONS_PER_IP = _int("RELAY_MAX_CONNECTIONS_PER_IP", 256)
 RELAY_DRAIN_S = _float("RELAY_DRAIN_S", 10.0)
+# WebSockets (relay/ws_proxy.py). Daphne queues every message a visitor sends and buffers
+# every message sent to a visitor without limit; past this many bytes waiting for a slow
+# peer, the relay stops reading the sender (resumes below half). 2 MiB: two of the largest
+# messages (1 MiB) in flight keep a fast stream moving; a flood costs this much, not more.
+RELAY_WS_BUFFER_BYTES = _int("RELAY_WS_BUFFER_BYTES", 2 * 1024 * 1024, minimum=64 * 1024)
+# A WebSocket holds a pool socket while it is open, and browsers keep idle ones open for
+# ever: WebSockets may take all of a tunnel's sockets but this many, so plain requests
+# always find one (a tunnel with fewer sockets still carries one WebSocket).
+RELAY_WS_SPARE_SOCKETS = _int("RELAY_WS_SPARE_SOCKETS", 2)
+# ...and one visitor address at most this many, so one visitor cannot hold all the rest.
+RELAY_WS_MAX_PER_VISITOR = _int("RELAY_WS_MAX_PER_VISITOR", 4, minimum=1)
 RELAY_FLUSH_S = _float("RELAY_FLUSH_S", 5.0, minimum=0.05)
 RELAY_TRUSTED_PROXIES = _networks("RELAY_TRUSTED_PROXIES")
 RELAY_UVLOOP = _bool("RELAY_UVLOOP", True)

@@ -78,7 +78,9 @@ def test_a_second_client_gets_409_while_the_first_is_connected_elsewhere_unless_
     new: FakeTunnelClient | None = None
     try:
         (old_pool,) = old.connect(1)
-        assert alpha.register(old.name, source=old.source).status == 409  # bravo keeps its connected client
+        assert (
+            alpha.register(old.name, source=old.source).status == 409
+        )  # bravo keeps its connected client
         assert not old_pool.is_closed(timeout=0.3)
         new = FakeTunnelClient(alpha, f"{old.name}?takeover=1", old.source)
         assert old_pool.is_closed(timeout=2.0)

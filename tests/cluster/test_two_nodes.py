@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from e2e.test_idle_websockets import run_visitors
 from harness.fake_client import FakeTunnelClient, PoolSocket
 from harness.http import build_request
 from harness.waiting import unique_name, wait_until
@@ -267,3 +268,20 @@ def test_nodes_write_heartbeats_with_their_address_and_load(cluster, two_nodes):
         advertise, age = rows[node.name]
         assert advertise == node.advertise == f"127.0.0.1:{node.port}"
         assert age < 5
+
+
+def test_idle_websockets_through_another_node_leave_plain_requests_a_socket(
+    two_nodes, local_app, module_lt_factory
+):
+    alpha, bravo = two_nodes
+    lt = module_lt_factory(bravo, local_app.port, subdomain=unique_name("idle"))
+    wait_until(lambda: alpha.get("/hello", name=lt.name).status == 200, 5, "a forward")
+    sources = [f"127.0.0.{2 + i}" for i in range(10)]
+
+    # The owner counts each visitor by the address the hop marker names, and its refusals
+    # (503 and a message) reach the visitor through the node they connected to.
+    opened, refused, answer, elapsed, echoes = run_visitors(alpha, lt.name, sources)
+
+    assert (answer.status, elapsed < 3.0) == (200, True)
+    assert opened and refused and {status for _, status in refused} == {503}
+    assert echoes == ["still here"] * len(opened)

@@ -38,6 +38,9 @@ def _check(**env: str) -> subprocess.CompletedProcess[str]:
         ("RELAY_SESSION_RETENTION_DAYS", "-1"),
         ("RELAY_IPV6_PREFIX", "129"),
         ("RELAY_IPV6_PREFIX", "/64"),
+        ("RELAY_WS_BUFFER_BYTES", "1000"),
+        ("RELAY_WS_SPARE_SOCKETS", "two"),
+        ("RELAY_WS_MAX_PER_VISITOR", "0"),
     ],
 )
 def test_a_malformed_value_names_the_variable(name: str, value: str) -> None:

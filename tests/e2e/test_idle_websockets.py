@@ -1,0 +1,162 @@
+"""Idle WebSockets cannot take a tunnel down.
+
+A WebSocket holds its pool socket for as long as it is open, and a browser keeps an idle one
+open for ever (it answers pings). So WebSockets may hold all of a tunnel's sockets but
+RELAY_WS_SPARE_SOCKETS, and one visitor address at most RELAY_WS_MAX_PER_VISITOR of them;
+past either, the handshake is refused with 503 and a JSON message, and plain requests
+still find a socket. With the defaults, with both clients (the npm one cannot open more
+sockets than it was told, so the rule must hold within the pool it has).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+from harness.processes import ProcessGroup
+from harness.relay import Relay
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+
+from .appdata import GREETING
+from .test_our_client import OurLtLauncher
+
+VISITORS = 10  # as many as the tunnel has pool sockets
+
+
+@pytest.fixture(scope="module")
+def ws_relay(module_relay_factory) -> Relay:
+    return module_relay_factory()  # the defaults are what is tested
+
+
+@pytest.fixture(scope="module")
+def our_launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OurLtLauncher]:
+    group = ProcessGroup()
+    try:
+        yield OurLtLauncher(group, tmp_path_factory.mktemp("lt-config"))
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture(params=["npm lt", "our lt"])
+def tunnel_name(request, ws_relay, local_app, lt_factory, our_launcher) -> Iterator[str]:
+    if request.param == "npm lt":
+        client = lt_factory(ws_relay, local_app.port)
+        yield client.name
+        client.stop()
+    else:
+        ours = our_launcher(ws_relay, local_app.port)
+        yield ours.name
+        ours.process.stop()
+
+
+async def open_websocket(relay: Relay, name: str, source: str) -> ClientConnection | int:
+    """An idle visitor's WebSocket from `source` (it answers pings, as browsers do), or the
+    HTTP status its handshake was refused with (after checking the JSON message)."""
+    sock = socket.create_connection(
+        ("127.0.0.1", relay.port), timeout=10, source_address=(source, 0)
+    )
+    sock.setblocking(False)
+    try:
+        return await connect(
+            f"ws://{relay.host(name)}/ws", sock=sock, proxy=None, open_timeout=10, close_timeout=2
+        )
+    except InvalidStatus as exc:
+        sock.close()
+        body = json.loads(exc.response.body)
+        assert "WebSocket" in body["message"], body
+        return exc.response.status_code
+
+
+async def visitors_then_a_plain_request(relay: Relay, name: str, sources: list[str]):
+    """Open one idle WebSocket per source, then a plain GET while they all stay open. The
+    sources whose WebSocket opened, the refusals, the GET's answer, how long it took, and
+    each open WebSocket's echo afterwards."""
+    opened: list[tuple[str, ClientConnection]] = []
+    refused: list[tuple[str, int]] = []
+    try:
+        for source in sources:
+            result = await open_websocket(relay, name, source)
+            if isinstance(result, int):
+                refused.append((source, result))
+            else:
+                opened.append((source, result))
+        started = time.monotonic()
+        answer = await asyncio.to_thread(relay.get, "/hello", name=name)
+        elapsed = time.monotonic() - started
+        echoes = []
+        for _, ws in opened:  # every accepted WebSocket still works
+            await ws.send("still here")
+            echoes.append(await asyncio.wait_for(ws.recv(), 10))
+        return [s for s, _ in opened], refused, answer, elapsed, echoes
+    finally:
+        for _, ws in opened:
+            await ws.close()
+
+
+def run_visitors(relay: Relay, name: str, sources: list[str]):
+    return asyncio.run(asyncio.wait_for(visitors_then_a_plain_request(relay, name, sources), 60))
+
+
+def test_ten_idle_websockets_from_ten_addresses_leave_plain_requests_a_socket(
+    ws_relay, tunnel_name
+):
+    sources = [f"127.0.0.{2 + i}" for i in range(VISITORS)]
+
+    opened, refused, answer, elapsed, echoes = run_visitors(ws_relay, tunnel_name, sources)
+
+    assert (answer.status, answer.body) == (200, GREETING)
+    assert elapsed < 3.0, f"the plain visitor waited {elapsed:.1f} s"
+    assert opened and refused and {status for _, status in refused} == {503}
+    assert len(opened) + len(refused) == VISITORS
+    assert echoes == ["still here"] * len(opened)
+
+
+def test_one_visitor_address_cannot_hold_all_the_websockets_a_tunnel_allows(ws_relay, tunnel_name):
+    sources = ["127.0.0.1"] * VISITORS + ["127.0.0.2"]
+
+    opened, refused, answer, elapsed, echoes = run_visitors(ws_relay, tunnel_name, sources)
+
+    assert (answer.status, elapsed < 3.0) == (200, True)
+    assert refused and set(refused) == {("127.0.0.1", 503)}
+    assert opened.count("127.0.0.1") < VISITORS // 2
+    assert "127.0.0.2" in opened  # another address is not held back by the first
+    assert echoes == ["still here"] * len(opened)
+
+
+def refused_handshake(relay: Relay, name: str, path: str) -> InvalidStatus:
+    async def handshake() -> InvalidStatus:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(
+                f"ws://{relay.host(name)}{path}",
+                host="127.0.0.1",
+                port=relay.port,
+                proxy=None,
+                open_timeout=10,
+            ):
+                pass
+        return refused.value
+
+    return asyncio.run(handshake())
+
+
+def test_a_websocket_the_app_refuses_gets_the_apps_status_and_a_message(ws_relay, tunnel_name):
+    refused = refused_handshake(ws_relay, tunnel_name, "/no-websocket-here")
+
+    assert refused.response.status_code == 404
+    assert json.loads(refused.response.body) == {
+        "message": "The tunnel's app refused the WebSocket with HTTP 404."
+    }
+
+
+def test_a_websocket_to_an_unknown_tunnel_gets_404_and_a_message(ws_relay):
+    refused = refused_handshake(ws_relay, "nobody-here", "/ws")
+
+    assert refused.response.status_code == 404
+    assert json.loads(refused.response.body) == {
+        "message": "There is no tunnel called 'nobody-here' on this relay."
+    }
