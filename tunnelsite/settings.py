@@ -89,11 +89,14 @@ def _networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
 
 
 DEBUG = _bool("DEBUG", True)
+# Public (it is in this file): fine for one developer's relay, never for what must stay secret.
+# A cluster node refuses to start with it (runrelay), as hop markers would be forgeable.
+DEVELOPMENT_SECRET_KEY = "dev-only-insecure-key-change-me-for-production-use-0123456789"
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
-    SECRET_KEY = "dev-only-insecure-key-change-me-for-production-use-0123456789"
+    SECRET_KEY = DEVELOPMENT_SECRET_KEY
 
 # --- The relay ------------------------------------------------------------------------------
 RELAY_BIND = env.str("RELAY_BIND", default="127.0.0.1")
