@@ -254,10 +254,15 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(f"REDIS_URL={REDIS_URL!r} must start with redis:// or rediss://")
+    # channels_redis waits for a message with a 5 s blocking read (BZPOPMIN, brpop_timeout)
+    # and redis-py abandons any read after its socket timeout, 5 s by default: an idle relay's
+    # control listener raced the two, and a message Redis popped as the client gave up was
+    # lost. Reads wait longer than the blocking read; a dead Redis is still noticed.
+    REDIS_SOCKET_TIMEOUT_S = 15.0
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": REDIS_SOCKET_TIMEOUT_S}]},
         }
     }
 else:

@@ -1,0 +1,94 @@
+"""Control messages over Redis are never lost while the relay runs, however long it idles.
+
+A real relay with `REDIS_URL`, tunnels held open by real pool sockets, and `tunnel.close`
+messages sent to the `relay-control` group (what the admin's Disconnect and `revoketoken` send,
+through channels_redis, as tunnels/control.py does) at random moments over two and a half
+minutes: the gaps straddle channels_redis's 5 s blocking read and redis-py's 5 s socket
+timeout, where the listener used to time out, sleep and join again on a new channel.
+Every message must be obeyed: its tunnel's pool socket is closed by the relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+
+import pytest
+from channels_redis.core import RedisChannelLayer
+from harness.fake_client import FakeTunnelClient, PoolSocket
+from harness.waiting import wait_until
+
+from relay.control import CONTROL_GROUP
+
+REDIS_BASE = os.environ.get("TUNNELSITE_TEST_REDIS", "redis://127.0.0.1:6379")
+# Not the index of the cluster tests (1 + pid % 15) or the accounts tests (+7). Nothing is
+# flushed: the messages name this test's own tunnels, so other relays on the index ignore them.
+REDIS_INDEX = 1 + (os.getpid() + 11) % 15
+IDLE_S = 150.0  # how long messages keep coming
+GAPS_S = (0.5, 7.0)  # between two messages: across the 5 s read timeouts, never in step
+OBEYED_S = 3.0  # a message is obeyed within this (on an idle relay, well under 0.1 s)
+
+pytestmark = pytest.mark.timeout(IDLE_S + 60)
+
+
+def _send_close(url: str, name: str) -> None:
+    async def send() -> None:
+        layer = RedisChannelLayer(hosts=[url])
+        try:
+            message = {"type": "tunnel.close", "names": [name], "reason": "control test"}
+            await layer.group_send(CONTROL_GROUP, message)
+        finally:
+            await layer.close_pools()
+
+    asyncio.run(send())
+
+
+def test_every_control_message_sent_over_minutes_of_idling_is_obeyed(relay_factory):
+    url = f"{REDIS_BASE}/{REDIS_INDEX}"
+    relay = relay_factory(REDIS_URL=url)
+    schedule = random.Random()
+    seed = schedule.randrange(1 << 30)
+    schedule.seed(seed)
+    clients: list[FakeTunnelClient] = []
+    try:
+        # Ready: the relay has joined the group once a first message is obeyed.
+        first = FakeTunnelClient(relay)
+        clients.append(first)
+        (first_pool,) = first.connect(1)
+        wait_until(
+            lambda: _send_close(url, first.name) or first_pool.is_closed(timeout=1.0),
+            20,
+            "the relay to join the control group",
+        )
+
+        count = int(IDLE_S / (sum(GAPS_S) / 2))
+        pools: dict[str, PoolSocket] = {}
+        for _ in range(count):
+            client = FakeTunnelClient(relay)
+            clients.append(client)
+            (pools[client.name],) = client.connect(1)
+
+        sent: list[tuple[str, float]] = []
+        started = time.monotonic()
+        for name in pools:
+            time.sleep(schedule.uniform(*GAPS_S))  # the schedule under test, not a wait
+            _send_close(url, name)
+            sent.append((name, time.monotonic() - started))
+        deadline = time.monotonic() + OBEYED_S
+        lost = [
+            (name, round(at, 1))
+            for name, at in sent
+            if not pools[name].is_closed(timeout=max(0.01, deadline - time.monotonic()))
+        ]
+        print(
+            f"\nseed {seed}: {len(sent)} messages over {time.monotonic() - started:.0f} s, "
+            f"{len(lost)} not obeyed"
+        )
+        assert not lost, f"seed {seed}: not obeyed (name, seconds after the first): {lost}"
+        for name in pools:
+            assert relay.sockets(name) is None, f"{name} is still registered"
+    finally:
+        for client in clients:
+            client.close()
