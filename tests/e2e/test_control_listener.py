@@ -5,7 +5,8 @@ messages sent to the `relay-control` group (what the admin's Disconnect and `rev
 through channels_redis, as tunnels/control.py does) at random moments over two and a half
 minutes: the gaps straddle channels_redis's 5 s blocking read and redis-py's 5 s socket
 timeout, where the listener used to time out, sleep and join again on a new channel.
-Every message must be obeyed: its tunnel's pool socket is closed by the relay.
+Every message must be obeyed: its tunnel's pool socket is closed by the relay. And when Redis
+drops the relay's waiting connection, what is sent while it reconnects is obeyed too.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import asyncio
 import os
 import random
 import time
+from pathlib import Path
 
 import pytest
+import redis
 from channels_redis.core import RedisChannelLayer
 from harness.fake_client import FakeTunnelClient, PoolSocket
 from harness.waiting import wait_until
@@ -90,5 +93,63 @@ def test_every_control_message_sent_over_minutes_of_idling_is_obeyed(relay_facto
         for name in pools:
             assert relay.sockets(name) is None, f"{name} is still registered"
     finally:
+        for client in clients:
+            client.close()
+
+
+def _local_ports(pid: int) -> set[int]:
+    """The local TCP ports of a process's sockets (from /proc: no tool needed)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_messages_sent_while_the_relay_reconnects_to_redis_are_obeyed(relay_factory):
+    """Redis drops the relay's waiting connection (a restart, a proxy's idle cut): the
+    listener reconnects on the same channel, and what was sent meanwhile is still obeyed."""
+    url = f"{REDIS_BASE}/{REDIS_INDEX}"
+    relay = relay_factory(REDIS_URL=url)
+    admin = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    clients: list[FakeTunnelClient] = []
+    try:
+        first = FakeTunnelClient(relay)
+        clients.append(first)
+        (first_pool,) = first.connect(1)
+        wait_until(
+            lambda: _send_close(url, first.name) or first_pool.is_closed(timeout=1.0),
+            20,
+            "the relay to join the control group",
+        )
+        for round_ in range(3):
+            client = FakeTunnelClient(relay)
+            clients.append(client)
+            (pool,) = client.connect(1)
+
+            def waiting() -> list[dict]:
+                ports = _local_ports(relay.process.pid)
+                return [
+                    c
+                    for c in admin.client_list()
+                    if c["cmd"] == "bzpopmin" and int(c["addr"].rsplit(":", 1)[1]) in ports
+                ]
+
+            (listener,) = wait_until(waiting, 10, "the relay's listener to wait on Redis")
+            admin.client_kill_filter(_id=listener["id"])
+            _send_close(url, client.name)  # at once: the listener is reconnecting
+            assert pool.is_closed(timeout=OBEYED_S + 2.0), f"round {round_}: not obeyed"
+    finally:
+        admin.close()
         for client in clients:
             client.close()
