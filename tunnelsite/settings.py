@@ -251,6 +251,11 @@ if DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# A channel holds 100 waiting messages by default and the sender drops the rest silently. A node
+# that stops announces every tunnel it closes to every other node at once, and a listener may be
+# reconnecting: a relay's control channel (relay/control.py) has room for bursts, so an admin's
+# close sent among them lands. Still bounded: the layer drops messages older than a minute.
+_CONTROL_CHANNEL_CAPACITY = {"relay-control.*": 20000}
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(f"REDIS_URL={REDIS_URL!r} must start with redis:// or rediss://")
@@ -262,11 +267,19 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": REDIS_SOCKET_TIMEOUT_S}]},
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": REDIS_SOCKET_TIMEOUT_S}],
+                "channel_capacity": _CONTROL_CHANNEL_CAPACITY,
+            },
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"channel_capacity": _CONTROL_CHANNEL_CAPACITY},
+        }
+    }
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import subprocess
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 import redis
 from channels_redis.core import RedisChannelLayer
 from harness.fake_client import FakeTunnelClient, PoolSocket
+from harness.processes import PYTHON, Process
 from harness.waiting import wait_until
 
 from relay.control import CONTROL_GROUP
@@ -116,6 +118,21 @@ def _local_ports(pid: int) -> set[int]:
     return ports
 
 
+def _listener_connection(admin: redis.Redis, relay) -> dict:
+    """Redis's entry for the relay's control listener: its connection waiting in BZPOPMIN."""
+
+    def waiting() -> list[dict]:
+        ports = _local_ports(relay.process.pid)
+        return [
+            c
+            for c in admin.client_list()
+            if c["cmd"] == "bzpopmin" and int(c["addr"].rsplit(":", 1)[1]) in ports
+        ]
+
+    (listener,) = wait_until(waiting, 10, "the relay's listener to wait on Redis")
+    return listener
+
+
 def test_messages_sent_while_the_relay_reconnects_to_redis_are_obeyed(relay_factory):
     """Redis drops the relay's waiting connection (a restart, a proxy's idle cut): the
     listener reconnects on the same channel, and what was sent meanwhile is still obeyed."""
@@ -137,18 +154,83 @@ def test_messages_sent_while_the_relay_reconnects_to_redis_are_obeyed(relay_fact
             clients.append(client)
             (pool,) = client.connect(1)
 
-            def waiting() -> list[dict]:
-                ports = _local_ports(relay.process.pid)
-                return [
-                    c
-                    for c in admin.client_list()
-                    if c["cmd"] == "bzpopmin" and int(c["addr"].rsplit(":", 1)[1]) in ports
-                ]
-
-            (listener,) = wait_until(waiting, 10, "the relay's listener to wait on Redis")
-            admin.client_kill_filter(_id=listener["id"])
+            admin.client_kill_filter(_id=_listener_connection(admin, relay)["id"])
             _send_close(url, client.name)  # at once: the listener is reconnecting
             assert pool.is_closed(timeout=OBEYED_S + 2.0), f"round {round_}: not obeyed"
+    finally:
+        admin.close()
+        for client in clients:
+            client.close()
+
+
+BURST = 500  # more than channels_redis's default room of 100 waiting messages per channel
+# Sends BURST messages once told to (a line on stdin), with the project's settings: the room a
+# message meets is the sender's layer configuration. The closes come last.
+BURST_SCRIPT = """
+import asyncio, sys
+from channels.layers import get_channel_layer
+from relay.control import CONTROL_GROUP
+closes = {closes}
+messages = [
+    {{"type": "tunnel.owner", "name": f"gone-{{i}}", "node": "other", "address": None}}
+    for i in range({burst} - len(closes))
+] + [{{"type": "tunnel.close", "names": [name], "reason": "control test"}} for name in closes]
+async def burst():
+    layer = get_channel_layer()
+    queue = iter(messages)
+    async def sender():
+        for message in queue:
+            await layer.group_send(CONTROL_GROUP, message)
+    await layer.group_send("warm-up", {{"type": "x"}})
+    print("ready", flush=True)
+    sys.stdin.readline()
+    await asyncio.gather(*(sender() for _ in range(20)))
+    print("sent", flush=True)
+asyncio.run(burst())
+"""
+
+
+def test_a_burst_of_control_messages_loses_none(relay_factory):
+    """A node that stops announces every tunnel it closes (`tunnel.owner`) to every other
+    node at once; closes sent after that burst, while the listener is away, must be obeyed."""
+    url = f"{REDIS_BASE}/{REDIS_INDEX}"
+    relay = relay_factory(REDIS_URL=url)
+    admin = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    clients: list[FakeTunnelClient] = []
+    try:
+        first = FakeTunnelClient(relay)
+        clients.append(first)
+        (first_pool,) = first.connect(1)
+        wait_until(
+            lambda: _send_close(url, first.name) or first_pool.is_closed(timeout=1.0),
+            20,
+            "the relay to join the control group",
+        )
+        pools: dict[str, PoolSocket] = {}
+        for _ in range(5):
+            client = FakeTunnelClient(relay)
+            clients.append(client)
+            (pools[client.name],) = client.connect(1)
+        script = BURST_SCRIPT.format(burst=BURST, closes=list(pools))
+        sender = Process(
+            [PYTHON, "manage.py", "shell", "-c", script], relay.env, "burst", subprocess.PIPE
+        )
+        try:
+            sender.wait_for_line(r"^ready$")
+            # The listener is away for a moment (as when Redis drops its connection): the
+            # whole burst waits in its channel.
+            admin.client_kill_filter(_id=_listener_connection(admin, relay)["id"])
+            sender.send_line("go")
+            sender.wait_for_line(r"^sent$")
+        finally:
+            sender.stop()
+        deadline = time.monotonic() + OBEYED_S + 5
+        lost = [
+            name
+            for name, pool in pools.items()
+            if not pool.is_closed(timeout=max(0.01, deadline - time.monotonic()))
+        ]
+        assert not lost, f"{len(lost)} of 5 closes after a burst of {BURST} not obeyed"
     finally:
         admin.close()
         for client in clients:
