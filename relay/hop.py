@@ -8,9 +8,10 @@ The owner believes the visitor address it names (so the app sees the same X-Forw
 as on a direct hit) and never forwards such a request again: a miss is a 404, not a loop.
 A marker that does not verify (sent by a visitor, or stale) is dropped like any header.
 
-A marker is believed only on what nodes forward (`forwardable`): requests for a tunnel, and
-a client's `GET`/`DELETE` of `/api/tunnels/<name>[/status]`. Registration, `/api/status`, the
-admin and anything else are never forwarded, so a marker there is dropped unread: it cannot
+A marker is believed only on what nodes forward: requests for a tunnel, and (see
+`forwarded_api_name`) a client's `GET`/`DELETE` of `/api/tunnels/<name>[/status]`. A
+registration, `/api/status`, the admin and anything else are never forwarded, so a marker
+there is dropped unread: it cannot
 lend a registration another owner's address. Nor is any marker believed under the public
 development key (runrelay refuses to start a node with it; this covers other servers).
 """
