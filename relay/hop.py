@@ -11,9 +11,9 @@ A marker that does not verify (sent by a visitor, or stale) is dropped like any 
 A marker is believed only on what nodes forward: requests for a tunnel, and (see
 `forwarded_api_name`) a client's `GET`/`DELETE` of `/api/tunnels/<name>[/status]`. A
 registration, `/api/status`, the admin and anything else are never forwarded, so a marker
-there is dropped unread: it cannot
-lend a registration another owner's address. Nor is any marker believed under the public
-development key (runrelay refuses to start a node with it; this covers other servers).
+there is dropped unread: it cannot lend a registration another owner's address. Nor is
+any marker believed under the public development key (runrelay refuses to start a node
+with it; this covers servers started some other way).
 """
 
 from __future__ import annotations
