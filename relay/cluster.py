@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,7 @@ from django.utils import timezone
 from relay import peer
 from relay.asgi_types import Receive, Scope, Send
 from relay.errors import send_error
+from relay.hop import forwarded_api_name
 from tunnels import nodes
 
 if TYPE_CHECKING:
@@ -313,25 +313,20 @@ class Cluster:
             self.registry.request_finished()
 
 
-# The tunnel API a client may send to any node (through a balancer): its DELETE (our `lt`
-# frees its name on Ctrl-C) and its status. Another node's tunnel: the owner answers.
-_TUNNEL_API = re.compile(r"/api/tunnels/([^/]+)(?:/status)?/?")
-
-
 async def forward_api(scope: Scope, receive: Receive, send: Send) -> bool:
     """Forward `/api/tunnels/<name>[/status]` to the node that owns `name` when that is
     another node; False (the caller serves it here) otherwise. The owner applies its own
     owner check: the hop marker tells it the client's address, the token goes along."""
     from relay.registry import get_registry
 
-    match = _TUNNEL_API.fullmatch(scope.get("path") or "")
+    name = forwarded_api_name(scope)  # what the owner believes a hop marker on
     registry = get_registry()
     cluster = registry.cluster
-    if match is None or cluster is None or registry.get(match.group(1)) is not None:
+    if name is None or cluster is None or registry.get(name) is not None:
         return False
-    if cluster.route(match.group(1)) is None:
+    if cluster.route(name) is None:
         return False
-    await cluster.forward_http(scope, receive, send, match.group(1))
+    await cluster.forward_http(scope, receive, send, name)
     return True
 
 

@@ -21,7 +21,8 @@ from relay.registry import Registry, get_registry
 logger = logging.getLogger(__name__)
 
 CONTROL_GROUP = "relay-control"
-# Groups expire on both layers (a day by default): join again well before that.
+# Group membership expires (channels_redis group_expiry, a day by default; the in-memory layer
+# the same): join again well before that, from a task beside the receive, never cancelling it.
 REJOIN_S = 3600.0
 # Longest wait between attempts to reach an unavailable channel layer.
 RETRY_MAX_S = 30.0
@@ -53,53 +54,65 @@ def handle(registry: Registry, message: dict[str, Any]) -> int:
 async def listen(ready: asyncio.Event | None = None, retry_s: float = 1.0) -> None:
     """Run until cancelled. `ready` is set once the relay has joined the group.
 
-    When the channel layer is unreachable (Redis down), tunnels carry on: this task logs a
-    warning and tries again with a growing delay, up to RETRY_MAX_S; it never ends the relay.
+    One channel name for the whole process: messages sent to it while a receive failed wait
+    in the layer (a minute on Redis) for the next receive. After a failure the channel joins
+    the group again (Redis may have restarted and forgotten it) before receiving; a quiet
+    channel stays in the group because `_rejoin` renews its membership. When the channel
+    layer is unreachable (Redis down), tunnels carry on: this task logs a warning and tries
+    again with a growing delay, up to RETRY_MAX_S; it never ends the relay.
     """
     layer = get_channel_layer()
     if layer is None:
         logger.warning("no channel layer: the admin cannot disconnect tunnels")
         return
-    delay = retry_s
-    while True:
-        joined = asyncio.Event()
-        try:
-            await _listen(layer, joined, ready)
-        except Exception as exc:  # CancelledError is a BaseException: it ends the loop
-            if joined.is_set():
-                delay = retry_s
-            logger.warning(
-                "channel layer unavailable (%s); the admin cannot disconnect tunnels until it "
-                "is back; retrying in %g s",
-                exc,
-                delay,
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
-
-
-async def _listen(layer: Any, joined: asyncio.Event, ready: asyncio.Event | None) -> None:
     channel = await layer.new_channel("relay-control.")
+    rejoin: asyncio.Task[None] | None = None
+    delay = retry_s
     try:
         while True:
-            await layer.group_add(CONTROL_GROUP, channel)
-            joined.set()
-            if ready is not None:
-                ready.set()
             try:
-                async with asyncio.timeout(REJOIN_S):
-                    while True:
-                        message = await layer.receive(channel)
-                        try:
-                            closed = handle(get_registry(), message)
-                        except Exception:
-                            logger.exception("could not obey control message %r", message)
-                            continue
-                        logger.info("control: closed %d tunnel(s)", closed)
-            except TimeoutError:
-                continue
+                await layer.group_add(CONTROL_GROUP, channel)
+                if rejoin is None:
+                    rejoin = asyncio.get_running_loop().create_task(_rejoin(layer, channel))
+                if ready is not None:
+                    ready.set()
+                delay = retry_s
+                await _receive_forever(layer, channel)
+            except Exception as exc:  # CancelledError is a BaseException: it ends the loop
+                logger.warning(
+                    "channel layer unavailable (%s); the admin cannot disconnect tunnels until "
+                    "it is back; retrying in %g s",
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
     finally:
+        if rejoin is not None:
+            rejoin.cancel()
         try:
             await asyncio.shield(layer.group_discard(CONTROL_GROUP, channel))
         except Exception:
             pass
+
+
+async def _receive_forever(layer: Any, channel: str) -> None:
+    while True:
+        message = await layer.receive(channel)
+        try:
+            closed = handle(get_registry(), message)
+        except Exception:
+            logger.exception("could not obey control message %r", message)
+            continue
+        if closed:
+            logger.info("control: closed %d tunnel(s)", closed)
+
+
+async def _rejoin(layer: Any, channel: str) -> None:
+    """Renew the channel's membership before the layer's group expiry drops it."""
+    while True:
+        await asyncio.sleep(REJOIN_S)
+        try:
+            await layer.group_add(CONTROL_GROUP, channel)
+        except Exception as exc:  # the receive loop sees the same outage and reports it
+            logger.debug("could not renew the control group membership: %r", exc)

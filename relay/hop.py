@@ -7,6 +7,13 @@ signature an HMAC-SHA256 (key derived from SECRET_KEY) over the rest and the Hos
 The owner believes the visitor address it names (so the app sees the same X-Forwarded-For
 as on a direct hit) and never forwards such a request again: a miss is a 404, not a loop.
 A marker that does not verify (sent by a visitor, or stale) is dropped like any header.
+
+A marker is believed only on what nodes forward: requests for a tunnel, and (see
+`forwarded_api_name`) a client's `GET`/`DELETE` of `/api/tunnels/<name>[/status]`. A
+registration, `/api/status`, the admin and anything else are never forwarded, so a marker
+there is dropped unread: it cannot lend a registration another owner's address. Nor is
+any marker believed under the public development key (runrelay refuses to start a node
+with it; this covers servers started some other way).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from typing import Any
 
@@ -28,6 +36,10 @@ HOP_HEADER = b"x-tunnelsite-hop"
 HOP_MAX_AGE_S = 60
 # Set in the scope of a request that arrived from a peer node with a valid marker.
 HOP_SCOPE_KEY = "tunnelsite.hop"
+# The tunnel API a client may send to any node, which forwards it to the tunnel's owner
+# (relay/cluster.py `forward_api`): its DELETE (our `lt` frees its name on Ctrl-C) and status.
+FORWARDED_API = re.compile(r"/api/tunnels/([^/]+)(?:/status)?/?")
+FORWARDED_API_METHODS = frozenset({"GET", "HEAD", "DELETE"})
 
 
 def _key() -> bytes:
@@ -52,8 +64,18 @@ def sign(node: str, client: tuple[str, int] | None, host: bytes, now: float | No
     return f"{fields} {_signature(_key(), fields, host)}".encode()
 
 
+def forwarded_api_name(scope: Scope) -> str | None:
+    """The tunnel named by a tunnel API request nodes forward; None for any other request."""
+    if scope["type"] != "http" or scope.get("method") not in FORWARDED_API_METHODS:
+        return None
+    match = FORWARDED_API.fullmatch(scope.get("path") or "")
+    return match.group(1) if match else None
+
+
 def verify(value: bytes, host: bytes, now: float | None = None) -> tuple[str, int] | None:
     """The visitor address a valid marker names; None when it does not verify."""
+    if settings.SECRET_KEY == settings.DEVELOPMENT_SECRET_KEY:
+        return None  # anyone can sign with a key published in settings.py
     try:
         text = value.decode("ascii")
         stamp, node, ip, port, signature = text.split(" ")
@@ -96,14 +118,16 @@ class ClusterGate:
                 marker = value if marker is None else b""  # two markers: believe neither
             elif name == b"host":
                 host = value
+        tunnel = tunnel_name_from_host(host or b"", self.domain)
         if marker is not None:
             scope = dict(scope)
             scope["headers"] = [(n, v) for n, v in scope["headers"] if n != HOP_HEADER]
-            client = verify(marker, binding(scope, host or b"")) if marker else None
+            forwardable = tunnel is not None or forwarded_api_name(scope) is not None
+            client = verify(marker, binding(scope, host or b"")) if marker and forwardable else None
             if client is not None:
                 scope[HOP_SCOPE_KEY] = True
                 scope["client"] = client
-        site = scope["type"] == "http" and tunnel_name_from_host(host or b"", self.domain) is None
+        site = scope["type"] == "http" and tunnel is None
         if site and scope["path"] == "/healthz" and not _from_tunnel_client(scope):
             await self._health(send)  # a tunnel client asking for "healthz" is refused
             return

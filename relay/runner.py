@@ -17,7 +17,7 @@ from relay.cluster import Cluster
 from relay.protocol import public_url
 from relay.registry import get_registry
 from relay.server import RelayServer
-from tunnels import store
+from tunnels import auth, store
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ class RelayRunner:
             return
         if closed:
             logger.info("marked %d sessions of an earlier run as closed", closed)
+        await self._check_token_keys()
         if settings.RELAY_NODE_NAME and not await self._join_cluster():  # scale-out
             return
         registry = get_registry()
@@ -108,6 +109,22 @@ class RelayRunner:
         self._control = loop.create_task(control.listen())
         self._sampler = loop.create_task(traffic.run_sampler(registry))
         logger.debug("open-file limit %d", limit)
+
+    async def _check_token_keys(self) -> None:
+        """Warn when usable tokens were made under another SECRET_KEY: all are refused."""
+        try:
+            count = await database_sync_to_async(auth.tokens_under_another_key)()
+        except Exception:
+            logger.exception("could not check the API tokens' key fingerprints")
+            return
+        if count:
+            logger.warning(
+                "%d usable API token(s) were created under a different SECRET_KEY than this "
+                "relay's and will be refused. createtoken must run with the relay's environment "
+                "(the same SECRET_KEY or SECRET_KEY_FILE): create them again that way, or start "
+                "the relay with the key they were made with.",
+                count,
+            )
 
     def stop(self) -> None:
         if self._stopping:

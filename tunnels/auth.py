@@ -10,6 +10,7 @@ reclaim or close them; an anonymous tunnel belongs to `ip:<addr>`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -19,6 +20,8 @@ from relay.headers import address_key
 from tunnels import tokens
 from tunnels.models import ApiToken, ReservedSubdomain
 from tunnels.quotas import Limits, default_limits, limits_for
+
+logger = logging.getLogger(__name__)
 
 HOW_TO_PASS = (
     "Pass it as `lt --host https://TOKEN@<relay>` (npm or Python client) "
@@ -93,6 +96,14 @@ def authenticate(credential: str | None, ip: str, *, touch: bool = True) -> Gran
     )
 
 
+ANOTHER_KEY = (
+    "That API token was created under a different SECRET_KEY than this relay's (for example "
+    "by `manage.py createtoken` run without the relay's environment), so the relay cannot "
+    "check it. Create it again with the relay's settings (the same SECRET_KEY or "
+    "SECRET_KEY_FILE), or ask the relay's operator for a new one."
+)
+
+
 def _lookup(credential: str) -> ApiToken | None:
     parts = tokens.split(credential)
     if parts is None:
@@ -103,8 +114,29 @@ def _lookup(credential: str) -> ApiToken | None:
         tokens.digest(secret)  # spend the same time as a real comparison
         return None
     if not tokens.matches(secret, token.digest):
+        ours = tokens.key_fingerprint()
+        if token.key_fingerprint and token.key_fingerprint != ours:
+            logger.warning(
+                "refused API token lt_%s...: it was created under a different SECRET_KEY "
+                "(key fingerprint %s; this relay's is %s). Run createtoken with the relay's "
+                "environment, or give the relay the key the token was made with.",
+                token.prefix,
+                token.key_fingerprint,
+                ours,
+            )
+            raise Refusal(401, ANOTHER_KEY)
         return None
     return token
+
+
+def tokens_under_another_key() -> int:
+    """How many usable tokens were made under another SECRET_KEY than this process's."""
+    return (
+        ApiToken.objects.usable()
+        .exclude(key_fingerprint="")
+        .exclude(key_fingerprint=tokens.key_fingerprint())
+        .count()
+    )
 
 
 def check_name(grant: Grant, name: str) -> None:

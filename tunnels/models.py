@@ -64,6 +64,13 @@ class ApiToken(models.Model):
     name = models.CharField(max_length=100, blank=True, help_text="What or who it is for.")
     prefix = models.CharField(max_length=tokens.PREFIX_LENGTH, unique=True, editable=False)
     digest = models.CharField(max_length=64, editable=False)
+    key_fingerprint = models.CharField(
+        max_length=tokens.KEY_FINGERPRINT_LENGTH,
+        blank=True,
+        editable=False,
+        help_text="Names the SECRET_KEY the token was made under (not the key). "
+        "Empty for tokens made before it was recorded.",
+    )
     plan = models.ForeignKey(
         Plan,
         null=True,
@@ -112,6 +119,7 @@ class ApiToken(models.Model):
         for _ in range(5):
             prefix, secret = tokens.new_prefix(), tokens.new_secret()
             self.prefix, self.digest = prefix, tokens.digest(secret)
+            self.key_fingerprint = tokens.key_fingerprint()
             try:
                 with transaction.atomic():
                     self.save()

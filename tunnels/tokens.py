@@ -3,6 +3,9 @@
 A token reads `lt_<prefix><secret>`: an 8-character lookup prefix (stored, indexed, shown in
 the admin) and a 32-character secret. The database keeps only HMAC-SHA256(SECRET_KEY, secret),
 so a leaked database does not leak usable tokens; rotating SECRET_KEY invalidates every token.
+Each token also records `key_fingerprint()`, a short HMAC of a constant under the key that made
+it (never the key): a token made under another key (createtoken run without the relay's
+environment) is then refused as such, not as mistyped, and the relay counts them at start.
 """
 
 from __future__ import annotations
@@ -34,6 +37,18 @@ def new_prefix() -> str:
 
 def new_secret() -> str:
     return secrets.token_urlsafe(SECRET_BYTES)
+
+
+# Hex characters of the key fingerprint: enough that two keys practically never share one,
+# too few to confirm a guessed key with any confidence.
+KEY_FINGERPRINT_LENGTH = 8
+
+
+def key_fingerprint() -> str:
+    """Names the SECRET_KEY in use without revealing it: an HMAC of a constant, cut short."""
+    key = settings.SECRET_KEY.encode()
+    mac = hmac.new(key, b"tunnelsite.api-token-key", hashlib.sha256)
+    return mac.hexdigest()[:KEY_FINGERPRINT_LENGTH]
 
 
 def digest(secret: str) -> str:

@@ -89,11 +89,14 @@ def _networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
 
 
 DEBUG = _bool("DEBUG", True)
+# Public (it is in this file): fine for one developer's relay, never for what must stay secret.
+# A cluster node refuses to start with it (runrelay), as hop markers would be forgeable.
+DEVELOPMENT_SECRET_KEY = "dev-only-insecure-key-change-me-for-production-use-0123456789"
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
-    SECRET_KEY = "dev-only-insecure-key-change-me-for-production-use-0123456789"
+    SECRET_KEY = DEVELOPMENT_SECRET_KEY
 
 # --- The relay ------------------------------------------------------------------------------
 RELAY_BIND = env.str("RELAY_BIND", default="127.0.0.1")
@@ -290,16 +293,30 @@ if DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# A channel holds 100 waiting messages by default and the sender drops the rest silently. A node
+# that stops announces every tunnel it closes to every other node at once, and a listener may be
+# reconnecting: a relay's control channel (relay/control.py) has room for bursts, so an admin's
+# close sent among them lands. Still bounded: the layer drops messages older than a minute.
+_CONTROL_CHANNEL_CAPACITY = {"relay-control.*": 20000}
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(f"REDIS_URL={REDIS_URL!r} must start with redis:// or rediss://")
+    # channels_redis waits for a message with a 5 s blocking read (BZPOPMIN, brpop_timeout)
+    # and redis-py abandons any read after its socket timeout, 5 s by default: an idle relay's
+    # control listener raced the two, and a message Redis popped as the client gave up was
+    # lost. Reads wait longer than the blocking read; a dead Redis is still noticed.
+    REDIS_SOCKET_TIMEOUT_S = 15.0
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": REDIS_SOCKET_TIMEOUT_S}],
+                "channel_capacity": _CONTROL_CHANNEL_CAPACITY,
+            },
         }
     }
 else:
+    # One process (no other node announces anything): the default room of 100 is plenty.
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 AUTH_PASSWORD_VALIDATORS = [

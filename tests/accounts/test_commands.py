@@ -33,6 +33,14 @@ class CreateTokenTests(TestCase):
         self.assertEqual(authenticate(text, "10.0.0.1").user_id, self.owner.pk)
         self.assertEqual(ApiToken.objects.get().name, "ci")
 
+    def test_it_warns_when_the_other_tokens_were_made_under_another_secret_key(self) -> None:
+        with override_settings(SECRET_KEY="the-relays-own-key-0123456789-abcdefghijklmnopqrst"):
+            make_token(self.owner, name="made with the relay's environment")
+        out, err = run("createtoken", "owner")
+        self.assertEqual(len(out.strip()), tokens.TOKEN_LENGTH)  # stdout: the token only
+        self.assertIn("1 other usable token(s) in this database were created under a", err)
+        self.assertIn("Run createtoken with the relay's environment", err)
+
     def test_it_sets_an_expiry_in_days(self) -> None:
         run("createtoken", "owner", "--expires", "30")
         token = ApiToken.objects.get()

@@ -5,7 +5,7 @@ from datetime import timedelta
 from django.test import RequestFactory, TestCase, override_settings
 from django.utils import timezone
 
-from tunnels import tokens
+from tunnels import auth, tokens
 from tunnels.auth import Refusal, authenticate
 from tunnels.identity import credential
 from tunnels.models import ApiToken
@@ -122,3 +122,60 @@ class CredentialTests(TestCase):
         for header in ("Basic !!!", "Digest abc", "Basic " + "bm9jb2xvbg"):
             request = self.factory.get("/?new", HTTP_AUTHORIZATION=header)
             self.assertEqual(credential(request), "", header)
+
+
+OTHER_KEY = "another-secret-key-than-the-relays-0123456789-abcdefghijklmnop"
+
+
+class TokenKeyTests(TestCase):
+    """A token made under another SECRET_KEY (createtoken run without the relay's
+    environment) is refused as such, and the relay can count such tokens."""
+
+    @classmethod
+    def setUpTestData(cls) -> None:
+        cls.owner = make_user("owner")
+
+    def test_a_token_records_a_fingerprint_of_its_key_but_not_the_key(self) -> None:
+        row, _ = make_token(self.owner)
+        with override_settings(SECRET_KEY=OTHER_KEY):
+            other = tokens.key_fingerprint()
+        self.assertEqual(ApiToken.objects.get(pk=row.pk).key_fingerprint, tokens.key_fingerprint())
+        self.assertEqual(len(other), tokens.KEY_FINGERPRINT_LENGTH)
+        self.assertNotEqual(other, tokens.key_fingerprint())
+        self.assertNotIn(other, OTHER_KEY)
+
+    def test_a_token_made_under_another_key_is_refused_naming_the_key(self) -> None:
+        with override_settings(SECRET_KEY=OTHER_KEY):
+            row, text = make_token(self.owner)
+        with (
+            self.assertLogs("tunnels.auth", "WARNING") as logs,
+            self.assertRaises(Refusal) as caught,
+        ):
+            authenticate(text, "10.0.0.1")
+        self.assertEqual(caught.exception.status, 401)
+        self.assertIn("created under a different SECRET_KEY", caught.exception.message)
+        self.assertIn("SECRET_KEY_FILE", caught.exception.message)
+        self.assertNotIn("copied all of it", caught.exception.message)
+        (line,) = logs.output
+        self.assertIn(f"lt_{row.prefix}", line)
+        self.assertIn("different SECRET_KEY", line)
+        self.assertNotIn(text, line)  # the prefix only, never the secret
+
+    def test_a_mistyped_token_under_the_relays_key_is_still_not_valid(self) -> None:
+        _, text = make_token(self.owner)
+        forged = text[:-4] + ("aaaa" if not text.endswith("aaaa") else "bbbb")
+        with self.assertRaises(Refusal) as caught:
+            authenticate(forged, "10.0.0.1")
+        self.assertIn("not valid", caught.exception.message)
+
+    def test_the_relay_counts_the_usable_tokens_made_under_another_key(self) -> None:
+        with override_settings(SECRET_KEY=OTHER_KEY):
+            make_token(self.owner, name="elsewhere")
+            revoked, _ = make_token(self.owner, name="elsewhere, revoked")
+            expired, _ = make_token(self.owner, name="elsewhere, expired")
+        revoked.revoke()
+        ApiToken.objects.filter(pk=expired.pk).update(expires=timezone.now() - timedelta(days=1))
+        make_token(self.owner, name="here")
+        legacy, _ = make_token(self.owner, name="before fingerprints")
+        ApiToken.objects.filter(pk=legacy.pk).update(key_fingerprint="")
+        self.assertEqual(auth.tokens_under_another_key(), 1)

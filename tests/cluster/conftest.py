@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+from cluster_keys import CLUSTER_SECRET_KEY
 from harness.processes import PYTHON, ROOT, ProcessGroup
 from harness.relay import NO_LIVE_TUNNEL_CAP, RELAY_COMMAND, RELAY_TEST_ENV, Relay
 
@@ -51,6 +52,7 @@ class Cluster:
                 "REDIS_URL": self.redis_url,
                 "PYTHONUNBUFFERED": "1",
                 "RELAY_LOG_LEVEL": "WARNING",
+                "SECRET_KEY": CLUSTER_SECRET_KEY,  # a node refuses the development key
             }
         )
         env.update({key: str(value) for key, value in overrides.items()})

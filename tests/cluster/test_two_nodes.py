@@ -9,14 +9,13 @@ import threading
 import time
 
 import pytest
+from cluster_keys import mint
 from e2e.test_idle_websockets import run_visitors
 from harness.fake_client import FakeTunnelClient, PoolSocket
 from harness.http import build_request
 from harness.waiting import unique_name, wait_until
 from harness.websocket import run_websocket
 from websockets.asyncio.client import ClientConnection
-
-from relay.hop import sign
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -68,7 +67,7 @@ def test_a_request_with_a_valid_hop_marker_that_misses_is_a_404_not_a_loop(two_n
         (pool,) = client.connect(1)
         wait_until(lambda: _reaches(alpha, client, pool), 5, "alpha to learn the owner")
         host = alpha.host(client.name)
-        marker = sign("bravo", ("127.0.0.1", 1), b"GET /|" + host.encode()).decode()
+        marker = mint("bravo", ("127.0.0.1", 1), b"GET /|" + host.encode())
         answer = alpha.get("/", name=client.name, headers=[("X-Tunnelsite-Hop", marker)])
         assert answer.status == 404
     finally:

@@ -13,6 +13,16 @@ from relay.hop import HOP_HEADER, HOP_SCOPE_KEY, ClusterGate, binding, sign, ver
 from relay.registry import Registry
 
 HOST = b"quiet-fox-3f9a.localhost:8080"
+# tunnelsite/settings.py's DEVELOPMENT_SECRET_KEY, what a node without SECRET_KEY used.
+DEVELOPMENT_KEY = "dev-only-insecure-key-change-me-for-production-use-0123456789"
+SITE = b"localhost:8080"  # the bare domain: registration, the API, the admin
+
+
+@pytest.fixture(autouse=True)
+def _a_node_key():
+    """Nodes run with a key of their own (runrelay refuses the development key)."""
+    with override_settings(SECRET_KEY="unit-tests-node-key-0123456789-abcdefghijklmnopqrstuv"):
+        yield
 
 
 def test_a_signed_hop_marker_verifies_and_names_the_visitor():
@@ -45,19 +55,24 @@ def test_a_marker_for_one_request_does_not_vouch_for_another():
     assert verify(marker, GET_ROOT) == ("192.0.2.7", 1)
 
 
-def _through_gate(headers: list[tuple[bytes, bytes]]) -> dict:
+def _through_gate(
+    headers: list[tuple[bytes, bytes]], method: str = "GET", path: str = "/", kind: str = "http"
+) -> dict:
     seen: dict = {}
 
     async def app(scope, receive, send) -> None:
         seen.update(scope)
 
     scope = {
-        "type": "http",
-        "method": "GET",
-        "path": "/",
+        "type": kind,
+        "method": method,
+        "path": path,
+        "query_string": b"new" if path == "/?new" else b"",
         "headers": headers,
         "client": ("10.0.0.12", 40000),
     }
+    if path == "/?new":
+        scope["path"] = "/"
     asyncio.run(ClusterGate(app, lambda: (200, {}))(scope, None, None))
     return seen
 
@@ -119,3 +134,49 @@ def test_ownership_news_beats_an_older_snapshot_and_closes_only_the_owner_it_nam
         assert cluster.route("b-name") is None
 
     asyncio.run(main())
+
+
+def test_a_marker_signed_with_the_development_key_is_never_believed():
+    """Anyone can sign with the key published in settings.py, even a server started some
+    other way than runrelay (which refuses it on a node)."""
+    with override_settings(SECRET_KEY=DEVELOPMENT_KEY):
+        marker = sign("bravo", ("192.0.2.7", 1), GET_ROOT)
+        assert verify(marker, GET_ROOT) is None
+        scope = _through_gate([(b"host", HOST), (HOP_HEADER, marker)])
+    assert HOP_SCOPE_KEY not in scope
+    assert scope["client"] == ("10.0.0.12", 40000)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/?new"),  # registration: nodes never forward it
+        ("GET", "/quiet-fox-3f9a"),
+        ("GET", "/api/status"),
+        ("POST", "/api/tunnels/quiet-fox-3f9a"),  # not a method of the forwarded API
+        ("GET", "/admin/"),
+    ],
+)
+def test_the_gate_drops_a_valid_marker_on_what_nodes_never_forward(method, path):
+    scope = {"method": method, "raw_path": path.encode()}
+    marker = sign("bravo", ("192.0.2.7", 1), binding(scope, SITE))
+    scope = _through_gate([(b"host", SITE), (HOP_HEADER, marker)], method, path)
+    assert HOP_SCOPE_KEY not in scope
+    assert scope["client"] == ("10.0.0.12", 40000)
+    assert scope["headers"] == [(b"host", SITE)]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "host"),
+    [
+        ("DELETE", "/api/tunnels/quiet-fox-3f9a", SITE),  # relay/cluster.py forward_api
+        ("GET", "/api/tunnels/quiet-fox-3f9a/status", SITE),
+        ("POST", "/upload", HOST),  # a visitor's request for a tunnel
+    ],
+)
+def test_the_gate_believes_a_valid_marker_on_what_nodes_forward(method, path, host):
+    scope = {"method": method, "raw_path": path.encode()}
+    marker = sign("bravo", ("192.0.2.7", 1), binding(scope, host))
+    scope = _through_gate([(b"host", host), (HOP_HEADER, marker)], method, path)
+    assert scope[HOP_SCOPE_KEY] is True
+    assert scope["client"] == ("192.0.2.7", 1)

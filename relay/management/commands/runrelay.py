@@ -73,6 +73,14 @@ class Command(BaseCommand):
             raise CommandError(
                 f"--node-name {node_name!r}: use 1-100 letters, digits, '.', '_' or '-'"
             )
+        if settings.SECRET_KEY == settings.DEVELOPMENT_SECRET_KEY:
+            raise CommandError(
+                f"node {node_name}: a cluster node needs a SECRET_KEY of its own. Without one "
+                "it would use the development key, which is public, and anyone could sign the "
+                "hop markers nodes trust (and pass as any visitor address). Set SECRET_KEY (or "
+                "SECRET_KEY_FILE) to the same random value on every node, e.g. the output of "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`."
+            )
         if advertise:
             try:
                 parse_address(advertise, "--advertise")

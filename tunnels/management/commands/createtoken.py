@@ -7,6 +7,7 @@ from datetime import timedelta
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from tunnels.auth import tokens_under_another_key
 from tunnels.models import ApiToken
 
 
@@ -24,6 +25,14 @@ class Command(BaseCommand):
         self, *args: object, username: str, name: str, expires: int | None, **_: object
     ) -> None:
         self.stdout.write(self.create(username, name, expires))
+        others = tokens_under_another_key()
+        if others:
+            self.stderr.write(
+                f"warning: {others} other usable token(s) in this database were created under "
+                "a different SECRET_KEY than this command runs with, and a relay accepts only "
+                "tokens made under its own key. Run createtoken with the relay's environment "
+                "(the same SECRET_KEY or SECRET_KEY_FILE, and DATABASE_URL)."
+            )
 
     def create(self, username: str, name: str = "", expires: int | None = None) -> str:
         if expires is not None and expires < 1:
