@@ -326,13 +326,17 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        # Writes to the current sys.stderr: runrelay makes that non-blocking (relay/console.py).
+        "console": {"class": "relay.console.ConsoleHandler", "formatter": "plain"},
         "null": {"class": "logging.NullHandler"},
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "relay": {"level": env.str("RELAY_LOG_LEVEL", default="INFO")},
         "tunnels": {"level": env.str("RELAY_LOG_LEVEL", default="INFO")},
+        # Django's own default config gives "django" a second console handler (bare lines,
+        # no time): without this every django.request warning was printed twice.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
         # Any visitor can send a malformed Host; Django answers 400 and would log a traceback
         # at ERROR for each, letting anyone flood the log.
         "django.security.DisallowedHost": {"handlers": ["null"], "propagate": False},

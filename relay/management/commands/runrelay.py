@@ -9,10 +9,11 @@ import re
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
+from relay import console
 from relay.cluster import parse_address
-from relay.runner import RelayRunner
+from relay.runner import RelayRunner, check_pool_bind, listen_problem
 
 
 class Command(BaseCommand):
@@ -37,6 +38,15 @@ class Command(BaseCommand):
             help="where peers reach this node; HOST is the pool address given to clients",
         )
 
+    def execute(self, *args: object, **options: object) -> str | None:
+        if options.get("stdout") is None and options.get("stderr") is None:
+            # The real stdout/stderr (not call_command's): writes that never block or raise
+            # (relay/console.py), for this command's messages and for every log line.
+            out, err = console.install()
+            self.stdout, self.stderr = OutputWrapper(out), OutputWrapper(err)
+            self.stderr.style_func = self.style.ERROR
+        return super().execute(*args, **options)
+
     def handle(
         self,
         *args: object,
@@ -54,6 +64,14 @@ class Command(BaseCommand):
             raise CommandError("--domain must not be empty")
         settings.RELAY_DOMAIN = domain
         self.configure_node(node_name, advertise, bind)  # scale-out
+        try:
+            check_pool_bind(settings.RELAY_POOL_BIND)
+        except OSError as exc:
+            raise CommandError(
+                listen_problem(
+                    f"{settings.RELAY_POOL_BIND} for pool sockets (RELAY_POOL_BIND)", exc
+                )
+            ) from None
         runner = RelayRunner(bind=bind, port=port, out=self.stdout)
         try:
             runner.run()
