@@ -14,11 +14,13 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import termios
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -274,3 +276,58 @@ def test_each_event_is_logged_once(db, relays):
 def test_a_malformed_setting_is_one_line_naming_the_variable(db, relays):
     line = one_line(start_failure(relays, ["--port", "0"], relay_env(db, RELAY_DRAIN_S="soon")))
     assert "RELAY_DRAIN_S='soon' is not a valid number" in line
+
+
+# --- item 12: one relay per SQLite database ------------------------------------------------
+def live_rows(db: Path, name: str) -> list[tuple[int, str]]:
+    with closing(sqlite3.connect(db)) as conn:
+        return conn.execute(
+            "SELECT is_live, close_reason FROM tunnels_tunnel WHERE subdomain = ?", (name,)
+        ).fetchall()
+
+
+def test_a_second_relay_on_the_same_sqlite_file_is_refused_and_closes_nothing(db, relays):
+    first = RawRelay(
+        ["--port", "0"], relay_env(db), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    relays.append(first)
+    port = first.read_until_listening()
+    name = f"first-{uuid.uuid4().hex[:8]}"
+    assert get(port, f"/{name}").status == 200
+    assert live_rows(db, name) == [(1, "")]
+
+    line = one_line(start_failure(relays, ["--port", "0"], relay_env(db)))
+
+    assert f"another relay (pid {first.proc.pid}) is already running" in line
+    assert str(db) in line
+    assert live_rows(db, name) == [(1, "")]  # the first relay's session is still live
+    assert get(port, f"/api/tunnels/{name}/status").status == 200
+
+
+def test_the_database_is_free_again_once_its_relay_was_killed(db, relays):
+    first = RawRelay(
+        ["--port", "0"], relay_env(db), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    relays.append(first)
+    first.read_until_listening()
+    first.kill()  # SIGKILL: no cleanup runs, the kernel releases the lock
+
+    second = RawRelay(
+        ["--port", "0"], relay_env(db), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    relays.append(second)
+    port = second.read_until_listening()
+    assert answers(port)
+
+
+def test_relays_on_different_sqlite_files_run_side_by_side(relay_template_db, tmp_path, relays):
+    ports = []
+    for i in range(2):
+        db = tmp_path / f"side-{i}.sqlite3"
+        shutil.copyfile(relay_template_db, db)
+        relay = RawRelay(
+            ["--port", "0"], relay_env(db), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        relays.append(relay)
+        ports.append(relay.read_until_listening())
+    assert all(answers(port) for port in ports)

@@ -10,10 +10,12 @@ import re
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
+from django.db import DatabaseError
 
 from relay import console
 from relay.cluster import parse_address
 from relay.runner import RelayRunner, check_pool_bind, listen_problem
+from tunnels.dblock import DatabaseInUse, lock_database
 
 
 class Command(BaseCommand):
@@ -72,6 +74,12 @@ class Command(BaseCommand):
                     f"{settings.RELAY_POOL_BIND} for pool sockets (RELAY_POOL_BIND)", exc
                 )
             ) from None
+        try:  # held until the process ends: see tunnels/dblock.py
+            self.database_locks = lock_database(settings.RELAY_NODE_NAME)
+        except DatabaseInUse as exc:
+            raise CommandError(str(exc)) from None
+        except DatabaseError as exc:
+            raise CommandError(f"cannot reach the database: {exc}") from None
         runner = RelayRunner(bind=bind, port=port, out=self.stdout)
         try:
             runner.run()
