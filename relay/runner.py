@@ -23,6 +23,7 @@ from relay.protocol import public_url
 from relay.registry import get_registry
 from relay.server import RelayServer
 from tunnels import store
+from tunnelsite import address
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,8 @@ class RelayRunner:
 
     def _listening(self, host: str, port: int) -> None:
         self._listen_address = (host, port)  # scale-out
+        if self.port == 0:  # "any free port": what depends on the port follows the real one
+            address.apply(settings, domain=settings.RELAY_DOMAIN, bind=self.bind, port=port)
         public_port = settings.RELAY_PUBLIC_PORT or port
         sample = public_url(
             settings.RELAY_PUBLIC_SCHEME, "<name>", settings.RELAY_DOMAIN, public_port

@@ -16,6 +16,7 @@ from relay import console
 from relay.cluster import parse_address
 from relay.runner import RelayRunner, check_pool_bind, listen_problem
 from tunnels.dblock import DatabaseInUse, lock_database
+from tunnelsite import address
 
 
 class Command(BaseCommand):
@@ -64,7 +65,9 @@ class Command(BaseCommand):
         domain = domain.strip().lower().rstrip(".")
         if not domain:
             raise CommandError("--domain must not be empty")
-        settings.RELAY_DOMAIN = domain
+        # The same derived settings (ALLOWED_HOSTS, CSRF origins, pool address) as the
+        # RELAY_DOMAIN/RELAY_BIND/RELAY_PORT variables give: tunnelsite/address.py.
+        address.apply(settings, domain=domain, bind=bind, port=port)
         self.configure_node(node_name, advertise, bind)  # scale-out
         try:
             check_pool_bind(settings.RELAY_POOL_BIND)
