@@ -331,3 +331,25 @@ def test_relays_on_different_sqlite_files_run_side_by_side(relay_template_db, tm
         relays.append(relay)
         ports.append(relay.read_until_listening())
     assert all(answers(port) for port in ports)
+
+
+def test_a_second_signal_stops_a_draining_relay_at_once(relay_factory, local_app, lt_factory):
+    """Ctrl-C twice (or SIGTERM then SIGINT): the operator does not want to wait the drain."""
+    relay = relay_factory()  # RELAY_DRAIN_S at its default, 10 s
+    client = lt_factory(relay, local_app.port)
+    key = uuid.uuid4().hex
+    visitor = relay.visitor(client.name)
+    try:
+        with visitor:
+            visitor.send(f"GET /slow?key={key} HTTP/1.1\r\nHost: {visitor.host}\r\n\r\n".encode())
+            local_app.wait_for_waiting(key, 1)
+            relay.process.signal(signal.SIGTERM)
+            relay.process.wait_for_line(r"^stopping: no new connections", timeout=5)
+            assert relay.process.proc.poll() is None  # draining: the slow request is running
+
+            started = time.monotonic()
+            relay.process.signal(signal.SIGINT)
+            relay.process.wait(timeout=DRAIN_S)
+            assert time.monotonic() - started < 3
+    finally:
+        local_app.release(key)
