@@ -171,7 +171,11 @@ def install() -> tuple[ConsoleStream, ConsoleStream]:
                 handler, ConsoleHandler
             ):
                 if id(handler.stream) in old:
-                    handler.setStream(err if handler.stream is not sys.__stdout__ else out)
+                    to_stdout = handler.stream is sys.__stdout__
+                    try:
+                        handler.setStream(out if to_stdout else err)
+                    except (OSError, ValueError):  # flushing the old stream failed
+                        handler.stream = out if to_stdout else err
     atexit.register(_drain_at_exit)
     _installed = (out, err)
     return _installed

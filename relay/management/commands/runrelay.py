@@ -83,6 +83,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         except DatabaseError as exc:
             raise CommandError(f"cannot reach the database: {exc}") from None
+        except OSError as exc:  # the SQLite lock file cannot be created (read-only folder...)
+            raise CommandError(f"cannot lock the database for this relay: {exc}") from None
         runner = RelayRunner(bind=bind, port=port, out=self.stdout)
         try:
             runner.run()
