@@ -69,22 +69,8 @@ class Command(BaseCommand):
         # RELAY_DOMAIN/RELAY_BIND/RELAY_PORT variables give: tunnelsite/address.py.
         address.apply(settings, domain=domain, bind=bind, port=port)
         self.configure_node(node_name, advertise, bind)  # scale-out
-        try:
-            check_pool_bind(settings.RELAY_POOL_BIND)
-        except OSError as exc:
-            raise CommandError(
-                listen_problem(
-                    f"{settings.RELAY_POOL_BIND} for pool sockets (RELAY_POOL_BIND)", exc
-                )
-            ) from None
-        try:  # held until the process ends: see tunnels/dblock.py
-            self.database_locks = lock_database(settings.RELAY_NODE_NAME)
-        except DatabaseInUse as exc:
-            raise CommandError(str(exc)) from None
-        except DatabaseError as exc:
-            raise CommandError(f"cannot reach the database: {exc}") from None
-        except OSError as exc:  # the SQLite lock file cannot be created (read-only folder...)
-            raise CommandError(f"cannot lock the database for this relay: {exc}") from None
+        self.check_pool_address()
+        self.database_locks = self.lock_database()  # held until the process ends
         runner = RelayRunner(bind=bind, port=port, out=self.stdout)
         try:
             runner.run()
@@ -92,6 +78,29 @@ class Command(BaseCommand):
             raise CommandError(f"cannot listen on {bind}:{port}: {exc}") from exc
         if runner.failed:
             raise CommandError(runner.failed)
+
+    def check_pool_address(self) -> None:
+        """Pool listeners open at each registration: fail now if none could."""
+        try:
+            check_pool_bind(settings.RELAY_POOL_BIND)
+        except OSError as exc:
+            where = settings.RELAY_POOL_BIND
+            if settings.RELAY_EXPLICIT_SETTINGS.get("RELAY_POOL_BIND"):
+                what = f"{where} for pool sockets (RELAY_POOL_BIND)"
+            else:  # pools listen where the public side does
+                what = f"{where} (--bind/RELAY_BIND, for the public port and pool sockets)"
+            raise CommandError(listen_problem(what, exc)) from None
+
+    def lock_database(self) -> list[object]:
+        """One relay per database and node name (tunnels/dblock.py); the locks to keep."""
+        try:
+            return lock_database(settings.RELAY_NODE_NAME)
+        except DatabaseInUse as exc:
+            raise CommandError(str(exc)) from None
+        except DatabaseError as exc:
+            raise CommandError(f"cannot reach the database: {exc}") from None
+        except OSError as exc:  # the SQLite lock file cannot be made (read-only folder...)
+            raise CommandError(f"cannot lock the database for this relay: {exc}") from None
 
     # --- scale-out --------------------------------------------------------------------------
     def configure_node(self, node_name: str, advertise: str, bind: str) -> None:
