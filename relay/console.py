@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from typing import Any, TextIO
 
 # Output waiting for a slow reader: a few thousand lines, far more than a burst at start
@@ -52,6 +53,7 @@ class ConsoleStream(io.TextIOBase):
         self.broken = False  # the descriptor failed (EPIPE, EBADF...): nothing goes out
         self._chunks: list[bytes] = []
         self._size = 0
+        self._gap_at = 0  # where in _chunks lines started to be dropped
         self._busy = False  # the writer holds chunks it has not written yet
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=f"console-{name}", daemon=True)
@@ -83,6 +85,8 @@ class ConsoleStream(io.TextIOBase):
             if self.broken or not data:
                 return len(text)
             if self._size + len(data) > self.limit:
+                if not self.dropped:
+                    self._gap_at = len(self._chunks)  # the note goes where the gap starts
                 self.dropped += 1
                 return len(text)
             self._chunks.append(data)
@@ -104,14 +108,14 @@ class ConsoleStream(io.TextIOBase):
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: bool(self._chunks))
-                data = b"".join(self._chunks)
-                self._chunks.clear()
+                chunks, self._chunks = self._chunks, []
                 self._size = 0
-                dropped, self.dropped = self.dropped, 0
+                if self.dropped:
+                    note = f"[{self.dropped} lines of output dropped: nobody was reading them]\n"
+                    chunks.insert(self._gap_at, note.encode())
+                    self.dropped = 0
                 self._busy = True
-            if dropped:
-                note = f"[{dropped} lines of output dropped: nobody was reading them]\n"
-                data = note.encode() + data
+            data = b"".join(chunks)
             try:
                 view = memoryview(data)
                 while view:
@@ -183,5 +187,6 @@ def install() -> tuple[ConsoleStream, ConsoleStream]:
 
 def _drain_at_exit() -> None:
     if _installed is not None:
+        deadline = time.monotonic() + EXIT_FLUSH_S  # for both streams together
         for stream in _installed:
-            stream.drain(EXIT_FLUSH_S)
+            stream.drain(max(0.0, deadline - time.monotonic()))
