@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from relay.console import reserve_standard_fds
 from relay.loop import install
 
+# Before the loop opens its first descriptor: with stdout closed it would become fd 1.
+reserve_standard_fds()
 LOOP_NAME = install()

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import resource
 import signal
+import socket
+import threading
 from typing import TextIO
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from twisted.internet import reactor
+from twisted.internet.error import ReactorNotRunning
 
 from relay import control, traffic
 from relay.cluster import Cluster
@@ -18,10 +23,42 @@ from relay.protocol import public_url
 from relay.registry import get_registry
 from relay.server import RelayServer
 from tunnels import auth, store
+from tunnelsite import address
 
 logger = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 20.0  # scale-out: to start listening, and for the first heartbeat
+# After SIGTERM/SIGINT the relay drains for RELAY_DRAIN_S, then closes its tunnels and
+# flushes their counters: that last part gets this long before the relay stops regardless,
+# and twice this long before the process exits even if its event loop is stuck.
+STOP_MARGIN_S = 5.0
+
+_LISTEN_HINTS = {
+    errno.EADDRINUSE: "another process listens there: stop it or choose another port",
+    errno.EADDRNOTAVAIL: "no interface of this machine has that address",
+    errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
+}
+
+
+def listen_problem(what: str, exc: BaseException) -> str:
+    """One line saying why `what` (e.g. "127.0.0.1:8080 (--bind/--port)") is unusable."""
+    cause = getattr(exc, "socketError", exc)  # Twisted wraps the OSError
+    if isinstance(cause, OSError) and cause.strerror:
+        reason = cause.strerror
+        hint = _LISTEN_HINTS.get(cause.errno or 0, "")
+    elif isinstance(cause, (OSError, ValueError)):
+        reason, hint = str(cause) or type(cause).__name__, ""
+    else:
+        reason, hint = str(cause), ""
+    return f"cannot listen on {what}: {reason}" + (f" ({hint})" if hint else "")
+
+
+def check_pool_bind(address: str) -> None:
+    """Pool listeners open at each registration: an address this machine cannot listen on
+    would fail every one of them, so fail at start instead (OSError)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((address, 0))
 
 
 def raise_open_file_limit() -> int:
@@ -65,16 +102,24 @@ class RelayRunner:
         )
 
     def _print(self, line: str) -> None:
-        self.out.write(line + "\n")
-        self.out.flush()
+        # Output is never a reason to stop serving or to ignore a signal (relay/console.py
+        # makes stdout non-blocking; this also covers an `out` that raises).
+        try:
+            self.out.write(line + "\n")
+            self.out.flush()
+        except (OSError, ValueError):
+            pass
 
     def _listening(self, host: str, port: int) -> None:
         self._listen_address = (host, port)  # scale-out
+        if self.port == 0:  # "any free port": what depends on the port follows the real one
+            address.apply(settings, domain=settings.RELAY_DOMAIN, bind=self.bind, port=port)
         public_port = settings.RELAY_PUBLIC_PORT or port
         sample = public_url(
             settings.RELAY_PUBLIC_SCHEME, "<name>", settings.RELAY_DOMAIN, public_port
         )
-        self._print(f"tunnelsite relay listening on http://{host}:{port}")
+        where = f"[{host}]" if ":" in host else host
+        self._print(f"tunnelsite relay listening on http://{where}:{port}")
         self._print(f"tunnels are served at {sample}")
         pool = settings.RELAY_POOL_PORTS
         pool_text = f"{pool[0]}-{pool[1]}" if pool else "ephemeral"
@@ -84,6 +129,12 @@ class RelayRunner:
         limit = raise_open_file_limit()
         reactor.callWhenRunning(self._started, limit)
         self.server.run()
+        if self.server.listen_failure is not None and not self.failed:
+            where = f"[{self.bind}]" if ":" in self.bind else self.bind
+            self.failed = listen_problem(
+                f"{where}:{self.port} (--bind/--port, RELAY_BIND/RELAY_PORT)",
+                self.server.listen_failure,
+            )
 
     def _started(self, limit: int) -> None:
         loop = asyncio.get_event_loop()
@@ -127,11 +178,30 @@ class RelayRunner:
             )
 
     def stop(self) -> None:
-        if self._stopping:
+        if self._stopping:  # a second signal: the operator does not want to wait
+            self._print("stopping now")
+            self._stop_reactor()
             return
         self._stopping = True
+        loop = asyncio.get_event_loop()
+        loop.create_task(self._shutdown())
+        # Whatever the shutdown waits on (a stuck database, a peer), the relay stops in time.
+        limit = settings.RELAY_DRAIN_S + STOP_MARGIN_S
+        loop.call_later(limit, self._stop_overdue, limit)
+        last_resort = threading.Timer(limit + STOP_MARGIN_S, os._exit, (1,))
+        last_resort.daemon = True
+        last_resort.start()
         self._print("stopping: no new connections; finishing requests in flight")
-        asyncio.get_event_loop().create_task(self._shutdown())
+
+    def _stop_overdue(self, limit: float) -> None:
+        self._print(f"the shutdown took more than {limit:g} s; stopping now")
+        self._stop_reactor()
+
+    def _stop_reactor(self) -> None:
+        try:
+            reactor.stop()  # type: ignore[attr-defined]
+        except ReactorNotRunning:  # already stopping
+            pass
 
     # --- scale-out ----------------------------------------------------------------------------
     async def _join_cluster(self) -> bool:
@@ -183,4 +253,4 @@ class RelayRunner:
                 if task is not None:
                     task.cancel()
             self._print("stopped")
-            reactor.stop()
+            self._stop_reactor()

@@ -439,6 +439,7 @@ class RelayServer(daphne_server.Server):
         super().__init__(*args, **kw)
         self.ports: list[Any] = []
         self.on_listen = on_listen
+        self.listen_failure: BaseException | None = None  # why a listener could not start
 
     def run(self) -> None:
         # Daphne builds its factory from this module-level name inside run().
@@ -451,6 +452,12 @@ class RelayServer(daphne_server.Server):
         host = port.getHost()
         if self.on_listen is not None:
             self.on_listen(host.host, host.port)
+
+    def listen_error(self, failure: Any) -> None:
+        # Daphne logs "Listen failure" and stops the reactor, and runrelay would exit 0:
+        # keep the reason so runrelay says it in one line and exits non-zero.
+        self.listen_failure = failure.value
+        self.stop()
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
         if scope.get("type") == "websocket":

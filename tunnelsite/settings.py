@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from tunnelsite.address import address_settings
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.FileAwareEnv()
@@ -108,7 +110,22 @@ if RELAY_PUBLIC_SCHEME not in {"http", "https"}:
 # The port visitors use; 0 means "the same as RELAY_PORT". 80/443 are left out of URLs.
 RELAY_PUBLIC_PORT = _int("RELAY_PUBLIC_PORT", 0)
 # Where pool listeners bind (defaults to RELAY_BIND) and which ports they take.
-RELAY_POOL_BIND = env.str("RELAY_POOL_BIND", default="") or RELAY_BIND
+# ALLOWED_HOSTS, CSRF_TRUSTED_ORIGINS and RELAY_POOL_BIND follow from the address above unless
+# set: tunnelsite/address.py derives them, here and again for runrelay's flags.
+RELAY_EXPLICIT_SETTINGS = {
+    "RELAY_POOL_BIND": env.str("RELAY_POOL_BIND", default="").strip() or None,
+    "ALLOWED_HOSTS": env.list("ALLOWED_HOSTS", default=None),
+    "CSRF_TRUSTED_ORIGINS": env.list("CSRF_TRUSTED_ORIGINS", default=None),
+}
+_address = address_settings(
+    domain=RELAY_DOMAIN,
+    bind=RELAY_BIND,
+    port=RELAY_PORT,
+    public_port=RELAY_PUBLIC_PORT,
+    scheme=RELAY_PUBLIC_SCHEME,
+    explicit=RELAY_EXPLICIT_SETTINGS,
+)
+RELAY_POOL_BIND = _address["RELAY_POOL_BIND"]
 RELAY_POOL_PORTS = _port_range("RELAY_POOL_PORTS", "")
 RELAY_MAX_SOCKETS = _int("RELAY_MAX_SOCKETS", 10, minimum=1)
 RELAY_MAX_TUNNELS = _int("RELAY_MAX_TUNNELS", 5000, minimum=1)
@@ -222,7 +239,7 @@ if RELAY_IPV6_PREFIX > 128:
 # --- Django -----------------------------------------------------------------------------------
 # Only the bare domain reaches Django: `<name>.<domain>` goes to the relay before Django,
 # and deeper hosts (`a.b.<domain>`) are no one's, so they get Django's 400.
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[RELAY_DOMAIN, "127.0.0.1"])
+ALLOWED_HOSTS = _address["ALLOWED_HOSTS"]
 
 # Daphne is not an installed app: its AppConfig would import daphne.server (and create the
 # event loop) before `runrelay` can choose uvloop. `runrelay` is the server.
@@ -352,9 +369,7 @@ CSRF_COOKIE_NAME = env.str(
     "CSRF_COOKIE_NAME", default="__Host-csrftoken" if CSRF_COOKIE_SECURE else "csrftoken"
 )
 # Behind a TLS proxy Django sees http: trust the origin visitors use for the admin's forms.
-_public_port = RELAY_PUBLIC_PORT or RELAY_PORT
-_admin_origin = f"https://{RELAY_DOMAIN}" + ("" if _public_port == 443 else f":{_public_port}")
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[_admin_origin] if _https else [])
+CSRF_TRUSTED_ORIGINS = _address["CSRF_TRUSTED_ORIGINS"]
 # The header a TLS proxy sets to `https` (e.g. X-Forwarded-Proto). Only when every request
 # comes through that proxy, which must overwrite the header: anyone else could forge it.
 _proxy_ssl_header = env.str("SECURE_PROXY_SSL_HEADER", default="").strip()
@@ -385,13 +400,17 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        # Writes to the current sys.stderr: runrelay makes that non-blocking (relay/console.py).
+        "console": {"class": "relay.console.ConsoleHandler", "formatter": "plain"},
         "null": {"class": "logging.NullHandler"},
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "relay": {"level": env.str("RELAY_LOG_LEVEL", default="INFO")},
         "tunnels": {"level": env.str("RELAY_LOG_LEVEL", default="INFO")},
+        # Django's own default config gives "django" a second console handler (bare lines,
+        # no time): without this every django.request warning was printed twice.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
         # Any visitor can send a malformed Host; Django answers 400 and would log a traceback
         # at ERROR for each, letting anyone flood the log.
         "django.security.DisallowedHost": {"handlers": ["null"], "propagate": False},

@@ -9,10 +9,14 @@ import re
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
+from django.db import DatabaseError
 
+from relay import console
 from relay.cluster import parse_address
-from relay.runner import RelayRunner
+from relay.runner import RelayRunner, check_pool_bind, listen_problem
+from tunnels.dblock import DatabaseInUse, lock_database
+from tunnelsite import address
 
 
 class Command(BaseCommand):
@@ -37,6 +41,15 @@ class Command(BaseCommand):
             help="where peers reach this node; HOST is the pool address given to clients",
         )
 
+    def execute(self, *args: object, **options: object) -> str | None:
+        if options.get("stdout") is None and options.get("stderr") is None:
+            # The real stdout/stderr (not call_command's): writes that never block or raise
+            # (relay/console.py), for this command's messages and for every log line.
+            out, err = console.install()
+            self.stdout, self.stderr = OutputWrapper(out), OutputWrapper(err)
+            self.stderr.style_func = self.style.ERROR
+        return super().execute(*args, **options)
+
     def handle(
         self,
         *args: object,
@@ -52,8 +65,12 @@ class Command(BaseCommand):
         domain = domain.strip().lower().rstrip(".")
         if not domain:
             raise CommandError("--domain must not be empty")
-        settings.RELAY_DOMAIN = domain
+        # The same derived settings (ALLOWED_HOSTS, CSRF origins, pool address) as the
+        # RELAY_DOMAIN/RELAY_BIND/RELAY_PORT variables give: tunnelsite/address.py.
+        address.apply(settings, domain=domain, bind=bind, port=port)
         self.configure_node(node_name, advertise, bind)  # scale-out
+        self.check_pool_address()
+        self.database_locks = self.lock_database()  # held until the process ends
         runner = RelayRunner(bind=bind, port=port, out=self.stdout)
         try:
             runner.run()
@@ -61,6 +78,29 @@ class Command(BaseCommand):
             raise CommandError(f"cannot listen on {bind}:{port}: {exc}") from exc
         if runner.failed:
             raise CommandError(runner.failed)
+
+    def check_pool_address(self) -> None:
+        """Pool listeners open at each registration: fail now if none could."""
+        try:
+            check_pool_bind(settings.RELAY_POOL_BIND)
+        except OSError as exc:
+            where = settings.RELAY_POOL_BIND
+            if settings.RELAY_EXPLICIT_SETTINGS.get("RELAY_POOL_BIND"):
+                what = f"{where} for pool sockets (RELAY_POOL_BIND)"
+            else:  # pools listen where the public side does
+                what = f"{where} (--bind/RELAY_BIND, for the public port and pool sockets)"
+            raise CommandError(listen_problem(what, exc)) from None
+
+    def lock_database(self) -> list[object]:
+        """One relay per database and node name (tunnels/dblock.py); the locks to keep."""
+        try:
+            return lock_database(settings.RELAY_NODE_NAME)
+        except DatabaseInUse as exc:
+            raise CommandError(str(exc)) from None
+        except DatabaseError as exc:
+            raise CommandError(f"cannot reach the database: {exc}") from None
+        except OSError as exc:  # the SQLite lock file cannot be made (read-only folder...)
+            raise CommandError(f"cannot lock the database for this relay: {exc}") from None
 
     # --- scale-out --------------------------------------------------------------------------
     def configure_node(self, node_name: str, advertise: str, bind: str) -> None:
