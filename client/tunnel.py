@@ -230,7 +230,8 @@ class Tunnel:
                     )
                 except RegistrationError as exc:
                     if is_fatal(exc.status, self.registration is not None):
-                        raise TunnelError(exc.status, exc.message) from None
+                        message = redact(exc.message, self.secrets)
+                        raise TunnelError(exc.status, message) from None
                     reason = f"registration failed: {exc.message}"
                     retry_after = exc.retry_after_s
                 except RelayUnreachable as exc:
