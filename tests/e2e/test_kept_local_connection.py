@@ -168,3 +168,19 @@ def test_any_mix_of_hostile_answers_gives_every_visitor_its_own_answer_or_a_502(
         outcome = visit(framing_relay, our_tunnel, method, f"/{tag}/{mode}{query}", body)
         assert_own_or_502(outcome, tag)
     assert visit(framing_relay, our_tunnel, "GET", "/last/ok") == (200, "last")
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(visits=st.lists(VISITS, min_size=2, max_size=8))
+def test_the_same_mix_through_the_npm_client_gives_every_visitor_its_own_answer_or_a_502(
+    framing_relay: Relay, npm_tunnel: str, visits
+):
+    for index, (method, mode, query, body) in enumerate(visits):
+        tag = f"n{index}"
+        outcome = visit(framing_relay, npm_tunnel, method, f"/{tag}/{mode}{query}", body)
+        assert_own_or_502(outcome, tag)
+    assert visit(framing_relay, npm_tunnel, "GET", "/last/ok") == (200, "last")
