@@ -184,3 +184,23 @@ def test_the_same_mix_through_the_npm_client_gives_every_visitor_its_own_answer_
         outcome = visit(framing_relay, npm_tunnel, method, f"/{tag}/{mode}{query}", body)
         assert_own_or_502(outcome, tag)
     assert visit(framing_relay, npm_tunnel, "GET", "/last/ok") == (200, "last")
+
+
+@pytest.mark.parametrize("mode", ["extra", "switch", "body?status=204", "continues?n=50"])
+@pytest.mark.parametrize("client", ["ours", "npm"])
+def test_a_websocket_upgrade_answered_with_extra_bytes_leaves_nothing_for_the_next_visitor(
+    framing_relay: Relay, our_tunnel: str, npm_tunnel: str, client: str, mode: str
+):
+    name = our_tunnel if client == "ours" else npm_tunnel
+    host = framing_relay.host(name)
+    upgrade = (
+        f"GET /alice/{mode} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with framing_relay.visitor(name) as visitor:
+        visitor.send(upgrade.encode())
+        refused = visitor.response()
+
+    assert refused.status == 403  # the app did not accept: the handshake is refused
+    assert_the_next_visitors_get_their_own_pages(framing_relay, name)
