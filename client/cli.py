@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 from . import __version__
 from .config import Login, delete_login, load_login, login_path, save_login
 from .display import LiveDisplay, PlainDisplay
+from .redact import redact, redact_url, secrets_of
 from .registration import is_valid_subdomain
 from .tunnel import DEFAULT_HOST, Tunnel, TunnelError, TunnelOptions
 
@@ -131,11 +132,12 @@ def _env_bool(name: str, value: str) -> bool:
 def check_host(host: str) -> str:
     parts = urlsplit(host)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"the relay must be an http:// or https:// URL, not {host!r}")
+        shown = redact_url(host)
+        raise UsageError(f"the relay must be an http:// or https:// URL, not {shown!r}")
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError as exc:
-        raise UsageError(f"the relay URL has a bad port: {host!r}") from exc
+        raise UsageError(f"the relay URL has a bad port: {redact_url(host)!r}") from exc
     return host.rstrip("/")
 
 
@@ -223,7 +225,7 @@ def login_command(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         print("lt login: give --token (or LT_TOKEN)", file=sys.stderr)
         return EXIT_USAGE
     path = save_login(Login(host=host, token=token))
-    print(f"saved the login for {host} in {path}")
+    print(f"saved the login for {redact_url(host)} in {path}")
     return EXIT_OK
 
 
@@ -246,10 +248,11 @@ async def run_tunnel(settings: Settings, display: PlainDisplay) -> int:
         await tunnel.run()
     except TunnelError as exc:
         display.stop()
+        message = redact(exc.message, tunnel.secrets)
         if exc.taken_over:
-            print(f"lt: stopped: {exc.message}", file=sys.stderr)
+            print(f"lt: stopped: {message}", file=sys.stderr)
             return EXIT_TAKEN_OVER
-        print(f"lt: the relay refused the tunnel: {exc.message}", file=sys.stderr)
+        print(f"lt: the relay refused the tunnel: {message}", file=sys.stderr)
         return exit_code_for(exc.status)
     finally:
         display.stop()
@@ -258,6 +261,16 @@ async def run_tunnel(settings: Settings, display: PlainDisplay) -> int:
         freed = "released" if status is not None and status < 300 else "closed"
         display.event(f"tunnel {tunnel.registration.id} {freed}")
     return EXIT_OK
+
+
+def _token_argument(argv: Sequence[str]) -> str | None:
+    """The --token value on a command line that may not parse (to mask it in the error)."""
+    for index, arg in enumerate(argv):
+        if arg.startswith("--token="):
+            return arg.split("=", 1)[1]
+        if arg in ("-t", "--token") and index + 1 < len(argv):
+            return argv[index + 1]
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -271,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = parse_settings(argv, environ)
     except UsageError as exc:
         if str(exc):
-            print(f"lt: {exc}", file=sys.stderr)
+            given = secrets_of(None, _token_argument(argv) or environ.get(TOKEN_ENV))
+            print(f"lt: {redact(str(exc), given)}", file=sys.stderr)
         return EXIT_USAGE
     display: PlainDisplay
     if sys.stdout.isatty():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CONFIG_DIR_ENV = "LT_CONFIG_DIR"
@@ -17,8 +17,8 @@ LOGIN_FILE = "login.json"
 
 @dataclass(frozen=True)
 class Login:
-    host: str
-    token: str
+    host: str = field(repr=False)  # may hold a token (user-info)
+    token: str = field(repr=False)
 
 
 def config_dir() -> Path:

@@ -119,7 +119,11 @@ class LiveDisplay(PlainDisplay):
         pass  # the block redraws itself 4 times a second, however busy the tunnel is
 
     def _render(self) -> RenderableType:
+        # Cells are Text, never markup strings: the block is also redrawn by every line
+        # printed above it, with that print's options (markup off for request lines), so
+        # markup would show as raw "[green]...[/]"; and a URL or error needs no escaping.
         from rich.table import Table
+        from rich.text import Text
 
         status = self._status
         grid = Table.grid(padding=(0, 2))
@@ -128,20 +132,13 @@ class LiveDisplay(PlainDisplay):
         if status is None:
             return grid
         colour = {"online": "green", "reconnecting": "yellow"}.get(status.state, "cyan")
-        grid.add_row("URL", escape(status.url) or "…")
-        grid.add_row("Relay", escape(status.relay))
-        grid.add_row("State", f"[{colour}]{status.state}[/]")
-        grid.add_row("Sockets", f"{status.sockets_up}/{status.sockets_max}")
-        grid.add_row("Requests", str(status.requests))
-        grid.add_row(
-            "Traffic", f"in {human_bytes(status.bytes_in)}, out {human_bytes(status.bytes_out)}"
-        )
+        grid.add_row(Text("URL"), Text(status.url or "…"))
+        grid.add_row(Text("Relay"), Text(status.relay))
+        grid.add_row(Text("State"), Text(status.state, style=colour))
+        grid.add_row(Text("Sockets"), Text(f"{status.sockets_up}/{status.sockets_max}"))
+        grid.add_row(Text("Requests"), Text(str(status.requests)))
+        traffic = f"in {human_bytes(status.bytes_in)}, out {human_bytes(status.bytes_out)}"
+        grid.add_row(Text("Traffic"), Text(traffic))
         if status.last_error:
-            grid.add_row("Last error", f"[red]{escape(status.last_error)}[/]")
+            grid.add_row(Text("Last error"), Text(status.last_error, style="red"))
         return grid
-
-
-def escape(text: str) -> str:
-    from rich.markup import escape as rich_escape
-
-    return rich_escape(text)

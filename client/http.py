@@ -14,6 +14,8 @@ from urllib.parse import unquote, urlsplit
 
 import h11
 
+from .redact import redact_url
+
 # Registration answers are a few hundred bytes; anything past this is not our relay.
 MAX_BODY_BYTES = 1024 * 1024
 READ_CHUNK_BYTES = 64 * 1024
@@ -56,7 +58,7 @@ async def request(
     """Send one request and read the whole answer; raise OSError/TimeoutError/h11 errors."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url}")
+        raise ValueError(f"not an http(s) URL: {redact_url(url)}")
     tls = parts.scheme == "https"
     port = parts.port or (443 if tls else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

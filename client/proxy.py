@@ -7,7 +7,9 @@ touches a body. After a 101 the two sockets are spliced raw until either side cl
 the pool socket is then closed.
 
 Speed: each pool socket keeps one keep-alive connection to the local app and reopens it
-lazily. A request that finds the kept connection dead (the app closed it while idle)
+lazily. It is kept only when the answer ended exactly where HTTP framing says and nothing
+else waits (`ready_for_next`): whatever an app sends past an answer would otherwise be read
+as the next visitor's. A request that finds the kept connection dead (the app closed it while idle)
 before any byte of an answer is sent again on a fresh connection when that is possible:
 it has no body, or all of its body is still held. A request whose body is all here is
 proxied inline; only a body still streaming in gets a task of its own, and the pool
@@ -52,6 +54,9 @@ WATCH_POOL_AFTER_S = 0.1
 # kept one turned out dead). A bigger upload on a dead connection is a 502. At least two
 # pool reads, so a body that arrived with its head is always kept.
 REPLAY_MAX_BYTES = 2 * CHUNK_BYTES
+# Interim (1xx) answers passed on before the real one; more is a broken or hostile app (the
+# relay gives up after as many: relay/exchange.py MAX_INFORMATIONAL).
+MAX_INFORMATIONAL = 8
 # Response headers that describe the local connection, not the pool socket.
 _LOCAL_ONLY_RESPONSE_HEADERS = frozenset({b"connection", b"keep-alive", b"proxy-connection"})
 
@@ -89,8 +94,10 @@ class _Upload:
         self.held: bytearray | None = bytearray()  # all of it, while it may be sent again
         self.complete = False
         self.trailers: list[tuple[bytes, bytes]] = []
+        self.size = 0  # body bytes read from the pool socket so far
 
     def hold(self, data: bytes) -> None:
+        self.size += len(data)
         if self.held is not None:
             if len(self.held) + len(data) > REPLAY_MAX_BYTES:
                 self.held = None
@@ -369,10 +376,10 @@ class PoolSocketProxy:
                     await _cancel(sender)
             if status == 101:
                 return status
-            if local.our_state is h11.DONE and local.their_state is h11.DONE:
+            if ready_for_next(conn, local, upload.size):
                 local.start_next_cycle()  # keep the connection for the next request
             else:
-                self._close_local()  # the app closes it, or the upload was cut short
+                self._close_local()
             return status
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -421,9 +428,13 @@ class PoolSocketProxy:
     ) -> int:
         """Copy the response local -> pool; returns its status."""
         status = 0
+        interim = 0
         while True:
             event = await self._next_local_event(conn, local, upload, sender)
             if isinstance(event, h11.InformationalResponse):
+                interim += 1
+                if interim > MAX_INFORMATIONAL:
+                    raise _LocalFailed(f"more than {MAX_INFORMATIONAL} interim (1xx) answers")
                 if event.status_code == 101:
                     if sender is not None:
                         await sender  # the upgrade request has no body; it is complete now
@@ -483,6 +494,23 @@ class PoolSocketProxy:
             for task in (up, down):
                 task.cancel()
             await asyncio.gather(up, down, return_exceptions=True)
+
+
+def ready_for_next(conn: LocalConnection, local: h11.Connection, body_size: int) -> bool:
+    """Whether the kept connection to the app may carry the next visitor's request.
+
+    Only when the answer ended exactly where HTTP framing says and nothing else waits:
+    anything past its end (bytes after a Content-Length, a body after HEAD, 204 or 304) is
+    what the app sent for nobody, and the next visitor would read it as their answer. A
+    request with a body also ends the connection: an app may answer before reading the
+    body and then take the body for a request of its own (a visitor could smuggle one), and
+    nothing tells us whether it read it. The app closing, or an upload cut short, too.
+    """
+    if local.our_state is not h11.DONE or local.their_state is not h11.DONE:
+        return False
+    if local.trailing_data[0] or body_size:
+        return False
+    return conn.reusable()  # no end of stream and no stray bytes on the socket
 
 
 async def _cancel(task: asyncio.Future[Any]) -> None:

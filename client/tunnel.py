@@ -11,12 +11,13 @@ import logging
 import secrets
 import ssl
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from .backoff import MAX_DELAY_S, delay_for
 from .pool import Pool
+from .redact import redact, redact_url, secrets_of
 from .registration import (
     Registration,
     RegistrationError,
@@ -47,9 +48,9 @@ def is_fatal(status: int, was_registered: bool) -> bool:
 @dataclass
 class TunnelOptions:
     port: int
-    host: str = DEFAULT_HOST
+    host: str = field(default=DEFAULT_HOST, repr=False)  # may hold a token (user-info)
     subdomain: str | None = None
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     local_host: str | None = None
     local_https: bool = False
     local_cert: str | None = None
@@ -95,6 +96,27 @@ class Reporter(Protocol):
     def changed(self) -> None: ...
 
 
+class RedactingReporter:
+    """Passes everything on with the run's secrets masked (see redact.py): relay
+    messages, errors and URLs may all carry a token or a password."""
+
+    def __init__(self, reporter: Reporter, secrets: set[str]) -> None:
+        self.reporter = reporter
+        self.secrets = secrets
+
+    def event(self, text: str) -> None:
+        self.reporter.event(redact(text, self.secrets))
+
+    def url(self, url: str) -> None:
+        self.reporter.url(redact(url, self.secrets))
+
+    def request(self, log: RequestLog) -> None:
+        self.reporter.request(log)  # a visitor's request line: the user's own traffic
+
+    def changed(self) -> None:
+        self.reporter.changed()
+
+
 class LogReporter:
     """The library default: state changes go to the `client` logger."""
 
@@ -133,10 +155,12 @@ class Tunnel:
     def __init__(self, options: TunnelOptions, reporter: Reporter | None = None) -> None:
         parts = urlsplit(options.host)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"host must be an http:// or https:// URL, not {options.host!r}")
+            shown = redact_url(options.host)
+            raise ValueError(f"host must be an http:// or https:// URL, not {shown!r}")
         self.options = options
-        self.reporter: Reporter = reporter or LogReporter()
-        self.status = TunnelStatus(relay=options.host)
+        self.secrets = secrets_of(options.host, options.token)
+        self.reporter: Reporter = RedactingReporter(reporter or LogReporter(), self.secrets)
+        self.status = TunnelStatus(relay=redact_url(options.host))
         self.target = local_target(options)
         self.registration: Registration | None = None
         self.ready = asyncio.Event()  # set once the URL works (a first pool socket is up)
@@ -179,7 +203,7 @@ class Tunnel:
     # -- the life of the tunnel ----------------------------------------------------
 
     def _set_error(self, text: str) -> None:
-        self.status.last_error = text
+        self.status.last_error = text = redact(text, self.secrets)
         self.reporter.event(text)
         self.reporter.changed()
 
@@ -222,11 +246,12 @@ class Tunnel:
                         self.taken_over = True
                         raise TunnelError(exc.status, exc.message, taken_over=True) from None
                     if is_fatal(exc.status, self.registration is not None):
-                        raise TunnelError(exc.status, exc.message) from None
+                        message = redact(exc.message, self.secrets)
+                        raise TunnelError(exc.status, message) from None
                     reason = f"registration failed: {exc.message}"
                     retry_after = exc.retry_after_s
                 except RelayUnreachable as exc:
-                    reason = f"relay {self.options.host} unreachable: {exc}"
+                    reason = f"relay {self.status.relay} unreachable: {exc}"
                 else:
                     if reg is None:
                         break
@@ -239,7 +264,7 @@ class Tunnel:
                 if retry_after is not None:
                     delay = min(MAX_DELAY_S, max(delay, retry_after))
                 attempt += 1
-                self.status.last_error = reason
+                self.status.last_error = redact(reason, self.secrets)
                 self._set_state("reconnecting", f"{reason}; registering again in {delay:.1f} s")
                 await self._until_stopped(asyncio.sleep(delay))
         finally:
@@ -254,7 +279,7 @@ class Tunnel:
         changed = self.registration is not None and self.registration.url != reg.url
         self.registration = reg
         self._name = reg.id
-        self.status.url = reg.url
+        self.status.url = redact_url(reg.url)
         self.status.sockets_max = reg.max_conn_count
         if first or changed:
             self._announce = True

@@ -119,10 +119,14 @@ async def _attempt(
     tunnel.dirty = True
     tunnel.last_activity = time.monotonic()
     try:
-        tunnel.bytes_in += await write_request(conn, receive, head, first, timeout)
+        body_size = await write_request(conn, receive, head, first, timeout)
+        tunnel.bytes_in += body_size
         response = await read_response_head(conn, timeout)
         await stream_response(conn, send, flow, response, timeout, progress)
-        reusable = conn.finish_exchange()
+        # Not after a request with a body: an app may answer before reading it, then take
+        # the body for a request of its own; a raw-pipe client (npm) passes that second
+        # answer on whenever it comes, possibly in the next visitor's exchange.
+        reusable = conn.finish_exchange() and not body_size
     except (PoolError, h11.ProtocolError, TimeoutError) as exc:
         logger.debug("tunnel %s: exchange failed: %r", tunnel.name, exc)
         silent = conn.received == mark  # not one byte of answer came back

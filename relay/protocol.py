@@ -82,10 +82,21 @@ def error_status_for(user_agent: bytes, status: int) -> int:
     return status
 
 
-def public_url(scheme: str, name: str, domain: str, port: int) -> str:
+def relay_url(scheme: str, domain: str, port: int) -> str:
+    """The relay's own URL, as visitors and clients reach it (what `lt --host` takes)."""
     default = 443 if scheme == "https" else 80
     suffix = "" if port in (0, default) else f":{port}"
-    return f"{scheme}://{name}.{domain}{suffix}"
+    return f"{scheme}://{domain}{suffix}"
+
+
+def public_url(scheme: str, name: str, domain: str, port: int) -> str:
+    return relay_url(scheme, f"{name}.{domain}", port)
+
+
+def lt_command(relay: str, token: str) -> str:
+    """The command that opens a tunnel with `token` (in --token, never in the URL, where
+    it would show in every line that prints the relay's address)."""
+    return f"lt --port 3000 --host {relay} --token {token}"
 
 
 def registration_answer(

@@ -114,11 +114,13 @@ class ApiTokenAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             return
         text = obj.set_new_secret()
+        port = int(settings.RELAY_PUBLIC_PORT or request.get_port())
+        relay = protocol.relay_url(settings.RELAY_PUBLIC_SCHEME, settings.RELAY_DOMAIN, port)
         messages.success(
             request,
             f"The new token is {text} — copy it now: it is not stored and will not be shown "
-            f"again. Use it as: lt --port 3000 --host {settings.RELAY_PUBLIC_SCHEME}://"
-            f"{text}@{settings.RELAY_DOMAIN}",
+            f"again. Use it as: {protocol.lt_command(relay, text)} "
+            f"(or save it once with: lt login --host {relay} --token {text})",
         )
 
     @admin.action(description="Revoke the selected tokens (and close their tunnels)")

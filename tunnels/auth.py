@@ -24,8 +24,8 @@ from tunnels.quotas import Limits, default_limits, limits_for
 logger = logging.getLogger(__name__)
 
 HOW_TO_PASS = (
-    "Pass it as `lt --host https://TOKEN@<relay>` (npm or Python client) "
-    "or in an `Authorization: Bearer TOKEN` header."
+    "Pass it as `lt --token TOKEN` (tunnelsite's lt), `lt --host https://TOKEN@<relay>` "
+    "(the npm client) or in an `Authorization: Bearer TOKEN` header."
 )
 
 

@@ -31,6 +31,23 @@ _TOKEN_BODY = re.compile(
 )
 
 
+# What may carry a secret in a log line: a token (its public prefix is kept), URL user-info,
+# an Authorization credential. See redact().
+_TOKEN_IN_TEXT = re.compile(
+    rf"\b{TOKEN_MARK}([{_PREFIX_ALPHABET}]{{{PREFIX_LENGTH}}})[A-Za-z0-9_-]+"
+)
+_USERINFO_IN_TEXT = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]+@")
+_CREDENTIAL_IN_TEXT = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+
+
+def redact(text: str) -> str:
+    """`text` fit for a log: tokens cut to their public prefix (`lt_abcd1234…`, as the
+    admin shows them), URL user-info and Authorization credentials masked."""
+    text = _TOKEN_IN_TEXT.sub(rf"{TOKEN_MARK}\1…", text)
+    text = _USERINFO_IN_TEXT.sub(r"\1***@", text)
+    return _CREDENTIAL_IN_TEXT.sub(r"\1 ***", text)
+
+
 def new_prefix() -> str:
     return "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(PREFIX_LENGTH))
 

@@ -395,6 +395,8 @@ SECURE_HSTS_SECONDS = _int("SECURE_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = _bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
 SECURE_HSTS_PRELOAD = _bool("SECURE_HSTS_PRELOAD", False)
 
+# Masks tokens, passwords and URL user-info in every log record (tunnelsite/logconfig.py).
+LOGGING_CONFIG = "tunnelsite.logconfig.configure"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

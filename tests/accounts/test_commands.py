@@ -28,7 +28,10 @@ class CreateTokenTests(TestCase):
         out, err = run("createtoken", "owner", "--name", "ci")
         text = out.strip()
         self.assertEqual(out, text + "\n")
-        self.assertEqual(err, "")
+        # How to use it, on stderr; the token itself only when stdout is a terminal.
+        self.assertIn("Use it as: lt --port 3000 --host http://localhost:", err)
+        self.assertIn("--token TOKEN", err)
+        self.assertNotIn(text, err)
         self.assertEqual(len(text), tokens.TOKEN_LENGTH)
         self.assertEqual(authenticate(text, "10.0.0.1").user_id, self.owner.pk)
         self.assertEqual(ApiToken.objects.get().name, "ci")

@@ -321,8 +321,9 @@ def test_requests_on_a_pool_socket_share_one_kept_alive_local_connection():
     connections: list[list[bytes]] = []
     requests = [
         b"GET /a HTTP/1.1\r\nHost: n\r\n\r\n",
-        b"POST /b HTTP/1.1\r\nHost: n\r\nContent-Length: 3\r\n\r\nabc",
-        b"GET /c HTTP/1.1\r\nHost: n\r\n\r\n",
+        b"GET /b HTTP/1.1\r\nHost: n\r\n\r\n",
+        b"POST /c HTTP/1.1\r\nHost: n\r\nContent-Length: 3\r\n\r\nabc",
+        b"GET /d HTTP/1.1\r\nHost: n\r\n\r\n",
     ]
 
     async def main() -> list[tuple[int, bytes]]:
@@ -335,8 +336,10 @@ def test_requests_on_a_pool_socket_share_one_kept_alive_local_connection():
         (200, b"conn 1 req 1"),
         (200, b"conn 1 req 2"),
         (200, b"conn 1 req 3"),
+        # Never reused after a body: the app may not have read it (see ready_for_next).
+        (200, b"conn 2 req 1"),
     ]
-    assert len(connections) == 1
+    assert len(connections) == 2
 
 
 def test_a_kept_connection_the_app_drops_as_it_is_reused_costs_the_visitor_nothing():
@@ -383,3 +386,92 @@ def test_a_post_is_never_sent_twice_when_a_kept_connection_drops():
     assert answers[0] == (200, b"conn 1 req 1")
     assert answers[1][0] == 502
     assert len(connections) == 1  # no second connection carried the POST again
+
+
+def test_a_storm_of_interim_answers_is_cut_short_with_a_502_and_a_fresh_connection():
+    connections: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                if len(connections) == 1:  # the first connection answers with a storm
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" * 1000)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> tuple[int, int, tuple[int, bytes]]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        target = LocalTarget(host="127.0.0.1", port=server.sockets[0].getsockname()[1])
+        relay_end, client_end = socket.socketpair()
+        reader, writer = await asyncio.open_connection(sock=client_end)
+        proxy = asyncio.create_task(PoolSocketProxy(reader, writer, target, Observer()).run())
+        relay_reader, relay_writer = await asyncio.open_connection(sock=relay_end)
+        conn = h11.Connection(h11.CLIENT)
+        interim = status = 0
+        try:
+            async with server:
+                request = h11.Request(method="GET", target="/", headers=[("Host", "n")])
+                relay_writer.write(conn.send(request) + conn.send(h11.EndOfMessage()))
+                async with asyncio.timeout(WAIT_S):
+                    while not status:
+                        event = conn.next_event()
+                        if event is h11.NEED_DATA:
+                            conn.receive_data(await relay_reader.read(65536))
+                        elif isinstance(event, h11.InformationalResponse):
+                            interim += 1
+                        elif isinstance(event, h11.Response):
+                            status = event.status_code
+                    while not isinstance(event, h11.EndOfMessage):
+                        event = conn.next_event()
+                        if event is h11.NEED_DATA:
+                            conn.receive_data(await relay_reader.read(65536))
+                conn.start_next_cycle()
+                relay_writer.write(conn.send(request) + conn.send(h11.EndOfMessage()))
+                second = await _read_response(conn, relay_reader)
+        finally:
+            relay_writer.close()
+            async with asyncio.timeout(WAIT_S):
+                await proxy
+        return interim, status, second
+
+    interim, status, second = asyncio.run(main())
+
+    assert (interim, status) == (8, 502)
+    assert second == (200, b"ok")  # on a new connection: nothing of the storm is left
+    assert len(connections) == 2
+
+
+def test_a_request_smuggled_in_a_body_the_app_never_read_is_not_answered_to_the_next_visitor():
+    """The app answers the POST at once, then reads its body as a request of its own."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                tag = head.split(b" ", 2)[1].strip(b"/")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(tag), tag))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    smuggled = b"GET /mallory HTTP/1.1\r\nHost: n\r\n\r\n"
+    requests = [
+        b"POST /alice HTTP/1.1\r\nHost: n\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(smuggled), smuggled),
+        b"GET /bob HTTP/1.1\r\nHost: n\r\n\r\n",
+        b"GET /carol HTTP/1.1\r\nHost: n\r\n\r\n",
+    ]
+
+    async def main() -> list[tuple[int, bytes]]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        target = LocalTarget(host="127.0.0.1", port=server.sockets[0].getsockname()[1])
+        async with server:
+            return await _exchange_raw(requests, target, Observer())
+
+    assert asyncio.run(main()) == [(200, b"alice"), (200, b"bob"), (200, b"carol")]

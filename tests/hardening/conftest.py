@@ -66,7 +66,12 @@ class RawTunnel:
                     break
                 if visitor.sock in ready:
                     break
-            return Outcome(visitor.response(method), forwarded)
+            outcome = Outcome(visitor.response(method), forwarded)
+        if forwarded is not None and forwarded.body:
+            # The relay never reuses a pool socket after a request with a body (the app may
+            # not have read it): wait for that close, so the next send picks a live socket.
+            assert pool_socket.is_closed(), "the relay kept a pool socket after a body"
+        return outcome
 
     def assert_nothing_was_forwarded(self, fresh: bool = False) -> None:
         """The next request the tunnel sees is a canary: nothing was left behind (on the

@@ -118,6 +118,7 @@ def visit(tunnel: RawTunnel, raw: bytes, one_byte_at_a_time: bool, reply: bytes)
 
     sender = threading.Thread(target=send, daemon=True)
     received = b""
+    forwarded = None
     try:
         sender.start()
         deadline = time.monotonic() + DEADLINE_S
@@ -128,7 +129,7 @@ def visit(tunnel: RawTunnel, raw: bytes, one_byte_at_a_time: bool, reply: bytes)
             ready, _, _ = select.select(watched, [], [], left)
             if pool_socket.sock in ready:
                 try:
-                    pool_socket.read_request(timeout=left)
+                    forwarded = pool_socket.read_request(timeout=left)
                     pool_socket.send(reply)
                 except (ConnectionError, TimeoutError, ValueError, OSError):
                     pool_socket.eof = True
@@ -145,6 +146,9 @@ def visit(tunnel: RawTunnel, raw: bytes, one_byte_at_a_time: bool, reply: bytes)
     finally:
         sender.join(timeout=DEADLINE_S)
         visitor.close()
+    if forwarded is not None and forwarded.body and not pool_socket.eof:
+        # The relay never reuses a pool socket after a body: let the next visit see it gone.
+        pool_socket.is_closed(timeout=DEADLINE_S)
     return classify(received, raw)
 
 

@@ -149,6 +149,9 @@ def test_a_body_that_looks_like_a_request_stays_a_body_and_pipelining_keeps_orde
         first = pool_socket.read_request()
         pool_socket.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
         assert visitor.response().body == b"a"
+        # Never reused after a body (an app that did not read it could answer it later).
+        assert pool_socket.is_closed()
+        pool_socket = raw_tunnel.pool()
         second = pool_socket.read_request()
         pool_socket.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb")
         assert visitor.response().body == b"b"

@@ -1,12 +1,19 @@
-"""`manage.py createtoken USERNAME`: issue an API token and print it (only it) on stdout."""
+"""`manage.py createtoken USERNAME`: issue an API token and print it (only it) on stdout.
+
+How to use it goes to stderr, so `TOKEN=$(manage.py createtoken alice)` still works; that
+line holds the token only when stdout is a terminal (a person reading, not a script whose
+stderr may end up in a CI log).
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from relay import protocol
 from tunnels.auth import tokens_under_another_key
 from tunnels.models import ApiToken
 
@@ -24,7 +31,13 @@ class Command(BaseCommand):
     def handle(
         self, *args: object, username: str, name: str, expires: int | None, **_: object
     ) -> None:
-        self.stdout.write(self.create(username, name, expires))
+        text = self.create(username, name, expires)
+        self.stdout.write(text)
+        shown = text if self.stdout.isatty() else "TOKEN"
+        usage = f"Use it as: {protocol.lt_command(self.relay(), shown)}"
+        if shown != text:
+            usage += "   (TOKEN: the token printed on stdout)"
+        self.stderr.write(usage, style_func=str)  # advice, not an error: no red
         others = tokens_under_another_key()
         if others:
             self.stderr.write(
@@ -33,6 +46,11 @@ class Command(BaseCommand):
                 "tokens made under its own key. Run createtoken with the relay's environment "
                 "(the same SECRET_KEY or SECRET_KEY_FILE, and DATABASE_URL)."
             )
+
+    def relay(self) -> str:
+        """The relay's public URL, from the settings the relay itself uses."""
+        port = settings.RELAY_PUBLIC_PORT or settings.RELAY_PORT
+        return protocol.relay_url(settings.RELAY_PUBLIC_SCHEME, settings.RELAY_DOMAIN, port)
 
     def create(self, username: str, name: str = "", expires: int | None = None) -> str:
         if expires is not None and expires < 1:

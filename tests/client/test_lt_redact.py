@@ -1,0 +1,61 @@
+"""The one masking helper every line `lt` prints goes through (client/redact.py)."""
+
+from __future__ import annotations
+
+import string
+from urllib.parse import quote
+
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from client.redact import MASK, redact, redact_url, secrets_of
+
+TOKEN_BODY = string.ascii_letters + string.digits + "-_"
+tokens = st.builds(
+    lambda prefix, secret: f"lt_{prefix}{secret}",
+    st.text(string.ascii_lowercase + string.digits, min_size=8, max_size=8),
+    st.text(TOKEN_BODY, min_size=32, max_size=32),
+)
+# Words that can never form a secret's pattern: no "_", ":", "/" or "@".
+plain = st.text(string.ascii_letters + string.digits + " .,;()-", max_size=40)
+passwords = st.text(string.printable.strip(), min_size=1, max_size=30)
+
+
+@given(token=tokens, before=plain, after=plain)
+def test_a_token_is_masked_wherever_it_appears_but_its_public_prefix_stays(token, before, after):
+    assume(token[11:] not in before + after)
+    for text in (
+        f"{before} http://{token}@relay.example:8080/?new {after}",
+        f"{before} Authorization: Bearer {token} {after}",
+        f"{before}{token}{after}",
+    ):
+        shown = redact(text, secrets_of(f"http://{token}@relay", token))
+        assert token[11:] not in shown
+    assert token[:11] in redact(f"{before} {token} {after}")
+
+
+@given(user=st.text(string.ascii_letters, min_size=1, max_size=10), password=passwords)
+def test_a_password_in_a_url_is_masked_as_typed_and_decoded(user, password):
+    encoded = quote(password, safe="")
+    host = f"https://{user}:{encoded}@relay.example"
+    assume(password not in "the relay says: bad password")
+    shown = redact(f"relay {host} unreachable: connection refused", secrets_of(host, None))
+    assert shown == f"relay https://{MASK}@relay.example unreachable: connection refused"
+    if len(password) >= 4:  # shorter ones only inside a URL (see MIN_EXACT_SECRET)
+        shown = redact(f"the relay says: bad password {password}", secrets_of(host, None))
+        assert password not in shown
+    assert redact_url(host) == f"https://{MASK}@relay.example"
+
+
+@given(text=plain)
+def test_text_without_secrets_is_left_alone(text):
+    assert redact(text, {"lt_abcdefgh" + "x" * 32}) == text
+    assert redact_url(f"http://relay.example:8080/{text.replace(' ', '')}").startswith(
+        "http://relay.example:8080/"
+    )
+
+
+def test_a_secret_too_short_to_mask_everywhere_is_still_masked_in_its_url():
+    assert redact("relay http://a:pw@host down; pw ok", secrets_of("http://a:pw@host", None)) == (
+        f"relay http://{MASK}@host down; pw ok"
+    )
