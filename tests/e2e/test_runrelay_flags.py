@@ -170,11 +170,12 @@ NODE_WAYS = {
 def test_a_node_name_and_advertised_address_are_the_same_by_flag_or_variable(group, db, way):
     chosen = free_port()
     flags = ["--port", str(chosen)]
-    env: dict[str, str] = {}
+    # A node refuses the public development key (hop markers), so both ways get a real one.
+    env: dict[str, str] = {"SECRET_KEY": "runrelay-flag-tests-" + uuid.uuid4().hex * 2}
     if way == "flag":
         flags += [part.format(port=chosen) for part in NODE_WAYS["flag"]]
     else:
-        env = {key: value.format(port=chosen) for key, value in NODE_WAYS["env"].items()}
+        env.update({key: value.format(port=chosen) for key, value in NODE_WAYS["env"].items()})
     process, port = start(group, db, flags, **env)
     process.wait_for_line(rf"node n1 advertised as 127\.0\.0\.1:{chosen}$", START_S)
 
