@@ -5,10 +5,13 @@ from __future__ import annotations
 import relay.loop_choice  # noqa: F401  isort:skip  (before Daphne creates its loop)
 import relay.server  # noqa: F401  isort:skip  (Daphne installs the asyncio reactor)
 
+import fcntl
 import re
+from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from relay.cluster import parse_address
@@ -54,6 +57,8 @@ class Command(BaseCommand):
             raise CommandError("--domain must not be empty")
         settings.RELAY_DOMAIN = domain
         self.configure_node(node_name, advertise, bind)  # scale-out
+        if not settings.DEBUG:
+            self.collect_static()
         runner = RelayRunner(bind=bind, port=port, out=self.stdout)
         try:
             runner.run()
@@ -61,6 +66,24 @@ class Command(BaseCommand):
             raise CommandError(f"cannot listen on {bind}:{port}: {exc}") from exc
         if runner.failed:
             raise CommandError(runner.failed)
+
+    def collect_static(self) -> None:
+        """Production serves the admin's CSS from STATIC_ROOT (WhiteNoise reads it at start):
+        collect it now, so it always matches the code. One relay at a time (a file lock)."""
+        root = Path(settings.STATIC_ROOT)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            with open(root / ".collectstatic.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                call_command("collectstatic", interactive=False, verbosity=0)
+        except OSError as exc:
+            if (root / "staticfiles.json").is_file():
+                self.stderr.write(f"warning: static files not refreshed in {root}: {exc}")
+                return
+            raise CommandError(
+                f"cannot collect static files into STATIC_ROOT {root}: {exc}; make it "
+                "writable, or run `manage.py collectstatic --noinput` there before runrelay"
+            ) from None
 
     # --- scale-out --------------------------------------------------------------------------
     def configure_node(self, node_name: str, advertise: str, bind: str) -> None:

@@ -1,0 +1,101 @@
+"""The admin's CSS in production: a real relay with `DEBUG=false` serves /static/ itself.
+
+WhiteNoise serves the files `runrelay` collected at start (hashed names, gzip copies, cached
+for ever), on the bare domain only: on a tunnel's host, /static/ is the tunnel's own path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import secrets
+import socket
+import subprocess
+from collections.abc import Callable
+
+from harness.fake_client import PoolSocket
+from harness.http import build_request
+from harness.processes import PYTHON, ROOT
+from harness.relay import Relay
+from harness.waiting import IO_TIMEOUT_S
+
+# What a production operator sets (README, Quick start): the setting under test is DEBUG.
+PRODUCTION = {"DEBUG": "false", "SECRET_KEY": secrets.token_urlsafe(50)}
+
+TOKEN_FOR_TEST_USER = """
+from django.contrib.auth import get_user_model
+from tunnels.models import ApiToken
+user = get_user_model().objects.create_user("static-tester")
+print(ApiToken.issue(user, name="test")[1])
+"""
+
+
+def issue_token(relay: Relay) -> str:
+    """A new user's API token, written into the relay's own database."""
+    done = subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", TOKEN_FOR_TEST_USER],
+        cwd=ROOT,
+        env=relay.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+def stylesheets(html: str) -> list[str]:
+    return re.findall(r'<link rel="stylesheet" href="([^"]+)"', html)
+
+
+def test_the_production_admin_links_hashed_stylesheets_that_answer_css(
+    relay_factory: Callable[..., Relay],
+) -> None:
+    relay = relay_factory(**PRODUCTION)
+    page = relay.get("/admin/login/")
+    assert page.status == 200, page
+    links = stylesheets(page.text)
+    assert links, page.text
+    for link in links:
+        css = relay.get(link)
+        assert css.status == 200, (link, css)
+        # The manifest storage's hashed name: cached for ever, changed when the file does.
+        assert re.fullmatch(r"/static/admin/css/[\w/.-]+\.[0-9a-f]{12}\.css", link), link
+        assert (css.header("content-type") or "").startswith("text/css"), css.headers
+        assert "immutable" in (css.header("cache-control") or ""), css.headers
+        assert b"{" in css.body and b"}" in css.body
+    base = next(link for link in links if "/base." in link)
+    zipped = relay.get(base, headers=[("Accept-Encoding", "gzip")])
+    assert zipped.header("content-encoding") == "gzip", zipped.headers
+    assert gzip.decompress(zipped.body) == relay.get(base).body
+
+
+def test_a_missing_static_file_is_a_404_not_a_tunnel_registration(
+    relay_factory: Callable[..., Relay],
+) -> None:
+    relay = relay_factory(**PRODUCTION)
+    answer = relay.get("/static/admin/css/no-such-file.css")
+    assert answer.status == 404, answer
+
+
+def test_static_paths_on_a_tunnel_host_reach_the_tunnel_not_the_relays_files(
+    relay_factory: Callable[..., Relay],
+) -> None:
+    relay = relay_factory(**PRODUCTION)
+    token = issue_token(relay)
+    registered = relay.get("/?new", headers=[("Authorization", f"Bearer {token}")])
+    assert registered.status == 200, registered
+    info = registered.json()
+    pool = PoolSocket(socket.create_connection(("127.0.0.1", info["port"]), IO_TIMEOUT_S))
+    try:
+        relay.wait_for_sockets(info["id"], 1)
+        with relay.visitor(info["id"]) as visitor:
+            visitor.send(build_request("GET", "/static/admin/css/base.css", visitor.host))
+            request = pool.read_request()
+            assert request.target == "/static/admin/css/base.css"
+            pool.respond(200, b"the tunnel's own file")
+            answer = visitor.response()
+        assert answer.status == 200, answer
+        assert answer.body == b"the tunnel's own file"
+    finally:
+        pool.close()
