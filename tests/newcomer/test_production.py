@@ -47,7 +47,8 @@ STYLES_LOADED = """
 const sheets = Array.from(document.styleSheets).filter(s => s.href && s.href.includes('/static/'));
 const header = document.getElementById('header');
 return {
-  sheets: sheets.map(s => [s.href, s.cssRules.length]),
+  sheets: sheets.map(s => { try { return [s.href, s.cssRules.length]; } catch (e) {
+    return [s.href, -1]; } }),  // a 404 page as a stylesheet: no rules to read
   header: header ? getComputedStyle(header).backgroundColor : null,
 };
 """
