@@ -99,3 +99,21 @@ def test_static_paths_on_a_tunnel_host_reach_the_tunnel_not_the_relays_files(
         assert answer.body == b"the tunnel's own file"
     finally:
         pool.close()
+
+
+def test_static_answers_whole_partial_or_headless_leave_no_error_in_the_log(
+    relay_factory: Callable[..., Relay],
+) -> None:
+    """Visitors that hang up the moment they have every byte (as curl does) must not leave
+    Django waiting on the file, logging an aborted request at each."""
+    relay = relay_factory(**PRODUCTION)
+    link = stylesheets(relay.get("/admin/login/").text)[0]
+    whole = relay.get(link)
+    for _ in range(10):
+        assert relay.get(link) == whole
+        part = relay.get(link, headers=[("Range", "bytes=0-9")])
+        assert part.status == 206 and part.body == whole.body[:10], part
+        head = relay.request("HEAD", link)
+        assert head.status == 200 and head.body == b"", head
+    assert relay.process.stop() == 0
+    assert "Traceback" not in relay.process.output(), relay.process.output()
