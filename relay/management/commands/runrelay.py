@@ -6,6 +6,7 @@ import relay.loop_choice  # noqa: F401  isort:skip  (before Daphne creates its l
 import relay.server  # noqa: F401  isort:skip  (Daphne installs the asyncio reactor)
 
 import fcntl
+import os
 import re
 from pathlib import Path
 
@@ -73,9 +74,12 @@ class Command(BaseCommand):
         root = Path(settings.STATIC_ROOT)
         try:
             root.mkdir(parents=True, exist_ok=True)
-            with open(root / ".collectstatic.lock", "w") as lock:
+            lock = os.open(root, os.O_RDONLY)  # the directory itself: no file to serve
+            try:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 call_command("collectstatic", interactive=False, verbosity=0)
+            finally:
+                os.close(lock)
         except OSError as exc:
             if (root / "staticfiles.json").is_file():
                 self.stderr.write(f"warning: static files not refreshed in {root}: {exc}")
