@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from harness.http import Visitor
 from harness.processes import ROOT
 from harness.relay import NPM_LT
+from harness.waiting import IO_TIMEOUT_S, wait_until
 
 from bench.procs import client_env
 
@@ -192,6 +194,19 @@ class Clone:
         """What `make run` does first (install the clone into .venv), if not done yet."""
         if not (self.path / ".venv" / ".deps-run").exists():
             self.run("make .venv/.deps-run", self.env())
+
+
+def wait_for_sockets(port: int, name: str, count: int = 1) -> None:
+    """Until the relay counts the tunnel's pool sockets. Clients print `your url is` when
+    registered, before their sockets connect; until then the relay answers 503 (client
+    offline), which a user who is quick enough (or a busy machine) does see."""
+
+    def connected() -> bool:
+        with Visitor(port, f"127.0.0.1:{port}") as visitor:
+            answer = visitor.request("GET", f"/api/tunnels/{name}/status")
+        return answer.status == 200 and answer.json()["connected_sockets"] >= count
+
+    wait_until(connected, IO_TIMEOUT_S, f"{count} pool sockets of {name}")
 
 
 def git(*args: str, cwd: Path = ROOT, stdin: bytes | None = None) -> bytes:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
 
-from .conftest import Clone, commands, fence_after, readme_section, replace
+from .conftest import Clone, commands, fence_after, readme_section, replace, wait_for_sockets
 
 QUICK_START = readme_section("Quick start")
 DOMAIN = "tunnels.example"
@@ -82,7 +82,7 @@ def chromium() -> Iterator[WebDriver]:
             browser.quit()
 
 
-def wait_for(browser: WebDriver, condition, what: str) -> object:  # type: ignore[no-untyped-def]
+def wait_for(browser: WebDriver, condition: Callable[[WebDriver], object], what: str) -> object:
     return WebDriverWait(
         browser,
         WAIT_S,
@@ -134,6 +134,7 @@ def test_the_production_example_serves_a_styled_admin_and_takes_a_token(
     url = lt.wait_for_line(r"your url is: (\S+)")[1]
     name = re.fullmatch(rf"http://([a-z0-9-]+)\.{re.escape(DOMAIN)}:{port}", url)
     assert name, url
+    wait_for_sockets(port, name[1])
     with Visitor(port, f"{name[1]}.{DOMAIN}:{port}") as visitor:
         assert visitor.request("GET", "/").status == 200
 
