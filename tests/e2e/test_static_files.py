@@ -13,6 +13,7 @@ import socket
 import subprocess
 from collections.abc import Callable
 
+import pytest
 from harness.fake_client import PoolSocket
 from harness.http import build_request
 from harness.processes import PYTHON, ROOT
@@ -70,12 +71,24 @@ def test_the_production_admin_links_hashed_stylesheets_that_answer_css(
     assert gzip.decompress(zipped.body) == relay.get(base).body
 
 
-def test_a_missing_static_file_is_a_404_not_a_tunnel_registration(
-    relay_factory: Callable[..., Relay],
+@pytest.mark.parametrize("mode", ["production", "development"])
+def test_a_missing_or_escaping_static_path_is_a_404_not_a_file_or_a_registration(
+    relay_factory: Callable[..., Relay], mode: str
 ) -> None:
-    relay = relay_factory(**PRODUCTION)
+    relay = relay_factory(**(PRODUCTION if mode == "production" else {}))
     answer = relay.get("/static/admin/css/no-such-file.css")
     assert answer.status == 404, answer
+    # Nothing outside the collected files: not the code, not the settings.
+    for target in [
+        "/static/../tunnelsite/settings.py",
+        "/static/%2e%2e/tunnelsite/settings.py",
+        "/static/..%2ftunnelsite%2fsettings.py",
+        "/static//etc/passwd",
+        "/static/admin/../../manage.py",
+    ]:
+        answer = relay.get(target)
+        assert answer.status in (400, 404), (target, answer)
+        assert b"SECRET_KEY" not in answer.body and b"root:" not in answer.body, target
 
 
 def test_static_paths_on_a_tunnel_host_reach_the_tunnel_not_the_relays_files(
