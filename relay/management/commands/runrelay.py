@@ -70,7 +70,7 @@ class Command(BaseCommand):
 
     def collect_static(self) -> None:
         """Production serves the admin's CSS from STATIC_ROOT (WhiteNoise reads it at start):
-        collect it now, so it always matches the code. One relay at a time (a file lock)."""
+        collect it now, so it always matches the code. One relay at a time (flock on the dir)."""
         root = Path(settings.STATIC_ROOT)
         try:
             root.mkdir(parents=True, exist_ok=True)
