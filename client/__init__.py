@@ -13,7 +13,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .library import SyncTunnel, open_tunnel, open_tunnel_sync  # noqa: E402
+from .library import SyncTunnel, open_tunnel, open_tunnel_sync, via_relay  # noqa: E402
 from .tunnel import Tunnel, TunnelError, TunnelOptions  # noqa: E402
 
 __all__ = [
@@ -24,4 +24,5 @@ __all__ = [
     "__version__",
     "open_tunnel",
     "open_tunnel_sync",
+    "via_relay",
 ]

@@ -7,6 +7,7 @@ import contextlib
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from .tunnel import DEFAULT_HOST, Tunnel, TunnelOptions
 
@@ -126,3 +127,27 @@ class SyncTunnel:
 def open_tunnel_sync(port: int, host: str = DEFAULT_HOST, **kwargs: Any) -> SyncTunnel:
     """Open a tunnel in a background thread; call `.close()` (or use it in `with`)."""
     return SyncTunnel(port, host, **kwargs).start()
+
+
+def via_relay(tunnel: Tunnel | SyncTunnel, path: str = "/") -> tuple[str, dict[str, str]]:
+    """A URL for `path` at the relay's own address, and the Host header naming the tunnel.
+
+    `tunnel.url` names `<name>.<domain>`, which may not resolve where a test suite runs
+    (glibc does not resolve `*.localhost`; a test relay has no wildcard DNS). The relay picks
+    the tunnel by the Host header alone, so this reaches the same app:
+
+        url, headers = via_relay(tunnel, "/health")
+        urllib.request.urlopen(urllib.request.Request(url, headers=headers))
+    """
+    inner = tunnel.tunnel if isinstance(tunnel, SyncTunnel) else tunnel
+    if inner is None or not inner.url:
+        raise RuntimeError("the tunnel is not open")
+    relay = urlsplit(inner.options.host)
+    address = relay.hostname or ""
+    if ":" in address:
+        address = f"[{address}]"
+    if relay.port is not None:
+        address = f"{address}:{relay.port}"
+    if not path.startswith("/"):
+        path = "/" + path
+    return f"{relay.scheme}://{address}{path}", {"Host": urlsplit(inner.url).netloc}

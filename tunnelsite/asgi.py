@@ -10,16 +10,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tunnelsite.settings")
 django_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
-from django.conf import settings as _settings  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from relay.routing import HostRouter  # noqa: E402
 
-if _settings.DEBUG:
-    # runrelay has no static file server: while developing, serve the admin's CSS and
-    # scripts from the apps (in production, collectstatic and let the proxy serve /static/).
-    django_application = ASGIStaticFilesHandler(django_application)  # type: ignore[assignment]
-
+# Static files are Django's (tunnelsite.static, a middleware): only the bare domain has them.
 _router = HostRouter(site_http=django_application)
 
 from django.conf import settings  # noqa: E402

@@ -257,6 +257,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The admin's CSS and scripts, on the bare domain only (tunnel hosts never reach Django).
+    "tunnelsite.static.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -349,7 +351,18 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# runrelay serves static files itself with WhiteNoise (no proxy needed). In production
+# (`DEBUG=false`) it runs collectstatic into STATIC_ROOT at start: hashed names cached for
+# ever, gzip copies; while developing they are read from the apps, so nothing is collected.
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
 
 # Cookies belong to the bare domain only: a tunnel must never see or set the admin's session.
 # (A tunnel's own `Set-Cookie: ...; Domain=<RELAY_DOMAIN>` is made host-only by relay/headers.py.)

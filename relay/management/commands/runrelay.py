@@ -5,10 +5,14 @@ from __future__ import annotations
 import relay.loop_choice  # noqa: F401  isort:skip  (before Daphne creates its loop)
 import relay.server  # noqa: F401  isort:skip  (Daphne installs the asyncio reactor)
 
+import fcntl
+import os
 import re
+from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.db import DatabaseError
 
@@ -71,6 +75,8 @@ class Command(BaseCommand):
         self.configure_node(node_name, advertise, bind)  # scale-out
         self.check_pool_address()
         self.database_locks = self.lock_database()  # held until the process ends
+        if not settings.DEBUG:
+            self.collect_static()
         runner = RelayRunner(bind=bind, port=port, out=self.stdout)
         try:
             runner.run()
@@ -101,6 +107,27 @@ class Command(BaseCommand):
             raise CommandError(f"cannot reach the database: {exc}") from None
         except OSError as exc:  # the SQLite lock file cannot be made (read-only folder...)
             raise CommandError(f"cannot lock the database for this relay: {exc}") from None
+
+    def collect_static(self) -> None:
+        """Production serves the admin's CSS from STATIC_ROOT (WhiteNoise reads it at start):
+        collect it now, so it always matches the code. One relay at a time (flock on the dir)."""
+        root = Path(settings.STATIC_ROOT)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            lock = os.open(root, os.O_RDONLY)  # the directory itself: no file to serve
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                call_command("collectstatic", interactive=False, verbosity=0)
+            finally:
+                os.close(lock)
+        except OSError as exc:
+            if (root / "staticfiles.json").is_file():
+                self.stderr.write(f"warning: static files not refreshed in {root}: {exc}")
+                return
+            raise CommandError(
+                f"cannot collect static files into STATIC_ROOT {root}: {exc}; make it "
+                "writable, or run `manage.py collectstatic --noinput` there before runrelay"
+            ) from None
 
     # --- scale-out --------------------------------------------------------------------------
     def configure_node(self, node_name: str, advertise: str, bind: str) -> None:

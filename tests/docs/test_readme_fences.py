@@ -1,0 +1,98 @@
+"""Every code example in README.md runs as written, against a real relay and a real app.
+
+The rule (tests/docs/readme.py): fences in python, sh, bash, shell or console are code and
+run here unless their info string says `no-test: <why>`; 8080 and 3000 (the quick start's
+relay and app ports) become this test's free ports. Python fences run as scripts; shell
+fences run with `bash -e -o pipefail`, with `.venv/bin` first on PATH, while the npm client
+serves the quick start's `my-app` tunnel from a `python -m http.server` app.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from harness.processes import PYTHON, ROOT, ProcessGroup
+from harness.relay import LtLauncher, Relay
+
+from bench.procs import client_env
+
+from .readme import Fence, fences, localised
+
+README = ROOT / "README.md"
+FENCES = fences(README)
+RUN_TIMEOUT_S = 60.0
+QUICK_START_NAME = "my-app"
+
+
+def runnable(language: set[str]) -> list[object]:
+    return [
+        pytest.param(f, id=f"line{f.line}") for f in FENCES if f.runs and f.language in language
+    ]
+
+
+@pytest.fixture(scope="module")
+def app() -> Iterator[int]:
+    """A user's app: `python -m http.server` on a free port (it answers / with 200)."""
+    group = ProcessGroup()
+    try:
+        process = group.start(
+            [PYTHON, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1"],
+            {**os.environ},
+            name="http.server",
+        )
+        yield int(process.wait_for_line(r"Serving HTTP on \S+ port (\d+)").group(1))
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture(scope="module")
+def relay(module_relay_factory: Callable[..., Relay]) -> Relay:
+    return module_relay_factory()
+
+
+@pytest.fixture(scope="module")
+def quick_start_tunnel(relay: Relay, app: int, module_lt_factory: LtLauncher) -> str:
+    return module_lt_factory(relay, app, subdomain=QUICK_START_NAME).name
+
+
+def run(args: list[str], env: dict[str, str], fence: Fence) -> None:
+    done = subprocess.run(
+        args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+    )
+    output = f"{done.stdout}\n{done.stderr}"
+    assert done.returncode == 0, f"{fence} exited with {done.returncode}:\n{output}"
+    assert "Traceback" not in output, f"{fence}:\n{output}"
+
+
+@pytest.mark.parametrize("fence", runnable({"python"}))
+def test_the_python_example_runs_as_written(
+    fence: Fence, relay: Relay, app: int, tmp_path: Path
+) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(localised(fence.body, relay.port, app))
+    run([sys.executable, str(script)], client_env(), fence)
+
+
+@pytest.mark.parametrize("fence", runnable({"sh", "bash", "shell", "console"}))
+def test_the_shell_example_runs_as_written(
+    fence: Fence, relay: Relay, app: int, quick_start_tunnel: str
+) -> None:
+    env = client_env()
+    env["PATH"] = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    body = localised(fence.body, relay.port, app)
+    run(["bash", "-e", "-o", "pipefail", "-c", body], env, fence)
+
+
+def test_every_example_that_does_not_run_says_why() -> None:
+    silent = [str(f) for f in FENCES if f.is_code and not f.runs and not f.no_test_reason]
+    assert not silent, f"code fences marked no-test without a reason: {silent}"
+
+
+def test_the_rule_finds_examples_of_both_kinds() -> None:
+    languages = {f.language for f in FENCES if f.runs}
+    assert "python" in languages and "sh" in languages, [str(f) for f in FENCES]

@@ -1,0 +1,132 @@
+"""The admin's CSS in production: a real relay with `DEBUG=false` serves /static/ itself.
+
+WhiteNoise serves the files `runrelay` collected at start (hashed names, gzip copies, cached
+for ever), on the bare domain only: on a tunnel's host, /static/ is the tunnel's own path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import secrets
+import socket
+import subprocess
+from collections.abc import Callable
+
+import pytest
+from harness.fake_client import PoolSocket
+from harness.http import build_request
+from harness.processes import PYTHON, ROOT
+from harness.relay import Relay
+from harness.waiting import IO_TIMEOUT_S
+
+# What a production operator sets (README, Quick start): the setting under test is DEBUG.
+PRODUCTION = {"DEBUG": "false", "SECRET_KEY": secrets.token_urlsafe(50)}
+
+TOKEN_FOR_TEST_USER = """
+from django.contrib.auth import get_user_model
+from tunnels.models import ApiToken
+user = get_user_model().objects.create_user("static-tester")
+print(ApiToken.issue(user, name="test")[1])
+"""
+
+
+def issue_token(relay: Relay) -> str:
+    """A new user's API token, written into the relay's own database."""
+    done = subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", TOKEN_FOR_TEST_USER],
+        cwd=ROOT,
+        env=relay.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+def stylesheets(html: str) -> list[str]:
+    return re.findall(r'<link rel="stylesheet" href="([^"]+)"', html)
+
+
+def test_the_production_admin_links_hashed_stylesheets_that_answer_css(
+    relay_factory: Callable[..., Relay],
+) -> None:
+    relay = relay_factory(**PRODUCTION)
+    page = relay.get("/admin/login/")
+    assert page.status == 200, page
+    links = stylesheets(page.text)
+    assert links, page.text
+    for link in links:
+        css = relay.get(link)
+        assert css.status == 200, (link, css)
+        # The manifest storage's hashed name: cached for ever, changed when the file does.
+        assert re.fullmatch(r"/static/admin/css/[\w/.-]+\.[0-9a-f]{12}\.css", link), link
+        assert (css.header("content-type") or "").startswith("text/css"), css.headers
+        assert "immutable" in (css.header("cache-control") or ""), css.headers
+        assert b"{" in css.body and b"}" in css.body
+    base = next(link for link in links if "/base." in link)
+    zipped = relay.get(base, headers=[("Accept-Encoding", "gzip")])
+    assert zipped.header("content-encoding") == "gzip", zipped.headers
+    assert gzip.decompress(zipped.body) == relay.get(base).body
+
+
+@pytest.mark.parametrize("mode", ["production", "development"])
+def test_a_missing_or_escaping_static_path_is_a_404_not_a_file_or_a_registration(
+    relay_factory: Callable[..., Relay], mode: str
+) -> None:
+    relay = relay_factory(**(PRODUCTION if mode == "production" else {}))
+    answer = relay.get("/static/admin/css/no-such-file.css")
+    assert answer.status == 404, answer
+    # Nothing outside the collected files: not the code, not the settings.
+    for target in [
+        "/static/../tunnelsite/settings.py",
+        "/static/%2e%2e/tunnelsite/settings.py",
+        "/static/..%2ftunnelsite%2fsettings.py",
+        "/static//etc/passwd",
+        "/static/admin/../../manage.py",
+    ]:
+        answer = relay.get(target)
+        assert answer.status in (400, 404), (target, answer)
+        assert b"SECRET_KEY" not in answer.body and b"root:" not in answer.body, target
+
+
+def test_static_paths_on_a_tunnel_host_reach_the_tunnel_not_the_relays_files(
+    relay_factory: Callable[..., Relay],
+) -> None:
+    relay = relay_factory(**PRODUCTION)
+    token = issue_token(relay)
+    registered = relay.get("/?new", headers=[("Authorization", f"Bearer {token}")])
+    assert registered.status == 200, registered
+    info = registered.json()
+    pool = PoolSocket(socket.create_connection(("127.0.0.1", info["port"]), IO_TIMEOUT_S))
+    try:
+        relay.wait_for_sockets(info["id"], 1)
+        with relay.visitor(info["id"]) as visitor:
+            visitor.send(build_request("GET", "/static/admin/css/base.css", visitor.host))
+            request = pool.read_request()
+            assert request.target == "/static/admin/css/base.css"
+            pool.respond(200, b"the tunnel's own file")
+            answer = visitor.response()
+        assert answer.status == 200, answer
+        assert answer.body == b"the tunnel's own file"
+    finally:
+        pool.close()
+
+
+def test_static_answers_whole_partial_or_headless_leave_no_error_in_the_log(
+    relay_factory: Callable[..., Relay],
+) -> None:
+    """Visitors that hang up the moment they have every byte (as curl does) must not leave
+    Django waiting on the file, logging an aborted request at each."""
+    relay = relay_factory(**PRODUCTION)
+    link = stylesheets(relay.get("/admin/login/").text)[0]
+    whole = relay.get(link)
+    for _ in range(10):
+        assert relay.get(link) == whole
+        part = relay.get(link, headers=[("Range", "bytes=0-9")])
+        assert part.status == 206 and part.body == whole.body[:10], part
+        head = relay.request("HEAD", link)
+        assert head.status == 200 and head.body == b"", head
+    assert relay.process.stop() == 0
+    assert "Traceback" not in relay.process.output(), relay.process.output()

@@ -1,0 +1,63 @@
+"""The quick start, as written: `make run`, both clients, curl, then Ctrl-C for each."""
+
+from __future__ import annotations
+
+import re
+
+from harness.http import Visitor
+from harness.relay import NPM_LT
+
+from .conftest import Clone, commands, fence_after, readme_section, replace, wait_for_sockets
+
+QUICK_START = readme_section("Quick start")
+
+
+def on_ports(command: str, relay_port: int, app_port: int) -> str:
+    """The quick start's ports (relay 8080, app 3000) become the test's free ones."""
+    command = replace(command, "8080", str(relay_port))
+    return command.replace("3000", str(app_port))
+
+
+def test_the_quick_start_works_as_written_with_both_clients(clone: Clone, app: int) -> None:
+    (make_run,) = [c for c in commands(fence_after(QUICK_START, "```sh")) if c == "make run"]
+    # RELAY_PORT=0: the quick start's :8080 on a free port (the one thing this test changes).
+    relay = clone.start(make_run, clone.env(RELAY_PORT="0"), "make run")
+    port = int(relay.wait_for_line(r"tunnelsite relay listening on http://127\.0\.0\.1:(\d+)")[1])
+    printed = fence_after(QUICK_START, "`make run` prints where it listens:").splitlines()
+    relay.wait_for_line(re.escape(printed[-1].replace("8080", str(port))))
+    for line in printed:
+        assert line.replace("8080", str(port)) in relay.output().splitlines(), line
+
+    npm_lines = commands(fence_after(QUICK_START, "with the npm client:"))
+    random_name, my_app = npm_lines
+    curls = commands(fence_after(QUICK_START, "curl does not resolve it"))
+    assert len(curls) == 2 and all(c.startswith("curl ") for c in curls), curls
+
+    # `npx localtunnel` would fetch localtunnel from the network: the installed one is the same.
+    def npm(command: str) -> str:
+        return replace(on_ports(command, port, app), "npx localtunnel", str(NPM_LT))
+
+    client = clone.start(npm(random_name), clone.env(), "npx localtunnel")
+    url = client.wait_for_line(r"your url is: (\S+)")[1]
+    name = re.fullmatch(rf"http://([a-z0-9-]+)\.localhost:{port}", url)
+    assert name, url
+    wait_for_sockets(port, name[1])
+    with Visitor(port, f"{name[1]}.localhost:{port}") as visitor:
+        assert visitor.request("GET", "/").status == 200
+    client.interrupt()
+
+    (ours,) = commands(fence_after(QUICK_START, "our own `lt`"))
+    # The same name with each client in turn (the npm one's grace period is reclaimed).
+    for kind, start in [("npm", npm(my_app)), ("ours", on_ports(ours, port, app))]:
+        client = clone.start(start, clone.env(), kind)
+        assert client.wait_for_line(r"your url is: (\S+)")[1] == f"http://my-app.localhost:{port}"
+        wait_for_sockets(port, "my-app")
+        for curl in curls:
+            page = clone.run(on_ports(curl, port, app), clone.env())
+            assert "Directory listing for /" in page, page
+        code = client.interrupt()
+        if kind == "ours":
+            assert code == 0, client.output()  # README, exit codes: 0 after Ctrl-C
+
+    relay.interrupt()
+    assert "Traceback" not in relay.output(), relay.output()
