@@ -10,10 +10,12 @@ waiting on one more read, and log an aborted request).
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from typing import IO, Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import HttpRequest
 from whitenoise.middleware import WhiteNoiseFileResponse, WhiteNoiseMiddleware
 
@@ -50,6 +52,16 @@ async def _no_body() -> AsyncIterator[bytes]:
 
 
 class StaticFilesMiddleware(WhiteNoiseMiddleware):
+    def add_files(self, root: str, prefix: str | None = None) -> None:
+        """WhiteNoise's, without its warning for a STATIC_ROOT never collected: while
+        developing (and in tests) files come from the apps' folders (WHITENOISE_USE_FINDERS
+        follows DEBUG), and in production runrelay collects into STATIC_ROOT before serving."""
+        if not os.path.isdir(root) and os.path.abspath(root) == os.path.abspath(
+            settings.STATIC_ROOT
+        ):
+            return
+        super().add_files(root, prefix)
+
     @staticmethod
     def serve(static_file: Any, request: HttpRequest) -> WhiteNoiseFileResponse:
         """WhiteNoise's own `serve`, with the body streamed as described above."""
