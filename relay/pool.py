@@ -16,10 +16,18 @@ from typing import TYPE_CHECKING, cast
 import h11
 from django.conf import settings
 
+from relay.protocol import (
+    POOL_KEEPALIVE_COUNT,
+    POOL_KEEPALIVE_IDLE_S,
+    POOL_KEEPALIVE_INTERVAL_S,
+)
+
 if TYPE_CHECKING:
     from relay.tunnel import Tunnel
 
 logger = logging.getLogger(__name__)
+
+KEEPALIVE = (POOL_KEEPALIVE_IDLE_S, POOL_KEEPALIVE_INTERVAL_S, POOL_KEEPALIVE_COUNT)
 
 # Stop reading the socket when this much response data waits for the visitor; resume
 # below the low mark. 1 MiB keeps big downloads fast while bounding memory per socket.
@@ -87,6 +95,11 @@ class PoolConnection(asyncio.Protocol):
         if sock is not None:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; elsewhere the system's timing
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE[0])
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE[1])
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE[2])
             except OSError:
                 pass
         if not self.tunnel.attach(self):

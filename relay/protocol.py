@@ -29,6 +29,12 @@ _NOUNS = (
 # client has really gone hear 503 after this instead of waiting RELAY_SOCKET_WAIT_S.
 RECONNECT_WAIT_S = 2.0
 
+# TCP keepalive on accepted pool sockets: a client whose network went away (a laptop that
+# sleeps or changes Wi-Fi) leaves sockets the relay would count as live for hours, and a live
+# client keeps its name from its owner's next client (a 409). Idle 15 s, then 3 probes 5 s
+# apart: such a socket is closed within about 30 s, and the owner's new client gets the name.
+POOL_KEEPALIVE_IDLE_S, POOL_KEEPALIVE_INTERVAL_S, POOL_KEEPALIVE_COUNT = 15, 5, 3
+
 # Hop-by-hop headers (RFC 9110 section 7.6.1) plus the framing headers the relay sets
 # itself. They are never copied from one connection to the other.
 HOP_BY_HOP = frozenset(

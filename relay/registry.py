@@ -68,8 +68,9 @@ def _in_use_message(tunnel: Tunnel) -> str:
     state = f"{sockets} pool socket{'s' if sockets != 1 else ''}" if sockets else "connecting"
     return (
         f"The subdomain {tunnel.name!r} is in use by another client of yours, connected from "
-        f"{tunnel.client_ip} since {since} ({state}). Stop that client first, or take the "
-        "name over with `lt --takeover` (the other client is then disconnected)."
+        f"{tunnel.client_ip} since {since} ({state}). Stop that client first (a client whose "
+        "network went away is noticed within about 30 s), or, with tunnelsite's own lt, take "
+        "the name over with `lt --takeover` (the other client is then disconnected)."
     )
 
 

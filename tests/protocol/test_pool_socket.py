@@ -6,9 +6,13 @@ writes exactly the bytes a buggy or hostile client would.
 
 from __future__ import annotations
 
+import re
+import subprocess
 import time
 
 import pytest
+
+from relay.protocol import POOL_KEEPALIVE_IDLE_S
 
 JSON = [("Accept", "application/json")]
 MAX_SOCKETS = 4
@@ -300,3 +304,22 @@ def test_bodiless_statuses_pass_through_and_keep_both_connections_usable(
         assert pool_socket is only and request.target == "/next"
         pool_socket.respond(200, b"next")
         assert visitor.response().body == b"next"
+
+
+def test_the_relay_probes_idle_pool_sockets_so_a_vanished_client_frees_its_name(pool_relay, client):
+    """A client whose network went away must not hold its name for hours (issue 10 item 5):
+    the relay's end of every pool socket runs TCP keepalive on relay.protocol's timing."""
+    (pool,) = client.connect(1)
+    ours = pool.sock.getsockname()[1]
+    # The relay's side of this connection: source port = pool port, peer = our port.
+    shown = subprocess.run(
+        ["ss", "-tnoH", "state", "established", f"( sport = :{client.port} and dport = :{ours} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout
+    timer = re.search(r"timer:\(keepalive,(\d+)(?:\.\d+)?(m?s)ec", shown)
+    assert timer is not None, f"no keepalive timer on the relay's pool socket: {shown!r}"
+    left = int(timer.group(1)) / (1000 if timer.group(2) == "ms" else 1)
+    assert 0 < left <= POOL_KEEPALIVE_IDLE_S
