@@ -123,10 +123,12 @@ async def _attempt(
         tunnel.bytes_in += body_size
         response = await read_response_head(conn, timeout)
         await stream_response(conn, send, flow, response, timeout, progress)
-        # Not after a request with a body: an app may answer before reading it, then take
-        # the body for a request of its own; a raw-pipe client (npm) passes that second
-        # answer on whenever it comes, possibly in the next visitor's exchange.
-        reusable = conn.finish_exchange() and not body_size
+        # Not after a request with a body through a raw-pipe client (npm): an app may answer
+        # before reading the body, then take the body for a request of its own, and that
+        # client passes the second answer on whenever it comes, possibly in the next
+        # visitor's exchange. Our lt (it sends a client id) frames each exchange itself and
+        # drops its local connection after a body (client/proxy.py `ready_for_next`).
+        reusable = conn.finish_exchange() and (not body_size or bool(tunnel.client_id))
     except (PoolError, h11.ProtocolError, TimeoutError) as exc:
         logger.debug("tunnel %s: exchange failed: %r", tunnel.name, exc)
         silent = conn.received == mark  # not one byte of answer came back

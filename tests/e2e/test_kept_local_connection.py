@@ -11,6 +11,7 @@ tagged with its own tag, or a 502: never another visitor's, never the app's `poi
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -220,3 +221,40 @@ def test_a_websocket_upgrade_answered_with_extra_bytes_leaves_nothing_for_the_ne
         assert refused.status == 502, refused
         assert "refused the WebSocket" in refused.json()["message"]
     assert_the_next_visitors_get_their_own_pages(framing_relay, name)
+
+
+def _pool_ports(pid: int, relay: Relay) -> set[int]:
+    """The local ports of the process's connections other than to the relay's public port:
+    its pool sockets (and, for our lt, nothing else stays open to the relay)."""
+    shown = subprocess.run(
+        ["ss", "-tnpH", "state", "established"], capture_output=True, text=True, timeout=10
+    ).stdout
+    ports = set()
+    for line in shown.splitlines():
+        if f"pid={pid}," not in line:
+            continue
+        local, peer = line.split()[2:4]
+        if peer.endswith(f":{relay.port}") or not peer.startswith("127.0.0.1:"):
+            continue
+        ports.add(int(local.rsplit(":", 1)[1]))
+    return ports
+
+
+def test_posts_keep_our_lts_pool_sockets_and_close_the_npm_clients(
+    processes, framing_relay: Relay, hostile_port: int, module_lt_factory, tmp_path
+):
+    """The relay drops a raw-pipe (npm) pool socket after a request with a body, since the
+    app may still answer the body later; our lt frames each exchange itself, so its pool
+    sockets stay (a reconnect per POST would cost a round trip on a real link)."""
+    name = start_our_lt(processes, framing_relay, hostile_port, str(tmp_path))
+    ours = next(p for p in processes.children if p.name == "our lt" and p.proc.poll() is None)
+    npm = module_lt_factory(framing_relay, hostile_port)
+    for tunnel, pid, kept in ((name, ours.proc.pid, True), (npm.name, npm.process.proc.pid, False)):
+        before = _pool_ports(pid, framing_relay)
+        assert len(before) >= 10, before  # the app's port and the pool's: 10 pool sockets
+        for index in range(3):
+            answer = visit(framing_relay, tunnel, "POST", f"/p{index}/ok", b"x" * 100)
+            assert answer == (200, f"p{index}")
+        framing_relay.wait_for_sockets(tunnel, 10)
+        after = _pool_ports(pid, framing_relay)
+        assert (after == before) is kept, (tunnel, sorted(before), sorted(after))
