@@ -19,10 +19,13 @@ MASK = "***"
 MIN_EXACT_SECRET = 4
 
 # scheme://user:pass@host -> scheme://***@host (user-info never holds / ? # @ or spaces).
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]+@")
+# The placeholder TOKEN (in the relay's how-to messages) is left alone, here and in
+# Authorization examples. tunnels/tokens.py masks log lines with the same patterns (a test
+# checks they stay equal; the client imports nothing from the server).
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?!TOKEN@)[^/?#\s@]+@")
 # A tunnelsite token: `lt_`, an 8-character public prefix, then the secret.
 _TOKEN = re.compile(r"\blt_([a-z0-9]{8})[A-Za-z0-9_-]+")
-_CREDENTIAL = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+_CREDENTIAL = re.compile(r"(?i)\b(bearer|basic)\s+(?!TOKEN\b)[A-Za-z0-9._~+/=-]+")
 
 
 def secrets_of(host: str | None, token: str | None) -> set[str]:

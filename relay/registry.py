@@ -70,7 +70,8 @@ def _in_use_message(tunnel: Tunnel) -> str:
         f"The subdomain {tunnel.name!r} is in use by another client of yours, connected from "
         f"{tunnel.client_ip} since {since} ({state}). Stop that client first (a client whose "
         "network went away is noticed within about 30 s), or, with tunnelsite's own lt, take "
-        "the name over with `lt --takeover` (the other client is then disconnected)."
+        f"the name over with `lt --subdomain {tunnel.name} --takeover` (the other client is "
+        "then disconnected)."
     )
 
 

@@ -24,7 +24,7 @@ from tunnels.quotas import Limits, default_limits, limits_for
 logger = logging.getLogger(__name__)
 
 HOW_TO_PASS = (
-    "Pass it as `lt --token TOKEN` (tunnelsite's lt), `lt --host https://TOKEN@<relay>` "
+    "Pass it as `lt --token TOKEN` (tunnelsite's lt), `lt --host <scheme>://TOKEN@<relay>` "
     "(the npm client) or in an `Authorization: Bearer TOKEN` header."
 )
 

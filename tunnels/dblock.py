@@ -24,7 +24,8 @@ from django.conf import settings
 from django.db import connections
 
 HOW_TO_RUN_SEVERAL = (
-    "several relays on one database must each have their own RELAY_NODE_NAME (README, Scale-out)"
+    "several relays on one database must each have their own RELAY_NODE_NAME (README: "
+    "Running more than one node)"
 )
 
 

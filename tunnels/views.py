@@ -221,12 +221,14 @@ async def index(request: HttpRequest) -> HttpResponse:
     if "new" in request.GET:
         return await _register(request, None)
     registry = get_registry()
+    port = int(settings.RELAY_PUBLIC_PORT or request.get_port())  # as in registration answers
+    scheme, domain = settings.RELAY_PUBLIC_SCHEME, settings.RELAY_DOMAIN
     return render(
         request,
         "tunnels/landing.html",
         {
-            "domain": settings.RELAY_DOMAIN,
-            "host": request.get_host(),
+            "tunnel_url": protocol.public_url(scheme, "<name>", domain, port),
+            "relay_url": protocol.relay_url(scheme, domain, port),
             "live": len(registry.tunnels),
         },
     )

@@ -73,7 +73,7 @@ class RegistrationTests(TestCase):
             r = await self.async_client.get("/?new")
             self.assertEqual(r.status_code, 401)
             self.assertIn("needs an API token", r.json()["message"])
-            self.assertIn("--host https://TOKEN@", r.json()["message"])
+            self.assertIn("--host <scheme>://TOKEN@", r.json()["message"])
             self.assertEqual(registry.tunnels, {})
 
     @override_settings(RELAY_ALLOW_ANONYMOUS=True)

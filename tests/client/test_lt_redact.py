@@ -8,7 +8,9 @@ from urllib.parse import quote
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from client import redact as client_side
 from client.redact import MASK, redact, redact_url, secrets_of
+from tunnels import tokens as relay_side
 
 TOKEN_BODY = string.ascii_letters + string.digits + "-_"
 tokens = st.builds(
@@ -62,3 +64,16 @@ def test_a_secret_too_short_to_mask_everywhere_is_still_masked_in_its_url():
     assert redact("relay http://a:pw@host down; pw ok", secrets_of("http://a:pw@host", None)) == (
         f"relay http://{MASK}@host down; pw ok"
     )
+
+
+def test_the_relay_masks_log_lines_with_the_same_patterns_as_lt():
+    """One rule for what a secret looks like, written twice because `lt` imports nothing
+    from the server (tunnels/tokens.py masks the relay's log lines)."""
+    assert client_side._USERINFO.pattern == relay_side._USERINFO_IN_TEXT.pattern
+    assert client_side._CREDENTIAL.pattern == relay_side._CREDENTIAL_IN_TEXT.pattern
+
+
+def test_the_placeholder_in_the_relays_advice_is_not_masked():
+    advice = "Pass it as `lt --host <scheme>://TOKEN@<relay>` or `Authorization: Bearer TOKEN`."
+    assert redact(advice) == advice
+    assert redact("https://TOKENX@relay and Bearer TOKENS") == "https://***@relay and Bearer ***"

@@ -65,7 +65,7 @@ class Command(BaseCommand):
         **options: object,
     ) -> None:
         if not 0 <= port <= 65535:
-            raise CommandError(f"--port {port} is not a TCP port (0-65535)")
+            raise CommandError(f"--port/RELAY_PORT {port} is not a TCP port (0-65535)")
         domain = domain.strip().lower().rstrip(".")
         if not domain:
             raise CommandError("--domain must not be empty")

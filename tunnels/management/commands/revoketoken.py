@@ -20,11 +20,11 @@ class Command(BaseCommand):
         self.stdout.write(self.revoke(token))
         if not settings.REDIS_URL:
             # The in-memory channel layer lives inside the relay process: this command
-            # cannot reach it, so the token's live tunnels keep running until they reconnect.
+            # cannot reach it; the relay finds the revoked token at its next check.
             self.stderr.write(
-                "Note: without REDIS_URL this command cannot reach a running relay, so the "
-                "token's live tunnels stay up until their clients reconnect (then they are "
-                "refused). To close them now, use Disconnect in the admin or the dashboard."
+                "Note: without REDIS_URL this command cannot tell a running relay at once; the "
+                f"relay closes the token's live tunnels at its next token check (within "
+                f"RELAY_FLUSH_S, {settings.RELAY_FLUSH_S:g} s), and refuses it from now on."
             )
 
     def revoke(self, given: str) -> str:
