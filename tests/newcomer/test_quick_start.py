@@ -30,7 +30,7 @@ def test_the_quick_start_works_as_written_with_both_clients(clone: Clone, app: i
 
     npm_lines = commands(fence_after(QUICK_START, "with the npm client:"))
     random_name, my_app = npm_lines
-    curls = commands(fence_after(QUICK_START, "curl does not resolve it"))
+    curls = commands(fence_after(QUICK_START, "Programs that ask the system resolver"))
     assert len(curls) == 2 and all(c.startswith("curl ") for c in curls), curls
 
     # `npx localtunnel` would fetch localtunnel from the network: the installed one is the same.
