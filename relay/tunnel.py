@@ -193,8 +193,9 @@ class Tunnel:
         (at least one WebSocket), so plain requests always find a socket however many idle
         WebSockets stay open; and one visitor address at most `per_visitor` of them."""
         counts = self.websockets if self.websockets is not None else {}
-        # The sockets the client opens: what it was told, or fewer (our lt opens 100 at most).
-        sockets = min(self.max_conn_count, self.peak_sockets) or self.max_conn_count
+        # The sockets the client holds now: what it was told, or fewer (our lt opens 100 at
+        # most; an npm client that lost sockets for good does not replace them).
+        sockets = min(self.max_conn_count, len(self.connections)) or self.max_conn_count
         allowed = max(1, sockets - spare)
         if sum(counts.values()) >= allowed:
             raise NoSocket(

@@ -410,6 +410,12 @@ SECURE_HSTS_PRELOAD = _bool("SECURE_HSTS_PRELOAD", False)
 
 # Masks tokens, passwords and URL user-info in every log record (tunnelsite/logconfig.py).
 LOGGING_CONFIG = "tunnelsite.logconfig.configure"
+RELAY_LOG_LEVEL = env.str("RELAY_LOG_LEVEL", default="INFO").strip().upper()
+if RELAY_LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(
+        f"RELAY_LOG_LEVEL={RELAY_LOG_LEVEL!r} is not a log level "
+        "(use DEBUG, INFO, WARNING, ERROR or CRITICAL)"
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -421,8 +427,8 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
-        "relay": {"level": env.str("RELAY_LOG_LEVEL", default="INFO")},
-        "tunnels": {"level": env.str("RELAY_LOG_LEVEL", default="INFO")},
+        "relay": {"level": RELAY_LOG_LEVEL},
+        "tunnels": {"level": RELAY_LOG_LEVEL},
         # Django's own default config gives "django" a second console handler (bare lines,
         # no time): without this every django.request warning was printed twice.
         "django": {"handlers": [], "level": "INFO", "propagate": True},

@@ -41,6 +41,7 @@ def _check(**env: str) -> subprocess.CompletedProcess[str]:
         ("RELAY_WS_BUFFER_BYTES", "1000"),
         ("RELAY_WS_SPARE_SOCKETS", "two"),
         ("RELAY_WS_MAX_PER_VISITOR", "0"),
+        ("RELAY_LOG_LEVEL", "LOUD"),
     ],
 )
 def test_a_malformed_value_names_the_variable(name: str, value: str) -> None:

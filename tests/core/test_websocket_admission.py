@@ -10,9 +10,9 @@ from relay.tunnel import NoSocket, Tunnel
 from tests.core.conftest import LoopRegistry
 
 
-def tunnel(max_conn_count: int = 10, peak_sockets: int = 10) -> Tunnel:
+def tunnel(max_conn_count: int = 10, sockets: int = 10) -> Tunnel:
     made = Tunnel("ws-admission", "ip:127.0.0.1", "127.0.0.1", max_conn_count, LoopRegistry())  # type: ignore[arg-type]
-    made.peak_sockets = peak_sockets
+    made.connections = {object() for _ in range(sockets)}  # type: ignore[misc]
     return made
 
 
@@ -57,16 +57,26 @@ def test_a_closed_websocket_frees_its_place():
 
 
 def test_a_client_with_fewer_sockets_than_allowed_is_counted_by_what_it_opened():
-    t = tunnel(max_conn_count=200, peak_sockets=100)
+    t = tunnel(max_conn_count=200, sockets=100)
 
     assert admit_all(t, [f"10.0.{i // 250}.{i % 250}" for i in range(99)]).count(101) == 98
 
 
-@pytest.mark.parametrize(("max_conn_count", "peak_sockets"), [(1, 1), (2, 2), (10, 0)])
-def test_a_tunnel_with_few_sockets_still_carries_one_websocket(max_conn_count, peak_sockets):
-    t = tunnel(max_conn_count, peak_sockets)
+@pytest.mark.parametrize(("max_conn_count", "sockets"), [(1, 1), (2, 2), (10, 0)])
+def test_a_tunnel_with_few_sockets_still_carries_one_websocket(max_conn_count, sockets):
+    t = tunnel(max_conn_count, sockets)
 
     statuses = admit_all(t, ["10.0.0.1", "10.0.0.2"])
 
     expected = [101, 503] if max_conn_count <= 2 else [101, 101]
     assert statuses == expected
+
+
+def test_a_client_that_lost_sockets_for_good_keeps_its_spares_for_plain_requests():
+    """An npm client loses a pool socket for good when its app closes a connection at once
+    (tests/datapath/test_local_app_down.py): count what it holds now, not what it once did."""
+    t = tunnel(sockets=10)
+    t.peak_sockets = 10
+    t.connections = set(list(t.connections)[:3])
+
+    assert admit_all(t, [f"10.0.0.{i}" for i in range(3)]) == [101, 503, 503]
