@@ -21,6 +21,7 @@ import pytest
 import redis
 from cluster_keys import CLUSTER_SECRET_KEY
 from harness.processes import PYTHON, ROOT, ProcessGroup
+from harness.redis_index import redis_index
 from harness.relay import NO_LIVE_TUNNEL_CAP, RELAY_COMMAND, RELAY_TEST_ENV, Relay
 
 PG_URL = os.environ.get("TUNNELSITE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -106,7 +107,7 @@ def _drop_database(name: str) -> None:
 
 
 def _fresh_redis() -> str:
-    index = 1 + os.getpid() % 15  # concurrent runs on one machine rarely share an index
+    index = redis_index("cluster")  # harness/redis_index.py: one per worker and run
     url = f"{REDIS_BASE}/{index}"
     try:
         client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)

@@ -26,6 +26,7 @@ import pytest
 import redis
 from harness.http import Answer, Visitor
 from harness.processes import PYTHON, ROOT, Process, ProcessGroup
+from harness.redis_index import redis_index
 from harness.relay import NPM_LT, Relay
 from harness.waiting import wait_until
 
@@ -39,7 +40,7 @@ REVOKE_CLOSE_S = 2.0
 RESERVED_BY_OPERATOR = "staff-only"
 REDIS_BASE = os.environ.get("TUNNELSITE_TEST_REDIS", "redis://127.0.0.1:6379")
 # Not the cluster tests' index (1 + pid % 15) in the same pytest process.
-REDIS_INDEX = 1 + (os.getpid() + 7) % 15
+REDIS_INDEX = redis_index("accounts")  # harness/redis_index.py: one per worker and run
 CONTROL_GROUP_KEY = "asgi:group:relay-control"
 
 NOT_VALID = "That API token is not valid"

@@ -23,15 +23,16 @@ import redis
 from channels_redis.core import RedisChannelLayer
 from harness.fake_client import FakeTunnelClient, PoolSocket
 from harness.processes import PYTHON, Process
+from harness.redis_index import redis_index
 from harness.waiting import wait_until
 
 from relay.control import CONTROL_GROUP
 
 REDIS_BASE = os.environ.get("TUNNELSITE_TEST_REDIS", "redis://127.0.0.1:6379")
-# Not the index of the cluster tests (1 + pid % 15) or the accounts tests (+7). Nothing is
-# flushed: the messages name this test's own tunnels, so other relays on the index ignore them.
-REDIS_INDEX = 1 + (os.getpid() + 11) % 15
-IDLE_S = 150.0  # how long messages keep coming
+
+
+REDIS_INDEX = redis_index("control")  # harness/redis_index.py: one per worker and run
+IDLE_S = 60.0  # how long messages keep coming: twelve of the 5 s blocking reads, idle between
 GAPS_S = (0.5, 7.0)  # between two messages: across the 5 s read timeouts, never in step
 OBEYED_S = 3.0  # a message is obeyed within this (on an idle relay, well under 0.1 s)
 
