@@ -88,14 +88,16 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, name: str)
     visitor = address_key(client_ip(scope))  # one /64 is one visitor, as for connections
     try:
         tunnel.admit_websocket(
-            visitor, settings.RELAY_WS_SPARE_SOCKETS, settings.RELAY_WS_MAX_PER_VISITOR
+            visitor, settings.RELAY_SPARE_SOCKETS, settings.RELAY_WS_MAX_PER_VISITOR
         )
     except NoSocket as exc:
         await refuse(scope, send, exc.status, exc.message, exc.retry_after)
         return
     try:
         try:
-            conn = await tunnel.acquire(settings.RELAY_SOCKET_WAIT_S, settings.RELAY_MAX_WAITERS)
+            conn = await tunnel.acquire(
+                settings.RELAY_SOCKET_WAIT_S, settings.RELAY_MAX_WAITERS, visitor
+            )
         except NoSocket as exc:
             await refuse(scope, send, exc.status, exc.message, exc.retry_after)
             return
@@ -111,7 +113,7 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, name: str)
                 await send({"type": "websocket.close", "code": visitor_close_code(1011)})
         finally:
             registry.request_finished()
-            conn.abort()
+            tunnel.discard(conn)
     finally:
         tunnel.websocket_closed(visitor)
 

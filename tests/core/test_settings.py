@@ -39,6 +39,7 @@ def _check(**env: str) -> subprocess.CompletedProcess[str]:
         ("RELAY_IPV6_PREFIX", "129"),
         ("RELAY_IPV6_PREFIX", "/64"),
         ("RELAY_WS_BUFFER_BYTES", "1000"),
+        ("RELAY_SPARE_SOCKETS", "two"),
         ("RELAY_WS_SPARE_SOCKETS", "two"),
         ("RELAY_WS_MAX_PER_VISITOR", "0"),
         ("RELAY_LOG_LEVEL", "LOUD"),
