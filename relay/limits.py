@@ -158,6 +158,14 @@ class RegistrationRate:
         self.buckets: dict[str, tuple[float, float]] = {}  # owner -> (tokens, at)
         self.prune_at = self.PRUNE_ABOVE
 
+    def wait(self, owner: str, now: float) -> float:
+        """The seconds until `owner` may register again (0: now), spending nothing."""
+        if self.per_s <= 0 or owner not in self.buckets:
+            return 0.0
+        tokens, at = self.buckets[owner]
+        tokens = min(self.burst, tokens + (now - at) * self.per_s)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.per_s
+
     def take(self, owner: str, now: float) -> float:
         if self.per_s <= 0:
             return 0.0
