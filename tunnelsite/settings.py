@@ -153,6 +153,10 @@ RELAY_IDLE_TIMEOUT_S = _float("RELAY_IDLE_TIMEOUT_S", 30.0)
 # timeout lets through, is answered 408 after 20 s.
 RELAY_BODY_TIMEOUT_S = _float("RELAY_BODY_TIMEOUT_S", 20.0, minimum=0.1)
 RELAY_BODY_MIN_RATE_BYTES_S = _int("RELAY_BODY_MIN_RATE_BYTES_S", 500, minimum=1)
+# ...but the deadline never runs more than this ahead of now (Apache's body=20-40): without a
+# cap, 10 MB sent fast bought 5.8 h in which one byte every 20 s held the connection and its
+# spooled body. 40 s is twice the grace period: a real upload that pauses that long is dead.
+RELAY_BODY_MAX_AHEAD_S = _float("RELAY_BODY_MAX_AHEAD_S", 40.0, minimum=RELAY_BODY_TIMEOUT_S)
 # Open public connections one visitor address may hold (each can also hold a spooled body,
 # a second descriptor): one address must not exhaust the relay's descriptors. Browsers
 # open 6 per host; 256 leaves room for NAT-shared offices and load tests. Connections from

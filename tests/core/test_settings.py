@@ -42,6 +42,7 @@ def _check(**env: str) -> subprocess.CompletedProcess[str]:
         ("RELAY_SPARE_SOCKETS", "two"),
         ("RELAY_WS_SPARE_SOCKETS", "two"),
         ("RELAY_WS_MAX_PER_VISITOR", "0"),
+        ("RELAY_BODY_MAX_AHEAD_S", "5"),
         ("RELAY_LOG_LEVEL", "LOUD"),
     ],
 )
