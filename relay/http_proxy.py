@@ -26,7 +26,7 @@ from relay.exchange import (
 )
 from relay.flow import Flow
 from relay.hop import HOP_SCOPE_KEY
-from relay.limits import address_key
+from relay.limits import visitor_key
 from relay.pool import PoolConnection, PoolError
 from relay.registry import get_registry
 from relay.tunnel import NoSocket, Tunnel
@@ -88,7 +88,7 @@ async def _exchange(
 ) -> None:
     cfg = settings
     retry = scope["method"] in _SAFE and not first.get("body") and not first.get("more_body")
-    visitor = address_key(hdrs.client_ip(scope))  # its share of the tunnel's sockets
+    visitor = visitor_key(scope)  # for its share of the tunnel's sockets
     for attempt in range(2 if retry else 1):
         try:
             conn = await tunnel.acquire(cfg.RELAY_SOCKET_WAIT_S, cfg.RELAY_MAX_WAITERS, visitor)

@@ -32,9 +32,8 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from relay import headers as hdrs
 from relay.asgi_types import Receive, Scope, Send
-from relay.headers import client_ip
 from relay.hop import HOP_SCOPE_KEY
-from relay.limits import address_key
+from relay.limits import visitor_key
 from relay.pool import PoolConnection, PoolError
 from relay.registry import get_registry
 from relay.tunnel import NoSocket
@@ -85,7 +84,7 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, name: str)
             return
         await refuse(scope, send, 404, f"There is no tunnel called {name!r} on this relay.")
         return
-    visitor = address_key(client_ip(scope))  # one /64 is one visitor, as for connections
+    visitor = visitor_key(scope)  # one /64 is one visitor, as for connections
     try:
         tunnel.admit_websocket(
             visitor, settings.RELAY_SPARE_SOCKETS, settings.RELAY_WS_MAX_PER_VISITOR

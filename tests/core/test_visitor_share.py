@@ -12,6 +12,7 @@ import asyncio
 
 import pytest
 
+from relay.limits import visitor_key
 from relay.tunnel import NoSocket, Tunnel
 from tests.core.conftest import connect, pool_listener, run, until
 
@@ -116,3 +117,12 @@ def test_a_waiter_that_leaves_after_the_hand_over_gives_its_place_back() -> None
                 writer.close()
 
     run(scenario())
+
+
+def test_a_visitor_is_counted_per_address_and_per_ipv6_network() -> None:
+    def key(peer: str) -> str:
+        return visitor_key({"type": "http", "client": (peer, 40000), "headers": []})
+
+    assert key("2001:db8:1:2::1") == key("2001:db8:1:2:ffff::9")  # one /64: one visitor
+    assert key("2001:db8:1:3::1") != key("2001:db8:1:2::1")
+    assert key("::ffff:192.0.2.1") == key("192.0.2.1") != key("192.0.2.2")
