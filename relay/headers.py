@@ -7,13 +7,15 @@ import ipaddress
 from django.conf import settings
 
 from relay.asgi_types import Scope
-from relay.protocol import FORWARDED_HEADERS, HOP_BY_HOP
+from relay.protocol import CLIENT_ADDRESS_HEADERS, FORWARDED_HEADERS, HOP_BY_HOP
 
 # Requests: hop-by-hop and framing headers are set by the relay itself; `expect` was
 # already answered by the public server, which has the whole body.
 # x-tunnelsite-hop (relay.hop.HOP_HEADER) is the marker between relay nodes: never the
 # visitor's to send, so it is dropped even on a single node.
-_REQUEST_DROP = HOP_BY_HOP | FORWARDED_HEADERS | {b"expect", b"forwarded", b"x-tunnelsite-hop"}
+_REQUEST_DROP = (
+    HOP_BY_HOP | FORWARDED_HEADERS | CLIENT_ADDRESS_HEADERS | {b"expect", b"x-tunnelsite-hop"}
+)
 # Responses keep Content-Length (the public server frames with it); the rest is hop-by-hop.
 _RESPONSE_DROP = HOP_BY_HOP - {b"content-length"}
 
@@ -61,6 +63,7 @@ def request_headers(scope: Scope) -> tuple[list[tuple[bytes, bytes]], bytes | No
         if forwarded_proto in (b"http", b"https"):
             proto = forwarded_proto
     out.append((b"x-forwarded-for", chain))
+    out.append((b"x-real-ip", client_ip(scope).encode()))
     out.append((b"x-forwarded-proto", proto))
     if host:
         out.append((b"x-forwarded-host", host))

@@ -26,6 +26,7 @@ from relay.exchange import (
 )
 from relay.flow import Flow
 from relay.hop import HOP_SCOPE_KEY
+from relay.limits import visitor_key
 from relay.pool import PoolConnection, PoolError
 from relay.registry import get_registry
 from relay.tunnel import NoSocket, Tunnel
@@ -87,9 +88,10 @@ async def _exchange(
 ) -> None:
     cfg = settings
     retry = scope["method"] in _SAFE and not first.get("body") and not first.get("more_body")
+    visitor = visitor_key(scope)  # for its share of the tunnel's sockets
     for attempt in range(2 if retry else 1):
         try:
-            conn = await tunnel.acquire(cfg.RELAY_SOCKET_WAIT_S, cfg.RELAY_MAX_WAITERS)
+            conn = await tunnel.acquire(cfg.RELAY_SOCKET_WAIT_S, cfg.RELAY_MAX_WAITERS, visitor)
         except NoSocket as exc:
             await send_error(scope, send, exc.status, exc.message, exc.retry_after)
             return
@@ -166,7 +168,7 @@ async def _attempt(
         if reusable:
             tunnel.release(conn)
         else:
-            conn.abort()
+            tunnel.discard(conn)
     return True
 
 

@@ -9,6 +9,7 @@ the tunnel is closed (a reconnect after the grace period starts afresh).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from django.conf import settings
 
 from relay.asgi_types import Scope
 from relay.headers import address_key as _address_key
+from relay.headers import client_ip, is_trusted_proxy, normal_ip
 
 if TYPE_CHECKING:
     from relay.tunnel import Tunnel
@@ -28,6 +30,22 @@ def address_key(ip: str) -> str:
     RELAY_WS_MAX_PER_VISITOR): one spelling per address, IPv6 per RELAY_IPV6_PREFIX network,
     the same key owners are counted by (tunnels/auth.py)."""
     return _address_key(ip, settings.RELAY_IPV6_PREFIX)
+
+
+def visitor_key(scope: Scope) -> str:
+    """address_key of the request's visitor (relay.headers.client_ip: through a trusted
+    proxy, the address it names; through a cluster hop, the visitor's). Called per request
+    for its share of the tunnel's sockets, so a direct peer's key is remembered."""
+    client = scope.get("client") or ("", 0)
+    peer = client[0] or ""
+    if is_trusted_proxy(peer):
+        return address_key(client_ip(scope))
+    return _peer_key(peer, settings.RELAY_IPV6_PREFIX)
+
+
+@functools.lru_cache(maxsize=4096)
+def _peer_key(peer: str, ipv6_prefix: int) -> str:
+    return _address_key(normal_ip(peer), ipv6_prefix)
 
 
 DAY_S = 86400.0
@@ -157,6 +175,14 @@ class RegistrationRate:
         self.per_s = per_minute / MINUTE_S
         self.buckets: dict[str, tuple[float, float]] = {}  # owner -> (tokens, at)
         self.prune_at = self.PRUNE_ABOVE
+
+    def wait(self, owner: str, now: float) -> float:
+        """The seconds until `owner` may register again (0: now), spending nothing."""
+        if self.per_s <= 0 or owner not in self.buckets:
+            return 0.0
+        tokens, at = self.buckets[owner]
+        tokens = min(self.burst, tokens + (now - at) * self.per_s)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.per_s
 
     def take(self, owner: str, now: float) -> float:
         if self.per_s <= 0:

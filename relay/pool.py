@@ -57,6 +57,7 @@ class PoolConnection(asyncio.Protocol):
         "_write_paused",
         "_drain_waiter",
         "received",
+        "holder",
     )
 
     def __init__(self, tunnel: Tunnel, max_head_bytes: int) -> None:
@@ -66,6 +67,7 @@ class PoolConnection(asyncio.Protocol):
         self._h11: h11.Connection | None = None  # made on first use: most sockets idle
         self._max_head_bytes = max_head_bytes
         self.busy = False  # an exchange owns this socket
+        self.holder: str | None = None  # the visitor address it serves (relay.tunnel.held)
         self.closed = False
         self._inbox: list[bytes] = []
         self._inbox_bytes = 0

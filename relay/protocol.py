@@ -53,8 +53,22 @@ HOP_BY_HOP = frozenset(
 )
 
 # Headers the relay sets for the tunnel client; visitors' own values are replaced.
+# X-Real-IP is the visitor's address as the relay saw it (nginx's name for it): apps and
+# frameworks trust it as much as X-Forwarded-For, so a visitor's own must never get through.
 FORWARDED_HEADERS = frozenset(
-    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port"}
+    {
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-real-ip",
+    }
+)
+# Other headers that name "the client's address" to some framework or CDN setup (RFC 7239
+# Forwarded, Akamai/Cloudflare's True-Client-IP, CF-Connecting-IP, X-Client-IP): the relay
+# sets none of them, and a visitor's own is dropped, so an app reading them cannot be fooled.
+CLIENT_ADDRESS_HEADERS = frozenset(
+    {b"forwarded", b"x-client-ip", b"true-client-ip", b"cf-connecting-ip"}
 )
 
 # The npm client (axios 0.21) retries any non-2xx answer every second forever without

@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daphne.http_protocol import HTTPFactory, WebRequest
 from django.conf import settings
@@ -31,6 +31,9 @@ from relay.limits import address_key
 from relay.protocol import tunnel_name_from_host
 from relay.registry import get_registry
 from relay.ws_flow import WsFlow
+
+if TYPE_CHECKING:
+    from relay.tunnel import Tunnel
 
 logger = logging.getLogger(__name__)
 
@@ -333,7 +336,12 @@ class RelayHTTPChannel(http.HTTPChannel):
             return
         # A body over the limit is refused before it is read: Twisted would otherwise spool
         # all of it to disk first. Returning here also skips Twisted's 100 Continue.
-        self._body_limit = _body_limit_for(self.requests[-1])
+        name, tunnel = _tunnel_for(self.requests[-1])
+        if name is not None and tunnel is None and self.length != 0 and _no_tunnel_anywhere():
+            # Its body would be spooled in full only to be answered 404: refuse it now.
+            self._refuse(404, "Not Found", f"There is no tunnel called {name!r} on this relay.")
+            return
+        self._body_limit = _body_limit_for(tunnel)
         self._body_seen = 0
         if self._body_limit and self.length is not None and self.length > self._body_limit:
             self._refuse_body()
@@ -349,7 +357,11 @@ class RelayHTTPChannel(http.HTTPChannel):
         self._body_seen += size
         rate = settings.RELAY_BODY_MIN_RATE_BYTES_S
         if rate:
-            self._body_allowed += size / rate
+            # Earned at the pace of the bytes, but never more than RELAY_BODY_MAX_AHEAD_S
+            # ahead of now: a fast start must not buy hours of trickling (Apache: body=20-40).
+            allowed = self._body_allowed + size / rate
+            cap = reactor.seconds() - self._body_started + settings.RELAY_BODY_MAX_AHEAD_S  # type: ignore[attr-defined]
+            self._body_allowed = allowed if allowed < cap else cap
         if self._body_limit and self._body_seen > self._body_limit:
             self._refuse_body()
             return True
@@ -406,16 +418,28 @@ def _release_address(key: str) -> None:
         CONNECTIONS.pop(key, None)
 
 
-def _body_limit_for(request: Any) -> int:
+def _tunnel_for(request: Any) -> tuple[str | None, Tunnel | None]:
+    """The tunnel name the request's one Host header names (None: the site, or no single
+    Host), and that tunnel if it lives on this node."""
+    hosts = request.requestHeaders.getRawHeaders(b"host") or []
+    if len(hosts) != 1:
+        return None, None
+    name = tunnel_name_from_host(hosts[0], settings.RELAY_DOMAIN.encode())
+    return name, get_registry().get(name) if name else None
+
+
+def _no_tunnel_anywhere() -> bool:
+    """A name absent here is absent everywhere on a single node; in a cluster another node
+    may hold it (the request is forwarded there, body and all)."""
+    return get_registry().cluster is None
+
+
+def _body_limit_for(tunnel: Tunnel | None) -> int:
     """RELAY_MAX_BODY_BYTES, or the tunnel's plan limit when that is lower (0: no limit)."""
     limit: int = settings.RELAY_MAX_BODY_BYTES
-    hosts = request.requestHeaders.getRawHeaders(b"host") or []
-    if len(hosts) == 1:
-        name = tunnel_name_from_host(hosts[0], settings.RELAY_DOMAIN.encode())
-        tunnel = get_registry().get(name) if name else None
-        plan = tunnel.quota.max_body_bytes if tunnel and tunnel.quota else 0
-        if plan and (not limit or plan < limit):
-            limit = plan
+    plan = tunnel.quota.max_body_bytes if tunnel and tunnel.quota else 0
+    if plan and (not limit or plan < limit):
+        limit = plan
     return limit
 
 

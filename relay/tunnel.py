@@ -4,6 +4,10 @@ Visitors borrow an idle pool socket for one exchange and give it back. When none
 they wait in a bounded queue with a deadline; a waiter that gives up (visitor gone,
 timeout) never takes a socket with it. That is the localtunnel server's lock-up, and the
 reason `acquire` hands sockets over only to waiters that are still waiting.
+
+One visitor address holds at most all but RELAY_SPARE_SOCKETS of the sockets, whatever
+its traffic (slow downloads, WebSockets): past its share it waits like anyone else, and
+a socket freed while it waits goes to the first waiter still within its share.
 """
 
 from __future__ import annotations
@@ -53,7 +57,9 @@ class Tunnel:
     idle: list[PoolConnection] = field(default_factory=list)
     # A list, not a deque: an empty deque costs 760 bytes per tunnel, and the queue is
     # bounded by RELAY_MAX_WAITERS, so popping from the front stays cheap.
-    waiters: list[asyncio.Future[PoolConnection]] = field(default_factory=list)
+    waiters: list[tuple[asyncio.Future[PoolConnection], str]] = field(default_factory=list)
+    # Sockets each visitor address (relay.limits.address_key) holds now, for its share.
+    held: dict[str, int] = field(default_factory=dict)
     opened_at: float = field(default_factory=time.time)
     last_activity: float = field(default_factory=time.monotonic)
     offline_since: float | None = field(default_factory=time.monotonic)
@@ -139,12 +145,25 @@ class Tunnel:
         self.attached_since_registration = False  # connecting, until its first socket
 
     # --- borrowing sockets (called by the proxies) -----------------------------------------
-    async def acquire(self, wait_s: float, max_waiters: int) -> PoolConnection:
-        while self.idle:
-            conn = self.idle.pop()
-            if not conn.closed:
-                conn.busy = True
-                return conn
+    def share(self) -> int:
+        """How many sockets one visitor address may hold: all but RELAY_SPARE_SOCKETS of
+        those the client holds now (at least one)."""
+        # What the client was told, or fewer (our lt opens 100 at most; an npm client that
+        # lost sockets for good does not replace them).
+        sockets = min(self.max_conn_count, len(self.connections)) or self.max_conn_count
+        return max(1, sockets - self.registry.settings.RELAY_SPARE_SOCKETS)
+
+    async def acquire(self, wait_s: float, max_waiters: int, visitor: str = "") -> PoolConnection:
+        """An idle socket for `visitor` (its address key), once it is within its share."""
+        held = self.held.get(visitor, 0)
+        if self.idle and held < self.share():
+            while self.idle:
+                conn = self.idle.pop()
+                if not conn.closed:
+                    conn.busy = True
+                    conn.holder = visitor
+                    self.held[visitor] = held + 1
+                    return conn
         if not self.connections:
             since = self.offline_since
             left = RECONNECT_WAIT_S - (time.monotonic() - since) if since is not None else 0.0
@@ -157,13 +176,21 @@ class Tunnel:
             )
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[PoolConnection] = loop.create_future()
-        self.waiters.append(waiter)
+        entry = (waiter, visitor)
+        self.waiters.append(entry)
         timer = loop.call_later(wait_s, _expire, waiter)
         try:
-            conn = await waiter
+            return await waiter  # handed over by _hand_out, counted for `visitor` there
         except TimeoutError:
             if not self.connections:
                 raise self._offline() from None
+            if self.held.get(visitor, 0) >= self.share():
+                raise NoSocket(
+                    504,
+                    f"This address holds too many of the tunnel {self.name}'s connections "
+                    f"({self.share()}, all but those kept for other visitors); wait for your "
+                    "other requests to finish.",
+                ) from None
             raise NoSocket(
                 504, f"No connection of the tunnel {self.name} became free in time."
             ) from None
@@ -176,11 +203,9 @@ class Tunnel:
         finally:
             timer.cancel()
             try:
-                self.waiters.remove(waiter)
+                self.waiters.remove(entry)
             except ValueError:
                 pass
-        conn.busy = True
-        return conn
 
     def _offline(self) -> NoSocket:
         return NoSocket(503, f"The tunnel {self.name} is not connected right now.", retry_after=2)
@@ -190,8 +215,9 @@ class Tunnel:
         """Count a visitor's WebSocket against the tunnel's sockets, or raise NoSocket.
 
         WebSockets may hold all of the sockets the client opens but `spare`
-        (at least one WebSocket), so plain requests always find a socket however many idle
-        WebSockets stay open; and one visitor address at most `per_visitor` of them."""
+        (RELAY_SPARE_SOCKETS; at least one WebSocket), so plain requests always find a
+        socket however many idle WebSockets stay open; and one visitor address at most
+        `per_visitor` of them (its share of all sockets is kept by `acquire`)."""
         counts = self.websockets if self.websockets is not None else {}
         # The sockets the client holds now: what it was told, or fewer (our lt opens 100 at
         # most; an npm client that lost sockets for good does not replace them).
@@ -224,22 +250,55 @@ class Tunnel:
         if not counts:
             self.websockets = None
 
-    def release(self, conn: PoolConnection) -> None:
-        """Give a healthy, idle socket to the first visitor still waiting, or park it."""
-        if conn.closed or self.closed:
-            conn.abort()
+    def _unhold(self, conn: PoolConnection) -> None:
+        visitor = conn.holder
+        if visitor is None:
             return
-        conn.busy = False
-        while self.waiters:
-            waiter = self.waiters.pop(0)
-            if not waiter.done():
-                conn.busy = True
-                waiter.set_result(conn)
-                return
-        self.idle.append(conn)
+        conn.holder = None
+        count = self.held.get(visitor, 0) - 1
+        if count > 0:
+            self.held[visitor] = count
+        else:
+            self.held.pop(visitor, None)
+
+    def release(self, conn: PoolConnection) -> None:
+        """A healthy socket is free again: to the first waiter within its share, or idle."""
+        self._unhold(conn)
+        self._hand_out(conn)
 
     def discard(self, conn: PoolConnection) -> None:
+        """A socket that cannot be reused: closed. Its visitor's place is free again, so a
+        waiter of that address that was over its share may now take an idle socket."""
+        self._unhold(conn)
         conn.abort()
+        while self.idle and self.waiters:
+            idle = self.idle.pop()
+            if not self._hand_out(idle):
+                return  # parked again: no waiter may take one
+
+    def _hand_out(self, conn: PoolConnection) -> bool:
+        """Give `conn` to the first visitor still waiting and within its share (True), or
+        park it (False); waiters over their share keep their place in the queue."""
+        if conn.closed or self.closed:
+            conn.abort()
+            return True
+        conn.busy = False
+        if self.waiters:
+            share = self.share()
+            held = self.held
+            for i, (waiter, visitor) in enumerate(self.waiters):
+                if waiter.done():
+                    continue  # gave up; removed by its own acquire
+                count = held.get(visitor, 0)
+                if count < share:
+                    del self.waiters[i]
+                    conn.busy = True
+                    conn.holder = visitor
+                    held[visitor] = count + 1
+                    waiter.set_result(conn)
+                    return True
+        self.idle.append(conn)
+        return False
 
     # --- lifecycle --------------------------------------------------------------------------
     def cancel_expiry(self) -> None:
@@ -260,8 +319,9 @@ class Tunnel:
             conn.abort()
         self.connections.clear()
         self.idle.clear()
+        self.held.clear()
         while self.waiters:
-            waiter = self.waiters.pop(0)
+            waiter, _ = self.waiters.pop(0)
             if not waiter.done():
                 waiter.set_exception(NoSocket(503, f"The tunnel {self.name} was closed."))
 

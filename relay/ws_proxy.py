@@ -32,9 +32,8 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from relay import headers as hdrs
 from relay.asgi_types import Receive, Scope, Send
-from relay.headers import client_ip
 from relay.hop import HOP_SCOPE_KEY
-from relay.limits import address_key
+from relay.limits import visitor_key
 from relay.pool import PoolConnection, PoolError
 from relay.registry import get_registry
 from relay.tunnel import NoSocket
@@ -85,17 +84,19 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, name: str)
             return
         await refuse(scope, send, 404, f"There is no tunnel called {name!r} on this relay.")
         return
-    visitor = address_key(client_ip(scope))  # one /64 is one visitor, as for connections
+    visitor = visitor_key(scope)  # one /64 is one visitor, as for connections
     try:
         tunnel.admit_websocket(
-            visitor, settings.RELAY_WS_SPARE_SOCKETS, settings.RELAY_WS_MAX_PER_VISITOR
+            visitor, settings.RELAY_SPARE_SOCKETS, settings.RELAY_WS_MAX_PER_VISITOR
         )
     except NoSocket as exc:
         await refuse(scope, send, exc.status, exc.message, exc.retry_after)
         return
     try:
         try:
-            conn = await tunnel.acquire(settings.RELAY_SOCKET_WAIT_S, settings.RELAY_MAX_WAITERS)
+            conn = await tunnel.acquire(
+                settings.RELAY_SOCKET_WAIT_S, settings.RELAY_MAX_WAITERS, visitor
+            )
         except NoSocket as exc:
             await refuse(scope, send, exc.status, exc.message, exc.retry_after)
             return
@@ -111,7 +112,7 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, name: str)
                 await send({"type": "websocket.close", "code": visitor_close_code(1011)})
         finally:
             registry.request_finished()
-            conn.abort()
+            tunnel.discard(conn)
     finally:
         tunnel.websocket_closed(visitor)
 

@@ -84,11 +84,25 @@ async def _register(request: HttpRequest, requested: str | None) -> HttpResponse
     registry = get_registry()
     if requester.credential is None and (refused := _over_rate(request, registry, requester.owner)):
         return refused  # anonymous: refused before any database work
+    # A token is checked in the database: an address whose attempts were refused too often
+    # (a wrong or guessed token, in a loop) is stopped before that work (review L3). Only
+    # refusals spend this bucket, so a correct client never does.
+    refusals = _REFUSALS + requester.owner
+    if requester.credential is not None and (waited := _refusals_wait(registry, refusals)):
+        return _error(
+            request,
+            429,
+            "Too many refused registrations (wrong or unreadable token) from your address; "
+            f"check the token you pass to lt and try again in {waited} s.",
+            retry_after=waited,
+        )
     try:
         grant = await database_sync_to_async(auth.grant_registration)(
             requester.credential, requester.ip, requested
         )
     except auth.Refusal as exc:
+        if requester.credential is not None:
+            registry.registrations.take(refusals, time.monotonic())
         return _error(request, exc.status, exc.message)
     except OperationalError:  # locked (SQLite) or unreachable: live tunnels carry on
         return _error(request, 503, DATABASE_BUSY)
@@ -175,6 +189,17 @@ def guard_bare_routes(patterns: list[Any]) -> list[Any]:
         if isinstance(pattern, URLPattern) and route and "/" not in route and "<" not in route:
             pattern.callback = site_route(str(route), pattern.callback)
     return patterns
+
+
+# The registration bucket of an address's refused token attempts (apart from its
+# anonymous registrations, which "ip:<address>" counts).
+_REFUSALS = "refused:"
+
+
+def _refusals_wait(registry: Registry, key: str) -> int:
+    """Seconds until `key` may try again (0: now); nothing is spent."""
+    wait_s = registry.registrations.wait(key, time.monotonic())
+    return max(1, math.ceil(wait_s)) if wait_s else 0
 
 
 def _over_rate(request: HttpRequest, registry: Registry, owner: str) -> JsonResponse | None:

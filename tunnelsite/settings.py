@@ -153,6 +153,10 @@ RELAY_IDLE_TIMEOUT_S = _float("RELAY_IDLE_TIMEOUT_S", 30.0)
 # timeout lets through, is answered 408 after 20 s.
 RELAY_BODY_TIMEOUT_S = _float("RELAY_BODY_TIMEOUT_S", 20.0, minimum=0.1)
 RELAY_BODY_MIN_RATE_BYTES_S = _int("RELAY_BODY_MIN_RATE_BYTES_S", 500, minimum=1)
+# ...but the deadline never runs more than this ahead of now (Apache's body=20-40): without a
+# cap, 10 MB sent fast bought 5.8 h in which one byte every 20 s held the connection and its
+# spooled body. 40 s is twice the grace period: a real upload that pauses that long is dead.
+RELAY_BODY_MAX_AHEAD_S = _float("RELAY_BODY_MAX_AHEAD_S", 40.0, minimum=RELAY_BODY_TIMEOUT_S)
 # Open public connections one visitor address may hold (each can also hold a spooled body,
 # a second descriptor): one address must not exhaust the relay's descriptors. Browsers
 # open 6 per host; 256 leaves room for NAT-shared offices and load tests. Connections from
@@ -165,10 +169,12 @@ RELAY_DRAIN_S = _float("RELAY_DRAIN_S", 10.0)
 # peer, the relay stops reading the sender (resumes below half). 2 MiB: two of the largest
 # messages (1 MiB) in flight keep a fast stream moving; a flood costs this much, not more.
 RELAY_WS_BUFFER_BYTES = _int("RELAY_WS_BUFFER_BYTES", 2 * 1024 * 1024, minimum=64 * 1024)
-# A WebSocket holds a pool socket while it is open, and browsers keep idle ones open for
-# ever: WebSockets may take all of a tunnel's sockets but this many, so plain requests
-# always find one (a tunnel with fewer sockets still carries one WebSocket).
-RELAY_WS_SPARE_SOCKETS = _int("RELAY_WS_SPARE_SOCKETS", 2)
+# Pool sockets of each tunnel kept for others (relay/tunnel.py): one visitor address may
+# hold all of a tunnel's sockets but this many (ten slow downloads from one address held all
+# ten, and every other visitor got 504), and WebSockets, which browsers keep open idle for
+# ever, all but this many too, so plain requests always find one (a tunnel with fewer
+# sockets still serves one of each). RELAY_WS_SPARE_SOCKETS, its former name, still works.
+RELAY_SPARE_SOCKETS = _int("RELAY_SPARE_SOCKETS", _int("RELAY_WS_SPARE_SOCKETS", 2))
 # ...and one visitor address at most this many, so one visitor cannot hold all the rest.
 RELAY_WS_MAX_PER_VISITOR = _int("RELAY_WS_MAX_PER_VISITOR", 4, minimum=1)
 RELAY_FLUSH_S = _float("RELAY_FLUSH_S", 5.0, minimum=0.05)

@@ -51,6 +51,7 @@ def test_a_request_on_another_node_reaches_the_owner_and_comes_back(two_nodes, d
                 assert request.target == f"/item/{i}?q=1"
                 assert request.header("host") == alpha.host(client.name)
                 assert request.header("x-forwarded-for") == "127.0.0.1"
+                assert request.header("x-real-ip") == "127.0.0.1"  # the visitor, not a node
                 assert "x-tunnelsite-hop" not in request.header_names()
                 pool.respond(200, f"answer {i}".encode(), ["X-App: yes"])
                 answer = visitor.response()

@@ -17,7 +17,7 @@ class LoopRegistry:
     """The parts of `relay.registry.Registry` a Tunnel calls, with real settings values."""
 
     def __init__(self, **overrides: Any) -> None:
-        values = {"RELAY_POOL_ALLOW_ANY_IP": False, "RELAY_GRACE_S": 30.0}
+        values = {"RELAY_POOL_ALLOW_ANY_IP": False, "RELAY_GRACE_S": 30.0, "RELAY_SPARE_SOCKETS": 2}
         values.update(overrides)
         self.settings = SimpleNamespace(**values)
         self.expiries: list[Tunnel] = []

@@ -39,8 +39,10 @@ def _check(**env: str) -> subprocess.CompletedProcess[str]:
         ("RELAY_IPV6_PREFIX", "129"),
         ("RELAY_IPV6_PREFIX", "/64"),
         ("RELAY_WS_BUFFER_BYTES", "1000"),
+        ("RELAY_SPARE_SOCKETS", "two"),
         ("RELAY_WS_SPARE_SOCKETS", "two"),
         ("RELAY_WS_MAX_PER_VISITOR", "0"),
+        ("RELAY_BODY_MAX_AHEAD_S", "5"),
         ("RELAY_LOG_LEVEL", "LOUD"),
     ],
 )
@@ -54,3 +56,16 @@ def test_a_malformed_value_names_the_variable(name: str, value: str) -> None:
 def test_the_defaults_need_nothing_installed() -> None:
     result = _check()
     assert result.returncode == 0, result.stderr
+
+
+def test_the_former_name_of_relay_spare_sockets_still_sets_it() -> None:
+    show = "from django.conf import settings; print(settings.RELAY_SPARE_SOCKETS)"
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", show],
+        cwd=ROOT,
+        env={**os.environ, "RELAY_WS_SPARE_SOCKETS": "3"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.split()[-1] == "3", done.stderr

@@ -2,7 +2,7 @@
 
 A WebSocket holds its pool socket for as long as it is open, and a browser keeps an idle one
 open for ever (it answers pings). So WebSockets may hold all of a tunnel's sockets but
-RELAY_WS_SPARE_SOCKETS, and one visitor address at most RELAY_WS_MAX_PER_VISITOR of them;
+RELAY_SPARE_SOCKETS, and one visitor address at most RELAY_WS_MAX_PER_VISITOR of them;
 past either, the handshake is refused with 503 and a JSON message, and plain requests
 still find a socket. With the defaults, with both clients (the npm one cannot open more
 sockets than it was told, so the rule must hold within the pool it has).

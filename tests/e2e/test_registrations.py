@@ -11,11 +11,12 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 from harness.fake_client import FakeTunnelClient, fresh_loopback
-from harness.processes import PYTHON, ProcessGroup
+from harness.processes import PYTHON, ROOT, ProcessGroup
 from harness.relay import RELAY_COMMAND, RELAY_TEST_ENV
 from harness.waiting import IO_TIMEOUT_S, unique_name, wait_until
 
@@ -75,6 +76,61 @@ def test_a_registration_loop_is_rate_limited_with_retry_after(relay_factory):
     assert 1 <= int(answer.header("retry-after") or 0) <= 10, answer
     assert "Too many tunnel registrations" in answer.json()["message"]
     assert relay.register(source="127.0.0.2").status == 200  # per owner, not per relay
+
+
+def test_refused_token_registrations_are_rate_limited_per_address(relay_factory):
+    """Review L3: a wrong token cost a database lookup each and was never limited. Refusals
+    spend the address's bucket (checked before the database); a correct client is not held
+    back by someone else's failures, and never spends it."""
+    relay = relay_factory(**DEFAULTS)
+    prober, honest = fresh_loopback(), fresh_loopback()
+    token = _token(relay)
+    statuses, answer = [], None
+    for n in range(DEFAULT_BURST + 5):
+        wrong = {"Authorization": f"Bearer lt_{n:0>40}"}
+        with relay.visitor(source=prober) as visitor:
+            answer = visitor.request("GET", "/?new", list(wrong.items()))
+        statuses.append(answer.status)
+        if answer.status == 429:
+            break
+
+    assert statuses == [401] * DEFAULT_BURST + [429]
+    assert 1 <= int(answer.header("retry-after") or 0) <= 10, answer
+    assert "refused" in answer.json()["message"]
+    for scheme in ("Basic Og==", "Foo bar", "Bearer "):  # unreadable ones count the same
+        with relay.visitor(source=prober) as visitor:
+            assert visitor.request("GET", "/?new", [("Authorization", scheme)]).status == 429
+    for _ in range(DEFAULT_BURST + 1):  # the token's owner, registering many times over
+        with relay.visitor(source=honest) as visitor:
+            answer = visitor.request("GET", "/?new", [("Authorization", f"Bearer {token}")])
+            if answer.status == 200:
+                deleted = relay.request(
+                    "DELETE",
+                    f"/api/tunnels/{answer.json()['id']}",
+                    headers=[("Authorization", f"Bearer {token}")],
+                    source=honest,
+                )
+                assert deleted.status == 204, deleted
+        if answer.status != 200:
+            break
+    # ...is limited only by its own per-owner bucket, never by refusals.
+    assert answer.status == 429 and "Too many tunnel registrations" in answer.json()["message"]
+
+
+def _token(relay) -> str:
+    create = "from django.contrib.auth import get_user_model; "
+    create += "get_user_model().objects.create_user('alice')"
+    for args in (("shell", "-c", create), ("createtoken", "alice")):
+        done = subprocess.run(
+            [PYTHON, "manage.py", *args],
+            cwd=ROOT,
+            env=relay.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    return done.stdout.strip()
 
 
 # --- item 22: a free pool port is found whenever one exists -------------------------------------

@@ -117,7 +117,8 @@ def held_tunnel(tight_relay, local_app, lt_factory):
     """An npm-client tunnel whose two sockets are both busy with /slow; yields its name."""
     client = lt_factory(tight_relay, local_app.port)
     key = uuid.uuid4().hex
-    visitors = [tight_relay.visitor(client.name) for _ in range(2)]
+    # From two addresses: one address may hold only all but RELAY_SPARE_SOCKETS (here one).
+    visitors = [tight_relay.visitor(client.name, f"127.0.4.{i + 1}") for i in range(2)]
     try:
         for visitor in visitors:
             visitor.send(f"GET /slow?key={key} HTTP/1.1\r\nHost: {visitor.host}\r\n\r\n".encode())
@@ -165,7 +166,7 @@ def test_it_returns_503_at_once_when_the_waiting_queue_is_full(
 def test_a_freed_socket_goes_to_the_visitor_who_waited(tight_relay, local_app, lt_factory):
     client = lt_factory(tight_relay, local_app.port)
     key = uuid.uuid4().hex
-    holders = [tight_relay.visitor(client.name) for _ in range(2)]
+    holders = [tight_relay.visitor(client.name, f"127.0.4.{i + 1}") for i in range(2)]
     try:
         for visitor in holders:
             visitor.send(f"GET /slow?key={key} HTTP/1.1\r\nHost: {visitor.host}\r\n\r\n".encode())

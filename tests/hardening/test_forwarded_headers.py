@@ -117,3 +117,31 @@ def test_a_garbled_forwarded_address_leaves_the_tunnel_to_the_proxy(trusting_rel
         client.connect(1, source=PROXY)
     finally:
         client.close()
+
+
+# Every header an app or framework may read as "the client's address": the visitor's own
+# values never reach the app; X-Real-IP carries the address the relay saw.
+CLIENT_ADDRESS_HEADERS = [
+    ("X-Real-IP", "6.6.6.6"),
+    ("Forwarded", "for=6.6.6.6;proto=https"),
+    ("X-Client-IP", "6.6.6.6"),
+    ("True-Client-IP", "6.6.6.6"),
+    ("CF-Connecting-IP", "6.6.6.6"),
+]
+
+
+def test_a_visitor_cannot_name_its_own_address_in_any_client_address_header(distrusting_relay):
+    request = forwarded_request(distrusting_relay, "127.0.0.1", CLIENT_ADDRESS_HEADERS)
+
+    assert forwarded_values(request, "x-real-ip") == ["127.0.0.1"]
+    for name in ("forwarded", "x-client-ip", "true-client-ip", "cf-connecting-ip"):
+        assert forwarded_values(request, name) == [], name
+    assert not any("6.6.6.6" in value for _, value in request.headers), request.headers
+
+
+def test_x_real_ip_is_the_visitor_a_trusted_proxy_names(trusting_relay):
+    headers = [("X-Forwarded-For", "203.0.113.9"), ("X-Real-IP", "6.6.6.6")]
+    request = forwarded_request(trusting_relay, PROXY, headers)
+
+    assert forwarded_values(request, "x-real-ip") == ["203.0.113.9"]
+    assert forwarded_values(request, "x-forwarded-for") == [f"203.0.113.9, {PROXY}"]

@@ -33,9 +33,9 @@ def client(pool_relay, fake_client_factory):
     return fake_client_factory(pool_relay)
 
 
-def ask(relay, client, target: str, method: str = "GET", headers=None):
+def ask(relay, client, target: str, method: str = "GET", headers=None, source=None):
     """A visitor on its own connection who has sent its request (answer not read yet)."""
-    visitor = relay.visitor(client.name)
+    visitor = relay.visitor(client.name, source)
     extra = "".join(f"{n}: {v}\r\n" for n, v in headers or [])
     visitor.send(f"{method} {target} HTTP/1.1\r\nHost: {visitor.host}\r\n{extra}\r\n".encode())
     return visitor
@@ -104,7 +104,10 @@ def test_a_client_that_never_answers_gets_a_504_and_loses_the_socket(pool_relay,
 def test_visitors_that_give_up_waiting_do_not_wedge_the_tunnel(pool_relay, client, wait_until):
     sockets = client.connect(MAX_SOCKETS)
     base = pool_relay.status()["in_flight"]
-    holders = [ask(pool_relay, client, f"/held-{i}") for i in range(MAX_SOCKETS)]
+    # Each from its own address: one address may hold only all but RELAY_SPARE_SOCKETS.
+    holders = [
+        ask(pool_relay, client, f"/held-{i}", source=f"127.0.3.{i + 1}") for i in range(MAX_SOCKETS)
+    ]
     quitters = []
     try:
         held = {}
