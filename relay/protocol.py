@@ -173,11 +173,11 @@ def is_tunnel_client(user_agent: bytes) -> bool:
 # 1-byte-chunk stream took /healthz from 2 ms to 3.7 s). Bytes from a pool socket or a peer
 # node are parsed at most PARSE_SLICE_BYTES at a time (h11 or wsproto), and the relay
 # yields to the loop after EVENTS_PER_TURN parsed events (an h11 event costs ~4 us, so
-# ~2 ms per turn) or WS_MESSAGES_PER_TURN WebSocket messages (each also goes through
+# ~0.5 ms per turn) or WS_MESSAGES_PER_TURN WebSocket messages (each also goes through
 # Daphne and autobahn, ~20-40 us).
 PARSE_SLICE_BYTES = 64 * 1024
-EVENTS_PER_TURN = 512
-WS_MESSAGES_PER_TURN = 64
+EVENTS_PER_TURN = 128
+WS_MESSAGES_PER_TURN = 32
 
 # A chunked request body from a visitor is parsed by Twisted in Python, chunk by chunk: a
 # 30 MB body of 1-byte chunks is 5 million chunks, and took every request's latency to ~1 s.
