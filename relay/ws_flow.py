@@ -169,6 +169,8 @@ class WsFlow:
 
 # What a queued message costs beyond its payload (its dict and the payload's object header):
 # counted, so a flood of one-byte messages is bounded by memory too, not only by payload.
+# Measured with tracemalloc: Daphne's {"type", "bytes"/"text"} dict of a tiny message, its
+# payload object and the deque slot take 230-250 bytes.
 MESSAGE_OVERHEAD_BYTES = 256
 
 
