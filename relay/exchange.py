@@ -18,6 +18,7 @@ from relay import headers as hdrs
 from relay.asgi_types import Receive, Scope, Send
 from relay.flow import Flow
 from relay.pool import PoolError
+from relay.protocol import EVENTS_PER_TURN
 
 # Interim (1xx) answers skipped before the real response; an endless stream of them is a
 # broken or hostile client, not a slow one.
@@ -153,26 +154,33 @@ async def stream_response(
     )
     if flow is not None:
         flow.register()
-    # A chunk is sent as soon as it arrives (so streams flow), except the last one, which
-    # rides with the end of the response when both are already here.
+    # Every Data event already parsed goes to the visitor as one piece (one Twisted write,
+    # not one per chunk: an app's 1-byte chunks would cost a write each); the last piece
+    # rides with the end of the response when both are already here. After EVENTS_PER_TURN
+    # events the relay yields to the loop, so a stream of tiny chunks cannot hold it.
+    events = 0
     while True:
-        kind = type(event)
-        if kind is h11.EndOfMessage:
-            tail = b""
-            break
-        if kind is not h11.Data:
-            raise PoolError(f"unexpected {kind.__name__} in a response body")
-        data = bytes(event.data)
-        event = conn.poll_event()
+        parts: list[bytes] = []
+        while type(event) is h11.Data and events < EVENTS_PER_TURN:
+            parts.append(event.data)
+            events += 1
+            event = conn.poll_event()
+        data = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
         if type(event) is h11.EndOfMessage:
             tail = data
             break
-        if flow is not None and flow.paused:
-            # A visitor who stops reading must not hold the pool socket for ever.
-            async with asyncio.timeout(timeout):
-                await flow.writable()
-        await send({"type": "http.response.body", "body": data, "more_body": True})
-        progress.sent += len(data)
+        if type(event) is not h11.Data and event is not h11.NEED_DATA:
+            raise PoolError(f"unexpected {type(event).__name__} in a response body")
+        if data:
+            if flow is not None and flow.paused:
+                # A visitor who stops reading must not hold the pool socket for ever.
+                async with asyncio.timeout(timeout):
+                    await flow.writable()
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+            progress.sent += len(data)
+        if events >= EVENTS_PER_TURN:
+            events = 0
+            await asyncio.sleep(0)
         if event is h11.NEED_DATA:
             event = await conn.next_event(timeout)
     if flow is not None:

@@ -33,12 +33,12 @@ from relay.exchange import (
 from relay.flow import Flow
 from relay.hop import HOP_HEADER, binding, sign
 from relay.pool import PoolError, next_cycle
-from relay.protocol import HOP_BY_HOP
+from relay.protocol import HOP_BY_HOP, PARSE_SLICE_BYTES
 from relay.ws_proxy import bridge, handshake_request
 
 logger = logging.getLogger(__name__)
 
-READ_BYTES = 64 * 1024
+READ_BYTES = PARSE_SLICE_BYTES  # parsed at most this much at a time (relay.protocol)
 MAX_IDLE_PER_PEER = 32  # kept-alive connections per peer; more are closed after use
 _DROP = HOP_BY_HOP | {b"expect", HOP_HEADER}
 

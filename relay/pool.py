@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections import deque
 from typing import TYPE_CHECKING, cast
 
 import h11
 from django.conf import settings
 
 from relay.protocol import (
+    PARSE_SLICE_BYTES,
     POOL_KEEPALIVE_COUNT,
     POOL_KEEPALIVE_IDLE_S,
     POOL_KEEPALIVE_INTERVAL_S,
@@ -51,6 +53,7 @@ class PoolConnection(asyncio.Protocol):
         "closed",
         "_inbox",
         "_inbox_bytes",
+        "_inbox_offset",
         "_eof",
         "_reading_paused",
         "_data_waiter",
@@ -69,8 +72,9 @@ class PoolConnection(asyncio.Protocol):
         self.busy = False  # an exchange owns this socket
         self.holder: str | None = None  # the visitor address it serves (relay.tunnel.held)
         self.closed = False
-        self._inbox: list[bytes] = []
+        self._inbox: deque[bytes] = deque()
         self._inbox_bytes = 0
+        self._inbox_offset = 0  # bytes of _inbox[0] already taken
         self._eof = False
         self._reading_paused = False
         self._data_waiter: asyncio.Future[None] | None = None
@@ -189,51 +193,48 @@ class PoolConnection(asyncio.Protocol):
             event = self.poll_event()
             if event is not h11.NEED_DATA:
                 return event
-            await self._wait_for_data(timeout)
+            if self._inbox:
+                self.h11.receive_data(self._take())
+            else:
+                await self._wait_for_data(timeout)
 
     def poll_event(self) -> h11.Event | type[h11.NEED_DATA]:
-        """The next h11 event from what has arrived so far, or NEED_DATA; never waits."""
+        """The next h11 event from the bytes h11 was given so far, or NEED_DATA; never
+        waits, and never feeds h11 more (`next_event` does, a slice at a time), so what a
+        caller does per event is bounded by one slice."""
         conn = self.h11
-        while True:
-            event = conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            if self._inbox:
-                data = self._inbox[0] if len(self._inbox) == 1 else b"".join(self._inbox)
-                self._inbox.clear()
-                self._inbox_bytes = 0
-                if self._reading_paused and not self.closed:
-                    self._reading_paused = False
-                    self.transport.resume_reading()  # type: ignore[union-attr]
-                conn.receive_data(data)
-                continue
-            if self._eof:
-                conn.receive_data(b"")
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    raise PoolError("pool socket closed mid-response")
-                return event
-            return h11.NEED_DATA
+        event = conn.next_event()
+        if event is not h11.NEED_DATA or self._inbox or not self._eof:
+            return event
+        conn.receive_data(b"")
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            raise PoolError("pool socket closed mid-response")
+        return event
 
-    async def read_raw(self, timeout: float | None) -> bytes:
-        """Raw bytes after a protocol switch; b"" at end of stream."""
-        while not self._inbox and not self._eof:
-            await self._wait_for_data(timeout)
-        data = b"".join(self._inbox)
-        self._inbox.clear()
-        self._inbox_bytes = 0
-        if self._reading_paused and not self.closed:
+    def _take(self) -> bytes:
+        """At most PARSE_SLICE_BYTES from the front of the inbox (there is some)."""
+        first = self._inbox[0]
+        start = self._inbox_offset
+        end = start + PARSE_SLICE_BYTES
+        if end < len(first):
+            piece = first[start:end]
+            self._inbox_offset = end
+        else:
+            piece = first[start:] if start else first
+            self._inbox.popleft()
+            self._inbox_offset = 0
+        self._inbox_bytes -= len(piece)
+        if self._reading_paused and self._inbox_bytes <= READ_LOW_WATER and not self.closed:
             self._reading_paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
-        return data
+        return piece
 
-    def take_raw(self) -> bytes:
-        """Bytes that arrived but h11 has not consumed (after a protocol switch)."""
-        trailing, _ = self.h11.trailing_data
-        rest = b"".join(self._inbox)
-        self._inbox.clear()
-        self._inbox_bytes = 0
-        return bytes(trailing) + rest
+    async def read_raw(self, timeout: float | None) -> bytes:
+        """Raw bytes after a protocol switch, at most PARSE_SLICE_BYTES; b"" at the end."""
+        while not self._inbox and not self._eof:
+            await self._wait_for_data(timeout)
+        return self._take() if self._inbox else b""
 
     def finish_exchange(self) -> bool:
         """Called after a complete response. True when the socket may serve another."""

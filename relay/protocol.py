@@ -179,3 +179,27 @@ _TUNNEL_CLIENT_USER_AGENT = re.compile(rb"^(?:axios/|tunnelsite-lt/)")
 
 def is_tunnel_client(user_agent: bytes) -> bool:
     return bool(_TUNNEL_CLIENT_USER_AGENT.match(user_agent))
+
+
+# CPU per peer: the relay runs on one event loop, so the work one peer's bytes cause between
+# two turns of the loop must be bounded, or a peer that sends many tiny units (1-byte
+# chunks, 1-byte WebSocket messages: a Python event each) stalls every other visitor (a
+# 1-byte-chunk stream took /healthz from 2 ms to 3.7 s). Bytes from a pool socket or a peer
+# node are parsed at most PARSE_SLICE_BYTES at a time (h11 or wsproto), and the relay
+# yields to the loop after EVENTS_PER_TURN parsed events (an h11 event costs ~4 us, so
+# ~0.5 ms per turn) or WS_MESSAGES_PER_TURN WebSocket messages (each also goes through
+# Daphne and autobahn, ~20-40 us).
+PARSE_SLICE_BYTES = 64 * 1024
+EVENTS_PER_TURN = 128
+WS_MESSAGES_PER_TURN = 32
+
+# A chunked request body from a visitor is parsed by Twisted in Python, chunk by chunk: a
+# 30 MB body of 1-byte chunks is 5 million chunks, and took every request's latency to ~1 s.
+# The relay hands Twisted a chunked body CHUNKED_SLICE_BYTES at a time (~1,400 1-byte chunks,
+# a few ms) and, past the first CHUNK_FRAMING_FREE_BYTES, refuses with 400 a body whose
+# chunk framing (sizes, extensions, CRLFs) is more than 1/MAX_CHUNK_FRAMING_SHARE of its
+# bytes on the wire: chunks averaging under ~42 bytes. Real clients (curl, browsers, HTTP
+# libraries) send KiBs per chunk; a short line per chunk still passes.
+CHUNKED_SLICE_BYTES = 8 * 1024
+CHUNK_FRAMING_FREE_BYTES = 16 * 1024
+MAX_CHUNK_FRAMING_SHARE = 8

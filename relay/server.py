@@ -28,7 +28,12 @@ from twisted.web import http
 from relay.flow import Flow
 from relay.headers import is_trusted_proxy
 from relay.limits import address_key
-from relay.protocol import tunnel_name_from_host
+from relay.protocol import (
+    CHUNK_FRAMING_FREE_BYTES,
+    CHUNKED_SLICE_BYTES,
+    MAX_CHUNK_FRAMING_SHARE,
+    tunnel_name_from_host,
+)
 from relay.registry import get_registry
 from relay.ws_flow import WsFlow
 
@@ -149,6 +154,7 @@ class RelayHTTPChannel(http.HTTPChannel):
         self._rejected = False
         self._body_limit = 0  # bytes allowed in the current request's body; 0: no limit
         self._body_seen = 0
+        self._chunked_wire = -1  # bytes of the current chunked body on the wire; -1: none
         self._head_deadline: Any = None  # a Twisted DelayedCall while a head is awaited
         self._head_started = False  # bytes of the awaited head have arrived
         self._body_deadline: Any = None  # a Twisted DelayedCall while a body is read
@@ -343,6 +349,7 @@ class RelayHTTPChannel(http.HTTPChannel):
             return
         self._body_limit = _body_limit_for(tunnel)
         self._body_seen = 0
+        self._chunked_wire = 0 if self.length is None else -1
         if self._body_limit and self.length is not None and self.length > self._body_limit:
             self._refuse_body()
             return
@@ -395,8 +402,32 @@ class RelayHTTPChannel(http.HTTPChannel):
             super().allContentReceived()
 
     def rawDataReceived(self, data: bytes) -> None:  # noqa: N802
-        if not self._rejected:
+        if self._rejected:
+            return
+        if self._chunked_wire < 0 or self._handlingRequest:
             super().rawDataReceived(data)
+            return
+        # A chunked body: parsed a slice at a time, its framing checked after each slice
+        # (relay.protocol.MAX_CHUNK_FRAMING_SHARE), so tiny chunks cost bounded work.
+        for start in range(0, len(data), CHUNKED_SLICE_BYTES):
+            piece = data[start : start + CHUNKED_SLICE_BYTES]  # all of it: no copy
+            if self._handlingRequest:  # the body ended: the rest is the next request's
+                super().rawDataReceived(piece)
+                continue
+            self._chunked_wire += len(piece)
+            super().rawDataReceived(piece)
+            if self._rejected:
+                return
+            wire, framing = self._chunked_wire, self._chunked_wire - self._body_seen
+            if wire > CHUNK_FRAMING_FREE_BYTES and framing * MAX_CHUNK_FRAMING_SHARE > wire:
+                self._refuse(
+                    400,
+                    "Bad Request",
+                    f"The request body comes in chunks too small to forward ({framing} of its "
+                    f"first {wire} bytes are chunk framing). Send it with a Content-Length, "
+                    "or in chunks of 64 bytes or more.",
+                )
+                return
 
     def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802
         if self._on_first_line():

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
@@ -35,6 +36,7 @@ from relay.asgi_types import Receive, Scope, Send
 from relay.hop import HOP_SCOPE_KEY
 from relay.limits import visitor_key
 from relay.pool import PoolConnection, PoolError
+from relay.protocol import PARSE_SLICE_BYTES, WS_MESSAGES_PER_TURN
 from relay.registry import get_registry
 from relay.tunnel import NoSocket
 from relay.ws_flow import WsFlow
@@ -198,7 +200,7 @@ async def bridge(
     if flow is not None:
         flow.register()
 
-    to_app = asyncio.ensure_future(_visitor_to_app(receive, conn, ws, counters))
+    to_app = asyncio.ensure_future(_visitor_to_app(receive, conn, ws, counters, flow))
     to_visitor = asyncio.ensure_future(_app_to_visitor(send, conn, ws, counters, leftover, flow))
     try:
         done, _ = await asyncio.wait({to_app, to_visitor}, return_when=asyncio.FIRST_COMPLETED)
@@ -225,27 +227,47 @@ async def _refused_upstream(send: Send, flow: WsFlow | None, status: int, body: 
         await send({"type": "websocket.close", "code": 1008})
 
 
-async def _visitor_to_app(receive: Receive, conn: PoolConnection, ws: WSConnection, tunnel) -> None:
+async def _visitor_to_app(
+    receive: Receive, conn: PoolConnection, ws: WSConnection, tunnel, flow: WsFlow | None
+) -> None:
+    """Copy the visitor's messages to the app. The messages already queued (up to
+    WS_MESSAGES_PER_TURN, or PARSE_SLICE_BYTES of frames) go out in one write, then the
+    relay waits for the app to take them and yields: a flood of tiny messages costs one
+    write per batch, not one per message, and cannot hold the loop."""
     while True:
         message = await receive()
-        kind = message["type"]
-        if kind == "websocket.receive":
-            if message.get("text") is not None:
-                payload = message["text"]
+        frames: list[bytes] = []
+        size = 0
+        count = 0
+        while True:
+            kind = message["type"]
+            if kind == "websocket.receive":
+                payload = message.get("text")
+                if payload is None:
+                    payload = message.get("bytes") or b""
                 tunnel.bytes_in += len(payload)
-                conn.write(ws.send(Message(data=payload)))
-            else:
-                data = message.get("bytes") or b""
-                tunnel.bytes_in += len(data)
-                conn.write(ws.send(Message(data=data)))
-            await conn.drain()
-        elif kind == "websocket.disconnect":
-            code = message.get("code", 1000)
-            if code in (1005, 1006) or not 1000 <= code < 5000:
-                code = 1000
-            with contextlib.suppress(PoolError, LocalProtocolError):
-                conn.write(ws.send(CloseConnection(code=code)))
-            return
+                frame = ws.send(Message(data=payload))
+                frames.append(frame)
+                size += len(frame)
+            elif kind == "websocket.disconnect":
+                code = message.get("code", 1000)
+                if code in (1005, 1006) or not 1000 <= code < 5000:
+                    code = 1000
+                with contextlib.suppress(PoolError, LocalProtocolError):
+                    frames.append(ws.send(CloseConnection(code=code)))
+                    conn.write(b"".join(frames))
+                return
+            count += 1
+            if flow is None or count >= WS_MESSAGES_PER_TURN or size >= PARSE_SLICE_BYTES:
+                break
+            queued = flow.get_nowait()
+            if queued is None:
+                break
+            message = queued
+        conn.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        await conn.drain()
+        if count >= WS_MESSAGES_PER_TURN:
+            await asyncio.sleep(0)
 
 
 async def _app_to_visitor(
@@ -256,11 +278,18 @@ async def _app_to_visitor(
     leftover: list,
     flow: WsFlow | None,
 ) -> None:
+    """Copy the app's messages to the visitor. wsproto parses lazily, one event at a time,
+    so the relay takes only as many messages as the visitor has room for: once Twisted
+    says its send buffer is full, the rest stays unparsed (and the pool socket unread,
+    relay.pool.READ_HIGH_WATER). It yields every WS_MESSAGES_PER_TURN events."""
     parts: list[bytes | str] = []
     size = 0
-    pending = list(leftover)
+    turn = 0
+    events: Iterator[Any] = iter(leftover)
     while True:
-        for event in pending:
+        pongs: list[bytes] = []
+        for event in events:
+            turn += 1
             if isinstance(event, TextMessage | BytesMessage):
                 parts.append(event.data)
                 size += len(event.data)
@@ -277,15 +306,27 @@ async def _app_to_visitor(
                         await send({"type": "websocket.send", "bytes": data})
                     tunnel.bytes_out += size
                     parts, size = [], 0
+                    if flow is not None and flow.write_paused:
+                        # The visitor is behind: take no more messages until it catches up.
+                        await flow.writable()
             elif isinstance(event, Ping):
-                conn.write(ws.send(event.response()))
-                await conn.drain()  # an app that pings but does not read: no pong pile-up
+                pongs.append(ws.send(event.response()))
             elif isinstance(event, CloseConnection):
                 with contextlib.suppress(PoolError, LocalProtocolError):
-                    conn.write(ws.send(event.response()))
+                    conn.write(b"".join(pongs) + ws.send(event.response()))
                 code = visitor_close_code(event.code or 1000)
                 await send({"type": "websocket.close", "code": code})
                 return
+            if turn >= WS_MESSAGES_PER_TURN:
+                turn = 0
+                if pongs:
+                    conn.write(b"".join(pongs))
+                    pongs = []
+                    await conn.drain()  # an app that pings but does not read: no pong pile-up
+                await asyncio.sleep(0)
+        if pongs:
+            conn.write(b"".join(pongs))
+            await conn.drain()
         if flow is not None:
             # The visitor is behind: leave the app's bytes in the pool socket (its reads
             # pause at relay.pool.READ_HIGH_WATER) instead of in Twisted's send buffer.
@@ -295,4 +336,4 @@ async def _app_to_visitor(
             await send({"type": "websocket.close", "code": visitor_close_code(1011)})
             return
         ws.receive_data(data)
-        pending = list(ws.events())
+        events = ws.events()

@@ -113,8 +113,9 @@ class Peer:
         assert self.failed is None, self.failed
 
 
-def open_pair(relay, tunnel: FakeTunnelClient) -> tuple[Peer, Peer]:
-    """A visitor and an app joined through the relay; the app accepts on a pool socket."""
+def open_pair(relay, tunnel: FakeTunnelClient, rcvbuf: int = 0) -> tuple[Peer, Peer]:
+    """A visitor and an app joined through the relay; the app accepts on a pool socket.
+    `rcvbuf`: the visitor's receive buffer (set before it connects), 0 for the system's."""
     (pool_socket,) = tunnel.connect(1)
     app_ws = WSConnection(ConnectionType.SERVER)
 
@@ -126,7 +127,11 @@ def open_pair(relay, tunnel: FakeTunnelClient) -> tuple[Peer, Peer]:
 
     accepting = threading.Thread(target=accept, args=(pool_socket,), daemon=True)
     accepting.start()
-    sock = socket.create_connection(("127.0.0.1", relay.port), timeout=10)
+    sock = socket.socket()
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", relay.port))
     visitor_ws = WSConnection(ConnectionType.CLIENT)
     sock.sendall(visitor_ws.send(Request(host=relay.host(tunnel.name), target="/ws")))
     while True:
