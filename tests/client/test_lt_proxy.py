@@ -18,7 +18,11 @@ class Observer:
     def __init__(self) -> None:
         self.logs: list[RequestLog] = []
         self.unreachable: list[str] = []
+        self.keepalive_off_reasons: list[str] = []
         self.received = self.sent = 0
+
+    def keepalive_off(self, reason: str) -> None:
+        self.keepalive_off_reasons.append(reason)
 
     def request_done(self, log: RequestLog) -> None:
         self.logs.append(log)
