@@ -71,6 +71,8 @@ class Tunnel:
     # client), when it registered (monotonic, and wall clock for messages), and whether a
     # pool socket has attached since (until then it counts as connecting).
     client_id: str = ""
+    # A raw-pipe client's app sent bytes past an answer: its sockets are never reused again.
+    distrusted: bool = False
     registered_at: float = field(default_factory=time.monotonic)
     registered_wall: float = field(default_factory=time.time)
     attached_since_registration: bool = False
@@ -142,7 +144,7 @@ class Tunnel:
     async def acquire(self, wait_s: float, max_waiters: int) -> PoolConnection:
         while self.idle:
             conn = self.idle.pop()
-            if not conn.closed:
+            if not conn.closed and (self.client_id or conn.quiet()):
                 conn.busy = True
                 return conn
         if not self.connections:
@@ -230,6 +232,8 @@ class Tunnel:
             conn.abort()
             return
         conn.busy = False
+        if self.waiters and not self.client_id and not conn.quiet():
+            return  # a raw pipe's client wrote or closed meanwhile: quiet() closed it
         while self.waiters:
             waiter = self.waiters.pop(0)
             if not waiter.done():
@@ -237,6 +241,22 @@ class Tunnel:
                 waiter.set_result(conn)
                 return
         self.idle.append(conn)
+
+    def distrust(self, how: str) -> None:
+        """A raw-pipe client (npm) passed on bytes its app sent past an answer: never reuse
+        this tunnel's sockets again, since a late answer cannot be told from the next
+        visitor's. Our lt frames each exchange and watches its app itself (a no-op)."""
+        if self.client_id or self.distrusted:
+            return
+        self.distrusted = True
+        logger.warning(
+            "tunnel %s: its local app sent bytes after a response (%s); its pool sockets "
+            "are no longer reused (one per request from now on)",
+            self.name,
+            how,
+        )
+        for conn in [conn for conn in self.idle if conn.used]:
+            conn.abort()  # kept after an earlier answer: a late one may still come
 
     def discard(self, conn: PoolConnection) -> None:
         conn.abort()
