@@ -2,7 +2,7 @@
 
     lt --port 3000 [--host URL] [--subdomain NAME] [--local-host HOST] [--local-https
        --local-cert F --local-key F --local-ca F] [--allow-invalid-cert]
-       [--print-requests] [--open] [--token T]
+       [--print-requests] [--open] [--token T] [--takeover] [--no-local-keepalive]
     lt login --host URL --token T
     lt logout
 
@@ -61,6 +61,8 @@ BOOL_FLAGS = {
     "open": "OPEN",
     "takeover": "TAKEOVER",
 }
+# --no-local-keepalive is the negative of LOCAL_KEEPALIVE (true by default).
+KEEPALIVE_ENV = "LOCAL_KEEPALIVE"
 
 
 class UsageError(Exception):
@@ -117,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="take --subdomain from another running client of yours (it is disconnected)",
     )
+    add(
+        "--no-local-keepalive",
+        dest="local_keepalive",
+        action="store_false",
+        default=None,
+        help="open a new connection to the local app for every request (strict isolation "
+        f"between visitors; or {KEEPALIVE_ENV}=false)",
+    )
     return parser
 
 
@@ -130,7 +140,10 @@ def _env_bool(name: str, value: str) -> bool:
 
 
 def check_host(host: str) -> str:
-    parts = urlsplit(host)
+    try:
+        parts = urlsplit(host)
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL": an unclosed '['
+        raise UsageError(f"the relay URL is malformed ({exc}): {redact_url(host)!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         shown = redact_url(host)
         raise UsageError(f"the relay must be an http:// or https:// URL, not {shown!r}")
@@ -158,6 +171,9 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     for dest, env in BOOL_FLAGS.items():
         if values[dest] is None:
             values[dest] = _env_bool(env, environ[env]) if env in environ else False
+    if values["local_keepalive"] is None:
+        env_value = environ.get(KEEPALIVE_ENV, "true")
+        values["local_keepalive"] = _env_bool(KEEPALIVE_ENV, env_value or "true")
     if values["port"] is None:
         raise UsageError("--port is required (the local port to expose)")
     try:
@@ -204,6 +220,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         local_ca=values["local_ca"],
         allow_invalid_cert=values["allow_invalid_cert"],
         takeover=values["takeover"],
+        local_keepalive=values["local_keepalive"],
     )
     return Settings(options, print_requests=values["print_requests"], open=values["open"])
 

@@ -7,8 +7,11 @@ answer. Plain TCP therefore uses the socket directly (readiness + `recv`, `sock_
 a failed send leaves the received answer readable. TLS goes through a small Protocol
 that at least keeps every byte it was handed.
 
-Connections are kept alive between requests by the proxy; `reusable()` tells whether an
-idle one is still good, and `AddressCache` looks the app's host name up only once.
+Connections are kept alive between requests by the proxy. A kept one is watched while
+idle (`park`): bytes or the end of the stream then call the proxy back at once. Right
+before it is reused, `idle_state()` checks once more (what arrived but the loop has not
+seen yet): still good, closed by the app, or holding bytes the app sent while nobody
+asked. `AddressCache` looks the app's host name up only once.
 """
 
 from __future__ import annotations
@@ -17,7 +20,13 @@ import asyncio
 import contextlib
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Any
+
+# What an idle kept connection holds right before its reuse (`idle_state`).
+QUIET = "quiet"  # nothing: it may carry the next request
+CLOSED = "closed"  # the app closed it (keep-alive timeout) or it failed: open a new one
+STRAY = "stray"  # bytes the app sent while nobody asked: a late answer to someone else
 
 # Stop reading from the app past this many unread bytes; resume below the low mark.
 READ_HIGH_WATER_BYTES = 256 * 1024
@@ -35,6 +44,12 @@ class _Protocol(asyncio.Protocol):
         self.readable = asyncio.Event()
         self.writable = asyncio.Event()
         self.writable.set()
+        self.on_idle: Callable[[], None] | None = None  # set while the connection is parked
+
+    def _idle_news(self) -> None:
+        on_idle, self.on_idle = self.on_idle, None
+        if on_idle is not None:
+            on_idle()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -45,10 +60,12 @@ class _Protocol(asyncio.Protocol):
         if len(self.buffer) > READ_HIGH_WATER_BYTES and self.transport and not self.paused:
             self.paused = True
             self.transport.pause_reading()
+        self._idle_news()
 
     def eof_received(self) -> bool:
         self.eof = True
         self.readable.set()
+        self._idle_news()
         return False  # close: an app that ended its side has nothing more to say
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -56,6 +73,7 @@ class _Protocol(asyncio.Protocol):
         self.error = exc
         self.readable.set()
         self.writable.set()
+        self._idle_news()
 
     def pause_writing(self) -> None:
         self.writable.clear()
@@ -77,6 +95,11 @@ class SocketConnection:
         self.pending = bytearray()
         self.write_failed = False
         self.closed = False
+        # The socket stays registered with the loop between reads (no epoll_ctl per
+        # request); `_readable` wakes the read waiting, or reports a parked one.
+        self._registered = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._on_idle: Callable[[], None] | None = None
 
     async def read(self, limit: int) -> bytes:
         """Up to `limit` bytes; b"" at the end; OSError once received bytes are read."""
@@ -85,13 +108,43 @@ class SocketConnection:
                 return self.sock.recv(limit)
             except (BlockingIOError, InterruptedError):
                 pass
-            ready = self.loop.create_future()
-            fd = self.sock.fileno()
-            self.loop.add_reader(fd, _wake, ready)
+            ready = self._waiter = self.loop.create_future()
+            self._register()
             try:
                 await ready
             finally:
-                self.loop.remove_reader(fd)
+                self._waiter = None
+
+    def park(self, on_idle: Callable[[], None]) -> None:
+        """The connection is kept idle: call `on_idle` once if the app writes or closes."""
+        self._on_idle = on_idle
+        self._register()
+
+    def unpark(self) -> None:
+        self._on_idle = None
+
+    def _register(self) -> None:
+        if not self._registered and not self.closed:
+            self.loop.add_reader(self.sock.fileno(), self._readable)
+            self._registered = True
+
+    def _unregister(self) -> None:
+        if self._registered:
+            self._registered = False
+            self.loop.remove_reader(self.sock.fileno())
+
+    def _readable(self) -> None:
+        waiter, on_idle = self._waiter, self._on_idle
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(None)
+            return
+        # Nobody reads now: stop watching (the level-triggered loop would call again and
+        # again); a parked connection's owner is told, once.
+        self._unregister()
+        if on_idle is not None:
+            self._on_idle = None
+            on_idle()
 
     def write(self, data: bytes) -> None:
         if self.is_closing():
@@ -111,27 +164,25 @@ class SocketConnection:
     def is_closing(self) -> bool:
         return self.closed or self.write_failed
 
-    def reusable(self) -> bool:
-        """Whether an idle kept-alive connection can carry another request: not closed by
-        the app (no end of stream waiting) and nothing unasked-for sent by it."""
+    def idle_state(self) -> str:
+        """QUIET when an idle kept-alive connection can carry another request; CLOSED when
+        the app ended it (or it failed); STRAY when the app sent bytes nobody asked for.
+        One recv(MSG_PEEK) syscall, made right before the next request is written."""
         if self.is_closing():
-            return False
+            return CLOSED
         try:
-            self.sock.recv(1, socket.MSG_PEEK)
+            data = self.sock.recv(1, socket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):
-            return True  # nothing to read: still open, and quiet
+            return QUIET  # nothing to read: still open, and quiet
         except OSError:
-            return False
-        return False  # the end of the stream, or stray bytes
+            return CLOSED
+        return STRAY if data else CLOSED
 
     def close(self) -> None:
+        self._on_idle = None
+        self._unregister()
         self.closed = True
         self.sock.close()
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 class TLSConnection:
@@ -172,11 +223,20 @@ class TLSConnection:
     def is_closing(self) -> bool:
         return self.protocol.lost or self.transport.is_closing()
 
-    def reusable(self) -> bool:
+    def park(self, on_idle: Callable[[], None]) -> None:
+        self.protocol.on_idle = on_idle
+
+    def unpark(self) -> None:
+        self.protocol.on_idle = None
+
+    def idle_state(self) -> str:
         proto = self.protocol
-        return not (self.is_closing() or proto.eof or proto.buffer)
+        if proto.buffer:
+            return STRAY
+        return CLOSED if self.is_closing() or proto.eof else QUIET
 
     def close(self) -> None:
+        self.protocol.on_idle = None
         self.transport.close()
 
 

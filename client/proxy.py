@@ -7,9 +7,15 @@ touches a body. After a 101 the two sockets are spliced raw until either side cl
 the pool socket is then closed.
 
 Speed: each pool socket keeps one keep-alive connection to the local app and reopens it
-lazily. It is kept only when the answer ended exactly where HTTP framing says and nothing
-else waits (`ready_for_next`): whatever an app sends past an answer would otherwise be read
-as the next visitor's. A request that finds the kept connection dead (the app closed it while idle)
+lazily. It is kept only when the answer ended exactly where HTTP framing says, was not of a
+kind where buggy apps write a body anyway (HEAD, 204, 304, after a 1xx, with trailers), and
+nothing else waits (`ready_for_next`); right before its reuse it is checked again
+(`idle_state`): whatever an app sends past an answer would otherwise be read as the next
+visitor's. The first time the app does send such bytes, keep-alive is off for good for the
+whole tunnel (`KeepAlive.distrust`): a late answer that arrives after the next request was
+written cannot be told from that request's answer (nginx and Go's http.Transport have the
+same limit), so a connection of its own per request is the only safe course left.
+A request that finds the kept connection dead (the app closed it while idle)
 before any byte of an answer is sent again on a fresh connection when that is possible:
 it has no body, or all of its body is still held. A request whose body is all here is
 proxied inline; only a body still streaming in gets a task of its own, and the pool
@@ -28,7 +34,7 @@ from typing import Any
 import h11
 
 from .http import describe_error
-from .local import LocalConnection, connect
+from .local import CLOSED, QUIET, STRAY, LocalConnection, connect
 from .target import LocalTarget, ProxyObserver, RequestLog, error_response, rewrite_host
 
 __all__ = ["LocalTarget", "PoolSocketProxy", "ProxyObserver", "RequestLog", "rewrite_host"]
@@ -57,6 +63,9 @@ REPLAY_MAX_BYTES = 2 * CHUNK_BYTES
 # Interim (1xx) answers passed on before the real one; more is a broken or hostile app (the
 # relay gives up after as many: relay/exchange.py MAX_INFORMATIONAL).
 MAX_INFORMATIONAL = 8
+# Answers after which a connection is never reused: no body is allowed, yet buggy apps
+# write one anyway (RFC 9110 sections 15.3.5 and 15.4.5).
+_BODILESS_STATUSES = frozenset({204, 304})
 # Response headers that describe the local connection, not the pool socket.
 _LOCAL_ONLY_RESPONSE_HEADERS = frozenset({b"connection", b"keep-alive", b"proxy-connection"})
 
@@ -68,10 +77,11 @@ class _PoolClosed(Exception):
 class _LocalFailed(Exception):
     """The local app could not be reached or broke HTTP; the visitor gets a 502/504."""
 
-    def __init__(self, reason: str, status: int = 502) -> None:
+    def __init__(self, reason: str, status: int = 502, garbled: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.garbled = garbled  # the app's bytes were not HTTP
 
 
 # RFC 9110 section 9.2.2: a request is sent again automatically only when repeating it is
@@ -127,6 +137,7 @@ class PoolSocketProxy:
         self._out: list[bytes] = []  # bytes for the pool socket, written at the next wait
         self._watch: asyncio.Task[None] | None = None  # reads the pool while the app is slow
         self._answered = False  # a byte of the app's answer to this request has arrived
+        self._ambiguous = False  # this answer had a 1xx or trailers: never reuse after it
 
     async def run(self) -> None:
         """Answer requests until the relay closes the socket or it cannot be reused."""
@@ -214,9 +225,16 @@ class PoolSocketProxy:
     async def _local_connection(self) -> tuple[LocalConnection, h11.Connection, bool]:
         """The kept connection if it is still good, else a new one; True if kept."""
         if self.local is not None and self.local_h11 is not None:
-            if self.local.reusable():
+            # Checked now, as the next request is about to be written, not only when the
+            # last answer ended: a late second answer may have arrived since.
+            self.local.unpark()
+            keep = self.target.keepalive.enabled
+            state = self.local.idle_state() if keep else CLOSED
+            if state == QUIET:
                 return self.local, self.local_h11, True
             self._close_local()
+            if state == STRAY:
+                self._distrust("it wrote to an idle connection")
         target = self.target
         try:
             async with asyncio.timeout(LOCAL_CONNECT_TIMEOUT_S):
@@ -229,6 +247,25 @@ class PoolSocketProxy:
         local = h11.Connection(h11.CLIENT, max_incomplete_event_size=LOCAL_MAX_HEADER_BYTES)
         self.local, self.local_h11 = conn, local
         return conn, local, False
+
+    def _distrust(self, how: str) -> None:
+        """The app sent bytes nobody asked for: keep-alive off for the rest of the run."""
+        if self.target.keepalive.distrust():
+            self.observer.keepalive_off(how)
+
+    def _idle_news(self) -> None:
+        """The kept connection became readable while idle: the app closed it, or wrote
+        bytes that nobody asked for (an answer to no one: from now on, no reuse)."""
+        conn = self.local
+        if conn is None:
+            return
+        state = conn.idle_state()
+        if state == QUIET:
+            conn.park(self._idle_news)  # woken for nothing (a spurious wake-up)
+            return
+        self._close_local()
+        if state == STRAY:
+            self._distrust("it wrote to an idle connection")
 
     def _close_local(self) -> None:
         conn, self.local, self.local_h11 = self.local, None, None
@@ -291,7 +328,8 @@ class PoolSocketProxy:
             try:
                 event = local.next_event()
             except h11.RemoteProtocolError as exc:
-                raise _LocalFailed(f"bad HTTP from the local app ({exc})") from exc
+                reason = f"bad HTTP from the local app ({exc})"
+                raise _LocalFailed(reason, garbled=True) from exc
             if event is not h11.NEED_DATA:
                 return event  # type: ignore[return-value]
             await self._flush()  # what the app said so far goes out before we wait
@@ -354,6 +392,7 @@ class PoolSocketProxy:
             if not kept:
                 upload.held = None  # a fresh connection is never tried again
             self._answered = False
+            self._ambiguous = outgoing.method == b"HEAD"
             sender: asyncio.Task[None] | None = None
             try:
                 conn.write(bytes(data))
@@ -366,6 +405,10 @@ class PoolSocketProxy:
                     sender = asyncio.create_task(self._pump_request_body(local, conn, upload))
                 status = await self._relay_response(conn, local, upload, sender)
             except _LocalFailed as error:
+                if kept and error.garbled:
+                    # Not HTTP on a reused connection: most likely the rest of something
+                    # the app sent for an earlier request.
+                    self._distrust("it sent bytes that are not HTTP on a kept connection")
                 again = kept and error.status == 502 and not self._answered
                 if attempt or not again or upload.held is None:
                     raise
@@ -376,8 +419,12 @@ class PoolSocketProxy:
                     await _cancel(sender)
             if status == 101:
                 return status
-            if ready_for_next(conn, local, upload.size):
+            if local.trailing_data[0]:
+                self._distrust("it sent more after a complete answer")
+            ambiguous = self._ambiguous or status in _BODILESS_STATUSES
+            if self.target.keepalive.enabled and ready_for_next(local, upload.size, ambiguous):
                 local.start_next_cycle()  # keep the connection for the next request
+                conn.park(self._idle_news)
             else:
                 self._close_local()
             return status
@@ -433,6 +480,7 @@ class PoolSocketProxy:
             event = await self._next_local_event(conn, local, upload, sender)
             if isinstance(event, h11.InformationalResponse):
                 interim += 1
+                self._ambiguous = True
                 if interim > MAX_INFORMATIONAL:
                     raise _LocalFailed(f"more than {MAX_INFORMATIONAL} interim (1xx) answers")
                 if event.status_code == 101:
@@ -457,6 +505,8 @@ class PoolSocketProxy:
                     raise _LocalFailed("body before headers")
                 self._queue(event)
             elif isinstance(event, h11.EndOfMessage):
+                if event.headers:
+                    self._ambiguous = True  # trailers: rare, and where framing bugs hide
                 if sender is not None:
                     async with asyncio.timeout(POOL_IDLE_TIMEOUT_S):
                         if sender.done():
@@ -496,21 +546,22 @@ class PoolSocketProxy:
             await asyncio.gather(up, down, return_exceptions=True)
 
 
-def ready_for_next(conn: LocalConnection, local: h11.Connection, body_size: int) -> bool:
-    """Whether the kept connection to the app may carry the next visitor's request.
+def ready_for_next(local: h11.Connection, body_size: int, ambiguous: bool) -> bool:
+    """Whether the connection to the app may be kept for the next visitor's request.
 
     Only when the answer ended exactly where HTTP framing says and nothing else waits:
     anything past its end (bytes after a Content-Length, a body after HEAD, 204 or 304) is
-    what the app sent for nobody, and the next visitor would read it as their answer. A
-    request with a body also ends the connection: an app may answer before reading the
-    body and then take the body for a request of its own (a visitor could smuggle one), and
-    nothing tells us whether it read it. The app closing, or an upload cut short, too.
+    what the app sent for nobody, and the next visitor would read it as their answer. Not
+    after an `ambiguous` answer either (to HEAD, a 204 or 304, after a 1xx, with trailers):
+    where buggy apps write bytes anyway, often a little later, when the check cannot see
+    them. A request with a body also ends the connection: an app may answer before reading
+    the body and then take the body for a request of its own (a visitor could smuggle one),
+    and nothing tells us whether it read it. The app closing, or an upload cut short, too.
+    Bytes that arrive later are caught right before the reuse (`idle_state`).
     """
     if local.our_state is not h11.DONE or local.their_state is not h11.DONE:
         return False
-    if local.trailing_data[0] or body_size:
-        return False
-    return conn.reusable()  # no end of stream and no stray bytes on the socket
+    return not (local.trailing_data[0] or body_size or ambiguous)
 
 
 async def _cancel(task: asyncio.Future[Any]) -> None:

@@ -18,11 +18,12 @@ MASK = "***"
 # URL's user-info): masking every "ab" in a message would garble it.
 MIN_EXACT_SECRET = 4
 
-# scheme://user:pass@host -> scheme://***@host (user-info never holds / ? # @ or spaces).
+# scheme://user:pass@host -> scheme://***@host: up to the LAST '@' before the host (a
+# password may hold an unencoded '@'; user-info never holds / ? # or spaces).
 # The placeholder TOKEN (in the relay's how-to messages) is left alone, here and in
 # Authorization examples. tunnels/tokens.py masks log lines with the same patterns (a test
 # checks they stay equal; the client imports nothing from the server).
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?!TOKEN@)[^/?#\s@]+@")
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?!TOKEN@)[^/?#\s]+@")
 # A tunnelsite token: `lt_`, an 8-character public prefix, then the secret.
 _TOKEN = re.compile(r"\blt_([a-z0-9]{8})[A-Za-z0-9_-]+")
 _CREDENTIAL = re.compile(r"(?i)\b(bearer|basic)\s+(?!TOKEN\b)[A-Za-z0-9._~+/=-]+")

@@ -13,6 +13,26 @@ import h11
 from .local import AddressCache
 
 
+class KeepAlive:
+    """Whether the pool sockets of a tunnel keep their connections to the app between
+    requests. Off from the start with `--no-local-keepalive`; turned off for good the first
+    time the app sends bytes past an answer (sticky distrust): once it has, nothing tells a
+    late answer from the next visitor's, so every request gets a connection of its own."""
+
+    __slots__ = ("enabled", "distrusted")
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.distrusted = False
+
+    def distrust(self) -> bool:
+        """Stop reusing; True the first time (so the user is told once)."""
+        first = self.enabled and not self.distrusted
+        self.distrusted = True
+        self.enabled = False
+        return first
+
+
 @dataclass(frozen=True)
 class LocalTarget:
     """Where requests go: `host:port`, optionally over TLS, with an optional Host rewrite."""
@@ -23,6 +43,8 @@ class LocalTarget:
     ssl_context: ssl.SSLContext | None = None
     # Shared by the pool sockets of a tunnel: the host is looked up once.
     addresses: AddressCache = field(default_factory=AddressCache, compare=False, repr=False)
+    # Shared too: one misbehaving answer turns keep-alive off for every pool socket.
+    keepalive: KeepAlive = field(default_factory=KeepAlive, compare=False, repr=False)
 
     @property
     def label(self) -> str:
@@ -43,6 +65,7 @@ class ProxyObserver(Protocol):
     def local_unreachable(self, reason: str) -> None: ...
     def local_reachable(self) -> None: ...
     def count_bytes(self, received: int, sent: int) -> None: ...
+    def keepalive_off(self, reason: str) -> None: ...
 
 
 def rewrite_host(headers: list[tuple[bytes, bytes]], host: str | None) -> list[tuple[bytes, bytes]]:

@@ -25,7 +25,7 @@ from .registration import (
     register,
     release,
 )
-from .target import LocalTarget, RequestLog
+from .target import KeepAlive, LocalTarget, RequestLog
 
 log = logging.getLogger("client")
 T = TypeVar("T")
@@ -58,6 +58,9 @@ class TunnelOptions:
     local_ca: str | None = None
     allow_invalid_cert: bool = False
     takeover: bool = False  # take the name from a live client of the same owner (--takeover)
+    # Keep connections to the local app between requests (False: --no-local-keepalive,
+    # one connection per request: strict isolation between visitors, a little slower).
+    local_keepalive: bool = True
 
 
 @dataclass
@@ -148,6 +151,7 @@ def local_target(options: TunnelOptions) -> LocalTarget:
         port=options.port,
         host_header=options.local_host,
         ssl_context=context,
+        keepalive=KeepAlive(options.local_keepalive),
     )
 
 
@@ -199,6 +203,13 @@ class Tunnel:
     def count_bytes(self, received: int, sent: int) -> None:
         self.status.bytes_in += received
         self.status.bytes_out += sent
+
+    def keepalive_off(self, reason: str) -> None:
+        self.reporter.event(
+            f"your app sent bytes after a response; keep-alive to it is now off ({reason}; "
+            "from now on each request opens a connection of its own, so no visitor can get "
+            "what the app wrote for another)"
+        )
 
     # -- the life of the tunnel ----------------------------------------------------
 

@@ -130,7 +130,8 @@ async def _attempt(
         # client passes the second answer on whenever it comes, possibly in the next
         # visitor's exchange. Our lt (it sends a client id) frames each exchange itself and
         # drops its local connection after a body (client/proxy.py `ready_for_next`).
-        reusable = conn.finish_exchange() and (not body_size or bool(tunnel.client_id))
+        # The other rules for raw pipes are in PoolConnection.finish_exchange.
+        reusable = conn.finish_exchange(bool(body_size))
     except (PoolError, h11.ProtocolError, TimeoutError) as exc:
         logger.debug("tunnel %s: exchange failed: %r", tunnel.name, exc)
         silent = conn.received == mark  # not one byte of answer came back

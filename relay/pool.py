@@ -4,6 +4,12 @@ The relay writes a visitor's request onto it and reads the response back through
 client-role connection (sans-IO, so framing is tested without sockets). The socket is
 reused for the next request only when the response ended cleanly; anything odd (bytes
 while idle, bytes after the end of a response, a parse error, a timeout) closes it.
+
+A raw-pipe client (the npm one: no client id) passes on whatever the app writes, so its
+sockets get more care: never reused after an answer of a kind where buggy apps write a
+body anyway (HEAD, 204, 304, a 1xx, trailers), checked once more right before each reuse
+(`quiet`), and once its app has sent bytes past an answer, never reused again
+(`Tunnel.distrust`). Our lt frames every exchange itself and needs none of this.
 """
 
 from __future__ import annotations
@@ -61,6 +67,8 @@ class PoolConnection(asyncio.Protocol):
         "_drain_waiter",
         "received",
         "holder",
+        "ambiguous",
+        "_fd",
     )
 
     def __init__(self, tunnel: Tunnel, max_head_bytes: int) -> None:
@@ -81,6 +89,8 @@ class PoolConnection(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self.received = 0  # bytes read from the client: 0 after a request means unanswered
+        self.ambiguous = False  # this exchange is of a kind never reused on a raw pipe
+        self._fd = -1  # the socket's descriptor, for the peek before a reuse
 
     @property
     def h11(self) -> h11.Connection:
@@ -99,6 +109,7 @@ class PoolConnection(asyncio.Protocol):
         self.peer_ip = peer[0] if peer else ""
         sock = transport.get_extra_info("socket")
         if sock is not None:
+            self._fd = sock.fileno()
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -117,6 +128,7 @@ class PoolConnection(asyncio.Protocol):
             # A client that talks while nobody asked would corrupt the next exchange.
             logger.debug("closing pool socket of %s: bytes while idle", self.tunnel.name)
             self.abort()
+            self.tunnel.distrust("it wrote to an idle connection")
             return
         self._inbox.append(data)
         self._inbox_bytes += len(data)
@@ -183,6 +195,8 @@ class PoolConnection(asyncio.Protocol):
         """Frame events with h11 and write them in a single write."""
         parts: list[bytes] = []
         for event in events:
+            if type(event) is h11.Request:
+                self.ambiguous = event.method == b"HEAD"
             parts.extend(self.h11.send_with_data_passthrough(event) or ())
         if parts:
             self.write(parts[0] if len(parts) == 1 else b"".join(parts))
@@ -204,12 +218,18 @@ class PoolConnection(asyncio.Protocol):
         caller does per event is bounded by one slice."""
         conn = self.h11
         event = conn.next_event()
-        if event is not h11.NEED_DATA or self._inbox or not self._eof:
+        if event is not h11.NEED_DATA:
+            if type(event) is not h11.Data and _ambiguous(event):
+                self.ambiguous = True
+            return event
+        if self._inbox or not self._eof:
             return event
         conn.receive_data(b"")
         event = conn.next_event()
         if event is h11.NEED_DATA:
             raise PoolError("pool socket closed mid-response")
+        if type(event) is not h11.Data and _ambiguous(event):
+            self.ambiguous = True
         return event
 
     def _take(self) -> bytes:
@@ -236,12 +256,52 @@ class PoolConnection(asyncio.Protocol):
             await self._wait_for_data(timeout)
         return self._take() if self._inbox else b""
 
-    def finish_exchange(self) -> bool:
+    def finish_exchange(self, had_body: bool) -> bool:
         """Called after a complete response. True when the socket may serve another."""
         self.busy = False
-        if self.closed or self._eof or self._inbox:
+        if self.closed or self._eof:
             return False
+        if self._inbox or self.h11.trailing_data[0]:
+            self.tunnel.distrust("it sent more after a complete answer")
+            return False
+        if not self.tunnel.client_id:
+            # A raw pipe (npm): not after a body (an app may answer before reading it, then
+            # answer the body as a request of its own, whenever it likes), nor after an
+            # answer where apps write a body anyway, nor once its app was caught at it.
+            if had_body or self.ambiguous or self.tunnel.distrusted:
+                return False
         return next_cycle(self.h11)
+
+    def quiet(self) -> bool:
+        """Right before a raw pipe's socket serves again: whether the client is still quiet.
+
+        One recv(MSG_PEEK) syscall, for what arrived since the last answer but the loop has
+        not read yet: a late second answer, or the end of the stream. Either closes the
+        socket (the first also distrusts the tunnel); False then."""
+        if self.closed or self._eof or self.transport is None or self.transport.is_closing():
+            return False
+        if self._fd < 0:
+            return True
+        # A socket object over the transport's descriptor, detached at once (uvloop hands
+        # out no socket that can recv; this costs no syscall of its own).
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, self._fd)
+        try:
+            data = probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            data = b""
+        finally:
+            probe.detach()
+        self.abort()
+        if data:
+            self.tunnel.distrust("it wrote to an idle connection")
+        return False
+
+    @property
+    def used(self) -> bool:
+        """Whether the socket carried a request (its parser is made on first use)."""
+        return self._h11 is not None
 
     def _wake(self) -> None:
         waiter = self._data_waiter
@@ -258,6 +318,20 @@ class PoolConnection(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
             self._data_waiter = None
+
+
+# Statuses that forbid a body, which buggy apps write anyway (RFC 9110 15.3.5, 15.4.5).
+_BODILESS_STATUSES = frozenset({204, 304})
+
+
+def _ambiguous(event: h11.Event) -> bool:
+    """An event after which a raw pipe's socket is not reused: a 1xx, a 204 or 304, trailers."""
+    kind = type(event)
+    if kind is h11.InformationalResponse:
+        return True
+    if kind is h11.Response:
+        return event.status_code in _BODILESS_STATUSES  # type: ignore[attr-defined]
+    return kind is h11.EndOfMessage and bool(event.headers)  # type: ignore[attr-defined]
 
 
 def next_cycle(conn: h11.Connection) -> bool:

@@ -77,6 +77,8 @@ class Tunnel:
     # client), when it registered (monotonic, and wall clock for messages), and whether a
     # pool socket has attached since (until then it counts as connecting).
     client_id: str = ""
+    # A raw-pipe client's app sent bytes past an answer: its sockets are never reused again.
+    distrusted: bool = False
     registered_at: float = field(default_factory=time.monotonic)
     registered_wall: float = field(default_factory=time.time)
     attached_since_registration: bool = False
@@ -159,7 +161,8 @@ class Tunnel:
         if self.idle and held < self.share():
             while self.idle:
                 conn = self.idle.pop()
-                if not conn.closed:
+                # A raw pipe's (npm) socket is checked for late bytes right before it serves.
+                if not conn.closed and (self.client_id or conn.quiet()):
                     conn.busy = True
                     conn.holder = visitor
                     self.held[visitor] = held + 1
@@ -266,6 +269,22 @@ class Tunnel:
         self._unhold(conn)
         self._hand_out(conn)
 
+    def distrust(self, how: str) -> None:
+        """A raw-pipe client (npm) passed on bytes its app sent past an answer: never reuse
+        this tunnel's sockets again, since a late answer cannot be told from the next
+        visitor's. Our lt frames each exchange and watches its app itself (a no-op)."""
+        if self.client_id or self.distrusted:
+            return
+        self.distrusted = True
+        logger.warning(
+            "tunnel %s: its local app sent bytes after a response (%s); its pool sockets "
+            "are no longer reused (one per request from now on)",
+            self.name,
+            how,
+        )
+        for conn in [conn for conn in self.idle if conn.used]:
+            conn.abort()  # kept after an earlier answer: a late one may still come
+
     def discard(self, conn: PoolConnection) -> None:
         """A socket that cannot be reused: closed. Its visitor's place is free again, so a
         waiter of that address that was over its share may now take an idle socket."""
@@ -283,6 +302,8 @@ class Tunnel:
             conn.abort()
             return True
         conn.busy = False
+        if self.waiters and not self.client_id and not conn.quiet():
+            return True  # a raw pipe's client wrote or closed meanwhile: quiet() closed it
         if self.waiters:
             share = self.share()
             held = self.held

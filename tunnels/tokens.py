@@ -36,7 +36,7 @@ _TOKEN_BODY = re.compile(
 _TOKEN_IN_TEXT = re.compile(
     rf"\b{TOKEN_MARK}([{_PREFIX_ALPHABET}]{{{PREFIX_LENGTH}}})[A-Za-z0-9_-]+"
 )
-_USERINFO_IN_TEXT = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?!TOKEN@)[^/?#\s@]+@")
+_USERINFO_IN_TEXT = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?!TOKEN@)[^/?#\s]+@")
 _CREDENTIAL_IN_TEXT = re.compile(r"(?i)\b(bearer|basic)\s+(?!TOKEN\b)[A-Za-z0-9._~+/=-]+")
 
 

@@ -19,6 +19,13 @@ another visitor's. Modes:
   early        answers at once without reading the request body; keeps reading the
                connection, so a body that is itself a request gets answered too
   close        a correct answer with `Connection: close`, then closes
+  trailer      a correct chunked answer with a trailer, then a response for `poison`
+
+`?late=` sends the poison of `extra`, `body`, `continues` and `trailer` in a write of its
+own instead of with the answer (buggy apps write the extra bytes a little later):
+  late=MS      MS milliseconds after the answer; then prints `poison sent after <tag>`
+  late=next    when the next request arrives on the connection, with that request's
+               answer (the worst case: the poison comes after the next request was sent)
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import argparse
 import socket
 import sys
 import threading
+import time
 from urllib.parse import parse_qs, urlsplit
 
 MAX_HEAD = 64 * 1024
@@ -47,6 +55,7 @@ class Conn:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = b""
+        self.pending = b""  # late=next: the poison, sent with the next answer
 
     def read_head(self) -> bytes | None:
         while b"\r\n\r\n" not in self.buffer:
@@ -59,6 +68,11 @@ class Conn:
         head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
         return head
 
+    def write(self, data: bytes) -> None:
+        """Send `data`, after a poison held back by late=next (in the same write)."""
+        data, self.pending = self.pending + data, b""
+        self.sock.sendall(data)
+
     def skip_body(self, length: int) -> None:
         while len(self.buffer) < length:
             data = self.sock.recv(65536)
@@ -66,6 +80,22 @@ class Conn:
                 raise ConnectionError
             self.buffer += data
         self.buffer = self.buffer[length:]
+
+
+def send(conn: Conn, answer: bytes, poison: bytes, late: str, tag: str) -> None:
+    """The answer, then the poison: at once, MS ms later, or with the next answer."""
+    if not late:
+        conn.write(answer + poison)
+    elif late == "next":
+        conn.write(answer)
+        conn.pending = poison
+    else:
+        conn.write(answer)
+        time.sleep(int(late) / 1000)  # the bug being imitated, not a synchronisation
+        try:
+            conn.sock.sendall(poison)
+        finally:
+            print(f"poison sent after {tag}", flush=True)
 
 
 def serve(sock: socket.socket) -> None:
@@ -88,22 +118,29 @@ def serve(sock: socket.socket) -> None:
             tag, mode = parts[0], parts[1] if len(parts) > 1 else "ok"
             if mode != "early":
                 conn.skip_body(length)
+            late = query.get("late", [""])[0]
             if mode == "extra":
-                sock.sendall(response(tag) + POISON)
+                send(conn, response(tag), POISON, late, tag)
             elif mode == "switch":
                 switch = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n"
-                sock.sendall(switch + b"Connection: upgrade\r\n\r\n" + POISON)
+                conn.write(switch + b"Connection: upgrade\r\n\r\n" + POISON)
             elif mode == "body":
                 status = int(query.get("status", ["200"])[0])
-                sock.sendall(response(tag, status, body=False) + POISON)
+                send(conn, response(tag, status, body=False), POISON, late, tag)
             elif mode == "continues":
                 count = int(query.get("n", ["1"])[0])
-                sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" * count + response(tag))
+                interim = b"HTTP/1.1 100 Continue\r\n\r\n" * count
+                send(conn, interim + response(tag), POISON if late else b"", late, tag)
+            elif mode == "trailer":
+                head = f"HTTP/1.1 200 X\r\nX-Tag: {tag}\r\nTransfer-Encoding: chunked\r\n\r\n"
+                payload = f"tag:{tag}".encode()
+                body = b"%x\r\n%s\r\n0\r\nX-Trailer: 1\r\n\r\n" % (len(payload), payload)
+                send(conn, head.encode() + body, POISON, late, tag)
             elif mode == "close":
-                sock.sendall(response(tag, extra_headers="Connection: close\r\n"))
+                conn.write(response(tag, extra_headers="Connection: close\r\n"))
                 return
             else:  # ok, early
-                sock.sendall(response(tag))
+                conn.write(response(tag))
     except (OSError, ValueError):
         return
     finally:

@@ -18,7 +18,11 @@ class Observer:
     def __init__(self) -> None:
         self.logs: list[RequestLog] = []
         self.unreachable: list[str] = []
+        self.keepalive_off_reasons: list[str] = []
         self.received = self.sent = 0
+
+    def keepalive_off(self, reason: str) -> None:
+        self.keepalive_off_reasons.append(reason)
 
     def request_done(self, log: RequestLog) -> None:
         self.logs.append(log)
@@ -475,3 +479,36 @@ def test_a_request_smuggled_in_a_body_the_app_never_read_is_not_answered_to_the_
             return await _exchange_raw(requests, target, Observer())
 
     assert asyncio.run(main()) == [(200, b"alice"), (200, b"bob"), (200, b"carol")]
+
+
+def test_a_kept_connection_reports_stray_bytes_and_its_end_while_idle_and_right_before_reuse():
+    """client/local.py on real TCP: what the proxy learns about an idle kept connection."""
+    from client.local import CLOSED, QUIET, STRAY, connect
+
+    async def scenario() -> None:
+        accepted: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
+
+        async def keep(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await accepted.put(writer)
+
+        server = await asyncio.start_server(keep, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            for app_does, expected in (("writes", STRAY), ("closes", CLOSED)):
+                conn = await connect("127.0.0.1", port)
+                app = await asyncio.wait_for(accepted.get(), WAIT_S)
+                assert conn.idle_state() == QUIET  # nothing yet: it may be reused
+                woken = asyncio.Event()
+                conn.park(woken.set)
+                if app_does == "writes":
+                    app.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")  # for nobody
+                else:
+                    app.close()
+                await asyncio.wait_for(woken.wait(), WAIT_S)  # told at once, while idle
+                assert conn.idle_state() == expected  # and the check before reuse agrees
+                conn.close()
+                app.close()
+        finally:
+            server.close()
+
+    asyncio.run(scenario())

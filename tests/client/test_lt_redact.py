@@ -77,3 +77,13 @@ def test_the_placeholder_in_the_relays_advice_is_not_masked():
     advice = "Pass it as `lt --host <scheme>://TOKEN@<relay>` or `Authorization: Bearer TOKEN`."
     assert redact(advice) == advice
     assert redact("https://TOKENX@relay and Bearer TOKENS") == "https://***@relay and Bearer ***"
+
+
+def test_a_password_holding_an_at_sign_is_masked_whole_by_the_pattern_alone():
+    """`user:pa@ss-SECRET@host` (an unencoded '@' in the password): the user-info runs to
+    the last '@' before the host, so nothing of it is printed, by lt or in the relay's log,
+    even where the exact secret is not known (a URL quoted in a relay's message)."""
+    url = "http://user:pa@ss-SECRET@localhost:1/?new"
+    for shown in (redact(f"cannot reach {url}: refused"), relay_side.redact(url)):
+        assert "SECRET" not in shown and "pa@" not in shown, shown
+        assert "***@localhost:1/?new" in shown, shown

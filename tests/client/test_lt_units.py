@@ -263,3 +263,12 @@ def test_only_requests_that_are_safe_to_repeat_are_sent_again(
 ) -> None:
     request = h11.Request(method=method, target="/", headers=[(b"host", b"x"), *headers])
     assert may_resend(request) is expected
+
+
+@pytest.mark.parametrize("host", ["http://[::1:1", "https://[fe80::1", "http://user@[::1"])
+def test_a_malformed_ipv6_relay_url_is_a_one_line_usage_error(capsys, host):
+    assert main(["--port", "9", "--host", host]) == EXIT_USAGE
+    assert main(["login", "--host", host, "--token", "lt_x"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.count("\n") == 2 and "--host" in err.splitlines()[0], err

@@ -50,7 +50,7 @@ def test_a_clean_response_is_read_and_the_socket_is_reused() -> None:
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
                 response, body = await _read_response(conn)
                 assert (response.status_code, body) == (200, b"hello")
-                assert conn.finish_exchange(), f"socket not reusable after exchange {n}"
+                assert conn.finish_exchange(False), f"socket not reusable after exchange {n}"
                 tunnel.release(conn)
                 conn = await tunnel.acquire(1.0, 10)
             writer.close()
@@ -81,7 +81,7 @@ def test_bytes_after_the_end_of_a_response_make_the_socket_unusable() -> None:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n")
             response, body = await _read_response(conn)
             assert body == b"ok"
-            assert not conn.finish_exchange()
+            assert not conn.finish_exchange(False)
             writer.close()
 
     run(scenario())
@@ -109,7 +109,9 @@ def test_a_response_to_head_has_no_body_even_with_a_content_length() -> None:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
             response, body = await _read_response(conn)
             assert body == b""
-            assert conn.finish_exchange()
+            # A raw pipe (no client id, like the npm client) is never reused after HEAD:
+            # an app that writes a body anyway often writes it a little later.
+            assert not conn.finish_exchange(False)
             writer.close()
 
     run(scenario())

@@ -34,6 +34,11 @@ class RawTunnel:
 
     def pool(self) -> PoolSocket:
         """The live pool socket, reopening one when the relay has discarded the last."""
+        # The relay's own count first: it closes a raw pipe's socket after HEAD, 204, 304,
+        # a 1xx or trailers, and after every answer once the app sent bytes past one (its
+        # close may not have reached us yet).
+        if not self.relay.sockets(self.name):
+            return self.fresh_pool()
         for pool_socket in self.client.sockets:
             # An idle pool socket with something to read has been closed by the relay.
             readable, _, _ = select.select([pool_socket.sock], [], [], 0)
