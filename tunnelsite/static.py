@@ -53,13 +53,15 @@ async def _no_body() -> AsyncIterator[bytes]:
 
 class StaticFilesMiddleware(WhiteNoiseMiddleware):
     def add_files(self, root: str, prefix: str | None = None) -> None:
-        """WhiteNoise's, without its warning for a STATIC_ROOT never collected: while
-        developing (and in tests) files come from the apps' folders (WHITENOISE_USE_FINDERS
-        follows DEBUG), and in production runrelay collects into STATIC_ROOT before serving."""
-        if not os.path.isdir(root) and os.path.abspath(root) == os.path.abspath(
-            settings.STATIC_ROOT
-        ):
-            return
+        """WhiteNoise's, but STATIC_ROOT is served only in production, where runrelay has
+        collected it (manifest storage) before serving. While developing (and in tests) files
+        come from the apps' folders: a STATIC_ROOT left over from a production run would be
+        stale, one never collected drew a warning, and one being collected by another process
+        at that moment was read half-written (a FileNotFoundError at start)."""
+        if os.path.abspath(root) == os.path.abspath(settings.STATIC_ROOT):
+            collected = "Manifest" in settings.STORAGES["staticfiles"]["BACKEND"]
+            if not collected or not os.path.isdir(root):
+                return
         super().add_files(root, prefix)
 
     @staticmethod
