@@ -35,13 +35,14 @@ class Child:
         env: dict[str, str] | None = None,
         name: str = "",
         stdin: int | None = subprocess.DEVNULL,
+        cwd: Path = ROOT,
     ) -> None:
         self.name = name or Path(args[0]).name
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(
             args,
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdin=stdin,
             stdout=subprocess.PIPE,

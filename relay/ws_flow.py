@@ -61,17 +61,14 @@ class WsFlow:
                 await self._arrived
             finally:
                 self._arrived = None
-        message = self._messages.popleft()
-        self.queued_bytes -= _size(message)
-        if self.queue_full and self.queued_bytes <= self.low_water:
-            self.queue_full = False
-            self._sync_reading()
-        return message
+        return self._pop()
 
     def get_nowait(self) -> dict[str, Any] | None:
         """The next message if one is queued, else None (never waits)."""
-        if not self._messages:
-            return None
+        return self._pop() if self._messages else None
+
+    def _pop(self) -> dict[str, Any]:
+        """The first queued message (there is one); reading resumes below the low mark."""
         message = self._messages.popleft()
         self.queued_bytes -= _size(message)
         if self.queue_full and self.queued_bytes <= self.low_water:

@@ -19,15 +19,13 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from harness.http import Visitor
-from harness.processes import ROOT
+from harness.processes import ROOT, Process
 from harness.relay import NPM_LT
 from harness.waiting import IO_TIMEOUT_S, wait_until
 
@@ -72,56 +70,12 @@ def replace(command: str, old: str, new: str) -> str:
     return command.replace(old, new)
 
 
-class Terminal:
+class Terminal(Process):
     """One command typed into a shell in the clone, running as its own job."""
 
     def __init__(self, command: str, cwd: Path, env: dict[str, str], name: str) -> None:
         self.command = command
-        self.name = name
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self.proc = subprocess.Popen(
-            ["bash", "-c", command],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            with self._cond:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
-
-    def output(self) -> str:
-        with self._cond:
-            return "\n".join(self.lines)
-
-    def wait_for_line(self, pattern: str, timeout: float = START_TIMEOUT_S) -> re.Match[str]:
-        regex = re.compile(pattern)
-        with self._cond:
-            seen = 0
-            deadline = time.monotonic() + timeout
-            while True:
-                for line in self.lines[seen:]:
-                    if match := regex.search(line):
-                        return match
-                seen = len(self.lines)
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    pytest.fail(
-                        f"`{self.command}` did not print /{pattern}/ within {timeout:g} s "
-                        f"(exit code {self.proc.poll()}); output:\n{self.output()}"
-                    )
-                self._cond.wait(min(left, 0.2))
+        super().__init__(["bash", "-c", command], env, name=name, cwd=cwd)
 
     def interrupt(self, timeout: float = STOP_TIMEOUT_S) -> int:
         """Ctrl-C: SIGINT to the job; its exit code (the test fails if it does not stop)."""
