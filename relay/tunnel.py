@@ -138,10 +138,21 @@ class Tunnel:
             now - self.registered_at < protocol.CONNECTING_S
         )
 
+    def __post_init__(self) -> None:
+        self._strict_if_raw()
+
+    def _strict_if_raw(self) -> None:
+        """RELAY_RAW_POOL_REUSE=false: a raw-pipe (npm) client's pool sockets carry one
+        exchange each, so no late answer of its app can reach another visitor (the
+        operator's switch for the keep-alive limit that `distrust` only narrows)."""
+        if not self.client_id and not self.registry.settings.RELAY_RAW_POOL_REUSE:
+            self.distrusted = True
+
     def registered_by(self, client_ip: str, client_id: str) -> None:
         """A (re-)registration of this tunnel: the client that holds it from now on."""
         self.client_ip = client_ip
         self.client_id = client_id
+        self._strict_if_raw()
         self.registered_at = time.monotonic()
         self.registered_wall = time.time()
         self.attached_since_registration = False  # connecting, until its first socket

@@ -130,6 +130,10 @@ RELAY_POOL_PORTS = _port_range("RELAY_POOL_PORTS", "")
 RELAY_MAX_SOCKETS = _int("RELAY_MAX_SOCKETS", 10, minimum=1)
 RELAY_MAX_TUNNELS = _int("RELAY_MAX_TUNNELS", 5000, minimum=1)
 RELAY_POOL_ALLOW_ANY_IP = _bool("RELAY_POOL_ALLOW_ANY_IP", False)
+# Reuse a raw-pipe (npm) client's pool socket for the next request. Keep-alive cannot tell
+# an app's late, unasked-for answer from the next visitor's (relay/pool.py); off, each socket
+# carries one exchange: strict isolation, at the cost of a reconnect per request.
+RELAY_RAW_POOL_REUSE = _bool("RELAY_RAW_POOL_REUSE", True)
 RELAY_GRACE_S = _float("RELAY_GRACE_S", 15.0)
 RELAY_SOCKET_WAIT_S = _float("RELAY_SOCKET_WAIT_S", 10.0, minimum=0.01)
 # Visitors queued per tunnel while all its pool sockets are busy. A waiter is a future and a

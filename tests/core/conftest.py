@@ -17,7 +17,12 @@ class LoopRegistry:
     """The parts of `relay.registry.Registry` a Tunnel calls, with real settings values."""
 
     def __init__(self, **overrides: Any) -> None:
-        values = {"RELAY_POOL_ALLOW_ANY_IP": False, "RELAY_GRACE_S": 30.0, "RELAY_SPARE_SOCKETS": 2}
+        values = {
+            "RELAY_POOL_ALLOW_ANY_IP": False,
+            "RELAY_GRACE_S": 30.0,
+            "RELAY_SPARE_SOCKETS": 2,
+            "RELAY_RAW_POOL_REUSE": True,
+        }
         values.update(overrides)
         self.settings = SimpleNamespace(**values)
         self.expiries: list[Tunnel] = []

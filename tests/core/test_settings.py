@@ -44,6 +44,7 @@ def _check(**env: str) -> subprocess.CompletedProcess[str]:
         ("RELAY_WS_MAX_PER_VISITOR", "0"),
         ("RELAY_BODY_MAX_AHEAD_S", "5"),
         ("RELAY_LOG_LEVEL", "LOUD"),
+        ("RELAY_RAW_POOL_REUSE", "sometimes"),
     ],
 )
 def test_a_malformed_value_names_the_variable(name: str, value: str) -> None:

@@ -486,3 +486,32 @@ def test_without_local_keepalive_no_visitor_ever_gets_another_ones_answer(
         assert DISTRUST_LINE not in process.output()  # off from the start: nothing to say
     finally:
         process.stop()
+
+
+def test_with_raw_pool_reuse_off_no_npm_visitor_ever_gets_another_ones_answer(
+    module_relay_factory, hostile_port: int, module_lt_factory
+):
+    """The operator's switch for the npm client, which has no --no-local-keepalive:
+    RELAY_RAW_POOL_REUSE=false gives each raw pool socket one exchange, so not even a late
+    answer written after the next request arrived can reach another visitor."""
+    relay = module_relay_factory(RELAY_RAW_POOL_REUSE="false", **NO_LIVE_TUNNEL_CAP)
+    client = module_lt_factory(relay, hostile_port)
+    try:
+        # One visitor after another, each answered twice, the second time once the next
+        # request arrived: with reuse the next visitor gets the late answer, every time.
+        for index in range(5):
+            relay.wait_for_sockets(client.name, 10)
+            assert_own_or_502(
+                visit(relay, client.name, "GET", f"/seq{index}/extra?late=next"), f"seq{index}"
+            )
+        targets = [
+            variant.format(f"strict{round_}x{index}")
+            for round_ in range(3)
+            for index, variant in enumerate(ALL_LATE_VARIANTS)
+        ]
+        for _ in range(2):
+            relay.wait_for_sockets(client.name, 10)
+            assert mixed_up(visit_concurrently(relay, client.name, targets)) == []
+        assert "its local app sent bytes after a response" not in relay.process.output()
+    finally:
+        client.stop()
