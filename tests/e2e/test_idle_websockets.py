@@ -17,13 +17,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from harness.processes import ProcessGroup
 from harness.relay import Relay
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from .appdata import GREETING
-from .test_our_client import OurLtLauncher
 
 VISITORS = 10  # as many as the tunnel has pool sockets
 
@@ -31,15 +29,6 @@ VISITORS = 10  # as many as the tunnel has pool sockets
 @pytest.fixture(scope="module")
 def ws_relay(module_relay_factory) -> Relay:
     return module_relay_factory()  # the defaults are what is tested
-
-
-@pytest.fixture(scope="module")
-def our_launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OurLtLauncher]:
-    group = ProcessGroup()
-    try:
-        yield OurLtLauncher(group, tmp_path_factory.mktemp("lt-config"))
-    finally:
-        group.stop_all()
 
 
 @pytest.fixture(params=["npm lt", "our lt"])

@@ -10,39 +10,16 @@ import gzip
 import re
 import secrets
 import socket
-import subprocess
 from collections.abc import Callable
 
 import pytest
 from harness.fake_client import PoolSocket
 from harness.http import build_request
-from harness.processes import PYTHON, ROOT
-from harness.relay import Relay
+from harness.relay import Relay, issue_token
 from harness.waiting import IO_TIMEOUT_S
 
 # What a production operator sets (README, Quick start): the setting under test is DEBUG.
 PRODUCTION = {"DEBUG": "false", "SECRET_KEY": secrets.token_urlsafe(50)}
-
-TOKEN_FOR_TEST_USER = """
-from django.contrib.auth import get_user_model
-from tunnels.models import ApiToken
-user = get_user_model().objects.create_user("static-tester")
-print(ApiToken.issue(user, name="test")[1])
-"""
-
-
-def issue_token(relay: Relay) -> str:
-    """A new user's API token, written into the relay's own database."""
-    done = subprocess.run(
-        [PYTHON, "manage.py", "shell", "-c", TOKEN_FOR_TEST_USER],
-        cwd=ROOT,
-        env=relay.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout.strip().splitlines()[-1]
 
 
 def stylesheets(html: str) -> list[str]:
@@ -95,7 +72,7 @@ def test_static_paths_on_a_tunnel_host_reach_the_tunnel_not_the_relays_files(
     relay_factory: Callable[..., Relay],
 ) -> None:
     relay = relay_factory(**PRODUCTION)
-    token = issue_token(relay)
+    token = issue_token(relay, "static-tester", "test")
     registered = relay.get("/?new", headers=[("Authorization", f"Bearer {token}")])
     assert registered.status == 200, registered
     info = registered.json()

@@ -16,12 +16,10 @@ from collections.abc import Iterator
 
 import pytest
 from harness.http import Visitor
-from harness.processes import ProcessGroup
 from harness.relay import Relay
 from harness.waiting import wait_until
 
 from .appdata import GREETING
-from .test_our_client import OurLtLauncher
 
 SLOW_READERS = 10  # as many as the tunnel has pool sockets
 ATTACKER, OTHER = "127.0.0.6", "127.0.0.7"
@@ -31,15 +29,6 @@ DOWNLOAD = "/bytes/50000000"  # far more than the socket buffers on the way hold
 @pytest.fixture(scope="module")
 def share_relay(module_relay_factory) -> Relay:
     return module_relay_factory()  # the defaults are what is tested
-
-
-@pytest.fixture(scope="module")
-def our_launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OurLtLauncher]:
-    group = ProcessGroup()
-    try:
-        yield OurLtLauncher(group, tmp_path_factory.mktemp("lt-config"))
-    finally:
-        group.stop_all()
 
 
 @pytest.fixture(params=["npm lt", "our lt"])

@@ -12,35 +12,15 @@ from __future__ import annotations
 import re
 import secrets
 import socket
-import subprocess
 from collections.abc import Callable
 
 from harness.fake_client import PoolSocket
 from harness.http import build_request
-from harness.processes import PYTHON, ROOT
-from harness.relay import Relay
+from harness.processes import ROOT
+from harness.relay import Relay, issue_token
 from harness.waiting import IO_TIMEOUT_S
 
 README = ROOT / "README.md"
-OWNER_TOKEN = """
-from django.contrib.auth import get_user_model
-from tunnels.models import ApiToken
-user = get_user_model().objects.create_user("pool-owner")
-print(ApiToken.issue(user, name="laptop")[1])
-"""
-
-
-def issue_token(relay: Relay) -> str:
-    done = subprocess.run(
-        [PYTHON, "manage.py", "shell", "-c", OWNER_TOKEN],
-        cwd=ROOT,
-        env=relay.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout.strip().splitlines()[-1]
 
 
 def security_model() -> str:
@@ -73,7 +53,7 @@ def test_a_tokenless_neighbour_on_the_same_address_can_serve_a_token_protected_t
     # Tokens required, as on a public relay: the setting this risk is about.
     relay = relay_factory(RELAY_ALLOW_ANONYMOUS="false", SECRET_KEY=secrets.token_urlsafe(50))
     assert relay.get("/?new").status == 401  # the neighbour cannot register anything
-    name, port = register(relay, issue_token(relay))
+    name, port = register(relay, issue_token(relay, "pool-owner", "laptop"))
     # The neighbour needs only the port (a scan of the range finds it) and the same address.
     intruder = PoolSocket(socket.create_connection(("127.0.0.1", port), IO_TIMEOUT_S))
     try:
@@ -95,7 +75,7 @@ def test_a_pool_socket_from_another_address_is_refused_by_default(
     relay_factory: Callable[..., Relay],
 ) -> None:
     relay = relay_factory(RELAY_ALLOW_ANONYMOUS="false", SECRET_KEY=secrets.token_urlsafe(50))
-    name, port = register(relay, issue_token(relay))
+    name, port = register(relay, issue_token(relay, "pool-owner", "laptop"))
     stranger = PoolSocket(
         socket.create_connection(("127.0.0.1", port), IO_TIMEOUT_S, ("127.0.0.2", 0))
     )

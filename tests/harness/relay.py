@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,3 +185,25 @@ class LtLauncher:
         if wait_sockets:
             relay.wait_for_sockets(name, int(relay.env.get("RELAY_MAX_SOCKETS", "10")))
         return LtClient(process, url, name, relay)
+
+
+_ISSUE_TOKEN = """
+from django.contrib.auth import get_user_model
+from tunnels.models import ApiToken
+user = get_user_model().objects.create_user({username!r})
+print(ApiToken.issue(user, name={name!r})[1])
+"""
+
+
+def issue_token(relay: Relay, username: str, name: str) -> str:
+    """A new user's API token, written into the relay's own database by `manage.py shell`."""
+    done = subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", _ISSUE_TOKEN.format(username=username, name=name)],
+        cwd=ROOT,
+        env=relay.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip().splitlines()[-1]
