@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 NPM_DIR := tests/.npm
 NPM_LT := $(NPM_DIR)/node_modules/localtunnel/package.json
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint typecheck format bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ test: $(VENV)/.deps-test $(NPM_LT) /usr/bin/chromium /usr/bin/chromedriver /usr/
 lint: $(VENV)/.deps-test
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
+
+# mypy (with django-stubs) over relay, client, tunnels and tunnelsite: [tool.mypy] in pyproject.toml.
+typecheck: $(VENV)/.deps-test
+	$(PY) -m mypy
 
 format: $(VENV)/.deps-test
 	$(PY) -m ruff format .
