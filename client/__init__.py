@@ -14,11 +14,12 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .library import SyncTunnel, open_tunnel, open_tunnel_sync, via_relay  # noqa: E402
-from .tunnel import Tunnel, TunnelError, TunnelOptions  # noqa: E402
+from .options import TunnelOptions  # noqa: E402
+from .tunnel import ClientTunnel, TunnelError  # noqa: E402
 
 __all__ = [
+    "ClientTunnel",
     "SyncTunnel",
-    "Tunnel",
     "TunnelError",
     "TunnelOptions",
     "__version__",

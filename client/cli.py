@@ -27,202 +27,23 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-from . import __version__
-from .config import Login, delete_login, load_login, login_path, save_login
+from .arguments import TOKEN_ENV, Settings, UsageError, check_host, parse_settings
+from .config import Login, delete_login, login_path, save_login
 from .display import LiveDisplay, PlainDisplay
 from .redact import redact, redact_url, secrets_of
-from .registration import is_valid_subdomain
-from .tunnel import DEFAULT_HOST, Tunnel, TunnelError, TunnelOptions
+from .tunnel import ClientTunnel, TunnelError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_CODES = {401: 3, 403: 4, 409: 5, 429: 6}
 EXIT_TAKEN_OVER = 7  # another client took the name with --takeover: this one stopped
-TOKEN_ENV = "LT_TOKEN"
-
-# Flags that take a value, and the environment variable each one also reads.
-VALUE_FLAGS = {
-    "port": "PORT",
-    "host": "HOST",
-    "subdomain": "SUBDOMAIN",
-    "local_host": "LOCAL_HOST",
-    "local_cert": "LOCAL_CERT",
-    "local_key": "LOCAL_KEY",
-    "local_ca": "LOCAL_CA",
-}
-BOOL_FLAGS = {
-    "local_https": "LOCAL_HTTPS",
-    "allow_invalid_cert": "ALLOW_INVALID_CERT",
-    "print_requests": "PRINT_REQUESTS",
-    "open": "OPEN",
-    "takeover": "TAKEOVER",
-}
-# --no-local-keepalive is the negative of LOCAL_KEEPALIVE (true by default).
-KEEPALIVE_ENV = "LOCAL_KEEPALIVE"
-
-
-class UsageError(Exception):
-    pass
-
-
-@dataclass
-class Settings:
-    options: TunnelOptions
-    print_requests: bool = False
-    open: bool = False
 
 
 def exit_code_for(status: int) -> int:
     """The exit code for a registration refused with HTTP `status`."""
     return EXIT_CODES.get(status, EXIT_FAILURE)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    # -h is --host in the npm client, so help is only --help.
-    parser = argparse.ArgumentParser(
-        prog="lt",
-        usage="lt --port N [options]   |   lt login --host URL --token T   |   lt logout",
-        description="Expose a local port through a localtunnel-compatible relay.",
-        epilog="Every flag can also be set by an environment variable named after it "
-        "(PORT, HOST, LOCAL_HTTPS=true, ...); the token also by LT_TOKEN. Exit codes: 0 "
-        "stopped, 1 failure, 2 usage, 3 unauthorized (401), 4 forbidden (403), 5 name taken "
-        "(409), 6 rate limited (429), 7 taken over by another client (--takeover).",
-        add_help=False,
-    )
-    add = parser.add_argument
-    add("--help", action="help", help="show this help and exit")
-    add("--version", action="version", version=f"lt (tunnelsite) {__version__}")
-    add("-p", "--port", help="local port to expose (required)")
-    add("-h", "--host", help=f"relay URL (default: saved login, else {DEFAULT_HOST})")
-    add("-s", "--subdomain", help="ask for this name")
-    add("-l", "--local-host", help="send requests to this host and rewrite Host to it")
-    add("--local-https", action="store_true", default=None, help="the local app speaks HTTPS")
-    add("--local-cert", help="client certificate for the local HTTPS app")
-    add("--local-key", help="key of the client certificate")
-    add("--local-ca", help="CA file to verify the local HTTPS app")
-    add(
-        "--allow-invalid-cert",
-        action="store_true",
-        default=None,
-        help="do not verify the local app's certificate",
-    )
-    add("--print-requests", action="store_true", default=None, help="one line per request")
-    add("-o", "--open", action="store_true", default=None, help="open the URL in a browser")
-    add("-t", "--token", help=f"access token (or {TOKEN_ENV}, or a saved login)")
-    add(
-        "--takeover",
-        action="store_true",
-        default=None,
-        help="take --subdomain from another running client of yours (it is disconnected)",
-    )
-    add(
-        "--no-local-keepalive",
-        dest="local_keepalive",
-        action="store_false",
-        default=None,
-        help="open a new connection to the local app for every request (strict isolation "
-        f"between visitors; or {KEEPALIVE_ENV}=false)",
-    )
-    return parser
-
-
-def _env_bool(name: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("", "0", "false", "no", "off"):
-        return False
-    raise UsageError(f"{name}={value!r} is not a boolean (use true or false)")
-
-
-def check_host(host: str) -> str:
-    try:
-        parts = urlsplit(host)
-    except ValueError as exc:  # e.g. "Invalid IPv6 URL": an unclosed '['
-        raise UsageError(f"the relay URL is malformed ({exc}): {redact_url(host)!r}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        shown = redact_url(host)
-        raise UsageError(f"the relay must be an http:// or https:// URL, not {shown!r}")
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as exc:
-        raise UsageError(f"the relay URL has a bad port: {redact_url(host)!r}") from exc
-    return host.rstrip("/")
-
-
-def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
-    """Flags, then environment variables, then the saved login, then defaults."""
-    try:
-        args = build_parser().parse_args(list(argv))
-    except SystemExit as exc:
-        if exc.code in (0, None):
-            raise
-        raise UsageError("") from None
-    values = vars(args)
-    origin = {dest: f"--{dest.replace('_', '-')}" for dest in VALUE_FLAGS}
-    for dest, env in VALUE_FLAGS.items():
-        if values[dest] is None and environ.get(env):
-            values[dest] = environ[env]
-            origin[dest] = f"{env} (environment)"
-    for dest, env in BOOL_FLAGS.items():
-        if values[dest] is None:
-            values[dest] = _env_bool(env, environ[env]) if env in environ else False
-    if values["local_keepalive"] is None:
-        env_value = environ.get(KEEPALIVE_ENV, "true")
-        values["local_keepalive"] = _env_bool(KEEPALIVE_ENV, env_value or "true")
-    if values["port"] is None:
-        raise UsageError("--port is required (the local port to expose)")
-    try:
-        port = int(values["port"])
-    except ValueError:
-        raise UsageError(f"{origin['port']} must be a number, not {values['port']!r}") from None
-    if not 0 < port < 65536:
-        raise UsageError(f"{origin['port']} must be 1-65535, not {port}")
-    login = load_login()
-    try:
-        host = check_host(values["host"] or (login.host if login else DEFAULT_HOST))
-    except UsageError as exc:
-        if values["host"] is None:
-            raise UsageError(f"the saved login's host is bad ({exc}); run lt login") from None
-        raise UsageError(f"{origin['host']}: {exc}") from None
-    token = values["token"] or environ.get(TOKEN_ENV) or None
-    if token is None and login is not None and login.host.rstrip("/") == host:
-        token = login.token
-    subdomain = values["subdomain"]
-    if subdomain is not None:
-        subdomain = subdomain.lower()
-        if not is_valid_subdomain(subdomain):
-            raise UsageError(
-                f"invalid subdomain {subdomain!r}: use 4-63 lowercase letters and digits, "
-                "or 6-65 with inner hyphens"
-            )
-    if values["takeover"] and subdomain is None:
-        raise UsageError("--takeover needs --subdomain (the name to take over)")
-    for dest in ("local_cert", "local_key", "local_ca"):
-        path = values[dest]
-        if path and not os.path.isfile(path):
-            raise UsageError(f"--{dest.replace('_', '-')}: no such file {path!r}")
-    if values["local_cert"] and not values["local_key"]:
-        raise UsageError("--local-cert needs --local-key")
-    options = TunnelOptions(
-        port=port,
-        host=host,
-        subdomain=subdomain,
-        token=token,
-        local_host=values["local_host"],
-        local_https=values["local_https"],
-        local_cert=values["local_cert"],
-        local_key=values["local_key"],
-        local_ca=values["local_ca"],
-        allow_invalid_cert=values["allow_invalid_cert"],
-        takeover=values["takeover"],
-        local_keepalive=values["local_keepalive"],
-    )
-    return Settings(options, print_requests=values["print_requests"], open=values["open"])
 
 
 def login_command(argv: Sequence[str], environ: Mapping[str, str]) -> int:
@@ -255,7 +76,7 @@ def logout_command() -> int:
 
 
 async def run_tunnel(settings: Settings, display: PlainDisplay) -> int:
-    tunnel = Tunnel(settings.options, display)
+    tunnel = ClientTunnel(settings.options, display)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C still ends it

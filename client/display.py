@@ -12,13 +12,13 @@ import time
 import webbrowser
 from typing import TYPE_CHECKING, TextIO
 
+from .limits import DISPLAY_REFRESHES_PER_S
+from .reporting import TunnelStatus
 from .target import RequestLog
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
     from rich.live import Live
-
-    from .tunnel import TunnelStatus
 
 
 def _clock() -> str:
@@ -101,7 +101,9 @@ class LiveDisplay(PlainDisplay):
         from rich.live import Live
 
         self._status = status
-        self._live = Live(get_renderable=self._render, refresh_per_second=4, transient=False)
+        self._live = Live(
+            get_renderable=self._render, refresh_per_second=DISPLAY_REFRESHES_PER_S, transient=False
+        )
         self._live.start()
 
     def stop(self) -> None:

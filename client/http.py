@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import ssl
 from dataclasses import dataclass, replace
 from urllib.parse import unquote, urlsplit
 
 import h11
 
+from .limits import API_MAX_BODY_BYTES, API_READ_CHUNK_BYTES
 from .redact import redact_url
-
-# Registration answers are a few hundred bytes; anything past this is not our relay.
-MAX_BODY_BYTES = 1024 * 1024
-READ_CHUNK_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -89,13 +87,13 @@ async def _read_answer(conn: h11.Connection, reader: asyncio.StreamReader) -> An
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
-            conn.receive_data(await reader.read(READ_CHUNK_BYTES))
+            conn.receive_data(await reader.read(API_READ_CHUNK_BYTES))
         elif isinstance(event, h11.Response):
             status = event.status_code
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
         elif isinstance(event, h11.Data):
             body += event.data
-            if len(body) > MAX_BODY_BYTES:
+            if len(body) > API_MAX_BODY_BYTES:
                 raise h11.RemoteProtocolError("answer body too large")
         elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
             return Answer(status, headers, bytes(body))
@@ -106,7 +104,7 @@ def describe_error(exc: BaseException) -> str:
     """A short human reason for a socket error ("connection refused", "timed out")."""
     if isinstance(exc, TimeoutError):
         return "timed out"
-    if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == 111:
+    if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED:
         return "connection refused"
     if isinstance(exc, ssl.SSLError):
         return f"TLS failed ({exc.reason or exc})"

@@ -9,12 +9,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from .tunnel import DEFAULT_HOST, Tunnel, TunnelOptions
-
-# How long open_tunnel waits for a working URL before giving up.
-OPEN_TIMEOUT_S = 30.0
-# How long closing waits for the pool to stop (the DELETE has its own 2 s limit).
-CLOSE_TIMEOUT_S = 5.0
+from .limits import CLOSE_TIMEOUT_S, OPEN_TIMEOUT_S, THREAD_JOIN_GRACE_S
+from .options import DEFAULT_HOST, TunnelOptions
+from .tunnel import ClientTunnel
 
 
 @contextlib.asynccontextmanager
@@ -26,7 +23,7 @@ async def open_tunnel(
     *,
     timeout_s: float = OPEN_TIMEOUT_S,
     **options: Any,
-) -> AsyncIterator[Tunnel]:
+) -> AsyncIterator[ClientTunnel]:
     """Open a tunnel to localhost:`port`; `tunnel.url` is live inside the block.
 
     Extra keyword options are those of `TunnelOptions` (local_host, local_https, ...).
@@ -34,7 +31,7 @@ async def open_tunnel(
     TimeoutError when no working URL came within `timeout_s`. On exit the sockets are
     closed and the name is released at the relay.
     """
-    tunnel = Tunnel(
+    tunnel = ClientTunnel(
         TunnelOptions(port=port, host=host, subdomain=subdomain, token=token, **options)
     )
     runner = asyncio.create_task(tunnel.run())
@@ -75,7 +72,7 @@ class SyncTunnel:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._error: BaseException | None = None
-        self.tunnel: Tunnel | None = None
+        self.tunnel: ClientTunnel | None = None
 
     @property
     def url(self) -> str:
@@ -102,7 +99,7 @@ class SyncTunnel:
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
-            self._thread.join(CLOSE_TIMEOUT_S + 5)
+            self._thread.join(CLOSE_TIMEOUT_S + THREAD_JOIN_GRACE_S)
 
     def __enter__(self) -> SyncTunnel:
         return self.start()
@@ -129,7 +126,7 @@ def open_tunnel_sync(port: int, host: str = DEFAULT_HOST, **kwargs: Any) -> Sync
     return SyncTunnel(port, host, **kwargs).start()
 
 
-def via_relay(tunnel: Tunnel | SyncTunnel, path: str = "/") -> tuple[str, dict[str, str]]:
+def via_relay(tunnel: ClientTunnel | SyncTunnel, path: str = "/") -> tuple[str, dict[str, str]]:
     """A URL for `path` at the relay's own address, and the Host header naming the tunnel.
 
     `tunnel.url` names `<name>.<domain>`, which may not resolve where a test suite runs

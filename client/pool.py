@@ -14,22 +14,21 @@ import socket
 import time
 from collections.abc import Callable
 
+from .exchange import PoolSocketProxy
 from .http import describe_error
-from .proxy import PoolSocketProxy
+from .limits import (
+    FAILURES_BEFORE_BROKEN,
+    FIRST_REOPEN_DELAY_S,
+    KEEPALIVE_COUNT,
+    KEEPALIVE_IDLE_S,
+    KEEPALIVE_INTERVAL_S,
+    MAX_CONNECT_FAILURES,
+    MAX_REOPEN_DELAY_S,
+    POOL_CONNECT_TIMEOUT_S,
+    QUICK_CLOSE_S,
+)
 from .registration import Registration
 from .target import LocalTarget, ProxyObserver
-
-# A relay that does not accept a pool connection in this time counts as unreachable.
-CONNECT_TIMEOUT_S = 5.0
-# A socket that closes sooner than this without carrying a request "closed at once".
-QUICK_CLOSE_S = 1.0
-# Reopen delay after quick closes: doubles from the first value up to the cap.
-FIRST_REOPEN_DELAY_S = 0.1
-MAX_REOPEN_DELAY_S = 5.0
-# This many failed connects (or quick closes) in a row with no socket up: relay gone.
-FAILURES_BEFORE_BROKEN = 3
-# TCP keepalive so an idle pool socket notices a dead network in about a minute.
-KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT = 30, 10, 3
 
 
 def _enable_keepalive(writer: asyncio.StreamWriter) -> None:
@@ -92,13 +91,17 @@ class Pool:
         while True:
             started = time.monotonic()
             try:
-                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                async with asyncio.timeout(POOL_CONNECT_TIMEOUT_S):
                     reader, writer = await asyncio.open_connection(reg.pool_host, reg.port)
             except (OSError, TimeoutError) as exc:
                 failures += 1
                 reason = describe_error(exc)
                 self.last_failure = f"pool connection to {reg.pool_host}:{reg.port}: {reason}"
-                if self.up == 0 and failures >= FAILURES_BEFORE_BROKEN or failures >= 10:
+                if (
+                    self.up == 0
+                    and failures >= FAILURES_BEFORE_BROKEN
+                    or failures >= MAX_CONNECT_FAILURES
+                ):
                     self._break(self.last_failure)
                     return
                 delay = min(MAX_REOPEN_DELAY_S, max(FIRST_REOPEN_DELAY_S, delay * 2))

@@ -13,10 +13,9 @@ import re
 from collections.abc import Iterable
 from urllib.parse import unquote, urlsplit
 
+from .limits import MIN_EXACT_SECRET
+
 MASK = "***"
-# Exact secrets shorter than this are masked only where a pattern finds them (inside a
-# URL's user-info): masking every "ab" in a message would garble it.
-MIN_EXACT_SECRET = 4
 
 # scheme://user:pass@host -> scheme://***@host: up to the LAST '@' before the host (a
 # password may hold an unencoded '@'; user-info never holds / ? # or spaces).

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import ssl
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from . import __version__
 from .http import Answer, describe_error, request, split_userinfo
+from .limits import MAX_POOL_SOCKETS, REGISTER_TIMEOUT_S, RELEASE_TIMEOUT_S, SUBDOMAIN_RE
 
 USER_AGENT = f"tunnelsite-lt/{__version__}"
 # Sent with a random id per tunnel run: the relay tells this client's reconnects from a
@@ -20,17 +20,6 @@ CLIENT_ID_HEADER = "X-Tunnelsite-Client"
 # the name with --takeover, so this one stops instead of registering again.
 REFUSAL_HEADER = "x-tunnelsite-refusal"
 REFUSAL_TAKEN_OVER = "taken-over"
-
-# The relay's subdomain rule (same as the reference localtunnel server).
-SUBDOMAIN_RE = re.compile(r"^(?:[a-z0-9][a-z0-9\-]{4,63}[a-z0-9]|[a-z0-9]{4,63})$")
-
-# Registration is a small JSON call; a relay that cannot answer in this time is "down".
-REGISTER_TIMEOUT_S = 10.0
-# Sockets opened whatever `max_conn_count` says: bounds file descriptors and memory
-# (the reference relay asks for 10).
-MAX_POOL_SOCKETS = 100
-# Releasing the name on exit must never hold up Ctrl-C for long.
-RELEASE_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)

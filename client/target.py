@@ -10,27 +10,8 @@ from typing import Protocol
 
 import h11
 
+from .keepalive import KeepAlive
 from .local import AddressCache
-
-
-class KeepAlive:
-    """Whether the pool sockets of a tunnel keep their connections to the app between
-    requests. Off from the start with `--no-local-keepalive`; turned off for good the first
-    time the app sends bytes past an answer (sticky distrust): once it has, nothing tells a
-    late answer from the next visitor's, so every request gets a connection of its own."""
-
-    __slots__ = ("enabled", "distrusted")
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self.distrusted = False
-
-    def distrust(self) -> bool:
-        """Stop reusing; True the first time (so the user is told once)."""
-        first = self.enabled and not self.distrusted
-        self.distrusted = True
-        self.enabled = False
-        return first
 
 
 @dataclass(frozen=True)
@@ -92,4 +73,4 @@ def error_response(status: int, reason: str, target: LocalTarget) -> tuple[h11.R
         (b"cache-control", b"no-store"),
         (b"x-tunnelsite-client-error", b"local-app-unreachable"),
     ]
-    return h11.Response(status_code=status, headers=headers, reason=title[4:]), body
+    return h11.Response(status_code=status, headers=headers, reason=title.partition(" ")[2]), body

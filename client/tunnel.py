@@ -1,21 +1,22 @@
-"""One tunnel: register, keep the pool full, register again after faults, release on exit.
+"""The client's tunnel: register, keep the pool full, register again after faults, release
+on exit.
 
-`Tunnel.run()` is the whole life of a tunnel; the CLI and `open_tunnel` both drive it.
+`ClientTunnel.run()` is the whole life of a tunnel; the CLI and `open_tunnel` both drive it.
+(The relay's live tunnel is `relay`'s `Tunnel`; this is the other end of it.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import secrets
-import ssl
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from .backoff import MAX_DELAY_S, delay_for
+from .backoff import delay_for
+from .limits import CLIENT_ID_BYTES, MAX_DELAY_S
+from .options import TunnelOptions, local_target
 from .pool import Pool
 from .redact import redact, redact_url, secrets_of
 from .registration import (
@@ -25,12 +26,10 @@ from .registration import (
     register,
     release,
 )
-from .target import KeepAlive, LocalTarget, RequestLog
+from .reporting import LogReporter, RedactingReporter, Reporter, TunnelStatus
+from .target import RequestLog
 
-log = logging.getLogger("client")
 T = TypeVar("T")
-
-DEFAULT_HOST = "http://localhost:8080"
 
 
 def is_fatal(status: int, was_registered: bool) -> bool:
@@ -45,40 +44,6 @@ def is_fatal(status: int, was_registered: bool) -> bool:
     return 200 <= status < 300 or (400 <= status < 500 and status != 408)
 
 
-@dataclass
-class TunnelOptions:
-    port: int
-    host: str = field(default=DEFAULT_HOST, repr=False)  # may hold a token (user-info)
-    subdomain: str | None = None
-    token: str | None = field(default=None, repr=False)
-    local_host: str | None = None
-    local_https: bool = False
-    local_cert: str | None = None
-    local_key: str | None = None
-    local_ca: str | None = None
-    allow_invalid_cert: bool = False
-    takeover: bool = False  # take the name from a live client of the same owner (--takeover)
-    # Keep connections to the local app between requests (False: --no-local-keepalive,
-    # one connection per request: strict isolation between visitors, a little slower).
-    local_keepalive: bool = True
-
-
-@dataclass
-class TunnelStatus:
-    """What the display shows; updated in place by the tunnel."""
-
-    url: str = ""
-    relay: str = ""
-    state: str = "connecting"
-    sockets_up: int = 0
-    sockets_max: int = 0
-    requests: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    last_error: str = ""
-    local_down: bool = False
-
-
 class TunnelError(Exception):
     """The tunnel cannot go on: the relay refused it. `status` is the relay's HTTP status;
     `taken_over` when another client took the name with --takeover."""
@@ -90,72 +55,9 @@ class TunnelError(Exception):
         self.taken_over = taken_over
 
 
-class Reporter(Protocol):
-    """Receives the tunnel's state changes (one call per change) and request logs."""
+class ClientTunnel:
+    """One tunnel of this client, from its first registration to its release."""
 
-    def event(self, text: str) -> None: ...
-    def url(self, url: str) -> None: ...
-    def request(self, log: RequestLog) -> None: ...
-    def changed(self) -> None: ...
-
-
-class RedactingReporter:
-    """Passes everything on with the run's secrets masked (see redact.py): relay
-    messages, errors and URLs may all carry a token or a password."""
-
-    def __init__(self, reporter: Reporter, secrets: set[str]) -> None:
-        self.reporter = reporter
-        self.secrets = secrets
-
-    def event(self, text: str) -> None:
-        self.reporter.event(redact(text, self.secrets))
-
-    def url(self, url: str) -> None:
-        self.reporter.url(redact(url, self.secrets))
-
-    def request(self, log: RequestLog) -> None:
-        self.reporter.request(log)  # a visitor's request line: the user's own traffic
-
-    def changed(self) -> None:
-        self.reporter.changed()
-
-
-class LogReporter:
-    """The library default: state changes go to the `client` logger."""
-
-    def event(self, text: str) -> None:
-        log.info("%s", text)
-
-    def url(self, url: str) -> None:
-        log.info("your url is: %s", url)
-
-    def request(self, log_: RequestLog) -> None:
-        log.debug("%s %s %s", log_.method, log_.target, log_.status)
-
-    def changed(self) -> None:
-        pass
-
-
-def local_target(options: TunnelOptions) -> LocalTarget:
-    """Where the pool sockets' requests go, with the TLS settings of --local-https."""
-    context: ssl.SSLContext | None = None
-    if options.local_https:
-        context = ssl.create_default_context(cafile=options.local_ca)
-        if options.local_cert:
-            context.load_cert_chain(options.local_cert, options.local_key)
-        if options.allow_invalid_cert:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-    return LocalTarget(
-        host=options.local_host or "localhost",
-        port=options.port,
-        host_header=options.local_host,
-        ssl_context=context,
-        keepalive=KeepAlive(options.local_keepalive),
-    )
-
-
-class Tunnel:
     def __init__(self, options: TunnelOptions, reporter: Reporter | None = None) -> None:
         parts = urlsplit(options.host)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -172,7 +74,7 @@ class Tunnel:
         self._stopping = asyncio.Event()
         self._name = options.subdomain  # after the first registration: the name we got
         # Who we are to the relay across reconnects (registration.CLIENT_ID_HEADER).
-        self.client_id = secrets.token_urlsafe(16)
+        self.client_id = secrets.token_urlsafe(CLIENT_ID_BYTES)
         self.taken_over = False
 
     @property

@@ -1,4 +1,4 @@
-"""proxy.py on real sockets: the relay side is a socketpair written by hand, byte by byte."""
+"""exchange.py on real sockets: the relay side is a socketpair written by hand, byte by byte."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import h11
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client.proxy import LocalTarget, PoolSocketProxy, RequestLog, rewrite_host
+from client.exchange import LocalTarget, PoolSocketProxy, RequestLog, rewrite_host
 
 WAIT_S = 10.0
 
@@ -483,7 +483,8 @@ def test_a_request_smuggled_in_a_body_the_app_never_read_is_not_answered_to_the_
 
 def test_a_kept_connection_reports_stray_bytes_and_its_end_while_idle_and_right_before_reuse():
     """client/local.py on real TCP: what the proxy learns about an idle kept connection."""
-    from client.local import CLOSED, QUIET, STRAY, connect
+    from client.idle_state import CLOSED, QUIET, STRAY
+    from client.local import connect
 
     async def scenario() -> None:
         accepted: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()

@@ -13,12 +13,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from client.arguments import UsageError, parse_settings
 from client.backoff import FIRST_DELAY_S, MAX_DELAY_S, delay_for
-from client.cli import EXIT_USAGE, UsageError, exit_code_for, main, parse_settings
+from client.cli import EXIT_USAGE, exit_code_for, main
 from client.config import Login, delete_login, load_login, login_path, save_login
 from client.display import human_bytes, request_line
 from client.http import Answer, split_userinfo
-from client.proxy import RequestLog, may_resend
+from client.options import DEFAULT_HOST
 from client.registration import (
     MAX_POOL_SOCKETS,
     _real_status,
@@ -27,7 +28,9 @@ from client.registration import (
     is_valid_subdomain,
     parse_registration,
 )
-from client.tunnel import DEFAULT_HOST, is_fatal
+from client.replay import may_resend
+from client.target import RequestLog
+from client.tunnel import is_fatal
 
 
 @pytest.fixture(autouse=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from client import SyncTunnel, Tunnel, TunnelOptions, via_relay
+from client import ClientTunnel, SyncTunnel, TunnelOptions, via_relay
 
 
-def opened(host: str, url: str) -> Tunnel:
-    tunnel = Tunnel(TunnelOptions(port=3000, host=host))
+def opened(host: str, url: str) -> ClientTunnel:
+    tunnel = ClientTunnel(TunnelOptions(port=3000, host=host))
     tunnel.status.url = url  # what registration sets
     return tunnel
 

@@ -1,0 +1,111 @@
+"""Every limit, timeout, buffer size and backoff bound of the `lt` client, with its reason.
+
+The one place to read or change a number the client lives by (as h11 keeps
+`max_incomplete_event_size` and bore its `NETWORK_TIMEOUT` in one protocol module). Other
+client modules import from here; tests/client/test_no_bare_numbers.py fails on a numeric
+literal anywhere else in `client/` that its allow-list does not explain.
+"""
+
+from __future__ import annotations
+
+import re
+
+KIB = 1024
+MIB = 1024 * KIB
+
+# -- the subdomain rule ----------------------------------------------------------------
+# The relay's rule (relay/protocol.py, the reference localtunnel server's): 4-63 lowercase
+# alphanumerics, or 6-65 characters with inner hyphens. Checked before registering so a bad
+# name fails fast with a usage error; tests/client/test_subdomain_rule.py pins it to the
+# relay's on arbitrary text.
+SUBDOMAIN_RE = re.compile(r"^(?:[a-z0-9][a-z0-9\-]{4,63}[a-z0-9]|[a-z0-9]{4,63})$")
+
+# -- registration (the relay's small JSON API) -----------------------------------------
+# Registration is a small JSON call; a relay that cannot answer in this time is "down".
+REGISTER_TIMEOUT_S = 10.0
+# Releasing the name on exit must never hold up Ctrl-C for long.
+RELEASE_TIMEOUT_S = 2.0
+# Registration answers are a few hundred bytes; anything past this is not our relay.
+API_MAX_BODY_BYTES = 1 * MIB
+# Read size for the API's answers: one read takes any registration answer whole.
+API_READ_CHUNK_BYTES = 64 * KIB
+# Sockets opened whatever `max_conn_count` says: bounds file descriptors and memory
+# (the reference relay asks for 10).
+MAX_POOL_SOCKETS = 100
+# Random bytes of the per-run client id (registration.CLIENT_ID_HEADER): 128 bits, so two
+# clients never draw the same one.
+CLIENT_ID_BYTES = 16
+
+# -- registering again (tunnel.py) -----------------------------------------------------
+# First retry after 0.5-1 s: a restarting relay is often back at once.
+FIRST_DELAY_S = 0.5
+# Never wait longer than this between two attempts.
+MAX_DELAY_S = 30.0
+# Doublings past this change nothing (the cap is long reached) and keep 2**n a small number.
+MAX_BACKOFF_DOUBLINGS = 32
+
+# -- the pool sockets (pool.py) --------------------------------------------------------
+# A relay that does not accept a pool connection in this time counts as unreachable.
+POOL_CONNECT_TIMEOUT_S = 5.0
+# A socket that closes sooner than this without carrying a request "closed at once".
+QUICK_CLOSE_S = 1.0
+# Reopen delay after quick closes: doubles from the first value up to the cap.
+FIRST_REOPEN_DELAY_S = 0.1
+MAX_REOPEN_DELAY_S = 5.0
+# This many failed connects (or quick closes) in a row with no socket up: relay gone.
+FAILURES_BEFORE_BROKEN = 3
+# This many failed connects in a row, even with other sockets up: the relay is gone too
+# (its pool port no longer answers, whatever the sockets still open say).
+MAX_CONNECT_FAILURES = 10
+# TCP keepalive so an idle pool socket notices a dead network in about a minute
+# (30 s idle, then 3 probes 10 s apart).
+KEEPALIVE_IDLE_S = 30
+KEEPALIVE_INTERVAL_S = 10
+KEEPALIVE_COUNT = 3
+
+# -- one exchange on a pool socket (exchange.py) ---------------------------------------
+# Read size on both sides: big enough for throughput, small enough to bound memory.
+CHUNK_BYTES = 128 * KIB
+# Header size limits. The relay enforces its own (16 KiB) before adding X-Forwarded-*;
+# we stay lenient so a request the relay accepted is never refused here. Local apps
+# sometimes send big cookies.
+POOL_MAX_HEADER_BYTES = 64 * KIB
+LOCAL_MAX_HEADER_BYTES = 64 * KIB
+# A local app that does not accept a connection in this time counts as down (502).
+LOCAL_CONNECT_TIMEOUT_S = 5.0
+# Longest silence from the local app (waiting for the answer, or between body chunks)
+# before the visitor gets a 504; long enough for slow pages and long polling.
+LOCAL_IDLE_TIMEOUT_S = 300.0
+# Longest silence from the relay in the middle of a request body.
+POOL_IDLE_TIMEOUT_S = 60.0
+# An answer slower than this gets a task that watches the pool socket, so a relay that
+# gives up is noticed at once; faster answers (nearly all) are awaited inline.
+WATCH_POOL_AFTER_S = 0.1
+# Body bytes kept while a request may have to be sent again on a fresh connection (the
+# kept one turned out dead). A bigger upload on a dead connection is a 502. At least two
+# pool reads, so a body that arrived with its head is always kept.
+REPLAY_MAX_BYTES = 2 * CHUNK_BYTES
+# Interim (1xx) answers passed on before the real one; more is a broken or hostile app (the
+# relay gives up after as many: relay/exchange.py MAX_INFORMATIONAL).
+MAX_INFORMATIONAL = 8
+
+# -- the connection to the local app (local_tls.py) ------------------------------------
+# Stop reading from a TLS app past this many unread bytes; resume below the low mark.
+READ_HIGH_WATER_BYTES = 256 * KIB
+READ_LOW_WATER_BYTES = 64 * KIB
+
+# -- the library (library.py) ----------------------------------------------------------
+# How long open_tunnel waits for a working URL before giving up.
+OPEN_TIMEOUT_S = 30.0
+# How long closing waits for the pool to stop (the DELETE has its own RELEASE_TIMEOUT_S).
+CLOSE_TIMEOUT_S = 5.0
+# SyncTunnel.close() waits this much longer than CLOSE_TIMEOUT_S for its thread: time for
+# the DELETE and the loop's own shutdown.
+THREAD_JOIN_GRACE_S = 5.0
+
+# -- what lt prints (redact.py, display.py) --------------------------------------------
+# Exact secrets shorter than this are masked only where a pattern finds them (inside a
+# URL's user-info): masking every "ab" in a message would garble it.
+MIN_EXACT_SECRET = 4
+# The live status block redraws this often: counters look live, the terminal stays calm.
+DISPLAY_REFRESHES_PER_S = 4

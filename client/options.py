@@ -1,0 +1,49 @@
+"""What a tunnel is asked for (`TunnelOptions`, the CLI flags and the library's keywords)
+and the local target built from it (`local_target`: the TLS settings of --local-https)."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+
+from .keepalive import KeepAlive
+from .target import LocalTarget
+
+DEFAULT_HOST = "http://localhost:8080"
+
+
+@dataclass
+class TunnelOptions:
+    port: int
+    host: str = field(default=DEFAULT_HOST, repr=False)  # may hold a token (user-info)
+    subdomain: str | None = None
+    token: str | None = field(default=None, repr=False)
+    local_host: str | None = None
+    local_https: bool = False
+    local_cert: str | None = None
+    local_key: str | None = None
+    local_ca: str | None = None
+    allow_invalid_cert: bool = False
+    takeover: bool = False  # take the name from a live client of the same owner (--takeover)
+    # Keep connections to the local app between requests (False: --no-local-keepalive,
+    # one connection per request: strict isolation between visitors, a little slower).
+    local_keepalive: bool = True
+
+
+def local_target(options: TunnelOptions) -> LocalTarget:
+    """Where the pool sockets' requests go, with the TLS settings of --local-https."""
+    context: ssl.SSLContext | None = None
+    if options.local_https:
+        context = ssl.create_default_context(cafile=options.local_ca)
+        if options.local_cert:
+            context.load_cert_chain(options.local_cert, options.local_key)
+        if options.allow_invalid_cert:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    return LocalTarget(
+        host=options.local_host or "localhost",
+        port=options.port,
+        host_header=options.local_host,
+        ssl_context=context,
+        keepalive=KeepAlive(options.local_keepalive),
+    )
