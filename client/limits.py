@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+# Binary units for the sizes below.
 KIB = 1024
 MIB = 1024 * KIB
 

@@ -46,10 +46,6 @@ class RegistrationError(Exception):
     def taken_over(self) -> bool:
         return self.reason == REFUSAL_TAKEN_OVER
 
-    @property
-    def retryable(self) -> bool:
-        return self.status >= 500 or self.status == 0
-
 
 class RelayUnreachable(Exception):
     """The relay could not be reached or did not answer in time."""
