@@ -1,0 +1,65 @@
+"""The client's subdomain rule is the relay's: `lt` refuses exactly the names the relay would.
+
+The client checks a name before registering (a usage error instead of a 403 round trip) and
+imports nothing from the server, so it keeps its own copy of the rule (client/limits.py).
+These tests pin that copy to relay.protocol's on arbitrary text and on the edges.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from client.registration import is_valid_subdomain as client_accepts
+from relay.protocol import is_valid_subdomain as relay_accepts
+
+# Names built from the characters the rule is about, so most draws land near its edges
+# (arbitrary text is nearly always refused by both, which proves little on its own).
+NAME_CHARS = "abcxyz0189-AZ_.é"
+
+
+@given(st.text())
+def test_they_agree_on_arbitrary_text(name):
+    assert client_accepts(name) == relay_accepts(name)
+
+
+@given(st.text(alphabet=NAME_CHARS, max_size=70))
+@example("abcd\n")  # `$` also matches before a final newline: both must treat it alike
+def test_they_agree_on_names_near_the_rule(name):
+    assert client_accepts(name) == relay_accepts(name)
+
+
+EDGES = {
+    "abc": False,  # 3: too short
+    "abcd": True,  # 4
+    "a" * 63: True,
+    "a" * 64: True,  # the hyphen form's bounds admit plain alphanumerics up to 65
+    "a" * 65: True,
+    "a" * 66: False,
+    "a" + "-" * 62 + "b": True,  # 64 with inner hyphens
+    "a" + "b" * 63 + "c": True,  # 65 with the hyphen form's bounds
+    "a" + "-" * 64 + "b": False,  # 66
+    "-abcde": False,
+    "abcde-": False,
+    "ab-cd": False,  # 5 with a hyphen: the hyphen form needs 6
+    "abc-de": True,
+    "Abcd": False,  # upper case: the CLI lowercases before checking
+    "ABCD": False,
+    "abcdé": False,  # unicode letters are not a-z
+    "abcd١": False,  # Arabic-Indic digit: not 0-9
+    "ａｂｃｄ": False,  # full-width letters
+    "ab_cd": False,
+    "ab.cd": False,
+    "": False,
+}
+
+
+@pytest.mark.parametrize(("name", "valid"), EDGES.items(), ids=[repr(n)[:20] for n in EDGES])
+def test_they_agree_on_the_edges(name, valid):
+    assert client_accepts(name) == relay_accepts(name) == valid
+
+
+def test_the_edges_cover_lengths_3_4_63_64_65():
+    lengths = {len(name) for name in EDGES}
+    assert {3, 4, 63, 64, 65} <= lengths
