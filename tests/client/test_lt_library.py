@@ -6,11 +6,12 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
+from harness.waiting import wait_until
 
 from client import TunnelError, open_tunnel, open_tunnel_sync
 
 if TYPE_CHECKING:
-    from conftest import RelayDouble
+    from harness.relay_double import RelayDouble
 
 
 def name_of(url: str) -> str:
@@ -23,9 +24,10 @@ def test_open_tunnel_gives_a_working_url_and_releases_the_name(relay: RelayDoubl
             name = name_of(tunnel.url)
             answer = await asyncio.to_thread(relay.request, name, "GET", "/lib")
             assert answer.json()["path"] == "/lib"
-            async with asyncio.timeout(5):  # counted just after the answer went out
-                while tunnel.status.requests != 1:
-                    await asyncio.sleep(0.01)
+            # Counted just after the answer went out; polled off the loop, which runs on.
+            await asyncio.to_thread(
+                wait_until, lambda: tunnel.status.requests == 1, message="the request counted"
+            )
             return name
 
     name = asyncio.run(main())

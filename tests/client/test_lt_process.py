@@ -16,7 +16,7 @@ import pytest
 import trustme
 
 if TYPE_CHECKING:
-    from conftest import RelayDouble
+    from harness.relay_double import RelayDouble
 
 
 def name_of(url: str) -> str:

@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING
 from harness.terminal import Terminal
 
 if TYPE_CHECKING:
-    from conftest import LocalApp, RelayDouble
+    from harness.local_apps import ThreadedHttpApp
+    from harness.relay_double import RelayDouble
 
 LT = [sys.executable, "-m", "client.cli"]
 
 
 def test_the_status_block_shows_styles_not_markup_while_requests_scroll_above_it(
-    relay: RelayDouble, app: LocalApp, lt_env: dict[str, str]
+    relay: RelayDouble, app: ThreadedHttpApp, lt_env: dict[str, str]
 ):
     env = {**lt_env, "TERM": "xterm-256color"}
     env.pop("NO_COLOR", None)
