@@ -1,5 +1,5 @@
 """Where a pool socket's requests go, what each one logs, and the page a visitor gets when
-the local app fails. The byte path itself is `proxy.py`."""
+the local app fails. The byte path itself is `exchange.py`."""
 
 from __future__ import annotations
 
