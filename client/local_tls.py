@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import cast
 
 from .idle_state import CLOSED, QUIET, STRAY
 from .limits import READ_HIGH_WATER_BYTES, READ_LOW_WATER_BYTES
@@ -29,7 +30,8 @@ class BufferingProtocol(asyncio.Protocol):
             on_idle()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A connection's transport (asyncio hands it over as its base type).
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data

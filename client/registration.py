@@ -80,9 +80,11 @@ def _real_status(answer: Answer) -> int:
     with contextlib.suppress(ValueError, AttributeError):
         candidates.append(json.loads(answer.body).get("status"))
     for value in candidates:
-        with contextlib.suppress(TypeError, ValueError):
-            if 400 <= int(value) < 600:  # type: ignore[call-overload]
-                return int(value)  # type: ignore[call-overload]
+        if not isinstance(value, str | int | float):
+            continue  # null, a list, an object: no status
+        with contextlib.suppress(ValueError, OverflowError):
+            if 400 <= int(value) < 600:
+                return int(value)
     return answer.status
 
 

@@ -236,6 +236,11 @@ def test_a_refusal_meant_for_the_npm_client_still_maps_to_its_real_status():
     assert _retry_after({"retry-after": "soon"}) is None
 
 
+@pytest.mark.parametrize("status", [b"Infinity", b"NaN", b"[409]", b"null", b'"x"'])
+def test_a_refusal_with_a_status_that_is_no_number_keeps_the_answers_status(status):
+    assert _real_status(Answer(203, {}, b'{"status": ' + status + b"}")) == 203
+
+
 def test_the_client_imports_nothing_from_the_server():
     code = (
         "import sys, client, client.cli, client.display;"
