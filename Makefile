@@ -34,7 +34,12 @@ run: $(VENV)/.deps-run
 /usr/bin/chromium /usr/bin/chromedriver /usr/bin/wrk &:
 	apt-get update -q && apt-get install -y -q chromium chromium-driver wrk
 
-test: $(VENV)/.deps-test $(NPM_LT) /usr/bin/chromium /usr/bin/chromedriver /usr/bin/wrk
+# tests/docs checks the nginx and HAProxy examples in docs/ with `nginx -t` and `haproxy -c`.
+/usr/sbin/nginx /usr/sbin/haproxy &:
+	apt-get update -q && apt-get install -y -q nginx-light haproxy
+
+test: $(VENV)/.deps-test $(NPM_LT) /usr/bin/chromium /usr/bin/chromedriver /usr/bin/wrk \
+	/usr/sbin/nginx /usr/sbin/haproxy
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) manage.py makemigrations --check --dry-run -v0
