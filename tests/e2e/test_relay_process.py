@@ -9,6 +9,7 @@ Ctrl-C), a pipe nobody reads, a closed descriptor.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import re
 import shutil
@@ -171,12 +172,15 @@ def test_the_relay_keeps_serving_and_stops_when_nobody_reads_its_output(db, rela
         write_end = -1
         wait_until(lambda: answers(port), START_S, "the relay to answer")
 
-        deadline = time.monotonic() + 60
-        i = 0
-        while pipe_bytes_waiting(read_end) < capacity - 256:  # the pipe is (nearly) full
-            assert time.monotonic() < deadline, "the relay's output never filled the pipe"
-            assert get(port, f"/missing/fill-{i}").status == 404
-            i += 1
+        requests = itertools.count()
+
+        def pipe_full() -> bool:
+            if pipe_bytes_waiting(read_end) >= capacity - 256:  # the pipe is (nearly) full
+                return True
+            assert get(port, f"/missing/fill-{next(requests)}").status == 404
+            return False
+
+        wait_until(pipe_full, 60, "the relay's output to fill the pipe")
         # Now every log line would block: the relay must still answer, and log, and stop.
         make_it_log(port, 20)
         assert answers(port)

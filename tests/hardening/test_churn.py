@@ -14,7 +14,7 @@ import time
 
 import pytest
 from harness.relay import NO_LIVE_TUNNEL_CAP, Relay
-from harness.waiting import wait_until
+from harness.waiting import wait_until, wait_until_async
 
 CYCLES = int(os.environ.get("CHURN_CYCLES", "3000"))
 CONCURRENCY = 48
@@ -70,17 +70,21 @@ async def cycle(relay: Relay) -> None:
         # have accepted the socket yet (then 503): ask again until it has, within a deadline.
         visit = f"GET /c HTTP/1.1\r\nHost: {relay.host(name)}\r\nConnection: close\r\n\r\n"
         request = asyncio.ensure_future(pool_reader.readuntil(b"\r\n\r\n"))
-        async with asyncio.timeout(10):
-            while True:
-                answer = asyncio.ensure_future(exchange(relay.port, visit.encode()))
-                await asyncio.wait({request, answer}, return_when=asyncio.FIRST_COMPLETED)
-                if request.done():
-                    break
-                assert answer.result()[0] == 503, answer.result()
-                await asyncio.sleep(0.01)
-            request.result()
-            pool_writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            assert await answer == (200, b"ok")
+        answers: list[asyncio.Future[tuple[int, bytes]]] = []
+
+        async def reaches_the_pool() -> bool:
+            answer = asyncio.ensure_future(exchange(relay.port, visit.encode()))
+            answers.append(answer)
+            await asyncio.wait({request, answer}, return_when=asyncio.FIRST_COMPLETED)
+            if request.done():
+                return True
+            assert answer.result()[0] == 503, answer.result()
+            return False
+
+        await wait_until_async(reaches_the_pool, 10, "the relay to take the pool socket")
+        request.result()
+        pool_writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        assert await answers[-1] == (200, b"ok")
     finally:
         request.cancel()
         pool_writer.close()

@@ -8,6 +8,7 @@ The one place in tests/ where a loop sleeps (tests/test_no_poll_loops.py keeps i
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 import uuid
 from collections.abc import Callable
@@ -47,11 +48,14 @@ def wait_until(
 async def wait_until_async(
     predicate: Callable[[], Any], timeout: float = IO_TIMEOUT_S, message: str = ""
 ) -> Any:
-    """`wait_until` inside an event loop: the loop runs between two polls."""
+    """`wait_until` inside an event loop: the loop runs between two polls, and `predicate`
+    may be a coroutine function (awaited each time)."""
     deadline = time.monotonic() + timeout
     delay = FIRST_DELAY_S
     while True:
         value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:
