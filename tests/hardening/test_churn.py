@@ -13,6 +13,7 @@ import os
 import time
 
 import pytest
+from harness.proc import rss_kib
 from harness.relay import NO_LIVE_TUNNEL_CAP, Relay
 from harness.waiting import wait_until, wait_until_async
 
@@ -33,14 +34,6 @@ def churn_relay(module_relay_factory) -> Relay:
 
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS line")
 
 
 async def exchange(port: int, raw: bytes) -> tuple[int, bytes]:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import pytest
 from harness.fake_client import FakeTunnelClient, PoolSocket
+from harness.proc import rss_kib
 from harness.waiting import wait_until
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, Message, Ping, Request
@@ -27,14 +28,6 @@ from wsproto.events import AcceptConnection, BytesMessage, Message, Ping, Reques
 MESSAGES = 200
 MESSAGE_BYTES = 1_000_000  # under the 1 MiB message limit: 200 MB in all
 MAX_GROWTH_KIB = 40 * 1024
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS line")
 
 
 def message(index: int) -> bytes:
