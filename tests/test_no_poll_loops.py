@@ -109,7 +109,7 @@ def test_every_allowed_loop_still_exists() -> None:
 
 def test_the_scan_sees_the_tests_it_guards() -> None:
     scanned = {path.relative_to(TESTS).as_posix() for path in scanned_files()}
-    assert {"harness/http.py", "hardening/test_limits.py", "core/test_pool.py"} <= scanned
+    assert {"harness/http.py", "hardening/test_limits.py", "sockets/test_pool.py"} <= scanned
     assert not {p for p in scanned if p.startswith(("client/", "docs/"))}
     assert WAITING.as_posix() not in scanned
 

@@ -156,7 +156,7 @@ class RouteNameTests(TestCase):
         self.assertEqual((admin.status_code, admin["Location"]), (302, "/admin/"))
         self.assertEqual(get_registry().tunnels, {})
 
-    @override_settings(ROOT_URLCONF="tests.core.test_name_rules")
+    @override_settings(ROOT_URLCONF="tests.views.test_name_rules")
     @isolated
     async def test_a_route_added_later_is_reserved_without_a_list_to_update(self):
         self.assertIn("metrics", views.site_route_names())
