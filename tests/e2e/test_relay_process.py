@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from harness.http import Answer, Visitor
 from harness.processes import PYTHON, ROOT
+from harness.relay import free_port, relay_env
 from harness.waiting import wait_until
 
 # SIGTERM must stop a relay within RELAY_DRAIN_S (its default, 10 s) plus this margin.
@@ -34,20 +35,6 @@ DRAIN_S = 10.0
 STOP_MARGIN_S = 5.0
 START_S = 20.0
 LISTENING = re.compile(r"tunnelsite relay listening on http://[^:]+:(\d+)")
-
-
-def relay_env(db: Path, **overrides: str) -> dict[str, str]:
-    """The environment of a relay on the defaults (no RELAY_* of the test runner)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    env.update({"DATABASE_URL": f"sqlite:///{db}", "DEBUG": "true", "PYTHONUNBUFFERED": "1"})
-    env.update(overrides)
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get(port: int, target: str, host: str | None = None, source: str | None = None) -> Answer:
