@@ -11,11 +11,17 @@ from collections.abc import Iterator
 import pytest
 from harness.browser import headless_chromium, wait_for
 from harness.http import Visitor
+from harness.newcomer import (
+    Clone,
+    commands,
+    fence_after,
+    readme_section,
+    replace,
+    wait_for_sockets,
+)
 from harness.processes import ROOT
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-
-from .conftest import Clone, commands, fence_after, readme_section, replace, wait_for_sockets
 
 QUICK_START = readme_section("Quick start")
 DOMAIN = "tunnels.example"
