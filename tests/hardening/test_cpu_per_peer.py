@@ -26,10 +26,9 @@ import pytest
 from harness.fake_client import fresh_loopback
 from harness.proc import rss_kib
 from harness.waiting import wait_until
+from harness.ws_pair import Peer, open_pair
 from wsproto import WSConnection
 from wsproto.events import Message, Ping, TextMessage
-
-from .test_websocket_buffers import Peer, open_pair
 
 MAX_PROBE_S = 1.0  # every /healthz answered within this while the flood runs
 
