@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,6 +140,17 @@ class Visitor:
             return self._recv()
         finally:
             self.sock.settimeout(self.timeout)
+
+    def read_until(
+        self, done: Callable[[bytes], object], received: bytes = b"", timeout: float = IO_TIMEOUT_S
+    ) -> bytes:
+        """Read on after `received` until `done(all read so far)`; the test fails if the
+        stream ends first, or no byte arrives for `timeout` seconds (a stream, read raw)."""
+        while not done(received):
+            chunk = self.read_some(timeout)
+            assert chunk, f"the stream ended early: {received[-2000:]!r}"
+            received += chunk
+        return received
 
     def is_closed(self, timeout: float = IO_TIMEOUT_S) -> bool:
         """True once the relay has closed this connection (all data read and dropped)."""
