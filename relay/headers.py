@@ -124,7 +124,9 @@ def _trusted(peer: str) -> bool:
         address = ipaddress.ip_address(peer)
     except ValueError:
         return False
-    return any(address in net for net in networks)
+    # A dual-stack socket spells an IPv4 peer ::ffff:a.b.c.d; it is the same proxy.
+    mapped = getattr(address, "ipv4_mapped", None)
+    return any(address in net or (mapped is not None and mapped in net) for net in networks)
 
 
 def is_trusted_proxy(peer: str) -> bool:

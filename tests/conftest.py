@@ -14,6 +14,9 @@ The classes behind them live in `tests/harness/` (importable as `harness`).
 
 Module- and session-scoped variants (`module_relay_factory`, `module_lt_factory`) exist for
 tests that can share a process.
+
+Each test is marked with its layer (tests/README.md), from the directory it is in:
+`pytest -m unit`, `pytest -m "not e2e"` (the layers that start no process).
 """
 
 from __future__ import annotations
@@ -37,6 +40,50 @@ from harness.relay import (
     RelayLauncher,
 )
 from harness.waiting import wait_until
+
+# --- layers -----------------------------------------------------------------------------------
+TESTS = Path(__file__).resolve().parent
+LAYERS = {
+    "unit": "pure functions and objects fed values, bytes or scopes: no sockets, no database",
+    "django": "Django TestCases: views, models, admin and commands on the test database",
+    "sockets": "relay objects in this process on real loopback sockets and pipes",
+    "e2e": "real processes on port 0: the relay, clients, local apps, browsers, clusters",
+}
+LAYER_OF_DIRECTORY = {
+    ".": "unit",  # tests/test_*.py: checks of the test suite itself
+    "unit": "unit",
+    "accounts": "django",
+    "dashboard": "django",
+    "views": "django",
+    "sockets": "sockets",
+    "protocol": "e2e",
+    "hardening": "e2e",
+    "datapath": "e2e",
+    "e2e": "e2e",
+    "cluster": "e2e",
+    "browser": "e2e",
+    "newcomer": "e2e",
+    "bench_smoke": "e2e",
+    "client": "e2e",
+    "docs": "e2e",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, meaning in LAYERS.items():
+        config.addinivalue_line("markers", f"{name}: {meaning}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = item.path.resolve().relative_to(TESTS).parts
+        directory = parts[0] if len(parts) > 1 else "."
+        if directory not in LAYER_OF_DIRECTORY:
+            raise pytest.UsageError(
+                f"tests/{directory}/ has no layer: add it to LAYER_OF_DIRECTORY in "
+                "tests/conftest.py (and to tests/README.md)"
+            )
+        item.add_marker(LAYER_OF_DIRECTORY[directory])
 
 
 # --- the relay ------------------------------------------------------------------------------

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Permission, User
 from django.contrib.messages import get_messages
 from django.test import TestCase, override_settings
+from harness.accounts import bearer, fresh_registry, make_token, make_user, tunnel_closed
 
 from relay import control
-from relay.registry import Registry
 from tunnels.auth import Refusal, authenticate
 from tunnels.models import ApiToken, Plan, ReservedSubdomain, Tunnel
-
-from .helpers import bearer, fresh_registry, make_token, make_user
 
 CHANGELISTS = [
     "/admin/tunnels/tunnel/",
@@ -24,16 +21,6 @@ CHANGELISTS = [
     "/admin/tunnels/reservedsubdomain/",
     "/admin/auth/user/",
 ]
-
-
-async def wait_until_closed(registry: Registry, name: str, deadline_s: float = 2.0) -> bool:
-    """Poll (with a deadline) until the relay no longer has the tunnel."""
-    end = time.monotonic() + deadline_s
-    while registry.get(name) is not None:
-        if time.monotonic() > end:
-            return False
-        await asyncio.sleep(0.01)
-    return True
 
 
 class AdminPagesTests(TestCase):
@@ -142,7 +129,7 @@ class AdminDisconnectTests(TestCase):
                     {"action": "disconnect", "_selected_action": [row.pk]},
                 )
                 self.assertEqual(r.status_code, 302)
-                self.assertTrue(await wait_until_closed(registry, "my-app"))
+                await tunnel_closed(registry, "my-app")
                 self.assertIsNotNone(registry.get("other-app"), "only the selected one closes")
             finally:
                 await self._stop(listener)
@@ -159,8 +146,8 @@ class AdminDisconnectTests(TestCase):
                     "/admin/tunnels/tunnel/",
                     {"action": "disconnect_and_revoke", "_selected_action": [row.pk]},
                 )
-                self.assertTrue(await wait_until_closed(registry, "my-app"))
-                self.assertTrue(await wait_until_closed(registry, "my-other-app"))
+                await tunnel_closed(registry, "my-app")
+                await tunnel_closed(registry, "my-other-app")
                 token = await ApiToken.objects.aget(pk=self.token_row.pk)
                 self.assertTrue(token.revoked)
                 again = await self.async_client.get("/my-app", headers=bearer(self.token))

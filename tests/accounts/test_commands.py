@@ -5,12 +5,11 @@ from io import StringIO
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import TestCase, override_settings
+from harness.accounts import make_token, make_user
 
 from tunnels import tokens
 from tunnels.auth import authenticate
 from tunnels.models import ApiToken
-
-from .helpers import make_token, make_user
 
 
 def run(*args: str) -> tuple[str, str]:

@@ -7,12 +7,11 @@ import time
 from typing import Any
 
 from django.test import TestCase, override_settings
+from harness.accounts import bearer, fresh_registry, make_token, make_user
 
 from relay.http_proxy import proxy_http
 from relay.registry import Registry
 from tunnels.models import Account, Plan
-
-from .helpers import bearer, fresh_registry, make_token, make_user
 
 
 def scope_for(name: str, body_length: int | None = None) -> dict[str, Any]:

@@ -6,10 +6,7 @@ from datetime import timedelta
 
 from django.test import TestCase, override_settings
 from django.utils import timezone
-
-from tunnels.models import Account, ApiToken, Plan, ReservedSubdomain, Tunnel
-
-from .helpers import (
+from harness.accounts import (
     NPM_USER_AGENT,
     basic,
     bearer,
@@ -17,6 +14,8 @@ from .helpers import (
     make_token,
     make_user,
 )
+
+from tunnels.models import Account, ApiToken, Plan, ReservedSubdomain, Tunnel
 
 
 @override_settings(RELAY_ALLOW_ANONYMOUS=False, RELAY_RESERVED_NAMES=frozenset({"mail"}))

@@ -4,13 +4,12 @@ from datetime import timedelta
 
 from django.test import RequestFactory, TestCase, override_settings
 from django.utils import timezone
+from harness.accounts import basic, bearer, make_token, make_user
 
 from tunnels import auth, tokens
 from tunnels.auth import Refusal, authenticate
 from tunnels.identity import credential
 from tunnels.models import ApiToken
-
-from .helpers import basic, bearer, make_token, make_user
 
 
 class TokenStorageTests(TestCase):

@@ -13,51 +13,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from harness.browser import headless_chromium, wait_for
 from harness.processes import PYTHON, ROOT, ProcessGroup
 from harness.relay import RELAY_TEST_ENV, Relay
-from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.wait import WebDriverWait
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 OPERATOR, PASSWORD = "operator", "a-long-password-for-the-browser-tests"
-WAIT_S = 15.0
-# Headless, and nothing that phones home or waits for the network (this machine has none).
-CHROMIUM_FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,1000",
-]
 BARE_DOMAINS = ["localhost", "tunnels.localhost"]
-
-
-def wait_for(browser: WebDriver, condition: Callable[[WebDriver], object], what: str) -> object:
-    """Poll the page (never sleep) until `condition` holds; fail after WAIT_S seconds.
-
-    The dashboard swaps its fragments every 2 s, so an element found a moment ago may be
-    gone (stale): that is one more poll, not a failure."""
-    return WebDriverWait(
-        browser,
-        WAIT_S,
-        poll_frequency=0.05,
-        ignored_exceptions=[NoSuchElementException, StaleElementReferenceException],
-    ).until(condition, f"timed out after {WAIT_S:g} s waiting for {what}")
 
 
 def start_relay(group: ProcessGroup, workdir: Path, template_db: Path, domain: str) -> Relay:
@@ -107,21 +75,8 @@ def browser_relays(
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[WebDriver]:
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail("Chromium is not installed; `make test` installs chromium + chromium-driver")
-    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        options = webdriver.ChromeOptions()
-        options.binary_location = str(CHROMIUM)
-        for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
-            options.add_argument(flag)
-        browser = webdriver.Chrome(
-            service=Service(executable_path=str(CHROMEDRIVER)), options=options
-        )
-        browser.set_page_load_timeout(WAIT_S)
-        try:
-            yield browser
-        finally:
-            browser.quit()
+    with headless_chromium("--window-size=1280,1000") as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")

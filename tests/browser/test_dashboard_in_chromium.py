@@ -12,12 +12,13 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from harness.browser import wait_for
 from harness.processes import ROOT
 from harness.relay import LtLauncher, Relay
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from .conftest import BARE_DOMAINS, wait_for
+from .conftest import BARE_DOMAINS
 
 TOSSED = "tossed-by-the-tunnel"
 SCREENSHOT = ROOT / "artifacts" / "dashboard.png"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from accounts.helpers import fresh_registry, make_token, make_user
 from django.test import TestCase, override_settings
 from django.utils import timezone
+from harness.accounts import fresh_registry, make_token, make_user
 
 from tunnels.models import Node, Tunnel
 

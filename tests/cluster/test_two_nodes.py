@@ -10,11 +10,10 @@ import time
 
 import pytest
 from cluster_keys import mint
-from e2e.test_idle_websockets import run_visitors
 from harness.fake_client import FakeTunnelClient, PoolSocket
 from harness.http import build_request
 from harness.waiting import unique_name, wait_until
-from harness.websocket import run_websocket
+from harness.websocket import run_visitors, run_websocket
 from websockets.asyncio.client import ClientConnection
 
 pytestmark = pytest.mark.timeout(120)

@@ -8,13 +8,12 @@ import time
 from collections.abc import AsyncIterator
 from unittest import mock
 
-from accounts.helpers import bearer, fresh_registry, make_token, make_user
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Permission, User
 from django.test import TestCase, override_settings
+from harness.accounts import bearer, fresh_registry, make_token, make_user, tunnel_closed
 
 from relay import control
-from relay.registry import Registry
 from relay.traffic import Traffic
 
 PAGE, DATA, DISCONNECT = "/admin/dashboard/", "/admin/dashboard/data", "/admin/dashboard/disconnect"
@@ -39,15 +38,6 @@ async def control_listener() -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def until_closed(registry: Registry, name: str, deadline_s: float = 2.0) -> bool:
-    end = time.monotonic() + deadline_s
-    while registry.get(name) is not None:
-        if time.monotonic() > end:
-            return False
-        await asyncio.sleep(0.01)
-    return True
 
 
 @override_settings(RELAY_ALLOW_ANONYMOUS=True)
@@ -137,7 +127,7 @@ class DashboardTests(TestCase):
             await self.async_client.aforce_login(self.operator)
             answer = await self.async_client.post(DISCONNECT, {"name": "my-app"})
             self.assertEqual((answer.status_code, answer["Location"]), (302, PAGE))
-            self.assertTrue(await until_closed(registry, "my-app"))
+            await tunnel_closed(registry, "my-app")
             self.assertIsNotNone(registry.get("anon-app"), "only the one pressed closes")
             self.assertEqual(registry.tunnels["anon-app"].closed, False)
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 
+from harness.proc import deleted_files
 from harness.waiting import wait_until
-
-from .conftest import deleted_files
 
 UPLOADS = 12
 SIZE = 4 * 1024 * 1024  # well above Twisted's 100 KB in-memory threshold

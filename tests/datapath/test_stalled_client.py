@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from harness.proc import deleted_files, open_fds
 from harness.waiting import wait_until
-
-from .conftest import deleted_files, open_fds
 
 TIMEOUT_S = 2  # RELAY_RESPONSE_TIMEOUT_S, the deadline this test is about
 BODY = 24 * 1024 * 1024  # far more than loopback socket buffers hold

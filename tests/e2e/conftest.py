@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from harness.our_client import OurLtLauncher
 from harness.processes import ProcessGroup
-
-from .test_our_client import OurLtLauncher
 
 
 @pytest.fixture(scope="module")

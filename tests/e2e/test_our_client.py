@@ -15,18 +15,16 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import trustme
+from harness.our_client import OurLt
 from harness.processes import PYTHON, ROOT, Process, ProcessGroup
 from harness.relay import LOCAL_APP, Relay
 from harness.waiting import unique_name, wait_until
 from harness.websocket import run_websocket
 from websockets.asyncio.client import ClientConnection
 
-from bench.procs import client_env
 from client import open_tunnel
 
 from .appdata import GREETING, pattern
@@ -36,52 +34,10 @@ BACKOFF_CAP_S = 30.0
 TEN_MIB = 10 * 1024 * 1024
 
 
-@dataclass
-class OurLt:
-    process: Process
-    url: str
-    name: str
-
-
-class OurLtLauncher:
-    """Runs our `lt` against a relay; `__call__` waits for the URL and every pool socket."""
-
-    def __init__(self, group: ProcessGroup, config_dir: Path) -> None:
-        self.group = group
-        self.config_dir = config_dir
-
-    def start(
-        self, relay: Relay, app_port: int, *extra: str, env: dict[str, str] | None = None
-    ) -> Process:
-        environ = client_env()
-        environ.update(LT_CONFIG_DIR=str(self.config_dir), PYTHONUNBUFFERED="1", **(env or {}))
-        args = [PYTHON, "-m", "client.cli", "--port", str(app_port)]
-        args += ["--host", f"http://localhost:{relay.port}", *extra]
-        return self.group.start(args, environ, name="our lt")
-
-    def __call__(
-        self, relay: Relay, app_port: int, *extra: str, env: dict[str, str] | None = None
-    ) -> OurLt:
-        process = self.start(relay, app_port, *extra, env=env)
-        url = process.wait_for_line(r"your url is: (\S+)").group(1)
-        name = re.match(r"https?://([^.]+)\.", url).group(1)  # type: ignore[union-attr]
-        relay.wait_for_sockets(name, int(relay.env.get("RELAY_MAX_SOCKETS", "10")))
-        return OurLt(process, url, name)
-
-
 @pytest.fixture(scope="module")
-def our_lt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OurLtLauncher]:
-    group = ProcessGroup()
-    try:
-        yield OurLtLauncher(group, tmp_path_factory.mktemp("lt-config"))
-    finally:
-        group.stop_all()
-
-
-@pytest.fixture(scope="module")
-def tunnel(relay, local_app, our_lt) -> OurLt:
+def tunnel(relay, local_app, our_launcher) -> OurLt:
     """One of our clients for the module, anonymous (no token), on the shared relay."""
-    return our_lt(relay, local_app.port)
+    return our_launcher(relay, local_app.port)
 
 
 @pytest.fixture
@@ -202,8 +158,8 @@ def test_websocket_messages_are_echoed(full_tunnel: OurLt, relay: Relay):
 
 
 # --- what reaches the local app ------------------------------------------------------------------
-def test_local_host_rewrites_the_host_of_every_keep_alive_request(relay, local_app, our_lt):
-    lt = our_lt(relay, local_app.port, "--local-host", "localhost")
+def test_local_host_rewrites_the_host_of_every_keep_alive_request(relay, local_app, our_launcher):
+    lt = our_launcher(relay, local_app.port, "--local-host", "localhost")
 
     with relay.visitor(lt.name) as visitor:
         answers = [visitor.request("GET", f"/headers?n={n}") for n in range(8)]
@@ -215,7 +171,7 @@ def test_local_host_rewrites_the_host_of_every_keep_alive_request(relay, local_a
 
 
 def test_it_proxies_to_a_local_https_app_with_a_trustme_certificate(
-    relay, our_lt, processes, tmp_path
+    relay, our_launcher, processes, tmp_path
 ):
     ca = trustme.CA()
     cert = ca.issue_cert("localhost", "127.0.0.1")
@@ -226,7 +182,7 @@ def test_it_proxies_to_a_local_https_app_with_a_trustme_certificate(
         for blob in cert.cert_chain_pems:
             out.write(blob.bytes())
     _, port = start_local_app(processes, 0, "--tls-cert", str(chain), "--tls-key", str(key))
-    lt = our_lt(relay, port, "--local-https", "--local-ca", str(ca_file))
+    lt = our_launcher(relay, port, "--local-https", "--local-ca", str(ca_file))
     body = os.urandom(300_000)
 
     with relay.visitor(lt.name) as visitor:
@@ -241,10 +197,10 @@ def test_it_proxies_to_a_local_https_app_with_a_trustme_certificate(
 
 # --- faults -------------------------------------------------------------------------------------
 def test_it_answers_502_while_the_local_app_is_down_and_200_once_it_is_back(
-    relay, our_lt, processes
+    relay, our_launcher, processes
 ):
     app, port = start_local_app(processes)
-    lt = our_lt(relay, port)
+    lt = our_launcher(relay, port)
     assert relay.get("/hello", name=lt.name).status == 200  # keep-alive connections now open
 
     app.stop()
@@ -260,10 +216,10 @@ def test_it_answers_502_while_the_local_app_is_down_and_200_once_it_is_back(
 
 
 def test_it_comes_back_on_the_same_subdomain_after_the_relay_is_killed_and_restarted(
-    relay_factory, local_app, our_lt, processes
+    relay_factory, local_app, our_launcher, processes
 ):
     first = relay_factory()
-    lt = our_lt(first, local_app.port)
+    lt = our_launcher(first, local_app.port)
     assert status_through(first, lt.name) == 200
 
     first.process.proc.kill()  # SIGKILL: no goodbye to the client
@@ -280,9 +236,9 @@ def test_it_comes_back_on_the_same_subdomain_after_the_relay_is_killed_and_resta
     assert second.get("/hello", name=lt.name).body == GREETING
 
 
-def test_ctrl_c_frees_the_subdomain_at_once(relay, local_app, our_lt):
+def test_ctrl_c_frees_the_subdomain_at_once(relay, local_app, our_launcher):
     name = unique_name("ctrlc")
-    lt = our_lt(relay, local_app.port, "--subdomain", name)
+    lt = our_launcher(relay, local_app.port, "--subdomain", name)
     assert relay.register(name, source="127.0.0.2").status == 409  # in use: kept for its owner
 
     lt.process.signal(signal.SIGINT)
@@ -305,32 +261,32 @@ def token_relay(module_relay_factory) -> tuple[Relay, str]:
     return relay, token
 
 
-def test_a_wrong_token_exits_3_with_the_relays_message(token_relay, local_app, our_lt):
+def test_a_wrong_token_exits_3_with_the_relays_message(token_relay, local_app, our_launcher):
     relay, token = token_relay
     wrong = "lt_" + "x" * (len(token) - 3)
 
-    process = our_lt.start(relay, local_app.port, "--token", wrong)
+    process = our_launcher.start(relay, local_app.port, "--token", wrong)
 
     assert process.wait(20) == 3
     assert "That API token is not valid" in process.output()
 
 
-def test_no_token_on_a_relay_that_needs_one_exits_3(token_relay, local_app, our_lt):
+def test_no_token_on_a_relay_that_needs_one_exits_3(token_relay, local_app, our_launcher):
     relay, _ = token_relay
 
-    process = our_lt.start(relay, local_app.port)
+    process = our_launcher.start(relay, local_app.port)
 
     assert process.wait(20) == 3
     assert "This relay needs an API token" in process.output()
 
 
 def test_a_valid_token_by_flag_or_by_lt_token_opens_a_working_tunnel(
-    token_relay, local_app, our_lt
+    token_relay, local_app, our_launcher
 ):
     relay, token = token_relay
 
-    by_flag = our_lt(relay, local_app.port, "--token", token)
-    by_env = our_lt(relay, local_app.port, env={"LT_TOKEN": token})
+    by_flag = our_launcher(relay, local_app.port, "--token", token)
+    by_env = our_launcher(relay, local_app.port, env={"LT_TOKEN": token})
 
     for lt in (by_flag, by_env):
         answer = relay.get("/hello", name=lt.name)

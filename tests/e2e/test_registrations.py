@@ -183,7 +183,7 @@ def test_the_last_free_ports_of_a_mostly_used_range_are_found(relay_factory, tmp
         group.stop_all()
 
 
-# --- item 26: IPv6 over real sockets (::1 is one address; tests/core covers whole /64s) ----------
+# --- item 26: IPv6 over real sockets (::1 is one address; tests/views covers whole /64s) ----------
 def _v6_request(port: int, method: str, target: str) -> tuple[int, dict]:
     connection = http.client.HTTPConnection("::1", port, timeout=IO_TIMEOUT_S)
     try:

@@ -9,6 +9,7 @@ Ctrl-C), a pipe nobody reads, a closed descriptor.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import re
 import shutil
@@ -26,6 +27,7 @@ from pathlib import Path
 import pytest
 from harness.http import Answer, Visitor
 from harness.processes import PYTHON, ROOT
+from harness.relay import free_port, relay_env
 from harness.waiting import wait_until
 
 # SIGTERM must stop a relay within RELAY_DRAIN_S (its default, 10 s) plus this margin.
@@ -33,20 +35,6 @@ DRAIN_S = 10.0
 STOP_MARGIN_S = 5.0
 START_S = 20.0
 LISTENING = re.compile(r"tunnelsite relay listening on http://[^:]+:(\d+)")
-
-
-def relay_env(db: Path, **overrides: str) -> dict[str, str]:
-    """The environment of a relay on the defaults (no RELAY_* of the test runner)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    env.update({"DATABASE_URL": f"sqlite:///{db}", "DEBUG": "true", "PYTHONUNBUFFERED": "1"})
-    env.update(overrides)
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get(port: int, target: str, host: str | None = None, source: str | None = None) -> Answer:
@@ -171,12 +159,15 @@ def test_the_relay_keeps_serving_and_stops_when_nobody_reads_its_output(db, rela
         write_end = -1
         wait_until(lambda: answers(port), START_S, "the relay to answer")
 
-        deadline = time.monotonic() + 60
-        i = 0
-        while pipe_bytes_waiting(read_end) < capacity - 256:  # the pipe is (nearly) full
-            assert time.monotonic() < deadline, "the relay's output never filled the pipe"
-            assert get(port, f"/missing/fill-{i}").status == 404
-            i += 1
+        requests = itertools.count()
+
+        def pipe_full() -> bool:
+            if pipe_bytes_waiting(read_end) >= capacity - 256:  # the pipe is (nearly) full
+                return True
+            assert get(port, f"/missing/fill-{next(requests)}").status == 404
+            return False
+
+        wait_until(pipe_full, 60, "the relay's output to fill the pipe")
         # Now every log line would block: the relay must still answer, and log, and stop.
         make_it_log(port, 20)
         assert answers(port)

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 from harness.processes import PYTHON, Process, ProcessGroup
-
-from e2e.test_relay_process import free_port, relay_env
+from harness.relay import free_port, relay_env
 
 START_S = 20.0
 

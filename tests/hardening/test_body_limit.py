@@ -9,8 +9,7 @@ with 413 the moment it passes the limit. Nothing of either reaches the tunnel.
 from __future__ import annotations
 
 import pytest
-
-from .conftest import RawTunnel
+from harness.raw_tunnel import RawTunnel
 
 LIMIT = 100_000
 

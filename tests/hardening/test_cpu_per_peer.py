@@ -24,11 +24,11 @@ from collections.abc import Callable
 import h11
 import pytest
 from harness.fake_client import fresh_loopback
+from harness.proc import rss_kib
 from harness.waiting import wait_until
+from harness.ws_pair import Peer, open_pair
 from wsproto import WSConnection
 from wsproto.events import Message, Ping, TextMessage
-
-from .test_websocket_buffers import Peer, open_pair, rss_kib
 
 MAX_PROBE_S = 1.0  # every /healthz answered within this while the flood runs
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from harness.relay import Relay
+from harness.waiting import wait_until_async
 
 from relay import control
 
@@ -156,10 +157,12 @@ def test_the_control_listener_waits_out_an_unavailable_channel_layer(monkeypatch
     async def scenario() -> None:
         listener = asyncio.ensure_future(control.listen(retry_s=0.01))
         try:
-            async with asyncio.timeout(5):
-                while not tunnels.closed:
-                    assert not listener.done(), listener
-                    await asyncio.sleep(0.01)
+
+            def obeyed() -> bool:
+                assert not listener.done(), listener
+                return bool(tunnels.closed)
+
+            await wait_until_async(obeyed, 5, "the close message after the outage")
         finally:
             listener.cancel()
             with pytest.raises(asyncio.CancelledError):

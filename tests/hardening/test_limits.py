@@ -18,6 +18,7 @@ import time
 import pytest
 from harness.fake_client import FakeTunnelClient
 from harness.http import Visitor
+from harness.proc import rss_kib
 from harness.waiting import wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
@@ -44,14 +45,6 @@ def tunnel(limits_relay):
         yield client
     finally:
         client.close()
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS line")
 
 
 def test_a_visitor_trickling_a_request_head_gets_408_after_the_header_timeout(limits_relay):

@@ -21,11 +21,10 @@ from dataclasses import dataclass
 import h11
 import pytest
 from harness.fake_client import FakeTunnelClient
+from harness.raw_tunnel import RawTunnel, ok_reply
 from harness.relay import Relay
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from .conftest import RawTunnel, ok_reply
 
 DEADLINE_S = 8.0  # each exchange ends well within this: the relay's timeouts are 0.5 s
 EXAMPLES = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -12,8 +12,7 @@ import threading
 import time
 
 import pytest
-
-from .conftest import RawTunnel
+from harness.raw_tunnel import RawTunnel
 
 BAD_RESPONSES = [
     ("not-http", b"SSH-2.0-OpenSSH_9.6\r\n\r\n"),

@@ -9,8 +9,7 @@ safely normalise reaches the tunnel with exactly one, unambiguous framing.
 from __future__ import annotations
 
 import pytest
-
-from .conftest import RawTunnel
+from harness.raw_tunnel import RawTunnel
 
 # Request heads that start like an ordinary request to the tunnel; `{host}` is its Host.
 POST = b"POST / HTTP/1.1\r\nHost: {host}\r\n"

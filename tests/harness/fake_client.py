@@ -9,8 +9,9 @@ import socket
 import time
 from dataclasses import dataclass
 
+from harness.http import DRAIN_READS
 from harness.relay import Relay
-from harness.waiting import IO_TIMEOUT_S, unique_name
+from harness.waiting import IO_TIMEOUT_S, poll, unique_name
 
 
 @dataclass
@@ -101,19 +102,23 @@ class PoolSocket:
         self.send(("\r\n".join(head) + "\r\n\r\n").encode() + body)
 
     def is_closed(self, timeout: float = IO_TIMEOUT_S) -> bool:
-        """True once the relay closed this socket (bytes it sent meanwhile are dropped)."""
-        deadline = time.monotonic() + timeout
-        while not self.eof:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            try:
-                self._fill(left)
-            except ConnectionError:
-                return True
-            except TimeoutError:
-                return False
-        return True
+        """True once the relay closed this socket (bytes it sent meanwhile are buffered)."""
+        return bool(poll(self._closed_now, timeout))
+
+    def _closed_now(self) -> bool:
+        """Take what has arrived, without waiting; True at the end of the stream."""
+        try:
+            for _ in range(DRAIN_READS):
+                if self.eof:
+                    return True
+                self._fill(0)
+        except ConnectionError:
+            return True
+        except BlockingIOError:
+            return False
+        finally:
+            self.sock.settimeout(IO_TIMEOUT_S)
+        return self.eof
 
     def close(self) -> None:
         self.sock.close()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import socket
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import h11
 
-from harness.waiting import IO_TIMEOUT_S
+from harness.waiting import IO_TIMEOUT_S, poll
+
+# Reads per poll when waiting for a close: a relay still streaming cannot keep one poll busy.
+DRAIN_READS = 64
 
 
 @dataclass
@@ -138,19 +141,35 @@ class Visitor:
         finally:
             self.sock.settimeout(self.timeout)
 
+    def read_until(
+        self, done: Callable[[bytes], object], received: bytes = b"", timeout: float = IO_TIMEOUT_S
+    ) -> bytes:
+        """Read on after `received` until `done(all read so far)`; the test fails if the
+        stream ends first, or no byte arrives for `timeout` seconds (a stream, read raw)."""
+        while not done(received):
+            chunk = self.read_some(timeout)
+            assert chunk, f"the stream ended early: {received[-2000:]!r}"
+            received += chunk
+        return received
+
     def is_closed(self, timeout: float = IO_TIMEOUT_S) -> bool:
         """True once the relay has closed this connection (all data read and dropped)."""
-        deadline = time.monotonic() + timeout
         self._buffer = b""
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
+        return bool(poll(self._closed_now, timeout))
+
+    def _closed_now(self) -> bool:
+        """Drop what has arrived, without waiting; True at the end of the stream."""
+        self.sock.settimeout(0)
+        try:
+            for _ in range(DRAIN_READS):
                 if not self.sock.recv(65536):
                     return True
-            except (ConnectionResetError, BrokenPipeError):
-                return True
-            except TimeoutError:
-                return False
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except BlockingIOError:
+            return False
+        finally:
+            self.sock.settimeout(self.timeout)
         return False
 
     def close(self) -> None:

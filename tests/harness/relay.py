@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -207,3 +208,18 @@ def issue_token(relay: Relay, username: str, name: str) -> str:
         check=True,
     )
     return done.stdout.strip().splitlines()[-1]
+
+
+def relay_env(db: Path, **overrides: str) -> dict[str, str]:
+    """The environment of a relay on the defaults (no RELAY_* of the test runner)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env.update({"DATABASE_URL": f"sqlite:///{db}", "DEBUG": "true", "PYTHONUNBUFFERED": "1"})
+    env.update(overrides)
+    return env
+
+
+def free_port() -> int:
+    """A port free right now, for tests of `runrelay --port N` itself (others use port 0)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -6,41 +6,27 @@ from __future__ import annotations
 
 import re
 import secrets
-import tempfile
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
+from harness.browser import headless_chromium, wait_for
 from harness.http import Visitor
+from harness.newcomer import (
+    Clone,
+    commands,
+    fence_after,
+    readme_section,
+    replace,
+    wait_for_sockets,
+)
 from harness.processes import ROOT
-from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.wait import WebDriverWait
-
-from .conftest import Clone, commands, fence_after, readme_section, replace, wait_for_sockets
 
 QUICK_START = readme_section("Quick start")
 DOMAIN = "tunnels.example"
 OPERATOR, PASSWORD = "operator", "a-long-password-for-the-newcomer-test"
 ARTIFACTS = ROOT / "artifacts"
-WAIT_S = 15.0
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-# tunnels.example and its tunnels are this machine: the resolver hint a test suite uses.
-CHROMIUM_FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,900",
-    f"--host-resolver-rules=MAP {DOMAIN} 127.0.0.1, MAP *.{DOMAIN} 127.0.0.1",
-]
 # Every stylesheet the page links from /static/ loaded and parsed (a 404 has no rules), and
 # the admin's CSS took effect (the header's background is the admin's colour, not none).
 STYLES_LOADED = """
@@ -67,28 +53,12 @@ def production_commands(key: str) -> tuple[str, list[str]]:
 
 @pytest.fixture
 def chromium() -> Iterator[WebDriver]:
-    with tempfile.TemporaryDirectory(prefix="chromium-newcomer-") as profile:
-        options = webdriver.ChromeOptions()
-        options.binary_location = str(CHROMIUM)
-        for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
-            options.add_argument(flag)
-        browser = webdriver.Chrome(
-            service=Service(executable_path=str(CHROMEDRIVER)), options=options
-        )
-        browser.set_page_load_timeout(WAIT_S)
-        try:
-            yield browser
-        finally:
-            browser.quit()
-
-
-def wait_for(browser: WebDriver, condition: Callable[[WebDriver], object], what: str) -> object:
-    return WebDriverWait(
-        browser,
-        WAIT_S,
-        poll_frequency=0.05,
-        ignored_exceptions=[NoSuchElementException, StaleElementReferenceException],
-    ).until(condition, f"timed out after {WAIT_S:g} s waiting for {what}")
+    # tunnels.example and its tunnels are this machine: the resolver hint a test suite uses.
+    with headless_chromium(
+        "--window-size=1280,900",
+        f"--host-resolver-rules=MAP {DOMAIN} 127.0.0.1, MAP *.{DOMAIN} 127.0.0.1",
+    ) as browser:
+        yield browser
 
 
 def styled_screenshot(browser: WebDriver, name: str) -> None:

@@ -5,9 +5,15 @@ from __future__ import annotations
 import re
 
 from harness.http import Visitor
+from harness.newcomer import (
+    Clone,
+    commands,
+    fence_after,
+    readme_section,
+    replace,
+    wait_for_sockets,
+)
 from harness.relay import NPM_LT
-
-from .conftest import Clone, commands, fence_after, readme_section, replace, wait_for_sockets
 
 QUICK_START = readme_section("Quick start")
 

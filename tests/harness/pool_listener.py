@@ -1,10 +1,10 @@
-"""Fixtures for the relay's byte-level tests: a real pool listener on loopback, no processes."""
+"""A real pool listener on loopback for one Tunnel, in this process (no relay process):
+the double the relay's byte-level tests (tests/sockets) run Tunnel and PoolConnection against."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
@@ -58,20 +58,3 @@ async def connect(
     tunnel: Tunnel, source: str = "127.0.0.1"
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection("127.0.0.1", tunnel.port, local_addr=(source, 0))
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll a condition with a deadline (the event loop runs in between)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

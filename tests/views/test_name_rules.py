@@ -13,13 +13,13 @@ from datetime import timedelta
 from django.test import SimpleTestCase, TestCase, override_settings
 from django.urls import path
 from django.utils import timezone
+from harness.accounts import AddressedClient, isolated
+from harness.waiting import wait_until_async
 
 from client.backoff import MAX_DELAY_S, delay_for
 from relay.headers import address_key
 from relay.limits import RegistrationRate
 from relay.registry import PRUNE_BATCH, get_registry
-from tests.core.conftest import until
-from tests.core.test_registration_api import AddressedClient, isolated
 from tunnels import store, views
 from tunnels.models import Tunnel as Session
 
@@ -53,7 +53,7 @@ class LiveHolderTests(TestCase):
         port = answer.json()["port"]
         self.reader, writer = await pool_socket(port)
         tunnel = get_registry().get(name)
-        await until(lambda: tunnel.connected_sockets == 1)
+        await wait_until_async(lambda: tunnel.connected_sockets == 1)
         return port, writer
 
     @isolated
@@ -156,7 +156,7 @@ class RouteNameTests(TestCase):
         self.assertEqual((admin.status_code, admin["Location"]), (302, "/admin/"))
         self.assertEqual(get_registry().tunnels, {})
 
-    @override_settings(ROOT_URLCONF="tests.core.test_name_rules")
+    @override_settings(ROOT_URLCONF="tests.views.test_name_rules")
     @isolated
     async def test_a_route_added_later_is_reserved_without_a_list_to_update(self):
         self.assertIn("metrics", views.site_route_names())

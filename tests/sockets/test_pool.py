@@ -10,11 +10,12 @@ import asyncio
 
 import h11
 import pytest
+from harness.pool_listener import connect, pool_listener
+from harness.waiting import wait_until_async
 
 from relay.exchange import read_response_head
 from relay.pool import PoolConnection, PoolError
 from relay.tunnel import NoSocket, Tunnel
-from tests.core.conftest import connect, pool_listener, run, until
 
 GET = h11.Request(method="GET", target="/", headers=[(b"host", b"test-tunnel.localhost")])
 HEAD = h11.Request(method="HEAD", target="/", headers=[(b"host", b"test-tunnel.localhost")])
@@ -22,7 +23,7 @@ HEAD = h11.Request(method="HEAD", target="/", headers=[(b"host", b"test-tunnel.l
 
 async def _one_socket(tunnel: Tunnel):
     reader, writer = await connect(tunnel)
-    await until(lambda: tunnel.connected_sockets == 1)
+    await wait_until_async(lambda: tunnel.connected_sockets == 1)
     conn = await tunnel.acquire(1.0, 10)
     return reader, writer, conn
 
@@ -55,7 +56,7 @@ def test_a_clean_response_is_read_and_the_socket_is_reused() -> None:
                 conn = await tunnel.acquire(1.0, 10)
             writer.close()
 
-    run(scenario())
+    asyncio.run(scenario())
 
 
 def test_garbage_instead_of_a_response_is_a_protocol_error() -> None:
@@ -69,7 +70,7 @@ def test_garbage_instead_of_a_response_is_a_protocol_error() -> None:
                 await conn.next_event(2.0)
             writer.close()
 
-    run(scenario())
+    asyncio.run(scenario())
 
 
 def test_bytes_after_the_end_of_a_response_make_the_socket_unusable() -> None:
@@ -84,20 +85,20 @@ def test_bytes_after_the_end_of_a_response_make_the_socket_unusable() -> None:
             assert not conn.finish_exchange(False)
             writer.close()
 
-    run(scenario())
+    asyncio.run(scenario())
 
 
 def test_bytes_on_an_idle_socket_close_it() -> None:
     async def scenario() -> None:
         async with pool_listener() as tunnel:
             reader, writer = await connect(tunnel)
-            await until(lambda: tunnel.connected_sockets == 1)
+            await wait_until_async(lambda: tunnel.connected_sockets == 1)
             writer.write(b"HTTP/1.1 200 OK\r\n\r\n")  # nobody asked
-            await until(lambda: tunnel.connected_sockets == 0)
+            await wait_until_async(lambda: tunnel.connected_sockets == 0)
             assert await asyncio.wait_for(reader.read(), 2.0) == b""
             writer.close()
 
-    run(scenario())
+    asyncio.run(scenario())
 
 
 def test_a_response_to_head_has_no_body_even_with_a_content_length() -> None:
@@ -114,7 +115,7 @@ def test_a_response_to_head_has_no_body_even_with_a_content_length() -> None:
             assert not conn.finish_exchange(False)
             writer.close()
 
-    run(scenario())
+    asyncio.run(scenario())
 
 
 def test_a_client_that_closes_mid_body_is_an_error_not_a_short_response() -> None:
@@ -129,7 +130,7 @@ def test_a_client_that_closes_mid_body_is_an_error_not_a_short_response() -> Non
             with pytest.raises((PoolError, h11.RemoteProtocolError)):
                 await _read_response(conn)
 
-    run(scenario())
+    asyncio.run(scenario())
 
 
 def test_a_client_that_never_answers_times_out() -> None:
@@ -142,7 +143,7 @@ def test_a_client_that_never_answers_times_out() -> None:
                 await conn.next_event(0.05)
             writer.close()
 
-    run(scenario())
+    asyncio.run(scenario())
 
 
 def test_sockets_from_another_address_are_refused() -> None:
@@ -153,17 +154,17 @@ def test_sockets_from_another_address_are_refused() -> None:
             assert tunnel.connected_sockets == 0
             writer.close()
             good_reader, good_writer = await connect(tunnel, source="127.0.0.1")
-            await until(lambda: tunnel.connected_sockets == 1)
+            await wait_until_async(lambda: tunnel.connected_sockets == 1)
             good_writer.close()
 
-    run(scenario())
+    asyncio.run(scenario())
 
 
 def test_sockets_beyond_the_advertised_count_are_refused() -> None:
     async def scenario() -> None:
         async with pool_listener(max_conn_count=2) as tunnel:
             kept = [await connect(tunnel) for _ in range(2)]
-            await until(lambda: tunnel.connected_sockets == 2)
+            await wait_until_async(lambda: tunnel.connected_sockets == 2)
             reader, writer = await connect(tunnel)
             assert await asyncio.wait_for(reader.read(), 2.0) == b""
             assert tunnel.connected_sockets == 2
@@ -171,7 +172,7 @@ def test_sockets_beyond_the_advertised_count_are_refused() -> None:
             for _, w in kept:
                 w.close()
 
-    run(scenario())
+    asyncio.run(scenario())
 
 
 def test_a_waiter_that_gives_up_does_not_take_a_socket_with_it() -> None:
@@ -181,7 +182,7 @@ def test_a_waiter_that_gives_up_does_not_take_a_socket_with_it() -> None:
         async with pool_listener(max_conn_count=1) as tunnel:
             reader, writer, conn = await _one_socket(tunnel)
             waiters = [asyncio.ensure_future(tunnel.acquire(5.0, 10)) for _ in range(5)]
-            await until(lambda: len(tunnel.waiters) == 5)
+            await wait_until_async(lambda: len(tunnel.waiters) == 5)
             for w in waiters[:4]:
                 w.cancel()
             tunnel.release(conn)  # handed to the only waiter still waiting
@@ -189,7 +190,7 @@ def test_a_waiter_that_gives_up_does_not_take_a_socket_with_it() -> None:
             assert got is conn
             # Cancel a waiter in the same tick its socket was handed over: it must come back.
             late = asyncio.ensure_future(tunnel.acquire(5.0, 10))
-            await until(lambda: len(tunnel.waiters) == 1)
+            await wait_until_async(lambda: len(tunnel.waiters) == 1)
             tunnel.release(got)
             late.cancel()
             await asyncio.gather(late, return_exceptions=True)
@@ -198,7 +199,7 @@ def test_a_waiter_that_gives_up_does_not_take_a_socket_with_it() -> None:
             assert again is conn
             writer.close()
 
-    run(scenario())
+    asyncio.run(scenario())
 
 
 def test_no_free_socket_within_the_wait_is_a_504() -> None:
@@ -211,7 +212,7 @@ def test_no_free_socket_within_the_wait_is_a_504() -> None:
             assert not tunnel.waiters
             writer.close()
 
-    run(scenario())
+    asyncio.run(scenario())
 
 
 def test_a_full_waiting_queue_answers_503_at_once() -> None:
@@ -219,7 +220,7 @@ def test_a_full_waiting_queue_answers_503_at_once() -> None:
         async with pool_listener(max_conn_count=1) as tunnel:
             reader, writer, conn = await _one_socket(tunnel)
             waiting = asyncio.ensure_future(tunnel.acquire(5.0, 1))
-            await until(lambda: len(tunnel.waiters) == 1)
+            await wait_until_async(lambda: len(tunnel.waiters) == 1)
             with pytest.raises(NoSocket) as caught:
                 await tunnel.acquire(5.0, 1)
             assert caught.value.status == 503
@@ -227,7 +228,7 @@ def test_a_full_waiting_queue_answers_503_at_once() -> None:
             await asyncio.gather(waiting, return_exceptions=True)
             writer.close()
 
-    run(scenario())
+    asyncio.run(scenario())
 
 
 def test_a_tunnel_with_no_sockets_answers_503_with_retry_after() -> None:
@@ -238,21 +239,21 @@ def test_a_tunnel_with_no_sockets_answers_503_with_retry_after() -> None:
             assert caught.value.status == 503
             assert caught.value.retry_after is not None
 
-    run(scenario())
+    asyncio.run(scenario())
 
 
 def test_losing_every_socket_starts_the_grace_period() -> None:
     async def scenario() -> None:
         async with pool_listener() as tunnel:
             reader, writer = await connect(tunnel)
-            await until(lambda: tunnel.connected_sockets == 1)
+            await wait_until_async(lambda: tunnel.connected_sockets == 1)
             assert tunnel.offline_since is None
             writer.close()
-            await until(lambda: tunnel.connected_sockets == 0)
+            await wait_until_async(lambda: tunnel.connected_sockets == 0)
             assert tunnel.offline_since is not None
             assert tunnel.registry.expiries == [tunnel]  # type: ignore[attr-defined]
 
-    run(scenario())
+    asyncio.run(scenario())
 
 
 def test_a_response_head_larger_than_the_limit_is_refused_even_when_it_arrives_whole() -> None:
@@ -267,7 +268,7 @@ def test_a_response_head_larger_than_the_limit_is_refused_even_when_it_arrives_w
                 await read_response_head(conn, 2.0)
             writer.close()
 
-    run(scenario())
+    asyncio.run(scenario())
 
 
 def test_a_response_head_within_the_limit_is_read() -> None:
@@ -282,4 +283,4 @@ def test_a_response_head_within_the_limit_is_read() -> None:
             assert response.status_code == 200
             writer.close()
 
-    run(scenario())
+    asyncio.run(scenario())

@@ -7,6 +7,8 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.waiting import wait_until_async
+
 from relay import traffic
 from relay.traffic import HISTORY_MINUTES, Counts, Traffic
 
@@ -120,9 +122,7 @@ def test_the_sampler_task_reads_the_registry_until_cancelled() -> None:
             traffic.run_sampler(registry, seen)  # type: ignore[arg-type]
         )
         try:
-            async with asyncio.timeout(5):
-                while not seen.recent:
-                    await asyncio.sleep(0.005)
+            await wait_until_async(lambda: seen.recent, 5, "the sampler's first sample")
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

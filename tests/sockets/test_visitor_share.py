@@ -11,17 +11,18 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from harness.pool_listener import connect, pool_listener
+from harness.waiting import wait_until_async
 
 from relay.limits import visitor_key
 from relay.tunnel import NoSocket, Tunnel
-from tests.core.conftest import connect, pool_listener, run, until
 
 ALICE, BOB = "192.0.2.1", "192.0.2.2"
 
 
 async def _three_sockets(tunnel: Tunnel) -> list:
     streams = [await connect(tunnel) for _ in range(3)]
-    await until(lambda: tunnel.connected_sockets == 3 and len(tunnel.idle) == 3)
+    await wait_until_async(lambda: tunnel.connected_sockets == 3 and len(tunnel.idle) == 3)
     return streams
 
 
@@ -36,7 +37,7 @@ def test_an_address_over_its_share_waits_while_a_socket_is_idle_and_others_take_
             first = await tunnel.acquire(1.0, 10, ALICE)
             await tunnel.acquire(1.0, 10, ALICE)
             third = asyncio.ensure_future(tunnel.acquire(5.0, 10, ALICE))
-            await until(lambda: len(tunnel.waiters) == 1)
+            await wait_until_async(lambda: len(tunnel.waiters) == 1)
             assert len(tunnel.idle) == 1 and _pending(third)
 
             bobs = await tunnel.acquire(1.0, 10, BOB)  # not held back by alice's waiter
@@ -45,7 +46,7 @@ def test_an_address_over_its_share_waits_while_a_socket_is_idle_and_others_take_
             # bob's socket comes back while alice (over her share) waits first in line:
             # it goes past her, to bob's next request.
             bobs_next = asyncio.ensure_future(tunnel.acquire(5.0, 10, BOB))
-            await until(lambda: len(tunnel.waiters) == 2)
+            await wait_until_async(lambda: len(tunnel.waiters) == 2)
             tunnel.release(bobs)
             assert await asyncio.wait_for(bobs_next, 1) is bobs
             assert _pending(third)
@@ -57,7 +58,7 @@ def test_an_address_over_its_share_waits_while_a_socket_is_idle_and_others_take_
             for _, writer in streams:
                 writer.close()
 
-    run(scenario())
+    asyncio.run(scenario())
 
 
 def test_a_closed_socket_of_an_address_wakes_its_waiter_for_an_idle_one() -> None:
@@ -67,7 +68,7 @@ def test_a_closed_socket_of_an_address_wakes_its_waiter_for_an_idle_one() -> Non
             first = await tunnel.acquire(1.0, 10, ALICE)
             await tunnel.acquire(1.0, 10, ALICE)
             third = asyncio.ensure_future(tunnel.acquire(5.0, 10, ALICE))
-            await until(lambda: len(tunnel.waiters) == 1)
+            await wait_until_async(lambda: len(tunnel.waiters) == 1)
             idle = tunnel.idle[0]
 
             tunnel.discard(first)  # cut mid-response: closed, not given back
@@ -77,7 +78,7 @@ def test_a_closed_socket_of_an_address_wakes_its_waiter_for_an_idle_one() -> Non
             for _, writer in streams:
                 writer.close()
 
-    run(scenario())
+    asyncio.run(scenario())
 
 
 def test_a_waiter_over_its_share_gets_a_504_naming_the_reason() -> None:
@@ -94,7 +95,7 @@ def test_a_waiter_over_its_share_gets_a_504_naming_the_reason() -> None:
             for _, writer in streams:
                 writer.close()
 
-    run(scenario())
+    asyncio.run(scenario())
 
 
 def test_a_waiter_that_leaves_after_the_hand_over_gives_its_place_back() -> None:
@@ -104,7 +105,7 @@ def test_a_waiter_that_leaves_after_the_hand_over_gives_its_place_back() -> None
             held = [await tunnel.acquire(1.0, 10, BOB) for _ in range(2)]
             alice = await tunnel.acquire(1.0, 10, ALICE)
             waiter = asyncio.ensure_future(tunnel.acquire(5.0, 10, ALICE))
-            await until(lambda: len(tunnel.waiters) == 1)
+            await wait_until_async(lambda: len(tunnel.waiters) == 1)
             tunnel.release(held[0])  # handed to alice's waiter...
             waiter.cancel()  # ...who left before running
             with pytest.raises(asyncio.CancelledError):
@@ -116,7 +117,7 @@ def test_a_waiter_that_leaves_after_the_hand_over_gives_its_place_back() -> None
             for _, writer in streams:
                 writer.close()
 
-    run(scenario())
+    asyncio.run(scenario())
 
 
 def test_a_visitor_is_counted_per_address_and_per_ipv6_network() -> None:

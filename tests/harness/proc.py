@@ -1,10 +1,8 @@
-"""Helpers for the data-path tests: what a relay process holds, read from /proc."""
+"""What a relay process holds, read from /proc: descriptors, spooled bodies, memory."""
 
 from __future__ import annotations
 
 import os
-
-import pytest
 
 
 def open_fds(pid: int) -> list[str]:
@@ -24,11 +22,10 @@ def deleted_files(pid: int) -> int:
     return sum(1 for target in open_fds(pid) if target.endswith("(deleted)"))
 
 
-@pytest.fixture(name="open_fds")
-def open_fds_fixture():
-    return open_fds
-
-
-@pytest.fixture(name="deleted_files")
-def deleted_files_fixture():
-    return deleted_files
+def rss_kib(pid: int) -> int:
+    """The process's resident memory, in KiB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS line")

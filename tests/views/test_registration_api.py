@@ -6,51 +6,21 @@ Each test runs on one event loop, so the pool listeners the registry opens are r
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-from collections.abc import Awaitable, Callable
 from unittest import mock
 
 from django.db import OperationalError
 from django.test import AsyncClient, TestCase, override_settings
+from harness.accounts import AddressedClient, isolated
+from harness.waiting import wait_until_async
 
-from relay.registry import get_registry, reset_registry
-from tests.core.conftest import until
+from relay.registry import get_registry
 from tunnels.models import Tunnel as Session
 
 OWNER = ("127.0.0.1", 50000)
 # Our lt's per-run id: a second registration with it is the same client reconnecting.
 SAME_CLIENT = {"X-Tunnelsite-Client": "test-client-0001"}
 STRANGER = ("127.0.0.9", 50000)
-
-
-def isolated(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-    """Run a test against a fresh registry and close its tunnels on the test's own loop
-    (Django's TestCase has no asyncTearDown)."""
-
-    @functools.wraps(test)
-    async def wrapper(self: TestCase) -> None:
-        reset_registry()
-        try:
-            await test(self)
-        finally:
-            await get_registry().shutdown("test over")
-            reset_registry()
-
-    return wrapper
-
-
-class AddressedClient(AsyncClient):
-    """Django's async test client, calling from a chosen client address."""
-
-    def __init__(self, address: tuple[str, int]) -> None:
-        super().__init__()
-        self.address = list(address)
-
-    def _base_scope(self, **request: object) -> dict:
-        scope = super()._base_scope(**request)
-        scope["client"] = self.address
-        return scope
 
 
 @override_settings(RELAY_ALLOW_ANONYMOUS=True, RELAY_PUBLIC_PORT=0)
@@ -186,9 +156,9 @@ class RegistrationApiTests(TestCase):
         self.assertIsNotNone(first)  # offline from the start: the grace period runs
         for _ in range(3):
             reader, writer = await asyncio.open_connection("127.0.0.1", answer["port"])
-            await until(lambda: tunnel.connected_sockets == 1)
+            await wait_until_async(lambda: tunnel.connected_sockets == 1)
             self.assertIsNone(tunnel.expiry)  # a socket came: no timer at all
             writer.close()
-            await until(lambda: tunnel.connected_sockets == 0)
+            await wait_until_async(lambda: tunnel.connected_sockets == 0)
         self.assertIsNotNone(tunnel.expiry)
         self.assertTrue(first.cancelled())

@@ -5,9 +5,9 @@ tests/e2e/test_idle_websockets.py)."""
 from __future__ import annotations
 
 import pytest
+from harness.pool_listener import LoopRegistry
 
 from relay.tunnel import NoSocket, Tunnel
-from tests.core.conftest import LoopRegistry
 
 
 def tunnel(max_conn_count: int = 10, sockets: int = 10) -> Tunnel:

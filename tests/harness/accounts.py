@@ -1,0 +1,81 @@
+"""Django TestCase doubles: users, tokens, auth headers and a relay registry per test
+(tests/accounts, tests/dashboard, tests/cluster)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.test import AsyncClient, TestCase
+
+from harness.waiting import wait_until_async
+from relay.registry import Registry, get_registry, reset_registry
+from tunnels.models import ApiToken
+
+NPM_USER_AGENT = "axios/0.21.4"
+
+
+def make_user(username: str, **extra: Any) -> User:
+    return User.objects.create_user(username=username, password="pw-for-tests-only", **extra)
+
+
+def make_token(user: User, name: str = "laptop", **extra: Any) -> tuple[ApiToken, str]:
+    return ApiToken.issue(user, name=name, **extra)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def basic(username: str, password: str = "") -> dict[str, str]:
+    raw = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {raw}"}
+
+
+@contextlib.asynccontextmanager
+async def fresh_registry() -> AsyncIterator[Registry]:
+    """A registry bound to this test's event loop, with every tunnel closed at the end."""
+    reset_registry()
+    try:
+        yield get_registry()
+    finally:
+        await get_registry().shutdown()
+        reset_registry()
+
+
+async def tunnel_closed(registry: Registry, name: str, timeout: float = 2.0) -> None:
+    """Wait until the relay no longer has the tunnel `name`; the test fails after `timeout`."""
+    await wait_until_async(lambda: registry.get(name) is None, timeout, f"{name} to close")
+
+
+def isolated(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """Run a test against a fresh registry and close its tunnels on the test's own loop
+    (Django's TestCase has no asyncTearDown)."""
+
+    @functools.wraps(test)
+    async def wrapper(self: TestCase) -> None:
+        reset_registry()
+        try:
+            await test(self)
+        finally:
+            await get_registry().shutdown("test over")
+            reset_registry()
+
+    return wrapper
+
+
+class AddressedClient(AsyncClient):
+    """Django's async test client, calling from a chosen client address."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        super().__init__()
+        self.address = list(address)
+
+    def _base_scope(self, **request: object) -> dict:
+        scope = super()._base_scope(**request)
+        scope["client"] = self.address
+        return scope
