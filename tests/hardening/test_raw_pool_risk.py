@@ -9,7 +9,6 @@ are ever bound to a secret for every client, they fail and docs/security.md must
 
 from __future__ import annotations
 
-import re
 import secrets
 import socket
 from collections.abc import Callable
