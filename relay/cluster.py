@@ -27,11 +27,12 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from relay import peer
+from relay import peer, records
 from relay.asgi_types import Receive, Scope, Send
 from relay.errors import send_error
 from relay.hop import forwarded_api_name
-from tunnels import nodes
+from relay.protocol import CONTROL_GROUP
+from relay.records import NodeLoad
 
 if TYPE_CHECKING:
     from relay.registry import Registry
@@ -54,14 +55,15 @@ def parse_address(value: str, name: str = "RELAY_ADVERTISE") -> tuple[str, int]:
 
 
 def _beat(
-    name: str, advertise: str, started_at: Any, draining: bool, load: nodes.NodeLoad, ids: list[int]
+    name: str, advertise: str, started_at: Any, draining: bool, load: NodeLoad, ids: list[int]
 ) -> tuple[dict[str, int], list[int], dict[str, str]]:
     """One heartbeat's database work, in one thread hop."""
     expiry = django_settings.RELAY_NODE_EXPIRY_S
-    nodes.heartbeat(name, advertise, started_at, draining, load)
-    reaped = nodes.reap_dead_nodes(name, expiry)
-    fenced = nodes.closed_among(ids)
-    return reaped, fenced, nodes.directory(name, expiry)
+    db = records.get()
+    db.heartbeat(name, advertise, started_at, draining, load)
+    reaped = db.reap_dead_nodes(name, expiry)
+    fenced = db.closed_among(ids)
+    return reaped, fenced, db.directory(name, expiry)
 
 
 class Cluster:
@@ -101,7 +103,7 @@ class Cluster:
     async def beat(self) -> None:
         started = time.monotonic()
         live = [t for t in self.registry.tunnels.values() if t.session_id is not None]
-        load = nodes.NodeLoad(
+        load = NodeLoad(
             tunnels=len(self.registry.tunnels),
             sockets=sum(t.connected_sockets for t in self.registry.tunnels.values()),
             in_flight=max(0, self.registry.in_flight),
@@ -136,7 +138,7 @@ class Cluster:
         self.draining = True
         self.registry.accepting = False
         try:
-            await database_sync_to_async(nodes.mark_draining)(self.node)
+            await database_sync_to_async(records.get().mark_draining)(self.node)
         except Exception:
             logger.exception("could not mark node %s as draining", self.node)
 
@@ -190,7 +192,7 @@ class Cluster:
         `tunnel.release` message) to close it. True when a retry of the insert may succeed.
         That node keeps a tunnel whose client is still connected unless this is the same
         client reconnecting or a takeover (issue 10 item 5)."""
-        holder = await database_sync_to_async(nodes.live_holder)(name)
+        holder = await database_sync_to_async(records.get().live_holder)(name)
         if holder is None:
             return True  # closed meanwhile
         held_by, node = holder
@@ -253,8 +255,6 @@ class Cluster:
         self._spawn(self._send(message))
 
     async def _send(self, message: dict[str, Any]) -> None:
-        from relay.control import CONTROL_GROUP
-
         layer = get_channel_layer()
         if layer is None:
             return

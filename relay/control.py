@@ -16,11 +16,11 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
+from relay.protocol import CONTROL_GROUP
 from relay.registry import Registry, get_registry
 
 logger = logging.getLogger(__name__)
 
-CONTROL_GROUP = "relay-control"
 # Group membership expires (channels_redis group_expiry, a day by default; the in-memory layer
 # the same): join again well before that, from a task beside the receive, never cancelling it.
 REJOIN_S = 3600.0

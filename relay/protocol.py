@@ -151,6 +151,13 @@ def tunnel_name_from_host(host: bytes, domain: bytes) -> str | None:
         return None
 
 
+# --- the admin's channel ------------------------------------------------------------------
+# The channel-layer group every relay listens on for control messages (relay/control.py):
+# `tunnel.close` from the admin (relay.face.close_message), `tunnel.owner` and
+# `tunnel.release` between cluster nodes.
+CONTROL_GROUP = "relay-control"
+
+
 # --- who holds a name (issue 10 item 5) ---------------------------------------------------
 # Our lt sends a random id per run in this header, so a re-registration after it lost its
 # pool sockets is known as the same client reconnecting (the relay may not have seen those

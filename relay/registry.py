@@ -20,11 +20,11 @@ from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 from django.db import IntegrityError, OperationalError
 
-from relay import protocol
+from relay import protocol, records
 from relay.limits import RegistrationRate
 from relay.pool import PoolConnection
+from relay.records import LiveLimitReached, SessionUpdate
 from relay.tunnel import Tunnel
-from tunnels import nodes, store
 
 if TYPE_CHECKING:
     from relay.cluster import Cluster
@@ -185,7 +185,7 @@ class Registry:
                 ) from None
             except OperationalError as exc:  # locked (SQLite) or unreachable database
                 raise _database_unavailable(exc) from None
-            except nodes.LiveLimitReached as exc:  # scale-out
+            except LiveLimitReached as exc:  # scale-out
                 raise RegistrationError(
                     429,
                     f"You already have {exc.limit} live tunnel{'s' if exc.limit != 1 else ''}"
@@ -257,7 +257,7 @@ class Registry:
         """Insert the session row. On a named node, when the name's live row is the same
         owner's on another node, that node is asked to release it and the insert is retried
         for up to RECLAIM_WAIT_S (scale-out); IntegrityError when the name stays taken."""
-        open_row = database_sync_to_async(store.open_session)
+        open_row = database_sync_to_async(records.get().open_session)
         row = {
             "subdomain": tunnel.name,
             "client_ip": tunnel.client_ip,
@@ -434,7 +434,7 @@ class Registry:
         now = time.monotonic() if now is None else now
         if now < self._next_prune:
             return 0
-        deleted = await database_sync_to_async(store.prune_closed_sessions)(
+        deleted = await database_sync_to_async(records.get().prune_closed_sessions)(
             self.settings.RELAY_SESSION_RETENTION_DAYS, PRUNE_BATCH
         )
         if deleted < PRUNE_BATCH:
@@ -450,19 +450,19 @@ class Registry:
         ids = {t.token_id for t in self.tunnels.values() if t.token_id is not None}
         if not ids:
             return 0
-        gone = await database_sync_to_async(store.unusable_tokens)(ids)
+        gone = await database_sync_to_async(records.get().unusable_tokens)(ids)
         closing = [t for t in self.tunnels.values() if t.token_id in gone]
         for tunnel in closing:
             self.close(tunnel, "token no longer valid")
         return len(closing)
 
-    def _collect(self) -> list[store.SessionUpdate]:
+    def _collect(self) -> list[SessionUpdate]:
         updates = []
         for tunnel in [*self.tunnels.values(), *self._closed_pending]:
             if tunnel.dirty and tunnel.session_id is not None:
                 tunnel.dirty = False
                 updates.append(
-                    store.SessionUpdate(
+                    SessionUpdate(
                         id=tunnel.session_id,
                         sockets=tunnel.connected_sockets,
                         peak_sockets=tunnel.peak_sockets,
@@ -482,7 +482,7 @@ class Registry:
         updates = self._collect()
         if updates:
             try:
-                await database_sync_to_async(store.apply_updates)(updates)
+                await database_sync_to_async(records.get().apply_updates)(updates)
             except BaseException:
                 # Nothing was written: keep every change for the next flush, or a closed
                 # session would stay live in the database and its name taken for good.

@@ -13,17 +13,16 @@ import threading
 from typing import TextIO
 
 from channels.db import database_sync_to_async
+from channels.routing import get_default_application
 from django.conf import settings
 from twisted.internet import reactor
 from twisted.internet.error import ReactorNotRunning
 
-from relay import control, traffic
+from relay import address, control, records, traffic
 from relay.cluster import Cluster
 from relay.protocol import public_url
 from relay.registry import get_registry
 from relay.server import RelayServer
-from tunnels import auth, store
-from tunnelsite import address
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +88,8 @@ class RelayRunner:
         self._listen_address: tuple[str, int] | None = None  # scale-out: default advertise
         self.cluster: Cluster | None = None  # scale-out
         self._sampler: asyncio.Task[None] | None = None  # the dashboard's traffic history
-        from tunnelsite.asgi import application
-
         self.server = RelayServer(
-            application,
+            get_default_application(),  # settings.ASGI_APPLICATION: tunnelsite/asgi.py
             endpoints=[f"tcp:port={port}:interface={_escape(bind)}"],
             signal_handlers=False,
             on_listen=self._listening,
@@ -144,7 +141,7 @@ class RelayRunner:
 
     async def _start_registry(self, limit: int) -> None:
         try:
-            closed = await database_sync_to_async(store.close_stale_sessions)()
+            closed = await database_sync_to_async(records.get().close_stale_sessions)()
         except Exception as exc:  # the database is unreachable: say so and stop
             self.failed = f"cannot reach the database: {exc}"
             self.server.stop()
@@ -164,7 +161,7 @@ class RelayRunner:
     async def _check_token_keys(self) -> None:
         """Warn when usable tokens were made under another SECRET_KEY: all are refused."""
         try:
-            count = await database_sync_to_async(auth.tokens_under_another_key)()
+            count = await database_sync_to_async(records.get().tokens_under_another_key)()
         except Exception:
             logger.exception("could not check the API tokens' key fingerprints")
             return

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
-from relay.headers import address_key
+from relay.face import address_key
 from tunnels import tokens
 from tunnels.models import ApiToken, ReservedSubdomain
 from tunnels.quotas import Limits, default_limits, limits_for

@@ -15,7 +15,7 @@ from typing import Any
 from django.db.models import DurationField, ExpressionWrapper, F
 from django.db.models.functions import Now
 
-from relay.traffic import Counts, LiveTunnel
+from relay.face import Counts, LiveTunnel
 from tunnels.models import Node, Tunnel
 
 

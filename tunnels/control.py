@@ -10,7 +10,7 @@ from __future__ import annotations
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from relay.control import CONTROL_GROUP
+from relay.face import CONTROL_GROUP, close_message
 from tunnels.models import ApiToken, Tunnel
 
 
@@ -19,13 +19,7 @@ def close_tunnels(names: list[str], reason: str, token_ids: list[int] | None = N
     layer = get_channel_layer()
     if layer is None or not (names or token_ids):
         return False
-    message = {
-        "type": "tunnel.close",
-        "names": sorted(set(names)),
-        "token_ids": sorted(set(token_ids or [])),
-        "reason": reason[:100],
-    }
-    async_to_sync(layer.group_send)(CONTROL_GROUP, message)
+    async_to_sync(layer.group_send)(CONTROL_GROUP, close_message(names, token_ids or [], reason))
     return True
 
 

@@ -1,14 +1,14 @@
 """Small synchronous ORM functions for running many relay nodes on one database.
 
-Called by relay/cluster.py through `database_sync_to_async`, once per heartbeat (every
-`RELAY_HEARTBEAT_S`) or once per registration; never per request. Times are the database's
+Behind relay.records (tunnels/records.py): relay/cluster.py calls them through
+`database_sync_to_async`, once per heartbeat (every `RELAY_HEARTBEAT_S`) or once per
+registration; never per request. Times are the database's
 own clock (`Now()`), so nodes whose clocks disagree still agree on who is dead.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -16,27 +16,10 @@ from django.db import connection
 from django.db.models import DateTimeField, ExpressionWrapper, OuterRef, Subquery, Value
 from django.db.models.functions import Now
 
-from relay.headers import address_key
+from relay.face import LiveLimitReached, NodeLoad, address_key
 from tunnels.models import Node, Tunnel
 
 NODE_GONE = "node gone"
-
-
-class LiveLimitReached(Exception):
-    """The owner already has `limit` live tunnels across all nodes."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(limit)
-        self.limit = limit
-
-
-@dataclass(frozen=True)
-class NodeLoad:
-    tunnels: int
-    sockets: int
-    in_flight: int
-    requests: int
-    forwarded: int
 
 
 def _older_than(seconds: float) -> ExpressionWrapper:

@@ -1,4 +1,4 @@
-"""Small synchronous ORM functions the relay calls through `database_sync_to_async`.
+"""Session rows: small synchronous ORM functions behind relay.records (tunnels/records.py).
 
 The relay never touches the ORM per request: it opens a row on registration and applies
 batches of counter updates every few seconds.
@@ -6,28 +6,15 @@ batches of counter updates every few seconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from relay.face import SessionUpdate
 from tunnels import nodes
 from tunnels.models import ApiToken, Tunnel
-
-
-@dataclass(frozen=True)
-class SessionUpdate:
-    id: int
-    sockets: int
-    peak_sockets: int
-    requests: int
-    bytes_in: int
-    bytes_out: int
-    last_activity_age_s: float
-    closed: bool
-    close_reason: str
 
 
 def open_session(

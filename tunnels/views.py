@@ -23,8 +23,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_safe
 
 from relay import protocol
-from relay.limits import Quota
-from relay.registry import RegistrationError, Registry, get_registry
+from relay.face import Quota, RegistrationError, Registry, get_registry
 from tunnels import auth
 from tunnels.identity import Requester, identify
 from tunnels.quotas import Limits

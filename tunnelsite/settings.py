@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from tunnelsite.address import address_settings
+from relay.address import address_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -111,7 +111,7 @@ if RELAY_PUBLIC_SCHEME not in {"http", "https"}:
 RELAY_PUBLIC_PORT = _int("RELAY_PUBLIC_PORT", 0)
 # Where pool listeners bind (defaults to RELAY_BIND) and which ports they take.
 # ALLOWED_HOSTS, CSRF_TRUSTED_ORIGINS and RELAY_POOL_BIND follow from the address above unless
-# set: tunnelsite/address.py derives them, here and again for runrelay's flags.
+# set: relay/address.py derives them, here and again for runrelay's flags.
 RELAY_EXPLICIT_SETTINGS = {
     "RELAY_POOL_BIND": env.str("RELAY_POOL_BIND", default="").strip() or None,
     "ALLOWED_HOSTS": env.list("ALLOWED_HOSTS", default=None),

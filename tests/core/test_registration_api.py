@@ -166,9 +166,7 @@ class RegistrationApiTests(TestCase):
         tunnel = get_registry().get(name)
         assert tunnel is not None
         get_registry().close(tunnel, "client gone")
-        with mock.patch(
-            "relay.registry.store.apply_updates", side_effect=OperationalError("db down")
-        ):
+        with mock.patch("tunnels.store.apply_updates", side_effect=OperationalError("db down")):
             with self.assertRaises(OperationalError):
                 await get_registry().flush()
         self.assertEqual(await get_registry().flush(), 1)

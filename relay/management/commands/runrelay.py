@@ -16,11 +16,10 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.db import DatabaseError
 
-from relay import console
+from relay import address, console, records
 from relay.cluster import parse_address
+from relay.records import DatabaseInUse
 from relay.runner import RelayRunner, check_pool_bind, listen_problem
-from tunnels.dblock import DatabaseInUse, lock_database
-from tunnelsite import address
 
 
 class Command(BaseCommand):
@@ -70,7 +69,7 @@ class Command(BaseCommand):
         if not domain:
             raise CommandError("--domain must not be empty")
         # The same derived settings (ALLOWED_HOSTS, CSRF origins, pool address) as the
-        # RELAY_DOMAIN/RELAY_BIND/RELAY_PORT variables give: tunnelsite/address.py.
+        # RELAY_DOMAIN/RELAY_BIND/RELAY_PORT variables give: relay/address.py.
         address.apply(settings, domain=domain, bind=bind, port=port)
         self.configure_node(node_name, advertise, bind)  # scale-out
         self.check_pool_address()
@@ -98,9 +97,9 @@ class Command(BaseCommand):
             raise CommandError(listen_problem(what, exc)) from None
 
     def lock_database(self) -> list[object]:
-        """One relay per database and node name (tunnels/dblock.py); the locks to keep."""
+        """One relay per database and node name (relay.records); the locks to keep."""
         try:
-            return lock_database(settings.RELAY_NODE_NAME)
+            return records.get().lock_database(settings.RELAY_NODE_NAME)
         except DatabaseInUse as exc:
             raise CommandError(str(exc)) from None
         except DatabaseError as exc:

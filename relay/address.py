@@ -1,9 +1,11 @@
 """The settings that follow from where the relay listens and which domain it serves.
 
-`settings.py` computes them from RELAY_DOMAIN, RELAY_BIND and RELAY_PORT; `runrelay` again
-from its --domain, --bind and --port flags, with the same function, so a flag and its
-environment variable configure the same thing (before, `--domain D` routed tunnels at `*.D`
-while ALLOWED_HOSTS still named the default domain, and the bare domain answered 400).
+`tunnelsite/settings.py` computes them from RELAY_DOMAIN, RELAY_BIND and RELAY_PORT;
+`runrelay` again from its --domain, --bind and --port flags, with the same function, so a
+flag and its environment variable configure the same thing (before, `--domain D` routed
+tunnels at `*.D` while ALLOWED_HOSTS still named the default domain, and the bare domain
+answered 400). It imports nothing from Django or the rest of the relay: settings.py imports
+it before Django is set up.
 A value the operator set explicitly (ALLOWED_HOSTS, CSRF_TRUSTED_ORIGINS, RELAY_POOL_BIND)
 is kept as given.
 """
