@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -33,10 +33,8 @@ from relay.errors import send_error
 from relay.hop import forwarded_api_name
 from relay.protocol import CONTROL_GROUP
 from relay.records import NodeLoad
-
-if TYPE_CHECKING:
-    from relay.registry import Registry
-    from relay.tunnel import Tunnel
+from relay.registry import Registry, get_registry
+from relay.tunnel import Tunnel
 
 logger = logging.getLogger(__name__)
 
@@ -317,8 +315,6 @@ async def forward_api(scope: Scope, receive: Receive, send: Send) -> bool:
     """Forward `/api/tunnels/<name>[/status]` to the node that owns `name` when that is
     another node; False (the caller serves it here) otherwise. The owner applies its own
     owner check: the hop marker tells it the client's address, the token goes along."""
-    from relay.registry import get_registry
-
     name = forwarded_api_name(scope)  # what the owner believes a hop marker on
     registry = get_registry()
     cluster = registry.cluster
@@ -332,8 +328,6 @@ async def forward_api(scope: Scope, receive: Receive, send: Send) -> bool:
 
 def health() -> tuple[int, dict[str, Any]]:
     """For relay/hop.py's gate: this node's /healthz answer."""
-    from relay.registry import get_registry
-
     cluster = get_registry().cluster
     if cluster is None:
         return 503, {"node": django_settings.RELAY_NODE_NAME, "tunnels": 0, "draining": False}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from html import escape
-from typing import Any
 
 from relay.asgi_types import Scope, Send
 
@@ -62,7 +61,3 @@ async def send_error(
     headers, body = error_response(scope, status, message, retry_after)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def json_message(message: str, **extra: Any) -> bytes:
-    return json.dumps({"message": message, **extra}).encode()

@@ -11,16 +11,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from django.conf import settings
 
 from relay.asgi_types import Scope
 from relay.headers import address_key as _address_key
 from relay.headers import client_ip, is_trusted_proxy, normal_ip
-
-if TYPE_CHECKING:
-    from relay.tunnel import Tunnel
 
 MINUTE_S = 60.0
 
@@ -49,6 +46,19 @@ def _peer_key(peer: str, ipv6_prefix: int) -> str:
 
 
 DAY_S = 86400.0
+
+
+class Metered(Protocol):
+    """What a quota reads of its tunnel (relay/tunnel.py), and how it closes an idle one."""
+
+    name: str
+    bytes_in: int
+    bytes_out: int
+    last_activity: float
+    closed: bool
+
+    def close_idle(self, reason: str) -> None: ...
+
 
 Refusal = tuple[int, str, int | None]  # status, message, Retry-After seconds
 
@@ -86,7 +96,7 @@ class Quota:
             self.per_minute or self.per_day_bytes or self.max_body_bytes or self.idle_timeout_s
         )
 
-    def admit(self, tunnel: Tunnel, scope: Scope, now: float) -> Refusal | None:
+    def admit(self, tunnel: Metered, scope: Scope, now: float) -> Refusal | None:
         """None to let the request through, else what to answer instead."""
         if self.per_minute:
             if now - self.minute_start >= MINUTE_S:
@@ -123,27 +133,28 @@ class Quota:
         return None
 
     # --- idle timeout -----------------------------------------------------------------------
-    def start_idle_timer(self, tunnel: Tunnel) -> None:
+    def start_idle_timer(self, tunnel: Metered) -> None:
         if self.idle_timeout_s and self.idle_timer is None:
             self._schedule(tunnel, float(self.idle_timeout_s))
 
-    def _schedule(self, tunnel: Tunnel, delay: float) -> None:
+    def _schedule(self, tunnel: Metered, delay: float) -> None:
         loop = asyncio.get_running_loop()
         self.idle_timer = loop.call_later(delay, self.check_idle, tunnel)
 
-    def check_idle(self, tunnel: Tunnel, now: float | None = None) -> bool:
+    def check_idle(self, tunnel: Metered, now: float | None = None) -> bool:
         """Close the tunnel if it has been idle too long (True), else check again later."""
         self.idle_timer = None
         if tunnel.closed:
             return False
         idle_for = (time.monotonic() if now is None else now) - tunnel.last_activity
         if idle_for >= self.idle_timeout_s:
-            tunnel.registry.close(tunnel, f"idle for {self.idle_timeout_s} s")
+            tunnel.close_idle(f"idle for {self.idle_timeout_s} s")
             return True
         self._schedule(tunnel, self.idle_timeout_s - idle_for)
         return False
 
-    def stop(self) -> None:
+    def cancel_idle_timer(self) -> None:
+        """The tunnel closed: no idle check is left scheduled for it."""
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import socket
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 import h11
 from django.conf import settings
@@ -29,9 +29,6 @@ from relay.protocol import (
     POOL_KEEPALIVE_IDLE_S,
     POOL_KEEPALIVE_INTERVAL_S,
 )
-
-if TYPE_CHECKING:
-    from relay.tunnel import Tunnel
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +42,20 @@ READ_LOW_WATER = 256 * 1024
 
 class PoolError(Exception):
     """The pool socket failed mid-exchange; the visitor gets a 502."""
+
+
+class SocketOwner(Protocol):
+    """What a pool socket needs of its tunnel (relay/tunnel.py), which owns its sockets."""
+
+    name: str
+    client_id: str  # our lt's id; empty for a raw-pipe (npm) client
+    distrusted: bool
+
+    def attach(self, conn: PoolConnection) -> bool: ...
+
+    def detach(self, conn: PoolConnection) -> None: ...
+
+    def distrust(self, how: str) -> None: ...
 
 
 class PoolConnection(asyncio.Protocol):
@@ -71,7 +82,7 @@ class PoolConnection(asyncio.Protocol):
         "_fd",
     )
 
-    def __init__(self, tunnel: Tunnel, max_head_bytes: int) -> None:
+    def __init__(self, tunnel: SocketOwner, max_head_bytes: int) -> None:
         self.tunnel = tunnel
         self.transport: asyncio.Transport | None = None
         self.peer_ip = ""

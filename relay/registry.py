@@ -14,20 +14,18 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 from django.db import IntegrityError, OperationalError
 
 from relay import protocol, records
+from relay.asgi_types import Receive, Scope, Send
 from relay.limits import RegistrationRate
 from relay.pool import PoolConnection
 from relay.records import LiveLimitReached, SessionUpdate
 from relay.tunnel import Tunnel
-
-if TYPE_CHECKING:
-    from relay.cluster import Cluster
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +44,37 @@ QUICK_PORT_TRIES = 16
 # RECLAIM_POLL_S until then, and a node that does not answer costs the client 2 s and a 409.
 RECLAIM_WAIT_S = 2.0
 RECLAIM_POLL_S = 0.05
+
+
+class ClusterHooks(Protocol):
+    """What the registry and the proxies ask of this node's cluster membership on a named
+    node (relay/cluster.py; scale-out). The cluster imports the registry, not this way."""
+
+    advertise_host: str  # the pool address clients of this node are given
+
+    def flush_soon(self) -> None: ...
+
+    def tunnel_opened(self, tunnel: Tunnel) -> None: ...
+
+    def tunnel_closed(self, tunnel: Tunnel) -> None: ...
+
+    async def release(
+        self, name: str, owner: str, client_id: str = "", takeover: bool = False
+    ) -> bool: ...
+
+    def route(self, name: str) -> str | None: ...
+
+    def health(self) -> tuple[int, dict[str, Any]]: ...
+
+    def note_owner(self, message: dict[str, Any]) -> None: ...
+
+    def note_release(self, message: dict[str, Any]) -> int: ...
+
+    async def forward_http(self, scope: Scope, receive: Receive, send: Send, name: str) -> None: ...
+
+    async def forward_websocket(
+        self, scope: Scope, receive: Receive, send: Send, name: str
+    ) -> None: ...
 
 
 class RegistrationError(Exception):
@@ -94,7 +123,7 @@ class Registry:
         self._flusher: asyncio.Task[None] | None = None
         self._closed_pending: list[Tunnel] = []
         self.started_at = time.time()
-        self.cluster: Cluster | None = None  # scale-out: set by the runner on a named node
+        self.cluster: ClusterHooks | None = None  # scale-out: set by the runner on a named node
         self.registrations = RegistrationRate(  # per owner (issue 10 item 23)
             settings.RELAY_REGISTRATION_BURST, settings.RELAY_REGISTRATIONS_PER_MINUTE
         )

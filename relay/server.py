@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from daphne.http_protocol import HTTPFactory, WebRequest
 from django.conf import settings
@@ -35,10 +35,8 @@ from relay.protocol import (
     tunnel_name_from_host,
 )
 from relay.registry import get_registry
+from relay.tunnel import Tunnel
 from relay.ws_flow import WsFlow
-
-if TYPE_CHECKING:
-    from relay.tunnel import Tunnel
 
 logger = logging.getLogger(__name__)
 

@@ -14,11 +14,10 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
-if TYPE_CHECKING:
-    from relay.registry import Registry
-    from relay.tunnel import Tunnel
+from relay.registry import Registry
+from relay.tunnel import Tunnel
 
 logger = logging.getLogger(__name__)
 

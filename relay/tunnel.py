@@ -16,16 +16,13 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from relay import protocol
 from relay.headers import normal_ip
 from relay.limits import Quota
 from relay.pool import PoolConnection
 from relay.protocol import RECONNECT_WAIT_S
-
-if TYPE_CHECKING:
-    from relay.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +37,23 @@ class NoSocket(Exception):
         self.retry_after = retry_after
 
 
+class Home(Protocol):
+    """What a tunnel needs of the registry that holds it (relay/registry.py)."""
+
+    settings: Any  # django.conf.settings, or a test's stand-in
+
+    def schedule_expiry(self, tunnel: Tunnel) -> None: ...
+
+    def close(self, tunnel: Tunnel, reason: str) -> None: ...
+
+
 @dataclass(eq=False, slots=True)
 class Tunnel:
     name: str
     owner: str  # "ip:<addr>" for anonymous tunnels, "user:<id>" for token holders
     client_ip: str
     max_conn_count: int
-    registry: Registry
+    registry: Home
     server: asyncio.Server | None = None
     port: int = 0
     session_id: int | None = None  # the tunnels.Tunnel row
@@ -338,11 +345,17 @@ class Tunnel:
             self.expiry.cancel()
             self.expiry = None
 
+    def close_idle(self, reason: str) -> None:
+        """Its quota's idle timeout ran out (relay/limits.py): close it as the registry does."""
+        self.registry.close(self, reason)
+
     def close(self, reason: str) -> None:
         if self.closed:
             return
         self.closed = True
         self.cancel_expiry()
+        if self.quota is not None:
+            self.quota.cancel_idle_timer()
         self.close_reason = reason
         self.dirty = True
         if self.server is not None:

@@ -111,6 +111,17 @@ class PlanLimitTests(TestCase):
             self.assertIsNone(registry.get(name))
             self.assertEqual(tunnel.close_reason, "idle for 30 s")
 
+    async def test_a_closed_tunnel_leaves_no_idle_timer_scheduled(self) -> None:
+        await Plan.objects.filter(pk=self.plan.pk).aupdate(idle_timeout_s=30)
+        async with fresh_registry() as registry:
+            name = await self.open_tunnel(registry)
+            tunnel = registry.get(name)
+            timer = tunnel.quota.idle_timer
+            self.assertIsNotNone(timer, "the check is scheduled")
+            registry.close(tunnel, "closed by client")
+            self.assertIsNone(tunnel.quota.idle_timer)
+            self.assertTrue(timer.cancelled(), "the closed tunnel's idle check is cancelled")
+
     async def test_activity_postpones_the_idle_timeout(self) -> None:
         await Plan.objects.filter(pk=self.plan.pk).aupdate(idle_timeout_s=30)
         async with fresh_registry() as registry:
