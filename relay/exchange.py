@@ -1,7 +1,7 @@
 """One HTTP exchange over an upstream connection: write the visitor's request, read the
 response head, stream the response back to the visitor.
 
-Shared by a tunnel's pool socket (`relay.pool.PoolConnection`) and a connection to the node
+Shared by a tunnel's pool socket (`relay.pool.PoolSocket`) and a connection to the node
 that owns a tunnel (`relay.peer.PeerConnection`); both frame with h11 and offer `send`,
 `drain`, `next_event` and `poll_event`.
 """

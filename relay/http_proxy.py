@@ -27,7 +27,7 @@ from relay.exchange import (
 from relay.flow import Flow
 from relay.hop import HOP_SCOPE_KEY
 from relay.limits import visitor_key
-from relay.pool import PoolConnection, PoolError
+from relay.pool import PoolError, PoolSocket
 from relay.registry import get_registry
 from relay.tunnel import NoSocket, Tunnel
 
@@ -102,7 +102,7 @@ async def _exchange(
 
 async def _attempt(
     tunnel: Tunnel,
-    conn: PoolConnection,
+    conn: PoolSocket,
     scope: Scope,
     receive: Receive,
     send: Send,
@@ -130,7 +130,7 @@ async def _attempt(
         # client passes the second answer on whenever it comes, possibly in the next
         # visitor's exchange. Our lt (it sends a client id) frames each exchange itself and
         # drops its local connection after a body (client/proxy.py `ready_for_next`).
-        # The other rules for raw pipes are in PoolConnection.finish_exchange.
+        # The other rules for raw pipes are in PoolSocket.finish_exchange.
         reusable = conn.finish_exchange(bool(body_size))
     except (PoolError, h11.ProtocolError, TimeoutError) as exc:
         logger.debug("tunnel %s: exchange failed: %r", tunnel.name, exc)

@@ -77,7 +77,7 @@ class PeerConnection:
         return self.h11.next_event()
 
     async def drain(self, timeout: float | None = None) -> None:
-        """As PoolConnection.drain: an owner node that stops reading raises TimeoutError."""
+        """As PoolSocket.drain: an owner node that stops reading raises TimeoutError."""
         if timeout is None:
             timeout = settings.RELAY_RESPONSE_TIMEOUT_S
         try:

@@ -51,14 +51,14 @@ class SocketOwner(Protocol):
     client_id: str  # our lt's id; empty for a raw-pipe (npm) client
     distrusted: bool
 
-    def attach(self, conn: PoolConnection) -> bool: ...
+    def attach(self, conn: PoolSocket) -> bool: ...
 
-    def detach(self, conn: PoolConnection) -> None: ...
+    def detach(self, conn: PoolSocket) -> None: ...
 
     def distrust(self, how: str) -> None: ...
 
 
-class PoolConnection(asyncio.Protocol):
+class PoolSocket(asyncio.Protocol):
     # Slots, not a __dict__: an idle tunnel holds ten of these (a few KB per tunnel).
     __slots__ = (
         "tunnel",

@@ -23,7 +23,7 @@ from django.db import IntegrityError, OperationalError
 from relay import protocol, records
 from relay.asgi_types import Receive, Scope, Send
 from relay.limits import RegistrationRate
-from relay.pool import PoolConnection
+from relay.pool import PoolSocket
 from relay.records import LiveLimitReached, SessionUpdate
 from relay.tunnel import Tunnel
 
@@ -341,8 +341,8 @@ class Registry:
         bind = self.settings.RELAY_POOL_BIND
         max_head = self.settings.RELAY_MAX_HEADER_BYTES
 
-        def factory() -> PoolConnection:
-            return PoolConnection(tunnel, max_head)
+        def factory() -> PoolSocket:
+            return PoolSocket(tunnel, max_head)
 
         ports = self.settings.RELAY_POOL_PORTS
         if ports is None:

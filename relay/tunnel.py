@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from relay import protocol
 from relay.headers import normal_ip
 from relay.limits import Quota
-from relay.pool import PoolConnection
+from relay.pool import PoolSocket
 from relay.protocol import RECONNECT_WAIT_S
 
 logger = logging.getLogger(__name__)
@@ -56,15 +56,15 @@ class Tunnel:
     registry: Home
     server: asyncio.Server | None = None
     port: int = 0
-    session_id: int | None = None  # the tunnels.Tunnel row
+    session_id: int | None = None  # its tunnels.models.TunnelSession row
     user_id: int | None = None  # issue 4: the token's user (None: anonymous)
     token_id: int | None = None  # issue 4: the ApiToken it was opened with
     quota: Quota | None = None  # issue 4: plan limits (relay/limits.py); None: no limits
-    connections: set[PoolConnection] = field(default_factory=set)
-    idle: list[PoolConnection] = field(default_factory=list)
+    connections: set[PoolSocket] = field(default_factory=set)
+    idle: list[PoolSocket] = field(default_factory=list)
     # A list, not a deque: an empty deque costs 760 bytes per tunnel, and the queue is
     # bounded by RELAY_MAX_WAITERS, so popping from the front stays cheap.
-    waiters: list[tuple[asyncio.Future[PoolConnection], str]] = field(default_factory=list)
+    waiters: list[tuple[asyncio.Future[PoolSocket], str]] = field(default_factory=list)
     # Sockets each visitor address (relay.limits.address_key) holds now, for its share.
     held: dict[str, int] = field(default_factory=dict)
     opened_at: float = field(default_factory=time.time)
@@ -93,8 +93,8 @@ class Tunnel:
     # until the first one, as most tunnels never carry any.
     websockets: dict[str, int] | None = None
 
-    # --- pool membership (called by PoolConnection) ----------------------------------------
-    def attach(self, conn: PoolConnection) -> bool:
+    # --- pool membership (called by PoolSocket) ----------------------------------------
+    def attach(self, conn: PoolSocket) -> bool:
         settings = self.registry.settings
         if self.closed:
             return False
@@ -118,7 +118,7 @@ class Tunnel:
         self.release(conn)
         return True
 
-    def detach(self, conn: PoolConnection) -> None:
+    def detach(self, conn: PoolSocket) -> None:
         if conn not in self.connections:
             return
         self.connections.discard(conn)
@@ -173,7 +173,7 @@ class Tunnel:
         sockets = min(self.max_conn_count, len(self.connections)) or self.max_conn_count
         return max(1, sockets - self.registry.settings.RELAY_SPARE_SOCKETS)
 
-    async def acquire(self, wait_s: float, max_waiters: int, visitor: str = "") -> PoolConnection:
+    async def acquire(self, wait_s: float, max_waiters: int, visitor: str = "") -> PoolSocket:
         """An idle socket for `visitor` (its address key), once it is within its share."""
         held = self.held.get(visitor, 0)
         if self.idle and held < self.share():
@@ -196,7 +196,7 @@ class Tunnel:
                 503, f"The tunnel {self.name} is too busy; try again shortly.", retry_after=1
             )
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[PoolConnection] = loop.create_future()
+        waiter: asyncio.Future[PoolSocket] = loop.create_future()
         entry = (waiter, visitor)
         self.waiters.append(entry)
         timer = loop.call_later(wait_s, _expire, waiter)
@@ -271,7 +271,7 @@ class Tunnel:
         if not counts:
             self.websockets = None
 
-    def _unhold(self, conn: PoolConnection) -> None:
+    def _unhold(self, conn: PoolSocket) -> None:
         visitor = conn.holder
         if visitor is None:
             return
@@ -282,7 +282,7 @@ class Tunnel:
         else:
             self.held.pop(visitor, None)
 
-    def release(self, conn: PoolConnection) -> None:
+    def release(self, conn: PoolSocket) -> None:
         """A healthy socket is free again: to the first waiter within its share, or idle."""
         self._unhold(conn)
         self._hand_out(conn)
@@ -303,7 +303,7 @@ class Tunnel:
         for conn in [conn for conn in self.idle if conn.used]:
             conn.abort()  # kept after an earlier answer: a late one may still come
 
-    def discard(self, conn: PoolConnection) -> None:
+    def discard(self, conn: PoolSocket) -> None:
         """A socket that cannot be reused: closed. Its visitor's place is free again, so a
         waiter of that address that was over its share may now take an idle socket."""
         self._unhold(conn)
@@ -313,7 +313,7 @@ class Tunnel:
             if not self._hand_out(idle):
                 return  # parked again: no waiter may take one
 
-    def _hand_out(self, conn: PoolConnection) -> bool:
+    def _hand_out(self, conn: PoolSocket) -> bool:
         """Give `conn` to the first visitor still waiting and within its share (True), or
         park it (False); waiters over their share keep their place in the queue."""
         if conn.closed or self.closed:
@@ -371,7 +371,7 @@ class Tunnel:
                 waiter.set_exception(NoSocket(503, f"The tunnel {self.name} was closed."))
 
 
-def _expire(waiter: asyncio.Future[PoolConnection]) -> None:
+def _expire(waiter: asyncio.Future[PoolSocket]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
 

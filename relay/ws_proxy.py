@@ -35,7 +35,7 @@ from relay import headers as hdrs
 from relay.asgi_types import Receive, Scope, Send
 from relay.hop import HOP_SCOPE_KEY
 from relay.limits import visitor_key
-from relay.pool import PoolConnection, PoolError
+from relay.pool import PoolError, PoolSocket
 from relay.protocol import PARSE_SLICE_BYTES, WS_MESSAGES_PER_TURN
 from relay.registry import get_registry
 from relay.tunnel import NoSocket
@@ -130,7 +130,7 @@ async def refuse(
         await send({"type": "websocket.close", "code": 1013 if status >= 500 else 1008})
 
 
-async def _bridge(scope: Scope, receive: Receive, send: Send, conn: PoolConnection, tunnel) -> None:
+async def _bridge(scope: Scope, receive: Receive, send: Send, conn: PoolSocket, tunnel) -> None:
     forwarded, _, _ = hdrs.request_headers(scope)
     host = next((v for n, v in forwarded if n == b"host"), b"") or tunnel.name.encode()
     request = handshake_request(scope, forwarded, host)
@@ -228,7 +228,7 @@ async def _refused_upstream(send: Send, flow: WsFlow | None, status: int, body: 
 
 
 async def _visitor_to_app(
-    receive: Receive, conn: PoolConnection, ws: WSConnection, tunnel, flow: WsFlow | None
+    receive: Receive, conn: PoolSocket, ws: WSConnection, tunnel, flow: WsFlow | None
 ) -> None:
     """Copy the visitor's messages to the app. The messages already queued (up to
     WS_MESSAGES_PER_TURN, or PARSE_SLICE_BYTES of frames) go out in one write, then the
@@ -272,7 +272,7 @@ async def _visitor_to_app(
 
 async def _app_to_visitor(
     send: Send,
-    conn: PoolConnection,
+    conn: PoolSocket,
     ws: WSConnection,
     tunnel,
     leftover: list,

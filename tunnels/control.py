@@ -11,7 +11,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from relay.face import CONTROL_GROUP, close_message
-from tunnels.models import ApiToken, Tunnel
+from tunnels.models import ApiToken, TunnelSession
 
 
 def close_tunnels(names: list[str], reason: str, token_ids: list[int] | None = None) -> bool:
@@ -28,7 +28,9 @@ def revoke_tokens(tokens: list[ApiToken], reason: str = "token revoked") -> int:
     revoked = sum(1 for token in tokens if token.revoke())
     ids = [token.pk for token in tokens]
     names = list(
-        Tunnel.objects.filter(token_id__in=ids, is_live=True).values_list("subdomain", flat=True)
+        TunnelSession.objects.filter(token_id__in=ids, is_live=True).values_list(
+            "subdomain", flat=True
+        )
     )
     close_tunnels(names, reason, token_ids=ids)
     return revoked

@@ -48,7 +48,7 @@ def take_snapshot() -> Snapshot:
 
 
 def may_disconnect(request: HttpRequest) -> bool:
-    return request.user.has_perm("tunnels.change_tunnel")
+    return request.user.has_perm("tunnels.change_tunnelsession")
 
 
 def _rows(request: HttpRequest, live: list[LiveTunnel]) -> list[dict[str, Any]]:

@@ -165,7 +165,10 @@ class ReservedSubdomain(models.Model):
         super().save(*args, **kwargs)  # type: ignore[arg-type]
 
 
-class Tunnel(models.Model):
+class TunnelSession(models.Model):
+    """One registration of a tunnel, from its opening to its closing (relay.tunnel.Tunnel is
+    the live tunnel in the relay's memory; it writes this row through relay.records)."""
+
     subdomain = models.CharField(max_length=65, db_index=True)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,

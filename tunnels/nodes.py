@@ -17,7 +17,7 @@ from django.db.models import DateTimeField, ExpressionWrapper, OuterRef, Subquer
 from django.db.models.functions import Now
 
 from relay.face import LiveLimitReached, NodeLoad, address_key
-from tunnels.models import Node, Tunnel
+from tunnels.models import Node, TunnelSession
 
 NODE_GONE = "node gone"
 
@@ -49,7 +49,7 @@ def check_live_limit(owner_id: int | None, client_ip: str, limit: int, subdomain
         lock = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock - (1 << 63)])
-    live = Tunnel.objects.filter(is_live=True)
+    live = TunnelSession.objects.filter(is_live=True)
     if owner_id is not None:
         live = live.filter(owner_id=owner_id)
     else:
@@ -88,7 +88,7 @@ def reap_dead_nodes(me: str, expiry_s: float) -> dict[str, int]:
     )
     closed: dict[str, int] = {}
     for name in dead:
-        count = Tunnel.objects.filter(is_live=True, node=name).update(
+        count = TunnelSession.objects.filter(is_live=True, node=name).update(
             is_live=False, closed_at=Now(), close_reason=NODE_GONE, sockets=0
         )
         if count:
@@ -101,7 +101,7 @@ def directory(me: str, expiry_s: float) -> dict[str, str]:
     alive = Node.objects.filter(last_heartbeat__gte=_older_than(expiry_s)).exclude(name=me)
     address = Subquery(alive.filter(name=OuterRef("node")).values("advertise")[:1])
     rows = (
-        Tunnel.objects.filter(is_live=True)
+        TunnelSession.objects.filter(is_live=True)
         .exclude(node=me)
         .exclude(node="")
         .annotate(address=address)
@@ -116,14 +116,14 @@ def closed_among(session_ids: list[int]) -> list[int]:
     if not session_ids:
         return []
     return list(
-        Tunnel.objects.filter(pk__in=session_ids, is_live=False).values_list("pk", flat=True)
+        TunnelSession.objects.filter(pk__in=session_ids, is_live=False).values_list("pk", flat=True)
     )
 
 
 def live_holder(subdomain: str) -> tuple[str, str] | None:
     """(owner key, node) of the name's live session row, or None when nobody holds it."""
     row = (
-        Tunnel.objects.filter(is_live=True, subdomain=subdomain)
+        TunnelSession.objects.filter(is_live=True, subdomain=subdomain)
         .values_list("owner_id", "client_ip", "node")
         .first()
     )

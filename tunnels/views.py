@@ -26,7 +26,7 @@ from relay import protocol
 from relay.face import Quota, RegistrationError, Registry, get_registry
 from tunnels import auth
 from tunnels.identity import Requester, identify
-from tunnels.quotas import Limits
+from tunnels.plans import PlanLimits
 
 DATABASE_BUSY = "The relay's database is busy or unavailable; try again in a moment."
 
@@ -216,7 +216,7 @@ def _over_rate(request: HttpRequest, registry: Registry, owner: str) -> JsonResp
     )
 
 
-def _quota(limits: Limits) -> Quota | None:
+def _quota(limits: PlanLimits) -> Quota | None:
     quota = Quota(
         per_minute=limits.max_requests_per_minute,
         per_day_bytes=limits.max_bytes_per_day,

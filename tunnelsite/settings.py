@@ -185,7 +185,7 @@ RELAY_FLUSH_S = _float("RELAY_FLUSH_S", 5.0, minimum=0.05)
 RELAY_TRUSTED_PROXIES = _networks("RELAY_TRUSTED_PROXIES")
 RELAY_UVLOOP = _bool("RELAY_UVLOOP", True)
 
-# --- Accounts and quotas (tunnels/quotas.py) ---------------------------------------------------
+# --- Accounts and quotas (tunnels/plans.py) ---------------------------------------------------
 # Registering without a token: allowed while developing, refused (401) in production.
 RELAY_ALLOW_ANONYMOUS = _bool("RELAY_ALLOW_ANONYMOUS", DEBUG)
 # Recorded on each session row; names the relay once there are several.

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.test import TestCase, override_settings
 from django.utils import timezone
 
-from tunnels.models import Account, ApiToken, Plan, ReservedSubdomain, Tunnel
+from tunnels.models import Account, ApiToken, Plan, ReservedSubdomain, TunnelSession
 
 from .helpers import (
     NPM_USER_AGENT,
@@ -41,7 +41,7 @@ class RegistrationTests(TestCase):
             self.assertEqual(r.status_code, 200, r.content)
             name = r.json()["id"]
             self.assertEqual(registry.get(name).owner, f"user:{self.owner.pk}")
-            row = await Tunnel.objects.aget(subdomain=name, is_live=True)
+            row = await TunnelSession.objects.aget(subdomain=name, is_live=True)
             self.assertEqual(row.owner_id, self.owner.pk)
             self.assertEqual(row.token_id, self.owner_row.pk)
             token = await ApiToken.objects.aget(pk=self.owner_row.pk)

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
-from relay.pool import PoolConnection
+from relay.pool import PoolSocket
 from relay.tunnel import Tunnel
 
 
@@ -43,7 +43,7 @@ async def pool_listener(
         max_conn_count=max_conn_count,
         registry=LoopRegistry(**settings),  # type: ignore[arg-type]
     )
-    server = await loop.create_server(lambda: PoolConnection(tunnel, 16384), "127.0.0.1", 0)
+    server = await loop.create_server(lambda: PoolSocket(tunnel, 16384), "127.0.0.1", 0)
     tunnel.server = server
     tunnel.port = server.sockets[0].getsockname()[1]
     try:

@@ -21,7 +21,7 @@ from relay.registry import PRUNE_BATCH, get_registry
 from tests.core.conftest import until
 from tests.core.test_registration_api import AddressedClient, isolated
 from tunnels import store, views
-from tunnels.models import Tunnel as Session
+from tunnels.models import TunnelSession as Session
 
 OWNER = ("127.0.0.1", 50000)
 LT = "tunnelsite-lt/0.1"

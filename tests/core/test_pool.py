@@ -1,6 +1,6 @@
 """Pool sockets, fed exact bytes over real loopback connections.
 
-The relay side is a real `PoolConnection` behind a real listener; the "tunnel client" is
+The relay side is a real `PoolSocket` behind a real listener; the "tunnel client" is
 a raw socket in the test, so every byte it answers with is visible here.
 """
 
@@ -12,7 +12,7 @@ import h11
 import pytest
 
 from relay.exchange import read_response_head
-from relay.pool import PoolConnection, PoolError
+from relay.pool import PoolError, PoolSocket
 from relay.tunnel import NoSocket, Tunnel
 from tests.core.conftest import connect, pool_listener, run, until
 
@@ -27,7 +27,7 @@ async def _one_socket(tunnel: Tunnel):
     return reader, writer, conn
 
 
-async def _read_response(conn: PoolConnection) -> tuple[h11.Response, bytes]:
+async def _read_response(conn: PoolSocket) -> tuple[h11.Response, bytes]:
     response = await conn.next_event(2.0)
     assert isinstance(response, h11.Response)
     body = b""

@@ -16,7 +16,7 @@ from django.test import AsyncClient, TestCase, override_settings
 
 from relay.registry import get_registry, reset_registry
 from tests.core.conftest import until
-from tunnels.models import Tunnel as Session
+from tunnels.models import TunnelSession as Session
 
 OWNER = ("127.0.0.1", 50000)
 # Our lt's per-run id: a second registration with it is the same client reconnecting.

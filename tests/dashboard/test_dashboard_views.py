@@ -22,7 +22,7 @@ PAGE, DATA, DISCONNECT = "/admin/dashboard/", "/admin/dashboard/data", "/admin/d
 
 def make_viewer() -> User:
     user = make_user("viewer", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="view_tunnel"))
+    user.user_permissions.add(Permission.objects.get(codename="view_tunnelsession"))
     return user
 
 

@@ -1,4 +1,4 @@
-"""Plans as the relay applies them: a frozen `Limits` per tunnel, read once at registration."""
+"""Plans as the relay applies them: a frozen `PlanLimits` per tunnel, read once at registration."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from tunnels.models import Account, ApiToken, Plan
 
 
 @dataclass(frozen=True)
-class Limits:
+class PlanLimits:
     plan: str
     max_live_tunnels: int  # per owner; 0: no limit
     max_sockets: int  # advertised as max_conn_count and enforced by the pool
@@ -21,7 +21,7 @@ class Limits:
     allow_custom_subdomains: bool
 
     @classmethod
-    def from_plan(cls, plan: Plan) -> Limits:
+    def from_plan(cls, plan: Plan) -> PlanLimits:
         return cls(
             plan=plan.name,
             max_live_tunnels=plan.max_live_tunnels,
@@ -34,9 +34,9 @@ class Limits:
         )
 
 
-def default_limits() -> Limits:
+def default_limits() -> PlanLimits:
     """The plan of users without one and of anonymous tunnels (RELAY_DEFAULT_PLAN_*)."""
-    return Limits(
+    return PlanLimits(
         plan="default",
         max_live_tunnels=settings.RELAY_DEFAULT_PLAN_MAX_LIVE_TUNNELS,
         max_sockets=settings.RELAY_DEFAULT_PLAN_MAX_SOCKETS,
@@ -48,11 +48,11 @@ def default_limits() -> Limits:
     )
 
 
-def limits_for(token: ApiToken) -> Limits:
+def limits_for(token: ApiToken) -> PlanLimits:
     """The token's own plan, else its user's, else the default plan."""
     if token.plan is not None:
-        return Limits.from_plan(token.plan)
+        return PlanLimits.from_plan(token.plan)
     account = Account.objects.filter(user_id=token.user_id).select_related("plan").first()
     if account is not None and account.plan is not None:
-        return Limits.from_plan(account.plan)
+        return PlanLimits.from_plan(account.plan)
     return default_limits()
