@@ -60,7 +60,7 @@ class ConsoleStream(io.TextIOBase):
         self._thread.start()
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         return self._name
 
     @property
@@ -131,14 +131,14 @@ class ConsoleStream(io.TextIOBase):
                     self._cond.notify_all()
 
 
-class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class ConsoleHandler(logging.StreamHandler):
     """A logging handler writing to whatever `sys.stderr` is when a record is emitted
     (a `ConsoleStream` once `install()` has run), not to the stream of import time."""
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stderr
 

@@ -15,7 +15,7 @@ import h11
 from django.conf import settings
 
 from relay import headers as hdrs
-from relay.asgi_types import Receive, Scope, Send
+from relay.asgi_types import H11Event, H11Next, H11Received, Message, Receive, Scope, Send
 from relay.flow import Flow
 from relay.pool import PoolError
 from relay.protocol import EVENTS_PER_TURN
@@ -29,13 +29,13 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class Upstream(Protocol):
-    def send(self, *events: h11.Event) -> None: ...
+    def send(self, *events: H11Event) -> None: ...
 
     async def drain(self, timeout: float | None = None) -> None: ...
 
-    async def next_event(self, timeout: float) -> h11.Event: ...
+    async def next_event(self, timeout: float) -> H11Received: ...
 
-    def poll_event(self) -> h11.Event | type[h11.NEED_DATA]: ...
+    def poll_event(self) -> H11Next: ...
 
 
 class Progress:
@@ -50,7 +50,7 @@ class Progress:
 
 def build_request(
     scope: Scope,
-    first: dict,
+    first: Message,
     headers: list[tuple[bytes, bytes]],
     declared: bytes | None,
     had_framing: bool,
@@ -66,7 +66,7 @@ def build_request(
     return h11.Request(method=scope["method"], target=hdrs.request_target(scope), headers=headers)
 
 
-def _body_length(scope: Scope, first: dict, declared: bytes | None) -> int | None:
+def _body_length(scope: Scope, first: Message, declared: bytes | None) -> int | None:
     """The request body's length, or None when it is only known at its end (chunked)."""
     # Under runrelay the public server holds the whole body before the relay starts, so
     # upstream gets a Content-Length even when the visitor sent chunks.
@@ -81,7 +81,7 @@ def _body_length(scope: Scope, first: dict, declared: bytes | None) -> int | Non
 
 
 async def write_request(
-    conn: Upstream, receive: Receive, head: h11.Request, first: dict, timeout: float
+    conn: Upstream, receive: Receive, head: h11.Request, first: Message, timeout: float
 ) -> int:
     """Write the request; returns the body's size. The head, the first piece of body and
     (for most requests) the end go out in one write: one syscall, one TCP segment. A client
@@ -143,7 +143,7 @@ async def stream_response(
     """Send `response` and its body to the visitor, with the visitor's backpressure."""
     # Twisted writes the head with the first body bytes anyway; waiting for them here means
     # a body that is broken from its start is still a clean 502, not a silent cut.
-    event = await conn.next_event(timeout)
+    event: H11Next = await conn.next_event(timeout)
     progress.started = True
     await send(
         {

@@ -14,6 +14,8 @@ pyproject.toml says so; relay.protocol, the wire's constants, is public too). Fr
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 
 from relay import records
@@ -75,8 +77,9 @@ def close_message(names: list[str], token_ids: list[int], reason: str) -> dict[s
     }
 
 
-def application(site_http: ASGIApp) -> ASGIApp:
-    """The relay's ASGI application in front of the site (Django): tunnel hosts go to the
+def application(site_http: Any) -> ASGIApp:
+    """The relay's ASGI application in front of the site (Django's ASGIHandler, typed with
+    dict scopes: Any at this boundary): tunnel hosts go to the
     tunnel, the bare domain to `site_http`; on a named node (RELAY_NODE_NAME, scale-out)
     behind the gate that checks hop markers and answers /healthz."""
     router: ASGIApp = HostRouter(site_http=site_http)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 
 from django.conf import settings
 
@@ -78,7 +79,7 @@ def request_target(scope: Scope) -> bytes:
     return target
 
 
-def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     named: set[bytes] = set()
     for name, value in raw:
         if name == b"connection":

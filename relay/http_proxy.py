@@ -14,7 +14,7 @@ import h11
 from django.conf import settings
 
 from relay import headers as hdrs
-from relay.asgi_types import Receive, Scope, Send
+from relay.asgi_types import Message, Receive, Scope, Send
 from relay.errors import send_error
 from relay.exchange import (
     Progress,
@@ -66,7 +66,7 @@ async def proxy_http(scope: Scope, receive: Receive, send: Send, name: str) -> N
         registry.request_finished()
 
 
-def _request_event(scope: Scope, first: dict) -> h11.Request:
+def _request_event(scope: Scope, first: Message) -> h11.Request:
     headers, declared_length, had_framing = hdrs.request_headers(scope)
     return build_request(scope, first, headers, declared_length, had_framing)
 
@@ -84,7 +84,7 @@ async def _exchange(
     send: Send,
     flow: Flow | None,
     head: h11.Request,
-    first: dict,
+    first: Message,
 ) -> None:
     cfg = settings
     retry = scope["method"] in _SAFE and not first.get("body") and not first.get("more_body")
@@ -108,7 +108,7 @@ async def _attempt(
     send: Send,
     flow: Flow | None,
     head: h11.Request,
-    first: dict,
+    first: Message,
     last: bool,
 ) -> bool:
     """One exchange on `conn`; False when the socket closed unanswered and, not being the

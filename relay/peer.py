@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import h11
 from django.conf import settings
 
-from relay.asgi_types import Receive, Scope, Send
+from relay.asgi_types import H11Event, H11Next, H11Received, Message, Receive, Scope, Send
 from relay.errors import send_error
 from relay.exchange import (
     Progress,
@@ -66,14 +66,14 @@ class PeerConnection:
             raise PoolError("peer connection closed")
         self.writer.write(data)
 
-    def send(self, *events: h11.Event) -> None:
+    def send(self, *events: H11Event) -> None:
         parts: list[bytes] = []
         for event in events:
             parts.extend(self.h11.send_with_data_passthrough(event) or ())
         if parts:
             self.write(b"".join(parts))
 
-    def poll_event(self) -> h11.Event | type[h11.NEED_DATA]:
+    def poll_event(self) -> H11Next:
         return self.h11.next_event()
 
     async def drain(self, timeout: float | None = None) -> None:
@@ -93,11 +93,11 @@ class PeerConnection:
         except ConnectionError:
             return b""
 
-    async def next_event(self, timeout: float) -> h11.Event:
+    async def next_event(self, timeout: float) -> H11Received:
         while True:
             event = self.h11.next_event()
             if event is not h11.NEED_DATA:
-                return event
+                return event  # type: ignore[return-value]  # h11's sentinels are classes: `is not NEED_DATA` does not narrow
             self.h11.receive_data(await self.read_raw(timeout))
 
     def reusable(self) -> bool:
@@ -167,7 +167,7 @@ def forward_headers(scope: Scope, node: str) -> tuple[list[tuple[bytes, bytes]],
     return out, host
 
 
-def _request(scope: Scope, first: dict, node: str) -> h11.Request:
+def _request(scope: Scope, first: Message, node: str) -> h11.Request:
     headers, _ = forward_headers(scope, node)
     declared = next((v for n, v in scope["headers"] if n == b"content-length"), None)
     framing = any(n in (b"content-length", b"transfer-encoding") for n, _ in scope["headers"])
@@ -223,7 +223,7 @@ async def _exchange(
     send: Send,
     flow: Flow | None,
     head: h11.Request,
-    first: dict,
+    first: Message,
     may_retry: bool,
     on_stale: Callable[[], None],
 ) -> bool:

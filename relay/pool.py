@@ -23,6 +23,7 @@ from typing import Protocol, cast
 import h11
 from django.conf import settings
 
+from relay.asgi_types import H11Event, H11Next, H11Received
 from relay.protocol import (
     PARSE_SLICE_BYTES,
     POOL_KEEPALIVE_COUNT,
@@ -132,7 +133,7 @@ class PoolSocket(asyncio.Protocol):
                 pass
         if not self.tunnel.attach(self):
             self.closed = True
-            transport.abort()
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if not self.busy:
@@ -202,7 +203,7 @@ class PoolSocket(asyncio.Protocol):
             timer.cancel()
             self._drain_waiter = None
 
-    def send(self, *events: h11.Event) -> None:
+    def send(self, *events: H11Event) -> None:
         """Frame events with h11 and write them in a single write."""
         parts: list[bytes] = []
         for event in events:
@@ -212,18 +213,18 @@ class PoolSocket(asyncio.Protocol):
         if parts:
             self.write(parts[0] if len(parts) == 1 else b"".join(parts))
 
-    async def next_event(self, timeout: float) -> h11.Event:
+    async def next_event(self, timeout: float) -> H11Received:
         """The next h11 event of the response, waiting at most `timeout` for more bytes."""
         while True:
             event = self.poll_event()
             if event is not h11.NEED_DATA:
-                return event
+                return event  # type: ignore[return-value]  # h11's sentinels are classes: `is not NEED_DATA` does not narrow
             if self._inbox:
                 self.h11.receive_data(self._take())
             else:
                 await self._wait_for_data(timeout)
 
-    def poll_event(self) -> h11.Event | type[h11.NEED_DATA]:
+    def poll_event(self) -> H11Next:
         """The next h11 event from the bytes h11 was given so far, or NEED_DATA; never
         waits, and never feeds h11 more (`next_event` does, a slice at a time), so what a
         caller does per event is bounded by one slice."""
@@ -335,14 +336,14 @@ class PoolSocket(asyncio.Protocol):
 _BODILESS_STATUSES = frozenset({204, 304})
 
 
-def _ambiguous(event: h11.Event) -> bool:
+def _ambiguous(event: H11Next) -> bool:
     """An event after which a raw pipe's socket is not reused: a 1xx, a 204 or 304, trailers."""
     kind = type(event)
     if kind is h11.InformationalResponse:
         return True
     if kind is h11.Response:
-        return event.status_code in _BODILESS_STATUSES  # type: ignore[attr-defined]
-    return kind is h11.EndOfMessage and bool(event.headers)  # type: ignore[attr-defined]
+        return event.status_code in _BODILESS_STATUSES  # type: ignore[union-attr]  # `kind is` narrows at run time; mypy does not follow it
+    return kind is h11.EndOfMessage and bool(event.headers)  # type: ignore[union-attr]  # as above
 
 
 def next_cycle(conn: h11.Connection) -> bool:

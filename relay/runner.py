@@ -10,12 +10,13 @@ import resource
 import signal
 import socket
 import threading
-from typing import TextIO
+from typing import Any, TextIO
 
 from channels.db import database_sync_to_async
 from channels.routing import get_default_application
 from django.conf import settings
-from twisted.internet import reactor
+from django.core.management.base import OutputWrapper
+from twisted.internet import reactor as twisted_reactor
 from twisted.internet.error import ReactorNotRunning
 
 from relay import address, control, records, traffic
@@ -25,6 +26,10 @@ from relay.registry import get_registry
 from relay.server import RelayServer
 
 logger = logging.getLogger(__name__)
+
+# Twisted declares the reactor's methods on zope interfaces, without `self`: mypy cannot call
+# them through those types, so the reactor is untyped here (the Twisted boundary).
+reactor: Any = twisted_reactor
 
 START_TIMEOUT_S = 20.0  # scale-out: to start listening, and for the first heartbeat
 # After SIGTERM/SIGINT the relay drains for RELAY_DRAIN_S, then closes its tunnels and
@@ -78,7 +83,7 @@ def _escape(address: str) -> str:
 
 
 class RelayRunner:
-    def __init__(self, bind: str, port: int, out: TextIO) -> None:
+    def __init__(self, bind: str, port: int, out: TextIO | OutputWrapper) -> None:
         self.bind = bind
         self.port = port
         self.out = out
@@ -196,7 +201,7 @@ class RelayRunner:
 
     def _stop_reactor(self) -> None:
         try:
-            reactor.stop()  # type: ignore[attr-defined]
+            reactor.stop()
         except ReactorNotRunning:  # already stopping
             pass
 

@@ -22,7 +22,9 @@ from typing import Any
 
 from daphne.http_protocol import HTTPFactory, WebRequest
 from django.conf import settings
-from twisted.internet import reactor
+from twisted.internet import reactor as twisted_reactor
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.web import http
 
 from relay.flow import Flow
@@ -39,6 +41,10 @@ from relay.tunnel import Tunnel
 from relay.ws_flow import WsFlow
 
 logger = logging.getLogger(__name__)
+
+# Twisted declares the reactor's methods on zope interfaces, without `self`: mypy cannot call
+# them through those types, so the reactor is untyped here (the Twisted boundary).
+reactor: Any = twisted_reactor
 
 
 def _reject(status: int, reason: str, message: str) -> bytes:
@@ -120,7 +126,7 @@ class RelayWebRequest(WebRequest):
             if isinstance(channel, RelayHTTPChannel):
                 channel.hand_over(transport)
 
-    def connectionLost(self, reason: Any) -> None:  # noqa: N802 (Twisted's name)
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 (Twisted's name)
         super().connectionLost(reason)
         if self.relay_flow is not None:
             self.relay_flow.disconnected()
@@ -163,12 +169,13 @@ class RelayHTTPChannel(http.HTTPChannel):
     def connectionMade(self) -> None:  # noqa: N802
         super().connectionMade()
         # Responses go out in more than one write; Nagle would hold the last one back.
-        self.transport.setTcpNoDelay(True)
+        transport: Any = self.transport  # zope-typed (see `reactor`), never None once made
+        transport.setTcpNoDelay(True)
         if not self._admit_address():
             return
         self._start_head_deadline()
 
-    def connectionLost(self, reason: Any) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         self._stop_head_deadline()
         self._stop_body_deadline()
         if self._address is not None:
@@ -179,7 +186,8 @@ class RelayHTTPChannel(http.HTTPChannel):
     # --- connections per visitor address ---------------------------------------------------
     def _admit_address(self) -> bool:
         limit = settings.RELAY_MAX_CONNECTIONS_PER_IP
-        peer = self.transport.getPeer()
+        transport: Any = self.transport  # zope-typed (see `reactor`)
+        peer = transport.getPeer()
         host = getattr(peer, "host", None)
         if not limit or host is None or is_trusted_proxy(host):
             return True  # behind a proxy every visitor shares its address: it limits them
@@ -214,9 +222,9 @@ class RelayHTTPChannel(http.HTTPChannel):
     # --- the body deadline (a minimum pace after a grace period) ---------------------------
     def _start_body_deadline(self) -> None:
         self._stop_body_deadline()
-        self._body_started = reactor.seconds()  # type: ignore[attr-defined]
+        self._body_started = reactor.seconds()
         self._body_allowed = settings.RELAY_BODY_TIMEOUT_S
-        self._body_deadline = reactor.callLater(self._body_allowed, self._body_check)  # type: ignore[attr-defined]
+        self._body_deadline = reactor.callLater(self._body_allowed, self._body_check)
 
     def _stop_body_deadline(self) -> None:
         if self._body_deadline is not None:
@@ -228,9 +236,9 @@ class RelayHTTPChannel(http.HTTPChannel):
         self._body_deadline = None
         if self._rejected or self.transport is None:
             return
-        left = self._body_started + self._body_allowed - reactor.seconds()  # type: ignore[attr-defined]
+        left = self._body_started + self._body_allowed - reactor.seconds()
         if left > 0:
-            self._body_deadline = reactor.callLater(left, self._body_check)  # type: ignore[attr-defined]
+            self._body_deadline = reactor.callLater(left, self._body_check)
             return
         grace, rate = settings.RELAY_BODY_TIMEOUT_S, settings.RELAY_BODY_MIN_RATE_BYTES_S
         self._refuse(
@@ -244,7 +252,7 @@ class RelayHTTPChannel(http.HTTPChannel):
     def _start_head_deadline(self) -> None:
         if self._head_deadline is None:
             delay = settings.RELAY_HEADER_TIMEOUT_S
-            self._head_deadline = reactor.callLater(delay, self._head_too_slow)  # type: ignore[attr-defined]
+            self._head_deadline = reactor.callLater(delay, self._head_too_slow)
 
     def _stop_head_deadline(self) -> None:
         if self._head_deadline is not None:
@@ -271,7 +279,8 @@ class RelayHTTPChannel(http.HTTPChannel):
         self._rejected = True
         self._stop_head_deadline()
         self._stop_body_deadline()
-        self.transport.write(_reject(status, reason, message))
+        transport: Any = self.transport  # zope-typed (see `reactor`)
+        transport.write(_reject(status, reason, message))
         self.loseConnection()
 
     def _on_first_line(self) -> bool:
@@ -365,7 +374,7 @@ class RelayHTTPChannel(http.HTTPChannel):
             # Earned at the pace of the bytes, but never more than RELAY_BODY_MAX_AHEAD_S
             # ahead of now: a fast start must not buy hours of trickling (Apache: body=20-40).
             allowed = self._body_allowed + size / rate
-            cap = reactor.seconds() - self._body_started + settings.RELAY_BODY_MAX_AHEAD_S  # type: ignore[attr-defined]
+            cap = reactor.seconds() - self._body_started + settings.RELAY_BODY_MAX_AHEAD_S
             self._body_allowed = allowed if allowed < cap else cap
         if self._body_limit and self._body_seen > self._body_limit:
             self._refuse_body()
@@ -381,7 +390,8 @@ class RelayHTTPChannel(http.HTTPChannel):
 
     def _target_problem(self) -> str:
         """Why the request target cannot be forwarded, or "" (absolute-form is rewritten)."""
-        target: bytes = self._path
+        # Twisted infers `_path` as a Request (it reuses a variable name); it is the target.
+        target: bytes = self._path  # type: ignore[assignment]
         if target.startswith(b"/") or (target == b"*" and self._command == b"OPTIONS"):
             return ""
         match = _ABSOLUTE_FORM.match(target)
@@ -391,7 +401,7 @@ class RelayHTTPChannel(http.HTTPChannel):
         if len(hosts) != 1 or match.group(1).lower() != hosts[0].lower():
             return "The request target names another host than the Host header."
         rest = match.group(2)
-        self._path = rest if rest.startswith(b"/") else b"/" + rest
+        self._path = rest if rest.startswith(b"/") else b"/" + rest  # type: ignore[assignment]
         return ""
 
     def allContentReceived(self) -> None:  # noqa: N802

@@ -38,7 +38,7 @@ from relay.limits import visitor_key
 from relay.pool import PoolError, PoolSocket
 from relay.protocol import PARSE_SLICE_BYTES, WS_MESSAGES_PER_TURN
 from relay.registry import get_registry
-from relay.tunnel import NoSocket
+from relay.tunnel import NoSocket, Tunnel
 from relay.ws_flow import WsFlow
 
 logger = logging.getLogger(__name__)
@@ -130,7 +130,9 @@ async def refuse(
         await send({"type": "websocket.close", "code": 1013 if status >= 500 else 1008})
 
 
-async def _bridge(scope: Scope, receive: Receive, send: Send, conn: PoolSocket, tunnel) -> None:
+async def _bridge(
+    scope: Scope, receive: Receive, send: Send, conn: PoolSocket, tunnel: Tunnel
+) -> None:
     forwarded, _, _ = hdrs.request_headers(scope)
     host = next((v for n, v in forwarded if n == b"host"), b"") or tunnel.name.encode()
     request = handshake_request(scope, forwarded, host)
@@ -228,7 +230,7 @@ async def _refused_upstream(send: Send, flow: WsFlow | None, status: int, body: 
 
 
 async def _visitor_to_app(
-    receive: Receive, conn: PoolSocket, ws: WSConnection, tunnel, flow: WsFlow | None
+    receive: Receive, conn: PoolSocket, ws: WSConnection, tunnel: Any, flow: WsFlow | None
 ) -> None:
     """Copy the visitor's messages to the app. The messages already queued (up to
     WS_MESSAGES_PER_TURN, or PARSE_SLICE_BYTES of frames) go out in one write, then the
@@ -274,15 +276,15 @@ async def _app_to_visitor(
     send: Send,
     conn: PoolSocket,
     ws: WSConnection,
-    tunnel,
-    leftover: list,
+    tunnel: Any,  # bridge's `counters`
+    leftover: list[Any],
     flow: WsFlow | None,
 ) -> None:
     """Copy the app's messages to the visitor. wsproto parses lazily, one event at a time,
     so the relay takes only as many messages as the visitor has room for: once Twisted
     says its send buffer is full, the rest stays unparsed (and the pool socket unread,
     relay.pool.READ_HIGH_WATER). It yields every WS_MESSAGES_PER_TURN events."""
-    parts: list[bytes | str] = []
+    parts: list[Any] = []  # str pieces of a text message, bytes-like of a binary one
     size = 0
     turn = 0
     events: Iterator[Any] = iter(leftover)
@@ -299,10 +301,10 @@ async def _app_to_visitor(
                     return
                 if event.message_finished:
                     if isinstance(event, TextMessage):
-                        text = "".join(parts)  # type: ignore[arg-type]
+                        text = "".join(parts)
                         await send({"type": "websocket.send", "text": text})
                     else:
-                        data = b"".join(parts)  # type: ignore[arg-type]
+                        data = b"".join(parts)
                         await send({"type": "websocket.send", "bytes": data})
                     tunnel.bytes_out += size
                     parts, size = [], 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import IntegrityError, models, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -103,7 +104,7 @@ class ApiToken(models.Model):
     @classmethod
     def issue(
         cls,
-        user: models.Model,
+        user: User,
         name: str = "",
         expires_in: timedelta | None = None,
         plan: Plan | None = None,

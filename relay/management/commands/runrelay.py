@@ -49,7 +49,9 @@ class Command(BaseCommand):
             # The real stdout/stderr (not call_command's): writes that never block or raise
             # (relay/console.py), for this command's messages and for every log line.
             out, err = console.install()
-            self.stdout, self.stderr = OutputWrapper(out), OutputWrapper(err)
+            # ConsoleStream is a TextIOBase; OutputWrapper only writes and flushes it.
+            self.stdout = OutputWrapper(out)  # type: ignore[arg-type]
+            self.stderr = OutputWrapper(err)  # type: ignore[arg-type]
             self.stderr.style_func = self.style.ERROR
         return super().execute(*args, **options)
 
