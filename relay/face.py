@@ -20,10 +20,12 @@ from django.conf import settings
 
 from relay import records
 from relay.asgi_types import ASGIApp
-from relay.cluster import forward_api, health
+from relay.cluster.hop import ClusterGate
+from relay.cluster.node import forward_api, health
+from relay.edge.routing import HostRouter
 from relay.headers import address_key, client_ip
-from relay.hop import ClusterGate
-from relay.limits import Quota
+from relay.pool.quota import Quota
+from relay.pool.registry import RegistrationError, Registry, get_registry
 from relay.protocol import CONTROL_GROUP
 from relay.records import (
     DatabaseInUse,
@@ -32,8 +34,6 @@ from relay.records import (
     Records,
     SessionUpdate,
 )
-from relay.registry import RegistrationError, Registry, get_registry
-from relay.routing import HostRouter
 from relay.traffic import Counts, LiveTunnel, Minute, Snapshot, get_traffic, snapshot
 
 __all__ = [
@@ -68,7 +68,8 @@ def install_records(implementation: Records) -> None:
 
 def close_message(names: list[str], token_ids: list[int], reason: str) -> dict[str, object]:
     """The control message (sent to CONTROL_GROUP) that closes these tunnels on every relay:
-    those with these names and those opened with these tokens (relay/control.py obeys it)."""
+    those with these names and those opened with these tokens (relay/cluster/control.py
+    obeys it)."""
     return {
         "type": "tunnel.close",
         "names": sorted(set(names)),

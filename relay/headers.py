@@ -12,7 +12,7 @@ from relay.protocol import CLIENT_ADDRESS_HEADERS, FORWARDED_HEADERS, HOP_BY_HOP
 
 # Requests: hop-by-hop and framing headers are set by the relay itself; `expect` was
 # already answered by the public server, which has the whole body.
-# x-tunnelsite-hop (relay.hop.HOP_HEADER) is the marker between relay nodes: never the
+# x-tunnelsite-hop (relay.cluster.hop.HOP_HEADER) is the marker between relay nodes: never the
 # visitor's to send, so it is dropped even on a single node.
 _REQUEST_DROP = (
     HOP_BY_HOP | FORWARDED_HEADERS | CLIENT_ADDRESS_HEADERS | {b"expect", b"x-tunnelsite-hop"}

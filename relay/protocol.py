@@ -151,8 +151,18 @@ def tunnel_name_from_host(host: bytes, domain: bytes) -> str | None:
         return None
 
 
+# --- between cluster nodes (relay/cluster/hop.py) -------------------------------------------
+# The signed marker a node adds to a request it forwards to the tunnel's owner node.
+HOP_HEADER = b"x-tunnelsite-hop"
+# A marker older (or newer) than this is refused: it bounds replays of a captured one, and
+# a minute is far more than any forward takes or any two nodes' clocks should disagree.
+HOP_MAX_AGE_S = 60
+# Set in the scope of a request that arrived from a peer node with a valid marker.
+HOP_SCOPE_KEY = "tunnelsite.hop"
+
+
 # --- the admin's channel ------------------------------------------------------------------
-# The channel-layer group every relay listens on for control messages (relay/control.py):
+# The channel-layer group every relay listens on for control messages (relay/cluster/control.py):
 # `tunnel.close` from the admin (relay.face.close_message), `tunnel.owner` and
 # `tunnel.release` between cluster nodes.
 CONTROL_GROUP = "relay-control"

@@ -1,6 +1,6 @@
 """Relay-wide traffic for the admin dashboard: rates now, and per minute for the last hour.
 
-A sampler task (started by relay/runner.py) reads the registry's in-memory counters once
+A sampler task (started by relay/run/runner.py) reads the registry's in-memory counters once
 every `SAMPLE_S` seconds and adds what changed since its previous look: nothing runs per
 request and nothing touches the database. Traffic a tunnel carries between the sampler's
 last look and its closing is not counted (at most one sample's worth).
@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from relay.registry import Registry
-from relay.tunnel import Tunnel
+from relay.pool.registry import Registry
+from relay.pool.tunnel import Tunnel
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Telling the relay to close tunnels, from the admin or a command, over the channel layer.
 
-The relay (relay/control.py) listens on the `relay-control` group. With the in-memory layer
+The relay (relay/cluster/control.py) listens on the `relay-control` group. With the in-memory layer
 only the same process hears it, which is the runrelay process serving the admin; with Redis
 every relay does.
 """

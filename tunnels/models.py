@@ -167,7 +167,7 @@ class ReservedSubdomain(models.Model):
 
 
 class TunnelSession(models.Model):
-    """One registration of a tunnel, from its opening to its closing (relay.tunnel.Tunnel is
+    """One registration of a tunnel, from its opening to its closing (relay.pool.tunnel.Tunnel is
     the live tunnel in the relay's memory; it writes this row through relay.records)."""
 
     subdomain = models.CharField(max_length=65, db_index=True)
@@ -212,7 +212,7 @@ class TunnelSession(models.Model):
 
 # --- scale-out --------------------------------------------------------------------------------
 class Node(models.Model):
-    """One relay process of several (relay/cluster.py): where peers reach it, whether it is
+    """One relay process of several (relay/cluster/node.py): where peers reach it, whether it is
     alive (heartbeat), and its load, written with every heartbeat."""
 
     name = models.CharField(max_length=100, unique=True)

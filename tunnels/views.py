@@ -265,7 +265,7 @@ async def no_favicon(request: HttpRequest) -> HttpResponse:
 @require_safe
 async def healthz(request: HttpRequest) -> JsonResponse:
     """The relay's health for a load balancer or a supervisor (a cluster node answers it
-    in relay/hop.py before Django): 503 while it drains."""
+    in relay/cluster/hop.py before Django): 503 while it drains."""
     registry = get_registry()
     if not registry.accepting:
         return JsonResponse({"status": "draining"}, status=503)

@@ -131,7 +131,7 @@ RELAY_MAX_SOCKETS = _int("RELAY_MAX_SOCKETS", 10, minimum=1)
 RELAY_MAX_TUNNELS = _int("RELAY_MAX_TUNNELS", 5000, minimum=1)
 RELAY_POOL_ALLOW_ANY_IP = _bool("RELAY_POOL_ALLOW_ANY_IP", False)
 # Reuse a raw-pipe (npm) client's pool socket for the next request. Keep-alive cannot tell
-# an app's late, unasked-for answer from the next visitor's (relay/pool.py); off, each socket
+# an app's late, unasked-for answer from the next visitor's (relay/pool/socket.py); off, each socket
 # carries one exchange: strict isolation, at the cost of a reconnect per request.
 RELAY_RAW_POOL_REUSE = _bool("RELAY_RAW_POOL_REUSE", True)
 RELAY_GRACE_S = _float("RELAY_GRACE_S", 15.0)
@@ -168,12 +168,12 @@ RELAY_BODY_MAX_AHEAD_S = _float("RELAY_BODY_MAX_AHEAD_S", 40.0, minimum=RELAY_BO
 # 0: no limit.
 RELAY_MAX_CONNECTIONS_PER_IP = _int("RELAY_MAX_CONNECTIONS_PER_IP", 256)
 RELAY_DRAIN_S = _float("RELAY_DRAIN_S", 10.0)
-# WebSockets (relay/ws_proxy.py). Daphne queues every message a visitor sends and buffers
+# WebSockets (relay/proxy/websocket.py). Daphne queues every message a visitor sends and buffers
 # every message sent to a visitor without limit; past this many bytes waiting for a slow
 # peer, the relay stops reading the sender (resumes below half). 2 MiB: two of the largest
 # messages (1 MiB) in flight keep a fast stream moving; a flood costs this much, not more.
 RELAY_WS_BUFFER_BYTES = _int("RELAY_WS_BUFFER_BYTES", 2 * 1024 * 1024, minimum=64 * 1024)
-# Pool sockets of each tunnel kept for others (relay/tunnel.py): one visitor address may
+# Pool sockets of each tunnel kept for others (relay/pool/tunnel.py): one visitor address may
 # hold all of a tunnel's sockets but this many (ten slow downloads from one address held all
 # ten, and every other visitor got 504), and WebSockets, which browsers keep open idle for
 # ever, all but this many too, so plain requests always find one (a tunnel with fewer
@@ -190,7 +190,7 @@ RELAY_UVLOOP = _bool("RELAY_UVLOOP", True)
 RELAY_ALLOW_ANONYMOUS = _bool("RELAY_ALLOW_ANONYMOUS", DEBUG)
 # Recorded on each session row; names the relay once there are several.
 RELAY_NODE_NAME = env.str("RELAY_NODE_NAME", default="")
-# --- scale-out: many nodes on one database and one Redis (relay/cluster.py) -----------------
+# --- scale-out: many nodes on one database and one Redis (relay/cluster/node.py) -----------------
 # Set RELAY_NODE_NAME to run as one node of several. Empty: one process, none of this runs.
 if RELAY_NODE_NAME and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", RELAY_NODE_NAME):
     raise ImproperlyConfigured(
@@ -324,8 +324,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env.str("REDIS_URL", default="")
 # A channel holds 100 waiting messages by default and the sender drops the rest silently. A node
 # that stops announces every tunnel it closes to every other node at once, and a listener may be
-# reconnecting: a relay's control channel (relay/control.py) has room for bursts, so an admin's
-# close sent among them lands. Still bounded: the layer drops messages older than a minute.
+# reconnecting: a relay's control channel (relay/cluster/control.py) has room for bursts, so an
+# admin's close sent among them lands. Still bounded: the layer drops messages older than a minute.
 _CONTROL_CHANNEL_CAPACITY = {"relay-control.*": 20000}
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
@@ -431,8 +431,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {
-        # Writes to the current sys.stderr: runrelay makes that non-blocking (relay/console.py).
-        "console": {"class": "relay.console.ConsoleHandler", "formatter": "plain"},
+        # Writes to the current sys.stderr: runrelay makes that non-blocking (relay/run/console.py).
+        "console": {"class": "relay.run.console.ConsoleHandler", "formatter": "plain"},
         "null": {"class": "logging.NullHandler"},
     },
     "root": {"handlers": ["console"], "level": "WARNING"},

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 
-from relay.registry import Registry, get_registry, reset_registry
+from relay.pool.registry import Registry, get_registry, reset_registry
 from tunnels.models import ApiToken
 
 NPM_USER_AGENT = "axios/0.21.4"

@@ -10,8 +10,8 @@ from django.contrib.auth.models import Permission, User
 from django.contrib.messages import get_messages
 from django.test import TestCase, override_settings
 
-from relay import control
-from relay.registry import Registry
+from relay.cluster import control
+from relay.pool.registry import Registry
 from tunnels.auth import Refusal, authenticate
 from tunnels.models import ApiToken, Plan, ReservedSubdomain, TunnelSession
 

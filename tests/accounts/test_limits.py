@@ -8,8 +8,8 @@ from typing import Any
 
 from django.test import TestCase, override_settings
 
-from relay.http_proxy import proxy_http
-from relay.registry import Registry
+from relay.pool.registry import Registry
+from relay.proxy.http import proxy_http
 from tunnels.models import Account, Plan
 
 from .helpers import bearer, fresh_registry, make_token, make_user

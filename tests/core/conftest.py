@@ -9,12 +9,12 @@ from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
-from relay.pool import PoolSocket
-from relay.tunnel import Tunnel
+from relay.pool.socket import PoolSocket
+from relay.pool.tunnel import Tunnel
 
 
 class LoopRegistry:
-    """The parts of `relay.registry.Registry` a Tunnel calls, with real settings values."""
+    """The parts of `relay.pool.registry.Registry` a Tunnel calls, with real settings values."""
 
     def __init__(self, **overrides: Any) -> None:
         values = {

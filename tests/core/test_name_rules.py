@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from client.backoff import MAX_DELAY_S, delay_for
 from relay.headers import address_key
-from relay.limits import RegistrationRate
-from relay.registry import PRUNE_BATCH, get_registry
+from relay.pool.quota import RegistrationRate
+from relay.pool.registry import PRUNE_BATCH, get_registry
 from tests.core.conftest import until
 from tests.core.test_registration_api import AddressedClient, isolated
 from tunnels import store, views
@@ -295,7 +295,7 @@ class PoolPortSearchTests(SimpleTestCase):
     """Item 22: every port of the range the relay does not hold is tried, each once."""
 
     def test_every_free_port_comes_once_whatever_the_size_of_the_range(self):
-        from relay.registry import Registry
+        from relay.pool.registry import Registry
 
         for first, last in ((40000, 40000), (40000, 40009), (20000, 29999)):
             held = set(range(first, last + 1, 3))

@@ -11,9 +11,9 @@ import asyncio
 import h11
 import pytest
 
-from relay.exchange import read_response_head
-from relay.pool import PoolError, PoolSocket
-from relay.tunnel import NoSocket, Tunnel
+from relay.pool.socket import PoolError, PoolSocket
+from relay.pool.tunnel import NoSocket, Tunnel
+from relay.proxy.exchange import read_response_head
 from tests.core.conftest import connect, pool_listener, run, until
 
 GET = h11.Request(method="GET", target="/", headers=[(b"host", b"test-tunnel.localhost")])

@@ -14,7 +14,7 @@ from unittest import mock
 from django.db import OperationalError
 from django.test import AsyncClient, TestCase, override_settings
 
-from relay.registry import get_registry, reset_registry
+from relay.pool.registry import get_registry, reset_registry
 from tests.core.conftest import until
 from tunnels.models import TunnelSession as Session
 

@@ -12,8 +12,8 @@ import asyncio
 
 import pytest
 
-from relay.limits import visitor_key
-from relay.tunnel import NoSocket, Tunnel
+from relay.pool.quota import visitor_key
+from relay.pool.tunnel import NoSocket, Tunnel
 from tests.core.conftest import connect, pool_listener, run, until
 
 ALICE, BOB = "192.0.2.1", "192.0.2.2"

@@ -1,12 +1,12 @@
 """Which WebSockets a tunnel admits: all of its sockets but the spare ones, and at most a few
-per visitor address (relay/tunnel.py `admit_websocket`; end to end in
+per visitor address (relay/pool/tunnel.py `admit_websocket`; end to end in
 tests/e2e/test_idle_websockets.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from relay.tunnel import NoSocket, Tunnel
+from relay.pool.tunnel import NoSocket, Tunnel
 from tests.core.conftest import LoopRegistry
 
 

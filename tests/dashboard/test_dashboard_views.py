@@ -13,8 +13,8 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Permission, User
 from django.test import TestCase, override_settings
 
-from relay import control
-from relay.registry import Registry
+from relay.cluster import control
+from relay.pool.registry import Registry
 from relay.traffic import Traffic
 
 PAGE, DATA, DISCONNECT = "/admin/dashboard/", "/admin/dashboard/data", "/admin/dashboard/disconnect"
@@ -28,7 +28,7 @@ def make_viewer() -> User:
 
 @contextlib.asynccontextmanager
 async def control_listener() -> AsyncIterator[None]:
-    """The relay's ear for disconnects (relay/control.py), as runrelay runs it."""
+    """The relay's ear for disconnects (relay/cluster/control.py), as runrelay runs it."""
     ready = asyncio.Event()
     task = asyncio.get_running_loop().create_task(control.listen(ready))
     try:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from harness.relay import Relay
 
-from relay import control
+from relay.cluster import control
 
 
 @pytest.fixture(scope="module")

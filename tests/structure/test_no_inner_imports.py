@@ -18,7 +18,7 @@ ALLOWED = {
         "is ready (tunnels.records imports the models, which cannot load earlier)"
     ),
     ("tunnels/apps.py", "ready", "tunnels.records"): "AppConfig.ready: as above",
-    ("relay/loop.py", "install", "uvloop"): (
+    ("relay/run/loop.py", "install", "uvloop"): (
         "RELAY_UVLOOP=false must not import uvloop at all (the operator's way around it)"
     ),
     ("client/config.py", "config_dir", "platformdirs"): (

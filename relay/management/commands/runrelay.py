@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import relay.loop_choice  # noqa: F401  isort:skip  (before Daphne creates its loop)
-import relay.server  # noqa: F401  isort:skip  (Daphne installs the asyncio reactor)
+import relay.run.loop_choice  # noqa: F401  isort:skip  (before Daphne creates its loop)
+import relay.edge.server  # noqa: F401  isort:skip  (Daphne installs the asyncio reactor)
 
 import fcntl
 import os
@@ -16,10 +16,11 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.db import DatabaseError
 
-from relay import address, console, records
-from relay.cluster import parse_address
+from relay import address, records
+from relay.cluster.node import parse_address
 from relay.records import DatabaseInUse
-from relay.runner import RelayRunner, check_pool_bind, listen_problem
+from relay.run import console
+from relay.run.runner import RelayRunner, check_pool_bind, listen_problem
 
 
 class Command(BaseCommand):
@@ -47,7 +48,7 @@ class Command(BaseCommand):
     def execute(self, *args: object, **options: object) -> str | None:
         if options.get("stdout") is None and options.get("stderr") is None:
             # The real stdout/stderr (not call_command's): writes that never block or raise
-            # (relay/console.py), for this command's messages and for every log line.
+            # (relay/run/console.py), for this command's messages and for every log line.
             out, err = console.install()
             # ConsoleStream is a TextIOBase; OutputWrapper only writes and flushes it.
             self.stdout = OutputWrapper(out)  # type: ignore[arg-type]

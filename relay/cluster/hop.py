@@ -29,15 +29,16 @@ from django.conf import settings
 
 from relay.asgi_types import ASGIApp, Receive, Scope, Send
 from relay.headers import request_target
-from relay.protocol import is_tunnel_client, tunnel_name_from_host
+from relay.protocol import (
+    HOP_HEADER,
+    HOP_MAX_AGE_S,
+    HOP_SCOPE_KEY,
+    is_tunnel_client,
+    tunnel_name_from_host,
+)
 
-HOP_HEADER = b"x-tunnelsite-hop"
-# A marker older (or newer) than this is refused: it bounds replays of a captured one.
-HOP_MAX_AGE_S = 60
-# Set in the scope of a request that arrived from a peer node with a valid marker.
-HOP_SCOPE_KEY = "tunnelsite.hop"
 # The tunnel API a client may send to any node, which forwards it to the tunnel's owner
-# (relay/cluster.py `forward_api`): its DELETE (our `lt` frees its name on Ctrl-C) and status.
+# (relay/cluster/node.py `forward_api`): its DELETE (our `lt` frees its name on Ctrl-C) and status.
 FORWARDED_API = re.compile(r"/api/tunnels/([^/]+)(?:/status)?/?")
 FORWARDED_API_METHODS = frozenset({"GET", "HEAD", "DELETE"})
 
@@ -102,9 +103,9 @@ class ClusterGate:
 
     def __init__(self, app: ASGIApp, status: Any, forward_api: Any = None) -> None:
         self.app = app
-        self.status = status  # () -> (http status, JSON-able body); relay/cluster.py
+        self.status = status  # () -> (http status, JSON-able body); relay/cluster/node.py
         # scale-out: (scope, receive, send) -> True when it sent a tunnel API request to
-        # the node that owns the tunnel (relay/cluster.py `forward_api`).
+        # the node that owns the tunnel (relay/cluster/node.py `forward_api`).
         self.forward_api = forward_api
         self.domain = settings.RELAY_DOMAIN.encode()
 

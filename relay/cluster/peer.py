@@ -1,7 +1,7 @@
 """Forwarding a visitor's request to the node that owns the tunnel (scale-out).
 
 A plain HTTP/1.1 client (h11 over asyncio streams) to the owner's public listener, with the
-same Host header and a signed hop marker (relay/hop.py). Connections are kept alive and
+same Host header and a signed hop marker (relay/cluster/hop.py). Connections are kept alive and
 pooled per peer. Bodies stream both ways with bounded buffers: the request body is read
 chunk by chunk and drained into the socket; the response is read 64 KiB at a time
 (StreamReader pauses the socket beyond that) and waits for the visitor when Twisted says
@@ -21,8 +21,11 @@ import h11
 from django.conf import settings
 
 from relay.asgi_types import H11Event, H11Next, H11Received, Message, Receive, Scope, Send
+from relay.cluster.hop import binding, sign
 from relay.errors import send_error
-from relay.exchange import (
+from relay.pool.socket import PoolError, next_cycle
+from relay.protocol import HOP_BY_HOP, HOP_HEADER, PARSE_SLICE_BYTES
+from relay.proxy.exchange import (
     Progress,
     build_request,
     cut,
@@ -30,11 +33,8 @@ from relay.exchange import (
     stream_response,
     write_request,
 )
-from relay.flow import Flow
-from relay.hop import HOP_HEADER, binding, sign
-from relay.pool import PoolError, next_cycle
-from relay.protocol import HOP_BY_HOP, PARSE_SLICE_BYTES
-from relay.ws_proxy import bridge, handshake_request
+from relay.proxy.flow import Flow
+from relay.proxy.websocket import bridge, handshake_request
 
 logger = logging.getLogger(__name__)
 

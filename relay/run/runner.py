@@ -19,11 +19,12 @@ from django.core.management.base import OutputWrapper
 from twisted.internet import reactor as twisted_reactor
 from twisted.internet.error import ReactorNotRunning
 
-from relay import address, control, records, traffic
-from relay.cluster import Cluster
+from relay import address, records, traffic
+from relay.cluster import control
+from relay.cluster.node import Cluster
+from relay.edge.server import RelayServer
+from relay.pool.registry import get_registry
 from relay.protocol import public_url
-from relay.registry import get_registry
-from relay.server import RelayServer
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class RelayRunner:
         )
 
     def _print(self, line: str) -> None:
-        # Output is never a reason to stop serving or to ignore a signal (relay/console.py
+        # Output is never a reason to stop serving or to ignore a signal (relay/run/console.py
         # makes stdout non-blocking; this also covers an `out` that raises).
         try:
             self.out.write(line + "\n")

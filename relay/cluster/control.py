@@ -5,7 +5,7 @@ Listens on the channel layer group `relay-control` for
 matching live tunnels through the registry. Sent by tunnels/control.py. The in-memory layer
 only carries messages within one process: fine, the admin is served by the runrelay process.
 On a named node the group also carries `tunnel.owner` (a node opened or closed a name) and
-`tunnel.release` (a client reclaims its name on another node), both from relay/cluster.py.
+`tunnel.release` (a client reclaims its name on another node), both from relay/cluster/node.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
+from relay.pool.registry import Registry, get_registry
 from relay.protocol import CONTROL_GROUP
-from relay.registry import Registry, get_registry
 
 logger = logging.getLogger(__name__)
 

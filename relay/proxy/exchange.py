@@ -1,8 +1,8 @@
 """One HTTP exchange over an upstream connection: write the visitor's request, read the
 response head, stream the response back to the visitor.
 
-Shared by a tunnel's pool socket (`relay.pool.PoolSocket`) and a connection to the node
-that owns a tunnel (`relay.peer.PeerConnection`); both frame with h11 and offer `send`,
+Shared by a tunnel's pool socket (`relay.pool.socket.PoolSocket`) and a connection to the node
+that owns a tunnel (`relay.cluster.peer.PeerConnection`); both frame with h11 and offer `send`,
 `drain`, `next_event` and `poll_event`.
 """
 
@@ -16,9 +16,9 @@ from django.conf import settings
 
 from relay import headers as hdrs
 from relay.asgi_types import H11Event, H11Next, H11Received, Message, Receive, Scope, Send
-from relay.flow import Flow
-from relay.pool import PoolError
+from relay.pool.socket import PoolError
 from relay.protocol import EVENTS_PER_TURN
+from relay.proxy.flow import Flow
 
 # Interim (1xx) answers skipped before the real response; an endless stream of them is a
 # broken or hostile client, not a slow one.

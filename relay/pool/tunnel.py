@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 from relay import protocol
 from relay.headers import normal_ip
-from relay.limits import Quota
-from relay.pool import PoolSocket
+from relay.pool.quota import Quota
+from relay.pool.socket import PoolSocket
 from relay.protocol import RECONNECT_WAIT_S
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class NoSocket(Exception):
 
 
 class Home(Protocol):
-    """What a tunnel needs of the registry that holds it (relay/registry.py)."""
+    """What a tunnel needs of the registry that holds it (relay/pool/registry.py)."""
 
     settings: Any  # django.conf.settings, or a test's stand-in
 
@@ -59,13 +59,13 @@ class Tunnel:
     session_id: int | None = None  # its tunnels.models.TunnelSession row
     user_id: int | None = None  # issue 4: the token's user (None: anonymous)
     token_id: int | None = None  # issue 4: the ApiToken it was opened with
-    quota: Quota | None = None  # issue 4: plan limits (relay/limits.py); None: no limits
+    quota: Quota | None = None  # issue 4: plan limits (relay/pool/quota.py); None: no limits
     connections: set[PoolSocket] = field(default_factory=set)
     idle: list[PoolSocket] = field(default_factory=list)
     # A list, not a deque: an empty deque costs 760 bytes per tunnel, and the queue is
     # bounded by RELAY_MAX_WAITERS, so popping from the front stays cheap.
     waiters: list[tuple[asyncio.Future[PoolSocket], str]] = field(default_factory=list)
-    # Sockets each visitor address (relay.limits.address_key) holds now, for its share.
+    # Sockets each visitor address (relay.pool.quota.address_key) holds now, for its share.
     held: dict[str, int] = field(default_factory=dict)
     opened_at: float = field(default_factory=time.time)
     last_activity: float = field(default_factory=time.monotonic)
@@ -346,7 +346,7 @@ class Tunnel:
             self.expiry = None
 
     def close_idle(self, reason: str) -> None:
-        """Its quota's idle timeout ran out (relay/limits.py): close it as the registry does."""
+        """Its quota's idle timeout ran out (relay/pool/quota.py): close it as the registry does."""
         self.registry.close(self, reason)
 
     def close(self, reason: str) -> None:

@@ -8,7 +8,7 @@
   at once by `tunnel.owner` messages every node sends on the `relay-control` group when it
   opens or closes a tunnel. A visitor's miss in the local registry is a dictionary lookup,
   never a query; a name the directory does not know is a 404.
-- Forwarding: relay/peer.py, to the owner's public listener, with a signed hop marker; the
+- Forwarding: relay/cluster/peer.py, to the owner's public listener, with a signed hop marker; the
   same for a client's `DELETE /api/tunnels/<name>` and its `/status` (`forward_api`).
 - Reclaiming: a client registering its own name while another node still holds it (grace
   period, or still connected) gets it here: that node is asked to release it (`release`).
@@ -27,14 +27,15 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from relay import peer, records
+from relay import records
 from relay.asgi_types import Receive, Scope, Send
+from relay.cluster import peer
+from relay.cluster.hop import forwarded_api_name
 from relay.errors import send_error
-from relay.hop import forwarded_api_name
+from relay.pool.registry import Registry, get_registry
+from relay.pool.tunnel import Tunnel
 from relay.protocol import CONTROL_GROUP
 from relay.records import NodeLoad
-from relay.registry import Registry, get_registry
-from relay.tunnel import Tunnel
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class Cluster:
         self.recent.pop(name, None)
 
     def note_owner(self, message: dict[str, Any]) -> None:
-        """A `tunnel.owner` message from a node (relay/control.py)."""
+        """A `tunnel.owner` message from a node (relay/cluster/control.py)."""
         name, node = str(message.get("name") or ""), str(message.get("node") or "")
         if not name or node == self.node:
             return
@@ -281,7 +282,7 @@ class Cluster:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # --- forwarding (relay/http_proxy.py and ws_proxy.py call these on a local miss) ---------
+    # --- forwarding (relay/proxy/http.py and ws_proxy.py call these on a local miss) ---------
     async def forward_http(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
         address = self.route(name)
         if address is None:
@@ -327,7 +328,7 @@ async def forward_api(scope: Scope, receive: Receive, send: Send) -> bool:
 
 
 def health() -> tuple[int, dict[str, Any]]:
-    """For relay/hop.py's gate: this node's /healthz answer."""
+    """For relay/cluster/hop.py's gate: this node's /healthz answer."""
     cluster = get_registry().cluster
     if cluster is None:
         return 503, {"node": django_settings.RELAY_NODE_NAME, "tunnels": 0, "draining": False}

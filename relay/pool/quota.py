@@ -49,7 +49,7 @@ DAY_S = 86400.0
 
 
 class Metered(Protocol):
-    """What a quota reads of its tunnel (relay/tunnel.py), and how it closes an idle one."""
+    """What a quota reads of its tunnel (relay/pool/tunnel.py), and how it closes an idle one."""
 
     name: str
     bytes_in: int

@@ -16,7 +16,12 @@ from django.conf import settings
 from relay import headers as hdrs
 from relay.asgi_types import Message, Receive, Scope, Send
 from relay.errors import send_error
-from relay.exchange import (
+from relay.pool.quota import visitor_key
+from relay.pool.registry import get_registry
+from relay.pool.socket import PoolError, PoolSocket
+from relay.pool.tunnel import NoSocket, Tunnel
+from relay.protocol import HOP_SCOPE_KEY
+from relay.proxy.exchange import (
     Progress,
     build_request,
     cut,
@@ -24,12 +29,7 @@ from relay.exchange import (
     stream_response,
     write_request,
 )
-from relay.flow import Flow
-from relay.hop import HOP_SCOPE_KEY
-from relay.limits import visitor_key
-from relay.pool import PoolError, PoolSocket
-from relay.registry import get_registry
-from relay.tunnel import NoSocket, Tunnel
+from relay.proxy.flow import Flow
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Daphne bounds neither direction: every message a visitor sends goes into the application's
 queue at once, and every `websocket.send` goes into Twisted's transport buffer at once. So
-`relay.server` hands a WebSocket application a `WsFlow` instead of Daphne's queue:
+`relay.edge.server` hands a WebSocket application a `WsFlow` instead of Daphne's queue:
 
 - as the queue (`put_nowait`/`get`), it counts the bytes of messages not yet taken and
   pauses reading the visitor's socket above RELAY_WS_BUFFER_BYTES, resuming below half;

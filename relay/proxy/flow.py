@@ -1,7 +1,7 @@
 """Backpressure and disconnect signals from the visitor's connection.
 
 Daphne gives an ASGI app no backpressure: `send` always returns at once and Twisted keeps
-whatever does not fit in the socket. The relay's server (`relay.server`) puts a `Flow` in
+whatever does not fit in the socket. The relay's server (`relay.edge.server`) puts a `Flow` in
 `scope["extensions"]["tunnelsite.flow"]`; it is a Twisted push producer registered on the
 response, so Twisted pauses it when the visitor's send buffer is full, and the relay stops
 reading the pool socket until Twisted resumes it. It also cancels the relay's task when the

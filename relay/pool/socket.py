@@ -46,7 +46,7 @@ class PoolError(Exception):
 
 
 class SocketOwner(Protocol):
-    """What a pool socket needs of its tunnel (relay/tunnel.py), which owns its sockets."""
+    """What a pool socket needs of its tunnel (relay/pool/tunnel.py), which owns its sockets."""
 
     name: str
     client_id: str  # our lt's id; empty for a raw-pipe (npm) client
@@ -90,7 +90,7 @@ class PoolSocket(asyncio.Protocol):
         self._h11: h11.Connection | None = None  # made on first use: most sockets idle
         self._max_head_bytes = max_head_bytes
         self.busy = False  # an exchange owns this socket
-        self.holder: str | None = None  # the visitor address it serves (relay.tunnel.held)
+        self.holder: str | None = None  # the visitor address it serves (relay.pool.tunnel.held)
         self.closed = False
         self._inbox: deque[bytes] = deque()
         self._inbox_bytes = 0

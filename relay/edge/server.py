@@ -1,8 +1,8 @@
 """Daphne, tuned for a relay.
 
 `RelayServer` is Daphne's `Server` with three additions: each HTTP request gets a
-`relay.flow.Flow` (backpressure and disconnect signal) in `scope["extensions"]`, each
-WebSocket a `relay.ws_flow.WsFlow` (backpressure both ways, a bounded input queue); the
+`relay.proxy.flow.Flow` (backpressure and disconnect signal) in `scope["extensions"]`, each
+WebSocket a `relay.proxy.ws_flow.WsFlow` (backpressure both ways, a bounded input queue); the
 request parser answers oversize heads with 431/414 and a JSON message instead of Twisted's
 bare 400; and the listening ports are kept so a shutdown can stop accepting first.
 """
@@ -27,18 +27,18 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http
 
-from relay.flow import Flow
 from relay.headers import is_trusted_proxy
-from relay.limits import address_key
+from relay.pool.quota import address_key
+from relay.pool.registry import get_registry
+from relay.pool.tunnel import Tunnel
 from relay.protocol import (
     CHUNK_FRAMING_FREE_BYTES,
     CHUNKED_SLICE_BYTES,
     MAX_CHUNK_FRAMING_SHARE,
     tunnel_name_from_host,
 )
-from relay.registry import get_registry
-from relay.tunnel import Tunnel
-from relay.ws_flow import WsFlow
+from relay.proxy.flow import Flow
+from relay.proxy.ws_flow import WsFlow
 
 logger = logging.getLogger(__name__)
 
@@ -444,7 +444,7 @@ class RelayHTTPChannel(http.HTTPChannel):
             self._refuse(431, "Request Header Fields Too Large", "A header line is too long.")
 
 
-# Open public connections per visitor address (relay.limits.address_key), for
+# Open public connections per visitor address (relay.pool.quota.address_key), for
 # RELAY_MAX_CONNECTIONS_PER_IP. Plain integers on the reactor's thread: no lock needed.
 CONNECTIONS: dict[str, int] = {}
 
@@ -549,7 +549,7 @@ class RelayServer(daphne_server.Server):
 
     def _create_websocket_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
         """Daphne's version, with a bounded input queue that is also the backpressure of
-        the visitor's socket (relay.ws_flow) in place of Daphne's unbounded one."""
+        the visitor's socket (relay.proxy.ws_flow) in place of Daphne's unbounded one."""
         flow = WsFlow(protocol, settings.RELAY_WS_BUFFER_BYTES)
         scope["extensions"] = {"tunnelsite.ws_flow": flow}
         scope.setdefault("asgi", {"version": "3.0"})

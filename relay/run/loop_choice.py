@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from relay.console import reserve_standard_fds
-from relay.loop import install
+from relay.run.console import reserve_standard_fds
+from relay.run.loop import install
 
 # Before the loop opens its first descriptor: with stdout closed it would become fd 1.
 reserve_standard_fds()

@@ -33,13 +33,12 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from relay import headers as hdrs
 from relay.asgi_types import Receive, Scope, Send
-from relay.hop import HOP_SCOPE_KEY
-from relay.limits import visitor_key
-from relay.pool import PoolError, PoolSocket
-from relay.protocol import PARSE_SLICE_BYTES, WS_MESSAGES_PER_TURN
-from relay.registry import get_registry
-from relay.tunnel import NoSocket, Tunnel
-from relay.ws_flow import WsFlow
+from relay.pool.quota import visitor_key
+from relay.pool.registry import get_registry
+from relay.pool.socket import PoolError, PoolSocket
+from relay.pool.tunnel import NoSocket, Tunnel
+from relay.protocol import HOP_SCOPE_KEY, PARSE_SLICE_BYTES, WS_MESSAGES_PER_TURN
+from relay.proxy.ws_flow import WsFlow
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +162,7 @@ async def bridge(
     owns the tunnel: anything with write, drain and read_raw), accept the visitor's once the
     far end answers 101, then copy messages both ways until either side closes. Bytes are
     counted on `counters` (`bytes_in`, `bytes_out`). With the visitor's `flow`, neither
-    side is read while the other is behind (see relay.ws_flow)."""
+    side is read while the other is behind (see relay.proxy.ws_flow)."""
     ws = WSConnection(ConnectionType.CLIENT)
     conn.write(ws.send(request))
     accepted: AcceptConnection | None = None
@@ -283,7 +282,7 @@ async def _app_to_visitor(
     """Copy the app's messages to the visitor. wsproto parses lazily, one event at a time,
     so the relay takes only as many messages as the visitor has room for: once Twisted
     says its send buffer is full, the rest stays unparsed (and the pool socket unread,
-    relay.pool.READ_HIGH_WATER). It yields every WS_MESSAGES_PER_TURN events."""
+    relay.pool.socket.READ_HIGH_WATER). It yields every WS_MESSAGES_PER_TURN events."""
     parts: list[Any] = []  # str pieces of a text message, bytes-like of a binary one
     size = 0
     turn = 0
@@ -331,7 +330,7 @@ async def _app_to_visitor(
             await conn.drain()
         if flow is not None:
             # The visitor is behind: leave the app's bytes in the pool socket (its reads
-            # pause at relay.pool.READ_HIGH_WATER) instead of in Twisted's send buffer.
+            # pause at relay.pool.socket.READ_HIGH_WATER) instead of in Twisted's send buffer.
             await flow.writable()
         data = await conn.read_raw(None)
         if not data:

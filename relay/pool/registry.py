@@ -22,10 +22,10 @@ from django.db import IntegrityError, OperationalError
 
 from relay import protocol, records
 from relay.asgi_types import Receive, Scope, Send
-from relay.limits import RegistrationRate
-from relay.pool import PoolSocket
+from relay.pool.quota import RegistrationRate
+from relay.pool.socket import PoolSocket
+from relay.pool.tunnel import Tunnel
 from relay.records import LiveLimitReached, SessionUpdate
-from relay.tunnel import Tunnel
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ RECLAIM_POLL_S = 0.05
 
 class ClusterHooks(Protocol):
     """What the registry and the proxies ask of this node's cluster membership on a named
-    node (relay/cluster.py; scale-out). The cluster imports the registry, not this way."""
+    node (relay/cluster/node.py; scale-out). The cluster imports the registry, not this way."""
 
     advertise_host: str  # the pool address clients of this node are given
 

@@ -6,9 +6,9 @@ from django.conf import settings
 
 from relay.asgi_types import ASGIApp, Receive, Scope, Send
 from relay.errors import send_error
-from relay.http_proxy import proxy_http
 from relay.protocol import tunnel_name_from_host
-from relay.ws_proxy import proxy_websocket
+from relay.proxy.http import proxy_http
+from relay.proxy.websocket import proxy_websocket
 
 
 class HostRouter:
