@@ -25,14 +25,7 @@ from relay.cluster.hop import binding, sign
 from relay.errors import send_error
 from relay.pool.socket import PoolError, next_cycle
 from relay.protocol import HOP_BY_HOP, HOP_HEADER, PARSE_SLICE_BYTES
-from relay.proxy.exchange import (
-    Progress,
-    build_request,
-    cut,
-    read_response_head,
-    stream_response,
-    write_request,
-)
+from relay.proxy.exchange import Progress, build_request, exchange
 from relay.proxy.flow import Flow
 from relay.proxy.websocket import bridge, handshake_request
 
@@ -232,22 +225,33 @@ async def _exchange(
     head_timeout = settings.RELAY_SOCKET_WAIT_S + timeout
     reusable = False
     progress = Progress()
-    try:
-        await write_request(conn, receive, head, first, timeout)
-        await conn.drain(timeout)
-        response = await read_response_head(conn, head_timeout)
+
+    def check_stale(response: h11.Response) -> None:
         if response.status_code == 404 and any(
             n == b"x-tunnelsite-error" for n, _ in response.headers
         ):
             on_stale()  # the owner no longer has it: look it up afresh next time
-        await stream_response(conn, send, flow, response, timeout, progress)
-        reusable = conn.reusable()
-        return True
-    except (PoolError, h11.ProtocolError, TimeoutError, ConnectionError) as exc:
+
+    try:
+        exc = await exchange(
+            conn,
+            receive,
+            send,
+            flow,
+            head,
+            first,
+            progress,
+            timeout,
+            head_timeout,
+            drain=True,
+            on_head=check_stale,
+        )
+        if exc is None:
+            reusable = conn.reusable()
+            return True
         logger.debug("forward to %s failed: %r", conn.address, exc)
         if progress.started:
-            cut(flow)
-            return True
+            return True  # the visitor's connection was cut
         if may_retry and not isinstance(exc, TimeoutError):
             return False
         if isinstance(exc, TimeoutError):

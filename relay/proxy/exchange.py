@@ -9,6 +9,7 @@ that owns a tunnel (`relay.cluster.peer.PeerConnection`); both frame with h11 an
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 import h11
@@ -39,13 +40,57 @@ class Upstream(Protocol):
 
 
 class Progress:
-    """What reached the visitor so far: once `started`, only cutting the stream is honest."""
+    """How far an exchange got: the request body written upstream (`body`), whether the
+    visitor has the response head (`started`: after that, only cutting the stream is
+    honest) and the response bytes sent to the visitor. The caller counts from it, also
+    when the visitor leaves mid-exchange (a CancelledError)."""
 
-    __slots__ = ("started", "sent")
+    __slots__ = ("body", "started", "sent")
 
     def __init__(self) -> None:
+        self.body = 0
         self.started = False
         self.sent = 0
+
+
+# What an upstream's failure looks like: the caller maps it to the visitor's 502 or 504.
+FAILURES = (PoolError, h11.ProtocolError, TimeoutError, ConnectionError)
+
+
+async def exchange(
+    conn: Upstream,
+    receive: Receive,
+    send: Send,
+    flow: Flow | None,
+    head: h11.Request,
+    first: Message,
+    progress: Progress,
+    timeout: float,
+    head_timeout: float,
+    *,
+    drain: bool = False,
+    on_head: Callable[[h11.Response], None] | None = None,
+) -> BaseException | None:
+    """One exchange over `conn`, the skeleton pool sockets (relay/proxy/http.py) and peer
+    nodes (relay/cluster/peer.py) share: write the request, skip 1xx answers, check the
+    head, stream the body to the visitor. None when the whole response reached the
+    visitor; else the failure, after the visitor's connection was cut if it had the head
+    already. `timeout` bounds each wait for the upstream to take or send more bytes,
+    `head_timeout` the wait for the head; `drain` waits until the request is written
+    before reading (a peer connection); `on_head` sees the head before it is sent."""
+    try:
+        progress.body = await write_request(conn, receive, head, first, timeout)
+        if drain:
+            await conn.drain(timeout)
+        response = await read_response_head(conn, head_timeout)
+        if on_head is not None:
+            on_head(response)
+        await stream_response(conn, send, flow, response, timeout, progress)
+    except FAILURES as exc:
+        if progress.started:
+            cut(flow)
+        return exc
+    return None
 
 
 def build_request(

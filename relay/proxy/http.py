@@ -18,17 +18,10 @@ from relay.asgi_types import Message, Receive, Scope, Send
 from relay.errors import send_error
 from relay.pool.quota import visitor_key
 from relay.pool.registry import get_registry
-from relay.pool.socket import PoolError, PoolSocket
+from relay.pool.socket import PoolSocket
 from relay.pool.tunnel import NoSocket, Tunnel
 from relay.protocol import HOP_SCOPE_KEY
-from relay.proxy.exchange import (
-    Progress,
-    build_request,
-    cut,
-    read_response_head,
-    stream_response,
-    write_request,
-)
+from relay.proxy.exchange import Progress, build_request, exchange
 from relay.proxy.flow import Flow
 
 logger = logging.getLogger(__name__)
@@ -121,22 +114,21 @@ async def _attempt(
     tunnel.dirty = True
     tunnel.last_activity = time.monotonic()
     try:
-        body_size = await write_request(conn, receive, head, first, timeout)
-        tunnel.bytes_in += body_size
-        response = await read_response_head(conn, timeout)
-        await stream_response(conn, send, flow, response, timeout, progress)
-        # Not after a request with a body through a raw-pipe client (npm): an app may answer
-        # before reading the body, then take the body for a request of its own, and that
-        # client passes the second answer on whenever it comes, possibly in the next
-        # visitor's exchange. Our lt (it sends a client id) frames each exchange itself and
-        # drops its local connection after a body (client/proxy.py `ready_for_next`).
-        # The other rules for raw pipes are in PoolSocket.finish_exchange.
-        reusable = conn.finish_exchange(bool(body_size))
-    except (PoolError, h11.ProtocolError, TimeoutError) as exc:
+        exc = await exchange(conn, receive, send, flow, head, first, progress, timeout, timeout)
+        if exc is None:
+            # Not after a request with a body through a raw-pipe client (npm): an app may
+            # answer before reading the body, then take the body for a request of its own,
+            # and that client passes the second answer on whenever it comes, possibly in the
+            # next visitor's exchange. Our lt (it sends a client id) frames each exchange
+            # itself and drops its local connection after a body (client/proxy.py
+            # `ready_for_next`). The other rules for raw pipes are in
+            # PoolSocket.finish_exchange.
+            reusable = conn.finish_exchange(bool(progress.body))
+            return True
         logger.debug("tunnel %s: exchange failed: %r", tunnel.name, exc)
         silent = conn.received == mark  # not one byte of answer came back
         if progress.started:
-            cut(flow)
+            pass  # the visitor's connection was cut: nothing more to say
         elif isinstance(exc, TimeoutError):
             cause = f": {_APP_DOWN}" if silent else "."
             await send_error(
@@ -165,6 +157,7 @@ async def _attempt(
                 f"The tunnel {tunnel.name} sent an invalid or incomplete response.",
             )
     finally:
+        tunnel.bytes_in += progress.body
         tunnel.bytes_out += progress.sent
         if reusable:
             tunnel.release(conn)
