@@ -26,7 +26,7 @@ from relay.edge.routing import HostRouter
 from relay.headers import address_key, client_ip
 from relay.pool.quota import Quota
 from relay.pool.registry import RegistrationError, Registry, get_registry
-from relay.protocol import CONTROL_GROUP
+from relay.protocol import CLOSE_REASON_MAX_CHARS, CONTROL_GROUP
 from relay.records import (
     DatabaseInUse,
     LiveLimitReached,
@@ -74,7 +74,7 @@ def close_message(names: list[str], token_ids: list[int], reason: str) -> dict[s
         "type": "tunnel.close",
         "names": sorted(set(names)),
         "token_ids": sorted(set(token_ids)),
-        "reason": reason[:100],
+        "reason": reason[:CLOSE_REASON_MAX_CHARS],
     }
 
 

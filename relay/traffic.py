@@ -18,12 +18,9 @@ from typing import NamedTuple
 
 from relay.pool.registry import Registry
 from relay.pool.tunnel import Tunnel
+from relay.protocol import HISTORY_MINUTES, RATE_WINDOW_S, SAMPLE_S
 
 logger = logging.getLogger(__name__)
-
-SAMPLE_S = 1.0  # how often the sampler reads the counters: cheap, a sum over live tunnels
-RATE_WINDOW_S = 5.0  # rates are averaged over this much recent history, so they do not jitter
-HISTORY_MINUTES = 60  # the ring buffer of per-minute totals: one hour
 
 
 class Counts(NamedTuple):

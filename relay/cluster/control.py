@@ -17,15 +17,9 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from relay.pool.registry import Registry, get_registry
-from relay.protocol import CONTROL_GROUP
+from relay.protocol import CLOSE_REASON_MAX_CHARS, CONTROL_GROUP, REJOIN_S, RETRY_MAX_S
 
 logger = logging.getLogger(__name__)
-
-# Group membership expires (channels_redis group_expiry, a day by default; the in-memory layer
-# the same): join again well before that, from a task beside the receive, never cancelling it.
-REJOIN_S = 3600.0
-# Longest wait between attempts to reach an unavailable channel layer.
-RETRY_MAX_S = 30.0
 
 
 def handle(registry: Registry, message: dict[str, Any]) -> int:
@@ -38,7 +32,7 @@ def handle(registry: Registry, message: dict[str, Any]) -> int:
         return registry.cluster.note_release(message) if registry.cluster is not None else 0
     if message.get("type") != "tunnel.close":
         return 0
-    reason = str(message.get("reason") or "closed by the operator")[:100]
+    reason = str(message.get("reason") or "closed by the operator")[:CLOSE_REASON_MAX_CHARS]
     names = set(message.get("names") or ())
     token_ids = set(message.get("token_ids") or ())
     doomed = [

@@ -33,6 +33,7 @@ from relay.protocol import (
     HOP_HEADER,
     HOP_MAX_AGE_S,
     HOP_SCOPE_KEY,
+    HOP_SIGNATURE_HEX_CHARS,
     is_tunnel_client,
     tunnel_name_from_host,
 )
@@ -56,7 +57,7 @@ def binding(scope: Scope, host: bytes) -> bytes:
 
 def _signature(key: bytes, fields: str, host: bytes) -> str:
     mac = hmac.new(key, fields.encode() + b"|" + host, hashlib.sha256)
-    return mac.hexdigest()[:40]
+    return mac.hexdigest()[:HOP_SIGNATURE_HEX_CHARS]
 
 
 def sign(node: str, client: tuple[str, int] | None, host: bytes, now: float | None = None) -> bytes:

@@ -34,7 +34,7 @@ from relay.cluster.hop import forwarded_api_name
 from relay.errors import send_error
 from relay.pool.registry import Registry, get_registry
 from relay.pool.tunnel import Tunnel
-from relay.protocol import CONTROL_GROUP
+from relay.protocol import CLOSE_REASON_MAX_CHARS, CONTROL_GROUP
 from relay.records import NodeLoad
 
 logger = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ class Cluster:
         by = str(message.get("by") or "another node")
         if message.get("takeover") and not same_client:
             self.registry.remember_taken_over(tunnel, f"a client on node {by}")
-        self.registry.close(tunnel, f"reclaimed on {by}"[:100])
+        self.registry.close(tunnel, f"reclaimed on {by}"[:CLOSE_REASON_MAX_CHARS])
         return 1
 
     def tunnel_opened(self, tunnel: Tunnel) -> None:

@@ -24,7 +24,14 @@ from relay.asgi_types import H11Event, H11Next, H11Received, Message, Receive, S
 from relay.cluster.hop import binding, sign
 from relay.errors import send_error
 from relay.pool.socket import PoolError, next_cycle
-from relay.protocol import HOP_BY_HOP, HOP_HEADER, PARSE_SLICE_BYTES
+from relay.protocol import (
+    HOP_BY_HOP,
+    HOP_HEADER,
+    MAX_IDLE_PER_PEER,
+    PARSE_SLICE_BYTES,
+    PEER_MAX_HEAD_BYTES,
+    PEER_RESPONSE_MARGIN_S,
+)
 from relay.proxy.exchange import Progress, build_request, exchange
 from relay.proxy.flow import Flow
 from relay.proxy.websocket import bridge, handshake_request
@@ -32,7 +39,6 @@ from relay.proxy.websocket import bridge, handshake_request
 logger = logging.getLogger(__name__)
 
 READ_BYTES = PARSE_SLICE_BYTES  # parsed at most this much at a time (relay.protocol)
-MAX_IDLE_PER_PEER = 32  # kept-alive connections per peer; more are closed after use
 _DROP = HOP_BY_HOP | {b"expect", HOP_HEADER}
 
 
@@ -48,7 +54,7 @@ class PeerConnection:
         self.address = address
         self.reader = reader
         self.writer = writer
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 * 1024)
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=PEER_MAX_HEAD_BYTES)
 
     @property
     def stale(self) -> bool:
@@ -221,7 +227,7 @@ async def _exchange(
     on_stale: Callable[[], None],
 ) -> bool:
     """One exchange; False when it failed early on a reused connection and may be retried."""
-    timeout = settings.RELAY_RESPONSE_TIMEOUT_S + 5.0
+    timeout = settings.RELAY_RESPONSE_TIMEOUT_S + PEER_RESPONSE_MARGIN_S
     head_timeout = settings.RELAY_SOCKET_WAIT_S + timeout
     reusable = False
     progress = Progress()

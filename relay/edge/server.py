@@ -32,6 +32,7 @@ from relay.pool.quota import address_key
 from relay.pool.registry import get_registry
 from relay.pool.tunnel import Tunnel
 from relay.protocol import (
+    BODY_CHUNK_BYTES,
     CHUNK_FRAMING_FREE_BYTES,
     CHUNKED_SLICE_BYTES,
     MAX_CHUNK_FRAMING_SHARE,
@@ -58,11 +59,6 @@ def _reject(status: int, reason: str, message: str) -> bytes:
 # `http://host/path` (absolute-form, RFC 9112 section 3.2.2): accepted only when it names
 # the same host as the Host header, and then rewritten to the origin-form `/path`.
 _ABSOLUTE_FORM = re.compile(rb"^https?://([^/?#]*)(.*)$", re.IGNORECASE)
-
-
-# Request bodies are handed to the relay in pieces of this size, read from Twisted's spool
-# (memory below 100 KB, a temporary file above) only when the relay asks for the next one.
-BODY_CHUNK_BYTES = 256 * 1024
 
 
 class _NoBody:

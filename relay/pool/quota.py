@@ -18,8 +18,7 @@ from django.conf import settings
 from relay.asgi_types import Scope
 from relay.headers import address_key as _address_key
 from relay.headers import client_ip, is_trusted_proxy, normal_ip
-
-MINUTE_S = 60.0
+from relay.protocol import DAY_S, MINUTE_S, REGISTRATION_OWNERS_KEPT, VISITOR_KEYS_CACHED
 
 
 def address_key(ip: str) -> str:
@@ -40,12 +39,9 @@ def visitor_key(scope: Scope) -> str:
     return _peer_key(peer, settings.RELAY_IPV6_PREFIX)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=VISITOR_KEYS_CACHED)
 def _peer_key(peer: str, ipv6_prefix: int) -> str:
     return _address_key(normal_ip(peer), ipv6_prefix)
-
-
-DAY_S = 86400.0
 
 
 class Metered(Protocol):
@@ -179,7 +175,7 @@ class RegistrationRate:
     next pruning waits until the table has doubled, so its cost is spread over the takes.
     """
 
-    PRUNE_ABOVE = 10_000
+    PRUNE_ABOVE = REGISTRATION_OWNERS_KEPT
 
     def __init__(self, burst: int, per_minute: float) -> None:
         self.burst = float(burst)

@@ -25,25 +25,19 @@ from relay.asgi_types import Receive, Scope, Send
 from relay.pool.quota import RegistrationRate
 from relay.pool.socket import PoolSocket
 from relay.pool.tunnel import Tunnel
+from relay.protocol import (
+    POOL_LISTEN_BACKLOG,
+    PRUNE_BATCH,
+    PRUNE_EVERY_S,
+    QUICK_PORT_TRIES,
+    RECLAIM_POLL_S,
+    RECLAIM_WAIT_S,
+    RETRY_AFTER_FULL_S,
+    TIMER_SLACK_S,
+)
 from relay.records import LiveLimitReached, SessionUpdate
 
 logger = logging.getLogger(__name__)
-
-# Closed session rows past RELAY_SESSION_RETENTION_DAYS are deleted this many at a time (one
-# short transaction per flush, however many piled up), checked at most every PRUNE_EVERY_S
-# while nothing is left to delete.
-PRUNE_BATCH = 500
-PRUNE_EVERY_S = 3600.0
-
-# Random pool ports tried before the whole range is listed and shuffled (item 22): with a
-# mostly free range one of them binds, and a 60,000-port range is not copied per registration.
-QUICK_PORT_TRIES = 16
-
-# scale-out: reclaiming a name the same owner holds on another node. That node closes the
-# tunnel and writes its row at once (milliseconds); the insert is retried every
-# RECLAIM_POLL_S until then, and a node that does not answer costs the client 2 s and a 409.
-RECLAIM_WAIT_S = 2.0
-RECLAIM_POLL_S = 0.05
 
 
 class ClusterHooks(Protocol):
@@ -346,11 +340,11 @@ class Registry:
 
         ports = self.settings.RELAY_POOL_PORTS
         if ports is None:
-            server = await loop.create_server(factory, bind, 0, backlog=64)
+            server = await loop.create_server(factory, bind, 0, backlog=POOL_LISTEN_BACKLOG)
             if server.sockets[0].getsockname()[1] != avoid_port:
                 return server
             try:  # the port just given up came back: ask again while holding it
-                return await loop.create_server(factory, bind, 0, backlog=64)
+                return await loop.create_server(factory, bind, 0, backlog=POOL_LISTEN_BACKLOG)
             finally:
                 server.close()
         # Every port of the range this relay does not hold, in a random order, each tried
@@ -360,7 +354,7 @@ class Registry:
         held.add(avoid_port)
         for port in self._pool_port_candidates(first, last, held):
             try:
-                return await loop.create_server(factory, bind, port, backlog=64)
+                return await loop.create_server(factory, bind, port, backlog=POOL_LISTEN_BACKLOG)
             except OSError as exc:
                 if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
                     raise
@@ -368,7 +362,7 @@ class Registry:
             503,
             f"All {last - first + 1} pool ports of this relay (RELAY_POOL_PORTS={first}-{last})"
             " are in use; try again later (operator: widen the range).",
-            retry_after=5,
+            retry_after=RETRY_AFTER_FULL_S,
         )
 
     @staticmethod
@@ -401,7 +395,7 @@ class Registry:
         tunnel.expiry = None
         if tunnel.closed or tunnel.offline_since is None:
             return
-        if time.monotonic() - tunnel.offline_since >= self.settings.RELAY_GRACE_S - 0.01:
+        if time.monotonic() - tunnel.offline_since >= self.settings.RELAY_GRACE_S - TIMER_SLACK_S:
             self.close(tunnel, "client gone")
         else:
             self.schedule_expiry(tunnel)

@@ -29,16 +29,13 @@ from relay.protocol import (
     POOL_KEEPALIVE_COUNT,
     POOL_KEEPALIVE_IDLE_S,
     POOL_KEEPALIVE_INTERVAL_S,
+    READ_HIGH_WATER,
+    READ_LOW_WATER,
 )
 
 logger = logging.getLogger(__name__)
 
 KEEPALIVE = (POOL_KEEPALIVE_IDLE_S, POOL_KEEPALIVE_INTERVAL_S, POOL_KEEPALIVE_COUNT)
-
-# Stop reading the socket when this much response data waits for the visitor; resume
-# below the low mark. 1 MiB keeps big downloads fast while bounding memory per socket.
-READ_HIGH_WATER = 1024 * 1024
-READ_LOW_WATER = 256 * 1024
 
 
 class PoolError(Exception):

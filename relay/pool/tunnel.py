@@ -22,7 +22,7 @@ from relay import protocol
 from relay.headers import normal_ip
 from relay.pool.quota import Quota
 from relay.pool.socket import PoolSocket
-from relay.protocol import RECONNECT_WAIT_S
+from relay.protocol import RECONNECT_WAIT_S, RETRY_AFTER_FULL_S
 
 logger = logging.getLogger(__name__)
 
@@ -249,14 +249,14 @@ class Tunnel:
                 503,
                 f"The tunnel {self.name} already carries the {allowed} WebSockets it allows "
                 "(its other connections are kept for plain requests); try again later.",
-                retry_after=5,
+                retry_after=RETRY_AFTER_FULL_S,
             )
         if counts.get(visitor, 0) >= per_visitor:
             raise NoSocket(
                 503,
                 f"You already have {per_visitor} WebSockets open to the tunnel {self.name}; "
                 "close one first.",
-                retry_after=5,
+                retry_after=RETRY_AFTER_FULL_S,
             )
         counts[visitor] = counts.get(visitor, 0) + 1
         self.websockets = counts

@@ -18,13 +18,8 @@ from django.conf import settings
 from relay import headers as hdrs
 from relay.asgi_types import H11Event, H11Next, H11Received, Message, Receive, Scope, Send
 from relay.pool.socket import PoolError
-from relay.protocol import EVENTS_PER_TURN
+from relay.protocol import EVENTS_PER_TURN, MAX_INFORMATIONAL
 from relay.proxy.flow import Flow
-
-# Interim (1xx) answers skipped before the real response; an endless stream of them is a
-# broken or hostile client, not a slow one.
-MAX_INFORMATIONAL = 8
-
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 

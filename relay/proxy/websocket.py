@@ -37,7 +37,13 @@ from relay.pool.quota import visitor_key
 from relay.pool.registry import get_registry
 from relay.pool.socket import PoolError, PoolSocket
 from relay.pool.tunnel import NoSocket, Tunnel
-from relay.protocol import HOP_SCOPE_KEY, PARSE_SLICE_BYTES, WS_MESSAGES_PER_TURN
+from relay.protocol import (
+    HOP_SCOPE_KEY,
+    MAX_MESSAGE_BYTES,
+    MAX_REFUSAL_BYTES,
+    PARSE_SLICE_BYTES,
+    WS_MESSAGES_PER_TURN,
+)
 from relay.proxy.ws_flow import WsFlow
 
 logger = logging.getLogger(__name__)
@@ -52,8 +58,6 @@ _HANDSHAKE_OWN = frozenset(
         b"sec-websocket-protocol",
     }
 )
-MAX_MESSAGE_BYTES = 1024 * 1024  # the same bound Daphne puts on visitors' messages
-MAX_REFUSAL_BYTES = 4096  # of the body of a refused handshake, read for its message
 
 
 def visitor_close_code(code: int) -> int:

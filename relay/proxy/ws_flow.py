@@ -23,6 +23,8 @@ from collections import deque
 from http import HTTPStatus
 from typing import Any
 
+from relay.protocol import MESSAGE_OVERHEAD_BYTES
+
 logger = logging.getLogger(__name__)
 
 
@@ -162,13 +164,6 @@ class WsFlow:
         protocol.wasNotCleanReason = message
         protocol.dropConnection(abort=False)
         return True
-
-
-# What a queued message costs beyond its payload (its dict and the payload's object header):
-# counted, so a flood of one-byte messages is bounded by memory too, not only by payload.
-# Measured with tracemalloc: Daphne's {"type", "bytes"/"text"} dict of a tiny message, its
-# payload object and the deque slot take 230-250 bytes.
-MESSAGE_OVERHEAD_BYTES = 256
 
 
 def _size(message: dict[str, Any]) -> int:

@@ -20,12 +20,7 @@ import threading
 import time
 from typing import Any, TextIO
 
-# Output waiting for a slow reader: a few thousand lines, far more than a burst at start
-# or stop, small enough to never matter for memory.
-CONSOLE_BUFFER_BYTES = 256 * 1024
-# At exit, how long the last lines (the "stopped" line, a start error) may take to go out
-# to a reader that is slow; a reader that never reads does not hold the exit longer.
-EXIT_FLUSH_S = 2.0
+from relay.protocol import CONSOLE_BUFFER_BYTES, EXIT_FLUSH_S
 
 
 def reserve_standard_fds() -> None:

@@ -24,7 +24,13 @@ from relay.cluster import control
 from relay.cluster.node import Cluster
 from relay.edge.server import RelayServer
 from relay.pool.registry import get_registry
-from relay.protocol import public_url
+from relay.protocol import (
+    APPLICATION_CLOSE_TIMEOUT_S,
+    LISTEN_POLL_S,
+    START_TIMEOUT_S,
+    STOP_MARGIN_S,
+    public_url,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +38,6 @@ logger = logging.getLogger(__name__)
 # them through those types, so the reactor is untyped here (the Twisted boundary).
 reactor: Any = twisted_reactor
 
-START_TIMEOUT_S = 20.0  # scale-out: to start listening, and for the first heartbeat
-# After SIGTERM/SIGINT the relay drains for RELAY_DRAIN_S, then closes its tunnels and
-# flushes their counters: that last part gets this long before the relay stops regardless,
-# and twice this long before the process exits even if its event loop is stuck.
-STOP_MARGIN_S = 5.0
 
 _LISTEN_HINTS = {
     errno.EADDRINUSE: "another process listens there: stop it or choose another port",
@@ -99,7 +100,7 @@ class RelayRunner:
             endpoints=[f"tcp:port={port}:interface={_escape(bind)}"],
             signal_handlers=False,
             on_listen=self._listening,
-            application_close_timeout=5,
+            application_close_timeout=APPLICATION_CLOSE_TIMEOUT_S,
             websocket_timeout=-1,
             verbosity=0,
         )
@@ -212,7 +213,7 @@ class RelayRunner:
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
                 while self._listen_address is None:
-                    await asyncio.sleep(0.01)
+                    await asyncio.sleep(LISTEN_POLL_S)
             host, port = self._listen_address
             advertise = settings.RELAY_ADVERTISE
             if not advertise:
