@@ -24,8 +24,9 @@ from relay.cluster.hop import ClusterGate
 from relay.cluster.node import forward_api, health
 from relay.edge.routing import HostRouter
 from relay.headers import address_key, client_ip
+from relay.pool.errors import RegistrationError
 from relay.pool.quota import Quota
-from relay.pool.registry import RegistrationError, Registry, get_registry
+from relay.pool.registry import Registry, get_registry
 from relay.protocol import CLOSE_REASON_MAX_CHARS, CONTROL_GROUP
 from relay.records import (
     DatabaseInUse,

@@ -8,81 +8,31 @@ client is gone, and flushes counters to the database in batches (never per reque
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-import random
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 from django.db import IntegrityError, OperationalError
 
-from relay import protocol, records
-from relay.asgi_types import Receive, Scope, Send
+from relay import protocol
+from relay.pool.errors import RegistrationError
+from relay.pool.flush import SessionFlush
+from relay.pool.holders import NameHolders
+from relay.pool.hooks import ClusterHooks
+from relay.pool.ports import open_in_range
 from relay.pool.quota import RegistrationRate
 from relay.pool.socket import PoolSocket
 from relay.pool.tunnel import Tunnel
 from relay.protocol import (
     POOL_LISTEN_BACKLOG,
-    PRUNE_BATCH,
-    PRUNE_EVERY_S,
-    QUICK_PORT_TRIES,
-    RECLAIM_POLL_S,
-    RECLAIM_WAIT_S,
     RETRY_AFTER_FULL_S,
     TIMER_SLACK_S,
 )
-from relay.records import LiveLimitReached, SessionUpdate
+from relay.records import LiveLimitReached
 
 logger = logging.getLogger(__name__)
-
-
-class ClusterHooks(Protocol):
-    """What the registry and the proxies ask of this node's cluster membership on a named
-    node (relay/cluster/node.py; scale-out). The cluster imports the registry, not this way."""
-
-    advertise_host: str  # the pool address clients of this node are given
-
-    def flush_soon(self) -> None: ...
-
-    def tunnel_opened(self, tunnel: Tunnel) -> None: ...
-
-    def tunnel_closed(self, tunnel: Tunnel) -> None: ...
-
-    async def release(
-        self, name: str, owner: str, client_id: str = "", takeover: bool = False
-    ) -> bool: ...
-
-    def route(self, name: str) -> str | None: ...
-
-    def health(self) -> tuple[int, dict[str, Any]]: ...
-
-    def note_owner(self, message: dict[str, Any]) -> None: ...
-
-    def note_release(self, message: dict[str, Any]) -> int: ...
-
-    async def forward_http(self, scope: Scope, receive: Receive, send: Send, name: str) -> None: ...
-
-    async def forward_websocket(
-        self, scope: Scope, receive: Receive, send: Send, name: str
-    ) -> None: ...
-
-
-class RegistrationError(Exception):
-    """A registration that cannot succeed; `status` and `message` go to the client, with
-    `reason` (protocol.REFUSAL_HEADER) and a Retry-After when set."""
-
-    def __init__(
-        self, status: int, message: str, *, reason: str = "", retry_after: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.reason = reason
-        self.retry_after = retry_after
 
 
 def _in_use_message(tunnel: Tunnel) -> str:
@@ -105,7 +55,7 @@ def _database_unavailable(exc: Exception) -> RegistrationError:
     )
 
 
-class Registry:
+class Registry(SessionFlush, NameHolders):
     def __init__(self, settings: Any = django_settings) -> None:
         self.settings = settings
         self.tunnels: dict[str, Tunnel] = {}
@@ -225,100 +175,6 @@ class Registry:
         logger.info("tunnel %s opened for %s on pool port %d", name, client_ip, tunnel.port)
         return tunnel
 
-    def _refuse_if_taken_over(self, client_id: str) -> None:
-        """A client replaced by a takeover is told so (and our lt stops) instead of taking
-        the name back or starting afresh under another one."""
-        record = self._taken_over.get(client_id)
-        if record is None:
-            return
-        name, by_ip, when = record
-        if time.monotonic() - when > protocol.TAKEN_OVER_TTL_S:
-            del self._taken_over[client_id]
-            return
-        raise RegistrationError(
-            409,
-            f"The tunnel {name!r} was taken over by another client (lt --takeover, from "
-            f"{by_ip}); this client stops instead of taking it back.",
-            reason=protocol.REFUSAL_TAKEN_OVER,
-        )
-
-    def _take_over(self, tunnel: Tunnel, client_ip: str, client_id: str) -> None:
-        """Close the name's live client (all its sockets and its pool listener) before the
-        new client registers it, and remember the old client to tell it why."""
-        self.remember_taken_over(tunnel, client_ip)
-        logger.info("tunnel %s taken over from %s by %s", tunnel.name, tunnel.client_ip, client_ip)
-        self.close(tunnel, f"taken over by a client from {client_ip}")
-
-    def remember_taken_over(self, tunnel: Tunnel, by: str) -> None:
-        """Tell the tunnel's client, when it registers again, that it was replaced (bounded
-        by TAKEN_OVER_MEMORY; the npm client sends no id and stops on its own)."""
-        if not tunnel.client_id:
-            return
-        self._taken_over[tunnel.client_id] = (tunnel.name, by, time.monotonic())
-        self._taken_over.move_to_end(tunnel.client_id)
-        while len(self._taken_over) > protocol.TAKEN_OVER_MEMORY:
-            self._taken_over.popitem(last=False)
-
-    def release_for_owner(self, owner: str, limit: int) -> bool:
-        """Make room under the owner's live-tunnel limit: tunnels whose client is gone (in
-        their grace period) do not hold a place; the longest gone are released first.
-        False when the owner's connected tunnels alone reach the limit."""
-        mine = [t for t in self.tunnels.values() if t.owner == owner]
-        excess = len(mine) - limit + 1
-        if excess <= 0:
-            return True
-        now = time.monotonic()
-        gone = [t for t in mine if not t.client_connected(now)]
-        if len(gone) < excess:
-            return False
-        gone.sort(key=lambda t: t.offline_since if t.offline_since is not None else now)
-        for tunnel in gone[:excess]:
-            self.close(tunnel, "released for a newer tunnel of its owner")
-        return True
-
-    async def _open_session(self, tunnel: Tunnel, max_live: int, takeover: bool = False) -> int:
-        """Insert the session row. On a named node, when the name's live row is the same
-        owner's on another node, that node is asked to release it and the insert is retried
-        for up to RECLAIM_WAIT_S (scale-out); IntegrityError when the name stays taken."""
-        open_row = database_sync_to_async(records.get().open_session)
-        row = {
-            "subdomain": tunnel.name,
-            "client_ip": tunnel.client_ip,
-            "port": tunnel.port,
-            "max_sockets": tunnel.max_conn_count,
-            "owner_id": tunnel.user_id,
-            "token_id": tunnel.token_id,
-            "max_live": max_live,
-        }
-        try:
-            return await open_row(**row)
-        except IntegrityError:
-            if self.cluster is None or not await self.cluster.release(
-                tunnel.name, tunnel.owner, tunnel.client_id, takeover
-            ):
-                raise
-        deadline = time.monotonic() + RECLAIM_WAIT_S  # scale-out
-        while True:
-            await asyncio.sleep(RECLAIM_POLL_S)
-            try:
-                return await open_row(**row)
-            except IntegrityError:
-                if time.monotonic() >= deadline:
-                    raise
-
-    def _reclaim(self, tunnel: Tunnel, client_ip: str, client_id: str) -> Tunnel:
-        """The owner asks again for its name, its client gone or reconnecting: same tunnel,
-        same port, fresh sockets."""
-        for conn in list(tunnel.connections):
-            if not conn.busy:
-                conn.abort()
-        tunnel.registered_by(client_ip, client_id)
-        if not tunnel.connections:
-            tunnel.offline_since = time.monotonic()
-            self.schedule_expiry(tunnel)
-        logger.info("tunnel %s reclaimed by its owner from %s", tunnel.name, client_ip)
-        return tunnel
-
     def _random_name(self, reserved: frozenset[str] = frozenset()) -> str:
         """A free random name that is never a reserved one (RELAY_RESERVED_NAMES, routes)."""
         while True:
@@ -352,34 +208,15 @@ class Registry:
         first, last = ports
         held = {t.port for t in self.tunnels.values() if t.port}
         held.add(avoid_port)
-        for port in self._pool_port_candidates(first, last, held):
-            try:
-                return await loop.create_server(factory, bind, port, backlog=POOL_LISTEN_BACKLOG)
-            except OSError as exc:
-                if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
-                    raise
-        raise RegistrationError(
-            503,
-            f"All {last - first + 1} pool ports of this relay (RELAY_POOL_PORTS={first}-{last})"
-            " are in use; try again later (operator: widen the range).",
-            retry_after=RETRY_AFTER_FULL_S,
-        )
-
-    @staticmethod
-    def _pool_port_candidates(first: int, last: int, held: set[int]) -> Iterator[int]:
-        """A few random ports of the range first (cheap while it is mostly free), then every
-        port not held by this relay in a random order: each free port is tried at most once
-        more, so a nearly full range of any size is searched to the end."""
-        size = last - first + 1
-        tried: set[int] = set()
-        for _ in range(min(QUICK_PORT_TRIES, size)):
-            port = random.randint(first, last)
-            if port not in held and port not in tried:
-                tried.add(port)
-                yield port
-        rest = [port for port in range(first, last + 1) if port not in held and port not in tried]
-        random.shuffle(rest)
-        yield from rest
+        listener = await open_in_range(factory, bind, first, last, held)
+        if listener is None:
+            raise RegistrationError(
+                503,
+                f"All {last - first + 1} pool ports of this relay (RELAY_POOL_PORTS={first}-{last})"
+                " are in use; try again later (operator: widen the range).",
+                retry_after=RETRY_AFTER_FULL_S,
+            )
+        return listener
 
     # --- expiry -----------------------------------------------------------------------------
     def schedule_expiry(self, tunnel: Tunnel) -> None:
@@ -435,87 +272,6 @@ class Registry:
             return True
         except TimeoutError:
             return False
-
-    # --- counters ---------------------------------------------------------------------------
-    def start(self) -> None:
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
-
-    async def _flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.RELAY_FLUSH_S)
-            try:
-                await self.flush()
-                await self.close_tunnels_of_unusable_tokens()
-                await self.prune_sessions()
-            except Exception:
-                logger.exception("could not flush tunnel counters; will retry")
-
-    async def prune_sessions(self, now: float | None = None) -> int:
-        """Delete one batch of closed session rows past their retention (item 23); again at
-        the next flush while batches come back full, else after PRUNE_EVERY_S."""
-        now = time.monotonic() if now is None else now
-        if now < self._next_prune:
-            return 0
-        deleted = await database_sync_to_async(records.get().prune_closed_sessions)(
-            self.settings.RELAY_SESSION_RETENTION_DAYS, PRUNE_BATCH
-        )
-        if deleted < PRUNE_BATCH:
-            self._next_prune = now + PRUNE_EVERY_S
-        if deleted:
-            logger.info("deleted %d closed session rows past their retention", deleted)
-        return deleted
-
-    async def close_tunnels_of_unusable_tokens(self) -> int:
-        """Close live tunnels whose token expired, was revoked or whose user was deactivated
-        since registration (revoking through the admin closes them at once; this catches
-        expiry and changes made elsewhere). One query per flush, none per request."""
-        ids = {t.token_id for t in self.tunnels.values() if t.token_id is not None}
-        if not ids:
-            return 0
-        gone = await database_sync_to_async(records.get().unusable_tokens)(ids)
-        closing = [t for t in self.tunnels.values() if t.token_id in gone]
-        for tunnel in closing:
-            self.close(tunnel, "token no longer valid")
-        return len(closing)
-
-    def _collect(self) -> list[SessionUpdate]:
-        updates = []
-        for tunnel in [*self.tunnels.values(), *self._closed_pending]:
-            if tunnel.dirty and tunnel.session_id is not None:
-                tunnel.dirty = False
-                updates.append(
-                    SessionUpdate(
-                        id=tunnel.session_id,
-                        sockets=tunnel.connected_sockets,
-                        peak_sockets=tunnel.peak_sockets,
-                        requests=tunnel.requests,
-                        bytes_in=tunnel.bytes_in,
-                        bytes_out=tunnel.bytes_out,
-                        last_activity_age_s=time.monotonic() - tunnel.last_activity,
-                        closed=tunnel.closed,
-                        close_reason=tunnel.close_reason,
-                    )
-                )
-        self._closed_pending.clear()
-        return updates
-
-    async def flush(self) -> int:
-        closed = list(self._closed_pending)
-        updates = self._collect()
-        if updates:
-            try:
-                await database_sync_to_async(records.get().apply_updates)(updates)
-            except BaseException:
-                # Nothing was written: keep every change for the next flush, or a closed
-                # session would stay live in the database and its name taken for good.
-                ids = {u.id for u in updates}
-                for tunnel in [*self.tunnels.values(), *closed]:
-                    if tunnel.session_id in ids:
-                        tunnel.dirty = True
-                self._closed_pending[:0] = [t for t in closed if t not in self._closed_pending]
-                raise
-        return len(updates)
 
     async def shutdown(self, reason: str = "relay stopped") -> None:
         for tunnel in list(self.tunnels.values()):

@@ -16,8 +16,10 @@ from django.utils import timezone
 
 from client.backoff import MAX_DELAY_S, delay_for
 from relay.headers import address_key
+from relay.pool.ports import port_candidates
 from relay.pool.quota import RegistrationRate
-from relay.pool.registry import PRUNE_BATCH, get_registry
+from relay.pool.registry import get_registry
+from relay.protocol import PRUNE_BATCH
 from tests.core.conftest import until
 from tests.core.test_registration_api import AddressedClient, isolated
 from tunnels import store, views
@@ -295,11 +297,10 @@ class PoolPortSearchTests(SimpleTestCase):
     """Item 22: every port of the range the relay does not hold is tried, each once."""
 
     def test_every_free_port_comes_once_whatever_the_size_of_the_range(self):
-        from relay.pool.registry import Registry
 
         for first, last in ((40000, 40000), (40000, 40009), (20000, 29999)):
             held = set(range(first, last + 1, 3))
-            tried = list(Registry._pool_port_candidates(first, last, held))
+            tried = list(port_candidates(first, last, held))
             self.assertEqual(len(tried), len(set(tried)))
             self.assertEqual(set(tried), set(range(first, last + 1)) - held)
 
