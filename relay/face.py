@@ -20,8 +20,8 @@ from django.conf import settings
 
 from relay import records
 from relay.asgi_types import ASGIApp
+from relay.cluster.forward import forward_api, health
 from relay.cluster.hop import ClusterGate
-from relay.cluster.node import forward_api, health
 from relay.edge.routing import HostRouter
 from relay.headers import address_key, client_ip
 from relay.pool.errors import RegistrationError

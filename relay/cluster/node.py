@@ -28,11 +28,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from relay import records
-from relay.asgi_types import Receive, Scope, Send
 from relay.cluster import peer
-from relay.cluster.hop import forwarded_api_name
-from relay.errors import send_error
-from relay.pool.registry import Registry, get_registry
+from relay.cluster.forward import Forwarding
+from relay.pool.registry import Registry
 from relay.pool.tunnel import Tunnel
 from relay.protocol import CLOSE_REASON_MAX_CHARS, CONTROL_GROUP
 from relay.records import NodeLoad
@@ -65,7 +63,7 @@ def _beat(
     return reaped, fenced, db.directory(name, expiry)
 
 
-class Cluster:
+class Cluster(Forwarding):
     def __init__(self, registry: Registry, node: str, advertise: str) -> None:
         self.registry = registry
         self.settings = registry.settings
@@ -281,55 +279,3 @@ class Cluster:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    # --- forwarding (relay/proxy/http.py and ws_proxy.py call these on a local miss) ---------
-    async def forward_http(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
-        address = self.route(name)
-        if address is None:
-            await send_error(scope, send, 404, f"There is no tunnel called {name!r} on this relay.")
-            return
-        self.forwarded += 1
-        self.registry.request_started()
-        try:
-            await peer.forward_http(
-                self.peers, self.node, address, scope, receive, send, lambda: self.forget(name)
-            )
-        finally:
-            self.registry.request_finished()
-
-    async def forward_websocket(
-        self, scope: Scope, receive: Receive, send: Send, name: str
-    ) -> None:
-        address = self.route(name)
-        if address is None:
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        self.forwarded += 1
-        self.registry.request_started()
-        try:
-            await peer.forward_websocket(self.peers, self.node, address, scope, receive, send)
-        finally:
-            self.registry.request_finished()
-
-
-async def forward_api(scope: Scope, receive: Receive, send: Send) -> bool:
-    """Forward `/api/tunnels/<name>[/status]` to the node that owns `name` when that is
-    another node; False (the caller serves it here) otherwise. The owner applies its own
-    owner check: the hop marker tells it the client's address, the token goes along."""
-    name = forwarded_api_name(scope)  # what the owner believes a hop marker on
-    registry = get_registry()
-    cluster = registry.cluster
-    if name is None or cluster is None or registry.get(name) is not None:
-        return False
-    if cluster.route(name) is None:
-        return False
-    await cluster.forward_http(scope, receive, send, name)
-    return True
-
-
-def health() -> tuple[int, dict[str, Any]]:
-    """For relay/cluster/hop.py's gate: this node's /healthz answer."""
-    cluster = get_registry().cluster
-    if cluster is None:
-        return 503, {"node": django_settings.RELAY_NODE_NAME, "tunnels": 0, "draining": False}
-    return cluster.health()
