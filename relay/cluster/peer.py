@@ -34,7 +34,7 @@ from relay.protocol import (
 )
 from relay.proxy.exchange import Progress, build_request, exchange
 from relay.proxy.flow import Flow
-from relay.proxy.websocket import bridge, handshake_request
+from relay.proxy.ws_bridge import bridge, handshake_request
 
 logger = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ TRIVIAL = {0, 1, -1, 2}
 # Modules that speak WebSocket and so use close codes (RFC 6455 section 7.4).
 WEBSOCKET_MODULES = {
     "relay/proxy/websocket.py",
+    "relay/proxy/ws_bridge.py",
     "relay/cluster/peer.py",
     "relay/cluster/forward.py",
     "relay/edge/routing.py",
