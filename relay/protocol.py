@@ -161,6 +161,13 @@ HOP_MAX_AGE_S = 60
 HOP_SCOPE_KEY = "tunnelsite.hop"
 
 
+# --- the visitor's Host, read once ----------------------------------------------------------
+# In scope["extensions"] of an HTTP request: the tunnel name its one Host header names (None:
+# the site), as relay/edge/channel.py read it for the body limit; the router and the gate
+# take it from there. Absent when the request had no single Host (or for a WebSocket).
+TUNNEL_SCOPE_KEY = "tunnelsite.tunnel"
+
+
 # --- the admin's channel --------------------------------------------------------------------------
 # The channel-layer group every relay listens on for control messages (relay/cluster/control.py):
 # `tunnel.close` from the admin (relay.face.close_message), `tunnel.owner` and

@@ -34,6 +34,7 @@ from relay.protocol import (
     HOP_MAX_AGE_S,
     HOP_SCOPE_KEY,
     HOP_SIGNATURE_HEX_CHARS,
+    TUNNEL_SCOPE_KEY,
     is_tunnel_client,
     tunnel_name_from_host,
 )
@@ -120,7 +121,11 @@ class ClusterGate:
                 marker = value if marker is None else b""  # two markers: believe neither
             elif name == b"host":
                 host = value
-        tunnel = tunnel_name_from_host(host or b"", self.domain)
+        extensions = scope.get("extensions")
+        if extensions is not None and TUNNEL_SCOPE_KEY in extensions:
+            tunnel = extensions[TUNNEL_SCOPE_KEY]  # relay/edge/channel.py read the one Host
+        else:
+            tunnel = tunnel_name_from_host(host or b"", self.domain)
         if marker is not None:
             scope = dict(scope)
             scope["headers"] = [(n, v) for n, v in scope["headers"] if n != HOP_HEADER]

@@ -379,6 +379,7 @@ def _tunnel_for(request: Any) -> tuple[str | None, Tunnel | None]:
     if len(hosts) != 1:
         return None, None
     name = tunnel_name_from_host(hosts[0], settings.RELAY_DOMAIN.encode())
+    request.relay_one_host, request.relay_tunnel = True, name  # for the scope: read once
     return name, get_registry().get(name) if name else None
 
 

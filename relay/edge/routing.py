@@ -1,4 +1,7 @@
-"""Route by Host: `<name>.<domain>` goes to the tunnel, every other host to Django."""
+"""Route by Host: `<name>.<domain>` goes to the tunnel, every other host to Django.
+
+The Host of an HTTP request was read once already, by relay/edge/channel.py, which left
+the tunnel name in the scope (protocol.TUNNEL_SCOPE_KEY); a WebSocket's is read here."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from django.conf import settings
 
 from relay.asgi_types import ASGIApp, Receive, Scope, Send
 from relay.errors import send_error
-from relay.protocol import tunnel_name_from_host
+from relay.protocol import TUNNEL_SCOPE_KEY, tunnel_name_from_host
 from relay.proxy.http import proxy_http
 from relay.proxy.websocket import proxy_websocket
 
@@ -22,15 +25,19 @@ class HostRouter:
         if kind not in ("http", "websocket"):
             await self.site_http(scope, receive, send)
             return
-        hosts = [value for name, value in scope["headers"] if name == b"host"]
-        if len(hosts) != 1:
-            if kind == "http":
-                problem = "is required" if not hosts else "must appear only once"
-                await send_error(scope, send, 400, f"The Host header {problem}.")
-            else:
-                await send({"type": "websocket.close", "code": 1008})
-            return
-        name = tunnel_name_from_host(hosts[0], self.domain)
+        extensions = scope.get("extensions")
+        if extensions is not None and TUNNEL_SCOPE_KEY in extensions:
+            name = extensions[TUNNEL_SCOPE_KEY]  # relay/edge/channel.py read the one Host
+        else:
+            hosts = [value for name, value in scope["headers"] if name == b"host"]
+            if len(hosts) != 1:
+                if kind == "http":
+                    problem = "is required" if not hosts else "must appear only once"
+                    await send_error(scope, send, 400, f"The Host header {problem}.")
+                else:
+                    await send({"type": "websocket.close", "code": 1008})
+                return
+            name = tunnel_name_from_host(hosts[0], self.domain)
         if name is not None:
             if kind == "http":
                 await proxy_http(scope, receive, send, name)

@@ -27,6 +27,7 @@ from twisted.web import http
 from relay.edge.channel import RelayHTTPChannel
 from relay.protocol import (
     BODY_CHUNK_BYTES,
+    TUNNEL_SCOPE_KEY,
 )
 from relay.proxy.flow import Flow
 from relay.proxy.ws_flow import WsFlow
@@ -87,6 +88,9 @@ class StreamingReceive:
 
 class RelayWebRequest(WebRequest):
     relay_flow: Flow | None = None
+    # The tunnel its one Host header names, read once by relay/edge/channel.py.
+    relay_one_host = False
+    relay_tunnel: str | None = None
 
     def process(self) -> None:
         channel, transport = self.channel, self.transport
@@ -156,7 +160,10 @@ class RelayServer(daphne_server.Server):
         flow = Flow(protocol)
         protocol.relay_flow = flow
         receive = StreamingReceive(protocol.content)
-        scope["extensions"] = {"tunnelsite.flow": flow, "tunnelsite.body_length": receive.length}
+        extensions = {"tunnelsite.flow": flow, "tunnelsite.body_length": receive.length}
+        if protocol.relay_one_host:
+            extensions[TUNNEL_SCOPE_KEY] = protocol.relay_tunnel
+        scope["extensions"] = extensions
         scope.setdefault("asgi", {"version": "3.0"})
         protocol.content = _NoBody()
         if protocol not in self.connections:
