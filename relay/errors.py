@@ -6,6 +6,7 @@ import json
 from html import escape
 
 from relay.asgi_types import Scope, Send
+from relay.protocol import ERROR_HEADER
 
 _TITLES = {
     400: "Bad request",
@@ -48,7 +49,7 @@ def error_response(
         (b"content-type", ctype),
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"),
-        (b"x-tunnelsite-error", str(status).encode()),
+        (ERROR_HEADER, str(status).encode()),
     ]
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))

@@ -8,15 +8,13 @@ from collections.abc import Iterable
 from django.conf import settings
 
 from relay.asgi_types import Scope
-from relay.protocol import CLIENT_ADDRESS_HEADERS, FORWARDED_HEADERS, HOP_BY_HOP
+from relay.protocol import CLIENT_ADDRESS_HEADERS, FORWARDED_HEADERS, HOP_BY_HOP, HOP_HEADER
 
 # Requests: hop-by-hop and framing headers are set by the relay itself; `expect` was
 # already answered by the public server, which has the whole body.
-# x-tunnelsite-hop (relay.cluster.hop.HOP_HEADER) is the marker between relay nodes: never the
-# visitor's to send, so it is dropped even on a single node.
-_REQUEST_DROP = (
-    HOP_BY_HOP | FORWARDED_HEADERS | CLIENT_ADDRESS_HEADERS | {b"expect", b"x-tunnelsite-hop"}
-)
+# HOP_HEADER is the marker between relay nodes (relay/cluster/hop.py): never the visitor's to
+# send, so it is dropped even on a single node.
+_REQUEST_DROP = HOP_BY_HOP | FORWARDED_HEADERS | CLIENT_ADDRESS_HEADERS | {b"expect", HOP_HEADER}
 # Responses keep Content-Length (the public server frames with it); the rest is hop-by-hop.
 _RESPONSE_DROP = HOP_BY_HOP - {b"content-length"}
 

@@ -161,6 +161,13 @@ HOP_MAX_AGE_S = 60
 HOP_SCOPE_KEY = "tunnelsite.hop"
 
 
+# --- headers the relay sets ------------------------------------------------------------------
+# On every error answer the relay itself gives (relay/errors.py), with the status: a visitor's
+# tool can tell the relay's 502 from the app's, and a forwarding node (relay/cluster/peer.py)
+# tells "the owner no longer has this tunnel" (404) from an app's own 404.
+ERROR_HEADER = b"x-tunnelsite-error"
+
+
 # --- the visitor's Host, read once ----------------------------------------------------------
 # In scope["extensions"] of an HTTP request: the tunnel name its one Host header names (None:
 # the site), as relay/edge/channel.py read it for the body limit; the router and the gate

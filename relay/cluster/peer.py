@@ -25,6 +25,7 @@ from relay.cluster.hop import binding, sign
 from relay.errors import send_error
 from relay.pool.socket import PoolError, next_cycle
 from relay.protocol import (
+    ERROR_HEADER,
     HOP_BY_HOP,
     HOP_HEADER,
     MAX_IDLE_PER_PEER,
@@ -233,9 +234,7 @@ async def _exchange(
     progress = Progress()
 
     def check_stale(response: h11.Response) -> None:
-        if response.status_code == 404 and any(
-            n == b"x-tunnelsite-error" for n, _ in response.headers
-        ):
+        if response.status_code == 404 and any(n == ERROR_HEADER for n, _ in response.headers):
             on_stale()  # the owner no longer has it: look it up afresh next time
 
     try:
