@@ -1,13 +1,8 @@
 """A live tunnel in the relay's memory: its pool listener, its sockets and its counters.
 
-Visitors borrow an idle pool socket for one exchange and give it back. When none is idle
-they wait in a bounded queue with a deadline; a waiter that gives up (visitor gone,
-timeout) never takes a socket with it. That is the localtunnel server's lock-up, and the
-reason `acquire` hands sockets over only to waiters that are still waiting.
-
-One visitor address holds at most all but RELAY_SPARE_SOCKETS of the sockets, whatever
-its traffic (slow downloads, WebSockets): past its share it waits like anyone else, and
-a socket freed while it waits goes to the first waiter still within its share.
+Its pool sockets attach (from the client's registered address, up to max_conn_count) and
+detach; the last one gone starts the reconnect grace period. How visitors borrow them is
+relay/pool/borrowing.py; a tunnel also admits WebSockets against its sockets, and closes.
 """
 
 from __future__ import annotations
@@ -20,21 +15,12 @@ from typing import Any, Protocol
 
 from relay import protocol
 from relay.headers import normal_ip
+from relay.pool.borrowing import Borrowing, NoSocket
 from relay.pool.quota import Quota
 from relay.pool.socket import PoolSocket
-from relay.protocol import RECONNECT_WAIT_S, RETRY_AFTER_FULL_S
+from relay.protocol import RETRY_AFTER_FULL_S
 
 logger = logging.getLogger(__name__)
-
-
-class NoSocket(Exception):
-    """No pool socket could be had; `status` says what the visitor gets."""
-
-    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
 
 
 class Home(Protocol):
@@ -48,7 +34,7 @@ class Home(Protocol):
 
 
 @dataclass(eq=False, slots=True)
-class Tunnel:
+class Tunnel(Borrowing):
     name: str
     owner: str  # "ip:<addr>" for anonymous tunnels, "user:<id>" for token holders
     client_ip: str
@@ -164,73 +150,6 @@ class Tunnel:
         self.registered_wall = time.time()
         self.attached_since_registration = False  # connecting, until its first socket
 
-    # --- borrowing sockets (called by the proxies) -----------------------------------------
-    def share(self) -> int:
-        """How many sockets one visitor address may hold: all but RELAY_SPARE_SOCKETS of
-        those the client holds now (at least one)."""
-        # What the client was told, or fewer (our lt opens 100 at most; an npm client that
-        # lost sockets for good does not replace them).
-        sockets = min(self.max_conn_count, len(self.connections)) or self.max_conn_count
-        return max(1, sockets - self.registry.settings.RELAY_SPARE_SOCKETS)
-
-    async def acquire(self, wait_s: float, max_waiters: int, visitor: str = "") -> PoolSocket:
-        """An idle socket for `visitor` (its address key), once it is within its share."""
-        held = self.held.get(visitor, 0)
-        if self.idle and held < self.share():
-            while self.idle:
-                conn = self.idle.pop()
-                # A raw pipe's (npm) socket is checked for late bytes right before it serves.
-                if not conn.closed and (self.client_id or conn.quiet()):
-                    conn.busy = True
-                    conn.holder = visitor
-                    self.held[visitor] = held + 1
-                    return conn
-        if not self.connections:
-            since = self.offline_since
-            left = RECONNECT_WAIT_S - (time.monotonic() - since) if since is not None else 0.0
-            if left <= 0:
-                raise self._offline()
-            wait_s = min(wait_s, left)  # its client is reconnecting: wait for a socket
-        if len(self.waiters) >= max_waiters:
-            raise NoSocket(
-                503, f"The tunnel {self.name} is too busy; try again shortly.", retry_after=1
-            )
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[PoolSocket] = loop.create_future()
-        entry = (waiter, visitor)
-        self.waiters.append(entry)
-        timer = loop.call_later(wait_s, _expire, waiter)
-        try:
-            return await waiter  # handed over by _hand_out, counted for `visitor` there
-        except TimeoutError:
-            if not self.connections:
-                raise self._offline() from None
-            if self.held.get(visitor, 0) >= self.share():
-                raise NoSocket(
-                    504,
-                    f"This address holds too many of the tunnel {self.name}'s connections "
-                    f"({self.share()}, all but those kept for other visitors); wait for your "
-                    "other requests to finish.",
-                ) from None
-            raise NoSocket(
-                504, f"No connection of the tunnel {self.name} became free in time."
-            ) from None
-        except BaseException:
-            # Cancelled (the visitor left) after a socket was already handed over: give
-            # it back, or it would be lost to the pool for good.
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self.release(waiter.result())
-            raise
-        finally:
-            timer.cancel()
-            try:
-                self.waiters.remove(entry)
-            except ValueError:
-                pass
-
-    def _offline(self) -> NoSocket:
-        return NoSocket(503, f"The tunnel {self.name} is not connected right now.", retry_after=2)
-
     # --- WebSockets (they hold a socket for as long as they stay open) ----------------------
     def admit_websocket(self, visitor: str, spare: int, per_visitor: int) -> None:
         """Count a visitor's WebSocket against the tunnel's sockets, or raise NoSocket.
@@ -271,22 +190,6 @@ class Tunnel:
         if not counts:
             self.websockets = None
 
-    def _unhold(self, conn: PoolSocket) -> None:
-        visitor = conn.holder
-        if visitor is None:
-            return
-        conn.holder = None
-        count = self.held.get(visitor, 0) - 1
-        if count > 0:
-            self.held[visitor] = count
-        else:
-            self.held.pop(visitor, None)
-
-    def release(self, conn: PoolSocket) -> None:
-        """A healthy socket is free again: to the first waiter within its share, or idle."""
-        self._unhold(conn)
-        self._hand_out(conn)
-
     def distrust(self, how: str) -> None:
         """A raw-pipe client (npm) passed on bytes its app sent past an answer: never reuse
         this tunnel's sockets again, since a late answer cannot be told from the next
@@ -302,42 +205,6 @@ class Tunnel:
         )
         for conn in [conn for conn in self.idle if conn.used]:
             conn.abort()  # kept after an earlier answer: a late one may still come
-
-    def discard(self, conn: PoolSocket) -> None:
-        """A socket that cannot be reused: closed. Its visitor's place is free again, so a
-        waiter of that address that was over its share may now take an idle socket."""
-        self._unhold(conn)
-        conn.abort()
-        while self.idle and self.waiters:
-            idle = self.idle.pop()
-            if not self._hand_out(idle):
-                return  # parked again: no waiter may take one
-
-    def _hand_out(self, conn: PoolSocket) -> bool:
-        """Give `conn` to the first visitor still waiting and within its share (True), or
-        park it (False); waiters over their share keep their place in the queue."""
-        if conn.closed or self.closed:
-            conn.abort()
-            return True
-        conn.busy = False
-        if self.waiters and not self.client_id and not conn.quiet():
-            return True  # a raw pipe's client wrote or closed meanwhile: quiet() closed it
-        if self.waiters:
-            share = self.share()
-            held = self.held
-            for i, (waiter, visitor) in enumerate(self.waiters):
-                if waiter.done():
-                    continue  # gave up; removed by its own acquire
-                count = held.get(visitor, 0)
-                if count < share:
-                    del self.waiters[i]
-                    conn.busy = True
-                    conn.holder = visitor
-                    held[visitor] = count + 1
-                    waiter.set_result(conn)
-                    return True
-        self.idle.append(conn)
-        return False
 
     # --- lifecycle --------------------------------------------------------------------------
     def cancel_expiry(self) -> None:
@@ -369,11 +236,6 @@ class Tunnel:
             waiter, _ = self.waiters.pop(0)
             if not waiter.done():
                 waiter.set_exception(NoSocket(503, f"The tunnel {self.name} was closed."))
-
-
-def _expire(waiter: asyncio.Future[PoolSocket]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
 
 
 def _same_ip(a: str, b: str) -> bool:
