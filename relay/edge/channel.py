@@ -22,15 +22,19 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http
 
+from relay.edge.admission import (
+    CONNECTIONS,
+    body_limit_for,
+    no_tunnel_anywhere,
+    release_address,
+    tunnel_for,
+)
 from relay.headers import is_trusted_proxy
 from relay.pool.quota import address_key
-from relay.pool.registry import get_registry
-from relay.pool.tunnel import Tunnel
 from relay.protocol import (
     CHUNK_FRAMING_FREE_BYTES,
     CHUNKED_SLICE_BYTES,
     MAX_CHUNK_FRAMING_SHARE,
-    tunnel_name_from_host,
 )
 
 logger = logging.getLogger(__name__)
@@ -94,7 +98,7 @@ class RelayHTTPChannel(http.HTTPChannel):
         self._stop_head_deadline()
         self._stop_body_deadline()
         if self._address is not None:
-            _release_address(self._address)
+            release_address(self._address)
             self._address = None
         super().connectionLost(reason)
 
@@ -129,7 +133,7 @@ class RelayHTTPChannel(http.HTTPChannel):
         lost = protocol.connectionLost
 
         def connection_lost(reason: Any) -> None:
-            _release_address(key)
+            release_address(key)
             lost(reason)
 
         protocol.connectionLost = connection_lost
@@ -264,12 +268,12 @@ class RelayHTTPChannel(http.HTTPChannel):
             return
         # A body over the limit is refused before it is read: Twisted would otherwise spool
         # all of it to disk first. Returning here also skips Twisted's 100 Continue.
-        name, tunnel = _tunnel_for(self.requests[-1])
-        if name is not None and tunnel is None and self.length != 0 and _no_tunnel_anywhere():
+        name, tunnel = tunnel_for(self.requests[-1])
+        if name is not None and tunnel is None and self.length != 0 and no_tunnel_anywhere():
             # Its body would be spooled in full only to be answered 404: refuse it now.
             self._refuse(404, "Not Found", f"There is no tunnel called {name!r} on this relay.")
             return
-        self._body_limit = _body_limit_for(tunnel)
+        self._body_limit = body_limit_for(tunnel)
         self._body_seen = 0
         self._chunked_wire = 0 if self.length is None else -1
         if self._body_limit and self.length is not None and self.length > self._body_limit:
@@ -357,42 +361,3 @@ class RelayHTTPChannel(http.HTTPChannel):
             self._refuse(414, "URI Too Long", "The request line is too long.")
         else:
             self._refuse(431, "Request Header Fields Too Large", "A header line is too long.")
-
-
-# Open public connections per visitor address (relay.pool.quota.address_key), for
-# RELAY_MAX_CONNECTIONS_PER_IP. Plain integers on the reactor's thread: no lock needed.
-CONNECTIONS: dict[str, int] = {}
-
-
-def _release_address(key: str) -> None:
-    count = CONNECTIONS.get(key, 0) - 1
-    if count > 0:
-        CONNECTIONS[key] = count
-    else:
-        CONNECTIONS.pop(key, None)
-
-
-def _tunnel_for(request: Any) -> tuple[str | None, Tunnel | None]:
-    """The tunnel name the request's one Host header names (None: the site, or no single
-    Host), and that tunnel if it lives on this node."""
-    hosts = request.requestHeaders.getRawHeaders(b"host") or []
-    if len(hosts) != 1:
-        return None, None
-    name = tunnel_name_from_host(hosts[0], settings.RELAY_DOMAIN.encode())
-    request.relay_one_host, request.relay_tunnel = True, name  # for the scope: read once
-    return name, get_registry().get(name) if name else None
-
-
-def _no_tunnel_anywhere() -> bool:
-    """A name absent here is absent everywhere on a single node; in a cluster another node
-    may hold it (the request is forwarded there, body and all)."""
-    return get_registry().cluster is None
-
-
-def _body_limit_for(tunnel: Tunnel | None) -> int:
-    """RELAY_MAX_BODY_BYTES, or the tunnel's plan limit when that is lower (0: no limit)."""
-    limit: int = settings.RELAY_MAX_BODY_BYTES
-    plan = tunnel.quota.max_body_bytes if tunnel and tunnel.quota else 0
-    if plan and (not limit or plan < limit):
-        limit = plan
-    return limit
