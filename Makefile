@@ -43,6 +43,10 @@ test: $(VENV)/.deps-test $(NPM_LT) /usr/bin/chromium /usr/bin/chromedriver /usr/
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) manage.py makemigrations --check --dry-run -v0
+	# Which way imports point ([tool.importlinter] in pyproject.toml; docs/architecture.md).
+	$(VENV)/bin/lint-imports
+	# Types: relay, client, tunnels and tunnelsite ([tool.mypy] in pyproject.toml).
+	$(PY) -m mypy
 	# Three workers, one test file each at a time: the suite mostly waits on real processes and
 	# sockets (about 3 CPU-minutes in 9 wall-minutes when run serially).
 	$(PY) -m pytest -q -n 3 --dist loadfile
@@ -52,6 +56,7 @@ lint: $(VENV)/.deps-test
 	$(PY) -m ruff check .
 
 # mypy (with django-stubs) over relay, client, tunnels and tunnelsite: [tool.mypy] in pyproject.toml.
+# `make test` checks relay, tunnels and tunnelsite, which are clean; the client is not yet.
 typecheck: $(VENV)/.deps-test
 	$(PY) -m mypy
 

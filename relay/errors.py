@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from html import escape
-from typing import Any
 
 from relay.asgi_types import Scope, Send
+from relay.protocol import ERROR_HEADER
 
 _TITLES = {
     400: "Bad request",
@@ -49,7 +49,7 @@ def error_response(
         (b"content-type", ctype),
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"),
-        (b"x-tunnelsite-error", str(status).encode()),
+        (ERROR_HEADER, str(status).encode()),
     ]
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))
@@ -62,7 +62,3 @@ async def send_error(
     headers, body = error_response(scope, status, message, retry_after)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def json_message(message: str, **extra: Any) -> bytes:
-    return json.dumps({"message": message, **extra}).encode()

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 
 from django.conf import settings
 
 from relay.asgi_types import Scope
-from relay.protocol import CLIENT_ADDRESS_HEADERS, FORWARDED_HEADERS, HOP_BY_HOP
+from relay.protocol import CLIENT_ADDRESS_HEADERS, FORWARDED_HEADERS, HOP_BY_HOP, HOP_HEADER
 
 # Requests: hop-by-hop and framing headers are set by the relay itself; `expect` was
 # already answered by the public server, which has the whole body.
-# x-tunnelsite-hop (relay.hop.HOP_HEADER) is the marker between relay nodes: never the
-# visitor's to send, so it is dropped even on a single node.
-_REQUEST_DROP = (
-    HOP_BY_HOP | FORWARDED_HEADERS | CLIENT_ADDRESS_HEADERS | {b"expect", b"x-tunnelsite-hop"}
-)
+# HOP_HEADER is the marker between relay nodes (relay/cluster/hop.py): never the visitor's to
+# send, so it is dropped even on a single node.
+_REQUEST_DROP = HOP_BY_HOP | FORWARDED_HEADERS | CLIENT_ADDRESS_HEADERS | {b"expect", HOP_HEADER}
 # Responses keep Content-Length (the public server frames with it); the rest is hop-by-hop.
 _RESPONSE_DROP = HOP_BY_HOP - {b"content-length"}
 
@@ -78,7 +77,7 @@ def request_target(scope: Scope) -> bytes:
     return target
 
 
-def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     named: set[bytes] = set()
     for name, value in raw:
         if name == b"connection":

@@ -151,7 +151,38 @@ def tunnel_name_from_host(host: bytes, domain: bytes) -> str | None:
         return None
 
 
-# --- who holds a name (issue 10 item 5) ---------------------------------------------------
+# --- between cluster nodes (relay/cluster/hop.py) -------------------------------------------------
+# The signed marker a node adds to a request it forwards to the tunnel's owner node.
+HOP_HEADER = b"x-tunnelsite-hop"
+# A marker older (or newer) than this is refused: it bounds replays of a captured one, and
+# a minute is far more than any forward takes or any two nodes' clocks should disagree.
+HOP_MAX_AGE_S = 60
+# Set in the scope of a request that arrived from a peer node with a valid marker.
+HOP_SCOPE_KEY = "tunnelsite.hop"
+
+
+# --- headers the relay sets ------------------------------------------------------------------
+# On every error answer the relay itself gives (relay/errors.py), with the status: a visitor's
+# tool can tell the relay's 502 from the app's, and a forwarding node (relay/cluster/peer.py)
+# tells "the owner no longer has this tunnel" (404) from an app's own 404.
+ERROR_HEADER = b"x-tunnelsite-error"
+
+
+# --- the visitor's Host, read once ----------------------------------------------------------
+# In scope["extensions"] of an HTTP request: the tunnel name its one Host header names (None:
+# the site), as relay/edge/channel.py read it for the body limit; the router and the gate
+# take it from there. Absent when the request had no single Host (or for a WebSocket).
+TUNNEL_SCOPE_KEY = "tunnelsite.tunnel"
+
+
+# --- the admin's channel --------------------------------------------------------------------------
+# The channel-layer group every relay listens on for control messages (relay/cluster/control.py):
+# `tunnel.close` from the admin (relay.face.close_message), `tunnel.owner` and
+# `tunnel.release` between cluster nodes.
+CONTROL_GROUP = "relay-control"
+
+
+# --- who holds a name (issue 10 item 5) -----------------------------------------------------------
 # Our lt sends a random id per run in this header, so a re-registration after it lost its
 # pool sockets is known as the same client reconnecting (the relay may not have seen those
 # sockets close yet), not as a second client fighting for the name.
@@ -203,3 +234,206 @@ WS_MESSAGES_PER_TURN = 32
 CHUNKED_SLICE_BYTES = 8 * 1024
 CHUNK_FRAMING_FREE_BYTES = 16 * 1024
 MAX_CHUNK_FRAMING_SHARE = 8
+
+
+# === Limits and timeouts of the relay's parts, each with the reason for its value ==========
+
+# --- visitor request bodies (relay/edge/server.py) ------------------------------------------------
+# Request bodies are handed to the relay in pieces of this size, read from Twisted's spool
+# (memory below 100 KB, a temporary file above) only when the relay asks for the next one.
+BODY_CHUNK_BYTES = 256 * 1024
+
+# --- pool sockets (relay/pool/socket.py) ----------------------------------------------------------
+# Stop reading the socket when this much response data waits for the visitor; resume
+# below the low mark. 1 MiB keeps big downloads fast while bounding memory per socket.
+READ_HIGH_WATER = 1024 * 1024
+READ_LOW_WATER = 256 * 1024
+
+# --- WebSockets (relay/proxy/websocket.py, relay/proxy/ws_flow.py) --------------------------------
+MAX_MESSAGE_BYTES = 1024 * 1024  # the same bound Daphne puts on visitors' messages
+MAX_REFUSAL_BYTES = 4096  # of the body of a refused handshake, read for its message
+# What a queued message costs beyond its payload (its dict and the payload's object header):
+# counted, so a flood of one-byte messages is bounded by memory too, not only by payload.
+# Measured with tracemalloc: Daphne's {"type", "bytes"/"text"} dict of a tiny message, its
+# payload object and the deque slot take 230-250 bytes.
+MESSAGE_OVERHEAD_BYTES = 256
+
+# --- one exchange (relay/proxy/exchange.py) -------------------------------------------------------
+# Interim (1xx) answers skipped before the real response; an endless stream of them is a
+# broken or hostile client, not a slow one.
+MAX_INFORMATIONAL = 8
+
+# --- the registry (relay/pool/registry.py) --------------------------------------------------------
+# Closed session rows past RELAY_SESSION_RETENTION_DAYS are deleted this many at a time (one
+# short transaction per flush, however many piled up), checked at most every PRUNE_EVERY_S
+# while nothing is left to delete.
+PRUNE_BATCH = 500
+PRUNE_EVERY_S = 3600.0
+# Random pool ports tried before the whole range is listed and shuffled (item 22): with a
+# mostly free range one of them binds, and a 60,000-port range is not copied per registration.
+QUICK_PORT_TRIES = 16
+# scale-out: reclaiming a name the same owner holds on another node. That node closes the
+# tunnel and writes its row at once (milliseconds); the insert is retried every
+# RECLAIM_POLL_S until then, and a node that does not answer costs the client 2 s and a 409.
+RECLAIM_WAIT_S = 2.0
+RECLAIM_POLL_S = 0.05
+
+# --- plan quotas (relay/pool/quota.py) ------------------------------------------------------------
+# A plan's windows are fixed, not sliding: requests per minute, bytes (in + out) per day.
+MINUTE_S = 60.0
+DAY_S = 86400.0
+# Visitor addresses whose key (an IPv6 network, a normalised IPv4) is remembered: a busy
+# relay's visitors of the moment, at a few hundred KB.
+VISITOR_KEYS_CACHED = 4096
+# Registration buckets of owners that are full again are forgotten past this many owners
+# (relay.pool.quota.RegistrationRate): a bound on memory, not a limit on anyone.
+REGISTRATION_OWNERS_KEPT = 10_000
+
+# Retry-After of a refusal that clears as tunnels or WebSockets close, not in a moment: no
+# free pool port for a registration, a tunnel's WebSocket share taken.
+RETRY_AFTER_FULL_S = 5
+# A pool listener's accept queue: a client opens its sockets together at start (10 by
+# default, RELAY_MAX_SOCKETS); 64 waiting connections hold several such bursts.
+POOL_LISTEN_BACKLOG = 64
+# Timers may fire a little early: a grace period this close to its end counts as over.
+TIMER_SLACK_S = 0.01
+# A close reason is stored in the session row, whose column holds this many characters
+# (tunnels.models.TunnelSession.close_reason).
+CLOSE_REASON_MAX_CHARS = 100
+
+# --- the control listener (relay/cluster/control.py) ----------------------------------------------
+# Group membership expires (channels_redis group_expiry, a day by default; the in-memory layer
+# the same): join again well before that, from a task beside the receive, never cancelling it.
+REJOIN_S = 3600.0
+# Longest wait between attempts to reach an unavailable channel layer.
+RETRY_MAX_S = 30.0
+
+# --- peer nodes (relay/cluster/peer.py, relay/cluster/hop.py) ------------------------------------
+MAX_IDLE_PER_PEER = 32  # kept-alive connections per peer; more are closed after use
+# A peer node's response head: that node bounds the heads it passes on by its own
+# RELAY_MAX_HEADER_BYTES (16 KiB by default); 64 KiB leaves room for one set higher and
+# still bounds a broken peer.
+PEER_MAX_HEAD_BYTES = 64 * 1024
+# The owner node gives its tunnel RELAY_RESPONSE_TIMEOUT_S; the forwarding node waits this
+# much longer, so the owner's own 504 (which names the tunnel) reaches the visitor first.
+PEER_RESPONSE_MARGIN_S = 5.0
+# A hop marker's signature: 160 bits of its HMAC-SHA256, far beyond guessing within
+# HOP_MAX_AGE_S, in a short header.
+HOP_SIGNATURE_HEX_CHARS = 40
+
+# --- starting and stopping (relay/run/runner.py, relay/run/console.py) ----------------------------
+START_TIMEOUT_S = 20.0  # scale-out: to start listening, and for the first heartbeat
+# After SIGTERM/SIGINT the relay drains for RELAY_DRAIN_S, then closes its tunnels and
+# flushes their counters: that last part gets this long before the relay stops regardless,
+# and twice this long before the process exits even if its event loop is stuck.
+STOP_MARGIN_S = 5.0
+# How long Daphne lets an application instance finish after its visitor's connection closed.
+APPLICATION_CLOSE_TIMEOUT_S = 5
+# Start-up waits for Daphne to report where it listens (a few ms) in steps of this.
+LISTEN_POLL_S = 0.01
+# Output waiting for a slow reader: a few thousand lines, far more than a burst at start
+# or stop, small enough to never matter for memory.
+CONSOLE_BUFFER_BYTES = 256 * 1024
+# At exit, how long the last lines (the "stopped" line, a start error) may take to go out
+# to a reader that is slow; a reader that never reads does not hold the exit longer.
+EXIT_FLUSH_S = 2.0
+
+# --- the dashboard's traffic (relay/traffic.py) ---------------------------------------------------
+SAMPLE_S = 1.0  # how often the sampler reads the counters: cheap, a sum over live tunnels
+RATE_WINDOW_S = 5.0  # rates are averaged over this much recent history, so they do not jitter
+HISTORY_MINUTES = 60  # the ring buffer of per-minute totals: one hour
+
+
+# === Defaults of the RELAY_* settings (tunnelsite/settings.py reads each from here) =======
+# Pool sockets a client may open: the localtunnel reference server's max_conn_count, so
+# the npm client behaves as it does against it.
+DEFAULT_MAX_SOCKETS = 10
+# Live tunnels per relay: each holds a pool listener and up to DEFAULT_MAX_SOCKETS sockets,
+# so 5000 stay within a raised open-file limit of 65536 descriptors.
+DEFAULT_MAX_TUNNELS = 5000
+# A name waits this long for its client after its last pool socket closed: both clients
+# reconnect within seconds, and 15 s rides out a brief network change.
+DEFAULT_GRACE_S = 15.0
+# A visitor waits this long for a free pool socket (then 504): far longer than a busy
+# tunnel's sockets take to turn over, shorter than a visitor's patience.
+DEFAULT_SOCKET_WAIT_S = 10.0
+# Visitors queued per tunnel while all its pool sockets are busy. A waiter is a future and a
+# timer (well under 1 KB) beside a visitor connection the relay holds anyway, and waits at
+# most RELAY_SOCKET_WAIT_S; 100 turned a burst of 200 requests on 10 sockets into 55-73
+# immediate 503s. 1000 carries such bursts and still bounds a flood on one tunnel.
+DEFAULT_MAX_WAITERS = 1000
+# The local app's time to answer, per wait for more bytes: the usual reverse-proxy value
+# (nginx's proxy_read_timeout is 60 s).
+DEFAULT_RESPONSE_TIMEOUT_S = 60.0
+# A request head (and a response head from a tunnel): 16 KiB, as Node's default
+# max-http-header-size; real heads are a few hundred bytes, big cookies a few KiB.
+DEFAULT_MAX_HEADER_BYTES = 16384
+# Header lines per request: Apache's LimitRequestFields default.
+DEFAULT_MAX_HEADER_COUNT = 100
+# The request line: Apache's LimitRequestLine is 8190; browsers cap URLs lower.
+DEFAULT_MAX_REQUEST_LINE_BYTES = 8192
+# Request bodies are spooled to disk before they are forwarded: bound them (0: no limit).
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024 * 1024
+# A visitor must send a whole request head within this (slowloris), and a keep-alive
+# connection with nothing to do is closed after the idle time.
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+# A keep-alive connection with nothing to do is closed after this (see above): browsers
+# reuse a connection within seconds or not at all.
+DEFAULT_IDLE_TIMEOUT_S = 30.0
+# A request body must arrive within RELAY_BODY_TIMEOUT_S, extended by one second for every
+# RELAY_BODY_MIN_RATE_BYTES_S bytes received (Apache's RequestReadTimeout body=20,MinRate=500):
+# any real upload keeps far above that pace, while one byte every 15 s, which the idle
+# timeout lets through, is answered 408 after 20 s.
+DEFAULT_BODY_TIMEOUT_S = 20.0
+# The pace a request body must keep after DEFAULT_BODY_TIMEOUT_S (see there).
+DEFAULT_BODY_MIN_RATE_BYTES_S = 500
+# ...but the deadline never runs more than this ahead of now (Apache's body=20-40): without a
+# cap, 10 MB sent fast bought 5.8 h in which one byte every 20 s held the connection and its
+# spooled body. 40 s is twice the grace period: a real upload that pauses that long is dead.
+DEFAULT_BODY_MAX_AHEAD_S = 40.0
+# Open public connections one visitor address may hold (each can also hold a spooled body,
+# a second descriptor): one address must not exhaust the relay's descriptors. Browsers
+# open 6 per host; 256 leaves room for NAT-shared offices and load tests. Connections from
+# RELAY_TRUSTED_PROXIES are not counted (every visitor behind them shares their address).
+# 0: no limit.
+DEFAULT_MAX_CONNECTIONS_PER_IP = 256
+# After SIGTERM, requests in flight get this long to finish: well inside the 30 s that
+# systemd and Kubernetes give before SIGKILL.
+DEFAULT_DRAIN_S = 10.0
+# WebSockets (relay/proxy/websocket.py). Daphne queues every message a visitor sends and buffers
+# every message sent to a visitor without limit; past this many bytes waiting for a slow
+# peer, the relay stops reading the sender (resumes below half). 2 MiB: two of the largest
+# messages (1 MiB) in flight keep a fast stream moving; a flood costs this much, not more.
+DEFAULT_WS_BUFFER_BYTES = 2 * 1024 * 1024
+# WebSockets one visitor address may keep open to one tunnel, so one visitor cannot hold
+# all of the sockets DEFAULT_SPARE_SOCKETS leaves to WebSockets.
+DEFAULT_WS_MAX_PER_VISITOR = 4
+# Counters reach the database in batches this often: the admin's numbers stay fresh and
+# a tunnel costs at most one row update per flush.
+DEFAULT_FLUSH_S = 5.0
+# scale-out: a node writes its row this often; three missed beats make it dead
+# (DEFAULT_NODE_EXPIRY_S).
+DEFAULT_HEARTBEAT_S = 2.0
+# A node silent for this long is dead: any live node closes its sessions ("node gone").
+DEFAULT_NODE_EXPIRY_S = 6.0
+# How long a request forwarded to the owning node may take to connect.
+DEFAULT_PEER_CONNECT_S = 2.0
+# Registrations per owner (token user, or anonymous address): a token bucket of BURST that
+# refills at PER_MINUTE. A developer restarts a client a few times a minute at most, and
+# our lt's reconnect backoff (0.5 s doubling to 30 s) stays far below; a loop of
+# `GET /?new` + DELETE is held to one row every 6 s. PER_MINUTE=0: no limit.
+DEFAULT_REGISTRATION_BURST = 20
+# The pace the registration bucket refills at (see DEFAULT_REGISTRATION_BURST).
+DEFAULT_REGISTRATIONS_PER_MINUTE = 10.0
+# Closed session rows older than this are deleted (in batches, by the relay's flusher): the
+# admin's session list and a month of history need no more. 0: keep them for ever.
+DEFAULT_SESSION_RETENTION_DAYS = 30
+# An IPv6 client counts as its /64 (one home or server gets a whole /64, so per-address
+# limits are per network) wherever an address owns tunnels or is limited. 128: per address.
+DEFAULT_IPV6_PREFIX = 64
+# Pool sockets of each tunnel kept for others (relay/pool/tunnel.py): one visitor address may
+# hold all of a tunnel's sockets but this many (ten slow downloads from one address held all
+# ten, and every other visitor got 504), and WebSockets, which browsers keep open idle for
+# ever, all but this many too, so plain requests always find one (a tunnel with fewer
+# sockets still serves one of each). RELAY_WS_SPARE_SOCKETS, its former name, still works.
+DEFAULT_SPARE_SOCKETS = 2

@@ -1,6 +1,6 @@
 """Relay-wide traffic for the admin dashboard: rates now, and per minute for the last hour.
 
-A sampler task (started by relay/runner.py) reads the registry's in-memory counters once
+A sampler task (started by relay/run/runner.py) reads the registry's in-memory counters once
 every `SAMPLE_S` seconds and adds what changed since its previous look: nothing runs per
 request and nothing touches the database. Traffic a tunnel carries between the sampler's
 last look and its closing is not counted (at most one sample's worth).
@@ -14,17 +14,13 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
-if TYPE_CHECKING:
-    from relay.registry import Registry
-    from relay.tunnel import Tunnel
+from relay.pool.registry import Registry
+from relay.pool.tunnel import Tunnel
+from relay.protocol import HISTORY_MINUTES, RATE_WINDOW_S, SAMPLE_S
 
 logger = logging.getLogger(__name__)
-
-SAMPLE_S = 1.0  # how often the sampler reads the counters: cheap, a sum over live tunnels
-RATE_WINDOW_S = 5.0  # rates are averaged over this much recent history, so they do not jitter
-HISTORY_MINUTES = 60  # the ring buffer of per-minute totals: one hour
 
 
 class Counts(NamedTuple):

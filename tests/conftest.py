@@ -55,6 +55,7 @@ LAYER_OF_DIRECTORY = {
     "accounts": "django",
     "dashboard": "django",
     "views": "django",
+    "structure": "unit",  # AST checks of the source: imports, limits, shared rules
     "sockets": "sockets",
     "protocol": "e2e",
     "hardening": "e2e",

@@ -17,7 +17,7 @@ from django.utils.html import format_html
 
 from relay import protocol
 from tunnels import control
-from tunnels.models import Account, ApiToken, Node, Plan, ReservedSubdomain, Tunnel
+from tunnels.models import Account, ApiToken, Node, Plan, ReservedSubdomain, TunnelSession
 
 # The port visitors use, read from the admin's own request while a changelist renders.
 _public_port: ContextVar[int] = ContextVar("public_port", default=0)
@@ -142,7 +142,7 @@ class LiveFilter(admin.SimpleListFilter):
         return queryset
 
 
-@admin.register(Tunnel)
+@admin.register(TunnelSession)
 class TunnelAdmin(admin.ModelAdmin):
     list_display = (
         "public_link",
@@ -160,7 +160,7 @@ class TunnelAdmin(admin.ModelAdmin):
     list_filter = (LiveFilter, ("owner", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("owner", "token")
     search_fields = ("subdomain",)
-    readonly_fields = [f.name for f in Tunnel._meta.fields]
+    readonly_fields = [f.name for f in TunnelSession._meta.fields]
     actions = ["disconnect", "disconnect_and_revoke"]
 
     def changelist_view(
@@ -176,7 +176,7 @@ class TunnelAdmin(admin.ModelAdmin):
             _public_port.reset(reset)
 
     @admin.display(description="subdomain", ordering="subdomain")
-    def public_link(self, obj: Tunnel) -> str:
+    def public_link(self, obj: TunnelSession) -> str:
         if not obj.is_live:
             return obj.subdomain
         url = protocol.public_url(
@@ -185,33 +185,33 @@ class TunnelAdmin(admin.ModelAdmin):
         return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, obj.subdomain)
 
     @admin.display(description="token", ordering="token__name")
-    def token_name(self, obj: Tunnel) -> str:
+    def token_name(self, obj: TunnelSession) -> str:
         if obj.token is None:
             return "-"
         return obj.token.name or f"lt_{obj.token.prefix}…"
 
     @admin.display(description="sockets")
-    def sockets_up(self, obj: Tunnel) -> str:
+    def sockets_up(self, obj: TunnelSession) -> str:
         return f"{obj.sockets}/{obj.max_sockets}"
 
     @admin.display(description="in", ordering="bytes_in")
-    def traffic_in(self, obj: Tunnel) -> str:
+    def traffic_in(self, obj: TunnelSession) -> str:
         return filesizeformat(obj.bytes_in)
 
     @admin.display(description="out", ordering="bytes_out")
-    def traffic_out(self, obj: Tunnel) -> str:
+    def traffic_out(self, obj: TunnelSession) -> str:
         return filesizeformat(obj.bytes_out)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Tunnel | None = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: TunnelSession | None = None) -> bool:
         return False
 
     # Sessions are read-only in the admin, so the actions check the model permissions
     # themselves instead of has_change_permission (always False here).
     def has_disconnect_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("tunnels.change_tunnel")
+        return request.user.has_perm("tunnels.change_tunnelsession")
 
     def has_revoke_permission(self, request: HttpRequest) -> bool:
         return self.has_disconnect_permission(request) and request.user.has_perm(
@@ -219,7 +219,7 @@ class TunnelAdmin(admin.ModelAdmin):
         )
 
     @admin.action(description="Disconnect the selected tunnels", permissions=["disconnect"])
-    def disconnect(self, request: HttpRequest, queryset: QuerySet[Tunnel]) -> None:
+    def disconnect(self, request: HttpRequest, queryset: QuerySet[TunnelSession]) -> None:
         names = list(queryset.filter(is_live=True).values_list("subdomain", flat=True))
         control.close_tunnels(names, "disconnected by the operator")
         self.message_user(request, f"Disconnecting {len(names)} live tunnel(s).")
@@ -228,7 +228,9 @@ class TunnelAdmin(admin.ModelAdmin):
         description="Disconnect the selected tunnels and revoke their tokens",
         permissions=["revoke"],
     )
-    def disconnect_and_revoke(self, request: HttpRequest, queryset: QuerySet[Tunnel]) -> None:
+    def disconnect_and_revoke(
+        self, request: HttpRequest, queryset: QuerySet[TunnelSession]
+    ) -> None:
         names = list(queryset.filter(is_live=True).values_list("subdomain", flat=True))
         tokens = list(ApiToken.objects.filter(sessions__in=queryset).distinct())
         control.close_tunnels(names, "disconnected by the operator")

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
-from relay.headers import address_key
+from relay.face import address_key
 from tunnels import tokens
 from tunnels.models import ApiToken, ReservedSubdomain
-from tunnels.quotas import Limits, default_limits, limits_for
+from tunnels.plans import PlanLimits, default_limits, limits_for
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class Refusal(Exception):
 @dataclass(frozen=True)
 class Grant:
     owner: str
-    limits: Limits
+    limits: PlanLimits
     user_id: int | None = None
     token_id: int | None = None
 

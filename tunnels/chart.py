@@ -13,7 +13,7 @@ from django.template.defaultfilters import filesizeformat
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
-from relay.traffic import Minute
+from relay.face import Minute
 
 WIDTH, HEIGHT = 760, 200
 LEFT, RIGHT, TOP, BOTTOM = 76, 76, 14, 26  # room for the axis labels

@@ -2,7 +2,7 @@
 
 One node's memory only knows its own tunnels, so on a named node the dashboard reads the
 database instead: every `Node` row (heartbeat age, draining, load as of its last heartbeat)
-and every live `Tunnel` row, whichever node owns it. Two queries per poll of the page,
+and every live `TunnelSession` row, whichever node owns it. Two queries per poll of the page,
 never anything on the byte path. Counters of the rows lag by up to RELAY_FLUSH_S, the node
 figures by up to RELAY_HEARTBEAT_S.
 """
@@ -15,8 +15,8 @@ from typing import Any
 from django.db.models import DurationField, ExpressionWrapper, F
 from django.db.models.functions import Now
 
-from relay.traffic import Counts, LiveTunnel
-from tunnels.models import Node, Tunnel
+from relay.face import Counts, LiveTunnel
+from tunnels.models import Node, TunnelSession
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def node_rows(expiry_s: float) -> list[NodeRow]:
 
 def live_tunnels() -> list[LiveTunnel]:
     """Every live session row of every node, by name."""
-    rows = Tunnel.objects.filter(is_live=True).order_by("subdomain")
+    rows = TunnelSession.objects.filter(is_live=True).order_by("subdomain")
     return [
         LiveTunnel(
             name=row.subdomain,

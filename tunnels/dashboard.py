@@ -26,8 +26,7 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
 from relay import protocol
-from relay.registry import get_registry
-from relay.traffic import LiveTunnel, Snapshot, get_traffic, snapshot
+from relay.face import LiveTunnel, Snapshot, get_registry, get_traffic, snapshot
 from tunnels import cluster_view, control
 from tunnels.chart import traffic_svg
 from tunnels.models import ApiToken
@@ -49,7 +48,7 @@ def take_snapshot() -> Snapshot:
 
 
 def may_disconnect(request: HttpRequest) -> bool:
-    return request.user.has_perm("tunnels.change_tunnel")
+    return request.user.has_perm("tunnels.change_tunnelsession")
 
 
 def _rows(request: HttpRequest, live: list[LiveTunnel]) -> list[dict[str, Any]]:

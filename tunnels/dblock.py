@@ -23,14 +23,12 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 
+from relay.face import DatabaseInUse
+
 HOW_TO_RUN_SEVERAL = (
     "several relays on one database must each have their own RELAY_NODE_NAME (README: "
     "Running more than one node)"
 )
-
-
-class DatabaseInUse(Exception):
-    """Another relay holds this database (or this node name on it); the message says which."""
 
 
 def lock_database(node_name: str) -> list[Any]:

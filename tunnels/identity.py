@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from django.http import HttpRequest
 
-from relay.headers import client_ip
+from relay.face import client_ip
 from tunnels.auth import anonymous_owner
 from tunnels.tokens import TOKEN_MARK
 

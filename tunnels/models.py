@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import IntegrityError, models, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -103,7 +104,7 @@ class ApiToken(models.Model):
     @classmethod
     def issue(
         cls,
-        user: models.Model,
+        user: User,
         name: str = "",
         expires_in: timedelta | None = None,
         plan: Plan | None = None,
@@ -165,7 +166,10 @@ class ReservedSubdomain(models.Model):
         super().save(*args, **kwargs)  # type: ignore[arg-type]
 
 
-class Tunnel(models.Model):
+class TunnelSession(models.Model):
+    """One registration of a tunnel, from its opening to its closing (relay.pool.tunnel.Tunnel is
+    the live tunnel in the relay's memory; it writes this row through relay.records)."""
+
     subdomain = models.CharField(max_length=65, db_index=True)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -208,7 +212,7 @@ class Tunnel(models.Model):
 
 # --- scale-out --------------------------------------------------------------------------------
 class Node(models.Model):
-    """One relay process of several (relay/cluster.py): where peers reach it, whether it is
+    """One relay process of several (relay/cluster/node.py): where peers reach it, whether it is
     alive (heartbeat), and its load, written with every heartbeat."""
 
     name = models.CharField(max_length=100, unique=True)

@@ -1,14 +1,14 @@
 """Small synchronous ORM functions for running many relay nodes on one database.
 
-Called by relay/cluster.py through `database_sync_to_async`, once per heartbeat (every
-`RELAY_HEARTBEAT_S`) or once per registration; never per request. Times are the database's
+Behind relay.records (tunnels/records.py): relay/cluster/node.py calls them through
+`database_sync_to_async`, once per heartbeat (every `RELAY_HEARTBEAT_S`) or once per
+registration; never per request. Times are the database's
 own clock (`Now()`), so nodes whose clocks disagree still agree on who is dead.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -16,27 +16,10 @@ from django.db import connection
 from django.db.models import DateTimeField, ExpressionWrapper, OuterRef, Subquery, Value
 from django.db.models.functions import Now
 
-from relay.headers import address_key
-from tunnels.models import Node, Tunnel
+from relay.face import LiveLimitReached, NodeLoad, address_key
+from tunnels.models import Node, TunnelSession
 
 NODE_GONE = "node gone"
-
-
-class LiveLimitReached(Exception):
-    """The owner already has `limit` live tunnels across all nodes."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(limit)
-        self.limit = limit
-
-
-@dataclass(frozen=True)
-class NodeLoad:
-    tunnels: int
-    sockets: int
-    in_flight: int
-    requests: int
-    forwarded: int
 
 
 def _older_than(seconds: float) -> ExpressionWrapper:
@@ -66,7 +49,7 @@ def check_live_limit(owner_id: int | None, client_ip: str, limit: int, subdomain
         lock = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock - (1 << 63)])
-    live = Tunnel.objects.filter(is_live=True)
+    live = TunnelSession.objects.filter(is_live=True)
     if owner_id is not None:
         live = live.filter(owner_id=owner_id)
     else:
@@ -105,7 +88,7 @@ def reap_dead_nodes(me: str, expiry_s: float) -> dict[str, int]:
     )
     closed: dict[str, int] = {}
     for name in dead:
-        count = Tunnel.objects.filter(is_live=True, node=name).update(
+        count = TunnelSession.objects.filter(is_live=True, node=name).update(
             is_live=False, closed_at=Now(), close_reason=NODE_GONE, sockets=0
         )
         if count:
@@ -118,7 +101,7 @@ def directory(me: str, expiry_s: float) -> dict[str, str]:
     alive = Node.objects.filter(last_heartbeat__gte=_older_than(expiry_s)).exclude(name=me)
     address = Subquery(alive.filter(name=OuterRef("node")).values("advertise")[:1])
     rows = (
-        Tunnel.objects.filter(is_live=True)
+        TunnelSession.objects.filter(is_live=True)
         .exclude(node=me)
         .exclude(node="")
         .annotate(address=address)
@@ -133,14 +116,14 @@ def closed_among(session_ids: list[int]) -> list[int]:
     if not session_ids:
         return []
     return list(
-        Tunnel.objects.filter(pk__in=session_ids, is_live=False).values_list("pk", flat=True)
+        TunnelSession.objects.filter(pk__in=session_ids, is_live=False).values_list("pk", flat=True)
     )
 
 
 def live_holder(subdomain: str) -> tuple[str, str] | None:
     """(owner key, node) of the name's live session row, or None when nobody holds it."""
     row = (
-        Tunnel.objects.filter(is_live=True, subdomain=subdomain)
+        TunnelSession.objects.filter(is_live=True, subdomain=subdomain)
         .values_list("owner_id", "client_ip", "node")
         .first()
     )

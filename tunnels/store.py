@@ -1,4 +1,4 @@
-"""Small synchronous ORM functions the relay calls through `database_sync_to_async`.
+"""Session rows: small synchronous ORM functions behind relay.records (tunnels/records.py).
 
 The relay never touches the ORM per request: it opens a row on registration and applies
 batches of counter updates every few seconds.
@@ -6,28 +6,15 @@ batches of counter updates every few seconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from relay.face import SessionUpdate
 from tunnels import nodes
-from tunnels.models import ApiToken, Tunnel
-
-
-@dataclass(frozen=True)
-class SessionUpdate:
-    id: int
-    sockets: int
-    peak_sockets: int
-    requests: int
-    bytes_in: int
-    bytes_out: int
-    last_activity_age_s: float
-    closed: bool
-    close_reason: str
+from tunnels.models import ApiToken, TunnelSession
 
 
 def open_session(
@@ -43,7 +30,7 @@ def open_session(
     with transaction.atomic():  # a name conflict rolls back this insert only
         if max_live:  # scale-out
             nodes.check_live_limit(owner_id, client_ip, max_live, subdomain)
-        row = Tunnel.objects.create(
+        row = TunnelSession.objects.create(
             subdomain=subdomain,
             client_ip=client_ip,
             port=port,
@@ -59,7 +46,7 @@ def apply_updates(updates: list[SessionUpdate]) -> None:
     now = timezone.now()
     rows = []
     for u in updates:
-        row = Tunnel(
+        row = TunnelSession(
             pk=u.id,
             sockets=0 if u.closed else u.sockets,
             peak_sockets=u.peak_sockets,
@@ -75,8 +62,8 @@ def apply_updates(updates: list[SessionUpdate]) -> None:
         rows.append(row)
     fields = ["sockets", "peak_sockets", "requests", "bytes_in", "bytes_out", "last_activity"]
     with transaction.atomic():
-        Tunnel.objects.bulk_update([r for r in rows if r.is_live], fields)
-        Tunnel.objects.bulk_update(
+        TunnelSession.objects.bulk_update([r for r in rows if r.is_live], fields)
+        TunnelSession.objects.bulk_update(
             [r for r in rows if not r.is_live], [*fields, "is_live", "closed_at", "close_reason"]
         )
 
@@ -84,7 +71,7 @@ def apply_updates(updates: list[SessionUpdate]) -> None:
 def close_stale_sessions(reason: str = "relay restarted") -> int:
     """Mark sessions left live by a relay that stopped without closing them (with a node
     name: only that node's own sessions; the other nodes' are theirs)."""
-    live = Tunnel.objects.filter(is_live=True)
+    live = TunnelSession.objects.filter(is_live=True)
     if settings.RELAY_NODE_NAME:  # scale-out
         live = live.filter(node=settings.RELAY_NODE_NAME)
     return live.update(is_live=False, closed_at=timezone.now(), close_reason=reason, sockets=0)
@@ -107,11 +94,11 @@ def prune_closed_sessions(retention_days: int, batch: int) -> int:
         return 0
     cutoff = timezone.now() - timedelta(days=retention_days)
     ids = list(
-        Tunnel.objects.filter(is_live=False, closed_at__lt=cutoff)
+        TunnelSession.objects.filter(is_live=False, closed_at__lt=cutoff)
         .order_by("closed_at")
         .values_list("pk", flat=True)[:batch]
     )
     if not ids:
         return 0
-    deleted, _ = Tunnel.objects.filter(pk__in=ids, is_live=False).delete()
+    deleted, _ = TunnelSession.objects.filter(pk__in=ids, is_live=False).delete()
     return deleted

@@ -23,11 +23,10 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_safe
 
 from relay import protocol
-from relay.limits import Quota
-from relay.registry import RegistrationError, Registry, get_registry
+from relay.face import Quota, RegistrationError, Registry, get_registry
 from tunnels import auth
 from tunnels.identity import Requester, identify
-from tunnels.quotas import Limits
+from tunnels.plans import PlanLimits
 
 DATABASE_BUSY = "The relay's database is busy or unavailable; try again in a moment."
 
@@ -217,7 +216,7 @@ def _over_rate(request: HttpRequest, registry: Registry, owner: str) -> JsonResp
     )
 
 
-def _quota(limits: Limits) -> Quota | None:
+def _quota(limits: PlanLimits) -> Quota | None:
     quota = Quota(
         per_minute=limits.max_requests_per_minute,
         per_day_bytes=limits.max_bytes_per_day,
@@ -266,7 +265,7 @@ async def no_favicon(request: HttpRequest) -> HttpResponse:
 @require_safe
 async def healthz(request: HttpRequest) -> JsonResponse:
     """The relay's health for a load balancer or a supervisor (a cluster node answers it
-    in relay/hop.py before Django): 503 while it drains."""
+    in relay/cluster/hop.py before Django): 503 while it drains."""
     registry = get_registry()
     if not registry.accepting:
         return JsonResponse({"status": "draining"}, status=503)

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from tunnelsite.address import address_settings
+from relay import protocol
+from relay.address import address_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -111,7 +112,7 @@ if RELAY_PUBLIC_SCHEME not in {"http", "https"}:
 RELAY_PUBLIC_PORT = _int("RELAY_PUBLIC_PORT", 0)
 # Where pool listeners bind (defaults to RELAY_BIND) and which ports they take.
 # ALLOWED_HOSTS, CSRF_TRUSTED_ORIGINS and RELAY_POOL_BIND follow from the address above unless
-# set: tunnelsite/address.py derives them, here and again for runrelay's flags.
+# set: relay/address.py derives them, here and again for runrelay's flags.
 RELAY_EXPLICIT_SETTINGS = {
     "RELAY_POOL_BIND": env.str("RELAY_POOL_BIND", default="").strip() or None,
     "ALLOWED_HOSTS": env.list("ALLOWED_HOSTS", default=None),
@@ -127,70 +128,63 @@ _address = address_settings(
 )
 RELAY_POOL_BIND = _address["RELAY_POOL_BIND"]
 RELAY_POOL_PORTS = _port_range("RELAY_POOL_PORTS", "")
-RELAY_MAX_SOCKETS = _int("RELAY_MAX_SOCKETS", 10, minimum=1)
-RELAY_MAX_TUNNELS = _int("RELAY_MAX_TUNNELS", 5000, minimum=1)
+RELAY_MAX_SOCKETS = _int("RELAY_MAX_SOCKETS", protocol.DEFAULT_MAX_SOCKETS, minimum=1)
+RELAY_MAX_TUNNELS = _int("RELAY_MAX_TUNNELS", protocol.DEFAULT_MAX_TUNNELS, minimum=1)
 RELAY_POOL_ALLOW_ANY_IP = _bool("RELAY_POOL_ALLOW_ANY_IP", False)
 # Reuse a raw-pipe (npm) client's pool socket for the next request. Keep-alive cannot tell
-# an app's late, unasked-for answer from the next visitor's (relay/pool.py); off, each socket
+# an app's late, unasked-for answer from the next visitor's (relay/pool/socket.py); off, each socket
 # carries one exchange: strict isolation, at the cost of a reconnect per request.
 RELAY_RAW_POOL_REUSE = _bool("RELAY_RAW_POOL_REUSE", True)
-RELAY_GRACE_S = _float("RELAY_GRACE_S", 15.0)
-RELAY_SOCKET_WAIT_S = _float("RELAY_SOCKET_WAIT_S", 10.0, minimum=0.01)
-# Visitors queued per tunnel while all its pool sockets are busy. A waiter is a future and a
-# timer (well under 1 KB) beside a visitor connection the relay holds anyway, and waits at
-# most RELAY_SOCKET_WAIT_S; 100 turned a burst of 200 requests on 10 sockets into 55-73
-# immediate 503s. 1000 carries such bursts and still bounds a flood on one tunnel.
-RELAY_MAX_WAITERS = _int("RELAY_MAX_WAITERS", 1000, minimum=0)
-RELAY_RESPONSE_TIMEOUT_S = _float("RELAY_RESPONSE_TIMEOUT_S", 60.0, minimum=0.01)
-RELAY_MAX_HEADER_BYTES = _int("RELAY_MAX_HEADER_BYTES", 16384, minimum=1024)
-RELAY_MAX_HEADER_COUNT = _int("RELAY_MAX_HEADER_COUNT", 100, minimum=8)
-RELAY_MAX_REQUEST_LINE_BYTES = _int("RELAY_MAX_REQUEST_LINE_BYTES", 8192, minimum=256)
-# Request bodies are spooled to disk before they are forwarded: bound them (0: no limit).
-RELAY_MAX_BODY_BYTES = _int("RELAY_MAX_BODY_BYTES", 1024 * 1024 * 1024)
-# A visitor must send a whole request head within this (slowloris), and a keep-alive
-# connection with nothing to do is closed after the idle time.
-RELAY_HEADER_TIMEOUT_S = _float("RELAY_HEADER_TIMEOUT_S", 10.0, minimum=0.1)
-RELAY_IDLE_TIMEOUT_S = _float("RELAY_IDLE_TIMEOUT_S", 30.0)
-# A request body must arrive within RELAY_BODY_TIMEOUT_S, extended by one second for every
-# RELAY_BODY_MIN_RATE_BYTES_S bytes received (Apache's RequestReadTimeout body=20,MinRate=500):
-# any real upload keeps far above that pace, while one byte every 15 s, which the idle
-# timeout lets through, is answered 408 after 20 s.
-RELAY_BODY_TIMEOUT_S = _float("RELAY_BODY_TIMEOUT_S", 20.0, minimum=0.1)
-RELAY_BODY_MIN_RATE_BYTES_S = _int("RELAY_BODY_MIN_RATE_BYTES_S", 500, minimum=1)
-# ...but the deadline never runs more than this ahead of now (Apache's body=20-40): without a
-# cap, 10 MB sent fast bought 5.8 h in which one byte every 20 s held the connection and its
-# spooled body. 40 s is twice the grace period: a real upload that pauses that long is dead.
-RELAY_BODY_MAX_AHEAD_S = _float("RELAY_BODY_MAX_AHEAD_S", 40.0, minimum=RELAY_BODY_TIMEOUT_S)
-# Open public connections one visitor address may hold (each can also hold a spooled body,
-# a second descriptor): one address must not exhaust the relay's descriptors. Browsers
-# open 6 per host; 256 leaves room for NAT-shared offices and load tests. Connections from
-# RELAY_TRUSTED_PROXIES are not counted (every visitor behind them shares their address).
-# 0: no limit.
-RELAY_MAX_CONNECTIONS_PER_IP = _int("RELAY_MAX_CONNECTIONS_PER_IP", 256)
-RELAY_DRAIN_S = _float("RELAY_DRAIN_S", 10.0)
-# WebSockets (relay/ws_proxy.py). Daphne queues every message a visitor sends and buffers
-# every message sent to a visitor without limit; past this many bytes waiting for a slow
-# peer, the relay stops reading the sender (resumes below half). 2 MiB: two of the largest
-# messages (1 MiB) in flight keep a fast stream moving; a flood costs this much, not more.
-RELAY_WS_BUFFER_BYTES = _int("RELAY_WS_BUFFER_BYTES", 2 * 1024 * 1024, minimum=64 * 1024)
-# Pool sockets of each tunnel kept for others (relay/tunnel.py): one visitor address may
-# hold all of a tunnel's sockets but this many (ten slow downloads from one address held all
-# ten, and every other visitor got 504), and WebSockets, which browsers keep open idle for
-# ever, all but this many too, so plain requests always find one (a tunnel with fewer
-# sockets still serves one of each). RELAY_WS_SPARE_SOCKETS, its former name, still works.
-RELAY_SPARE_SOCKETS = _int("RELAY_SPARE_SOCKETS", _int("RELAY_WS_SPARE_SOCKETS", 2))
-# ...and one visitor address at most this many, so one visitor cannot hold all the rest.
-RELAY_WS_MAX_PER_VISITOR = _int("RELAY_WS_MAX_PER_VISITOR", 4, minimum=1)
-RELAY_FLUSH_S = _float("RELAY_FLUSH_S", 5.0, minimum=0.05)
+RELAY_GRACE_S = _float("RELAY_GRACE_S", protocol.DEFAULT_GRACE_S)
+RELAY_SOCKET_WAIT_S = _float("RELAY_SOCKET_WAIT_S", protocol.DEFAULT_SOCKET_WAIT_S, minimum=0.01)
+RELAY_MAX_WAITERS = _int("RELAY_MAX_WAITERS", protocol.DEFAULT_MAX_WAITERS, minimum=0)
+RELAY_RESPONSE_TIMEOUT_S = _float(
+    "RELAY_RESPONSE_TIMEOUT_S", protocol.DEFAULT_RESPONSE_TIMEOUT_S, minimum=0.01
+)
+RELAY_MAX_HEADER_BYTES = _int(
+    "RELAY_MAX_HEADER_BYTES", protocol.DEFAULT_MAX_HEADER_BYTES, minimum=1024
+)
+RELAY_MAX_HEADER_COUNT = _int(
+    "RELAY_MAX_HEADER_COUNT", protocol.DEFAULT_MAX_HEADER_COUNT, minimum=8
+)
+RELAY_MAX_REQUEST_LINE_BYTES = _int(
+    "RELAY_MAX_REQUEST_LINE_BYTES", protocol.DEFAULT_MAX_REQUEST_LINE_BYTES, minimum=256
+)
+RELAY_MAX_BODY_BYTES = _int("RELAY_MAX_BODY_BYTES", protocol.DEFAULT_MAX_BODY_BYTES)
+RELAY_HEADER_TIMEOUT_S = _float(
+    "RELAY_HEADER_TIMEOUT_S", protocol.DEFAULT_HEADER_TIMEOUT_S, minimum=0.1
+)
+RELAY_IDLE_TIMEOUT_S = _float("RELAY_IDLE_TIMEOUT_S", protocol.DEFAULT_IDLE_TIMEOUT_S)
+RELAY_BODY_TIMEOUT_S = _float("RELAY_BODY_TIMEOUT_S", protocol.DEFAULT_BODY_TIMEOUT_S, minimum=0.1)
+RELAY_BODY_MIN_RATE_BYTES_S = _int(
+    "RELAY_BODY_MIN_RATE_BYTES_S", protocol.DEFAULT_BODY_MIN_RATE_BYTES_S, minimum=1
+)
+RELAY_BODY_MAX_AHEAD_S = _float(
+    "RELAY_BODY_MAX_AHEAD_S", protocol.DEFAULT_BODY_MAX_AHEAD_S, minimum=RELAY_BODY_TIMEOUT_S
+)
+RELAY_MAX_CONNECTIONS_PER_IP = _int(
+    "RELAY_MAX_CONNECTIONS_PER_IP", protocol.DEFAULT_MAX_CONNECTIONS_PER_IP
+)
+RELAY_DRAIN_S = _float("RELAY_DRAIN_S", protocol.DEFAULT_DRAIN_S)
+RELAY_WS_BUFFER_BYTES = _int(
+    "RELAY_WS_BUFFER_BYTES", protocol.DEFAULT_WS_BUFFER_BYTES, minimum=64 * 1024
+)
+RELAY_SPARE_SOCKETS = _int(
+    "RELAY_SPARE_SOCKETS", _int("RELAY_WS_SPARE_SOCKETS", protocol.DEFAULT_SPARE_SOCKETS)
+)
+RELAY_WS_MAX_PER_VISITOR = _int(
+    "RELAY_WS_MAX_PER_VISITOR", protocol.DEFAULT_WS_MAX_PER_VISITOR, minimum=1
+)
+RELAY_FLUSH_S = _float("RELAY_FLUSH_S", protocol.DEFAULT_FLUSH_S, minimum=0.05)
 RELAY_TRUSTED_PROXIES = _networks("RELAY_TRUSTED_PROXIES")
 RELAY_UVLOOP = _bool("RELAY_UVLOOP", True)
 
-# --- Accounts and quotas (tunnels/quotas.py) ---------------------------------------------------
+# --- Accounts and quotas (tunnels/plans.py) ---------------------------------------------------
 # Registering without a token: allowed while developing, refused (401) in production.
 RELAY_ALLOW_ANONYMOUS = _bool("RELAY_ALLOW_ANONYMOUS", DEBUG)
 # Recorded on each session row; names the relay once there are several.
 RELAY_NODE_NAME = env.str("RELAY_NODE_NAME", default="")
-# --- scale-out: many nodes on one database and one Redis (relay/cluster.py) -----------------
+# --- scale-out: many nodes on one database and one Redis (relay/cluster/node.py) -----------------
 # Set RELAY_NODE_NAME to run as one node of several. Empty: one process, none of this runs.
 if RELAY_NODE_NAME and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", RELAY_NODE_NAME):
     raise ImproperlyConfigured(
@@ -199,16 +193,14 @@ if RELAY_NODE_NAME and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", RELA
 # HOST:PORT where peers reach this node's public listener; its HOST is the `ip` handed to
 # clients for pool sockets. Empty: the address runrelay listens on (not a wildcard).
 RELAY_ADVERTISE = env.str("RELAY_ADVERTISE", default="").strip()
-RELAY_HEARTBEAT_S = _float("RELAY_HEARTBEAT_S", 2.0, minimum=0.05)
-# A node silent for this long is dead: any live node closes its sessions ("node gone").
-RELAY_NODE_EXPIRY_S = _float("RELAY_NODE_EXPIRY_S", 6.0, minimum=0.1)
+RELAY_HEARTBEAT_S = _float("RELAY_HEARTBEAT_S", protocol.DEFAULT_HEARTBEAT_S, minimum=0.05)
+RELAY_NODE_EXPIRY_S = _float("RELAY_NODE_EXPIRY_S", protocol.DEFAULT_NODE_EXPIRY_S, minimum=0.1)
 if RELAY_NODE_EXPIRY_S <= RELAY_HEARTBEAT_S:
     raise ImproperlyConfigured(
         f"RELAY_NODE_EXPIRY_S={RELAY_NODE_EXPIRY_S:g} must be more than "
         f"RELAY_HEARTBEAT_S={RELAY_HEARTBEAT_S:g} (three heartbeats is usual)"
     )
-# How long a request forwarded to the owning node may take to connect.
-RELAY_PEER_CONNECT_S = _float("RELAY_PEER_CONNECT_S", 2.0, minimum=0.01)
+RELAY_PEER_CONNECT_S = _float("RELAY_PEER_CONNECT_S", protocol.DEFAULT_PEER_CONNECT_S, minimum=0.01)
 # --- end scale-out ----------------------------------------------------------------------------
 # Names only the operator may hand out (with a ReservedSubdomain row). Names shorter than 4
 # characters (www, api) are already refused by the subdomain rule; they are listed for clarity.
@@ -231,18 +223,16 @@ RELAY_DEFAULT_PLAN_ALLOW_CUSTOM_SUBDOMAINS = _bool(
     "RELAY_DEFAULT_PLAN_ALLOW_CUSTOM_SUBDOMAINS", True
 )
 # --- registry: rate, retention, IPv6 owners (issue 10 items 23, 26) ---------------------------
-# Registrations per owner (token user, or anonymous address): a token bucket of BURST that
-# refills at PER_MINUTE. A developer restarts a client a few times a minute at most, and
-# our lt's reconnect backoff (0.5 s doubling to 30 s) stays far below; a loop of
-# `GET /?new` + DELETE is held to one row every 6 s. PER_MINUTE=0: no limit.
-RELAY_REGISTRATION_BURST = _int("RELAY_REGISTRATION_BURST", 20, minimum=1)
-RELAY_REGISTRATIONS_PER_MINUTE = _float("RELAY_REGISTRATIONS_PER_MINUTE", 10.0)
-# Closed session rows older than this are deleted (in batches, by the relay's flusher): the
-# admin's session list and a month of history need no more. 0: keep them for ever.
-RELAY_SESSION_RETENTION_DAYS = _int("RELAY_SESSION_RETENTION_DAYS", 30)
-# An IPv6 client counts as its /64 (one home or server gets a whole /64, so per-address
-# limits are per network) wherever an address owns tunnels or is limited. 128: per address.
-RELAY_IPV6_PREFIX = _int("RELAY_IPV6_PREFIX", 64, minimum=1)
+RELAY_REGISTRATION_BURST = _int(
+    "RELAY_REGISTRATION_BURST", protocol.DEFAULT_REGISTRATION_BURST, minimum=1
+)
+RELAY_REGISTRATIONS_PER_MINUTE = _float(
+    "RELAY_REGISTRATIONS_PER_MINUTE", protocol.DEFAULT_REGISTRATIONS_PER_MINUTE
+)
+RELAY_SESSION_RETENTION_DAYS = _int(
+    "RELAY_SESSION_RETENTION_DAYS", protocol.DEFAULT_SESSION_RETENTION_DAYS
+)
+RELAY_IPV6_PREFIX = _int("RELAY_IPV6_PREFIX", protocol.DEFAULT_IPV6_PREFIX, minimum=1)
 if RELAY_IPV6_PREFIX > 128:
     raise ImproperlyConfigured(f"RELAY_IPV6_PREFIX={RELAY_IPV6_PREFIX} must be at most 128")
 
@@ -324,8 +314,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env.str("REDIS_URL", default="")
 # A channel holds 100 waiting messages by default and the sender drops the rest silently. A node
 # that stops announces every tunnel it closes to every other node at once, and a listener may be
-# reconnecting: a relay's control channel (relay/control.py) has room for bursts, so an admin's
-# close sent among them lands. Still bounded: the layer drops messages older than a minute.
+# reconnecting: a relay's control channel (relay/cluster/control.py) has room for bursts, so an
+# admin's close sent among them lands. Still bounded: the layer drops messages older than a minute.
 _CONTROL_CHANNEL_CAPACITY = {"relay-control.*": 20000}
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
@@ -431,8 +421,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {
-        # Writes to the current sys.stderr: runrelay makes that non-blocking (relay/console.py).
-        "console": {"class": "relay.console.ConsoleHandler", "formatter": "plain"},
+        # Writes to the current sys.stderr: runrelay makes that non-blocking (relay/run/console.py).
+        "console": {"class": "relay.run.console.ConsoleHandler", "formatter": "plain"},
         "null": {"class": "logging.NullHandler"},
     },
     "root": {"handlers": ["console"], "level": "WARNING"},

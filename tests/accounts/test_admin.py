@@ -10,12 +10,12 @@ from django.contrib.messages import get_messages
 from django.test import TestCase, override_settings
 from harness.accounts import bearer, fresh_registry, make_token, make_user, tunnel_closed
 
-from relay import control
+from relay.cluster import control
 from tunnels.auth import Refusal, authenticate
-from tunnels.models import ApiToken, Plan, ReservedSubdomain, Tunnel
+from tunnels.models import ApiToken, Plan, ReservedSubdomain, TunnelSession
 
 CHANGELISTS = [
-    "/admin/tunnels/tunnel/",
+    "/admin/tunnels/tunnelsession/",
     "/admin/tunnels/apitoken/",
     "/admin/tunnels/plan/",
     "/admin/tunnels/reservedsubdomain/",
@@ -31,7 +31,7 @@ class AdminPagesTests(TestCase):
         cls.token, _ = make_token(cls.owner, name="laptop")
         Plan.objects.create(name="small")
         ReservedSubdomain.objects.create(name="owners-app", user=cls.owner)
-        Tunnel.objects.create(
+        TunnelSession.objects.create(
             subdomain="my-app",
             owner=cls.owner,
             token=cls.token,
@@ -50,7 +50,7 @@ class AdminPagesTests(TestCase):
 
     def test_the_tunnel_list_links_the_public_url_and_shows_owner_token_and_sockets(self) -> None:
         self.client.force_login(self.operator)
-        page = self.client.get("/admin/tunnels/tunnel/").content.decode()
+        page = self.client.get("/admin/tunnels/tunnelsession/").content.decode()
         self.assertIn('href="http://my-app.localhost"', page)
         self.assertIn("laptop", page)
         self.assertIn("3/10", page)
@@ -58,13 +58,15 @@ class AdminPagesTests(TestCase):
 
     def test_the_tunnel_list_filters_live_and_closed_and_searches_names(self) -> None:
         self.client.force_login(self.operator)
-        self.assertContains(self.client.get("/admin/tunnels/tunnel/?state=live"), "my-app")
-        self.assertNotContains(self.client.get("/admin/tunnels/tunnel/?state=closed"), "my-app")
-        self.assertNotContains(self.client.get("/admin/tunnels/tunnel/?q=other"), ">my-app<")
+        self.assertContains(self.client.get("/admin/tunnels/tunnelsession/?state=live"), "my-app")
+        self.assertNotContains(
+            self.client.get("/admin/tunnels/tunnelsession/?state=closed"), "my-app"
+        )
+        self.assertNotContains(self.client.get("/admin/tunnels/tunnelsession/?q=other"), ">my-app<")
 
     def test_a_non_staff_user_is_sent_to_the_login_page(self) -> None:
         self.client.force_login(self.owner)
-        self.assertEqual(self.client.get("/admin/tunnels/tunnel/").status_code, 302)
+        self.assertEqual(self.client.get("/admin/tunnels/tunnelsession/").status_code, 302)
 
     def test_adding_a_token_shows_its_secret_once_and_stores_only_the_digest(self) -> None:
         self.client.force_login(self.operator)
@@ -122,10 +124,10 @@ class AdminDisconnectTests(TestCase):
             try:
                 await self.async_client.get("/my-app", headers=bearer(self.token))
                 await self.async_client.get("/other-app")
-                row = await Tunnel.objects.aget(subdomain="my-app", is_live=True)
+                row = await TunnelSession.objects.aget(subdomain="my-app", is_live=True)
                 await self.async_client.aforce_login(self.operator)
                 r = await self.async_client.post(
-                    "/admin/tunnels/tunnel/",
+                    "/admin/tunnels/tunnelsession/",
                     {"action": "disconnect", "_selected_action": [row.pk]},
                 )
                 self.assertEqual(r.status_code, 302)
@@ -140,10 +142,10 @@ class AdminDisconnectTests(TestCase):
             try:
                 await self.async_client.get("/my-app", headers=bearer(self.token))
                 await self.async_client.get("/my-other-app", headers=bearer(self.token))
-                row = await Tunnel.objects.aget(subdomain="my-app", is_live=True)
+                row = await TunnelSession.objects.aget(subdomain="my-app", is_live=True)
                 await self.async_client.aforce_login(self.operator)
                 await self.async_client.post(
-                    "/admin/tunnels/tunnel/",
+                    "/admin/tunnels/tunnelsession/",
                     {"action": "disconnect_and_revoke", "_selected_action": [row.pk]},
                 )
                 await tunnel_closed(registry, "my-app")
@@ -158,11 +160,11 @@ class AdminDisconnectTests(TestCase):
     async def test_a_staff_user_who_may_only_view_gets_no_disconnect_action(self) -> None:
         viewer = await sync_to_async(make_viewer)()
         await self.async_client.aforce_login(viewer)
-        r = await self.async_client.get("/admin/tunnels/tunnel/")
+        r = await self.async_client.get("/admin/tunnels/tunnelsession/")
         self.assertNotContains(r, "disconnect_and_revoke")
 
 
 def make_viewer() -> User:
     user = make_user("viewer", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="view_tunnel"))
+    user.user_permissions.add(Permission.objects.get(codename="view_tunnelsession"))
     return user

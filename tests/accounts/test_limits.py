@@ -9,8 +9,8 @@ from typing import Any
 from django.test import TestCase, override_settings
 from harness.accounts import bearer, fresh_registry, make_token, make_user
 
-from relay.http_proxy import proxy_http
-from relay.registry import Registry
+from relay.pool.registry import Registry
+from relay.proxy.http import proxy_http
 from tunnels.models import Account, Plan
 
 
@@ -109,6 +109,17 @@ class PlanLimitTests(TestCase):
             self.assertTrue(quota.check_idle(tunnel, now=tunnel.last_activity + 30))
             self.assertIsNone(registry.get(name))
             self.assertEqual(tunnel.close_reason, "idle for 30 s")
+
+    async def test_a_closed_tunnel_leaves_no_idle_timer_scheduled(self) -> None:
+        await Plan.objects.filter(pk=self.plan.pk).aupdate(idle_timeout_s=30)
+        async with fresh_registry() as registry:
+            name = await self.open_tunnel(registry)
+            tunnel = registry.get(name)
+            timer = tunnel.quota.idle_timer
+            self.assertIsNotNone(timer, "the check is scheduled")
+            registry.close(tunnel, "closed by client")
+            self.assertIsNone(tunnel.quota.idle_timer)
+            self.assertTrue(timer.cancelled(), "the closed tunnel's idle check is cancelled")
 
     async def test_activity_postpones_the_idle_timeout(self) -> None:
         await Plan.objects.filter(pk=self.plan.pk).aupdate(idle_timeout_s=30)

@@ -15,7 +15,7 @@ from harness.accounts import (
     make_user,
 )
 
-from tunnels.models import Account, ApiToken, Plan, ReservedSubdomain, Tunnel
+from tunnels.models import Account, ApiToken, Plan, ReservedSubdomain, TunnelSession
 
 
 @override_settings(RELAY_ALLOW_ANONYMOUS=False, RELAY_RESERVED_NAMES=frozenset({"mail"}))
@@ -40,7 +40,7 @@ class RegistrationTests(TestCase):
             self.assertEqual(r.status_code, 200, r.content)
             name = r.json()["id"]
             self.assertEqual(registry.get(name).owner, f"user:{self.owner.pk}")
-            row = await Tunnel.objects.aget(subdomain=name, is_live=True)
+            row = await TunnelSession.objects.aget(subdomain=name, is_live=True)
             self.assertEqual(row.owner_id, self.owner.pk)
             self.assertEqual(row.token_id, self.owner_row.pk)
             token = await ApiToken.objects.aget(pk=self.owner_row.pk)

@@ -1,5 +1,5 @@
 """The admin dashboard of a cluster node: every node's live tunnels and each node's load,
-from the Node and Tunnel rows (a single relay keeps showing its own memory)."""
+from the Node and TunnelSession rows (a single relay keeps showing its own memory)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from django.test import TestCase, override_settings
 from django.utils import timezone
 from harness.accounts import fresh_registry, make_token, make_user
 
-from tunnels.models import Node, Tunnel
+from tunnels.models import Node, TunnelSession
 
 DATA = "/admin/dashboard/data"
 
@@ -25,9 +25,9 @@ def _node(name: str, age_s: float, **load: object) -> Node:
     )
 
 
-def _tunnel(name: str, node: str, live: bool = True, **extra: object) -> Tunnel:
+def _tunnel(name: str, node: str, live: bool = True, **extra: object) -> TunnelSession:
     fields = {"client_ip": "192.0.2.1", "port": 40000, "max_sockets": 10, **extra}
-    return Tunnel.objects.create(subdomain=name, node=node, is_live=live, **fields)
+    return TunnelSession.objects.create(subdomain=name, node=node, is_live=live, **fields)
 
 
 class ClusterDashboardTests(TestCase):

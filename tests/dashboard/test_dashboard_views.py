@@ -13,7 +13,7 @@ from django.contrib.auth.models import Permission, User
 from django.test import TestCase, override_settings
 from harness.accounts import bearer, fresh_registry, make_token, make_user, tunnel_closed
 
-from relay import control
+from relay.cluster import control
 from relay.traffic import Traffic
 
 PAGE, DATA, DISCONNECT = "/admin/dashboard/", "/admin/dashboard/data", "/admin/dashboard/disconnect"
@@ -21,13 +21,13 @@ PAGE, DATA, DISCONNECT = "/admin/dashboard/", "/admin/dashboard/data", "/admin/d
 
 def make_viewer() -> User:
     user = make_user("viewer", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="view_tunnel"))
+    user.user_permissions.add(Permission.objects.get(codename="view_tunnelsession"))
     return user
 
 
 @contextlib.asynccontextmanager
 async def control_listener() -> AsyncIterator[None]:
-    """The relay's ear for disconnects (relay/control.py), as runrelay runs it."""
+    """The relay's ear for disconnects (relay/cluster/control.py), as runrelay runs it."""
     ready = asyncio.Event()
     task = asyncio.get_running_loop().create_task(control.listen(ready))
     try:

@@ -26,7 +26,7 @@ from harness.processes import PYTHON, Process
 from harness.redis_index import redis_index
 from harness.waiting import wait_until
 
-from relay.control import CONTROL_GROUP
+from relay.cluster.control import CONTROL_GROUP
 
 REDIS_BASE = os.environ.get("TUNNELSITE_TEST_REDIS", "redis://127.0.0.1:6379")
 
@@ -170,7 +170,7 @@ BURST = 500  # more than channels_redis's default room of 100 waiting messages p
 BURST_SCRIPT = """
 import asyncio, sys
 from channels.layers import get_channel_layer
-from relay.control import CONTROL_GROUP
+from relay.cluster.control import CONTROL_GROUP
 closes = {closes}
 messages = [
     {{"type": "tunnel.owner", "name": f"gone-{{i}}", "node": "other", "address": None}}

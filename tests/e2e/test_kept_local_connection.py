@@ -299,7 +299,7 @@ def test_a_websocket_upgrade_answered_with_extra_bytes_leaves_nothing_for_the_ne
 
     # The app did not accept: the handshake is refused, never passed on as accepted. A bad
     # 101 (h2c, bytes after it) is refused by wsproto (403); an answer that is not a 101 is
-    # a 502 saying the app refused the WebSocket (relay/ws_proxy.py).
+    # a 502 saying the app refused the WebSocket (relay/proxy/websocket.py).
     if mode == "switch":
         assert refused.status == 403, refused
     else:

@@ -18,7 +18,7 @@ import pytest
 from harness.relay import Relay
 from harness.waiting import wait_until_async
 
-from relay import control
+from relay.cluster import control
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from django.test import AsyncClient, TestCase
 
 from harness.waiting import wait_until_async
-from relay.registry import Registry, get_registry, reset_registry
+from relay.pool.registry import Registry, get_registry, reset_registry
 from tunnels.models import ApiToken
 
 NPM_USER_AGENT = "axios/0.21.4"

@@ -9,12 +9,12 @@ from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
-from relay.pool import PoolConnection
-from relay.tunnel import Tunnel
+from relay.pool.socket import PoolSocket
+from relay.pool.tunnel import Tunnel
 
 
 class LoopRegistry:
-    """The parts of `relay.registry.Registry` a Tunnel calls, with real settings values."""
+    """The parts of `relay.pool.registry.Registry` a Tunnel calls, with real settings values."""
 
     def __init__(self, **overrides: Any) -> None:
         values = {
@@ -43,7 +43,7 @@ async def pool_listener(
         max_conn_count=max_conn_count,
         registry=LoopRegistry(**settings),  # type: ignore[arg-type]
     )
-    server = await loop.create_server(lambda: PoolConnection(tunnel, 16384), "127.0.0.1", 0)
+    server = await loop.create_server(lambda: PoolSocket(tunnel, 16384), "127.0.0.1", 0)
     tunnel.server = server
     tunnel.port = server.sockets[0].getsockname()[1]
     try:

@@ -1,4 +1,4 @@
-"""relay/console.py on real pipes: a write never blocks or raises, and a gap is announced."""
+"""relay/run/console.py on real pipes: a write never blocks or raises, and a gap is announced."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 from harness.waiting import wait_until
 
-from relay.console import ConsoleStream
+from relay.run.console import ConsoleStream
 
 
 def test_writes_to_a_pipe_nobody_reads_return_at_once_and_the_gap_is_announced():

@@ -1,6 +1,6 @@
 """Pool sockets, fed exact bytes over real loopback connections.
 
-The relay side is a real `PoolConnection` behind a real listener; the "tunnel client" is
+The relay side is a real `PoolSocket` behind a real listener; the "tunnel client" is
 a raw socket in the test, so every byte it answers with is visible here.
 """
 
@@ -13,9 +13,9 @@ import pytest
 from harness.pool_listener import connect, pool_listener
 from harness.waiting import wait_until_async
 
-from relay.exchange import read_response_head
-from relay.pool import PoolConnection, PoolError
-from relay.tunnel import NoSocket, Tunnel
+from relay.pool.socket import PoolError, PoolSocket
+from relay.pool.tunnel import NoSocket, Tunnel
+from relay.proxy.exchange import read_response_head
 
 GET = h11.Request(method="GET", target="/", headers=[(b"host", b"test-tunnel.localhost")])
 HEAD = h11.Request(method="HEAD", target="/", headers=[(b"host", b"test-tunnel.localhost")])
@@ -28,7 +28,7 @@ async def _one_socket(tunnel: Tunnel):
     return reader, writer, conn
 
 
-async def _read_response(conn: PoolConnection) -> tuple[h11.Response, bytes]:
+async def _read_response(conn: PoolSocket) -> tuple[h11.Response, bytes]:
     response = await conn.next_event(2.0)
     assert isinstance(response, h11.Response)
     body = b""

@@ -14,8 +14,8 @@ import pytest
 from harness.pool_listener import connect, pool_listener
 from harness.waiting import wait_until_async
 
-from relay.limits import visitor_key
-from relay.tunnel import NoSocket, Tunnel
+from relay.pool.quota import visitor_key
+from relay.pool.tunnel import NoSocket, Tunnel
 
 ALICE, BOB = "192.0.2.1", "192.0.2.2"
 

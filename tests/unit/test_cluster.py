@@ -8,9 +8,10 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from relay.cluster import Cluster, parse_address
-from relay.hop import HOP_HEADER, HOP_SCOPE_KEY, ClusterGate, binding, sign, verify
-from relay.registry import Registry
+from relay.cluster.hop import ClusterGate, binding, sign, verify
+from relay.cluster.node import Cluster, parse_address
+from relay.pool.registry import Registry
+from relay.protocol import HOP_HEADER, HOP_SCOPE_KEY
 
 HOST = b"quiet-fox-3f9a.localhost:8080"
 # tunnelsite/settings.py's DEVELOPMENT_SECRET_KEY, what a node without SECRET_KEY used.
@@ -45,7 +46,7 @@ def test_a_hop_marker_signed_with_another_secret_does_not_verify():
     assert verify(marker, HOST, now=1000) is None
 
 
-GET_ROOT = b"GET /|" + HOST  # relay.hop.binding of the scope _through_gate builds
+GET_ROOT = b"GET /|" + HOST  # relay.cluster.hop.binding of the scope _through_gate builds
 
 
 def test_a_marker_for_one_request_does_not_vouch_for_another():
@@ -169,7 +170,7 @@ def test_the_gate_drops_a_valid_marker_on_what_nodes_never_forward(method, path)
 @pytest.mark.parametrize(
     ("method", "path", "host"),
     [
-        ("DELETE", "/api/tunnels/quiet-fox-3f9a", SITE),  # relay/cluster.py forward_api
+        ("DELETE", "/api/tunnels/quiet-fox-3f9a", SITE),  # relay/cluster/node.py forward_api
         ("GET", "/api/tunnels/quiet-fox-3f9a/status", SITE),
         ("POST", "/upload", HOST),  # a visitor's request for a tunnel
     ],

@@ -1,5 +1,5 @@
 """Which WebSockets a tunnel admits: all of its sockets but the spare ones, and at most a few
-per visitor address (relay/tunnel.py `admit_websocket`; end to end in
+per visitor address (relay/pool/tunnel.py `admit_websocket`; end to end in
 tests/e2e/test_idle_websockets.py)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from harness.pool_listener import LoopRegistry
 
-from relay.tunnel import NoSocket, Tunnel
+from relay.pool.tunnel import NoSocket, Tunnel
 
 
 def tunnel(max_conn_count: int = 10, sockets: int = 10) -> Tunnel:

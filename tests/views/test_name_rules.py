@@ -18,10 +18,12 @@ from harness.waiting import wait_until_async
 
 from client.backoff import MAX_DELAY_S, delay_for
 from relay.headers import address_key
-from relay.limits import RegistrationRate
-from relay.registry import PRUNE_BATCH, get_registry
+from relay.pool.ports import port_candidates
+from relay.pool.quota import RegistrationRate
+from relay.pool.registry import get_registry
+from relay.protocol import PRUNE_BATCH
 from tunnels import store, views
-from tunnels.models import Tunnel as Session
+from tunnels.models import TunnelSession as Session
 
 OWNER = ("127.0.0.1", 50000)
 LT = "tunnelsite-lt/0.1"
@@ -295,11 +297,10 @@ class PoolPortSearchTests(SimpleTestCase):
     """Item 22: every port of the range the relay does not hold is tried, each once."""
 
     def test_every_free_port_comes_once_whatever_the_size_of_the_range(self):
-        from relay.registry import Registry
 
         for first, last in ((40000, 40000), (40000, 40009), (20000, 29999)):
             held = set(range(first, last + 1, 3))
-            tried = list(Registry._pool_port_candidates(first, last, held))
+            tried = list(port_candidates(first, last, held))
             self.assertEqual(len(tried), len(set(tried)))
             self.assertEqual(set(tried), set(range(first, last + 1)) - held)
 

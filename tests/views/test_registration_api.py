@@ -14,8 +14,8 @@ from django.test import AsyncClient, TestCase, override_settings
 from harness.accounts import AddressedClient, isolated
 from harness.waiting import wait_until_async
 
-from relay.registry import get_registry
-from tunnels.models import Tunnel as Session
+from relay.pool.registry import get_registry
+from tunnels.models import TunnelSession as Session
 
 OWNER = ("127.0.0.1", 50000)
 # Our lt's per-run id: a second registration with it is the same client reconnecting.
@@ -136,9 +136,7 @@ class RegistrationApiTests(TestCase):
         tunnel = get_registry().get(name)
         assert tunnel is not None
         get_registry().close(tunnel, "client gone")
-        with mock.patch(
-            "relay.registry.store.apply_updates", side_effect=OperationalError("db down")
-        ):
+        with mock.patch("tunnels.store.apply_updates", side_effect=OperationalError("db down")):
             with self.assertRaises(OperationalError):
                 await get_registry().flush()
         self.assertEqual(await get_registry().flush(), 1)

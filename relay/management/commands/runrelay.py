@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import relay.loop_choice  # noqa: F401  isort:skip  (before Daphne creates its loop)
-import relay.server  # noqa: F401  isort:skip  (Daphne installs the asyncio reactor)
+import relay.run.loop_choice  # noqa: F401  isort:skip  (before Daphne creates its loop)
+import relay.edge.server  # noqa: F401  isort:skip  (Daphne installs the asyncio reactor)
 
 import fcntl
 import os
@@ -16,11 +16,11 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.db import DatabaseError
 
-from relay import console
-from relay.cluster import parse_address
-from relay.runner import RelayRunner, check_pool_bind, listen_problem
-from tunnels.dblock import DatabaseInUse, lock_database
-from tunnelsite import address
+from relay import address, records
+from relay.cluster.node import parse_address
+from relay.records import DatabaseInUse
+from relay.run import console
+from relay.run.runner import RelayRunner, check_pool_bind, listen_problem
 
 
 class Command(BaseCommand):
@@ -48,9 +48,11 @@ class Command(BaseCommand):
     def execute(self, *args: object, **options: object) -> str | None:
         if options.get("stdout") is None and options.get("stderr") is None:
             # The real stdout/stderr (not call_command's): writes that never block or raise
-            # (relay/console.py), for this command's messages and for every log line.
+            # (relay/run/console.py), for this command's messages and for every log line.
             out, err = console.install()
-            self.stdout, self.stderr = OutputWrapper(out), OutputWrapper(err)
+            # ConsoleStream is a TextIOBase; OutputWrapper only writes and flushes it.
+            self.stdout = OutputWrapper(out)  # type: ignore[arg-type]
+            self.stderr = OutputWrapper(err)  # type: ignore[arg-type]
             self.stderr.style_func = self.style.ERROR
         return super().execute(*args, **options)
 
@@ -70,7 +72,7 @@ class Command(BaseCommand):
         if not domain:
             raise CommandError("--domain must not be empty")
         # The same derived settings (ALLOWED_HOSTS, CSRF origins, pool address) as the
-        # RELAY_DOMAIN/RELAY_BIND/RELAY_PORT variables give: tunnelsite/address.py.
+        # RELAY_DOMAIN/RELAY_BIND/RELAY_PORT variables give: relay/address.py.
         address.apply(settings, domain=domain, bind=bind, port=port)
         self.configure_node(node_name, advertise, bind)  # scale-out
         self.check_pool_address()
@@ -98,9 +100,9 @@ class Command(BaseCommand):
             raise CommandError(listen_problem(what, exc)) from None
 
     def lock_database(self) -> list[object]:
-        """One relay per database and node name (tunnels/dblock.py); the locks to keep."""
+        """One relay per database and node name (relay.records); the locks to keep."""
         try:
-            return lock_database(settings.RELAY_NODE_NAME)
+            return records.get().lock_database(settings.RELAY_NODE_NAME)
         except DatabaseInUse as exc:
             raise CommandError(str(exc)) from None
         except DatabaseError as exc:

@@ -1,0 +1,63 @@
+"""The settings that follow from where the relay listens and which domain it serves.
+
+`tunnelsite/settings.py` computes them from RELAY_DOMAIN, RELAY_BIND and RELAY_PORT;
+`runrelay` again from its --domain, --bind and --port flags, with the same function, so a
+flag and its environment variable configure the same thing (before, `--domain D` routed
+tunnels at `*.D` while ALLOWED_HOSTS still named the default domain, and the bare domain
+answered 400). It imports nothing from Django or the rest of the relay: settings.py imports
+it before Django is set up.
+A value the operator set explicitly (ALLOWED_HOSTS, CSRF_TRUSTED_ORIGINS, RELAY_POOL_BIND)
+is kept as given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Variables whose explicit value wins over the derived one; None when not set.
+EXPLICIT = ("ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "RELAY_POOL_BIND")
+
+
+def address_settings(
+    *,
+    domain: str,
+    bind: str,
+    port: int,
+    public_port: int,
+    scheme: str,
+    explicit: dict[str, Any],
+) -> dict[str, Any]:
+    """RELAY_DOMAIN, RELAY_BIND, RELAY_PORT and what depends on them."""
+    pool_bind = explicit.get("RELAY_POOL_BIND") or bind
+    allowed_hosts = explicit.get("ALLOWED_HOSTS")
+    if allowed_hosts is None:
+        # Only the bare domain reaches Django (`<name>.<domain>` goes to the relay first).
+        allowed_hosts = [domain, "127.0.0.1"]
+    origins = explicit.get("CSRF_TRUSTED_ORIGINS")
+    if origins is None:
+        # Behind a TLS proxy Django sees http: trust the origin visitors use for the admin.
+        visible_port = public_port or port
+        admin_origin = f"https://{domain}" + ("" if visible_port == 443 else f":{visible_port}")
+        origins = [admin_origin] if scheme == "https" else []
+    return {
+        "RELAY_DOMAIN": domain,
+        "RELAY_BIND": bind,
+        "RELAY_PORT": port,
+        "RELAY_POOL_BIND": pool_bind,
+        "ALLOWED_HOSTS": list(allowed_hosts),
+        "CSRF_TRUSTED_ORIGINS": list(origins),
+    }
+
+
+def apply(settings: Any, *, domain: str, bind: str, port: int) -> None:
+    """Set the address settings on Django's `settings` for these values (runrelay's flags)."""
+    values = address_settings(
+        domain=domain,
+        bind=bind,
+        port=port,
+        public_port=settings.RELAY_PUBLIC_PORT,
+        scheme=settings.RELAY_PUBLIC_SCHEME,
+        explicit=settings.RELAY_EXPLICIT_SETTINGS,
+    )
+    for name, value in values.items():
+        setattr(settings, name, value)

@@ -1,0 +1,112 @@
+"""The relay's ear for operators: close tunnels when the admin (or a command) says so.
+
+Listens on the channel layer group `relay-control` for
+`{"type": "tunnel.close", "names": [...], "token_ids": [...], "reason": "..."}` and closes
+matching live tunnels through the registry. Sent by tunnels/control.py. The in-memory layer
+only carries messages within one process: fine, the admin is served by the runrelay process.
+On a named node the group also carries `tunnel.owner` (a node opened or closed a name) and
+`tunnel.release` (a client reclaims its name on another node), both from relay/cluster/node.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+from relay.pool.registry import Registry, get_registry
+from relay.protocol import CLOSE_REASON_MAX_CHARS, CONTROL_GROUP, REJOIN_S, RETRY_MAX_S
+
+logger = logging.getLogger(__name__)
+
+
+def handle(registry: Registry, message: dict[str, Any]) -> int:
+    """Obey one control message; returns how many tunnels it closed."""
+    if message.get("type") == "tunnel.owner":  # scale-out: a node opened or closed a tunnel
+        if registry.cluster is not None:
+            registry.cluster.note_owner(message)
+        return 0
+    if message.get("type") == "tunnel.release":  # scale-out: its owner reclaims it elsewhere
+        return registry.cluster.note_release(message) if registry.cluster is not None else 0
+    if message.get("type") != "tunnel.close":
+        return 0
+    reason = str(message.get("reason") or "closed by the operator")[:CLOSE_REASON_MAX_CHARS]
+    names = set(message.get("names") or ())
+    token_ids = set(message.get("token_ids") or ())
+    doomed = [
+        tunnel
+        for tunnel in list(registry.tunnels.values())
+        if tunnel.name in names or (tunnel.token_id is not None and tunnel.token_id in token_ids)
+    ]
+    for tunnel in doomed:
+        registry.close(tunnel, reason)
+    return len(doomed)
+
+
+async def listen(ready: asyncio.Event | None = None, retry_s: float = 1.0) -> None:
+    """Run until cancelled. `ready` is set once the relay has joined the group.
+
+    One channel name for the whole process: messages sent to it while a receive failed wait
+    in the layer (a minute on Redis) for the next receive. After a failure the channel joins
+    the group again (Redis may have restarted and forgotten it) before receiving; a quiet
+    channel stays in the group because `_rejoin` renews its membership. When the channel
+    layer is unreachable (Redis down), tunnels carry on: this task logs a warning and tries
+    again with a growing delay, up to RETRY_MAX_S; it never ends the relay.
+    """
+    layer = get_channel_layer()
+    if layer is None:
+        logger.warning("no channel layer: the admin cannot disconnect tunnels")
+        return
+    channel = await layer.new_channel("relay-control.")
+    rejoin: asyncio.Task[None] | None = None
+    delay = retry_s
+    try:
+        while True:
+            try:
+                await layer.group_add(CONTROL_GROUP, channel)
+                if rejoin is None:
+                    rejoin = asyncio.get_running_loop().create_task(_rejoin(layer, channel))
+                if ready is not None:
+                    ready.set()
+                delay = retry_s
+                await _receive_forever(layer, channel)
+            except Exception as exc:  # CancelledError is a BaseException: it ends the loop
+                logger.warning(
+                    "channel layer unavailable (%s); the admin cannot disconnect tunnels until "
+                    "it is back; retrying in %g s",
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+    finally:
+        if rejoin is not None:
+            rejoin.cancel()
+        try:
+            await asyncio.shield(layer.group_discard(CONTROL_GROUP, channel))
+        except Exception:
+            pass
+
+
+async def _receive_forever(layer: Any, channel: str) -> None:
+    while True:
+        message = await layer.receive(channel)
+        try:
+            closed = handle(get_registry(), message)
+        except Exception:
+            logger.exception("could not obey control message %r", message)
+            continue
+        if closed:
+            logger.info("control: closed %d tunnel(s)", closed)
+
+
+async def _rejoin(layer: Any, channel: str) -> None:
+    """Renew the channel's membership before the layer's group expiry drops it."""
+    while True:
+        await asyncio.sleep(REJOIN_S)
+        try:
+            await layer.group_add(CONTROL_GROUP, channel)
+        except Exception as exc:  # the receive loop sees the same outage and reports it
+            logger.debug("could not renew the control group membership: %r", exc)

@@ -1,0 +1,363 @@
+"""The visitor's HTTP connection: Twisted's HTTP channel with the relay's limits.
+
+Request heads have a size, a line length, a header count and a deadline; bodies a size
+(the relay's, or the tunnel's plan's) and a minimum pace; framing that proxies disagree on
+is refused; each visitor address holds a bounded number of connections. Each refusal is an
+answer with a JSON message, never Twisted's bare 400. relay/edge/server.py puts this
+channel under Daphne.
+"""
+
+from __future__ import annotations
+
+import daphne.server  # noqa: F401  isort:skip  (installs the asyncio reactor first)
+
+import json
+import logging
+import re
+from typing import Any
+
+from django.conf import settings
+from twisted.internet import reactor as twisted_reactor
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.web import http
+
+from relay.edge.admission import (
+    CONNECTIONS,
+    body_limit_for,
+    no_tunnel_anywhere,
+    release_address,
+    tunnel_for,
+)
+from relay.headers import is_trusted_proxy
+from relay.pool.quota import address_key
+from relay.protocol import (
+    CHUNK_FRAMING_FREE_BYTES,
+    CHUNKED_SLICE_BYTES,
+    MAX_CHUNK_FRAMING_SHARE,
+)
+
+logger = logging.getLogger(__name__)
+
+# Twisted declares the reactor's methods on zope interfaces, without `self`: mypy cannot call
+# them through those types, so the reactor is untyped here (the Twisted boundary).
+reactor: Any = twisted_reactor
+
+
+def _reject(status: int, reason: str, message: str) -> bytes:
+    body = json.dumps({"message": message}).encode()
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
+
+
+# `http://host/path` (absolute-form, RFC 9112 section 3.2.2): accepted only when it names
+# the same host as the Host header, and then rewritten to the origin-form `/path`.
+_ABSOLUTE_FORM = re.compile(rb"^https?://([^/?#]*)(.*)$", re.IGNORECASE)
+
+
+class RelayHTTPChannel(http.HTTPChannel):
+    """Twisted's HTTP channel with the relay's limits and clear answers when they bite.
+
+    Twisted already refuses most ambiguous framing (see tests/hardening); on top of that
+    this channel refuses obs-fold, bare-LF line endings, any Transfer-Encoding but
+    `chunked`, and an absolute-form target naming another host than Host; and it gives
+    each request head a deadline (`RELAY_HEADER_TIMEOUT_S`, against slowloris) that bytes
+    do not extend, unlike Twisted's idle timeout (`RELAY_IDLE_TIMEOUT_S`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.totalHeadersSize = settings.RELAY_MAX_HEADER_BYTES
+        self.maxHeaders = settings.RELAY_MAX_HEADER_COUNT
+        self.MAX_LENGTH = max(
+            settings.RELAY_MAX_HEADER_BYTES, settings.RELAY_MAX_REQUEST_LINE_BYTES
+        )
+        self._rejected = False
+        self._body_limit = 0  # bytes allowed in the current request's body; 0: no limit
+        self._body_seen = 0
+        self._chunked_wire = -1  # bytes of the current chunked body on the wire; -1: none
+        self._head_deadline: Any = None  # a Twisted DelayedCall while a head is awaited
+        self._head_started = False  # bytes of the awaited head have arrived
+        self._body_deadline: Any = None  # a Twisted DelayedCall while a body is read
+        self._body_started = 0.0
+        self._body_allowed = 0.0  # seconds: the grace period, plus the pace of bytes read
+        self._address: str | None = None  # counted in CONNECTIONS while open
+
+    def connectionMade(self) -> None:  # noqa: N802
+        super().connectionMade()
+        # Responses go out in more than one write; Nagle would hold the last one back.
+        transport: Any = self.transport  # zope-typed (see `reactor`), never None once made
+        transport.setTcpNoDelay(True)
+        if not self._admit_address():
+            return
+        self._start_head_deadline()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+        self._stop_head_deadline()
+        self._stop_body_deadline()
+        if self._address is not None:
+            release_address(self._address)
+            self._address = None
+        super().connectionLost(reason)
+
+    # --- connections per visitor address ---------------------------------------------------
+    def _admit_address(self) -> bool:
+        limit = settings.RELAY_MAX_CONNECTIONS_PER_IP
+        transport: Any = self.transport  # zope-typed (see `reactor`)
+        peer = transport.getPeer()
+        host = getattr(peer, "host", None)
+        if not limit or host is None or is_trusted_proxy(host):
+            return True  # behind a proxy every visitor shares its address: it limits them
+        key = address_key(host)
+        if CONNECTIONS.get(key, 0) >= limit:
+            self._refuse(
+                429,
+                "Too Many Requests",
+                f"Your address already has {limit} open connections to this relay; "
+                "close some and try again.",
+            )
+            return False
+        CONNECTIONS[key] = CONNECTIONS.get(key, 0) + 1
+        self._address = key
+        return True
+
+    def hand_over(self, transport: Any) -> None:
+        """The connection became a WebSocket: Daphne's protocol now owns the transport and
+        this channel never hears that it closed, so the new protocol gives the place back."""
+        key, self._address = self._address, None
+        if key is None:
+            return
+        protocol = getattr(transport, "wrappedProtocol", None) or transport.protocol
+        lost = protocol.connectionLost
+
+        def connection_lost(reason: Any) -> None:
+            release_address(key)
+            lost(reason)
+
+        protocol.connectionLost = connection_lost
+
+    # --- the body deadline (a minimum pace after a grace period) ---------------------------
+    def _start_body_deadline(self) -> None:
+        self._stop_body_deadline()
+        self._body_started = reactor.seconds()
+        self._body_allowed = settings.RELAY_BODY_TIMEOUT_S
+        self._body_deadline = reactor.callLater(self._body_allowed, self._body_check)
+
+    def _stop_body_deadline(self) -> None:
+        if self._body_deadline is not None:
+            if self._body_deadline.active():
+                self._body_deadline.cancel()
+            self._body_deadline = None
+
+    def _body_check(self) -> None:
+        self._body_deadline = None
+        if self._rejected or self.transport is None:
+            return
+        left = self._body_started + self._body_allowed - reactor.seconds()
+        if left > 0:
+            self._body_deadline = reactor.callLater(left, self._body_check)
+            return
+        grace, rate = settings.RELAY_BODY_TIMEOUT_S, settings.RELAY_BODY_MIN_RATE_BYTES_S
+        self._refuse(
+            408,
+            "Request Timeout",
+            f"The request body arrived too slowly: after {grace:g} s it must keep coming at "
+            f"{rate} bytes per second or more.",
+        )
+
+    # --- the head deadline ------------------------------------------------------------------
+    def _start_head_deadline(self) -> None:
+        if self._head_deadline is None:
+            delay = settings.RELAY_HEADER_TIMEOUT_S
+            self._head_deadline = reactor.callLater(delay, self._head_too_slow)
+
+    def _stop_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            if self._head_deadline.active():
+                self._head_deadline.cancel()
+            self._head_deadline = None
+        self._head_started = False
+
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        if self._rejected or self.transport is None:
+            return
+        if self._head_started:
+            limit = settings.RELAY_HEADER_TIMEOUT_S
+            self._refuse(
+                408, "Request Timeout", f"The request head did not arrive within {limit:g} s."
+            )
+        else:  # a connection that never started a request: close it quietly
+            self._rejected = True
+            self.transport.abortConnection()
+
+    # --- parsing ----------------------------------------------------------------------------
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        self._rejected = True
+        self._stop_head_deadline()
+        self._stop_body_deadline()
+        transport: Any = self.transport  # zope-typed (see `reactor`)
+        transport.write(_reject(status, reason, message))
+        self.loseConnection()
+
+    def _on_first_line(self) -> bool:
+        return bool(getattr(self, "_HTTPChannel__first_line", 0))
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if self._rejected:
+            return
+        if self.line_mode:
+            # Bytes of a new head: on keep-alive its deadline starts with its first byte.
+            self._start_head_deadline()
+            self._head_started = True
+        super().dataReceived(data)
+        # Lines end in CRLF; a bare LF left in the unfinished line means LF line endings.
+        if self.line_mode and not self._rejected and b"\n" in self._buffer:
+            self._refuse(400, "Bad Request", "Lines must end with CRLF.")
+
+    def lineReceived(self, line: bytes) -> None:  # noqa: N802
+        if self._rejected:
+            return
+        first = self._on_first_line()
+        if first and len(line) > settings.RELAY_MAX_REQUEST_LINE_BYTES:
+            self._refuse(414, "URI Too Long", "The request line is too long.")
+            return
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            limit = self.totalHeadersSize
+            self._refuse(
+                431,
+                "Request Header Fields Too Large",
+                f"The request headers are larger than {limit} bytes.",
+            )
+            return
+        if not first and (b"\n" in line or b"\r" in line or b"\x00" in line):
+            # Twisted would refuse these too, but only when the next line arrives; at once,
+            # the answer is the same however the bytes were split into packets.
+            self._refuse(400, "Bad Request", "A header line contains CR, LF or NUL.")
+            return
+        if not first and line[:1] in (b" ", b"\t"):
+            # RFC 9112 section 5.2: a server rejects obs-fold with 400 (or unfolds it).
+            self._refuse(400, "Bad Request", "Folded header lines (obs-fold) are not allowed.")
+            return
+        super().lineReceived(line)
+
+    def headerReceived(self, line: bytes) -> bool:  # noqa: N802
+        if self._rejected:
+            return False
+        if self._receivedHeaderCount >= self.maxHeaders:
+            self._refuse(
+                431,
+                "Request Header Fields Too Large",
+                f"The request has more than {self.maxHeaders} header lines.",
+            )
+            return False
+        name, _, value = line.partition(b":")
+        if name.lower() == b"transfer-encoding" and value.strip(b" \t").lower() != b"chunked":
+            # Twisted ignores `identity`; a proxy in front might not. Only chunked is clear.
+            self._refuse(400, "Bad Request", "Transfer-Encoding must be exactly chunked.")
+            return False
+        return super().headerReceived(line)
+
+    def allHeadersReceived(self) -> None:  # noqa: N802
+        self._stop_head_deadline()
+        problem = self._target_problem()
+        if problem:
+            self._refuse(400, "Bad Request", problem)
+            return
+        # A body over the limit is refused before it is read: Twisted would otherwise spool
+        # all of it to disk first. Returning here also skips Twisted's 100 Continue.
+        name, tunnel = tunnel_for(self.requests[-1])
+        if name is not None and tunnel is None and self.length != 0 and no_tunnel_anywhere():
+            # Its body would be spooled in full only to be answered 404: refuse it now.
+            self._refuse(404, "Not Found", f"There is no tunnel called {name!r} on this relay.")
+            return
+        self._body_limit = body_limit_for(tunnel)
+        self._body_seen = 0
+        self._chunked_wire = 0 if self.length is None else -1
+        if self._body_limit and self.length is not None and self.length > self._body_limit:
+            self._refuse_body()
+            return
+        if self.length != 0:  # a body follows (None: chunked)
+            self._start_body_deadline()
+        super().allHeadersReceived()
+
+    def body_over_limit(self, size: int) -> bool:
+        """Count body bytes as they arrive (chunked bodies have no length up front)."""
+        if self._rejected:
+            return True
+        self._body_seen += size
+        rate = settings.RELAY_BODY_MIN_RATE_BYTES_S
+        if rate:
+            # Earned at the pace of the bytes, but never more than RELAY_BODY_MAX_AHEAD_S
+            # ahead of now: a fast start must not buy hours of trickling (Apache: body=20-40).
+            allowed = self._body_allowed + size / rate
+            cap = reactor.seconds() - self._body_started + settings.RELAY_BODY_MAX_AHEAD_S
+            self._body_allowed = allowed if allowed < cap else cap
+        if self._body_limit and self._body_seen > self._body_limit:
+            self._refuse_body()
+            return True
+        return False
+
+    def _refuse_body(self) -> None:
+        self._refuse(
+            413,
+            "Content Too Large",
+            f"The request body is larger than the {self._body_limit} bytes allowed here.",
+        )
+
+    def _target_problem(self) -> str:
+        """Why the request target cannot be forwarded, or "" (absolute-form is rewritten)."""
+        # Twisted infers `_path` as a Request (it reuses a variable name); it is the target.
+        target: bytes = self._path  # type: ignore[assignment]
+        if target.startswith(b"/") or (target == b"*" and self._command == b"OPTIONS"):
+            return ""
+        match = _ABSOLUTE_FORM.match(target)
+        if match is None:
+            return "The request target must be a path."
+        hosts = self.requests[-1].requestHeaders.getRawHeaders(b"host") or []
+        if len(hosts) != 1 or match.group(1).lower() != hosts[0].lower():
+            return "The request target names another host than the Host header."
+        rest = match.group(2)
+        self._path = rest if rest.startswith(b"/") else b"/" + rest  # type: ignore[assignment]
+        return ""
+
+    def allContentReceived(self) -> None:  # noqa: N802
+        self._stop_body_deadline()
+        if not self._rejected:
+            super().allContentReceived()
+
+    def rawDataReceived(self, data: bytes) -> None:  # noqa: N802
+        if self._rejected:
+            return
+        if self._chunked_wire < 0 or self._handlingRequest:
+            super().rawDataReceived(data)
+            return
+        # A chunked body: parsed a slice at a time, its framing checked after each slice
+        # (relay.protocol.MAX_CHUNK_FRAMING_SHARE), so tiny chunks cost bounded work.
+        for start in range(0, len(data), CHUNKED_SLICE_BYTES):
+            piece = data[start : start + CHUNKED_SLICE_BYTES]  # all of it: no copy
+            if self._handlingRequest:  # the body ended: the rest is the next request's
+                super().rawDataReceived(piece)
+                continue
+            self._chunked_wire += len(piece)
+            super().rawDataReceived(piece)
+            if self._rejected:
+                return
+            wire, framing = self._chunked_wire, self._chunked_wire - self._body_seen
+            if wire > CHUNK_FRAMING_FREE_BYTES and framing * MAX_CHUNK_FRAMING_SHARE > wire:
+                self._refuse(
+                    400,
+                    "Bad Request",
+                    f"The request body comes in chunks too small to forward ({framing} of its "
+                    f"first {wire} bytes are chunk framing). Send it with a Content-Length, "
+                    "or in chunks of 64 bytes or more.",
+                )
+                return
+
+    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802
+        if self._on_first_line():
+            self._refuse(414, "URI Too Long", "The request line is too long.")
+        else:
+            self._refuse(431, "Request Header Fields Too Large", "A header line is too long.")

@@ -1,0 +1,308 @@
+"""The relay's in-memory registry of live tunnels.
+
+One per process, bound to the running event loop. It hands out names and pool ports,
+keeps a name for its owner through the reconnect grace period, expires tunnels whose
+client is gone, and flushes counters to the database in batches (never per request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.db import IntegrityError, OperationalError
+
+from relay import protocol
+from relay.pool.errors import RegistrationError
+from relay.pool.flush import SessionFlush
+from relay.pool.holders import NameHolders
+from relay.pool.hooks import ClusterHooks
+from relay.pool.ports import open_in_range
+from relay.pool.quota import RegistrationRate
+from relay.pool.socket import PoolSocket
+from relay.pool.tunnel import Tunnel
+from relay.protocol import (
+    POOL_LISTEN_BACKLOG,
+    RETRY_AFTER_FULL_S,
+    TIMER_SLACK_S,
+)
+from relay.records import LiveLimitReached
+
+logger = logging.getLogger(__name__)
+
+
+def _in_use_message(tunnel: Tunnel) -> str:
+    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(tunnel.registered_wall))
+    sockets = tunnel.connected_sockets
+    state = f"{sockets} pool socket{'s' if sockets != 1 else ''}" if sockets else "connecting"
+    return (
+        f"The subdomain {tunnel.name!r} is in use by another client of yours, connected from "
+        f"{tunnel.client_ip} since {since} ({state}). Stop that client first (a client whose "
+        "network went away is noticed within about 30 s), or, with tunnelsite's own lt, take "
+        f"the name over with `lt --subdomain {tunnel.name} --takeover` (the other client is "
+        "then disconnected)."
+    )
+
+
+def _database_unavailable(exc: Exception) -> RegistrationError:
+    logger.warning("registration failed, database unavailable: %s", exc)
+    return RegistrationError(
+        503, "The relay's database is busy or unavailable; try again in a moment."
+    )
+
+
+class Registry(SessionFlush, NameHolders):
+    def __init__(self, settings: Any = django_settings) -> None:
+        self.settings = settings
+        self.tunnels: dict[str, Tunnel] = {}
+        self.accepting = True
+        self.in_flight = 0
+        self._idle_event = asyncio.Event()
+        self._idle_event.set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._flusher: asyncio.Task[None] | None = None
+        self._closed_pending: list[Tunnel] = []
+        self.started_at = time.time()
+        self.cluster: ClusterHooks | None = None  # scale-out: set by the runner on a named node
+        self.registrations = RegistrationRate(  # per owner (issue 10 item 23)
+            settings.RELAY_REGISTRATION_BURST, settings.RELAY_REGISTRATIONS_PER_MINUTE
+        )
+        self._next_prune = 0.0  # monotonic time of the next pruning of closed sessions
+        # Clients replaced by a takeover: client id -> (name, new client's address, when).
+        self._taken_over: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
+
+    # --- registration ---------------------------------------------------------------------
+    async def register(
+        self,
+        requested: str | None,
+        owner: str,
+        client_ip: str,
+        max_conn_count: int,
+        *,
+        user_id: int | None = None,  # issue 4: who the session row belongs to
+        token_id: int | None = None,
+        max_live: int = 0,  # scale-out: the owner's live-tunnel limit, counted cluster-wide
+        client_id: str = "",  # our lt's per-run id (protocol.CLIENT_ID_HEADER); "" for npm
+        takeover: bool = False,  # close the name's live client first (lt --takeover)
+        reserved: frozenset[str] = frozenset(),  # the site's route names (tunnels/views.py)
+    ) -> Tunnel:
+        if not self.accepting:
+            raise RegistrationError(503, "This relay is shutting down; try again in a moment.")
+        if client_id:
+            self._refuse_if_taken_over(client_id)
+        avoid_port = 0
+        if requested is not None:
+            existing = self.tunnels.get(requested)
+            if existing is not None:
+                if existing.owner != owner:
+                    raise RegistrationError(
+                        409,
+                        f"The subdomain {requested!r} is in use by another client. "
+                        "Pick another name, or leave it out for a random one.",
+                    )
+                if existing.session_id is None:  # its first registration is still running
+                    raise RegistrationError(
+                        409, f"The subdomain {requested!r} is being registered; try again."
+                    )
+                if client_id and client_id == existing.client_id:
+                    return self._reclaim(existing, client_ip, client_id)  # our lt reconnecting
+                if not existing.client_connected(time.monotonic()):
+                    return self._reclaim(existing, client_ip, client_id)  # grace period
+                if not takeover:
+                    raise RegistrationError(409, _in_use_message(existing))
+                # A new pool port: the old client's own reconnects must not reach the new one.
+                avoid_port = existing.port
+                self._take_over(existing, client_ip, client_id)
+            name = requested
+        else:
+            name = self._random_name(reserved)
+        if len(self.tunnels) >= self.settings.RELAY_MAX_TUNNELS:
+            raise RegistrationError(503, "This relay has no room for more tunnels right now.")
+        tunnel = Tunnel(
+            name=name,
+            owner=owner,
+            client_ip=client_ip,
+            max_conn_count=max_conn_count,
+            registry=self,
+            user_id=user_id,
+            token_id=token_id,
+            client_id=client_id,
+        )
+        self.tunnels[name] = tunnel  # claim the name before the first await
+        try:
+            # The old session's row must be closed before a new one; on a node (max_live),
+            # rows released to make room must be too, or the cluster-wide count sees them.
+            if any(t.name == name for t in self._closed_pending) or (
+                max_live and self._closed_pending
+            ):
+                try:
+                    await self.flush()
+                except OperationalError as exc:
+                    raise _database_unavailable(exc) from None
+            tunnel.server = await self._listen(tunnel, avoid_port)
+            tunnel.port = tunnel.server.sockets[0].getsockname()[1]
+            try:
+                tunnel.session_id = await self._open_session(tunnel, max_live, takeover)
+                if tunnel.closed:  # scale-out: released to its owner's newer registration
+                    self._closed_pending.append(tunnel)  # while the row was being written
+                    if self.cluster is not None:
+                        self.cluster.flush_soon()
+                    raise IntegrityError("released while registering")
+            except IntegrityError:
+                raise RegistrationError(
+                    409, f"The subdomain {name!r} is in use; pick another name."
+                ) from None
+            except OperationalError as exc:  # locked (SQLite) or unreachable database
+                raise _database_unavailable(exc) from None
+            except LiveLimitReached as exc:  # scale-out
+                raise RegistrationError(
+                    429,
+                    f"You already have {exc.limit} live tunnel{'s' if exc.limit != 1 else ''}"
+                    ", the most your plan allows. Close one (stop its client) first.",
+                ) from None
+        except BaseException:
+            if self.tunnels.get(name) is tunnel:
+                del self.tunnels[name]
+            tunnel.close("registration failed")
+            raise
+        self.schedule_expiry(tunnel)
+        if self.cluster is not None:  # scale-out: tell the other nodes who owns the name
+            self.cluster.tunnel_opened(tunnel)
+        logger.info("tunnel %s opened for %s on pool port %d", name, client_ip, tunnel.port)
+        return tunnel
+
+    def _random_name(self, reserved: frozenset[str] = frozenset()) -> str:
+        """A free random name that is never a reserved one (RELAY_RESERVED_NAMES, routes)."""
+        while True:
+            name = protocol.random_subdomain()
+            if (
+                name not in self.tunnels
+                and name not in reserved
+                and name not in self.settings.RELAY_RESERVED_NAMES
+            ):
+                return name
+
+    async def _listen(self, tunnel: Tunnel, avoid_port: int = 0) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        bind = self.settings.RELAY_POOL_BIND
+        max_head = self.settings.RELAY_MAX_HEADER_BYTES
+
+        def factory() -> PoolSocket:
+            return PoolSocket(tunnel, max_head)
+
+        ports = self.settings.RELAY_POOL_PORTS
+        if ports is None:
+            server = await loop.create_server(factory, bind, 0, backlog=POOL_LISTEN_BACKLOG)
+            if server.sockets[0].getsockname()[1] != avoid_port:
+                return server
+            try:  # the port just given up came back: ask again while holding it
+                return await loop.create_server(factory, bind, 0, backlog=POOL_LISTEN_BACKLOG)
+            finally:
+                server.close()
+        # Every port of the range this relay does not hold, in a random order, each tried
+        # once: other processes may hold some, and a free one is found whenever one exists.
+        first, last = ports
+        held = {t.port for t in self.tunnels.values() if t.port}
+        held.add(avoid_port)
+        listener = await open_in_range(factory, bind, first, last, held)
+        if listener is None:
+            raise RegistrationError(
+                503,
+                f"All {last - first + 1} pool ports of this relay (RELAY_POOL_PORTS={first}-{last})"
+                " are in use; try again later (operator: widen the range).",
+                retry_after=RETRY_AFTER_FULL_S,
+            )
+        return listener
+
+    # --- expiry -----------------------------------------------------------------------------
+    def schedule_expiry(self, tunnel: Tunnel) -> None:
+        """One timer per tunnel, at the end of its grace period (a flapping client must not
+        pile them up); a socket attaching or the tunnel closing cancels it."""
+        tunnel.cancel_expiry()
+        loop = asyncio.get_running_loop()
+        tunnel.expiry = loop.call_later(
+            self.settings.RELAY_GRACE_S, self._expire_if_offline, tunnel
+        )
+
+    def _expire_if_offline(self, tunnel: Tunnel) -> None:
+        tunnel.expiry = None
+        if tunnel.closed or tunnel.offline_since is None:
+            return
+        if time.monotonic() - tunnel.offline_since >= self.settings.RELAY_GRACE_S - TIMER_SLACK_S:
+            self.close(tunnel, "client gone")
+        else:
+            self.schedule_expiry(tunnel)
+
+    def close(self, tunnel: Tunnel, reason: str) -> None:
+        if self.tunnels.get(tunnel.name) is tunnel:
+            del self.tunnels[tunnel.name]
+        if not tunnel.closed:
+            tunnel.close(reason)
+            self._closed_pending.append(tunnel)
+            if self.cluster is not None:  # scale-out: free the name cluster-wide at once
+                self.cluster.tunnel_closed(tunnel)
+            logger.info("tunnel %s closed: %s", tunnel.name, reason)
+
+    def get(self, name: str) -> Tunnel | None:
+        return self.tunnels.get(name)
+
+    # --- in-flight requests (for a graceful drain) ------------------------------------------
+    def request_started(self) -> None:
+        self.in_flight += 1
+        self._idle_event.clear()
+
+    def request_finished(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight <= 0:
+            self._idle_event.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop taking tunnels, wait for in-flight requests; True if all finished in time."""
+        self.accepting = False
+        for tunnel in self.tunnels.values():
+            if tunnel.server is not None:
+                tunnel.server.close()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle_event.wait()
+            return True
+        except TimeoutError:
+            return False
+
+    async def shutdown(self, reason: str = "relay stopped") -> None:
+        for tunnel in list(self.tunnels.values()):
+            self.close(tunnel, reason)
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        await self.flush()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "tunnels": len(self.tunnels),
+            "sockets": sum(t.connected_sockets for t in self.tunnels.values()),
+            "in_flight": self.in_flight,
+            "tasks": len(asyncio.all_tasks()),  # a leak shows here first
+            "uptime_s": round(time.time() - self.started_at, 1),
+        }
+
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process's registry, created on first use inside the running loop."""
+    global _registry
+    if _registry is None:
+        _registry = Registry()
+    return _registry
+
+
+def reset_registry() -> None:
+    """For tests: forget the registry (its tunnels must already be closed)."""
+    global _registry
+    _registry = None

@@ -1,0 +1,172 @@
+"""Plain HTTP through a tunnel: visitor request -> pool socket -> response -> visitor.
+
+This is the byte path: no ORM, no logging at INFO, no JSON. Counters go on the in-memory
+`Tunnel` and are flushed by the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import h11
+from django.conf import settings
+
+from relay import headers as hdrs
+from relay.asgi_types import Message, Receive, Scope, Send
+from relay.errors import send_error
+from relay.pool.quota import visitor_key
+from relay.pool.registry import get_registry
+from relay.pool.socket import PoolSocket
+from relay.pool.tunnel import NoSocket, Tunnel
+from relay.protocol import HOP_SCOPE_KEY
+from relay.proxy.exchange import Progress, build_request, exchange
+from relay.proxy.flow import Flow
+
+logger = logging.getLogger(__name__)
+
+
+async def proxy_http(scope: Scope, receive: Receive, send: Send, name: str) -> None:
+    registry = get_registry()
+    tunnel = registry.get(name)
+    if tunnel is None:
+        if registry.cluster is not None and HOP_SCOPE_KEY not in scope:  # scale-out
+            await registry.cluster.forward_http(scope, receive, send, name)
+            return
+        await send_error(scope, send, 404, f"There is no tunnel called {name!r} on this relay.")
+        return
+    if tunnel.quota is not None:  # issue 4: plan limits, integer checks only
+        refusal = tunnel.quota.admit(tunnel, scope, time.monotonic())
+        if refusal is not None:
+            await send_error(scope, send, *refusal)
+            return
+    flow: Flow | None = scope.get("extensions", {}).get("tunnelsite.flow")
+    if flow is not None:
+        flow.task = asyncio.current_task()
+    first = await receive()
+    if first["type"] != "http.request":
+        return  # the visitor left before we started
+    try:
+        head = _request_event(scope, first)
+    except h11.LocalProtocolError as exc:
+        await send_error(scope, send, 400, f"The request cannot be forwarded: {exc}")
+        return
+    registry.request_started()
+    try:
+        await _exchange(tunnel, scope, receive, send, flow, head, first)
+    finally:
+        registry.request_finished()
+
+
+def _request_event(scope: Scope, first: Message) -> h11.Request:
+    headers, declared_length, had_framing = hdrs.request_headers(scope)
+    return build_request(scope, first, headers, declared_length, had_framing)
+
+
+# RFC 9110 section 9.2.1: safe methods. Only these, and only without a body, are sent to a
+# second pool socket when the first closed without a byte of answer (the client dropped it,
+# or the app closed its connection at once): the app may have acted on anything else.
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+async def _exchange(
+    tunnel: Tunnel,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    flow: Flow | None,
+    head: h11.Request,
+    first: Message,
+) -> None:
+    cfg = settings
+    retry = scope["method"] in _SAFE and not first.get("body") and not first.get("more_body")
+    visitor = visitor_key(scope)  # for its share of the tunnel's sockets
+    for attempt in range(2 if retry else 1):
+        try:
+            conn = await tunnel.acquire(cfg.RELAY_SOCKET_WAIT_S, cfg.RELAY_MAX_WAITERS, visitor)
+        except NoSocket as exc:
+            await send_error(scope, send, exc.status, exc.message, exc.retry_after)
+            return
+        last = attempt == 1 or not retry
+        if await _attempt(tunnel, conn, scope, receive, send, flow, head, first, last):
+            return
+
+
+async def _attempt(
+    tunnel: Tunnel,
+    conn: PoolSocket,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    flow: Flow | None,
+    head: h11.Request,
+    first: Message,
+    last: bool,
+) -> bool:
+    """One exchange on `conn`; False when the socket closed unanswered and, not being the
+    `last` attempt, the request may go to another socket."""
+    timeout = settings.RELAY_RESPONSE_TIMEOUT_S
+    reusable = False
+    progress = Progress()
+    mark = conn.received
+    tunnel.requests += 1
+    tunnel.dirty = True
+    tunnel.last_activity = time.monotonic()
+    try:
+        exc = await exchange(conn, receive, send, flow, head, first, progress, timeout, timeout)
+        if exc is None:
+            # Not after a request with a body through a raw-pipe client (npm): an app may
+            # answer before reading the body, then take the body for a request of its own,
+            # and that client passes the second answer on whenever it comes, possibly in the
+            # next visitor's exchange. Our lt (it sends a client id) frames each exchange
+            # itself and drops its local connection after a body (client/proxy.py
+            # `ready_for_next`). The other rules for raw pipes are in
+            # PoolSocket.finish_exchange.
+            reusable = conn.finish_exchange(bool(progress.body))
+            return True
+        logger.debug("tunnel %s: exchange failed: %r", tunnel.name, exc)
+        silent = conn.received == mark  # not one byte of answer came back
+        if progress.started:
+            pass  # the visitor's connection was cut: nothing more to say
+        elif isinstance(exc, TimeoutError):
+            cause = f": {_APP_DOWN}" if silent else "."
+            await send_error(
+                scope,
+                send,
+                504,
+                f"The tunnel {tunnel.name} did not answer within {timeout:g} s{cause}",
+            )
+        elif silent:
+            if not last:
+                tunnel.requests -= 1  # counted again on the next socket
+                return False
+            await send_error(
+                scope,
+                send,
+                502,
+                f"The local app of the tunnel {tunnel.name} is not answering: its client "
+                "closed the connection without a response. Is the app running, on the port "
+                "given to lt?",
+            )
+        else:
+            await send_error(
+                scope,
+                send,
+                502,
+                f"The tunnel {tunnel.name} sent an invalid or incomplete response.",
+            )
+    finally:
+        tunnel.bytes_in += progress.body
+        tunnel.bytes_out += progress.sent
+        if reusable:
+            tunnel.release(conn)
+        else:
+            tunnel.discard(conn)
+    return True
+
+
+_APP_DOWN = (
+    "its local app may be down or slow (with the npm client, a request waits while the app "
+    "refuses connections). Check that the app runs on the port given to lt."
+)

@@ -1,0 +1,126 @@
+"""What the relay keeps in the database, as a port: relay/ never imports the ORM code itself.
+
+The relay writes a session row when a tunnel registers, batches of counter updates every
+RELAY_FLUSH_S, node rows once per heartbeat (scale-out), and takes a lock on the database at
+start; it never touches the database per request. `tunnels/records.py` implements `Records`
+with the ORM and `tunnels.apps.TunnelsConfig.ready()` installs it (through relay.face), so the
+import arrows point one way: tunnels -> relay. Every method is synchronous: the relay calls
+them through `database_sync_to_async`, off the event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class SessionUpdate:
+    """One tunnel's counters since the last flush (and whether it closed)."""
+
+    id: int
+    sockets: int
+    peak_sockets: int
+    requests: int
+    bytes_in: int
+    bytes_out: int
+    last_activity_age_s: float
+    closed: bool
+    close_reason: str
+
+
+@dataclass(frozen=True)
+class NodeLoad:
+    """What a node's heartbeat says about its load (scale-out)."""
+
+    tunnels: int
+    sockets: int
+    in_flight: int
+    requests: int
+    forwarded: int
+
+
+class LiveLimitReached(Exception):
+    """The owner already has `limit` live tunnels across all nodes (scale-out)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+class DatabaseInUse(Exception):
+    """Another relay holds this database (or this node name on it); the message says which."""
+
+
+class Records(Protocol):
+    # --- sessions: one row per registration -------------------------------------------------
+    def open_session(
+        self,
+        *,
+        subdomain: str,
+        client_ip: str,
+        port: int,
+        max_sockets: int,
+        owner_id: int | None = None,
+        token_id: int | None = None,
+        max_live: int = 0,
+    ) -> int:
+        """Insert a live session row and return its id. IntegrityError when the name has a
+        live row already; with `max_live` (scale-out) LiveLimitReached when the owner has that
+        many live tunnels on all nodes together."""
+        ...
+
+    def apply_updates(self, updates: list[SessionUpdate]) -> None: ...
+
+    def close_stale_sessions(self) -> int:
+        """Mark the sessions an earlier run of this relay (node) left live as closed."""
+        ...
+
+    def unusable_tokens(self, token_ids: set[int]) -> set[int]:
+        """Which of these tokens may no longer hold tunnels (revoked, expired, user gone)."""
+        ...
+
+    def prune_closed_sessions(self, retention_days: int, batch: int) -> int: ...
+
+    # --- nodes (scale-out) ------------------------------------------------------------------
+    def heartbeat(
+        self, name: str, advertise: str, started_at: datetime, draining: bool, load: NodeLoad
+    ) -> None: ...
+
+    def reap_dead_nodes(self, me: str, expiry_s: float) -> dict[str, int]: ...
+
+    def directory(self, me: str, expiry_s: float) -> dict[str, str]: ...
+
+    def closed_among(self, session_ids: list[int]) -> list[int]: ...
+
+    def live_holder(self, subdomain: str) -> tuple[str, str] | None: ...
+
+    def mark_draining(self, name: str) -> None: ...
+
+    # --- start-up ---------------------------------------------------------------------------
+    def lock_database(self, node_name: str) -> list[Any]:
+        """The locks making this the only relay (node) on its database, to keep referenced
+        for the process's life; DatabaseInUse when another one holds them."""
+        ...
+
+    def tokens_under_another_key(self) -> int:
+        """How many usable API tokens were made under another SECRET_KEY (all refused)."""
+        ...
+
+
+_installed: Records | None = None
+
+
+def install(records: Records) -> None:
+    global _installed
+    _installed = records
+
+
+def get() -> Records:
+    if _installed is None:
+        raise RuntimeError(
+            "no Records installed: the `tunnels` app installs them when Django starts "
+            "(tunnels.apps.TunnelsConfig.ready); is it in INSTALLED_APPS?"
+        )
+    return _installed

@@ -1,0 +1,78 @@
+"""The ORM behind relay.records: what the relay keeps in the database, written with Django.
+
+`tunnels.apps.TunnelsConfig.ready()` installs an `OrmRecords` through relay.face, so relay/
+reaches these functions without importing tunnels/. The work itself lives in three small
+modules: session rows (tunnels/store.py), node rows (tunnels/nodes.py) and the start-up lock
+(tunnels/dblock.py); the token-key check is tunnels/auth.py's.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from relay.face import NodeLoad, SessionUpdate
+from tunnels import auth, dblock, nodes, store
+
+
+class OrmRecords:
+    """relay.records.Records, with Django's ORM."""
+
+    def open_session(
+        self,
+        *,
+        subdomain: str,
+        client_ip: str,
+        port: int,
+        max_sockets: int,
+        owner_id: int | None = None,
+        token_id: int | None = None,
+        max_live: int = 0,
+    ) -> int:
+        return store.open_session(
+            subdomain=subdomain,
+            client_ip=client_ip,
+            port=port,
+            max_sockets=max_sockets,
+            owner_id=owner_id,
+            token_id=token_id,
+            max_live=max_live,
+        )
+
+    def apply_updates(self, updates: list[SessionUpdate]) -> None:
+        store.apply_updates(updates)
+
+    def close_stale_sessions(self) -> int:
+        return store.close_stale_sessions()
+
+    def unusable_tokens(self, token_ids: set[int]) -> set[int]:
+        return store.unusable_tokens(token_ids)
+
+    def prune_closed_sessions(self, retention_days: int, batch: int) -> int:
+        return store.prune_closed_sessions(retention_days, batch)
+
+    def heartbeat(
+        self, name: str, advertise: str, started_at: datetime, draining: bool, load: NodeLoad
+    ) -> None:
+        nodes.heartbeat(name, advertise, started_at, draining, load)
+
+    def reap_dead_nodes(self, me: str, expiry_s: float) -> dict[str, int]:
+        return nodes.reap_dead_nodes(me, expiry_s)
+
+    def directory(self, me: str, expiry_s: float) -> dict[str, str]:
+        return nodes.directory(me, expiry_s)
+
+    def closed_among(self, session_ids: list[int]) -> list[int]:
+        return nodes.closed_among(session_ids)
+
+    def live_holder(self, subdomain: str) -> tuple[str, str] | None:
+        return nodes.live_holder(subdomain)
+
+    def mark_draining(self, name: str) -> None:
+        nodes.mark_draining(name)
+
+    def lock_database(self, node_name: str) -> list[Any]:
+        return dblock.lock_database(node_name)
+
+    def tokens_under_another_key(self) -> int:
+        return auth.tokens_under_another_key()
