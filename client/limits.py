@@ -87,7 +87,7 @@ WATCH_POOL_AFTER_S = 0.1
 # pool reads, so a body that arrived with its head is always kept.
 REPLAY_MAX_BYTES = 2 * CHUNK_BYTES
 # Interim (1xx) answers passed on before the real one; more is a broken or hostile app (the
-# relay gives up after as many: relay/exchange.py MAX_INFORMATIONAL).
+# relay gives up after as many: relay/protocol.py MAX_INFORMATIONAL).
 MAX_INFORMATIONAL = 8
 
 # -- the connection to the local app (local_tls.py) ------------------------------------

@@ -26,8 +26,7 @@ from django.db import connections
 from relay.face import DatabaseInUse
 
 HOW_TO_RUN_SEVERAL = (
-    "several relays on one database must each have their own RELAY_NODE_NAME (README: "
-    "Running more than one node)"
+    "several relays on one database must each have their own RELAY_NODE_NAME (docs/cluster.md)"
 )
 
 

@@ -2,7 +2,7 @@
 concurrently with raw asyncio sockets, leave no file descriptors, tasks or memory behind.
 
 The count is set by CHURN_CYCLES (default below: what fits comfortably in well under a
-minute on a 2-core CI machine, measured; see the README's security section).
+minute on a 2-core CI machine, measured; see docs/security.md).
 """
 
 from __future__ import annotations
