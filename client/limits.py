@@ -15,11 +15,11 @@ KIB = 1024
 MIB = 1024 * KIB
 
 # -- the subdomain rule ----------------------------------------------------------------
-# The relay's rule (relay/protocol.py, the reference localtunnel server's): 4-63 lowercase
-# alphanumerics, or 6-65 characters with inner hyphens. Checked before registering so a bad
-# name fails fast with a usage error; tests/client/test_subdomain_rule.py pins it to the
+# The relay's rule (relay/protocol.py): 4-63 lowercase alphanumerics, or 6-63 characters
+# with inner hyphens (one DNS label), matched whole. Checked before registering so a bad
+# name fails fast with a usage error; tests/structure/test_subdomain_rule.py pins it to the
 # relay's on arbitrary text.
-SUBDOMAIN_RE = re.compile(r"^(?:[a-z0-9][a-z0-9\-]{4,63}[a-z0-9]|[a-z0-9]{4,63})$")
+SUBDOMAIN_RE = re.compile(r"[a-z0-9][a-z0-9-]{4,61}[a-z0-9]|[a-z0-9]{4,63}")
 
 # -- registration (the relay's small JSON API) -----------------------------------------
 # Registration is a small JSON call; a relay that cannot answer in this time is "down".

@@ -52,7 +52,7 @@ class RelayUnreachable(Exception):
 
 
 def is_valid_subdomain(name: str) -> bool:
-    return bool(SUBDOMAIN_RE.match(name))
+    return SUBDOMAIN_RE.fullmatch(name) is not None
 
 
 def auth_headers(host: str, token: str | None) -> dict[str, str]:

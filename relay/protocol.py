@@ -8,9 +8,11 @@ from __future__ import annotations
 import re
 import secrets
 
-# The reference server's id rule: 4-63 alphanumerics, or 6-65 characters with inner
-# hyphens. Kept as is so every name the npm client accepts is accepted here.
-SUBDOMAIN_RE = re.compile(r"^(?:[a-z0-9][a-z0-9\-]{4,63}[a-z0-9]|[a-z0-9]{4,63})$")
+# The reference server's id rule (4-63 alphanumerics, or 6-65 characters with inner hyphens)
+# capped at 63 characters: a name is one DNS label, and a 64-character label resolves
+# nowhere, so such a tunnel could never be visited. Matched whole (`fullmatch`: a `$`
+# would let a trailing newline through, and `GET /abcd%0A` register "abcd\n").
+SUBDOMAIN_RE = re.compile(r"[a-z0-9][a-z0-9-]{4,61}[a-z0-9]|[a-z0-9]{4,63}")
 
 # Words used for random names: two short words read better in a URL than hex
 # ("quiet-fox-3f9a"), and the 4 hex digits keep collisions rare at 5,000 live tunnels.
@@ -79,7 +81,7 @@ _NPM_USER_AGENT = re.compile(rb"^axios/")
 
 
 def is_valid_subdomain(name: str) -> bool:
-    return bool(SUBDOMAIN_RE.match(name))
+    return SUBDOMAIN_RE.fullmatch(name) is not None
 
 
 def random_subdomain() -> str:
@@ -187,7 +189,7 @@ CONTROL_GROUP = "relay-control"
 # pool sockets is known as the same client reconnecting (the relay may not have seen those
 # sockets close yet), not as a second client fighting for the name.
 CLIENT_ID_HEADER = "X-Tunnelsite-Client"
-CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")  # matched whole: fullmatch
 # `GET /<name>?takeover=1` (our lt's --takeover): close the name's live client and take it.
 TAKEOVER_PARAM = "takeover"
 # Set on a refusal whose reason a client acts on; `taken-over`: this client was replaced

@@ -119,7 +119,7 @@ async def _register(request: HttpRequest, requested: str | None) -> HttpResponse
                 f"your plan ({grant.limits.plan}) allows. Close one (stop its client) first.",
             )
     client_id = request.headers.get(protocol.CLIENT_ID_HEADER, "")
-    if not protocol.CLIENT_ID_RE.match(client_id):
+    if not protocol.CLIENT_ID_RE.fullmatch(client_id):
         client_id = ""  # not our lt's: treated as a client without an id
     try:
         tunnel = await registry.register(
@@ -321,7 +321,7 @@ async def tunnel_detail(request: HttpRequest, name: str) -> HttpResponse:
                 "token (or any token of the same user), or stop the client.",
             )
         client_id = request.headers.get(protocol.CLIENT_ID_HEADER, "")
-        if protocol.CLIENT_ID_RE.match(client_id) and client_id != tunnel.client_id:
+        if protocol.CLIENT_ID_RE.fullmatch(client_id) and client_id != tunnel.client_id:
             return _error(
                 request,
                 409,

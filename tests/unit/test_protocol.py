@@ -15,9 +15,9 @@ def test_it_accepts_names_the_npm_client_accepts(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["abc", "-abcd", "abcd-", "ABCD", "a_b_c_d", "a.bcd", "x" * 66, ""]
+    "name", ["abc", "-abcd", "abcd-", "ABCD", "a_b_c_d", "a.bcd", "x" * 64, "abcd\n", ""]
 )
-def test_it_rejects_names_outside_the_reference_rule(name: str) -> None:
+def test_it_rejects_names_outside_the_rule_or_a_dns_label(name: str) -> None:
     assert not protocol.is_valid_subdomain(name)
 
 

@@ -319,3 +319,33 @@ class RandomNameTests(TestCase):
         with mock.patch("relay.protocol.random_subdomain", lambda: next(draws)):
             answer = await AddressedClient(OWNER).get("/?new", headers={"User-Agent": LT})
         self.assertEqual(answer.json()["id"], "quiet-fox-0001")
+
+
+@override_settings(RELAY_ALLOW_ANONYMOUS=True, RELAY_PUBLIC_PORT=0)
+class NameShapeTests(TestCase):
+    """A name is one DNS label a visitor can reach: nothing after it, at most 63 characters.
+    An invalid name is a 403, as the reference server answers it."""
+
+    async def _status(self, name: str) -> int:
+        answer = await AddressedClient(OWNER).get(f"/{name}", headers={"User-Agent": LT})
+        body = answer.json()
+        if answer.status_code != 200:
+            self.assertIn("Invalid subdomain", body["message"])
+        return answer.status_code
+
+    @isolated
+    async def test_a_name_with_a_trailing_newline_is_refused(self) -> None:
+        self.assertEqual(await self._status("abcd%0A"), 403)
+        self.assertEqual(await self._status("my-app%0A"), 403)
+        self.assertIsNone(get_registry().get("abcd\n"))
+
+    @isolated
+    async def test_names_longer_than_a_dns_label_are_refused(self) -> None:
+        self.assertEqual(await self._status("a" * 64), 403)
+        self.assertEqual(await self._status("a" + "-" * 62 + "b"), 403)  # 64 characters
+        self.assertEqual(await self._status("a" + "-" * 63 + "b"), 403)  # 65 characters
+
+    @isolated
+    async def test_the_longest_names_that_fit_a_dns_label_are_accepted(self) -> None:
+        self.assertEqual(await self._status("a" * 63), 200)
+        self.assertEqual(await self._status("a" + "-" * 61 + "b"), 200)  # 63 characters
