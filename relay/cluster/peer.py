@@ -23,7 +23,8 @@ from django.conf import settings
 from relay.asgi_types import H11Event, H11Next, H11Received, Message, Receive, Scope, Send
 from relay.cluster.hop import binding, sign
 from relay.errors import send_error
-from relay.pool.socket import PoolError, next_cycle
+from relay.pool.errors import PoolError
+from relay.pool.reuse import next_cycle
 from relay.protocol import (
     ERROR_HEADER,
     HOP_BY_HOP,

@@ -1,4 +1,5 @@
-"""A registration the registry refuses, with what the client is told."""
+"""What goes wrong in the pool: a registration the registry refuses (with what the client
+is told), and a pool socket that fails mid-exchange."""
 
 from __future__ import annotations
 
@@ -15,3 +16,7 @@ class RegistrationError(Exception):
         self.message = message
         self.reason = reason
         self.retry_after = retry_after
+
+
+class PoolError(Exception):
+    """The pool socket failed mid-exchange; the visitor gets a 502."""

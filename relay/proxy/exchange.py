@@ -17,7 +17,7 @@ from django.conf import settings
 
 from relay import headers as hdrs
 from relay.asgi_types import H11Event, H11Next, H11Received, Message, Receive, Scope, Send
-from relay.pool.socket import PoolError
+from relay.pool.errors import PoolError
 from relay.protocol import EVENTS_PER_TURN, MAX_INFORMATIONAL
 from relay.proxy.flow import Flow
 

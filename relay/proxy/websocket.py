@@ -18,9 +18,10 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from relay import headers as hdrs
 from relay.asgi_types import Receive, Scope, Send
+from relay.pool.errors import PoolError
 from relay.pool.quota import visitor_key
 from relay.pool.registry import get_registry
-from relay.pool.socket import PoolError, PoolSocket
+from relay.pool.socket import PoolSocket
 from relay.pool.tunnel import NoSocket, Tunnel
 from relay.protocol import (
     HOP_SCOPE_KEY,

@@ -28,7 +28,8 @@ from wsproto.utilities import LocalProtocolError
 
 from relay import headers as hdrs
 from relay.asgi_types import Receive, Scope, Send
-from relay.pool.socket import PoolError, PoolSocket
+from relay.pool.errors import PoolError
+from relay.pool.socket import PoolSocket
 from relay.protocol import (
     MAX_MESSAGE_BYTES,
     MAX_REFUSAL_BYTES,

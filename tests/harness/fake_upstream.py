@@ -10,7 +10,7 @@ from typing import Any
 
 import h11
 
-from relay.pool.socket import PoolError
+from relay.pool.errors import PoolError
 
 
 class FakeUpstream:

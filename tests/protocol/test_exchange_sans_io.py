@@ -10,7 +10,7 @@ from typing import Any
 import h11
 from harness.fake_upstream import FakeUpstream
 
-from relay.pool.socket import PoolError
+from relay.pool.errors import PoolError
 from relay.proxy.exchange import MAX_INFORMATIONAL, Progress, build_request, exchange
 
 

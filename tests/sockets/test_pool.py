@@ -13,7 +13,8 @@ import pytest
 from harness.pool_listener import connect, pool_listener
 from harness.waiting import wait_until_async
 
-from relay.pool.socket import PoolError, PoolSocket
+from relay.pool.errors import PoolError
+from relay.pool.socket import PoolSocket
 from relay.pool.tunnel import NoSocket, Tunnel
 from relay.proxy.exchange import read_response_head
 

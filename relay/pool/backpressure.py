@@ -1,0 +1,119 @@
+"""A pool socket's backpressure, both ways: bounded reading and writes with a deadline.
+
+Bytes the client sends wait in an inbox; past READ_HIGH_WATER the socket stops reading
+(relay/pool/socket.py's `data_received`), and h11 is fed a slice of at most
+PARSE_SLICE_BYTES at a time, reading resuming at READ_LOW_WATER. Writes wait for the
+client to take them (`drain`), never for ever. Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from django.conf import settings
+
+from relay.pool.errors import PoolError
+from relay.protocol import PARSE_SLICE_BYTES, READ_LOW_WATER
+
+
+class Backpressure(asyncio.Protocol):
+    """A part of relay.pool.socket.PoolSocket, which sets the state below (in its
+    `__init__`, so a socket is made in one call)."""
+
+    __slots__ = (
+        "_inbox",
+        "_inbox_bytes",
+        "_inbox_offset",
+        "_eof",
+        "_reading_paused",
+        "_data_waiter",
+        "_write_paused",
+        "_drain_waiter",
+    )
+
+    transport: asyncio.Transport | None
+    closed: bool
+    _inbox: deque[bytes]
+    _inbox_bytes: int
+    _inbox_offset: int  # bytes of _inbox[0] already taken
+    _eof: bool
+    _reading_paused: bool
+    _data_waiter: asyncio.Future[None] | None
+    _write_paused: bool
+    _drain_waiter: asyncio.Future[None] | None
+
+    # --- writing ----------------------------------------------------------------------------
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait until the client has taken what was written, for at most `timeout` seconds
+        (default RELAY_RESPONSE_TIMEOUT_S): a client that stops reading raises TimeoutError
+        instead of holding the visitor, the socket and the spooled body for ever."""
+        if self.closed:
+            raise PoolError("pool socket closed")
+        if not self._write_paused:
+            return
+        if timeout is None:
+            timeout = settings.RELAY_RESPONSE_TIMEOUT_S
+        loop = asyncio.get_running_loop()
+        waiter = self._drain_waiter = loop.create_future()
+        timer = loop.call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._drain_waiter = None
+
+    # --- reading ----------------------------------------------------------------------------
+    def _take(self) -> bytes:
+        """At most PARSE_SLICE_BYTES from the front of the inbox (there is some)."""
+        first = self._inbox[0]
+        start = self._inbox_offset
+        end = start + PARSE_SLICE_BYTES
+        if end < len(first):
+            piece = first[start:end]
+            self._inbox_offset = end
+        else:
+            piece = first[start:] if start else first
+            self._inbox.popleft()
+            self._inbox_offset = 0
+        self._inbox_bytes -= len(piece)
+        if self._reading_paused and self._inbox_bytes <= READ_LOW_WATER and not self.closed:
+            self._reading_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+        return piece
+
+    async def read_raw(self, timeout: float | None) -> bytes:
+        """Raw bytes after a protocol switch, at most PARSE_SLICE_BYTES; b"" at the end."""
+        while not self._inbox and not self._eof:
+            await self._wait_for_data(timeout)
+        return self._take() if self._inbox else b""
+
+    def _wake(self) -> None:
+        waiter = self._data_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait_for_data(self, timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        waiter = self._data_waiter = loop.create_future()
+        timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._data_waiter = None
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
