@@ -165,7 +165,7 @@ HOP_SCOPE_KEY = "tunnelsite.hop"
 
 # --- headers the relay sets ------------------------------------------------------------------
 # On every error answer the relay itself gives (relay/errors.py), with the status: a visitor's
-# tool can tell the relay's 502 from the app's, and a forwarding node (relay/cluster/peer.py)
+# tool can tell the relay's 502 from the app's, and a forwarding node (relay/cluster/peer_proxy.py)
 # tells "the owner no longer has this tunnel" (404) from an app's own 404.
 ERROR_HEADER = b"x-tunnelsite-error"
 
@@ -310,7 +310,7 @@ REJOIN_S = 3600.0
 # Longest wait between attempts to reach an unavailable channel layer.
 RETRY_MAX_S = 30.0
 
-# --- peer nodes (relay/cluster/peer.py, relay/cluster/hop.py) ------------------------------------
+# --- peer nodes (relay/cluster/peer_pool.py, peer_proxy.py, hop.py) -------------------------------
 MAX_IDLE_PER_PEER = 32  # kept-alive connections per peer; more are closed after use
 # A peer node's response head: that node bounds the heads it passes on by its own
 # RELAY_MAX_HEADER_BYTES (16 KiB by default); 64 KiB leaves room for one set higher and

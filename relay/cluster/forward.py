@@ -11,8 +11,9 @@ from typing import Any
 from django.conf import settings as django_settings
 
 from relay.asgi_types import Receive, Scope, Send
-from relay.cluster import peer
+from relay.cluster import peer_proxy
 from relay.cluster.hop import forwarded_api_name
+from relay.cluster.peer_pool import PeerPool
 from relay.errors import send_error
 from relay.pool.registry import Registry, get_registry
 
@@ -22,7 +23,7 @@ class Forwarding:
 
     registry: Registry
     node: str
-    peers: peer.PeerPool
+    peers: PeerPool
     forwarded: int
     route: Callable[[str], str | None]
     forget: Callable[[str], None]
@@ -35,7 +36,7 @@ class Forwarding:
         self.forwarded += 1
         self.registry.request_started()
         try:
-            await peer.forward_http(
+            await peer_proxy.forward_http(
                 self.peers, self.node, address, scope, receive, send, lambda: self.forget(name)
             )
         finally:
@@ -51,7 +52,7 @@ class Forwarding:
         self.forwarded += 1
         self.registry.request_started()
         try:
-            await peer.forward_websocket(self.peers, self.node, address, scope, receive, send)
+            await peer_proxy.forward_websocket(self.peers, self.node, address, scope, receive, send)
         finally:
             self.registry.request_finished()
 

@@ -8,8 +8,8 @@
   at once by `tunnel.owner` messages every node sends on the `relay-control` group when it
   opens or closes a tunnel. A visitor's miss in the local registry is a dictionary lookup,
   never a query; a name the directory does not know is a 404.
-- Forwarding: relay/cluster/peer.py, to the owner's public listener, with a signed hop marker; the
-  same for a client's `DELETE /api/tunnels/<name>` and its `/status` (`forward_api`).
+- Forwarding: relay/cluster/peer_proxy.py, to the owner's public listener, with a signed hop
+  marker; the same for a client's `DELETE /api/tunnels/<name>` and its `/status` (`forward_api`).
 - Reclaiming: a client registering its own name while another node still holds it (grace
   period, or still connected) gets it here: that node is asked to release it (`release`).
 """
@@ -28,8 +28,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from relay import records
-from relay.cluster import peer
 from relay.cluster.forward import Forwarding
+from relay.cluster.peer_pool import PeerPool
 from relay.pool.registry import Registry
 from relay.pool.tunnel import Tunnel
 from relay.protocol import CLOSE_REASON_MAX_CHARS, CONTROL_GROUP
@@ -74,7 +74,7 @@ class Cluster(Forwarding):
         self.draining = False
         self.forwarded = 0
         self.closed_requests = 0
-        self.peers = peer.PeerPool(self.settings.RELAY_PEER_CONNECT_S)
+        self.peers = PeerPool(self.settings.RELAY_PEER_CONNECT_S)
         self.routes: dict[str, str] = {}
         # From `tunnel.owner` messages: newer than the last snapshot until they expire.
         self.recent: dict[str, tuple[str | None, float]] = {}

@@ -2,7 +2,7 @@
 response head, stream the response back to the visitor.
 
 Shared by a tunnel's pool socket (`relay.pool.socket.PoolSocket`) and a connection to the node
-that owns a tunnel (`relay.cluster.peer.PeerConnection`); both frame with h11 and offer `send`,
+that owns a tunnel (`relay.cluster.peer_pool.PeerConnection`); both frame with h11 and offer `send`,
 `drain`, `next_event` and `poll_event`.
 """
 
@@ -67,7 +67,7 @@ async def exchange(
     on_head: Callable[[h11.Response], None] | None = None,
 ) -> BaseException | None:
     """One exchange over `conn`, the skeleton pool sockets (relay/proxy/http.py) and peer
-    nodes (relay/cluster/peer.py) share: write the request, skip 1xx answers, check the
+    nodes (relay/cluster/peer_proxy.py) share: write the request, skip 1xx answers, check the
     head, stream the body to the visitor. None when the whole response reached the
     visitor; else the failure, after the visitor's connection was cut if it had the head
     already. `timeout` bounds each wait for the upstream to take or send more bytes,

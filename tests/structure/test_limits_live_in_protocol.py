@@ -16,7 +16,7 @@ TRIVIAL = {0, 1, -1, 2}
 WEBSOCKET_MODULES = {
     "relay/proxy/websocket.py",
     "relay/proxy/ws_bridge.py",
-    "relay/cluster/peer.py",
+    "relay/cluster/peer_proxy.py",
     "relay/cluster/forward.py",
     "relay/edge/routing.py",
 }
