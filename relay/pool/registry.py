@@ -1,8 +1,10 @@
 """The relay's in-memory registry of live tunnels.
 
-One per process, bound to the running event loop. It hands out names and pool ports,
-keeps a name for its owner through the reconnect grace period, expires tunnels whose
-client is gone, and flushes counters to the database in batches (never per request).
+One per process, bound to the running event loop. It hands out names and pool ports
+(relay/pool/ports.py), keeps a name for its owner through the reconnect grace period, and
+expires tunnels whose client is gone. Its parts: counters flushed to the database in
+batches, never per request (relay/pool/flush.py); who holds a name (relay/pool/holders.py);
+requests in flight and the drain (relay/pool/draining.py).
 """
 
 from __future__ import annotations
@@ -17,19 +19,15 @@ from django.conf import settings as django_settings
 from django.db import IntegrityError, OperationalError
 
 from relay import protocol
+from relay.pool.draining import Draining
 from relay.pool.errors import RegistrationError
 from relay.pool.flush import SessionFlush
 from relay.pool.holders import NameHolders
 from relay.pool.hooks import ClusterHooks
-from relay.pool.ports import open_in_range
+from relay.pool.ports import listen
 from relay.pool.quota import RegistrationRate
-from relay.pool.socket import PoolSocket
 from relay.pool.tunnel import Tunnel
-from relay.protocol import (
-    POOL_LISTEN_BACKLOG,
-    RETRY_AFTER_FULL_S,
-    TIMER_SLACK_S,
-)
+from relay.protocol import TIMER_SLACK_S
 from relay.records import LiveLimitReached
 
 logger = logging.getLogger(__name__)
@@ -55,7 +53,7 @@ def _database_unavailable(exc: Exception) -> RegistrationError:
     )
 
 
-class Registry(SessionFlush, NameHolders):
+class Registry(SessionFlush, NameHolders, Draining):
     def __init__(self, settings: Any = django_settings) -> None:
         self.settings = settings
         self.tunnels: dict[str, Tunnel] = {}
@@ -143,7 +141,7 @@ class Registry(SessionFlush, NameHolders):
                     await self.flush()
                 except OperationalError as exc:
                     raise _database_unavailable(exc) from None
-            tunnel.server = await self._listen(tunnel, avoid_port)
+            tunnel.server = await listen(tunnel, self.settings, self.tunnels, avoid_port)
             tunnel.port = tunnel.server.sockets[0].getsockname()[1]
             try:
                 tunnel.session_id = await self._open_session(tunnel, max_live, takeover)
@@ -186,38 +184,6 @@ class Registry(SessionFlush, NameHolders):
             ):
                 return name
 
-    async def _listen(self, tunnel: Tunnel, avoid_port: int = 0) -> asyncio.Server:
-        loop = asyncio.get_running_loop()
-        bind = self.settings.RELAY_POOL_BIND
-        max_head = self.settings.RELAY_MAX_HEADER_BYTES
-
-        def factory() -> PoolSocket:
-            return PoolSocket(tunnel, max_head)
-
-        ports = self.settings.RELAY_POOL_PORTS
-        if ports is None:
-            server = await loop.create_server(factory, bind, 0, backlog=POOL_LISTEN_BACKLOG)
-            if server.sockets[0].getsockname()[1] != avoid_port:
-                return server
-            try:  # the port just given up came back: ask again while holding it
-                return await loop.create_server(factory, bind, 0, backlog=POOL_LISTEN_BACKLOG)
-            finally:
-                server.close()
-        # Every port of the range this relay does not hold, in a random order, each tried
-        # once: other processes may hold some, and a free one is found whenever one exists.
-        first, last = ports
-        held = {t.port for t in self.tunnels.values() if t.port}
-        held.add(avoid_port)
-        listener = await open_in_range(factory, bind, first, last, held)
-        if listener is None:
-            raise RegistrationError(
-                503,
-                f"All {last - first + 1} pool ports of this relay (RELAY_POOL_PORTS={first}-{last})"
-                " are in use; try again later (operator: widen the range).",
-                retry_after=RETRY_AFTER_FULL_S,
-            )
-        return listener
-
     # --- expiry -----------------------------------------------------------------------------
     def schedule_expiry(self, tunnel: Tunnel) -> None:
         """One timer per tunnel, at the end of its grace period (a flapping client must not
@@ -249,37 +215,6 @@ class Registry(SessionFlush, NameHolders):
 
     def get(self, name: str) -> Tunnel | None:
         return self.tunnels.get(name)
-
-    # --- in-flight requests (for a graceful drain) ------------------------------------------
-    def request_started(self) -> None:
-        self.in_flight += 1
-        self._idle_event.clear()
-
-    def request_finished(self) -> None:
-        self.in_flight -= 1
-        if self.in_flight <= 0:
-            self._idle_event.set()
-
-    async def drain(self, timeout: float) -> bool:
-        """Stop taking tunnels, wait for in-flight requests; True if all finished in time."""
-        self.accepting = False
-        for tunnel in self.tunnels.values():
-            if tunnel.server is not None:
-                tunnel.server.close()
-        try:
-            async with asyncio.timeout(timeout):
-                await self._idle_event.wait()
-            return True
-        except TimeoutError:
-            return False
-
-    async def shutdown(self, reason: str = "relay stopped") -> None:
-        for tunnel in list(self.tunnels.values()):
-            self.close(tunnel, reason)
-        if self._flusher is not None:
-            self._flusher.cancel()
-            self._flusher = None
-        await self.flush()
 
     def status(self) -> dict[str, Any]:
         return {
