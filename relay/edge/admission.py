@@ -1,7 +1,7 @@
 """What the visitor's connection needs to know before it reads a request body: which tunnel
-the one Host header names (and whether it lives here), the body limit that applies (the
-relay's, or the tunnel's plan's when lower), and how many connections each visitor address
-holds (RELAY_MAX_CONNECTIONS_PER_IP). Used by relay/edge/channel.py on the reactor's thread.
+the one Host header names (and whether it lives here), and the body limit that applies (the
+relay's, or the tunnel's plan's when lower). Used by relay/edge/channel.py on the reactor's
+thread.
 """
 
 from __future__ import annotations
@@ -13,18 +13,6 @@ from django.conf import settings
 from relay.pool.registry import get_registry
 from relay.pool.tunnel import Tunnel
 from relay.protocol import tunnel_name_from_host
-
-# Open public connections per visitor address (relay.pool.quota.address_key), for
-# RELAY_MAX_CONNECTIONS_PER_IP. Plain integers on the reactor's thread: no lock needed.
-CONNECTIONS: dict[str, int] = {}
-
-
-def release_address(key: str) -> None:
-    count = CONNECTIONS.get(key, 0) - 1
-    if count > 0:
-        CONNECTIONS[key] = count
-    else:
-        CONNECTIONS.pop(key, None)
 
 
 def tunnel_for(request: Any) -> tuple[str | None, Tunnel | None]:

@@ -4,7 +4,8 @@ Request heads have a size, a line length, a header count and a deadline; bodies 
 (the relay's, or the tunnel's plan's) and a minimum pace; framing that proxies disagree on
 is refused; each visitor address holds a bounded number of connections. Each refusal is an
 answer with a JSON message, never Twisted's bare 400. relay/edge/server.py puts this
-channel under Daphne.
+channel under Daphne. Here: the request head and the assembly; the body's checks are
+relay/edge/body.py's, the connections per address relay/edge/addresses.py's.
 """
 
 from __future__ import annotations
@@ -20,22 +21,10 @@ from django.conf import settings
 from twisted.internet import reactor as twisted_reactor
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
-from twisted.web import http
 
-from relay.edge.admission import (
-    CONNECTIONS,
-    body_limit_for,
-    no_tunnel_anywhere,
-    release_address,
-    tunnel_for,
-)
-from relay.headers import is_trusted_proxy
-from relay.pool.quota import address_key
-from relay.protocol import (
-    CHUNK_FRAMING_FREE_BYTES,
-    CHUNKED_SLICE_BYTES,
-    MAX_CHUNK_FRAMING_SHARE,
-)
+from relay.edge.addresses import AddressLimit, release_address
+from relay.edge.admission import body_limit_for, no_tunnel_anywhere, tunnel_for
+from relay.edge.body import RequestBody
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +46,7 @@ def _reject(status: int, reason: str, message: str) -> bytes:
 _ABSOLUTE_FORM = re.compile(rb"^https?://([^/?#]*)(.*)$", re.IGNORECASE)
 
 
-class RelayHTTPChannel(http.HTTPChannel):
+class RelayHTTPChannel(RequestBody, AddressLimit):
     """Twisted's HTTP channel with the relay's limits and clear answers when they bite.
 
     Twisted already refuses most ambiguous framing (see tests/hardening); on top of that
@@ -101,71 +90,6 @@ class RelayHTTPChannel(http.HTTPChannel):
             release_address(self._address)
             self._address = None
         super().connectionLost(reason)
-
-    # --- connections per visitor address ---------------------------------------------------
-    def _admit_address(self) -> bool:
-        limit = settings.RELAY_MAX_CONNECTIONS_PER_IP
-        transport: Any = self.transport  # zope-typed (see `reactor`)
-        peer = transport.getPeer()
-        host = getattr(peer, "host", None)
-        if not limit or host is None or is_trusted_proxy(host):
-            return True  # behind a proxy every visitor shares its address: it limits them
-        key = address_key(host)
-        if CONNECTIONS.get(key, 0) >= limit:
-            self._refuse(
-                429,
-                "Too Many Requests",
-                f"Your address already has {limit} open connections to this relay; "
-                "close some and try again.",
-            )
-            return False
-        CONNECTIONS[key] = CONNECTIONS.get(key, 0) + 1
-        self._address = key
-        return True
-
-    def hand_over(self, transport: Any) -> None:
-        """The connection became a WebSocket: Daphne's protocol now owns the transport and
-        this channel never hears that it closed, so the new protocol gives the place back."""
-        key, self._address = self._address, None
-        if key is None:
-            return
-        protocol = getattr(transport, "wrappedProtocol", None) or transport.protocol
-        lost = protocol.connectionLost
-
-        def connection_lost(reason: Any) -> None:
-            release_address(key)
-            lost(reason)
-
-        protocol.connectionLost = connection_lost
-
-    # --- the body deadline (a minimum pace after a grace period) ---------------------------
-    def _start_body_deadline(self) -> None:
-        self._stop_body_deadline()
-        self._body_started = reactor.seconds()
-        self._body_allowed = settings.RELAY_BODY_TIMEOUT_S
-        self._body_deadline = reactor.callLater(self._body_allowed, self._body_check)
-
-    def _stop_body_deadline(self) -> None:
-        if self._body_deadline is not None:
-            if self._body_deadline.active():
-                self._body_deadline.cancel()
-            self._body_deadline = None
-
-    def _body_check(self) -> None:
-        self._body_deadline = None
-        if self._rejected or self.transport is None:
-            return
-        left = self._body_started + self._body_allowed - reactor.seconds()
-        if left > 0:
-            self._body_deadline = reactor.callLater(left, self._body_check)
-            return
-        grace, rate = settings.RELAY_BODY_TIMEOUT_S, settings.RELAY_BODY_MIN_RATE_BYTES_S
-        self._refuse(
-            408,
-            "Request Timeout",
-            f"The request body arrived too slowly: after {grace:g} s it must keep coming at "
-            f"{rate} bytes per second or more.",
-        )
 
     # --- the head deadline ------------------------------------------------------------------
     def _start_head_deadline(self) -> None:
@@ -283,30 +207,6 @@ class RelayHTTPChannel(http.HTTPChannel):
             self._start_body_deadline()
         super().allHeadersReceived()
 
-    def body_over_limit(self, size: int) -> bool:
-        """Count body bytes as they arrive (chunked bodies have no length up front)."""
-        if self._rejected:
-            return True
-        self._body_seen += size
-        rate = settings.RELAY_BODY_MIN_RATE_BYTES_S
-        if rate:
-            # Earned at the pace of the bytes, but never more than RELAY_BODY_MAX_AHEAD_S
-            # ahead of now: a fast start must not buy hours of trickling (Apache: body=20-40).
-            allowed = self._body_allowed + size / rate
-            cap = reactor.seconds() - self._body_started + settings.RELAY_BODY_MAX_AHEAD_S
-            self._body_allowed = allowed if allowed < cap else cap
-        if self._body_limit and self._body_seen > self._body_limit:
-            self._refuse_body()
-            return True
-        return False
-
-    def _refuse_body(self) -> None:
-        self._refuse(
-            413,
-            "Content Too Large",
-            f"The request body is larger than the {self._body_limit} bytes allowed here.",
-        )
-
     def _target_problem(self) -> str:
         """Why the request target cannot be forwarded, or "" (absolute-form is rewritten)."""
         # Twisted infers `_path` as a Request (it reuses a variable name); it is the target.
@@ -322,39 +222,6 @@ class RelayHTTPChannel(http.HTTPChannel):
         rest = match.group(2)
         self._path = rest if rest.startswith(b"/") else b"/" + rest  # type: ignore[assignment]
         return ""
-
-    def allContentReceived(self) -> None:  # noqa: N802
-        self._stop_body_deadline()
-        if not self._rejected:
-            super().allContentReceived()
-
-    def rawDataReceived(self, data: bytes) -> None:  # noqa: N802
-        if self._rejected:
-            return
-        if self._chunked_wire < 0 or self._handlingRequest:
-            super().rawDataReceived(data)
-            return
-        # A chunked body: parsed a slice at a time, its framing checked after each slice
-        # (relay.protocol.MAX_CHUNK_FRAMING_SHARE), so tiny chunks cost bounded work.
-        for start in range(0, len(data), CHUNKED_SLICE_BYTES):
-            piece = data[start : start + CHUNKED_SLICE_BYTES]  # all of it: no copy
-            if self._handlingRequest:  # the body ended: the rest is the next request's
-                super().rawDataReceived(piece)
-                continue
-            self._chunked_wire += len(piece)
-            super().rawDataReceived(piece)
-            if self._rejected:
-                return
-            wire, framing = self._chunked_wire, self._chunked_wire - self._body_seen
-            if wire > CHUNK_FRAMING_FREE_BYTES and framing * MAX_CHUNK_FRAMING_SHARE > wire:
-                self._refuse(
-                    400,
-                    "Bad Request",
-                    f"The request body comes in chunks too small to forward ({framing} of its "
-                    f"first {wire} bytes are chunk framing). Send it with a Content-Length, "
-                    "or in chunks of 64 bytes or more.",
-                )
-                return
 
     def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802
         if self._on_first_line():

@@ -1,0 +1,71 @@
+"""Connections per visitor address (RELAY_MAX_CONNECTIONS_PER_IP): counted while open,
+refused with 429 past the limit, given back when the connection closes, also after it
+became a WebSocket. A part of relay/edge/channel.py's RelayHTTPChannel, on the reactor's
+thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from twisted.web import http
+
+from relay.headers import is_trusted_proxy
+from relay.pool.quota import address_key
+
+# Open public connections per visitor address (relay.pool.quota.address_key), for
+# RELAY_MAX_CONNECTIONS_PER_IP. Plain integers on the reactor's thread: no lock needed.
+CONNECTIONS: dict[str, int] = {}
+
+
+def release_address(key: str) -> None:
+    count = CONNECTIONS.get(key, 0) - 1
+    if count > 0:
+        CONNECTIONS[key] = count
+    else:
+        CONNECTIONS.pop(key, None)
+
+
+class AddressLimit(http.HTTPChannel):
+    """A part of RelayHTTPChannel: the state below is the channel's (set in its `__init__`),
+    and so is `_refuse`."""
+
+    _address: str | None  # counted in CONNECTIONS while open
+    _refuse: Callable[[int, str, str], None]
+
+    def _admit_address(self) -> bool:
+        limit = settings.RELAY_MAX_CONNECTIONS_PER_IP
+        transport: Any = self.transport  # zope-typed (see relay/edge/channel.py)
+        peer = transport.getPeer()
+        host = getattr(peer, "host", None)
+        if not limit or host is None or is_trusted_proxy(host):
+            return True  # behind a proxy every visitor shares its address: it limits them
+        key = address_key(host)
+        if CONNECTIONS.get(key, 0) >= limit:
+            self._refuse(
+                429,
+                "Too Many Requests",
+                f"Your address already has {limit} open connections to this relay; "
+                "close some and try again.",
+            )
+            return False
+        CONNECTIONS[key] = CONNECTIONS.get(key, 0) + 1
+        self._address = key
+        return True
+
+    def hand_over(self, transport: Any) -> None:
+        """The connection became a WebSocket: Daphne's protocol now owns the transport and
+        this channel never hears that it closed, so the new protocol gives the place back."""
+        key, self._address = self._address, None
+        if key is None:
+            return
+        protocol = getattr(transport, "wrappedProtocol", None) or transport.protocol
+        lost = protocol.connectionLost
+
+        def connection_lost(reason: Any) -> None:
+            release_address(key)
+            lost(reason)
+
+        protocol.connectionLost = connection_lost
