@@ -1,37 +1,31 @@
-"""The registration API, wire-compatible with localtunnel, and the landing page.
+"""Registering a tunnel, wire-compatible with localtunnel: `GET /?new` and `GET /<name>`
+(tunnels/views.py routes them here), from the checks before any database work to the
+registry's answer, and the error answers tunnel clients understand.
 
-These are async views: they run on the relay's event loop, next to the registry.
+It runs on the relay's event loop, next to the registry.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
-import resource
 import time
-from collections.abc import Callable
-from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
-from django.urls import URLPattern, get_resolver
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_safe
 
 from relay import protocol
 from relay.face import Quota, RegistrationError, Registry, get_registry
 from tunnels import auth
 from tunnels.identity import Requester, identify
 from tunnels.plans import PlanLimits
+from tunnels.route_names import site_route_names
 
 DATABASE_BUSY = "The relay's database is busy or unavailable; try again in a moment."
 
 
-def _error(
+def client_error(
     request: HttpRequest,
     status: int,
     message: str,
@@ -44,7 +38,7 @@ def _error(
     message of a 2xx other than 200 (see protocol.NPM_CLIENT_ERROR_STATUS).
     """
     answer = JsonResponse({"message": message, "status": status})
-    answer.status_code = protocol.error_status_for(_user_agent(request), status)
+    answer.status_code = protocol.error_status_for(user_agent(request), status)
     answer["X-Tunnelsite-Status"] = str(status)
     if reason:
         answer[protocol.REFUSAL_HEADER] = reason
@@ -53,13 +47,13 @@ def _error(
     return answer
 
 
-def _user_agent(request: HttpRequest) -> bytes:
+def user_agent(request: HttpRequest) -> bytes:
     return request.headers.get("User-Agent", "").encode("latin-1", "replace")
 
 
-async def _register(request: HttpRequest, requested: str | None) -> HttpResponse:
+async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
     if _from_a_web_page(request):
-        return _error(
+        return client_error(
             request,
             403,
             "Tunnels are registered by a tunnel client (lt), not by a web page. "
@@ -67,14 +61,14 @@ async def _register(request: HttpRequest, requested: str | None) -> HttpResponse
         )
     requester: Requester = identify(request)
     if requested is not None and requested.lower() in site_route_names():
-        return _error(
+        return client_error(
             request,
             403,
             f"The subdomain {requested!r} is reserved: /{requested} is a page of this relay. "
             "Pick another name, or leave out --subdomain for a random one.",
         )
     if requested is not None and not protocol.is_valid_subdomain(requested):
-        return _error(
+        return client_error(
             request,
             403,
             "Invalid subdomain. Subdomains must be lowercase and between 4 and 63 "
@@ -88,7 +82,7 @@ async def _register(request: HttpRequest, requested: str | None) -> HttpResponse
     # refusals spend this bucket, so a correct client never does.
     refusals = _REFUSALS + requester.owner
     if requester.credential is not None and (waited := _refusals_wait(registry, refusals)):
-        return _error(
+        return client_error(
             request,
             429,
             "Too many refused registrations (wrong or unreadable token) from your address; "
@@ -102,9 +96,9 @@ async def _register(request: HttpRequest, requested: str | None) -> HttpResponse
     except auth.Refusal as exc:
         if requester.credential is not None:
             registry.registrations.take(refusals, time.monotonic())
-        return _error(request, exc.status, exc.message)
+        return client_error(request, exc.status, exc.message)
     except OperationalError:  # locked (SQLite) or unreachable: live tunnels carry on
-        return _error(request, 503, DATABASE_BUSY)
+        return client_error(request, 503, DATABASE_BUSY)
     if requester.credential is not None and (refused := _over_rate(request, registry, grant.owner)):
         return refused
     # No await between this count and register() claiming the name: nothing can slip in.
@@ -112,7 +106,7 @@ async def _register(request: HttpRequest, requested: str | None) -> HttpResponse
     limit = grant.limits.max_live_tunnels
     if limit and not _is_reclaim(registry, requested, grant.owner):
         if not registry.release_for_owner(grant.owner, limit):
-            return _error(
+            return client_error(
                 request,
                 429,
                 f"You already have {limit} live tunnel{'s' if limit != 1 else ''}, the most "
@@ -135,7 +129,7 @@ async def _register(request: HttpRequest, requested: str | None) -> HttpResponse
             reserved=site_route_names(),
         )
     except RegistrationError as exc:
-        return _error(
+        return client_error(
             request, exc.status, exc.message, reason=exc.reason, retry_after=exc.retry_after
         )
     if tunnel.quota is None:  # a reclaimed tunnel keeps its quota and counters
@@ -150,44 +144,6 @@ async def _register(request: HttpRequest, requested: str | None) -> HttpResponse
     return JsonResponse(
         protocol.registration_answer(tunnel.name, tunnel.port, tunnel.max_conn_count, url, ip)
     )
-
-
-# Root paths that are not in the URLconf but belong to the site all the same.
-WELL_KNOWN_ROOT_PATHS = frozenset({"healthz", "robots.txt", "favicon.ico", ".well-known"})
-
-
-def site_route_names() -> frozenset[str]:
-    """The first path segment of every route of the bare domain (from the URLconf, so a new
-    route is covered without a list to keep), the static files' prefix and the well-known
-    paths: no tunnel may be called one of them, or `GET /<name>` would be both."""
-    return _route_names(str(settings.ROOT_URLCONF), str(settings.STATIC_URL or ""))
-
-
-@functools.cache
-def _route_names(urlconf: str, static_url: str) -> frozenset[str]:
-    names = set(WELL_KNOWN_ROOT_PATHS)
-    static = static_url.strip("/").split("/")[0]
-    if static and "://" not in static_url:
-        names.add(static.lower())
-    for pattern in get_resolver(urlconf).url_patterns:
-        route = getattr(pattern.pattern, "_route", None)  # path(); re_path() has none
-        if route is None:
-            continue
-        first = str(route).split("/", 1)[0]
-        if first and "<" not in first:
-            names.add(first.lower())
-    return frozenset(names)
-
-
-def guard_bare_routes(patterns: list[Any]) -> list[Any]:
-    """Wrap every route at `/<one segment>` with site_route: it shadows the registration
-    `GET /<name>`, so tunnel clients must get the refusal there, not the route. Applied to
-    the URLconf as a whole, so a route added later is guarded without anyone remembering."""
-    for pattern in patterns:
-        route = getattr(pattern.pattern, "_route", None)
-        if isinstance(pattern, URLPattern) and route and "/" not in route and "<" not in route:
-            pattern.callback = site_route(str(route), pattern.callback)
-    return patterns
 
 
 # The registration bucket of an address's refused token attempts (apart from its
@@ -208,7 +164,7 @@ def _over_rate(request: HttpRequest, registry: Registry, owner: str) -> JsonResp
     if not wait_s:
         return None
     retry = max(1, math.ceil(wait_s))
-    return _error(
+    return client_error(
         request,
         429,
         f"Too many tunnel registrations from you in a short time; try again in {retry} s.",
@@ -238,107 +194,3 @@ def _from_a_web_page(request: HttpRequest) -> bool:
     neither header; a URL typed into the address bar says `Sec-Fetch-Site: none`."""
     site = request.headers.get("Sec-Fetch-Site")
     return (site is not None and site != "none") or "Origin" in request.headers
-
-
-@require_GET
-async def index(request: HttpRequest) -> HttpResponse:
-    if "new" in request.GET:
-        return await _register(request, None)
-    registry = get_registry()
-    port = int(settings.RELAY_PUBLIC_PORT or request.get_port())  # as in registration answers
-    scheme, domain = settings.RELAY_PUBLIC_SCHEME, settings.RELAY_DOMAIN
-    return render(
-        request,
-        "tunnels/landing.html",
-        {
-            "tunnel_url": protocol.public_url(scheme, "<name>", domain, port),
-            "relay_url": protocol.relay_url(scheme, domain, port),
-            "live": len(registry.tunnels),
-        },
-    )
-
-
-async def no_favicon(request: HttpRequest) -> HttpResponse:
-    return HttpResponse(status=204)
-
-
-@require_safe
-async def healthz(request: HttpRequest) -> JsonResponse:
-    """The relay's health for a load balancer or a supervisor (a cluster node answers it
-    in relay/cluster/hop.py before Django): 503 while it drains."""
-    registry = get_registry()
-    if not registry.accepting:
-        return JsonResponse({"status": "draining"}, status=503)
-    return JsonResponse({"status": "ok", "tunnels": len(registry.tunnels)})
-
-
-def site_route(name: str, view: Callable[..., Any]) -> Callable[..., Any]:
-    """A route of the bare domain at `/<name>`, the path localtunnel registers `name` on:
-    tunnel clients (npm, our lt) get the reserved-name refusal, everyone else the route.
-    Without it `lt --subdomain admin` followed the admin's redirect for ever (item 6)."""
-
-    async def route(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if request.method == "GET" and protocol.is_tunnel_client(_user_agent(request)):
-            return await _register(request, name)
-        answer = view(request, *args, **kwargs)
-        return await answer if inspect.isawaitable(answer) else answer
-
-    return route
-
-
-@require_GET
-async def register_named(request: HttpRequest, name: str) -> HttpResponse:
-    return await _register(request, name)
-
-
-@require_GET
-async def relay_status(request: HttpRequest) -> JsonResponse:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return JsonResponse({**get_registry().status(), "mem": {"max_rss_kb": usage.ru_maxrss}})
-
-
-@csrf_exempt
-async def tunnel_detail(request: HttpRequest, name: str) -> HttpResponse:
-    tunnel = get_registry().get(name)
-    if request.method == "DELETE":
-        if tunnel is None:
-            return _error(request, 404, f"There is no live tunnel called {name!r}.")
-        requester = identify(request)
-        owner = requester.owner
-        if requester.credential is not None:
-            try:
-                grant = await database_sync_to_async(auth.authenticate)(
-                    requester.credential, requester.ip, touch=False
-                )
-            except auth.Refusal as exc:
-                return _error(request, exc.status, exc.message)
-            owner = grant.owner
-        if owner != tunnel.owner:
-            return _error(
-                request,
-                403,
-                "Only the client that opened this tunnel may close it: send the same API "
-                "token (or any token of the same user), or stop the client.",
-            )
-        client_id = request.headers.get(protocol.CLIENT_ID_HEADER, "")
-        if protocol.CLIENT_ID_RE.fullmatch(client_id) and client_id != tunnel.client_id:
-            return _error(
-                request,
-                409,
-                f"The tunnel {name!r} is held by another client of yours now (it took the "
-                "name over, or reclaimed it); it was left open.",
-            )
-        get_registry().close(tunnel, "closed by client")
-        return HttpResponse(status=204)
-    return _error(request, 405, "Use DELETE to close a tunnel.")
-
-
-@require_GET
-async def tunnel_status(request: HttpRequest, name: str) -> JsonResponse:
-    tunnel = get_registry().get(name)
-    if tunnel is None:
-        return _error(request, 404, f"There is no live tunnel called {name!r}.")
-    answer: dict[str, object] = {"connected_sockets": tunnel.connected_sockets}
-    if settings.RELAY_NODE_NAME:  # scale-out: which node answered (any node forwards here)
-        answer["node"] = settings.RELAY_NODE_NAME
-    return JsonResponse(answer)

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import path, re_path
 from django.views.generic import RedirectView
 
-from tunnels import dashboard, registration
+from tunnels import dashboard, views
 
 # Routes at `/<one segment>` answer tunnel clients (npm, our lt) with the reserved-name
 # refusal, since `GET /<name>` is also how they register `name` (tunnels/views.py).
@@ -21,14 +21,14 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
     path("admin", RedirectView.as_view(url="/admin/", permanent=False)),
-    path("healthz", registration.healthz, name="healthz"),
-    path("api/status", registration.relay_status, name="relay-status"),
-    path("api/tunnels/<str:name>/status", registration.tunnel_status, name="tunnel-status"),
-    path("api/tunnels/<str:name>", registration.tunnel_detail, name="tunnel-detail"),
-    path("", registration.index, name="index"),
+    path("healthz", views.healthz, name="healthz"),
+    path("api/status", views.relay_status, name="relay-status"),
+    path("api/tunnels/<str:name>/status", views.tunnel_status, name="tunnel-status"),
+    path("api/tunnels/<str:name>", views.tunnel_detail, name="tunnel-detail"),
+    path("", views.index, name="index"),
     # localtunnel's `GET /<name>`: exactly one path segment asks for that subdomain.
     # Browsers ask every site for this; it is not a subdomain registration.
-    path("favicon.ico", registration.no_favicon),
-    re_path(r"^(?P<name>[^/]+)/?$", registration.register_named, name="register"),
+    path("favicon.ico", views.no_favicon),
+    re_path(r"^(?P<name>[^/]+)/?$", views.register_named, name="register"),
 ]
-urlpatterns = registration.guard_bare_routes(urlpatterns)
+urlpatterns = views.guard_bare_routes(urlpatterns)

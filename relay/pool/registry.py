@@ -86,7 +86,7 @@ class Registry(SessionFlush, NameHolders, Draining):
         max_live: int = 0,  # scale-out: the owner's live-tunnel limit, counted cluster-wide
         client_id: str = "",  # our lt's per-run id (protocol.CLIENT_ID_HEADER); "" for npm
         takeover: bool = False,  # close the name's live client first (lt --takeover)
-        reserved: frozenset[str] = frozenset(),  # the site's route names (tunnels/views.py)
+        reserved: frozenset[str] = frozenset(),  # the site's route names (tunnels/route_names.py)
     ) -> Tunnel:
         if not self.accepting:
             raise RegistrationError(503, "This relay is shutting down; try again in a moment.")

@@ -22,7 +22,7 @@ from relay.pool.ports import port_candidates
 from relay.pool.quota import RegistrationRate
 from relay.pool.registry import get_registry
 from relay.protocol import PRUNE_BATCH
-from tunnels import registration, store
+from tunnels import route_names, store, views
 from tunnels.models import TunnelSession as Session
 
 OWNER = ("127.0.0.1", 50000)
@@ -136,12 +136,12 @@ class RouteNameTests(TestCase):
         return await AddressedClient(OWNER).get(target, headers=headers)
 
     def test_route_names_come_from_the_urlconf(self):
-        names = registration.site_route_names()
+        names = route_names.site_route_names()
         self.assertLessEqual({"admin", "api", "healthz", "static", "favicon.ico"}, names)
 
     @isolated
     async def test_every_route_name_gets_the_reserved_refusal_from_both_clients(self):
-        for name in sorted(registration.site_route_names()):
+        for name in sorted(route_names.site_route_names()):
             ours = await self._get(f"/{name}", **{"User-Agent": LT})
             self.assertEqual(ours.status_code, 403, (name, ours.content))
             self.assertIn("is reserved", ours.json()["message"])
@@ -161,7 +161,7 @@ class RouteNameTests(TestCase):
     @override_settings(ROOT_URLCONF="tests.views.test_name_rules")
     @isolated
     async def test_a_route_added_later_is_reserved_without_a_list_to_update(self):
-        self.assertIn("metrics", registration.site_route_names())
+        self.assertIn("metrics", route_names.site_route_names())
         answer = await self._get("/metrics", **{"User-Agent": LT})
         self.assertEqual(answer.status_code, 403)
         self.assertIn("is reserved", answer.json()["message"])
@@ -178,7 +178,7 @@ async def _metrics(request):  # noqa: ANN001, ANN202 - the route of the test URL
 def _later_urlpatterns() -> list:
     from tunnelsite.urls import urlpatterns as site
 
-    return registration.guard_bare_routes([path("metrics", _metrics), *site])
+    return views.guard_bare_routes([path("metrics", _metrics), *site])
 
 
 urlpatterns = _later_urlpatterns()  # ROOT_URLCONF of the test above

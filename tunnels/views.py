@@ -1,0 +1,141 @@
+"""The site's views: the landing page, the registration routes (tunnels/registration.py does
+the work), health and status, and a client's own tunnel (close it, ask its status).
+
+These are async views: they run on the relay's event loop, next to the registry.
+"""
+
+from __future__ import annotations
+
+import inspect
+import resource
+from collections.abc import Callable
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import URLPattern
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_safe
+
+from relay import protocol
+from relay.face import get_registry
+from tunnels import auth
+from tunnels.identity import identify
+from tunnels.registration import client_error, register, user_agent
+
+
+def guard_bare_routes(patterns: list[Any]) -> list[Any]:
+    """Wrap every route at `/<one segment>` with site_route: it shadows the registration
+    `GET /<name>`, so tunnel clients must get the refusal there, not the route. Applied to
+    the URLconf as a whole, so a route added later is guarded without anyone remembering."""
+    for pattern in patterns:
+        route = getattr(pattern.pattern, "_route", None)
+        if isinstance(pattern, URLPattern) and route and "/" not in route and "<" not in route:
+            pattern.callback = site_route(str(route), pattern.callback)
+    return patterns
+
+
+@require_GET
+async def index(request: HttpRequest) -> HttpResponse:
+    if "new" in request.GET:
+        return await register(request, None)
+    registry = get_registry()
+    port = int(settings.RELAY_PUBLIC_PORT or request.get_port())  # as in registration answers
+    scheme, domain = settings.RELAY_PUBLIC_SCHEME, settings.RELAY_DOMAIN
+    return render(
+        request,
+        "tunnels/landing.html",
+        {
+            "tunnel_url": protocol.public_url(scheme, "<name>", domain, port),
+            "relay_url": protocol.relay_url(scheme, domain, port),
+            "live": len(registry.tunnels),
+        },
+    )
+
+
+async def no_favicon(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(status=204)
+
+
+@require_safe
+async def healthz(request: HttpRequest) -> JsonResponse:
+    """The relay's health for a load balancer or a supervisor (a cluster node answers it
+    in relay/cluster/hop.py before Django): 503 while it drains."""
+    registry = get_registry()
+    if not registry.accepting:
+        return JsonResponse({"status": "draining"}, status=503)
+    return JsonResponse({"status": "ok", "tunnels": len(registry.tunnels)})
+
+
+def site_route(name: str, view: Callable[..., Any]) -> Callable[..., Any]:
+    """A route of the bare domain at `/<name>`, the path localtunnel registers `name` on:
+    tunnel clients (npm, our lt) get the reserved-name refusal, everyone else the route.
+    Without it `lt --subdomain admin` followed the admin's redirect for ever (item 6)."""
+
+    async def route(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method == "GET" and protocol.is_tunnel_client(user_agent(request)):
+            return await register(request, name)
+        answer = view(request, *args, **kwargs)
+        return await answer if inspect.isawaitable(answer) else answer
+
+    return route
+
+
+@require_GET
+async def register_named(request: HttpRequest, name: str) -> HttpResponse:
+    return await register(request, name)
+
+
+@require_GET
+async def relay_status(request: HttpRequest) -> JsonResponse:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return JsonResponse({**get_registry().status(), "mem": {"max_rss_kb": usage.ru_maxrss}})
+
+
+@csrf_exempt
+async def tunnel_detail(request: HttpRequest, name: str) -> HttpResponse:
+    tunnel = get_registry().get(name)
+    if request.method == "DELETE":
+        if tunnel is None:
+            return client_error(request, 404, f"There is no live tunnel called {name!r}.")
+        requester = identify(request)
+        owner = requester.owner
+        if requester.credential is not None:
+            try:
+                grant = await database_sync_to_async(auth.authenticate)(
+                    requester.credential, requester.ip, touch=False
+                )
+            except auth.Refusal as exc:
+                return client_error(request, exc.status, exc.message)
+            owner = grant.owner
+        if owner != tunnel.owner:
+            return client_error(
+                request,
+                403,
+                "Only the client that opened this tunnel may close it: send the same API "
+                "token (or any token of the same user), or stop the client.",
+            )
+        client_id = request.headers.get(protocol.CLIENT_ID_HEADER, "")
+        if protocol.CLIENT_ID_RE.fullmatch(client_id) and client_id != tunnel.client_id:
+            return client_error(
+                request,
+                409,
+                f"The tunnel {name!r} is held by another client of yours now (it took the "
+                "name over, or reclaimed it); it was left open.",
+            )
+        get_registry().close(tunnel, "closed by client")
+        return HttpResponse(status=204)
+    return client_error(request, 405, "Use DELETE to close a tunnel.")
+
+
+@require_GET
+async def tunnel_status(request: HttpRequest, name: str) -> JsonResponse:
+    tunnel = get_registry().get(name)
+    if tunnel is None:
+        return client_error(request, 404, f"There is no live tunnel called {name!r}.")
+    answer: dict[str, object] = {"connected_sockets": tunnel.connected_sockets}
+    if settings.RELAY_NODE_NAME:  # scale-out: which node answered (any node forwards here)
+        answer["node"] = settings.RELAY_NODE_NAME
+    return JsonResponse(answer)
