@@ -245,7 +245,7 @@ MAX_CHUNK_FRAMING_SHARE = 8
 # (memory below 100 KB, a temporary file above) only when the relay asks for the next one.
 BODY_CHUNK_BYTES = 256 * 1024
 
-# --- pool sockets (relay/pool/socket.py) ----------------------------------------------------------
+# --- pool sockets (relay/pool/socket.py, relay/pool/backpressure.py) ------------------------------
 # Stop reading the socket when this much response data waits for the visitor; resume
 # below the low mark. 1 MiB keeps big downloads fast while bounding memory per socket.
 READ_HIGH_WATER = 1024 * 1024
@@ -265,7 +265,7 @@ MESSAGE_OVERHEAD_BYTES = 256
 # broken or hostile client, not a slow one.
 MAX_INFORMATIONAL = 8
 
-# --- the registry (relay/pool/registry.py) --------------------------------------------------------
+# --- the registry (relay/pool/registry.py and its parts: ports, flush, holders) -------------------
 # Closed session rows past RELAY_SESSION_RETENTION_DAYS are deleted this many at a time (one
 # short transaction per flush, however many piled up), checked at most every PRUNE_EVERY_S
 # while nothing is left to delete.

@@ -132,7 +132,7 @@ RELAY_MAX_SOCKETS = _int("RELAY_MAX_SOCKETS", protocol.DEFAULT_MAX_SOCKETS, mini
 RELAY_MAX_TUNNELS = _int("RELAY_MAX_TUNNELS", protocol.DEFAULT_MAX_TUNNELS, minimum=1)
 RELAY_POOL_ALLOW_ANY_IP = _bool("RELAY_POOL_ALLOW_ANY_IP", False)
 # Reuse a raw-pipe (npm) client's pool socket for the next request. Keep-alive cannot tell
-# an app's late, unasked-for answer from the next visitor's (relay/pool/socket.py); off, each socket
+# an app's late, unasked-for answer from the next visitor's (relay/pool/reuse.py); off, each socket
 # carries one exchange: strict isolation, at the cost of a reconnect per request.
 RELAY_RAW_POOL_REUSE = _bool("RELAY_RAW_POOL_REUSE", True)
 RELAY_GRACE_S = _float("RELAY_GRACE_S", protocol.DEFAULT_GRACE_S)

@@ -72,7 +72,7 @@ class RelayHTTPChannel(RequestBody, AddressLimit):
         self._body_deadline: Any = None  # a Twisted DelayedCall while a body is read
         self._body_started = 0.0
         self._body_allowed = 0.0  # seconds: the grace period, plus the pace of bytes read
-        self._address: str | None = None  # counted in CONNECTIONS while open
+        self._address: str | None = None  # counted while open (relay/edge/addresses.py)
 
     def connectionMade(self) -> None:  # noqa: N802
         super().connectionMade()
