@@ -198,6 +198,9 @@ class TunnelSession(models.Model):
     last_activity = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        # The table keeps the name it had while the model was called Tunnel: a relay of the
+        # previous version still writes it during a rolling upgrade (migration 0005).
+        db_table = "tunnels_tunnel"
         ordering = ["-opened_at"]
         constraints = [
             # One live tunnel per name: the database, not a check-then-insert, decides.

@@ -1,7 +1,7 @@
 """tunnels.Tunnel -> tunnels.TunnelSession: one row per session of a tunnel, and one class
-called `Tunnel` on the server (relay's live tunnel). The table follows the name
-(tunnels_tunnel -> tunnels_tunnelsession); the admin URL becomes
-/admin/tunnels/tunnelsession/. Django renames the content type itself; the permissions
+called `Tunnel` on the server (relay's live tunnel). The table keeps its name
+(tunnels_tunnel), so relays of the previous version keep working against the same database
+during a rolling upgrade; the admin URL becomes /admin/tunnels/tunnelsession/. Django renames the content type itself; the permissions
 keep their ids and follow the name here, so operators granted "view tunnel" or "change
 tunnel" (the dashboard's disconnect button) keep what they had."""
 
@@ -38,6 +38,8 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        # Pin the table's name first, so the rename leaves the table as it is.
+        migrations.AlterModelTable(name="tunnel", table="tunnels_tunnel"),
         migrations.RenameModel(old_name="Tunnel", new_name="TunnelSession"),
         migrations.RunPython(forwards, backwards),
     ]
