@@ -294,6 +294,12 @@ REGISTRATION_OWNERS_KEPT = 10_000
 # Retry-After of a refusal that clears as tunnels or WebSockets close, not in a moment: no
 # free pool port for a registration, a tunnel's WebSocket share taken.
 RETRY_AFTER_FULL_S = 5
+# Retry-After of a tunnel too busy for one more visitor (every pool socket in use, the waiting
+# line full): a socket frees within a request's time.
+RETRY_AFTER_BUSY_S = 1
+# Retry-After of a tunnel whose client is not connected: the npm client reconnects within
+# about RECONNECT_WAIT_S; ours within its first backoff step.
+RETRY_AFTER_OFFLINE_S = 2
 # A pool listener's accept queue: a client opens its sockets together at start (10 by
 # default, RELAY_MAX_SOCKETS); 64 waiting connections hold several such bursts.
 POOL_LISTEN_BACKLOG = 64
@@ -309,6 +315,19 @@ CLOSE_REASON_MAX_CHARS = 100
 REJOIN_S = 3600.0
 # Longest wait between attempts to reach an unavailable channel layer.
 RETRY_MAX_S = 30.0
+# The first wait after a failed attempt (doubling up to RETRY_MAX_S): a layer that blinked
+# (Redis restarting) is back within a second or two, and a relay must not spin on one down.
+RETRY_FIRST_S = 1.0
+
+# --- cluster membership (relay/cluster/node.py) --------------------------------------------
+# One heartbeat (a row update and a directory read) gets RELAY_NODE_EXPIRY_S, and at least this:
+# an expiry set very low must not turn a slow database write into a missed beat.
+HEARTBEAT_MIN_TIMEOUT_S = 1.0
+# Announcing a name's move to the other nodes is best effort (their next directory read tells
+# them anyway): a channel layer that does not take it in this long is not waited for.
+ANNOUNCE_TIMEOUT_S = 2.0
+# At shutdown, the heartbeat task and the last announcements get this long to finish.
+CLUSTER_STOP_S = 2.0
 
 # --- peer nodes (relay/cluster/peer_pool.py, peer_proxy.py, hop.py) -------------------------------
 MAX_IDLE_PER_PEER = 32  # kept-alive connections per peer; more are closed after use

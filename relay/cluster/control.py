@@ -17,7 +17,13 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from relay.pool.registry import Registry, get_registry
-from relay.protocol import CLOSE_REASON_MAX_CHARS, CONTROL_GROUP, REJOIN_S, RETRY_MAX_S
+from relay.protocol import (
+    CLOSE_REASON_MAX_CHARS,
+    CONTROL_GROUP,
+    REJOIN_S,
+    RETRY_FIRST_S,
+    RETRY_MAX_S,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +51,7 @@ def handle(registry: Registry, message: dict[str, Any]) -> int:
     return len(doomed)
 
 
-async def listen(ready: asyncio.Event | None = None, retry_s: float = 1.0) -> None:
+async def listen(ready: asyncio.Event | None = None, retry_s: float = RETRY_FIRST_S) -> None:
     """Run until cancelled. `ready` is set once the relay has joined the group.
 
     One channel name for the whole process: messages sent to it while a receive failed wait

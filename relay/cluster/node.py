@@ -32,7 +32,13 @@ from relay.cluster.forward import Forwarding
 from relay.cluster.peer_pool import PeerPool
 from relay.pool.registry import Registry
 from relay.pool.tunnel import Tunnel
-from relay.protocol import CLOSE_REASON_MAX_CHARS, CONTROL_GROUP
+from relay.protocol import (
+    ANNOUNCE_TIMEOUT_S,
+    CLOSE_REASON_MAX_CHARS,
+    CLUSTER_STOP_S,
+    CONTROL_GROUP,
+    HEARTBEAT_MIN_TIMEOUT_S,
+)
 from relay.records import NodeLoad
 
 logger = logging.getLogger(__name__)
@@ -92,7 +98,9 @@ class Cluster(Forwarding):
         while True:
             await asyncio.sleep(self.settings.RELAY_HEARTBEAT_S)
             try:
-                async with asyncio.timeout(max(self.settings.RELAY_NODE_EXPIRY_S, 1.0)):
+                async with asyncio.timeout(
+                    max(self.settings.RELAY_NODE_EXPIRY_S, HEARTBEAT_MIN_TIMEOUT_S)
+                ):
                     await self.beat()
             except Exception:
                 logger.exception("heartbeat failed; will retry")
@@ -139,7 +147,7 @@ class Cluster(Forwarding):
         except Exception:
             logger.exception("could not mark node %s as draining", self.node)
 
-    async def stop(self, timeout: float = 2.0) -> None:
+    async def stop(self, timeout: float = CLUSTER_STOP_S) -> None:
         """Stop heartbeats; give the last announcements (names closed) a moment to go out."""
         if self._beater is not None:
             self._beater.cancel()
@@ -256,7 +264,7 @@ class Cluster(Forwarding):
         if layer is None:
             return
         try:
-            async with asyncio.timeout(2.0):
+            async with asyncio.timeout(ANNOUNCE_TIMEOUT_S):
                 await layer.group_send(CONTROL_GROUP, message)
         except Exception as exc:  # the next snapshot will tell the others
             logger.warning("could not announce %s: %r", message.get("name"), exc)

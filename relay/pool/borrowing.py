@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from relay.pool.socket import PoolSocket
-from relay.protocol import RECONNECT_WAIT_S
+from relay.protocol import RECONNECT_WAIT_S, RETRY_AFTER_BUSY_S, RETRY_AFTER_OFFLINE_S
 
 
 class NoSocket(Exception):
@@ -74,7 +74,9 @@ class Borrowing:
             wait_s = min(wait_s, left)  # its client is reconnecting: wait for a socket
         if len(self.waiters) >= max_waiters:
             raise NoSocket(
-                503, f"The tunnel {self.name} is too busy; try again shortly.", retry_after=1
+                503,
+                f"The tunnel {self.name} is too busy; try again shortly.",
+                retry_after=RETRY_AFTER_BUSY_S,
             )
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[PoolSocket] = loop.create_future()
@@ -110,7 +112,11 @@ class Borrowing:
                 pass
 
     def _offline(self) -> NoSocket:
-        return NoSocket(503, f"The tunnel {self.name} is not connected right now.", retry_after=2)
+        return NoSocket(
+            503,
+            f"The tunnel {self.name} is not connected right now.",
+            retry_after=RETRY_AFTER_OFFLINE_S,
+        )
 
     def _unhold(self, conn: PoolSocket) -> None:
         visitor = conn.holder

@@ -1,8 +1,9 @@
 """Every limit and timeout of the relay lives in relay/protocol.py, named, with the reason
 for its value: a bare number elsewhere in relay/ fails here. What may stay is what is not
-a choice: 0, 1, -1 and 2; HTTP status codes where they are used (never assigned to a name:
-a name for a number belongs in protocol.py); WebSocket close codes in the modules that
-speak WebSocket; and the few numbers listed below, each with its reason."""
+a choice: the integers 0, 1, -1 and 2 (and 0.0; a float such as 1.0 s is a deadline someone
+chose); HTTP status codes where they are used (never assigned to a name: a name for a number
+belongs in protocol.py); WebSocket close codes in the modules that speak WebSocket; and the
+few numbers listed below, each with its reason."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 RELAY = ROOT / "relay"
-TRIVIAL = {0, 1, -1, 2}
+TRIVIAL = {0, 1, -1, 2}  # as ints: 1.0 or 2.0 seconds is a choice of deadline, 0.0 is not
 # Modules that speak WebSocket and so use close codes (RFC 6455 section 7.4).
 WEBSOCKET_MODULES = {
     "relay/proxy/websocket.py",
@@ -28,6 +29,7 @@ ALLOWED = {
     ("relay/headers.py", 128): "the bits of an IPv6 address: a /128 prefix is one address",
     ("relay/management/commands/benchrelay.py", 20): "MiB to bytes (`<< 20`)",
     ("relay/proxy/exchange.py", 4): "': ' and CRLF around a header line, as on the wire",
+    ("relay/pool/quota.py", 1.0): "one token of a registration bucket: a registration costs one",
     ("relay/traffic.py", 60): "seconds in a minute: the history's minutes start on the minute",
 }
 ASSIGNMENTS = (ast.Assign, ast.AnnAssign, ast.AugAssign)
@@ -42,7 +44,8 @@ def numbers_in(source: str, where: str) -> set[tuple[str, int, float]]:
         if not isinstance(node, ast.Constant) or type(node.value) not in (int, float):
             continue
         value = node.value
-        if value in TRIVIAL or (where, value) in ALLOWED:
+        trivial = value in TRIVIAL if isinstance(value, int) else value == 0.0
+        if trivial or (where, value) in ALLOWED:
             continue
         used = not isinstance(parents.get(node), ASSIGNMENTS)
         if used and isinstance(value, int) and 100 <= value <= 600:
