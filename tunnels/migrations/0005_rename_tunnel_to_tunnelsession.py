@@ -2,8 +2,9 @@
 called `Tunnel` on the server (relay's live tunnel). The table keeps its name
 (tunnels_tunnel), so relays of the previous version keep working against the same database
 during a rolling upgrade; the admin URL becomes /admin/tunnels/tunnelsession/. Django
-renames the content type itself; the permissions keep their ids and follow the name here, so operators granted "view tunnel" or "change
-tunnel" (the dashboard's disconnect button) keep what they had."""
+renames the content type itself; the permissions keep their ids and follow the name here,
+so operators granted "view tunnel" or "change tunnel" (the dashboard's disconnect button)
+keep what they had."""
 
 from __future__ import annotations
 
