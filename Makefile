@@ -55,8 +55,8 @@ lint: $(VENV)/.deps-test
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 
-# mypy (with django-stubs) over relay, client, tunnels and tunnelsite: [tool.mypy] in pyproject.toml.
-# `make test` checks relay, tunnels and tunnelsite, which are clean; the client is not yet.
+# mypy (with django-stubs) over relay, client, tunnels and tunnelsite: [tool.mypy] in pyproject.toml
+# (`make test` runs it too).
 typecheck: $(VENV)/.deps-test
 	$(PY) -m mypy
 

@@ -1,5 +1,5 @@
 """The two-node scenario: what a visitor pays when it reaches a node that does not own the
-tunnel (scale-out, README "Running more than one node").
+tunnel (scale-out, docs/cluster.md).
 
 Two relay nodes, alpha and bravo, on a fresh PostgreSQL database and one flushed Redis
 database index; the npm `lt` registers on alpha (the owner). wrk sends 1 KiB requests over

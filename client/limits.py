@@ -2,8 +2,8 @@
 
 The one place to read or change a number the client lives by (as h11 keeps
 `max_incomplete_event_size` and bore its `NETWORK_TIMEOUT` in one protocol module). Other
-client modules import from here; tests/client/test_no_bare_numbers.py fails on a numeric
-literal anywhere else in `client/` that its allow-list does not explain.
+client modules import from here; tests/structure/test_client_limits_live_in_limits.py fails
+on a numeric literal anywhere else in `client/` that its allow-list does not explain.
 """
 
 from __future__ import annotations

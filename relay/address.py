@@ -14,9 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-# Variables whose explicit value wins over the derived one; None when not set.
-EXPLICIT = ("ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "RELAY_POOL_BIND")
-
 
 def address_settings(
     *,

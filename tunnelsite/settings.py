@@ -369,7 +369,7 @@ STORAGES = {
 SESSION_COOKIE_DOMAIN = None
 CSRF_COOKIE_DOMAIN = None
 
-# --- HTTPS (`check --deploy`; README "What check --deploy still says") ------------------------
+# --- HTTPS (`check --deploy`; docs/deploy.md "What check --deploy still says") ----------------
 _https = RELAY_PUBLIC_SCHEME == "https"
 SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", _https)
 CSRF_COOKIE_SECURE = _bool("CSRF_COOKIE_SECURE", _https)

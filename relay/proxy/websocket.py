@@ -32,7 +32,6 @@ from relay.proxy.ws_flow import WsFlow
 logger = logging.getLogger(__name__)
 
 
-# Headers wsproto writes itself for the handshake with the local app.
 async def proxy_websocket(scope: Scope, receive: Receive, send: Send, name: str) -> None:
     message = await receive()
     if message["type"] != "websocket.connect":

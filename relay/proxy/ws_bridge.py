@@ -41,6 +41,7 @@ from relay.proxy.ws_flow import WsFlow
 logger = logging.getLogger(__name__)
 
 
+# Headers wsproto writes itself for the handshake with the local app.
 _HANDSHAKE_OWN = frozenset(
     {
         b"host",
@@ -61,12 +62,6 @@ def visitor_close_code(code: int) -> int:
     if 1000 < code < 2000:
         return 4000 + code - 1000
     return 1000
-
-
-class _Closed(Exception):
-    def __init__(self, code: int, reason: str = "") -> None:
-        self.code = code
-        self.reason = reason
 
 
 def handshake_request(scope: Scope, headers: list[tuple[bytes, bytes]], host: bytes) -> Request:
@@ -212,7 +207,7 @@ async def _app_to_visitor(
     """Copy the app's messages to the visitor. wsproto parses lazily, one event at a time,
     so the relay takes only as many messages as the visitor has room for: once Twisted
     says its send buffer is full, the rest stays unparsed (and the pool socket unread,
-    relay.pool.socket.READ_HIGH_WATER). It yields every WS_MESSAGES_PER_TURN events."""
+    relay.protocol.READ_HIGH_WATER). It yields every WS_MESSAGES_PER_TURN events."""
     parts: list[Any] = []  # str pieces of a text message, bytes-like of a binary one
     size = 0
     turn = 0
@@ -260,7 +255,7 @@ async def _app_to_visitor(
             await conn.drain()
         if flow is not None:
             # The visitor is behind: leave the app's bytes in the pool socket (its reads
-            # pause at relay.pool.socket.READ_HIGH_WATER) instead of in Twisted's send buffer.
+            # pause at relay.protocol.READ_HIGH_WATER) instead of in Twisted's send buffer.
             await flow.writable()
         data = await conn.read_raw(None)
         if not data:

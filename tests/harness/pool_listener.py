@@ -1,5 +1,5 @@
 """A real pool listener on loopback for one Tunnel, in this process (no relay process):
-the double the relay's byte-level tests (tests/sockets) run Tunnel and PoolConnection against."""
+the double the relay's byte-level tests (tests/sockets) run Tunnel and PoolSocket against."""
 
 from __future__ import annotations
 

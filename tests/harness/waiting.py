@@ -1,6 +1,6 @@
 """Waiting without sleeping: poll a condition until a deadline.
 
-The one place in tests/ where a loop sleeps (tests/test_no_poll_loops.py keeps it so):
+The one place in tests/ where a loop sleeps (tests/structure/test_no_poll_loops.py keeps it so):
 `poll` answers "did it happen in time?", `wait_until` fails the test when it did not, and
 `wait_until_async` is the same for code that must let the event loop run in between.
 """
