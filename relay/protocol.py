@@ -136,12 +136,23 @@ def registration_answer(
     return answer
 
 
+# A Host's port (RFC 9110 section 7.2, RFC 3986 section 3.2.3): digits, a TCP port.
+_HOST_PORT = re.compile(rb"[0-9]{1,5}")
+HIGHEST_PORT = 65535
+
+
 def tunnel_name_from_host(host: bytes, domain: bytes) -> str | None:
     """`quiet-fox.localhost:8080` -> `quiet-fox` when domain is `localhost`; else None.
 
-    Only one label below the domain counts: `a.b.localhost` is not a tunnel.
+    Only one label below the domain counts: `a.b.localhost` is not a tunnel. Anything after
+    the name but a port makes it no tunnel's Host (Django then refuses it with a 400): the Host
+    reaches the app as the visitor sent it, so `quiet-fox.localhost:8080@evil.example` must
+    not, or an app that builds links from its Host would point them elsewhere.
     """
-    host = host.split(b":", 1)[0].lower().rstrip(b".")
+    host, colon, port = host.partition(b":")
+    if colon and not (_HOST_PORT.fullmatch(port) and 0 < int(port) <= HIGHEST_PORT):
+        return None
+    host = host.lower().rstrip(b".")
     if not host.endswith(b"." + domain):
         return None
     label = host[: -len(domain) - 1]

@@ -70,6 +70,11 @@ REJECTED = [
     ("missing-host", b"GET / HTTP/1.1\r\n\r\n"),
     ("two-hosts", GET + b"Host: {host}\r\n\r\n"),
     ("two-different-hosts", GET + b"Host: elsewhere.localhost\r\n\r\n"),
+    # Anything after the tunnel's name but a port would reach the app in its Host.
+    ("host-with-more-after-the-port", b"GET / HTTP/1.1\r\nHost: {host}@evil.example\r\n\r\n"),
+    ("host-with-a-path-after-the-port", b"GET / HTTP/1.1\r\nHost: {host}/x\r\n\r\n"),
+    ("host-with-a-port-past-65535", b"GET / HTTP/1.1\r\nHost: {host}99999\r\n\r\n"),
+    ("host-with-a-second-colon", b"GET / HTTP/1.1\r\nHost: {host}:\r\n\r\n"),
     ("chunk-size-not-hex", POST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"),
     ("chunk-size-negative", POST + b"Transfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n"),
     ("chunk-size-0x-prefix", POST + b"Transfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n"),

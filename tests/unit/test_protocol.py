@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from relay import protocol
 from relay.headers import normal_ip
@@ -38,10 +42,25 @@ def test_random_names_follow_the_rule_and_differ() -> None:
         (b"quiet-fox.example.com", None),
         (b".localhost", None),
         (b"evil-localhost", None),
+        (b"quiet-fox.localhost:8080@evil.example", None),  # the app would see evil.example
+        (b"quiet-fox.localhost:@evil.example/x", None),
+        (b"quiet-fox.localhost:99999", None),
+        (b"quiet-fox.localhost:0", None),
+        (b"quiet-fox.localhost:", None),
+        (b"quiet-fox.localhost:65535", "quiet-fox"),
     ],
 )
 def test_it_finds_the_tunnel_name_in_the_host_header(host: bytes, expected: str | None) -> None:
     assert protocol.tunnel_name_from_host(host, b"localhost") == expected
+
+
+@given(st.binary(max_size=12) | st.text(":0123456789@/.#?a", max_size=12).map(str.encode))
+@example(b":8080@evil.example")
+def test_a_host_names_a_tunnel_only_with_nothing_after_the_name_but_a_port(suffix: bytes) -> None:
+    name = protocol.tunnel_name_from_host(b"quiet-fox.localhost" + suffix, b"localhost")
+    if name is not None:
+        assert name == "quiet-fox"
+        assert re.fullmatch(rb"\.?(?::[0-9]{1,5})?", suffix), suffix
 
 
 def test_npm_client_gets_errors_as_a_2xx_so_it_prints_them() -> None:
