@@ -39,9 +39,9 @@ def test_the_quick_start_works_as_written_with_both_clients(clone: Clone, app: i
     curls = commands(fence_after(QUICK_START, "Programs that ask the system resolver"))
     assert len(curls) == 2 and all(c.startswith("curl ") for c in curls), curls
 
-    # `npx localtunnel` would fetch localtunnel from the network: the installed one is the same.
+    # `npx -y localtunnel@2.0.2` would fetch that version from the network: this is the same one.
     def npm(command: str) -> str:
-        return replace(on_ports(command, port, app), "npx localtunnel", str(NPM_LT))
+        return replace(on_ports(command, port, app), "npx -y localtunnel@2.0.2", str(NPM_LT))
 
     client = clone.start(npm(random_name), clone.env(), "npx localtunnel")
     url = client.wait_for_line(r"your url is: (\S+)")[1]
