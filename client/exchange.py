@@ -35,6 +35,11 @@ __all__ = ["LocalTarget", "PoolSocketProxy", "ProxyObserver", "RequestLog", "rew
 # Response headers that describe the local connection, not the pool socket.
 _LOCAL_ONLY_RESPONSE_HEADERS = frozenset({b"connection", b"keep-alive", b"proxy-connection"})
 
+# The app closed its connection with an answer due, having sent nothing of it.
+CLOSED_UNANSWERED = (
+    "the local app closed the connection without an HTTP answer (is it an HTTP server?)"
+)
+
 
 class PoolSocketProxy:
     """Serves the requests that arrive on one pool socket until it closes."""
@@ -240,7 +245,7 @@ class PoolSocketProxy:
                 await self.pool.flush()
                 return status
             elif isinstance(event, h11.ConnectionClosed):
-                raise LocalFailed("the local app closed the connection without answering")
+                raise LocalFailed(CLOSED_UNANSWERED)
 
     async def _next_local_event(
         self,
@@ -249,16 +254,22 @@ class PoolSocketProxy:
         upload: Upload,
         sender: asyncio.Task[None] | None,
     ) -> h11.Event:
+        closed = False
         while True:
             try:
                 event = local.next_event()
             except h11.RemoteProtocolError as exc:
+                if closed and not self._answered:
+                    # Not garbage: the app hung up with an answer due (a kept connection it
+                    # timed out, or something that is not an HTTP server, such as Redis).
+                    raise LocalFailed(CLOSED_UNANSWERED) from exc
                 reason = f"bad HTTP from the local app ({exc})"
                 raise LocalFailed(reason, garbled=True) from exc
             if event is not h11.NEED_DATA:
                 return event  # type: ignore[return-value]  # h11 types its sentinels loosely
             await self.pool.flush()  # what the app said so far goes out before we wait
             data = await self.pool.read_local(conn, sender)
+            closed = not data
             if data and not self._answered:
                 self._answered = True
                 upload.held = None  # the app has answered: never send this request again
