@@ -195,7 +195,7 @@ TUNNEL_SCOPE_KEY = "tunnelsite.tunnel"
 CONTROL_GROUP = "relay-control"
 
 
-# --- who holds a name (issue 10 item 5) -----------------------------------------------------------
+# --- who holds a name -------------------------------------------------------------------------
 # Our lt sends a random id per run in this header, so a re-registration after it lost its
 # pool sockets is known as the same client reconnecting (the relay may not have seen those
 # sockets close yet), not as a second client fighting for the name.
@@ -217,7 +217,7 @@ TAKEN_OVER_MEMORY = 4096
 TAKEN_OVER_TTL_S = 3600.0
 
 # User-Agents of tunnel clients: they register with `GET /<name>`, so a site route of the
-# same name must answer them the reserved-name refusal, not the route (item 6).
+# same name must answer them the reserved-name refusal, not the route.
 _TUNNEL_CLIENT_USER_AGENT = re.compile(rb"^(?:axios/|tunnelsite-lt/)")
 
 
@@ -282,7 +282,7 @@ MAX_INFORMATIONAL = 8
 # while nothing is left to delete.
 PRUNE_BATCH = 500
 PRUNE_EVERY_S = 3600.0
-# Random pool ports tried before the whole range is listed and shuffled (item 22): with a
+# Random pool ports tried before the whole range is listed and shuffled: with a
 # mostly free range one of them binds, and a 60,000-port range is not copied per registration.
 QUICK_PORT_TRIES = 16
 # scale-out: reclaiming a name the same owner holds on another node. That node closes the
@@ -421,7 +421,7 @@ DEFAULT_BODY_TIMEOUT_S = 20.0
 DEFAULT_BODY_MIN_RATE_BYTES_S = 500
 # ...but the deadline never runs more than this ahead of now (Apache's body=20-40): without a
 # cap, 10 MB sent fast bought 5.8 h in which one byte every 20 s held the connection and its
-# spooled body. 40 s is twice the grace period: a real upload that pauses that long is dead.
+# spooled body. 40 s is twice RELAY_BODY_TIMEOUT_S: a real upload that pauses that long is dead.
 DEFAULT_BODY_MAX_AHEAD_S = 40.0
 # Open public connections one visitor address may hold (each can also hold a spooled body,
 # a second descriptor): one address must not exhaust the relay's descriptors. Browsers

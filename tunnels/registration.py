@@ -102,7 +102,7 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
     if requester.credential is not None and (refused := _over_rate(request, registry, grant.owner)):
         return refused
     # No await between this count and register() claiming the name: nothing can slip in.
-    # Tunnels whose client is gone (waiting out their grace period) give way (item 8).
+    # Tunnels whose client is gone (waiting out their grace period) give way.
     limit = grant.limits.max_live_tunnels
     if limit and not _is_reclaim(registry, requested, grant.owner):
         if not registry.release_for_owner(grant.owner, limit):

@@ -222,7 +222,7 @@ RELAY_DEFAULT_PLAN_IDLE_TIMEOUT_S = _int("RELAY_DEFAULT_PLAN_IDLE_TIMEOUT_S", 0)
 RELAY_DEFAULT_PLAN_ALLOW_CUSTOM_SUBDOMAINS = _bool(
     "RELAY_DEFAULT_PLAN_ALLOW_CUSTOM_SUBDOMAINS", True
 )
-# --- registry: rate, retention, IPv6 owners (issue 10 items 23, 26) ---------------------------
+# --- registry: rate, retention, IPv6 owners -----------------------------------------------
 RELAY_REGISTRATION_BURST = _int(
     "RELAY_REGISTRATION_BURST", protocol.DEFAULT_REGISTRATION_BURST, minimum=1
 )

@@ -196,7 +196,7 @@ class Cluster(Forwarding):
         """The name's live row is on another node: if `owner` holds it, ask that node (a
         `tunnel.release` message) to close it. True when a retry of the insert may succeed.
         That node keeps a tunnel whose client is still connected unless this is the same
-        client reconnecting or a takeover (issue 10 item 5)."""
+        client reconnecting or a takeover."""
         holder = await database_sync_to_async(records.get().live_holder)(name)
         if holder is None:
             return True  # closed meanwhile

@@ -167,7 +167,7 @@ def _body_length(scope: Scope) -> int | None:
 
 
 class RegistrationRate:
-    """Registrations per owner: a token bucket each (issue 10 item 23), in memory.
+    """Registrations per owner: a token bucket each, in memory.
 
     `take(owner, now)` spends one registration and returns 0, or the seconds until the
     next one is allowed. Owners whose bucket is full again are forgotten once there are

@@ -66,7 +66,7 @@ class Registry(SessionFlush, NameHolders, Draining):
         self._closed_pending: list[Tunnel] = []
         self.started_at = time.time()
         self.cluster: ClusterHooks | None = None  # scale-out: set by the runner on a named node
-        self.registrations = RegistrationRate(  # per owner (issue 10 item 23)
+        self.registrations = RegistrationRate(  # per owner
             settings.RELAY_REGISTRATION_BURST, settings.RELAY_REGISTRATIONS_PER_MINUTE
         )
         self._next_prune = 0.0  # monotonic time of the next pruning of closed sessions
@@ -81,7 +81,7 @@ class Registry(SessionFlush, NameHolders, Draining):
         client_ip: str,
         max_conn_count: int,
         *,
-        user_id: int | None = None,  # issue 4: who the session row belongs to
+        user_id: int | None = None,  # who the session row belongs to
         token_id: int | None = None,
         max_live: int = 0,  # scale-out: the owner's live-tunnel limit, counted cluster-wide
         client_id: str = "",  # our lt's per-run id (protocol.CLIENT_ID_HEADER); "" for npm

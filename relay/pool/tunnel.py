@@ -43,9 +43,9 @@ class Tunnel(Borrowing):
     server: asyncio.Server | None = None
     port: int = 0
     session_id: int | None = None  # its tunnels.models.TunnelSession row
-    user_id: int | None = None  # issue 4: the token's user (None: anonymous)
-    token_id: int | None = None  # issue 4: the ApiToken it was opened with
-    quota: Quota | None = None  # issue 4: plan limits (relay/pool/quota.py); None: no limits
+    user_id: int | None = None  # the token's user (None: anonymous)
+    token_id: int | None = None  # the ApiToken it was opened with
+    quota: Quota | None = None  # plan limits (relay/pool/quota.py); None: no limits
     connections: set[PoolSocket] = field(default_factory=set)
     idle: list[PoolSocket] = field(default_factory=list)
     # A list, not a deque: an empty deque costs 760 bytes per tunnel, and the queue is
@@ -66,7 +66,7 @@ class Tunnel(Borrowing):
     dirty: bool = True
     in_flight: int = 0
     expiry: asyncio.TimerHandle | None = None  # the grace-period timer while offline
-    # Who holds the name now (issue 10 item 5): our lt's per-run id (empty for the npm
+    # Who holds the name now: our lt's per-run id (empty for the npm
     # client), when it registered (monotonic, and wall clock for messages), and whether a
     # pool socket has attached since (until then it counts as connecting).
     client_id: str = ""

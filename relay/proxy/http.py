@@ -36,7 +36,7 @@ async def proxy_http(scope: Scope, receive: Receive, send: Send, name: str) -> N
             return
         await send_error(scope, send, 404, f"There is no tunnel called {name!r} on this relay.")
         return
-    if tunnel.quota is not None:  # issue 4: plan limits, integer checks only
+    if tunnel.quota is not None:  # plan limits, integer checks only
         refusal = tunnel.quota.admit(tunnel, scope, time.monotonic())
         if refusal is not None:
             await send_error(scope, send, *refusal)

@@ -91,7 +91,7 @@ class RelayRunner:
         self.out = out
         self.failed = ""
         self._stopping = False
-        self._control: asyncio.Task[None] | None = None  # issue 4: admin disconnects
+        self._control: asyncio.Task[None] | None = None  # the admin's disconnects
         self._listen_address: tuple[str, int] | None = None  # scale-out: default advertise
         self.cluster: Cluster | None = None  # scale-out
         self._sampler: asyncio.Task[None] | None = None  # the dashboard's traffic history
