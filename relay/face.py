@@ -1,4 +1,4 @@
-"""The relay's face: the one module tunnels/ and tunnelsite/ use to talk to the running relay.
+"""The relay's face: the one module tunnels/ uses to talk to the running relay.
 
 Everything else in relay/ is its own business (an import-linter `protected` contract in
 pyproject.toml says so; relay.protocol, the wire's constants, is public too). From here:
@@ -8,21 +8,15 @@ pyproject.toml says so; relay.protocol, the wire's constants, is public too). Fr
 - what the dashboard reads: a snapshot of live tunnels and traffic;
 - the control messages the admin sends to every relay (close tunnels);
 - visitor addresses as the relay keys them (owners, rate limits);
-- the database port (relay.records) the `tunnels` app implements and installs;
-- the ASGI application tunnelsite/asgi.py serves.
+- the database port (relay.records) the `tunnels` app implements and installs.
+
+The ASGI application is relay.asgi's, not face's: it loads the byte path, which the site's
+other processes need not.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from django.conf import settings
-
 from relay import records
-from relay.asgi_types import ASGIApp
-from relay.cluster.forward import forward_api, health
-from relay.cluster.hop import ClusterGate
-from relay.edge.routing import HostRouter
 from relay.headers import address_key, client_ip
 from relay.pool.errors import RegistrationError
 from relay.pool.quota import Quota
@@ -52,7 +46,6 @@ __all__ = [
     "SessionUpdate",
     "Snapshot",
     "address_key",
-    "application",
     "client_ip",
     "close_message",
     "get_registry",
@@ -77,14 +70,3 @@ def close_message(names: list[str], token_ids: list[int], reason: str) -> dict[s
         "token_ids": sorted(set(token_ids)),
         "reason": reason[:CLOSE_REASON_MAX_CHARS],
     }
-
-
-def application(site_http: Any) -> ASGIApp:
-    """The relay's ASGI application in front of the site (Django's ASGIHandler, typed with
-    dict scopes: Any at this boundary): tunnel hosts go to the
-    tunnel, the bare domain to `site_http`; on a named node (RELAY_NODE_NAME, scale-out)
-    behind the gate that checks hop markers and answers /healthz."""
-    router: ASGIApp = HostRouter(site_http=site_http)
-    if settings.RELAY_NODE_NAME:
-        router = ClusterGate(router, health, forward_api)
-    return router
