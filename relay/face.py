@@ -1,32 +1,36 @@
-"""The relay's face: the one module tunnels/ and tunnelsite/ use to talk to the running relay.
+"""The relay's face: the one module tunnels/ uses to talk to the running relay.
 
 Everything else in relay/ is its own business (an import-linter `protected` contract in
-pyproject.toml says so; relay.protocol, the wire's constants, is public too). From here:
+pyproject.toml says so; relay.protocol, the wire's constants, is public too, and relay.asgi,
+the ASGI application, is tunnelsite/asgi.py's alone: every Django process imports this module,
+so it loads neither the edge, the proxies nor the cluster). What crosses here is functions and
+plain values, never a live relay object: each function is a thin call on the process's
+registry, made on the relay's event loop (the views are async, or the dashboard gets there
+with async_to_sync). From here:
 
-- the registry of live tunnels (register, close, status, get) and its refusals;
-- the per-tunnel quota the registration view builds from a plan;
+- registration: its rate checks per owner, room under an owner's live-tunnel limit, and
+  `register` with the plan's quota, answered with a `Registration`;
+- a live tunnel's status and its closing by its own client; the relay's counts and health;
 - what the dashboard reads: a snapshot of live tunnels and traffic;
 - the control messages the admin sends to every relay (close tunnels);
 - visitor addresses as the relay keys them (owners, rate limits);
-- the database port (relay.records) the `tunnels` app implements and installs;
-- the ASGI application tunnelsite/asgi.py serves.
+- the database port (relay.records) the `tunnels` app implements and installs.
 """
 
 from __future__ import annotations
 
+import enum
+import math
+import time
+from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
-
 from relay import records
-from relay.asgi_types import ASGIApp
-from relay.cluster.forward import forward_api, health
-from relay.cluster.hop import ClusterGate
-from relay.edge.routing import HostRouter
 from relay.headers import address_key, client_ip
 from relay.pool.errors import RegistrationError
 from relay.pool.quota import Quota
-from relay.pool.registry import Registry, get_registry
+from relay.pool.registry import get_registry
+from relay.pool.tunnel import Tunnel
 from relay.protocol import CLOSE_REASON_MAX_CHARS, CONTROL_GROUP
 from relay.records import (
     DatabaseInUse,
@@ -39,26 +43,34 @@ from relay.traffic import Counts, LiveTunnel, Minute, Snapshot, get_traffic, sna
 
 __all__ = [
     "CONTROL_GROUP",
+    "Closing",
     "Counts",
     "DatabaseInUse",
     "LiveLimitReached",
     "LiveTunnel",
     "Minute",
     "NodeLoad",
-    "Quota",
+    "PlanQuota",
     "Records",
+    "Registration",
     "RegistrationError",
-    "Registry",
     "SessionUpdate",
     "Snapshot",
+    "TunnelStatus",
+    "accepting",
     "address_key",
-    "application",
     "client_ip",
+    "close_for_client",
     "close_message",
-    "get_registry",
-    "get_traffic",
+    "dashboard_snapshot",
     "install_records",
-    "snapshot",
+    "live_count",
+    "register",
+    "registration_wait",
+    "relay_status",
+    "release_for_owner",
+    "take_registration",
+    "tunnel_status",
 ]
 
 
@@ -79,12 +91,171 @@ def close_message(names: list[str], token_ids: list[int], reason: str) -> dict[s
     }
 
 
-def application(site_http: Any) -> ASGIApp:
-    """The relay's ASGI application in front of the site (Django's ASGIHandler, typed with
-    dict scopes: Any at this boundary): tunnel hosts go to the
-    tunnel, the bare domain to `site_http`; on a named node (RELAY_NODE_NAME, scale-out)
-    behind the gate that checks hop markers and answers /healthz."""
-    router: ASGIApp = HostRouter(site_http=site_http)
-    if settings.RELAY_NODE_NAME:
-        router = ClusterGate(router, health, forward_api)
-    return router
+# --- registration ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlanQuota:
+    """A plan's limits per tunnel (tunnels/plans.py's PlanLimits); 0 means no limit."""
+
+    per_minute: int
+    per_day_bytes: int
+    max_body_bytes: int
+    idle_timeout_s: int
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What the registration answer tells the client (protocol.registration_answer)."""
+
+    name: str
+    port: int  # the pool port
+    max_sockets: int
+    advertise_host: str | None  # scale-out: the pool address of this node; None: the relay's
+
+
+def _wait_s(wait_s: float) -> int:
+    return max(1, math.ceil(wait_s)) if wait_s else 0
+
+
+def take_registration(key: str) -> int:
+    """Spend one registration of `key`'s rate (RELAY_REGISTRATION_BURST, then
+    RELAY_REGISTRATIONS_PER_MINUTE): 0 when allowed, else the whole seconds to wait (nothing
+    spent)."""
+    return _wait_s(get_registry().registrations.take(key, time.monotonic()))
+
+
+def registration_wait(key: str) -> int:
+    """Whole seconds until `key` may register again (0: now); nothing is spent."""
+    return _wait_s(get_registry().registrations.wait(key, time.monotonic()))
+
+
+def release_for_owner(owner: str, limit: int) -> bool:
+    """Make room for one more of the owner's tunnels under `limit`, releasing those whose
+    client is gone; False when its connected tunnels alone reach the limit."""
+    return get_registry().release_for_owner(owner, limit)
+
+
+async def register(
+    requested: str | None,
+    *,
+    owner: str,
+    client_ip: str,
+    max_sockets: int,
+    user_id: int | None,
+    token_id: int | None,
+    live_limit: int,
+    client_id: str,
+    takeover: bool,
+    reserved: frozenset[str],
+    quota: PlanQuota,
+) -> Registration:
+    """Register a tunnel (the name asked for, or a random one) or reclaim the owner's, which
+    keeps its quota and counters; raises RegistrationError with what the client is told.
+    `live_limit` is counted across the cluster on a named node (here it was checked
+    already, with release_for_owner)."""
+    registry = get_registry()
+    tunnel = await registry.register(
+        requested,
+        owner=owner,
+        client_ip=client_ip,
+        max_conn_count=max_sockets,
+        user_id=user_id,
+        token_id=token_id,
+        max_live=live_limit if registry.cluster is not None else 0,  # scale-out
+        client_id=client_id,
+        takeover=takeover,
+        reserved=reserved,
+    )
+    if tunnel.quota is None:  # a reclaimed tunnel keeps its quota and counters
+        tunnel.quota = _quota(quota)
+        if tunnel.quota is not None:
+            tunnel.quota.start_idle_timer(tunnel)
+    cluster = registry.cluster  # scale-out
+    return Registration(
+        name=tunnel.name,
+        port=tunnel.port,
+        max_sockets=tunnel.max_conn_count,
+        advertise_host=cluster.advertise_host if cluster is not None else None,
+    )
+
+
+def _quota(limits: PlanQuota) -> Quota | None:
+    quota = Quota(
+        per_minute=limits.per_minute,
+        per_day_bytes=limits.per_day_bytes,
+        max_body_bytes=limits.max_body_bytes,
+        idle_timeout_s=limits.idle_timeout_s,
+    )
+    return None if quota.empty else quota
+
+
+# --- a live tunnel, and the relay ---------------------------------------------------------
+@dataclass(frozen=True)
+class TunnelStatus:
+    """A live tunnel as it was when read: values only."""
+
+    name: str
+    owner: str  # "ip:<addr>" for anonymous tunnels, "user:<id>" for token holders
+    client_id: str  # our lt's per-run id; "" for the npm client
+    connected_sockets: int
+    opened_at: float  # Unix time; with the name, which tunnel this was (close_for_client)
+
+
+def _status(tunnel: Tunnel) -> TunnelStatus:
+    return TunnelStatus(
+        name=tunnel.name,
+        owner=tunnel.owner,
+        client_id=tunnel.client_id,
+        connected_sockets=tunnel.connected_sockets,
+        opened_at=tunnel.opened_at,
+    )
+
+
+def tunnel_status(name: str) -> TunnelStatus | None:
+    """The live tunnel called `name` on this relay, or None."""
+    tunnel = get_registry().get(name)
+    return _status(tunnel) if tunnel is not None else None
+
+
+class Closing(enum.Enum):
+    CLOSED = "closed"  # or closed already
+    NOT_THE_OWNER = "not the owner"
+    ANOTHER_CLIENT = "held by another client of the owner"
+
+
+def close_for_client(seen: TunnelStatus, owner: str, client_id: str, reason: str) -> Closing:
+    """Close the tunnel `seen` describes for the client asking: only its owner may, and only
+    the client holding it now when the asker sends its id (`client_id`; "" when none). The
+    tunnel is judged as it is now; if it is gone meanwhile (or another took its name), as
+    `seen` described it, and nothing is closed."""
+    registry = get_registry()
+    tunnel = registry.get(seen.name)
+    if tunnel is not None and tunnel.opened_at != seen.opened_at:
+        tunnel = None  # another tunnel has the name now: not the one asked about
+    now = _status(tunnel) if tunnel is not None else seen
+    if owner != now.owner:
+        return Closing.NOT_THE_OWNER
+    if client_id and client_id != now.client_id:
+        return Closing.ANOTHER_CLIENT
+    if tunnel is not None:
+        registry.close(tunnel, reason)
+    return Closing.CLOSED
+
+
+def live_count() -> int:
+    """How many tunnels are live on this relay (their clients connected or in grace)."""
+    return len(get_registry().tunnels)
+
+
+def accepting() -> bool:
+    """False once this relay drains (shutting down): it registers no more tunnels."""
+    return get_registry().accepting
+
+
+def relay_status() -> dict[str, Any]:
+    """This relay's counts for /api/status: tunnels, sockets, in flight, tasks, uptime."""
+    return get_registry().status()
+
+
+def dashboard_snapshot() -> Snapshot:
+    """What the dashboard shows, read in one go (call it on the relay's event loop)."""
+    return snapshot(get_registry(), get_traffic(), time.time())

@@ -12,7 +12,6 @@ admin's action.
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -25,8 +24,8 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
-from relay import protocol
-from relay.face import LiveTunnel, Snapshot, get_registry, get_traffic, snapshot
+from relay import face, protocol
+from relay.face import LiveTunnel, Snapshot
 from tunnels import cluster_view, control
 from tunnels.chart import traffic_svg
 from tunnels.models import ApiToken
@@ -38,7 +37,7 @@ NODES_TEMPLATE = "admin/tunnels/dashboard_nodes.html"  # scale-out
 
 
 async def _snapshot_on_the_loop() -> Snapshot:
-    return snapshot(get_registry(), get_traffic(), time.time())
+    return face.dashboard_snapshot()
 
 
 def take_snapshot() -> Snapshot:

@@ -7,16 +7,13 @@ It runs on the relay's event loop, next to the registry.
 
 from __future__ import annotations
 
-import math
-import time
-
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from relay import protocol
-from relay.face import Quota, RegistrationError, Registry, get_registry
+from relay import face, protocol
+from relay.face import PlanQuota, RegistrationError
 from tunnels import auth
 from tunnels.identity import Requester, identify
 from tunnels.plans import PlanLimits
@@ -74,14 +71,13 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
             "Invalid subdomain. Subdomains must be lowercase and between 4 and 63 "
             "alphanumeric characters (inner hyphens allowed).",
         )
-    registry = get_registry()
-    if requester.credential is None and (refused := _over_rate(request, registry, requester.owner)):
+    if requester.credential is None and (refused := _over_rate(request, requester.owner)):
         return refused  # anonymous: refused before any database work
     # A token is checked in the database: an address whose attempts were refused too often
     # (a wrong or guessed token, in a loop) is stopped before that work (review L3). Only
     # refusals spend this bucket, so a correct client never does.
     refusals = _REFUSALS + requester.owner
-    if requester.credential is not None and (waited := _refusals_wait(registry, refusals)):
+    if requester.credential is not None and (waited := face.registration_wait(refusals)):
         return client_error(
             request,
             429,
@@ -95,17 +91,17 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
         )
     except auth.Refusal as exc:
         if requester.credential is not None:
-            registry.registrations.take(refusals, time.monotonic())
+            face.take_registration(refusals)
         return client_error(request, exc.status, exc.message)
     except OperationalError:  # locked (SQLite) or unreachable: live tunnels carry on
         return client_error(request, 503, DATABASE_BUSY)
-    if requester.credential is not None and (refused := _over_rate(request, registry, grant.owner)):
+    if requester.credential is not None and (refused := _over_rate(request, grant.owner)):
         return refused
     # No await between this count and register() claiming the name: nothing can slip in.
     # Tunnels whose client is gone (waiting out their grace period) give way.
     limit = grant.limits.max_live_tunnels
-    if limit and not _is_reclaim(registry, requested, grant.owner):
-        if not registry.release_for_owner(grant.owner, limit):
+    if limit and not _is_reclaim(requested, grant.owner):
+        if not face.release_for_owner(grant.owner, limit):
             return client_error(
                 request,
                 429,
@@ -116,33 +112,35 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
     if not protocol.CLIENT_ID_RE.fullmatch(client_id):
         client_id = ""  # not our lt's: treated as a client without an id
     try:
-        tunnel = await registry.register(
+        registered = await face.register(
             requested,
             owner=grant.owner,
             client_ip=requester.ip,
-            max_conn_count=grant.limits.max_sockets,
+            max_sockets=grant.limits.max_sockets,
             user_id=grant.user_id,
             token_id=grant.token_id,
-            max_live=limit if registry.cluster is not None else 0,  # scale-out
+            live_limit=limit,
             client_id=client_id,
             takeover=request.GET.get(protocol.TAKEOVER_PARAM, "") in ("1", "true", "yes"),
             reserved=site_route_names(),
+            quota=_quota(grant.limits),
         )
     except RegistrationError as exc:
         return client_error(
             request, exc.status, exc.message, reason=exc.reason, retry_after=exc.retry_after
         )
-    if tunnel.quota is None:  # a reclaimed tunnel keeps its quota and counters
-        tunnel.quota = _quota(grant.limits)
-        if tunnel.quota is not None:
-            tunnel.quota.start_idle_timer(tunnel)
     public_port = settings.RELAY_PUBLIC_PORT or request.get_port()
     url = protocol.public_url(
-        settings.RELAY_PUBLIC_SCHEME, tunnel.name, settings.RELAY_DOMAIN, int(public_port)
+        settings.RELAY_PUBLIC_SCHEME, registered.name, settings.RELAY_DOMAIN, int(public_port)
     )
-    ip = registry.cluster.advertise_host if registry.cluster is not None else None  # scale-out
     return JsonResponse(
-        protocol.registration_answer(tunnel.name, tunnel.port, tunnel.max_conn_count, url, ip)
+        protocol.registration_answer(
+            registered.name,
+            registered.port,
+            registered.max_sockets,
+            url,
+            registered.advertise_host,
+        )
     )
 
 
@@ -151,19 +149,12 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
 _REFUSALS = "refused:"
 
 
-def _refusals_wait(registry: Registry, key: str) -> int:
-    """Seconds until `key` may try again (0: now); nothing is spent."""
-    wait_s = registry.registrations.wait(key, time.monotonic())
-    return max(1, math.ceil(wait_s)) if wait_s else 0
-
-
-def _over_rate(request: HttpRequest, registry: Registry, owner: str) -> JsonResponse | None:
+def _over_rate(request: HttpRequest, owner: str) -> JsonResponse | None:
     """429 + Retry-After when the owner registers faster than RELAY_REGISTRATION_BURST then
     RELAY_REGISTRATIONS_PER_MINUTE (item 23); else None, one registration spent."""
-    wait_s = registry.registrations.take(owner, time.monotonic())
-    if not wait_s:
+    retry = face.take_registration(owner)
+    if not retry:
         return None
-    retry = max(1, math.ceil(wait_s))
     return client_error(
         request,
         429,
@@ -172,18 +163,17 @@ def _over_rate(request: HttpRequest, registry: Registry, owner: str) -> JsonResp
     )
 
 
-def _quota(limits: PlanLimits) -> Quota | None:
-    quota = Quota(
+def _quota(limits: PlanLimits) -> PlanQuota:
+    return PlanQuota(
         per_minute=limits.max_requests_per_minute,
         per_day_bytes=limits.max_bytes_per_day,
         max_body_bytes=limits.max_request_body_bytes,
         idle_timeout_s=limits.idle_timeout_s,
     )
-    return None if quota.empty else quota
 
 
-def _is_reclaim(registry: Registry, requested: str | None, owner: str) -> bool:
-    existing = registry.get(requested) if requested is not None else None
+def _is_reclaim(requested: str | None, owner: str) -> bool:
+    existing = face.tunnel_status(requested) if requested is not None else None
     return existing is not None and existing.owner == owner
 
 

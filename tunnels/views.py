@@ -19,8 +19,7 @@ from django.urls import URLPattern
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_safe
 
-from relay import protocol
-from relay.face import get_registry
+from relay import face, protocol
 from tunnels import auth
 from tunnels.identity import identify
 from tunnels.registration import client_error, register, user_agent
@@ -41,7 +40,6 @@ def guard_bare_routes(patterns: list[Any]) -> list[Any]:
 async def index(request: HttpRequest) -> HttpResponse:
     if "new" in request.GET:
         return await register(request, None)
-    registry = get_registry()
     port = int(settings.RELAY_PUBLIC_PORT or request.get_port())  # as in registration answers
     scheme, domain = settings.RELAY_PUBLIC_SCHEME, settings.RELAY_DOMAIN
     return render(
@@ -50,7 +48,7 @@ async def index(request: HttpRequest) -> HttpResponse:
         {
             "tunnel_url": protocol.public_url(scheme, "<name>", domain, port),
             "relay_url": protocol.relay_url(scheme, domain, port),
-            "live": len(registry.tunnels),
+            "live": face.live_count(),
         },
     )
 
@@ -63,10 +61,9 @@ async def no_favicon(request: HttpRequest) -> HttpResponse:
 async def healthz(request: HttpRequest) -> JsonResponse:
     """The relay's health for a load balancer or a supervisor (a cluster node answers it
     in relay/cluster/hop.py before Django): 503 while it drains."""
-    registry = get_registry()
-    if not registry.accepting:
+    if not face.accepting():
         return JsonResponse({"status": "draining"}, status=503)
-    return JsonResponse({"status": "ok", "tunnels": len(registry.tunnels)})
+    return JsonResponse({"status": "ok", "tunnels": face.live_count()})
 
 
 def site_route(name: str, view: Callable[..., Any]) -> Callable[..., Any]:
@@ -91,12 +88,12 @@ async def register_named(request: HttpRequest, name: str) -> HttpResponse:
 @require_GET
 async def relay_status(request: HttpRequest) -> JsonResponse:
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return JsonResponse({**get_registry().status(), "mem": {"max_rss_kb": usage.ru_maxrss}})
+    return JsonResponse({**face.relay_status(), "mem": {"max_rss_kb": usage.ru_maxrss}})
 
 
 @csrf_exempt
 async def tunnel_detail(request: HttpRequest, name: str) -> HttpResponse:
-    tunnel = get_registry().get(name)
+    tunnel = face.tunnel_status(name)
     if request.method == "DELETE":
         if tunnel is None:
             return client_error(request, 404, f"There is no live tunnel called {name!r}.")
@@ -110,29 +107,31 @@ async def tunnel_detail(request: HttpRequest, name: str) -> HttpResponse:
             except auth.Refusal as exc:
                 return client_error(request, exc.status, exc.message)
             owner = grant.owner
-        if owner != tunnel.owner:
+        client_id = request.headers.get(protocol.CLIENT_ID_HEADER, "")
+        if not protocol.CLIENT_ID_RE.fullmatch(client_id):
+            client_id = ""  # not our lt's: any client of the owner may close it
+        closing = face.close_for_client(tunnel, owner, client_id, "closed by client")
+        if closing is face.Closing.NOT_THE_OWNER:
             return client_error(
                 request,
                 403,
                 "Only the client that opened this tunnel may close it: send the same API "
                 "token (or any token of the same user), or stop the client.",
             )
-        client_id = request.headers.get(protocol.CLIENT_ID_HEADER, "")
-        if protocol.CLIENT_ID_RE.fullmatch(client_id) and client_id != tunnel.client_id:
+        if closing is face.Closing.ANOTHER_CLIENT:
             return client_error(
                 request,
                 409,
                 f"The tunnel {name!r} is held by another client of yours now (it took the "
                 "name over, or reclaimed it); it was left open.",
             )
-        get_registry().close(tunnel, "closed by client")
         return HttpResponse(status=204)
     return client_error(request, 405, "Use DELETE to close a tunnel.")
 
 
 @require_GET
 async def tunnel_status(request: HttpRequest, name: str) -> JsonResponse:
-    tunnel = get_registry().get(name)
+    tunnel = face.tunnel_status(name)
     if tunnel is None:
         return client_error(request, 404, f"There is no live tunnel called {name!r}.")
     answer: dict[str, object] = {"connected_sockets": tunnel.connected_sockets}

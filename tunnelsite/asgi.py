@@ -11,9 +11,9 @@ django_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
-from relay import face  # noqa: E402
+from relay import asgi as relay_asgi  # noqa: E402
 
 # Static files are Django's (tunnelsite.static, a middleware): only the bare domain has them.
-_relay = face.application(site_http=django_application)
+_relay = relay_asgi.application(site_http=django_application)
 
 application = ProtocolTypeRouter({"http": _relay, "websocket": _relay})

@@ -97,7 +97,7 @@ class DashboardTests(TestCase):
             tunnel.requests, tunnel.bytes_in, tunnel.bytes_out = 10, 4000, 8000
             seen.sample(registry.tunnels.values(), now)
             await self.async_client.aforce_login(self.operator)
-            with mock.patch("tunnels.dashboard.get_traffic", return_value=seen):
+            with mock.patch("relay.face.get_traffic", return_value=seen):
                 answer = await self.async_client.get(DATA)
         data = answer.json()
         self.assertEqual(
