@@ -151,7 +151,7 @@ _REFUSALS = "refused:"
 
 def _over_rate(request: HttpRequest, owner: str) -> JsonResponse | None:
     """429 + Retry-After when the owner registers faster than RELAY_REGISTRATION_BURST then
-    RELAY_REGISTRATIONS_PER_MINUTE (item 23); else None, one registration spent."""
+    RELAY_REGISTRATIONS_PER_MINUTE; else None, one registration spent."""
     retry = face.take_registration(owner)
     if not retry:
         return None

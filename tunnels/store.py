@@ -88,7 +88,7 @@ def unusable_tokens(token_ids: set[int]) -> set[int]:
 
 def prune_closed_sessions(retention_days: int, batch: int) -> int:
     """Delete up to `batch` closed session rows closed more than `retention_days` ago,
-    oldest first (item 23: registrations must not grow the database for ever). Live rows
+    oldest first (registrations must not grow the database for ever). Live rows
     and recent history stay. Returns how many it deleted; a full batch means call again."""
     if retention_days <= 0:
         return 0

@@ -69,7 +69,7 @@ async def healthz(request: HttpRequest) -> JsonResponse:
 def site_route(name: str, view: Callable[..., Any]) -> Callable[..., Any]:
     """A route of the bare domain at `/<name>`, the path localtunnel registers `name` on:
     tunnel clients (npm, our lt) get the reserved-name refusal, everyone else the route.
-    Without it `lt --subdomain admin` followed the admin's redirect for ever (item 6)."""
+    Without it `lt --subdomain admin` followed the admin's redirect for ever."""
 
     async def route(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if request.method == "GET" and protocol.is_tunnel_client(user_agent(request)):
