@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from functools import partial
+from http import HTTPStatus
 from typing import Any
 
 from daphne.http_protocol import HTTPFactory, WebRequest
@@ -33,6 +34,11 @@ from relay.proxy.flow import Flow
 from relay.proxy.ws_flow import WsFlow
 
 logger = logging.getLogger(__name__)
+
+# Twisted knows no reason phrase for some statuses the relay and apps send (421, 429, 431...)
+# and writes "Unknown Status" in the status line: give it the standard phrase of each it lacks.
+for _status in HTTPStatus:
+    http.RESPONSES.setdefault(_status.value, _status.phrase.encode("ascii"))
 
 
 class _NoBody:

@@ -73,6 +73,7 @@ def test_a_registration_loop_is_rate_limited_with_retry_after(relay_factory):
         assert deleted.status == 204, deleted
 
     assert answers == [200] * DEFAULT_BURST + [429]
+    assert answer.reason == "Too Many Requests", answer  # not Twisted's "Unknown Status"
     assert 1 <= int(answer.header("retry-after") or 0) <= 10, answer
     assert "Too many tunnel registrations" in answer.json()["message"]
     assert relay.register(source="127.0.0.2").status == 200  # per owner, not per relay
