@@ -102,9 +102,8 @@ class Registry:
                         409, f"The subdomain {requested!r} is being registered; try again."
                     )
                 if client_id and client_id == existing.client_id:
-                    return self.holders.reclaim(
-                        existing, client_ip, client_id
-                    )  # our lt reconnecting
+                    # Our lt reconnecting.
+                    return self.holders.reclaim(existing, client_ip, client_id)
                 if not existing.client_connected(time.monotonic()):
                     return self.holders.reclaim(existing, client_ip, client_id)  # grace period
                 if not takeover:
