@@ -5,8 +5,7 @@ call sent to any node (`forward_api`), and the node's /healthz answer (`health`)
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings as django_settings
 
@@ -15,46 +14,72 @@ from relay.cluster import peer_proxy
 from relay.cluster.hop import forwarded_api_name
 from relay.cluster.peer_pool import PeerPool
 from relay.errors import send_error
-from relay.pool.registry import Registry, get_registry
+from relay.pool.registry import get_registry
 
 
-class Forwarding:
-    """A part of relay.cluster.node.Cluster: the state below is the cluster's."""
+class Counting(Protocol):
+    """The registry's count of requests in flight (a drain waits for forwarded ones too)."""
 
-    registry: Registry
-    node: str
-    peers: PeerPool
-    forwarded: int
-    route: Callable[[str], str | None]
-    forget: Callable[[str], None]
+    def request_started(self) -> None: ...
+
+    def request_finished(self) -> None: ...
+
+
+class ForwardHost(Protocol):
+    """What forwarding needs of its cluster: the registry's in-flight count, this node's
+    name, the peer connections, and the directory to look a name up in (and forget it)."""
+
+    @property
+    def registry(self) -> Counting: ...
+
+    @property
+    def node(self) -> str: ...
+
+    @property
+    def peers(self) -> PeerPool: ...
+
+    def route(self, name: str) -> str | None: ...
+
+    def forget(self, name: str) -> None: ...
+
+
+class Forwarder:
+    """Owned by relay.cluster.node.Cluster: forwards to the owner node and counts the
+    requests it forwarded (the heartbeat reports them)."""
+
+    def __init__(self, host: ForwardHost) -> None:
+        self.host = host
+        self.forwarded = 0
 
     async def forward_http(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
-        address = self.route(name)
+        host = self.host
+        address = host.route(name)
         if address is None:
             await send_error(scope, send, 404, f"There is no tunnel called {name!r} on this relay.")
             return
         self.forwarded += 1
-        self.registry.request_started()
+        host.registry.request_started()
         try:
             await peer_proxy.forward_http(
-                self.peers, self.node, address, scope, receive, send, lambda: self.forget(name)
+                host.peers, host.node, address, scope, receive, send, lambda: host.forget(name)
             )
         finally:
-            self.registry.request_finished()
+            host.registry.request_finished()
 
     async def forward_websocket(
         self, scope: Scope, receive: Receive, send: Send, name: str
     ) -> None:
-        address = self.route(name)
+        host = self.host
+        address = host.route(name)
         if address is None:
             await send({"type": "websocket.close", "code": 1008})
             return
         self.forwarded += 1
-        self.registry.request_started()
+        host.registry.request_started()
         try:
-            await peer_proxy.forward_websocket(self.peers, self.node, address, scope, receive, send)
+            await peer_proxy.forward_websocket(host.peers, host.node, address, scope, receive, send)
         finally:
-            self.registry.request_finished()
+            host.registry.request_finished()
 
 
 async def forward_api(scope: Scope, receive: Receive, send: Send) -> bool:

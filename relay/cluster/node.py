@@ -8,8 +8,9 @@
   at once by `tunnel.owner` messages every node sends on the `relay-control` group when it
   opens or closes a tunnel. A visitor's miss in the local registry is a dictionary lookup,
   never a query; a name the directory does not know is a 404.
-- Forwarding: relay/cluster/peer_proxy.py, to the owner's public listener, with a signed hop
-  marker; the same for a client's `DELETE /api/tunnels/<name>` and its `/status` (`forward_api`).
+- Forwarding: the cluster's Forwarder (relay/cluster/forward.py) sends a request through
+  relay/cluster/peer_proxy.py to the owner's public listener, with a signed hop marker; the
+  same for a client's `DELETE /api/tunnels/<name>` and its `/status` (`forward_api`).
 - Reclaiming: a client registering its own name while another node still holds it (grace
   period, or still connected) gets it here: that node is asked to release it (`release`).
 """
@@ -28,7 +29,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from relay import records
-from relay.cluster.forward import Forwarding
+from relay.asgi_types import Receive, Scope, Send
+from relay.cluster.forward import Forwarder
 from relay.cluster.peer_pool import PeerPool
 from relay.pool.registry import Registry
 from relay.pool.tunnel import Tunnel
@@ -69,7 +71,7 @@ def _beat(
     return reaped, fenced, db.directory(name, expiry)
 
 
-class Cluster(Forwarding):
+class Cluster:
     def __init__(self, registry: Registry, node: str, advertise: str) -> None:
         self.registry = registry
         self.settings = registry.settings
@@ -78,7 +80,7 @@ class Cluster(Forwarding):
         self.advertise_host = parse_address(advertise)[0]
         self.started_at = timezone.now()
         self.draining = False
-        self.forwarded = 0
+        self.forwarder = Forwarder(self)  # to the owner node of a name held elsewhere
         self.closed_requests = 0
         self.peers = PeerPool(self.settings.RELAY_PEER_CONNECT_S)
         self.routes: dict[str, str] = {}
@@ -113,7 +115,7 @@ class Cluster(Forwarding):
             sockets=sum(t.connected_sockets for t in self.registry.tunnels.values()),
             in_flight=max(0, self.registry.in_flight),
             requests=self.closed_requests + sum(t.requests for t in self.registry.tunnels.values()),
-            forwarded=self.forwarded,
+            forwarded=self.forwarder.forwarded,
         )
         reaped, fenced, snapshot = await database_sync_to_async(_beat)(
             self.node,
@@ -159,6 +161,15 @@ class Cluster(Forwarding):
     def health(self) -> tuple[int, dict[str, Any]]:
         body = {"node": self.node, "tunnels": len(self.registry.tunnels), "draining": self.draining}
         return (503 if self.draining else 200), body
+
+    # The proxies forward through relay.pool.hooks.ClusterHooks, which names these two.
+    async def forward_http(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
+        await self.forwarder.forward_http(scope, receive, send, name)
+
+    async def forward_websocket(
+        self, scope: Scope, receive: Receive, send: Send, name: str
+    ) -> None:
+        await self.forwarder.forward_websocket(scope, receive, send, name)
 
     # --- the directory ----------------------------------------------------------------------
     def route(self, name: str) -> str | None:

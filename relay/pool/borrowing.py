@@ -20,6 +20,15 @@ from relay.pool.socket import PoolSocket
 from relay.protocol import RECONNECT_WAIT_S, RETRY_AFTER_BUSY_S, RETRY_AFTER_OFFLINE_S
 
 
+def sockets_beyond_spare(max_conn_count: int, connected: int, spare: int) -> int:
+    """The sockets a client holds now, less `spare` (at least one): what one visitor may
+    borrow at once, and how many WebSockets a tunnel carries. The client holds what it was
+    told, or fewer (our lt opens 100 at most; an npm client that lost sockets for good does
+    not replace them)."""
+    sockets = min(max_conn_count, connected) or max_conn_count
+    return max(1, sockets - spare)
+
+
 class NoSocket(Exception):
     """No pool socket could be had; `status` says what the visitor gets."""
 
@@ -49,10 +58,9 @@ class Borrowing:
     def share(self) -> int:
         """How many sockets one visitor address may hold: all but RELAY_SPARE_SOCKETS of
         those the client holds now (at least one)."""
-        # What the client was told, or fewer (our lt opens 100 at most; an npm client that
-        # lost sockets for good does not replace them).
-        sockets = min(self.max_conn_count, len(self.connections)) or self.max_conn_count
-        return max(1, sockets - self.registry.settings.RELAY_SPARE_SOCKETS)
+        return sockets_beyond_spare(
+            self.max_conn_count, len(self.connections), self.registry.settings.RELAY_SPARE_SOCKETS
+        )
 
     async def acquire(self, wait_s: float, max_waiters: int, visitor: str = "") -> PoolSocket:
         """An idle socket for `visitor` (its address key), once it is within its share."""

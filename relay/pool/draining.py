@@ -6,50 +6,63 @@ tunnel and writes their last counters.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Protocol
 
 from relay.pool.tunnel import Tunnel
 
 
-class Draining:
-    """A part of relay.pool.registry.Registry: the state below is the registry's."""
+class Stoppable(Protocol):
+    async def stop(self) -> None: ...
 
-    tunnels: dict[str, Tunnel]
-    accepting: bool
-    in_flight: int
-    _idle_event: asyncio.Event
-    _flusher: asyncio.Task[None] | None
-    close: Callable[[Tunnel, str], None]
-    flush: Callable[[], Coroutine[Any, Any, int]]
+
+class DrainHost(Protocol):
+    """What the drain needs of its registry: its door, its tunnels, closing one, and its
+    flusher to stop last."""
+
+    accepting: bool  # registrations are refused once False
+
+    @property
+    def tunnels(self) -> dict[str, Tunnel]: ...
+
+    @property
+    def flusher(self) -> Stoppable: ...
+
+    def close(self, tunnel: Tunnel, reason: str) -> None: ...
+
+
+class Drain:
+    """Owned by relay.pool.registry.Registry: the count of requests in flight."""
+
+    def __init__(self, host: DrainHost) -> None:
+        self.host = host
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # --- in-flight requests -----------------------------------------------------------------
     def request_started(self) -> None:
         self.in_flight += 1
-        self._idle_event.clear()
+        self._idle.clear()
 
     def request_finished(self) -> None:
         self.in_flight -= 1
         if self.in_flight <= 0:
-            self._idle_event.set()
+            self._idle.set()
 
     async def drain(self, timeout: float) -> bool:
         """Stop taking tunnels, wait for in-flight requests; True if all finished in time."""
-        self.accepting = False
-        for tunnel in self.tunnels.values():
+        self.host.accepting = False
+        for tunnel in self.host.tunnels.values():
             if tunnel.server is not None:
                 tunnel.server.close()
         try:
             async with asyncio.timeout(timeout):
-                await self._idle_event.wait()
+                await self._idle.wait()
             return True
         except TimeoutError:
             return False
 
     async def shutdown(self, reason: str = "relay stopped") -> None:
-        for tunnel in list(self.tunnels.values()):
-            self.close(tunnel, reason)
-        if self._flusher is not None:
-            self._flusher.cancel()
-            self._flusher = None
-        await self.flush()
+        for tunnel in list(self.host.tunnels.values()):
+            self.host.close(tunnel, reason)
+        await self.host.flusher.stop()

@@ -1,6 +1,6 @@
 """The registry's counters on their way to the database, in batches (never per request).
 
-Every RELAY_FLUSH_S the registry writes what changed of each tunnel's counters and the
+Every RELAY_FLUSH_S the registry's Flusher writes what changed of each tunnel's counters and the
 tunnels closed since (one transaction), closes tunnels whose token can no longer be used,
 and deletes closed session rows past their retention. All of it through relay.records.
 """
@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Protocol
 
 from channels.db import database_sync_to_async
 
@@ -23,19 +22,47 @@ from relay.records import SessionUpdate
 logger = logging.getLogger(__name__)
 
 
-class SessionFlush:
-    """A part of relay.pool.registry.Registry: the state below is the registry's."""
+class FlushSettings(Protocol):
+    """The settings the flusher reads (at each use: tests change them on the fly)."""
 
-    settings: Any
-    tunnels: dict[str, Tunnel]
-    close: Callable[[Tunnel, str], None]
-    _closed_pending: list[Tunnel]
-    _flusher: asyncio.Task[None] | None
-    _next_prune: float
+    @property
+    def RELAY_FLUSH_S(self) -> float: ...
+
+    @property
+    def RELAY_SESSION_RETENTION_DAYS(self) -> int: ...
+
+
+class FlushHost(Protocol):
+    """What the flusher needs of its registry: the live tunnels, and closing one."""
+
+    @property
+    def tunnels(self) -> dict[str, Tunnel]: ...
+
+    def close(self, tunnel: Tunnel, reason: str) -> None: ...
+
+
+class Flusher:
+    """Owned by relay.pool.registry.Registry: the tunnels closed since the last flush, the
+    flush task, and when pruning is next due."""
+
+    def __init__(self, host: FlushHost, settings: FlushSettings) -> None:
+        self.host = host
+        self.settings = settings
+        # Closed since the last flush: their last counters and close are still to be written.
+        self.pending: list[Tunnel] = []
+        self._task: asyncio.Task[None] | None = None
+        self._next_prune = 0.0  # monotonic time of the next pruning of closed sessions
 
     def start(self) -> None:
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._flush_forever())
+
+    async def stop(self) -> None:
+        """Stop the periodic flush and write what is left (the registry's shutdown)."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        await self.flush()
 
     async def _flush_forever(self) -> None:
         while True:
@@ -66,18 +93,18 @@ class SessionFlush:
         """Close live tunnels whose token expired, was revoked or whose user was deactivated
         since registration (revoking through the admin closes them at once; this catches
         expiry and changes made elsewhere). One query per flush, none per request."""
-        ids = {t.token_id for t in self.tunnels.values() if t.token_id is not None}
+        ids = {t.token_id for t in self.host.tunnels.values() if t.token_id is not None}
         if not ids:
             return 0
         gone = await database_sync_to_async(records.get().unusable_tokens)(ids)
-        closing = [t for t in self.tunnels.values() if t.token_id in gone]
+        closing = [t for t in self.host.tunnels.values() if t.token_id in gone]
         for tunnel in closing:
-            self.close(tunnel, "token no longer valid")
+            self.host.close(tunnel, "token no longer valid")
         return len(closing)
 
     def _collect(self) -> list[SessionUpdate]:
         updates = []
-        for tunnel in [*self.tunnels.values(), *self._closed_pending]:
+        for tunnel in [*self.host.tunnels.values(), *self.pending]:
             if tunnel.dirty and tunnel.session_id is not None:
                 tunnel.dirty = False
                 updates.append(
@@ -93,11 +120,11 @@ class SessionFlush:
                         close_reason=tunnel.close_reason,
                     )
                 )
-        self._closed_pending.clear()
+        self.pending.clear()
         return updates
 
     async def flush(self) -> int:
-        closed = list(self._closed_pending)
+        closed = list(self.pending)
         updates = self._collect()
         if updates:
             try:
@@ -106,9 +133,9 @@ class SessionFlush:
                 # Nothing was written: keep every change for the next flush, or a closed
                 # session would stay live in the database and its name taken for good.
                 ids = {u.id for u in updates}
-                for tunnel in [*self.tunnels.values(), *closed]:
+                for tunnel in [*self.host.tunnels.values(), *closed]:
                     if tunnel.session_id in ids:
                         tunnel.dirty = True
-                self._closed_pending[:0] = [t for t in closed if t not in self._closed_pending]
+                self.pending[:0] = [t for t in closed if t not in self.pending]
                 raise
         return len(updates)

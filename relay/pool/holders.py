@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from typing import Protocol
 
 from channels.db import database_sync_to_async
 from django.db import IntegrityError
@@ -23,16 +23,29 @@ from relay.protocol import RECLAIM_POLL_S, RECLAIM_WAIT_S
 logger = logging.getLogger(__name__)
 
 
+class HoldersHost(Protocol):
+    """What the name holders need of their registry."""
+
+    @property
+    def tunnels(self) -> dict[str, Tunnel]: ...
+
+    @property
+    def cluster(self) -> ClusterHooks | None: ...
+
+    def close(self, tunnel: Tunnel, reason: str) -> None: ...
+
+    def schedule_expiry(self, tunnel: Tunnel) -> None: ...
+
+
 class NameHolders:
-    """A part of relay.pool.registry.Registry: the state below is the registry's."""
+    """Owned by relay.pool.registry.Registry: the clients replaced by a takeover."""
 
-    tunnels: dict[str, Tunnel]
-    cluster: ClusterHooks | None
-    close: Callable[[Tunnel, str], None]
-    schedule_expiry: Callable[[Tunnel], None]
-    _taken_over: OrderedDict[str, tuple[str, str, float]]
+    def __init__(self, host: HoldersHost) -> None:
+        self.host = host
+        # Clients replaced by a takeover: client id -> (name, new client's address, when).
+        self._taken_over: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
 
-    def _refuse_if_taken_over(self, client_id: str) -> None:
+    def refuse_if_taken_over(self, client_id: str) -> None:
         """A client replaced by a takeover is told so (and our lt stops) instead of taking
         the name back or starting afresh under another one."""
         record = self._taken_over.get(client_id)
@@ -49,12 +62,12 @@ class NameHolders:
             reason=protocol.REFUSAL_TAKEN_OVER,
         )
 
-    def _take_over(self, tunnel: Tunnel, client_ip: str, client_id: str) -> None:
+    def take_over(self, tunnel: Tunnel, client_ip: str, client_id: str) -> None:
         """Close the name's live client (all its sockets and its pool listener) before the
         new client registers it, and remember the old client to tell it why."""
         self.remember_taken_over(tunnel, client_ip)
         logger.info("tunnel %s taken over from %s by %s", tunnel.name, tunnel.client_ip, client_ip)
-        self.close(tunnel, f"taken over by a client from {client_ip}")
+        self.host.close(tunnel, f"taken over by a client from {client_ip}")
 
     def remember_taken_over(self, tunnel: Tunnel, by: str) -> None:
         """Tell the tunnel's client, when it registers again, that it was replaced (bounded
@@ -70,7 +83,7 @@ class NameHolders:
         """Make room under the owner's live-tunnel limit: tunnels whose client is gone (in
         their grace period) do not hold a place; the longest gone are released first.
         False when the owner's connected tunnels alone reach the limit."""
-        mine = [t for t in self.tunnels.values() if t.owner == owner]
+        mine = [t for t in self.host.tunnels.values() if t.owner == owner]
         excess = len(mine) - limit + 1
         if excess <= 0:
             return True
@@ -80,10 +93,10 @@ class NameHolders:
             return False
         gone.sort(key=lambda t: t.offline_since if t.offline_since is not None else now)
         for tunnel in gone[:excess]:
-            self.close(tunnel, "released for a newer tunnel of its owner")
+            self.host.close(tunnel, "released for a newer tunnel of its owner")
         return True
 
-    async def _open_session(self, tunnel: Tunnel, max_live: int, takeover: bool = False) -> int:
+    async def open_session(self, tunnel: Tunnel, max_live: int, takeover: bool = False) -> int:
         """Insert the session row. On a named node, when the name's live row is the same
         owner's on another node, that node is asked to release it and the insert is retried
         for up to RECLAIM_WAIT_S (scale-out); IntegrityError when the name stays taken."""
@@ -100,7 +113,7 @@ class NameHolders:
         try:
             return await open_row(**row)
         except IntegrityError:
-            if self.cluster is None or not await self.cluster.release(
+            if self.host.cluster is None or not await self.host.cluster.release(
                 tunnel.name, tunnel.owner, tunnel.client_id, takeover
             ):
                 raise
@@ -113,7 +126,7 @@ class NameHolders:
                 if time.monotonic() >= deadline:
                     raise
 
-    def _reclaim(self, tunnel: Tunnel, client_ip: str, client_id: str) -> Tunnel:
+    def reclaim(self, tunnel: Tunnel, client_ip: str, client_id: str) -> Tunnel:
         """The owner asks again for its name, its client gone or reconnecting: same tunnel,
         same port, fresh sockets."""
         for conn in list(tunnel.connections):
@@ -122,6 +135,6 @@ class NameHolders:
         tunnel.registered_by(client_ip, client_id)
         if not tunnel.connections:
             tunnel.offline_since = time.monotonic()
-            self.schedule_expiry(tunnel)
+            self.host.schedule_expiry(tunnel)
         logger.info("tunnel %s reclaimed by its owner from %s", tunnel.name, client_ip)
         return tunnel

@@ -2,9 +2,11 @@
 
 One per process, bound to the running event loop. It hands out names and pool ports
 (relay/pool/ports.py), keeps a name for its owner through the reconnect grace period, and
-expires tunnels whose client is gone. Its parts: counters flushed to the database in
-batches, never per request (relay/pool/flush.py); who holds a name (relay/pool/holders.py);
-requests in flight and the drain (relay/pool/draining.py).
+expires tunnels whose client is gone. It owns three parts, each an object with its own
+state that sees the registry through a small Protocol: the Flusher, counters written to the
+database in batches, never per request (relay/pool/flush.py); the NameHolders, who holds a
+name (relay/pool/holders.py); the Drain, requests in flight and the stop
+(relay/pool/draining.py).
 """
 
 from __future__ import annotations
@@ -12,16 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from typing import Any
 
 from django.conf import settings as django_settings
 from django.db import IntegrityError, OperationalError
 
 from relay import protocol
-from relay.pool.draining import Draining
+from relay.pool.draining import Drain
 from relay.pool.errors import RegistrationError
-from relay.pool.flush import SessionFlush
+from relay.pool.flush import Flusher
 from relay.pool.holders import NameHolders
 from relay.pool.hooks import ClusterHooks
 from relay.pool.ports import listen
@@ -53,25 +54,19 @@ def _database_unavailable(exc: Exception) -> RegistrationError:
     )
 
 
-class Registry(SessionFlush, NameHolders, Draining):
+class Registry:
     def __init__(self, settings: Any = django_settings) -> None:
         self.settings = settings
         self.tunnels: dict[str, Tunnel] = {}
-        self.accepting = True
-        self.in_flight = 0
-        self._idle_event = asyncio.Event()
-        self._idle_event.set()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._flusher: asyncio.Task[None] | None = None
-        self._closed_pending: list[Tunnel] = []
+        self.accepting = True  # False once draining: registrations are refused
         self.started_at = time.time()
         self.cluster: ClusterHooks | None = None  # scale-out: set by the runner on a named node
         self.registrations = RegistrationRate(  # per owner
             settings.RELAY_REGISTRATION_BURST, settings.RELAY_REGISTRATIONS_PER_MINUTE
         )
-        self._next_prune = 0.0  # monotonic time of the next pruning of closed sessions
-        # Clients replaced by a takeover: client id -> (name, new client's address, when).
-        self._taken_over: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
+        self.flusher = Flusher(self, settings)
+        self.holders = NameHolders(self)
+        self.draining = Drain(self)
 
     # --- registration ---------------------------------------------------------------------
     async def register(
@@ -91,7 +86,7 @@ class Registry(SessionFlush, NameHolders, Draining):
         if not self.accepting:
             raise RegistrationError(503, "This relay is shutting down; try again in a moment.")
         if client_id:
-            self._refuse_if_taken_over(client_id)
+            self.holders.refuse_if_taken_over(client_id)
         avoid_port = 0
         if requested is not None:
             existing = self.tunnels.get(requested)
@@ -107,14 +102,15 @@ class Registry(SessionFlush, NameHolders, Draining):
                         409, f"The subdomain {requested!r} is being registered; try again."
                     )
                 if client_id and client_id == existing.client_id:
-                    return self._reclaim(existing, client_ip, client_id)  # our lt reconnecting
+                    # Our lt reconnecting.
+                    return self.holders.reclaim(existing, client_ip, client_id)
                 if not existing.client_connected(time.monotonic()):
-                    return self._reclaim(existing, client_ip, client_id)  # grace period
+                    return self.holders.reclaim(existing, client_ip, client_id)  # grace period
                 if not takeover:
                     raise RegistrationError(409, _in_use_message(existing))
                 # A new pool port: the old client's own reconnects must not reach the new one.
                 avoid_port = existing.port
-                self._take_over(existing, client_ip, client_id)
+                self.holders.take_over(existing, client_ip, client_id)
             name = requested
         else:
             name = self._random_name(reserved)
@@ -134,19 +130,18 @@ class Registry(SessionFlush, NameHolders, Draining):
         try:
             # The old session's row must be closed before a new one; on a node (max_live),
             # rows released to make room must be too, or the cluster-wide count sees them.
-            if any(t.name == name for t in self._closed_pending) or (
-                max_live and self._closed_pending
-            ):
+            pending = self.flusher.pending
+            if any(t.name == name for t in pending) or (max_live and pending):
                 try:
-                    await self.flush()
+                    await self.flusher.flush()
                 except OperationalError as exc:
                     raise _database_unavailable(exc) from None
             tunnel.server = await listen(tunnel, self.settings, self.tunnels, avoid_port)
             tunnel.port = tunnel.server.sockets[0].getsockname()[1]
             try:
-                tunnel.session_id = await self._open_session(tunnel, max_live, takeover)
+                tunnel.session_id = await self.holders.open_session(tunnel, max_live, takeover)
                 if tunnel.closed:  # scale-out: released to its owner's newer registration
-                    self._closed_pending.append(tunnel)  # while the row was being written
+                    self.flusher.pending.append(tunnel)  # while the row was being written
                     if self.cluster is not None:
                         self.cluster.flush_soon()
                     raise IntegrityError("released while registering")
@@ -208,7 +203,7 @@ class Registry(SessionFlush, NameHolders, Draining):
             del self.tunnels[tunnel.name]
         if not tunnel.closed:
             tunnel.close(reason)
-            self._closed_pending.append(tunnel)
+            self.flusher.pending.append(tunnel)
             if self.cluster is not None:  # scale-out: free the name cluster-wide at once
                 self.cluster.tunnel_closed(tunnel)
             logger.info("tunnel %s closed: %s", tunnel.name, reason)
@@ -220,10 +215,46 @@ class Registry(SessionFlush, NameHolders, Draining):
         return {
             "tunnels": len(self.tunnels),
             "sockets": sum(t.connected_sockets for t in self.tunnels.values()),
-            "in_flight": self.in_flight,
+            "in_flight": self.draining.in_flight,
             "tasks": len(asyncio.all_tasks()),  # a leak shows here first
             "uptime_s": round(time.time() - self.started_at, 1),
         }
+
+    # --- the parts' methods that other modules call (relay/run, relay/proxy, relay/cluster,
+    # tunnels/, tests); inside relay/pool the parts are called directly ---------------------
+    @property
+    def in_flight(self) -> int:
+        return self.draining.in_flight
+
+    def request_started(self) -> None:
+        self.draining.request_started()
+
+    def request_finished(self) -> None:
+        self.draining.request_finished()
+
+    async def drain(self, timeout: float) -> bool:
+        return await self.draining.drain(timeout)
+
+    async def shutdown(self, reason: str = "relay stopped") -> None:
+        await self.draining.shutdown(reason)
+
+    def start(self) -> None:
+        self.flusher.start()
+
+    async def flush(self) -> int:
+        return await self.flusher.flush()
+
+    async def prune_sessions(self, now: float | None = None) -> int:
+        return await self.flusher.prune_sessions(now)
+
+    async def close_tunnels_of_unusable_tokens(self) -> int:
+        return await self.flusher.close_tunnels_of_unusable_tokens()
+
+    def remember_taken_over(self, tunnel: Tunnel, by: str) -> None:
+        self.holders.remember_taken_over(tunnel, by)
+
+    def release_for_owner(self, owner: str, limit: int) -> bool:
+        return self.holders.release_for_owner(owner, limit)
 
 
 _registry: Registry | None = None

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from relay import protocol
 from relay.headers import normal_ip
-from relay.pool.borrowing import Borrowing, NoSocket
+from relay.pool.borrowing import Borrowing, NoSocket, sockets_beyond_spare
 from relay.pool.quota import Quota
 from relay.pool.socket import PoolSocket
 from relay.protocol import RETRY_AFTER_FULL_S
@@ -159,10 +159,7 @@ class Tunnel(Borrowing):
         socket however many idle WebSockets stay open; and one visitor address at most
         `per_visitor` of them (its share of all sockets is kept by `acquire`)."""
         counts = self.websockets if self.websockets is not None else {}
-        # The sockets the client holds now: what it was told, or fewer (our lt opens 100 at
-        # most; an npm client that lost sockets for good does not replace them).
-        sockets = min(self.max_conn_count, len(self.connections)) or self.max_conn_count
-        allowed = max(1, sockets - spare)
+        allowed = sockets_beyond_spare(self.max_conn_count, len(self.connections), spare)
         if sum(counts.values()) >= allowed:
             raise NoSocket(
                 503,

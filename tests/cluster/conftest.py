@@ -147,7 +147,7 @@ def db_rows_fixture(cluster: Cluster) -> Callable[[str], list[tuple[Any, ...]]]:
 
     def rows(name: str) -> list[tuple[Any, ...]]:
         return cluster.query(
-            "SELECT node, is_live, close_reason FROM tunnels_tunnelsession WHERE subdomain = %s "
+            "SELECT node, is_live, close_reason FROM tunnels_tunnel WHERE subdomain = %s "
             "ORDER BY id",
             name,
         )

@@ -71,7 +71,7 @@ def test_a_marker_on_a_registration_does_not_change_whose_tunnel_it_is(cluster, 
     name = answer.json()["id"]
     try:
         rows = cluster.query(
-            "SELECT host(client_ip) FROM tunnels_tunnelsession WHERE subdomain = %s", name
+            "SELECT host(client_ip) FROM tunnels_tunnel WHERE subdomain = %s", name
         )
         assert rows == [("127.0.0.1",)]
     finally:

@@ -103,7 +103,7 @@ def test_a_restarted_node_closes_only_its_own_stale_sessions(cluster, db_rows):
     mine, theirs = unique_name("mine"), unique_name("theirs")
     for name, node in ((mine, "phoenix"), (theirs, "elsewhere")):
         cluster.query(
-            "INSERT INTO tunnels_tunnelsession (subdomain, node, client_ip, port, max_sockets, "
+            "INSERT INTO tunnels_tunnel (subdomain, node, client_ip, port, max_sockets, "
             "opened_at, close_reason, is_live, sockets, peak_sockets, requests, bytes_in, "
             "bytes_out) VALUES (%s, %s, '127.0.0.1', 1, 1, now(), '', true, 0, 0, 0, 0, 0) "
             "RETURNING id",

@@ -211,7 +211,7 @@ def test_the_live_tunnel_limit_of_a_user_holds_across_nodes(cluster, two_nodes):
         thread.join(15)
     assert sorted(statuses.values()) == [200, 200, 429, 429, 429, 429], statuses
     live = cluster.query(
-        "SELECT count(*) FROM tunnels_tunnelsession t JOIN auth_user u ON u.id = t.owner_id "
+        "SELECT count(*) FROM tunnels_tunnel t JOIN auth_user u ON u.id = t.owner_id "
         "WHERE u.username = 'quota-user' AND t.is_live"
     )
     assert live == [(2,)]

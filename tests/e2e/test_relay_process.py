@@ -274,7 +274,7 @@ def test_a_malformed_setting_is_one_line_naming_the_variable(db, relays):
 def live_rows(db: Path, name: str) -> list[tuple[int, str]]:
     with closing(sqlite3.connect(db)) as conn:
         return conn.execute(
-            "SELECT is_live, close_reason FROM tunnels_tunnelsession WHERE subdomain = ?", (name,)
+            "SELECT is_live, close_reason FROM tunnels_tunnel WHERE subdomain = ?", (name,)
         ).fetchall()
 
 

@@ -182,5 +182,5 @@ def test_a_node_name_and_advertised_address_are_the_same_by_flag_or_variable(gro
     status, _, body = request("127.0.0.1", port, "GET", f"/{name}", f"localhost:{port}")
     assert status == 200, body
     with closing(sqlite3.connect(db)) as conn:
-        rows = conn.execute("SELECT node FROM tunnels_tunnelsession WHERE subdomain = ?", (name,))
+        rows = conn.execute("SELECT node FROM tunnels_tunnel WHERE subdomain = ?", (name,))
         assert rows.fetchall() == [("n1",)]

@@ -80,3 +80,14 @@ def test_a_client_that_lost_sockets_for_good_keeps_its_spares_for_plain_requests
     t.connections = set(list(t.connections)[:3])
 
     assert admit_all(t, [f"10.0.0.{i}" for i in range(3)]) == [101, 503, 503]
+
+
+@pytest.mark.parametrize(("max_conn_count", "sockets"), [(10, 10), (200, 100), (10, 3), (1, 1)])
+def test_a_visitors_share_and_the_websocket_cap_count_the_same_sockets(max_conn_count, sockets):
+    """One rule (relay/pool/borrowing.py `sockets_beyond_spare`) for both: the sockets the
+    client holds now, less the spare ones, at least one."""
+    t = tunnel(max_conn_count, sockets)
+
+    admitted = admit_all(t, [f"10.1.{i // 250}.{i % 250}" for i in range(250)]).count(101)
+
+    assert admitted == t.share() == max(1, min(max_conn_count, sockets) - 2)
