@@ -73,8 +73,10 @@ class Records(Protocol):
 
     def apply_updates(self, updates: list[SessionUpdate]) -> None: ...
 
-    def close_stale_sessions(self) -> int:
-        """Mark the sessions an earlier run of this relay (node) left live as closed."""
+    def close_stale_sessions(self, started_at: datetime) -> int:
+        """Mark the sessions an earlier run of this relay (node) left live as closed: those
+        opened before `started_at`, when this run started (it may register tunnels while
+        this runs)."""
         ...
 
     def unusable_tokens(self, token_ids: set[int]) -> set[int]:

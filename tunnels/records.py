@@ -42,8 +42,8 @@ class OrmRecords:
     def apply_updates(self, updates: list[SessionUpdate]) -> None:
         store.apply_updates(updates)
 
-    def close_stale_sessions(self) -> int:
-        return store.close_stale_sessions()
+    def close_stale_sessions(self, started_at: datetime) -> int:
+        return store.close_stale_sessions(started_at)
 
     def unusable_tokens(self, token_ids: set[int]) -> set[int]:
         return store.unusable_tokens(token_ids)

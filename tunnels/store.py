@@ -6,7 +6,7 @@ batches of counter updates every few seconds.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -68,10 +68,12 @@ def apply_updates(updates: list[SessionUpdate]) -> None:
         )
 
 
-def close_stale_sessions(reason: str = "relay restarted") -> int:
+def close_stale_sessions(started_at: datetime, reason: str = "relay restarted") -> int:
     """Mark sessions left live by a relay that stopped without closing them (with a node
-    name: only that node's own sessions; the other nodes' are theirs)."""
-    live = TunnelSession.objects.filter(is_live=True)
+    name: only that node's own sessions; the other nodes' are theirs). Only rows opened
+    before `started_at`: the relay runs this while it already takes registrations, and a
+    session it opened itself is not stale."""
+    live = TunnelSession.objects.filter(is_live=True, opened_at__lt=started_at)
     if settings.RELAY_NODE_NAME:  # scale-out
         live = live.filter(node=settings.RELAY_NODE_NAME)
     return live.update(is_live=False, closed_at=timezone.now(), close_reason=reason, sockets=0)

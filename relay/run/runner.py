@@ -16,6 +16,7 @@ from channels.db import database_sync_to_async
 from channels.routing import get_default_application
 from django.conf import settings
 from django.core.management.base import OutputWrapper
+from django.utils import timezone
 from twisted.internet import reactor as twisted_reactor
 from twisted.internet.error import ReactorNotRunning
 
@@ -91,6 +92,9 @@ class RelayRunner:
         self.out = out
         self.failed = ""
         self._stopping = False
+        # Sessions opened before this are an earlier run's; this run's are its own, also
+        # those registered before the stale ones are closed (the listener is open by then).
+        self.started_at = timezone.now()
         self._control: asyncio.Task[None] | None = None  # the admin's disconnects
         self._listen_address: tuple[str, int] | None = None  # scale-out: default advertise
         self.cluster: Cluster | None = None  # scale-out
@@ -148,7 +152,9 @@ class RelayRunner:
 
     async def _start_registry(self, limit: int) -> None:
         try:
-            closed = await database_sync_to_async(records.get().close_stale_sessions)()
+            closed = await database_sync_to_async(records.get().close_stale_sessions)(
+                self.started_at
+            )
         except Exception as exc:  # the database is unreachable: say so and stop
             self.failed = f"cannot reach the database: {exc}"
             self.server.stop()
