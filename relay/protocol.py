@@ -138,7 +138,7 @@ def registration_answer(
 
 # A Host's port (RFC 9110 section 7.2, RFC 3986 section 3.2.3): digits, a TCP port.
 _HOST_PORT = re.compile(rb"[0-9]{1,5}")
-HIGHEST_PORT = 65535
+HIGHEST_PORT = 65535  # TCP's: also the bound of --port and of a node's HOST:PORT
 
 
 def tunnel_name_from_host(host: bytes, domain: bytes) -> str | None:

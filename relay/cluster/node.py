@@ -40,6 +40,7 @@ from relay.protocol import (
     CLUSTER_STOP_S,
     CONTROL_GROUP,
     HEARTBEAT_MIN_TIMEOUT_S,
+    HIGHEST_PORT,
 )
 from relay.records import NodeLoad
 
@@ -52,7 +53,7 @@ def parse_address(value: str, name: str = "RELAY_ADVERTISE") -> tuple[str, int]:
     """`HOST:PORT` (IPv6 as `[::1]:8080`) -> (host, port); ImproperlyConfigured if not."""
     host, sep, port = value.strip().rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= HIGHEST_PORT:
         raise ImproperlyConfigured(f"{name}={value!r} must look like HOST:PORT, e.g. 10.0.0.5:8080")
     if host in {"0.0.0.0", "::"}:
         raise ImproperlyConfigured(f"{name}={value!r}: peers cannot connect to a wildcard address")

@@ -24,8 +24,6 @@ WEBSOCKET_MODULES = {
 # (file, value) -> why the bare number is right where it is
 ALLOWED = {
     ("relay/address.py", 443): "HTTPS's own port, which URLs leave out",
-    ("relay/cluster/node.py", 65535): "the highest TCP port (a HOST:PORT is checked)",
-    ("relay/management/commands/runrelay.py", 65535): "the highest TCP port (--port)",
     ("relay/headers.py", 128): "the bits of an IPv6 address: a /128 prefix is one address",
     ("relay/management/commands/benchrelay.py", 20): "MiB to bytes (`<< 20`)",
     ("relay/proxy/exchange.py", 4): "': ' and CRLF around a header line, as on the wire",

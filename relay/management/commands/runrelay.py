@@ -18,6 +18,7 @@ from django.db import DatabaseError
 
 from relay import address, records
 from relay.cluster.node import parse_address
+from relay.protocol import HIGHEST_PORT
 from relay.records import DatabaseInUse
 from relay.run import console
 from relay.run.runner import RelayRunner, check_pool_bind, listen_problem
@@ -66,8 +67,8 @@ class Command(BaseCommand):
         advertise: str = "",
         **options: object,
     ) -> None:
-        if not 0 <= port <= 65535:
-            raise CommandError(f"--port/RELAY_PORT {port} is not a TCP port (0-65535)")
+        if not 0 <= port <= HIGHEST_PORT:
+            raise CommandError(f"--port/RELAY_PORT {port} is not a TCP port (0-{HIGHEST_PORT})")
         domain = domain.strip().lower().rstrip(".")
         if not domain:
             raise CommandError("--domain must not be empty")
