@@ -202,25 +202,30 @@ def read_indexed(peer: Peer, count: int | Callable[[], int], timeout: float) -> 
                 text = ""
 
 
+def flood_while_probing(relay, sender, reader) -> None:
+    """`sender` floods WS_MESSAGES tiny messages, `reader` reads them all, while /healthz is
+    probed; the probe's check fails the test if the relay stopped answering."""
+    flooder = threading.Thread(
+        target=flood_indexed, args=(sender.sock, sender.ws, WS_MESSAGES), daemon=True
+    )
+    try:
+        with HealthProbe(relay.port) as probe:
+            flooder.start()
+            read_indexed(reader, WS_MESSAGES, 60)
+        flooder.join(timeout=30)
+    finally:
+        sender.sock.close()
+        reader.sock.close()
+    probe.check()
+
+
 def test_an_app_flooding_tiny_websocket_messages_leaves_the_relay_responsive(
     default_relay, fake_client_factory
 ):
     """Before: a whole read (up to ~1 MiB, ~350k frames) was parsed into a list and sent to
     Daphne message by message in one turn of the loop (/healthz up to 30 s)."""
-    relay = default_relay
-    visitor, app = open_pair(relay, fake_client_factory(relay))
-    sender = threading.Thread(
-        target=flood_indexed, args=(app.sock, app.ws, WS_MESSAGES), daemon=True
-    )
-    try:
-        with HealthProbe(relay.port) as probe:
-            sender.start()
-            read_indexed(visitor, WS_MESSAGES, 60)
-        sender.join(timeout=30)
-    finally:
-        visitor.sock.close()
-        app.sock.close()
-    probe.check()
+    visitor, app = open_pair(default_relay, fake_client_factory(default_relay))
+    flood_while_probing(default_relay, sender=app, reader=visitor)
 
 
 def test_a_visitor_flooding_tiny_websocket_messages_leaves_the_relay_responsive(
@@ -228,20 +233,8 @@ def test_a_visitor_flooding_tiny_websocket_messages_leaves_the_relay_responsive(
 ):
     """The other direction: every message was a write to the pool socket of its own, and
     the relay took queued messages without yielding."""
-    relay = default_relay
-    visitor, app = open_pair(relay, fake_client_factory(relay))
-    sender = threading.Thread(
-        target=flood_indexed, args=(visitor.sock, visitor.ws, WS_MESSAGES), daemon=True
-    )
-    try:
-        with HealthProbe(relay.port) as probe:
-            sender.start()
-            read_indexed(app, WS_MESSAGES, 60)
-        sender.join(timeout=30)
-    finally:
-        visitor.sock.close()
-        app.sock.close()
-    probe.check()
+    visitor, app = open_pair(default_relay, fake_client_factory(default_relay))
+    flood_while_probing(default_relay, sender=visitor, reader=app)
 
 
 NOREAD_SOCKETS = 4
