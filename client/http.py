@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 import h11
 
+from .connect import RelayConnector
 from .limits import API_MAX_BODY_BYTES, API_READ_CHUNK_BYTES
 from .redact import redact_url
 
@@ -51,7 +52,7 @@ async def request(
     url: str,
     headers: dict[str, str],
     timeout_s: float,
-    ssl_context: ssl.SSLContext | None = None,
+    connector: RelayConnector | None = None,
 ) -> Answer:
     """Send one request and read the whole answer; raise OSError/TimeoutError/h11 errors."""
     parts = urlsplit(url)
@@ -62,11 +63,7 @@ async def request(
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     host_header = parts.netloc.rsplit("@", 1)[-1]
     async with asyncio.timeout(timeout_s):
-        reader, writer = await asyncio.open_connection(
-            parts.hostname,
-            port,
-            ssl=(ssl_context or ssl.create_default_context()) if tls else None,
-        )
+        reader, writer = await (connector or RelayConnector()).open(parts.hostname, port, tls)
         try:
             conn = h11.Connection(our_role=h11.CLIENT)
             items = [("Host", host_header), ("Connection", "close"), *headers.items()]

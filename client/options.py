@@ -6,6 +6,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 
+from .connect import RelayConnector
 from .keepalive import KeepAlive
 from .target import LocalTarget
 
@@ -28,6 +29,10 @@ class TunnelOptions:
     # Keep connections to the local app between requests (False: --no-local-keepalive,
     # one connection per request: strict isolation between visitors, a little slower).
     local_keepalive: bool = True
+    # The relay's certificate: verified against this CA file (--ca; else the system's store),
+    # or not at all (--insecure).
+    ca: str | None = None
+    insecure: bool = False
 
 
 def local_target(options: TunnelOptions) -> LocalTarget:
@@ -47,3 +52,8 @@ def local_target(options: TunnelOptions) -> LocalTarget:
         ssl_context=context,
         keepalive=KeepAlive(options.local_keepalive),
     )
+
+
+def relay_connector(options: TunnelOptions) -> RelayConnector:
+    """How the tunnel reaches the relay (its TLS and a forward proxy)."""
+    return RelayConnector(ca_file=options.ca, insecure=options.insecure)

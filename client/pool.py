@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from .connect import RelayConnector
 from .exchange import PoolSocketProxy
 from .http import describe_error
 from .limits import (
@@ -52,11 +53,13 @@ class Pool:
         target: LocalTarget,
         observer: ProxyObserver,
         on_sockets: Callable[[int], None],
+        connector: RelayConnector | None = None,
     ) -> None:
         self.registration = registration
         self.target = target
         self.observer = observer
         self.on_sockets = on_sockets  # told the number of sockets up after each change
+        self.connector = connector or RelayConnector()  # the relay's TLS and a proxy
         self.up = 0
         self.healthy = False  # a socket stayed up a while or carried a request
         self.broken = asyncio.Event()

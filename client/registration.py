@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from . import __version__
+from .connect import RelayConnector
 from .http import Answer, describe_error, request, split_userinfo
 from .limits import MAX_POOL_SOCKETS, REGISTER_TIMEOUT_S, RELEASE_TIMEOUT_S, SUBDOMAIN_RE
 
@@ -138,7 +139,7 @@ async def register(
     subdomain: str | None,
     token: str | None,
     timeout_s: float = REGISTER_TIMEOUT_S,
-    ssl_context: ssl.SSLContext | None = None,
+    connector: RelayConnector | None = None,
     *,
     client_id: str = "",
     takeover: bool = False,
@@ -150,7 +151,7 @@ async def register(
     if client_id:
         headers[CLIENT_ID_HEADER] = client_id
     try:
-        answer = await request("GET", url, headers, timeout_s, ssl_context)
+        answer = await request("GET", url, headers, timeout_s, connector)
     except (OSError, TimeoutError, ssl.SSLError) as exc:
         raise RelayUnreachable(describe_error(exc)) from exc
     except Exception as exc:  # h11.RemoteProtocolError and friends: not an HTTP relay
@@ -169,7 +170,7 @@ async def release(
     tunnel_id: str,
     token: str | None,
     timeout_s: float = RELEASE_TIMEOUT_S,
-    ssl_context: ssl.SSLContext | None = None,
+    connector: RelayConnector | None = None,
     *,
     client_id: str = "",
 ) -> int | None:
@@ -183,7 +184,7 @@ async def release(
     if client_id:
         headers[CLIENT_ID_HEADER] = client_id
     try:
-        answer = await request("DELETE", url, headers, timeout_s, ssl_context)
+        answer = await request("DELETE", url, headers, timeout_s, connector)
     except Exception:  # best effort on the way out
         return None
     return answer.status

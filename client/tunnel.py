@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from .backoff import delay_for
 from .limits import CLIENT_ID_BYTES, MAX_DELAY_S
-from .options import TunnelOptions, local_target
+from .options import TunnelOptions, local_target, relay_connector
 from .pool import Pool
 from .redact import redact, redact_url, secrets_of
 from .registration import (
@@ -68,6 +68,7 @@ class ClientTunnel:
         self.reporter: Reporter = RedactingReporter(reporter or LogReporter(), self.secrets)
         self.status = TunnelStatus(relay=redact_url(options.host))
         self.target = local_target(options)
+        self.connector = relay_connector(options)
         self.registration: Registration | None = None
         self.ready = asyncio.Event()  # set once the URL works (a first pool socket is up)
         self._announce = False  # the URL is new: tell the reporter when a socket is up
@@ -150,6 +151,7 @@ class ClientTunnel:
                             self.options.host,
                             self._name,
                             self.options.token,
+                            connector=self.connector,
                             client_id=self.client_id,
                             takeover=self.options.takeover,
                         )
@@ -201,7 +203,7 @@ class ClientTunnel:
         else:
             self.reporter.event(f"registered again as {reg.url}")
         self._set_state("connecting")
-        pool = Pool(reg, self.target, self, self._on_sockets)
+        pool = Pool(reg, self.target, self, self._on_sockets, self.connector)
         reason = await self._until_stopped(pool.run())
         return f"lost the relay ({reason})", pool.healthy
 
@@ -228,5 +230,9 @@ class ClientTunnel:
         if self.registration is None or self.taken_over:
             return None  # a name taken over is the other client's now
         return await release(
-            self.options.host, self.registration.id, self.options.token, client_id=self.client_id
+            self.options.host,
+            self.registration.id,
+            self.options.token,
+            connector=self.connector,
+            client_id=self.client_id,
         )

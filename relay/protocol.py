@@ -216,6 +216,27 @@ CONNECTING_S = 10.0
 TAKEN_OVER_MEMORY = 4096
 TAKEN_OVER_TTL_S = 3600.0
 
+# --- pool connections over the relay's own port (relay/pool/upgrade.py) ------------------------
+# Our lt opens its pool connections as HTTP/1.1 Upgrade requests to the relay's public URL,
+# over TLS when that URL is https and through whatever proxy is in front: no raw port for a
+# firewall to block, and bound to the tunnel by a secret, not by the client's address (a laptop
+# that changes networks keeps its tunnel). After the 101 the connection carries exactly what
+# a raw pool socket carries. The registration answer gives our lt (CLIENT_ID_HEADER set) the
+# URL and the secret:
+#   {"id", "port", "max_conn_count", "url", "pool_url": "https://relay/api/tunnels/<id>/pool",
+#    "pool_secret": "<64 hex digits>"}
+#   GET /api/tunnels/<id>/pool HTTP/1.1
+#   Connection: Upgrade
+#   Upgrade: tunnelsite-pool
+#   Tunnelsite-Pool-Secret: <64 hex digits>
+# The answer is `101 Switching Protocols`, or a refusal with a JSON {"message"}: 401 (no or
+# a wrong secret), 404 (no such tunnel here), 429 (max_conn_count connections already).
+POOL_UPGRADE = "tunnelsite-pool"
+POOL_SECRET_HEADER = "Tunnelsite-Pool-Secret"
+POOL_PATH = "/api/tunnels/{name}/pool"
+# 256 random bits: guessing one is out of the question however many tries a visitor makes.
+POOL_SECRET_BYTES = 32
+
 # User-Agents of tunnel clients: they register with `GET /<name>`, so a site route of the
 # same name must answer them the reserved-name refusal, not the route.
 _TUNNEL_CLIENT_USER_AGENT = re.compile(rb"^(?:axios/|tunnelsite-lt/)")
