@@ -288,7 +288,11 @@ def test_tiny_websocket_messages_to_visitors_who_do_not_read_cost_bounded_memory
                 last, since = total, time.monotonic()
             return time.monotonic() - since > 2.0
 
-        wait_until(settled, 30, "the floods to block")
+        # Until then the apps fill the kernel's buffers (megabytes of 6-byte messages) as
+        # fast as the relay parses them: on a machine busy with other tests that took over
+        # 30 s once (make test, fresh machine), so the deadline is generous; what is asserted
+        # is the memory once they block, not how soon.
+        wait_until(settled, 75, "the floods to block")
         growth = rss_kib(relay.process.pid) - before
         assert growth < 32 * 1024, f"the relay grew by {growth} KiB for {NOREAD_SOCKETS} sockets"
         # Nothing was lost: the first visitor now reads every message sent, in order.
