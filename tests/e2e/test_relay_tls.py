@@ -224,6 +224,62 @@ def test_the_admin_login_page_and_its_css_over_https(relay_https, certs):
     assert headers["content-type"].startswith("text/css")
 
 
+@pytest.mark.parametrize("way", ["flags", "env"])
+def test_the_flags_turn_on_https_as_the_variables_do(way, certs, relay_template_db, tmp_path):
+    """--tls-cert/--tls-key give what RELAY_TLS_CERT/RELAY_TLS_KEY give: https URLs for
+    tunnels, Secure __Host- cookies, and the admin's https origin trusted for its forms."""
+    first = certs[0]
+    cert, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
+    first.install(cert, key)
+    db = fresh_db(relay_template_db, tmp_path)
+    args = ["--port", "0", "--bind", "127.0.0.1", "--domain", DOMAIN]
+    env = {}
+    if way == "flags":
+        args += ["--tls-cert", str(cert), "--tls-key", str(key)]
+    else:
+        env = {"RELAY_TLS_CERT": str(cert), "RELAY_TLS_KEY": str(key)}
+    group = ProcessGroup()
+    try:
+        process = group.start(
+            [PYTHON, "manage.py", "runrelay", *args], relay_env(db, **env), name="relay"
+        )
+        port = int(process.wait_for_line(r"listening on https://127\.0\.0\.1:(\d+)").group(1))
+        process.wait_for_line(rf"tunnels are served at https://<name>\.{DOMAIN}:{port}$")
+        context = first.context()
+        status, _, body = https_get(port, "/?new", context)
+        assert status == 200, body
+        assert json.loads(body)["url"].startswith("https://")
+        conn = HTTPSTo(port, DOMAIN, context)
+        try:
+            status, headers, body = fetch(conn, "/admin/login/")
+            assert status == 200
+            cookie = headers["set-cookie"].split(";", 1)[0]
+            assert cookie.startswith("__Host-csrftoken=") and "Secure" in headers["set-cookie"]
+            token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body)
+            assert token is not None
+            form = f"csrfmiddlewaretoken={token.group(1).decode()}&username=nobody&password=x"
+            conn.request(
+                "POST",
+                "/admin/login/",
+                body=form,
+                headers={
+                    "Cookie": cookie,
+                    "Origin": f"https://{DOMAIN}:{port}",
+                    "Referer": f"https://{DOMAIN}:{port}/admin/login/",
+                    "Content-Type": "application/x-www-form-urlencoded",
+                },
+            )
+            response = conn.getresponse()
+            page = response.read()
+            # The CSRF check passed (a 403 otherwise): the form answers the wrong password.
+            assert response.status == 200, page[:300]
+            assert b"Please enter the correct username and password" in page
+        finally:
+            conn.close()
+    finally:
+        group.stop_all()
+
+
 # --- both clients register over https ------------------------------------------------------
 def test_our_lt_registers_over_https_and_serves_a_visitor(
     relay_https, certs, local_app, group, tmp_path
@@ -236,6 +292,10 @@ def test_our_lt_registers_over_https_and_serves_a_visitor(
     wait_until(lambda: tunnel_sockets(port, name, context) > 0, IO_TIMEOUT_S, "a pool socket")
     status, _, body = https_get(port, "/hello", context, name)
     assert (status, body) == (200, GREETING)
+    # The app is told its visitors came over https (RELAY_PUBLIC_SCHEME follows the cert).
+    status, _, body = https_get(port, "/headers", context, name)
+    headers = {key.lower(): value for key, value in json.loads(body)["headers"]}
+    assert headers["x-forwarded-proto"] == "https"
 
 
 def test_the_npm_client_registers_over_https_and_serves_a_visitor(
