@@ -483,3 +483,14 @@ def test_a_redirect_port_without_a_certificate_is_refused(bad_start):
     group, db = bad_start
     line = start_failure(group, db, ["--http-redirect-port", str(free_port())])
     assert "--http-redirect-port" in line and "--tls-cert" in line
+
+
+def test_a_cluster_node_with_a_certificate_is_refused_in_one_line(bad_start, certs, tmp_path):
+    """Nodes forward to each other over plain http on the public port: a node on https would
+    fail every forward, so it is refused at start rather than half working."""
+    group, db = bad_start
+    cert, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
+    certs[0].install(cert, key)
+    flags = ["--tls-cert", str(cert), "--tls-key", str(key), "--node-name", "n1"]
+    line = start_failure(group, db, flags, SECRET_KEY="k" * 50)
+    assert "a cluster node cannot hold the certificate yet" in line
