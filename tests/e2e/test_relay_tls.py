@@ -32,10 +32,11 @@ import trustme
 from harness.processes import PYTHON, Process, ProcessGroup
 from harness.relay import NO_LIVE_TUNNEL_CAP, NPM_LT, LocalApp, free_port, relay_env
 from harness.waiting import IO_TIMEOUT_S, wait_until
+from websockets.sync.client import connect as ws_connect
 
 from bench.procs import client_env
 
-from .appdata import GREETING
+from .appdata import GREETING, pattern
 
 START_S = 20.0
 DOMAIN = "tls.localhost"
@@ -296,6 +297,18 @@ def test_our_lt_registers_over_https_and_serves_a_visitor(
     status, _, body = https_get(port, "/headers", context, name)
     headers = {key.lower(): value for key, value in json.loads(body)["headers"]}
     assert headers["x-forwarded-proto"] == "https"
+    # A large body and a WebSocket (wss) cross the relay's TLS whole.
+    size = 5 << 20
+    status, _, body = https_get(port, f"/bytes/{size}", context, name)
+    assert status == 200 and len(body) == size
+    assert body == pattern(size)
+    sock = socket.create_connection(("127.0.0.1", port), IO_TIMEOUT_S)
+    uri = f"wss://{name}.{DOMAIN}:{port}/ws"
+    with ws_connect(uri, sock=sock, ssl=context, open_timeout=IO_TIMEOUT_S) as ws:
+        ws.send("over tls")
+        assert ws.recv(timeout=IO_TIMEOUT_S) == "over tls"
+        ws.send(b"\x00" * 100_000)
+        assert ws.recv(timeout=IO_TIMEOUT_S) == b"\x00" * 100_000
 
 
 def test_the_npm_client_registers_over_https_and_serves_a_visitor(
