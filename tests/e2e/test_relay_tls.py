@@ -345,6 +345,11 @@ def test_sighup_serves_a_new_certificate_to_new_connections_only(
         kept = HTTPSTo(port, f"{name}.{DOMAIN}", old_context)
         assert fetch(kept, "/hello")[::2] == (200, GREETING)
         kept_socket = kept.sock
+        raw = socket.create_connection(("127.0.0.1", port), IO_TIMEOUT_S)
+        uri = f"wss://{name}.{DOMAIN}:{port}/ws"
+        ws = ws_connect(uri, sock=raw, ssl=old_context, open_timeout=IO_TIMEOUT_S)
+        ws.send("before")
+        assert ws.recv(timeout=IO_TIMEOUT_S) == "before"
 
         second.install(cert, key)  # certbot renewed: a new chain (here even a new CA)
         relay.signal(signal.SIGHUP)
@@ -355,6 +360,10 @@ def test_sighup_serves_a_new_certificate_to_new_connections_only(
         assert fetch(kept, "/hello")[::2] == (200, GREETING)
         assert kept.sock is kept_socket
         kept.close()
+        # So does a WebSocket opened before.
+        ws.send("after")
+        assert ws.recv(timeout=IO_TIMEOUT_S) == "after"
+        ws.close()
         # A new connection sees the new certificate: the old CA no longer verifies it.
         with pytest.raises(ssl.SSLCertVerificationError):
             https_get(port, "/healthz", first.context())
