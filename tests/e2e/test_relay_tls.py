@@ -516,3 +516,17 @@ def test_a_cluster_node_with_a_certificate_is_refused_in_one_line(bad_start, cer
     flags = ["--tls-cert", str(cert), "--tls-key", str(key), "--node-name", "n1"]
     line = start_failure(group, db, flags, SECRET_KEY="k" * 50)
     assert "a cluster node cannot hold the certificate yet" in line
+
+
+def test_a_taken_redirect_port_is_one_line_and_a_non_zero_exit(bad_start, certs, tmp_path):
+    group, db = bad_start
+    cert, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
+    certs[0].install(cert, key)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        flags = ["--tls-cert", str(cert), "--tls-key", str(key), "--http-redirect-port", str(port)]
+        line = start_failure(group, db, flags)
+    assert f"cannot listen on 127.0.0.1:{port} (--http-redirect-port" in line
+    assert "Address already in use" in line
