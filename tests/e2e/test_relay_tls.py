@@ -13,6 +13,7 @@ SSL_CERT_FILE, which Python's default context honours) and the npm client
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -302,6 +303,14 @@ def test_our_lt_registers_over_https_and_serves_a_visitor(
     status, _, body = https_get(port, f"/bytes/{size}", context, name)
     assert status == 200 and len(body) == size
     assert body == pattern(size)
+    upload = os.urandom(3 << 20)
+    conn = HTTPSTo(port, f"{name}.{DOMAIN}", context)
+    try:
+        conn.request("POST", "/sha256", body=upload)
+        answer = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    assert answer == {"sha256": hashlib.sha256(upload).hexdigest(), "length": len(upload)}
     sock = socket.create_connection(("127.0.0.1", port), IO_TIMEOUT_S)
     uri = f"wss://{name}.{DOMAIN}:{port}/ws"
     with ws_connect(uri, sock=sock, ssl=context, open_timeout=IO_TIMEOUT_S) as ws:
