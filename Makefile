@@ -38,8 +38,12 @@ run: $(VENV)/.deps-run
 /usr/sbin/nginx /usr/sbin/haproxy &:
 	apt-get update -q && apt-get install -y -q nginx-light haproxy
 
+# ... and the Caddyfile examples with `caddy adapt` (Debian's caddy).
+/usr/bin/caddy:
+	apt-get update -q && apt-get install -y -q caddy
+
 test: $(VENV)/.deps-test $(NPM_LT) /usr/bin/chromium /usr/bin/chromedriver /usr/bin/wrk \
-	/usr/sbin/nginx /usr/sbin/haproxy
+	/usr/sbin/nginx /usr/sbin/haproxy /usr/bin/caddy
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) manage.py makemigrations --check --dry-run -v0
