@@ -19,7 +19,8 @@ from bench.wrk import WrkResult
 if TYPE_CHECKING:
     from bench.scenarios import Options, Target
 
-LABELS = ("direct", "ours", "npm")
+LABELS = ("direct", "ours", "npm", "ours_tls")
+TUNNELS = ("ours", "npm", "ours_tls")  # the targets through a relay
 CAVEAT = (
     "Loopback on one small machine: wrk, the relay, the tunnel client and the local app "
     "share the same {cores} cores, so every figure includes their contention for CPU. "
@@ -44,10 +45,24 @@ def _unavailable(entry: dict[str, Any], targets: list[Target]) -> None:
             entry[f"{target.label}_unavailable"] = target.reason
 
 
+def _tls_cost(entry: dict[str, Any], key: str) -> float | None:
+    """How much slower the TLS relay with our lt is than the plain one with our lt, same run
+    (0.10: 10% fewer requests or bytes per second)."""
+    plain, tls = entry.get(f"ours_{key}"), entry.get(f"ours_tls_{key}")
+    if not plain or tls is None:
+        return None
+    return round(1 - tls / plain, 3)
+
+
 def wrk_scenario(
-    name: str, unit: str, runs: dict[str, list[WrkResult]], targets: list[Target]
+    name: str,
+    unit: str,
+    runs: dict[str, list[WrkResult]],
+    targets: list[Target],
+    cpu_us: dict[str, list[float]] | None = None,
 ) -> dict[str, Any]:
-    """One wrk scenario: medians over rounds per target; ratios on req/s (= on MB/s)."""
+    """One wrk scenario: medians over rounds per target; ratios on req/s (= on MB/s); the
+    relay's CPU per request (user + system, microseconds) for the tunnelled targets."""
     entry: dict[str, Any] = {"name": name, "unit": unit, "tool": "wrk"}
     for label in LABELS:
         results = runs.get(label, [])
@@ -57,8 +72,10 @@ def wrk_scenario(
         entry[f"{label}_p99_ms"] = _median([r.p99_ms for r in results])
         entry[f"{label}_errors"] = sum(r.errors for r in results) if results else None
         entry[f"{label}_rounds_rps"] = [round(r.rps, 1) for r in results]
-    for label in ("ours", "npm"):
+    for label in TUNNELS:
         entry[f"{label}_ratio"] = _ratio(entry[f"{label}_rps"], entry["direct_rps"])
+        entry[f"{label}_relay_cpu_us"] = _median((cpu_us or {}).get(label, []))
+    entry["tls_cost"] = _tls_cost(entry, "rps")
     _unavailable(entry, targets)
     return entry
 
@@ -81,8 +98,9 @@ def transfer_scenario(
         if failed:
             entry[f"{label}_failures"] = failed
         entry[f"{label}_rounds_mbps"] = [round(r.mbps, 1) for r in done]
-    for label in ("ours", "npm"):
+    for label in TUNNELS:
         entry[f"{label}_ratio"] = _ratio(entry[f"{label}_mbps"], entry["direct_mbps"])
+    entry["tls_cost"] = _tls_cost(entry, "mbps")
     _unavailable(entry, targets)
     return entry
 
@@ -192,26 +210,38 @@ def _lat(entry: dict[str, Any], label: str) -> str:
     return "n/a" if p50 is None else f"{p50:.2f} / {p99:.2f}"
 
 
+def _cpu(entry: dict[str, Any], label: str) -> str:
+    value = entry.get(f"{label}_relay_cpu_us")
+    return "" if value is None else f" ({value:,.0f} us)"
+
+
 def table(results: dict[str, Any]) -> str:
-    """A Markdown table of the scenarios, then the scale figures."""
+    """A Markdown table of the scenarios, then the scale figures. Next to each tunnelled
+    figure, the relay's CPU per request in microseconds (wrk scenarios)."""
     lines = [
-        "| scenario | unit | direct | ours `lt` | ratio | npm `lt` | ratio "
-        "| p50 / p99 ms direct | ours | npm |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| scenario | unit | direct | ours `lt` | ratio | npm `lt` | ratio | ours over TLS "
+        "| ratio | TLS cost | p50 / p99 ms direct | ours | npm | ours over TLS |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: |",
     ]
     for s in results["scenarios"]:
         key = "rps" if s["unit"] == "req/s" else "mbps"
+        cost = s.get("tls_cost")
         cells = [
             s["name"],
             s["unit"],
             _num(s[f"direct_{key}"]),
-            _num(s[f"ours_{key}"]),
+            _num(s[f"ours_{key}"]) + _cpu(s, "ours"),
             _num(s["ours_ratio"], 3),
-            _num(s[f"npm_{key}"]),
+            _num(s[f"npm_{key}"]) + _cpu(s, "npm"),
             _num(s["npm_ratio"], 3),
+            _num(s[f"ours_tls_{key}"]) + _cpu(s, "ours_tls"),
+            _num(s["ours_tls_ratio"], 3),
+            "n/a" if cost is None else f"{cost:.1%}",
             _lat(s, "direct"),
             _lat(s, "ours"),
             _lat(s, "npm"),
+            _lat(s, "ours_tls"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     scale = results["scale"]

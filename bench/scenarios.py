@@ -1,10 +1,13 @@
 """Start the app, a relay and both tunnel clients, then run the interleaved rounds.
 
-Every scenario measures three targets in the same run: the app directly, the relay with
-our `lt`, the relay with the npm `lt`. Each round runs every scenario once per target, in
-an order rotated every round, so a slow moment of the machine does not land on one target
-only; `report` takes medians over rounds. The scale scenario runs on a fresh relay of its
-own, so its memory baseline is not the throughput rounds' leftovers.
+Every scenario measures four targets in the same run: the app directly, the relay with
+our `lt` (its pool upgraded over the relay's own port), the relay with the npm `lt` (raw
+pool ports), and a second relay serving TLS itself with our `lt` (visitors and pool over
+TLS: what the encrypted path costs). The relays' CPU per request comes from /proc. Each
+round runs every scenario once per target, in an order rotated every round, so a slow
+moment of the machine does not land on one target only; `report` takes medians over
+rounds. The scale scenario runs on a fresh relay of its own, so its memory baseline is not
+the throughput rounds' leftovers.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import os
 import secrets
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -22,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import trustme  # `make bench` installs the test dependencies; the relay never imports it
+
 from bench import report, transfer, two_nodes
 from bench.procs import (
     ROOT,
@@ -29,6 +35,7 @@ from bench.procs import (
     Children,
     StartError,
     client_env,
+    cpu_seconds,
     fd_count,
     rss_kb,
     wait_until,
@@ -77,11 +84,16 @@ class Options:
 class Target:
     """Where a scenario sends its traffic: the app itself or a tunnel through the relay."""
 
-    label: str  # "direct", "ours" or "npm"
+    label: str  # "direct", "ours", "npm" or "ours_tls"
     port: int = 0
     host: str = ""
     command: str = ""
     reason: str = ""  # why it is unavailable; "" when it works
+    scheme: str = "http"  # https: the relay serving TLS itself
+    relay_pid: int = 0  # the relay process whose CPU a request costs; 0 for direct
+
+    def url(self, path: str) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     @property
     def available(self) -> bool:
@@ -92,9 +104,22 @@ class Target:
 class Relay:
     child: Child
     port: int
+    ca: str = ""  # the CA file of its certificate when it serves TLS itself
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ca else "http"
 
     def get_json(self, path: str) -> tuple[int, Any]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=HTTP_TIMEOUT_S)
+        conn: http.client.HTTPConnection
+        if self.ca:
+            context = ssl.create_default_context(cafile=self.ca)
+            context.check_hostname = False  # the certificate names localhost, not 127.0.0.1
+            conn = http.client.HTTPSConnection(
+                "127.0.0.1", self.port, timeout=HTTP_TIMEOUT_S, context=context
+            )
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=HTTP_TIMEOUT_S)
         try:
             conn.request("GET", path, headers={"Host": f"127.0.0.1:{self.port}"})
             answer = conn.getresponse()
@@ -132,10 +157,13 @@ class Bench:
                 template = self.migrate(Path(tmp))
                 app_port = self.start_app()
                 relay = self.start_relay(Path(tmp), template)
+                tls_relay = self.start_relay(Path(tmp), template, tls=True)
+                ours_tls = [str(OURS_LT), "--ca", tls_relay.ca]
                 targets = [
                     Target("direct", app_port, f"127.0.0.1:{app_port}", "bench.app"),
                     self.start_tunnel("ours", [str(OURS_LT)], relay, app_port),
                     self.start_tunnel("npm", [str(NPM_LT)], relay, app_port),
+                    self.start_tunnel("ours_tls", ours_tls, tls_relay, app_port),
                 ]
                 for target in targets:
                     state = "ok" if target.available else f"UNAVAILABLE: {target.reason}"
@@ -169,7 +197,9 @@ class Bench:
         match = child.wait_for_line(r"bench app listening on http://127\.0\.0\.1:(\d+)", 10)
         return int(match.group(1))
 
-    def start_relay(self, tmp: Path, template: Path, **extra: str) -> Relay:
+    def start_relay(self, tmp: Path, template: Path, tls: bool = False, **extra: str) -> Relay:
+        """A relay on a port of its own; with `tls`, serving TLS itself with a certificate
+        for localhost and *.localhost from a throwaway CA."""
         db = tmp / f"relay-{secrets.token_hex(4)}.sqlite3"
         shutil.copyfile(template, db)
         env = {
@@ -188,10 +218,15 @@ class Bench:
             **extra,
         }
         args = [PYTHON, "manage.py", "runrelay", "--port", "0", "--bind", "127.0.0.1"]
-        child = self.children.start([*args, "--domain", "localhost"], env, name="relay")
-        pattern = r"tunnelsite relay listening on http://127\.0\.0\.1:(\d+)"
+        ca = ""
+        if tls:
+            ca, cert, key = _certificate(tmp)
+            args += ["--tls-cert", cert, "--tls-key", key]
+        name = "relay (TLS)" if tls else "relay"
+        child = self.children.start([*args, "--domain", "localhost"], env, name=name)
+        pattern = r"tunnelsite relay listening on https?://127\.0\.0\.1:(\d+)"
         port = int(child.wait_for_line(pattern, START_TIMEOUT_S).group(1))
-        relay = Relay(child, port)
+        relay = Relay(child, port, ca)
         wait_until(lambda: _answers(relay), START_TIMEOUT_S, "the relay's status API")
         return relay
 
@@ -199,11 +234,15 @@ class Bench:
         """Start a tunnel client; an unavailable Target (with the reason) if it fails."""
         name = f"bench-{label}-{secrets.token_hex(3)}"
         host = f"{name}.localhost:{relay.port}"
-        target = Target(label, relay.port, host, " ".join(Path(c).name for c in command))
+        shown = " ".join(Path(c).name for c in command[:1]) + " " + " ".join(command[1:])
+        target = Target(
+            label, relay.port, host, shown.strip(), scheme=relay.scheme, relay_pid=relay.child.pid
+        )
         if not Path(command[0]).exists():
             target.reason = f"{command[0]} is not installed"
             return target
-        args = [*command, "--port", str(app_port), "--host", f"http://localhost:{relay.port}"]
+        relay_url = f"{relay.scheme}://localhost:{relay.port}"
+        args = [*command, "--port", str(app_port), "--host", relay_url]
         # PYTHONPATH: a stale editable install can make `client` a namespace package.
         env = client_env(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
         child = self.children.start([*args, "--subdomain", name], env, name=f"lt ({label})")
@@ -214,7 +253,7 @@ class Bench:
                 SOCKETS_TIMEOUT_S,
                 f"{MAX_SOCKETS} pool sockets of the {label} client",
             )
-            check = run_wrk(f"http://127.0.0.1:{relay.port}/1k", host, 1, 1)
+            check = run_wrk(target.url("/1k"), host, 1, 1)
             if check.requests == 0 or check.errors:
                 raise StartError(f"{check.errors} errors in {check.requests} requests")
         except (StartError, TimeoutError, OSError, RuntimeError) as exc:
@@ -228,25 +267,36 @@ class Bench:
         opts = self.options
         if opts.warmup_s:
             for target in live:
-                run_wrk(f"http://127.0.0.1:{target.port}/1k", target.host, 10, opts.warmup_s)
+                run_wrk(target.url("/1k"), target.host, 10, opts.warmup_s)
         results: dict[str, dict[str, list[WrkResult]]] = {
             name: {t.label: [] for t in live} for name, _, _ in WRK_SCENARIOS
+        }
+        # Relay CPU (user + system) per request of each run, in microseconds.
+        cpu: dict[str, dict[str, list[float]]] = {
+            name: {t.label: [] for t in live if t.relay_pid} for name, _, _ in WRK_SCENARIOS
         }
         for round_no in range(opts.rounds):
             order = _rotated(live, round_no)
             for name, path, conns in WRK_SCENARIOS:
                 for target in order:
-                    url = f"http://127.0.0.1:{target.port}{path}"
-                    result = run_wrk(url, target.host, conns, opts.duration_s)
+                    before = cpu_seconds(target.relay_pid) if target.relay_pid else 0.0
+                    result = run_wrk(target.url(path), target.host, conns, opts.duration_s)
                     results[name][target.label].append(result)
+                    used = ""
+                    if target.relay_pid and result.requests:
+                        spent = cpu_seconds(target.relay_pid) - before
+                        cpu[name][target.label].append(spent / result.requests * 1e6)
+                        used = f" relay {cpu[name][target.label][-1]:6.0f} us/req"
                     self.say(
-                        f"round {round_no + 1}/{opts.rounds} {name:<15} {target.label:<6} "
+                        f"round {round_no + 1}/{opts.rounds} {name:<15} {target.label:<8} "
                         f"{result.rps:>9,.0f} req/s {result.mbps:>8,.0f} MB/s "
-                        f"p50 {result.p50_ms:6.2f} ms p99 {result.p99_ms:6.2f} ms"
+                        f"p50 {result.p50_ms:6.2f} ms p99 {result.p99_ms:6.2f} ms{used}"
                         + (f" errors {result.errors}" if result.errors else "")
                     )
         return [
-            report.wrk_scenario(name, "MB/s" if path == "/1m" else "req/s", results[name], targets)
+            report.wrk_scenario(
+                name, "MB/s" if path == "/1m" else "req/s", results[name], targets, cpu[name]
+            )
             for name, path, _ in WRK_SCENARIOS
         ]
 
@@ -254,7 +304,7 @@ class Bench:
         live = [t for t in targets if t.available]
         size = self.options.transfer_bytes
         label = f"{size / (1 << 20):g}MiB"
-        kinds: list[tuple[str, Callable[[int, str, int], transfer.TransferResult]]] = [
+        kinds: list[tuple[str, Callable[[int, str, int, bool], transfer.TransferResult]]] = [
             (f"{label} download", transfer.download),
             (f"{label} upload", transfer.upload),
         ]
@@ -265,7 +315,10 @@ class Bench:
             for name, move in kinds:
                 for target in _rotated(live, round_no):
                     try:
-                        result: transfer.TransferResult | str = move(target.port, target.host, size)
+                        tls = target.scheme == "https"
+                        result: transfer.TransferResult | str = move(
+                            target.port, target.host, size, tls
+                        )
                     except (transfer.TransferError, OSError, ValueError) as exc:
                         result = f"{type(exc).__name__}: {exc}"
                     results[name][target.label].append(result)
@@ -274,7 +327,7 @@ class Bench:
                     else:
                         check = "ok" if result.sha256_ok else "BAD"
                         shown = f"{result.mbps:8,.0f} MB/s sha256 {check}"
-                    self.say(f"round {round_no + 1} {name:<17} {target.label:<6} {shown}")
+                    self.say(f"round {round_no + 1} {name:<17} {target.label:<8} {shown}")
         return [report.transfer_scenario(name, results[name], targets) for name, _ in kinds]
 
     def two_nodes(self, tmp: Path, template: Path, app_port: int) -> dict[str, Any]:
@@ -331,10 +384,21 @@ class Bench:
         return report.scale_summary(count, ready, done, before, held, after, settled)
 
 
+def _certificate(tmp: Path) -> tuple[str, str, str]:
+    """A throwaway CA and a certificate for localhost and *.localhost: (ca, cert, key) files."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost", "*.localhost", "127.0.0.1")
+    paths = (tmp / "bench-ca.pem", tmp / "bench-cert.pem", tmp / "bench-key.pem")
+    ca.cert_pem.write_to_path(str(paths[0]))
+    paths[1].write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(paths[2]))
+    return str(paths[0]), str(paths[1]), str(paths[2])
+
+
 def _answers(relay: Relay) -> bool:
     try:
         return relay.get_json("/api/status")[0] == 200
-    except (OSError, http.client.HTTPException, ValueError):
+    except (OSError, http.client.HTTPException, ValueError, ssl.SSLError):
         return False
 
 

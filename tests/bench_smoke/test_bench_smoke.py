@@ -23,6 +23,9 @@ SCENARIO_KEYS = {
     "npm_p50_ms",
     "ours_ratio",
     "npm_ratio",
+    "ours_tls_rps",
+    "ours_tls_ratio",
+    "tls_cost",
 }
 
 
@@ -59,15 +62,17 @@ def test_quick_benchmark_writes_json_with_positive_figures(tmp_path: Path) -> No
     assert results["scale"]["deleted"] == results["scale"]["tunnels"]
     names = [s["name"] for s in results["scenarios"]]
     assert len(names) == 5, names
-    ours_works = results["targets"]["ours"]["available"]
+    for label in ("ours", "ours_tls", "npm"):  # each tunnel came up; else the reason says why
+        assert results["targets"][label]["available"], results["targets"][label]["reason"]
     for scenario in results["scenarios"]:
         assert SCENARIO_KEYS <= scenario.keys(), scenario["name"]
-        for key in ("direct_rps", "npm_rps", "npm_p50_ms", "npm_ratio"):
-            assert _positive(scenario[key]), (scenario["name"], key, scenario[key])
-        assert scenario["direct_errors"] == 0 and scenario["npm_errors"] == 0, scenario
-        if ours_works:
-            for key in ("ours_rps", "ours_p50_ms", "ours_p99_ms", "ours_ratio"):
+        for label in ("direct", "ours", "npm", "ours_tls"):
+            for key in (f"{label}_rps", f"{label}_p50_ms", f"{label}_p99_ms"):
                 assert _positive(scenario[key]), (scenario["name"], key, scenario[key])
-        else:  # reported as unavailable, never filled in
-            assert scenario["ours_rps"] is None and scenario["ours_unavailable"]
+            assert scenario[f"{label}_errors"] == 0, (scenario["name"], label, scenario)
+        for label in ("ours", "npm", "ours_tls"):
+            assert _positive(scenario[f"{label}_ratio"]), (scenario["name"], label)
+            if scenario["tool"] == "wrk":  # the relay's CPU per request, from /proc
+                assert _positive(scenario[f"{label}_relay_cpu_us"]), (scenario["name"], label)
+        assert isinstance(scenario["tls_cost"], float), scenario["name"]
     assert "| scenario |" in done.stdout
