@@ -38,8 +38,12 @@ run: $(VENV)/.deps-run
 /usr/sbin/nginx /usr/sbin/haproxy &:
 	apt-get update -q && apt-get install -y -q nginx-light haproxy
 
+# tests/client runs `lt` through a real forward proxy (HTTPS_PROXY, CONNECT): tinyproxy.
+/usr/bin/tinyproxy:
+	apt-get update -q && apt-get install -y -q tinyproxy
+
 test: $(VENV)/.deps-test $(NPM_LT) /usr/bin/chromium /usr/bin/chromedriver /usr/bin/wrk \
-	/usr/sbin/nginx /usr/sbin/haproxy
+	/usr/sbin/nginx /usr/sbin/haproxy /usr/bin/tinyproxy
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) manage.py makemigrations --check --dry-run -v0

@@ -2,7 +2,7 @@
 
 tinyproxy cannot listen on port 0, so a free port is picked just before it starts.
 `ConnectPort` lists the ports CONNECT may reach (tinyproxy answers `403 Access violation`
-for others), `BasicAuth` makes it ask for a password (`407`). Its log (LogLevel Connect:
+for others), `BasicAuth` makes it ask for a password (`407`). Its log (LogLevel Info:
 every request line) is its merged output.
 """
 
@@ -66,7 +66,7 @@ def start_tinyproxy(
         f"Port {port}",
         "Listen 127.0.0.1",
         f"Timeout {IDLE_TIMEOUT_S}",
-        "LogLevel Connect",
+        "LogLevel Info",
         f"MaxClients {MAX_CLIENTS}",
         "Allow 127.0.0.1",
         *(f"ConnectPort {p}" for p in connect_ports),
