@@ -23,6 +23,7 @@ from harness.relay_double import RelayDouble
 from harness.waiting import IO_TIMEOUT_S
 
 from client.connect import ProxyError, RelayConnector, bypasses_proxy, is_lasting, parse_proxy
+from client.limits import PROXY_MAX_HEAD_BYTES
 from client.registration import Registration, RelayUnreachable, register
 
 TOKEN = "lt_k3x9q2abSECRETtokenNEVERprinted"
@@ -310,3 +311,62 @@ def test_lt_to_a_real_relay_over_plain_http_through_http_proxy(
 
 def relay_max_sockets(relay: Relay) -> int:
     return int(relay.env.get("RELAY_MAX_SOCKETS", "10"))
+
+
+# -- a proxy that misbehaves: every wait has a deadline, every read a bound -------------
+
+
+async def misbehaving_proxy(
+    answer: bytes, handlers: list[asyncio.Task[None]]
+) -> tuple[asyncio.Server, int]:
+    """A listener that reads the CONNECT request and answers `answer` (b"": nothing)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        with contextlib.suppress(OSError):
+            await reader.read()  # until the client gives up and closes
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, int(server.sockets[0].getsockname()[1])
+
+
+def through_misbehaving(answer: bytes) -> ProxyError:
+    async def go() -> ProxyError:
+        handlers: list[asyncio.Task[None]] = []
+        server, port = await misbehaving_proxy(answer, handlers)
+        connector = RelayConnector.from_environment({"HTTPS_PROXY": f"http://127.0.0.1:{port}"})
+        async with server:
+            try:
+                await connector.open("relay.example", 443, tls=True)
+            except ProxyError as exc:
+                async with asyncio.timeout(IO_TIMEOUT_S):  # the client closed: so does it
+                    await asyncio.gather(*handlers)
+                return exc
+        raise AssertionError("the connection went through")
+
+    return asyncio.run(go())
+
+
+def test_a_proxy_that_never_answers_connect_is_given_up_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("client.connect.PROXY_CONNECT_TIMEOUT_S", 0.3)
+    error = through_misbehaving(b"")
+    assert "did not answer CONNECT relay.example:443 in time" in error.message
+    assert not is_lasting(error)
+
+
+def test_a_proxy_answer_head_is_bounded() -> None:
+    huge = b"HTTP/1.1 200 OK\r\n" + b"X-Filler: " + b"a" * PROXY_MAX_HEAD_BYTES + b"\r\n\r\n"
+    error = through_misbehaving(huge)
+    assert f"with a head over {PROXY_MAX_HEAD_BYTES} bytes" in error.message
+
+
+def test_a_proxy_that_does_not_speak_http_is_a_refusal_quoting_what_it_said() -> None:
+    error = through_misbehaving(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+    assert error.message.endswith("refused CONNECT relay.example:443: 'SSH-2.0-OpenSSH_9.2'")
+    assert not is_lasting(error)
