@@ -7,6 +7,7 @@ sockets stay raw, as the relay's raw pool ports); `lt` is the real command.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,11 +17,12 @@ import trustme
 from harness.lt_process import LtProcess
 from harness.relay_double import RelayDouble
 
+from client import TunnelError, open_tunnel_sync
 from client.arguments import UsageError, parse_settings
 from client.config import Login, login_path, save_login
 from client.connect import INSECURE_WARNING, is_loopback
 from client.options import TunnelOptions
-from client.tunnel import ClientTunnel
+from client.tunnel import CannotConnect, ClientTunnel
 
 TOKEN = "lt_k3x9q2abSECRETtokenNEVERprinted"
 UNTRUSTED = "the relay's certificate is not trusted"
@@ -236,3 +238,29 @@ def test_help_lists_the_new_flags(run_lt: Callable[..., LtProcess]) -> None:
     assert lt.wait() == 0
     text = "\n".join(lt.lines)
     assert "--ca FILE" in text and "--insecure" in text and "HTTPS_PROXY" in text
+
+
+# -- the library: the same checks as keywords ------------------------------------------
+
+
+def test_the_library_takes_ca_and_refuses_an_untrusted_relay_at_once(
+    tls_relay: RelayDouble, ca_file: str, app
+) -> None:
+    with open_tunnel_sync(app.port, https_url(tls_relay), token=TOKEN, ca=ca_file) as tunnel:
+        name = name_of(tunnel.url)
+        tls_relay.wait_for_sockets(name)
+        assert tls_relay.request(name, "GET", "/lib-tls").json()["path"] == "/lib-tls"
+    with pytest.raises(CannotConnect, match=UNTRUSTED) as refused:
+        open_tunnel_sync(app.port, https_url(tls_relay), token=TOKEN)
+    assert isinstance(refused.value, TunnelError)  # what library users already catch
+    assert TOKEN not in str(refused.value)
+
+
+def test_the_library_logs_the_insecure_warning(
+    tls_relay: RelayDouble, app, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="client"):
+        with open_tunnel_sync(app.port, https_url(tls_relay), insecure=True) as tunnel:
+            assert tunnel.url
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("certificate is not checked" in text for text in warnings), warnings
