@@ -194,10 +194,15 @@ def test_loopback_is_localhost_127_8_and_the_ipv6_loopback_only() -> None:
     )
 
 
-def test_the_library_refuses_a_token_over_plain_http_too() -> None:
+def test_the_library_refuses_a_token_over_plain_http_and_a_missing_ca_too(
+    tmp_path: Path,
+) -> None:
     options = TunnelOptions(port=3000, host="http://relay.example", token=TOKEN)
     with pytest.raises(ValueError, match=REFUSED):
         ClientTunnel(options)
+    missing = TunnelOptions(port=3000, host="https://relay.example", ca=str(tmp_path / "no.pem"))
+    with pytest.raises(ValueError, match="ca: no such file"):
+        ClientTunnel(missing)
 
 
 def test_lt_exits_2_before_any_connection_and_never_prints_the_token(
