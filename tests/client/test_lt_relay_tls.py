@@ -131,6 +131,31 @@ def test_insecure_skips_the_check_and_says_so_loudly(
     assert "anyone on the path can read and change" in lt.errors[0]
 
 
+def test_once_up_a_refused_certificate_is_retried_until_the_relay_is_fixed(
+    tls_relay: RelayDouble, ca: trustme.CA, ca_file: str, app, run_lt: Callable[..., LtProcess]
+) -> None:
+    lt = run_lt("--port", str(app.port), "--host", https_url(tls_relay), "--ca", ca_file)
+    url = lt.url()
+    name = name_of(url)
+    tls_relay.wait_for_sockets(name)
+    # The relay comes back with a certificate from another CA (a renewal gone wrong).
+    tls_relay.stop()
+    mark = len(lt.lines)
+    wrong = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("localhost", "127.0.0.1").configure_cert(wrong)
+    tls_relay.start(port=tls_relay.port, tls=wrong)
+    lt.wait_for_line(rf"unreachable: {UNTRUSTED}.*registering again", after=mark, timeout=15)
+    assert lt.proc.poll() is None  # still trying: the tunnel had been up
+    # Fixed: the same URL serves again.
+    tls_relay.stop()
+    right = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(right)
+    tls_relay.start(port=tls_relay.port, tls=right)
+    lt.wait_for_line(rf"registered again as {url}$", after=mark, timeout=40)
+    tls_relay.wait_for_sockets(name)
+    assert tls_relay.request(name, "GET", "/fixed").json()["path"] == "/fixed"
+
+
 # -- a token never goes over plain http to a host that is not loopback -------------------
 
 REFUSED = "refusing to send a token over plain http to relay.example"
