@@ -3,18 +3,23 @@
     lt --port 3000 [--host URL] [--subdomain NAME] [--local-host HOST] [--local-https
        --local-cert F --local-key F --local-ca F] [--allow-invalid-cert]
        [--print-requests] [--open] [--token T] [--takeover] [--no-local-keepalive]
-    lt login --host URL --token T
+       [--ca FILE] [--insecure]
+    lt login --host URL --token T [--insecure]
     lt logout
 
 Like the npm client (yargs `.env(true)`), every flag can also come from an environment
 variable named after it: PORT, HOST, SUBDOMAIN, LOCAL_HOST, LOCAL_HTTPS, ... A flag on
 the command line wins over the variable. The token comes from --token, LT_TOKEN, or the
-saved login (only sent to the host it was saved for).
+saved login (only sent to the host it was saved for), never over plain http to a host that
+is not loopback without --insecure. HTTPS_PROXY / HTTP_PROXY (and NO_PROXY) send lt through
+a forward proxy with CONNECT (client/connect.py).
 
 Exit codes: 0 stopped by Ctrl-C/SIGTERM; 1 other failure; 2 usage error; 3 the relay
 answered 401 (bad or missing token); 4 403 (forbidden, e.g. invalid name); 5 409 (the
 name is taken); 6 429 (too many tunnels or requests); 7 another client took the name
-over (--takeover) and this one stopped.
+over (--takeover) and this one stopped. A relay that cannot be reached safely at the first
+registration (its certificate refused, or the proxy's CONNECT refused with a 4xx) is exit 1
+with the reason ("lt: cannot reach the relay: ..."), not retried.
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ from collections.abc import Mapping, Sequence
 
 from .arguments import TOKEN_ENV, Settings, UsageError, check_host, parse_settings
 from .config import Login, delete_login, login_path, save_login
+from .connect import INSECURE_WARNING, plain_http_token_refusal, proxy_secrets
 from .display import LiveDisplay, PlainDisplay
 from .redact import redact, redact_url, secrets_of
-from .tunnel import ClientTunnel, TunnelError
+from .tunnel import CannotConnect, ClientTunnel, TunnelError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -50,11 +56,21 @@ def login_command(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     parser = argparse.ArgumentParser(prog="lt login", description="Save a relay host and token.")
     parser.add_argument("--host", required=True, help="relay URL, e.g. https://relay.example")
     parser.add_argument("--token", help=f"access token (default: {TOKEN_ENV}, else asked)")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow saving a token for a plain http:// relay that is not loopback",
+    )
     args = parser.parse_args(list(argv))
     try:
         host = check_host(args.host)
     except UsageError as exc:
         print(f"lt login: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    # A login is a token for this host: refused before it is asked for, sent or saved.
+    refusal = plain_http_token_refusal(host, "(the token to save)", args.insecure)
+    if refusal:
+        print(f"lt login: {refusal}", file=sys.stderr)
         return EXIT_USAGE
     token = args.token or environ.get(TOKEN_ENV)
     if not token and sys.stdin.isatty():
@@ -87,6 +103,9 @@ async def run_tunnel(settings: Settings, display: PlainDisplay) -> int:
     except TunnelError as exc:
         display.stop()
         message = redact(exc.message, tunnel.secrets)
+        if isinstance(exc, CannotConnect):
+            print(f"lt: cannot reach the relay: {message}", file=sys.stderr)
+            return EXIT_FAILURE
         if exc.taken_over:
             print(f"lt: stopped: {message}", file=sys.stderr)
             return EXIT_TAKEN_OVER
@@ -123,8 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         if str(exc):
             given = secrets_of(None, _token_argument(argv) or environ.get(TOKEN_ENV))
+            given |= proxy_secrets(environ)
             print(f"lt: {redact(str(exc), given)}", file=sys.stderr)
         return EXIT_USAGE
+    if settings.options.insecure:
+        print(INSECURE_WARNING, file=sys.stderr)
     display: PlainDisplay
     if sys.stdout.isatty():
         display = LiveDisplay(settings.print_requests, settings.open)
