@@ -157,7 +157,7 @@ class Bench:
                 template = self.migrate(Path(tmp))
                 app_port = self.start_app()
                 relay = self.start_relay(Path(tmp), template)
-                tls_relay = self.start_relay(Path(tmp), template, tls=True)
+                tls_relay = self.start_tls_relay(Path(tmp), template)
                 ours_tls = [str(OURS_LT), "--ca", tls_relay.ca]
                 targets = [
                     Target("direct", app_port, f"127.0.0.1:{app_port}", "bench.app"),
@@ -197,9 +197,16 @@ class Bench:
         match = child.wait_for_line(r"bench app listening on http://127\.0\.0\.1:(\d+)", 10)
         return int(match.group(1))
 
-    def start_relay(self, tmp: Path, template: Path, tls: bool = False, **extra: str) -> Relay:
-        """A relay on a port of its own; with `tls`, serving TLS itself with a certificate
-        for localhost and *.localhost from a throwaway CA."""
+    def start_relay(self, tmp: Path, template: Path, **extra: str) -> Relay:
+        """A relay on a port of its own, plain http; `extra`: environment variables."""
+        return self._relay(tmp, template, False, extra)
+
+    def start_tls_relay(self, tmp: Path, template: Path) -> Relay:
+        """A relay serving TLS itself, with a certificate for localhost and *.localhost from
+        a throwaway CA."""
+        return self._relay(tmp, template, True, {})
+
+    def _relay(self, tmp: Path, template: Path, tls: bool, extra: dict[str, str]) -> Relay:
         db = tmp / f"relay-{secrets.token_hex(4)}.sqlite3"
         shutil.copyfile(template, db)
         env = {
