@@ -239,7 +239,7 @@ class Bench:
 
     def start_tunnel(self, label: str, command: list[str], relay: Relay, app_port: int) -> Target:
         """Start a tunnel client; an unavailable Target (with the reason) if it fails."""
-        name = f"bench-{label}-{secrets.token_hex(3)}"
+        name = f"bench-{label.replace('_', '-')}-{secrets.token_hex(3)}"  # a DNS label
         host = f"{name}.localhost:{relay.port}"
         shown = " ".join(Path(c).name for c in command[:1]) + " " + " ".join(command[1:])
         target = Target(
