@@ -9,6 +9,7 @@ import select
 import socket
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from harness.http import DRAIN_READS
 from harness.relay import Relay
@@ -249,7 +250,7 @@ class UpgradingTunnelClient(FakeTunnelClient):
         secret = self.secret if secret is None else secret
         lines = [
             f"GET {POOL_PATH.format(name=name or self.name)} HTTP/1.1",
-            f"Host: 127.0.0.1:{self.relay.port}",
+            f"Host: {urlsplit(self.pool_url).netloc}",
             "Connection: Upgrade",
             f"Upgrade: {POOL_UPGRADE}",
         ]
@@ -258,12 +259,16 @@ class UpgradingTunnelClient(FakeTunnelClient):
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
     def upgrade(
-        self, head: bytes | None = None, source: str | None = None, timeout: float = IO_TIMEOUT_S
+        self,
+        head: bytes | None = None,
+        source: str | None = None,
+        timeout: float = IO_TIMEOUT_S,
+        port: int | None = None,
     ) -> UpgradeAnswer:
-        """Send an upgrade request (this registration's by default) on a new connection and
-        read the answer's head (and a refusal's body)."""
+        """Send an upgrade request (this registration's by default) on a new connection to
+        the pool URL's port (or `port`) and read the answer's head (and a refusal's body)."""
         sock = socket.create_connection(
-            ("127.0.0.1", self.relay.port),
+            ("127.0.0.1", port or urlsplit(self.pool_url).port),
             timeout=IO_TIMEOUT_S,
             source_address=(source or self.source, 0),
         )
