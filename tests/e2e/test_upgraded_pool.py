@@ -62,6 +62,7 @@ def test_without_raw_pools_the_npm_client_is_refused_with_the_reason_and_ours_wo
     assert process.wait(timeout=EXIT_TIMEOUT_S) != 0
     assert "accepts only encrypted tunnel clients" in process.output()
     assert "on pool port" not in relay.process.output()  # no raw listener opened
+    assert "pool ports: none (RELAY_RAW_POOLS=false" in relay.process.output()
     ours = our_launcher(relay, local_app.port)
     answer = relay.get("/hello", name=ours.name)
     assert (answer.status, answer.body) == (200, GREETING)
