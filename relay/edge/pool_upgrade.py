@@ -56,6 +56,14 @@ def _refuse(request: Any, status: int, message: str) -> None:
     request.write(body)
     request.finish()
     channel.loseConnection()  # Twisted keeps an HTTP/1.1 connection open otherwise
+    _forget(request)
+
+
+def _forget(request: Any) -> None:
+    """Drop Daphne's entry for the request (made when its head arrived): Daphne reaps entries
+    only through their application, and these requests never get one, so each upgrade or
+    refusal would otherwise stay in `connections` (with its channel) for the process's life."""
+    request.server.connections.pop(request, None)
 
 
 def upgrade(request: Any) -> None:
@@ -111,5 +119,5 @@ def _hand_over(request: Any, protocol: UpgradedPool) -> None:
         transport.protocol = protocol
     protocol.makeConnection(transport)
     channel.hand_over(transport)  # its address's connection count goes with it
-    request.server.protocol_disconnected(request)
+    _forget(request)
     channel._networkProducer.resumeProducing()  # noqa: SLF001
