@@ -154,7 +154,10 @@ class RelayRunner:
         self._print(f"tunnels are served at {sample}")
         pool = settings.RELAY_POOL_PORTS
         pool_text = f"{pool[0]}-{pool[1]}" if pool else "ephemeral"
-        self._print(f"pool ports: {pool_text} on {settings.RELAY_POOL_BIND}")
+        if settings.RELAY_RAW_POOLS:
+            self._print(f"pool ports: {pool_text} on {settings.RELAY_POOL_BIND}")
+        else:  # our lt's pool connections upgrade on the public port; npm clients are refused
+            self._print("pool ports: none (RELAY_RAW_POOLS=false: tunnelsite's lt only)")
 
     def https_port(self) -> int:
         """The port https URLs name: RELAY_PUBLIC_PORT, else the one the relay listens on."""

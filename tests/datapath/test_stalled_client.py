@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from harness.proc import deleted_files, open_fds
+import pytest
+from harness.fake_client import FakeTunnelClient, UpgradingTunnelClient
+from harness.proc import deleted_files, open_fds, rss_kib
 from harness.waiting import wait_until
 
 TIMEOUT_S = 2  # RELAY_RESPONSE_TIMEOUT_S, the deadline this test is about
@@ -35,27 +37,37 @@ async def _post(port: int, host: str) -> tuple[bytes, float]:
         writer.close()
 
 
+@pytest.mark.parametrize(
+    "kind", [FakeTunnelClient, UpgradingTunnelClient], ids=["raw-pool", "upgraded-pool"]
+)
 def test_a_client_that_never_reads_a_body_gets_its_visitors_a_504_and_frees_everything(
-    relay_factory, fake_client_factory
+    relay_factory, kind
 ):
     relay = relay_factory(RELAY_RESPONSE_TIMEOUT_S=TIMEOUT_S)
     pid = relay.process.pid
-    client = fake_client_factory(relay)
-    client.connect(VISITORS)  # registered, connected, and never reading a byte
-    baseline = len(open_fds(pid))
+    client = kind(relay)
+    try:
+        client.connect(VISITORS)  # registered, connected, and never reading a byte
+        baseline = len(open_fds(pid))
+        rss_before = rss_kib(pid)
 
-    async def main() -> list[tuple[bytes, float]]:
-        return await asyncio.gather(
-            *(_post(relay.port, relay.host(client.name)) for _ in range(VISITORS))
-        )
+        async def main() -> list[tuple[bytes, float]]:
+            return await asyncio.gather(
+                *(_post(relay.port, relay.host(client.name)) for _ in range(VISITORS))
+            )
 
-    results = asyncio.run(main())
+        results = asyncio.run(main())
+        # Writes wait for the client (backpressure, on an upgraded connection through Twisted's
+        # producer): the bodies stay spooled, never all in the relay's memory.
+        assert rss_kib(pid) - rss_before < VISITORS * BODY // 1024 // 2
 
-    for head, elapsed in results:
-        assert head.startswith(b"HTTP/1.1 504 "), head
-        # the body's upload time, plus the write deadline, plus a margin
-        assert elapsed < 15, elapsed
-    # The relay dropped the stalled pool sockets, the visitors' connections and the spools.
-    wait_until(lambda: deleted_files(pid) == 0, 5, "the spooled bodies to be closed")
-    wait_until(lambda: len(open_fds(pid)) <= baseline - VISITORS, 5, "descriptors to be freed")
-    assert all(pool_socket.is_closed(5) for pool_socket in client.sockets)
+        for head, elapsed in results:
+            assert head.startswith(b"HTTP/1.1 504 "), head
+            # the body's upload time, plus the write deadline, plus a margin
+            assert elapsed < 15, elapsed
+        # The relay dropped the stalled pool sockets, the visitors' connections and the spools.
+        wait_until(lambda: deleted_files(pid) == 0, 5, "the spooled bodies to be closed")
+        wait_until(lambda: len(open_fds(pid)) <= baseline - VISITORS, 5, "descriptors to be freed")
+        assert all(pool_socket.is_closed(5) for pool_socket in client.sockets)
+    finally:
+        client.close()

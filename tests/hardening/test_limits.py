@@ -16,7 +16,7 @@ import threading
 import time
 
 import pytest
-from harness.fake_client import FakeTunnelClient
+from harness.fake_client import FakeTunnelClient, UpgradingTunnelClient
 from harness.http import Visitor
 from harness.proc import rss_kib
 from harness.waiting import wait_until
@@ -41,6 +41,16 @@ def limits_relay(module_relay_factory):
 @pytest.fixture
 def tunnel(limits_relay):
     client = FakeTunnelClient(limits_relay)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=[FakeTunnelClient, UpgradingTunnelClient], ids=["raw-pool", "upgraded-pool"])
+def either_tunnel(request, limits_relay):
+    """A fake client on a raw pool socket, or on an upgraded pool connection (Twisted's)."""
+    client = request.param(limits_relay)
     try:
         yield client
     finally:
@@ -191,7 +201,10 @@ def test_a_websocket_message_over_1_mib_from_the_tunnel_closes_with_4009(limits_
     assert app.next_event() == CloseConnection(code=1009, reason="")
 
 
-def test_a_visitor_reading_50_mib_slowly_costs_the_relay_only_a_few_mib(limits_relay, tunnel):
+def test_a_visitor_reading_50_mib_slowly_costs_the_relay_only_a_few_mib(
+    limits_relay, either_tunnel
+):
+    tunnel = either_tunnel
     size = 50 * 1024 * 1024
     block = hashlib.sha256(b"block").digest() * 2048  # 64 KiB, not compressible by accident
     (pool_socket,) = tunnel.connect(1)
