@@ -38,8 +38,12 @@ run: $(VENV)/.deps-run
 /usr/sbin/nginx /usr/sbin/haproxy &:
 	apt-get update -q && apt-get install -y -q nginx-light haproxy
 
+# tests/network captures the path between lt and the relay with tcpdump.
+/usr/bin/tcpdump:
+	apt-get update -q && apt-get install -y -q tcpdump
+
 test: $(VENV)/.deps-test $(NPM_LT) /usr/bin/chromium /usr/bin/chromedriver /usr/bin/wrk \
-	/usr/sbin/nginx /usr/sbin/haproxy
+	/usr/sbin/nginx /usr/sbin/haproxy /usr/bin/tcpdump
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) manage.py makemigrations --check --dry-run -v0

@@ -1,0 +1,337 @@
+"""Network namespaces for tests of the path between `lt` and the relay (tests/network/).
+
+`Network` makes two namespaces, a relay's and a client's, joined by a veth pair
+(`RELAY_ADDRESS` <-> `CLIENT_ADDRESS` on one /24), each with its loopback up; names are unique
+per test and xdist worker, and everything is removed in `close()` (a `finally`), processes
+started inside first. Processes run inside with `ip netns exec` (the command's own pid, so a
+`ProcessGroup` stops them); names resolve there through `/etc/netns/<ns>/hosts`, which
+`ip netns exec` mounts over `/etc/hosts` (the relay's domain and its tunnels' names).
+
+The test process itself opens sockets inside a namespace with `connect_in` (setns(2) on this
+thread for the connect only: a socket stays in the namespace it was made in), so visitors are
+ordinary sockets, TLS or not, with h11 or `websockets` on them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import trustme
+
+from bench.procs import client_env
+from harness.http import Answer, Visitor
+from harness.processes import PYTHON, Process, ProcessGroup
+from harness.relay import LOCAL_APP, RELAY_TEST_ENV
+from harness.waiting import IO_TIMEOUT_S, wait_until
+
+IP = shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin") or "ip"
+TC = shutil.which("tc", path="/usr/sbin:/sbin:/usr/bin") or "tc"
+COMMAND_TIMEOUT_S = 10.0
+NETNS_ETC = Path("/etc/netns")
+CLONE_NEWNET = 0x40000000
+PREFIX = 24
+RELAY_ADDRESS = "10.77.0.1"
+CLIENT_ADDRESS = "10.77.0.2"
+# Where a test moves the client (a laptop from Wi-Fi to tethering), and another host on the
+# client's side of the link (a second machine that tries to take a tunnel's name).
+MOVED_CLIENT_ADDRESS = "10.77.0.3"
+OTHER_CLIENT_ADDRESS = "10.77.0.9"
+# A tunnel's pool connections on the relay's defaults (RELAY_MAX_SOCKETS).
+DEFAULT_MAX_SOCKETS = 10
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def run(args: list[str]) -> str:
+    """A command that must succeed (ip, tc); its output."""
+    done = subprocess.run(args, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"setns: {os.strerror(errno)}")
+
+
+class Namespace:
+    """One network namespace: its name, its end of the veth pair and that end's address."""
+
+    def __init__(self, name: str, device: str, address: str) -> None:
+        self.name = name
+        self.device = device
+        self.address = address
+
+    def command(self, args: list[str]) -> list[str]:
+        """`args` as run inside this namespace."""
+        return [IP, "netns", "exec", self.name, *args]
+
+    def run(self, args: list[str]) -> str:
+        return run(self.command(args))
+
+    @contextmanager
+    def entered(self) -> Iterator[None]:
+        """This thread in the namespace (for making sockets there), then back."""
+        with open("/proc/thread-self/ns/net") as home, open(f"/run/netns/{self.name}") as there:
+            _setns(there.fileno())
+            try:
+                yield
+            finally:
+                _setns(home.fileno())
+
+    def connect_in(
+        self, host: str, port: int, timeout: float, source: str | None = None
+    ) -> socket.socket:
+        """A TCP connection made from inside this namespace."""
+        with self.entered():
+            return socket.create_connection(
+                (host, port), timeout=timeout, source_address=(source, 0) if source else None
+            )
+
+    def set_address(self, old: str, new: str) -> None:
+        """Move this end of the link from `old` to `new` (the laptop changed networks)."""
+        self.run([IP, "addr", "del", f"{old}/{PREFIX}", "dev", self.device])
+        self.run([IP, "addr", "add", f"{new}/{PREFIX}", "dev", self.device])
+        self.address = new
+
+    def add_address(self, address: str) -> None:
+        self.run([IP, "addr", "add", f"{address}/{PREFIX}", "dev", self.device])
+
+    def impair(self, delay_ms: int, loss_percent: float) -> None:
+        """A WAN on this end's egress: `tc qdisc add dev ... root netem delay .. loss ..`."""
+        self.run(
+            [TC, "qdisc", "add", "dev", self.device, "root", "netem"]
+            + ["delay", f"{delay_ms}ms", "loss", f"{loss_percent}%"]
+        )
+
+    def pids(self) -> list[int]:
+        return [int(pid) for pid in run([IP, "netns", "pids", self.name]).split()]
+
+
+class Network:
+    """A relay namespace and a client namespace joined by a veth pair; `close()` removes
+    them, with every process still running inside, and their hosts files."""
+
+    def __init__(self, hosts: dict[str, str] | None = None) -> None:
+        tag = f"{os.environ.get('PYTEST_XDIST_WORKER', 'gw')}-{uuid.uuid4().hex[:6]}"
+        short = uuid.uuid4().hex[:8]
+        self.relay = Namespace(f"ts-relay-{tag}", f"vr{short}", RELAY_ADDRESS)
+        self.client = Namespace(f"ts-client-{tag}", f"vc{short}", CLIENT_ADDRESS)
+        self._made: list[Namespace] = []
+        try:
+            for ns in (self.relay, self.client):
+                run([IP, "netns", "add", ns.name])
+                self._made.append(ns)
+                ns.run([IP, "link", "set", "lo", "up"])
+            run(
+                [IP, "link", "add", "name", self.relay.device, "netns", self.relay.name]
+                + ["type", "veth", "peer", "name", self.client.device]
+                + ["netns", self.client.name]
+            )
+            for ns in (self.relay, self.client):
+                ns.run([IP, "addr", "add", f"{ns.address}/{PREFIX}", "dev", ns.device])
+                ns.run([IP, "link", "set", ns.device, "up"])
+                self.write_hosts(ns, hosts or {})
+        except BaseException:
+            self.close()
+            raise
+
+    def write_hosts(self, ns: Namespace, hosts: dict[str, str]) -> None:
+        """Names that resolve inside `ns` (name -> address), over `/etc/hosts`."""
+        where = NETNS_ETC / ns.name
+        where.mkdir(parents=True, exist_ok=True)
+        lines = ["127.0.0.1 localhost"] + [f"{addr} {name}" for name, addr in hosts.items()]
+        (where / "hosts").write_text("\n".join(lines) + "\n")
+
+    def close(self) -> None:
+        """Kill what still runs inside, then delete the namespaces (their veth ends go too)."""
+        for ns in reversed(self._made):
+            try:
+                for pid in ns.pids():
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            finally:
+                subprocess.run(
+                    [IP, "netns", "del", ns.name], capture_output=True, timeout=COMMAND_TIMEOUT_S
+                )
+                shutil.rmtree(NETNS_ETC / ns.name, ignore_errors=True)
+        self._made.clear()
+
+    def __enter__(self) -> Network:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- what runs in the namespaces ---------------------------------------------------------------
+DOMAIN = "relay.test"  # the relay's domain inside the namespaces (their hosts files name it)
+
+
+class Certificates:
+    """A trustme CA and the relay's wildcard certificate (`<domain>`, `*.<domain>`), as files."""
+
+    def __init__(self, where: Path, domain: str = DOMAIN) -> None:
+        self.ca = trustme.CA()
+        server = self.ca.issue_cert(domain, f"*.{domain}")
+        self.ca_file = where / "ca.pem"
+        self.cert_file = where / "relay-cert.pem"
+        self.key_file = where / "relay-key.pem"
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+        server.private_key_pem.write_to_path(str(self.key_file))
+        server.cert_chain_pems[0].write_to_path(str(self.cert_file))
+        for pem in server.cert_chain_pems[1:]:
+            with open(self.cert_file, "ab") as out:
+                out.write(pem.bytes())
+
+    def client_context(self) -> ssl.SSLContext:
+        """A visitor's TLS settings: this CA only, names checked."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+
+@dataclass
+class NsRelay:
+    """runrelay inside the relay namespace, on its veth address."""
+
+    process: Process
+    ns: Namespace
+    port: int
+    scheme: str
+    env: dict[str, str]
+    tls: ssl.SSLContext | None
+    domain: str = DOMAIN
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.domain}:{self.port}"
+
+    def visitor(
+        self, name: str | None = None, ns: Namespace | None = None, source: str | None = None
+    ) -> NsVisitor:
+        """A visitor connection to the relay's address, made inside `ns` (the relay's own
+        namespace unless told), over TLS when the relay serves it."""
+        host = f"{name}.{self.domain}" if name else self.domain
+        sock = (ns or self.ns).connect_in(self.ns.address, self.port, IO_TIMEOUT_S, source)
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_hostname=host)
+        return NsVisitor(sock, f"{host}:{self.port}")
+
+    def get(
+        self,
+        target: str,
+        name: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        ns: Namespace | None = None,
+        source: str | None = None,
+    ) -> Answer:
+        with self.visitor(name, ns, source) as visitor:
+            return visitor.request("GET", target, headers)
+
+    def sockets(self, name: str) -> int | None:
+        """The tunnel's connected pool sockets, or None when the relay does not know it."""
+        answer = self.get(f"/api/tunnels/{name}/status")
+        if answer.status == 404:
+            return None
+        assert answer.status == 200, answer
+        return int(answer.json()["connected_sockets"])
+
+    def wait_for_sockets(self, name: str, count: int, timeout: float = IO_TIMEOUT_S) -> None:
+        wait_until(lambda: self.sockets(name) == count, timeout, f"{name}: {count} pool sockets")
+
+
+class NsVisitor(Visitor):
+    """harness.http's Visitor on a socket made elsewhere (inside a namespace, maybe TLS)."""
+
+    def __init__(self, sock: socket.socket, host: str, timeout: float = IO_TIMEOUT_S) -> None:
+        self.port = 0
+        self.host = host
+        self.timeout = timeout
+        self.sock = sock
+        self._buffer = b""
+        self._eof = False
+
+
+@dataclass
+class NsApp:
+    process: Process
+    port: int
+
+
+@dataclass
+class NsLt:
+    process: Process
+    url: str
+    name: str
+
+
+class NetworkRun:
+    """The processes of one test across a `Network`: relays in its relay namespace, local
+    apps and our lt in its client namespace; `stop_all` (and `Network.close`) end them."""
+
+    def __init__(self, network: Network, group: ProcessGroup, workdir: Path, db: Path) -> None:
+        self.network = network
+        self.group = group
+        self.workdir = workdir
+        self.template_db = db
+        self.certs = Certificates(workdir)
+
+    def relay(self, *args: str, tls: bool = True, **overrides: str) -> NsRelay:
+        """runrelay in the relay namespace on its veth address, port 0, domain `DOMAIN`,
+        with our certificate when `tls`; defaults but for `overrides`."""
+        ns = self.network.relay
+        db = self.workdir / f"relay-{uuid.uuid4().hex[:8]}.sqlite3"
+        shutil.copyfile(self.template_db, db)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+        env.update(RELAY_TEST_ENV, DATABASE_URL=f"sqlite:///{db}", PYTHONUNBUFFERED="1")
+        env.update(overrides)
+        command = [PYTHON, "manage.py", "runrelay", "--port", "0", "--bind", ns.address]
+        command += ["--domain", DOMAIN]
+        if tls:
+            command += ["--tls-cert", str(self.certs.cert_file)]
+            command += ["--tls-key", str(self.certs.key_file)]
+        process = self.group.start(ns.command([*command, *args]), env, name="relay")
+        match = process.wait_for_line(
+            rf"tunnelsite relay listening on (https?)://{re.escape(ns.address)}:(\d+)"
+        )
+        context = self.certs.client_context() if tls else None
+        return NsRelay(process, ns, int(match.group(2)), match.group(1), env, context)
+
+    def app(self) -> NsApp:
+        """tests/apps/local_app.py on the client namespace's loopback."""
+        process = self.group.start(
+            self.network.client.command([PYTHON, str(LOCAL_APP)]), {**os.environ}, "local_app"
+        )
+        match = process.wait_for_line(r"local app listening on http://127\.0\.0\.1:(\d+)")
+        return NsApp(process, int(match.group(1)))
+
+    def lt_process(self, relay: NsRelay, app: NsApp, *extra: str) -> Process:
+        environ = client_env(LT_CONFIG_DIR=str(self.workdir / "lt-config"), PYTHONUNBUFFERED="1")
+        args = [PYTHON, "-m", "client.cli", "--port", str(app.port), "--host", relay.url]
+        if relay.scheme == "https":
+            args += ["--ca", str(self.certs.ca_file)]
+        return self.group.start(self.network.client.command([*args, *extra]), environ, "our lt")
+
+    def lt(self, relay: NsRelay, app: NsApp, *extra: str) -> NsLt:
+        """Our lt in the client namespace (`--ca` our CA on https), once every pool
+        connection is up."""
+        process = self.lt_process(relay, app, *extra)
+        url = process.wait_for_line(r"your url is: (\S+)").group(1)
+        name = re.match(r"https?://([^.]+)\.", url).group(1)  # type: ignore[union-attr]
+        relay.wait_for_sockets(name, DEFAULT_MAX_SOCKETS)
+        return NsLt(process, url, name)
