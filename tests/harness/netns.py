@@ -38,6 +38,10 @@ from harness.waiting import IO_TIMEOUT_S, wait_until
 
 IP = shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin") or "ip"
 TC = shutil.which("tc", path="/usr/sbin:/sbin:/usr/bin") or "tc"
+IPTABLES = shutil.which("iptables", path="/usr/sbin:/sbin:/usr/bin") or "iptables"
+WAN_APP = Path(__file__).resolve().parents[1] / "apps" / "wan.py"
+# The netfilter queue tests/apps/wan.py serves (queues are per namespace: any number does).
+WAN_QUEUE = 7
 COMMAND_TIMEOUT_S = 10.0
 NETNS_ETC = Path("/etc/netns")
 CLONE_NEWNET = 0x40000000
@@ -111,12 +115,19 @@ class Namespace:
     def add_address(self, address: str) -> None:
         self.run([IP, "addr", "add", f"{address}/{PREFIX}", "dev", self.device])
 
-    def impair(self, delay_ms: int, loss_percent: float) -> None:
-        """A WAN on this end's egress: `tc qdisc add dev ... root netem delay .. loss ..`."""
-        self.run(
-            [TC, "qdisc", "add", "dev", self.device, "root", "netem"]
-            + ["delay", f"{delay_ms}ms", "loss", f"{loss_percent}%"]
-        )
+    def netem(self, delay_ms: int, loss_percent: float) -> bool:
+        """A WAN on this end's egress: `tc qdisc add dev ... root netem delay .. loss ..`;
+        False when the kernel has no netem (CONFIG_NET_SCH_NETEM)."""
+        try:
+            self.run(
+                [TC, "qdisc", "add", "dev", self.device, "root", "netem"]
+                + ["delay", f"{delay_ms}ms", "loss", f"{loss_percent}%"]
+            )
+        except RuntimeError as error:
+            if "qdisc kind is unknown" in str(error):
+                return False
+            raise
+        return True
 
     def pids(self) -> list[int]:
         return [int(pid) for pid in run([IP, "netns", "pids", self.name]).split()]
@@ -311,6 +322,19 @@ class NetworkRun:
         )
         context = self.certs.client_context() if tls else None
         return NsRelay(process, ns, int(match.group(2)), match.group(1), env, context)
+
+    def impair(self, ns: Namespace, delay_ms: int, loss_percent: float) -> str:
+        """Delay and lose `ns`'s egress on the link like `tc ... netem delay DELAY_MS loss
+        LOSS%`: with netem itself, or, on a kernel without it, with tests/apps/wan.py holding
+        the packets in an NFQUEUE. Says which."""
+        if ns.netem(delay_ms, loss_percent):
+            return "tc netem"
+        wan = [PYTHON, str(WAN_APP), str(WAN_QUEUE), str(delay_ms), str(loss_percent)]
+        process = self.group.start(ns.command(wan), {**os.environ}, "wan")
+        process.wait_for_line(rf"wan queue {WAN_QUEUE} ready")
+        queue = ["--queue-num", str(WAN_QUEUE)]
+        ns.run([IPTABLES, "-A", "OUTPUT", "-o", ns.device, "-j", "NFQUEUE", *queue])
+        return "NFQUEUE delay and loss (tests/apps/wan.py: this kernel has no sch_netem)"
 
     def app(self) -> NsApp:
         """tests/apps/local_app.py on the client namespace's loopback."""
