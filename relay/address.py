@@ -58,3 +58,20 @@ def apply(settings: Any, *, domain: str, bind: str, port: int) -> None:
     )
     for name, value in values.items():
         setattr(settings, name, value)
+
+
+def apply_https(settings: Any) -> None:
+    """runrelay was given a certificate by flag (--tls-cert): make visitors' side https as
+    RELAY_TLS_CERT would have at start (tunnelsite/settings.py), keeping what the operator
+    set explicitly. Call `apply` after it: the admin's CSRF origin follows the scheme."""
+    explicit = settings.RELAY_EXPLICIT_HTTPS_SETTINGS
+    if not explicit.get("RELAY_PUBLIC_SCHEME"):
+        settings.RELAY_PUBLIC_SCHEME = "https"
+    https = settings.RELAY_PUBLIC_SCHEME == "https"
+    for cookie in ("SESSION", "CSRF"):
+        if not explicit.get(f"{cookie}_COOKIE_SECURE"):
+            setattr(settings, f"{cookie}_COOKIE_SECURE", https)
+        if not explicit.get(f"{cookie}_COOKIE_NAME"):
+            base = "sessionid" if cookie == "SESSION" else "csrftoken"
+            secure = getattr(settings, f"{cookie}_COOKIE_SECURE")
+            setattr(settings, f"{cookie}_COOKIE_NAME", f"__Host-{base}" if secure else base)

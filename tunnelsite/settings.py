@@ -105,7 +105,33 @@ if not SECRET_KEY:
 RELAY_BIND = env.str("RELAY_BIND", default="127.0.0.1")
 RELAY_PORT = _int("RELAY_PORT", 8080)
 RELAY_DOMAIN = env.str("RELAY_DOMAIN", default="localhost").strip().lower().rstrip(".")
-RELAY_PUBLIC_SCHEME = env.str("RELAY_PUBLIC_SCHEME", default="http")
+# --- runrelay's own TLS (relay/run/tls.py, docs/deploy.md) -------------------------------------
+# A PEM certificate chain (leaf first: certbot's fullchain.pem) and its key (privkey.pem):
+# runrelay then speaks only https on RELAY_PORT. Both or neither. SIGHUP reloads them.
+RELAY_TLS_CERT = env.str("RELAY_TLS_CERT", default="").strip()
+RELAY_TLS_KEY = env.str("RELAY_TLS_KEY", default="").strip()
+if bool(RELAY_TLS_CERT) != bool(RELAY_TLS_KEY):
+    raise ImproperlyConfigured(
+        "RELAY_TLS_CERT and RELAY_TLS_KEY go together: give both files (certificate chain "
+        "and private key) or neither"
+    )
+# A plain-HTTP port on RELAY_BIND that answers every request with a 308 to https (0: none).
+RELAY_HTTP_REDIRECT_PORT = _int("RELAY_HTTP_REDIRECT_PORT", 0)
+if RELAY_HTTP_REDIRECT_PORT > protocol.HIGHEST_PORT:
+    raise ImproperlyConfigured(f"RELAY_HTTP_REDIRECT_PORT={RELAY_HTTP_REDIRECT_PORT} is not a port")
+# What an operator set explicitly keeps its value when --tls-cert turns https on (runrelay).
+RELAY_EXPLICIT_HTTPS_SETTINGS = {
+    name: env.str(name, default="").strip() or None
+    for name in (
+        "RELAY_PUBLIC_SCHEME",
+        "SESSION_COOKIE_SECURE",
+        "CSRF_COOKIE_SECURE",
+        "SESSION_COOKIE_NAME",
+        "CSRF_COOKIE_NAME",
+    )
+}
+# With a certificate, visitors use https: tunnel URLs, Secure cookies, the admin's origin.
+RELAY_PUBLIC_SCHEME = env.str("RELAY_PUBLIC_SCHEME", default="https" if RELAY_TLS_CERT else "http")
 if RELAY_PUBLIC_SCHEME not in {"http", "https"}:
     raise ImproperlyConfigured(f"RELAY_PUBLIC_SCHEME={RELAY_PUBLIC_SCHEME!r} must be http or https")
 # The port visitors use; 0 means "the same as RELAY_PORT". 80/443 are left out of URLs.

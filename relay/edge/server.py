@@ -21,6 +21,7 @@ from typing import Any
 
 from daphne.http_protocol import HTTPFactory, WebRequest
 from django.conf import settings
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -133,16 +134,32 @@ def _clean(task: asyncio.Future[Any]) -> bool:
 
 
 class RelayServer(daphne_server.Server):
-    def __init__(self, *args: Any, on_listen: Callable[[str, int], None] | None = None, **kw: Any):
+    def __init__(
+        self,
+        *args: Any,
+        on_listen: Callable[[str, int], None] | None = None,
+        ready_endpoints: dict[str, Any] | None = None,
+        **kw: Any,
+    ):
+        # Listeners Daphne's endpoint strings cannot describe (runrelay's reloadable TLS):
+        # a ready-made Twisted server endpoint under a name that stands in the endpoint list.
+        self.ready_endpoints = dict(ready_endpoints or {})
+        kw["endpoints"] = [*kw.get("endpoints", []), *self.ready_endpoints]
         super().__init__(*args, **kw)
         self.ports: list[Any] = []
         self.on_listen = on_listen
         self.listen_failure: BaseException | None = None  # why a listener could not start
 
     def run(self) -> None:
-        # Daphne builds its factory from this module-level name inside run().
+        # Daphne builds its factory from this module-level name inside run(), and its
+        # endpoints from endpoint strings with the other.
         daphne_server.HTTPFactory = RelayHTTPFactory
+        daphne_server.serverFromString = self._endpoint
         super().run()
+
+    def _endpoint(self, reactor: Any, description: str) -> Any:
+        ready = self.ready_endpoints.get(description)
+        return ready if ready is not None else serverFromString(reactor, description)
 
     def listen_success(self, port: Any) -> None:
         self.ports.append(port)

@@ -18,7 +18,8 @@ from django.conf import settings
 from django.core.management.base import OutputWrapper
 from django.utils import timezone
 from twisted.internet import reactor as twisted_reactor
-from twisted.internet.error import ReactorNotRunning
+from twisted.internet.endpoints import SSL4ServerEndpoint
+from twisted.internet.error import CannotListenError, ReactorNotRunning
 
 from relay import address, records, traffic
 from relay.cluster import control
@@ -32,6 +33,8 @@ from relay.protocol import (
     STOP_MARGIN_S,
     public_url,
 )
+from relay.run.redirect import RedirectFactory
+from relay.run.tls import ReloadableTLS, TLSFilesError
 
 logger = logging.getLogger(__name__)
 
@@ -86,10 +89,20 @@ def _escape(address: str) -> str:
 
 
 class RelayRunner:
-    def __init__(self, bind: str, port: int, out: TextIO | OutputWrapper) -> None:
+    def __init__(
+        self,
+        bind: str,
+        port: int,
+        out: TextIO | OutputWrapper,
+        tls: ReloadableTLS | None = None,
+        redirect_port: int = 0,
+    ) -> None:
         self.bind = bind
         self.port = port
         self.out = out
+        self.tls = tls  # runrelay's own certificate: https on `port` (relay/run/tls.py)
+        self.redirect_port = redirect_port  # plain http that only redirects to https
+        self._redirect_listener: Any = None
         self.failed = ""
         self._stopping = False
         # Sessions opened before this are an earlier run's; this run's are its own, also
@@ -99,9 +112,13 @@ class RelayRunner:
         self._listen_address: tuple[str, int] | None = None  # scale-out: default advertise
         self.cluster: Cluster | None = None  # scale-out
         self._sampler: asyncio.Task[None] | None = None  # the dashboard's traffic history
+        endpoints, ready = [f"tcp:port={port}:interface={_escape(bind)}"], {}
+        if tls is not None:  # Daphne's "ssl:" strings cannot reload: a ready endpoint
+            endpoints, ready = [], {"tls": SSL4ServerEndpoint(reactor, port, tls, interface=bind)}
         self.server = RelayServer(
             get_default_application(),  # settings.ASGI_APPLICATION: tunnelsite/asgi.py
-            endpoints=[f"tcp:port={port}:interface={_escape(bind)}"],
+            endpoints=endpoints,
+            ready_endpoints=ready,
             signal_handlers=False,
             on_listen=self._listening,
             application_close_timeout=APPLICATION_CLOSE_TIMEOUT_S,
@@ -127,14 +144,37 @@ class RelayRunner:
             settings.RELAY_PUBLIC_SCHEME, "<name>", settings.RELAY_DOMAIN, public_port
         )
         where = f"[{host}]" if ":" in host else host
-        self._print(f"tunnelsite relay listening on http://{where}:{port}")
+        scheme = "https" if self.tls is not None else "http"
+        self._print(f"tunnelsite relay listening on {scheme}://{where}:{port}")
+        if self.tls is not None:
+            self._print(f"TLS certificate: {self.tls.loaded.describe()}")
+        if self._redirect_listener is not None:
+            redirect = self._redirect_listener.getHost().port
+            self._print(f"http://{where}:{redirect} redirects to https")
         self._print(f"tunnels are served at {sample}")
         pool = settings.RELAY_POOL_PORTS
         pool_text = f"{pool[0]}-{pool[1]}" if pool else "ephemeral"
         self._print(f"pool ports: {pool_text} on {settings.RELAY_POOL_BIND}")
 
+    def https_port(self) -> int:
+        """The port https URLs name: RELAY_PUBLIC_PORT, else the one the relay listens on."""
+        if settings.RELAY_PUBLIC_PORT:
+            return int(settings.RELAY_PUBLIC_PORT)
+        return self._listen_address[1] if self._listen_address else self.port
+
     def run(self) -> None:
         limit = raise_open_file_limit()
+        if self.redirect_port:
+            try:
+                self._redirect_listener = reactor.listenTCP(
+                    self.redirect_port, RedirectFactory(self.https_port), interface=self.bind
+                )
+            except CannotListenError as exc:
+                where = f"[{self.bind}]" if ":" in self.bind else self.bind
+                self.failed = listen_problem(
+                    f"{where}:{self.redirect_port} (RELAY_HTTP_REDIRECT_PORT)", exc
+                )
+                return
         reactor.callWhenRunning(self._started, limit)
         self.server.run()
         if self.server.listen_failure is not None and not self.failed:
@@ -148,6 +188,8 @@ class RelayRunner:
         loop = asyncio.get_event_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
+        if self.tls is not None:  # certbot's deploy hook: `kill -HUP` / `systemctl reload`
+            loop.add_signal_handler(signal.SIGHUP, self.reload_tls)
         loop.create_task(self._start_registry(limit))
 
     async def _start_registry(self, limit: int) -> None:
@@ -186,6 +228,23 @@ class RelayRunner:
                 "the relay with the key they were made with.",
                 count,
             )
+
+    def reload_tls(self) -> None:
+        """New connections get the files' certificate now; live ones keep theirs."""
+        if self.tls is None:
+            return
+        try:
+            loaded = self.tls.reload()
+        except TLSFilesError as exc:
+            self._print(f"kept the TLS certificate in use: {exc}")
+            return
+        self._print(f"reloaded the TLS certificate: {loaded.describe()}")
+
+    def _stop_listening(self) -> None:
+        self.server.stop_listening()
+        if self._redirect_listener is not None:
+            self._redirect_listener.stopListening()
+            self._redirect_listener = None
 
     def stop(self) -> None:
         if self._stopping:  # a second signal: the operator does not want to wait
@@ -245,9 +304,9 @@ class RelayRunner:
                 # before the tunnels close, so their clients re-register on another node.
                 await self.cluster.drain()
                 finished = await registry.drain(settings.RELAY_DRAIN_S)
-                self.server.stop_listening()
+                self._stop_listening()
             else:
-                self.server.stop_listening()
+                self._stop_listening()
                 finished = await registry.drain(settings.RELAY_DRAIN_S)
             if not finished:
                 self._print(f"{registry.in_flight} requests still running; closing them")

@@ -121,7 +121,7 @@ class RelayLauncher:
             env,
             name="relay",
         )
-        match = process.wait_for_line(r"tunnelsite relay listening on http://127\.0\.0\.1:(\d+)")
+        match = process.wait_for_line(r"tunnelsite relay listening on https?://127\.0\.0\.1:(\d+)")
         return Relay(process=process, port=int(match.group(1)), env=env)
 
 

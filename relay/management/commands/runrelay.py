@@ -22,6 +22,7 @@ from relay.protocol import HIGHEST_PORT
 from relay.records import DatabaseInUse
 from relay.run import console
 from relay.run.runner import RelayRunner, check_pool_bind, listen_problem
+from relay.run.tls import ReloadableTLS, TLSFilesError
 
 
 class Command(BaseCommand):
@@ -34,6 +35,23 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--domain", default=settings.RELAY_DOMAIN, help="tunnels are <name>.<domain>"
+        )
+        # runrelay's own TLS (relay/run/tls.py): https on --port, SIGHUP reloads the files
+        parser.add_argument(
+            "--tls-cert",
+            default=settings.RELAY_TLS_CERT,
+            metavar="FILE",
+            help="PEM certificate chain, leaf first (certbot's fullchain.pem): serve https",
+        )
+        parser.add_argument(
+            "--tls-key", default=settings.RELAY_TLS_KEY, metavar="FILE", help="its private key"
+        )
+        parser.add_argument(
+            "--http-redirect-port",
+            type=int,
+            default=settings.RELAY_HTTP_REDIRECT_PORT,
+            metavar="N",
+            help="also answer plain http on this port with redirects to https (0: off)",
         )
         # scale-out: one node of several on one database and one Redis
         parser.add_argument(
@@ -65,28 +83,60 @@ class Command(BaseCommand):
         domain: str,
         node_name: str = "",
         advertise: str = "",
+        tls_cert: str = "",
+        tls_key: str = "",
+        http_redirect_port: int = 0,
         **options: object,
     ) -> None:
         if not 0 <= port <= HIGHEST_PORT:
             raise CommandError(f"--port/RELAY_PORT {port} is not a TCP port (0-{HIGHEST_PORT})")
+        tls = self.load_tls(tls_cert.strip(), tls_key.strip(), http_redirect_port)
         domain = domain.strip().lower().rstrip(".")
         if not domain:
             raise CommandError("--domain must not be empty")
         # The same derived settings (ALLOWED_HOSTS, CSRF origins, pool address) as the
         # RELAY_DOMAIN/RELAY_BIND/RELAY_PORT variables give: relay/address.py.
+        if tls is not None:
+            address.apply_https(settings)  # before `apply`: the admin's origin is https
         address.apply(settings, domain=domain, bind=bind, port=port)
         self.configure_node(node_name, advertise, bind)  # scale-out
         self.check_pool_address()
         self.database_locks = self.lock_database()  # held until the process ends
         if not settings.DEBUG:
             self.collect_static()
-        runner = RelayRunner(bind=bind, port=port, out=self.stdout)
+        runner = RelayRunner(
+            bind=bind, port=port, out=self.stdout, tls=tls, redirect_port=http_redirect_port
+        )
         try:
             runner.run()
         except OSError as exc:
             raise CommandError(f"cannot listen on {bind}:{port}: {exc}") from exc
         if runner.failed:
             raise CommandError(runner.failed)
+
+    def load_tls(self, cert: str, key: str, redirect_port: int) -> ReloadableTLS | None:
+        """The relay's certificate (both files or neither), or None: plain http."""
+        if not 0 <= redirect_port <= HIGHEST_PORT:
+            raise CommandError(
+                f"--http-redirect-port/RELAY_HTTP_REDIRECT_PORT {redirect_port} is not a TCP "
+                f"port (0-{HIGHEST_PORT})"
+            )
+        if bool(cert) != bool(key):
+            raise CommandError(
+                "--tls-cert and --tls-key (RELAY_TLS_CERT, RELAY_TLS_KEY) go together: "
+                "give both files or neither"
+            )
+        if not cert:
+            if redirect_port:
+                raise CommandError(
+                    "--http-redirect-port redirects to runrelay's own https: it needs "
+                    "--tls-cert and --tls-key (behind a TLS proxy, let the proxy redirect)"
+                )
+            return None
+        try:
+            return ReloadableTLS(cert, key)
+        except TLSFilesError as exc:
+            raise CommandError(str(exc)) from None
 
     def check_pool_address(self) -> None:
         """Pool listeners open at each registration: fail now if none could."""
