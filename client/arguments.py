@@ -3,19 +3,23 @@
 Like the npm client (yargs `.env(true)`), every flag can also come from an environment
 variable named after it: PORT, HOST, SUBDOMAIN, LOCAL_HOST, LOCAL_HTTPS, ... A flag on
 the command line wins over the variable. The token comes from --token, LT_TOKEN, or the
-saved login (only sent to the host it was saved for).
+saved login (only sent to the host it was saved for), and never over plain http to a host
+that is not loopback unless --insecure says so. The proxy variables (HTTPS_PROXY,
+HTTP_PROXY, NO_PROXY) are read by connect.py; a bad one is a usage error here.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from . import __version__
 from .config import load_login
+from .connect import plain_http_token_refusal, proxies_from
 from .options import DEFAULT_HOST, TunnelOptions
 from .redact import redact_url
 from .registration import is_valid_subdomain
@@ -31,6 +35,7 @@ VALUE_FLAGS = {
     "local_cert": "LOCAL_CERT",
     "local_key": "LOCAL_KEY",
     "local_ca": "LOCAL_CA",
+    "ca": "CA",
 }
 BOOL_FLAGS = {
     "local_https": "LOCAL_HTTPS",
@@ -38,6 +43,7 @@ BOOL_FLAGS = {
     "print_requests": "PRINT_REQUESTS",
     "open": "OPEN",
     "takeover": "TAKEOVER",
+    "insecure": "INSECURE",
 }
 # --no-local-keepalive is the negative of LOCAL_KEEPALIVE (true by default).
 KEEPALIVE_ENV = "LOCAL_KEEPALIVE"
@@ -61,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         usage="lt --port N [options]   |   lt login --host URL --token T   |   lt logout",
         description="Expose a local port through a localtunnel-compatible relay.",
         epilog="Every flag can also be set by an environment variable named after it "
-        "(PORT, HOST, LOCAL_HTTPS=true, ...); the token also by LT_TOKEN. Exit codes: 0 "
+        "(PORT, HOST, LOCAL_HTTPS=true, ...); the token also by LT_TOKEN. HTTPS_PROXY and "
+        "HTTP_PROXY (with NO_PROXY) send lt through a forward proxy (CONNECT). Exit codes: 0 "
         "stopped, 1 failure, 2 usage, 3 unauthorized (401), 4 forbidden (403), 5 name taken "
         "(409), 6 rate limited (429), 7 taken over by another client (--takeover).",
         add_help=False,
@@ -86,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("--print-requests", action="store_true", default=None, help="one line per request")
     add("-o", "--open", action="store_true", default=None, help="open the URL in a browser")
     add("-t", "--token", help=f"access token (or {TOKEN_ENV}, or a saved login)")
+    add(
+        "--ca",
+        metavar="FILE",
+        help="verify the relay's certificate against this CA file (default: the system's store)",
+    )
+    add(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="do not verify the relay's certificate, and allow a token over plain http "
+        "(anyone on the path can then read and change the tunnel's traffic)",
+    )
     add(
         "--takeover",
         action="store_true",
@@ -125,6 +144,18 @@ def check_host(host: str) -> str:
     except ValueError as exc:
         raise UsageError(f"the relay URL has a bad port: {redact_url(host)!r}") from exc
     return host.rstrip("/")
+
+
+def check_ca(path: str | None, origin: str) -> None:
+    """A --ca file must exist and hold at least one certificate."""
+    if not path:
+        return
+    if not os.path.isfile(path):
+        raise UsageError(f"{origin}: no such file {path!r}")
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, ValueError) as exc:
+        raise UsageError(f"{origin}: {path!r} is not a PEM CA file ({exc})") from None
 
 
 def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
@@ -181,6 +212,14 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
             raise UsageError(f"--{dest.replace('_', '-')}: no such file {path!r}")
     if values["local_cert"] and not values["local_key"]:
         raise UsageError("--local-cert needs --local-key")
+    check_ca(values["ca"], origin["ca"])
+    refusal = plain_http_token_refusal(host, token, values["insecure"])
+    if refusal:
+        raise UsageError(refusal)
+    try:
+        proxies_from(environ)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     options = TunnelOptions(
         port=port,
         host=host,
@@ -194,5 +233,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         allow_invalid_cert=values["allow_invalid_cert"],
         takeover=values["takeover"],
         local_keepalive=values["local_keepalive"],
+        ca=values["ca"],
+        insecure=values["insecure"],
     )
     return Settings(options, print_requests=values["print_requests"], open=values["open"])

@@ -30,9 +30,10 @@ from collections.abc import Mapping, Sequence
 
 from .arguments import TOKEN_ENV, Settings, UsageError, check_host, parse_settings
 from .config import Login, delete_login, login_path, save_login
+from .connect import INSECURE_WARNING, plain_http_token_refusal, proxy_secrets
 from .display import LiveDisplay, PlainDisplay
 from .redact import redact, redact_url, secrets_of
-from .tunnel import ClientTunnel, TunnelError
+from .tunnel import CannotConnect, ClientTunnel, TunnelError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -50,11 +51,21 @@ def login_command(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     parser = argparse.ArgumentParser(prog="lt login", description="Save a relay host and token.")
     parser.add_argument("--host", required=True, help="relay URL, e.g. https://relay.example")
     parser.add_argument("--token", help=f"access token (default: {TOKEN_ENV}, else asked)")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow saving a token for a plain http:// relay that is not loopback",
+    )
     args = parser.parse_args(list(argv))
     try:
         host = check_host(args.host)
     except UsageError as exc:
         print(f"lt login: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    # A login is a token for this host: refused before it is asked for, sent or saved.
+    refusal = plain_http_token_refusal(host, "(the token to save)", args.insecure)
+    if refusal:
+        print(f"lt login: {refusal}", file=sys.stderr)
         return EXIT_USAGE
     token = args.token or environ.get(TOKEN_ENV)
     if not token and sys.stdin.isatty():
@@ -87,6 +98,9 @@ async def run_tunnel(settings: Settings, display: PlainDisplay) -> int:
     except TunnelError as exc:
         display.stop()
         message = redact(exc.message, tunnel.secrets)
+        if isinstance(exc, CannotConnect):
+            print(f"lt: cannot reach the relay: {message}", file=sys.stderr)
+            return EXIT_FAILURE
         if exc.taken_over:
             print(f"lt: stopped: {message}", file=sys.stderr)
             return EXIT_TAKEN_OVER
@@ -123,8 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         if str(exc):
             given = secrets_of(None, _token_argument(argv) or environ.get(TOKEN_ENV))
+            given |= proxy_secrets(environ)
             print(f"lt: {redact(str(exc), given)}", file=sys.stderr)
         return EXIT_USAGE
+    if settings.options.insecure:
+        print(INSECURE_WARNING, file=sys.stderr)
     display: PlainDisplay
     if sys.stdout.isatty():
         display = LiveDisplay(settings.print_requests, settings.open)

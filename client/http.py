@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 import h11
 
-from .connect import RelayConnector
+from .connect import ProxyError, RelayConnector, describe_tls_error
 from .limits import API_MAX_BODY_BYTES, API_READ_CHUNK_BYTES
 from .redact import redact_url
 
@@ -71,7 +71,9 @@ async def request(
             writer.write(conn.send(h11.EndOfMessage()))
             await writer.drain()
             answer = await _read_answer(conn, reader)
-            peer = writer.get_extra_info("peername")
+            # Through a proxy the peer is the proxy, not the relay: no address to give.
+            direct = connector is None or connector.proxy_for(parts.hostname, tls) is None
+            peer = writer.get_extra_info("peername") if direct else None
             return replace(answer, peer_ip=peer[0] if peer else None)
         finally:
             writer.close()
@@ -97,8 +99,13 @@ async def _read_answer(conn: h11.Connection, reader: asyncio.StreamReader) -> An
         # InformationalResponse (1xx) events are skipped.
 
 
-def describe_error(exc: BaseException) -> str:
-    """A short human reason for a socket error ("connection refused", "timed out")."""
+def describe_error(exc: BaseException, local: bool = False) -> str:
+    """A short human reason for a socket error ("connection refused", "timed out"). A TLS
+    failure of the relay says what to do about it (`local`: it is the local app's TLS)."""
+    if isinstance(exc, ProxyError):
+        return exc.message
+    if isinstance(exc, ssl.SSLError) and not local:
+        return describe_tls_error(exc)
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED:

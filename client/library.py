@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
+from .connect import INSECURE_WARNING
 from .limits import CLOSE_TIMEOUT_S, OPEN_TIMEOUT_S, THREAD_JOIN_GRACE_S
 from .options import DEFAULT_HOST, TunnelOptions
 from .tunnel import ClientTunnel
@@ -27,13 +29,18 @@ async def open_tunnel(
     """Open a tunnel to localhost:`port`; `tunnel.url` is live inside the block.
 
     Extra keyword options are those of `TunnelOptions` (local_host, local_https, ...).
-    Raises TunnelError when the relay refuses (tunnel.status has the details), or
+    `ca="ca.pem"` verifies the relay against that CA; `insecure=True` does not verify it (a
+    warning is logged) and allows a token over plain http. Raises ValueError for a token
+    over plain http to a host that is not loopback, TunnelError when the relay refuses
+    (CannotConnect when its certificate is refused: tunnel.status has the details), or
     TimeoutError when no working URL came within `timeout_s`. On exit the sockets are
     closed and the name is released at the relay.
     """
     tunnel = ClientTunnel(
         TunnelOptions(port=port, host=host, subdomain=subdomain, token=token, **options)
     )
+    if tunnel.options.insecure:
+        logging.getLogger("client").warning(INSECURE_WARNING.replace("--insecure", "insecure=True"))
     runner = asyncio.create_task(tunnel.run())
     try:
         ready = asyncio.ensure_future(tunnel.ready.wait())

@@ -37,6 +37,13 @@ MAX_POOL_SOCKETS = 100
 # clients never draw the same one.
 CLIENT_ID_BYTES = 16
 
+# -- a forward proxy (connect.py, HTTPS_PROXY) -----------------------------------------
+# Reaching the proxy, and its answer to CONNECT, each within this time: a proxy that takes
+# longer is dead or overloaded (the caller's own deadline bounds the whole dial too).
+PROXY_CONNECT_TIMEOUT_S = 10.0
+# A CONNECT answer is a status line and a few headers; a head past this is not a proxy.
+PROXY_MAX_HEAD_BYTES = 16 * KIB
+
 # -- registering again (tunnel.py) -----------------------------------------------------
 # First retry after 0.5-1 s: a restarting relay is often back at once.
 FIRST_DELAY_S = 0.5

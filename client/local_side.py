@@ -64,7 +64,7 @@ class LocalSide:
         except TimeoutError as exc:
             raise LocalFailed(f"no connection within {LOCAL_CONNECT_TIMEOUT_S:g} s") from exc
         except OSError as exc:  # ssl.SSLError is an OSError too
-            raise LocalFailed(describe_error(exc)) from exc
+            raise LocalFailed(describe_error(exc, local=True)) from exc
         self.observer.local_reachable()
         local = h11.Connection(h11.CLIENT, max_incomplete_event_size=LOCAL_MAX_HEADER_BYTES)
         self.conn, self.h11 = conn, local

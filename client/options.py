@@ -3,6 +3,7 @@ and the local target built from it (`local_target`: the TLS settings of --local-
 
 from __future__ import annotations
 
+import os
 import ssl
 from dataclasses import dataclass, field
 
@@ -55,5 +56,8 @@ def local_target(options: TunnelOptions) -> LocalTarget:
 
 
 def relay_connector(options: TunnelOptions) -> RelayConnector:
-    """How the tunnel reaches the relay (its TLS and a forward proxy)."""
-    return RelayConnector(ca_file=options.ca, insecure=options.insecure)
+    """How the tunnel reaches the relay: its TLS (--ca, --insecure) and a forward proxy
+    (HTTPS_PROXY, HTTP_PROXY, NO_PROXY in this process's environment)."""
+    return RelayConnector.from_environment(
+        os.environ, ca_file=options.ca, insecure=options.insecure
+    )

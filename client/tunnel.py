@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .backoff import delay_for
+from .connect import is_lasting, plain_http_token_refusal, proxy_secrets
 from .limits import CLIENT_ID_BYTES, MAX_DELAY_S
 from .options import TunnelOptions, local_target, relay_connector
 from .pool import Pool
@@ -55,6 +57,16 @@ class TunnelError(Exception):
         self.taken_over = taken_over
 
 
+class CannotConnect(TunnelError):
+    """The relay cannot be reached safely, and asking again will not change that: its
+    certificate is refused (untrusted, or for another name), or the proxy refused CONNECT
+    with a 4xx. Raised only before the tunnel was ever up (afterwards lt keeps trying, as for
+    any unreachable relay, and shows the reason)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, message)
+
+
 class ClientTunnel:
     """One tunnel of this client, from its first registration to its release."""
 
@@ -63,8 +75,12 @@ class ClientTunnel:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             shown = redact_url(options.host)
             raise ValueError(f"host must be an http:// or https:// URL, not {shown!r}")
+        refusal = plain_http_token_refusal(options.host, options.token, options.insecure)
+        if refusal:
+            raise ValueError(refusal)
         self.options = options
-        self.secrets = secrets_of(options.host, options.token)
+        # The token, the URL's user-info and a proxy's password: masked in all lt prints.
+        self.secrets = secrets_of(options.host, options.token) | proxy_secrets(os.environ)
         self.reporter: Reporter = RedactingReporter(reporter or LogReporter(), self.secrets)
         self.status = TunnelStatus(relay=redact_url(options.host))
         self.target = local_target(options)
@@ -166,6 +182,8 @@ class ClientTunnel:
                     reason = f"registration failed: {exc.message}"
                     retry_after = exc.retry_after_s
                 except RelayUnreachable as exc:
+                    if self.registration is None and is_lasting(exc.__cause__):
+                        raise CannotConnect(redact(str(exc), self.secrets)) from None
                     reason = f"relay {self.status.relay} unreachable: {exc}"
                 else:
                     if reg is None:

@@ -91,7 +91,7 @@ def test_flags_are_parsed_like_the_npm_client():
 def test_environment_variables_fill_in_flags_and_flags_win():
     env = {
         "PORT": "4000",
-        "HOST": "http://env.example",
+        "HOST": "https://env.example",
         "SUBDOMAIN": "fromenv",
         "LOCAL_HTTPS": "true",
         "PRINT_REQUESTS": "false",
@@ -99,16 +99,16 @@ def test_environment_variables_fill_in_flags_and_flags_win():
     }
     settings = parse_settings([], env)
     assert settings.options.port == 4000
-    assert settings.options.host == "http://env.example"
+    assert settings.options.host == "https://env.example"
     assert settings.options.subdomain == "fromenv"
     assert settings.options.local_https is True
     assert settings.print_requests is False
     assert settings.options.token == "lt_env"
     flags = parse_settings(
-        ["--port", "5000", "--token", "lt_flag", "--host", "http://f.example"], env
+        ["--port", "5000", "--token", "lt_flag", "--host", "https://f.example"], env
     )
     assert (flags.options.port, flags.options.token) == (5000, "lt_flag")
-    assert flags.options.host == "http://f.example"
+    assert flags.options.host == "https://f.example"
 
 
 def test_the_default_host_is_the_local_relay():

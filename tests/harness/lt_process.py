@@ -32,6 +32,10 @@ LT_ENV = {
     "OPEN",
     "LT_TOKEN",
     "LT_CONFIG_DIR",
+    "CA",
+    "INSECURE",
+    # The forward proxy (client/connect.py): a test sets one only when it is about it.
+    *("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"),
 }
 
 

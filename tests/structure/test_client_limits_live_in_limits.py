@@ -35,6 +35,8 @@ ALLOWED: dict[tuple[str, int | float], str] = {
     ("arguments.py", 65536): _PORTS,
     ("registration.py", 65536): _PORTS,
     ("http.py", 80): "the default port of http:// URLs",
+    **{("connect.py", s): _HTTP for s in (200, 400, 500)},
+    ("connect.py", 80): "the default port of an http:// proxy URL (as curl and requests)",
     ("http.py", 443): "the default port of https:// URLs",
     ("target.py", 80): "the default port of a local target given no port (HTTP's)",
     ("config.py", 0o600): "file mode: the saved login is readable by its owner only",
