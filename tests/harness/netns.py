@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ from harness.waiting import IO_TIMEOUT_S, wait_until
 
 IP = shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin") or "ip"
 TC = shutil.which("tc", path="/usr/sbin:/sbin:/usr/bin") or "tc"
+TCPDUMP = shutil.which("tcpdump", path="/usr/bin:/usr/sbin") or "tcpdump"
 IPTABLES = shutil.which("iptables", path="/usr/sbin:/sbin:/usr/bin") or "iptables"
 WAN_APP = Path(__file__).resolve().parents[1] / "apps" / "wan.py"
 # The netfilter queue tests/apps/wan.py serves (queues are per namespace: any number does).
@@ -191,6 +193,38 @@ class Network:
         self.close()
 
 
+PCAP_HEADER = struct.Struct("=IHHiIII")
+PCAP_RECORD = struct.Struct("=IIII")
+ETHERNET_HEADER_BYTES = 14
+ETHERTYPE_IPV4 = 0x0800
+IPPROTO_TCP = 6
+
+
+def tcp_ports_of(pcap: bytes, address: str) -> set[int]:
+    """The TCP ports `address` used in a capture (Ethernet, IPv4): the relay's side of every
+    connection the capture saw."""
+    ports: set[int] = set()
+    wanted = socket.inet_aton(address)
+    offset = PCAP_HEADER.size
+    while offset + PCAP_RECORD.size <= len(pcap):
+        _, _, length, _ = PCAP_RECORD.unpack_from(pcap, offset)
+        frame = pcap[offset + PCAP_RECORD.size : offset + PCAP_RECORD.size + length]
+        offset += PCAP_RECORD.size + length
+        if len(frame) < ETHERNET_HEADER_BYTES + 20:
+            continue
+        (ethertype,) = struct.unpack_from("!H", frame, 12)
+        ip = frame[ETHERNET_HEADER_BYTES:]
+        if ethertype != ETHERTYPE_IPV4 or ip[9] != IPPROTO_TCP:
+            continue
+        tcp = ip[(ip[0] & 0x0F) * 4 :]
+        source, destination = struct.unpack_from("!HH", tcp)
+        if ip[12:16] == wanted:
+            ports.add(source)
+        if ip[16:20] == wanted:
+            ports.add(destination)
+    return ports
+
+
 # --- what runs in the namespaces ---------------------------------------------------------------
 DOMAIN = "relay.test"  # the relay's domain inside the namespaces (their hosts files name it)
 
@@ -336,6 +370,25 @@ class NetworkRun:
         ns.run([IPTABLES, "-A", "OUTPUT", "-o", ns.device, "-j", "NFQUEUE", *queue])
         return "NFQUEUE delay and loss (tests/apps/wan.py: this kernel has no sch_netem)"
 
+    def capture(self, ns: Namespace, pcap: Path) -> Process:
+        """tcpdump on `ns`'s end of the link, every byte of every packet into `pcap`, each
+        written as it comes (-U); running once it says it listens. Stop it to read the file."""
+        args = [
+            TCPDUMP,
+            "-i",
+            ns.device,
+            "-n",
+            "-s",
+            "0",
+            "-U",
+            "--immediate-mode",
+            "-w",
+            str(pcap),
+        ]
+        process = self.group.start(ns.command(args), {**os.environ}, "tcpdump")
+        process.wait_for_line(rf"listening on {re.escape(ns.device)}")
+        return process
+
     def app(self) -> NsApp:
         """tests/apps/local_app.py on the client namespace's loopback."""
         process = self.group.start(
@@ -344,17 +397,22 @@ class NetworkRun:
         match = process.wait_for_line(r"local app listening on http://127\.0\.0\.1:(\d+)")
         return NsApp(process, int(match.group(1)))
 
-    def lt_process(self, relay: NsRelay, app: NsApp, *extra: str) -> Process:
+    def lt_process(
+        self, relay: NsRelay, app: NsApp, *extra: str, env: dict[str, str] | None = None
+    ) -> Process:
         environ = client_env(LT_CONFIG_DIR=str(self.workdir / "lt-config"), PYTHONUNBUFFERED="1")
+        environ.update(env or {})
         args = [PYTHON, "-m", "client.cli", "--port", str(app.port), "--host", relay.url]
         if relay.scheme == "https":
             args += ["--ca", str(self.certs.ca_file)]
         return self.group.start(self.network.client.command([*args, *extra]), environ, "our lt")
 
-    def lt(self, relay: NsRelay, app: NsApp, *extra: str) -> NsLt:
+    def lt(
+        self, relay: NsRelay, app: NsApp, *extra: str, env: dict[str, str] | None = None
+    ) -> NsLt:
         """Our lt in the client namespace (`--ca` our CA on https), once every pool
         connection is up."""
-        process = self.lt_process(relay, app, *extra)
+        process = self.lt_process(relay, app, *extra, env=env)
         url = process.wait_for_line(r"your url is: (\S+)").group(1)
         name = re.match(r"https?://([^.]+)\.", url).group(1)  # type: ignore[union-attr]
         relay.wait_for_sockets(name, DEFAULT_MAX_SOCKETS)
