@@ -55,6 +55,13 @@ MAX_BACKOFF_DOUBLINGS = 32
 # -- the pool sockets (pool.py) --------------------------------------------------------
 # A relay that does not accept a pool connection in this time counts as unreachable.
 POOL_CONNECT_TIMEOUT_S = 5.0
+# An upgraded pool connection (pool_upgrade.py): the relay's answer head to the upgrade (a
+# 101 is a few dozen bytes, a refusal a few hundred), and a refusal's JSON body, read for
+# its message; both within POOL_CONNECT_TIMEOUT_S.
+POOL_UPGRADE_MAX_HEAD_BYTES = 16 * KIB
+POOL_REFUSAL_MAX_BODY_BYTES = 4 * KIB
+# The pool secret of the registration answer: 256 bits as hex (the relay's POOL_SECRET_BYTES).
+POOL_SECRET_HEX_CHARS = 64
 # A socket that closes sooner than this without carrying a request "closed at once".
 QUICK_CLOSE_S = 1.0
 # Reopen delay after quick closes: doubles from the first value up to the cap.

@@ -28,6 +28,7 @@ from .limits import (
     POOL_CONNECT_TIMEOUT_S,
     QUICK_CLOSE_S,
 )
+from .pool_upgrade import PoolRefused, open_upgraded
 from .registration import Registration
 from .target import LocalTarget, ProxyObserver
 
@@ -87,19 +88,42 @@ class Pool:
         self.up += delta
         self.on_sockets(self.up)
 
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """One pool connection: an upgrade on the relay's own port when the registration
+        gave a pool URL (tunnelsite relays), else a raw socket to its pool port."""
+        reg = self.registration
+        if reg.pool_url is not None:
+            return await open_upgraded(self.connector, reg.pool_url, reg.pool_secret)
+        return await self.connector.open(reg.pool_host, reg.port, False)
+
+    def _where(self) -> str:
+        reg = self.registration
+        return reg.pool_url if reg.pool_url is not None else f"{reg.pool_host}:{reg.port}"
+
     async def _worker(self) -> None:
         failures = 0
         delay = 0.0
-        reg = self.registration
         while True:
             started = time.monotonic()
             try:
                 async with asyncio.timeout(POOL_CONNECT_TIMEOUT_S):
-                    reader, writer = await asyncio.open_connection(reg.pool_host, reg.port)
+                    reader, writer = await self._open()
+            except PoolRefused as exc:
+                self.last_failure = f"pool connection to {self._where()}: {exc.message}"
+                if exc.registration_gone:  # a newer registration, or the tunnel closed
+                    self._break(self.last_failure)
+                    return
+                failures += 1
+                if failures >= MAX_CONNECT_FAILURES:
+                    self._break(self.last_failure)
+                    return
+                delay = min(MAX_REOPEN_DELAY_S, max(FIRST_REOPEN_DELAY_S, delay * 2))
+                await asyncio.sleep(delay)
+                continue
             except (OSError, TimeoutError) as exc:
                 failures += 1
                 reason = describe_error(exc)
-                self.last_failure = f"pool connection to {reg.pool_host}:{reg.port}: {reason}"
+                self.last_failure = f"pool connection to {self._where()}: {reason}"
                 if (
                     self.up == 0
                     and failures >= FAILURES_BEFORE_BROKEN

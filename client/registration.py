@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
 from . import __version__
 from .connect import RelayConnector
 from .http import Answer, describe_error, request, split_userinfo
-from .limits import MAX_POOL_SOCKETS, REGISTER_TIMEOUT_S, RELEASE_TIMEOUT_S, SUBDOMAIN_RE
+from .limits import (
+    MAX_POOL_SOCKETS,
+    POOL_SECRET_HEX_CHARS,
+    REGISTER_TIMEOUT_S,
+    RELEASE_TIMEOUT_S,
+    SUBDOMAIN_RE,
+)
 
 USER_AGENT = f"tunnelsite-lt/{__version__}"
 # Sent with a random id per tunnel run: the relay tells this client's reconnects from a
@@ -21,6 +28,10 @@ CLIENT_ID_HEADER = "X-Tunnelsite-Client"
 # the name with --takeover, so this one stops instead of registering again.
 REFUSAL_HEADER = "x-tunnelsite-refusal"
 REFUSAL_TAKEN_OVER = "taken-over"
+# Our pool secret for the name, sent when registering again: a relay that sees it is the one
+# it gave out knows this client even from another address (a laptop that changed networks).
+POOL_SECRET_HEADER = "Tunnelsite-Pool-Secret"
+_POOL_SECRET = re.compile(f"[0-9a-f]{{{POOL_SECRET_HEX_CHARS}}}")
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,10 @@ class Registration:
     max_conn_count: int
     pool_host: str  # where the pool sockets connect: `ip` from the answer, else the relay host
     cached_url: str | None = None
+    # tunnelsite relays: pool connections are upgrades to this URL with this secret (never
+    # shown, never in repr); None: raw pool sockets to pool_host:port (other servers).
+    pool_url: str | None = None
+    pool_secret: str = field(default="", repr=False)
 
 
 class RegistrationError(Exception):
@@ -112,26 +127,49 @@ def _message(body: bytes, status: int) -> str:
     return str(message) if message else f"the relay answered HTTP {status}"
 
 
+def _upgraded_pool(data: dict[str, object]) -> tuple[str, str] | None:
+    """The answer's pool_url and pool_secret when both are sound: an http(s) URL with a host,
+    and 64 hex digits. Else None (raw pool sockets, as with the localtunnel server)."""
+    url, secret = data.get("pool_url"), data.get("pool_secret")
+    if not isinstance(url, str) or not isinstance(secret, str):
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if _POOL_SECRET.fullmatch(secret) is None:
+        return None
+    return url, secret
+
+
 def parse_registration(host: str, body: bytes, peer_ip: str | None = None) -> Registration:
-    """The tunnel in a registration answer. The pool connects to `ip` when the relay
-    gives one, else to the address that answered the registration (so registration and
-    pool come from the same local address family, which the relay's same-IP check needs),
-    else to the relay's host name."""
+    """The tunnel in a registration answer. A tunnelsite relay gives `pool_url` and
+    `pool_secret`: pool connections are upgrades there. Else raw pool sockets connect to `ip`
+    when the relay gives one, else to the address that answered the registration (so
+    registration and pool come from the same local address family, which the relay's same-IP
+    check needs), else to the relay's host name."""
     try:
         data = json.loads(body)
         port = int(data["port"])
         ident = str(data["id"])
         url = str(data["url"])
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise RegistrationError(0, f"the relay's answer is not a tunnel: {exc}") from exc
-    if not 0 < port < 65536:
+    upgraded = _upgraded_pool(data)
+    if upgraded is None and not 0 < port < 65536:  # the raw port is used only without one
         raise RegistrationError(0, f"the relay's answer has a bad port: {port}")
     try:
         max_conn = min(MAX_POOL_SOCKETS, max(1, int(data.get("max_conn_count") or 1)))
     except (ValueError, TypeError):
         max_conn = 1
     pool_host = data.get("ip") or peer_ip or urlsplit(_base(host)).hostname or "localhost"
-    return Registration(ident, url, port, max_conn, str(pool_host), data.get("cached_url"))
+    pool_url, pool_secret = upgraded or (None, "")
+    return Registration(
+        ident, url, port, max_conn, str(pool_host), data.get("cached_url"), pool_url, pool_secret
+    )
 
 
 async def register(
@@ -143,13 +181,18 @@ async def register(
     *,
     client_id: str = "",
     takeover: bool = False,
+    pool_secret: str = "",
 ) -> Registration:
+    """Register (or register again: `pool_secret` is the secret of this name's last
+    registration, so the relay knows this client from wherever it is now)."""
     url = f"{_base(host)}/" + (quote(subdomain, safe="") if subdomain else "?new")
     if subdomain and takeover:
         url += "?takeover=1"
     headers = auth_headers(host, token)
     if client_id:
         headers[CLIENT_ID_HEADER] = client_id
+    if pool_secret and subdomain:
+        headers[POOL_SECRET_HEADER] = pool_secret
     try:
         answer = await request("GET", url, headers, timeout_s, connector)
     except (OSError, TimeoutError, ssl.SSLError) as exc:

@@ -170,6 +170,7 @@ class ClientTunnel:
                             connector=self.connector,
                             client_id=self.client_id,
                             takeover=self.options.takeover,
+                            pool_secret=self._pool_secret(),
                         )
                     )
                 except RegistrationError as exc:
@@ -204,6 +205,11 @@ class ClientTunnel:
             self.status.state = "stopped"
             self.status.sockets_up = 0
 
+    def _pool_secret(self) -> str:
+        """The last registration's pool secret, sent when registering the name again."""
+        reg = self.registration
+        return reg.pool_secret if reg is not None and reg.id == self._name else ""
+
     async def _serve(self, reg: Registration) -> tuple[str, bool]:
         """Run the pool of one registration until it breaks or stop().
 
@@ -212,6 +218,8 @@ class ClientTunnel:
         changed = self.registration is not None and self.registration.url != reg.url
         self.registration = reg
         self._name = reg.id
+        if reg.pool_secret:
+            self.secrets.add(reg.pool_secret)  # never shown (RedactingReporter shares the set)
         self.status.url = redact_url(reg.url)
         self.status.sockets_max = reg.max_conn_count
         if first or changed:

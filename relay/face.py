@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from relay import records
@@ -107,9 +107,14 @@ class Registration:
     """What the registration answer tells the client (protocol.registration_answer)."""
 
     name: str
-    port: int  # the pool port
+    port: int  # the raw pool port; 0: none (our lt, which upgrades)
     max_sockets: int
     advertise_host: str | None  # scale-out: the pool address of this node; None: the relay's
+    # Our lt's upgraded pool connections (protocol.POOL_PATH): the secret binding them to this
+    # registration (never logged, never in repr), and this node's public base URL (scale-out;
+    # None: the URL the client registered with).
+    pool_secret: str = field(default="", repr=False)
+    node_url: str | None = None
 
 
 def _wait_s(wait_s: float) -> int:
@@ -147,11 +152,15 @@ async def register(
     takeover: bool,
     reserved: frozenset[str],
     quota: PlanQuota,
+    raw_pool: bool = True,
+    pool_secret: str = "",
 ) -> Registration:
     """Register a tunnel (the name asked for, or a random one) or reclaim the owner's, which
     keeps its quota and counters; raises RegistrationError with what the client is told.
     `live_limit` is counted across the cluster on a named node (here it was checked
-    already, with release_for_owner)."""
+    already, with release_for_owner). `raw_pool`: open a raw pool port (False for our lt,
+    which upgrades connections on the relay's own port); `pool_secret`: the secret our lt had
+    for this name, with which it reclaims it from another address."""
     registry = get_registry()
     tunnel = await registry.register(
         requested,
@@ -164,6 +173,8 @@ async def register(
         client_id=client_id,
         takeover=takeover,
         reserved=reserved,
+        raw_pool=raw_pool,
+        pool_secret=pool_secret,
     )
     if tunnel.quota is None:  # a reclaimed tunnel keeps its quota and counters
         tunnel.quota = _quota(quota)
@@ -175,6 +186,8 @@ async def register(
         port=tunnel.port,
         max_sockets=tunnel.max_conn_count,
         advertise_host=cluster.advertise_host if cluster is not None else None,
+        pool_secret=tunnel.pool_secret,
+        node_url=cluster.node_url if cluster is not None else None,
     )
 
 

@@ -122,9 +122,17 @@ def lt_command(relay: str, token: str) -> str:
 
 
 def registration_answer(
-    name: str, port: int, max_conn_count: int, url: str, ip: str | None = None
+    name: str,
+    port: int,
+    max_conn_count: int,
+    url: str,
+    ip: str | None = None,
+    *,
+    pool_base: str = "",
+    pool_secret: str = "",
 ) -> dict[str, object]:
-    """The JSON body of a successful `GET /?new` or `GET /<name>`."""
+    """The JSON body of a successful `GET /?new` or `GET /<name>`; with `pool_base` (the
+    node's public base URL) and `pool_secret`, our lt's upgraded pool (see POOL_PATH)."""
     answer: dict[str, object] = {
         "id": name,
         "port": port,
@@ -133,6 +141,9 @@ def registration_answer(
     }
     if ip:
         answer["ip"] = ip
+    if pool_base and pool_secret:
+        answer["pool_url"] = pool_base.rstrip("/") + POOL_PATH.format(name=name)
+        answer["pool_secret"] = pool_secret
     return answer
 
 

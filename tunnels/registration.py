@@ -20,6 +20,11 @@ from tunnels.plans import PlanLimits
 from tunnels.route_names import site_route_names
 
 DATABASE_BUSY = "The relay's database is busy or unavailable; try again in a moment."
+ENCRYPTED_ONLY = (
+    "This relay accepts only encrypted tunnel clients: the localtunnel client's raw pool "
+    "connections are turned off here (RELAY_RAW_POOLS=false). Install tunnelsite's lt "
+    "(pip install tunnelsite) and run `lt --port PORT --host <this relay>`."
+)
 
 
 def client_error(
@@ -56,6 +61,11 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
             "Tunnels are registered by a tunnel client (lt), not by a web page. "
             "Run `lt --port PORT --host <this relay>`.",
         )
+    client_id = request.headers.get(protocol.CLIENT_ID_HEADER, "")
+    if not protocol.CLIENT_ID_RE.fullmatch(client_id):
+        client_id = ""  # not our lt's: treated as a client without an id
+    if not client_id and not settings.RELAY_RAW_POOLS:
+        return client_error(request, 426, ENCRYPTED_ONLY)  # it cannot upgrade its pool
     requester: Requester = identify(request)
     if requested is not None and requested.lower() in site_route_names():
         return client_error(
@@ -108,9 +118,6 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
                 f"You already have {limit} live tunnel{'s' if limit != 1 else ''}, the most "
                 f"your plan ({grant.limits.plan}) allows. Close one (stop its client) first.",
             )
-    client_id = request.headers.get(protocol.CLIENT_ID_HEADER, "")
-    if not protocol.CLIENT_ID_RE.fullmatch(client_id):
-        client_id = ""  # not our lt's: treated as a client without an id
     try:
         registered = await face.register(
             requested,
@@ -124,6 +131,8 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
             takeover=request.GET.get(protocol.TAKEOVER_PARAM, "") in ("1", "true", "yes"),
             reserved=site_route_names(),
             quota=_quota(grant.limits),
+            raw_pool=not client_id,  # our lt upgrades its pool connections on this port
+            pool_secret=request.headers.get(protocol.POOL_SECRET_HEADER, "") if client_id else "",
         )
     except RegistrationError as exc:
         return client_error(
@@ -140,8 +149,17 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
             registered.max_sockets,
             url,
             registered.advertise_host,
+            pool_base=(registered.node_url or _own_base(request)) if client_id else "",
+            pool_secret=registered.pool_secret,
         )
     )
+
+
+def _own_base(request: HttpRequest) -> str:
+    """The relay's base URL as this client reached it (through a proxy in front, the Host it
+    forwards): our lt opens its pool connections there."""
+    scheme = "https" if request.is_secure() else settings.RELAY_PUBLIC_SCHEME
+    return f"{scheme}://{request.get_host()}"
 
 
 # The registration bucket of an address's refused token attempts (apart from its

@@ -161,6 +161,9 @@ RELAY_POOL_ALLOW_ANY_IP = _bool("RELAY_POOL_ALLOW_ANY_IP", False)
 # an app's late, unasked-for answer from the next visitor's (relay/pool/reuse.py); off, each socket
 # carries one exchange: strict isolation, at the cost of a reconnect per request.
 RELAY_RAW_POOL_REUSE = _bool("RELAY_RAW_POOL_REUSE", True)
+# Raw pool ports for clients that cannot upgrade (the npm client); false: only our lt, whose
+# pool connections go over the relay's own port (TLS when it is https), may register.
+RELAY_RAW_POOLS = _bool("RELAY_RAW_POOLS", True)
 RELAY_GRACE_S = _float("RELAY_GRACE_S", protocol.DEFAULT_GRACE_S)
 RELAY_SOCKET_WAIT_S = _float("RELAY_SOCKET_WAIT_S", protocol.DEFAULT_SOCKET_WAIT_S, minimum=0.01)
 RELAY_MAX_WAITERS = _int("RELAY_MAX_WAITERS", protocol.DEFAULT_MAX_WAITERS, minimum=0)
@@ -219,6 +222,9 @@ if RELAY_NODE_NAME and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", RELA
 # HOST:PORT where peers reach this node's public listener; its HOST is the `ip` handed to
 # clients for pool sockets. Empty: the address runrelay listens on (not a wildcard).
 RELAY_ADVERTISE = env.str("RELAY_ADVERTISE", default="").strip()
+# scale-out: this node's public base URL for our lt's pool connections (e.g.
+# https://node-a.example.com); empty: RELAY_PUBLIC_SCHEME://<RELAY_ADVERTISE or listen address>.
+RELAY_NODE_URL = env.str("RELAY_NODE_URL", default="").strip().rstrip("/")
 RELAY_HEARTBEAT_S = _float("RELAY_HEARTBEAT_S", protocol.DEFAULT_HEARTBEAT_S, minimum=0.05)
 RELAY_NODE_EXPIRY_S = _float("RELAY_NODE_EXPIRY_S", protocol.DEFAULT_NODE_EXPIRY_S, minimum=0.1)
 if RELAY_NODE_EXPIRY_S <= RELAY_HEARTBEAT_S:

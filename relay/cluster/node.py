@@ -79,6 +79,8 @@ class Cluster:
         self.node = node
         self.advertise = advertise
         self.advertise_host = parse_address(advertise)[0]
+        scheme = self.settings.RELAY_PUBLIC_SCHEME
+        self.node_url: str = self.settings.RELAY_NODE_URL or f"{scheme}://{advertise}"
         self.started_at = timezone.now()
         self.draining = False
         self.forwarder = Forwarder(self)  # to the owner node of a name held elsewhere

@@ -73,6 +73,9 @@ class RelayHTTPChannel(RequestBody, AddressLimit):
         self._body_started = 0.0
         self._body_allowed = 0.0  # seconds: the grace period, plus the pace of bytes read
         self._address: str | None = None  # counted while open (relay/edge/addresses.py)
+        # The protocol this connection was upgraded to (relay/edge/pool_upgrade.py): bytes
+        # that arrived with the upgrade's head are its, not a next request's.
+        self.relay_upgraded: Any = None
 
     def connectionMade(self) -> None:  # noqa: N802
         super().connectionMade()
@@ -140,6 +143,12 @@ class RelayHTTPChannel(RequestBody, AddressLimit):
         # Lines end in CRLF; a bare LF left in the unfinished line means LF line endings.
         if self.line_mode and not self._rejected and b"\n" in self._buffer:
             self._refuse(400, "Bad Request", "Lines must end with CRLF.")
+
+    def rawDataReceived(self, data: bytes) -> None:  # noqa: N802
+        if self.relay_upgraded is not None:
+            self.relay_upgraded.dataReceived(data)
+            return
+        super().rawDataReceived(data)
 
     def lineReceived(self, line: bytes) -> None:  # noqa: N802
         if self._rejected:

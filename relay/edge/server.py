@@ -26,6 +26,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http
 
+from relay.edge import pool_upgrade
 from relay.edge.channel import RelayHTTPChannel
 from relay.protocol import (
     BODY_CHUNK_BYTES,
@@ -101,6 +102,9 @@ class RelayWebRequest(WebRequest):
 
     def process(self) -> None:
         channel, transport = self.channel, self.transport
+        if pool_upgrade.is_pool_upgrade(self):  # our lt's pool connection: not Daphne's
+            pool_upgrade.upgrade(self)
+            return
         super().process()
         if self.transport is None and transport is not None:  # Daphne took it for a WebSocket
             if isinstance(channel, RelayHTTPChannel):

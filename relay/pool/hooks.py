@@ -13,6 +13,7 @@ class ClusterHooks(Protocol):
     node (relay/cluster/node.py; scale-out). The cluster imports the registry, not this way."""
 
     advertise_host: str  # the pool address clients of this node are given
+    node_url: str  # this node's public base URL: our lt's pool connections (RELAY_NODE_URL)
 
     def flush_soon(self) -> None: ...
 

@@ -82,6 +82,8 @@ class Registry:
         client_id: str = "",  # our lt's per-run id (protocol.CLIENT_ID_HEADER); "" for npm
         takeover: bool = False,  # close the name's live client first (lt --takeover)
         reserved: frozenset[str] = frozenset(),  # the site's route names (tunnels/route_names.py)
+        raw_pool: bool = True,  # open a raw pool listener (False: our lt, which upgrades)
+        pool_secret: str = "",  # our lt's last pool secret for this name (an address change)
     ) -> Tunnel:
         if not self.accepting:
             raise RegistrationError(503, "This relay is shutting down; try again in a moment.")
@@ -91,6 +93,11 @@ class Registry:
         if requested is not None:
             existing = self.tunnels.get(requested)
             if existing is not None:
+                if existing.session_id is not None and existing.secret_matches(pool_secret):
+                    # Our lt again, known by its secret from wherever it is now (a laptop that
+                    # changed networks): it keeps the tunnel, its owner and its URL.
+                    tunnel = self.holders.reclaim(existing, client_ip, client_id)
+                    return await self._raw_pool_for(tunnel, raw_pool)
                 if existing.owner != owner:
                     raise RegistrationError(
                         409,
@@ -101,11 +108,11 @@ class Registry:
                     raise RegistrationError(
                         409, f"The subdomain {requested!r} is being registered; try again."
                     )
-                if client_id and client_id == existing.client_id:
-                    # Our lt reconnecting.
-                    return self.holders.reclaim(existing, client_ip, client_id)
-                if not existing.client_connected(time.monotonic()):
-                    return self.holders.reclaim(existing, client_ip, client_id)  # grace period
+                if (client_id and client_id == existing.client_id) or not (
+                    existing.client_connected(time.monotonic())
+                ):  # our lt reconnecting, or the owner within the grace period
+                    tunnel = self.holders.reclaim(existing, client_ip, client_id)
+                    return await self._raw_pool_for(tunnel, raw_pool)
                 if not takeover:
                     raise RegistrationError(409, _in_use_message(existing))
                 # A new pool port: the old client's own reconnects must not reach the new one.
@@ -136,8 +143,9 @@ class Registry:
                     await self.flusher.flush()
                 except OperationalError as exc:
                     raise _database_unavailable(exc) from None
-            tunnel.server = await listen(tunnel, self.settings, self.tunnels, avoid_port)
-            tunnel.port = tunnel.server.sockets[0].getsockname()[1]
+            if raw_pool:
+                tunnel.server = await listen(tunnel, self.settings, self.tunnels, avoid_port)
+                tunnel.port = tunnel.server.sockets[0].getsockname()[1]
             try:
                 tunnel.session_id = await self.holders.open_session(tunnel, max_live, takeover)
                 if tunnel.closed:  # scale-out: released to its owner's newer registration
@@ -165,7 +173,22 @@ class Registry:
         self.schedule_expiry(tunnel)
         if self.cluster is not None:  # scale-out: tell the other nodes who owns the name
             self.cluster.tunnel_opened(tunnel)
-        logger.info("tunnel %s opened for %s on pool port %d", name, client_ip, tunnel.port)
+        if tunnel.server is not None:
+            logger.info("tunnel %s opened for %s on pool port %d", name, client_ip, tunnel.port)
+        else:
+            logger.info("tunnel %s opened for %s (upgraded pool connections)", name, client_ip)
+        return tunnel
+
+    async def _raw_pool_for(self, tunnel: Tunnel, raw_pool: bool) -> Tunnel:
+        """A reclaimed tunnel whose new client needs a raw pool port (the npm client after our
+        lt) gets a listener; one that has a listener keeps it."""
+        if raw_pool and tunnel.server is None:
+            try:
+                tunnel.server = await listen(tunnel, self.settings, self.tunnels)
+            except BaseException:
+                self.close(tunnel, "registration failed")
+                raise
+            tunnel.port = tunnel.server.sockets[0].getsockname()[1]
         return tunnel
 
     def _random_name(self, reserved: frozenset[str] = frozenset()) -> str:

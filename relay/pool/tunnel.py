@@ -8,7 +8,9 @@ relay/pool/borrowing.py; a tunnel also admits WebSockets against its sockets, an
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -78,13 +80,22 @@ class Tunnel(Borrowing):
     # Open WebSockets per visitor address (each holds a pool socket while open); None
     # until the first one, as most tunnels never carry any.
     websockets: dict[str, int] | None = None
+    # Binds our lt's upgraded pool connections to this registration (relay/edge/pool_upgrade.py):
+    # made anew at each registration of the name, never logged, never in repr.
+    pool_secret: str = field(default="", repr=False)
+    # The upgraded connection attaching right now: bound by the secret, not by its address.
+    upgrading: PoolSocket | None = field(default=None, repr=False)
 
     # --- pool membership (called by PoolSocket) ----------------------------------------
     def attach(self, conn: PoolSocket) -> bool:
         settings = self.registry.settings
         if self.closed:
             return False
-        if not settings.RELAY_POOL_ALLOW_ANY_IP and not _same_ip(conn.peer_ip, self.client_ip):
+        if (
+            conn is not self.upgrading
+            and not settings.RELAY_POOL_ALLOW_ANY_IP
+            and not _same_ip(conn.peer_ip, self.client_ip)
+        ):
             logger.warning(
                 "refused pool socket for %s from %s (registered by %s)",
                 self.name,
@@ -133,6 +144,17 @@ class Tunnel(Borrowing):
 
     def __post_init__(self) -> None:
         self._strict_if_raw()
+        self.new_pool_secret()
+
+    def new_pool_secret(self) -> None:
+        """A fresh secret: connections opened with the previous one can no longer attach."""
+        self.pool_secret = secrets.token_hex(protocol.POOL_SECRET_BYTES)
+
+    def secret_matches(self, candidate: str) -> bool:
+        """Whether `candidate` is this registration's pool secret (in constant time)."""
+        if not candidate or not self.pool_secret:
+            return False
+        return hmac.compare_digest(candidate.encode(), self.pool_secret.encode())
 
     def _strict_if_raw(self) -> None:
         """RELAY_RAW_POOL_REUSE=false: a raw-pipe (npm) client's pool sockets carry one
@@ -149,6 +171,7 @@ class Tunnel(Borrowing):
         self.registered_at = time.monotonic()
         self.registered_wall = time.time()
         self.attached_since_registration = False  # connecting, until its first socket
+        self.new_pool_secret()
 
     # --- WebSockets (they hold a socket for as long as they stay open) ----------------------
     def admit_websocket(self, visitor: str, spare: int, per_visitor: int) -> None:
