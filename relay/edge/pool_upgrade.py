@@ -5,7 +5,8 @@
 tunnel's Host such a request is the tunnel app's) is answered here, in the Twisted layer
 before Daphne and Django, against this process's registry on the same event loop: the tunnel
 lives here, the secret is its (compared in constant time), and it has fewer than
-max_conn_count connections. Then `101`, and the connection is handed to
+max_conn_count connections (or an idle one from another address it may replace: the client
+moved). Then `101`, and the connection is handed to
 relay.pool.upgraded.UpgradedPool, which drives a PoolSocket as a raw pool socket would.
 Refusals: 401 (no or a wrong secret), 404 (no such tunnel on this node), 429 (full), each a
 JSON {"message"} with `Connection: close`; nothing attaches.
@@ -76,7 +77,9 @@ def upgrade(request: Any) -> None:
             "of an older registration); register again.",
         )
         return
-    if len(tunnel.connections) >= tunnel.max_conn_count:
+    if len(tunnel.connections) >= tunnel.max_conn_count and not _replace_moved(
+        tunnel, request.getClientAddress()
+    ):
         _refuse(
             request,
             429,
@@ -85,6 +88,24 @@ def upgrade(request: Any) -> None:
         )
         return
     _hand_over(request, UpgradedPool(tunnel, settings.RELAY_MAX_HEADER_BYTES))
+
+
+def _replace_moved(tunnel: Any, peer: Any) -> bool:
+    """Room for a connection with the tunnel's secret from a new address when all
+    max_conn_count are up: its client moved (a laptop from Wi-Fi to tethering), and the
+    connections from its old address are dead, though the relay would count them as live
+    until TCP keepalive gives up (~30 s). Close the idle one from another address that has
+    waited longest; none: refuse (429). From the same address nothing is replaced."""
+    address = getattr(peer, "host", "")
+    for conn in tunnel.idle:
+        if conn.peer_ip != address:
+            tunnel.detach(conn)
+            conn.abort()
+            logger.info(
+                "tunnel %s: a pool connection from a new address replaced an old one", tunnel.name
+            )
+            return True
+    return False
 
 
 def _hand_over(request: Any, protocol: UpgradedPool) -> None:
