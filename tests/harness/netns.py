@@ -14,6 +14,7 @@ ordinary sockets, TLS or not, with h11 or `websockets` on them.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
 import re
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
+from websockets.asyncio.client import connect
 
 from bench.procs import client_env
 from harness.http import Answer, Visitor
@@ -226,6 +228,7 @@ def tcp_ports_of(pcap: bytes, address: str) -> set[int]:
 
 
 # --- what runs in the namespaces ---------------------------------------------------------------
+WEBSOCKET_SESSION_S = 30.0
 DOMAIN = "relay.test"  # the relay's domain inside the namespaces (their hosts files name it)
 
 
@@ -260,6 +263,7 @@ class NsRelay:
     scheme: str
     env: dict[str, str]
     tls: ssl.SSLContext | None
+    ca_file: Path | None = None  # the CA our lt is given (--ca) on https
     domain: str = DOMAIN
 
     @property
@@ -298,6 +302,32 @@ class NsRelay:
 
     def wait_for_sockets(self, name: str, count: int, timeout: float = IO_TIMEOUT_S) -> None:
         wait_until(lambda: self.sockets(name) == count, timeout, f"{name}: {count} pool sockets")
+
+    def websocket_echo(self, name: str, messages: list[str]) -> list[str]:
+        """`messages` sent one at a time to the tunnel's /ws (tests/apps/local_app.py echoes
+        them), from the relay's namespace; the answers. 30 s at most for all of it."""
+        host = f"{name}.{self.domain}"
+        scheme = "wss" if self.tls is not None else "ws"
+
+        async def session() -> list[str]:
+            sock = self.ns.connect_in(self.ns.address, self.port, IO_TIMEOUT_S)
+            sock.setblocking(False)
+            async with asyncio.timeout(WEBSOCKET_SESSION_S):
+                async with connect(
+                    f"{scheme}://{host}:{self.port}/ws",
+                    sock=sock,
+                    ssl=self.tls,
+                    server_hostname=host if self.tls is not None else None,
+                    proxy=None,
+                    open_timeout=IO_TIMEOUT_S,
+                ) as ws:
+                    echoes = []
+                    for message in messages:
+                        await ws.send(message)
+                        echoes.append(str(await ws.recv()))
+                    return echoes
+
+        return asyncio.run(session())
 
 
 class NsVisitor(Visitor):
@@ -355,7 +385,8 @@ class NetworkRun:
             rf"tunnelsite relay listening on (https?)://{re.escape(ns.address)}:(\d+)"
         )
         context = self.certs.client_context() if tls else None
-        return NsRelay(process, ns, int(match.group(2)), match.group(1), env, context)
+        ca_file = self.certs.ca_file if tls else None
+        return NsRelay(process, ns, int(match.group(2)), match.group(1), env, context, ca_file)
 
     def impair(self, ns: Namespace, delay_ms: int, loss_percent: float) -> str:
         """Delay and lose `ns`'s egress on the link like `tc ... netem delay DELAY_MS loss
@@ -369,6 +400,19 @@ class NetworkRun:
         queue = ["--queue-num", str(WAN_QUEUE)]
         ns.run([IPTABLES, "-A", "OUTPUT", "-o", ns.device, "-j", "NFQUEUE", *queue])
         return "NFQUEUE delay and loss (tests/apps/wan.py: this kernel has no sch_netem)"
+
+    def relay_as_documented(self, env: dict[str, str], ns: Namespace | None = None) -> Process:
+        """`manage.py runrelay` with only the environment `env` (a deploy guide's command),
+        in `ns` (the relay namespace), running once it listens."""
+        db = self.workdir / f"relay-{uuid.uuid4().hex[:8]}.sqlite3"
+        shutil.copyfile(self.template_db, db)
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+        environ.update(RELAY_TEST_ENV, DATABASE_URL=f"sqlite:///{db}", PYTHONUNBUFFERED="1")
+        environ.update(env)
+        command = (ns or self.network.relay).command([PYTHON, "manage.py", "runrelay"])
+        process = self.group.start(command, environ, name="relay")
+        process.wait_for_line(r"tunnelsite relay listening on")
+        return process
 
     def capture(self, ns: Namespace, pcap: Path) -> Process:
         """tcpdump on `ns`'s end of the link, every byte of every packet into `pcap`, each
@@ -403,8 +447,8 @@ class NetworkRun:
         environ = client_env(LT_CONFIG_DIR=str(self.workdir / "lt-config"), PYTHONUNBUFFERED="1")
         environ.update(env or {})
         args = [PYTHON, "-m", "client.cli", "--port", str(app.port), "--host", relay.url]
-        if relay.scheme == "https":
-            args += ["--ca", str(self.certs.ca_file)]
+        if relay.ca_file is not None:
+            args += ["--ca", str(relay.ca_file)]
         return self.group.start(self.network.client.command([*args, *extra]), environ, "our lt")
 
     def lt(

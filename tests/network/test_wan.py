@@ -5,14 +5,11 @@ test prints the median latency with and without the WAN, measured in the same ru
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import statistics
 import time
 
 from harness.netns import NetworkRun, NsRelay
-from harness.waiting import IO_TIMEOUT_S
-from websockets.asyncio.client import connect
 
 DELAY_MS = 50
 LOSS_PERCENT = 1.0
@@ -41,32 +38,6 @@ def expected_pattern(n: int) -> bytes:
     return (block * (n // 251 + 1))[:n]
 
 
-def websocket_echo(relay: NsRelay, name: str) -> list[str]:
-    """Send WS_MESSAGES text messages through the tunnel's /ws and collect the echoes."""
-    assert relay.tls is not None
-    host = f"{name}.{relay.domain}"
-
-    async def session() -> list[str]:
-        sock = relay.ns.connect_in(relay.ns.address, relay.port, IO_TIMEOUT_S)
-        sock.setblocking(False)
-        async with asyncio.timeout(30):
-            async with connect(
-                f"wss://{host}:{relay.port}/ws",
-                sock=sock,
-                ssl=relay.tls,
-                server_hostname=host,
-                proxy=None,
-                open_timeout=15,
-            ) as ws:
-                echoes = []
-                for i in range(WS_MESSAGES):
-                    await ws.send(f"message {i}")
-                    echoes.append(str(await ws.recv()))
-                return echoes
-
-    return asyncio.run(session())
-
-
 def test_requests_a_download_and_a_websocket_cross_a_lossy_50_ms_path(net: NetworkRun) -> None:
     relay = net.relay()
     app = net.app()
@@ -88,8 +59,9 @@ def test_requests_a_download_and_a_websocket_cross_a_lossy_50_ms_path(net: Netwo
     digest = hashlib.sha256(answer.body).digest()
     assert digest == hashlib.sha256(expected_pattern(DOWNLOAD_BYTES)).digest()
 
-    echoes = websocket_echo(relay, lt.name)
-    assert echoes == [f"message {i}" for i in range(WS_MESSAGES)]
+    messages = [f"message {i}" for i in range(WS_MESSAGES)]
+    echoes = relay.websocket_echo(lt.name, messages)
+    assert echoes == messages
 
     added_ms = (after - before) * 1000
     print(
