@@ -22,6 +22,7 @@ from typing import Any
 from django.conf import settings
 from twisted.protocols.policies import ProtocolWrapper
 
+from relay.headers import client_ip
 from relay.pool.registry import get_registry
 from relay.pool.upgraded import UpgradedPool
 from relay.protocol import ERROR_HEADER, POOL_PATH, POOL_SECRET_HEADER, POOL_UPGRADE
@@ -77,9 +78,8 @@ def upgrade(request: Any) -> None:
             "of an older registration); register again.",
         )
         return
-    if len(tunnel.connections) >= tunnel.max_conn_count and not _replace_moved(
-        tunnel, request.getClientAddress()
-    ):
+    address = _client_address(request)
+    if len(tunnel.connections) >= tunnel.max_conn_count and not _replace_moved(tunnel, address):
         _refuse(
             request,
             429,
@@ -87,16 +87,27 @@ def upgrade(request: Any) -> None:
             "it may open.",
         )
         return
-    _hand_over(request, UpgradedPool(tunnel, settings.RELAY_MAX_HEADER_BYTES))
+    _hand_over(request, UpgradedPool(tunnel, settings.RELAY_MAX_HEADER_BYTES, address))
 
 
-def _replace_moved(tunnel: Any, peer: Any) -> bool:
+def _client_address(request: Any) -> str:
+    """The client's address: the peer, or the one a trusted proxy in front names (as for
+    visitors, relay.headers.client_ip), so a move is seen behind nginx or Caddy too."""
+    peer = request.getClientAddress()
+    forwarded = request.requestHeaders.getRawHeaders(b"x-forwarded-for") or []
+    scope = {
+        "client": (str(getattr(peer, "host", "")), getattr(peer, "port", 0)),
+        "headers": [(b"x-forwarded-for", value) for value in forwarded],
+    }
+    return client_ip(scope)
+
+
+def _replace_moved(tunnel: Any, address: str) -> bool:
     """Room for a connection with the tunnel's secret from a new address when all
     max_conn_count are up: its client moved (a laptop from Wi-Fi to tethering), and the
     connections from its old address are dead, though the relay would count them as live
     until TCP keepalive gives up (~30 s). Close the idle one from another address that has
     waited longest; none: refuse (429). From the same address nothing is replaced."""
-    address = getattr(peer, "host", "")
     for conn in tunnel.idle:
         if conn.peer_ip != address:
             tunnel.detach(conn)

@@ -229,6 +229,8 @@ def tcp_ports_of(pcap: bytes, address: str) -> set[int]:
 
 # --- what runs in the namespaces ---------------------------------------------------------------
 WEBSOCKET_SESSION_S = 30.0
+# One visitor's try while a tunnel recovers; the next try starts afresh.
+SERVE_TRY_S = 2.0
 DOMAIN = "relay.test"  # the relay's domain inside the namespaces (their hosts files name it)
 
 
@@ -302,6 +304,16 @@ class NsRelay:
 
     def wait_for_sockets(self, name: str, count: int, timeout: float = IO_TIMEOUT_S) -> None:
         wait_until(lambda: self.sockets(name) == count, timeout, f"{name}: {count} pool sockets")
+
+    def serves(self, name: str, timeout: float = SERVE_TRY_S) -> bool:
+        """Whether one visitor's GET /hello through the tunnel is answered 200 within
+        `timeout` (a request stuck on a pool connection that went dark is a no)."""
+        try:
+            with self.visitor(name) as visitor:
+                visitor.sock.settimeout(timeout)
+                return visitor.request("GET", "/hello").status == 200
+        except (TimeoutError, OSError, ssl.SSLError):
+            return False
 
     def websocket_echo(self, name: str, messages: list[str]) -> list[str]:
         """`messages` sent one at a time to the tunnel's /ws (tests/apps/local_app.py echoes

@@ -6,7 +6,6 @@ secret, cannot take the name meanwhile (409)."""
 from __future__ import annotations
 
 import secrets
-import ssl
 import time
 
 import pytest
@@ -23,18 +22,6 @@ from harness.waiting import poll
 
 # How long the URL may stay dark after the move: "within a few seconds".
 BACK_WITHIN_S = 15.0
-# One visitor's try while the tunnel recovers: a request stuck on a pool connection that went
-# dark counts as "not yet", and the next try starts afresh.
-TRY_TIMEOUT_S = 2.0
-
-
-def served(relay: NsRelay, name: str) -> bool:
-    try:
-        with relay.visitor(name) as visitor:
-            visitor.sock.settimeout(TRY_TIMEOUT_S)
-            return visitor.request("GET", "/hello").status == 200
-    except (TimeoutError, OSError, ssl.SSLError):
-        return False
 
 
 def take(relay: NsRelay, net: NetworkRun, name: str) -> Answer:
@@ -57,11 +44,11 @@ def test_the_same_url_serves_again_after_the_clients_address_changes(
         env["LT_TOKEN"] = issue_token(relay, f"u-{secrets.token_hex(4)}", "moving")  # type: ignore[arg-type]
     app = net.app()
     lt = net.lt(relay, app, env=env)
-    assert served(relay, lt.name)
+    assert relay.serves(lt.name)
 
     net.network.client.set_address(CLIENT_ADDRESS, MOVED_CLIENT_ADDRESS)
     moved = time.monotonic()
-    back = poll(lambda: served(relay, lt.name), BACK_WITHIN_S)
+    back = poll(lambda: relay.serves(lt.name), BACK_WITHIN_S)
     took = time.monotonic() - moved
     print(f"{owner} tunnel {lt.name}: served again {took:.2f} s after the address changed")
     assert back, f"the URL did not serve again within {BACK_WITHIN_S:g} s:\n{lt.process.output()}"
@@ -73,4 +60,4 @@ def test_the_same_url_serves_again_after_the_clients_address_changes(
     net.network.client.add_address(OTHER_CLIENT_ADDRESS)
     refused = take(relay, net, lt.name)
     assert refused.status == 409, refused
-    assert served(relay, lt.name)
+    assert relay.serves(lt.name)

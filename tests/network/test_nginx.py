@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from harness.netns import (
     CLIENT_ADDRESS,
+    MOVED_CLIENT_ADDRESS,
     RELAY_ADDRESS,
     Certificates,
     NetworkRun,
@@ -22,7 +24,7 @@ from harness.netns import (
 )
 from harness.processes import ROOT
 from harness.relay import NPM_LT
-from harness.waiting import IO_TIMEOUT_S, wait_until
+from harness.waiting import IO_TIMEOUT_S, poll, wait_until
 
 from bench.procs import client_env
 
@@ -31,6 +33,7 @@ SECTION = "## TLS in front: Caddy, nginx, HAProxy"
 DOMAIN = "tunnels.example"
 PUBLIC_PORT = 443
 MAX_SOCKETS = 10
+BACK_WITHIN_S = 15.0  # a moved client's URL serves again: "within a few seconds"
 CERTIFICATE = re.compile(r"ssl_certificate\s+\S+;")
 CERTIFICATE_KEY = re.compile(r"ssl_certificate_key\s+\S+;")
 # A whole nginx.conf around the guide's snippet (as tests/docs does), with this run's files,
@@ -145,3 +148,20 @@ def test_the_npm_client_registers_through_the_guides_nginx_with_raw_pools(
     ports = connections_from_client(net)
     raw = [port for port in ports if port != PUBLIC_PORT]
     assert len(raw) == MAX_SOCKETS, ports  # raw pools straight to the relay
+
+
+def test_a_moved_client_behind_the_guides_nginx_gets_its_url_back(
+    net: NetworkRun, deployed: Deployment
+) -> None:
+    """Behind nginx every pool connection comes from nginx: the relay tells the client's
+    move by the address nginx forwards (X-Forwarded-For, RELAY_TRUSTED_PROXIES)."""
+    face = deployed.face
+    app = net.app()
+    lt = net.lt(face, app)
+    assert face.serves(lt.name)
+    net.network.client.set_address(CLIENT_ADDRESS, MOVED_CLIENT_ADDRESS)
+    moved = time.monotonic()
+    back = poll(lambda: face.serves(lt.name), BACK_WITHIN_S)
+    print(f"behind nginx: served again {time.monotonic() - moved:.2f} s after the move")
+    assert back, f"no answer within {BACK_WITHIN_S:g} s of the move:\n{lt.process.output()}"
+    face.wait_for_sockets(lt.name, MAX_SOCKETS)
