@@ -38,13 +38,17 @@ run: $(VENV)/.deps-run
 /usr/sbin/nginx /usr/sbin/haproxy &:
 	apt-get update -q && apt-get install -y -q nginx-light haproxy
 
+# ... and the Caddyfile examples with `caddy adapt` (Debian's caddy).
+/usr/bin/caddy:
+	apt-get update -q && apt-get install -y -q caddy
+
 # tests/network captures the path between lt and the relay with tcpdump, and delays and loses
 # its packets (netem, or iptables' NFQUEUE where the kernel has no netem: tests/apps/wan.py).
 /usr/bin/tcpdump /usr/sbin/iptables &:
 	apt-get update -q && apt-get install -y -q tcpdump iptables
 
 test: $(VENV)/.deps-test $(NPM_LT) /usr/bin/chromium /usr/bin/chromedriver /usr/bin/wrk \
-	/usr/sbin/nginx /usr/sbin/haproxy /usr/bin/tcpdump /usr/sbin/iptables
+	/usr/sbin/nginx /usr/sbin/haproxy /usr/bin/caddy /usr/bin/tcpdump /usr/sbin/iptables
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) manage.py makemigrations --check --dry-run -v0

@@ -429,10 +429,12 @@ SECURE_PROXY_SSL_HEADER = (
 # Redirecting the admin to https needs Django to know a request was https (the header above);
 # without it every redirect would come back as http and redirect again.
 SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", False)
-if SECURE_SSL_REDIRECT and SECURE_PROXY_SSL_HEADER is None:
+# (With RELAY_TLS_CERT, Django sees runrelay's own https directly: no header is needed.)
+if SECURE_SSL_REDIRECT and SECURE_PROXY_SSL_HEADER is None and not RELAY_TLS_CERT:
     raise ImproperlyConfigured(
-        "SECURE_SSL_REDIRECT=true needs SECURE_PROXY_SSL_HEADER (e.g. X-Forwarded-Proto): "
-        "runrelay itself speaks only http, so every request would be redirected forever"
+        "SECURE_SSL_REDIRECT=true needs SECURE_PROXY_SSL_HEADER (e.g. X-Forwarded-Proto) or "
+        "RELAY_TLS_CERT: without either runrelay speaks only http, so every request would be "
+        "redirected forever"
     )
 # HSTS is off unless asked for: it binds browsers to https for the bare domain (and, with
 # SECURE_HSTS_INCLUDE_SUBDOMAINS, for every tunnel) for this many seconds.

@@ -3,8 +3,9 @@
 Every request is answered `308 Permanent Redirect` to the same path on https://, at the
 relay's public https port; nothing is ever proxied or handed to Django. The head is parsed by
 h11 within the relay's own bounds (RELAY_MAX_REQUEST_LINE_BYTES + RELAY_MAX_HEADER_BYTES)
-and must arrive within RELAY_HEADER_TIMEOUT_S; garbage gets a 400, a slow or oversized head
-is closed. Each connection carries one answer and is closed (`Connection: close`).
+and must arrive within RELAY_HEADER_TIMEOUT_S; garbage gets a 400, a slow head a 408, an
+oversized one a 431; a peer that does not read its answer within that time is cut off.
+Each connection carries one answer and is closed (`Connection: close`).
 """
 
 from __future__ import annotations
@@ -61,8 +62,12 @@ class RedirectProtocol(Protocol):
             self.deadline.cancel()
 
     def _too_slow(self) -> None:
+        if not self.done:
+            self._answer(HTTPStatus.REQUEST_TIMEOUT, "the request's head took too long")
+            self.deadline = reactor.callLater(settings.RELAY_HEADER_TIMEOUT_S, self._too_slow)
+            return
         transport: Any = self.transport  # zope-typed (see `reactor`)
-        transport.abortConnection()
+        transport.abortConnection()  # the answer is not being read: drop it
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         if self.done:

@@ -1,9 +1,12 @@
-"""The nginx and HAProxy examples in the docs are valid configuration, as the programs say.
+"""The nginx, HAProxy and Caddy examples in the docs are valid configuration, as the programs
+say.
 
 Each ```nginx fence goes into a minimal nginx.conf (inside `http { }`) and through `nginx -t`;
-each ```haproxy fence through `haproxy -c`. Certificate paths (`/etc/...pem`) become a
-throwaway self-signed certificate, the only thing changed. `make test` installs both programs
-(Debian's nginx-light and haproxy). A fence that cannot be checked says why (`no-check:`).
+each ```haproxy fence through `haproxy -c`; each ```caddy fence through `caddy validate`
+(which also loads its certificates). Certificate paths (`/etc/...pem`) become a throwaway
+self-signed certificate, the only thing changed. `make test` installs the three programs
+(Debian's nginx-light, haproxy and caddy). A fence that cannot be checked says why
+(`no-check:`).
 """
 
 from __future__ import annotations
@@ -84,6 +87,31 @@ def test_the_haproxy_example_passes_haproxy_c(fence: Fence, pem: Path, tmp_path:
     check([program("haproxy"), "-c", "-q", "-f", str(conf)], fence)
 
 
+@pytest.mark.parametrize("fence", checked("caddy"))
+def test_the_caddy_example_passes_caddy_validate(fence: Fence, pem: Path, tmp_path: Path) -> None:
+    conf = tmp_path / "Caddyfile"
+    conf.write_text(CERTIFICATE_PATH.sub(str(pem), fence.body))
+    check(caddy_validate(conf, tmp_path), fence)
+
+
+def caddy_validate(conf: Path, home: Path) -> list[str]:
+    # Caddy keeps its state under $HOME/$XDG_*: the test's directory, not the machine's.
+    env = [f"{name}={home}" for name in ("HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME")]
+    validate = [program("caddy"), "validate", "--adapter", "caddyfile", "--config", str(conf)]
+    return ["env", *env, *validate]
+
+
+def test_a_broken_caddy_example_would_fail(tmp_path: Path) -> None:
+    conf = tmp_path / "Caddyfile"
+    conf.write_text(
+        "tunnels.example {\n    reverse_proxy 127.0.0.1:8080 {\n        bogus 1\n    }\n}\n"
+    )
+    done = subprocess.run(
+        caddy_validate(conf, tmp_path), capture_output=True, timeout=CHECK_TIMEOUT_S
+    )
+    assert done.returncode != 0
+
+
 def test_a_broken_nginx_example_would_fail(pem: Path, tmp_path: Path) -> None:
     conf = tmp_path / "nginx.conf"
     conf.write_text(NGINX_CONF.format(tmp=tmp_path, body="server { listen 80; proxy_pas x; }"))
@@ -97,6 +125,6 @@ def test_a_broken_nginx_example_would_fail(pem: Path, tmp_path: Path) -> None:
 
 def test_every_config_example_is_checked_or_says_why() -> None:
     languages = {f.language for f in FENCES if f.checked}
-    assert {"nginx", "haproxy"} <= languages, [str(f) for f in FENCES if f.is_config]
+    assert {"nginx", "haproxy", "caddy"} <= languages, [str(f) for f in FENCES if f.is_config]
     silent = [str(f) for f in FENCES if f.is_config and not f.checked and not f.no_check_reason]
     assert not silent, f"config fences marked no-check without a reason: {silent}"

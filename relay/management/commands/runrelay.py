@@ -91,6 +91,12 @@ class Command(BaseCommand):
         if not 0 <= port <= HIGHEST_PORT:
             raise CommandError(f"--port/RELAY_PORT {port} is not a TCP port (0-{HIGHEST_PORT})")
         tls = self.load_tls(tls_cert.strip(), tls_key.strip(), http_redirect_port)
+        if tls is not None and node_name.strip():  # scale-out
+            raise CommandError(
+                "a cluster node cannot hold the certificate yet: nodes forward visitors to "
+                "each other over plain http on their public port. Terminate TLS at the "
+                "balancer in front of the nodes (docs/cluster.md) and drop --tls-cert/--tls-key"
+            )
         domain = domain.strip().lower().rstrip(".")
         if not domain:
             raise CommandError("--domain must not be empty")
