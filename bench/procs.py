@@ -19,6 +19,8 @@ POLL_S = 0.05
 CLIENT_ENV_FLAGS = (
     "PORT HOST SUBDOMAIN LOCAL_HOST LOCAL_HTTPS LOCAL_CERT LOCAL_KEY LOCAL_CA "
     "ALLOW_INVALID_CERT PRINT_REQUESTS OPEN TAKEOVER LOCAL_KEEPALIVE LT_TOKEN"
+    # ours only: the relay's certificate (--ca, --insecure) and a forward proxy (connect.py)
+    " CA INSECURE HTTPS_PROXY https_proxy HTTP_PROXY http_proxy NO_PROXY no_proxy"
 ).split()
 
 

@@ -15,9 +15,10 @@ __version__ = "0.1.0"
 
 from .library import SyncTunnel, open_tunnel, open_tunnel_sync, via_relay  # noqa: E402
 from .options import TunnelOptions  # noqa: E402
-from .tunnel import ClientTunnel, TunnelError  # noqa: E402
+from .tunnel import CannotConnect, ClientTunnel, TunnelError  # noqa: E402
 
 __all__ = [
+    "CannotConnect",
     "ClientTunnel",
     "SyncTunnel",
     "TunnelError",

@@ -3,18 +3,23 @@
     lt --port 3000 [--host URL] [--subdomain NAME] [--local-host HOST] [--local-https
        --local-cert F --local-key F --local-ca F] [--allow-invalid-cert]
        [--print-requests] [--open] [--token T] [--takeover] [--no-local-keepalive]
-    lt login --host URL --token T
+       [--ca FILE] [--insecure]
+    lt login --host URL --token T [--insecure]
     lt logout
 
 Like the npm client (yargs `.env(true)`), every flag can also come from an environment
 variable named after it: PORT, HOST, SUBDOMAIN, LOCAL_HOST, LOCAL_HTTPS, ... A flag on
 the command line wins over the variable. The token comes from --token, LT_TOKEN, or the
-saved login (only sent to the host it was saved for).
+saved login (only sent to the host it was saved for), never over plain http to a host that
+is not loopback without --insecure. HTTPS_PROXY / HTTP_PROXY (and NO_PROXY) send lt through
+a forward proxy with CONNECT (client/connect.py).
 
 Exit codes: 0 stopped by Ctrl-C/SIGTERM; 1 other failure; 2 usage error; 3 the relay
 answered 401 (bad or missing token); 4 403 (forbidden, e.g. invalid name); 5 409 (the
 name is taken); 6 429 (too many tunnels or requests); 7 another client took the name
-over (--takeover) and this one stopped.
+over (--takeover) and this one stopped. A relay that cannot be reached safely at the first
+registration (its certificate refused, or the proxy's CONNECT refused with a 4xx) is exit 1
+with the reason ("lt: cannot reach the relay: ..."), not retried.
 """
 
 from __future__ import annotations

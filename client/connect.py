@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -250,6 +251,13 @@ class RelayConnector:
         return reader, writer
 
 
+def _os_reason(exc: OSError) -> str:
+    """ "connection refused" rather than asyncio's "Connect call failed ('1.2.3.4', 3128)"."""
+    if exc.errno:
+        return os.strerror(exc.errno).lower()
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
 async def _connect_through(
     proxy: Proxy, host: str, port: int
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -261,7 +269,7 @@ async def _connect_through(
                 proxy.host, proxy.port, limit=PROXY_MAX_HEAD_BYTES
             )
     except (OSError, TimeoutError) as exc:
-        reason = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+        reason = "timed out" if isinstance(exc, TimeoutError) else _os_reason(exc)
         raise ProxyError(f"the proxy at {proxy.shown} is unreachable: {reason}") from None
     try:
         head = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"

@@ -42,7 +42,9 @@ CLIENT_ID_BYTES = 16
 # longer is dead or overloaded (the caller's own deadline bounds the whole dial too).
 PROXY_CONNECT_TIMEOUT_S = 10.0
 # A CONNECT answer is a status line and a few headers; a head past this is not a proxy.
-PROXY_MAX_HEAD_BYTES = 16 * KIB
+# asyncio's own stream limit, so the connection's reader, which goes on to carry the relay's
+# traffic, is bounded exactly as a direct connection's is.
+PROXY_MAX_HEAD_BYTES = 64 * KIB
 
 # -- registering again (tunnel.py) -----------------------------------------------------
 # First retry after 0.5-1 s: a restarting relay is often back at once.

@@ -15,6 +15,7 @@ import contextlib
 import json
 import re
 import secrets
+import ssl
 import threading
 from collections import deque
 from collections.abc import Coroutine
@@ -227,9 +228,12 @@ class RelayDouble:
 
     # -- life --------------------------------------------------------------------------
 
-    def start(self, port: int = 0) -> RelayDouble:
+    def start(self, port: int = 0, tls: ssl.SSLContext | None = None) -> RelayDouble:
+        """Listen on 127.0.0.1:`port`; `tls`: the API speaks HTTPS with this server context
+        (the pool sockets stay raw, as the relay's raw pool ports)."""
+
         async def start() -> None:
-            self._server = await asyncio.start_server(self._serve_api, "127.0.0.1", port)
+            self._server = await asyncio.start_server(self._serve_api, "127.0.0.1", port, ssl=tls)
             self.port = self._server.sockets[0].getsockname()[1]
 
         self.call(start())
