@@ -54,8 +54,10 @@ def _refuse(request: Any, status: int, message: str) -> None:
     request.setHeader(b"content-length", str(len(body)).encode())
     request.setHeader(b"connection", b"close")
     request.setHeader(ERROR_HEADER, str(status).encode())
+    channel = request.channel
     request.write(body)
     request.finish()
+    channel.loseConnection()  # Twisted keeps an HTTP/1.1 connection open otherwise
 
 
 def upgrade(request: Any) -> None:

@@ -308,9 +308,10 @@ def test_a_websocket_upgrade_answered_with_extra_bytes_leaves_nothing_for_the_ne
     assert_the_next_visitors_get_their_own_pages(framing_relay, name)
 
 
-def _pool_ports(pid: int, relay: Relay) -> set[int]:
-    """The local ports of the process's connections other than to the relay's public port:
-    its pool sockets (and, for our lt, nothing else stays open to the relay)."""
+def _pool_ports(pid: int, app_port: int) -> set[int]:
+    """The local ports of the process's loopback connections other than to the app: its pool
+    connections (our lt's to the relay's public port, upgraded; the npm client's to the
+    tunnel's raw pool port), as nothing else stays open to the relay."""
     shown = subprocess.run(
         ["ss", "-tnpH", "state", "established"], capture_output=True, text=True, timeout=10
     ).stdout
@@ -319,7 +320,7 @@ def _pool_ports(pid: int, relay: Relay) -> set[int]:
         if f"pid={pid}," not in line:
             continue
         local, peer = line.split()[2:4]
-        if peer.endswith(f":{relay.port}") or not peer.startswith("127.0.0.1:"):
+        if peer.endswith(f":{app_port}") or not peer.startswith("127.0.0.1:"):
             continue
         ports.add(int(local.rsplit(":", 1)[1]))
     return ports
@@ -335,13 +336,13 @@ def test_posts_keep_our_lts_pool_sockets_and_close_the_npm_clients(
     ours = next(p for p in processes.children if p.name == "our lt" and p.proc.poll() is None)
     npm = module_lt_factory(framing_relay, hostile_port)
     for tunnel, pid, kept in ((name, ours.proc.pid, True), (npm.name, npm.process.proc.pid, False)):
-        before = _pool_ports(pid, framing_relay)
+        before = _pool_ports(pid, hostile_port)
         assert len(before) >= 10, before  # the app's port and the pool's: 10 pool sockets
         for index in range(3):
             answer = visit(framing_relay, tunnel, "POST", f"/p{index}/ok", b"x" * 100)
             assert answer == (200, f"p{index}")
         framing_relay.wait_for_sockets(tunnel, 10)
-        after = _pool_ports(pid, framing_relay)
+        after = _pool_ports(pid, hostile_port)
         assert (after == before) is kept, (tunnel, sorted(before), sorted(after))
 
 

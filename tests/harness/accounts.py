@@ -3,20 +3,47 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import functools
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import AsyncClient, TestCase
 
 from harness.waiting import wait_until_async
 from relay.pool.registry import Registry, get_registry, reset_registry
+from relay.pool.socket import PoolSocket
+from relay.pool.tunnel import Tunnel
 from tunnels.models import ApiToken
 
 NPM_USER_AGENT = "axios/0.21.4"
+
+
+async def upgraded_pool_connection(
+    tunnel: Tunnel,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Our lt's end of one pool connection of `tunnel`, attached as an upgraded connection is
+    after its 101 (bound by the secret, not the address: relay/pool/upgraded.py). The upgrade
+    itself is answered by the Twisted layer, which Django TestCases do not run (tests/sockets
+    and tests/e2e drive it): here the connection is a socket pair in this process."""
+    relay_end, client_end = socket.socketpair()
+    loop = asyncio.get_running_loop()
+
+    def attach() -> PoolSocket:
+        conn = PoolSocket(tunnel, settings.RELAY_MAX_HEADER_BYTES)
+        tunnel.upgrading = conn
+        return conn
+
+    try:
+        await loop.connect_accepted_socket(attach, relay_end)
+    finally:
+        tunnel.upgrading = None
+    return await asyncio.open_connection(sock=client_end)
 
 
 def make_user(username: str, **extra: Any) -> User:

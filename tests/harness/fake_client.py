@@ -4,14 +4,17 @@ pool sockets, so a test controls exactly what the relay reads from the tunnel si
 from __future__ import annotations
 
 import itertools
+import json
 import select
 import socket
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from harness.http import DRAIN_READS
 from harness.relay import Relay
 from harness.waiting import IO_TIMEOUT_S, poll, unique_name
+from relay.protocol import CLIENT_ID_HEADER, POOL_PATH, POOL_SECRET_HEADER, POOL_UPGRADE
 
 
 @dataclass
@@ -195,3 +198,98 @@ class FakeTunnelClient:
         for pool_socket in self.sockets:
             pool_socket.close()
         self.sockets.clear()
+
+
+# Our lt's User-Agent (the relay answers it as a tunnel client, relay.protocol).
+LT_USER_AGENT = "tunnelsite-lt/fake"
+_CLIENT_IDS = itertools.count()
+
+
+@dataclass
+class UpgradeAnswer:
+    """The relay's answer to a pool upgrade: the status, headers and (for a refusal) body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    pool_socket: PoolSocket
+
+    def message(self) -> str:
+        return str(json.loads(self.body)["message"])
+
+
+class UpgradingTunnelClient(FakeTunnelClient):
+    """Registers like our `lt` (with a client id), then opens its pool connections as
+    upgrades on the relay's own port (relay.protocol, "pool connections over the relay's
+    own port"), byte by byte."""
+
+    def __init__(self, relay: Relay, name: str | None = None, source: str | None = None):
+        self.relay = relay
+        self.source = source or fresh_loopback()
+        self.client_id = f"fake-upgrading-{next(_CLIENT_IDS):06d}"
+        self.sockets = []
+        info = self.register(name or unique_name("up"))
+        self.name = info["id"]
+        self.port = info["port"]
+        self.max_conn_count = info["max_conn_count"]
+
+    def register(self, name: str, source: str | None = None, secret: str = "") -> dict:
+        """`GET /<name>` as our lt sends it; keeps the answer's pool URL and secret."""
+        headers = [("User-Agent", LT_USER_AGENT), (CLIENT_ID_HEADER, self.client_id)]
+        if secret:
+            headers.append((POOL_SECRET_HEADER, secret))
+        answer = self.relay.get(f"/{name}", headers=headers, source=source or self.source)
+        assert answer.status == 200, answer
+        info = answer.json()
+        self.pool_url: str = info["pool_url"]
+        self.secret: str = info["pool_secret"]
+        return info
+
+    def upgrade_head(self, secret: str | None = None, name: str | None = None) -> bytes:
+        """The upgrade request; `secret` None: this registration's, "": none at all."""
+        secret = self.secret if secret is None else secret
+        lines = [
+            f"GET {POOL_PATH.format(name=name or self.name)} HTTP/1.1",
+            f"Host: {urlsplit(self.pool_url).netloc}",
+            "Connection: Upgrade",
+            f"Upgrade: {POOL_UPGRADE}",
+        ]
+        if secret:
+            lines.append(f"{POOL_SECRET_HEADER}: {secret}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    def upgrade(
+        self,
+        head: bytes | None = None,
+        source: str | None = None,
+        timeout: float = IO_TIMEOUT_S,
+        port: int | None = None,
+    ) -> UpgradeAnswer:
+        """Send an upgrade request (this registration's by default) on a new connection to
+        the pool URL's port (or `port`) and read the answer's head (and a refusal's body)."""
+        sock = socket.create_connection(
+            ("127.0.0.1", port or urlsplit(self.pool_url).port),
+            timeout=IO_TIMEOUT_S,
+            source_address=(source or self.source, 0),
+        )
+        pool_socket = PoolSocket(sock)
+        self.sockets.append(pool_socket)
+        sock.sendall(self.upgrade_head() if head is None else head)
+        deadline = time.monotonic() + timeout
+        raw = pool_socket._read_until(b"\r\n\r\n", deadline).decode("latin-1")
+        lines = raw.split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers = {}
+        for line in lines[1:]:
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+        body = b""
+        if status != 101:
+            body = pool_socket._read_exactly(int(headers.get("content-length", "0")), deadline)
+        return UpgradeAnswer(status, headers, body, pool_socket)
+
+    def open(self, source: str | None = None) -> PoolSocket:
+        """One upgraded pool connection (the relay answered 101)."""
+        answer = self.upgrade(source=source)
+        assert answer.status == 101, answer
+        return answer.pool_socket

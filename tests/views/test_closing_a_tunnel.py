@@ -4,10 +4,8 @@ close it. Between the two, the name may pass to another tunnel; that one stays o
 
 from __future__ import annotations
 
-import asyncio
-
 from django.test import TestCase, override_settings
-from harness.accounts import AddressedClient, isolated
+from harness.accounts import AddressedClient, isolated, upgraded_pool_connection
 from harness.waiting import wait_until_async
 
 from relay import face
@@ -24,16 +22,16 @@ def lt_headers(client_id: str) -> dict[str, str]:
 
 @override_settings(RELAY_ALLOW_ANONYMOUS=True, RELAY_PUBLIC_PORT=0)
 class CloseForClientTests(TestCase):
-    async def _register(self, target: str, client_id: str) -> int:
+    async def _register(self, target: str, client_id: str) -> str:
         answer = await AddressedClient(OWNER).get(target, headers=lt_headers(client_id))
         self.assertEqual(answer.status_code, 200, answer.content)
-        return answer.json()["port"]
+        return answer.json()["id"]
 
-    async def _client_gone(self, name: str, port: int) -> None:
-        """A pool socket attaches, then goes: the client is gone, the name in its grace."""
+    async def _client_gone(self, name: str) -> None:
+        """A pool connection attaches, then goes: the client is gone, the name in its grace."""
         tunnel = get_registry().get(name)
         assert tunnel is not None
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        _, writer = await upgraded_pool_connection(tunnel)
         await wait_until_async(lambda: tunnel.connected_sockets == 1)
         writer.close()
         await writer.wait_closed()
@@ -63,15 +61,15 @@ class CloseForClientTests(TestCase):
 
     @isolated
     async def test_the_checks_apply_to_the_tunnel_as_it_is_when_closing(self):
-        port = await self._register("/held-name", OLD)
+        await self._register("/held-name", OLD)
         seen = face.tunnel_status("held-name")
         assert seen is not None
         self.assertIs(
             face.close_for_client(seen, "ip:192.0.2.1", "", "closed by client"),
             face.Closing.NOT_THE_OWNER,
         )
-        await self._client_gone("held-name", port)
-        self.assertEqual(await self._register("/held-name", NEW), port)  # reclaimed by NEW
+        await self._client_gone("held-name")
+        await self._register("/held-name", NEW)  # reclaimed by NEW
         self.assertIs(
             face.close_for_client(seen, seen.owner, OLD, "closed by client"),
             face.Closing.ANOTHER_CLIENT,

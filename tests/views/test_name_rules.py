@@ -13,7 +13,7 @@ from datetime import timedelta
 from django.test import SimpleTestCase, TestCase, override_settings
 from django.urls import path
 from django.utils import timezone
-from harness.accounts import AddressedClient, isolated
+from harness.accounts import AddressedClient, isolated, upgraded_pool_connection
 from harness.waiting import wait_until_async
 
 from client.backoff import MAX_DELAY_S, delay_for
@@ -37,11 +37,6 @@ def lt_headers(client_id: str = "", **extra: str) -> dict[str, str]:
     return headers
 
 
-async def pool_socket(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A real pool socket from 127.0.0.1."""
-    return await asyncio.open_connection("127.0.0.1", port)
-
-
 @override_settings(RELAY_ALLOW_ANONYMOUS=True, RELAY_PUBLIC_PORT=0)
 class LiveHolderTests(TestCase):
     """Item 5: a name whose client is connected is never shared."""
@@ -49,14 +44,14 @@ class LiveHolderTests(TestCase):
     async def _get(self, target: str, address=OWNER, **headers: str):
         return await AddressedClient(address).get(target, headers=headers)
 
-    async def _online(self, name: str, client_id: str) -> tuple[int, asyncio.StreamWriter]:
+    async def _online(self, name: str, client_id: str) -> tuple[str, asyncio.StreamWriter]:
+        """Our lt holding `name` with one pool connection; returns its pool secret."""
         answer = await self._get(f"/{name}", **lt_headers(client_id))
         self.assertEqual(answer.status_code, 200, answer.content)
-        port = answer.json()["port"]
-        self.reader, writer = await pool_socket(port)
         tunnel = get_registry().get(name)
+        self.reader, writer = await upgraded_pool_connection(tunnel)
         await wait_until_async(lambda: tunnel.connected_sockets == 1)
-        return port, writer
+        return answer.json()["pool_secret"], writer
 
     @isolated
     async def test_a_second_client_of_the_same_owner_gets_409_saying_where_and_since(self):
@@ -74,12 +69,15 @@ class LiveHolderTests(TestCase):
             writer.close()
 
     @isolated
-    async def test_the_same_client_reconnecting_gets_its_name_and_port_back(self):
-        port, writer = await self._online("held-name", "client-aaaa-0001")
+    async def test_the_same_client_reconnecting_gets_its_name_back_with_a_new_pool_secret(self):
+        secret, writer = await self._online("held-name", "client-aaaa-0001")
         try:
             again = await self._get("/held-name", **lt_headers("client-aaaa-0001"))
             self.assertEqual(again.status_code, 200)
-            self.assertEqual(again.json()["port"], port)
+            self.assertEqual(again.json()["id"], "held-name")
+            self.assertEqual(again.json()["port"], 0)  # our lt upgrades: no raw pool port
+            self.assertTrue(again.json()["pool_url"].endswith("/api/tunnels/held-name/pool"))
+            self.assertNotEqual(again.json()["pool_secret"], secret)
         finally:
             writer.close()
 
@@ -93,11 +91,13 @@ class LiveHolderTests(TestCase):
 
     @isolated
     async def test_takeover_closes_the_old_client_and_tells_it_why_on_its_next_try(self):
-        old_port, writer = await self._online("held-name", "client-aaaa-0001")
+        old_secret, writer = await self._online("held-name", "client-aaaa-0001")
         try:
             taken = await self._get("/held-name?takeover=1", **lt_headers("client-bbbb-0002"))
             self.assertEqual(taken.status_code, 200, taken.content)
-            self.assertNotEqual(taken.json()["port"], old_port)  # the old client's reconnects
+            # The old client's reconnects cannot attach: its secret is not the new one's.
+            self.assertNotEqual(taken.json()["pool_secret"], old_secret)
+            self.assertFalse(get_registry().get("held-name").secret_matches(old_secret))
             async with asyncio.timeout(5):
                 self.assertEqual(await self.reader.read(), b"")  # closed by the relay
             old = await self._get("/held-name", **lt_headers("client-aaaa-0001"))

@@ -1,0 +1,197 @@
+"""Our lt's pool connections over the relay's own port, byte by byte: a fake client that
+registers like our lt and upgrades `GET /api/tunnels/<id>/pool` with its secret (the wire
+contract of relay.protocol, "pool connections over the relay's own port"), and every way a
+hostile or broken one can get it wrong."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+from harness.fake_client import UpgradingTunnelClient
+from harness.waiting import IO_TIMEOUT_S, unique_name
+
+HEAD_TIMEOUT_S = 1  # the head deadline of the relay of the slow-head test
+
+
+@pytest.fixture
+def client(relay):
+    made = UpgradingTunnelClient(relay)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def visit(relay, name: str, target: str, headers=None) -> tuple[threading.Thread, list]:
+    """A visitor's request in a thread (its answer in the list), so the test can serve it."""
+    answers: list = []
+
+    def run() -> None:
+        answers.append(relay.get(target, name=name, headers=headers))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, answers
+
+
+def served(relay, client, pool, target: str = "/hello", headers=None):
+    """A visitor's request that reached `pool`, answered from there: (request, answer)."""
+    thread, answers = visit(relay, client.name, target, headers)
+    request = pool.read_request()
+    pool.respond(200, b"from the pool connection")
+    thread.join(IO_TIMEOUT_S)
+    assert answers, "the visitor got no answer"
+    return request, answers[0]
+
+
+def test_the_registration_answer_gives_our_lt_a_pool_url_and_secret_and_no_raw_port(relay):
+    client = UpgradingTunnelClient(relay)
+    assert client.port == 0
+    assert client.pool_url == f"http://127.0.0.1:{relay.port}/api/tunnels/{client.name}/pool"
+    assert len(client.secret) == 64 and int(client.secret, 16) >= 0
+    npm = relay.register(unique_name("npm"), source="127.0.0.7")
+    assert npm.status == 200 and npm.json()["port"] > 0
+    assert "pool_url" not in npm.json() and "pool_secret" not in npm.json()
+
+
+def test_the_right_secret_is_answered_101_and_the_connection_carries_visitors(relay, client):
+    answer = client.upgrade()
+    assert answer.status == 101
+    assert answer.headers["upgrade"] == "tunnelsite-pool"
+    relay.wait_for_sockets(client.name, 1)
+    request, visitor = served(relay, client, answer.pool_socket, "/through/the/upgrade")
+    assert (request.method, request.target) == ("GET", "/through/the/upgrade")
+    assert (visitor.status, visitor.body) == (200, b"from the pool connection")
+    # Kept for the next visitor, as a raw pool socket is.
+    _, again = served(relay, client, answer.pool_socket, "/again")
+    assert again.status == 200
+
+
+def test_an_upgraded_connection_is_bound_by_its_secret_not_its_address(relay, client):
+    answer = client.upgrade(source="127.0.0.9")  # not the address that registered
+    assert answer.status == 101
+    relay.wait_for_sockets(client.name, 1)
+
+
+@pytest.mark.parametrize("secret", ["", "0" * 64, "not-hex"], ids=["missing", "wrong", "junk"])
+def test_a_missing_or_wrong_secret_is_401_and_nothing_attaches(relay, client, secret):
+    answer = client.upgrade(client.upgrade_head(secret=secret))
+    assert answer.status == 401
+    assert answer.headers["connection"] == "close"
+    assert "secret" in answer.message()
+    assert client.secret not in answer.body.decode()
+    assert answer.pool_socket.is_closed()
+    assert relay.sockets(client.name) == 0
+
+
+def test_another_tunnels_secret_is_401(relay, client):
+    other = UpgradingTunnelClient(relay)
+    try:
+        answer = client.upgrade(client.upgrade_head(secret=other.secret))
+        assert answer.status == 401
+        assert relay.sockets(client.name) == 0
+    finally:
+        other.close()
+
+
+def test_the_secret_of_an_older_registration_no_longer_attaches(relay, client):
+    old = client.secret
+    client.register(client.name)  # our lt registering again: a new secret
+    assert client.secret != old
+    assert client.upgrade(client.upgrade_head(secret=old)).status == 401
+    assert client.upgrade().status == 101
+
+
+def test_an_upgrade_for_no_tunnel_is_404(relay, client):
+    answer = client.upgrade(client.upgrade_head(name=unique_name("nobody")))
+    assert answer.status == 404
+    assert "no tunnel called" in answer.message()
+    assert answer.pool_socket.is_closed()
+
+
+def test_one_more_than_max_conn_count_is_429_and_the_others_stay(relay, client):
+    client.connect(client.max_conn_count)
+    answer = client.upgrade()
+    assert answer.status == 429
+    assert str(client.max_conn_count) in answer.message()
+    assert relay.sockets(client.name) == client.max_conn_count
+
+
+def test_bytes_pipelined_after_the_upgrade_head_are_the_pool_connections_not_a_request(
+    relay, client
+):
+    """Bytes sent with the head belong to the pool connection (where bytes nobody asked for
+    mean a broken client: it is dropped), never parsed as a second request to the site."""
+    pipelined = f"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1:{relay.port}\r\n\r\n".encode()
+    received = b""
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=IO_TIMEOUT_S) as sock:
+        sock.sendall(client.upgrade_head() + pipelined)
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass  # dropped with a reset: the 101 may be lost with it
+    assert received in (
+        b"",
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+        b"Upgrade: tunnelsite-pool\r\n\r\n",
+    )
+    assert relay.sockets(client.name) == 0
+
+
+def test_a_slow_upgrade_head_is_answered_408(relay_factory):
+    slow = relay_factory(RELAY_HEADER_TIMEOUT_S=HEAD_TIMEOUT_S)
+    client = UpgradingTunnelClient(slow)
+    try:
+        half = client.upgrade_head()[:-4]  # never ends
+        answer = client.upgrade(half, timeout=HEAD_TIMEOUT_S + IO_TIMEOUT_S)
+        assert answer.status == 408
+        assert slow.sockets(client.name) == 0
+    finally:
+        client.close()
+
+
+def test_an_upgrade_on_a_tunnels_host_is_the_tunnel_apps_request(relay, client):
+    pool = client.open()
+    relay.wait_for_sockets(client.name, 1)
+    upgrade = [("Connection", "Upgrade"), ("Upgrade", "tunnelsite-pool")]
+    request, visitor = served(relay, client, pool, f"/api/tunnels/{client.name}/pool", upgrade)
+    assert request.target == f"/api/tunnels/{client.name}/pool"
+    assert visitor.status == 200  # the app's answer, not a 101 nor a refusal
+    assert relay.sockets(client.name) == 1
+
+
+def test_a_websocket_upgrade_on_the_relays_own_host_is_not_a_pool_upgrade(relay):
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=IO_TIMEOUT_S) as sock:
+        sock.sendall(
+            b"GET /api/tunnels/x/pool HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        head = sock.recv(4096)
+    assert not head.startswith(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: tunnelsite-pool"
+    )
+    assert b"tunnelsite-pool" not in head
+
+
+def test_our_lt_that_moved_keeps_its_anonymous_tunnel_with_its_secret(relay, client):
+    """A laptop that changed networks registers again from another address with its last
+    secret: same tunnel, same URL; without the secret that address is another owner (409)."""
+    client.connect(1)
+    moved = "127.0.0.23"
+    thief = relay.get(f"/{client.name}", headers=[("User-Agent", "tunnelsite-lt/x")], source=moved)
+    assert thief.status == 409
+    old = client.secret
+    again = client.register(client.name, source=moved, secret=old)
+    assert again["id"] == client.name and client.secret != old
+    assert client.upgrade(source=moved).status == 101
+    relay.wait_for_sockets(client.name, 1)  # the old address's connection was let go
+    stranger = relay.get(
+        f"/{client.name}",
+        headers=[("User-Agent", "tunnelsite-lt/x"), ("Tunnelsite-Pool-Secret", "0" * 64)],
+        source="127.0.0.24",
+    )
+    assert stranger.status == 409
