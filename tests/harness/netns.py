@@ -230,7 +230,7 @@ def tcp_ports_of(pcap: bytes, address: str) -> set[int]:
 # --- what runs in the namespaces ---------------------------------------------------------------
 WEBSOCKET_SESSION_S = 30.0
 # One visitor's try while a tunnel recovers; the next try starts afresh.
-SERVE_TRY_S = 2.0
+SERVE_TRY_S = 1.0
 DOMAIN = "relay.test"  # the relay's domain inside the namespaces (their hosts files name it)
 
 
