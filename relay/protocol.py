@@ -163,7 +163,8 @@ def tunnel_name_from_host(host: bytes, domain: bytes) -> str | None:
     host, colon, port = host.partition(b":")
     if colon and not (_HOST_PORT.fullmatch(port) and 0 < int(port) <= HIGHEST_PORT):
         return None
-    host = host.lower().rstrip(b".")
+    host = host.lower()
+    host = host[:-1] if host.endswith(b".") else host  # one root dot: `a.localhost..` is no name
     if not host.endswith(b"." + domain):
         return None
     label = host[: -len(domain) - 1]

@@ -172,7 +172,9 @@ class RelayRunner:
             except CannotListenError as exc:
                 where = f"[{self.bind}]" if ":" in self.bind else self.bind
                 self.failed = listen_problem(
-                    f"{where}:{self.redirect_port} (RELAY_HTTP_REDIRECT_PORT)", exc
+                    f"{where}:{self.redirect_port} "
+                    "(--http-redirect-port, RELAY_HTTP_REDIRECT_PORT)",
+                    exc,
                 )
                 return
         reactor.callWhenRunning(self._started, limit)

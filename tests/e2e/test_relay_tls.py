@@ -13,6 +13,7 @@ SSL_CERT_FILE, which Python's default context honours) and the npm client
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -302,6 +303,14 @@ def test_our_lt_registers_over_https_and_serves_a_visitor(
     status, _, body = https_get(port, f"/bytes/{size}", context, name)
     assert status == 200 and len(body) == size
     assert body == pattern(size)
+    upload = os.urandom(3 << 20)
+    conn = HTTPSTo(port, f"{name}.{DOMAIN}", context)
+    try:
+        conn.request("POST", "/sha256", body=upload)
+        answer = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    assert answer == {"sha256": hashlib.sha256(upload).hexdigest(), "length": len(upload)}
     sock = socket.create_connection(("127.0.0.1", port), IO_TIMEOUT_S)
     uri = f"wss://{name}.{DOMAIN}:{port}/ws"
     with ws_connect(uri, sock=sock, ssl=context, open_timeout=IO_TIMEOUT_S) as ws:
@@ -345,6 +354,11 @@ def test_sighup_serves_a_new_certificate_to_new_connections_only(
         kept = HTTPSTo(port, f"{name}.{DOMAIN}", old_context)
         assert fetch(kept, "/hello")[::2] == (200, GREETING)
         kept_socket = kept.sock
+        raw = socket.create_connection(("127.0.0.1", port), IO_TIMEOUT_S)
+        uri = f"wss://{name}.{DOMAIN}:{port}/ws"
+        ws = ws_connect(uri, sock=raw, ssl=old_context, open_timeout=IO_TIMEOUT_S)
+        ws.send("before")
+        assert ws.recv(timeout=IO_TIMEOUT_S) == "before"
 
         second.install(cert, key)  # certbot renewed: a new chain (here even a new CA)
         relay.signal(signal.SIGHUP)
@@ -355,6 +369,10 @@ def test_sighup_serves_a_new_certificate_to_new_connections_only(
         assert fetch(kept, "/hello")[::2] == (200, GREETING)
         assert kept.sock is kept_socket
         kept.close()
+        # So does a WebSocket opened before.
+        ws.send("after")
+        assert ws.recv(timeout=IO_TIMEOUT_S) == "after"
+        ws.close()
         # A new connection sees the new certificate: the old CA no longer verifies it.
         with pytest.raises(ssl.SSLCertVerificationError):
             https_get(port, "/healthz", first.context())
@@ -507,3 +525,17 @@ def test_a_cluster_node_with_a_certificate_is_refused_in_one_line(bad_start, cer
     flags = ["--tls-cert", str(cert), "--tls-key", str(key), "--node-name", "n1"]
     line = start_failure(group, db, flags, SECRET_KEY="k" * 50)
     assert "a cluster node cannot hold the certificate yet" in line
+
+
+def test_a_taken_redirect_port_is_one_line_and_a_non_zero_exit(bad_start, certs, tmp_path):
+    group, db = bad_start
+    cert, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
+    certs[0].install(cert, key)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        flags = ["--tls-cert", str(cert), "--tls-key", str(key), "--http-redirect-port", str(port)]
+        line = start_failure(group, db, flags)
+    assert f"cannot listen on 127.0.0.1:{port} (--http-redirect-port" in line
+    assert "Address already in use" in line
