@@ -11,6 +11,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.request import split_domain_port
 
 from relay import face, protocol
 from relay.face import PlanQuota, RegistrationError
@@ -149,17 +150,21 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
             registered.max_sockets,
             url,
             registered.advertise_host,
-            pool_base=(registered.node_url or _own_base(request)) if client_id else "",
+            pool_base=(registered.node_url or _own_base(request, int(public_port)))
+            if client_id
+            else "",
             pool_secret=registered.pool_secret,
         )
     )
 
 
-def _own_base(request: HttpRequest) -> str:
-    """The relay's base URL as this client reached it (through a proxy in front, the Host it
-    forwards): our lt opens its pool connections there."""
+def _own_base(request: HttpRequest, public_port: int) -> str:
+    """The relay's base URL as this client reached it (the host it asked for, through a
+    proxy in front the Host that proxy forwards; the public port as in the tunnel's URL):
+    our lt opens its pool connections there."""
     scheme = "https" if request.is_secure() else settings.RELAY_PUBLIC_SCHEME
-    return f"{scheme}://{request.get_host()}"
+    host, _ = split_domain_port(request.get_host())  # an IPv6 literal keeps its brackets
+    return protocol.relay_url(scheme, host, public_port)
 
 
 # The registration bucket of an address's refused token attempts (apart from its

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
 from client.pool_upgrade import PoolRefused, pool_endpoint, upgrade_request
 from client.redact import redact
-from client.registration import parse_registration
+from client.registration import parse_registration, register
 
 SECRET = "ab" * 32
 RELAY = "https://relay.example"
@@ -66,3 +67,41 @@ def test_a_refusal_says_whether_the_registration_is_gone():
 
 def test_the_secret_is_masked_wherever_it_would_be_printed():
     assert SECRET not in redact(f"pool secret {SECRET} refused", {SECRET})
+
+
+async def _one_registration(answer_body: bytes, **kw: object) -> tuple[bytes, object]:
+    """register() against a one-shot HTTP server on loopback: (the request head it got, the
+    Registration)."""
+    heads: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+            + str(len(answer_body)).encode()
+            + b"\r\nconnection: close\r\n\r\n"
+            + answer_body
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        reg = await register(f"http://127.0.0.1:{port}", "quiet-fox", None, **kw)  # type: ignore[arg-type]
+    return heads[0], reg
+
+
+def test_registering_again_sends_the_last_pool_secret_and_takes_the_new_one():
+    url = "http://127.0.0.1:1/api/tunnels/quiet-fox/pool"
+    new = "cd" * 32
+    head, reg = asyncio.run(
+        _one_registration(
+            answer(pool_url=url, pool_secret=new), client_id="client-0001", pool_secret=SECRET
+        )
+    )
+    assert f"Tunnelsite-Pool-Secret: {SECRET}\r\n".encode() in head
+    assert b"X-Tunnelsite-Client: client-0001\r\n" in head
+    assert (reg.pool_url, reg.pool_secret) == (url, new)  # type: ignore[attr-defined]
+    first, _ = asyncio.run(_one_registration(answer(pool_url=url, pool_secret=new)))
+    assert b"tunnelsite-pool-secret" not in first.lower()  # a first registration has none

@@ -4,15 +4,31 @@ owner accepts them, and visitors on any node reach them."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from harness.fake_client import UpgradingTunnelClient
-from harness.waiting import IO_TIMEOUT_S
+from harness.fake_client import PoolSocket, UpgradingTunnelClient
+from harness.http import build_request
+from harness.waiting import IO_TIMEOUT_S, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 NODE_URL = "https://charlie.tunnels.example"
+PROBE_S = 1.0
+
+
+def reaches(node, name: str, pool: PoolSocket) -> bool:
+    """One GET on `node` for the tunnel: True when it reached `pool` and came back, False
+    when the node answered 404 itself (it does not know the owner yet)."""
+    with node.visitor(name) as visitor:
+        visitor.send(build_request("GET", "/via-alpha", node.host(name)))
+        try:
+            request = pool.read_request(timeout=PROBE_S)
+        except TimeoutError:
+            assert visitor.response().status == 404
+            return False
+        assert request.target == "/via-alpha"
+        pool.respond(200, b"from bravo's pool connection")
+        answer = visitor.response()
+        return (answer.status, answer.body) == (200, b"from bravo's pool connection")
 
 
 def test_the_pool_url_names_the_owner_node_and_only_it_accepts_the_upgrade(two_nodes):
@@ -26,16 +42,8 @@ def test_the_pool_url_names_the_owner_node_and_only_it_accepts_the_upgrade(two_n
         pool = client.open()  # to the pool URL: bravo
         bravo.wait_for_sockets(client.name, 1)
 
-        answers: list = []
-        thread = threading.Thread(
-            target=lambda: answers.append(alpha.get("/via-alpha", name=client.name)), daemon=True
-        )
-        thread.start()
-        request = pool.read_request()
-        pool.respond(200, b"from bravo's pool connection")
-        thread.join(IO_TIMEOUT_S)
-        assert request.target == "/via-alpha"
-        assert (answers[0].status, answers[0].body) == (200, b"from bravo's pool connection")
+        # A visitor on alpha reaches the connection on bravo (once alpha knows the owner).
+        wait_until(lambda: reaches(alpha, client.name, pool), IO_TIMEOUT_S, "alpha to forward")
     finally:
         client.close()
 

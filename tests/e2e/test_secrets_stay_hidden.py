@@ -4,7 +4,8 @@ Our `lt` runs with a token in `--host` user-info, with `--token`, and with a use
 password in `--host`, against a relay that refuses it (401), a relay that is down, and a
 relay that answers 5xx and echoes the credential back in its message. Everything the
 client prints (plain and on a terminal) and everything the relay logs is searched for the
-secrets.
+secrets. So are pool secrets (our lt's upgraded pool connections): never logged by the relay,
+masked by lt even when a relay echoes one back.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from harness.fake_client import UpgradingTunnelClient
 from harness.processes import PYTHON, ROOT, Process, ProcessGroup
 from harness.relay import Relay
 from harness.terminal import Terminal
@@ -184,3 +186,73 @@ def test_a_working_tunnel_shows_no_secret_in_its_status_block_or_url(
         terminal.stop()
     assert_hidden(terminal.text(), hidden)
     assert_hidden(debug_relay.process.output(), hidden)
+
+
+class PoolEchoingRelay(ThreadingHTTPServer):
+    """A broken relay: registrations get an upgraded pool (a pool URL to itself and a secret),
+    and each pool upgrade a 401 whose message echoes the secret it was sent."""
+
+    daemon_threads = True
+
+    def __init__(self, secret: str) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                if self.path.endswith("/pool"):
+                    sent = self.headers.get("Tunnelsite-Pool-Secret")
+                    status, answer = 401, {"message": f"secret {sent} refused"}
+                else:
+                    host = self.headers.get("Host")
+                    status, answer = (
+                        200,
+                        {
+                            "id": "echo-pool",
+                            "port": 0,
+                            "max_conn_count": 1,
+                            "url": f"http://echo-pool.{host}",
+                            "pool_url": f"http://{host}/api/tunnels/echo-pool/pool",
+                            "pool_secret": secret,
+                        },
+                    )
+                body = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+
+def test_the_pool_secret_is_masked_in_what_lt_prints_even_when_the_relay_echoes_it(
+    processes: ProcessGroup, tmp_path: Path
+):
+    secret = secrets.token_hex(32)
+    relay = PoolEchoingRelay(secret)
+    try:
+        lt = start_lt(processes, tmp_path, "--host", f"http://localhost:{relay.server_address[1]}")
+        lt.wait_for_line(r"lost the relay .*refused")
+        lt.stop()
+        assert "secret *** refused" in lt.output()
+        assert_hidden(lt.output(), {secret})
+    finally:
+        relay.shutdown()
+        relay.server_close()
+
+
+def test_the_relay_never_logs_a_pool_secret(debug_relay: Relay):
+    client = UpgradingTunnelClient(debug_relay)
+    try:
+        first = client.secret
+        assert client.upgrade().status == 101
+        assert client.upgrade(client.upgrade_head(secret="f" * 64)).status == 401
+        client.register(client.name, source="127.0.0.31", secret=first)  # moved: a new secret
+        assert client.upgrade(source="127.0.0.31").status == 101
+        debug_relay.wait_for_sockets(client.name, 1)
+        assert_hidden(debug_relay.process.output(), {first, client.secret, "f" * 64})
+    finally:
+        client.close()

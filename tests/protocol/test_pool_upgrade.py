@@ -5,12 +5,16 @@ hostile or broken one can get it wrong."""
 
 from __future__ import annotations
 
+import re
 import socket
+import subprocess
 import threading
 
 import pytest
 from harness.fake_client import UpgradingTunnelClient
 from harness.waiting import IO_TIMEOUT_S, unique_name
+
+from relay.protocol import POOL_KEEPALIVE_IDLE_S
 
 HEAD_TIMEOUT_S = 1  # the head deadline of the relay of the slow-head test
 
@@ -195,3 +199,22 @@ def test_our_lt_that_moved_keeps_its_anonymous_tunnel_with_its_secret(relay, cli
         source="127.0.0.24",
     )
     assert stranger.status == 409
+
+
+def test_the_relay_probes_idle_upgraded_connections_as_it_does_raw_pool_sockets(relay, client):
+    """TCP keepalive on relay.protocol's timing on the relay's end of an upgraded connection
+    too, so a client whose network went away frees its name."""
+    pool = client.open()
+    relay.wait_for_sockets(client.name, 1)
+    ours = pool.sock.getsockname()[1]
+    shown = subprocess.run(
+        ["ss", "-tnoH", "state", "established", f"( sport = :{relay.port} and dport = :{ours} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=IO_TIMEOUT_S,
+    ).stdout
+    timer = re.search(r"timer:\(keepalive,(\d+)(?:\.\d+)?(m?s)ec", shown)
+    assert timer is not None, f"no keepalive timer on the relay's end: {shown!r}"
+    left = int(timer.group(1)) / (1000 if timer.group(2) == "ms" else 1)
+    assert 0 < left <= POOL_KEEPALIVE_IDLE_S
