@@ -78,6 +78,8 @@ class ClientTunnel:
         refusal = plain_http_token_refusal(options.host, options.token, options.insecure)
         if refusal:
             raise ValueError(refusal)
+        if options.ca and not os.path.isfile(options.ca):
+            raise ValueError(f"ca: no such file {options.ca!r}")
         self.options = options
         # The token, the URL's user-info and a proxy's password: masked in all lt prints.
         self.secrets = secrets_of(options.host, options.token) | proxy_secrets(os.environ)

@@ -18,7 +18,7 @@ import trustme
 from harness.forward_proxy import Tinyproxy, start_tinyproxy
 from harness.lt_process import LtProcess
 from harness.processes import ProcessGroup
-from harness.relay import Relay, free_port
+from harness.relay import Relay, free_port, issue_token
 from harness.relay_double import RelayDouble
 from harness.waiting import IO_TIMEOUT_S
 
@@ -370,3 +370,78 @@ def test_a_proxy_that_does_not_speak_http_is_a_refusal_quoting_what_it_said() ->
     error = through_misbehaving(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
     assert error.message.endswith("refused CONNECT relay.example:443: 'SSH-2.0-OpenSSH_9.2'")
     assert not is_lasting(error)
+
+
+# -- the whole way: lt -> tinyproxy (CONNECT) -> nginx (TLS) -> a real relay ------------
+
+NGINX = "/usr/sbin/nginx"
+NGINX_CONF = """
+daemon off;
+pid {dir}/nginx.pid;
+error_log stderr notice;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name localhost *.localhost;
+        ssl_certificate     {dir}/cert.pem;
+        ssl_certificate_key {dir}/key.pem;
+        location / {{
+            proxy_pass http://127.0.0.1:{relay_port};
+            proxy_http_version 1.1;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+    }}
+}}
+"""
+
+
+def start_tls_front(group: ProcessGroup, workdir: Path, ca: trustme.CA, relay_port: int) -> int:
+    """nginx terminating TLS (a trustme certificate for localhost) in front of the relay."""
+    directory = workdir / "nginx"
+    directory.mkdir()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(directory / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(directory / "key.pem"))
+    port = free_port()
+    conf = directory / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=directory, port=port, relay_port=relay_port))
+    process = group.start([NGINX, "-p", str(directory), "-c", str(conf)], name="nginx")
+    process.wait_for_line(r"start worker process")
+    return port
+
+
+def test_lt_through_a_proxy_to_a_real_relay_behind_tls(
+    relay_factory: Callable[..., Relay],
+    ca: trustme.CA,
+    ca_file: str,
+    group: ProcessGroup,
+    tmp_path: Path,
+    app,
+    run_lt: Callable[..., LtProcess],
+) -> None:
+    relay = relay_factory()
+    token = issue_token(relay, "proxied", "laptop")
+    front = start_tls_front(group, tmp_path, ca, relay.port)
+    proxy = start_tinyproxy(group, tmp_path, [front], PROXY_USER, PROXY_PASSWORD)
+    lt = run_lt(
+        *("--port", str(app.port), "--host", f"https://localhost:{front}", "--token", token),
+        *("--ca", ca_file),
+        env={"HTTPS_PROXY": proxy.url},
+    )
+    name = name_of(lt.url())
+    relay.wait_for_sockets(name, relay_max_sockets(relay))
+    answer = relay.get("/behind-tls", name=name)
+    assert answer.status == 200 and answer.json()["path"] == "/behind-tls"
+    assert f"localhost:{front}" in proxy.connects()
+    lt.stop()
+    printed = "\n".join(lt.lines + lt.errors)
+    assert token not in printed and PROXY_PASSWORD not in printed

@@ -131,6 +131,31 @@ def test_insecure_skips_the_check_and_says_so_loudly(
     assert "anyone on the path can read and change" in lt.errors[0]
 
 
+def test_once_up_a_refused_certificate_is_retried_until_the_relay_is_fixed(
+    tls_relay: RelayDouble, ca: trustme.CA, ca_file: str, app, run_lt: Callable[..., LtProcess]
+) -> None:
+    lt = run_lt("--port", str(app.port), "--host", https_url(tls_relay), "--ca", ca_file)
+    url = lt.url()
+    name = name_of(url)
+    tls_relay.wait_for_sockets(name)
+    # The relay comes back with a certificate from another CA (a renewal gone wrong).
+    tls_relay.stop()
+    mark = len(lt.lines)
+    wrong = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("localhost", "127.0.0.1").configure_cert(wrong)
+    tls_relay.start(port=tls_relay.port, tls=wrong)
+    lt.wait_for_line(rf"unreachable: {UNTRUSTED}.*registering again", after=mark, timeout=15)
+    assert lt.proc.poll() is None  # still trying: the tunnel had been up
+    # Fixed: the same URL serves again.
+    tls_relay.stop()
+    right = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(right)
+    tls_relay.start(port=tls_relay.port, tls=right)
+    lt.wait_for_line(rf"registered again as {url}$", after=mark, timeout=40)
+    tls_relay.wait_for_sockets(name)
+    assert tls_relay.request(name, "GET", "/fixed").json()["path"] == "/fixed"
+
+
 # -- a token never goes over plain http to a host that is not loopback -------------------
 
 REFUSED = "refusing to send a token over plain http to relay.example"
@@ -194,10 +219,15 @@ def test_loopback_is_localhost_127_8_and_the_ipv6_loopback_only() -> None:
     )
 
 
-def test_the_library_refuses_a_token_over_plain_http_too() -> None:
+def test_the_library_refuses_a_token_over_plain_http_and_a_missing_ca_too(
+    tmp_path: Path,
+) -> None:
     options = TunnelOptions(port=3000, host="http://relay.example", token=TOKEN)
     with pytest.raises(ValueError, match=REFUSED):
         ClientTunnel(options)
+    missing = TunnelOptions(port=3000, host="https://relay.example", ca=str(tmp_path / "no.pem"))
+    with pytest.raises(ValueError, match="ca: no such file"):
+        ClientTunnel(missing)
 
 
 def test_lt_exits_2_before_any_connection_and_never_prints_the_token(
