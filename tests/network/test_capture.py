@@ -5,12 +5,15 @@ plain-http relay shows both, so the test can see them when they are there."""
 
 from __future__ import annotations
 
+import re
 import secrets
 import signal
 from pathlib import Path
 
-from harness.netns import NetworkRun, NsRelay, tcp_ports_of
-from harness.relay import issue_token
+from harness.netns import DEFAULT_MAX_SOCKETS, NetworkRun, NsRelay, tcp_ports_of
+from harness.relay import NPM_LT, issue_token
+
+from bench.procs import client_env
 
 # tcpdump writes out what it holds and exits on SIGINT; this long at most.
 CAPTURE_STOP_S = 10.0
@@ -60,3 +63,32 @@ def test_the_same_capture_of_a_plain_http_relay_shows_the_marker_and_the_token(
     seen = {"marker": captured.count(marker) >= 2, "token": token in captured}
     assert seen == {"marker": True, "token": True}, "the capture missed what was in clear"
     assert relay.port in tcp_ports_of(captured, relay.ns.address)
+
+
+def test_with_the_npm_client_over_https_only_its_registration_is_encrypted(
+    net: NetworkRun, tmp_path: Path
+) -> None:
+    """What docs/deploy.md says of the npm client: it registers over the relay's https, but
+    its raw pool connections carry visitors' requests and responses in clear."""
+    relay = net.relay()
+    assert relay.ca_file is not None
+    pcap = tmp_path / "npm.pcap"
+    marker = f"marker-{secrets.token_hex(16)}"
+    tcpdump = net.capture(net.network.client, pcap)
+    app = net.app()
+    args = [str(NPM_LT), "--port", str(app.port), "--host", relay.url]
+    env = client_env(NODE_EXTRA_CA_CERTS=str(relay.ca_file))
+    npm = net.group.start(net.network.client.command(args), env, "npm lt")
+    url = npm.wait_for_line(r"your url is: (\S+)").group(1)
+    assert url.startswith("https://"), url
+    name = re.match(r"https://([^.]+)\.", url).group(1)  # type: ignore[union-attr]
+    relay.wait_for_sockets(name, DEFAULT_MAX_SOCKETS)
+    answer = relay.get("/headers", name=name, headers=[("X-Marker", marker)])
+    assert answer.status == 200 and marker in answer.text, answer
+    npm.stop()
+    tcpdump.signal(signal.SIGINT)
+    tcpdump.wait(CAPTURE_STOP_S)
+    captured = pcap.read_bytes()
+    assert captured.count(marker.encode()) >= 2, "the raw pool's bytes were not in clear"
+    ports = tcp_ports_of(captured, relay.ns.address)
+    assert relay.port in ports and len(ports) >= 2, ports  # https registration, raw pool port
