@@ -42,12 +42,18 @@ run: $(VENV)/.deps-run
 /usr/bin/caddy:
 	apt-get update -q && apt-get install -y -q caddy
 
+# tests/network captures the path between lt and the relay with tcpdump, and delays and loses
+# its packets (netem, or iptables' NFQUEUE where the kernel has no netem: tests/apps/wan.py).
+/usr/bin/tcpdump /usr/sbin/iptables &:
+	apt-get update -q && apt-get install -y -q tcpdump iptables
+
 # tests/client runs `lt` through a real forward proxy (HTTPS_PROXY, CONNECT): tinyproxy.
 /usr/bin/tinyproxy:
 	apt-get update -q && apt-get install -y -q tinyproxy
 
 test: $(VENV)/.deps-test $(NPM_LT) /usr/bin/chromium /usr/bin/chromedriver /usr/bin/wrk \
-	/usr/sbin/nginx /usr/sbin/haproxy /usr/bin/caddy /usr/bin/tinyproxy
+	/usr/sbin/nginx /usr/sbin/haproxy /usr/bin/caddy /usr/bin/tcpdump /usr/sbin/iptables \
+	/usr/bin/tinyproxy
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) manage.py makemigrations --check --dry-run -v0

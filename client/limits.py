@@ -126,3 +126,8 @@ THREAD_JOIN_GRACE_S = 5.0
 MIN_EXACT_SECRET = 4
 # The live status block redraws this often: counters look live, the terminal stays calm.
 DISPLAY_REFRESHES_PER_S = 4
+# How often a pool connection checks that its local address is still this machine's: a
+# laptop that moves (Wi-Fi to tethering) loses the address its connections were made from,
+# and those connections die without a sound (nothing can reach either end), while TCP
+# keepalive would notice only after a minute. A check is one bind(2), no traffic.
+LOCAL_ADDRESS_CHECK_S = 0.5

@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from .address_watch import local_address_gone
 from .connect import RelayConnector
 from .exchange import PoolSocketProxy
 from .http import describe_error
@@ -139,14 +140,19 @@ class Pool:
             self._set_up(+1)
             try:
                 serving = asyncio.create_task(proxy.run())
+                # The machine moved: this connection is dead; close it, open one from here.
+                moved = asyncio.create_task(local_address_gone(writer))
                 try:
                     done, _ = await asyncio.wait({serving}, timeout=QUICK_CLOSE_S)
                     if not done:
                         self.healthy = True
-                    await serving
+                    await asyncio.wait({serving, moved}, return_when=asyncio.FIRST_COMPLETED)
+                    if serving.done():
+                        await serving
                 except Exception as exc:  # a bug in one exchange must not stop the pool
                     self.last_failure = f"internal error: {exc!r}"
                 finally:
+                    moved.cancel()
                     if not serving.done():
                         serving.cancel()
                         with contextlib.suppress(BaseException):

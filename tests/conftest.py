@@ -67,6 +67,7 @@ LAYER_OF_DIRECTORY = {
     "bench_smoke": "e2e",
     "client": "e2e",
     "docs": "e2e",
+    "network": "e2e",  # network namespaces, tcpdump, netem: the path between lt and the relay
 }
 
 

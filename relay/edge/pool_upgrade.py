@@ -5,7 +5,8 @@
 tunnel's Host such a request is the tunnel app's) is answered here, in the Twisted layer
 before Daphne and Django, against this process's registry on the same event loop: the tunnel
 lives here, the secret is its (compared in constant time), and it has fewer than
-max_conn_count connections. Then `101`, and the connection is handed to
+max_conn_count connections (or an idle one from another address it may replace: the client
+moved). Then `101`, and the connection is handed to
 relay.pool.upgraded.UpgradedPool, which drives a PoolSocket as a raw pool socket would.
 Refusals: 401 (no or a wrong secret), 404 (no such tunnel on this node), 429 (full), each a
 JSON {"message"} with `Connection: close`; nothing attaches.
@@ -21,6 +22,7 @@ from typing import Any
 from django.conf import settings
 from twisted.protocols.policies import ProtocolWrapper
 
+from relay.headers import client_ip
 from relay.pool.registry import get_registry
 from relay.pool.upgraded import UpgradedPool
 from relay.protocol import ERROR_HEADER, POOL_PATH, POOL_SECRET_HEADER, POOL_UPGRADE
@@ -86,7 +88,8 @@ def upgrade(request: Any) -> None:
             "of an older registration); register again.",
         )
         return
-    if len(tunnel.connections) >= tunnel.max_conn_count:
+    address = _client_address(request)
+    if len(tunnel.connections) >= tunnel.max_conn_count and not _replace_moved(tunnel, address):
         _refuse(
             request,
             429,
@@ -94,7 +97,36 @@ def upgrade(request: Any) -> None:
             "it may open.",
         )
         return
-    _hand_over(request, UpgradedPool(tunnel, settings.RELAY_MAX_HEADER_BYTES))
+    _hand_over(request, UpgradedPool(tunnel, settings.RELAY_MAX_HEADER_BYTES, address))
+
+
+def _client_address(request: Any) -> str:
+    """The client's address: the peer, or the one a trusted proxy in front names (as for
+    visitors, relay.headers.client_ip), so a move is seen behind nginx or Caddy too."""
+    peer = request.getClientAddress()
+    forwarded = request.requestHeaders.getRawHeaders(b"x-forwarded-for") or []
+    scope = {
+        "client": (str(getattr(peer, "host", "")), getattr(peer, "port", 0)),
+        "headers": [(b"x-forwarded-for", value) for value in forwarded],
+    }
+    return client_ip(scope)
+
+
+def _replace_moved(tunnel: Any, address: str) -> bool:
+    """Room for a connection with the tunnel's secret from a new address when all
+    max_conn_count are up: its client moved (a laptop from Wi-Fi to tethering), and the
+    connections from its old address are dead, though the relay would count them as live
+    until TCP keepalive gives up (~30 s). Close the idle one from another address that has
+    waited longest; none: refuse (429). From the same address nothing is replaced."""
+    for conn in tunnel.idle:
+        if conn.peer_ip != address:
+            tunnel.detach(conn)
+            conn.abort()
+            logger.info(
+                "tunnel %s: a pool connection from a new address replaced an old one", tunnel.name
+            )
+            return True
+    return False
 
 
 def _hand_over(request: Any, protocol: UpgradedPool) -> None:

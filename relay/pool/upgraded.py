@@ -92,8 +92,9 @@ class UpgradedPool(Protocol):
     and is the transport's push producer, so a client slow to read pauses the PoolSocket's
     writes (`drain`) as a raw socket's full buffer does."""
 
-    def __init__(self, tunnel: Tunnel, max_head_bytes: int) -> None:
+    def __init__(self, tunnel: Tunnel, max_head_bytes: int, address: str = "") -> None:
         self.tunnel = tunnel
+        self.address = address  # the client's, when a trusted proxy in front named it
         self.sock = PoolSocket(tunnel, max_head_bytes)
         self.pipe: TwistedPipe | None = None
 
@@ -104,7 +105,8 @@ class UpgradedPool(Protocol):
     def connectionMade(self) -> None:  # noqa: N802 (Twisted's name)
         transport: Any = self.transport
         peer = transport.getPeer()
-        self.pipe = TwistedPipe(transport, (str(getattr(peer, "host", "")), peer.port))
+        host = self.address or str(getattr(peer, "host", ""))
+        self.pipe = TwistedPipe(transport, (host, peer.port))
         _enable_keepalive(transport)
         with contextlib.suppress(Exception):  # no write backpressure beats no connection
             transport.unregisterProducer()  # the HTTP channel was its producer
