@@ -248,6 +248,11 @@ POOL_SECRET_HEADER = "Tunnelsite-Pool-Secret"
 POOL_PATH = "/api/tunnels/{name}/pool"
 # 256 random bits: guessing one is out of the question however many tries a visitor makes.
 POOL_SECRET_BYTES = 32
+# Our lt asks for the upgraded pool with this header on its registration (`upgrade`); a client
+# that sends CLIENT_ID_HEADER without it (an older lt, or `lt --raw-pool`) gets a raw pool
+# port as before, so no client that worked stops working.
+POOL_KIND_HEADER = "X-Tunnelsite-Pool"
+POOL_KIND_UPGRADE = "upgrade"
 
 # User-Agents of tunnel clients: they register with `GET /<name>`, so a site route of the
 # same name must answer them the reserved-name refusal, not the route.
