@@ -67,6 +67,11 @@ class AddressWatch:
         """The addresses checked now."""
         return set(self._gone)
 
+    @property
+    def running(self) -> bool:
+        """Whether the watch's task runs (only while some connection waits)."""
+        return self._task is not None and not self._task.done()
+
     async def gone(self, writer: asyncio.StreamWriter) -> None:
         """Return once the local address of `writer`'s connection is no longer this
         machine's; never, for a connection without one. Cancel to stop waiting."""
