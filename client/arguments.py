@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from . import __version__
 from .config import load_login
-from .connect import plain_http_token_refusal, proxies_from
+from .connect import RelayConnector, plain_http_token_refusal
 from .options import DEFAULT_HOST, TunnelOptions
 from .redact import redact_url
 from .registration import is_valid_subdomain
@@ -44,6 +44,7 @@ BOOL_FLAGS = {
     "open": "OPEN",
     "takeover": "TAKEOVER",
     "insecure": "INSECURE",
+    "raw_pool": "RAW_POOL",
 }
 # --no-local-keepalive is the negative of LOCAL_KEEPALIVE (true by default).
 KEEPALIVE_ENV = "LOCAL_KEEPALIVE"
@@ -104,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="do not verify the relay's certificate, and allow a token over plain http "
         "(anyone on the path can then read and change the tunnel's traffic)",
+    )
+    add(
+        "--raw-pool",
+        action="store_true",
+        default=None,
+        help="open raw pool sockets to the relay's pool port, like the npm client: unencrypted "
+        "and bound to your address; for comparison, and for relays that only offer raw pools "
+        "(default: pool connections over the relay's own port, encrypted when it is https)",
     )
     add(
         "--takeover",
@@ -213,13 +222,13 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     if values["local_cert"] and not values["local_key"]:
         raise UsageError("--local-cert needs --local-key")
     check_ca(values["ca"], origin["ca"])
-    refusal = plain_http_token_refusal(host, token, values["insecure"])
-    if refusal:
-        raise UsageError(refusal)
     try:
-        proxies_from(environ)
+        connector = RelayConnector.from_environment(environ)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    refusal = plain_http_token_refusal(host, token, values["insecure"], connector)
+    if refusal:
+        raise UsageError(refusal)
     options = TunnelOptions(
         port=port,
         host=host,
@@ -235,5 +244,6 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         local_keepalive=values["local_keepalive"],
         ca=values["ca"],
         insecure=values["insecure"],
+        raw_pool=values["raw_pool"],
     )
     return Settings(options, print_requests=values["print_requests"], open=values["open"])

@@ -3,7 +3,7 @@
     lt --port 3000 [--host URL] [--subdomain NAME] [--local-host HOST] [--local-https
        --local-cert F --local-key F --local-ca F] [--allow-invalid-cert]
        [--print-requests] [--open] [--token T] [--takeover] [--no-local-keepalive]
-       [--ca FILE] [--insecure]
+       [--ca FILE] [--insecure] [--raw-pool]
     lt login --host URL --token T [--insecure]
     lt logout
 

@@ -146,22 +146,36 @@ def is_loopback(hostname: str) -> bool:
         return False
 
 
-def plain_http_token_refusal(host: str, token: str | None, insecure: bool) -> str | None:
+def plain_http_token_refusal(
+    host: str, token: str | None, insecure: bool, connector: RelayConnector | None = None
+) -> str | None:
     """Why a token may not go to the relay `host`, or None when it may.
 
     A token (from --token, LT_TOKEN, a saved login or the URL's user-info) is never sent
-    over plain http to a host that is not loopback, unless --insecure says so."""
+    over plain http to a host that is not loopback, unless --insecure says so. A loopback
+    relay reached through a forward proxy (`connector`'s HTTP_PROXY) counts as loopback only
+    when the proxy is on loopback too (`RelayConnector.proxy_for` never sends a loopback
+    relay to a proxy elsewhere; this is the same rule, checked again where the token goes)."""
     try:
         parts = urlsplit(host)
         has_userinfo = parts.username is not None
     except ValueError:
         return None  # a malformed URL gets its own error
-    if insecure or parts.scheme != "http" or is_loopback(parts.hostname or ""):
+    if insecure or parts.scheme != "http" or (not token and not has_userinfo):
         return None
-    if not token and not has_userinfo:
+    hostname = parts.hostname or ""
+    proxy = connector.proxy_for(hostname, False) if connector is not None else None
+    if proxy is not None and not is_loopback(proxy.host):
+        return (
+            f"refusing to send a token over plain http through the proxy at {proxy.shown}: "
+            "the proxy and anyone on the path to it could read it and use it. Use an "
+            "https:// relay URL (its TLS runs inside the proxy's CONNECT tunnel), NO_PROXY "
+            "for this host, or pass --insecure if you accept that"
+        )
+    if is_loopback(hostname):
         return None
     return (
-        f"refusing to send a token over plain http to {parts.hostname}: anyone on the path "
+        f"refusing to send a token over plain http to {hostname}: anyone on the path "
         "could read it and use it. Use an https:// relay URL, or pass --insecure "
         "if you accept that"
     )
@@ -226,9 +240,14 @@ class RelayConnector:
         return self._context[0]
 
     def proxy_for(self, host: str, tls: bool) -> Proxy | None:
-        """The proxy a connection to `host` goes through, or None (direct)."""
+        """The proxy a connection to `host` goes through, or None (direct). A loopback
+        relay (localhost, 127.0.0.0/8, ::1) goes through a proxy only when the proxy is on
+        loopback too: a proxy elsewhere would CONNECT to its own localhost, not this
+        machine's (Go's net/http never proxies loopback hosts either)."""
         proxy = self.https_proxy if tls else self.http_proxy
         if proxy is None or bypasses_proxy(host, self.no_proxy):
+            return None
+        if is_loopback(host) and not is_loopback(proxy.host):
             return None
         return proxy
 

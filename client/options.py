@@ -34,6 +34,10 @@ class TunnelOptions:
     # or not at all (--insecure).
     ca: str | None = None
     insecure: bool = False
+    # Raw pool sockets to the relay's pool port, like the npm client (--raw-pool): unencrypted
+    # and bound to this machine's address; for comparison, and for relays that only offer raw
+    # pools. Default: the upgraded pool over the relay's own port (TLS when it is https).
+    raw_pool: bool = False
 
 
 def local_target(options: TunnelOptions) -> LocalTarget:

@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from .address_watch import local_address_gone
+from .address_watch import AddressWatch
 from .connect import RelayConnector
 from .exchange import PoolSocketProxy
 from .http import describe_error
@@ -62,6 +62,7 @@ class Pool:
         self.observer = observer
         self.on_sockets = on_sockets  # told the number of sockets up after each change
         self.connector = connector or RelayConnector()  # the relay's TLS and a proxy
+        self.watch = AddressWatch()  # the local addresses of this pool's connections
         self.up = 0
         self.healthy = False  # a socket stayed up a while or carried a request
         self.broken = asyncio.Event()
@@ -79,6 +80,7 @@ class Pool:
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            await self.watch.close()
 
     def _break(self, reason: str) -> None:
         if not self.broken.is_set():
@@ -141,7 +143,7 @@ class Pool:
             try:
                 serving = asyncio.create_task(proxy.run())
                 # The machine moved: this connection is dead; close it, open one from here.
-                moved = asyncio.create_task(local_address_gone(writer))
+                moved = asyncio.create_task(self.watch.gone(writer))
                 try:
                     done, _ = await asyncio.wait({serving}, timeout=QUICK_CLOSE_S)
                     if not done:

@@ -19,11 +19,18 @@ from .limits import (
     RELEASE_TIMEOUT_S,
     SUBDOMAIN_RE,
 )
+from .redact import redact_url
 
 USER_AGENT = f"tunnelsite-lt/{__version__}"
 # Sent with a random id per tunnel run: the relay tells this client's reconnects from a
 # second client asking for the same name, and closes the name on DELETE only for its holder.
 CLIENT_ID_HEADER = "X-Tunnelsite-Client"
+# Sent (`upgrade`) by every registration of ours unless --raw-pool: the relay gives the
+# upgraded pool (pool_url, pool_secret) only to a registration that asks for it, and a raw
+# pool port otherwise (an older lt sends only its client id). The same names as the relay's
+# relay/protocol.py POOL_KIND_HEADER and POOL_KIND_UPGRADE (the client imports no server code).
+POOL_KIND_HEADER = "X-Tunnelsite-Pool"
+POOL_KIND_UPGRADE = "upgrade"
 # A refusal's reason (the relay's X-Tunnelsite-Refusal); taken-over: another client took
 # the name with --takeover, so this one stops instead of registering again.
 REFUSAL_HEADER = "x-tunnelsite-refusal"
@@ -57,6 +64,9 @@ class RegistrationError(Exception):
         self.message = message
         self.retry_after_s: float | None = None  # the relay's Retry-After, if any
         self.reason = ""  # the relay's X-Tunnelsite-Refusal, if any
+        # Asking again will not change the answer (an unsafe pool URL, no raw pool port for
+        # --raw-pool): the first registration ends the client, as a refused certificate does.
+        self.lasting = False
 
     @property
     def taken_over(self) -> bool:
@@ -145,12 +155,50 @@ def _upgraded_pool(data: dict[str, object]) -> tuple[str, str] | None:
     return url, secret
 
 
-def parse_registration(host: str, body: bytes, peer_ip: str | None = None) -> Registration:
+# The schemes in the order of their protection: a pool URL may not be weaker than the relay's.
+SCHEMES_BY_STRENGTH = ("http", "https")
+
+
+def lasting_error(message: str) -> RegistrationError:
+    error = RegistrationError(0, message)
+    error.lasting = True
+    return error
+
+
+def check_pool_url(host: str, pool_url: str, insecure: bool) -> None:
+    """Refuse a pool URL with a weaker scheme than the relay's (http from an https relay:
+    every visitor's traffic would then cross in clear) unless --insecure. Another host is
+    fine (a cluster sends the client to the owner node's RELAY_NODE_URL), with the same or a
+    stronger scheme."""
+    relay_scheme = urlsplit(_base(host)).scheme
+    pool_scheme = urlsplit(pool_url).scheme
+    strength = SCHEMES_BY_STRENGTH.index
+    if insecure or relay_scheme not in SCHEMES_BY_STRENGTH:
+        return
+    if strength(pool_scheme) >= strength(relay_scheme):
+        return
+    raise lasting_error(
+        f"the relay at {redact_url(_base(host))} is https but sent its pool connections to "
+        f"{redact_url(pool_url)}, in clear: every visitor's traffic would cross unencrypted. "
+        "The relay's operator must set RELAY_PUBLIC_SCHEME=https (a TLS proxy in front of the "
+        "relay) or RELAY_NODE_URL=https://... in a cluster; --insecure accepts it"
+    )
+
+
+def parse_registration(
+    host: str,
+    body: bytes,
+    peer_ip: str | None = None,
+    *,
+    raw_pool: bool = False,
+    insecure: bool = False,
+) -> Registration:
     """The tunnel in a registration answer. A tunnelsite relay gives `pool_url` and
-    `pool_secret`: pool connections are upgrades there. Else raw pool sockets connect to `ip`
-    when the relay gives one, else to the address that answered the registration (so
-    registration and pool come from the same local address family, which the relay's same-IP
-    check needs), else to the relay's host name."""
+    `pool_secret`: pool connections are upgrades there (unless `raw_pool`, lt --raw-pool;
+    an http pool URL from an https relay is refused unless `insecure`). Else raw pool sockets
+    connect to `ip` when the relay gives one, else to the address that answered the
+    registration (so registration and pool come from the same local address family, which
+    the relay's same-IP check needs), else to the relay's host name."""
     try:
         data = json.loads(body)
         port = int(data["port"])
@@ -158,8 +206,15 @@ def parse_registration(host: str, body: bytes, peer_ip: str | None = None) -> Re
         url = str(data["url"])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise RegistrationError(0, f"the relay's answer is not a tunnel: {exc}") from exc
-    upgraded = _upgraded_pool(data)
+    upgraded = None if raw_pool else _upgraded_pool(data)
+    if upgraded is not None:
+        check_pool_url(host, upgraded[0], insecure)
     if upgraded is None and not 0 < port < 65536:  # the raw port is used only without one
+        if raw_pool and port == 0:
+            raise lasting_error(
+                "the relay gave no raw pool port (it allows only upgraded, encrypted pool "
+                "connections, as with RELAY_RAW_POOLS=false); run lt without --raw-pool"
+            )
         raise RegistrationError(0, f"the relay's answer has a bad port: {port}")
     try:
         max_conn = min(MAX_POOL_SOCKETS, max(1, int(data.get("max_conn_count") or 1)))
@@ -182,15 +237,19 @@ async def register(
     client_id: str = "",
     takeover: bool = False,
     pool_secret: str = "",
+    raw_pool: bool = False,
 ) -> Registration:
     """Register (or register again: `pool_secret` is the secret of this name's last
-    registration, so the relay knows this client from wherever it is now)."""
+    registration, so the relay knows this client from wherever it is now). Asks for the
+    upgraded pool (POOL_KIND_HEADER) unless `raw_pool` (lt --raw-pool)."""
     url = f"{_base(host)}/" + (quote(subdomain, safe="") if subdomain else "?new")
     if subdomain and takeover:
         url += "?takeover=1"
     headers = auth_headers(host, token)
     if client_id:
         headers[CLIENT_ID_HEADER] = client_id
+    if not raw_pool:
+        headers[POOL_KIND_HEADER] = POOL_KIND_UPGRADE
     if pool_secret and subdomain:
         headers[POOL_SECRET_HEADER] = pool_secret
     try:
@@ -205,7 +264,10 @@ async def register(
         error.retry_after_s = _retry_after(answer.headers)
         error.reason = _header(answer.headers, REFUSAL_HEADER) or ""
         raise error
-    return parse_registration(host, answer.body, answer.peer_ip)
+    insecure = connector.insecure if connector is not None else False
+    return parse_registration(
+        host, answer.body, answer.peer_ip, raw_pool=raw_pool, insecure=insecure
+    )
 
 
 async def release(

@@ -75,7 +75,10 @@ class ClientTunnel:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             shown = redact_url(options.host)
             raise ValueError(f"host must be an http:// or https:// URL, not {shown!r}")
-        refusal = plain_http_token_refusal(options.host, options.token, options.insecure)
+        self.connector = relay_connector(options)  # ValueError on a bad proxy variable
+        refusal = plain_http_token_refusal(
+            options.host, options.token, options.insecure, self.connector
+        )
         if refusal:
             raise ValueError(refusal)
         if options.ca and not os.path.isfile(options.ca):
@@ -86,7 +89,6 @@ class ClientTunnel:
         self.reporter: Reporter = RedactingReporter(reporter or LogReporter(), self.secrets)
         self.status = TunnelStatus(relay=redact_url(options.host))
         self.target = local_target(options)
-        self.connector = relay_connector(options)
         self.registration: Registration | None = None
         self.ready = asyncio.Event()  # set once the URL works (a first pool socket is up)
         self._announce = False  # the URL is new: tell the reporter when a socket is up
@@ -173,12 +175,15 @@ class ClientTunnel:
                             client_id=self.client_id,
                             takeover=self.options.takeover,
                             pool_secret=self._pool_secret(),
+                            raw_pool=self.options.raw_pool,
                         )
                     )
                 except RegistrationError as exc:
                     if exc.taken_over:
                         self.taken_over = True
                         raise TunnelError(exc.status, exc.message, taken_over=True) from None
+                    if exc.lasting and self.registration is None:
+                        raise CannotConnect(redact(exc.message, self.secrets)) from None
                     if is_fatal(exc.status, self.registration is not None):
                         message = redact(exc.message, self.secrets)
                         raise TunnelError(exc.status, message) from None

@@ -387,6 +387,7 @@ http {{
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
+    map $http_upgrade $connection_upgrade {{ default upgrade; "" close; }}
     server {{
         listen 127.0.0.1:{port} ssl;
         server_name localhost *.localhost;
@@ -398,25 +399,29 @@ http {{
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $remote_addr;
             proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_buffering off;
         }}
     }}
 }}
 """
 
 
-def start_tls_front(group: ProcessGroup, workdir: Path, ca: trustme.CA, relay_port: int) -> int:
-    """nginx terminating TLS (a trustme certificate for localhost) in front of the relay."""
+def start_tls_front(
+    group: ProcessGroup, workdir: Path, ca: trustme.CA, relay_port: int, port: int
+) -> None:
+    """nginx on `port` terminating TLS (a trustme certificate for localhost) in front of the
+    relay, passing upgrades (our lt's pool connections) as docs/deploy.md's snippet does."""
     directory = workdir / "nginx"
     directory.mkdir()
     cert = ca.issue_cert("localhost", "127.0.0.1")
     cert.cert_chain_pems[0].write_to_path(str(directory / "cert.pem"))
     cert.private_key_pem.write_to_path(str(directory / "key.pem"))
-    port = free_port()
     conf = directory / "nginx.conf"
     conf.write_text(NGINX_CONF.format(dir=directory, port=port, relay_port=relay_port))
     process = group.start([NGINX, "-p", str(directory), "-c", str(conf)], name="nginx")
     process.wait_for_line(r"start worker process")
-    return port
 
 
 def test_lt_through_a_proxy_to_a_real_relay_behind_tls(
@@ -428,9 +433,12 @@ def test_lt_through_a_proxy_to_a_real_relay_behind_tls(
     app,
     run_lt: Callable[..., LtProcess],
 ) -> None:
-    relay = relay_factory()
+    # Behind a TLS proxy, as docs/deploy.md says: the URLs handed out (the tunnel's, and the
+    # pool URL our lt opens its pool connections at, through the proxy) are https on its port.
+    front = free_port()
+    relay = relay_factory(RELAY_PUBLIC_SCHEME="https", RELAY_PUBLIC_PORT=str(front))
     token = issue_token(relay, "proxied", "laptop")
-    front = start_tls_front(group, tmp_path, ca, relay.port)
+    start_tls_front(group, tmp_path, ca, relay.port, front)
     proxy = start_tinyproxy(group, tmp_path, [front], PROXY_USER, PROXY_PASSWORD)
     lt = run_lt(
         *("--port", str(app.port), "--host", f"https://localhost:{front}", "--token", token),
@@ -442,6 +450,8 @@ def test_lt_through_a_proxy_to_a_real_relay_behind_tls(
     answer = relay.get("/behind-tls", name=name)
     assert answer.status == 200 and answer.json()["path"] == "/behind-tls"
     assert f"localhost:{front}" in proxy.connects()
+    # Every pool connection went through the proxy and nginx's TLS: none straight to the relay.
+    assert proxy.connects().count(f"localhost:{front}") > relay_max_sockets(relay)
     lt.stop()
     printed = "\n".join(lt.lines + lt.errors)
     assert token not in printed and PROXY_PASSWORD not in printed

@@ -73,10 +73,30 @@ class TunnelDouble:
         self.changed = asyncio.Condition()
         self.server: asyncio.Server | None = None
         self.port = 0
+        self.secret = secrets.token_hex(32)  # of its upgraded pool (relay.pool_scheme)
+        self.upgraded = False  # registered asking for the upgraded pool, and given it
 
     async def start(self) -> None:
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        tls = self.relay.tls if self.upgraded and self.relay.pool_scheme == "https" else None
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=tls)
         self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _upgrade(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """The relay's side of an upgraded pool connection: a 101 for the tunnel's secret."""
+        try:
+            async with asyncio.timeout(WAIT_S):
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError, TimeoutError):
+            return False
+        self.relay.upgrade_heads.append(head)
+        if f"tunnelsite-pool-secret: {self.secret}\r\n" not in head.lower():
+            writer.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+            return False
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+            b"Upgrade: tunnelsite-pool\r\n\r\n"
+        )
+        return True
 
     async def close(self) -> None:
         if self.server is not None:
@@ -90,6 +110,12 @@ class TunnelDouble:
         peer = writer.get_extra_info("peername")[0]
         self.relay.pool_connections += 1
         full = len(self.sockets) >= self.relay.max_conn_count
+        if self.upgraded:  # upgraded: bound by the secret, not the peer
+            if not await self._upgrade(reader, writer):
+                self.relay.refused_sockets += 1
+                writer.close()
+                return
+            peer = self.ip
         if full or peer != self.ip or self.relay.close_pool_at_once:
             self.relay.refused_sockets += 1
             writer.close()
@@ -204,6 +230,13 @@ class RelayDouble:
     def __init__(self, max_conn_count: int = 3) -> None:
         self.max_conn_count = max_conn_count
         self.port = 0
+        self.tls: ssl.SSLContext | None = None
+        # Give our lt an upgraded pool when it asks (X-Tunnelsite-Pool: upgrade): `pool_url`
+        # with this scheme (its tunnel's port, TLS with the API's certificate when https) at
+        # `pool_host`, and a secret. None: raw pool sockets only, as the localtunnel server.
+        self.pool_scheme: str | None = None
+        self.pool_host = "127.0.0.1"
+        self.upgrade_heads: list[str] = []  # the head of every upgrade request
         self.registrations: list[Recorded] = []
         self.deletes: list[Recorded] = []
         self.forced: deque[tuple[int, str]] = deque()  # next registration answers
@@ -231,6 +264,8 @@ class RelayDouble:
     def start(self, port: int = 0, tls: ssl.SSLContext | None = None) -> RelayDouble:
         """Listen on 127.0.0.1:`port`; `tls`: the API speaks HTTPS with this server context
         (the pool sockets stay raw, as the relay's raw pool ports)."""
+
+        self.tls = tls
 
         async def start() -> None:
             self._server = await asyncio.start_server(self._serve_api, "127.0.0.1", port, ssl=tls)
@@ -419,12 +454,20 @@ class RelayDouble:
         if old is not None:
             await old.close()
         tunnel = TunnelDouble(self, name, owner, peer)
+        # As the relay: an upgraded pool only for a registration that asks for it.
+        asked = req.headers.get("x-tunnelsite-pool") == "upgrade"
+        tunnel.upgraded = asked and self.pool_scheme is not None
         await tunnel.start()
         self.tunnels[name] = tunnel
         self.owners[name] = owner
-        return 200, {
+        answer: dict[str, object] = {
             "id": name,
             "port": tunnel.port,
             "max_conn_count": self.max_conn_count,
             "url": f"http://{name}.localhost:{self.port}",
         }
+        if tunnel.upgraded:
+            pool_base = f"{self.pool_scheme}://{self.pool_host}:{tunnel.port}"
+            answer["pool_url"] = f"{pool_base}/api/tunnels/{name}/pool"
+            answer["pool_secret"] = tunnel.secret
+        return 200, answer
