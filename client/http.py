@@ -79,14 +79,25 @@ async def request(
             writer.close()
 
 
+class ClosedWithoutAnswer(ConnectionError):
+    """The server closed the connection before the first byte of an answer: the relay is
+    restarting, or it speaks TLS on that port and the URL says http (its TLS refuses the
+    plain bytes and closes)."""
+
+
 async def _read_answer(conn: h11.Connection, reader: asyncio.StreamReader) -> Answer:
     status = 0
     headers: dict[str, str] = {}
     body = bytearray()
+    received = False
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
-            conn.receive_data(await reader.read(API_READ_CHUNK_BYTES))
+            data = await reader.read(API_READ_CHUNK_BYTES)
+            if not data and not received:
+                raise ClosedWithoutAnswer("the relay closed the connection without an answer")
+            received = True
+            conn.receive_data(data)
         elif isinstance(event, h11.Response):
             status = event.status_code
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}

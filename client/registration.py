@@ -11,7 +11,7 @@ from urllib.parse import quote, urlsplit
 
 from . import __version__
 from .connect import RelayConnector
-from .http import Answer, describe_error, request, split_userinfo
+from .http import Answer, ClosedWithoutAnswer, describe_error, request, split_userinfo
 from .limits import (
     MAX_POOL_SOCKETS,
     POOL_SECRET_HEX_CHARS,
@@ -159,6 +159,11 @@ def _upgraded_pool(data: dict[str, object]) -> tuple[str, str] | None:
 SCHEMES_BY_STRENGTH = ("http", "https")
 
 
+def _https(host: str) -> str:
+    """`host` (a relay URL, without user-info) with https in place of http."""
+    return "https" + _base(host).removeprefix("http")
+
+
 def lasting_error(message: str) -> RegistrationError:
     error = RegistrationError(0, message)
     error.lasting = True
@@ -254,10 +259,25 @@ async def register(
         headers[POOL_SECRET_HEADER] = pool_secret
     try:
         answer = await request("GET", url, headers, timeout_s, connector)
+    except ClosedWithoutAnswer as exc:
+        hint = ""
+        if urlsplit(_base(host)).scheme == "http":
+            hint = f" (if it serves https on that port: --host {_https(host)})"
+        raise RelayUnreachable(f"{exc}{hint}") from exc
     except (OSError, TimeoutError, ssl.SSLError) as exc:
         raise RelayUnreachable(describe_error(exc)) from exc
     except Exception as exc:  # h11.RemoteProtocolError and friends: not an HTTP relay
         raise RelayUnreachable(f"bad answer from the relay: {exc}") from exc
+    if 300 <= answer.status < 400:
+        # A relay's plain-http port that redirects to https (RELAY_HTTP_REDIRECT_PORT): lt
+        # follows no redirect with a token in it; the user's --host is what needs changing.
+        location = _header(answer.headers, "location") or ""
+        target = urlsplit(location)
+        where = f"{target.scheme}://{target.netloc}" if target.scheme and target.netloc else ""
+        raise lasting_error(
+            f"the relay answered {answer.status} redirecting to "
+            f"{where or 'another address'}: run lt with --host {where or '<that address>'}"
+        )
     if answer.status != 200:
         status = _real_status(answer)
         error = RegistrationError(status, _message(answer.body, status))

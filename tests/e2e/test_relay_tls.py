@@ -6,9 +6,9 @@ gives one: for DOMAIN and `*.DOMAIN`, and 127.0.0.1, where the clients register.
 `tls.localhost`, not the tests' usual `localhost`: OpenSSL (so Python, node and curl) never
 lets a wildcard stand for a whole label below a one-label name, so `*.localhost` verifies for
 no tunnel. Visitors verify the certificate against the trustme CA and nothing else. Both
-clients register over https and serve a real local app: our lt (told the CA by
-SSL_CERT_FILE, which Python's default context honours) and the npm client
-(NODE_EXTRA_CA_CERTS); the npm client's pool stays raw TCP, as designed.
+clients register over https and serve a real local app: our lt (told the CA by --ca; its pool
+connections are upgrades inside the relay's TLS) and the npm client (NODE_EXTRA_CA_CERTS); the
+npm client's pool stays raw TCP, as designed.
 """
 
 from __future__ import annotations
@@ -110,11 +110,11 @@ def https_get(
 
 
 def tls_relay(
-    group: ProcessGroup, db: Path, cert: Path, key: Path, **env: str
+    group: ProcessGroup, db: Path, cert: Path, key: Path, domain: str = DOMAIN, **env: str
 ) -> tuple[Process, int]:
     """`runrelay` on the defaults but for its certificate; the process and its https port."""
     environ = relay_env(db, RELAY_TLS_CERT=str(cert), RELAY_TLS_KEY=str(key), **env)
-    args = ["--port", "0", "--bind", "127.0.0.1", "--domain", DOMAIN]
+    args = ["--port", "0", "--bind", "127.0.0.1", "--domain", domain]
     process = group.start([PYTHON, "manage.py", "runrelay", *args], environ, name="relay")
     match = process.wait_for_line(r"tunnelsite relay listening on https://127\.0\.0\.1:(\d+)")
     return process, int(match.group(1))
@@ -124,8 +124,8 @@ def start_our_lt(
     group: ProcessGroup, port: int, app: LocalApp, ca: Path, config: Path
 ) -> tuple[Process, str, str]:
     environ = client_env()
-    environ.update(LT_CONFIG_DIR=str(config), PYTHONUNBUFFERED="1", SSL_CERT_FILE=str(ca))
-    args = [PYTHON, "-m", "client.cli", "--port", str(app.port)]
+    environ.update(LT_CONFIG_DIR=str(config), PYTHONUNBUFFERED="1")
+    args = [PYTHON, "-m", "client.cli", "--port", str(app.port), "--ca", str(ca)]
     process = group.start([*args, "--host", f"https://127.0.0.1:{port}"], environ, name="our lt")
     url = process.wait_for_line(r"your url is: (\S+)").group(1)
     return process, url, re.match(r"https://([^.]+)\.", url).group(1)  # type: ignore[union-attr]
@@ -286,10 +286,12 @@ def test_the_flags_turn_on_https_as_the_variables_do(way, certs, relay_template_
 def test_our_lt_registers_over_https_and_serves_a_visitor(
     relay_https, certs, local_app, group, tmp_path
 ):
-    _, port = relay_https
+    relay, port = relay_https
     first = certs[0]
     _, url, name = start_our_lt(group, port, local_app, first.ca_file, tmp_path)
     assert url == f"https://{name}.{DOMAIN}:{port}"
+    # No raw pool port: its pool connections are upgrades on this https port.
+    relay.wait_for_line(rf"tunnel {name} opened for \S+ \(upgraded pool connections\)")
     context = first.context()
     wait_until(lambda: tunnel_sockets(port, name, context) > 0, IO_TIMEOUT_S, "a pool socket")
     status, _, body = https_get(port, "/hello", context, name)
@@ -431,6 +433,44 @@ def test_the_redirect_port_answers_308_to_the_same_path_on_https(redirecting, ho
     location = f"https://{host}:{port}/some/path?q=1"
     assert f"\r\nLocation: {location}".encode() in head
     assert location in json.loads(body)["message"]
+
+
+def test_lt_pointed_at_the_redirect_port_stops_and_names_the_https_url(
+    group, certs, relay_template_db, db_dir, local_app, tmp_path
+):
+    """`lt --host http://relay` where the relay only redirects to https: lt follows no
+    redirect (its registration may carry a token) and does not retry forever either."""
+    authority = certs[0].ca
+    leaf = authority.issue_cert("localhost", "127.0.0.1")
+    cert, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    key.write_bytes(leaf.private_key_pem.bytes())
+    redirect = free_port()
+    db = fresh_db(relay_template_db, db_dir)
+    env = {"RELAY_HTTP_REDIRECT_PORT": str(redirect)}
+    _, port = tls_relay(group, db, cert, key, domain="localhost", **env)
+    environ = client_env()
+    environ.update(LT_CONFIG_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
+    args = [PYTHON, "-m", "client.cli", "--port", str(local_app.port)]
+    lt = group.start([*args, "--host", f"http://localhost:{redirect}"], environ, name="lt")
+    assert lt.wait(timeout=START_S) == 1, lt.output()
+    assert f"run lt with --host https://localhost:{port}" in lt.output(), lt.output()
+    assert "Traceback" not in lt.output()
+
+
+def test_lt_speaking_plain_http_to_the_https_port_is_told_to_try_https(
+    relay_https, local_app, group, tmp_path
+):
+    _, port = relay_https
+    environ = client_env()
+    environ.update(LT_CONFIG_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
+    args = [PYTHON, "-m", "client.cli", "--port", str(local_app.port)]
+    lt = group.start([*args, "--host", f"http://127.0.0.1:{port}"], environ, name="lt")
+    lt.wait_for_line(
+        rf"the relay closed the connection without an answer \(if it serves https on that "
+        rf"port: --host https://127\.0\.0\.1:{port}\)"
+    )
+    assert "Traceback" not in lt.output() and "ConnectionClosed" not in lt.output()
 
 
 def test_the_redirect_port_never_proxies_and_refuses_foreign_hosts(redirecting):
