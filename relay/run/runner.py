@@ -193,8 +193,10 @@ class RelayRunner:
         loop = asyncio.get_event_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-        if self.tls is not None:  # certbot's deploy hook: `kill -HUP` / `systemctl reload`
-            loop.add_signal_handler(signal.SIGHUP, self.reload_tls)
+        # certbot's deploy hook, `kill -HUP` or `systemctl reload`: reload the certificate.
+        # Without one SIGHUP still stops nothing: a unit's ExecReload copied from a TLS relay
+        # must not take every tunnel of a relay behind a proxy down.
+        loop.add_signal_handler(signal.SIGHUP, self.reload_tls)
         loop.create_task(self._start_registry(limit))
 
     async def _start_registry(self, limit: int) -> None:
@@ -237,6 +239,7 @@ class RelayRunner:
     def reload_tls(self) -> None:
         """New connections get the files' certificate now; live ones keep theirs."""
         if self.tls is None:
+            self._print("SIGHUP: this relay has no TLS certificate to reload; nothing changed")
             return
         try:
             loaded = self.tls.reload()

@@ -64,3 +64,18 @@ def test_sigterm_gives_up_on_a_stuck_request_after_the_drain_period(
             assert visitor.is_closed(timeout=2)
     finally:
         local_app.release(key)
+
+
+def test_sighup_on_a_relay_without_a_certificate_stops_nothing(
+    relay_factory, local_app, lt_factory
+):
+    """A systemd unit's `ExecReload=/bin/kill -HUP $MAINPID` (docs/deploy.md, for a relay
+    with its own certificate) on a relay behind a proxy: it says so and serves on."""
+    relay = relay_factory()
+    client = lt_factory(relay, local_app.port)
+    with relay.visitor(client.name) as visitor:
+        assert visitor.request("GET", "/hello").status == 200
+        relay.process.signal(signal.SIGHUP)
+        relay.process.wait_for_line(r"SIGHUP: this relay has no TLS certificate to reload")
+        assert visitor.request("GET", "/hello").status == 200  # the same connection
+    assert relay.process.proc.poll() is None
