@@ -11,7 +11,7 @@ import subprocess
 import threading
 
 import pytest
-from harness.fake_client import UpgradingTunnelClient
+from harness.fake_client import UpgradingTunnelClient, fresh_loopback
 from harness.waiting import IO_TIMEOUT_S, unique_name
 
 from relay.protocol import POOL_KEEPALIVE_IDLE_S
@@ -102,7 +102,7 @@ def test_another_tunnels_secret_is_401(relay, client):
 
 def test_the_secret_of_an_older_registration_no_longer_attaches(relay, client):
     old = client.secret
-    client.register(client.name)  # our lt registering again: a new secret
+    client.register(client.name, secret=old)  # our lt registering again: a new secret
     assert client.secret != old
     assert client.upgrade(client.upgrade_head(secret=old)).status == 401
     assert client.upgrade().status == 101
@@ -199,6 +199,52 @@ def test_our_lt_that_moved_keeps_its_anonymous_tunnel_with_its_secret(relay, cli
         source="127.0.0.24",
     )
     assert stranger.status == 409
+
+
+def lt_headers(client_id: str, *extra: tuple[str, str]) -> list[tuple[str, str]]:
+    """Another run of our lt (its own client id), asking for the upgraded pool."""
+    return [
+        ("User-Agent", "tunnelsite-lt/x"),
+        ("X-Tunnelsite-Client", client_id),
+        ("X-Tunnelsite-Pool", "upgrade"),
+        *extra,
+    ]
+
+
+def test_the_old_address_cannot_take_over_an_anonymous_tunnel_that_moved(relay, client):
+    """Review finding 1: once our lt proved itself with its secret from a new address, the
+    anonymous tunnel is that address's; another client at the old one (where the laptop
+    was) can neither take it over nor register it, and the tunnel keeps serving."""
+    old_address = client.source
+    client.connect(1)
+    moved = fresh_loopback()
+    client.register(client.name, source=moved, secret=client.secret)
+    (pool,) = client.connect(1, source=moved)
+    relay.wait_for_sockets(client.name, 1)
+    for target in (f"/{client.name}?takeover=1", f"/{client.name}"):
+        taken = relay.get(target, headers=lt_headers("other-client-0001"), source=old_address)
+        assert taken.status == 409, taken
+    request, answer = served(relay, client, pool)
+    assert request.target == "/hello" and answer.status == 200
+    assert answer.body == b"from the pool connection"
+
+
+def test_an_anonymous_tunnel_whose_client_is_connected_is_never_taken_over(relay, client):
+    """Clients behind one NAT share an anonymous owner: neither another client's takeover
+    nor our lt's own client id without the pool secret moves a connected tunnel."""
+    (pool,) = client.connect(1)
+    for headers in (
+        lt_headers("other-client-0002"),
+        lt_headers(client.client_id),  # its id alone is no proof: the secret is
+        lt_headers(client.client_id, ("Tunnelsite-Pool-Secret", "0" * 64)),
+    ):
+        taken = relay.get(f"/{client.name}?takeover=1", headers=headers, source=client.source)
+        assert taken.status == 409, taken
+        assert "never taken over" in taken.json()["message"]
+    request, answer = served(relay, client, pool)
+    assert answer.status == 200 and answer.body == b"from the pool connection"
+    again = client.register(client.name, secret=client.secret)  # its secret: its own again
+    assert again["id"] == client.name
 
 
 def test_the_relay_probes_idle_upgraded_connections_as_it_does_raw_pool_sockets(relay, client):
