@@ -157,6 +157,33 @@ def test_a_slow_upgrade_head_is_answered_408(relay_factory):
         client.close()
 
 
+VISITOR_CONNECTIONS_PER_IP = 2  # the setting under test, below the pool's max_conn_count
+
+
+def test_upgraded_pool_connections_do_not_count_against_the_visitor_limit(relay_factory):
+    """Review finding 3: RELAY_MAX_CONNECTIONS_PER_IP is a visitor limit; an address's
+    place is given back at the 101 (max_conn_count bounds the pool), and that address's
+    visitor connections are still counted."""
+    limited = relay_factory(RELAY_MAX_CONNECTIONS_PER_IP=str(VISITOR_CONNECTIONS_PER_IP))
+    client = UpgradingTunnelClient(limited)
+    held: list[socket.socket] = []
+    try:
+        pools = client.connect(VISITOR_CONNECTIONS_PER_IP + 2)
+        assert limited.sockets(client.name) == len(pools)
+        held = [  # visitors from the client's address, up to the limit
+            socket.create_connection(("127.0.0.1", limited.port), IO_TIMEOUT_S, (client.source, 0))
+            for _ in range(VISITOR_CONNECTIONS_PER_IP)
+        ]
+        over = limited.get("/api/status", source=client.source)
+        assert over.status == 429, over  # its visitors are counted
+        assert limited.sockets(client.name) == len(pools)  # and the pool keeps them all
+        assert not any(pool.is_closed(timeout=0.3) for pool in pools)
+    finally:
+        for sock in held:
+            sock.close()
+        client.close()
+
+
 def test_an_upgrade_on_a_tunnels_host_is_the_tunnel_apps_request(relay, client):
     pool = client.open()
     relay.wait_for_sockets(client.name, 1)
