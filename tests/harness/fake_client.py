@@ -258,6 +258,7 @@ class UpgradingTunnelClient(FakeTunnelClient):
             headers.append((POOL_SECRET_HEADER, secret))
         answer = self.relay.get(f"/{name}", headers=headers, source=source or self.source)
         assert answer.status == 200, answer
+        self.registration_headers: list[tuple[str, str]] = answer.headers
         info = answer.json()
         self.pool_url: str = info["pool_url"]
         self.secret: str = info["pool_secret"]

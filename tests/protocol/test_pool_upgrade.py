@@ -60,6 +60,65 @@ def test_the_registration_answer_gives_our_lt_a_pool_url_and_secret_and_no_raw_p
     assert "pool_url" not in npm.json() and "pool_secret" not in npm.json()
 
 
+OLDER_LT = [("User-Agent", "tunnelsite-lt/0.1"), ("X-Tunnelsite-Client", "older-lt-0001")]
+
+
+def test_a_client_id_without_the_pool_header_gets_a_raw_pool_port_as_before(relay):
+    """Review finding 2: an older lt (or lt --raw-pool) sends its client id but not
+    X-Tunnelsite-Pool: upgrade; it gets its address-bound raw pool port and nothing else."""
+    answer = relay.get(f"/{unique_name('older')}", headers=OLDER_LT, source="127.0.0.31")
+    assert answer.status == 200, answer
+    body = answer.json()
+    assert body["port"] > 0 and "pool_url" not in body and "pool_secret" not in body
+    pool = socket.create_connection(("127.0.0.1", body["port"]), IO_TIMEOUT_S, ("127.0.0.31", 0))
+    try:
+        relay.wait_for_sockets(body["id"], 1)  # the raw listener takes its own address
+    finally:
+        pool.close()
+    upgraded = UpgradingTunnelClient(relay)
+    try:
+        assert upgraded.port == 0
+        headers = {key: value for key, value in upgraded.registration_headers}
+        assert headers["cache-control"] == "no-store"  # it carries the pool secret
+    finally:
+        upgraded.close()
+
+
+def test_without_raw_pools_a_client_id_without_the_pool_header_gets_426(relay_factory):
+    encrypted_only = relay_factory(RELAY_RAW_POOLS="false")
+    answer = encrypted_only.get(f"/{unique_name('older')}", headers=OLDER_LT)
+    assert answer.status == 426, answer
+    assert "accepts only encrypted tunnel clients" in answer.json()["message"]
+    upgraded = UpgradingTunnelClient(encrypted_only)  # with the header: its upgraded pool
+    upgraded.close()
+
+
+def test_our_lt_reclaiming_a_name_from_the_npm_client_closes_its_raw_listener(relay):
+    """Review finding 4: nothing may reach a tunnel our lt holds by its address alone."""
+    source = fresh_loopback()
+    npm = relay.register(unique_name("handed"), source=source)
+    name, port = npm.json()["id"], npm.json()["port"]
+    raw = socket.create_connection(("127.0.0.1", port), IO_TIMEOUT_S, (source, 0))
+    relay.wait_for_sockets(name, 1)
+    raw.close()  # the npm client is gone: its owner may have the name back
+    relay.wait_for_sockets(name, 0)
+    ours = UpgradingTunnelClient(relay, name, source)
+    try:
+        assert ours.port == 0
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), IO_TIMEOUT_S, (source, 0)).close()
+        (pool,) = ours.connect(1)
+        request, answer = served(relay, ours, pool)
+        assert answer.status == 200
+        # The reverse: the npm client after our lt gets a raw pool port, as before.
+        pool.close()
+        relay.wait_for_sockets(name, 0)
+        again = relay.register(name, source=source)
+        assert again.status == 200 and again.json()["port"] > 0
+    finally:
+        ours.close()
+
+
 def test_the_right_secret_is_answered_101_and_the_connection_carries_visitors(relay, client):
     answer = client.upgrade()
     assert answer.status == 101
