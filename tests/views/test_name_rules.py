@@ -25,6 +25,7 @@ from harness.accounts import (
 from harness.waiting import wait_until_async
 
 from client.backoff import MAX_DELAY_S, delay_for
+from relay import face
 from relay.headers import address_key
 from relay.pool.ports import port_candidates
 from relay.pool.quota import RegistrationRate
@@ -130,6 +131,38 @@ class LiveHolderTests(TestCase):
             )
             self.assertEqual(gone.status_code, 409)  # its exit leaves the new holder alone
             self.assertIn("held-name", get_registry().tunnels)
+        finally:
+            writer.close()
+
+    @isolated
+    async def test_a_moved_anonymous_tunnel_belongs_to_its_new_address_row_and_counts(self):
+        """Review finding 1: the owner moves with the secret's proof, everywhere it is used:
+        the tunnel, the owner's live count (release_for_owner), the session row's address."""
+        moved = ("127.0.0.77", 50001)
+        secret, writer = await self._online("held-name", "client-aaaa-0001")
+        try:
+            again = await self._get(
+                "/held-name",
+                moved,
+                **lt_headers("client-aaaa-0001", **{"Tunnelsite-Pool-Secret": secret}),
+            )
+            self.assertEqual(again.status_code, 200, again.content)
+            tunnel = get_registry().get("held-name")
+            self.assertEqual((tunnel.owner, tunnel.client_ip), ("ip:127.0.0.77", "127.0.0.77"))
+            _, moved_writer = await upgraded_pool_connection(tunnel)  # from where it is now
+            await wait_until_async(lambda: tunnel.connected_sockets == 1)
+            await get_registry().flush()
+            row = await Session.objects.aget(subdomain="held-name", is_live=True)
+            self.assertEqual(row.client_ip, "127.0.0.77")
+            # Counted for its new address, no longer for the old one.
+            self.assertFalse(face.release_for_owner("ip:127.0.0.77", 1))
+            self.assertTrue(face.release_for_owner("ip:127.0.0.1", 1))
+            for target in ("/held-name?takeover=1", "/held-name"):
+                thief = await self._get(target, **lt_headers("client-bbbb-0002"))
+                self.assertEqual(thief.status_code, 409, thief.content)
+            self.assertIs(get_registry().get("held-name"), tunnel)
+            self.assertEqual(tunnel.connected_sockets, 1)
+            moved_writer.close()
         finally:
             writer.close()
 
