@@ -28,6 +28,10 @@ class SessionUpdate:
     last_activity_age_s: float
     closed: bool
     close_reason: str
+    # The address of the client that holds the tunnel now (it moves with a client that
+    # reclaims its tunnel by its pool secret from a new address): an anonymous tunnel's
+    # owner, as the cluster-wide live counts read it.
+    client_ip: str = ""
 
 
 @dataclass(frozen=True)

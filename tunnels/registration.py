@@ -65,7 +65,13 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
     client_id = request.headers.get(protocol.CLIENT_ID_HEADER, "")
     if not protocol.CLIENT_ID_RE.fullmatch(client_id):
         client_id = ""  # not our lt's: treated as a client without an id
-    if not client_id and not settings.RELAY_RAW_POOLS:
+    # Only our lt asking for it (protocol.POOL_KIND_HEADER) gets the upgraded pool; a client
+    # id alone (an older lt, lt --raw-pool) gets a raw pool port as before.
+    upgraded = bool(client_id) and (
+        request.headers.get(protocol.POOL_KIND_HEADER, "").strip().lower()
+        == protocol.POOL_KIND_UPGRADE
+    )
+    if not upgraded and not settings.RELAY_RAW_POOLS:
         return client_error(request, 426, ENCRYPTED_ONLY)  # it cannot upgrade its pool
     requester: Requester = identify(request)
     if requested is not None and requested.lower() in site_route_names():
@@ -132,8 +138,8 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
             takeover=request.GET.get(protocol.TAKEOVER_PARAM, "") in ("1", "true", "yes"),
             reserved=site_route_names(),
             quota=_quota(grant.limits),
-            raw_pool=not client_id,  # our lt upgrades its pool connections on this port
-            pool_secret=request.headers.get(protocol.POOL_SECRET_HEADER, "") if client_id else "",
+            raw_pool=not upgraded,  # our lt upgrades its pool connections on this port
+            pool_secret=request.headers.get(protocol.POOL_SECRET_HEADER, "") if upgraded else "",
         )
     except RegistrationError as exc:
         return client_error(
@@ -143,7 +149,7 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
     url = protocol.public_url(
         settings.RELAY_PUBLIC_SCHEME, registered.name, settings.RELAY_DOMAIN, int(public_port)
     )
-    return JsonResponse(
+    answer = JsonResponse(
         protocol.registration_answer(
             registered.name,
             registered.port,
@@ -151,11 +157,14 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
             url,
             registered.advertise_host,
             pool_base=(registered.node_url or _own_base(request, int(public_port)))
-            if client_id
+            if upgraded
             else "",
-            pool_secret=registered.pool_secret,
+            pool_secret=registered.pool_secret if upgraded else "",
         )
     )
+    if upgraded:  # it carries the pool secret: no cache (a proxy's, the client's) keeps it
+        answer["Cache-Control"] = "no-store"
+    return answer
 
 
 def _own_base(request: HttpRequest, public_port: int) -> str:

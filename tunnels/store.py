@@ -55,14 +55,21 @@ def apply_updates(updates: list[SessionUpdate]) -> None:
             bytes_out=u.bytes_out,
             last_activity=now - timedelta(seconds=u.last_activity_age_s),
             is_live=not u.closed,
+            client_ip=u.client_ip,
         )
         if u.closed:
             row.closed_at = now
             row.close_reason = u.close_reason[:100]
         rows.append(row)
     fields = ["sockets", "peak_sockets", "requests", "bytes_in", "bytes_out", "last_activity"]
+    # Live rows follow their client's address (an anonymous tunnel's owner, which moves
+    # with a client reclaiming it by its pool secret from a new address).
+    moved = [r for r in rows if r.is_live and r.client_ip]
     with transaction.atomic():
-        TunnelSession.objects.bulk_update([r for r in rows if r.is_live], fields)
+        TunnelSession.objects.bulk_update(
+            [r for r in rows if r.is_live and not r.client_ip], fields
+        )
+        TunnelSession.objects.bulk_update(moved, [*fields, "client_ip"])
         TunnelSession.objects.bulk_update(
             [r for r in rows if not r.is_live], [*fields, "is_live", "closed_at", "close_reason"]
         )

@@ -243,14 +243,13 @@ class Cluster:
             return 0
         client_id = str(message.get("client_id") or "")
         same_client = bool(client_id) and client_id == tunnel.client_id
-        if (
-            not same_client
-            and not message.get("takeover")
-            and tunnel.client_connected(time.monotonic())
-        ):
+        # An anonymous tunnel whose client is connected is never taken over: its owner is
+        # an address, which anyone behind the same NAT shares.
+        takeover = bool(message.get("takeover")) and tunnel.user_id is not None
+        if not same_client and not takeover and tunnel.client_connected(time.monotonic()):
             return 0  # a second live client: the node that asked answers 409 after its wait
         by = str(message.get("by") or "another node")
-        if message.get("takeover") and not same_client:
+        if takeover and not same_client:
             self.registry.remember_taken_over(tunnel, f"a client on node {by}")
         self.registry.close(tunnel, f"reclaimed on {by}"[:CLOSE_REASON_MAX_CHARS])
         return 1

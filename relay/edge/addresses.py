@@ -28,6 +28,27 @@ def release_address(key: str) -> None:
         CONNECTIONS.pop(key, None)
 
 
+def admit(host: str | None) -> str | None:
+    """Count a new connection from `host` (RELAY_MAX_CONNECTIONS_PER_IP): its key, to give
+    back with release_address when it closes; "" when it is not counted (no limit, no
+    address, a trusted proxy in front); None when the address is at its limit."""
+    limit = settings.RELAY_MAX_CONNECTIONS_PER_IP
+    if not limit or host is None or is_trusted_proxy(host):
+        return ""  # behind a proxy every visitor shares its address: it limits them
+    key = address_key(host)
+    if CONNECTIONS.get(key, 0) >= limit:
+        return None
+    CONNECTIONS[key] = CONNECTIONS.get(key, 0) + 1
+    return key
+
+
+def too_many_message() -> str:
+    return (
+        f"Your address already has {settings.RELAY_MAX_CONNECTIONS_PER_IP} open connections "
+        "to this relay; close some and try again."
+    )
+
+
 class AddressLimit(http.HTTPChannel):
     """A part of RelayHTTPChannel: the state below is the channel's (set in its `__init__`),
     and so is `_refuse`."""
@@ -36,24 +57,21 @@ class AddressLimit(http.HTTPChannel):
     _refuse: Callable[[int, str, str], None]
 
     def _admit_address(self) -> bool:
-        limit = settings.RELAY_MAX_CONNECTIONS_PER_IP
         transport: Any = self.transport  # zope-typed (see relay/edge/channel.py)
-        peer = transport.getPeer()
-        host = getattr(peer, "host", None)
-        if not limit or host is None or is_trusted_proxy(host):
-            return True  # behind a proxy every visitor shares its address: it limits them
-        key = address_key(host)
-        if CONNECTIONS.get(key, 0) >= limit:
-            self._refuse(
-                429,
-                "Too Many Requests",
-                f"Your address already has {limit} open connections to this relay; "
-                "close some and try again.",
-            )
+        key = admit(getattr(transport.getPeer(), "host", None))
+        if key is None:
+            self._refuse(429, "Too Many Requests", too_many_message())
             return False
-        CONNECTIONS[key] = CONNECTIONS.get(key, 0) + 1
-        self._address = key
+        self._address = key or None
         return True
+
+    def let_go(self) -> None:
+        """The connection became one of our lt's upgraded pool connections: it is no
+        visitor's any more (max_conn_count bounds a tunnel's pool connections), so its
+        address's place is given back at once."""
+        key, self._address = self._address, None
+        if key is not None:
+            release_address(key)
 
     def hand_over(self, transport: Any) -> None:
         """The connection became a WebSocket: Daphne's protocol now owns the transport and

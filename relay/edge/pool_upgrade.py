@@ -150,6 +150,6 @@ def _hand_over(request: Any, protocol: UpgradedPool) -> None:
     else:
         transport.protocol = protocol
     protocol.makeConnection(transport)
-    channel.hand_over(transport)  # its address's connection count goes with it
+    channel.let_go()  # a pool connection is no visitor's: its address's place is given back
     _forget(request)
     channel._networkProducer.resumeProducing()  # noqa: SLF001

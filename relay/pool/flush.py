@@ -118,6 +118,7 @@ class Flusher:
                         last_activity_age_s=time.monotonic() - tunnel.last_activity,
                         closed=tunnel.closed,
                         close_reason=tunnel.close_reason,
+                        client_ip=tunnel.client_ip,
                     )
                 )
         self.pending.clear()

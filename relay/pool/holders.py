@@ -126,6 +126,25 @@ class NameHolders:
                 if time.monotonic() >= deadline:
                     raise
 
+    def reconnecting_client(self, tunnel: Tunnel, client_id: str) -> bool:
+        """Whether `client_id` is the tunnel's own client registering again while still
+        connected (our lt reconnecting). An anonymous tunnel on upgraded pool connections
+        takes only its pool secret as proof: its client knows it, and a client id is no
+        credential."""
+        if not client_id or client_id != tunnel.client_id:
+            return False
+        return tunnel.user_id is not None or tunnel.server is not None
+
+    def move_owner(self, tunnel: Tunnel, owner: str, user_id: int | None) -> None:
+        """Its client proved itself with the pool secret from `owner` (a new address): an
+        anonymous tunnel belongs to that address from now on (its live count, its
+        release_for_owner, its session row's address, which the flusher writes); the old
+        address owns it no more. A token holder's owner is its user and stays."""
+        if tunnel.user_id is not None or user_id is not None or tunnel.owner == owner:
+            return
+        logger.info("tunnel %s moved to a new address with its pool secret", tunnel.name)
+        tunnel.owner = owner
+
     def reclaim(self, tunnel: Tunnel, client_ip: str, client_id: str) -> Tunnel:
         """The owner asks again for its name, its client gone or reconnecting: same tunnel,
         same port, fresh sockets."""

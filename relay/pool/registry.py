@@ -38,12 +38,20 @@ def _in_use_message(tunnel: Tunnel) -> str:
     since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(tunnel.registered_wall))
     sockets = tunnel.connected_sockets
     state = f"{sockets} pool socket{'s' if sockets != 1 else ''}" if sockets else "connecting"
-    return (
+    held = (
         f"The subdomain {tunnel.name!r} is in use by another client of yours, connected from "
         f"{tunnel.client_ip} since {since} ({state}). Stop that client first (a client whose "
-        "network went away is noticed within about 30 s), or, with tunnelsite's own lt, take "
-        f"the name over with `lt --subdomain {tunnel.name} --takeover` (the other client is "
-        "then disconnected)."
+        "network went away is noticed within about 30 s)"
+    )
+    if tunnel.user_id is None:  # anonymous: its owner is an address, shared behind a NAT
+        return (
+            f"{held}. An anonymous tunnel is never taken over while its client is "
+            "connected; registered with an API token (lt --token), tunnelsite's own lt can "
+            f"take a name over with `lt --subdomain {tunnel.name} --takeover`."
+        )
+    return (
+        f"{held}, or, with tunnelsite's own lt, take the name over with "
+        f"`lt --subdomain {tunnel.name} --takeover` (the other client is then disconnected)."
     )
 
 
@@ -95,7 +103,9 @@ class Registry:
             if existing is not None:
                 if existing.session_id is not None and existing.secret_matches(pool_secret):
                     # Our lt again, known by its secret from wherever it is now (a laptop that
-                    # changed networks): it keeps the tunnel, its owner and its URL.
+                    # changed networks): it keeps the tunnel and its URL; an anonymous one's
+                    # owner becomes its new address, so the old address owns it no more.
+                    self.holders.move_owner(existing, owner, user_id)
                     tunnel = self.holders.reclaim(existing, client_ip, client_id)
                     return await self._raw_pool_for(tunnel, raw_pool)
                 if existing.owner != owner:
@@ -108,12 +118,12 @@ class Registry:
                     raise RegistrationError(
                         409, f"The subdomain {requested!r} is being registered; try again."
                     )
-                if (client_id and client_id == existing.client_id) or not (
-                    existing.client_connected(time.monotonic())
-                ):  # our lt reconnecting, or the owner within the grace period
+                connected = existing.client_connected(time.monotonic())
+                if not connected or self.holders.reconnecting_client(existing, client_id):
+                    # the owner within the grace period, or our lt reconnecting
                     tunnel = self.holders.reclaim(existing, client_ip, client_id)
                     return await self._raw_pool_for(tunnel, raw_pool)
-                if not takeover:
+                if not takeover or existing.user_id is None:  # anonymous: never taken over
                     raise RegistrationError(409, _in_use_message(existing))
                 # A new pool port: the old client's own reconnects must not reach the new one.
                 avoid_port = existing.port
@@ -181,7 +191,13 @@ class Registry:
 
     async def _raw_pool_for(self, tunnel: Tunnel, raw_pool: bool) -> Tunnel:
         """A reclaimed tunnel whose new client needs a raw pool port (the npm client after our
-        lt) gets a listener; one that has a listener keeps it."""
+        lt) gets a listener; one that has a listener keeps it, unless its new client upgrades
+        its pool connections (our lt after the npm client): then the listener closes, as
+        nothing may reach the tunnel by its address alone any more."""
+        if not raw_pool and tunnel.server is not None:
+            tunnel.server.close()
+            tunnel.server = None
+            tunnel.port = 0  # (reclaim closed the previous client's idle sockets)
         if raw_pool and tunnel.server is None:
             try:
                 tunnel.server = await listen(tunnel, self.settings, self.tunnels)

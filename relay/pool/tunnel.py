@@ -164,8 +164,10 @@ class Tunnel(Borrowing):
             self.distrusted = True
 
     def registered_by(self, client_ip: str, client_id: str) -> None:
-        """A (re-)registration of this tunnel: the client that holds it from now on."""
+        """A (re-)registration of this tunnel: the client that holds it from now on (its
+        address reaches the session row with the next flush)."""
         self.client_ip = client_ip
+        self.dirty = True
         self.client_id = client_id
         self._strict_if_raw()
         self.registered_at = time.monotonic()

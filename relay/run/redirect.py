@@ -22,6 +22,7 @@ from twisted.internet import reactor as twisted_reactor
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
+from relay.edge.addresses import admit, release_address, too_many_message
 from relay.protocol import relay_url
 
 reactor: Any = twisted_reactor  # the Twisted boundary (see relay/run/runner.py)
@@ -53,13 +54,25 @@ class RedirectProtocol(Protocol):
         )
         self.deadline: Any = None
         self.done = False
+        self.address: str | None = None  # counted in relay/edge/addresses.py while open
 
     def connectionMade(self) -> None:  # noqa: N802 (Twisted's names)
+        # Counted with the https port's connections (RELAY_MAX_CONNECTIONS_PER_IP): one
+        # address cannot hold this port's connections open by the thousand either.
+        transport: Any = self.transport  # zope-typed (see `reactor`)
+        key = admit(getattr(transport.getPeer(), "host", None))
+        if key is None:
+            self._answer(HTTPStatus.TOO_MANY_REQUESTS, too_many_message())
+            return
+        self.address = key or None
         self.deadline = reactor.callLater(settings.RELAY_HEADER_TIMEOUT_S, self._too_slow)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         if self.deadline is not None and self.deadline.active():
             self.deadline.cancel()
+        key, self.address = self.address, None
+        if key is not None:
+            release_address(key)
 
     def _too_slow(self) -> None:
         if not self.done:

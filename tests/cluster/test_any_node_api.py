@@ -7,6 +7,7 @@ import time
 
 import pytest
 from harness.fake_client import FakeTunnelClient, PoolSocket
+from harness.relay import issue_token
 from harness.waiting import unique_name, wait_until
 from test_two_nodes import _reaches
 
@@ -74,15 +75,23 @@ def test_a_second_client_gets_409_while_the_first_is_connected_elsewhere_unless_
 ):
     """Two live clients never share a name (issue 10 item 5), across nodes too."""
     alpha, bravo = two_nodes
-    old = FakeTunnelClient(bravo)
+    anonymous = FakeTunnelClient(bravo)
+    try:  # an anonymous tunnel is never taken over while its client is connected
+        (held,) = anonymous.connect(1)
+        assert alpha.get(f"/{anonymous.name}?takeover=1", source=anonymous.source).status == 409
+        assert not held.is_closed(timeout=0.3)
+    finally:
+        anonymous.close()
+    auth = [("Authorization", f"Bearer {issue_token(alpha, unique_name('taker'), 'laptop')}")]
+    old = FakeTunnelClient(bravo, headers=auth)
     new: FakeTunnelClient | None = None
     try:
         (old_pool,) = old.connect(1)
         assert (
-            alpha.register(old.name, source=old.source).status == 409
+            alpha.get(f"/{old.name}", headers=auth, source=old.source).status == 409
         )  # bravo keeps its connected client
         assert not old_pool.is_closed(timeout=0.3)
-        new = FakeTunnelClient(alpha, f"{old.name}?takeover=1", old.source)
+        new = FakeTunnelClient(alpha, f"{old.name}?takeover=1", old.source, headers=auth)
         assert old_pool.is_closed(timeout=2.0)
         (pool,) = new.connect(1)
         assert db_rows(new.name) == [("bravo", False, "reclaimed on alpha"), ("alpha", True, "")]

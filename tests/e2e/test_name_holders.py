@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from harness.processes import PYTHON, Process, ProcessGroup
-from harness.relay import NPM_LT, Relay
+from harness.relay import NPM_LT, Relay, issue_token
 from harness.waiting import unique_name
 
 from bench.procs import client_env
@@ -144,23 +144,37 @@ def test_a_second_npm_client_for_a_live_name_prints_the_refusal_and_exits(names_
     assert first.proc.poll() is None
 
 
-@pytest.mark.parametrize("old_kind", ["ours", "npm"])
-def test_takeover_disconnects_the_old_client_which_exits(names_relay, procs, old_kind):
+def test_takeover_disconnects_the_old_client_which_exits(names_relay, procs):
     relay, name = names_relay, unique_name("moved")
-    old = procs.online(old_kind, relay, procs.app("app-a"), name)
+    token = issue_token(relay, unique_name("taker"), "laptop")  # anonymous: never taken over
+    old = procs.online("ours", relay, procs.app("app-a"), name, "--token", token)
 
-    new = procs.online("ours", relay, procs.app("app-b"), name, "--takeover")
+    new = procs.online("ours", relay, procs.app("app-b"), name, "--takeover", "--token", token)
 
     code = exit_code(old)
-    if old_kind == "ours":
-        assert code == EXIT_TAKEN_OVER, old.output()
-        assert "was taken over by another client" in old.output(), old.output()
-        assert "registering again" not in old.output().split("taken over")[-1]
-    else:
-        assert code != 0, old.output()  # its pool port is gone: it stops
+    assert code == EXIT_TAKEN_OVER, old.output()
+    assert "was taken over by another client" in old.output(), old.output()
+    assert "registering again" not in old.output().split("taken over")[-1]
     assert bodies(relay, name) == {"app-b"}
     assert relay.sockets(name) == 10
     assert new.proc.poll() is None
+
+
+@pytest.mark.parametrize("old_kind", ["ours", "npm"])
+def test_an_anonymous_tunnel_is_never_taken_over_while_its_client_is_connected(
+    names_relay, procs, old_kind
+):
+    """Its owner is an address, which every client behind the same NAT shares."""
+    relay, name = names_relay, unique_name("kept")
+    old = procs.online(old_kind, relay, procs.app("app-a"), name)
+
+    thief = procs.start("ours", relay, procs.app("app-b"), "--subdomain", name, "--takeover")
+
+    assert exit_code(thief) == EXIT_TAKEN, thief.output()
+    assert "never taken over" in thief.output(), thief.output()
+    assert bodies(relay, name) == {"app-a"}
+    assert relay.sockets(name) == 10
+    assert old.proc.poll() is None
 
 
 def test_takeover_is_refused_for_another_owners_name(names_relay, procs):

@@ -495,6 +495,61 @@ def test_the_redirect_port_closes_garbage_and_a_slow_head_within_the_deadline(re
     assert took < SLACK_S
 
 
+REDIRECT_CONNECTIONS_PER_IP = 3  # the setting under test: a few held connections reach it
+
+
+def redirected(port: int, source: str = "127.0.0.1") -> bytes:
+    """One request on a fresh plain connection from `source`: the relay's whole answer."""
+    with socket.create_connection(("127.0.0.1", port), IO_TIMEOUT_S, (source, 0)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: tls.localhost\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_the_redirect_port_counts_connections_per_address(group, certs, relay_template_db, db_dir):
+    """Review finding 7: RELAY_MAX_CONNECTIONS_PER_IP holds on the redirect port too; an
+    address at the limit gets a 429, another address does not, and a closed connection gives
+    its place back."""
+    cert, key = db_dir / "limit-fullchain.pem", db_dir / "limit-privkey.pem"
+    certs[0].install(cert, key)
+    redirect = free_port()
+    db = fresh_db(relay_template_db, db_dir)
+    relay, _ = tls_relay(
+        group,
+        db,
+        cert,
+        key,
+        RELAY_HTTP_REDIRECT_PORT=str(redirect),
+        RELAY_MAX_CONNECTIONS_PER_IP=str(REDIRECT_CONNECTIONS_PER_IP),
+    )
+    relay.wait_for_line(rf"http://127\.0\.0\.1:{redirect} redirects to https")
+    held = [
+        socket.create_connection(("127.0.0.1", redirect), IO_TIMEOUT_S)
+        for _ in range(REDIRECT_CONNECTIONS_PER_IP)
+    ]
+    try:
+        wait_until(
+            lambda: redirected(redirect).startswith(b"HTTP/1.1 429 "),
+            IO_TIMEOUT_S,
+            "the address's next connection refused",
+        )
+        assert b"open connections" in redirected(redirect)
+        assert redirected(redirect, "127.0.0.2").startswith(b"HTTP/1.1 308 ")
+    finally:
+        held.pop().close()
+    try:
+        wait_until(
+            lambda: redirected(redirect).startswith(b"HTTP/1.1 308 "),
+            IO_TIMEOUT_S,
+            "the closed connection's place given back",
+        )
+    finally:
+        for sock in held:
+            sock.close()
+
+
 # --- bad files stop the start in one line ------------------------------------------------------
 def start_failure(group: ProcessGroup, db: Path, args: list[str], **env: str) -> str:
     process = group.start(

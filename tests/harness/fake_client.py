@@ -14,7 +14,14 @@ from urllib.parse import urlsplit
 from harness.http import DRAIN_READS
 from harness.relay import Relay
 from harness.waiting import IO_TIMEOUT_S, poll, unique_name
-from relay.protocol import CLIENT_ID_HEADER, POOL_PATH, POOL_SECRET_HEADER, POOL_UPGRADE
+from relay.protocol import (
+    CLIENT_ID_HEADER,
+    POOL_KIND_HEADER,
+    POOL_KIND_UPGRADE,
+    POOL_PATH,
+    POOL_SECRET_HEADER,
+    POOL_UPGRADE,
+)
 
 
 @dataclass
@@ -144,10 +151,17 @@ def fresh_loopback() -> str:
 class FakeTunnelClient:
     """Registers a tunnel over HTTP like `lt`, then opens pool sockets on demand."""
 
-    def __init__(self, relay: Relay, name: str | None = None, source: str | None = None):
+    def __init__(
+        self,
+        relay: Relay,
+        name: str | None = None,
+        source: str | None = None,
+        headers: list[tuple[str, str]] | None = None,  # a token's, for one
+    ):
         source = source or fresh_loopback()
         self.relay = relay
-        answer = relay.register(name or unique_name("fake"), source=source)
+        target = f"/{name or unique_name('fake')}"
+        answer = relay.get(target, headers=headers, source=source)
         assert answer.status == 200, answer
         info = answer.json()
         self.name: str = info["id"]
@@ -235,11 +249,16 @@ class UpgradingTunnelClient(FakeTunnelClient):
 
     def register(self, name: str, source: str | None = None, secret: str = "") -> dict:
         """`GET /<name>` as our lt sends it; keeps the answer's pool URL and secret."""
-        headers = [("User-Agent", LT_USER_AGENT), (CLIENT_ID_HEADER, self.client_id)]
+        headers = [
+            ("User-Agent", LT_USER_AGENT),
+            (CLIENT_ID_HEADER, self.client_id),
+            (POOL_KIND_HEADER, POOL_KIND_UPGRADE),
+        ]
         if secret:
             headers.append((POOL_SECRET_HEADER, secret))
         answer = self.relay.get(f"/{name}", headers=headers, source=source or self.source)
         assert answer.status == 200, answer
+        self.registration_headers: list[tuple[str, str]] = answer.headers
         info = answer.json()
         self.pool_url: str = info["pool_url"]
         self.secret: str = info["pool_secret"]

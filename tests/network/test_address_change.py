@@ -1,7 +1,7 @@
 """A laptop moves from Wi-Fi to tethering: the client's address changes mid-session. Our lt's
 pool connections are bound to their tunnel by its secret, not to the address they came from,
 so the same URL serves again within seconds; and a client at another address, without the
-secret, cannot take the name meanwhile (409)."""
+secret, cannot take the name meanwhile (409), nor can one left at its old address."""
 
 from __future__ import annotations
 
@@ -61,3 +61,20 @@ def test_the_same_url_serves_again_after_the_clients_address_changes(
     refused = take(relay, net, lt.name)
     assert refused.status == 409, refused
     assert relay.serves(lt.name)
+    # The address the laptop left, now another client's (review finding 1): an anonymous
+    # tunnel moved with its owner, so neither a takeover nor a registration gets it.
+    net.network.client.add_address(CLIENT_ADDRESS)
+    for target in (f"/{lt.name}?takeover=1", f"/{lt.name}"):
+        left_behind = relay.get(
+            target,
+            ns=net.network.client,
+            source=CLIENT_ADDRESS,
+            headers=[
+                ("User-Agent", "tunnelsite-lt/0"),
+                ("X-Tunnelsite-Client", "left-behind-0001"),
+                ("X-Tunnelsite-Pool", "upgrade"),
+            ],
+        )
+        assert left_behind.status == 409, left_behind
+    assert relay.serves(lt.name)
+    assert [line for line in lt.process.output().splitlines() if "your url is:" in line] == urls

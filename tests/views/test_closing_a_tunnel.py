@@ -4,8 +4,16 @@ close it. Between the two, the name may pass to another tunnel; that one stays o
 
 from __future__ import annotations
 
+from asgiref.sync import sync_to_async
 from django.test import TestCase, override_settings
-from harness.accounts import AddressedClient, isolated, upgraded_pool_connection
+from harness.accounts import (
+    AddressedClient,
+    bearer,
+    isolated,
+    make_token,
+    make_user,
+    upgraded_pool_connection,
+)
 from harness.waiting import wait_until_async
 
 from relay import face
@@ -17,13 +25,15 @@ OLD, NEW = "client-aaaa-0001", "client-bbbb-0002"
 
 
 def lt_headers(client_id: str) -> dict[str, str]:
-    return {"User-Agent": LT, "X-Tunnelsite-Client": client_id}
+    return {"User-Agent": LT, "X-Tunnelsite-Client": client_id, "X-Tunnelsite-Pool": "upgrade"}
 
 
 @override_settings(RELAY_ALLOW_ANONYMOUS=True, RELAY_PUBLIC_PORT=0)
 class CloseForClientTests(TestCase):
-    async def _register(self, target: str, client_id: str) -> str:
-        answer = await AddressedClient(OWNER).get(target, headers=lt_headers(client_id))
+    async def _register(self, target: str, client_id: str, **extra: str) -> str:
+        answer = await AddressedClient(OWNER).get(
+            target, headers={**lt_headers(client_id), **extra}
+        )
         self.assertEqual(answer.status_code, 200, answer.content)
         return answer.json()["id"]
 
@@ -48,10 +58,13 @@ class CloseForClientTests(TestCase):
 
     @isolated
     async def test_a_close_for_a_tunnel_whose_name_passed_on_leaves_the_new_holder_open(self):
-        await self._register("/held-name", OLD)
+        user = await sync_to_async(make_user)("holder")
+        _, token = await sync_to_async(make_token)(user)
+        auth = bearer(token)  # a token holder's: an anonymous tunnel is never taken over
+        await self._register("/held-name", OLD, **auth)
         seen = face.tunnel_status("held-name")
         assert seen is not None
-        await self._register("/held-name?takeover=1", NEW)  # as if during the token check
+        await self._register("/held-name?takeover=1", NEW, **auth)  # during the token check
         for client_id in (OLD, ""):
             closing = face.close_for_client(seen, seen.owner, client_id, "closed by client")
             self.assertIs(closing, face.Closing.CLOSED)  # the tunnel asked about is gone

@@ -10,13 +10,22 @@ import ipaddress
 import random
 from datetime import timedelta
 
+from asgiref.sync import sync_to_async
 from django.test import SimpleTestCase, TestCase, override_settings
 from django.urls import path
 from django.utils import timezone
-from harness.accounts import AddressedClient, isolated, upgraded_pool_connection
+from harness.accounts import (
+    AddressedClient,
+    bearer,
+    isolated,
+    make_token,
+    make_user,
+    upgraded_pool_connection,
+)
 from harness.waiting import wait_until_async
 
 from client.backoff import MAX_DELAY_S, delay_for
+from relay import face
 from relay.headers import address_key
 from relay.pool.ports import port_candidates
 from relay.pool.quota import RegistrationRate
@@ -32,8 +41,9 @@ NPM = "axios/0.21.4"
 
 def lt_headers(client_id: str = "", **extra: str) -> dict[str, str]:
     headers = {"User-Agent": LT, **extra}
-    if client_id:
+    if client_id:  # our lt, asking for the upgraded pool
         headers["X-Tunnelsite-Client"] = client_id
+        headers["X-Tunnelsite-Pool"] = "upgrade"
     return headers
 
 
@@ -44,9 +54,11 @@ class LiveHolderTests(TestCase):
     async def _get(self, target: str, address=OWNER, **headers: str):
         return await AddressedClient(address).get(target, headers=headers)
 
-    async def _online(self, name: str, client_id: str) -> tuple[str, asyncio.StreamWriter]:
+    async def _online(
+        self, name: str, client_id: str, **extra: str
+    ) -> tuple[str, asyncio.StreamWriter]:
         """Our lt holding `name` with one pool connection; returns its pool secret."""
-        answer = await self._get(f"/{name}", **lt_headers(client_id))
+        answer = await self._get(f"/{name}", **lt_headers(client_id, **extra))
         self.assertEqual(answer.status_code, 200, answer.content)
         tunnel = get_registry().get(name)
         self.reader, writer = await upgraded_pool_connection(tunnel)
@@ -72,8 +84,11 @@ class LiveHolderTests(TestCase):
     async def test_the_same_client_reconnecting_gets_its_name_back_with_a_new_pool_secret(self):
         secret, writer = await self._online("held-name", "client-aaaa-0001")
         try:
-            again = await self._get("/held-name", **lt_headers("client-aaaa-0001"))
+            again = await self._get(
+                "/held-name", **lt_headers("client-aaaa-0001", **{"Tunnelsite-Pool-Secret": secret})
+            )
             self.assertEqual(again.status_code, 200)
+            self.assertEqual(again["Cache-Control"], "no-store")  # it carries a pool secret
             self.assertEqual(again.json()["id"], "held-name")
             self.assertEqual(again.json()["port"], 0)  # our lt upgrades: no raw pool port
             self.assertTrue(again.json()["pool_url"].endswith("/api/tunnels/held-name/pool"))
@@ -91,26 +106,63 @@ class LiveHolderTests(TestCase):
 
     @isolated
     async def test_takeover_closes_the_old_client_and_tells_it_why_on_its_next_try(self):
-        old_secret, writer = await self._online("held-name", "client-aaaa-0001")
+        user = await sync_to_async(make_user)("taker")
+        _, token = await sync_to_async(make_token)(user)
+        auth = bearer(token)  # a token holder's: an anonymous tunnel is never taken over
+        old_secret, writer = await self._online("held-name", "client-aaaa-0001", **auth)
         try:
-            taken = await self._get("/held-name?takeover=1", **lt_headers("client-bbbb-0002"))
+            taken = await self._get(
+                "/held-name?takeover=1", **lt_headers("client-bbbb-0002", **auth)
+            )
             self.assertEqual(taken.status_code, 200, taken.content)
             # The old client's reconnects cannot attach: its secret is not the new one's.
             self.assertNotEqual(taken.json()["pool_secret"], old_secret)
             self.assertFalse(get_registry().get("held-name").secret_matches(old_secret))
             async with asyncio.timeout(5):
                 self.assertEqual(await self.reader.read(), b"")  # closed by the relay
-            old = await self._get("/held-name", **lt_headers("client-aaaa-0001"))
+            old = await self._get("/held-name", **lt_headers("client-aaaa-0001", **auth))
             self.assertEqual(old.status_code, 409)
             self.assertEqual(old["X-Tunnelsite-Refusal"], "taken-over")
             self.assertIn("was taken over by another client", old.json()["message"])
             fresh = await self._get("/?new", **lt_headers("client-aaaa-0001"))
             self.assertEqual(fresh["X-Tunnelsite-Refusal"], "taken-over")  # not elsewhere
             gone = await AddressedClient(OWNER).delete(
-                "/api/tunnels/held-name", headers=lt_headers("client-aaaa-0001")
+                "/api/tunnels/held-name", headers=lt_headers("client-aaaa-0001", **auth)
             )
             self.assertEqual(gone.status_code, 409)  # its exit leaves the new holder alone
             self.assertIn("held-name", get_registry().tunnels)
+        finally:
+            writer.close()
+
+    @isolated
+    async def test_a_moved_anonymous_tunnel_belongs_to_its_new_address_row_and_counts(self):
+        """Review finding 1: the owner moves with the secret's proof, everywhere it is used:
+        the tunnel, the owner's live count (release_for_owner), the session row's address."""
+        moved = ("127.0.0.77", 50001)
+        secret, writer = await self._online("held-name", "client-aaaa-0001")
+        try:
+            again = await self._get(
+                "/held-name",
+                moved,
+                **lt_headers("client-aaaa-0001", **{"Tunnelsite-Pool-Secret": secret}),
+            )
+            self.assertEqual(again.status_code, 200, again.content)
+            tunnel = get_registry().get("held-name")
+            self.assertEqual((tunnel.owner, tunnel.client_ip), ("ip:127.0.0.77", "127.0.0.77"))
+            _, moved_writer = await upgraded_pool_connection(tunnel)  # from where it is now
+            await wait_until_async(lambda: tunnel.connected_sockets == 1)
+            await get_registry().flush()
+            row = await Session.objects.aget(subdomain="held-name", is_live=True)
+            self.assertEqual(row.client_ip, "127.0.0.77")
+            # Counted for its new address, no longer for the old one.
+            self.assertFalse(face.release_for_owner("ip:127.0.0.77", 1))
+            self.assertTrue(face.release_for_owner("ip:127.0.0.1", 1))
+            for target in ("/held-name?takeover=1", "/held-name"):
+                thief = await self._get(target, **lt_headers("client-bbbb-0002"))
+                self.assertEqual(thief.status_code, 409, thief.content)
+            self.assertIs(get_registry().get("held-name"), tunnel)
+            self.assertEqual(tunnel.connected_sockets, 1)
+            moved_writer.close()
         finally:
             writer.close()
 

@@ -207,6 +207,13 @@ class Command(BaseCommand):
                 "SECRET_KEY_FILE) to the same random value on every node, e.g. the output of "
                 "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`."
             )
+        if settings.RELAY_PUBLIC_SCHEME == "https" and not settings.RELAY_NODE_URL:
+            raise CommandError(
+                f"node {node_name}: RELAY_PUBLIC_SCHEME=https needs RELAY_NODE_URL, the https "
+                "URL of this node (e.g. https://alpha.nodes.example, routed by your balancer or "
+                "TLS proxy to this node alone): our lt opens its pool connections there, and "
+                "the default, https:// + the advertised address, is this node's plain-http port"
+            )
         if advertise:
             try:
                 parse_address(advertise, "--advertise")
