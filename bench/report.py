@@ -19,8 +19,17 @@ from bench.wrk import WrkResult
 if TYPE_CHECKING:
     from bench.scenarios import Options, Target
 
-LABELS = ("direct", "ours", "npm", "ours_tls")
-TUNNELS = ("ours", "npm", "ours_tls")  # the targets through a relay
+# direct: the app itself. On the plain relay: ours (our lt, its pool upgraded on the relay's
+# port), ours_raw (our lt --raw-pool) and npm (raw pool ports). On the relay serving TLS itself,
+# visitors over https: tls_raw (our lt --raw-pool: pool in clear) and tls_pool (our lt, its
+# pool upgraded inside TLS).
+LABELS = ("direct", "ours", "ours_raw", "npm", "tls_raw", "tls_pool")
+TUNNELS = LABELS[1:]  # the targets through a relay
+# (name, target, baseline): how much slower the target is than its baseline, same run.
+COSTS = (
+    ("upgrade_cost", "ours", "ours_raw"),  # the upgraded pool vs a raw one, both in clear
+    ("pool_tls_cost", "tls_pool", "tls_raw"),  # the pool inside TLS vs in clear, same visitors
+)
 CAVEAT = (
     "Loopback on one small machine: wrk, the relay, the tunnel client and the local app "
     "share the same {cores} cores, so every figure includes their contention for CPU. "
@@ -45,13 +54,12 @@ def _unavailable(entry: dict[str, Any], targets: list[Target]) -> None:
             entry[f"{target.label}_unavailable"] = target.reason
 
 
-def _tls_cost(entry: dict[str, Any], key: str) -> float | None:
-    """How much slower the TLS relay with our lt is than the plain one with our lt, same run
-    (0.10: 10% fewer requests or bytes per second)."""
-    plain, tls = entry.get(f"ours_{key}"), entry.get(f"ours_tls_{key}")
-    if not plain or tls is None:
-        return None
-    return round(1 - tls / plain, 3)
+def _costs(entry: dict[str, Any], key: str) -> None:
+    """Each of COSTS: 1 - target / baseline on `key` (0.10: 10% fewer requests or bytes per
+    second than the baseline in the same run); None when either did not run."""
+    for name, target, baseline in COSTS:
+        slow, base = entry.get(f"{target}_{key}"), entry.get(f"{baseline}_{key}")
+        entry[name] = None if not base or slow is None else round(1 - slow / base, 3)
 
 
 def wrk_scenario(
@@ -75,7 +83,7 @@ def wrk_scenario(
     for label in TUNNELS:
         entry[f"{label}_ratio"] = _ratio(entry[f"{label}_rps"], entry["direct_rps"])
         entry[f"{label}_relay_cpu_us"] = _median((cpu_us or {}).get(label, []))
-    entry["tls_cost"] = _tls_cost(entry, "rps")
+    _costs(entry, "rps")
     _unavailable(entry, targets)
     return entry
 
@@ -100,7 +108,7 @@ def transfer_scenario(
         entry[f"{label}_rounds_mbps"] = [round(r.mbps, 1) for r in done]
     for label in TUNNELS:
         entry[f"{label}_ratio"] = _ratio(entry[f"{label}_mbps"], entry["direct_mbps"])
-    entry["tls_cost"] = _tls_cost(entry, "mbps")
+    _costs(entry, "mbps")
     _unavailable(entry, targets)
     return entry
 
@@ -210,39 +218,36 @@ def _lat(entry: dict[str, Any], label: str) -> str:
     return "n/a" if p50 is None else f"{p50:.2f} / {p99:.2f}"
 
 
-def _cpu(entry: dict[str, Any], label: str) -> str:
-    value = entry.get(f"{label}_relay_cpu_us")
-    return "" if value is None else f" ({value:,.0f} us)"
+def _cost(entry: dict[str, Any], name: str) -> str:
+    value = entry.get(name)
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 def table(results: dict[str, Any]) -> str:
-    """A Markdown table of the scenarios, then the scale figures. Next to each tunnelled
-    figure, the relay's CPU per request in microseconds (wrk scenarios)."""
+    """A Markdown table of the scenarios (each tunnelled figure with its ratio to direct and,
+    for wrk scenarios, the relay's CPU per request in microseconds), then the costs of the
+    upgraded pool and of TLS on the pool, then the scale figures."""
+    head = ["scenario", "unit", "direct"]
+    head += [label.replace("_", " ") for label in TUNNELS]
+    head += ["upgrade cost", "pool TLS cost", "p50 / p99 ms direct"]
+    head += [label.replace("_", " ") for label in TUNNELS]
     lines = [
-        "| scenario | unit | direct | ours `lt` | ratio | npm `lt` | ratio | ours over TLS "
-        "| ratio | TLS cost | p50 / p99 ms direct | ours | npm | ours over TLS |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: | ---: |",
+        "| " + " | ".join(head) + " |",
+        "| --- | --- |" + " ---: |" * (len(head) - 2),
     ]
     for s in results["scenarios"]:
         key = "rps" if s["unit"] == "req/s" else "mbps"
-        cost = s.get("tls_cost")
-        cells = [
-            s["name"],
-            s["unit"],
-            _num(s[f"direct_{key}"]),
-            _num(s[f"ours_{key}"]) + _cpu(s, "ours"),
-            _num(s["ours_ratio"], 3),
-            _num(s[f"npm_{key}"]) + _cpu(s, "npm"),
-            _num(s["npm_ratio"], 3),
-            _num(s[f"ours_tls_{key}"]) + _cpu(s, "ours_tls"),
-            _num(s["ours_tls_ratio"], 3),
-            "n/a" if cost is None else f"{cost:.1%}",
-            _lat(s, "direct"),
-            _lat(s, "ours"),
-            _lat(s, "npm"),
-            _lat(s, "ours_tls"),
-        ]
+        cells = [s["name"], s["unit"], _num(s[f"direct_{key}"])]
+        for label in TUNNELS:
+            ratio = s.get(f"{label}_ratio")
+            shown = _num(s[f"{label}_{key}"])
+            if ratio is not None:
+                shown += f" ({ratio:.3f}"
+                cpu = s.get(f"{label}_relay_cpu_us")
+                shown += f", {cpu:,.0f} us)" if cpu is not None else ")"
+            cells.append(shown)
+        cells += [_cost(s, "upgrade_cost"), _cost(s, "pool_tls_cost"), _lat(s, "direct")]
+        cells += [_lat(s, label) for label in TUNNELS]
         lines.append("| " + " | ".join(cells) + " |")
     scale = results["scale"]
     rss, fds = scale["rss_kb"], scale["fds"]

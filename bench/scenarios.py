@@ -84,7 +84,7 @@ class Options:
 class Target:
     """Where a scenario sends its traffic: the app itself or a tunnel through the relay."""
 
-    label: str  # "direct", "ours", "npm" or "ours_tls"
+    label: str  # one of bench.report.LABELS
     port: int = 0
     host: str = ""
     command: str = ""
@@ -158,12 +158,15 @@ class Bench:
                 app_port = self.start_app()
                 relay = self.start_relay(Path(tmp), template)
                 tls_relay = self.start_tls_relay(Path(tmp), template)
-                ours_tls = [str(OURS_LT), "--ca", tls_relay.ca]
+                ours, raw = [str(OURS_LT)], [str(OURS_LT), "--raw-pool"]
+                ca = ["--ca", tls_relay.ca]
                 targets = [
                     Target("direct", app_port, f"127.0.0.1:{app_port}", "bench.app"),
-                    self.start_tunnel("ours", [str(OURS_LT)], relay, app_port),
+                    self.start_tunnel("ours", ours, relay, app_port),
+                    self.start_tunnel("ours_raw", raw, relay, app_port),
                     self.start_tunnel("npm", [str(NPM_LT)], relay, app_port),
-                    self.start_tunnel("ours_tls", ours_tls, tls_relay, app_port),
+                    self.start_tunnel("tls_raw", raw + ca, tls_relay, app_port),
+                    self.start_tunnel("tls_pool", ours + ca, tls_relay, app_port),
                 ]
                 for target in targets:
                     state = "ok" if target.available else f"UNAVAILABLE: {target.reason}"

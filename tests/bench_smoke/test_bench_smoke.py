@@ -23,10 +23,12 @@ SCENARIO_KEYS = {
     "npm_p50_ms",
     "ours_ratio",
     "npm_ratio",
-    "ours_tls_rps",
-    "ours_tls_ratio",
-    "tls_cost",
+    "tls_pool_rps",
+    "tls_pool_ratio",
+    "upgrade_cost",
+    "pool_tls_cost",
 }
+TUNNELS = ("ours", "ours_raw", "npm", "tls_raw", "tls_pool")
 
 
 @pytest.fixture(autouse=True)
@@ -62,17 +64,18 @@ def test_quick_benchmark_writes_json_with_positive_figures(tmp_path: Path) -> No
     assert results["scale"]["deleted"] == results["scale"]["tunnels"]
     names = [s["name"] for s in results["scenarios"]]
     assert len(names) == 5, names
-    for label in ("ours", "ours_tls", "npm"):  # each tunnel came up; else the reason says why
+    for label in TUNNELS:  # each tunnel came up; else the reason says why
         assert results["targets"][label]["available"], results["targets"][label]["reason"]
     for scenario in results["scenarios"]:
         assert SCENARIO_KEYS <= scenario.keys(), scenario["name"]
-        for label in ("direct", "ours", "npm", "ours_tls"):
+        for label in ("direct", *TUNNELS):
             for key in (f"{label}_rps", f"{label}_p50_ms", f"{label}_p99_ms"):
                 assert _positive(scenario[key]), (scenario["name"], key, scenario[key])
             assert scenario[f"{label}_errors"] == 0, (scenario["name"], label, scenario)
-        for label in ("ours", "npm", "ours_tls"):
+        for label in TUNNELS:
             assert _positive(scenario[f"{label}_ratio"]), (scenario["name"], label)
             if scenario["tool"] == "wrk":  # the relay's CPU per request, from /proc
                 assert _positive(scenario[f"{label}_relay_cpu_us"]), (scenario["name"], label)
-        assert isinstance(scenario["tls_cost"], float), scenario["name"]
+        for cost in ("upgrade_cost", "pool_tls_cost"):
+            assert isinstance(scenario[cost], float), (scenario["name"], cost)
     assert "| scenario |" in done.stdout
