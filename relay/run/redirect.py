@@ -1,7 +1,8 @@
 """The plain-HTTP port of a relay that serves https itself (RELAY_HTTP_REDIRECT_PORT).
 
 Every request is answered `308 Permanent Redirect` to the same path on https://, at the
-relay's public https port; nothing is ever proxied or handed to Django. The head is parsed by
+relay's public https port (but a request with credentials: they crossed in clear, and a 400
+says to revoke them); nothing is ever proxied or handed to Django. The head is parsed by
 h11 within the relay's own bounds (RELAY_MAX_REQUEST_LINE_BYTES + RELAY_MAX_HEADER_BYTES)
 and must arrive within RELAY_HEADER_TIMEOUT_S; garbage gets a 400, a slow head a 408, an
 oversized one a 431; a peer that does not read its answer within that time is cut off.
@@ -23,7 +24,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from relay.edge.addresses import admit, release_address, too_many_message
-from relay.protocol import relay_url
+from relay.protocol import error_status_for, relay_url
 
 reactor: Any = twisted_reactor  # the Twisted boundary (see relay/run/runner.py)
 
@@ -107,6 +108,17 @@ class RedirectProtocol(Protocol):
             self._answer(HTTPStatus.BAD_REQUEST, "unknown Host: this relay serves only its domain")
         elif not target.startswith("/"):
             self._answer(HTTPStatus.BAD_REQUEST, "the request target must be a path")
+        elif any(field.lower() == b"authorization" for field, _ in event.headers):
+            # A token sent here crossed the network in clear (the npm client with
+            # `--host http://TOKEN@relay`): a redirect would hide that and follow without it.
+            origin = relay_url("https", name, self.https_port())
+            agent = dict(event.headers).get(b"user-agent", b"")
+            self._answer(
+                error_status_for(agent, HTTPStatus.BAD_REQUEST),  # 203: npm prints it
+                "This is the relay's plain-http port: the credentials in this request crossed "
+                "the network unencrypted. Revoke that API token in the admin and use "
+                f"{origin} instead.",
+            )
         else:
             location = relay_url("https", name, self.https_port()) + target
             self._answer(HTTPStatus.PERMANENT_REDIRECT, f"use {location}", location)

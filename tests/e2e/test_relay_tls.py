@@ -473,6 +473,25 @@ def test_lt_speaking_plain_http_to_the_https_port_is_told_to_try_https(
     assert "Traceback" not in lt.output() and "ConnectionClosed" not in lt.output()
 
 
+def test_the_redirect_port_tells_a_client_that_sent_a_token_in_clear_to_revoke_it(redirecting):
+    """The npm client with `--host http://TOKEN@relay`: its Basic credentials crossed the
+    network in clear; a 308 would hide it (axios follows without them, and the user hears
+    "this relay needs an API token")."""
+    port, redirect = redirecting
+    request = (
+        f"GET /?new HTTP/1.1\r\nHost: {DOMAIN}:{redirect}\r\n"
+        "Authorization: Basic bHRfc2VjcmV0Og==\r\nUser-Agent: axios/0.21.4\r\n\r\n"
+    ).encode()
+    answer, _ = plain(redirect, request)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    # 203, not 400: the npm client retries any error silently, but prints a 203's message.
+    assert head.startswith(b"HTTP/1.1 203 "), head
+    assert b"Location" not in head
+    message = json.loads(body)["message"]
+    assert "crossed the network unencrypted" in message
+    assert f"https://{DOMAIN}:{port}" in message
+
+
 def test_the_redirect_port_never_proxies_and_refuses_foreign_hosts(redirecting):
     _, redirect = redirecting
     for host in ["evil.example", f"evil.example/.{DOMAIN}", f"{DOMAIN}.evil.example"]:
