@@ -4,6 +4,8 @@
 - `app`, `local_app_class`: a `ThreadedHttpApp` (harness/local_apps.py), `http.server` in a
   thread; `ws_app`: a WebSocket echo app's port.
 - `run_lt(*args, env=...)`: the real `lt` command as an `LtProcess` (harness/lt_process.py).
+- `ca`, `ca_file`: a trustme CA and its PEM file; `tls_relay`: the relay double over HTTPS,
+  its certificate from that CA for localhost and 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 from harness.local_apps import ThreadedHttpApp, websocket_echo_app
 from harness.lt_process import LtProcess, clean_lt_env
-from harness.relay_double import RelayDouble
+from harness.relay_double import RelayDouble, tls_double
 
 
 @pytest.fixture
@@ -66,3 +69,25 @@ def ws_app() -> Iterator[int]:
     """A WebSocket echo server (the `websockets` library) on a port of its own."""
     with websocket_echo_app() as port:
         yield port
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
+    path = tmp_path / "relay-ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.fixture
+def tls_relay(ca: trustme.CA) -> Iterator[RelayDouble]:
+    double = tls_double(ca, "localhost", "127.0.0.1")
+    try:
+        yield double
+    finally:
+        double.shutdown()
+        assert double.violations == []

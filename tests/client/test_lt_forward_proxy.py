@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import trustme
 from harness.forward_proxy import Tinyproxy, start_tinyproxy
-from harness.lt_process import LtProcess
+from harness.lt_process import LtProcess, name_of
 from harness.processes import ProcessGroup
 from harness.relay import Relay, free_port, issue_token
 from harness.relay_double import RelayDouble
@@ -29,34 +29,6 @@ from client.registration import Registration, RelayUnreachable, register
 TOKEN = "lt_k3x9q2abSECRETtokenNEVERprinted"
 PROXY_USER = "alice"
 PROXY_PASSWORD = "pr0xy-Passw0rd-never-shown"
-
-
-def name_of(url: str) -> str:
-    return url.split("//", 1)[1].split(".", 1)[0]
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
-    path = tmp_path / "relay-ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
-@pytest.fixture
-def tls_relay(ca: trustme.CA) -> Iterator[RelayDouble]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
-    double = RelayDouble().start(tls=context)
-    try:
-        yield double
-    finally:
-        double.shutdown()
-        assert double.violations == []
 
 
 @pytest.fixture

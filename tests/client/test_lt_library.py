@@ -6,16 +6,13 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
+from harness.lt_process import name_of
 from harness.waiting import wait_until
 
 from client import TunnelError, open_tunnel, open_tunnel_sync
 
 if TYPE_CHECKING:
     from harness.relay_double import RelayDouble
-
-
-def name_of(url: str) -> str:
-    return url.split("//", 1)[1].split(".", 1)[0]
 
 
 def test_open_tunnel_gives_a_working_url_and_releases_the_name(relay: RelayDouble, app):

@@ -10,13 +10,11 @@ the real command.
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import trustme
-from harness.lt_process import LtProcess
+from harness.lt_process import LtProcess, name_of
 from harness.relay_double import RelayDouble
 
 from client import open_tunnel_sync
@@ -40,34 +38,6 @@ REMOTE_PROXY = "http://proxy.invalid:3128"
 def own_config_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """parse_settings reads the saved login: never the real one."""
     monkeypatch.setenv("LT_CONFIG_DIR", str(tmp_path / "cfg"))
-
-
-def name_of(url: str) -> str:
-    return url.split("//", 1)[1].split(".", 1)[0]
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
-    path = tmp_path / "relay-ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
-@pytest.fixture
-def tls_relay(ca: trustme.CA) -> Iterator[RelayDouble]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
-    double = RelayDouble().start(tls=context)
-    try:
-        yield double
-    finally:
-        double.shutdown()
-        assert double.violations == []
 
 
 def serves(lt: LtProcess, relay: RelayDouble, path: str) -> str:

@@ -14,13 +14,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 import trustme
+from harness.lt_process import name_of
 
 if TYPE_CHECKING:
     from harness.relay_double import RelayDouble
-
-
-def name_of(url: str) -> str:
-    return url.split("//", 1)[1].split(".", 1)[0]
 
 
 def test_it_prints_the_url_and_proxies_get_and_a_large_post(relay: RelayDouble, app, run_lt):

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trustme
-from harness.lt_process import LtProcess
-from harness.relay_double import RelayDouble
+from harness.lt_process import LtProcess, name_of
+from harness.relay_double import RelayDouble, tls_double
 
 from client import TunnelError, open_tunnel_sync
 from client.arguments import UsageError, parse_settings
@@ -32,39 +32,6 @@ UNTRUSTED = "the relay's certificate is not trusted"
 def own_config_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """parse_settings reads the saved login: never the real one."""
     monkeypatch.setenv("LT_CONFIG_DIR", str(tmp_path / "cfg"))
-
-
-def name_of(url: str) -> str:
-    return url.split("//", 1)[1].split(".", 1)[0]
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
-    path = tmp_path / "relay-ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
-def tls_double(ca: trustme.CA, *names: str) -> RelayDouble:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(*names).configure_cert(context)
-    return RelayDouble().start(tls=context)
-
-
-@pytest.fixture
-def tls_relay(ca: trustme.CA) -> Iterator[RelayDouble]:
-    """The relay double over HTTPS, its certificate for localhost and 127.0.0.1."""
-    double = tls_double(ca, "localhost", "127.0.0.1")
-    try:
-        yield double
-    finally:
-        double.shutdown()
-        assert double.violations == []
 
 
 def https_url(relay: RelayDouble, host: str = "localhost") -> str:

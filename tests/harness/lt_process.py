@@ -113,3 +113,8 @@ def clean_lt_env(config_dir: Path) -> dict[str, str]:
     env["LT_CONFIG_DIR"] = str(config_dir)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def name_of(url: str) -> str:
+    """The tunnel name in a tunnel URL (`https://quiet-fox.localhost:8080` -> `quiet-fox`)."""
+    return url.split("//", 1)[1].split(".", 1)[0]

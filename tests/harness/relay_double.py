@@ -471,3 +471,10 @@ class RelayDouble:
             answer["pool_url"] = f"{pool_base}/api/tunnels/{name}/pool"
             answer["pool_secret"] = tunnel.secret
         return 200, answer
+
+
+def tls_double(ca: Any, *names: str) -> RelayDouble:
+    """A started RelayDouble over HTTPS, its certificate from the trustme CA `ca` for `names`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*names).configure_cert(context)
+    return RelayDouble().start(tls=context)
