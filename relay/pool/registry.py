@@ -101,10 +101,17 @@ class Registry:
         if requested is not None:
             existing = self.tunnels.get(requested)
             if existing is not None:
-                if existing.session_id is not None and existing.secret_matches(pool_secret):
+                proves = existing.user_id is None or existing.owner == owner  # a token's user
+                if (
+                    proves
+                    and existing.session_id is not None
+                    and existing.secret_matches(pool_secret)
+                ):
                     # Our lt again, known by its secret from wherever it is now (a laptop that
                     # changed networks): it keeps the tunnel and its URL; an anonymous one's
-                    # owner becomes its new address, so the old address owns it no more.
+                    # owner becomes its new address, so the old address owns it no more. A
+                    # token holder's tunnel stays its user's: the secret of another user's
+                    # tunnel opens nothing.
                     self.holders.move_owner(existing, owner, user_id)
                     tunnel = self.holders.reclaim(existing, client_ip, client_id)
                     return await self._raw_pool_for(tunnel, raw_pool)

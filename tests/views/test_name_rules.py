@@ -167,6 +167,29 @@ class LiveHolderTests(TestCase):
             writer.close()
 
     @isolated
+    async def test_a_token_holders_pool_secret_opens_nothing_for_another_user(self):
+        """The secret proves a moved anonymous client; a token's tunnel stays its user's,
+        whoever presents its secret (with another user's token, or none)."""
+        owner = await sync_to_async(make_user)("owner-a")
+        other = await sync_to_async(make_user)("owner-b")
+        _, token_a = await sync_to_async(make_token)(owner)
+        _, token_b = await sync_to_async(make_token)(other)
+        secret, writer = await self._online("held-name", "client-aaaa-0001", **bearer(token_a))
+        try:
+            for auth in (bearer(token_b), {}):
+                thief = await self._get(
+                    "/held-name",
+                    ("127.0.0.9", 1),
+                    **lt_headers("client-cccc-0003", **{"Tunnelsite-Pool-Secret": secret}, **auth),
+                )
+                self.assertEqual(thief.status_code, 409, thief.content)
+            tunnel = get_registry().get("held-name")
+            self.assertEqual((tunnel.user_id, tunnel.connected_sockets), (owner.pk, 1))
+            self.assertTrue(tunnel.secret_matches(secret))  # nothing was handed out
+        finally:
+            writer.close()
+
+    @isolated
     async def test_takeover_is_not_allowed_on_another_owners_name(self):
         _, writer = await self._online("held-name", "client-aaaa-0001")
         try:
