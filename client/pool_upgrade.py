@@ -14,10 +14,9 @@ from urllib.parse import urlsplit
 
 from .connect import RelayConnector
 from .limits import POOL_REFUSAL_MAX_BODY_BYTES, POOL_UPGRADE_MAX_HEAD_BYTES
-from .registration import USER_AGENT
+from .registration import POOL_SECRET_HEADER, USER_AGENT
 
 UPGRADE = "tunnelsite-pool"
-SECRET_HEADER = "Tunnelsite-Pool-Secret"
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # Statuses saying the registration is gone (a wrong secret: a newer registration of the
 # name; no such tunnel: closed or expired): the tunnel must register again.
@@ -49,7 +48,7 @@ def upgrade_request(pool_url: str, secret: str) -> bytes:
     host = parts.netloc.rpartition("@")[2]
     return (
         f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
-        f"Connection: Upgrade\r\nUpgrade: {UPGRADE}\r\n{SECRET_HEADER}: {secret}\r\n\r\n"
+        f"Connection: Upgrade\r\nUpgrade: {UPGRADE}\r\n{POOL_SECRET_HEADER}: {secret}\r\n\r\n"
     ).encode("ascii")
 
 

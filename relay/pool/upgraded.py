@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from relay.pool.socket import KEEPALIVE, PoolSocket
+from relay.pool.socket import PoolSocket, enable_keepalive
 from relay.pool.tunnel import Tunnel
 
 
@@ -74,17 +74,10 @@ def _tcp_socket(transport: Any) -> socket.socket | None:
 
 
 def _enable_keepalive(transport: Any) -> None:
-    """TCP keepalive as on raw pool sockets (protocol.POOL_KEEPALIVE_*): a client whose
-    network went away is noticed within about 30 s."""
+    """TCP keepalive as on raw pool sockets, on the TCP socket under any TLS."""
     sock = _tcp_socket(transport)
-    if sock is None:
-        return
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        if hasattr(socket, "TCP_KEEPIDLE"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE[0])
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE[1])
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE[2])
+    if sock is not None:
+        enable_keepalive(sock)
 
 
 class UpgradedPool(Protocol):
