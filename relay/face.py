@@ -27,6 +27,7 @@ from typing import Any
 
 from relay import records
 from relay.headers import address_key, client_ip
+from relay.pool.access import VisitorRules
 from relay.pool.errors import RegistrationError
 from relay.pool.quota import Quota
 from relay.pool.registry import get_registry
@@ -57,12 +58,17 @@ __all__ = [
     "SessionUpdate",
     "Snapshot",
     "TunnelStatus",
+    "VisitorRules",
     "accepting",
     "address_key",
     "client_ip",
     "close_for_client",
     "close_message",
     "dashboard_snapshot",
+    "issue_ticket",
+    "lift_message",
+    "refusal_for",
+    "signout_message",
     "install_records",
     "live_count",
     "register",
@@ -79,15 +85,28 @@ def install_records(implementation: Records) -> None:
     records.install(implementation)
 
 
-def close_message(names: list[str], token_ids: list[int], reason: str) -> dict[str, object]:
+def close_message(
+    names: list[str],
+    token_ids: list[int],
+    reason: str,
+    *,
+    user_ids: list[int] | None = None,
+    cooldown_s: float = 0.0,
+    suspend: bool = False,
+) -> dict[str, object]:
     """The control message (sent to CONTROL_GROUP) that closes these tunnels on every relay:
-    those with these names and those opened with these tokens (relay/cluster/control.py
-    obeys it)."""
+    those with these names, opened with these tokens, or owned by these users
+    (relay/cluster/control.py obeys it). `cooldown_s` (the admin's Disconnect): the closed
+    tunnels' names and owners may not register again for that long. `suspend`: visitors of
+    `names` see the suspension page with `reason` until lift_message."""
     return {
         "type": "tunnel.close",
         "names": sorted(set(names)),
         "token_ids": sorted(set(token_ids)),
+        "user_ids": sorted(set(user_ids or ())),
         "reason": reason[:CLOSE_REASON_MAX_CHARS],
+        "cooldown_s": float(cooldown_s),
+        "suspend": bool(suspend),
     }
 
 
@@ -154,13 +173,15 @@ async def register(
     quota: PlanQuota,
     raw_pool: bool = True,
     pool_secret: str = "",
+    rules: VisitorRules | None = None,
 ) -> Registration:
     """Register a tunnel (the name asked for, or a random one) or reclaim the owner's, which
     keeps its quota and counters; raises RegistrationError with what the client is told.
     `live_limit` is counted across the cluster on a named node (here it was checked
     already, with release_for_owner). `raw_pool`: open a raw pool port (False for our lt,
     which upgrades connections on the relay's own port); `pool_secret`: the secret our lt had
-    for this name, with which it reclaims it from another address."""
+    for this name, with which it reclaims it from another address. `rules`: who may visit
+    (tunnels/access.py); a reclaimed tunnel takes the new registration's rules."""
     registry = get_registry()
     tunnel = await registry.register(
         requested,
@@ -199,6 +220,33 @@ def _quota(limits: PlanQuota) -> Quota | None:
         idle_timeout_s=limits.idle_timeout_s,
     )
     return None if quota.empty else quota
+
+
+# --- visitor access (relay/pool/access.py, relay/visitor_pass.py) ----------------------------
+def issue_ticket(name: str, user_id: int) -> str:
+    """A one-time ticket that lets `user_id` into the team-only tunnel `name` (the bare
+    domain's sign-in, tunnels/views.py, issues it after checking the user is allowed; the
+    relay exchanges it for a pass at protocol.TICKET_PATH on the tunnel's host)."""
+    raise NotImplementedError  # issue 13: relay/visitor_pass.py
+
+
+def signout_message(user_id: int) -> dict[str, object]:
+    """The control message (CONTROL_GROUP) that ends every pass `user_id` was given before
+    now, on every relay: sent when the user signs out on the bare domain."""
+    raise NotImplementedError  # issue 13: relay/visitor_pass.py
+
+
+# --- operators: disconnect and suspend (relay/pool/sanctions.py) ------------------------------
+def refusal_for(name: str | None, owner: str) -> RegistrationError | None:
+    """Why a registration of `name` (None: a random name) by `owner` is refused now by an
+    operator's action held in memory (a disconnect's cool-down, a suspended name), with the
+    reason code (protocol.REFUSAL_*) and Retry-After; None when it is not."""
+    raise NotImplementedError  # issue 13: relay/pool/sanctions.py
+
+
+def lift_message(names: list[str]) -> dict[str, object]:
+    """The control message that lifts the suspension of these names on every relay."""
+    raise NotImplementedError  # issue 13: relay/pool/sanctions.py
 
 
 # --- a live tunnel, and the relay ---------------------------------------------------------

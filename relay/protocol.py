@@ -228,6 +228,53 @@ CONNECTING_S = 10.0
 TAKEN_OVER_MEMORY = 4096
 TAKEN_OVER_TTL_S = 3600.0
 
+# --- who may visit a tunnel (relay/pool/access.py, relay/proxy/gate.py, relay/visitor_pass.py) ---
+# Our lt sends a tunnel's visitor rules with its registration in this header, as compact JSON:
+# {"basic_auth": ["user:pass", ...], "cidr_allow": ["10.0.0.0/8", ...], "cidr_deny": [...],
+#  "private": true}; every key optional. A header, not the query string: proxies and access
+# logs keep URLs, and the passwords must never be written anywhere.
+ACCESS_HEADER = "X-Tunnelsite-Access"
+# Bounds on what a client may ask for (tunnels/access.py refuses more with a 400): the rules
+# are kept per tunnel in memory and every CIDR is tested per request.
+MAX_ACCESS_HEADER_BYTES = 8192  # inside the relay's head limit (DEFAULT_MAX_HEADER_BYTES)
+MAX_BASIC_AUTH_USERS = 20
+MAX_BASIC_AUTH_CHARS = 256  # one "user:pass"
+MAX_CIDRS = 64  # allow and deny together, per source (client, plan, reserved name)
+# Paths the relay answers itself on a tunnel's host, before the app: the team-only sign-in's
+# ticket exchange and the warning page's Continue. Under /.well-known/ (RFC 8615), where apps
+# rarely serve anything.
+VISITOR_PATH_PREFIX = "/.well-known/tunnelsite/"
+TICKET_PATH = VISITOR_PATH_PREFIX + "ticket"  # GET ?ticket=<ticket>&next=<path>
+CONTINUE_PATH = VISITOR_PATH_PREFIX + "continue"  # POST next=<path> (the warning page's form)
+TICKET_PARAM = "ticket"
+NEXT_PARAM = "next"
+# Where a team-only tunnel sends a browser to sign in, on the bare domain (tunnels/views.py):
+# GET ?tunnel=<name>&next=<path>; it answers with a redirect to TICKET_PATH on the tunnel.
+TEAM_SIGNIN_PATH = "/visit/"
+# And where the warning page's "Report abuse" goes, on the bare domain: GET ?tunnel=<name>.
+ABUSE_REPORT_PATH = "/report/"
+TUNNEL_PARAM = "tunnel"
+# Cookies the relay sets on a tunnel's host (host-only, HttpOnly, SameSite=Lax, Secure on
+# https); both are removed from the visitor's Cookie header before the app sees it, and the
+# app cannot set them (its Set-Cookie for these names is dropped).
+ACCESS_COOKIE = "tunnelsite_access"  # a team member's pass for this tunnel (signed)
+WARNED_COOKIE = "tunnelsite_warned"  # the visitor saw the warning page (signed)
+# A ticket is good once, for one tunnel name, for this long: the browser follows the bare
+# domain's redirect at once, so a minute is plenty and a leaked ticket soon dies.
+TICKET_MAX_AGE_S = 60
+TICKETS_REMEMBERED = 100_000  # spent tickets kept (until they expire) so none is used twice
+# Signed-out users whose older passes are refused (per relay, in memory, for a cookie's life).
+SIGNED_OUT_REMEMBERED = 100_000
+# As loca.lt: a request with this header never sees the warning page (scripts, webhooks).
+BYPASS_WARNING_HEADER = b"bypass-tunnel-reminder"
+INTERSTITIAL_CHOICES = ("anonymous", "all", "off")
+# Why a registration is refused (REFUSAL_HEADER), for our lt's exit codes.
+REFUSAL_DISCONNECTED = "disconnected"  # the operator disconnected it: cool-down
+REFUSAL_SUSPENDED = "suspended"  # the name, token or user is suspended
+# Status of a visitor's request to a suspended name: 451 "Unavailable For Legal Reasons"
+# (RFC 7725) would claim a legal demand; 403 says only that the operator refuses it.
+SUSPENDED_STATUS = 403
+
 # --- pool connections over the relay's own port (relay/pool/upgrade.py) ------------------------
 # Our lt opens its pool connections as HTTP/1.1 Upgrade requests to the relay's public URL,
 # over TLS when that URL is https and through whatever proxy is in front: no raw port for a
@@ -507,3 +554,12 @@ DEFAULT_IPV6_PREFIX = 64
 # ever, all but this many too, so plain requests always find one (a tunnel with fewer
 # sockets still serves one of each). RELAY_WS_SPARE_SOCKETS, its former name, still works.
 DEFAULT_SPARE_SOCKETS = 2
+# Visitor access: how long a team member's pass (ACCESS_COOKIE) lasts; signing out on the
+# bare domain ends it at once on running relays, this bounds a pass a restarted relay honours.
+DEFAULT_VISITOR_COOKIE_MAX_AGE_S = 3600
+# How long the warning page's Continue lasts on a tunnel host.
+DEFAULT_WARNED_COOKIE_MAX_AGE_S = 86400
+# After the admin's Disconnect, the name (and its owner's registrations) are refused this long:
+# the npm client re-registers at once and forever, our lt after its backoff.
+DEFAULT_DISCONNECT_COOLDOWN_S = 60.0
+DEFAULT_INTERSTITIAL = "anonymous"

@@ -89,6 +89,19 @@ class Records(Protocol):
 
     def prune_closed_sessions(self, retention_days: int, batch: int) -> int: ...
 
+    # --- visitor access and suspensions (issue 13) -------------------------------------------
+    def suspended_names(self) -> dict[str, str]:
+        """Every tunnel name under an active suspension, with its reason (visitors of these
+        see the suspension page): read at start and when an operator lifts or suspends."""
+        ...
+
+    def team_member(self, credential: str, owner_user_id: int) -> int | None:
+        """The user id of the API token `credential` when its user may visit a team-only
+        tunnel of `owner_user_id` (the owner, staff, or sharing a group with the owner), the
+        token usable and the user active; None otherwise. A visitor's Bearer token: the relay
+        caches the answer briefly, never asks per request."""
+        ...
+
     # --- nodes (scale-out) ------------------------------------------------------------------
     def heartbeat(
         self, name: str, advertise: str, started_at: datetime, draining: bool, load: NodeLoad

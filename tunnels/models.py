@@ -10,10 +10,63 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from tunnels import tokens
+from tunnels import cidrs, tokens
 
 
-class Plan(models.Model):
+class VisitorPolicy(models.Model):
+    """Who may visit tunnels, as an operator sets it on a plan or a reserved name. Clients may
+    tighten it (lt --basic-auth, --cidr-allow/--cidr-deny, --private), never loosen it
+    (tunnels/access.py combines them)."""
+
+    AUTH_CLIENT = ""
+    AUTH_REQUIRED = "required"
+    AUTH_TEAM = "team"
+    AUTH_CHOICES = [
+        (AUTH_CLIENT, "The client's choice"),
+        (AUTH_REQUIRED, "Required: a password (lt --basic-auth) or the team's sign-in"),
+        (AUTH_TEAM, "Team only: visitors sign in with an account of the owner's team"),
+    ]
+    WARNING_DEFAULT = ""
+    WARNING_ON = "on"
+    WARNING_OFF = "off"
+    WARNING_CHOICES = [
+        (WARNING_DEFAULT, "As the relay's RELAY_INTERSTITIAL says"),
+        (WARNING_ON, "Show it"),
+        (WARNING_OFF, "Never show it"),
+    ]
+
+    visitor_auth = models.CharField(
+        max_length=10,
+        choices=AUTH_CHOICES,
+        default=AUTH_CLIENT,
+        blank=True,
+        help_text="Whether visitors must authenticate. With 'Required', a tunnel whose client "
+        "sets no password becomes team only (the npm client cannot set one).",
+    )
+    cidr_allow = models.TextField(
+        blank=True,
+        validators=[cidrs.validate_lines],
+        help_text="One network per line (203.0.113.0/24, 2001:db8::/32). When any is given, "
+        "visitors must come from one of them.",
+    )
+    cidr_deny = models.TextField(
+        blank=True,
+        validators=[cidrs.validate_lines],
+        help_text="One network per line. Visitors from these are refused.",
+    )
+    warning_page = models.CharField(
+        max_length=5,
+        choices=WARNING_CHOICES,
+        default=WARNING_DEFAULT,
+        blank=True,
+        help_text="The page that tells a browser whose tunnel this is before the app.",
+    )
+
+    class Meta:
+        abstract = True
+
+
+class Plan(VisitorPolicy):
     """What a user may do. 0 means "no limit" for every limit but the socket count."""
 
     name = models.CharField(max_length=60, unique=True)
@@ -31,7 +84,7 @@ class Plan(models.Model):
     )
     allow_custom_subdomains = models.BooleanField(default=True)
 
-    class Meta:
+    class Meta(VisitorPolicy.Meta):
         ordering = ["name"]
 
     def __str__(self) -> str:
@@ -140,7 +193,7 @@ class ApiToken(models.Model):
         return True
 
 
-class ReservedSubdomain(models.Model):
+class ReservedSubdomain(VisitorPolicy):
     """A name kept for one user (or, with no user, for the operator: nobody may register it)."""
 
     name = models.CharField(max_length=65, unique=True)
@@ -155,7 +208,7 @@ class ReservedSubdomain(models.Model):
     note = models.CharField(max_length=200, blank=True)
     created = models.DateTimeField(auto_now_add=True)
 
-    class Meta:
+    class Meta(VisitorPolicy.Meta):
         ordering = ["name"]
 
     def __str__(self) -> str:
@@ -211,6 +264,99 @@ class TunnelSession(models.Model):
 
     def __str__(self) -> str:
         return self.subdomain
+
+
+class SuspensionQuerySet(models.QuerySet["Suspension"]):
+    def active(self) -> SuspensionQuerySet:
+        return self.filter(lifted_at__isnull=True)
+
+
+class Suspension(models.Model):
+    """An operator's suspension of a tunnel name, a token or a user, until lifted: their live
+    tunnels close, their registrations are refused with the reason, and visitors of the names
+    in `names` see a page with it (tunnels/suspensions.py; the admin's actions make these)."""
+
+    NAME = "name"
+    TOKEN = "token"
+    USER = "user"
+    KIND_CHOICES = [(NAME, "Tunnel name"), (TOKEN, "API token"), (USER, "User")]
+
+    kind = models.CharField(max_length=5, choices=KIND_CHOICES)
+    name = models.CharField(max_length=65, blank=True, db_index=True)
+    token = models.ForeignKey(
+        ApiToken, null=True, blank=True, on_delete=models.CASCADE, related_name="suspensions"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="suspensions",
+    )
+    reason = models.CharField(max_length=200, help_text="Shown to the client and to visitors.")
+    names = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Tunnel names whose visitors see the suspension page: the name, or the "
+        "names the token's or user's tunnels had when suspended.",
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    lifted_at = models.DateTimeField(null=True, blank=True)
+    lifted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    objects = SuspensionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        target = self.name or (str(self.token) if self.token_id else str(self.user))
+        return f"{self.get_kind_display()} {target}"
+
+    @property
+    def active(self) -> bool:
+        return self.lifted_at is None
+
+
+class AbuseReport(models.Model):
+    """A visitor's report of a tunnel, from the warning page's "Report abuse"."""
+
+    tunnel = models.CharField(max_length=65, db_index=True)
+    url = models.CharField(max_length=2000, blank=True, help_text="The page reported.")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The tunnel's owner when reported (empty: anonymous or not live).",
+    )
+    owner_address = models.GenericIPAddressField(
+        null=True, blank=True, help_text="The tunnel client's address when reported."
+    )
+    note = models.TextField(max_length=2000, blank=True)
+    reporter_address = models.GenericIPAddressField()
+    created = models.DateTimeField(auto_now_add=True)
+    handled = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.tunnel} ({self.created:%Y-%m-%d %H:%M})"
 
 
 # --- scale-out --------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from relay.face import NodeLoad, SessionUpdate
-from tunnels import auth, dblock, nodes, store
+from tunnels import auth, dblock, nodes, store, suspensions, team
 
 
 class OrmRecords:
@@ -76,3 +76,9 @@ class OrmRecords:
 
     def tokens_under_another_key(self) -> int:
         return auth.tokens_under_another_key()
+
+    def suspended_names(self) -> dict[str, str]:
+        return suspensions.suspended_names()
+
+    def team_member(self, credential: str, owner_user_id: int) -> int | None:
+        return team.team_member(credential, owner_user_id)

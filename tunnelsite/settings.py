@@ -267,6 +267,26 @@ RELAY_SESSION_RETENTION_DAYS = _int(
 RELAY_IPV6_PREFIX = _int("RELAY_IPV6_PREFIX", protocol.DEFAULT_IPV6_PREFIX, minimum=1)
 if RELAY_IPV6_PREFIX > 128:
     raise ImproperlyConfigured(f"RELAY_IPV6_PREFIX={RELAY_IPV6_PREFIX} must be at most 128")
+# --- who may visit a tunnel (docs/security.md, "Visitor access") ------------------------------
+# The warning page before a tunnel's app: for anonymous tunnels, for all, or never. A plan
+# and a reserved name may turn it on or off for their tunnels.
+RELAY_INTERSTITIAL = env.str("RELAY_INTERSTITIAL", default=protocol.DEFAULT_INTERSTITIAL).strip()
+if RELAY_INTERSTITIAL not in protocol.INTERSTITIAL_CHOICES:
+    raise ImproperlyConfigured(
+        f"RELAY_INTERSTITIAL={RELAY_INTERSTITIAL!r} must be one of "
+        + ", ".join(protocol.INTERSTITIAL_CHOICES)
+    )
+# How long a team member's pass for one tunnel host lasts (a signed, host-only cookie).
+RELAY_VISITOR_COOKIE_MAX_AGE_S = _int(
+    "RELAY_VISITOR_COOKIE_MAX_AGE_S", protocol.DEFAULT_VISITOR_COOKIE_MAX_AGE_S, minimum=60
+)
+RELAY_WARNED_COOKIE_MAX_AGE_S = _int(
+    "RELAY_WARNED_COOKIE_MAX_AGE_S", protocol.DEFAULT_WARNED_COOKIE_MAX_AGE_S, minimum=60
+)
+# After the admin's Disconnect: the name and its owner's registrations are refused this long.
+RELAY_DISCONNECT_COOLDOWN_S = _float(
+    "RELAY_DISCONNECT_COOLDOWN_S", protocol.DEFAULT_DISCONNECT_COOLDOWN_S
+)
 
 # --- Django -----------------------------------------------------------------------------------
 # Only the bare domain reaches Django: `<name>.<domain>` goes to the relay before Django,
@@ -300,6 +320,10 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "tunnelsite.urls"
+# Visitors of team-only tunnels and users of the account pages sign in here (tunnels/views.py);
+# the admin keeps its own sign-in page for operators.
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
 ASGI_APPLICATION = "tunnelsite.asgi.application"
 
 TEMPLATES = [

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from relay import protocol
 from relay.headers import normal_ip
+from relay.pool.access import Access
 from relay.pool.borrowing import Borrowing, NoSocket, sockets_beyond_spare
 from relay.pool.quota import Quota
 from relay.pool.socket import PoolSocket
@@ -48,6 +49,8 @@ class Tunnel(Borrowing):
     user_id: int | None = None  # the token's user (None: anonymous)
     token_id: int | None = None  # the ApiToken it was opened with
     quota: Quota | None = None  # plan limits (relay/pool/quota.py); None: no limits
+    # Who may visit (relay/pool/access.py): None when anyone may and no warning page is shown.
+    access: Access | None = None
     connections: set[PoolSocket] = field(default_factory=set)
     idle: list[PoolSocket] = field(default_factory=list)
     # A list, not a deque: an empty deque costs 760 bytes per tunnel, and the queue is
