@@ -23,12 +23,14 @@ if TYPE_CHECKING:
 # port), ours_raw (our lt --raw-pool) and npm (raw pool ports). On the relay serving TLS itself,
 # visitors over https: tls_raw (our lt --raw-pool: pool in clear) and tls_pool (our lt, its
 # pool upgraded inside TLS).
-LABELS = ("direct", "ours", "ours_raw", "npm", "tls_raw", "tls_pool")
+# ours_rules: our lt with visitor rules (basic auth, CIDR allow and deny) on the plain relay.
+LABELS = ("direct", "ours", "ours_raw", "npm", "ours_rules", "tls_raw", "tls_pool")
 TUNNELS = LABELS[1:]  # the targets through a relay
 # (name, target, baseline): how much slower the target is than its baseline, same run.
 COSTS = (
     ("upgrade_cost", "ours", "ours_raw"),  # the upgraded pool vs a raw one, both in clear
     ("pool_tls_cost", "tls_pool", "tls_raw"),  # the pool inside TLS vs in clear, same visitors
+    ("access_cost", "ours_rules", "ours"),  # basic auth + CIDR checked vs no such rules
 )
 CAVEAT = (
     "Loopback on one small machine: wrk, the relay, the tunnel client and the local app "
@@ -226,10 +228,10 @@ def _cost(entry: dict[str, Any], name: str) -> str:
 def table(results: dict[str, Any]) -> str:
     """A Markdown table of the scenarios (each tunnelled figure with its ratio to direct and,
     for wrk scenarios, the relay's CPU per request in microseconds), then the costs of the
-    upgraded pool and of TLS on the pool, then the scale figures."""
+    upgraded pool, of TLS on the pool and of visitor rules, then the scale figures."""
     head = ["scenario", "unit", "direct"]
     head += [label.replace("_", " ") for label in TUNNELS]
-    head += ["upgrade cost", "pool TLS cost", "p50 / p99 ms direct"]
+    head += ["upgrade cost", "pool TLS cost", "access cost", "p50 / p99 ms direct"]
     head += [label.replace("_", " ") for label in TUNNELS]
     lines = [
         "| " + " | ".join(head) + " |",
@@ -246,7 +248,8 @@ def table(results: dict[str, Any]) -> str:
                 cpu = s.get(f"{label}_relay_cpu_us")
                 shown += f", {cpu:,.0f} us)" if cpu is not None else ")"
             cells.append(shown)
-        cells += [_cost(s, "upgrade_cost"), _cost(s, "pool_tls_cost"), _lat(s, "direct")]
+        cells += [_cost(s, name) for name, _, _ in COSTS]
+        cells.append(_lat(s, "direct"))
         cells += [_lat(s, label) for label in TUNNELS]
         lines.append("| " + " | ".join(cells) + " |")
     scale = results["scale"]

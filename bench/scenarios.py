@@ -53,6 +53,17 @@ MIGRATE_TIMEOUT_S = 120.0
 HOLDER_READY_TIMEOUT_S = 300.0
 SETTLE_TIMEOUT_S = 30.0
 
+# The visitor rules of the ours_rules target, and what its visitors send to pass them. The
+# allow and deny lists hold several networks each, as a real rule set would, so the check is
+# not a single comparison.
+RULES = [
+    "--basic-auth",
+    "bench:bench-password",
+    *("--cidr-allow", "10.0.0.0/8", "--cidr-allow", "127.0.0.0/8", "--cidr-allow", "::1/128"),
+    *("--cidr-deny", "192.0.2.0/24", "--cidr-deny", "2001:db8::/32"),
+]
+RULES_HEADERS = ("Authorization: Basic YmVuY2g6YmVuY2gtcGFzc3dvcmQ=",)  # bench:bench-password
+
 # (name, path, connections): the wrk scenarios.
 WRK_SCENARIOS = [
     ("1KiB x10 conns", "/1k", 10),
@@ -91,6 +102,7 @@ class Target:
     reason: str = ""  # why it is unavailable; "" when it works
     scheme: str = "http"  # https: the relay serving TLS itself
     relay_pid: int = 0  # the relay process whose CPU a request costs; 0 for direct
+    headers: tuple[str, ...] = ()  # sent with every request ("Authorization: Basic ...")
 
     def url(self, path: str) -> str:
         return f"{self.scheme}://127.0.0.1:{self.port}{path}"
@@ -165,6 +177,9 @@ class Bench:
                     self.start_tunnel("ours", ours, relay, app_port),
                     self.start_tunnel("ours_raw", raw, relay, app_port),
                     self.start_tunnel("npm", [str(NPM_LT)], relay, app_port),
+                    # Visitor rules on (basic auth, CIDR allow and deny), the same relay and
+                    # client as `ours`: what checking them costs per request.
+                    self.start_tunnel("ours_rules", ours + RULES, relay, app_port, RULES_HEADERS),
                     self.start_tunnel("tls_raw", raw + ca, tls_relay, app_port),
                     self.start_tunnel("tls_pool", ours + ca, tls_relay, app_port),
                 ]
@@ -240,13 +255,26 @@ class Bench:
         wait_until(lambda: _answers(relay), START_TIMEOUT_S, "the relay's status API")
         return relay
 
-    def start_tunnel(self, label: str, command: list[str], relay: Relay, app_port: int) -> Target:
+    def start_tunnel(
+        self,
+        label: str,
+        command: list[str],
+        relay: Relay,
+        app_port: int,
+        headers: tuple[str, ...] = (),
+    ) -> Target:
         """Start a tunnel client; an unavailable Target (with the reason) if it fails."""
         name = f"bench-{label.replace('_', '-')}-{secrets.token_hex(3)}"  # a DNS label
         host = f"{name}.localhost:{relay.port}"
         shown = " ".join(Path(c).name for c in command[:1]) + " " + " ".join(command[1:])
         target = Target(
-            label, relay.port, host, shown.strip(), scheme=relay.scheme, relay_pid=relay.child.pid
+            label,
+            relay.port,
+            host,
+            shown.strip(),
+            scheme=relay.scheme,
+            relay_pid=relay.child.pid,
+            headers=headers,
         )
         if not Path(command[0]).exists():
             target.reason = f"{command[0]} is not installed"
@@ -263,7 +291,7 @@ class Bench:
                 SOCKETS_TIMEOUT_S,
                 f"{MAX_SOCKETS} pool sockets of the {label} client",
             )
-            check = run_wrk(target.url("/1k"), host, 1, 1)
+            check = run_wrk(target.url("/1k"), host, 1, 1, headers=headers)
             if check.requests == 0 or check.errors:
                 raise StartError(f"{check.errors} errors in {check.requests} requests")
         except (StartError, TimeoutError, OSError, RuntimeError) as exc:
@@ -277,7 +305,7 @@ class Bench:
         opts = self.options
         if opts.warmup_s:
             for target in live:
-                run_wrk(target.url("/1k"), target.host, 10, opts.warmup_s)
+                run_wrk(target.url("/1k"), target.host, 10, opts.warmup_s, headers=target.headers)
         results: dict[str, dict[str, list[WrkResult]]] = {
             name: {t.label: [] for t in live} for name, _, _ in WRK_SCENARIOS
         }
@@ -290,7 +318,13 @@ class Bench:
             for name, path, conns in WRK_SCENARIOS:
                 for target in order:
                     before = cpu_seconds(target.relay_pid) if target.relay_pid else 0.0
-                    result = run_wrk(target.url(path), target.host, conns, opts.duration_s)
+                    result = run_wrk(
+                        target.url(path),
+                        target.host,
+                        conns,
+                        opts.duration_s,
+                        headers=target.headers,
+                    )
                     results[name][target.label].append(result)
                     used = ""
                     if target.relay_pid and result.requests:
@@ -314,7 +348,9 @@ class Bench:
         live = [t for t in targets if t.available]
         size = self.options.transfer_bytes
         label = f"{size / (1 << 20):g}MiB"
-        kinds: list[tuple[str, Callable[[int, str, int, bool], transfer.TransferResult]]] = [
+        kinds: list[
+            tuple[str, Callable[[int, str, int, bool, tuple[str, ...]], transfer.TransferResult]]
+        ] = [
             (f"{label} download", transfer.download),
             (f"{label} upload", transfer.upload),
         ]
@@ -327,7 +363,7 @@ class Bench:
                     try:
                         tls = target.scheme == "https"
                         result: transfer.TransferResult | str = move(
-                            target.port, target.host, size, tls
+                            target.port, target.host, size, tls, target.headers
                         )
                     except (transfer.TransferError, OSError, ValueError) as exc:
                         result = f"{type(exc).__name__}: {exc}"

@@ -67,12 +67,21 @@ def _connect(port: int, tls: bool) -> socket.socket:
     return context.wrap_socket(sock)
 
 
-def download(port: int, host: str, size: int, tls: bool = False) -> TransferResult:
+def _lines(headers: tuple[str, ...]) -> str:
+    return "".join(f"{header}\r\n" for header in headers)
+
+
+def download(
+    port: int, host: str, size: int, tls: bool = False, extra: tuple[str, ...] = ()
+) -> TransferResult:
     expected = payload.sha256_of(size)
     digest = hashlib.sha256()
     with _connect(port, tls) as sock:
         started = time.perf_counter()
-        request = f"GET /download/{size} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        request = (
+            f"GET /download/{size} HTTP/1.1\r\nHost: {host}\r\n{_lines(extra)}"
+            "Connection: close\r\n\r\n"
+        )
         sock.sendall(request.encode())
         buffer = bytearray()
         status, headers = _head(sock, buffer)
@@ -95,12 +104,14 @@ def download(port: int, host: str, size: int, tls: bool = False) -> TransferResu
     return TransferResult(received, seconds, digest.hexdigest() == expected)
 
 
-def upload(port: int, host: str, size: int, tls: bool = False) -> TransferResult:
+def upload(
+    port: int, host: str, size: int, tls: bool = False, extra: tuple[str, ...] = ()
+) -> TransferResult:
     expected = payload.sha256_of(size)
     with _connect(port, tls) as sock:
         started = time.perf_counter()
         head = (
-            f"POST /sha256 HTTP/1.1\r\nHost: {host}\r\nContent-Length: {size}\r\n"
+            f"POST /sha256 HTTP/1.1\r\nHost: {host}\r\nContent-Length: {size}\r\n{_lines(extra)}"
             "Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
         )
         sock.sendall(head.encode())

@@ -39,7 +39,15 @@ class WrkResult:
         return self.bytes / self.seconds / 1e6
 
 
-def run_wrk(url: str, host: str, connections: int, duration_s: int, threads: int = 1) -> WrkResult:
+def run_wrk(
+    url: str,
+    host: str,
+    connections: int,
+    duration_s: int,
+    threads: int = 1,
+    headers: tuple[str, ...] = (),
+) -> WrkResult:
+    """wrk against `url` with `Host: host` and `headers` ("Name: value") on every request."""
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         script = Path(tmp) / "done.lua"
         script.write_text(_LUA)
@@ -54,6 +62,7 @@ def run_wrk(url: str, host: str, connections: int, duration_s: int, threads: int
             str(script),
             "-H",
             f"Host: {host}",
+            *(arg for header in headers for arg in ("-H", header)),
             url,
         ]
         done = subprocess.run(

@@ -27,8 +27,9 @@ SCENARIO_KEYS = {
     "tls_pool_ratio",
     "upgrade_cost",
     "pool_tls_cost",
+    "access_cost",
 }
-TUNNELS = ("ours", "ours_raw", "npm", "tls_raw", "tls_pool")
+TUNNELS = ("ours", "ours_raw", "npm", "ours_rules", "tls_raw", "tls_pool")
 
 
 @pytest.fixture(autouse=True)
