@@ -85,7 +85,11 @@ def request_target(scope: Scope) -> bytes:
     return target
 
 
-def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def response_headers(
+    raw: Iterable[tuple[bytes, bytes]], app: bool = True
+) -> list[tuple[bytes, bytes]]:
+    """A response's headers for the visitor. `app`: the tunnel's app answered (not another
+    relay node), so its Set-Cookie for the relay's visitor cookies is dropped."""
     named: set[bytes] = set()
     for name, value in raw:
         if name == b"connection":
@@ -95,7 +99,7 @@ def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, by
         for n, v in raw
         if n not in _RESPONSE_DROP
         and n not in named
-        and not (n == b"set-cookie" and _relay_cookie(v))
+        and not (app and n == b"set-cookie" and _relay_cookie(v))
     ]
 
 

@@ -8,7 +8,7 @@ import base64
 import time
 
 from django.test import override_settings
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay import visitor_pass
@@ -113,6 +113,7 @@ def test_basic_auth_is_kept_hashed_and_checked_against_every_user():
         assert not access.basic_ok(wrong)
 
 
+@settings(deadline=None)  # correctness, not speed: the test machine is shared
 @given(st.binary(max_size=300))
 def test_any_authorization_value_is_answered_without_raising(value):
     access = Access(VisitorRules(basic_auth=("ann:one",)))
@@ -131,12 +132,14 @@ def test_a_pass_verifies_only_for_its_kind_and_name_and_until_it_expires():
         assert visitor_pass.verify(ticket, visitor_pass.TICKET, NAME) is None
 
 
+@settings(deadline=None)  # correctness, not speed: the test machine is shared
 @given(st.one_of(st.text(max_size=600), st.binary(max_size=600)))
 def test_any_string_that_is_not_one_we_signed_is_refused_without_raising(value):
     for kind in (visitor_pass.TICKET, visitor_pass.ACCESS, visitor_pass.WARNED):
         assert visitor_pass.verify(value, kind, NAME) is None
 
 
+@settings(deadline=None)  # correctness, not speed: the test machine is shared
 @given(st.integers(min_value=0, max_value=200), st.characters(codec="ascii"))
 def test_any_change_to_a_signed_value_is_refused(position, replacement):
     value = visitor_pass.sign(visitor_pass.ACCESS, NAME, 3, 3600)
@@ -186,6 +189,7 @@ def test_signed_out_users_are_bounded():
 
 
 # --- cookies ---------------------------------------------------------------------------------
+@settings(deadline=None)  # correctness, not speed: the test machine is shared
 @given(
     st.lists(
         st.tuples(
@@ -222,6 +226,7 @@ def test_the_apps_set_cookie_for_the_relays_cookies_is_dropped():
 
 
 # --- next ------------------------------------------------------------------------------------
+@settings(deadline=None)  # correctness, not speed: the test machine is shared
 @given(st.text(max_size=50))
 def test_next_is_a_local_path_or_slash(text):
     result = safe_next(text)

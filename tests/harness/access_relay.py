@@ -22,18 +22,20 @@ BROWSER = [
 ]
 
 
+def rules_env(rules: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The environment that makes a relay (or cluster node) give each name in `rules` its
+    rules (see tests/apps/access_asgi.py for their shape)."""
+    path = [str(ROOT), str(ROOT / "tests" / "apps"), os.environ.get("PYTHONPATH", "")]
+    return {
+        "DJANGO_SETTINGS_MODULE": "access_settings",
+        "PYTHONPATH": os.pathsep.join(path),
+        "TEST_VISITOR_RULES": json.dumps(rules),
+    }
+
+
 def access_relay(launcher: RelayLauncher, rules: dict[str, dict[str, Any]], **env: Any) -> Relay:
-    """A relay (`launcher`'s, with `env`) giving each name in `rules` its rules (see
-    tests/apps/access_asgi.py for their shape)."""
-    path = os.pathsep.join(
-        [str(ROOT), str(ROOT / "tests" / "apps"), os.environ.get("PYTHONPATH", "")]
-    )
-    return launcher(
-        DJANGO_SETTINGS_MODULE="access_settings",
-        PYTHONPATH=path,
-        TEST_VISITOR_RULES=json.dumps(rules),
-        **env,
-    )
+    """A relay (`launcher`'s, with `env`) giving each name in `rules` its rules."""
+    return launcher(**rules_env(rules), **env)
 
 
 def upgrade_status(relay: Relay, name: str, headers: list[tuple[str, str]] = ()) -> int:
