@@ -10,6 +10,8 @@ from relay.protocol import ERROR_HEADER
 
 _TITLES = {
     400: "Bad request",
+    401: "Sign-in needed",
+    403: "Not allowed",
     404: "No such tunnel",
     413: "Request body too large",
     429: "Too many requests",

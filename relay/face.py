@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay import records
+from relay import records, visitor_pass
 from relay.headers import address_key, client_ip
-from relay.pool.access import VisitorRules
+from relay.pool.access import Access, VisitorRules
 from relay.pool.errors import RegistrationError
 from relay.pool.quota import Quota
 from relay.pool.registry import get_registry
@@ -197,6 +197,9 @@ async def register(
         raw_pool=raw_pool,
         pool_secret=pool_secret,
     )
+    # A reclaimed tunnel takes this registration's rules: they may have changed (lt's flags,
+    # the plan's or reserved name's policy). The plain passwords end with `rules`.
+    tunnel.access = None if rules is None or rules.empty else Access(rules)
     if tunnel.quota is None:  # a reclaimed tunnel keeps its quota and counters
         tunnel.quota = _quota(quota)
         if tunnel.quota is not None:
@@ -227,13 +230,13 @@ def issue_ticket(name: str, user_id: int) -> str:
     """A one-time ticket that lets `user_id` into the team-only tunnel `name` (the bare
     domain's sign-in, tunnels/views.py, issues it after checking the user is allowed; the
     relay exchanges it for a pass at protocol.TICKET_PATH on the tunnel's host)."""
-    raise NotImplementedError  # issue 13: relay/visitor_pass.py
+    return visitor_pass.issue_ticket(name, user_id)
 
 
 def signout_message(user_id: int) -> dict[str, object]:
     """The control message (CONTROL_GROUP) that ends every pass `user_id` was given before
     now, on every relay: sent when the user signs out on the bare domain."""
-    raise NotImplementedError  # issue 13: relay/visitor_pass.py
+    return visitor_pass.signout_message(user_id)
 
 
 # --- operators: disconnect and suspend (relay/pool/sanctions.py) ------------------------------

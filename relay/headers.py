@@ -8,7 +8,14 @@ from collections.abc import Iterable
 from django.conf import settings
 
 from relay.asgi_types import Scope
-from relay.protocol import CLIENT_ADDRESS_HEADERS, FORWARDED_HEADERS, HOP_BY_HOP, HOP_HEADER
+from relay.protocol import (
+    ACCESS_COOKIE,
+    CLIENT_ADDRESS_HEADERS,
+    FORWARDED_HEADERS,
+    HOP_BY_HOP,
+    HOP_HEADER,
+    WARNED_COOKIE,
+)
 
 # Requests: hop-by-hop and framing headers are set by the relay itself; `expect` was
 # already answered by the public server, which has the whole body.
@@ -17,6 +24,7 @@ from relay.protocol import CLIENT_ADDRESS_HEADERS, FORWARDED_HEADERS, HOP_BY_HOP
 _REQUEST_DROP = HOP_BY_HOP | FORWARDED_HEADERS | CLIENT_ADDRESS_HEADERS | {b"expect", HOP_HEADER}
 # Responses keep Content-Length (the public server frames with it); the rest is hop-by-hop.
 _RESPONSE_DROP = HOP_BY_HOP - {b"content-length"}
+_RELAY_COOKIES = frozenset({ACCESS_COOKIE.encode(), WARNED_COOKIE.encode()})
 
 
 def _connection_tokens(value: bytes) -> set[bytes]:
@@ -77,7 +85,11 @@ def request_target(scope: Scope) -> bytes:
     return target
 
 
-def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def response_headers(
+    raw: Iterable[tuple[bytes, bytes]], app: bool = True
+) -> list[tuple[bytes, bytes]]:
+    """A response's headers for the visitor. `app`: the tunnel's app answered (not another
+    relay node), so its Set-Cookie for the relay's visitor cookies is dropped."""
     named: set[bytes] = set()
     for name, value in raw:
         if name == b"connection":
@@ -85,8 +97,16 @@ def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, by
     return [
         (n, host_only_cookie(v, settings.RELAY_DOMAIN) if n == b"set-cookie" else v)
         for n, v in raw
-        if n not in _RESPONSE_DROP and n not in named
+        if n not in _RESPONSE_DROP
+        and n not in named
+        and not (app and n == b"set-cookie" and _relay_cookie(v))
     ]
+
+
+def _relay_cookie(value: bytes) -> bool:
+    """Does an app's Set-Cookie name one of the relay's visitor cookies? Those are the
+    relay's alone (relay/proxy/gate.py): an app cannot set, overwrite or expire them."""
+    return value.split(b"=", 1)[0].strip().lower() in _RELAY_COOKIES
 
 
 def host_only_cookie(value: bytes, relay_domain: str) -> bytes:

@@ -274,6 +274,28 @@ REFUSAL_SUSPENDED = "suspended"  # the name, token or user is suspended
 # Status of a visitor's request to a suspended name: 451 "Unavailable For Legal Reasons"
 # (RFC 7725) would claim a legal demand; 403 says only that the operator refuses it.
 SUSPENDED_STATUS = 403
+# What the relay signs for visitors (relay/visitor_pass.py): tickets, access and warned cookies.
+# A signed value is "<payload>.<mac>", both base64url; anything longer is refused unread
+# (a name of 63 characters, ids and times fit in well under 300).
+MAX_PASS_CHARS = 512
+PASS_NONCE_BYTES = 16  # a ticket's nonce: spent tickets are remembered by it
+PASS_STAMPS_PER_S = 1000  # issued-at in ms: a sign-out and a new sign-in may share a second
+PASS_MAC_BYTES = 32  # the whole HMAC-SHA256: no reason to shorten what guards a tunnel
+# A CIDR decision per visitor address is cached on the tunnel's Access: one dict lookup per
+# request instead of parsing the address and testing every network. Cleared when full.
+ACCESS_DECISIONS_CACHED = 4096
+# A visitor's Bearer token for a team-only tunnel is checked in the database (Records
+# .team_member) at most this often per token and tunnel: a revoked token or a user removed
+# from the owner's group loses access within this many seconds, and a script's requests cost
+# no query each.
+TEAM_ANSWER_TTL_S = 30.0
+TEAM_ANSWERS_CACHED = 4096  # (token digest, owner) answers kept; expired ones pruned when full
+# The largest Authorization header the gate decodes (a user:pass of MAX_BASIC_AUTH_CHARS in
+# base64 with its scheme fits; a longer one is simply a wrong password).
+MAX_AUTHORIZATION_CHARS = 1024
+BASIC_AUTH_KEY_BYTES = 32  # the per-process HMAC key of basic-auth digests: SHA-256's block half
+MAX_FORM_FIELDS = 8  # the fields read from a ticket's query or Continue's form; the rest ignored
+MAX_NEXT_CHARS = 2048  # a ticket's or Continue's `next` path; longer: the visitor lands on /
 
 # --- pool connections over the relay's own port (relay/pool/upgrade.py) ------------------------
 # Our lt opens its pool connections as HTTP/1.1 Upgrade requests to the relay's public URL,

@@ -61,6 +61,7 @@ LAYER_OF_DIRECTORY = {
     "hardening": "e2e",
     "datapath": "e2e",
     "e2e": "e2e",
+    "access": "e2e",  # the visitor gate on real relays (its sans-IO units run in ms too)
     "cluster": "e2e",
     "browser": "e2e",
     "newcomer": "e2e",

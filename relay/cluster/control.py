@@ -24,12 +24,15 @@ from relay.protocol import (
     RETRY_FIRST_S,
     RETRY_MAX_S,
 )
+from relay.visitor_pass import obey_signout
 
 logger = logging.getLogger(__name__)
 
 
 def handle(registry: Registry, message: dict[str, Any]) -> int:
     """Obey one control message; returns how many tunnels it closed."""
+    if message.get("type") == "visitor.signout":  # a user signed out on the bare domain
+        return visitor_signout(message)
     if message.get("type") == "tunnel.owner":  # scale-out: a node opened or closed a tunnel
         if registry.cluster is not None:
             registry.cluster.note_owner(message)
@@ -49,6 +52,14 @@ def handle(registry: Registry, message: dict[str, Any]) -> int:
     for tunnel in doomed:
         registry.close(tunnel, reason)
     return len(doomed)
+
+
+def visitor_signout(message: dict[str, Any]) -> int:
+    """End the passes into team-only tunnels the user was given before signing out
+    (relay/visitor_pass.py); closes no tunnel."""
+    if not obey_signout(message):
+        logger.debug("a malformed visitor.signout message was ignored")
+    return 0
 
 
 async def listen(ready: asyncio.Event | None = None, retry_s: float = RETRY_FIRST_S) -> None:

@@ -140,6 +140,7 @@ async def _exchange(
             head_timeout,
             drain=True,
             on_head=check_stale,
+            peer=True,  # the owner node's answer: its visitor cookies are the relay's own
         )
         if exc is None:
             reusable = conn.reusable()

@@ -1,13 +1,32 @@
 """Who may visit a tunnel: its rules as registration gave them (`VisitorRules`, plain values
 that cross relay.face), and what the byte path checks per request, in memory only.
 
+Basic-auth passwords are kept as HMAC-SHA256 digests under a key drawn at random when the
+process starts (`_KEY`), never in plain text: the plaintext is dropped as `Access` is built
+(VisitorRules, which holds it, is not kept). Why not a slow hash (scrypt, PBKDF2): the relay
+checks the visitor's password on every request, and a slow hash would cost milliseconds each,
+far over the budget of a request (benchmarks: at most 5%); what a slow hash defends against,
+a stolen list of digests cracked offline, needs the key too, which never leaves the process
+and changes at every start. The visitor's digest is compared with every entry in constant
+time, with no early exit, so timing says neither whether nor which user matched.
+
 tunnels/access.py combines the client's rules (lt --basic-auth, --cidr-allow, --cidr-deny,
 --private) with its plan's and reserved name's policy into one `VisitorRules`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import secrets
 from dataclasses import dataclass, field
+
+from relay.protocol import ACCESS_DECISIONS_CACHED, BASIC_AUTH_KEY_BYTES, MAX_AUTHORIZATION_CHARS
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -31,10 +50,83 @@ class VisitorRules:
         )
 
 
-class Access:
-    """A tunnel's rules as the byte path checks them (relay/proxy/gate.py calls it)."""
+_KEY = secrets.token_bytes(BASIC_AUTH_KEY_BYTES)
+_BASIC = b"basic "
 
-    __slots__ = ("rules",)
+
+def _digest(credential: bytes) -> bytes:
+    return hmac.new(_KEY, credential, hashlib.sha256).digest()
+
+
+def parse_networks(texts: tuple[str, ...] | list[str]) -> tuple[Network, ...]:
+    """Networks as written ("10.0.0.0/8", "2001:db8::/32", a bare address); ValueError for
+    one that is not (tunnels/access.py validated them already; this is the relay's check)."""
+    return tuple(ipaddress.ip_network(text.strip(), strict=False) for text in texts)
+
+
+class Access:
+    """A tunnel's rules as the byte path checks them (relay/proxy/gate.py calls it): built
+    once per registration from VisitorRules, every check an in-memory lookup."""
+
+    __slots__ = (
+        "allow",
+        "deny",
+        "cidr",
+        "basic",
+        "team",
+        "warning",
+        "owner_label",
+        "_decided",
+    )
 
     def __init__(self, rules: VisitorRules) -> None:
-        self.rules = rules  # to be replaced by precompiled checks (issue 13)
+        self.allow = tuple(parse_networks(group) for group in rules.cidr_allow if group)
+        self.deny = parse_networks(rules.cidr_deny)
+        self.cidr = bool(self.allow or self.deny)
+        # The digests of "user:pass"; the plain text stays with `rules`, which is not kept.
+        self.basic = tuple(_digest(pair.encode("utf-8")) for pair in rules.basic_auth)
+        self.team = rules.team
+        self.warning = rules.warning
+        self.owner_label = rules.owner_label
+        self._decided: dict[str, bool] = {}
+
+    def admits(self, address: str) -> bool:
+        """May a visitor from `address` (relay.headers.client_ip's spelling) come in?"""
+        decided = self._decided.get(address)
+        if decided is None:
+            decided = self._decide(address)
+            if len(self._decided) >= ACCESS_DECISIONS_CACHED:
+                self._decided.clear()
+            self._decided[address] = decided
+        return decided
+
+    def _decide(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False  # no address (a Unix socket?) is in no allow-list; refuse
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # ::ffff:a.b.c.d is the IPv4 visitor a.b.c.d
+        if any(_within(ip, net) for net in self.deny):
+            return False
+        return all(any(_within(ip, net) for net in group) for group in self.allow)
+
+    def basic_ok(self, authorization: bytes | None) -> bool:
+        """Does this Authorization header value carry one of the tunnel's user:pass pairs?"""
+        if authorization is None or len(authorization) > MAX_AUTHORIZATION_CHARS:
+            return False
+        if authorization[: len(_BASIC)].lower() != _BASIC:
+            return False
+        try:
+            credential = base64.b64decode(authorization[len(_BASIC) :].strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        offered = _digest(credential)
+        matched = False
+        for stored in self.basic:  # every entry, always: no early exit
+            matched |= hmac.compare_digest(stored, offered)
+        return matched
+
+
+def _within(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, net: Network) -> bool:
+    return ip.version == net.version and ip in net

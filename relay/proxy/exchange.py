@@ -65,6 +65,7 @@ async def exchange(
     *,
     drain: bool = False,
     on_head: Callable[[h11.Response], None] | None = None,
+    peer: bool = False,
 ) -> BaseException | None:
     """One exchange over `conn`, the skeleton pool sockets (relay/proxy/http.py) and peer
     nodes (relay/cluster/peer_proxy.py) share: write the request, skip 1xx answers, check the
@@ -72,7 +73,9 @@ async def exchange(
     visitor; else the failure, after the visitor's connection was cut if it had the head
     already. `timeout` bounds each wait for the upstream to take or send more bytes,
     `head_timeout` the wait for the head; `drain` waits until the request is written
-    before reading (a peer connection); `on_head` sees the head before it is sent."""
+    before reading (a peer connection); `on_head` sees the head before it is sent; `peer`:
+    the upstream is the node that owns the tunnel, whose own visitor cookies (a team-only
+    pass, the warning's Continue) pass, where an app's Set-Cookie for them is dropped."""
     try:
         progress.body = await write_request(conn, receive, head, first, timeout)
         if drain:
@@ -80,7 +83,7 @@ async def exchange(
         response = await read_response_head(conn, head_timeout)
         if on_head is not None:
             on_head(response)
-        await stream_response(conn, send, flow, response, timeout, progress)
+        await stream_response(conn, send, flow, response, timeout, progress, peer)
     except FAILURES as exc:
         if progress.started:
             cut(flow)
@@ -179,6 +182,7 @@ async def stream_response(
     response: h11.Response,
     timeout: float,
     progress: Progress,
+    peer: bool = False,
 ) -> None:
     """Send `response` and its body to the visitor, with the visitor's backpressure."""
     # Twisted writes the head with the first body bytes anyway; waiting for them here means
@@ -189,7 +193,7 @@ async def stream_response(
         {
             "type": "http.response.start",
             "status": response.status_code,
-            "headers": hdrs.response_headers(response.headers),
+            "headers": hdrs.response_headers(response.headers, app=not peer),
         }
     )
     if flow is not None:

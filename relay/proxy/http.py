@@ -21,6 +21,7 @@ from relay.pool.registry import get_registry
 from relay.pool.socket import PoolSocket
 from relay.pool.tunnel import NoSocket, Tunnel
 from relay.protocol import HOP_SCOPE_KEY
+from relay.proxy import gate
 from relay.proxy.exchange import Progress, build_request, exchange
 from relay.proxy.flow import Flow
 
@@ -47,6 +48,15 @@ async def proxy_http(scope: Scope, receive: Receive, send: Send, name: str) -> N
     first = await receive()
     if first["type"] != "http.request":
         return  # the visitor left before we started
+    if tunnel.access is not None:  # who may visit (relay/proxy/gate.py), before a pool socket
+        passed = await gate.check(name, tunnel.user_id, tunnel.access, scope, first)
+        if isinstance(passed, gate.Answer):
+            await send(
+                {"type": "http.response.start", "status": passed.status, "headers": passed.headers}
+            )
+            await send({"type": "http.response.body", "body": passed.body})
+            return
+        scope = passed
     try:
         head = _request_event(scope, first)
     except h11.LocalProtocolError as exc:

@@ -26,6 +26,7 @@ from relay.pool.tunnel import NoSocket, Tunnel
 from relay.protocol import (
     HOP_SCOPE_KEY,
 )
+from relay.proxy import gate
 from relay.proxy.ws_bridge import bridge, handshake_request, visitor_close_code
 from relay.proxy.ws_flow import WsFlow
 
@@ -44,6 +45,12 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, name: str)
             return
         await refuse(scope, send, 404, f"There is no tunnel called {name!r} on this relay.")
         return
+    if tunnel.access is not None:  # who may visit (relay/proxy/gate.py), before a pool socket
+        passed = await gate.check(name, tunnel.user_id, tunnel.access, scope, None)
+        if isinstance(passed, gate.Answer):
+            await refuse(scope, send, passed.status, passed.message)
+            return
+        scope = passed
     visitor = visitor_key(scope)  # one /64 is one visitor, as for connections
     try:
         tunnel.admit_websocket(

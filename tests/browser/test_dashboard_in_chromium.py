@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from harness.browser import wait_for
+from harness.browser import through_warning, wait_for
 from harness.processes import ROOT
 from harness.relay import LtLauncher, Relay
 from selenium.webdriver.common.by import By
@@ -163,6 +163,7 @@ def test_a_tunnel_cannot_replace_the_admin_session_or_csrf_cookie(
     tunnel_host = f"{client.name}.{bare_domain}"
     browser.switch_to.new_window("tab")
     browser.get(f"http://{tunnel_host}:{relay.port}/")
+    through_warning(browser)  # an anonymous tunnel: its warning page comes first
     planted = browser.get_cookies()
     assert {c["name"] for c in planted} == {"sessionid", "csrftoken", "tunnel_own"}
     assert {c["domain"] for c in planted} == {tunnel_host}, "host-only: the tunnel's own"

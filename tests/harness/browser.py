@@ -12,6 +12,7 @@ import pytest
 from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
 
@@ -62,3 +63,15 @@ def wait_for(browser: WebDriver, condition: Callable[[WebDriver], object], what:
         poll_frequency=0.05,
         ignored_exceptions=[NoSuchElementException, StaleElementReferenceException],
     ).until(condition, f"timed out after {WAIT_S:g} s waiting for {what}")
+
+
+def through_warning(browser: WebDriver) -> bool:
+    """On a tunnel's warning page (an anonymous tunnel's first visit, docs/security.md's
+    "Visitor access"), press Continue as a visitor would and wait for the page it leads to;
+    False when the page was not the warning page. Reads what is loaded: call after `get`."""
+    buttons = browser.find_elements(By.ID, "continue")
+    if not buttons:
+        return False
+    buttons[0].click()
+    wait_for(browser, lambda b: not b.find_elements(By.ID, "continue"), "the page after Continue")
+    return True

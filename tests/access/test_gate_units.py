@@ -1,0 +1,291 @@
+"""The gate's parts fed values and ASGI scopes (no sockets): Access decisions, signed passes,
+the relay's cookies kept from the app, sign-out, and the gate's answers per rule."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+
+from django.test import override_settings
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relay import visitor_pass
+from relay.cluster import control
+from relay.headers import response_headers
+from relay.pool.access import Access, VisitorRules
+from relay.pool.registry import Registry
+from relay.proxy import gate
+from relay.proxy.gate import Answer, safe_next, strip_cookies
+
+NAME = "alpha"
+
+
+def scope(
+    path: str = "/",
+    headers: list[tuple[bytes, bytes]] = (),
+    method: str = "GET",
+    client: str = "192.0.2.1",
+    query: bytes = b"",
+    kind: str = "http",
+) -> dict:
+    return {
+        "type": kind,
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "headers": list(headers),
+        "client": (client, 50000),
+        "server": ("127.0.0.1", 8000),
+        "scheme": "http",
+    }
+
+
+def check(access: Access, s: dict, owner: int | None = 1):
+    return asyncio.run(gate.check(NAME, owner, access, s, None))
+
+
+# --- Access ----------------------------------------------------------------------------------
+def test_cidr_allow_groups_must_each_admit_and_deny_wins():
+    access = Access(
+        VisitorRules(
+            cidr_allow=(("10.0.0.0/8", "2001:db8::/32"), ("10.1.0.0/16", "2001:db8:1::/48")),
+            cidr_deny=("10.1.2.0/24",),
+        )
+    )
+    assert access.admits("10.1.3.4")
+    assert not access.admits("10.2.0.1")  # in the first list, not the second
+    assert not access.admits("10.1.2.9")  # denied
+    assert access.admits("2001:db8:1::5")
+    assert not access.admits("2001:db8:2::5")
+    assert not access.admits("not an address")
+    assert not access.admits("")
+
+
+def test_an_ipv4_mapped_ipv6_visitor_is_its_ipv4_address():
+    allow = Access(VisitorRules(cidr_allow=(("203.0.113.0/24",),)))
+    deny = Access(VisitorRules(cidr_deny=("203.0.113.0/24",)))
+    assert allow.admits("::ffff:203.0.113.5")
+    assert not deny.admits("::ffff:203.0.113.5")
+    assert deny.admits("::ffff:198.51.100.1")
+
+
+def test_decisions_are_cached_but_bounded():
+    access = Access(VisitorRules(cidr_deny=("10.0.0.0/8",)))
+    for n in range(10_000):
+        access.admits(f"172.16.{n // 256}.{n % 256}")
+    assert len(access._decided) <= 4096
+    assert not access.admits("10.0.0.1")
+
+
+def test_the_visitor_address_behind_a_trusted_proxy_is_the_forwarded_one():
+    access = Access(VisitorRules(cidr_allow=(("2001:db8::/32",),)))
+    forwarded = [(b"x-forwarded-for", b"2001:db8::7")]
+    with override_settings(RELAY_TRUSTED_PROXIES=[__import__("ipaddress").ip_network("10.9.9.9")]):
+        assert not isinstance(check(access, scope(headers=forwarded, client="10.9.9.9")), Answer)
+        refused = check(access, scope(headers=forwarded, client="10.9.9.8"))
+    assert isinstance(refused, Answer) and refused.status == 403
+
+
+def basic(pair: bytes) -> bytes:
+    return b"Basic " + base64.b64encode(pair)
+
+
+def test_basic_auth_is_kept_hashed_and_checked_against_every_user():
+    rules = VisitorRules(basic_auth=("ann:one", "bob:two:three"))
+    access = Access(rules)
+    assert "one" not in repr(rules)
+    assert all(b"one" not in digest for digest in access.basic)
+    assert access.basic_ok(basic(b"ann:one"))
+    assert access.basic_ok(basic(b"bob:two:three"))
+    assert access.basic_ok(b"bAsIc " + base64.b64encode(b"ann:one"))
+    for wrong in (
+        basic(b"ann:two"),
+        basic(b"ann:one "),
+        b"Bearer x",
+        b"Basic !!!",
+        b"Basic " + b"A" * 5000,
+        b"",
+        None,
+    ):
+        assert not access.basic_ok(wrong)
+
+
+@settings(deadline=None)  # correctness, not speed: the test machine is shared
+@given(st.binary(max_size=300))
+def test_any_authorization_value_is_answered_without_raising(value):
+    access = Access(VisitorRules(basic_auth=("ann:one",)))
+    assert access.basic_ok(value) is False  # never raises; only "ann:one" in base64 passes
+
+
+# --- signed passes ---------------------------------------------------------------------------
+def test_a_pass_verifies_only_for_its_kind_and_name_and_until_it_expires():
+    ticket = visitor_pass.issue_ticket(NAME, 5)
+    found = visitor_pass.verify(ticket, visitor_pass.TICKET, NAME)
+    assert found is not None and found.user_id == 5 and found.nonce
+    assert visitor_pass.verify(ticket, visitor_pass.ACCESS, NAME) is None
+    assert visitor_pass.verify(ticket, visitor_pass.TICKET, "beta") is None
+    assert visitor_pass.verify(ticket, visitor_pass.TICKET, NAME, now=time.time() + 61) is None
+    with override_settings(SECRET_KEY="another key entirely, as on another relay's site"):
+        assert visitor_pass.verify(ticket, visitor_pass.TICKET, NAME) is None
+
+
+@settings(deadline=None)  # correctness, not speed: the test machine is shared
+@given(st.one_of(st.text(max_size=600), st.binary(max_size=600)))
+def test_any_string_that_is_not_one_we_signed_is_refused_without_raising(value):
+    for kind in (visitor_pass.TICKET, visitor_pass.ACCESS, visitor_pass.WARNED):
+        assert visitor_pass.verify(value, kind, NAME) is None
+
+
+@settings(deadline=None)  # correctness, not speed: the test machine is shared
+@given(st.integers(min_value=0, max_value=200), st.characters(codec="ascii"))
+def test_any_change_to_a_signed_value_is_refused(position, replacement):
+    value = visitor_pass.sign(visitor_pass.ACCESS, NAME, 3, 3600)
+    index = position % len(value)
+    changed = value[:index] + replacement + value[index + 1 :]
+    if changed != value:
+        found = visitor_pass.verify(changed, visitor_pass.ACCESS, NAME)
+        # Base64 has a few spellings of the last characters' unused bits; they decode to the
+        # same bytes, so the pass is the same pass: never another one.
+        assert found is None or found == visitor_pass.verify(value, visitor_pass.ACCESS, NAME)
+
+
+def test_a_ticket_is_spent_once_and_the_memory_is_bounded():
+    spent = visitor_pass.SpentTickets(limit=2)
+    tickets = [
+        visitor_pass.verify(visitor_pass.issue_ticket(NAME, 1), visitor_pass.TICKET, NAME)
+        for _ in range(3)
+    ]
+    assert spent.spend(tickets[0]) and not spent.spend(tickets[0])
+    assert spent.spend(tickets[1])
+    assert not spent.spend(tickets[2])  # full of unexpired tickets: refuse, never forget
+    assert spent.spend(tickets[2], now=time.time() + 120)  # the others expired
+
+
+def test_signing_out_ends_older_passes_not_newer_ones():
+    before = visitor_pass.verify(
+        visitor_pass.sign(visitor_pass.ACCESS, NAME, 42, 3600), visitor_pass.ACCESS, NAME
+    )
+    registry = Registry()
+    control.handle(registry, visitor_pass.signout_message(42, now=time.time() + 0.01))
+    control.handle(registry, {"type": "visitor.signout", "user_id": "42", "at_ms": "x"})
+    after = visitor_pass.verify(
+        visitor_pass.sign(visitor_pass.ACCESS, NAME, 42, 3600, now=time.time() + 0.02),
+        visitor_pass.ACCESS,
+        NAME,
+    )
+    assert not visitor_pass.signed_out.still_in(before)
+    assert visitor_pass.signed_out.still_in(after)
+
+
+def test_signed_out_users_are_bounded():
+    memory = visitor_pass.SignedOut(limit=3)
+    now_ms = int(time.time() * 1000)
+    for user in range(10):
+        memory.note(user, now_ms)
+    assert len(memory) == 3
+
+
+# --- cookies ---------------------------------------------------------------------------------
+@settings(deadline=None)  # correctness, not speed: the test machine is shared
+@given(
+    st.lists(
+        st.tuples(
+            st.text("abcdefghij_", min_size=1, max_size=8),
+            st.text("xyz019=%", max_size=8),
+            st.sampled_from(["; ", ";", ";  "]),
+        ),
+        max_size=6,
+    ),
+    st.lists(st.sampled_from([b"tunnelsite_access", b"tunnelsite_warned"]), max_size=2),
+)
+def test_stripping_the_relays_cookies_keeps_the_others_exactly(others, ours):
+    pieces = [f"{k}={v}".encode() for k, v, _ in others]
+    seps = [s.encode() for _, _, s in others]
+    mixed = b""
+    for index, piece in enumerate(pieces):
+        mixed += (seps[index] if index else b"") + piece
+    header = mixed
+    for name in ours:
+        header = name + b"=v; " + header if header else name + b"=v"
+    assert strip_cookies(header).rstrip(b"; ") == mixed.rstrip(b"; ")
+
+
+def test_the_apps_set_cookie_for_the_relays_cookies_is_dropped():
+    kept = response_headers(
+        [
+            (b"set-cookie", b"tunnelsite_access=forged; Path=/"),
+            (b"set-cookie", b" Tunnelsite_Warned=1"),
+            (b"set-cookie", b"session=abc; HttpOnly"),
+            (b"content-type", b"text/plain"),
+        ]
+    )
+    assert kept == [(b"set-cookie", b"session=abc; HttpOnly"), (b"content-type", b"text/plain")]
+
+
+# --- next ------------------------------------------------------------------------------------
+@settings(deadline=None)  # correctness, not speed: the test machine is shared
+@given(st.text(max_size=50))
+def test_next_is_a_local_path_or_slash(text):
+    result = safe_next(text)
+    assert result == "/" or (
+        result == text and result.startswith("/") and not result.startswith(("//", "/\\"))
+    )
+
+
+# --- the gate's order and answers -------------------------------------------------------------
+def test_the_gate_checks_cidr_before_basic_auth_and_strips_what_satisfied_it():
+    access = Access(VisitorRules(basic_auth=("a:b",), cidr_allow=(("192.0.2.0/24",),)))
+    outside = check(
+        access, scope(client="198.51.100.1", headers=[(b"authorization", basic(b"a:b"))])
+    )
+    assert isinstance(outside, Answer) and outside.status == 403
+    passed = check(
+        access,
+        scope(
+            headers=[(b"authorization", basic(b"a:b")), (b"cookie", b"tunnelsite_warned=x; k=v")]
+        ),
+    )
+    assert not isinstance(passed, Answer)
+    assert passed["headers"] == [(b"cookie", b"k=v")]
+    two = check(
+        access,
+        scope(headers=[(b"authorization", basic(b"a:b")), (b"authorization", basic(b"a:b"))]),
+    )
+    assert isinstance(two, Answer) and two.status == 401
+
+
+def test_a_tunnel_with_only_the_warning_forwards_the_same_scope_untouched():
+    access = Access(VisitorRules(warning=True))
+    plain = scope(headers=[(b"user-agent", b"curl/8"), (b"cookie", b"a=1")])
+    assert check(access, plain) is plain
+    post = scope(method="POST", headers=[(b"cookie", b"tunnelsite_warned=x")])
+    assert check(access, post)["headers"] == []
+
+
+def test_a_team_only_tunnel_without_an_owner_refuses_every_bearer_token():
+    access = Access(VisitorRules(team=True))
+    answer = check(access, scope(headers=[(b"authorization", b"Bearer abc")]), owner=None)
+    assert isinstance(answer, Answer) and answer.status == 401
+
+
+def test_basic_auth_and_team_only_together_need_both():
+    access = Access(VisitorRules(basic_auth=("a:b",), team=True))
+    cookie = b"tunnelsite_access=" + visitor_pass.sign(visitor_pass.ACCESS, NAME, 9, 60).encode()
+    only_basic = check(access, scope(headers=[(b"authorization", basic(b"a:b"))]))
+    only_cookie = check(access, scope(headers=[(b"cookie", cookie)]))
+    both = check(access, scope(headers=[(b"authorization", basic(b"a:b")), (b"cookie", cookie)]))
+    assert isinstance(only_basic, Answer) and only_basic.status == 401
+    assert isinstance(only_cookie, Answer) and only_cookie.status == 401
+    assert not isinstance(both, Answer) and both["headers"] == []
+
+
+def test_the_access_cookie_is_secure_behind_an_https_public_scheme():
+    access = Access(VisitorRules(team=True))
+    query = b"ticket=" + visitor_pass.issue_ticket(NAME, 3).encode() + b"&next=/a"
+    with override_settings(RELAY_PUBLIC_SCHEME="https"):
+        answer = check(access, scope(path="/.well-known/tunnelsite/ticket", query=query))
+    cookie = dict(answer.headers)[b"set-cookie"]
+    assert cookie.endswith(b"; Secure")
