@@ -50,9 +50,13 @@ def default_limits() -> PlanLimits:
 
 def limits_for(token: ApiToken) -> PlanLimits:
     """The token's own plan, else its user's, else the default plan."""
+    plan = plan_of(token)
+    return default_limits() if plan is None else PlanLimits.from_plan(plan)
+
+
+def plan_of(token: ApiToken) -> Plan | None:
+    """The token's own plan, else its user's, else None (the default plan: settings only)."""
     if token.plan is not None:
-        return PlanLimits.from_plan(token.plan)
+        return token.plan
     account = Account.objects.filter(user_id=token.user_id).select_related("plan").first()
-    if account is not None and account.plan is not None:
-        return PlanLimits.from_plan(account.plan)
-    return default_limits()
+    return None if account is None else account.plan
