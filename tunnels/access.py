@@ -85,7 +85,7 @@ class Policy:
 
 def _networks(values: list[str]) -> tuple[str, ...]:
     """Normalised; a row saved past its validator (a raw UPDATE) keeps its valid lines."""
-    kept = []
+    kept: list[str] = []
     for value in values:
         try:
             kept.extend(str(network) for network in cidrs.parse([value]))
@@ -217,7 +217,7 @@ def _cidr_list(data: dict[str, Any], key: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(network) for network in networks))
 
 
-# --- combining: policy wins, the client only tightens ----------------------------------------------
+# --- combining: policy wins, the client only tightens ---------------------------------------
 def visitor_rules(
     client: ClientRules,
     *,

@@ -32,7 +32,7 @@ _public_port: ContextVar[int] = ContextVar("public_port", default=0)
 
 # Visitor policy (tunnels/access.py combines it with the client's rules at registration):
 # the same section on a plan and on a reserved name.
-VISITOR_POLICY_FIELDSET = (
+VISITOR_POLICY_FIELDSET: tuple[str, Any] = (
     "Visitor policy",
     {
         "fields": ("visitor_auth", "cidr_allow", "cidr_deny", "warning_page"),

@@ -1,7 +1,8 @@
-"""A visitor's abuse report (the warning page's "Report abuse"): GET /report/?tunnel=<name>&url=<url>
-(protocol.ABUSE_REPORT_PATH) shows a form, its POST (CSRF-checked, rate-limited per address)
-records an AbuseReport with the tunnel's owner and client address as its live session row
-has them (a name that is not live is recorded all the same). The admin lists them."""
+"""A visitor's abuse report (the warning page's "Report abuse"): GET
+/report/?tunnel=<name>&url=<url> (protocol.ABUSE_REPORT_PATH) shows a form; its POST
+(CSRF-checked, rate-limited per address) records an AbuseReport with the tunnel's owner and
+client address as its live session row has them (a name that is not live is recorded all the
+same). The admin lists them."""
 
 from __future__ import annotations
 

@@ -56,7 +56,8 @@ class SignOut(LogoutView):
 def end_passes(sender: object, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
     """Every relay refuses the passes this user was given before now (the bare domain's and
     the admin's sign-out alike). With the in-memory channel layer only this process hears
-    it; a restarted relay honours an older pass until it expires (RELAY_VISITOR_COOKIE_MAX_AGE_S)."""
+    it; a restarted relay honours an older pass until it expires
+    (RELAY_VISITOR_COOKIE_MAX_AGE_S)."""
     layer = get_channel_layer()
     if user is None or layer is None:
         return
