@@ -161,8 +161,11 @@ def test_arbitrary_json_objects_are_parsed_or_refused_never_raise(value: dict) -
 
 
 # --- combining with policy ---------------------------------------------------------------------
+NO_RULES = ClientRules()
+
+
 def combine(
-    client: ClientRules = ClientRules(),
+    client: ClientRules = NO_RULES,
     *,
     plan: Policy | None = None,
     reserved: Policy | None = None,
