@@ -7,6 +7,7 @@ Signing out here tells every relay to end the user's passes (face.signout_messag
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -27,6 +28,8 @@ from relay import face, protocol
 from tunnels import team, throttle
 from tunnels.identity import identify
 from tunnels.models import TunnelSession
+
+logger = logging.getLogger(__name__)
 
 # A `next` longer than this is not a path a browser was on: it becomes "/".
 MAX_NEXT_CHARS = 2000
@@ -61,7 +64,16 @@ def end_passes(sender: object, request: HttpRequest | None, user: Any, **kwargs:
     layer = get_channel_layer()
     if user is None or layer is None:
         return
-    async_to_sync(layer.group_send)(face.CONTROL_GROUP, face.signout_message(user.pk))
+    message = face.signout_message(user.pk)
+    try:
+        async_to_sync(layer.group_send)(face.CONTROL_GROUP, message)
+    except Exception as exc:  # the layer (Redis) unreachable: the sign-out itself goes on
+        logger.warning(
+            "could not tell the relays that user %s signed out (%s): their tunnel passes end "
+            "when they expire (RELAY_VISITOR_COOKIE_MAX_AGE_S)",
+            user.pk,
+            type(exc).__name__,
+        )
 
 
 def too_many(request: HttpRequest, waited: int, what: str) -> HttpResponse:

@@ -266,6 +266,26 @@ class SignOutTests(VisitorsTestCase):
         session = await self.async_client.asession()
         self.assertIsNone(await session.aget("_auth_user_id"))
 
+    @override_settings(
+        CHANNEL_LAYERS={
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [{"address": "redis://127.0.0.1:1", "socket_timeout": 2}]},
+            }
+        }
+    )
+    def test_a_channel_layer_that_is_down_does_not_stop_the_sign_out(self) -> None:
+        self.client.force_login(self.owner)
+        message = {"type": "visitor.signout", "user_id": self.owner.pk}
+        with (
+            mock.patch.object(face, "signout_message", return_value=message),
+            self.assertLogs("tunnels.signin", "WARNING") as logs,
+        ):
+            answer = self.client.post("/accounts/logout/")
+        self.assertEqual(answer.status_code, 200)
+        self.assertNotIn("_auth_user_id", self.client.session)
+        self.assertIn("their tunnel passes end when they expire", logs.output[0])
+
     def test_sign_out_is_a_post(self) -> None:
         self.client.force_login(self.owner)
         self.assertEqual(self.client.get("/accounts/logout/").status_code, 405)
