@@ -48,12 +48,6 @@ def default_limits() -> PlanLimits:
     )
 
 
-def limits_for(token: ApiToken) -> PlanLimits:
-    """The token's own plan, else its user's, else the default plan."""
-    plan = plan_of(token)
-    return default_limits() if plan is None else PlanLimits.from_plan(plan)
-
-
 def plan_of(token: ApiToken) -> Plan | None:
     """The token's own plan, else its user's, else None (the default plan: settings only)."""
     if token.plan is not None:
