@@ -11,15 +11,16 @@ reclaim or close them; an anonymous tunnel belongs to `ip:<addr>`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.conf import settings
 from django.utils import timezone
 
 from relay.face import address_key
 from tunnels import tokens
+from tunnels.access import Policy
 from tunnels.models import ApiToken, ReservedSubdomain
-from tunnels.plans import PlanLimits, default_limits, limits_for
+from tunnels.plans import PlanLimits, default_limits, plan_of
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,11 @@ class Grant:
     limits: PlanLimits
     user_id: int | None = None
     token_id: int | None = None
+    username: str = ""  # the token's user ("" anonymous): the warning page names the owner
+    # The operator's visitor policy (tunnels/access.py), read in the same call: the plan's
+    # (None: the default plan, which has none) and the requested reserved name's.
+    plan_policy: Policy | None = None
+    name_policy: Policy | None = None
 
     @property
     def anonymous(self) -> bool:
@@ -88,11 +94,14 @@ def authenticate(credential: str | None, ip: str, *, touch: bool = True) -> Gran
         raise Refusal(401, "The account of that API token is disabled; contact the operator.")
     if touch:
         ApiToken.objects.filter(pk=token.pk).update(last_used=now)
+    plan = plan_of(token)
     return Grant(
         owner=owner_key(token.user_id),
-        limits=limits_for(token),
+        limits=default_limits() if plan is None else PlanLimits.from_plan(plan),
         user_id=token.user_id,
         token_id=token.pk,
+        username=token.user.get_username(),
+        plan_policy=Policy.of(plan),
     )
 
 
@@ -139,14 +148,15 @@ def tokens_under_another_key() -> int:
     )
 
 
-def check_name(grant: Grant, name: str) -> None:
-    """Refuse (403) a custom name the plan does not allow, or a name reserved for another.
+def check_name(grant: Grant, name: str) -> ReservedSubdomain | None:
+    """Refuse (403) a custom name the plan does not allow, or a name reserved for another;
+    the user's own ReservedSubdomain row, if the name is one (its visitor policy applies).
 
     A ReservedSubdomain row given to the user wins over both: the operator chose to.
     """
     row = ReservedSubdomain.objects.filter(name=name).first()
     if row is not None and grant.user_id is not None and row.user_id == grant.user_id:
-        return
+        return row
     if not grant.limits.allow_custom_subdomains:
         raise Refusal(
             403,
@@ -159,11 +169,12 @@ def check_name(grant: Grant, name: str) -> None:
             f"The subdomain {name!r} is reserved. Pick another name, or leave out "
             "--subdomain for a random one.",
         )
+    return None
 
 
 def grant_registration(credential: str | None, ip: str, requested: str | None) -> Grant:
     """Everything about a registration the database decides, in one call."""
     grant = authenticate(credential, ip)
-    if requested is not None:
-        check_name(grant, requested)
+    if requested is not None and (reserved := check_name(grant, requested)) is not None:
+        grant = replace(grant, name_policy=Policy.of(reserved))
     return grant

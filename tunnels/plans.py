@@ -48,11 +48,9 @@ def default_limits() -> PlanLimits:
     )
 
 
-def limits_for(token: ApiToken) -> PlanLimits:
-    """The token's own plan, else its user's, else the default plan."""
+def plan_of(token: ApiToken) -> Plan | None:
+    """The token's own plan, else its user's, else None (the default plan: settings only)."""
     if token.plan is not None:
-        return PlanLimits.from_plan(token.plan)
+        return token.plan
     account = Account.objects.filter(user_id=token.user_id).select_related("plan").first()
-    if account is not None and account.plan is not None:
-        return PlanLimits.from_plan(account.plan)
-    return default_limits()
+    return None if account is None else account.plan

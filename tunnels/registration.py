@@ -15,7 +15,7 @@ from django.http.request import split_domain_port
 
 from relay import face, protocol
 from relay.face import PlanQuota, RegistrationError
-from tunnels import auth
+from tunnels import access, auth
 from tunnels.identity import Requester, identify
 from tunnels.plans import PlanLimits
 from tunnels.route_names import site_route_names
@@ -89,6 +89,10 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
             "Invalid subdomain. Subdomains must be lowercase and between 4 and 63 "
             "alphanumeric characters (inner hyphens allowed).",
         )
+    try:  # our lt's visitor rules: a bad header is refused before any database work
+        client_rules = access.parse_header(request.headers.get(protocol.ACCESS_HEADER))
+    except access.BadRules as exc:
+        return client_error(request, 400, exc.message)
     if requester.credential is None and (refused := _over_rate(request, requester.owner)):
         return refused  # anonymous: refused before any database work
     # A token is checked in the database: an address whose attempts were refused too often
@@ -115,6 +119,17 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
         return client_error(request, 503, DATABASE_BUSY)
     if requester.credential is not None and (refused := _over_rate(request, grant.owner)):
         return refused
+    try:
+        rules = access.visitor_rules(
+            client_rules,
+            anonymous=grant.anonymous,
+            owner_label=grant.username,
+            plan=grant.plan_policy,
+            reserved=grant.name_policy,
+            interstitial=settings.RELAY_INTERSTITIAL,
+        )
+    except access.BadRules as exc:
+        return client_error(request, 403, exc.message)
     # No await between this count and register() claiming the name: nothing can slip in.
     # Tunnels whose client is gone (waiting out their grace period) give way.
     limit = grant.limits.max_live_tunnels
@@ -141,6 +156,7 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
             quota=_quota(grant.limits),
             raw_pool=not upgraded,  # our lt upgrades its pool connections on this port
             pool_secret=request.headers.get(protocol.POOL_SECRET_HEADER, "") if upgraded else "",
+            rules=rules,
         )
     except RegistrationError as exc:
         return client_error(

@@ -4,7 +4,8 @@ from django.contrib import admin
 from django.urls import path, re_path
 from django.views.generic import RedirectView
 
-from tunnels import dashboard, views
+from relay import protocol
+from tunnels import dashboard, reports, signin, views
 
 # Routes at `/<one segment>` answer tunnel clients (npm, our lt) with the reserved-name
 # refusal, since `GET /<name>` is also how they register `name` (tunnels/views.py).
@@ -25,6 +26,12 @@ urlpatterns = [
     path("api/status", views.relay_status, name="relay-status"),
     path("api/tunnels/<str:name>/status", views.tunnel_status, name="tunnel-status"),
     path("api/tunnels/<str:name>", views.tunnel_detail, name="tunnel-detail"),
+    # Visitors: the team-only tunnel's sign-in (relay.protocol.TEAM_SIGNIN_PATH), the user's
+    # sign-in and sign-out, and the warning page's abuse report (ABUSE_REPORT_PATH).
+    path(protocol.TEAM_SIGNIN_PATH.lstrip("/"), signin.visit, name="visit"),
+    path("accounts/login/", signin.SignIn.as_view(), name="signin"),
+    path("accounts/logout/", signin.SignOut.as_view(), name="signout"),
+    path(protocol.ABUSE_REPORT_PATH.lstrip("/"), reports.report, name="report"),
     path("", views.index, name="index"),
     # localtunnel's `GET /<name>`: exactly one path segment asks for that subdomain.
     # Browsers ask every site for this; it is not a subdomain registration.

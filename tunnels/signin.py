@@ -1,0 +1,193 @@
+"""The team-only tunnel's sign-in on the bare domain (docs/security.md, "Team-only tunnels:
+signing in"): the relay sends a visitor without a pass to /visit/?tunnel=<name>&next=<path>;
+signed in (here, with a Django account) and on the owner's team (tunnels/team.py), the visitor
+goes back to the tunnel's host with a one-time ticket the relay exchanges for its pass.
+Signing out here tells every relay to end the user's passes (face.signout_message).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.contrib.auth import user_logged_out
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.views import LoginView, LogoutView, redirect_to_login
+from django.dispatch import receiver
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.utils.http import url_has_allowed_host_and_scheme
+
+from relay import face, protocol
+from tunnels import team, throttle
+from tunnels.identity import identify
+from tunnels.models import TunnelSession
+
+logger = logging.getLogger(__name__)
+
+# A `next` longer than this is not a path a browser was on: it becomes "/".
+MAX_NEXT_CHARS = 2000
+
+
+class SignIn(LoginView):
+    """Django's sign-in with the relay's page, rate-limited per address (throttle.SIGNIN)."""
+
+    template_name = "tunnels/visitors/signin.html"
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if waited := throttle.take(throttle.SIGNIN, identify(request).ip):
+            return too_many(request, waited, "sign-in attempts")
+        return super().post(request, *args, **kwargs)
+
+
+class SignOut(LogoutView):
+    """POST only (Django's rule): ends the session, and the user's tunnel passes (below)."""
+
+    template_name = "tunnels/visitors/signed_out.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return {**super().get_context_data(**kwargs), "pass_max_age_s": _pass_max_age_s()}
+
+
+@receiver(user_logged_out)
+def end_passes(sender: object, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
+    """Every relay refuses the passes this user was given before now (the bare domain's and
+    the admin's sign-out alike). With the in-memory channel layer only this process hears
+    it; a restarted relay honours an older pass until it expires
+    (RELAY_VISITOR_COOKIE_MAX_AGE_S)."""
+    layer = get_channel_layer()
+    if user is None or layer is None:
+        return
+    message = face.signout_message(user.pk)
+    try:
+        async_to_sync(layer.group_send)(face.CONTROL_GROUP, message)
+    except Exception as exc:  # the layer (Redis) unreachable: the sign-out itself goes on
+        logger.warning(
+            "could not tell the relays that user %s signed out (%s): their tunnel passes end "
+            "when they expire (RELAY_VISITOR_COOKIE_MAX_AGE_S)",
+            user.pk,
+            type(exc).__name__,
+        )
+
+
+def too_many(request: HttpRequest, waited: int, what: str) -> HttpResponse:
+    answer = render(
+        request,
+        "tunnels/visitors/too_many.html",
+        {"waited": waited, "what": what},
+        status=429,
+    )
+    answer["Retry-After"] = str(waited)
+    return answer
+
+
+def local_path(value: str) -> str:
+    """`value` when it is a path on the same host ("/..."), else "/": the tunnel's host is
+    where the visitor goes back, never another site (no open redirect)."""
+    if (
+        not value.startswith("/")
+        or len(value) > MAX_NEXT_CHARS
+        or any(ord(char) < 0x21 or ord(char) == 0x7F for char in value)
+        or not url_has_allowed_host_and_scheme(value, allowed_hosts=None)
+    ):
+        return "/"
+    return value
+
+
+@dataclass(frozen=True)
+class Decision:
+    live: bool
+    allowed: bool = False
+
+
+def decide(user: AbstractBaseUser, name: str) -> Decision:
+    """Whether `user` may visit the live tunnel `name` (its TunnelSession row: every node of
+    a cluster sees it). An anonymous tunnel: staff only."""
+    row = (
+        TunnelSession.objects.filter(subdomain=name, is_live=True)
+        .order_by("-opened_at")
+        .values("owner_id")
+        .first()
+    )
+    if row is None:
+        return Decision(live=False)
+    owner_id = row["owner_id"]
+    if owner_id is None:
+        return Decision(
+            live=True, allowed=bool(user.is_active and getattr(user, "is_staff", False))
+        )
+    return Decision(live=True, allowed=team.may_visit(user, owner_id))
+
+
+async def visit(request: HttpRequest) -> HttpResponse:
+    """GET /visit/?tunnel=<name>&next=<path> (protocol.TEAM_SIGNIN_PATH)."""
+    name = request.GET.get(protocol.TUNNEL_PARAM, "").strip().lower()
+    next_path = local_path(request.GET.get(protocol.NEXT_PARAM, ""))
+    if not protocol.is_valid_subdomain(name):
+        return _page(request, 400, "No such tunnel", "That link does not name a tunnel.")
+    user = await request.auser()
+    if not user.is_authenticated:
+        return redirect_to_login(request.get_full_path(), settings.LOGIN_URL)
+    decision = await database_sync_to_async(decide)(user, name)
+    if not decision.live:
+        return _page(
+            request,
+            404,
+            "This tunnel is not open",
+            f"There is no live tunnel called {name!r} on this relay: its client may have "
+            "stopped. Ask its owner to start it again, then reload the tunnel's page.",
+        )
+    if not decision.allowed:
+        return _page(
+            request,
+            403,
+            "Not on this tunnel's team",
+            f"You are signed in as {user.get_username()}; the tunnel {name!r} is open only "
+            "to its owner's team. Ask its owner to add you to one of their groups, or sign "
+            "in as another user.",
+            switch=True,
+        )
+    port = int(settings.RELAY_PUBLIC_PORT or request.get_port())
+    target = (
+        protocol.public_url(settings.RELAY_PUBLIC_SCHEME, name, settings.RELAY_DOMAIN, port)
+        + protocol.TICKET_PATH
+        + "?"
+        + urlencode(
+            {
+                protocol.TICKET_PARAM: face.issue_ticket(name, user.pk),
+                protocol.NEXT_PARAM: next_path,
+            }
+        )
+    )
+    answer = HttpResponseRedirect(target)
+    answer["Cache-Control"] = "no-store"  # the ticket is in it
+    answer["Referrer-Policy"] = "no-referrer"
+    return answer
+
+
+def _page(
+    request: HttpRequest, status: int, title: str, message: str, *, switch: bool = False
+) -> HttpResponse:
+    answer = render(
+        request,
+        "tunnels/visitors/visit_refused.html",
+        {
+            "title": title,
+            "message": message,
+            "switch": switch,
+            "again": request.get_full_path(),
+        },
+        status=status,
+    )
+    answer["Cache-Control"] = "no-store"
+    return answer
+
+
+def _pass_max_age_s() -> int:
+    return int(settings.RELAY_VISITOR_COOKIE_MAX_AGE_S)
