@@ -17,7 +17,13 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .limits import MAX_ACCESS_HEADER_BYTES, MAX_BASIC_AUTH_CHARS, MAX_BASIC_AUTH_USERS, MAX_CIDRS
+from .limits import (
+    MAX_ACCESS_HEADER_BYTES,
+    MAX_BASIC_AUTH_CHARS,
+    MAX_BASIC_AUTH_USERS,
+    MAX_CIDRS,
+    SHOWN_VALUE_CHARS,
+)
 
 # The relay's relay/protocol.py ACCESS_HEADER (the client imports no server code).
 ACCESS_HEADER = "X-Tunnelsite-Access"
@@ -67,11 +73,11 @@ class VisitorRules:
         return json.dumps(payload, separators=(",", ":")) if payload else None
 
     def describe(self) -> str:
-        """The rules in force for the banner: "basic auth (alice), from 10.0.0.0/8, team
+        """The rules in force for the banner: "basic-auth (alice), from 10.0.0.0/8, team
         only"; "" when none is set."""
         parts = []
         if self.basic_auth:
-            parts.append(f"basic auth ({', '.join(self.users)})")
+            parts.append(f"basic-auth ({', '.join(self.users)})")
         if self.cidr_allow:
             parts.append(f"from {' or '.join(self.cidr_allow)}")
         if self.cidr_deny:
@@ -86,18 +92,19 @@ def check_credential(value: str) -> str:
     if not isinstance(value, str) or ":" not in value:
         raise ValueError("--basic-auth takes USER:PASS (or USER alone, to be asked for it)")
     user, password = value.split(":", 1)
+    shown = user[:SHOWN_VALUE_CHARS]
     if not user:
         raise ValueError("--basic-auth: the user name is empty (use USER:PASS)")
     if not password:
-        raise ValueError(f"--basic-auth for {user!r}: the password is empty")
+        raise ValueError(f"--basic-auth for {shown!r}: the password is empty")
     if _CONTROL.intersection(user):
-        raise ValueError(f"--basic-auth: the user name {user!r} has a control character")
+        raise ValueError(f"--basic-auth: the user name {shown!r} has a control character")
     if _CONTROL.intersection(password):
-        raise ValueError(f"--basic-auth for {user!r}: the password has a control character")
+        raise ValueError(f"--basic-auth for {shown!r}: the password has a control character")
     if len(value) > MAX_BASIC_AUTH_CHARS:
         raise ValueError(
-            f"--basic-auth for {user[:40]!r}: USER:PASS is {len(value)} characters, the relay "
-            f"takes at most {MAX_BASIC_AUTH_CHARS}"
+            f"--basic-auth for {shown!r}: USER:PASS is {len(value)} characters, the "
+            f"relay takes at most {MAX_BASIC_AUTH_CHARS}"
         )
     return value
 
@@ -112,7 +119,7 @@ def check_cidr(value: str, flag: str) -> str:
         return str(ipaddress.ip_network(text, strict=False))
     except ValueError:
         raise ValueError(
-            f"{flag}: {value[:80]!r} is not an address or network ({CIDR_EXAMPLES})"
+            f"{flag}: {value[:SHOWN_VALUE_CHARS]!r} is not an address or network ({CIDR_EXAMPLES})"
         ) from None
 
 

@@ -46,6 +46,9 @@ MAX_BASIC_AUTH_CHARS = 256  # one "user:pass"
 MAX_CIDRS = 64  # --cidr-allow and --cidr-deny together
 # The X-Tunnelsite-Access header whole, inside the relay's head limit.
 MAX_ACCESS_HEADER_BYTES = 8192
+# A refused rule is quoted in the usage error up to this many characters (a user name, a
+# CIDR typo): enough to recognise it, never a screenful.
+SHOWN_VALUE_CHARS = 60
 
 # -- a forward proxy (connect.py, HTTPS_PROXY) -----------------------------------------
 # Reaching the proxy, and its answer to CONNECT, each within this time: a proxy that takes
