@@ -5,10 +5,15 @@ usage errors, and never shows a visitor's password."""
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
+from docs.markdown import all_fences
 from harness.lt_process import name_of
+from harness.terminal import Terminal
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -205,3 +210,44 @@ def test_an_error_about_credentials_never_holds_a_password(pairs):
         assert rules.describe() == (f"basic-auth ({', '.join(users)})" if users else "")
         assert MARK not in repr(rules) + rules.describe()
         assert {password for _, password in pairs} <= rules.secrets()
+
+
+def docs_lines() -> list[list[str]]:
+    """The commands of docs/client.md's "Who may visit your tunnel" example."""
+    (fence,) = [
+        f
+        for f in all_fences()
+        if f.path.name == "client.md" and f.section == "Who may visit your tunnel" and f.is_code
+    ]
+    return [shlex.split(line) for line in fence.body.splitlines() if line.startswith("lt ")]
+
+
+def test_the_docs_example_lines_run_and_send_what_they_say(
+    relay: RelayDouble, app: ThreadedHttpApp, lt_env: dict[str, str]
+):
+    lines = docs_lines()
+    assert len(lines) == 5
+    for words in lines:
+        argv = [
+            {"https://tunnels.example": relay.url, "3000": str(app.port)}.get(word, word)
+            for word in words[1:]
+        ]
+        expected = parse_settings(argv, lt_env, ask=lambda prompt: PASSWORD).options
+        terminal = Terminal([sys.executable, "-m", "client.cli", *argv], lt_env)
+        try:
+            for user in [v for v in expected.basic_auth if v.endswith(f":{PASSWORD}")]:
+                terminal.wait_for(rf"password for visitors' user '{user.split(':')[0]}': ")
+                os.write(terminal.master, f"{PASSWORD}\n".encode())
+            name = terminal.wait_for(r"your url is: http://([a-z0-9-]+)\.")[1]
+            relay.wait_for_sockets(name)
+            terminal.wait_for(r"Visitors\s+\S")
+        finally:
+            terminal.stop()
+        rules = VisitorRules(
+            tuple(expected.basic_auth),
+            tuple(expected.cidr_allow),
+            tuple(expected.cidr_deny),
+            expected.private,
+        )
+        assert relay.registrations[-1].headers[HEADER] == rules.header_value()
+        assert PASSWORD not in terminal.text()
