@@ -28,6 +28,7 @@ from . import __version__
 from .access import split_list, visitor_rules
 from .config import load_login
 from .connect import RelayConnector, plain_http_token_refusal
+from .limits import SHOWN_VALUE_CHARS
 from .options import DEFAULT_HOST, TunnelOptions
 from .redact import redact_url
 from .registration import is_valid_subdomain
@@ -225,18 +226,26 @@ def basic_auth_values(
     """--basic-auth's values, else LT_BASIC_AUTH's lines; a USER without a password is
     completed by `ask` (getpass on a terminal), a usage error without one."""
     if not given:
-        return [line for line in environ.get(BASIC_AUTH_ENV, "").splitlines() if line.strip()]
+        # "\n" alone separates: any other control character in a line is refused, not split.
+        text = environ.get(BASIC_AUTH_ENV, "")
+        lines = [line.removesuffix("\r") for line in text.split("\n") if line.strip()]
+        if any(":" not in line for line in lines):
+            raise UsageError(f"{BASIC_AUTH_ENV}: each line is USER:PASS")
+        return lines
     values = []
     for value in given:
         if ":" not in value and value:
             if ask is None:
                 raise UsageError(
-                    f"--basic-auth {value!r} has no password and there is no terminal to ask "
-                    f"for it: give USER:PASS, or put USER:PASS in {BASIC_AUTH_ENV}"
+                    f"--basic-auth {value[:SHOWN_VALUE_CHARS]!r} has no password and there is "
+                    f"no terminal to ask for it: give USER:PASS, or put USER:PASS in "
+                    f"{BASIC_AUTH_ENV}"
                 )
-            password = ask(f"password for visitors' user {value!r}: ")
+            password = ask(f"password for visitors' user {value[:SHOWN_VALUE_CHARS]!r}: ")
             if not password:
-                raise UsageError(f"--basic-auth for {value!r}: the password is empty")
+                raise UsageError(
+                    f"--basic-auth for {value[:SHOWN_VALUE_CHARS]!r}: the password is empty"
+                )
             value = f"{value}:{password}"
         values.append(value)
     return values

@@ -150,7 +150,7 @@ def _password_arguments(argv: Sequence[str], environ: Mapping[str, str]) -> set[
     LT_BASIC_AUTH (to mask them in the error). Any argument with a colon after something
     that looks like --basic-auth counts, misspelt flags included."""
     found: set[str] = set()
-    candidates = [line for line in environ.get(BASIC_AUTH_ENV, "").splitlines()]
+    candidates = environ.get(BASIC_AUTH_ENV, "").split("\n")
     for index, arg in enumerate(argv):
         flag, _, inline = arg.partition("=")
         if flag.startswith("--b") and inline:

@@ -251,3 +251,25 @@ def test_the_docs_example_lines_run_and_send_what_they_say(
         )
         assert relay.registrations[-1].headers[HEADER] == rules.header_value()
         assert PASSWORD not in terminal.text()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (f"alice:{PASSWORD}\x0cbob:x", "'alice': the password has a control character"),
+        (f"alice{PASSWORD}", "LT_BASIC_AUTH: each line is USER:PASS"),
+    ],
+)
+def test_a_bad_lt_basic_auth_is_a_usage_error_without_the_password(value, message, lt_env):
+    with pytest.raises(UsageError) as refused:
+        parse_settings(["--port", "3000"], {**lt_env, "LT_BASIC_AUTH": value})
+    assert message in str(refused.value)
+    assert PASSWORD not in str(refused.value)
+
+
+def test_windows_line_ends_in_lt_basic_auth_are_not_part_of_a_password(lt_env):
+    env = {**lt_env, "LT_BASIC_AUTH": "alice:pw-one\r\nbob:pw-two\r\n"}
+    assert list(parse_settings(["--port", "3000"], env).options.basic_auth) == [
+        "alice:pw-one",
+        "bob:pw-two",
+    ]
