@@ -6,6 +6,11 @@ the command line wins over the variable. The token comes from --token, LT_TOKEN,
 saved login (only sent to the host it was saved for), and never over plain http to a host
 that is not loopback unless --insecure says so. The proxy variables (HTTPS_PROXY,
 HTTP_PROXY, NO_PROXY) are read by connect.py; a bad one is a usage error here.
+
+Who may visit (access.py): --basic-auth USER:PASS (repeatable; USER alone asks for the
+password on a terminal, so it is not in `ps`; or LT_BASIC_AUTH, one USER:PASS a line),
+--cidr-allow / --cidr-deny CIDR (repeatable; CIDR_ALLOW, CIDR_DENY: comma-separated),
+--private (PRIVATE=true). Passwords go over plain http only to loopback, as the token.
 """
 
 from __future__ import annotations
@@ -13,18 +18,27 @@ from __future__ import annotations
 import argparse
 import os
 import ssl
-from collections.abc import Mapping, Sequence
+import sys
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from . import __version__
+from .access import split_list, visitor_rules
 from .config import load_login
 from .connect import RelayConnector, plain_http_token_refusal
+from .limits import SHOWN_VALUE_CHARS
 from .options import DEFAULT_HOST, TunnelOptions
 from .redact import redact_url
 from .registration import is_valid_subdomain
 
 TOKEN_ENV = "LT_TOKEN"
+# Visitors' USER:PASS, one a line (a secret, so LT_ like the token; used when no
+# --basic-auth is given).
+BASIC_AUTH_ENV = "LT_BASIC_AUTH"
+# Repeatable flags and their (comma-separated) variables.
+LIST_FLAGS = {"cidr_allow": "CIDR_ALLOW", "cidr_deny": "CIDR_DENY"}
 
 # Flags that take a value, and the environment variable each one also reads.
 VALUE_FLAGS = {
@@ -45,6 +59,7 @@ BOOL_FLAGS = {
     "takeover": "TAKEOVER",
     "insecure": "INSECURE",
     "raw_pool": "RAW_POOL",
+    "private": "PRIVATE",
 }
 # --no-local-keepalive is the negative of LOCAL_KEEPALIVE (true by default).
 KEEPALIVE_ENV = "LOCAL_KEEPALIVE"
@@ -52,6 +67,15 @@ KEEPALIVE_ENV = "LOCAL_KEEPALIVE"
 
 class UsageError(Exception):
     pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of printing its error itself, so the CLI
+    masks secrets in it (`--basic-autth alice:pw` would be echoed as unrecognised)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.print_usage(sys.stderr)
+        raise UsageError(f"error: {message}")
 
 
 @dataclass
@@ -63,7 +87,7 @@ class Settings:
 
 def build_parser() -> argparse.ArgumentParser:
     # -h is --host in the npm client, so help is only --help.
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lt",
         usage="lt --port N [options]   |   lt login --host URL --token T   |   lt logout",
         description="Expose a local port through a localtunnel-compatible relay.",
@@ -71,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(PORT, HOST, LOCAL_HTTPS=true, ...); the token also by LT_TOKEN. HTTPS_PROXY and "
         "HTTP_PROXY (with NO_PROXY) send lt through a forward proxy (CONNECT). Exit codes: 0 "
         "stopped, 1 failure, 2 usage, 3 unauthorized (401), 4 forbidden (403), 5 name taken "
-        "(409), 6 rate limited (429), 7 taken over by another client (--takeover).",
+        "(409), 6 rate limited (429), 7 taken over by another client (--takeover), 8 "
+        "disconnected by the relay's operator, 9 suspended by the relay's operator.",
         add_help=False,
     )
     add = parser.add_argument
@@ -121,6 +146,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="take --subdomain from another running client of yours (it is disconnected)",
     )
     add(
+        "--basic-auth",
+        action="append",
+        metavar="USER:PASS",
+        help="visitors must log in with this user and password (repeatable; USER alone asks "
+        f"for the password, kept out of `ps`; or {BASIC_AUTH_ENV}, one USER:PASS a line)",
+    )
+    add(
+        "--cidr-allow",
+        action="append",
+        metavar="CIDR",
+        help="only visitors from this network (repeatable; IPv4 or IPv6, e.g. 10.0.0.0/8)",
+    )
+    add(
+        "--cidr-deny",
+        action="append",
+        metavar="CIDR",
+        help="no visitors from this network (repeatable; wins over --cidr-allow)",
+    )
+    add(
+        "--private",
+        action="store_true",
+        default=None,
+        help="team only: visitors sign in to the relay as you, staff, or a user sharing a "
+        "group with you",
+    )
+    add(
         "--no-local-keepalive",
         dest="local_keepalive",
         action="store_false",
@@ -167,8 +218,46 @@ def check_ca(path: str | None, origin: str) -> None:
         raise UsageError(f"{origin}: {path!r} is not a PEM CA file ({exc})") from None
 
 
-def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
-    """Flags, then environment variables, then the saved login, then defaults."""
+def basic_auth_values(
+    given: list[str] | None,
+    environ: Mapping[str, str],
+    ask: Callable[[str], str] | None,
+) -> list[str]:
+    """--basic-auth's values, else LT_BASIC_AUTH's lines; a USER without a password is
+    completed by `ask` (getpass on a terminal), a usage error without one."""
+    if not given:
+        # "\n" alone separates: any other control character in a line is refused, not split.
+        text = environ.get(BASIC_AUTH_ENV, "")
+        lines = [line.removesuffix("\r") for line in text.split("\n") if line.strip()]
+        if any(":" not in line for line in lines):
+            raise UsageError(f"{BASIC_AUTH_ENV}: each line is USER:PASS")
+        return lines
+    values = []
+    for value in given:
+        if ":" not in value and value:
+            if ask is None:
+                raise UsageError(
+                    f"--basic-auth {value[:SHOWN_VALUE_CHARS]!r} has no password and there is "
+                    f"no terminal to ask for it: give USER:PASS, or put USER:PASS in "
+                    f"{BASIC_AUTH_ENV}"
+                )
+            password = ask(f"password for visitors' user {value[:SHOWN_VALUE_CHARS]!r}: ")
+            if not password:
+                raise UsageError(
+                    f"--basic-auth for {value[:SHOWN_VALUE_CHARS]!r}: the password is empty"
+                )
+            value = f"{value}:{password}"
+        values.append(value)
+    return values
+
+
+def parse_settings(
+    argv: Sequence[str],
+    environ: Mapping[str, str],
+    ask: Callable[[str], str] | None = None,
+) -> Settings:
+    """Flags, then environment variables, then the saved login, then defaults. `ask` asks
+    the user for a password (--basic-auth USER); None: no terminal to ask on."""
     try:
         args = build_parser().parse_args(list(argv))
     except SystemExit as exc:
@@ -176,6 +265,9 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
             raise
         raise UsageError("") from None
     values = vars(args)
+    for dest, env in LIST_FLAGS.items():
+        if not values[dest] and environ.get(env):
+            values[dest] = split_list(environ[env])
     origin = {dest: f"--{dest.replace('_', '-')}" for dest in VALUE_FLAGS}
     for dest, env in VALUE_FLAGS.items():
         if values[dest] is None and environ.get(env):
@@ -229,6 +321,25 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     refusal = plain_http_token_refusal(host, token, values["insecure"], connector)
     if refusal:
         raise UsageError(refusal)
+    try:
+        rules = visitor_rules(
+            basic_auth_values(values["basic_auth"], environ, ask),
+            values["cidr_allow"] or (),
+            values["cidr_deny"] or (),
+            values["private"],
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if rules.passwords:
+        refusal = plain_http_token_refusal(
+            host,
+            "(passwords)",
+            values["insecure"],
+            connector,
+            what="visitor passwords (--basic-auth)",
+        )
+        if refusal:
+            raise UsageError(refusal)
     options = TunnelOptions(
         port=port,
         host=host,
@@ -245,5 +356,9 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         ca=values["ca"],
         insecure=values["insecure"],
         raw_pool=values["raw_pool"],
+        basic_auth=rules.basic_auth,
+        cidr_allow=rules.cidr_allow,
+        cidr_deny=rules.cidr_deny,
+        private=rules.private,
     )
     return Settings(options, print_requests=values["print_requests"], open=values["open"])

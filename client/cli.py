@@ -3,7 +3,8 @@
     lt --port 3000 [--host URL] [--subdomain NAME] [--local-host HOST] [--local-https
        --local-cert F --local-key F --local-ca F] [--allow-invalid-cert]
        [--print-requests] [--open] [--token T] [--takeover] [--no-local-keepalive]
-       [--ca FILE] [--insecure] [--raw-pool]
+       [--ca FILE] [--insecure] [--raw-pool] [--basic-auth USER[:PASS]]...
+       [--cidr-allow CIDR]... [--cidr-deny CIDR]... [--private]
     lt login --host URL --token T [--insecure]
     lt logout
 
@@ -17,9 +18,12 @@ a forward proxy with CONNECT (client/connect.py).
 Exit codes: 0 stopped by Ctrl-C/SIGTERM; 1 other failure; 2 usage error; 3 the relay
 answered 401 (bad or missing token); 4 403 (forbidden, e.g. invalid name); 5 409 (the
 name is taken); 6 429 (too many tunnels or requests); 7 another client took the name
-over (--takeover) and this one stopped. A relay that cannot be reached safely at the first
-registration (its certificate refused, or the proxy's CONNECT refused with a 4xx) is exit 1
-with the reason ("lt: cannot reach the relay: ..."), not retried.
+over (--takeover) and this one stopped; 8 the relay's operator disconnected the tunnel
+(its name is refused for a cool-down); 9 the operator suspended the name, token or user
+(the relay's message says why). The visitor rules are usage errors (2) when bad, here or
+at the relay (a 400 to a registration that carried them). A relay that cannot be reached
+safely at the first registration (its certificate refused, or the proxy's CONNECT refused
+with a 4xx) is exit 1 with the reason ("lt: cannot reach the relay: ..."), not retried.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 
-from .arguments import TOKEN_ENV, Settings, UsageError, check_host, parse_settings
+from .arguments import BASIC_AUTH_ENV, TOKEN_ENV, Settings, UsageError, check_host, parse_settings
 from .config import Login, delete_login, login_path, save_login
 from .connect import INSECURE_WARNING, plain_http_token_refusal, proxy_secrets
 from .display import LiveDisplay, PlainDisplay
@@ -45,6 +49,8 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_CODES = {401: 3, 403: 4, 409: 5, 429: 6}
 EXIT_TAKEN_OVER = 7  # another client took the name with --takeover: this one stopped
+EXIT_DISCONNECTED = 8  # the relay's operator disconnected the tunnel (a cool-down follows)
+EXIT_SUSPENDED = 9  # the relay's operator suspended the name, token or user
 
 
 def exit_code_for(status: int) -> int:
@@ -109,6 +115,15 @@ async def run_tunnel(settings: Settings, display: PlainDisplay) -> int:
         if exc.taken_over:
             print(f"lt: stopped: {message}", file=sys.stderr)
             return EXIT_TAKEN_OVER
+        if exc.disconnected:
+            print(f"lt: disconnected by the operator: {message}", file=sys.stderr)
+            return EXIT_DISCONNECTED
+        if exc.suspended:
+            print(f"lt: {message}", file=sys.stderr)
+            return EXIT_SUSPENDED
+        if exc.rules_refused:
+            print(f"lt: the relay refused the visitor rules: {message}", file=sys.stderr)
+            return EXIT_USAGE
         print(f"lt: the relay refused the tunnel: {message}", file=sys.stderr)
         return exit_code_for(exc.status)
     finally:
@@ -130,6 +145,28 @@ def _token_argument(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _password_arguments(argv: Sequence[str], environ: Mapping[str, str]) -> set[str]:
+    """Every USER:PASS and PASS that may be on a command line that does not parse, or in
+    LT_BASIC_AUTH (to mask them in the error). Any argument with a colon after something
+    that looks like --basic-auth counts, misspelt flags included."""
+    found: set[str] = set()
+    candidates = environ.get(BASIC_AUTH_ENV, "").split("\n")
+    for index, arg in enumerate(argv):
+        flag, _, inline = arg.partition("=")
+        if flag.startswith("--b") and inline:
+            candidates.append(inline)
+        elif flag.startswith("--b") and index + 1 < len(argv):
+            candidates.append(argv[index + 1])
+    for value in candidates:
+        if ":" in value:
+            found.update({value, value.split(":", 1)[1]})
+    return found
+
+
+def _ask_password(prompt: str) -> str:
+    return getpass.getpass(prompt)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     environ = os.environ
@@ -138,11 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["logout"]:
         return logout_command()
     try:
-        settings = parse_settings(argv, environ)
+        ask = _ask_password if sys.stdin is not None and sys.stdin.isatty() else None
+        settings = parse_settings(argv, environ, ask)
     except UsageError as exc:
         if str(exc):
             given = secrets_of(None, _token_argument(argv) or environ.get(TOKEN_ENV))
-            given |= proxy_secrets(environ)
+            given |= proxy_secrets(environ) | _password_arguments(argv, environ)
             print(f"lt: {redact(str(exc), given)}", file=sys.stderr)
         return EXIT_USAGE
     if settings.options.insecure:

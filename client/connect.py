@@ -147,9 +147,15 @@ def is_loopback(hostname: str) -> bool:
 
 
 def plain_http_token_refusal(
-    host: str, token: str | None, insecure: bool, connector: RelayConnector | None = None
+    host: str,
+    token: str | None,
+    insecure: bool,
+    connector: RelayConnector | None = None,
+    *,
+    what: str = "a token",
 ) -> str | None:
-    """Why a token may not go to the relay `host`, or None when it may.
+    """Why a token may not go to the relay `host`, or None when it may. The same rule keeps
+    visitor passwords (lt --basic-auth) off plain http: `what` names the secret.
 
     A token (from --token, LT_TOKEN, a saved login or the URL's user-info) is never sent
     over plain http to a host that is not loopback, unless --insecure says so. A loopback
@@ -167,7 +173,7 @@ def plain_http_token_refusal(
     proxy = connector.proxy_for(hostname, False) if connector is not None else None
     if proxy is not None and not is_loopback(proxy.host):
         return (
-            f"refusing to send a token over plain http through the proxy at {proxy.shown}: "
+            f"refusing to send {what} over plain http through the proxy at {proxy.shown}: "
             "the proxy and anyone on the path to it could read it and use it. Use an "
             "https:// relay URL (its TLS runs inside the proxy's CONNECT tunnel), NO_PROXY "
             "for this host, or pass --insecure if you accept that"
@@ -175,7 +181,7 @@ def plain_http_token_refusal(
     if is_loopback(hostname):
         return None
     return (
-        f"refusing to send a token over plain http to {hostname}: anyone on the path "
+        f"refusing to send {what} over plain http to {hostname}: anyone on the path "
         "could read it and use it. Use an https:// relay URL, or pass --insecure "
         "if you accept that"
     )

@@ -136,6 +136,8 @@ class LiveDisplay(PlainDisplay):
         colour = {"online": "green", "reconnecting": "yellow"}.get(status.state, "cyan")
         grid.add_row(Text("URL"), Text(status.url or "…"))
         grid.add_row(Text("Relay"), Text(status.relay))
+        if status.visitors:
+            grid.add_row(Text("Visitors"), Text(status.visitors))
         grid.add_row(Text("State"), Text(status.state, style=colour))
         grid.add_row(Text("Sockets"), Text(f"{status.sockets_up}/{status.sockets_max}"))
         grid.add_row(Text("Requests"), Text(str(status.requests)))

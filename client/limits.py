@@ -37,6 +37,19 @@ MAX_POOL_SOCKETS = 100
 # clients never draw the same one.
 CLIENT_ID_BYTES = 16
 
+# -- who may visit the tunnel (access.py: --basic-auth, --cidr-allow, --cidr-deny) -------
+# The relay's bounds (relay/protocol.py; tests/structure/test_client_access_limits.py pins
+# these copies to them): a bad or oversized rule is a usage error here, not a 400 there.
+# Rules are kept per tunnel in the relay's memory and every CIDR is tested per request.
+MAX_BASIC_AUTH_USERS = 20
+MAX_BASIC_AUTH_CHARS = 256  # one "user:pass"
+MAX_CIDRS = 64  # --cidr-allow and --cidr-deny together
+# The X-Tunnelsite-Access header whole, inside the relay's head limit.
+MAX_ACCESS_HEADER_BYTES = 8192
+# A refused rule is quoted in the usage error up to this many characters (a user name, a
+# CIDR typo): enough to recognise it, never a screenful.
+SHOWN_VALUE_CHARS = 60
+
 # -- a forward proxy (connect.py, HTTPS_PROXY) -----------------------------------------
 # Reaching the proxy, and its answer to CONNECT, each within this time: a proxy that takes
 # longer is dead or overloaded (the caller's own deadline bounds the whole dial too).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .connect import RelayConnector
@@ -38,6 +39,12 @@ class TunnelOptions:
     # and bound to this machine's address; for comparison, and for relays that only offer raw
     # pools. Default: the upgraded pool over the relay's own port (TLS when it is https).
     raw_pool: bool = False
+    # Who may visit (access.py; lt --basic-auth, --cidr-allow, --cidr-deny, --private): sent
+    # with every registration; the relay may add its operator's rules, never drop these.
+    basic_auth: Sequence[str] = field(default=(), repr=False)  # "user:pass" each
+    cidr_allow: Sequence[str] = ()
+    cidr_deny: Sequence[str] = ()
+    private: bool = False
 
 
 def local_target(options: TunnelOptions) -> LocalTarget:

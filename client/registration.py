@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
 from . import __version__
+from .access import ACCESS_HEADER
 from .connect import RelayConnector
 from .http import Answer, ClosedWithoutAnswer, describe_error, request, split_userinfo
 from .limits import (
@@ -35,6 +36,12 @@ POOL_KIND_UPGRADE = "upgrade"
 # the name with --takeover, so this one stops instead of registering again.
 REFUSAL_HEADER = "x-tunnelsite-refusal"
 REFUSAL_TAKEN_OVER = "taken-over"
+# An operator's lasting refusals (relay/protocol.py REFUSAL_DISCONNECTED, REFUSAL_SUSPENDED):
+# the admin disconnected the tunnel (its name is refused for a cool-down), or suspended the
+# name, token or user. lt stops with its own exit code instead of registering again.
+REFUSAL_DISCONNECTED = "disconnected"
+REFUSAL_SUSPENDED = "suspended"
+OPERATOR_REFUSALS = (REFUSAL_DISCONNECTED, REFUSAL_SUSPENDED)
 # Our pool secret for the name, sent when registering again: a relay that sees it is the one
 # it gave out knows this client even from another address (a laptop that changed networks).
 POOL_SECRET_HEADER = "Tunnelsite-Pool-Secret"
@@ -71,6 +78,11 @@ class RegistrationError(Exception):
     @property
     def taken_over(self) -> bool:
         return self.reason == REFUSAL_TAKEN_OVER
+
+    @property
+    def by_operator(self) -> bool:
+        """Disconnected or suspended by the relay's operator: asking again will not help."""
+        return self.reason in OPERATOR_REFUSALS
 
 
 class RelayUnreachable(Exception):
@@ -243,10 +255,12 @@ async def register(
     takeover: bool = False,
     pool_secret: str = "",
     raw_pool: bool = False,
+    access: str | None = None,
 ) -> Registration:
     """Register (or register again: `pool_secret` is the secret of this name's last
     registration, so the relay knows this client from wherever it is now). Asks for the
-    upgraded pool (POOL_KIND_HEADER) unless `raw_pool` (lt --raw-pool)."""
+    upgraded pool (POOL_KIND_HEADER) unless `raw_pool` (lt --raw-pool). `access`: the
+    visitor rules' JSON (access.VisitorRules.header_value), sent as ACCESS_HEADER."""
     url = f"{_base(host)}/" + (quote(subdomain, safe="") if subdomain else "?new")
     if subdomain and takeover:
         url += "?takeover=1"
@@ -257,6 +271,8 @@ async def register(
         headers[POOL_KIND_HEADER] = POOL_KIND_UPGRADE
     if pool_secret and subdomain:
         headers[POOL_SECRET_HEADER] = pool_secret
+    if access:
+        headers[ACCESS_HEADER] = access
     try:
         answer = await request("GET", url, headers, timeout_s, connector)
     except ClosedWithoutAnswer as exc:

@@ -31,6 +31,7 @@ class TunnelStatus:
     bytes_out: int = 0
     last_error: str = ""
     local_down: bool = False
+    visitors: str = ""  # the visitor rules this client asked for, without secrets
 
 
 class Reporter(Protocol):

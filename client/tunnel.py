@@ -15,6 +15,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from .access import visitor_rules
 from .backoff import delay_for
 from .connect import is_lasting, plain_http_token_refusal, proxy_secrets
 from .limits import CLIENT_ID_BYTES, MAX_DELAY_S
@@ -22,6 +23,8 @@ from .options import TunnelOptions, local_target, relay_connector
 from .pool import Pool
 from .redact import redact, redact_url, secrets_of
 from .registration import (
+    REFUSAL_DISCONNECTED,
+    REFUSAL_SUSPENDED,
     Registration,
     RegistrationError,
     RelayUnreachable,
@@ -32,6 +35,7 @@ from .reporting import LogReporter, RedactingReporter, Reporter, TunnelStatus
 from .target import RequestLog
 
 T = TypeVar("T")
+HTTP_BAD_REQUEST = 400
 
 
 def is_fatal(status: int, was_registered: bool) -> bool:
@@ -48,13 +52,28 @@ def is_fatal(status: int, was_registered: bool) -> bool:
 
 class TunnelError(Exception):
     """The tunnel cannot go on: the relay refused it. `status` is the relay's HTTP status;
-    `taken_over` when another client took the name with --takeover."""
+    `taken_over` when another client took the name with --takeover; `reason` the relay's
+    X-Tunnelsite-Refusal (registration.REFUSAL_DISCONNECTED, REFUSAL_SUSPENDED: an operator
+    disconnected or suspended the tunnel); `rules_refused` when the relay answered 400 to a
+    registration that carried visitor rules (it did not accept them)."""
 
-    def __init__(self, status: int, message: str, taken_over: bool = False) -> None:
+    def __init__(
+        self, status: int, message: str, taken_over: bool = False, reason: str = ""
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.taken_over = taken_over
+        self.reason = reason
+        self.rules_refused = False
+
+    @property
+    def disconnected(self) -> bool:
+        return self.reason == REFUSAL_DISCONNECTED
+
+    @property
+    def suspended(self) -> bool:
+        return self.reason == REFUSAL_SUSPENDED
 
 
 class CannotConnect(TunnelError):
@@ -83,11 +102,28 @@ class ClientTunnel:
             raise ValueError(refusal)
         if options.ca and not os.path.isfile(options.ca):
             raise ValueError(f"ca: no such file {options.ca!r}")
+        # Who may visit: checked here for the library as the CLI checks its flags.
+        self.rules = visitor_rules(
+            options.basic_auth, options.cidr_allow, options.cidr_deny, options.private
+        )
+        if self.rules.passwords:
+            refusal = plain_http_token_refusal(
+                options.host,
+                "(visitor passwords)",
+                options.insecure,
+                self.connector,
+                what="visitor passwords (--basic-auth)",
+            )
+            if refusal:
+                raise ValueError(refusal)
+        self.access = self.rules.header_value()
         self.options = options
-        # The token, the URL's user-info and a proxy's password: masked in all lt prints.
+        # The token, the URL's user-info, a proxy's password and the visitors' passwords:
+        # masked in all lt prints.
         self.secrets = secrets_of(options.host, options.token) | proxy_secrets(os.environ)
+        self.secrets |= self.rules.secrets()
         self.reporter: Reporter = RedactingReporter(reporter or LogReporter(), self.secrets)
-        self.status = TunnelStatus(relay=redact_url(options.host))
+        self.status = TunnelStatus(relay=redact_url(options.host), visitors=self.rules.describe())
         self.target = local_target(options)
         self.registration: Registration | None = None
         self.ready = asyncio.Event()  # set once the URL works (a first pool socket is up)
@@ -153,6 +189,8 @@ class ClientTunnel:
         if up and self._announce:
             self._announce = False
             self.reporter.url(self.status.url)
+            if self.status.visitors:  # the rules this client asked for, no password
+                self.reporter.event(f"visitors: {self.status.visitors}")
             self.ready.set()
         if up == self.status.sockets_max and was < up and self.status.state != "online":
             self._set_state("online", f"connected: {up}/{up} pool sockets to the relay")
@@ -176,17 +214,22 @@ class ClientTunnel:
                             takeover=self.options.takeover,
                             pool_secret=self._pool_secret(),
                             raw_pool=self.options.raw_pool,
+                            access=self.access,
                         )
                     )
                 except RegistrationError as exc:
                     if exc.taken_over:
                         self.taken_over = True
                         raise TunnelError(exc.status, exc.message, taken_over=True) from None
+                    if exc.by_operator:  # lasting, at the first registration or any later
+                        message = redact(exc.message, self.secrets)
+                        raise TunnelError(exc.status, message, reason=exc.reason) from None
                     if exc.lasting and self.registration is None:
                         raise CannotConnect(redact(exc.message, self.secrets)) from None
                     if is_fatal(exc.status, self.registration is not None):
-                        message = redact(exc.message, self.secrets)
-                        raise TunnelError(exc.status, message) from None
+                        error = TunnelError(exc.status, redact(exc.message, self.secrets))
+                        error.rules_refused = exc.status == HTTP_BAD_REQUEST and bool(self.access)
+                        raise error from None
                     reason = f"registration failed: {exc.message}"
                     retry_after = exc.retry_after_s
                 except RelayUnreachable as exc:

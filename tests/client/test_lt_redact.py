@@ -41,9 +41,11 @@ def test_a_password_in_a_url_is_masked_as_typed_and_decoded(user, password):
     encoded = quote(password, safe="")
     host = f"https://{user}:{encoded}@relay.example"
     assume(password not in "the relay says: bad password")
-    # A secret is masked wherever it appears, so a password that is also a word of the line
-    # ("http") masks that word too: over-masking is safe, and not what this checks.
+    # A secret is masked wherever it appears, so a password (or user name) that is also a
+    # word of the line ("http", "rela") masks that word too: over-masking is safe, and not
+    # what this checks.
     assume(password not in "relay https:// @relay.example unreachable: connection refused")
+    assume(user not in "relay https:// @relay.example unreachable: connection refused")
     shown = redact(f"relay {host} unreachable: connection refused", secrets_of(host, None))
     assert shown == f"relay https://{MASK}@relay.example unreachable: connection refused"
     if len(password) >= 4:  # shorter ones only inside a URL (see MIN_EXACT_SECRET)

@@ -34,6 +34,8 @@ LT_ENV = {
     "LT_CONFIG_DIR",
     "CA",
     "INSECURE",
+    # Who may visit (client/access.py): a test sets them only when it is about them.
+    *("LT_BASIC_AUTH", "CIDR_ALLOW", "CIDR_DENY", "PRIVATE", "RAW_POOL", "TAKEOVER"),
     # The forward proxy (client/connect.py): a test sets one only when it is about it.
     *("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"),
 }

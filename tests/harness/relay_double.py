@@ -239,7 +239,9 @@ class RelayDouble:
         self.upgrade_heads: list[str] = []  # the head of every upgrade request
         self.registrations: list[Recorded] = []
         self.deletes: list[Recorded] = []
-        self.forced: deque[tuple[int, str]] = deque()  # next registration answers
+        # Next registration answers: (status, message), or (status, message, headers) for a
+        # refusal with headers of its own (X-Tunnelsite-Refusal, Retry-After).
+        self.forced: deque[tuple[int, str] | tuple[int, str, dict[str, str]]] = deque()
         self.required_token: str | None = None
         self.violations: list[str] = []
         self.refused_sockets = 0
@@ -405,9 +407,11 @@ class RelayDouble:
             headers = {k.decode().lower(): v.decode() for k, v in request.headers}
             recorded = Recorded(request.method.decode(), request.target.decode(), headers)
             peer = writer.get_extra_info("peername")[0]
-            status, payload = await self._answer(recorded, peer)
+            answer = await self._answer(recorded, peer)
+            status, payload = answer[0], answer[1]
             body = json.dumps(payload).encode() if payload is not None else b""
             out = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+            out += list(answer[2].items()) if len(answer) > 2 else []
             writer.write(conn.send(h11.Response(status_code=status, headers=out)))
             writer.write(conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
             await writer.drain()
@@ -416,7 +420,9 @@ class RelayDouble:
         finally:
             writer.close()
 
-    async def _answer(self, req: Recorded, peer: str) -> tuple[int, Any]:
+    async def _answer(
+        self, req: Recorded, peer: str
+    ) -> tuple[int, Any] | tuple[int, Any, dict[str, str]]:
         path = req.path.split("?")[0]
         match = re.fullmatch(r"/api/tunnels/([^/]+)(/status)?", path)
         if match and req.method == "DELETE" and not match.group(2):
@@ -436,8 +442,10 @@ class RelayDouble:
             return 405, {"message": "method not allowed"}
         self.registrations.append(req)
         if self.forced:
-            status, message = self.forced.popleft()
-            return status, {"message": message}
+            forced = self.forced.popleft()
+            if len(forced) > 2:
+                return forced[0], {"message": forced[1]}, forced[2]
+            return forced[0], {"message": forced[1]}
         token = req.headers.get("authorization", "")
         if self.required_token and token != f"Bearer {self.required_token}":
             return 401, {"message": "a valid token is required"}
