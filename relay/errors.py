@@ -10,6 +10,7 @@ from relay.protocol import ERROR_HEADER
 
 _TITLES = {
     400: "Bad request",
+    403: "Forbidden",
     404: "No such tunnel",
     413: "Request body too large",
     429: "Too many requests",
