@@ -272,7 +272,7 @@ INTERSTITIAL_CHOICES = ("anonymous", "all", "off")
 REFUSAL_DISCONNECTED = "disconnected"  # the operator disconnected it: cool-down
 REFUSAL_SUSPENDED = "suspended"  # the name, token or user is suspended
 # Disconnect cool-downs a relay keeps (names and owners together, relay/pool/sanctions.py):
-# each lasts RELAY_DISCONNECT_COOLDOWN_S; past this many the soonest to end is dropped, so an
+# each lasts RELAY_DISCONNECT_COOLDOWN_S; past this many the oldest is dropped, so an
 # operator disconnecting in bulk cannot grow the relay's memory without end.
 COOLDOWNS_REMEMBERED = 10_000
 # Suspended names a relay keeps in memory (each is an operator's Suspension row): the names

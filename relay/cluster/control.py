@@ -48,7 +48,10 @@ def handle(registry: Registry, message: dict[str, Any]) -> int:
 
 
 def _strings(values: Any) -> list[str]:
-    return [value for value in values or () if isinstance(value, str)]
+    """The strings of a message's list (anything else in it, or a non-list, is no name)."""
+    if not isinstance(values, list | tuple):
+        return []
+    return [value for value in values if isinstance(value, str)]
 
 
 def _close(registry: Registry, message: dict[str, Any]) -> int:

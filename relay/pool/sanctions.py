@@ -46,7 +46,9 @@ class Sanctions:
 
     def __init__(self) -> None:
         # Keys are names, or owner keys ("user:<id>", "ip:<addr>"; names never contain ":").
-        # Insertion order is end order (one duration per relay), so the oldest go first.
+        # Insertion order is end order while the duration stays the same (one setting), so
+        # the expiry sweep stops at the first entry that has not ended; past the bound the
+        # oldest entry goes.
         self.cooling: dict[str, tuple[float, str]] = {}
         self.suspended: dict[str, str] = {}
 
@@ -80,7 +82,8 @@ class Sanctions:
         if until <= now:
             del self.cooling[key]
             return None
-        return max(1, math.ceil(until - now)), name
+        # Whole seconds, rounded up, less the timers' slack: no 61 s for a 60 s cool-down.
+        return max(1, math.ceil(until - now - protocol.TIMER_SLACK_S)), name
 
     # --- Suspend ------------------------------------------------------------------------------
     def suspend(self, names: Iterable[str], reason: str) -> None:
