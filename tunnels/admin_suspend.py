@@ -15,17 +15,21 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
+from relay import protocol
 from tunnels import suspensions
 from tunnels.models import Suspension
 
 TEMPLATE = "admin/tunnels/suspend.html"
 
 
+# The relays hear a reason in the close message, which carries this many characters (it is
+# also the closed session's close_reason): a longer one would reach visitors cut.
+REASON_MAX_CHARS = protocol.CLOSE_REASON_MAX_CHARS
+REASON_HELP = "Shown to the tunnel's client and to its visitors."
+
+
 class ReasonForm(forms.Form):
-    reason = forms.CharField(
-        max_length=Suspension._meta.get_field("reason").max_length,
-        help_text="Shown to the tunnel's client and to its visitors.",
-    )
+    reason = forms.CharField(max_length=REASON_MAX_CHARS, help_text=REASON_HELP)
 
 
 def may_suspend(request: HttpRequest) -> bool:
@@ -69,6 +73,8 @@ def suspend_action(
 
 
 class SuspensionForm(forms.ModelForm):
+    reason = forms.CharField(max_length=REASON_MAX_CHARS, help_text=REASON_HELP)
+
     class Meta:
         model = Suspension
         fields = ("kind", "name", "token", "user", "reason")
@@ -83,6 +89,13 @@ class SuspensionForm(forms.ModelForm):
         for other in needed.values():
             if other != field and data.get(other):
                 self.add_error(other, f"Leave this empty for a suspension of a {field}.")
+        name = data.get("name")
+        if field == "name" and name and not protocol.is_valid_subdomain(name):
+            self.add_error(
+                "name",
+                "Not a tunnel name: lowercase letters, digits and inner hyphens, 4 to 63 "
+                "characters (the part before the relay's domain).",
+            )
         return data
 
 

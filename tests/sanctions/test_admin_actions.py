@@ -157,16 +157,20 @@ class ActionTests(TestCase):
             finally:
                 await self._stop(listener)
 
-    async def test_an_empty_reason_is_asked_again_and_suspends_nothing(self):
+    async def test_an_empty_or_too_long_reason_is_asked_again_and_suspends_nothing(self):
         row = await sync_to_async(TunnelSession.objects.create)(
             subdomain="my-app", client_ip="10.0.0.1", port=1, max_sockets=1
         )
-        again = await self.async_client.post(
-            SESSIONS,
-            {"action": "suspend", "_selected_action": [row.pk], "apply": "1", "reason": ""},
-        )
-        self.assertEqual(again.status_code, 200)
-        self.assertContains(again, "This field is required")
+        for reason, problem in (
+            ("", "This field is required"),
+            ("x" * 101, "Ensure this value has at most 100 characters"),
+        ):
+            again = await self.async_client.post(
+                SESSIONS,
+                {"action": "suspend", "_selected_action": [row.pk], "apply": "1", "reason": reason},
+            )
+            self.assertEqual(again.status_code, 200)
+            self.assertContains(again, problem)
         self.assertFalse(await Suspension.objects.aexists())
 
     async def test_suspending_a_token_or_a_user_refuses_its_registrations(self):
@@ -226,6 +230,10 @@ class ActionTests(TestCase):
         self.assertEqual(refused.status_code, 200)
         self.assertContains(refused, "A suspension of a token needs the token.")
         self.assertContains(refused, "Leave this empty for a suspension of a token.")
+        not_a_name = await self.async_client.post(
+            f"{SUSPENSIONS}add/", {"kind": "name", "name": "Evil.Example", "reason": REASON}
+        )
+        self.assertContains(not_a_name, "Not a tunnel name")
         self.assertFalse(await Suspension.objects.aexists())
 
     # --- Lift -------------------------------------------------------------------------------
