@@ -19,6 +19,7 @@ from relay.protocol import REFUSAL_DISCONNECTED, REFUSAL_HEADER
 COOLDOWN_S = 6.0  # long enough to watch the clients be refused, short enough to wait out
 DISCONNECTED = "was disconnected by the relay's operator; it can be registered again in"
 NPM_AGENT = [("User-Agent", "axios/0.21.4")]
+EXIT_S = 20.0  # a refused or orphaned client is gone well before this
 
 
 def disconnect(relay: Relay, name: str) -> float:
@@ -60,9 +61,16 @@ def test_a_disconnected_npm_tunnel_stays_off_for_the_cooldown_then_registers(
     sent = disconnect(relay, lt.name)
     wait_until(lambda: relay.sockets(lt.name) is None, 5, "the tunnel to close")
     assert_refused_while_cooling(relay, lt.name)
+    # The npm client ends when its pool port goes; restarted (a supervisor's loop), with the
+    # name or without, it is refused, prints why and exits.
+    assert lt.process.wait(EXIT_S) != 0
+    for subdomain in (lt.name, None):
+        again = lt_factory.start(relay, local_app.port, subdomain=subdomain)
+        assert again.wait(EXIT_S) != 0
+        assert f"The tunnel {lt.name} {DISCONNECTED}" in again.output()
+        assert "your url is" not in again.output()
     stays_off(relay, lt.name, sent + COOLDOWN_S - 1.5)
     assert relay.get("/hello", name=lt.name).status == 404
-    lt.stop()
     again = wait_until(
         lambda: (answer := relay.register(lt.name)).status == 200 and answer,
         COOLDOWN_S + 5,
