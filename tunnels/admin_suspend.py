@@ -66,6 +66,7 @@ def suspend_action(
         "targets": [str(obj) for obj in objects],
         "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
         "action": request.POST.get("action", ""),
+        "select_across": request.POST.get("select_across", "0"),  # "all N selected"
         "form": form,
         "opts": modeladmin.model._meta,
     }

@@ -173,6 +173,21 @@ class ActionTests(TestCase):
             self.assertContains(again, problem)
         self.assertFalse(await Suspension.objects.aexists())
 
+    async def test_the_form_keeps_all_selected_across_pages(self):
+        rows = [
+            await sync_to_async(TunnelSession.objects.create)(
+                subdomain=name, client_ip="10.0.0.1", port=1, max_sockets=1
+            )
+            for name in ("first-app", "second-app")
+        ]
+        # "Select all N": the page's boxes (here one) and select_across.
+        chosen = {"action": "suspend", "_selected_action": [rows[0].pk], "select_across": "1"}
+        form = await self.async_client.post(SESSIONS, chosen)
+        self.assertContains(form, '<input type="hidden" name="select_across" value="1">')
+        await self.async_client.post(SESSIONS, {**chosen, "apply": "1", "reason": REASON})
+        names = [row.name async for row in Suspension.objects.order_by("name")]
+        self.assertEqual(names, ["first-app", "second-app"])
+
     async def test_suspending_a_token_or_a_user_refuses_its_registrations(self):
         for admin_url, target, what in (
             (TOKENS, self.token_row.pk, "That API token"),
