@@ -93,12 +93,15 @@ def close_message(
     user_ids: list[int] | None = None,
     cooldown_s: float = 0.0,
     suspend: bool = False,
+    owners: dict[str, str] | None = None,
 ) -> dict[str, object]:
     """The control message (sent to CONTROL_GROUP) that closes these tunnels on every relay:
     those with these names, opened with these tokens, or owned by these users
     (relay/cluster/control.py obeys it). `cooldown_s` (the admin's Disconnect): the closed
-    tunnels' names and owners may not register again for that long. `suspend`: visitors of
-    `names` see the suspension page with `reason` until lift_message."""
+    tunnels' names and owners may not register again for that long; `owners` (name -> owner key,
+    "user:<id>"/"ip:<addr>", from the session rows) lets relays that do not hold the tunnel
+    (another node) cool its owner down too. `suspend`: visitors of `names` see the
+    suspension page with `reason` until lift_message."""
     return {
         "type": "tunnel.close",
         "names": sorted(set(names)),
@@ -107,6 +110,7 @@ def close_message(
         "reason": reason[:CLOSE_REASON_MAX_CHARS],
         "cooldown_s": float(cooldown_s),
         "suspend": bool(suspend),
+        "owners": {name: owner for name, owner in sorted((owners or {}).items())},
     }
 
 
@@ -243,13 +247,15 @@ def signout_message(user_id: int) -> dict[str, object]:
 def refusal_for(name: str | None, owner: str) -> RegistrationError | None:
     """Why a registration of `name` (None: a random name) by `owner` is refused now by an
     operator's action held in memory (a disconnect's cool-down, a suspended name), with the
-    reason code (protocol.REFUSAL_*) and Retry-After; None when it is not."""
-    raise NotImplementedError  # issue 13: relay/pool/sanctions.py
+    reason code (protocol.REFUSAL_*) and Retry-After; None when it is not. `owner` "" checks
+    the name only (a token's owner is known after the database; the registry checks it)."""
+    return get_registry().sanctions.refusal(name, owner)
 
 
 def lift_message(names: list[str]) -> dict[str, object]:
-    """The control message that lifts the suspension of these names on every relay."""
-    raise NotImplementedError  # issue 13: relay/pool/sanctions.py
+    """The control message that lifts the suspension of these names on every relay: only
+    names no other active suspension covers (tunnels/suspensions.py sends those)."""
+    return {"type": "tunnel.lift", "names": sorted(set(names))}
 
 
 # --- a live tunnel, and the relay ---------------------------------------------------------

@@ -271,6 +271,13 @@ INTERSTITIAL_CHOICES = ("anonymous", "all", "off")
 # Why a registration is refused (REFUSAL_HEADER), for our lt's exit codes.
 REFUSAL_DISCONNECTED = "disconnected"  # the operator disconnected it: cool-down
 REFUSAL_SUSPENDED = "suspended"  # the name, token or user is suspended
+# Disconnect cool-downs a relay keeps (names and owners together, relay/pool/sanctions.py):
+# each lasts RELAY_DISCONNECT_COOLDOWN_S; past this many the oldest is dropped, so an
+# operator disconnecting in bulk cannot grow the relay's memory without end.
+COOLDOWNS_REMEMBERED = 10_000
+# Suspended names a relay keeps in memory (each is an operator's Suspension row): the names
+# beyond this are still refused at registration (from the database) but visitors get a 404.
+SUSPENDED_NAMES_REMEMBERED = 100_000
 # Status of a visitor's request to a suspended name: 451 "Unavailable For Legal Reasons"
 # (RFC 7725) would claim a legal demand; 403 says only that the operator refuses it.
 SUSPENDED_STATUS = 403

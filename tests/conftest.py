@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 from harness.fake_client import FakeTunnelClient
 from harness.http import Answer, send_raw
+from harness.our_client import OurLtLauncher
 from harness.processes import PYTHON, ROOT, ProcessGroup
 from harness.relay import (
     LOCAL_APP,
@@ -69,6 +70,7 @@ LAYER_OF_DIRECTORY = {
     "client": "e2e",
     "docs": "e2e",
     "network": "e2e",  # network namespaces, tcpdump, netem: the path between lt and the relay
+    "sanctions": "e2e",  # the operator's Disconnect and Suspend: relays on Redis, the admin
 }
 
 
@@ -168,6 +170,16 @@ def module_lt_factory() -> Iterator[LtLauncher]:
     group = ProcessGroup()
     try:
         yield LtLauncher(group)
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture(scope="module")
+def our_launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OurLtLauncher]:
+    """Our `lt` processes for one module, each with a config directory of its own."""
+    group = ProcessGroup()
+    try:
+        yield OurLtLauncher(group, tmp_path_factory.mktemp("lt-config"))
     finally:
         group.stop_all()
 

@@ -12,11 +12,13 @@ from django.contrib.auth.admin import UserAdmin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat
+from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from relay import protocol
-from tunnels import control
+from tunnels import control, suspensions
+from tunnels.admin_suspend import may_suspend, suspend_action
 from tunnels.models import (
     AbuseReport,
     Account,
@@ -93,6 +95,20 @@ if admin.site.is_registered(User):
 @admin.register(User)
 class RelayUserAdmin(UserAdmin):
     inlines = [AccountInline]
+    actions = ["suspend"]
+
+    def has_suspend_permission(self, request: HttpRequest) -> bool:
+        return may_suspend(request)
+
+    @admin.action(description="Suspend the selected users (with a reason)", permissions=["suspend"])
+    def suspend(self, request: HttpRequest, queryset: QuerySet[Any]) -> TemplateResponse | None:
+        return suspend_action(
+            self,
+            request,
+            queryset,
+            "user(s)",
+            lambda users, reason: suspensions.suspend_users(users, reason, request.user),
+        )
 
 
 @admin.register(ReservedSubdomain)
@@ -132,7 +148,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     fields = ("user", "name", "plan", "expires", "shown_prefix", "created", "last_used")
     readonly_fields = ("shown_prefix", "created", "last_used", "revoked_at")
     autocomplete_fields = ("user",)
-    actions = ["revoke"]
+    actions = ["revoke", "suspend"]
 
     def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> Any:
         if obj is None:  # adding: the prefix does not exist yet
@@ -170,6 +186,23 @@ class ApiTokenAdmin(admin.ModelAdmin):
         count = control.revoke_tokens(list(queryset), "token revoked by the operator")
         self.message_user(request, f"Revoked {count} token(s); their live tunnels are closing.")
 
+    def has_suspend_permission(self, request: HttpRequest) -> bool:
+        return may_suspend(request)
+
+    @admin.action(
+        description="Suspend the selected tokens (with a reason)", permissions=["suspend"]
+    )
+    def suspend(
+        self, request: HttpRequest, queryset: QuerySet[ApiToken]
+    ) -> TemplateResponse | None:
+        return suspend_action(
+            self,
+            request,
+            queryset,
+            "token(s)",
+            lambda tokens, reason: suspensions.suspend_tokens(tokens, reason, request.user),
+        )
+
 
 class LiveFilter(admin.SimpleListFilter):
     title = "state"
@@ -203,7 +236,7 @@ class TunnelAdmin(admin.ModelAdmin):
     list_select_related = ("owner", "token")
     search_fields = ("subdomain",)
     readonly_fields = [f.name for f in TunnelSession._meta.fields]
-    actions = ["disconnect", "disconnect_and_revoke"]
+    actions = ["disconnect", "disconnect_and_revoke", "suspend"]
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
@@ -263,8 +296,14 @@ class TunnelAdmin(admin.ModelAdmin):
     @admin.action(description="Disconnect the selected tunnels", permissions=["disconnect"])
     def disconnect(self, request: HttpRequest, queryset: QuerySet[TunnelSession]) -> None:
         names = list(queryset.filter(is_live=True).values_list("subdomain", flat=True))
-        control.close_tunnels(names, "disconnected by the operator")
-        self.message_user(request, f"Disconnecting {len(names)} live tunnel(s).")
+        if names and not control.disconnect(names):
+            self.message_user(request, _NO_LAYER, messages.ERROR)
+            return
+        self.message_user(
+            request,
+            f"Disconnecting {len(names)} live tunnel(s); their names and owners may not "
+            f"register again for {settings.RELAY_DISCONNECT_COOLDOWN_S:g} s.",
+        )
 
     @admin.action(
         description="Disconnect the selected tunnels and revoke their tokens",
@@ -275,11 +314,33 @@ class TunnelAdmin(admin.ModelAdmin):
     ) -> None:
         names = list(queryset.filter(is_live=True).values_list("subdomain", flat=True))
         tokens = list(ApiToken.objects.filter(sessions__in=queryset).distinct())
-        control.close_tunnels(names, "disconnected by the operator")
+        control.disconnect(names)
         revoked = control.revoke_tokens(tokens, "token revoked by the operator")
         self.message_user(
             request, f"Disconnecting {len(names)} live tunnel(s); revoked {revoked} token(s)."
         )
+
+    def has_suspend_permission(self, request: HttpRequest) -> bool:
+        return may_suspend(request)
+
+    @admin.action(
+        description="Suspend the selected tunnels' names (with a reason)", permissions=["suspend"]
+    )
+    def suspend(
+        self, request: HttpRequest, queryset: QuerySet[TunnelSession]
+    ) -> TemplateResponse | None:
+        return suspend_action(
+            self,
+            request,
+            queryset,
+            "tunnel name(s)",
+            lambda sessions, reason: suspensions.suspend_names(
+                [session.subdomain for session in sessions], reason, request.user
+            ),
+        )
+
+
+_NO_LAYER = "There is no channel layer, so the relay cannot be told."
 
 
 # --- abuse reports (tunnels/reports.py) ---------------------------------------------------------

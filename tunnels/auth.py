@@ -14,12 +14,14 @@ import logging
 from dataclasses import dataclass, replace
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
+from relay import protocol
 from relay.face import address_key
 from tunnels import tokens
 from tunnels.access import Policy
-from tunnels.models import ApiToken, ReservedSubdomain
+from tunnels.models import ApiToken, ReservedSubdomain, Suspension
 from tunnels.plans import PlanLimits, default_limits, plan_of
 
 logger = logging.getLogger(__name__)
@@ -33,10 +35,11 @@ HOW_TO_PASS = (
 class Refusal(Exception):
     """A registration that is not allowed; `status` and `message` go to the client."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, reason: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.reason = reason  # protocol.REFUSAL_* for our lt's exit code, or ""
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,34 @@ def check_name(grant: Grant, name: str) -> ReservedSubdomain | None:
 def grant_registration(credential: str | None, ip: str, requested: str | None) -> Grant:
     """Everything about a registration the database decides, in one call."""
     grant = authenticate(credential, ip)
+    check_suspended(grant, requested)
     if requested is not None and (reserved := check_name(grant, requested)) is not None:
         grant = replace(grant, name_policy=Policy.of(reserved))
     return grant
+
+
+def check_suspended(grant: Grant, requested: str | None) -> None:
+    """Refuse (403, protocol.REFUSAL_SUSPENDED) a suspended name, token or user: from the
+    database, so a suspension holds across restarts and on every node."""
+    if requested is None and grant.user_id is None:
+        return  # an anonymous random name: nothing to look up
+    which = Q(pk__in=[])
+    if requested is not None:
+        which |= Q(kind=Suspension.NAME, name=requested)
+    if grant.token_id is not None:
+        which |= Q(kind=Suspension.TOKEN, token_id=grant.token_id)
+    if grant.user_id is not None:
+        which |= Q(kind=Suspension.USER, user_id=grant.user_id)
+    row = Suspension.objects.active().filter(which).order_by("-created").first()
+    if row is None:
+        return
+    what = {
+        Suspension.NAME: f"The tunnel name {requested}",
+        Suspension.TOKEN: "That API token",
+        Suspension.USER: "Your account",
+    }[row.kind]
+    raise Refusal(
+        protocol.SUSPENDED_STATUS,
+        f"{what} is suspended by the relay's operator: {row.reason}",
+        reason=protocol.REFUSAL_SUSPENDED,
+    )

@@ -9,18 +9,58 @@ from __future__ import annotations
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 
-from relay.face import CONTROL_GROUP, close_message
+from relay.face import CONTROL_GROUP, close_message, lift_message
+from tunnels.auth import anonymous_owner, owner_key
 from tunnels.models import ApiToken, TunnelSession
+
+DISCONNECTED = "disconnected by the operator"
+
+
+def _send(message: dict[str, object]) -> bool:
+    layer = get_channel_layer()
+    if layer is None:
+        return False
+    async_to_sync(layer.group_send)(CONTROL_GROUP, message)
+    return True
 
 
 def close_tunnels(names: list[str], reason: str, token_ids: list[int] | None = None) -> bool:
     """Ask every relay to close these tunnels (and any opened with these tokens)."""
-    layer = get_channel_layer()
-    if layer is None or not (names or token_ids):
+    if not (names or token_ids):
         return False
-    async_to_sync(layer.group_send)(CONTROL_GROUP, close_message(names, token_ids or [], reason))
-    return True
+    return _send(close_message(names, token_ids or [], reason))
+
+
+def disconnect(names: list[str], reason: str = DISCONNECTED) -> bool:
+    """The operator's Disconnect: close these tunnels on every relay, and refuse their names,
+    and their owners' registrations, for RELAY_DISCONNECT_COOLDOWN_S (the clients would
+    otherwise register again at once). False when no relay can be told."""
+    if not names:
+        return False
+    owners = {
+        session.subdomain: owner_key(session.owner_id)
+        if session.owner_id is not None
+        else anonymous_owner(session.client_ip)
+        for session in TunnelSession.objects.filter(subdomain__in=names, is_live=True)
+    }
+    return _send(
+        close_message(
+            names, [], reason, cooldown_s=settings.RELAY_DISCONNECT_COOLDOWN_S, owners=owners
+        )
+    )
+
+
+def suspend(names: list[str], token_ids: list[int], user_ids: list[int], reason: str) -> bool:
+    """Close the tunnels with these names, tokens and users on every relay; their visitors
+    see the suspension page with `reason` (tunnels/suspensions.py writes the rows)."""
+    return _send(close_message(names, token_ids, reason, user_ids=user_ids, suspend=True))
+
+
+def lift(names: list[str]) -> bool:
+    """Tell every relay these names are no longer suspended."""
+    return _send(lift_message(names)) if names else False
 
 
 def revoke_tokens(tokens: list[ApiToken], reason: str = "token revoked") -> int:

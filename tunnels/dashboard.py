@@ -162,8 +162,12 @@ def disconnect(request: HttpRequest) -> HttpResponse:
     name = request.POST.get("name", "")
     if not protocol.is_valid_subdomain(name):
         messages.error(request, f"{name!r} is not a tunnel name.")
-    elif control.close_tunnels([name], "disconnected by the operator"):
-        messages.success(request, f"Disconnecting {name}.")
+    elif control.disconnect([name]):
+        messages.success(
+            request,
+            f"Disconnecting {name}; it may not register again for "
+            f"{settings.RELAY_DISCONNECT_COOLDOWN_S:g} s.",
+        )
     else:
         messages.error(request, "There is no channel layer, so the relay cannot be told.")
     return redirect("relay-dashboard")

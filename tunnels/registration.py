@@ -93,6 +93,16 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
         client_rules = access.parse_header(request.headers.get(protocol.ACCESS_HEADER))
     except access.BadRules as exc:
         return client_error(request, 400, exc.message)
+    # An operator's Disconnect or Suspend, from memory before any database work (anonymous
+    # clients, the npm client's loop); a token's owner is known after it (the registry).
+    if requester.credential is None and (refusal := face.refusal_for(requested, requester.owner)):
+        return client_error(
+            request,
+            refusal.status,
+            refusal.message,
+            reason=refusal.reason,
+            retry_after=refusal.retry_after,
+        )
     if requester.credential is None and (refused := _over_rate(request, requester.owner)):
         return refused  # anonymous: refused before any database work
     # A token is checked in the database: an address whose attempts were refused too often
@@ -114,7 +124,7 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
     except auth.Refusal as exc:
         if requester.credential is not None:
             face.take_registration(refusals)
-        return client_error(request, exc.status, exc.message)
+        return client_error(request, exc.status, exc.message, reason=exc.reason)
     except OperationalError:  # locked (SQLite) or unreachable: live tunnels carry on
         return client_error(request, 503, DATABASE_BUSY)
     if requester.credential is not None and (refused := _over_rate(request, grant.owner)):

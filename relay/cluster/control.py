@@ -1,8 +1,11 @@
 """The relay's ear for operators: close tunnels when the admin (or a command) says so.
 
 Listens on the channel layer group `relay-control` for
-`{"type": "tunnel.close", "names": [...], "token_ids": [...], "reason": "..."}` and closes
-matching live tunnels through the registry. Sent by tunnels/control.py. The in-memory layer
+`{"type": "tunnel.close", "names": [...], "token_ids": [...], "user_ids": [...], "reason": "...",
+"cooldown_s": N, "suspend": bool, "owners": {name: owner}}` (relay.face.close_message) and closes
+matching live tunnels through the registry, leaving a Disconnect's cool-down or a suspension
+in the registry's `sanctions` (relay/pool/sanctions.py); `tunnel.lift` (relay.face.lift_message)
+lifts suspended names. Sent by tunnels/control.py. The in-memory layer
 only carries messages within one process: fine, the admin is served by the runrelay process.
 On a named node the group also carries `tunnel.owner` (a node opened or closed a name) and
 `tunnel.release` (a client reclaims its name on another node), both from relay/cluster/node.py.
@@ -39,16 +42,52 @@ def handle(registry: Registry, message: dict[str, Any]) -> int:
         return 0
     if message.get("type") == "tunnel.release":  # scale-out: its owner reclaims it elsewhere
         return registry.cluster.note_release(message) if registry.cluster is not None else 0
+    if message.get("type") == "tunnel.lift":  # an operator lifted a suspension
+        registry.sanctions.lift(_strings(message.get("names")))
+        return 0
     if message.get("type") != "tunnel.close":
         return 0
+    return _close(registry, message)
+
+
+def _strings(values: Any) -> list[str]:
+    """The strings of a message's list (anything else in it, or a non-list, is no name)."""
+    if not isinstance(values, list | tuple):
+        return []
+    return [value for value in values if isinstance(value, str)]
+
+
+def _close(registry: Registry, message: dict[str, Any]) -> int:
+    """tunnel.close: close the tunnels with these names, tokens or users; after a Disconnect
+    (`cooldown_s`) keep their names and owners from registering for that long; after a
+    Suspend (`suspend`) keep the names suspended for visitors and registrations."""
     reason = str(message.get("reason") or "closed by the operator")[:CLOSE_REASON_MAX_CHARS]
-    names = set(message.get("names") or ())
+    names = set(_strings(message.get("names")))
     token_ids = set(message.get("token_ids") or ())
+    user_ids = set(message.get("user_ids") or ())
+    try:
+        cooldown_s = float(message.get("cooldown_s") or 0.0)
+    except (TypeError, ValueError):
+        cooldown_s = 0.0
+    if message.get("suspend"):  # before closing: a client's re-registration is refused
+        registry.sanctions.suspend(names, reason)
     doomed = [
         tunnel
         for tunnel in list(registry.tunnels.values())
-        if tunnel.name in names or (tunnel.token_id is not None and tunnel.token_id in token_ids)
+        if tunnel.name in names
+        or (tunnel.token_id is not None and tunnel.token_id in token_ids)
+        or (tunnel.user_id is not None and tunnel.user_id in user_ids)
     ]
+    if cooldown_s > 0:
+        # Every relay that hears it: the names, and the owners the admin read from the
+        # session rows (another node's tunnel) or this relay holds.
+        owners = message.get("owners")
+        owners = owners if isinstance(owners, dict) else {}
+        for name in names:
+            owner = owners.get(name)
+            registry.sanctions.cool_down(name, owner if isinstance(owner, str) else "", cooldown_s)
+        for tunnel in doomed:
+            registry.sanctions.cool_down(tunnel.name, tunnel.owner, cooldown_s)
     for tunnel in doomed:
         registry.close(tunnel, reason)
     return len(doomed)

@@ -27,6 +27,7 @@ from relay.pool.holders import NameHolders
 from relay.pool.hooks import ClusterHooks
 from relay.pool.ports import listen
 from relay.pool.quota import RegistrationRate
+from relay.pool.sanctions import Sanctions
 from relay.pool.tunnel import Tunnel
 from relay.protocol import TIMER_SLACK_S
 from relay.records import LiveLimitReached
@@ -75,6 +76,7 @@ class Registry:
         self.flusher = Flusher(self, settings)
         self.holders = NameHolders(self)
         self.draining = Drain(self)
+        self.sanctions = Sanctions()  # an operator's cool-downs and suspended names
 
     # --- registration ---------------------------------------------------------------------
     async def register(
@@ -95,6 +97,9 @@ class Registry:
     ) -> Tunnel:
         if not self.accepting:
             raise RegistrationError(503, "This relay is shutting down; try again in a moment.")
+        refusal = self.sanctions.refusal(requested, owner)  # a Disconnect's, a suspension's
+        if refusal is not None:
+            raise refusal
         if client_id:
             self.holders.refuse_if_taken_over(client_id)
         avoid_port = 0
@@ -222,6 +227,7 @@ class Registry:
                 name not in self.tunnels
                 and name not in reserved
                 and name not in self.settings.RELAY_RESERVED_NAMES
+                and not self.sanctions.holds(name)
             ):
                 return name
 

@@ -18,9 +18,10 @@ from relay.asgi_types import Message, Receive, Scope, Send
 from relay.errors import send_error
 from relay.pool.quota import visitor_key
 from relay.pool.registry import get_registry
+from relay.pool.sanctions import visitor_message
 from relay.pool.socket import PoolSocket
 from relay.pool.tunnel import NoSocket, Tunnel
-from relay.protocol import HOP_SCOPE_KEY
+from relay.protocol import HOP_SCOPE_KEY, SUSPENDED_STATUS
 from relay.proxy import gate
 from relay.proxy.exchange import Progress, build_request, exchange
 from relay.proxy.flow import Flow
@@ -32,6 +33,10 @@ async def proxy_http(scope: Scope, receive: Receive, send: Send, name: str) -> N
     registry = get_registry()
     tunnel = registry.get(name)
     if tunnel is None:
+        suspended = registry.sanctions.suspension(name)  # an operator's Suspend
+        if suspended is not None:
+            await send_error(scope, send, SUSPENDED_STATUS, visitor_message(suspended))
+            return
         if registry.cluster is not None and HOP_SCOPE_KEY not in scope:  # scale-out
             await registry.cluster.forward_http(scope, receive, send, name)
             return

@@ -21,11 +21,10 @@ from relay.asgi_types import Receive, Scope, Send
 from relay.pool.errors import PoolError
 from relay.pool.quota import visitor_key
 from relay.pool.registry import get_registry
+from relay.pool.sanctions import visitor_message
 from relay.pool.socket import PoolSocket
 from relay.pool.tunnel import NoSocket, Tunnel
-from relay.protocol import (
-    HOP_SCOPE_KEY,
-)
+from relay.protocol import HOP_SCOPE_KEY, SUSPENDED_STATUS
 from relay.proxy import gate
 from relay.proxy.ws_bridge import bridge, handshake_request, visitor_close_code
 from relay.proxy.ws_flow import WsFlow
@@ -40,6 +39,10 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, name: str)
     registry = get_registry()
     tunnel = registry.get(name)
     if tunnel is None:
+        suspended = registry.sanctions.suspension(name)  # an operator's Suspend
+        if suspended is not None:
+            await refuse(scope, send, SUSPENDED_STATUS, visitor_message(suspended))
+            return
         if registry.cluster is not None and HOP_SCOPE_KEY not in scope:  # scale-out
             await registry.cluster.forward_websocket(scope, receive, send, name)
             return

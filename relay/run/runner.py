@@ -215,10 +215,23 @@ class RelayRunner:
             return
         registry = get_registry()
         registry.start()
+        await self._load_suspensions()
         loop = asyncio.get_running_loop()
         self._control = loop.create_task(control.listen())
         self._sampler = loop.create_task(traffic.run_sampler(registry))
         logger.debug("open-file limit %d", limit)
+
+    async def _load_suspensions(self) -> None:
+        """The names operators suspended, for their visitors' page and early refusals (the
+        database refuses their registrations anyway: tunnels/auth.py)."""
+        try:
+            names = await database_sync_to_async(records.get().suspended_names)()
+        except Exception:
+            logger.exception("could not read the suspended tunnel names")
+            return
+        get_registry().sanctions.replace(names)
+        if names:
+            logger.info("%d suspended tunnel name(s)", len(names))
 
     async def _check_token_keys(self) -> None:
         """Warn when usable tokens were made under another SECRET_KEY: all are refused."""

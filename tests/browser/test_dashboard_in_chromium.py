@@ -1,8 +1,9 @@
 """The admin dashboard in real headless Chromium, against real relays and the npm client.
 
 A tunnel appears on the open dashboard without a reload, its traffic shows up, the
-disconnect button closes it; and a tunnel that answers `Set-Cookie: sessionid=...;
-Domain=.<relay domain>` cannot replace the admin's session or CSRF cookie.
+disconnect button closes it for good (the npm client is refused and exits); and a tunnel
+that answers `Set-Cookie: sessionid=...; Domain=.<relay domain>` cannot replace the admin's
+session or CSRF cookie.
 """
 
 from __future__ import annotations
@@ -10,15 +11,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from harness.browser import through_warning, wait_for
-from harness.processes import ROOT
+from harness.processes import ROOT, ProcessGroup
 from harness.relay import LtLauncher, Relay
+from harness.waiting import IO_TIMEOUT_S
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from .conftest import BARE_DOMAINS
+from .conftest import BARE_DOMAINS, start_relay
 
 TOSSED = "tossed-by-the-tunnel"
 SCREENSHOT = ROOT / "artifacts" / "dashboard.png"
@@ -57,6 +60,22 @@ class CookieTossingApp(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+@pytest.fixture(scope="module")
+def disconnecting_relay(
+    relay_template_db: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Relay]:
+    """A relay of its own for the test whose Disconnect holds: afterwards the tunnel's owner,
+    the address 127.0.0.1 of every npm client, may not register there for
+    RELAY_DISCONNECT_COOLDOWN_S (the other tests' relays are not held)."""
+    group = ProcessGroup()
+    try:
+        yield start_relay(
+            group, tmp_path_factory.mktemp("dashboard-relay"), relay_template_db, "localhost"
+        )
+    finally:
+        group.stop_all()
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +118,11 @@ def disconnect(browser: WebDriver, name: str) -> None:
 
 def test_a_tunnel_appears_without_a_reload_shows_traffic_and_goes_when_disconnected(
     sign_in: Callable[[Relay], WebDriver],
-    browser_relays: dict[str, Relay],
+    disconnecting_relay: Relay,
     module_lt_factory: LtLauncher,
     cookie_app: int,
 ) -> None:
-    relay = browser_relays["localhost"]
+    relay = disconnecting_relay
     browser = sign_in(relay)
     open_dashboard(browser, relay)
 
@@ -142,6 +161,13 @@ def test_a_tunnel_appears_without_a_reload_shows_traffic_and_goes_when_disconnec
 
     disconnect(browser, client.name)
     assert relay.sockets(client.name) is None, "the relay no longer knows the tunnel"
+    # It stays off: the npm client ends (its pool port is gone); started again, as a
+    # supervisor would, it is refused, prints why and exits.
+    assert client.process.wait(IO_TIMEOUT_S) != 0
+    again = module_lt_factory.start(relay, cookie_app, subdomain=client.name)
+    assert again.wait(IO_TIMEOUT_S) != 0
+    assert f"The tunnel {client.name} was disconnected by the relay's operator" in again.output()
+    assert relay.sockets(client.name) is None
 
 
 @pytest.mark.parametrize("bare_domain", BARE_DOMAINS)

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import pytest
 import redis
 from harness.http import Answer, Visitor
-from harness.processes import PYTHON, ROOT, Process, ProcessGroup
+from harness.processes import PYTHON, Process, ProcessGroup
 from harness.redis_index import redis_index
-from harness.relay import NPM_LT, Relay
+from harness.relay import NPM_LT, Relay, manage
 from harness.waiting import wait_until
 
 from bench.procs import client_env
@@ -73,20 +73,6 @@ print(json.dumps(tokens))
 
 
 # --- helpers ------------------------------------------------------------------------------------
-def manage(relay: Relay, *args: str) -> str:
-    """Run a management command on the relay's database (and channel layer); its stdout."""
-    done = subprocess.run(
-        [PYTHON, "manage.py", *args],
-        cwd=ROOT,
-        env=relay.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, f"manage.py {args[0]} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
 def set_up_accounts(relay: Relay) -> dict[str, str]:
     tokens = json.loads(manage(relay, "shell", "-c", SETUP).strip().splitlines()[-1])
     assert all(token.startswith("lt_") for token in tokens.values())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-PURPOSES = ("cluster", "control", "accounts")
+PURPOSES = ("cluster", "control", "accounts", "sanctions")
 MAX_WORKERS = 15 // len(PURPOSES)
 
 

@@ -210,6 +210,20 @@ def issue_token(relay: Relay, username: str, name: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+def manage(relay: Relay, *args: str) -> str:
+    """Run a management command on the relay's database (and channel layer); its stdout."""
+    done = subprocess.run(
+        [PYTHON, "manage.py", *args],
+        cwd=ROOT,
+        env=relay.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, f"manage.py {args[0]} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
 def relay_env(db: Path, **overrides: str) -> dict[str, str]:
     """The environment of a relay on the defaults (no RELAY_* of the test runner)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
