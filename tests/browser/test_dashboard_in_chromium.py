@@ -21,6 +21,8 @@ from harness.waiting import IO_TIMEOUT_S
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from relay import protocol
+
 from .conftest import BARE_DOMAINS, start_relay
 
 TOSSED = "tossed-by-the-tunnel"
@@ -191,7 +193,13 @@ def test_a_tunnel_cannot_replace_the_admin_session_or_csrf_cookie(
     browser.get(f"http://{tunnel_host}:{relay.port}/")
     through_warning(browser)  # an anonymous tunnel: its warning page comes first
     planted = browser.get_cookies()
-    assert {c["name"] for c in planted} == {"sessionid", "csrftoken", "tunnel_own"}
+    # The app's three, and the relay's own for the warning page passed (host-only as well).
+    assert {c["name"] for c in planted} == {
+        "sessionid",
+        "csrftoken",
+        "tunnel_own",
+        protocol.WARNED_COOKIE,
+    }
     assert {c["domain"] for c in planted} == {tunnel_host}, "host-only: the tunnel's own"
     browser.get(f"http://{tunnel_host}:{relay.port}/cookies")
     sent_back = browser.find_element(By.TAG_NAME, "body").text
