@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
@@ -44,6 +44,19 @@ class SignIn(LoginView):
         if waited := throttle.take(throttle.SIGNIN, identify(request).ip):
             return too_many(request, waited, "sign-in attempts")
         return super().post(request, *args, **kwargs)
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return {**super().get_context_data(**kwargs), "tunnel": tunnel_of(self.request)}
+
+
+def tunnel_of(request: HttpRequest) -> str:
+    """The team-only tunnel a visitor was sent from (`next` is its /visit/ link), so the
+    sign-in page can say what it is for; "" when it names none."""
+    target = urlsplit(request.POST.get("next") or request.GET.get("next") or "")
+    if target.path != protocol.TEAM_SIGNIN_PATH:
+        return ""
+    name = parse_qs(target.query).get(protocol.TUNNEL_PARAM, [""])[0].strip().lower()
+    return name if protocol.is_valid_subdomain(name) else ""
 
 
 class SignOut(LogoutView):
