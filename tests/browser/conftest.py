@@ -97,3 +97,55 @@ def sign_in(chromium: WebDriver) -> Callable[[Relay], WebDriver]:
         return chromium
 
     return signed_in
+
+
+USERS_PASSWORD = "team-password-for-browser-tests"
+_USERS = """
+from django.contrib.auth.models import Group, User
+from tunnels.models import ApiToken
+users = {{name: User.objects.create_user(name, password={password!r}) for name in
+         ("owner", "mate", "other")}}
+Group.objects.create(name="devs").user_set.add(users["owner"], users["mate"])
+Group.objects.create(name="others").user_set.add(users["other"])
+print(ApiToken.issue(users["owner"], name="laptop")[1])
+"""
+
+
+@pytest.fixture(scope="module")
+def team(
+    relay_template_db: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Relay, str]]:
+    """A relay on `localhost` with owner and mate in one group, other in another; the owner's
+    token."""
+    group = ProcessGroup()
+    try:
+        relay = start_relay(
+            group, tmp_path_factory.mktemp("visitor-pages"), relay_template_db, "localhost"
+        )
+        done = subprocess.run(
+            [PYTHON, "manage.py", "shell", "-c", _USERS.format(password=USERS_PASSWORD)],
+            cwd=ROOT,
+            env=relay.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        yield relay, done.stdout.strip().splitlines()[-1]
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture
+def visitor() -> Iterator[WebDriver]:
+    """A visitor's own Chromium: a fresh profile, no cookies."""
+    with headless_chromium("--window-size=1100,900") as browser:
+        yield browser
+
+
+def sign_in_as(browser: WebDriver, username: str) -> None:
+    """Fill in and send the bare domain's sign-in form (not its Sign out, when signed in)."""
+    wait_for(browser, lambda b: b.find_elements(By.NAME, "username"), "the sign-in form")
+    browser.find_element(By.NAME, "username").send_keys(username)
+    browser.find_element(By.NAME, "password").send_keys(USERS_PASSWORD)
+    browser.find_element(By.XPATH, "//form[.//input[@name='password']]//button").click()

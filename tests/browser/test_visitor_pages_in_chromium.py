@@ -2,61 +2,23 @@
 a team-only tunnel's sign-in as far as the site takes it (sent to sign in, back to /visit/,
 refused as another user, switching accounts), and an abuse report reaching the admin.
 
-The rest of the sign-in (the ticket exchanged on the tunnel's host, the page behind it, sign
-out and out) needs the relay's part of issue 13 (relay.face.issue_ticket, signout_message)."""
+The whole flow through the tunnel's host (the ticket, the page behind it, sign out and out) is
+in test_visitor_access_in_chromium.py."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from harness.browser import headless_chromium, wait_for
+from harness.browser import wait_for
 from harness.our_client import OurLt, OurLtLauncher
-from harness.processes import PYTHON, ROOT, ProcessGroup
+from harness.processes import ProcessGroup
 from harness.relay import LocalApp, Relay
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from .conftest import start_relay
-
-USERS_PASSWORD = "team-password-for-browser-tests"
-_USERS = """
-from django.contrib.auth.models import Group, User
-from tunnels.models import ApiToken
-users = {{name: User.objects.create_user(name, password={password!r}) for name in
-         ("owner", "mate", "other")}}
-Group.objects.create(name="devs").user_set.add(users["owner"], users["mate"])
-Group.objects.create(name="others").user_set.add(users["other"])
-print(ApiToken.issue(users["owner"], name="laptop")[1])
-"""
-
-
-@pytest.fixture(scope="module")
-def team(
-    relay_template_db: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Relay, str]]:
-    """A relay on `localhost` with owner and mate in one group, other in another; the owner's
-    token."""
-    group = ProcessGroup()
-    try:
-        relay = start_relay(
-            group, tmp_path_factory.mktemp("visitor-pages"), relay_template_db, "localhost"
-        )
-        done = subprocess.run(
-            [PYTHON, "manage.py", "shell", "-c", _USERS.format(password=USERS_PASSWORD)],
-            cwd=ROOT,
-            env=relay.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        yield relay, done.stdout.strip().splitlines()[-1]
-    finally:
-        group.stop_all()
+from .conftest import sign_in_as
 
 
 @pytest.fixture(scope="module")
@@ -70,20 +32,6 @@ def owners_tunnel(
         yield launcher(relay, local_app.port, "--token", token, "--subdomain", "team-app")
     finally:
         group.stop_all()
-
-
-@pytest.fixture
-def visitor() -> Iterator[WebDriver]:
-    """A visitor's own Chromium: a fresh profile, no cookies."""
-    with headless_chromium("--window-size=1100,900") as browser:
-        yield browser
-
-
-def sign_in_as(browser: WebDriver, username: str) -> None:
-    wait_for(browser, lambda b: b.find_elements(By.NAME, "username"), "the sign-in form")
-    browser.find_element(By.NAME, "username").send_keys(username)
-    browser.find_element(By.NAME, "password").send_keys(USERS_PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
 
 
 def test_a_visitor_is_sent_to_sign_in_refused_as_an_outsider_and_may_switch_accounts(
