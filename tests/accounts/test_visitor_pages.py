@@ -192,6 +192,31 @@ class SignInTests(VisitorsTestCase):
         self.assertIn('name="next" value="/visit/?tunnel=my-app"', page)
         self.assertIn("csrfmiddlewaretoken", page)
 
+    def test_the_sign_in_page_names_the_tunnel_it_is_for_and_only_a_tunnel_name(self) -> None:
+        cases = {
+            "/visit/?tunnel=my-app&next=/x": "my-app",
+            "/visit/?tunnel=My-App": "my-app",
+            "/visit/?tunnel=%3Cb%3Eevil": None,  # not a tunnel name: not shown at all
+            "/visit/?tunnel=" + "a" * 200: None,
+            "/elsewhere/?tunnel=my-app": None,
+            "": None,
+        }
+        for next_path, named in cases.items():
+            with self.subTest(next_path=next_path):
+                page = self.client.get("/accounts/login/", {"next": next_path}).content.decode()
+                if named is None:
+                    self.assertNotIn('id="for-tunnel"', page)
+                else:
+                    self.assertIn(f"The tunnel <strong>{named}</strong> is open only", page)
+
+    def test_a_signed_in_user_is_told_so_with_a_sign_out_button(self) -> None:
+        self.assertNotIn('id="signout"', self.client.get("/accounts/login/").content.decode())
+        self.client.force_login(self.teammate)
+        page = self.client.get("/accounts/login/").content.decode()
+        self.assertIn("You are signed in as <strong>teammate</strong>", page)
+        self.assertIn('action="/accounts/logout/"', page)
+        self.assertIn('id="signout"', page)
+
     def test_signing_in_goes_back_to_the_tunnels_sign_in(self) -> None:
         answer = self.client.post(
             "/accounts/login/",
