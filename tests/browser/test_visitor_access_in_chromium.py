@@ -308,7 +308,7 @@ def test_a_name_suspended_from_the_admin_shows_its_reason_to_visitors(
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_the_warning_and_sign_in_pages_read_in_light_and_dark(
+def test_the_warning_sign_in_and_report_pages_read_in_light_and_dark(
     team: tuple[Relay, str],
     anonymous_tunnel: OurLt,
     private_tunnel: OurLt,
@@ -341,3 +341,9 @@ def test_the_warning_and_sign_in_pages_read_in_light_and_dark(
             ".backgroundColor === 'rgb(255, 255, 255)' ? '#bbb' : '#444'"
         )
         assert below_aa(browser), "the measure itself finds faint text"
+
+        # The bare domain's other visitor pages share the sign-in page's style.
+        browser.get(f"http://localhost:{relay.port}/report/?tunnel={anonymous_tunnel.name}")
+        wait_for(browser, lambda b: b.find_elements(By.NAME, "note"), "the report form")
+        screenshot(browser, tmp_path, f"report-{scheme}")
+        assert below_aa(browser) == []
