@@ -153,6 +153,14 @@ def private_tunnel(team: tuple[Relay, str], local_app: LocalApp, launcher: OurLt
 
 
 @pytest.fixture(scope="module")
+def second_private_tunnel(
+    team: tuple[Relay, str], local_app: LocalApp, launcher: OurLtLauncher
+) -> OurLt:
+    relay, token = team
+    return launcher(relay, local_app.port, "--token", token, "--subdomain", "team-two", "--private")
+
+
+@pytest.fixture(scope="module")
 def anonymous_tunnel(
     team: tuple[Relay, str], local_app: LocalApp, launcher: OurLtLauncher
 ) -> OurLt:
@@ -161,7 +169,11 @@ def anonymous_tunnel(
 
 
 def test_a_teammate_signs_in_lands_on_the_page_stays_in_and_signing_out_ends_it(
-    team: tuple[Relay, str], private_tunnel: OurLt, visitor: WebDriver, tmp_path: Path
+    team: tuple[Relay, str],
+    private_tunnel: OurLt,
+    second_private_tunnel: OurLt,
+    visitor: WebDriver,
+    tmp_path: Path,
 ) -> None:
     relay, _ = team
     host = f"{private_tunnel.name}.localhost:{relay.port}"
@@ -194,6 +206,20 @@ def test_a_teammate_signs_in_lands_on_the_page_stays_in_and_signing_out_ends_it(
     visitor.refresh()
     assert urlsplit(visitor.current_url).netloc == host, "a reload needs no second sign-in"
     assert echoed(visitor)["cookie"] == "app_pref=dark"
+
+    # The pass, copied into another browser, works on its tunnel and on no other (same owner).
+    access = cookies[protocol.ACCESS_COOKIE]["value"]
+    with headless_chromium() as thief:
+        for tunnel, lets_in in ((second_private_tunnel, False), (private_tunnel, True)):
+            tunnel_host = f"{tunnel.name}.localhost:{relay.port}"
+            thief.get(f"http://{tunnel_host}{protocol.TICKET_PATH}?ticket=forged")
+            assert "sign-in link" in text(thief) and "not valid" in text(thief)
+            thief.add_cookie({"name": protocol.ACCESS_COOKIE, "value": access, "path": "/"})
+            thief.get(f"http://{tunnel_host}/headers")
+            landed = urlsplit(thief.current_url)
+            assert (landed.netloc == tunnel_host) == lets_in, (tunnel.name, thief.current_url)
+            if lets_in:
+                assert echoed(thief)["cookie"] is None
 
     sign_out(visitor, relay)
     screenshot(visitor, tmp_path, "team-signed-out")
