@@ -205,8 +205,8 @@ class RegistrationRulesTests(TestCase):
         plan = Plan.objects.create(name="p", visitor_auth="team")
         Account.objects.create(user=self.owner, plan=plan)
         ReservedSubdomain.objects.create(name="owners-app", user=self.owner, warning_page="on")
-        # token+plan, last_used, account+plan, the suspension check (tunnels.auth.check_suspended,
-        # issue 13's part 5, a query of its own), reserved row: none for the policy.
+        # token+plan, last_used, account+plan, active suspensions, reserved row: the policy
+        # rows come with the queries registration makes anyway, not in queries of their own.
         with self.assertNumQueries(5):
             grant = auth.grant_registration(self.owner_token, "127.0.0.1", "owners-app")
         self.assertEqual(grant.username, "owner")

@@ -21,8 +21,6 @@ from harness.waiting import IO_TIMEOUT_S
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from relay import protocol
-
 from .conftest import BARE_DOMAINS, start_relay
 
 TOSSED = "tossed-by-the-tunnel"
@@ -193,13 +191,9 @@ def test_a_tunnel_cannot_replace_the_admin_session_or_csrf_cookie(
     browser.get(f"http://{tunnel_host}:{relay.port}/")
     through_warning(browser)  # an anonymous tunnel: its warning page comes first
     planted = browser.get_cookies()
-    # The app's three, and the relay's own for the warning page passed (host-only as well).
-    assert {c["name"] for c in planted} == {
-        "sessionid",
-        "csrftoken",
-        "tunnel_own",
-        protocol.WARNED_COOKIE,
-    }
+    # The app's three, and the relay's own record that this visitor passed the warning page.
+    expected = {"sessionid", "csrftoken", "tunnel_own", "tunnelsite_warned"}
+    assert {c["name"] for c in planted} == expected
     assert {c["domain"] for c in planted} == {tunnel_host}, "host-only: the tunnel's own"
     browser.get(f"http://{tunnel_host}:{relay.port}/cookies")
     sent_back = browser.find_element(By.TAG_NAME, "body").text
