@@ -335,3 +335,26 @@ def test_an_anonymous_npm_tunnel_warns_a_browser_and_nothing_else(
 def test_a_token_tunnel_shows_no_warning_by_default(relay, tokens, local_app, our_launcher):
     name = ours(our_launcher, relay, local_app, tokens["other"])
     assert received(relay.get("/headers", name=name, headers=BROWSER)) is not None
+
+
+# --- IPv6 and a second IPv4 visitor ------------------------------------------------------
+@pytest.fixture(scope="module")
+def dual_stack(module_relay_factory) -> Relay:
+    """A relay bound to :: (IPv4 visitors arrive too), so a visitor can come from ::1."""
+    return module_relay_factory("--bind", "::", **NO_LIVE_TUNNEL_CAP)
+
+
+def test_ipv6_cidr_allow_and_deny_judge_a_visitor_from_ipv6_loopback(
+    dual_stack, local_app, our_launcher
+):
+    allowed = ours(our_launcher, dual_stack, local_app, None, "--cidr-allow", "::1/128")
+    assert dual_stack.get("/headers", name=allowed, source="::1").status == 200
+    assert dual_stack.get("/headers", name=allowed, source="127.0.0.2").status == 403
+    denied = ours(our_launcher, dual_stack, local_app, None, "--cidr-deny", "::/0")
+    refused = dual_stack.get(
+        "/headers", name=denied, source="::1", headers=[("Accept", "application/json")]
+    )
+    assert refused.status == 403
+    assert "(::1)" in refused.json()["message"]
+    # An IPv4 visitor of a dual-stack relay is judged as IPv4, not as ::ffff:127.0.0.2.
+    assert dual_stack.get("/headers", name=denied, source="127.0.0.2").status == 200
