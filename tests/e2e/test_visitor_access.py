@@ -9,24 +9,29 @@ never sees an Authorization header the relay accepted nor a tunnelsite cookie.""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
 from collections.abc import Iterator
-from http.cookies import SimpleCookie
 from urllib.parse import urlencode, urlsplit
 
 import pytest
 from harness.access_relay import BROWSER, upgrade_status
-from harness.http import Answer
 from harness.our_client import OurLtLauncher
 from harness.processes import ProcessGroup
 from harness.relay import NO_LIVE_TUNNEL_CAP, NPM_LT, LocalApp, Relay, manage
+from harness.visitor_access import (
+    PASSWORD,
+    assert_clean,
+    basic,
+    bearer,
+    received,
+    sign_in,
+    team_pass,
+)
 
 from relay import protocol
 
-PASSWORD = "pw-for-e2e-only"
 BASIC_PAIR = "ann:s3cret wörd"
 
 # Users (owner and mate share a group, other does not), one token each, and the policy rows:
@@ -55,38 +60,6 @@ ReservedSubdomain.objects.create(
 )
 print(json.dumps(tokens))
 """
-
-
-def basic(pair: str) -> tuple[str, str]:
-    return ("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
-
-
-def bearer(token: str) -> tuple[str, str]:
-    return ("Authorization", f"Bearer {token}")
-
-
-def cookies_of(answer: Answer) -> dict[str, str]:
-    jar: SimpleCookie = SimpleCookie()
-    for name, value in answer.headers:
-        if name == "set-cookie":
-            jar.load(value)
-    return {key: morsel.value for key, morsel in jar.items()}
-
-
-def received(answer: Answer) -> dict[str, list[str]]:
-    """The headers the local app received (its /headers echo), by lower-case name."""
-    assert answer.status == 200, answer
-    seen: dict[str, list[str]] = {}
-    for name, value in answer.json()["headers"]:
-        seen.setdefault(name.lower(), []).append(value)
-    return seen
-
-
-def assert_clean(seen: dict[str, list[str]]) -> None:
-    """Nothing of the relay's own credentials reached the app."""
-    assert "authorization" not in seen, seen
-    for cookie in seen.get("cookie", []):
-        assert protocol.ACCESS_COOKIE not in cookie and protocol.WARNED_COOKIE not in cookie
 
 
 @pytest.fixture(scope="module")
@@ -132,45 +105,6 @@ def npm(group: ProcessGroup, relay: Relay, app: LocalApp, token: str, subdomain:
     name = re.match(r"https?://([^.]+)\.", url).group(1)  # type: ignore[union-attr]
     relay.wait_for_sockets(name, int(relay.env.get("RELAY_MAX_SOCKETS", "10")))
     return name
-
-
-def sign_in(relay: Relay, username: str) -> str:
-    """Sign in on the relay's bare domain as a browser would; the Cookie header after it."""
-    form = relay.get("/accounts/login/")
-    assert form.status == 200, form
-    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)
-    assert csrf is not None
-    jar = cookies_of(form)
-    body = urlencode(
-        {"username": username, "password": PASSWORD, "csrfmiddlewaretoken": csrf.group(1)}
-    ).encode()
-    done = relay.request(
-        "POST",
-        "/accounts/login/",
-        headers=[
-            ("Content-Type", "application/x-www-form-urlencoded"),
-            ("Cookie", f"csrftoken={jar['csrftoken']}"),
-        ],
-        body=body,
-    )
-    assert done.status == 302, done
-    jar.update(cookies_of(done))
-    return "; ".join(f"{key}={value}" for key, value in jar.items())
-
-
-def team_pass(relay: Relay, name: str, session: str) -> tuple[Answer, str | None]:
-    """The bare domain's /visit/ for `name` with a signed-in `session`; when it sends the
-    browser back with a ticket, the tunnel host's exchange of it: (answer, access cookie)."""
-    query = urlencode({"tunnel": name, "next": "/headers"})
-    visit = relay.get(f"{protocol.TEAM_SIGNIN_PATH}?{query}", headers=[("Cookie", session)])
-    if visit.status != 302:
-        return visit, None
-    back = urlsplit(visit.header("location") or "")
-    assert back.hostname == f"{name}.localhost" and back.path == protocol.TICKET_PATH
-    exchanged = relay.get(f"{back.path}?{back.query}", name=name, headers=BROWSER)
-    assert exchanged.status == 303, exchanged
-    value = cookies_of(exchanged).get(protocol.ACCESS_COOKIE)
-    return exchanged, f"{protocol.ACCESS_COOKIE}={value}"
 
 
 # --- basic auth and CIDR through our lt's flags --------------------------------------------
