@@ -9,8 +9,8 @@ import json
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-from harness.access_relay import BROWSER
 from harness.visitor_access import (
+    BROWSER,
     PASSWORD,
     assert_clean,
     basic,

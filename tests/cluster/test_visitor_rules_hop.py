@@ -5,37 +5,51 @@ team-only ticket is spent once for the whole cluster."""
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 from cluster_keys import CLUSTER_SECRET_KEY
 from django.test import override_settings
-from harness.access_relay import rules_env
 from harness.fake_client import FakeTunnelClient
 from harness.http import build_request
 from harness.waiting import unique_name, wait_until
 
 from relay import visitor_pass
-from relay.protocol import TICKET_PATH
+from relay.protocol import ACCESS_HEADER, TICKET_PATH
 
 BASIC, CIDR, TEAM = unique_name("basic"), unique_name("cidr"), unique_name("team")
+# Each tunnel's rules as our lt sends them at registration (its X-Tunnelsite-Access header).
 RULES = {
     BASIC: {"basic_auth": ["ann:s3cret"]},
     CIDR: {"cidr_deny": ["127.0.0.9/32"]},
-    TEAM: {"team": True},
+    TEAM: {"private": True},
 }
+OWNER_TOKEN = """
+from django.contrib.auth import get_user_model
+from tunnels.models import ApiToken
+print(ApiToken.issue(get_user_model().objects.create_user("hop-owner"), name="t")[1])
+"""
 
 
 @pytest.fixture(scope="module")
 def nodes(cluster):
-    env = rules_env(RULES)
-    return cluster.start("alpha", **env), cluster.start("bravo", **env)
+    return cluster.start("alpha"), cluster.start("bravo")
 
 
 @pytest.fixture(scope="module")
-def owned(nodes):
-    """The three tunnels, each held by a fake client on bravo, known to alpha."""
+def owned(cluster, nodes):
+    """The three tunnels, each held by a fake client on bravo with the owner's token and its
+    rules, known to alpha."""
     alpha, bravo = nodes
-    clients = {name: FakeTunnelClient(bravo, name) for name in RULES}
+    token = cluster.manage("shell", "-c", OWNER_TOKEN).strip().splitlines()[-1]
+    clients = {
+        name: FakeTunnelClient(
+            bravo,
+            name,
+            headers=[("Authorization", f"Bearer {token}"), (ACCESS_HEADER, json.dumps(rules))],
+        )
+        for name, rules in RULES.items()
+    }
     pools = {name: client.connect(1)[0] for name, client in clients.items()}
     for name in RULES:  # a visitor the gate refuses: nothing reaches the pool sockets
         wait_until(

@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-from harness.access_relay import BROWSER, upgrade_status
 from harness.our_client import OurLtLauncher
 from harness.processes import ProcessGroup
 from harness.relay import NO_LIVE_TUNNEL_CAP, NPM_LT, LocalApp, Relay, manage
 from harness.visitor_access import (
+    BROWSER,
     PASSWORD,
     assert_clean,
     basic,
@@ -28,6 +28,7 @@ from harness.visitor_access import (
     received,
     sign_in,
     team_pass,
+    upgrade_status,
 )
 
 from relay import protocol

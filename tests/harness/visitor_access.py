@@ -1,20 +1,54 @@
 """What a visitor of a tunnel with rules sends and checks, for the end-to-end tests of visitor
 access (tests/e2e/test_visitor_access.py, tests/cluster/test_visitor_access_cluster.py): basic
 and Bearer credentials, the team-only sign-in on a relay's bare domain as a browser does it
-(CSRF form, session cookie, /visit/, the ticket's exchange on the tunnel host), and what the
-local app's /headers echo received."""
+(CSRF form, session cookie, /visit/, the ticket's exchange on the tunnel host), what a browser
+sends (the warning page), a WebSocket handshake's status, and what the local app's /headers
+echo received."""
 
 from __future__ import annotations
 
 import base64
 import re
+import socket
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode, urlsplit
 
-from harness.access_relay import BROWSER
 from harness.http import Answer
 from harness.relay import Relay
+from harness.waiting import IO_TIMEOUT_S
 from relay import protocol
+
+# A top-level navigation, as Chromium sends it.
+BROWSER = [
+    ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"),
+    ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    ("Sec-Fetch-Mode", "navigate"),
+    ("Sec-Fetch-Site", "none"),
+]
+
+
+def upgrade_status(relay: Relay, name: str, headers: list[tuple[str, str]] = ()) -> int:
+    """The status a WebSocket handshake to tunnel `name`'s /ws gets (101: upgraded)."""
+    lines = [
+        "GET /ws HTTP/1.1",
+        f"Host: {relay.host(name)}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+        *(f"{n}: {v}" for n, v in headers),
+    ]
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=IO_TIMEOUT_S) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        head = b""
+        while b"\r\n" not in head:
+            data = sock.recv(4096)
+            if not data:
+                break
+            head += data
+    parts = head.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
 
 # Every user the visitor tests create has this password (sign_in uses it).
 PASSWORD = "pw-for-e2e-only"
