@@ -16,6 +16,7 @@ from harness.visitor_access import (
     basic,
     received,
     sign_in,
+    sign_out,
     team_pass,
 )
 from harness.waiting import wait_until
@@ -83,7 +84,8 @@ def test_a_team_pass_from_bravos_bare_domain_works_when_forwarded_to_alpha(
     alpha, bravo = nodes
     name = on_alpha(nodes, our_launcher, local_app, tokens["owner"], "--private")
     assert bravo.get("/headers", name=name).status == 401
-    exchanged, cookie = team_pass(bravo, name, sign_in(bravo, "mate"))
+    session = sign_in(bravo, "mate")
+    exchanged, cookie = team_pass(bravo, name, session)
     assert cookie is not None, exchanged
     for node in (bravo, alpha):
         seen = received(node.get("/headers", name=name, headers=[("Cookie", f"{cookie}; k=v")]))
@@ -91,6 +93,14 @@ def test_a_team_pass_from_bravos_bare_domain_works_when_forwarded_to_alpha(
         assert seen["cookie"] == ["k=v"]
     refused, none = team_pass(bravo, name, sign_in(bravo, "other"))
     assert refused.status == 403 and none is None
+    # Signing out on bravo ends the pass on alpha too (a control message over Redis).
+    sign_out(bravo, session)
+    wait_until(
+        lambda: alpha.get("/headers", name=name, headers=[("Cookie", cookie)]).status == 401,
+        10,
+        "the signed-out pass refused on alpha",
+    )
+    assert bravo.get("/headers", name=name, headers=[("Cookie", cookie)]).status == 401
 
 
 def test_a_ticket_is_refused_on_another_tunnel_and_when_replayed(

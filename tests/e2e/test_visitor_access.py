@@ -27,6 +27,7 @@ from harness.visitor_access import (
     bearer,
     received,
     sign_in,
+    sign_out,
     team_pass,
     upgrade_status,
 )
@@ -177,7 +178,8 @@ def test_team_only_sign_in_per_user_and_the_cookie_stays_on_its_tunnel(
     assert browser.status == 302
     assert urlsplit(browser.header("location") or "").path == protocol.TEAM_SIGNIN_PATH
     for who in ("owner", "mate"):
-        exchanged, cookie = team_pass(relay, name, sign_in(relay, who))
+        session = sign_in(relay, who)
+        exchanged, cookie = team_pass(relay, name, session)
         assert exchanged.header("location") == "/headers"
         assert cookie is not None
         seen = received(
@@ -187,6 +189,9 @@ def test_team_only_sign_in_per_user_and_the_cookie_stays_on_its_tunnel(
         assert seen["cookie"] == ["a=1"]
         elsewhere = relay.get("/headers", name=other_tunnel, headers=[("Cookie", cookie)])
         assert elsewhere.status == 401, who
+        sign_out(relay, session)
+        after = relay.get("/headers", name=name, headers=[("Cookie", cookie)])
+        assert after.status == 401, who  # signing out ends the pass at once on this relay
     refused, cookie = team_pass(relay, name, sign_in(relay, "other"))
     assert refused.status == 403 and cookie is None
     assert "open only to its owner" in refused.text

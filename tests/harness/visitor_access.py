@@ -123,3 +123,17 @@ def team_pass(relay: Relay, name: str, session: str) -> tuple[Answer, str | None
     assert exchanged.status == 303, exchanged
     value = cookies_of(exchanged).get(protocol.ACCESS_COOKIE)
     return exchanged, f"{protocol.ACCESS_COOKIE}={value}"
+
+
+def sign_out(relay: Relay, session: str) -> None:
+    """The bare domain's Sign out (a POST with the session's CSRF token), as a browser does."""
+    jar: SimpleCookie = SimpleCookie()
+    jar.load(session)
+    body = urlencode({"csrfmiddlewaretoken": jar["csrftoken"].value}).encode()
+    done = relay.request(
+        "POST",
+        "/accounts/logout/",
+        headers=[("Content-Type", "application/x-www-form-urlencoded"), ("Cookie", session)],
+        body=body,
+    )
+    assert done.status == 200, done
