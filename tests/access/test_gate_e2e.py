@@ -11,7 +11,7 @@ import base64
 from urllib.parse import quote
 
 import pytest
-from harness.relay import NO_LIVE_TUNNEL_CAP, issue_token
+from harness.relay import NO_LIVE_TUNNEL_CAP, issue_token, manage
 from harness.visitor_access import BROWSER, upgrade_status
 
 from relay import visitor_pass
@@ -44,6 +44,14 @@ def tunnels(relay, local_app, module_lt_factory, our_launcher):
     }
     names["warn"] = module_lt_factory(relay, local_app.port).name  # anonymous: warned
     return names
+
+
+@pytest.fixture(scope="module")
+def owner_id(relay, tunnels) -> int:
+    """The user id of the team-only tunnels' owner (a ticket is bound to it)."""
+    code = "from django.contrib.auth.models import User\n"
+    code += "print(User.objects.get(username='gate-owner').pk)"
+    return int(manage(relay, "shell", "-c", code).split()[-1])
 
 
 def echoed(answer) -> dict[str, list[str]]:
@@ -143,9 +151,11 @@ def exchange(relay, name: str, ticket: str, next_path: str = "/headers"):
     return relay.get(f"{TICKET_PATH}?ticket={ticket}&next={next_path}", name=name, headers=BROWSER)
 
 
-def test_a_ticket_becomes_a_cookie_once_and_the_cookie_never_reaches_the_app(relay, tunnels):
+def test_a_ticket_becomes_a_cookie_once_and_the_cookie_never_reaches_the_app(
+    relay, tunnels, owner_id
+):
     name = tunnels["team"]
-    ticket = visitor_pass.issue_ticket(name, 7)
+    ticket = visitor_pass.issue_ticket(name, 7, owner_id)
     first = exchange(relay, name, ticket)
     assert first.status == 303
     assert first.header("location") == "/headers"
@@ -167,25 +177,27 @@ def test_a_ticket_becomes_a_cookie_once_and_the_cookie_never_reaches_the_app(rel
     assert upgrade_status(relay, name, [("Cookie", value)]) == 101
 
 
-def test_a_ticket_or_cookie_for_one_tunnel_is_refused_on_another(relay, tunnels):
+def test_a_ticket_or_cookie_for_one_tunnel_is_refused_on_another(relay, tunnels, owner_id):
     team, other = tunnels["team"], tunnels["other"]
-    assert exchange(relay, other, visitor_pass.issue_ticket(team, 7)).status == 403
-    cookie = exchange(relay, team, visitor_pass.issue_ticket(team, 7)).header("set-cookie")
+    assert exchange(relay, other, visitor_pass.issue_ticket(team, 7, owner_id)).status == 403
+    cookie = exchange(relay, team, visitor_pass.issue_ticket(team, 7, owner_id)).header(
+        "set-cookie"
+    )
     value = cookie.split(";")[0]
     assert relay.get("/headers", name=other, headers=[("Cookie", value)]).status == 401
 
 
-def test_a_forged_expired_or_garbage_ticket_is_refused(relay, tunnels):
+def test_a_forged_expired_or_garbage_ticket_is_refused(relay, tunnels, owner_id):
     name = tunnels["team"]
     expired = visitor_pass.sign(visitor_pass.TICKET, name, 7, -1)
     access_kind = visitor_pass.sign(visitor_pass.ACCESS, name, 7, 60)
-    good = visitor_pass.issue_ticket(name, 7)
+    good = visitor_pass.issue_ticket(name, 7, owner_id)
     tampered = good[:-2] + ("AA" if not good.endswith("AA") else "BB")
     for bad in (expired, access_kind, tampered, "x" * 5000, "%00%ff", ""):
         assert exchange(relay, name, bad).status == 403, bad[:20]
 
 
-def test_next_after_a_ticket_stays_on_the_tunnel_host(relay, tunnels):
+def test_next_after_a_ticket_stays_on_the_tunnel_host(relay, tunnels, owner_id):
     name = tunnels["team"]
     for target, location in (
         ("//evil.example/x", "/"),
@@ -194,7 +206,9 @@ def test_next_after_a_ticket_stays_on_the_tunnel_host(relay, tunnels):
         ("/\tx", "/"),
         ("/ok?a=1", "/ok?a=1"),
     ):
-        answer = exchange(relay, name, visitor_pass.issue_ticket(name, 7), quote(target, safe=""))
+        answer = exchange(
+            relay, name, visitor_pass.issue_ticket(name, 7, owner_id), quote(target, safe="")
+        )
         assert answer.status == 303
         assert answer.header("location") == location, target
 

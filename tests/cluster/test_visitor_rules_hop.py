@@ -27,7 +27,8 @@ RULES = {
 OWNER_TOKEN = """
 from django.contrib.auth import get_user_model
 from tunnels.models import ApiToken
-print(ApiToken.issue(get_user_model().objects.create_user("hop-owner"), name="t")[1])
+owner = get_user_model().objects.create_user("hop-owner")
+print(owner.pk, ApiToken.issue(owner, name="t")[1])
 """
 
 
@@ -41,7 +42,7 @@ def owned(cluster, nodes):
     """The three tunnels, each held by a fake client on bravo with the owner's token and its
     rules, known to alpha."""
     alpha, bravo = nodes
-    token = cluster.manage("shell", "-c", OWNER_TOKEN).strip().splitlines()[-1]
+    owner_id, token = cluster.manage("shell", "-c", OWNER_TOKEN).strip().splitlines()[-1].split()
     clients = {
         name: FakeTunnelClient(
             bravo,
@@ -58,38 +59,41 @@ def owned(cluster, nodes):
             f"{name} on alpha",
         )
     try:
-        yield pools
+        yield pools, int(owner_id)
     finally:
         for client in clients.values():
             client.close()
 
 
 def test_basic_auth_is_checked_by_the_owner_and_the_password_never_reaches_the_app(nodes, owned):
+    pools, owner_id = owned
     alpha, _ = nodes
     assert alpha.get("/", name=BASIC).status == 401
     auth = "Basic " + base64.b64encode(b"ann:s3cret").decode()
     with alpha.visitor(BASIC) as visitor:
         visitor.send(build_request("GET", "/in", alpha.host(BASIC), [("Authorization", auth)]))
-        request = owned[BASIC].read_request()
+        request = pools[BASIC].read_request()
         assert "authorization" not in request.header_names()
-        owned[BASIC].respond(200, b"in")
+        pools[BASIC].respond(200, b"in")
         assert visitor.response().body == b"in"
 
 
 def test_cidr_rules_see_the_visitor_not_the_forwarding_node(nodes, owned):
+    pools, owner_id = owned
     alpha, _ = nodes
     assert alpha.get("/", name=CIDR, source="127.0.0.9").status == 403
     with alpha.visitor(CIDR, source="127.0.0.10") as visitor:
         visitor.send(build_request("GET", "/ok", alpha.host(CIDR)))
-        assert owned[CIDR].read_request().header("x-real-ip") == "127.0.0.10"
-        owned[CIDR].respond(200, b"ok")
+        assert pools[CIDR].read_request().header("x-real-ip") == "127.0.0.10"
+        pools[CIDR].respond(200, b"ok")
         assert visitor.response().status == 200
 
 
 def test_a_ticket_is_good_once_across_the_cluster(nodes, owned):
+    pools, owner_id = owned
     alpha, bravo = nodes
     with override_settings(SECRET_KEY=CLUSTER_SECRET_KEY):
-        ticket = visitor_pass.issue_ticket(TEAM, 1)
+        ticket = visitor_pass.issue_ticket(TEAM, 1, owner_id)
     target = f"{TICKET_PATH}?ticket={ticket}&next=/"
     first = alpha.get(target, name=TEAM)
     assert first.status == 303, first
@@ -99,6 +103,6 @@ def test_a_ticket_is_good_once_across_the_cluster(nodes, owned):
     cookie = first.header("set-cookie").split(";")[0]
     with alpha.visitor(TEAM) as visitor:
         visitor.send(build_request("GET", "/", alpha.host(TEAM), [("Cookie", cookie)]))
-        assert "cookie" not in owned[TEAM].read_request().header_names()
-        owned[TEAM].respond(200, b"team")
+        assert "cookie" not in pools[TEAM].read_request().header_names()
+        pools[TEAM].respond(200, b"team")
         assert visitor.response().body == b"team"

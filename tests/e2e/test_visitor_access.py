@@ -31,6 +31,7 @@ from harness.visitor_access import (
     team_pass,
     upgrade_status,
 )
+from harness.waiting import unique_name, wait_until
 
 from relay import protocol
 
@@ -210,6 +211,25 @@ def test_a_ticket_replayed_or_taken_to_another_tunnel_is_refused(
     assert relay.get(target, name=other_tunnel, headers=BROWSER).status == 403
     assert relay.get(target, name=name, headers=BROWSER).status == 303
     assert relay.get(target, name=name, headers=BROWSER).status == 403
+
+
+def test_a_pass_taken_for_a_free_name_is_nothing_on_the_next_holders_tunnel(
+    relay, tokens, local_app, our_launcher
+):
+    """Another user registers a name with --private, takes a pass for it as its owner and
+    stops; when the owner registers that name, the pass does not open the owner's tunnel."""
+    name = unique_name("taken")
+    squatter = our_launcher(
+        relay, local_app.port, "--private", "--subdomain", name, "--token", tokens["other"]
+    )
+    _, cookie = team_pass(relay, name, sign_in(relay, "other"))
+    assert cookie is not None
+    assert relay.get("/headers", name=name, headers=[("Cookie", cookie)]).status == 200
+    squatter.process.stop()
+    wait_until(lambda: relay.sockets(name) is None, 30, f"{name} to be free")
+    ours(our_launcher, relay, local_app, tokens["owner"], "--private", "--subdomain", name)
+    assert relay.get("/headers", name=name, headers=[("Cookie", cookie)]).status == 401
+    assert relay.get("/headers", name=name, headers=[bearer(tokens["owner"])]).status == 200
 
 
 # --- policy wins over clients, and reaches the npm client --------------------------------
