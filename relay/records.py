@@ -102,6 +102,12 @@ class Records(Protocol):
         caches the answer briefly, never asks per request."""
         ...
 
+    def team_user(self, user_id: int, owner_user_id: int) -> bool:
+        """Whether the holder of a team pass (`user_id`) may still visit `owner_user_id`'s
+        team-only tunnels (still active, in a shared group or staff, not suspended): the relay
+        asks once per TEAM_ANSWER_TTL_S per pass holder and tunnel owner, never per request."""
+        ...
+
     # --- nodes (scale-out) ------------------------------------------------------------------
     def heartbeat(
         self, name: str, advertise: str, started_at: datetime, draining: bool, load: NodeLoad

@@ -82,3 +82,6 @@ class OrmRecords:
 
     def team_member(self, credential: str, owner_user_id: int) -> int | None:
         return team.team_member(credential, owner_user_id)
+
+    def team_user(self, user_id: int, owner_user_id: int) -> bool:
+        return team.team_user(user_id, owner_user_id)

@@ -32,3 +32,11 @@ def team_member(credential: str, owner_user_id: int) -> int | None:
     if user is None or not may_visit(user, owner_user_id):
         return None
     return grant.user_id
+
+
+def team_user(user_id: int, owner_user_id: int) -> bool:
+    """Whether the user `user_id` (a team pass's holder) may still visit `owner_user_id`'s
+    team-only tunnels: asked again by the relay once per TEAM_ANSWER_TTL_S, so leaving the
+    group, deactivation or suspension ends a pass within that time."""
+    user = get_user_model().objects.filter(pk=user_id).first()
+    return user is not None and may_visit(user, owner_user_id)

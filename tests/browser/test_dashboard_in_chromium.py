@@ -191,7 +191,9 @@ def test_a_tunnel_cannot_replace_the_admin_session_or_csrf_cookie(
     browser.get(f"http://{tunnel_host}:{relay.port}/")
     through_warning(browser)  # an anonymous tunnel: its warning page comes first
     planted = browser.get_cookies()
-    assert {c["name"] for c in planted} == {"sessionid", "csrftoken", "tunnel_own"}
+    # The app's three, and the relay's own record that this visitor passed the warning page.
+    expected = {"sessionid", "csrftoken", "tunnel_own", "tunnelsite_warned"}
+    assert {c["name"] for c in planted} == expected
     assert {c["domain"] for c in planted} == {tunnel_host}, "host-only: the tunnel's own"
     browser.get(f"http://{tunnel_host}:{relay.port}/cookies")
     sent_back = browser.find_element(By.TAG_NAME, "body").text

@@ -141,7 +141,10 @@ class Tunnels:
     """The parts of the registry `control.handle` uses."""
 
     def __init__(self, *names: str) -> None:
-        self.tunnels = {name: SimpleNamespace(name=name, token_id=None) for name in names}
+        self.tunnels = {
+            name: SimpleNamespace(name=name, token_id=None, user_id=None, owner=f"ip:{name}")
+            for name in names
+        }
         self.closed: list[str] = []
 
     def close(self, tunnel: Any, reason: str) -> None:
