@@ -111,11 +111,20 @@ def verify(value: str | bytes, kind: str, name: str, now: float | None = None) -
     return found
 
 
-def issue_ticket(name: str, user_id: int) -> str:
-    """A one-time ticket into the team-only tunnel `name` for `user_id` (relay.face)."""
+def team_subject(name: str, owner_user_id: int | None) -> str:
+    """What a team-only ticket or access pass is signed for: the tunnel `name` as held by
+    `owner_user_id` (0: no owner). A pass for a name is nothing once another user holds that
+    name: without the owner, anyone could register a free name with --private, take a pass
+    for it as its owner, and walk into whoever's team-only tunnel has that name next."""
+    return f"{name}/{int(owner_user_id or 0)}"
+
+
+def issue_ticket(name: str, user_id: int, owner_user_id: int | None) -> str:
+    """A one-time ticket into `owner_user_id`'s team-only tunnel `name` for `user_id`
+    (relay.face)."""
     if not name or not set(name) <= _NAME_CHARS:
         raise ValueError(f"not a tunnel name: {name!r}")
-    return sign(TICKET, name, user_id, TICKET_MAX_AGE_S)
+    return sign(TICKET, team_subject(name, owner_user_id), user_id, TICKET_MAX_AGE_S)
 
 
 class SpentTickets:

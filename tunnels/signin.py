@@ -117,6 +117,7 @@ def local_path(value: str) -> str:
 class Decision:
     live: bool
     allowed: bool = False
+    owner_id: int | None = None  # the live tunnel's owner: the ticket is bound to them
 
 
 def decide(user: AbstractBaseUser, name: str) -> Decision:
@@ -135,7 +136,7 @@ def decide(user: AbstractBaseUser, name: str) -> Decision:
         return Decision(
             live=True, allowed=bool(user.is_active and getattr(user, "is_staff", False))
         )
-    return Decision(live=True, allowed=team.may_visit(user, owner_id))
+    return Decision(live=True, allowed=team.may_visit(user, owner_id), owner_id=owner_id)
 
 
 async def visit(request: HttpRequest) -> HttpResponse:
@@ -173,7 +174,7 @@ async def visit(request: HttpRequest) -> HttpResponse:
         + "?"
         + urlencode(
             {
-                protocol.TICKET_PARAM: face.issue_ticket(name, user.pk),
+                protocol.TICKET_PARAM: face.issue_ticket(name, user.pk, decision.owner_id),
                 protocol.NEXT_PARAM: next_path,
             }
         )

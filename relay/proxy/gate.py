@@ -110,7 +110,7 @@ async def check(
         return _warning_only(name, access, scope)  # the common case: anonymous tunnels
     seen = _Seen(scope["headers"])
     if http and path.startswith(VISITOR_PATH_PREFIX):
-        special = _special(name, access, scope, seen, path, first)
+        special = _special(name, owner_user_id, access, scope, seen, path, first)
         if special is not None:
             return special
     if access.cidr and not access.admits(client_ip(scope)):
@@ -133,7 +133,7 @@ async def check(
             )
             return answer
         strip_authorization = True
-    if access.team and not _team_cookie(name, scope):
+    if access.team and not _team_cookie(name, owner_user_id, scope):
         bearer = None if access.basic else _bearer(seen)
         if bearer is None or not await _team_token(bearer, owner_user_id):
             return _team_refusal(name, scope, seen)
@@ -236,10 +236,16 @@ def _warning_page(name: str, access: Access, scope: Scope) -> Answer:
 
 # --- the relay's own paths ----------------------------------------------------------------
 def _special(
-    name: str, access: Access, scope: Scope, seen: _Seen, path: str, first: Message | None
+    name: str,
+    owner_user_id: int | None,
+    access: Access,
+    scope: Scope,
+    seen: _Seen,
+    path: str,
+    first: Message | None,
 ) -> Answer | None:
     if path == TICKET_PATH and access.team:
-        return _exchange_ticket(name, scope)
+        return _exchange_ticket(name, owner_user_id, scope)
     if path == CONTINUE_PATH and access.warning:
         if scope["method"] != "POST":
             return _redirect(_next_of(scope, None), [])
@@ -255,9 +261,10 @@ def _special(
     return None
 
 
-def _exchange_ticket(name: str, scope: Scope) -> Answer:
+def _exchange_ticket(name: str, owner_user_id: int | None, scope: Scope) -> Answer:
     query = dict(parse_qsl((scope.get("query_string") or b"").decode("latin-1"))[:MAX_FORM_FIELDS])
-    ticket = passes.verify(query.get(TICKET_PARAM, ""), passes.TICKET, name)
+    subject = passes.team_subject(name, owner_user_id)
+    ticket = passes.verify(query.get(TICKET_PARAM, ""), passes.TICKET, subject)
     if (
         ticket is None
         or not passes.signed_out.still_in(ticket)
@@ -271,7 +278,9 @@ def _exchange_ticket(name: str, scope: Scope) -> Answer:
         return _refusal(scope, 403, message)
     cookie = _cookie_line(
         ACCESS_COOKIE,
-        passes.sign(passes.ACCESS, name, ticket.user_id, settings.RELAY_VISITOR_COOKIE_MAX_AGE_S),
+        passes.sign(
+            passes.ACCESS, subject, ticket.user_id, settings.RELAY_VISITOR_COOKIE_MAX_AGE_S
+        ),
         settings.RELAY_VISITOR_COOKIE_MAX_AGE_S,
         scope,
     )
@@ -319,11 +328,11 @@ def _redirect(location: str, extra: list[tuple[bytes, bytes]]) -> Answer:
 
 
 # --- team-only ----------------------------------------------------------------------------
-def _team_cookie(name: str, scope: Scope) -> bool:
+def _team_cookie(name: str, owner_user_id: int | None, scope: Scope) -> bool:
     value = _cookie(scope, _ACCESS_B)
     if value is None:
         return False
-    found = passes.verify(value, passes.ACCESS, name)
+    found = passes.verify(value, passes.ACCESS, passes.team_subject(name, owner_user_id))
     return found is not None and passes.signed_out.still_in(found)
 
 

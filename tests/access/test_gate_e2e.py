@@ -1,9 +1,9 @@
-"""The visitor gate on a real relay process with the real npm client and local app: per rule,
-what an anonymous visitor, a visitor with the right credentials and one with the wrong ones
-get, and what reaches the app (`/headers` echoes what the app received).
-
-The rules come from tests/apps/access_asgi.py (by tunnel name) until our lt's rules header is
-read at registration; everything on the byte path is the relay's own."""
+"""The visitor gate on a real relay process with our lt's real flags (--basic-auth,
+--cidr-allow, --cidr-deny, --private), the npm client's anonymous tunnel (warned on the
+default RELAY_INTERSTITIAL=anonymous) and the local app: per rule, what an anonymous visitor,
+a visitor with the right credentials and one with the wrong ones get, and what reaches the app
+(`/headers` echoes what the app received). Per kind of user (owner, teammate, other) see
+tests/e2e/test_visitor_access.py."""
 
 from __future__ import annotations
 
@@ -11,22 +11,18 @@ import base64
 from urllib.parse import quote
 
 import pytest
-from harness.access_relay import BROWSER, access_relay, relay_shell, upgrade_status
-from harness.fake_client import FakeTunnelClient
-from harness.relay import NO_LIVE_TUNNEL_CAP
-from harness.waiting import unique_name
+from harness.relay import NO_LIVE_TUNNEL_CAP, issue_token, manage
+from harness.visitor_access import BROWSER, upgrade_status
 
 from relay import visitor_pass
 from relay.protocol import CONTINUE_PATH, TICKET_PATH
 
-NAMES = {kind: unique_name(kind) for kind in ("basic", "cidr", "deny", "team", "other", "warn")}
-RULES = {
-    NAMES["basic"]: {"basic_auth": ["ann:s3cret", "bob:pa:ss wörd"]},
-    NAMES["cidr"]: {"cidr_allow": [["127.0.0.0/24", "2001:db8::/32"]]},
-    NAMES["deny"]: {"cidr_deny": ["127.0.0.9/32"]},
-    NAMES["team"]: {"team": True},
-    NAMES["other"]: {"team": True},
-    NAMES["warn"]: {"warning": True},
+FLAGS = {
+    "basic": ["--basic-auth", "ann:s3cret", "--basic-auth", "bob:pa:ss wörd"],
+    "cidr": ["--cidr-allow", "127.0.0.0/24", "--cidr-allow", "2001:db8::/32"],
+    "deny": ["--cidr-deny", "127.0.0.9/32"],
+    "team": ["--private"],  # with the owner's token: an anonymous tunnel cannot be team-only
+    "other": ["--private"],
 }
 
 
@@ -36,14 +32,26 @@ def basic(pair: str) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def relay(module_relay_factory):
-    return access_relay(module_relay_factory, RULES, **NO_LIVE_TUNNEL_CAP)
+    return module_relay_factory(**NO_LIVE_TUNNEL_CAP)
 
 
 @pytest.fixture(scope="module")
-def tunnels(relay, local_app, module_lt_factory):
-    return {
-        kind: module_lt_factory(relay, local_app.port, name).name for kind, name in NAMES.items()
+def tunnels(relay, local_app, module_lt_factory, our_launcher):
+    token = issue_token(relay, "gate-owner", "laptop")
+    names = {
+        kind: our_launcher(relay, local_app.port, *flags, "--token", token).name
+        for kind, flags in FLAGS.items()
     }
+    names["warn"] = module_lt_factory(relay, local_app.port).name  # anonymous: warned
+    return names
+
+
+@pytest.fixture(scope="module")
+def owner_id(relay, tunnels) -> int:
+    """The user id of the team-only tunnels' owner (a ticket is bound to it)."""
+    code = "from django.contrib.auth.models import User\n"
+    code += "print(User.objects.get(username='gate-owner').pk)"
+    return int(manage(relay, "shell", "-c", code).split()[-1])
 
 
 def echoed(answer) -> dict[str, list[str]]:
@@ -105,15 +113,10 @@ def test_cidr_deny_refuses_that_address_only(relay, tunnels):
 
 
 def test_cidr_rules_take_the_real_address_behind_a_trusted_proxy_ipv6_too(
-    relay_factory, local_app, lt_factory
+    relay_factory, local_app, our_launcher
 ):
-    name = unique_name("v6")
-    proxied = access_relay(
-        relay_factory,
-        {name: {"cidr_allow": [["2001:db8::/32"]]}},
-        RELAY_TRUSTED_PROXIES="127.0.0.1/32",
-    )
-    lt_factory(proxied, local_app.port, name)
+    proxied = relay_factory(RELAY_TRUSTED_PROXIES="127.0.0.1/32")
+    name = our_launcher(proxied, local_app.port, "--cidr-allow", "2001:db8::/32").name
     for forwarded, status in (
         ("2001:db8::5", 200),
         ("2001:db9::5", 403),
@@ -148,9 +151,11 @@ def exchange(relay, name: str, ticket: str, next_path: str = "/headers"):
     return relay.get(f"{TICKET_PATH}?ticket={ticket}&next={next_path}", name=name, headers=BROWSER)
 
 
-def test_a_ticket_becomes_a_cookie_once_and_the_cookie_never_reaches_the_app(relay, tunnels):
+def test_a_ticket_becomes_a_cookie_once_and_the_cookie_never_reaches_the_app(
+    relay, tunnels, owner_id
+):
     name = tunnels["team"]
-    ticket = visitor_pass.issue_ticket(name, 7)
+    ticket = visitor_pass.issue_ticket(name, 7, owner_id)
     first = exchange(relay, name, ticket)
     assert first.status == 303
     assert first.header("location") == "/headers"
@@ -172,25 +177,27 @@ def test_a_ticket_becomes_a_cookie_once_and_the_cookie_never_reaches_the_app(rel
     assert upgrade_status(relay, name, [("Cookie", value)]) == 101
 
 
-def test_a_ticket_or_cookie_for_one_tunnel_is_refused_on_another(relay, tunnels):
+def test_a_ticket_or_cookie_for_one_tunnel_is_refused_on_another(relay, tunnels, owner_id):
     team, other = tunnels["team"], tunnels["other"]
-    assert exchange(relay, other, visitor_pass.issue_ticket(team, 7)).status == 403
-    cookie = exchange(relay, team, visitor_pass.issue_ticket(team, 7)).header("set-cookie")
+    assert exchange(relay, other, visitor_pass.issue_ticket(team, 7, owner_id)).status == 403
+    cookie = exchange(relay, team, visitor_pass.issue_ticket(team, 7, owner_id)).header(
+        "set-cookie"
+    )
     value = cookie.split(";")[0]
     assert relay.get("/headers", name=other, headers=[("Cookie", value)]).status == 401
 
 
-def test_a_forged_expired_or_garbage_ticket_is_refused(relay, tunnels):
+def test_a_forged_expired_or_garbage_ticket_is_refused(relay, tunnels, owner_id):
     name = tunnels["team"]
     expired = visitor_pass.sign(visitor_pass.TICKET, name, 7, -1)
     access_kind = visitor_pass.sign(visitor_pass.ACCESS, name, 7, 60)
-    good = visitor_pass.issue_ticket(name, 7)
+    good = visitor_pass.issue_ticket(name, 7, owner_id)
     tampered = good[:-2] + ("AA" if not good.endswith("AA") else "BB")
     for bad in (expired, access_kind, tampered, "x" * 5000, "%00%ff", ""):
         assert exchange(relay, name, bad).status == 403, bad[:20]
 
 
-def test_next_after_a_ticket_stays_on_the_tunnel_host(relay, tunnels):
+def test_next_after_a_ticket_stays_on_the_tunnel_host(relay, tunnels, owner_id):
     name = tunnels["team"]
     for target, location in (
         ("//evil.example/x", "/"),
@@ -199,50 +206,11 @@ def test_next_after_a_ticket_stays_on_the_tunnel_host(relay, tunnels):
         ("/\tx", "/"),
         ("/ok?a=1", "/ok?a=1"),
     ):
-        answer = exchange(relay, name, visitor_pass.issue_ticket(name, 7), quote(target, safe=""))
+        answer = exchange(
+            relay, name, visitor_pass.issue_ticket(name, 7, owner_id), quote(target, safe="")
+        )
         assert answer.status == 303
         assert answer.header("location") == location, target
-
-
-TEAM_SHELL = """
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
-from tunnels.models import ApiToken
-User = get_user_model()
-team = Group.objects.create(name='team')
-users = [User.objects.create_user(n) for n in ('owner', 'mate', 'other')]
-for user in users[:2]:
-    user.groups.add(team)
-for user in users:
-    print(ApiToken.issue(user, name='t')[1])
-"""
-
-
-def test_bearer_tokens_of_the_owner_and_a_teammate_pass_others_do_not(relay_factory):
-    name = unique_name("teamtok")
-    own = access_relay(relay_factory, {name: {"team": True}})
-    owner, mate, other = relay_shell(own, TEAM_SHELL)[-3:]
-    client = FakeTunnelClient(own, name, headers=[("Authorization", f"Bearer {owner}")])
-    try:
-        client.connect(1)
-        _visit_with_tokens(own, name, client, owner, mate, other)
-    finally:
-        client.close()
-
-
-def _visit_with_tokens(own, name, client, owner, mate, other) -> None:
-    for token in (owner, mate):
-        with own.visitor(name) as visitor:
-            visitor.send(
-                f"GET /x HTTP/1.1\r\nHost: {own.host(name)}\r\n"
-                f"Authorization: Bearer {token}\r\n\r\n".encode()
-            )
-            pool, request = client.next_request()
-            assert "authorization" not in request.header_names()
-            pool.respond(200, b"in")
-            assert visitor.response().body == b"in"
-    for headers in ([("Authorization", f"Bearer {other}")], [("Authorization", "Bearer nope")], []):
-        assert own.get("/x", name=name, headers=headers).status == 401, headers
 
 
 # --- the warning page ----------------------------------------------------------------------

@@ -43,7 +43,11 @@ def scope(
     }
 
 
-def check(access: Access, s: dict, owner: int | None = 1):
+OWNER = 1  # the tunnel's owner in check()
+HELD = visitor_pass.team_subject(NAME, OWNER)  # what its team passes are signed for
+
+
+def check(access: Access, s: dict, owner: int | None = OWNER):
     return asyncio.run(gate.check(NAME, owner, access, s, None))
 
 
@@ -122,14 +126,14 @@ def test_any_authorization_value_is_answered_without_raising(value):
 
 # --- signed passes ---------------------------------------------------------------------------
 def test_a_pass_verifies_only_for_its_kind_and_name_and_until_it_expires():
-    ticket = visitor_pass.issue_ticket(NAME, 5)
-    found = visitor_pass.verify(ticket, visitor_pass.TICKET, NAME)
+    ticket = visitor_pass.issue_ticket(NAME, 5, OWNER)
+    found = visitor_pass.verify(ticket, visitor_pass.TICKET, HELD)
     assert found is not None and found.user_id == 5 and found.nonce
     assert visitor_pass.verify(ticket, visitor_pass.ACCESS, NAME) is None
     assert visitor_pass.verify(ticket, visitor_pass.TICKET, "beta") is None
-    assert visitor_pass.verify(ticket, visitor_pass.TICKET, NAME, now=time.time() + 61) is None
+    assert visitor_pass.verify(ticket, visitor_pass.TICKET, HELD, now=time.time() + 61) is None
     with override_settings(SECRET_KEY="another key entirely, as on another relay's site"):
-        assert visitor_pass.verify(ticket, visitor_pass.TICKET, NAME) is None
+        assert visitor_pass.verify(ticket, visitor_pass.TICKET, HELD) is None
 
 
 @settings(deadline=None)  # correctness, not speed: the test machine is shared
@@ -155,7 +159,7 @@ def test_any_change_to_a_signed_value_is_refused(position, replacement):
 def test_a_ticket_is_spent_once_and_the_memory_is_bounded():
     spent = visitor_pass.SpentTickets(limit=2)
     tickets = [
-        visitor_pass.verify(visitor_pass.issue_ticket(NAME, 1), visitor_pass.TICKET, NAME)
+        visitor_pass.verify(visitor_pass.issue_ticket(NAME, 1, OWNER), visitor_pass.TICKET, HELD)
         for _ in range(3)
     ]
     assert spent.spend(tickets[0]) and not spent.spend(tickets[0])
@@ -273,7 +277,7 @@ def test_a_team_only_tunnel_without_an_owner_refuses_every_bearer_token():
 
 def test_basic_auth_and_team_only_together_need_both():
     access = Access(VisitorRules(basic_auth=("a:b",), team=True))
-    cookie = b"tunnelsite_access=" + visitor_pass.sign(visitor_pass.ACCESS, NAME, 9, 60).encode()
+    cookie = b"tunnelsite_access=" + visitor_pass.sign(visitor_pass.ACCESS, HELD, 9, 60).encode()
     only_basic = check(access, scope(headers=[(b"authorization", basic(b"a:b"))]))
     only_cookie = check(access, scope(headers=[(b"cookie", cookie)]))
     both = check(access, scope(headers=[(b"authorization", basic(b"a:b")), (b"cookie", cookie)]))
@@ -282,9 +286,21 @@ def test_basic_auth_and_team_only_together_need_both():
     assert not isinstance(both, Answer) and both["headers"] == []
 
 
+def test_a_team_pass_or_ticket_is_nothing_once_another_user_holds_the_name():
+    access = Access(VisitorRules(team=True))
+    cookie = b"tunnelsite_access=" + visitor_pass.sign(visitor_pass.ACCESS, HELD, 9, 60).encode()
+    assert not isinstance(check(access, scope(headers=[(b"cookie", cookie)])), Answer)
+    taken = check(access, scope(headers=[(b"cookie", cookie)]), owner=OWNER + 1)
+    assert isinstance(taken, Answer) and taken.status == 401
+    query = b"ticket=" + visitor_pass.issue_ticket(NAME, 9, OWNER).encode() + b"&next=/"
+    path = "/.well-known/tunnelsite/ticket"
+    refused = check(access, scope(path=path, query=query), owner=OWNER + 1)
+    assert isinstance(refused, Answer) and refused.status == 403
+
+
 def test_the_access_cookie_is_secure_behind_an_https_public_scheme():
     access = Access(VisitorRules(team=True))
-    query = b"ticket=" + visitor_pass.issue_ticket(NAME, 3).encode() + b"&next=/a"
+    query = b"ticket=" + visitor_pass.issue_ticket(NAME, 3, OWNER).encode() + b"&next=/a"
     with override_settings(RELAY_PUBLIC_SCHEME="https"):
         answer = check(access, scope(path="/.well-known/tunnelsite/ticket", query=query))
     cookie = dict(answer.headers)[b"set-cookie"]

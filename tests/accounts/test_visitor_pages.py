@@ -31,7 +31,7 @@ def tickets() -> Iterator[list[tuple[str, int]]]:
     """What the sign-in asked the relay for: (name, user id) per ticket."""
     issued: list[tuple[str, int]] = []
 
-    def issue(name: str, user_id: int) -> str:
+    def issue(name: str, user_id: int, owner_user_id: int | None) -> str:
         issued.append((name, user_id))
         return f"ticket-{len(issued)}"
 

@@ -71,8 +71,9 @@ class Visitor:
         self.port = port
         self.host = host
         self.timeout = timeout
+        # An IPv6 source (::1) reaches a dual-stack relay over IPv6.
         self.sock = socket.create_connection(
-            ("127.0.0.1", port),
+            ("::1" if source and ":" in source else "127.0.0.1", port),
             timeout=timeout,
             source_address=(source, 0) if source else None,
         )

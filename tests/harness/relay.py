@@ -107,7 +107,9 @@ class RelayLauncher:
         self.workdir = workdir
         self.template_db = template_db
 
-    def __call__(self, **overrides: Any) -> Relay:
+    def __call__(self, *flags: str, **overrides: Any) -> Relay:
+        """A relay with `overrides` in its environment and `flags` after RELAY_COMMAND's
+        (a later `--bind ::` wins: a dual-stack relay, for IPv6 visitors from ::1)."""
         db = self.workdir / f"relay-{uuid.uuid4().hex[:8]}.sqlite3"
         shutil.copyfile(self.template_db, db)
         env = {**os.environ, **RELAY_TEST_ENV}
@@ -117,11 +119,13 @@ class RelayLauncher:
         env["DATABASE_URL"] = f"sqlite:///{db}"
         env["PYTHONUNBUFFERED"] = "1"
         process = self.group.start(
-            RELAY_COMMAND,
+            [*RELAY_COMMAND, *flags],
             env,
             name="relay",
         )
-        match = process.wait_for_line(r"tunnelsite relay listening on https?://127\.0\.0\.1:(\d+)")
+        match = process.wait_for_line(
+            r"tunnelsite relay listening on https?://(?:127\.0\.0\.1|\[::\]):(\d+)"
+        )
         return Relay(process=process, port=int(match.group(1)), env=env)
 
 
