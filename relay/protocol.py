@@ -111,6 +111,23 @@ def relay_url(scheme: str, domain: str, port: int) -> str:
     return f"{scheme}://{domain}{suffix}"
 
 
+def local_path(text: str) -> str:
+    """`text` when it is a path on the same host, else "/": where a visitor is sent back
+    after signing in or pressing Continue, never another site (no open redirect). Refused:
+    anything not starting with one "/", a protocol-relative "//" or "/\\" (browsers read a
+    backslash as a slash), spaces, control and non-ASCII characters (a Location header is
+    ASCII), and anything longer than MAX_NEXT_CHARS. The relay's gate and the bare domain's
+    sign-in (tunnels/signin.py) both use this one check."""
+    if (
+        not text.startswith("/")
+        or text.startswith(("//", "/\\"))
+        or len(text) > MAX_NEXT_CHARS
+        or any(not ("!" <= char <= "~") for char in text)
+    ):
+        return "/"
+    return text
+
+
 def public_url(scheme: str, name: str, domain: str, port: int) -> str:
     return relay_url(scheme, f"{name}.{domain}", port)
 

@@ -47,6 +47,7 @@ from relay.protocol import (
     TUNNEL_PARAM,
     VISITOR_PATH_PREFIX,
     WARNED_COOKIE,
+    local_path,
     relay_url,
 )
 
@@ -210,7 +211,7 @@ def _warning_page(name: str, access: Access, scope: Scope) -> Answer:
         int(settings.RELAY_PUBLIC_PORT or (scope.get("server") or ("", 0))[1] or 0),
     ) + _target(scope)
     report = _bare(scope) + ABUSE_REPORT_PATH + "?" + urlencode({TUNNEL_PARAM: name, "url": url})
-    action = CONTINUE_PATH + "?" + urlencode({NEXT_PARAM: safe_next(_target(scope))})
+    action = CONTINUE_PATH + "?" + urlencode({NEXT_PARAM: local_path(_target(scope))})
     body = (
         f"<h1>You are about to visit {escape(name)}</h1>"
         f"<p>This page is served through a tunnel run by <strong>{escape(owner)}</strong> "
@@ -220,7 +221,7 @@ def _warning_page(name: str, access: Access, scope: Scope) -> Answer:
         f"<p>Do not enter passwords or payment details unless you know and trust who runs "
         f"it.</p>"
         f'<form method="post" action="{escape(action)}">'
-        f'<input type="hidden" name="{NEXT_PARAM}" value="{escape(safe_next(_target(scope)))}">'
+        f'<input type="hidden" name="{NEXT_PARAM}" value="{escape(local_path(_target(scope)))}">'
         f'<button type="submit" id="continue">Continue</button></form>'
         f'<p><a id="report" href="{escape(report)}">Report abuse</a></p>'
     )
@@ -263,7 +264,7 @@ def _exchange_ticket(name: str, scope: Scope) -> Answer:
         or not passes.signed_out.still_in(ticket)
         or not passes.spent_tickets.spend(ticket)
     ):
-        signin = _signin_url(name, scope, safe_next(query.get(NEXT_PARAM, "/")))
+        signin = _signin_url(name, scope, local_path(query.get(NEXT_PARAM, "/")))
         message = (
             f"This sign-in link for the tunnel {name} is not valid: it was used already, "
             f"expired, or was made for another tunnel. Go back and sign in again: {signin}"
@@ -275,7 +276,7 @@ def _exchange_ticket(name: str, scope: Scope) -> Answer:
         settings.RELAY_VISITOR_COOKIE_MAX_AGE_S,
         scope,
     )
-    return _redirect(safe_next(query.get(NEXT_PARAM, "/")), [(b"set-cookie", cookie)])
+    return _redirect(local_path(query.get(NEXT_PARAM, "/")), [(b"set-cookie", cookie)])
 
 
 def _cookie_line(cookie: str, value: str, max_age: int, scope: Scope) -> bytes:
@@ -290,21 +291,7 @@ def _next_of(scope: Scope, first: Message | None) -> str:
     if NEXT_PARAM not in fields and first is not None and first.get("body"):
         form = parse_qsl(bytes(first["body"][: MAX_NEXT_CHARS * 2]).decode("latin-1"))
         fields = dict(form[:MAX_FORM_FIELDS])
-    return safe_next(fields.get(NEXT_PARAM, "/"))
-
-
-def safe_next(text: str) -> str:
-    """`text` when it is a path on this host; "/" for anything else (another host, a scheme,
-    a protocol-relative URL, control characters, an oversized value)."""
-    if (
-        not text.startswith("/")
-        or text.startswith("//")
-        or text.startswith("/\\")
-        or len(text) > MAX_NEXT_CHARS
-        or any(not (" " < ch < "\x7f") for ch in text)
-    ):
-        return "/"
-    return text
+    return local_path(fields.get(NEXT_PARAM, "/"))
 
 
 def _redirect(location: str, extra: list[tuple[bytes, bytes]]) -> Answer:
@@ -393,7 +380,7 @@ def _team_refusal(name: str, scope: Scope, seen: _Seen) -> Answer:
         and b"text/html" in seen.accept
         and not wants_json(scope)
     ):
-        location = _signin_url(name, scope, safe_next(_target(scope)))
+        location = _signin_url(name, scope, local_path(_target(scope)))
         headers = [
             (b"location", location.encode("ascii")),
             (b"content-length", b"0"),

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import time
 
+import pytest
 from django.test import override_settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,8 +17,9 @@ from relay.cluster import control
 from relay.headers import response_headers
 from relay.pool.access import Access, VisitorRules
 from relay.pool.registry import Registry
+from relay.protocol import local_path
 from relay.proxy import gate
-from relay.proxy.gate import Answer, safe_next, strip_cookies
+from relay.proxy.gate import Answer, strip_cookies
 
 NAME = "alpha"
 
@@ -229,10 +231,36 @@ def test_the_apps_set_cookie_for_the_relays_cookies_is_dropped():
 @settings(deadline=None)  # correctness, not speed: the test machine is shared
 @given(st.text(max_size=50))
 def test_next_is_a_local_path_or_slash(text):
-    result = safe_next(text)
+    result = local_path(text)
     assert result == "/" or (
-        result == text and result.startswith("/") and not result.startswith(("//", "/\\"))
+        result == text
+        and result.startswith("/")
+        and not result.startswith(("//", "/\\"))
+        and result.isascii()
+        and " " not in result
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "//evil.example/",
+        "/\\evil.example/",
+        "https://evil.example/",
+        "/\t/evil",
+        "/a b",
+        "/é",
+        "/" + "a" * 5000,
+        "",
+        "evil",
+    ],
+)
+def test_local_path_refuses_other_hosts_and_odd_characters(text):
+    assert local_path(text) == "/"
+
+
+def test_local_path_keeps_a_path_with_its_query():
+    assert local_path("/a/b?c=d&e=%2F#f") == "/a/b?c=d&e=%2F#f"
 
 
 # --- the gate's order and answers -------------------------------------------------------------
