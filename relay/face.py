@@ -27,7 +27,7 @@ from typing import Any
 
 from relay import records, visitor_pass
 from relay.headers import address_key, client_ip
-from relay.pool.access import Access, VisitorRules
+from relay.pool.access import VisitorRules
 from relay.pool.errors import RegistrationError
 from relay.pool.quota import Quota
 from relay.pool.registry import get_registry
@@ -200,10 +200,8 @@ async def register(
         reserved=reserved,
         raw_pool=raw_pool,
         pool_secret=pool_secret,
+        rules=rules,  # set on the tunnel before the name is claimed (the gate from the start)
     )
-    # A reclaimed tunnel takes this registration's rules: they may have changed (lt's flags,
-    # the plan's or reserved name's policy). The plain passwords end with `rules`.
-    tunnel.access = None if rules is None or rules.empty else Access(rules)
     if tunnel.quota is None:  # a reclaimed tunnel keeps its quota and counters
         tunnel.quota = _quota(quota)
         if tunnel.quota is not None:
