@@ -228,11 +228,14 @@ def _quota(limits: PlanQuota) -> Quota | None:
 
 
 # --- visitor access (relay/pool/access.py, relay/visitor_pass.py) ----------------------------
-def issue_ticket(name: str, user_id: int) -> str:
-    """A one-time ticket that lets `user_id` into the team-only tunnel `name` (the bare
-    domain's sign-in, tunnels/views.py, issues it after checking the user is allowed; the
-    relay exchanges it for a pass at protocol.TICKET_PATH on the tunnel's host)."""
-    return visitor_pass.issue_ticket(name, user_id)
+def issue_ticket(name: str, user_id: int, *, owner_user_id: int | None) -> str:
+    """A one-time ticket that lets `user_id` into the team-only tunnel `name` while
+    `owner_user_id` (TunnelStatus's, None: anonymous) owns it (the bare domain's sign-in,
+    tunnels/signin.py, issues it after checking the user is allowed; the relay exchanges it
+    for a pass at protocol.TICKET_PATH on the tunnel's host). The ticket and the pass carry
+    the owner: when the name passes to another owner, both are refused. `owner_user_id` is
+    keyword-only and required: a caller of the old two-argument form fails with TypeError."""
+    return visitor_pass.issue_ticket(name, user_id, owner_user_id=owner_user_id)
 
 
 def signout_message(user_id: int) -> dict[str, object]:

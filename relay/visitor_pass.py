@@ -3,7 +3,10 @@ a team-only tunnel's one-time ticket (the bare domain's sign-in issues it), the 
 it is exchanged for, and the warning page's "warned" cookie.
 
 A signed value is `<payload>.<mac>`, both base64url without padding. The payload is
-`kind:name:user:issued_ms:expires_s[:nonce]`; the mac is HMAC-SHA256 over the payload under a
+`kind:name:owner:user:issued_ms:expires_s[:nonce]`, where owner is the
+tunnel owner's user id when the pass was issued (0: an anonymous tunnel, or a warned cookie):
+the gate compares it with the tunnel's owner now, so a pass into A's tunnel opens nothing
+when B registers the same name later; the mac is HMAC-SHA256 over the payload under a
 key derived from SECRET_KEY with its own label (as relay/cluster/hop.py derives the hop key),
 so every node of a cluster verifies what any node or the site signed, and a value signed for
 one purpose (kind) or one tunnel (name) is refused for any other. Verification never raises:
@@ -66,27 +69,45 @@ def _unb64(text: str) -> bytes:
 class Pass:
     kind: str
     name: str
+    owner_user_id: int  # the tunnel's owner it was issued for; 0: anonymous, or warned
     user_id: int  # 0 for a warned cookie
     issued_ms: int
     expires: int  # unix seconds
     nonce: str
 
 
-def sign(kind: str, name: str, user_id: int, max_age_s: float, now: float | None = None) -> str:
-    """A signed value of `kind` for the tunnel `name`, good for `max_age_s` seconds."""
+def sign(
+    kind: str,
+    name: str,
+    user_id: int,
+    max_age_s: float,
+    now: float | None = None,
+    *,
+    owner_user_id: int | None = None,
+) -> str:
+    """A signed value of `kind` for the tunnel `name` of `owner_user_id` (None: anonymous),
+    good for `max_age_s` seconds."""
     moment = time.time() if now is None else now
     nonce = _b64(secrets.token_bytes(PASS_NONCE_BYTES)) if kind == TICKET else ""
     issued = int(moment * PASS_STAMPS_PER_S)
-    payload = f"{kind}:{name}:{int(user_id)}:{issued}:{int(moment + max_age_s)}:{nonce}"
+    owner = int(owner_user_id or 0)
+    payload = f"{kind}:{name}:{owner}:{int(user_id)}:{issued}:{int(moment + max_age_s)}:{nonce}"
     raw = payload.encode("ascii")
     mac = hmac.new(_key(), raw, hashlib.sha256).digest()[:PASS_MAC_BYTES]
     return f"{_b64(raw)}.{_b64(mac)}"
 
 
-def verify(value: str | bytes, kind: str, name: str, now: float | None = None) -> Pass | None:
-    """The pass `value` is, when it is a current `kind` signed for the tunnel `name`; None
-    for anything else (never raises). Spent tickets and signed-out users are the caller's
-    (see `spend` and `SignedOut`)."""
+def verify(
+    value: str | bytes,
+    kind: str,
+    name: str,
+    now: float | None = None,
+    *,
+    owner_user_id: int | None = None,
+) -> Pass | None:
+    """The pass `value` is, when it is a current `kind` signed for the tunnel `name` of
+    `owner_user_id` (None: anonymous); None for anything else (never raises). Spent tickets
+    and signed-out users are the caller's (see `spend` and `SignedOut`)."""
     try:
         text = value.decode("ascii") if isinstance(value, bytes) else value
         if len(text) > MAX_PASS_CHARS or text.count(".") != 1:
@@ -100,22 +121,25 @@ def verify(value: str | bytes, kind: str, name: str, now: float | None = None) -
     if not hmac.compare_digest(expected, mac):
         return None
     try:
-        kind_, name_, user, issued, expires, nonce = raw.decode("ascii").split(":")
-        found = Pass(kind_, name_, int(user), int(issued), int(expires), nonce)
+        kind_, name_, owner, user, issued, expires, nonce = raw.decode("ascii").split(":")
+        found = Pass(kind_, name_, int(owner), int(user), int(issued), int(expires), nonce)
     except (UnicodeDecodeError, ValueError):
         return None
     if found.kind != kind or found.kind not in _KINDS or found.name != name:
+        return None
+    if found.owner_user_id != int(owner_user_id or 0):  # the name has another owner now
         return None
     if found.expires < (time.time() if now is None else now):
         return None
     return found
 
 
-def issue_ticket(name: str, user_id: int) -> str:
-    """A one-time ticket into the team-only tunnel `name` for `user_id` (relay.face)."""
+def issue_ticket(name: str, user_id: int, *, owner_user_id: int | None) -> str:
+    """A one-time ticket for `user_id` into the team-only tunnel `name` as `owner_user_id`
+    (None: anonymous) holds it now (relay.face)."""
     if not name or not set(name) <= _NAME_CHARS:
         raise ValueError(f"not a tunnel name: {name!r}")
-    return sign(TICKET, name, user_id, TICKET_MAX_AGE_S)
+    return sign(TICKET, name, user_id, TICKET_MAX_AGE_S, owner_user_id=owner_user_id)
 
 
 class SpentTickets:

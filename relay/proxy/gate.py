@@ -111,7 +111,7 @@ async def check(
         return _warning_only(name, access, scope)  # the common case: anonymous tunnels
     seen = _Seen(scope["headers"])
     if http and path.startswith(VISITOR_PATH_PREFIX):
-        special = _special(name, access, scope, seen, path, first)
+        special = _special(name, owner_user_id, access, scope, seen, path, first)
         if special is not None:
             return special
     if access.cidr and not access.admits(client_ip(scope)):
@@ -134,7 +134,7 @@ async def check(
             )
             return answer
         strip_authorization = True
-    if access.team and not _team_cookie(name, scope):
+    if access.team and not _team_cookie(name, owner_user_id, scope):
         bearer = None if access.basic else _bearer(seen)
         if bearer is None or not await _team_token(bearer, owner_user_id):
             return _team_refusal(name, scope, seen)
@@ -237,10 +237,16 @@ def _warning_page(name: str, access: Access, scope: Scope) -> Answer:
 
 # --- the relay's own paths ----------------------------------------------------------------
 def _special(
-    name: str, access: Access, scope: Scope, seen: _Seen, path: str, first: Message | None
+    name: str,
+    owner_user_id: int | None,
+    access: Access,
+    scope: Scope,
+    seen: _Seen,
+    path: str,
+    first: Message | None,
 ) -> Answer | None:
     if path == TICKET_PATH and access.team:
-        return _exchange_ticket(name, scope)
+        return _exchange_ticket(name, owner_user_id, scope)
     if path == CONTINUE_PATH and access.warning:
         if scope["method"] != "POST":
             return _redirect(_next_of(scope, None), [])
@@ -256,9 +262,11 @@ def _special(
     return None
 
 
-def _exchange_ticket(name: str, scope: Scope) -> Answer:
+def _exchange_ticket(name: str, owner_user_id: int | None, scope: Scope) -> Answer:
     query = dict(parse_qsl((scope.get("query_string") or b"").decode("latin-1"))[:MAX_FORM_FIELDS])
-    ticket = passes.verify(query.get(TICKET_PARAM, ""), passes.TICKET, name)
+    ticket = passes.verify(
+        query.get(TICKET_PARAM, ""), passes.TICKET, name, owner_user_id=owner_user_id
+    )
     if (
         ticket is None
         or not passes.signed_out.still_in(ticket)
@@ -267,12 +275,19 @@ def _exchange_ticket(name: str, scope: Scope) -> Answer:
         signin = _signin_url(name, scope, local_path(query.get(NEXT_PARAM, "/")))
         message = (
             f"This sign-in link for the tunnel {name} is not valid: it was used already, "
-            f"expired, or was made for another tunnel. Go back and sign in again: {signin}"
+            f"expired, or was made for another tunnel (or this name's earlier owner). Go back "
+            f"and sign in again: {signin}"
         )
         return _refusal(scope, 403, message)
     cookie = _cookie_line(
         ACCESS_COOKIE,
-        passes.sign(passes.ACCESS, name, ticket.user_id, settings.RELAY_VISITOR_COOKIE_MAX_AGE_S),
+        passes.sign(
+            passes.ACCESS,
+            name,
+            ticket.user_id,
+            settings.RELAY_VISITOR_COOKIE_MAX_AGE_S,
+            owner_user_id=owner_user_id,
+        ),
         settings.RELAY_VISITOR_COOKIE_MAX_AGE_S,
         scope,
     )
@@ -306,11 +321,11 @@ def _redirect(location: str, extra: list[tuple[bytes, bytes]]) -> Answer:
 
 
 # --- team-only ----------------------------------------------------------------------------
-def _team_cookie(name: str, scope: Scope) -> bool:
+def _team_cookie(name: str, owner_user_id: int | None, scope: Scope) -> bool:
     value = _cookie(scope, _ACCESS_B)
     if value is None:
         return False
-    found = passes.verify(value, passes.ACCESS, name)
+    found = passes.verify(value, passes.ACCESS, name, owner_user_id=owner_user_id)
     return found is not None and passes.signed_out.still_in(found)
 
 

@@ -150,7 +150,7 @@ def exchange(relay, name: str, ticket: str, next_path: str = "/headers"):
 
 def test_a_ticket_becomes_a_cookie_once_and_the_cookie_never_reaches_the_app(relay, tunnels):
     name = tunnels["team"]
-    ticket = visitor_pass.issue_ticket(name, 7)
+    ticket = visitor_pass.issue_ticket(name, 7, owner_user_id=None)
     first = exchange(relay, name, ticket)
     assert first.status == 303
     assert first.header("location") == "/headers"
@@ -174,8 +174,12 @@ def test_a_ticket_becomes_a_cookie_once_and_the_cookie_never_reaches_the_app(rel
 
 def test_a_ticket_or_cookie_for_one_tunnel_is_refused_on_another(relay, tunnels):
     team, other = tunnels["team"], tunnels["other"]
-    assert exchange(relay, other, visitor_pass.issue_ticket(team, 7)).status == 403
-    cookie = exchange(relay, team, visitor_pass.issue_ticket(team, 7)).header("set-cookie")
+    assert (
+        exchange(relay, other, visitor_pass.issue_ticket(team, 7, owner_user_id=None)).status == 403
+    )
+    cookie = exchange(relay, team, visitor_pass.issue_ticket(team, 7, owner_user_id=None)).header(
+        "set-cookie"
+    )
     value = cookie.split(";")[0]
     assert relay.get("/headers", name=other, headers=[("Cookie", value)]).status == 401
 
@@ -184,7 +188,7 @@ def test_a_forged_expired_or_garbage_ticket_is_refused(relay, tunnels):
     name = tunnels["team"]
     expired = visitor_pass.sign(visitor_pass.TICKET, name, 7, -1)
     access_kind = visitor_pass.sign(visitor_pass.ACCESS, name, 7, 60)
-    good = visitor_pass.issue_ticket(name, 7)
+    good = visitor_pass.issue_ticket(name, 7, owner_user_id=None)
     tampered = good[:-2] + ("AA" if not good.endswith("AA") else "BB")
     for bad in (expired, access_kind, tampered, "x" * 5000, "%00%ff", ""):
         assert exchange(relay, name, bad).status == 403, bad[:20]
@@ -199,7 +203,12 @@ def test_next_after_a_ticket_stays_on_the_tunnel_host(relay, tunnels):
         ("/\tx", "/"),
         ("/ok?a=1", "/ok?a=1"),
     ):
-        answer = exchange(relay, name, visitor_pass.issue_ticket(name, 7), quote(target, safe=""))
+        answer = exchange(
+            relay,
+            name,
+            visitor_pass.issue_ticket(name, 7, owner_user_id=None),
+            quote(target, safe=""),
+        )
         assert answer.status == 303
         assert answer.header("location") == location, target
 

@@ -12,7 +12,7 @@ from django.test import override_settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay import visitor_pass
+from relay import face, visitor_pass
 from relay.cluster import control
 from relay.headers import response_headers
 from relay.pool.access import Access, VisitorRules
@@ -124,7 +124,7 @@ def test_any_authorization_value_is_answered_without_raising(value):
 
 # --- signed passes ---------------------------------------------------------------------------
 def test_a_pass_verifies_only_for_its_kind_and_name_and_until_it_expires():
-    ticket = visitor_pass.issue_ticket(NAME, 5)
+    ticket = visitor_pass.issue_ticket(NAME, 5, owner_user_id=None)
     found = visitor_pass.verify(ticket, visitor_pass.TICKET, NAME)
     assert found is not None and found.user_id == 5 and found.nonce
     assert visitor_pass.verify(ticket, visitor_pass.ACCESS, NAME) is None
@@ -157,7 +157,9 @@ def test_any_change_to_a_signed_value_is_refused(position, replacement):
 def test_a_ticket_is_spent_once_and_the_memory_is_bounded():
     spent = visitor_pass.SpentTickets(limit=2)
     tickets = [
-        visitor_pass.verify(visitor_pass.issue_ticket(NAME, 1), visitor_pass.TICKET, NAME)
+        visitor_pass.verify(
+            visitor_pass.issue_ticket(NAME, 1, owner_user_id=None), visitor_pass.TICKET, NAME
+        )
         for _ in range(3)
     ]
     assert spent.spend(tickets[0]) and not spent.spend(tickets[0])
@@ -301,7 +303,10 @@ def test_a_team_only_tunnel_without_an_owner_refuses_every_bearer_token():
 
 def test_basic_auth_and_team_only_together_need_both():
     access = Access(VisitorRules(basic_auth=("a:b",), team=True))
-    cookie = b"tunnelsite_access=" + visitor_pass.sign(visitor_pass.ACCESS, NAME, 9, 60).encode()
+    cookie = (
+        b"tunnelsite_access="
+        + visitor_pass.sign(visitor_pass.ACCESS, NAME, 9, 60, owner_user_id=1).encode()
+    )
     only_basic = check(access, scope(headers=[(b"authorization", basic(b"a:b"))]))
     only_cookie = check(access, scope(headers=[(b"cookie", cookie)]))
     both = check(access, scope(headers=[(b"authorization", basic(b"a:b")), (b"cookie", cookie)]))
@@ -312,8 +317,45 @@ def test_basic_auth_and_team_only_together_need_both():
 
 def test_the_access_cookie_is_secure_behind_an_https_public_scheme():
     access = Access(VisitorRules(team=True))
-    query = b"ticket=" + visitor_pass.issue_ticket(NAME, 3).encode() + b"&next=/a"
+    query = b"ticket=" + visitor_pass.issue_ticket(NAME, 3, owner_user_id=1).encode() + b"&next=/a"
     with override_settings(RELAY_PUBLIC_SCHEME="https"):
         answer = check(access, scope(path="/.well-known/tunnelsite/ticket", query=query))
     cookie = dict(answer.headers)[b"set-cookie"]
     assert cookie.endswith(b"; Secure")
+
+
+# --- one name, two owners in turn --------------------------------------------------------------
+def test_a_pass_into_one_owners_tunnel_opens_nothing_when_another_owner_has_the_name():
+    access = Access(VisitorRules(team=True))
+    owner_a, owner_b = 11, 12
+    mate_of_a = 21
+    ticket = visitor_pass.issue_ticket(NAME, mate_of_a, owner_user_id=owner_a)
+    unspent = visitor_pass.issue_ticket(NAME, mate_of_a, owner_user_id=owner_a)
+    ticket_path = "/.well-known/tunnelsite/ticket"
+    exchanged = check(
+        access, scope(path=ticket_path, query=b"ticket=" + ticket.encode()), owner=owner_a
+    )
+    assert exchanged.status == 303
+    cookie = dict(exchanged.headers)[b"set-cookie"].split(b";")[0]
+    admitted = check(access, scope(headers=[(b"cookie", cookie)]), owner=owner_a)
+    assert not isinstance(admitted, Answer)
+    # A's tunnel closes; B registers the name, team-only too.
+    with_cookie = check(access, scope(headers=[(b"cookie", cookie)]), owner=owner_b)
+    assert isinstance(with_cookie, Answer) and with_cookie.status == 401
+    with_ticket = check(
+        access, scope(path=ticket_path, query=b"ticket=" + unspent.encode()), owner=owner_b
+    )
+    assert isinstance(with_ticket, Answer) and with_ticket.status == 403
+    assert "earlier owner" in with_ticket.message
+    # ...nor on an anonymous tunnel of that name.
+    anonymous = check(access, scope(headers=[(b"cookie", cookie)]), owner=None)
+    assert isinstance(anonymous, Answer) and anonymous.status == 401
+
+
+def test_face_issue_ticket_needs_the_owner_by_keyword():
+    with pytest.raises(TypeError):
+        face.issue_ticket(NAME, 5, 11)  # type: ignore[misc]
+    found = visitor_pass.verify(
+        face.issue_ticket(NAME, 5, owner_user_id=11), visitor_pass.TICKET, NAME, owner_user_id=11
+    )
+    assert found is not None and (found.user_id, found.owner_user_id) == (5, 11)

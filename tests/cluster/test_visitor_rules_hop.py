@@ -75,7 +75,7 @@ def test_cidr_rules_see_the_visitor_not_the_forwarding_node(nodes, owned):
 def test_a_ticket_is_good_once_across_the_cluster(nodes, owned):
     alpha, bravo = nodes
     with override_settings(SECRET_KEY=CLUSTER_SECRET_KEY):
-        ticket = visitor_pass.issue_ticket(TEAM, 1)
+        ticket = visitor_pass.issue_ticket(TEAM, 1, owner_user_id=None)
     target = f"{TICKET_PATH}?ticket={ticket}&next=/"
     first = alpha.get(target, name=TEAM)
     assert first.status == 303, first
