@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 from relay.protocol import (
     MAX_PASS_CHARS,
@@ -53,8 +54,25 @@ _KINDS = frozenset({TICKET, ACCESS, WARNED})
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
+_derived: list[bytes] = []  # the key, derived once from SECRET_KEY (empty: not yet)
+
+
 def _key() -> bytes:
-    return hashlib.sha256(b"tunnelsite.visitor-pass|" + settings.SECRET_KEY.encode()).digest()
+    """The passes' HMAC key: derived on first use, then a list lookup per sign or verify."""
+    if not _derived:
+        _derived.append(
+            hashlib.sha256(b"tunnelsite.visitor-pass|" + settings.SECRET_KEY.encode()).digest()
+        )
+    return _derived[0]
+
+
+def _forget_key(*, setting: str, **_: object) -> None:
+    """SECRET_KEY changed (override_settings in tests): derive the key again when next used."""
+    if setting == "SECRET_KEY":
+        _derived.clear()
+
+
+setting_changed.connect(_forget_key)
 
 
 def _b64(data: bytes) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import time
 
 import pytest
@@ -359,3 +360,25 @@ def test_face_issue_ticket_needs_the_owner_by_keyword():
         face.issue_ticket(NAME, 5, owner_user_id=11), visitor_pass.TICKET, NAME, owner_user_id=11
     )
     assert found is not None and (found.user_id, found.owner_user_id) == (5, 11)
+
+
+def test_the_pass_key_is_derived_once_and_again_when_the_secret_key_changes(monkeypatch):
+    value = visitor_pass.sign(visitor_pass.ACCESS, NAME, 3, 60)
+    derived = []
+    real = hashlib.sha256
+
+    def counting(data=b""):
+        if data.startswith(b"tunnelsite.visitor-pass|"):
+            derived.append(data)
+        return real(data)
+
+    monkeypatch.setattr(visitor_pass.hashlib, "sha256", counting)
+    for _ in range(5):
+        assert visitor_pass.verify(value, visitor_pass.ACCESS, NAME) is not None
+    assert derived == []  # derived before, kept since
+    with override_settings(SECRET_KEY="another key entirely"):
+        assert visitor_pass.verify(value, visitor_pass.ACCESS, NAME) is None
+        assert visitor_pass.verify(value, visitor_pass.ACCESS, NAME) is None
+    assert len(derived) == 1
+    assert visitor_pass.verify(value, visitor_pass.ACCESS, NAME) is not None
+    assert len(derived) == 2
