@@ -279,6 +279,9 @@ WARNED_COOKIE = "tunnelsite_warned"  # the visitor saw the warning page (signed)
 # A ticket is good once, for one tunnel name, for this long: the browser follows the bare
 # domain's redirect at once, so a minute is plenty and a leaked ticket soon dies.
 TICKET_MAX_AGE_S = 60
+# When the spent tickets fill up with unexpired ones, every ticket is refused (forgetting one
+# would let it be used twice): the refusal says so, and the log warns once per this many s.
+FULL_MEMORY_WARNING_EVERY_S = 60.0
 TICKETS_REMEMBERED = 100_000  # spent tickets kept (until they expire) so none is used twice
 # Signed-out users whose older passes are refused (per relay, in memory, for a cookie's life).
 SIGNED_OUT_REMEMBERED = 100_000

@@ -30,6 +30,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 
 from relay.protocol import (
+    FULL_MEMORY_WARNING_EVERY_S,
     MAX_PASS_CHARS,
     PASS_MAC_BYTES,
     PASS_NONCE_BYTES,
@@ -53,6 +55,8 @@ WARNED = "w"
 _KINDS = frozenset({TICKET, ACCESS, WARNED})
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 
+
+logger = logging.getLogger(__name__)
 
 _derived: list[bytes] = []  # the key, derived once from SECRET_KEY (empty: not yet)
 
@@ -163,36 +167,58 @@ def issue_ticket(name: str, user_id: int, *, owner_user_id: int | None) -> str:
 class SpentTickets:
     """Nonces of tickets already exchanged, each until its ticket expires."""
 
-    __slots__ = ("_spent", "limit")
+    __slots__ = ("_spent", "limit", "full", "_warned_at")
 
     def __init__(self, limit: int = TICKETS_REMEMBERED) -> None:
         self._spent: dict[str, int] = {}  # nonce -> expiry (unix seconds), oldest first
         self.limit = limit
+        self.full = False  # the last refusal was for want of room, not a reused ticket
+        self._warned_at = -FULL_MEMORY_WARNING_EVERY_S
 
     def spend(self, ticket: Pass, now: float | None = None) -> bool:
         """True the first time a (verified, unexpired) ticket is spent; False after, and
-        when the memory is full of unexpired tickets (refusing beats forgetting one)."""
+        when the memory is full of unexpired tickets (refusing beats forgetting one: then
+        `full` is True, and the log warns at most once per FULL_MEMORY_WARNING_EVERY_S)."""
+        self.full = False
         if not ticket.nonce or ticket.nonce in self._spent:
             return False
         if len(self._spent) >= self.limit:
             moment = time.time() if now is None else now
             self._spent = {n: e for n, e in self._spent.items() if e >= moment}
             if len(self._spent) >= self.limit:
+                self.full = True
+                self._warn_full()
                 return False
         self._spent[ticket.nonce] = ticket.expires
         return True
+
+    def _warn_full(self) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= FULL_MEMORY_WARNING_EVERY_S:
+            self._warned_at = now
+            logger.warning(
+                "%d unexpired team sign-in tickets were exchanged within %d s: every further "
+                "ticket is refused until some expire (TICKETS_REMEMBERED)",
+                self.limit,
+                TICKET_MAX_AGE_S,
+            )
 
 
 class SignedOut:
     """User id -> when (unix ms) the user last signed out on the bare domain. A pass issued
     at or before that is refused. Entries older than the longest pass's life are dropped:
-    every pass they could refuse has expired."""
+    every pass they could refuse has expired. When the memory is full of recent sign-outs,
+    the oldest goes, and with it the one thing that refused its user's older passes; so the
+    memory keeps a watermark, the newest dropped sign-out's moment, and refuses every pass
+    issued at or before it, whoever holds it: full fails closed (everyone signs in again),
+    never open."""
 
-    __slots__ = ("_at", "limit")
+    __slots__ = ("_at", "limit", "watermark_ms")
 
     def __init__(self, limit: int = SIGNED_OUT_REMEMBERED) -> None:
         self._at: dict[int, int] = {}
         self.limit = limit
+        self.watermark_ms = 0
 
     def note(self, user_id: int, at_ms: int) -> None:
         previous = self._at.pop(user_id, 0)  # re-inserted last: the dict stays oldest first
@@ -200,7 +226,8 @@ class SignedOut:
         if len(self._at) > self.limit:
             self._prune(time.time())
         while len(self._at) > self.limit:  # all recent: the oldest sign-out goes first
-            del self._at[next(iter(self._at))]
+            dropped = next(iter(self._at))
+            self.watermark_ms = max(self.watermark_ms, self._at.pop(dropped))
 
     def _prune(self, now: float) -> None:
         life_s = max(settings.RELAY_VISITOR_COOKIE_MAX_AGE_S, TICKET_MAX_AGE_S)
@@ -208,7 +235,10 @@ class SignedOut:
         self._at = {u: at for u, at in self._at.items() if at >= horizon}
 
     def still_in(self, found: Pass) -> bool:
-        """Was `found` issued after its user last signed out (or did the user never)?"""
+        """Was `found` issued after its user last signed out (or did the user never), and
+        after every sign-out the memory had to drop?"""
+        if found.issued_ms <= self.watermark_ms:
+            return False
         at = self._at.get(found.user_id)
         return at is None or found.issued_ms > at
 

@@ -42,6 +42,7 @@ from relay.protocol import (
     TEAM_ANSWER_TTL_S,
     TEAM_ANSWERS_CACHED,
     TEAM_SIGNIN_PATH,
+    TICKET_MAX_AGE_S,
     TICKET_PARAM,
     TICKET_PATH,
     TUNNEL_PARAM,
@@ -267,12 +268,18 @@ def _exchange_ticket(name: str, owner_user_id: int | None, scope: Scope) -> Answ
     ticket = passes.verify(
         query.get(TICKET_PARAM, ""), passes.TICKET, name, owner_user_id=owner_user_id
     )
-    if (
-        ticket is None
-        or not passes.signed_out.still_in(ticket)
-        or not passes.spent_tickets.spend(ticket)
-    ):
+    good = ticket is not None and passes.signed_out.still_in(ticket)
+    if ticket is None or not good or not passes.spent_tickets.spend(ticket):
         signin = _signin_url(name, scope, local_path(query.get(NEXT_PARAM, "/")))
+        if good and passes.spent_tickets.full:  # a good ticket, but no room to remember it
+            answer = _refusal(
+                scope,
+                503,
+                "This relay has taken in too many sign-ins in the last few minutes to accept "
+                f"another now. Wait a minute, then sign in again: {signin}",
+            )
+            answer.headers.append((b"retry-after", str(int(TICKET_MAX_AGE_S)).encode()))
+            return answer
         message = (
             f"This sign-in link for the tunnel {name} is not valid: it was used already, "
             f"expired, or was made for another tunnel (or this name's earlier owner). Go back "

@@ -382,3 +382,51 @@ def test_the_pass_key_is_derived_once_and_again_when_the_secret_key_changes(monk
     assert len(derived) == 1
     assert visitor_pass.verify(value, visitor_pass.ACCESS, NAME) is not None
     assert len(derived) == 2
+
+
+# --- full memories ---------------------------------------------------------------------------
+def test_a_full_ticket_memory_says_so_and_warns_once_not_per_request(monkeypatch, caplog):
+    access = Access(VisitorRules(team=True))
+    monkeypatch.setattr(visitor_pass, "spent_tickets", visitor_pass.SpentTickets(limit=1))
+    first, second, third = (visitor_pass.issue_ticket(NAME, 3, owner_user_id=1) for _ in range(3))
+    path = "/.well-known/tunnelsite/ticket"
+    assert check(access, scope(path=path, query=b"ticket=" + first.encode())).status == 303
+    with caplog.at_level("WARNING", logger="relay.visitor_pass"):
+        for ticket in (second, third):
+            answer = check(access, scope(path=path, query=b"ticket=" + ticket.encode()))
+            assert answer.status == 503
+            assert "too many sign-ins" in answer.message
+            assert dict(answer.headers)[b"retry-after"] == b"60"
+    warnings = [r for r in caplog.records if r.name == "relay.visitor_pass"]
+    assert len(warnings) == 1
+    assert second not in caplog.text and third not in caplog.text
+    # A reused ticket is still "not valid", not "full".
+    reused = check(access, scope(path=path, query=b"ticket=" + first.encode()))
+    assert reused.status == 403 and "not valid" in reused.message
+
+
+def test_a_full_signed_out_memory_fails_closed_for_passes_older_than_what_it_dropped():
+    memory = visitor_pass.SignedOut(limit=2)
+    issued = time.time()
+    old_pass = visitor_pass.verify(
+        visitor_pass.sign(visitor_pass.ACCESS, NAME, 1, 3600, now=issued), visitor_pass.ACCESS, NAME
+    )
+    bystander = visitor_pass.verify(
+        visitor_pass.sign(visitor_pass.ACCESS, NAME, 99, 3600, now=issued),
+        visitor_pass.ACCESS,
+        NAME,
+    )
+    later_ms = int((issued + 1) * 1000)
+    memory.note(1, later_ms)  # user 1 signs out
+    assert not memory.still_in(old_pass)
+    memory.note(2, later_ms + 1)
+    memory.note(3, later_ms + 2)  # full: user 1's sign-out is dropped
+    assert len(memory) == 2
+    assert not memory.still_in(old_pass)  # still refused: the watermark
+    assert not memory.still_in(bystander)  # and so is every pass from before it
+    fresh = visitor_pass.verify(
+        visitor_pass.sign(visitor_pass.ACCESS, NAME, 1, 3600, now=issued + 2),
+        visitor_pass.ACCESS,
+        NAME,
+    )
+    assert memory.still_in(fresh)  # signing in again works
