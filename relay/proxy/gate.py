@@ -138,7 +138,7 @@ async def check(
     if access.team and not _team_cookie(name, owner_user_id, scope):
         bearer = None if access.basic else _bearer(seen)
         if bearer is None or not await _team_token(bearer, owner_user_id):
-            return _team_refusal(name, scope, seen)
+            return _team_refusal(name, scope, seen, access)
         strip_authorization = True
     if http and access.warning and _shows_warning(scope, seen) and not _warned(name, scope):
         return _warning_page(name, access, scope)
@@ -395,7 +395,7 @@ def _signin_url(name: str, scope: Scope, target: str) -> str:
     return _bare(scope) + TEAM_SIGNIN_PATH + "?" + query
 
 
-def _team_refusal(name: str, scope: Scope, seen: _Seen) -> Answer:
+def _team_refusal(name: str, scope: Scope, seen: _Seen, access: Access) -> Answer:
     if (
         scope["type"] == "http"
         and scope["method"] in ("GET", "HEAD")
@@ -409,14 +409,24 @@ def _team_refusal(name: str, scope: Scope, seen: _Seen) -> Answer:
             (b"cache-control", b"no-store"),
         ]
         return Answer(302, headers, b"", "sign in first")
-    answer = _refusal(
-        scope,
-        401,
-        f"The tunnel {name} is open to its owner's team only. In a browser, sign in at "
-        f"{_bare(scope)}{TEAM_SIGNIN_PATH}?{TUNNEL_PARAM}={quote(name)}; from a script, send "
-        f"an API token of an allowed user as 'Authorization: Bearer <token>'.",
-    )
-    answer.headers.append((b"www-authenticate", f'Bearer realm="{name}"'.encode()))
+    signin = f"{_bare(scope)}{TEAM_SIGNIN_PATH}?{TUNNEL_PARAM}={quote(name)}"
+    if access.basic:  # the one Authorization header carries the password: no Bearer token
+        message = (
+            f"The tunnel {name} asks for both a password (HTTP basic auth) and its owner's "
+            f"team sign-in. A browser can do both: sign in at {signin}, then give the "
+            "password when asked. A script cannot: its one Authorization header carries the "
+            "password, so it has no room for an API token; ask the tunnel's owner to use one "
+            "of the two rules for scripts."
+        )
+    else:
+        message = (
+            f"The tunnel {name} is open to its owner's team only. In a browser, sign in at "
+            f"{signin}; from a script, send an API token of an allowed user as "
+            "'Authorization: Bearer <token>'."
+        )
+    answer = _refusal(scope, 401, message)
+    if not access.basic:
+        answer.headers.append((b"www-authenticate", f'Bearer realm="{name}"'.encode()))
     return answer
 
 

@@ -430,3 +430,14 @@ def test_a_full_signed_out_memory_fails_closed_for_passes_older_than_what_it_dro
         NAME,
     )
     assert memory.still_in(fresh)  # signing in again works
+
+
+def test_basic_auth_with_team_only_tells_a_script_what_works_not_a_bearer_token():
+    access = Access(VisitorRules(basic_auth=("a:b",), team=True))
+    answer = check(access, scope(headers=[(b"authorization", basic(b"a:b"))]))
+    assert answer.status == 401
+    assert "A script cannot" in answer.message and "sign in at" in answer.message
+    assert "Bearer <token>" not in answer.message
+    assert b"www-authenticate" not in dict(answer.headers)
+    only_team = check(Access(VisitorRules(team=True)), scope())
+    assert "Bearer <token>" in only_team.message
