@@ -316,7 +316,22 @@ ACCESS_DECISIONS_CACHED = 4096
 # from the owner's group loses access within this many seconds, and a script's requests cost
 # no query each.
 TEAM_ANSWER_TTL_S = 30.0
-TEAM_ANSWERS_CACHED = 4096  # (token digest, owner) answers kept; expired ones pruned when full
+# Answers kept per kind (yes and no apart, so a flood of wrong tokens cannot push out the
+# right ones), each table dropping its oldest first when full.
+TEAM_ANSWERS_CACHED = 4096
+# A lookup that finds no one (a wrong token, a pass holder no longer on the team) is counted
+# against the visitor's address key (IPv6 by the RELAY_IPV6_PREFIX setting): past this many in
+# a window the address's unknown tokens get a 429 without a query, so a script sending random
+# tokens cannot keep the relay's one database thread busy.
+TEAM_MISSES_PER_ADDRESS = 20
+TEAM_MISS_WINDOW_S = 60.0
+TEAM_MISS_ADDRESSES = 10_000  # addresses counted per window; the oldest dropped past it
+# Lookups (team_member, team_user) in flight on the whole relay; past it a visitor gets a 503
+# with Retry-After instead of queueing behind the registrations' database thread. Requests for
+# one answer share one lookup, and wait for it at most TEAM_LOOKUP_WAIT_S.
+TEAM_LOOKUPS_IN_FLIGHT = 32
+TEAM_LOOKUP_WAIT_S = 5.0
+TEAM_BUSY_RETRY_S = 5
 # The largest Authorization header the gate decodes (a user:pass of MAX_BASIC_AUTH_CHARS in
 # base64 with its scheme fits; a longer one is simply a wrong password).
 MAX_AUTHORIZATION_CHARS = 1024

@@ -15,22 +15,19 @@ TEAM_ANSWER_TTL_S and kept under a digest of the token, never the token itself.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import time
 from dataclasses import dataclass
 from html import escape
 from urllib.parse import parse_qsl, quote, urlencode
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
-from relay import records
 from relay import visitor_pass as passes
 from relay.asgi_types import Message, Scope
 from relay.errors import error_response, wants_json
 from relay.headers import client_ip
 from relay.pool.access import Access
+from relay.pool.quota import visitor_key
 from relay.protocol import (
     ABUSE_REPORT_PATH,
     ACCESS_COOKIE,
@@ -39,8 +36,6 @@ from relay.protocol import (
     MAX_FORM_FIELDS,
     MAX_NEXT_CHARS,
     NEXT_PARAM,
-    TEAM_ANSWER_TTL_S,
-    TEAM_ANSWERS_CACHED,
     TEAM_SIGNIN_PATH,
     TICKET_MAX_AGE_S,
     TICKET_PARAM,
@@ -51,6 +46,7 @@ from relay.protocol import (
     local_path,
     relay_url,
 )
+from relay.proxy import team
 
 logger = logging.getLogger(__name__)
 
@@ -135,11 +131,23 @@ async def check(
             )
             return answer
         strip_authorization = True
-    if access.team and not _team_cookie(name, owner_user_id, scope):
-        bearer = None if access.basic else _bearer(seen)
-        if bearer is None or not await _team_token(bearer, owner_user_id):
+    if access.team:
+        holder = _team_cookie(name, owner_user_id, scope)
+        bearer = None if holder is not None or access.basic else _bearer(seen)
+        try:
+            if holder is not None:  # still on the owner's team? (cached, rate-limited)
+                allowed = await team.holder_allowed(holder, owner_user_id, visitor_key(scope))
+            else:
+                allowed = bearer is not None and await team.token_allowed(
+                    bearer, owner_user_id, visitor_key(scope)
+                )
+        except team.Busy as busy:
+            answer = _refusal(scope, busy.status, busy.message)
+            answer.headers.append((b"retry-after", str(busy.retry_after_s).encode()))
+            return answer
+        if not allowed:
             return _team_refusal(name, scope, seen, access)
-        strip_authorization = True
+        strip_authorization = strip_authorization or bearer is not None
     if http and access.warning and _shows_warning(scope, seen) and not _warned(name, scope):
         return _warning_page(name, access, scope)
     if strip_authorization or seen.cookies:
@@ -328,12 +336,15 @@ def _redirect(location: str, extra: list[tuple[bytes, bytes]]) -> Answer:
 
 
 # --- team-only ----------------------------------------------------------------------------
-def _team_cookie(name: str, owner_user_id: int | None, scope: Scope) -> bool:
+def _team_cookie(name: str, owner_user_id: int | None, scope: Scope) -> int | None:
+    """The user id of a current access cookie's holder for this tunnel and owner."""
     value = _cookie(scope, _ACCESS_B)
     if value is None:
-        return False
+        return None
     found = passes.verify(value, passes.ACCESS, name, owner_user_id=owner_user_id)
-    return found is not None and passes.signed_out.still_in(found)
+    if found is None or not passes.signed_out.still_in(found):
+        return None
+    return found.user_id
 
 
 def _bearer(seen: _Seen) -> bytes | None:
@@ -344,50 +355,6 @@ def _bearer(seen: _Seen) -> bytes | None:
         return None
     token = value[len(_BEARER) :].strip()
     return token or None
-
-
-class TeamAnswers:
-    """(token digest, owner) -> (allowed, until): a Bearer token's answer, briefly."""
-
-    __slots__ = ("_answers",)
-
-    def __init__(self) -> None:
-        self._answers: dict[bytes, tuple[bool, float]] = {}
-
-    def get(self, key: bytes, now: float) -> bool | None:
-        found = self._answers.get(key)
-        if found is None or found[1] < now:
-            return None
-        return found[0]
-
-    def put(self, key: bytes, allowed: bool, now: float) -> None:
-        if len(self._answers) >= TEAM_ANSWERS_CACHED:
-            self._answers = {k: v for k, v in self._answers.items() if v[1] >= now}
-            if len(self._answers) >= TEAM_ANSWERS_CACHED:
-                self._answers.clear()
-        self._answers[key] = (allowed, now + TEAM_ANSWER_TTL_S)
-
-
-team_answers = TeamAnswers()
-
-
-async def _team_token(token: bytes, owner_user_id: int | None) -> bool:
-    if owner_user_id is None:
-        return False
-    key = hashlib.sha256(token + b"|" + str(owner_user_id).encode()).digest()
-    now = time.monotonic()
-    known = team_answers.get(key, now)
-    if known is not None:
-        return known
-    try:
-        user = await database_sync_to_async(records.get().team_member)(
-            token.decode("latin-1"), owner_user_id
-        )
-    except Exception as exc:  # the database is away: refuse, remember nothing
-        logger.debug("could not check a visitor token for a team-only tunnel: %s", type(exc))
-        return False
-    team_answers.put(key, user is not None, time.monotonic())
-    return user is not None
 
 
 def _signin_url(name: str, scope: Scope, target: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import threading
 import time
 
 import pytest
@@ -13,13 +14,13 @@ from django.test import override_settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay import face, visitor_pass
+from relay import face, protocol, records, visitor_pass
 from relay.cluster import control
 from relay.headers import response_headers
 from relay.pool.access import Access, VisitorRules
 from relay.pool.registry import Registry
 from relay.protocol import local_path
-from relay.proxy import gate
+from relay.proxy import gate, team
 from relay.proxy.gate import Answer, strip_cookies
 
 NAME = "alpha"
@@ -44,6 +45,43 @@ def scope(
         "server": ("127.0.0.1", 8000),
         "scheme": "http",
     }
+
+
+class TeamRecords:
+    """The records port's two team questions, answered from sets the test fills (the
+    database side; the gate, its caches and limits are the real ones). Counts the calls."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self.users: set[tuple[int, int]] = {(9, 1), (21, 11)}  # (holder, owner) on the team
+        self.tokens: dict[str, int] = {}  # token -> user id allowed
+        self.calls = 0
+        self.hold: threading.Event | None = None
+
+    def team_user(self, user_id: int, owner_user_id: int) -> bool:
+        self.calls += 1
+        return (user_id, owner_user_id) in self.users
+
+    def team_member(self, credential: str, owner_user_id: int) -> int | None:
+        self.calls += 1
+        if self.hold is not None:
+            self.hold.wait(5)
+        return self.tokens.get(credential)
+
+    def __getattr__(self, name: str):
+        return getattr(self.real, name)
+
+
+@pytest.fixture(autouse=True)
+def team_records(monkeypatch):
+    real = records.get()
+    fake = TeamRecords(real)
+    records.install(fake)
+    monkeypatch.setattr(team, "lookups", team.Lookups())
+    try:
+        yield fake
+    finally:
+        records.install(real)
 
 
 def check(access: Access, s: dict, owner: int | None = 1):
@@ -441,3 +479,87 @@ def test_basic_auth_with_team_only_tells_a_script_what_works_not_a_bearer_token(
     assert b"www-authenticate" not in dict(answer.headers)
     only_team = check(Access(VisitorRules(team=True)), scope())
     assert "Bearer <token>" in only_team.message
+
+
+# --- team answers: re-checked, cached, rate-limited ---------------------------------------------
+def team_cookie(user: int, owner: int = 1) -> bytes:
+    value = visitor_pass.sign(visitor_pass.ACCESS, NAME, user, 3600, owner_user_id=owner)
+    return b"tunnelsite_access=" + value.encode()
+
+
+def test_a_pass_holder_removed_from_the_team_is_refused_when_the_answer_is_asked_again(
+    team_records, monkeypatch
+):
+    access = Access(VisitorRules(team=True))
+    cookie = [(b"cookie", team_cookie(9))]
+    for _ in range(5):
+        assert not isinstance(check(access, scope(headers=cookie)), Answer)
+    assert team_records.calls == 1  # cached: one question for five requests
+    team_records.users.discard((9, 1))  # left the group, deactivated or suspended
+    assert not isinstance(check(access, scope(headers=cookie)), Answer)  # within the TTL
+    monkeypatch.setattr(team, "TEAM_ANSWER_TTL_S", -1.0)  # every answer already stale
+    team.lookups.answers = team.Answers()
+    refused = check(access, scope(headers=cookie))
+    assert isinstance(refused, Answer) and refused.status == 401
+
+
+def test_random_tokens_from_one_address_are_cut_off_without_a_query(team_records):
+    access = Access(VisitorRules(team=True))
+    for number in range(protocol.TEAM_MISSES_PER_ADDRESS):
+        token = f"Bearer lt_random{number}".encode()
+        answer = check(access, scope(headers=[(b"authorization", token)], client="192.0.2.7"))
+        assert answer.status == 401
+    asked = team_records.calls
+    cut = check(access, scope(headers=[(b"authorization", b"Bearer lt_more")], client="192.0.2.7"))
+    assert cut.status == 429 and dict(cut.headers)[b"retry-after"] == b"60"
+    assert team_records.calls == asked  # no query for it
+    team_records.tokens["lt_good"] = 5
+    other = check(
+        access, scope(headers=[(b"authorization", b"Bearer lt_good")], client="192.0.2.8")
+    )
+    assert not isinstance(other, Answer)  # another address is not held up
+
+
+def test_wrong_answers_never_evict_right_ones():
+    answers = team.Answers(limit=3)
+    now = time.monotonic()
+    answers.put(b"good", True, now)
+    for number in range(50):
+        answers.put(f"bad{number}".encode(), False, now)
+    assert answers.get(b"good", now) is True
+    assert answers.get(b"bad49", now) is False and answers.get(b"bad0", now) is None
+    assert answers.sizes() == (1, 3)  # oldest-first, never cleared
+
+
+def test_lookups_in_flight_are_capped_relay_wide_with_a_503(team_records, monkeypatch):
+    monkeypatch.setattr(team, "lookups", team.Lookups(limit=2))
+    team_records.hold = threading.Event()
+    access = Access(VisitorRules(team=True))
+
+    async def visit(token: bytes, client: str):
+        headers = [(b"authorization", b"Bearer " + token)]
+        return await gate.check(NAME, 1, access, scope(headers=headers, client=client), None)
+
+    async def scenario():
+        held = [asyncio.ensure_future(visit(f"t{n}".encode(), f"192.0.2.{n}")) for n in (1, 2)]
+        while team.lookups.in_flight() < 2:
+            await asyncio.sleep(0.01)
+        shared = asyncio.ensure_future(visit(b"t1", "192.0.2.50"))  # the same answer: waits
+        extra = await visit(b"t3", "192.0.2.3")
+        team_records.hold.set()
+        return extra, await asyncio.gather(*held, shared)
+
+    extra, others = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert extra.status == 503 and dict(extra.headers)[b"retry-after"] == b"5"
+    assert [answer.status for answer in others] == [401, 401, 401]
+    assert team_records.calls == 2  # t1's two requests shared one lookup
+
+
+def test_a_database_that_fails_costs_a_503_and_caches_nothing(team_records):
+    def broken(credential, owner):
+        raise RuntimeError("database away")
+
+    team_records.team_member = broken
+    access = Access(VisitorRules(team=True))
+    answer = check(access, scope(headers=[(b"authorization", b"Bearer lt_x")]))
+    assert answer.status == 503 and team.lookups.answers.sizes() == (0, 0)
