@@ -11,7 +11,13 @@ import base64
 from urllib.parse import quote
 
 import pytest
-from harness.access_relay import BROWSER, access_relay, relay_shell, upgrade_status
+from harness.access_relay import (
+    BROWSER,
+    access_relay,
+    relay_shell,
+    staff_user,
+    upgrade_status,
+)
 from harness.fake_client import FakeTunnelClient
 from harness.relay import NO_LIVE_TUNNEL_CAP
 from harness.waiting import unique_name
@@ -148,9 +154,14 @@ def exchange(relay, name: str, ticket: str, next_path: str = "/headers"):
     return relay.get(f"{TICKET_PATH}?ticket={ticket}&next={next_path}", name=name, headers=BROWSER)
 
 
-def test_a_ticket_becomes_a_cookie_once_and_the_cookie_never_reaches_the_app(relay, tunnels):
+@pytest.fixture(scope="module")
+def staff(relay) -> int:
+    return staff_user(relay, unique_name("staff"))
+
+
+def test_a_ticket_becomes_a_cookie_once_and_the_cookie_never_reaches_the_app(relay, tunnels, staff):
     name = tunnels["team"]
-    ticket = visitor_pass.issue_ticket(name, 7, owner_user_id=None)
+    ticket = visitor_pass.issue_ticket(name, staff, owner_user_id=None)
     first = exchange(relay, name, ticket)
     assert first.status == 303
     assert first.header("location") == "/headers"

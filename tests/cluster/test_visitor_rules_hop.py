@@ -9,7 +9,7 @@ import base64
 import pytest
 from cluster_keys import CLUSTER_SECRET_KEY
 from django.test import override_settings
-from harness.access_relay import rules_env
+from harness.access_relay import rules_env, staff_user
 from harness.fake_client import FakeTunnelClient
 from harness.http import build_request
 from harness.waiting import unique_name, wait_until
@@ -74,8 +74,9 @@ def test_cidr_rules_see_the_visitor_not_the_forwarding_node(nodes, owned):
 
 def test_a_ticket_is_good_once_across_the_cluster(nodes, owned):
     alpha, bravo = nodes
+    staff = staff_user(bravo, unique_name("staff"))  # the owner node asks whether it still may
     with override_settings(SECRET_KEY=CLUSTER_SECRET_KEY):
-        ticket = visitor_pass.issue_ticket(TEAM, 1, owner_user_id=None)
+        ticket = visitor_pass.issue_ticket(TEAM, staff, owner_user_id=None)
     target = f"{TICKET_PATH}?ticket={ticket}&next=/"
     first = alpha.get(target, name=TEAM)
     assert first.status == 303, first

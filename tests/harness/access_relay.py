@@ -73,3 +73,14 @@ def relay_shell(relay: Relay, code: str) -> list[str]:
         check=True,
     )
     return done.stdout.strip().splitlines()
+
+
+def staff_user(relay: Relay, username: str) -> int:
+    """A staff user in the relay's own database (a team pass's holder the relay's re-check,
+    Records.team_user, finds allowed into any team-only tunnel, an anonymous one's too)."""
+    code = (
+        "from django.contrib.auth import get_user_model\n"
+        f"user = get_user_model().objects.create_user({username!r}, is_staff=True)\n"
+        "print(user.pk)"
+    )
+    return int(relay_shell(relay, code)[-1])
