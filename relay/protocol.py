@@ -276,6 +276,10 @@ TUNNEL_PARAM = "tunnel"
 # app cannot set them (its Set-Cookie for these names is dropped).
 ACCESS_COOKIE = "tunnelsite_access"  # a team member's pass for this tunnel (signed)
 WARNED_COOKIE = "tunnelsite_warned"  # the visitor saw the warning page (signed)
+# On https both are named with this prefix (__Host-tunnelsite_access): browsers accept such a
+# cookie only with Secure, Path=/ and no Domain, so a sibling tunnel's page cannot set one for
+# another tunnel host (a Domain=.<relay domain> cookie). Over plain http the plain names.
+HOST_COOKIE_PREFIX = "__Host-"
 # A ticket is good once, for one tunnel name, for this long: the browser follows the bare
 # domain's redirect at once, so a minute is plenty and a leaked ticket soon dies.
 TICKET_MAX_AGE_S = 60

@@ -25,7 +25,13 @@ from django.conf import settings
 from relay import visitor_pass as passes
 from relay.asgi_types import Message, Scope
 from relay.errors import error_response, wants_json
-from relay.headers import client_ip
+from relay.headers import (
+    client_ip,
+    has_relay_cookie,
+    relay_cookie,
+    relay_cookie_line,
+    strip_relay_cookies,
+)
 from relay.pool.access import Access
 from relay.pool.quota import visitor_key
 from relay.protocol import (
@@ -50,8 +56,6 @@ from relay.proxy import team
 
 logger = logging.getLogger(__name__)
 
-_ACCESS_B = ACCESS_COOKIE.encode()
-_WARNED_B = WARNED_COOKIE.encode()
 _BEARER = b"bearer "
 
 
@@ -80,7 +84,7 @@ class _Seen:
             if name == b"authorization":
                 self.authorization.append(value)
             elif name == b"cookie":
-                self.cookies = self.cookies or _ACCESS_B in value or _WARNED_B in value
+                self.cookies = self.cookies or has_relay_cookie(value)
             elif name == b"accept":
                 self.accept = value
             elif name == b"sec-fetch-mode":
@@ -160,7 +164,7 @@ def _warning_only(name: str, access: Access, scope: Scope) -> Scope | Answer:
     """A tunnel whose one rule is the warning: a method check, then one scan."""
     if scope["method"] != "GET":
         for header, value in scope["headers"]:
-            if header == b"cookie" and (_WARNED_B in value or _ACCESS_B in value):
+            if header == b"cookie" and has_relay_cookie(value):
                 return _stripped(scope, False)
         return scope
     seen = _Seen(scope["headers"])
@@ -180,7 +184,7 @@ def _shows_warning(scope: Scope, seen: _Seen) -> bool:
 
 
 def _warned(name: str, scope: Scope) -> bool:
-    value = _cookie(scope, _WARNED_B)
+    value = relay_cookie(scope, WARNED_COOKIE)
     return value is not None and passes.verify(value, passes.WARNED, name) is not None
 
 
@@ -261,7 +265,7 @@ def _special(
             return _redirect(_next_of(scope, None), [])
         if seen.site and seen.site not in (b"same-origin", b"none"):
             return _refusal(scope, 403, "Continue only works from the tunnel's warning page.")
-        cookie = _cookie_line(
+        cookie = relay_cookie_line(
             WARNED_COOKIE,
             passes.sign(passes.WARNED, name, 0, settings.RELAY_WARNED_COOKIE_MAX_AGE_S),
             settings.RELAY_WARNED_COOKIE_MAX_AGE_S,
@@ -294,7 +298,7 @@ def _exchange_ticket(name: str, owner_user_id: int | None, scope: Scope) -> Answ
             f"and sign in again: {signin}"
         )
         return _refusal(scope, 403, message)
-    cookie = _cookie_line(
+    cookie = relay_cookie_line(
         ACCESS_COOKIE,
         passes.sign(
             passes.ACCESS,
@@ -307,12 +311,6 @@ def _exchange_ticket(name: str, owner_user_id: int | None, scope: Scope) -> Answ
         scope,
     )
     return _redirect(local_path(query.get(NEXT_PARAM, "/")), [(b"set-cookie", cookie)])
-
-
-def _cookie_line(cookie: str, value: str, max_age: int, scope: Scope) -> bytes:
-    secure = scope.get("scheme") in ("https", "wss") or settings.RELAY_PUBLIC_SCHEME == "https"
-    line = f"{cookie}={value}; Path=/; Max-Age={int(max_age)}; HttpOnly; SameSite=Lax"
-    return (line + ("; Secure" if secure else "")).encode()
 
 
 def _next_of(scope: Scope, first: Message | None) -> str:
@@ -338,7 +336,7 @@ def _redirect(location: str, extra: list[tuple[bytes, bytes]]) -> Answer:
 # --- team-only ----------------------------------------------------------------------------
 def _team_cookie(name: str, owner_user_id: int | None, scope: Scope) -> int | None:
     """The user id of a current access cookie's holder for this tunnel and owner."""
-    value = _cookie(scope, _ACCESS_B)
+    value = relay_cookie(scope, ACCESS_COOKIE)
     if value is None:
         return None
     found = passes.verify(value, passes.ACCESS, name, owner_user_id=owner_user_id)
@@ -398,38 +396,13 @@ def _team_refusal(name: str, scope: Scope, seen: _Seen, access: Access) -> Answe
 
 
 # --- cookies and headers --------------------------------------------------------------------
-def _cookie(scope: Scope, wanted: bytes) -> bytes | None:
-    """The value of the cookie `wanted` (the last one, if the visitor sent several)."""
-    found = None
-    for header, value in scope["headers"]:
-        if header != b"cookie" or wanted not in value:
-            continue
-        for piece in value.split(b";"):
-            key, sep, rest = piece.strip().partition(b"=")
-            if sep and key == wanted:
-                found = rest
-    return found
-
-
-def strip_cookies(value: bytes) -> bytes:
-    """A Cookie header's value without the relay's cookies; other cookies byte for byte."""
-    if _ACCESS_B not in value and _WARNED_B not in value:
-        return value
-    kept = [
-        piece
-        for piece in value.split(b";")
-        if piece.strip().partition(b"=")[0] not in (_ACCESS_B, _WARNED_B)
-    ]
-    return b";".join(kept).lstrip(b" \t")
-
-
 def _stripped(scope: Scope, authorization: bool) -> Scope:
     headers: list[tuple[bytes, bytes]] = []
     for header, value in scope["headers"]:
         if header == b"authorization" and authorization:
             continue
         if header == b"cookie":
-            value = strip_cookies(value)
+            value = strip_relay_cookies(value)
             if not value.strip(b" \t;"):
                 continue
         headers.append((header, value))

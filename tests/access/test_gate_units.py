@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 
 from relay import face, protocol, records, visitor_pass
 from relay.cluster import control
-from relay.headers import response_headers
+from relay.headers import response_headers, strip_relay_cookies
 from relay.pool.access import Access, VisitorRules
 from relay.pool.registry import Registry
 from relay.protocol import local_path
 from relay.proxy import gate, team
-from relay.proxy.gate import Answer, strip_cookies
+from relay.proxy.gate import Answer
 
 NAME = "alpha"
 
@@ -253,7 +253,7 @@ def test_stripping_the_relays_cookies_keeps_the_others_exactly(others, ours):
     header = mixed
     for name in ours:
         header = name + b"=v; " + header if header else name + b"=v"
-    assert strip_cookies(header).rstrip(b"; ") == mixed.rstrip(b"; ")
+    assert strip_relay_cookies(header).rstrip(b"; ") == mixed.rstrip(b"; ")
 
 
 def test_the_apps_set_cookie_for_the_relays_cookies_is_dropped():
@@ -563,3 +563,41 @@ def test_a_database_that_fails_costs_a_503_and_caches_nothing(team_records):
     access = Access(VisitorRules(team=True))
     answer = check(access, scope(headers=[(b"authorization", b"Bearer lt_x")]))
     assert answer.status == 503 and team.lookups.answers.sizes() == (0, 0)
+
+
+# --- __Host- cookies on https ------------------------------------------------------------------
+def test_on_https_the_relay_sets_and_reads_only_host_prefixed_cookies():
+    access = Access(VisitorRules(team=True))
+    query = b"ticket=" + visitor_pass.issue_ticket(NAME, 9, owner_user_id=1).encode()
+    with override_settings(RELAY_PUBLIC_SCHEME="https"):
+        answer = check(access, scope(path="/.well-known/tunnelsite/ticket", query=query))
+        line = dict(answer.headers)[b"set-cookie"]
+        assert line.startswith(b"__Host-tunnelsite_access=")
+        attributes = line.split(b"; ")[1:]
+        assert b"Path=/" in attributes and b"Secure" in attributes
+        assert not any(a.lower().startswith(b"domain") for a in attributes)
+        value = line.split(b";")[0].partition(b"=")[2]
+        host_cookie = b"__Host-tunnelsite_access=" + value
+        plain_cookie = b"tunnelsite_access=" + value  # what a sibling tunnel could toss in
+        admitted = check(access, scope(headers=[(b"cookie", b"a=1; " + host_cookie)]))
+        assert not isinstance(admitted, Answer)
+        assert admitted["headers"] == [(b"cookie", b"a=1")]
+        refused = check(access, scope(headers=[(b"cookie", plain_cookie)]))
+        assert isinstance(refused, Answer) and refused.status == 401
+    with override_settings(RELAY_PUBLIC_SCHEME="http"):  # and over http, the plain name only
+        assert not isinstance(check(access, scope(headers=[(b"cookie", plain_cookie)])), Answer)
+        assert isinstance(check(access, scope(headers=[(b"cookie", host_cookie)])), Answer)
+
+
+def test_both_spellings_are_stripped_from_the_visitor_and_dropped_from_the_app():
+    header = b"a=1; __Host-tunnelsite_warned=x; tunnelsite_access=y; __Host-tunnelsite_access=z"
+    assert strip_relay_cookies(header) == b"a=1"
+    kept = response_headers(
+        [
+            (b"set-cookie", b"__Host-tunnelsite_access=forged; Path=/; Secure"),
+            (b"set-cookie", b"__host-TUNNELSITE_WARNED=forged; Path=/; Secure"),
+            (b"set-cookie", b"tunnelsite_warned=forged"),
+            (b"set-cookie", b"session=abc"),
+        ]
+    )
+    assert kept == [(b"set-cookie", b"session=abc")]
