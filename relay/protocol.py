@@ -5,6 +5,7 @@ headers a proxy must not forward, and how errors reach clients that cannot read 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 
@@ -257,6 +258,36 @@ MAX_ACCESS_HEADER_BYTES = 8192  # inside the relay's head limit (DEFAULT_MAX_HEA
 MAX_BASIC_AUTH_USERS = 20
 MAX_BASIC_AUTH_CHARS = 256  # one "user:pass"
 MAX_CIDRS = 64  # allow and deny together, per source (client, plan, reserved name)
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(
+    texts: tuple[str, ...] | list[str], most: int | None = MAX_CIDRS
+) -> tuple[Network, ...]:
+    """The networks written in `texts` ("203.0.113.0/24", "2001:db8::/32", a bare address:
+    its /32 or /128; host bits are cleared, blanks skipped), or ValueError naming the first
+    that is not one, or saying there are more than `most` (None: no cap). The one parser of
+    visitor CIDR rules: the relay's (relay/pool/access.py) and the site's (tunnels/cidrs.py,
+    the admin's and lt's lists)."""
+    networks = []
+    for value in texts:
+        text = value.strip()
+        if not text:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not an address or network (examples: 203.0.113.0/24, "
+                "2001:db8::/32, 198.51.100.7)"
+            ) from None
+    if most is not None and len(networks) > most:
+        raise ValueError(f"at most {most} networks, not {len(networks)}")
+    return tuple(networks)
+
+
 # Paths the relay answers itself on a tunnel's host, before the app: the team-only sign-in's
 # ticket exchange and the warning page's Continue. Under /.well-known/ (RFC 8615), where apps
 # rarely serve anything.

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import ipaddress
 import threading
 import time
 
 import pytest
 from django.test import override_settings
+from harness.waiting import wait_until_async
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -542,8 +544,7 @@ def test_lookups_in_flight_are_capped_relay_wide_with_a_503(team_records, monkey
 
     async def scenario():
         held = [asyncio.ensure_future(visit(f"t{n}".encode(), f"192.0.2.{n}")) for n in (1, 2)]
-        while team.lookups.in_flight() < 2:
-            await asyncio.sleep(0.01)
+        await wait_until_async(lambda: team.lookups.in_flight() == 2, 5, "two lookups held")
         shared = asyncio.ensure_future(visit(b"t1", "192.0.2.50"))  # the same answer: waits
         extra = await visit(b"t3", "192.0.2.3")
         team_records.hold.set()
@@ -601,3 +602,16 @@ def test_both_spellings_are_stripped_from_the_visitor_and_dropped_from_the_app()
         ]
     )
     assert kept == [(b"set-cookie", b"session=abc")]
+
+
+def test_parse_networks_is_the_one_cidr_parser_with_the_sites_messages():
+    assert protocol.parse_networks([" 10.1.2.3/8 ", "", "2001:db8::1"]) == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("2001:db8::1/128"),
+    )
+    with pytest.raises(ValueError, match=r"'10\.0\.0\.0/33' is not an address or network"):
+        protocol.parse_networks(["10.0.0.0/33"])
+    too_many = [f"10.0.{n}.0/24" for n in range(protocol.MAX_CIDRS + 1)]
+    with pytest.raises(ValueError, match=f"at most {protocol.MAX_CIDRS} networks"):
+        protocol.parse_networks(too_many)
+    assert len(protocol.parse_networks(too_many, None)) == protocol.MAX_CIDRS + 1

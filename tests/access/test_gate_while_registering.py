@@ -11,6 +11,8 @@ import asyncio
 import threading
 from typing import Any
 
+from harness.waiting import wait_until_async
+
 from relay import records
 from relay.pool.access import VisitorRules
 from relay.pool.registry import get_registry, reset_registry
@@ -71,10 +73,7 @@ async def register_and_visit(held: HeldRecords, rules: VisitorRules) -> list[dic
         registry.register(NAME, "owner", "192.0.2.9", 2, user_id=7, raw_pool=False, rules=rules)
     )
     try:
-        deadline = asyncio.get_running_loop().time() + WAIT_S
-        while not held.entered.is_set():  # parked in open_session, name claimed
-            assert asyncio.get_running_loop().time() < deadline, "never reached open_session"
-            await asyncio.sleep(0.01)
+        await wait_until_async(held.entered.is_set, WAIT_S, "parked in open_session")
         assert registry.get(NAME) is not None
         return await asyncio.wait_for(visit(), WAIT_S / 2)
     finally:
