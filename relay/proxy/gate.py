@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from html import escape
 from urllib.parse import parse_qsl, quote, urlencode
 
 from django.conf import settings
@@ -28,14 +27,12 @@ from relay.errors import error_response, wants_json
 from relay.headers import (
     client_ip,
     has_relay_cookie,
-    relay_cookie,
     relay_cookie_line,
     strip_relay_cookies,
 )
 from relay.pool.access import Access
 from relay.pool.quota import visitor_key
 from relay.protocol import (
-    ABUSE_REPORT_PATH,
     ACCESS_COOKIE,
     BYPASS_WARNING_HEADER,
     CONTINUE_PATH,
@@ -48,15 +45,12 @@ from relay.protocol import (
     TICKET_PATH,
     TUNNEL_PARAM,
     VISITOR_PATH_PREFIX,
-    WARNED_COOKIE,
     local_path,
-    relay_url,
 )
-from relay.proxy import team
+from relay.proxy import team, warning
 
 logger = logging.getLogger(__name__)
 
-_BEARER = b"bearer "
 
 
 @dataclass
@@ -136,8 +130,8 @@ async def check(
             return answer
         strip_authorization = True
     if access.team:
-        holder = _team_cookie(name, owner_user_id, scope)
-        bearer = None if holder is not None or access.basic else _bearer(seen)
+        holder = team.pass_holder(name, owner_user_id, scope)
+        bearer = None if holder is not None or access.basic else team.bearer(seen.authorization)
         try:
             if holder is not None:  # still on the owner's team? (cached, rate-limited)
                 allowed = await team.holder_allowed(holder, owner_user_id, visitor_key(scope))
@@ -152,7 +146,7 @@ async def check(
         if not allowed:
             return _team_refusal(name, scope, seen, access)
         strip_authorization = strip_authorization or bearer is not None
-    if http and access.warning and _shows_warning(scope, seen) and not _warned(name, scope):
+    if http and access.warning and _shows_warning(scope, seen) and not warning.warned(name, scope):
         return _warning_page(name, access, scope)
     if strip_authorization or seen.cookies:
         return _stripped(scope, strip_authorization)
@@ -168,84 +162,18 @@ def _warning_only(name: str, access: Access, scope: Scope) -> Scope | Answer:
                 return _stripped(scope, False)
         return scope
     seen = _Seen(scope["headers"])
-    if _shows_warning(scope, seen) and not _warned(name, scope):
+    if _shows_warning(scope, seen) and not warning.warned(name, scope):
         return _warning_page(name, access, scope)
     return _stripped(scope, False) if seen.cookies else scope
 
 
 def _shows_warning(scope: Scope, seen: _Seen) -> bool:
-    return (
-        scope["method"] == "GET"
-        and seen.mode == b"navigate"
-        and b"text/html" in seen.accept
-        and seen.agent.startswith(b"Mozilla/")
-        and not seen.bypass
-    )
-
-
-def _warned(name: str, scope: Scope) -> bool:
-    value = relay_cookie(scope, WARNED_COOKIE)
-    return value is not None and passes.verify(value, passes.WARNED, name) is not None
-
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width,initial-scale=1">
-<title>{title}</title>
-<style>
-:root{{color-scheme:light dark}}
-body{{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;
-color:#1d1d1f;background:#fff}}
-h1{{font-size:1.4em}}code{{background:#f2f2f2;padding:0 .2em;word-break:break-all}}
-button{{font:inherit;padding:.4em 1.2em;cursor:pointer}}a{{color:#0645ad}}
-@media (prefers-color-scheme:dark){{body{{color:#eee;background:#161618}}
-code{{background:#2a2a2e}}a{{color:#8ab4f8}}}}
-</style></head><body>{body}<p><small>tunnelsite relay</small></p></body></html>
-"""
-
-
-def _bare(scope: Scope) -> str:
-    server = scope.get("server") or ("", 0)
-    port = settings.RELAY_PUBLIC_PORT or (server[1] if server else 0) or 0
-    return relay_url(settings.RELAY_PUBLIC_SCHEME, settings.RELAY_DOMAIN, int(port))
-
-
-def _target(scope: Scope) -> str:
-    raw = scope.get("raw_path") or scope["path"].encode()
-    query = scope.get("query_string") or b""
-    return (raw + (b"?" + query if query else b"")).decode("latin-1")
+    return warning.shows(scope["method"], seen.mode, seen.accept, seen.agent, seen.bypass)
 
 
 def _warning_page(name: str, access: Access, scope: Scope) -> Answer:
-    owner = access.owner_label or "an anonymous user"
-    url = relay_url(
-        settings.RELAY_PUBLIC_SCHEME,
-        f"{name}.{settings.RELAY_DOMAIN}",
-        int(settings.RELAY_PUBLIC_PORT or (scope.get("server") or ("", 0))[1] or 0),
-    ) + _target(scope)
-    report = _bare(scope) + ABUSE_REPORT_PATH + "?" + urlencode({TUNNEL_PARAM: name, "url": url})
-    action = CONTINUE_PATH + "?" + urlencode({NEXT_PARAM: local_path(_target(scope))})
-    body = (
-        f"<h1>You are about to visit {escape(name)}</h1>"
-        f"<p>This page is served through a tunnel run by <strong>{escape(owner)}</strong> "
-        f"from their own computer. It is <strong>not</strong> a site of the operator of "
-        f"this relay, who does not know or check what it serves.</p>"
-        f"<p>Address: <code>{escape(url)}</code></p>"
-        f"<p>Do not enter passwords or payment details unless you know and trust who runs "
-        f"it.</p>"
-        f'<form method="post" action="{escape(action)}">'
-        f'<input type="hidden" name="{NEXT_PARAM}" value="{escape(local_path(_target(scope)))}">'
-        f'<button type="submit" id="continue">Continue</button></form>'
-        f'<p><a id="report" href="{escape(report)}">Report abuse</a></p>'
-    )
-    page = _PAGE.format(title=f"Tunnel {escape(name)}", body=body).encode()
-    headers = [
-        (b"content-type", b"text/html; charset=utf-8"),
-        (b"content-length", str(len(page)).encode()),
-        (b"cache-control", b"no-store"),
-        (b"referrer-policy", b"no-referrer"),
-    ]
-    return Answer(200, headers, page, "the tunnel's warning page")
+    headers, body = warning.warning_page(name, access.owner_label, scope)
+    return Answer(200, headers, body, "the tunnel's warning page")
 
 
 # --- the relay's own paths ----------------------------------------------------------------
@@ -265,12 +193,7 @@ def _special(
             return _redirect(_next_of(scope, None), [])
         if seen.site and seen.site not in (b"same-origin", b"none"):
             return _refusal(scope, 403, "Continue only works from the tunnel's warning page.")
-        cookie = relay_cookie_line(
-            WARNED_COOKIE,
-            passes.sign(passes.WARNED, name, 0, settings.RELAY_WARNED_COOKIE_MAX_AGE_S),
-            settings.RELAY_WARNED_COOKIE_MAX_AGE_S,
-            scope,
-        )
+        cookie = warning.continue_cookie(name, scope)
         return _redirect(_next_of(scope, first), [(b"set-cookie", cookie)])
     return None
 
@@ -334,30 +257,9 @@ def _redirect(location: str, extra: list[tuple[bytes, bytes]]) -> Answer:
 
 
 # --- team-only ----------------------------------------------------------------------------
-def _team_cookie(name: str, owner_user_id: int | None, scope: Scope) -> int | None:
-    """The user id of a current access cookie's holder for this tunnel and owner."""
-    value = relay_cookie(scope, ACCESS_COOKIE)
-    if value is None:
-        return None
-    found = passes.verify(value, passes.ACCESS, name, owner_user_id=owner_user_id)
-    if found is None or not passes.signed_out.still_in(found):
-        return None
-    return found.user_id
-
-
-def _bearer(seen: _Seen) -> bytes | None:
-    if len(seen.authorization) != 1:
-        return None
-    value = seen.authorization[0]
-    if value[: len(_BEARER)].lower() != _BEARER:
-        return None
-    token = value[len(_BEARER) :].strip()
-    return token or None
-
-
 def _signin_url(name: str, scope: Scope, target: str) -> str:
     query = urlencode({TUNNEL_PARAM: name, NEXT_PARAM: target})
-    return _bare(scope) + TEAM_SIGNIN_PATH + "?" + query
+    return warning.bare_url(scope) + TEAM_SIGNIN_PATH + "?" + query
 
 
 def _team_refusal(name: str, scope: Scope, seen: _Seen, access: Access) -> Answer:
@@ -367,14 +269,14 @@ def _team_refusal(name: str, scope: Scope, seen: _Seen, access: Access) -> Answe
         and b"text/html" in seen.accept
         and not wants_json(scope)
     ):
-        location = _signin_url(name, scope, local_path(_target(scope)))
+        location = _signin_url(name, scope, local_path(warning.target(scope)))
         headers = [
             (b"location", location.encode("ascii")),
             (b"content-length", b"0"),
             (b"cache-control", b"no-store"),
         ]
         return Answer(302, headers, b"", "sign in first")
-    signin = f"{_bare(scope)}{TEAM_SIGNIN_PATH}?{TUNNEL_PARAM}={quote(name)}"
+    signin = f"{warning.bare_url(scope)}{TEAM_SIGNIN_PATH}?{TUNNEL_PARAM}={quote(name)}"
     if access.basic:  # the one Authorization header carries the password: no Bearer token
         message = (
             f"The tunnel {name} asks for both a password (HTTP basic auth) and its owner's "

@@ -33,7 +33,11 @@ from collections.abc import Callable
 from channels.db import database_sync_to_async
 
 from relay import records
+from relay import visitor_pass as passes
+from relay.asgi_types import Scope
+from relay.headers import relay_cookie
 from relay.protocol import (
+    ACCESS_COOKIE,
     TEAM_ANSWER_TTL_S,
     TEAM_ANSWERS_CACHED,
     TEAM_BUSY_RETRY_S,
@@ -186,6 +190,29 @@ class Lookups:
 
 
 lookups = Lookups()
+_BEARER = b"bearer "
+
+
+def pass_holder(name: str, owner_user_id: int | None, scope: Scope) -> int | None:
+    """The user id of a current access cookie's holder for this tunnel and owner."""
+    value = relay_cookie(scope, ACCESS_COOKIE)
+    if value is None:
+        return None
+    found = passes.verify(value, passes.ACCESS, name, owner_user_id=owner_user_id)
+    if found is None or not passes.signed_out.still_in(found):
+        return None
+    return found.user_id
+
+
+def bearer(authorization: list[bytes]) -> bytes | None:
+    """The token of the request's one `Authorization: Bearer` header, if that is what it has."""
+    if len(authorization) != 1:
+        return None
+    value = authorization[0]
+    if value[: len(_BEARER)].lower() != _BEARER:
+        return None
+    token = value[len(_BEARER) :].strip()
+    return token or None
 
 
 async def token_allowed(token: bytes, owner_user_id: int | None, address: str) -> bool:
