@@ -9,13 +9,13 @@ domain, anything else gets a 401), the warning page (200, a browser's first navi
 
 `check` returns the scope to forward (the Authorization header that satisfied the relay and
 the relay's cookies removed) or an `Answer` to send instead. Per request everything is an
-in-memory lookup; a Bearer token's team answer is asked of the database once per
-TEAM_ANSWER_TTL_S and kept under a digest of the token, never the token itself.
+in-memory lookup. Its parts: relay/proxy/warning.py (the warning page, Continue's cookie) and
+relay/proxy/team.py (a team pass's holder and a Bearer token's user, asked of the database
+at most once per TEAM_ANSWER_TTL_S, cached and rate-limited there).
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -48,9 +48,6 @@ from relay.protocol import (
     local_path,
 )
 from relay.proxy import team, warning
-
-logger = logging.getLogger(__name__)
-
 
 
 @dataclass
