@@ -20,7 +20,7 @@ from harness.access_relay import (
 )
 from harness.fake_client import FakeTunnelClient
 from harness.relay import NO_LIVE_TUNNEL_CAP
-from harness.waiting import unique_name
+from harness.waiting import unique_name, wait_until
 
 from relay import visitor_pass
 from relay.protocol import CONTINUE_PATH, TICKET_PATH
@@ -335,3 +335,52 @@ def test_continue_from_another_site_is_refused(relay, tunnels):
         body=b"",
     )
     assert answer.status == 403
+
+
+# --- one name, two owners ------------------------------------------------------------------
+TWO_OWNERS_SHELL = """
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from tunnels.models import ApiToken
+User = get_user_model()
+team = Group.objects.create(name='a-team')
+a, mate, b = (User.objects.create_user(n) for n in ('owner-a', 'mate-of-a', 'owner-b'))
+a.groups.add(team)
+mate.groups.add(team)
+print(a.pk, mate.pk, b.pk)
+print(ApiToken.issue(a, name='t')[1])
+print(ApiToken.issue(b, name='t')[1])
+"""
+
+
+def test_a_teammates_pass_into_one_owners_tunnel_does_not_open_the_next_owners(relay_factory):
+    name = unique_name("twoowners")
+    # A short grace, so the name is free for the next owner soon after A's client goes.
+    own = access_relay(relay_factory, {name: {"team": True}}, RELAY_GRACE_S="0.5")
+    ids, token_a, token_b = relay_shell(own, TWO_OWNERS_SHELL)[-3:]
+    owner_a, mate, _owner_b = (int(n) for n in ids.split())
+    first = visitor_pass.issue_ticket(name, mate, owner_user_id=owner_a)
+    unspent = visitor_pass.issue_ticket(name, mate, owner_user_id=owner_a)
+    client_a = FakeTunnelClient(own, name, headers=[("Authorization", f"Bearer {token_a}")])
+    try:
+        client_a.connect(1)
+        cookie = exchange(own, name, first).header("set-cookie").split(";")[0]
+        with own.visitor(name) as visitor:
+            visitor.send(
+                f"GET / HTTP/1.1\r\nHost: {own.host(name)}\r\nCookie: {cookie}\r\n\r\n".encode()
+            )
+            pool, _ = client_a.next_request()
+            pool.respond(200, b"a's app")
+            assert visitor.response().body == b"a's app"
+    finally:
+        client_a.close()
+
+    def registered_by_b():
+        answer = own.get(f"/{name}", headers=[("Authorization", f"Bearer {token_b}")])
+        return answer if answer.status == 200 else None
+
+    wait_until(registered_by_b, 15, f"owner B registering {name}")
+    with_cookie = own.get("/", name=name, headers=[("Cookie", cookie)])
+    assert with_cookie.status == 401
+    replayed = exchange(own, name, unspent)
+    assert replayed.status == 403 and "earlier owner" in replayed.text
