@@ -344,7 +344,7 @@ PASS_NONCE_BYTES = 16  # a ticket's nonce: spent tickets are remembered by it
 PASS_STAMPS_PER_S = 1000  # issued-at in ms: a sign-out and a new sign-in may share a second
 PASS_MAC_BYTES = 32  # the whole HMAC-SHA256: no reason to shorten what guards a tunnel
 # A CIDR decision per visitor address is cached on the tunnel's Access: one dict lookup per
-# request instead of parsing the address and testing every network. Cleared when full.
+# request instead of parsing the address and testing every network. Oldest dropped when full.
 ACCESS_DECISIONS_CACHED = 4096
 # A visitor's Bearer token for a team-only tunnel is checked in the database (Records
 # .team_member) at most this often per token and tunnel: a revoked token or a user removed

@@ -94,8 +94,8 @@ class Access:
         decided = self._decided.get(address)
         if decided is None:
             decided = self._decide(address)
-            if len(self._decided) >= ACCESS_DECISIONS_CACHED:
-                self._decided.clear()
+            while len(self._decided) >= ACCESS_DECISIONS_CACHED:  # oldest first, never all
+                del self._decided[next(iter(self._decided))]
             self._decided[address] = decided
         return decided
 

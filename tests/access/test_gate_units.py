@@ -615,3 +615,11 @@ def test_parse_networks_is_the_one_cidr_parser_with_the_sites_messages():
     with pytest.raises(ValueError, match=f"at most {protocol.MAX_CIDRS} networks"):
         protocol.parse_networks(too_many)
     assert len(protocol.parse_networks(too_many, None)) == protocol.MAX_CIDRS + 1
+
+
+def test_many_visitor_addresses_drop_the_oldest_cidr_decisions_not_all(monkeypatch):
+    monkeypatch.setattr("relay.pool.access.ACCESS_DECISIONS_CACHED", 3)
+    access = Access(VisitorRules(cidr_allow=(("10.0.0.0/8",),)))
+    for n in range(10):
+        assert access.admits(f"10.0.0.{n}")
+    assert list(access._decided) == ["10.0.0.7", "10.0.0.8", "10.0.0.9"]
