@@ -21,13 +21,27 @@ _TITLES = {
     504: "The tunnel did not answer in time",
 }
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{status} {title}</title>
-<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:4em auto;color:#222}}
-h1{{font-size:1.4em}}code{{background:#f2f2f2;padding:0 .2em}}</style></head>
-<body><h1>{status} &middot; {title}</h1><p>{message}</p>
-<p><small>tunnelsite relay</small></p></body></html>
+# The one page shell of everything the relay answers in HTML (errors, the warning page):
+# light and dark by the visitor's preference, readable on a phone.
+_SHELL = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>{title}</title>
+<style>
+:root{{color-scheme:light dark}}
+body{{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;
+color:#1d1d1f;background:#fff}}
+h1{{font-size:1.4em}}code{{background:#f2f2f2;padding:0 .2em;word-break:break-all}}
+button{{font:inherit;padding:.4em 1.2em;cursor:pointer}}a{{color:#0645ad}}
+@media (prefers-color-scheme:dark){{body{{color:#eee;background:#161618}}
+code{{background:#2a2a2e}}a{{color:#8ab4f8}}}}
+</style></head><body>{body}<p><small>tunnelsite relay</small></p></body></html>
 """
+
+
+def page(title: str, body_html: str) -> bytes:
+    """A relay page: `title` is plain text (escaped here), `body_html` is HTML already."""
+    return _SHELL.format(title=escape(title), body=body_html).encode()
 
 
 def wants_json(scope: Scope) -> bool:
@@ -45,7 +59,9 @@ def error_response(
         ctype = b"application/json"
     else:
         title = _TITLES.get(status, "Error")
-        body = _PAGE.format(status=status, title=title, message=escape(message)).encode()
+        body = page(
+            f"{status} {title}", f"<h1>{status} &middot; {title}</h1><p>{escape(message)}</p>"
+        )
         ctype = b"text/html; charset=utf-8"
     headers = [
         (b"content-type", ctype),

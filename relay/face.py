@@ -27,7 +27,7 @@ from typing import Any
 
 from relay import records, visitor_pass
 from relay.headers import address_key, client_ip
-from relay.pool.access import Access, VisitorRules
+from relay.pool.access import VisitorRules
 from relay.pool.errors import RegistrationError
 from relay.pool.quota import Quota
 from relay.pool.registry import get_registry
@@ -200,10 +200,8 @@ async def register(
         reserved=reserved,
         raw_pool=raw_pool,
         pool_secret=pool_secret,
+        rules=rules,  # set on the tunnel before the name is claimed (the gate from the start)
     )
-    # A reclaimed tunnel takes this registration's rules: they may have changed (lt's flags,
-    # the plan's or reserved name's policy). The plain passwords end with `rules`.
-    tunnel.access = None if rules is None or rules.empty else Access(rules)
     if tunnel.quota is None:  # a reclaimed tunnel keeps its quota and counters
         tunnel.quota = _quota(quota)
         if tunnel.quota is not None:
@@ -230,12 +228,14 @@ def _quota(limits: PlanQuota) -> Quota | None:
 
 
 # --- visitor access (relay/pool/access.py, relay/visitor_pass.py) ----------------------------
-def issue_ticket(name: str, user_id: int, owner_user_id: int | None) -> str:
-    """A one-time ticket that lets `user_id` into the team-only tunnel `name` held by
-    `owner_user_id` (the bare domain's sign-in, tunnels/signin.py, issues it after checking
-    the user is allowed; the relay exchanges it for a pass at protocol.TICKET_PATH on the
-    tunnel's host, only while the same owner holds the name)."""
-    return visitor_pass.issue_ticket(name, user_id, owner_user_id)
+def issue_ticket(name: str, user_id: int, *, owner_user_id: int | None) -> str:
+    """A one-time ticket that lets `user_id` into the team-only tunnel `name` while
+    `owner_user_id` (TunnelStatus's, None: anonymous) owns it (the bare domain's sign-in,
+    tunnels/signin.py, issues it after checking the user is allowed; the relay exchanges it
+    for a pass at protocol.TICKET_PATH on the tunnel's host). The ticket and the pass carry
+    the owner: when the name passes to another owner, both are refused. `owner_user_id` is
+    keyword-only and required: a caller of the old two-argument form fails with TypeError."""
+    return visitor_pass.issue_ticket(name, user_id, owner_user_id=owner_user_id)
 
 
 def signout_message(user_id: int) -> dict[str, object]:

@@ -14,6 +14,7 @@ from relay.protocol import (
     FORWARDED_HEADERS,
     HOP_BY_HOP,
     HOP_HEADER,
+    HOST_COOKIE_PREFIX,
     WARNED_COOKIE,
 )
 
@@ -24,7 +25,14 @@ from relay.protocol import (
 _REQUEST_DROP = HOP_BY_HOP | FORWARDED_HEADERS | CLIENT_ADDRESS_HEADERS | {b"expect", HOP_HEADER}
 # Responses keep Content-Length (the public server frames with it); the rest is hop-by-hop.
 _RESPONSE_DROP = HOP_BY_HOP - {b"content-length"}
-_RELAY_COOKIES = frozenset({ACCESS_COOKIE.encode(), WARNED_COOKIE.encode()})
+# The relay's visitor cookies in both spellings (relay/proxy/gate.py sets and reads them).
+_RELAY_COOKIES = frozenset(
+    (prefix + name).encode()
+    for name in (ACCESS_COOKIE, WARNED_COOKIE)
+    for prefix in ("", HOST_COOKIE_PREFIX)
+)
+_RELAY_COOKIES_LOWER = frozenset(name.lower() for name in _RELAY_COOKIES)
+_COOKIE_STEMS = (ACCESS_COOKIE.encode(), WARNED_COOKIE.encode())  # in both spellings
 
 
 def _connection_tokens(value: bytes) -> set[bytes]:
@@ -106,7 +114,60 @@ def response_headers(
 def _relay_cookie(value: bytes) -> bool:
     """Does an app's Set-Cookie name one of the relay's visitor cookies? Those are the
     relay's alone (relay/proxy/gate.py): an app cannot set, overwrite or expire them."""
-    return value.split(b"=", 1)[0].strip().lower() in _RELAY_COOKIES
+    return value.split(b"=", 1)[0].strip().lower() in _RELAY_COOKIES_LOWER
+
+
+# --- the relay's visitor cookies -------------------------------------------------------------
+def secure_scope(scope: Scope) -> bool:
+    """Does the visitor reach this tunnel over https (directly, or the relay's public URL)?"""
+    return scope.get("scheme") in ("https", "wss") or settings.RELAY_PUBLIC_SCHEME == "https"
+
+
+def relay_cookie_name(name: str, scope: Scope) -> str:
+    """The spelling of the relay's cookie `name` for this visitor: __Host- on https."""
+    return HOST_COOKIE_PREFIX + name if secure_scope(scope) else name
+
+
+def has_relay_cookie(value: bytes) -> bool:
+    """Might this Cookie header carry one of the relay's cookies (either spelling)?"""
+    return any(stem in value for stem in _COOKIE_STEMS)
+
+
+def relay_cookie(scope: Scope, name: str) -> bytes | None:
+    """The value of the relay's cookie `name` in the spelling this visitor's scheme uses
+    (the last one, if several): on https only the __Host- one, which no other host can set."""
+    wanted = relay_cookie_name(name, scope).encode()
+    found = None
+    for header, value in scope["headers"]:
+        if header != b"cookie" or wanted not in value:
+            continue
+        for piece in value.split(b";"):
+            key, sep, rest = piece.strip().partition(b"=")
+            if sep and key == wanted:
+                found = rest
+    return found
+
+
+def strip_relay_cookies(value: bytes) -> bytes:
+    """A Cookie header's value without the relay's cookies (both spellings); the others
+    byte for byte."""
+    if not has_relay_cookie(value):
+        return value
+    kept = [
+        piece
+        for piece in value.split(b";")
+        if piece.strip().partition(b"=")[0] not in _RELAY_COOKIES
+    ]
+    return b";".join(kept).lstrip(b" \t")
+
+
+def relay_cookie_line(name: str, value: str, max_age: int, scope: Scope) -> bytes:
+    """The Set-Cookie value of the relay's cookie `name`: host-only (no Domain), Path=/,
+    HttpOnly, SameSite=Lax; on https Secure and the __Host- spelling."""
+    secure = secure_scope(scope)
+    spelled = HOST_COOKIE_PREFIX + name if secure else name
+    line = f"{spelled}={value}; Path=/; Max-Age={int(max_age)}; HttpOnly; SameSite=Lax"
+    return (line + ("; Secure" if secure else "")).encode()
 
 
 def host_only_cookie(value: bytes, relay_domain: str) -> bytes:

@@ -5,6 +5,7 @@ headers a proxy must not forward, and how errors reach clients that cannot read 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 
@@ -109,6 +110,23 @@ def relay_url(scheme: str, domain: str, port: int) -> str:
     default = 443 if scheme == "https" else 80
     suffix = "" if port in (0, default) else f":{port}"
     return f"{scheme}://{domain}{suffix}"
+
+
+def local_path(text: str) -> str:
+    """`text` when it is a path on the same host, else "/": where a visitor is sent back
+    after signing in or pressing Continue, never another site (no open redirect). Refused:
+    anything not starting with one "/", a protocol-relative "//" or "/\\" (browsers read a
+    backslash as a slash), spaces, control and non-ASCII characters (a Location header is
+    ASCII), and anything longer than MAX_NEXT_CHARS. The relay's gate and the bare domain's
+    sign-in (tunnels/signin.py) both use this one check."""
+    if (
+        not text.startswith("/")
+        or text.startswith(("//", "/\\"))
+        or len(text) > MAX_NEXT_CHARS
+        or any(not ("!" <= char <= "~") for char in text)
+    ):
+        return "/"
+    return text
 
 
 def public_url(scheme: str, name: str, domain: str, port: int) -> str:
@@ -240,6 +258,36 @@ MAX_ACCESS_HEADER_BYTES = 8192  # inside the relay's head limit (DEFAULT_MAX_HEA
 MAX_BASIC_AUTH_USERS = 20
 MAX_BASIC_AUTH_CHARS = 256  # one "user:pass"
 MAX_CIDRS = 64  # allow and deny together, per source (client, plan, reserved name)
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(
+    texts: tuple[str, ...] | list[str], most: int | None = MAX_CIDRS
+) -> tuple[Network, ...]:
+    """The networks written in `texts` ("203.0.113.0/24", "2001:db8::/32", a bare address:
+    its /32 or /128; host bits are cleared, blanks skipped), or ValueError naming the first
+    that is not one, or saying there are more than `most` (None: no cap). The one parser of
+    visitor CIDR rules: the relay's (relay/pool/access.py) and the site's (tunnels/cidrs.py,
+    the admin's and lt's lists)."""
+    networks = []
+    for value in texts:
+        text = value.strip()
+        if not text:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not an address or network (examples: 203.0.113.0/24, "
+                "2001:db8::/32, 198.51.100.7)"
+            ) from None
+    if most is not None and len(networks) > most:
+        raise ValueError(f"at most {most} networks, not {len(networks)}")
+    return tuple(networks)
+
+
 # Paths the relay answers itself on a tunnel's host, before the app: the team-only sign-in's
 # ticket exchange and the warning page's Continue. Under /.well-known/ (RFC 8615), where apps
 # rarely serve anything.
@@ -259,9 +307,16 @@ TUNNEL_PARAM = "tunnel"
 # app cannot set them (its Set-Cookie for these names is dropped).
 ACCESS_COOKIE = "tunnelsite_access"  # a team member's pass for this tunnel (signed)
 WARNED_COOKIE = "tunnelsite_warned"  # the visitor saw the warning page (signed)
+# On https both are named with this prefix (__Host-tunnelsite_access): browsers accept such a
+# cookie only with Secure, Path=/ and no Domain, so a sibling tunnel's page cannot set one for
+# another tunnel host (a Domain=.<relay domain> cookie). Over plain http the plain names.
+HOST_COOKIE_PREFIX = "__Host-"
 # A ticket is good once, for one tunnel name, for this long: the browser follows the bare
 # domain's redirect at once, so a minute is plenty and a leaked ticket soon dies.
 TICKET_MAX_AGE_S = 60
+# When the spent tickets fill up with unexpired ones, every ticket is refused (forgetting one
+# would let it be used twice): the refusal says so, and the log warns once per this many s.
+FULL_MEMORY_WARNING_EVERY_S = 60.0
 TICKETS_REMEMBERED = 100_000  # spent tickets kept (until they expire) so none is used twice
 # Signed-out users whose older passes are refused (per relay, in memory, for a cookie's life).
 SIGNED_OUT_REMEMBERED = 100_000
@@ -289,14 +344,29 @@ PASS_NONCE_BYTES = 16  # a ticket's nonce: spent tickets are remembered by it
 PASS_STAMPS_PER_S = 1000  # issued-at in ms: a sign-out and a new sign-in may share a second
 PASS_MAC_BYTES = 32  # the whole HMAC-SHA256: no reason to shorten what guards a tunnel
 # A CIDR decision per visitor address is cached on the tunnel's Access: one dict lookup per
-# request instead of parsing the address and testing every network. Cleared when full.
+# request instead of parsing the address and testing every network. Oldest dropped when full.
 ACCESS_DECISIONS_CACHED = 4096
 # A visitor's Bearer token for a team-only tunnel is checked in the database (Records
 # .team_member) at most this often per token and tunnel: a revoked token or a user removed
 # from the owner's group loses access within this many seconds, and a script's requests cost
 # no query each.
 TEAM_ANSWER_TTL_S = 30.0
-TEAM_ANSWERS_CACHED = 4096  # (token digest, owner) answers kept; expired ones pruned when full
+# Answers kept per kind (yes and no apart, so a flood of wrong tokens cannot push out the
+# right ones), each table dropping its oldest first when full.
+TEAM_ANSWERS_CACHED = 4096
+# A lookup that finds no one (a wrong token, a pass holder no longer on the team) is counted
+# against the visitor's address key (IPv6 by the RELAY_IPV6_PREFIX setting): past this many in
+# a window the address's unknown tokens get a 429 without a query, so a script sending random
+# tokens cannot keep the relay's one database thread busy.
+TEAM_MISSES_PER_ADDRESS = 20
+TEAM_MISS_WINDOW_S = 60.0
+TEAM_MISS_ADDRESSES = 10_000  # addresses counted per window; the oldest dropped past it
+# Lookups (team_member, team_user) in flight on the whole relay; past it a visitor gets a 503
+# with Retry-After instead of queueing behind the registrations' database thread. Requests for
+# one answer share one lookup, and wait for it at most TEAM_LOOKUP_WAIT_S.
+TEAM_LOOKUPS_IN_FLIGHT = 32
+TEAM_LOOKUP_WAIT_S = 5.0
+TEAM_BUSY_RETRY_S = 5
 # The largest Authorization header the gate decodes (a user:pass of MAX_BASIC_AUTH_CHARS in
 # base64 with its scheme fits; a longer one is simply a wrong password).
 MAX_AUTHORIZATION_CHARS = 1024

@@ -174,7 +174,9 @@ async def visit(request: HttpRequest) -> HttpResponse:
         + "?"
         + urlencode(
             {
-                protocol.TICKET_PARAM: face.issue_ticket(name, user.pk, decision.owner_id),
+                protocol.TICKET_PARAM: face.issue_ticket(
+                    name, user.pk, owner_user_id=decision.owner_id
+                ),
                 protocol.NEXT_PARAM: next_path,
             }
         )

@@ -24,9 +24,13 @@ import ipaddress
 import secrets
 from dataclasses import dataclass, field
 
-from relay.protocol import ACCESS_DECISIONS_CACHED, BASIC_AUTH_KEY_BYTES, MAX_AUTHORIZATION_CHARS
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from relay.protocol import (
+    ACCESS_DECISIONS_CACHED,
+    BASIC_AUTH_KEY_BYTES,
+    MAX_AUTHORIZATION_CHARS,
+    Network,
+    parse_networks,
+)
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,6 @@ def _digest(credential: bytes) -> bytes:
     return hmac.new(_KEY, credential, hashlib.sha256).digest()
 
 
-def parse_networks(texts: tuple[str, ...] | list[str]) -> tuple[Network, ...]:
-    """Networks as written ("10.0.0.0/8", "2001:db8::/32", a bare address); ValueError for
-    one that is not (tunnels/access.py validated them already; this is the relay's check)."""
-    return tuple(ipaddress.ip_network(text.strip(), strict=False) for text in texts)
-
-
 class Access:
     """A tunnel's rules as the byte path checks them (relay/proxy/gate.py calls it): built
     once per registration from VisitorRules, every check an in-memory lookup."""
@@ -80,8 +78,9 @@ class Access:
     )
 
     def __init__(self, rules: VisitorRules) -> None:
-        self.allow = tuple(parse_networks(group) for group in rules.cidr_allow if group)
-        self.deny = parse_networks(rules.cidr_deny)
+        # Each source's list was capped when the site parsed it; here they are combined.
+        self.allow = tuple(parse_networks(group, None) for group in rules.cidr_allow if group)
+        self.deny = parse_networks(rules.cidr_deny, None)
         self.cidr = bool(self.allow or self.deny)
         # The digests of "user:pass"; the plain text stays with `rules`, which is not kept.
         self.basic = tuple(_digest(pair.encode("utf-8")) for pair in rules.basic_auth)
@@ -95,8 +94,8 @@ class Access:
         decided = self._decided.get(address)
         if decided is None:
             decided = self._decide(address)
-            if len(self._decided) >= ACCESS_DECISIONS_CACHED:
-                self._decided.clear()
+            while len(self._decided) >= ACCESS_DECISIONS_CACHED:  # oldest first, never all
+                del self._decided[next(iter(self._decided))]
             self._decided[address] = decided
         return decided
 

@@ -20,6 +20,7 @@ from django.conf import settings as django_settings
 from django.db import IntegrityError, OperationalError
 
 from relay import protocol
+from relay.pool.access import Access, VisitorRules
 from relay.pool.draining import Drain
 from relay.pool.errors import RegistrationError
 from relay.pool.flush import Flusher
@@ -94,7 +95,13 @@ class Registry:
         reserved: frozenset[str] = frozenset(),  # the site's route names (tunnels/route_names.py)
         raw_pool: bool = True,  # open a raw pool listener (False: our lt, which upgrades)
         pool_secret: str = "",  # our lt's last pool secret for this name (an address change)
+        rules: VisitorRules | None = None,  # who may visit (tunnels/access.py)
     ) -> Tunnel:
+        # Built before the name is claimed or reclaimed, and set before any await: a visitor
+        # who arrives while the registration awaits its database row meets the gate too.
+        # A reclaimed tunnel takes this registration's rules (lt's flags, the plan's or the
+        # reserved name's policy may have changed). The plain passwords end with `rules`.
+        access = None if rules is None or rules.empty else Access(rules)
         if not self.accepting:
             raise RegistrationError(503, "This relay is shutting down; try again in a moment.")
         refusal = self.sanctions.refusal(requested, owner)  # a Disconnect's, a suspension's
@@ -117,6 +124,7 @@ class Registry:
                     # owner becomes its new address, so the old address owns it no more. A
                     # token holder's tunnel stays its user's: the secret of another user's
                     # tunnel opens nothing.
+                    existing.access = access
                     self.holders.move_owner(existing, owner, user_id)
                     tunnel = self.holders.reclaim(existing, client_ip, client_id)
                     return await self._raw_pool_for(tunnel, raw_pool)
@@ -133,6 +141,7 @@ class Registry:
                 connected = existing.client_connected(time.monotonic())
                 if not connected or self.holders.reconnecting_client(existing, client_id):
                     # the owner within the grace period, or our lt reconnecting
+                    existing.access = access
                     tunnel = self.holders.reclaim(existing, client_ip, client_id)
                     return await self._raw_pool_for(tunnel, raw_pool)
                 if not takeover or existing.user_id is None:  # anonymous: never taken over
@@ -155,6 +164,7 @@ class Registry:
             token_id=token_id,
             client_id=client_id,
         )
+        tunnel.access = access
         self.tunnels[name] = tunnel  # claim the name before the first await
         try:
             # The old session's row must be closed before a new one; on a node (max_live),

@@ -9,52 +9,45 @@ domain, anything else gets a 401), the warning page (200, a browser's first navi
 
 `check` returns the scope to forward (the Authorization header that satisfied the relay and
 the relay's cookies removed) or an `Answer` to send instead. Per request everything is an
-in-memory lookup; a Bearer token's team answer is asked of the database once per
-TEAM_ANSWER_TTL_S and kept under a digest of the token, never the token itself.
+in-memory lookup. Its parts: relay/proxy/warning.py (the warning page, Continue's cookie) and
+relay/proxy/team.py (a team pass's holder and a Bearer token's user, asked of the database
+at most once per TEAM_ANSWER_TTL_S, cached and rate-limited there).
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import time
 from dataclasses import dataclass
-from html import escape
 from urllib.parse import parse_qsl, quote, urlencode
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
-from relay import records
 from relay import visitor_pass as passes
 from relay.asgi_types import Message, Scope
 from relay.errors import error_response, wants_json
-from relay.headers import client_ip
+from relay.headers import (
+    client_ip,
+    has_relay_cookie,
+    relay_cookie_line,
+    strip_relay_cookies,
+)
 from relay.pool.access import Access
+from relay.pool.quota import visitor_key
 from relay.protocol import (
-    ABUSE_REPORT_PATH,
     ACCESS_COOKIE,
     BYPASS_WARNING_HEADER,
     CONTINUE_PATH,
     MAX_FORM_FIELDS,
     MAX_NEXT_CHARS,
     NEXT_PARAM,
-    TEAM_ANSWER_TTL_S,
-    TEAM_ANSWERS_CACHED,
     TEAM_SIGNIN_PATH,
+    TICKET_MAX_AGE_S,
     TICKET_PARAM,
     TICKET_PATH,
     TUNNEL_PARAM,
     VISITOR_PATH_PREFIX,
-    WARNED_COOKIE,
-    relay_url,
+    local_path,
 )
-
-logger = logging.getLogger(__name__)
-
-_ACCESS_B = ACCESS_COOKIE.encode()
-_WARNED_B = WARNED_COOKIE.encode()
-_BEARER = b"bearer "
+from relay.proxy import team, warning
 
 
 @dataclass
@@ -82,7 +75,7 @@ class _Seen:
             if name == b"authorization":
                 self.authorization.append(value)
             elif name == b"cookie":
-                self.cookies = self.cookies or _ACCESS_B in value or _WARNED_B in value
+                self.cookies = self.cookies or has_relay_cookie(value)
             elif name == b"accept":
                 self.accept = value
             elif name == b"sec-fetch-mode":
@@ -133,12 +126,24 @@ async def check(
             )
             return answer
         strip_authorization = True
-    if access.team and not _team_cookie(name, owner_user_id, scope):
-        bearer = None if access.basic else _bearer(seen)
-        if bearer is None or not await _team_token(bearer, owner_user_id):
-            return _team_refusal(name, scope, seen)
-        strip_authorization = True
-    if http and access.warning and _shows_warning(scope, seen) and not _warned(name, scope):
+    if access.team:
+        holder = team.pass_holder(name, owner_user_id, scope)
+        bearer = None if holder is not None or access.basic else team.bearer(seen.authorization)
+        try:
+            if holder is not None:  # still on the owner's team? (cached, rate-limited)
+                allowed = await team.holder_allowed(holder, owner_user_id, visitor_key(scope))
+            else:
+                allowed = bearer is not None and await team.token_allowed(
+                    bearer, owner_user_id, visitor_key(scope)
+                )
+        except team.Busy as busy:
+            answer = _refusal(scope, busy.status, busy.message)
+            answer.headers.append((b"retry-after", str(busy.retry_after_s).encode()))
+            return answer
+        if not allowed:
+            return _team_refusal(name, scope, seen, access)
+        strip_authorization = strip_authorization or bearer is not None
+    if http and access.warning and _shows_warning(scope, seen) and not warning.warned(name, scope):
         return _warning_page(name, access, scope)
     if strip_authorization or seen.cookies:
         return _stripped(scope, strip_authorization)
@@ -150,88 +155,22 @@ def _warning_only(name: str, access: Access, scope: Scope) -> Scope | Answer:
     """A tunnel whose one rule is the warning: a method check, then one scan."""
     if scope["method"] != "GET":
         for header, value in scope["headers"]:
-            if header == b"cookie" and (_WARNED_B in value or _ACCESS_B in value):
+            if header == b"cookie" and has_relay_cookie(value):
                 return _stripped(scope, False)
         return scope
     seen = _Seen(scope["headers"])
-    if _shows_warning(scope, seen) and not _warned(name, scope):
+    if _shows_warning(scope, seen) and not warning.warned(name, scope):
         return _warning_page(name, access, scope)
     return _stripped(scope, False) if seen.cookies else scope
 
 
 def _shows_warning(scope: Scope, seen: _Seen) -> bool:
-    return (
-        scope["method"] == "GET"
-        and seen.mode == b"navigate"
-        and b"text/html" in seen.accept
-        and seen.agent.startswith(b"Mozilla/")
-        and not seen.bypass
-    )
-
-
-def _warned(name: str, scope: Scope) -> bool:
-    value = _cookie(scope, _WARNED_B)
-    return value is not None and passes.verify(value, passes.WARNED, name) is not None
-
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width,initial-scale=1">
-<title>{title}</title>
-<style>
-:root{{color-scheme:light dark}}
-body{{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;
-color:#1d1d1f;background:#fff}}
-h1{{font-size:1.4em}}code{{background:#f2f2f2;padding:0 .2em;word-break:break-all}}
-button{{font:inherit;padding:.4em 1.2em;cursor:pointer}}a{{color:#0645ad}}
-@media (prefers-color-scheme:dark){{body{{color:#eee;background:#161618}}
-code{{background:#2a2a2e}}a{{color:#8ab4f8}}}}
-</style></head><body>{body}<p><small>tunnelsite relay</small></p></body></html>
-"""
-
-
-def _bare(scope: Scope) -> str:
-    server = scope.get("server") or ("", 0)
-    port = settings.RELAY_PUBLIC_PORT or (server[1] if server else 0) or 0
-    return relay_url(settings.RELAY_PUBLIC_SCHEME, settings.RELAY_DOMAIN, int(port))
-
-
-def _target(scope: Scope) -> str:
-    raw = scope.get("raw_path") or scope["path"].encode()
-    query = scope.get("query_string") or b""
-    return (raw + (b"?" + query if query else b"")).decode("latin-1")
+    return warning.shows(scope["method"], seen.mode, seen.accept, seen.agent, seen.bypass)
 
 
 def _warning_page(name: str, access: Access, scope: Scope) -> Answer:
-    owner = access.owner_label or "an anonymous user"
-    url = relay_url(
-        settings.RELAY_PUBLIC_SCHEME,
-        f"{name}.{settings.RELAY_DOMAIN}",
-        int(settings.RELAY_PUBLIC_PORT or (scope.get("server") or ("", 0))[1] or 0),
-    ) + _target(scope)
-    report = _bare(scope) + ABUSE_REPORT_PATH + "?" + urlencode({TUNNEL_PARAM: name, "url": url})
-    action = CONTINUE_PATH + "?" + urlencode({NEXT_PARAM: safe_next(_target(scope))})
-    body = (
-        f"<h1>You are about to visit {escape(name)}</h1>"
-        f"<p>This page is served through a tunnel run by <strong>{escape(owner)}</strong> "
-        f"from their own computer. It is <strong>not</strong> a site of the operator of "
-        f"this relay, who does not know or check what it serves.</p>"
-        f"<p>Address: <code>{escape(url)}</code></p>"
-        f"<p>Do not enter passwords or payment details unless you know and trust who runs "
-        f"it.</p>"
-        f'<form method="post" action="{escape(action)}">'
-        f'<input type="hidden" name="{NEXT_PARAM}" value="{escape(safe_next(_target(scope)))}">'
-        f'<button type="submit" id="continue">Continue</button></form>'
-        f'<p><a id="report" href="{escape(report)}">Report abuse</a></p>'
-    )
-    page = _PAGE.format(title=f"Tunnel {escape(name)}", body=body).encode()
-    headers = [
-        (b"content-type", b"text/html; charset=utf-8"),
-        (b"content-length", str(len(page)).encode()),
-        (b"cache-control", b"no-store"),
-        (b"referrer-policy", b"no-referrer"),
-    ]
-    return Answer(200, headers, page, "the tunnel's warning page")
+    headers, body = warning.warning_page(name, access.owner_label, scope)
+    return Answer(200, headers, body, "the tunnel's warning page")
 
 
 # --- the relay's own paths ----------------------------------------------------------------
@@ -251,46 +190,47 @@ def _special(
             return _redirect(_next_of(scope, None), [])
         if seen.site and seen.site not in (b"same-origin", b"none"):
             return _refusal(scope, 403, "Continue only works from the tunnel's warning page.")
-        cookie = _cookie_line(
-            WARNED_COOKIE,
-            passes.sign(passes.WARNED, name, 0, settings.RELAY_WARNED_COOKIE_MAX_AGE_S),
-            settings.RELAY_WARNED_COOKIE_MAX_AGE_S,
-            scope,
-        )
+        cookie = warning.continue_cookie(name, scope)
         return _redirect(_next_of(scope, first), [(b"set-cookie", cookie)])
     return None
 
 
 def _exchange_ticket(name: str, owner_user_id: int | None, scope: Scope) -> Answer:
     query = dict(parse_qsl((scope.get("query_string") or b"").decode("latin-1"))[:MAX_FORM_FIELDS])
-    subject = passes.team_subject(name, owner_user_id)
-    ticket = passes.verify(query.get(TICKET_PARAM, ""), passes.TICKET, subject)
-    if (
-        ticket is None
-        or not passes.signed_out.still_in(ticket)
-        or not passes.spent_tickets.spend(ticket)
-    ):
-        signin = _signin_url(name, scope, safe_next(query.get(NEXT_PARAM, "/")))
+    ticket = passes.verify(
+        query.get(TICKET_PARAM, ""), passes.TICKET, name, owner_user_id=owner_user_id
+    )
+    good = ticket is not None and passes.signed_out.still_in(ticket)
+    if ticket is None or not good or not passes.spent_tickets.spend(ticket):
+        signin = _signin_url(name, scope, local_path(query.get(NEXT_PARAM, "/")))
+        if good and passes.spent_tickets.full:  # a good ticket, but no room to remember it
+            answer = _refusal(
+                scope,
+                503,
+                "This relay has taken in too many sign-ins in the last few minutes to accept "
+                f"another now. Wait a minute, then sign in again: {signin}",
+            )
+            answer.headers.append((b"retry-after", str(int(TICKET_MAX_AGE_S)).encode()))
+            return answer
         message = (
             f"This sign-in link for the tunnel {name} is not valid: it was used already, "
-            f"expired, or was made for another tunnel. Go back and sign in again: {signin}"
+            f"expired, or was made for another tunnel (or this name's earlier owner). Go back "
+            f"and sign in again: {signin}"
         )
         return _refusal(scope, 403, message)
-    cookie = _cookie_line(
+    cookie = relay_cookie_line(
         ACCESS_COOKIE,
         passes.sign(
-            passes.ACCESS, subject, ticket.user_id, settings.RELAY_VISITOR_COOKIE_MAX_AGE_S
+            passes.ACCESS,
+            name,
+            ticket.user_id,
+            settings.RELAY_VISITOR_COOKIE_MAX_AGE_S,
+            owner_user_id=owner_user_id,
         ),
         settings.RELAY_VISITOR_COOKIE_MAX_AGE_S,
         scope,
     )
-    return _redirect(safe_next(query.get(NEXT_PARAM, "/")), [(b"set-cookie", cookie)])
-
-
-def _cookie_line(cookie: str, value: str, max_age: int, scope: Scope) -> bytes:
-    secure = scope.get("scheme") in ("https", "wss") or settings.RELAY_PUBLIC_SCHEME == "https"
-    line = f"{cookie}={value}; Path=/; Max-Age={int(max_age)}; HttpOnly; SameSite=Lax"
-    return (line + ("; Secure" if secure else "")).encode()
+    return _redirect(local_path(query.get(NEXT_PARAM, "/")), [(b"set-cookie", cookie)])
 
 
 def _next_of(scope: Scope, first: Message | None) -> str:
@@ -299,21 +239,7 @@ def _next_of(scope: Scope, first: Message | None) -> str:
     if NEXT_PARAM not in fields and first is not None and first.get("body"):
         form = parse_qsl(bytes(first["body"][: MAX_NEXT_CHARS * 2]).decode("latin-1"))
         fields = dict(form[:MAX_FORM_FIELDS])
-    return safe_next(fields.get(NEXT_PARAM, "/"))
-
-
-def safe_next(text: str) -> str:
-    """`text` when it is a path on this host; "/" for anything else (another host, a scheme,
-    a protocol-relative URL, control characters, an oversized value)."""
-    if (
-        not text.startswith("/")
-        or text.startswith("//")
-        or text.startswith("/\\")
-        or len(text) > MAX_NEXT_CHARS
-        or any(not (" " < ch < "\x7f") for ch in text)
-    ):
-        return "/"
-    return text
+    return local_path(fields.get(NEXT_PARAM, "/"))
 
 
 def _redirect(location: str, extra: list[tuple[bytes, bytes]]) -> Answer:
@@ -328,131 +254,54 @@ def _redirect(location: str, extra: list[tuple[bytes, bytes]]) -> Answer:
 
 
 # --- team-only ----------------------------------------------------------------------------
-def _team_cookie(name: str, owner_user_id: int | None, scope: Scope) -> bool:
-    value = _cookie(scope, _ACCESS_B)
-    if value is None:
-        return False
-    found = passes.verify(value, passes.ACCESS, passes.team_subject(name, owner_user_id))
-    return found is not None and passes.signed_out.still_in(found)
-
-
-def _bearer(seen: _Seen) -> bytes | None:
-    if len(seen.authorization) != 1:
-        return None
-    value = seen.authorization[0]
-    if value[: len(_BEARER)].lower() != _BEARER:
-        return None
-    token = value[len(_BEARER) :].strip()
-    return token or None
-
-
-class TeamAnswers:
-    """(token digest, owner) -> (allowed, until): a Bearer token's answer, briefly."""
-
-    __slots__ = ("_answers",)
-
-    def __init__(self) -> None:
-        self._answers: dict[bytes, tuple[bool, float]] = {}
-
-    def get(self, key: bytes, now: float) -> bool | None:
-        found = self._answers.get(key)
-        if found is None or found[1] < now:
-            return None
-        return found[0]
-
-    def put(self, key: bytes, allowed: bool, now: float) -> None:
-        if len(self._answers) >= TEAM_ANSWERS_CACHED:
-            self._answers = {k: v for k, v in self._answers.items() if v[1] >= now}
-            if len(self._answers) >= TEAM_ANSWERS_CACHED:
-                self._answers.clear()
-        self._answers[key] = (allowed, now + TEAM_ANSWER_TTL_S)
-
-
-team_answers = TeamAnswers()
-
-
-async def _team_token(token: bytes, owner_user_id: int | None) -> bool:
-    if owner_user_id is None:
-        return False
-    key = hashlib.sha256(token + b"|" + str(owner_user_id).encode()).digest()
-    now = time.monotonic()
-    known = team_answers.get(key, now)
-    if known is not None:
-        return known
-    try:
-        user = await database_sync_to_async(records.get().team_member)(
-            token.decode("latin-1"), owner_user_id
-        )
-    except Exception as exc:  # the database is away: refuse, remember nothing
-        logger.debug("could not check a visitor token for a team-only tunnel: %s", type(exc))
-        return False
-    team_answers.put(key, user is not None, time.monotonic())
-    return user is not None
-
-
 def _signin_url(name: str, scope: Scope, target: str) -> str:
     query = urlencode({TUNNEL_PARAM: name, NEXT_PARAM: target})
-    return _bare(scope) + TEAM_SIGNIN_PATH + "?" + query
+    return warning.bare_url(scope) + TEAM_SIGNIN_PATH + "?" + query
 
 
-def _team_refusal(name: str, scope: Scope, seen: _Seen) -> Answer:
+def _team_refusal(name: str, scope: Scope, seen: _Seen, access: Access) -> Answer:
     if (
         scope["type"] == "http"
         and scope["method"] in ("GET", "HEAD")
         and b"text/html" in seen.accept
         and not wants_json(scope)
     ):
-        location = _signin_url(name, scope, safe_next(_target(scope)))
+        location = _signin_url(name, scope, local_path(warning.target(scope)))
         headers = [
             (b"location", location.encode("ascii")),
             (b"content-length", b"0"),
             (b"cache-control", b"no-store"),
         ]
         return Answer(302, headers, b"", "sign in first")
-    answer = _refusal(
-        scope,
-        401,
-        f"The tunnel {name} is open to its owner's team only. In a browser, sign in at "
-        f"{_bare(scope)}{TEAM_SIGNIN_PATH}?{TUNNEL_PARAM}={quote(name)}; from a script, send "
-        f"an API token of an allowed user as 'Authorization: Bearer <token>'.",
-    )
-    answer.headers.append((b"www-authenticate", f'Bearer realm="{name}"'.encode()))
+    signin = f"{warning.bare_url(scope)}{TEAM_SIGNIN_PATH}?{TUNNEL_PARAM}={quote(name)}"
+    if access.basic:  # the one Authorization header carries the password: no Bearer token
+        message = (
+            f"The tunnel {name} asks for both a password (HTTP basic auth) and its owner's "
+            f"team sign-in. A browser can do both: sign in at {signin}, then give the "
+            "password when asked. A script cannot: its one Authorization header carries the "
+            "password, so it has no room for an API token; ask the tunnel's owner to use one "
+            "of the two rules for scripts."
+        )
+    else:
+        message = (
+            f"The tunnel {name} is open to its owner's team only. In a browser, sign in at "
+            f"{signin}; from a script, send an API token of an allowed user as "
+            "'Authorization: Bearer <token>'."
+        )
+    answer = _refusal(scope, 401, message)
+    if not access.basic:
+        answer.headers.append((b"www-authenticate", f'Bearer realm="{name}"'.encode()))
     return answer
 
 
 # --- cookies and headers --------------------------------------------------------------------
-def _cookie(scope: Scope, wanted: bytes) -> bytes | None:
-    """The value of the cookie `wanted` (the last one, if the visitor sent several)."""
-    found = None
-    for header, value in scope["headers"]:
-        if header != b"cookie" or wanted not in value:
-            continue
-        for piece in value.split(b";"):
-            key, sep, rest = piece.strip().partition(b"=")
-            if sep and key == wanted:
-                found = rest
-    return found
-
-
-def strip_cookies(value: bytes) -> bytes:
-    """A Cookie header's value without the relay's cookies; other cookies byte for byte."""
-    if _ACCESS_B not in value and _WARNED_B not in value:
-        return value
-    kept = [
-        piece
-        for piece in value.split(b";")
-        if piece.strip().partition(b"=")[0] not in (_ACCESS_B, _WARNED_B)
-    ]
-    return b";".join(kept).lstrip(b" \t")
-
-
 def _stripped(scope: Scope, authorization: bool) -> Scope:
     headers: list[tuple[bytes, bytes]] = []
     for header, value in scope["headers"]:
         if header == b"authorization" and authorization:
             continue
         if header == b"cookie":
-            value = strip_cookies(value)
+            value = strip_relay_cookies(value)
             if not value.strip(b" \t;"):
                 continue
         headers.append((header, value))

@@ -155,7 +155,7 @@ def test_a_ticket_becomes_a_cookie_once_and_the_cookie_never_reaches_the_app(
     relay, tunnels, owner_id
 ):
     name = tunnels["team"]
-    ticket = visitor_pass.issue_ticket(name, 7, owner_id)
+    ticket = visitor_pass.issue_ticket(name, owner_id, owner_user_id=owner_id)
     first = exchange(relay, name, ticket)
     assert first.status == 303
     assert first.header("location") == "/headers"
@@ -179,19 +179,24 @@ def test_a_ticket_becomes_a_cookie_once_and_the_cookie_never_reaches_the_app(
 
 def test_a_ticket_or_cookie_for_one_tunnel_is_refused_on_another(relay, tunnels, owner_id):
     team, other = tunnels["team"], tunnels["other"]
-    assert exchange(relay, other, visitor_pass.issue_ticket(team, 7, owner_id)).status == 403
-    cookie = exchange(relay, team, visitor_pass.issue_ticket(team, 7, owner_id)).header(
-        "set-cookie"
+    assert (
+        exchange(
+            relay, other, visitor_pass.issue_ticket(team, owner_id, owner_user_id=owner_id)
+        ).status
+        == 403
     )
+    cookie = exchange(
+        relay, team, visitor_pass.issue_ticket(team, owner_id, owner_user_id=owner_id)
+    ).header("set-cookie")
     value = cookie.split(";")[0]
     assert relay.get("/headers", name=other, headers=[("Cookie", value)]).status == 401
 
 
 def test_a_forged_expired_or_garbage_ticket_is_refused(relay, tunnels, owner_id):
     name = tunnels["team"]
-    expired = visitor_pass.sign(visitor_pass.TICKET, name, 7, -1)
-    access_kind = visitor_pass.sign(visitor_pass.ACCESS, name, 7, 60)
-    good = visitor_pass.issue_ticket(name, 7, owner_id)
+    expired = visitor_pass.sign(visitor_pass.TICKET, name, owner_id, -1, owner_user_id=owner_id)
+    access_kind = visitor_pass.sign(visitor_pass.ACCESS, name, owner_id, 60, owner_user_id=owner_id)
+    good = visitor_pass.issue_ticket(name, owner_id, owner_user_id=owner_id)
     tampered = good[:-2] + ("AA" if not good.endswith("AA") else "BB")
     for bad in (expired, access_kind, tampered, "x" * 5000, "%00%ff", ""):
         assert exchange(relay, name, bad).status == 403, bad[:20]
@@ -207,7 +212,10 @@ def test_next_after_a_ticket_stays_on_the_tunnel_host(relay, tunnels, owner_id):
         ("/ok?a=1", "/ok?a=1"),
     ):
         answer = exchange(
-            relay, name, visitor_pass.issue_ticket(name, 7, owner_id), quote(target, safe="")
+            relay,
+            name,
+            visitor_pass.issue_ticket(name, owner_id, owner_user_id=owner_id),
+            quote(target, safe=""),
         )
         assert answer.status == 303
         assert answer.header("location") == location, target

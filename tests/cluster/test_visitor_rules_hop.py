@@ -93,7 +93,7 @@ def test_a_ticket_is_good_once_across_the_cluster(nodes, owned):
     pools, owner_id = owned
     alpha, bravo = nodes
     with override_settings(SECRET_KEY=CLUSTER_SECRET_KEY):
-        ticket = visitor_pass.issue_ticket(TEAM, 1, owner_id)
+        ticket = visitor_pass.issue_ticket(TEAM, owner_id, owner_user_id=owner_id)
     target = f"{TICKET_PATH}?ticket={ticket}&next=/"
     first = alpha.get(target, name=TEAM)
     assert first.status == 303, first
