@@ -29,12 +29,11 @@ def test_a_cooldown_refuses_the_name_and_the_owner_until_it_ends() -> None:
         60,
     )
     assert by_name.message == (
-        "The tunnel my-app was disconnected by the relay's operator; it can be registered "
-        "again in 60 s."
+        "my-app was closed by the relay's operator; it can be registered again in 60 s."
     )
     by_owner = sanctions.refusal("other-name", OWNER, now=1030.0)
     assert by_owner is not None and by_owner.retry_after == 30
-    assert "The tunnel my-app was disconnected" in by_owner.message  # the one disconnected
+    assert by_owner.message.startswith("my-app was closed")  # the one disconnected
     assert sanctions.refusal(None, OWNER, now=1059.9) is not None  # ?new too
     assert sanctions.refusal("other-name", "user:8", now=1001.0) is None
     assert sanctions.refusal(NAME, OWNER, now=1060.0) is None
