@@ -7,7 +7,9 @@ Signing out here tells every relay to end the user's passes (face.signout_messag
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -35,15 +37,32 @@ logger = logging.getLogger(__name__)
 MAX_NEXT_CHARS = 2000
 
 
+def limit_failed_signins(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The one limit on guessing passwords, around every sign-in form (the relay's and the
+    admin's, tunnelsite/urls.py): an address with throttle.SIGNIN.limit failed sign-ins in
+    the window gets the 429 page before its password is checked; a successful sign-in
+    spends nothing."""
+
+    @functools.wraps(view)
+    def limited(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method != "POST":
+            return view(request, *args, **kwargs)
+        who = throttle.by_address(identify(request).ip)
+        if waited := throttle.wait_s(throttle.SIGNIN, who):
+            return too_many(request, waited, "sign-in attempts")
+        answer = view(request, *args, **kwargs)
+        if not request.user.is_authenticated and answer.status_code != 403:  # 403: CSRF
+            throttle.spend(throttle.SIGNIN, who)
+        return answer
+
+    return limited
+
+
 class SignIn(LoginView):
-    """Django's sign-in with the relay's page, rate-limited per address (throttle.SIGNIN)."""
+    """Django's sign-in with the relay's page; the sign-in limit wraps it (urls.py). Reached
+    from /visit/, it says which tunnel the sign-in is for."""
 
     template_name = "tunnels/visitors/signin.html"
-
-    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if waited := throttle.take(throttle.SIGNIN, identify(request).ip):
-            return too_many(request, waited, "sign-in attempts")
-        return super().post(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         return {**super().get_context_data(**kwargs), "tunnel": tunnel_of(self.request)}
@@ -53,7 +72,7 @@ def tunnel_of(request: HttpRequest) -> str:
     """The team-only tunnel a visitor was sent from (`next` is its /visit/ link), so the
     sign-in page can say what it is for; "" when it names none."""
     target = urlsplit(request.POST.get("next") or request.GET.get("next") or "")
-    if target.path != protocol.TEAM_SIGNIN_PATH:
+    if target.scheme or target.netloc or target.path != protocol.TEAM_SIGNIN_PATH:
         return ""
     name = parse_qs(target.query).get(protocol.TUNNEL_PARAM, [""])[0].strip().lower()
     return name if protocol.is_valid_subdomain(name) else ""
