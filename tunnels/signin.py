@@ -108,11 +108,13 @@ def end_passes(sender: object, request: HttpRequest | None, user: Any, **kwargs:
         )
 
 
-def too_many(request: HttpRequest, waited: int, what: str) -> HttpResponse:
+def too_many(
+    request: HttpRequest, waited: int, what: str, who: str = "your address"
+) -> HttpResponse:
     answer = render(
         request,
         "tunnels/visitors/too_many.html",
-        {"waited": waited, "what": what},
+        {"waited": waited, "what": what, "who": who},
         status=429,
     )
     answer["Retry-After"] = str(waited)
@@ -186,6 +188,8 @@ async def visit(request: HttpRequest) -> HttpResponse:
             "in as another user.",
             switch=True,
         )
+    if waited := throttle.take_for(throttle.TICKET, f"user:{user.pk}"):
+        return too_many(request, waited, "visits to team-only tunnels", "your account")
     port = int(settings.RELAY_PUBLIC_PORT or request.get_port())
     target = (
         protocol.public_url(settings.RELAY_PUBLIC_SCHEME, name, settings.RELAY_DOMAIN, port)
