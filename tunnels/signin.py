@@ -24,7 +24,6 @@ from django.contrib.auth.views import LoginView, LogoutView, redirect_to_login
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
-from django.utils.http import url_has_allowed_host_and_scheme
 
 from relay import face, protocol
 from tunnels import team, throttle
@@ -32,10 +31,6 @@ from tunnels.identity import identify
 from tunnels.models import TunnelSession
 
 logger = logging.getLogger(__name__)
-
-# A `next` longer than this is not a path a browser was on: it becomes "/".
-MAX_NEXT_CHARS = 2000
-
 
 def limit_failed_signins(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """The one limit on guessing passwords, around every sign-in form (the relay's and the
@@ -121,19 +116,6 @@ def too_many(
     return answer
 
 
-def local_path(value: str) -> str:
-    """`value` when it is a path on the same host ("/..."), else "/": the tunnel's host is
-    where the visitor goes back, never another site (no open redirect)."""
-    if (
-        not value.startswith("/")
-        or len(value) > MAX_NEXT_CHARS
-        or any(ord(char) < 0x21 or ord(char) == 0x7F for char in value)
-        or not url_has_allowed_host_and_scheme(value, allowed_hosts=None)
-    ):
-        return "/"
-    return value
-
-
 @dataclass(frozen=True)
 class Decision:
     live: bool
@@ -163,7 +145,7 @@ def decide(user: AbstractBaseUser, name: str) -> Decision:
 async def visit(request: HttpRequest) -> HttpResponse:
     """GET /visit/?tunnel=<name>&next=<path> (protocol.TEAM_SIGNIN_PATH)."""
     name = request.GET.get(protocol.TUNNEL_PARAM, "").strip().lower()
-    next_path = local_path(request.GET.get(protocol.NEXT_PARAM, ""))
+    next_path = protocol.local_path(request.GET.get(protocol.NEXT_PARAM, ""))
     if not protocol.is_valid_subdomain(name):
         return _page(request, 400, "No such tunnel", "That link does not name a tunnel.")
     user = await request.auser()
