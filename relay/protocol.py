@@ -320,6 +320,7 @@ def local_path(text: str) -> str:
         return "/"
     return text
 
+
 # --- pool connections over the relay's own port (relay/pool/upgrade.py) ------------------------
 # Our lt opens its pool connections as HTTP/1.1 Upgrade requests to the relay's public URL,
 # over TLS when that URL is https and through whatever proxy is in front: no raw port for a

@@ -32,6 +32,7 @@ from tunnels.models import TunnelSession
 
 logger = logging.getLogger(__name__)
 
+
 def limit_failed_signins(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """The one limit on guessing passwords, around every sign-in form (the relay's and the
     admin's, tunnelsite/urls.py): an address with throttle.SIGNIN.limit failed sign-ins in

@@ -52,9 +52,7 @@ class SignInLimitTests(TestCase):
 
     def test_successful_sign_ins_spend_nothing(self) -> None:
         for i in range(throttle.SIGNIN.limit * 2):
-            signed = Client().post(
-                FORMS[i % 2], {"username": "operator", "password": PASSWORD}
-            )
+            signed = Client().post(FORMS[i % 2], {"username": "operator", "password": PASSWORD})
             self.assertEqual(signed.status_code, 302, FORMS[i % 2])
         for _ in range(throttle.SIGNIN.limit):
             self.assertEqual(self.fail("/accounts/login/"), 200, "the whole budget is left")
