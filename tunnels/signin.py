@@ -22,7 +22,7 @@ from django.contrib.auth import user_logged_out
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.views import LoginView, LogoutView, redirect_to_login
 from django.dispatch import receiver
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import render
 
 from relay import face, protocol
@@ -33,14 +33,16 @@ from tunnels.models import TunnelSession
 logger = logging.getLogger(__name__)
 
 
-def limit_failed_signins(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+def limit_failed_signins(
+    view: Callable[..., HttpResponseBase],
+) -> Callable[..., HttpResponseBase]:
     """The one limit on guessing passwords, around every sign-in form (the relay's and the
     admin's, tunnelsite/urls.py): an address with throttle.SIGNIN.limit failed sign-ins in
     the window gets the 429 page before its password is checked; a successful sign-in
     spends nothing."""
 
     @functools.wraps(view)
-    def limited(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def limited(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if request.method != "POST":
             return view(request, *args, **kwargs)
         who = throttle.by_address(identify(request).ip)
