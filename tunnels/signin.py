@@ -49,7 +49,10 @@ def limit_failed_signins(
         if waited := throttle.wait_s(throttle.SIGNIN, who):
             return too_many(request, waited, "sign-in attempts")
         answer = view(request, *args, **kwargs)
-        if not request.user.is_authenticated and answer.status_code != 403:  # 403: CSRF
+        # A sign-in that worked redirects; a failed one shows the form again (200), also to
+        # a visitor already signed in as someone else (request.user says nothing here).
+        # 403 is CSRF's refusal: no password was tried.
+        if answer.status_code not in (302, 303, 403):
             throttle.spend(throttle.SIGNIN, who)
         return answer
 

@@ -58,6 +58,15 @@ class SignInLimitTests(TestCase):
             self.assertEqual(self.fail("/accounts/login/"), 200, "the whole budget is left")
         self.assert_limited("/accounts/login/")
 
+    def test_a_signed_in_visitor_guessing_others_passwords_is_limited_too(self) -> None:
+        signed_in = Client()
+        signed_in.force_login(self.owner)
+        for i in range(throttle.SIGNIN.limit):
+            guess = {"username": "operator", "password": f"guess-{i}"}
+            self.assertEqual(signed_in.post(FORMS[i % 2], guess).status_code, 200)
+        refused = signed_in.post(FORMS[0], {"username": "operator", "password": PASSWORD})
+        self.assertEqual(refused.status_code, 429)
+
     def test_getting_the_forms_spends_nothing(self) -> None:
         for _ in range(throttle.SIGNIN.limit + 1):
             for url in FORMS:
