@@ -72,8 +72,8 @@ def _close(registry: Registry, message: dict[str, Any]) -> int:
     Suspend (`suspend`) keep the names suspended for visitors and registrations."""
     reason = str(message.get("reason") or "closed by the operator")[:CLOSE_REASON_MAX_CHARS]
     names = set(_strings(message.get("names")))
-    token_ids = {i for i in _list(message.get("token_ids")) if isinstance(i, int)}
-    user_ids = {i for i in _list(message.get("user_ids")) if isinstance(i, int)}
+    token_ids = {i for i in _list(message.get("token_ids")) if type(i) is int}  # not bools
+    user_ids = {i for i in _list(message.get("user_ids")) if type(i) is int}
     try:
         cooldown_s = float(message.get("cooldown_s") or 0.0)
     except (TypeError, ValueError):

@@ -147,6 +147,9 @@ def test_suspend_and_lift_messages_fill_and_empty_the_suspended_names() -> None:
         {"type": "tunnel.close", "names": "my-app", "suspend": True, "reason": None},
         {"type": "tunnel.lift", "names": None},
         {"type": "tunnel.lift", "names": [1, {"a": 1}]},
+        {"type": "tunnel.close", "token_ids": "123", "user_ids": [None, 1.5], "suspend": True},
+        {"type": "tunnel.close", "token_ids": {"a": 1}, "user_ids": [True], "suspend": True},
+        {"type": "tunnel.lift", "token_ids": "abc", "user_ids": [None, 1.5]},
     ],
 )
 def test_malformed_messages_change_nothing_they_cannot_read(message: dict[str, Any]) -> None:
@@ -154,3 +157,4 @@ def test_malformed_messages_change_nothing_they_cannot_read(message: dict[str, A
     handle(registry, message)  # no exception
     assert registry.sanctions.cooling == {}
     assert registry.sanctions.suspended == {}
+    assert registry.sanctions.tokens == registry.sanctions.users == {}
