@@ -14,6 +14,7 @@ from relay import face, protocol
 from relay.cluster.control import handle
 from relay.pool.registry import Registry
 from relay.pool.sanctions import Sanctions
+from relay.pool.tunnel import Tunnel
 
 NAME, OWNER = "my-app", "user:7"
 
@@ -158,3 +159,23 @@ def test_malformed_messages_change_nothing_they_cannot_read(message: dict[str, A
     assert registry.sanctions.cooling == {}
     assert registry.sanctions.suspended == {}
     assert registry.sanctions.tokens == registry.sanctions.users == {}
+
+
+def test_a_bool_is_no_user_id_in_a_close_message() -> None:
+    registry = Registry()
+    tunnel = Tunnel(
+        name="my-app",
+        owner="user:1",
+        client_ip="127.0.0.1",
+        max_conn_count=1,
+        registry=registry,
+        user_id=1,
+        token_id=1,
+        client_id="",
+    )
+    registry.tunnels["my-app"] = tunnel
+    message = {"type": "tunnel.close", "user_ids": [True], "token_ids": [True], "suspend": True}
+    assert handle(registry, message) == 0
+    assert registry.get("my-app") is tunnel and not tunnel.closed
+    del registry.tunnels["my-app"]
+    tunnel.close("test over")
