@@ -253,10 +253,18 @@ def refusal_for(name: str | None, owner: str) -> RegistrationError | None:
     return get_registry().sanctions.refusal(name, owner)
 
 
-def lift_message(names: list[str]) -> dict[str, object]:
-    """The control message that lifts the suspension of these names on every relay: only
-    names no other active suspension covers (tunnels/suspensions.py sends those)."""
-    return {"type": "tunnel.lift", "names": sorted(set(names))}
+def lift_message(
+    names: list[str], token_ids: list[int] | None = None, user_ids: list[int] | None = None
+) -> dict[str, object]:
+    """The control message that lifts the suspension of these names, tokens and users on
+    every relay: only those no other active suspension covers (tunnels/suspensions.py sends
+    those)."""
+    return {
+        "type": "tunnel.lift",
+        "names": sorted(set(names)),
+        "token_ids": sorted(set(token_ids or ())),
+        "user_ids": sorted(set(user_ids or ())),
+    }
 
 
 # --- a live tunnel, and the relay ---------------------------------------------------------

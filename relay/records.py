@@ -95,6 +95,12 @@ class Records(Protocol):
         see the suspension page): read at start and when an operator lifts or suspends."""
         ...
 
+    def suspended_ids(self) -> tuple[dict[int, str], dict[int, str]]:
+        """The token ids and the user ids under an active suspension, each with its reason:
+        read at start with the names, so the registry refuses them even when a suspension
+        arrives after a registration's database check."""
+        ...
+
     def team_member(self, credential: str, owner_user_id: int) -> int | None:
         """The user id of the API token `credential` when its user may visit a team-only
         tunnel of `owner_user_id` (the owner, staff, or sharing a group with the owner), the

@@ -9,14 +9,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from relay import protocol
-from tunnels import suspensions
+from tunnels import control, suspensions
 from tunnels.models import Suspension
 
 TEMPLATE = "admin/tunnels/suspend.html"
@@ -26,6 +26,24 @@ TEMPLATE = "admin/tunnels/suspend.html"
 # also the closed session's close_reason): a longer one would reach visitors cut.
 REASON_MAX_CHARS = protocol.CLOSE_REASON_MAX_CHARS
 REASON_HELP = "Shown to the tunnel's client and to its visitors."
+# Said (as a warning) after a Suspend or Lift when no relay could be told: the rows stand and
+# refuse registrations, but live tunnels and the relays' memory do not change.
+NO_LAYER_SUSPEND = (
+    "There is no channel layer, so no relay was told: live tunnels keep running and "
+    "visitors do not see the suspension page until the relay restarts (new registrations "
+    "are refused from the database now). Configure CHANNEL_LAYERS (REDIS_URL) and restart "
+    "the relays, or restart them now to apply it."
+)
+NO_LAYER_LIFT = (
+    "There is no channel layer, so no relay was told: the lifted names still show the "
+    "suspension page until the relay restarts. Configure CHANNEL_LAYERS (REDIS_URL), or "
+    "restart the relays now."
+)
+
+
+def warn_if_unheard(modeladmin: admin.ModelAdmin, request: HttpRequest, text: str) -> None:
+    if not control.reachable():
+        modeladmin.message_user(request, text, messages.WARNING)
 
 
 class ReasonForm(forms.Form):
@@ -58,6 +76,7 @@ def suspend_action(
             f"Suspended {len(rows)} {what}"
             + (f"; closing and suspending {', '.join(closed)}." if closed else "."),
         )
+        warn_if_unheard(modeladmin, request, NO_LAYER_SUSPEND)
         return None
     context = {
         **modeladmin.admin_site.each_context(request),
@@ -147,6 +166,7 @@ class SuspensionAdmin(admin.ModelAdmin):
         target = obj.user if obj.user_id else obj.token if obj.token_id else None
         if target is not None:
             self.log_change(request, target, f"Suspended: {obj.reason}")
+        warn_if_unheard(self, request, NO_LAYER_SUSPEND)
 
     def has_lift_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("tunnels.change_suspension")
@@ -157,3 +177,5 @@ class SuspensionAdmin(admin.ModelAdmin):
         for row in lifted:
             self.log_change(request, row, f"Lifted (was: {row.reason})")
         self.message_user(request, f"Lifted {len(lifted)} suspension(s).")
+        if lifted:
+            warn_if_unheard(self, request, NO_LAYER_LIFT)

@@ -7,6 +7,8 @@ every relay does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -16,6 +18,11 @@ from tunnels.auth import anonymous_owner, owner_key
 from tunnels.models import ApiToken, TunnelSession
 
 DISCONNECTED = "disconnected by the operator"
+
+
+def reachable() -> bool:
+    """Whether relays can be told anything: there is a channel layer."""
+    return get_channel_layer() is not None
 
 
 def _send(message: dict[str, object]) -> bool:
@@ -58,9 +65,11 @@ def suspend(names: list[str], token_ids: list[int], user_ids: list[int], reason:
     return _send(close_message(names, token_ids, reason, user_ids=user_ids, suspend=True))
 
 
-def lift(names: list[str]) -> bool:
-    """Tell every relay these names are no longer suspended."""
-    return _send(lift_message(names)) if names else False
+def lift(names: list[str], token_ids: Sequence[int] = (), user_ids: Sequence[int] = ()) -> bool:
+    """Tell every relay these names, tokens and users are no longer suspended."""
+    if not (names or token_ids or user_ids):
+        return False
+    return _send(lift_message(names, list(token_ids), list(user_ids)))
 
 
 def revoke_tokens(tokens: list[ApiToken], reason: str = "token revoked") -> int:

@@ -80,6 +80,9 @@ class OrmRecords:
     def suspended_names(self) -> dict[str, str]:
         return suspensions.suspended_names()
 
+    def suspended_ids(self) -> tuple[dict[int, str], dict[int, str]]:
+        return suspensions.suspended_ids()
+
     def team_member(self, credential: str, owner_user_id: int) -> int | None:
         return team.team_member(credential, owner_user_id)
 

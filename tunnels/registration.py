@@ -95,7 +95,7 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
         return client_error(request, 400, exc.message)
     # An operator's Disconnect or Suspend, from memory before any database work (anonymous
     # clients, the npm client's loop); a token's owner is known after it (the registry).
-    if requester.credential is None and (refusal := face.refusal_for(requested, requester.owner)):
+    if requester.credential is None and (refusal := face.refusal_for(requested, "")):
         return client_error(
             request,
             refusal.status,

@@ -7,7 +7,9 @@ Signing out here tells every relay to end the user's passes (face.signout_messag
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -20,9 +22,8 @@ from django.contrib.auth import user_logged_out
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.views import LoginView, LogoutView, redirect_to_login
 from django.dispatch import receiver
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import render
-from django.utils.http import url_has_allowed_host_and_scheme
 
 from relay import face, protocol
 from tunnels import team, throttle
@@ -31,19 +32,38 @@ from tunnels.models import TunnelSession
 
 logger = logging.getLogger(__name__)
 
-# A `next` longer than this is not a path a browser was on: it becomes "/".
-MAX_NEXT_CHARS = 2000
+
+def limit_failed_signins(
+    view: Callable[..., HttpResponseBase],
+) -> Callable[..., HttpResponseBase]:
+    """The one limit on guessing passwords, around every sign-in form (the relay's and the
+    admin's, tunnelsite/urls.py): an address with throttle.SIGNIN.limit failed sign-ins in
+    the window gets the 429 page before its password is checked; a successful sign-in
+    spends nothing."""
+
+    @functools.wraps(view)
+    def limited(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if request.method != "POST":
+            return view(request, *args, **kwargs)
+        who = throttle.by_address(identify(request).ip)
+        if waited := throttle.wait_s(throttle.SIGNIN, who):
+            return too_many(request, waited, "sign-in attempts")
+        answer = view(request, *args, **kwargs)
+        # A sign-in that worked redirects; a failed one shows the form again (200), also to
+        # a visitor already signed in as someone else (request.user says nothing here).
+        # 403 is CSRF's refusal: no password was tried.
+        if answer.status_code not in (302, 303, 403):
+            throttle.spend(throttle.SIGNIN, who)
+        return answer
+
+    return limited
 
 
 class SignIn(LoginView):
-    """Django's sign-in with the relay's page, rate-limited per address (throttle.SIGNIN)."""
+    """Django's sign-in with the relay's page; the sign-in limit wraps it (urls.py). Reached
+    from /visit/, it says which tunnel the sign-in is for."""
 
     template_name = "tunnels/visitors/signin.html"
-
-    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if waited := throttle.take(throttle.SIGNIN, identify(request).ip):
-            return too_many(request, waited, "sign-in attempts")
-        return super().post(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         return {**super().get_context_data(**kwargs), "tunnel": tunnel_of(self.request)}
@@ -53,7 +73,7 @@ def tunnel_of(request: HttpRequest) -> str:
     """The team-only tunnel a visitor was sent from (`next` is its /visit/ link), so the
     sign-in page can say what it is for; "" when it names none."""
     target = urlsplit(request.POST.get("next") or request.GET.get("next") or "")
-    if target.path != protocol.TEAM_SIGNIN_PATH:
+    if target.scheme or target.netloc or target.path != protocol.TEAM_SIGNIN_PATH:
         return ""
     name = parse_qs(target.query).get(protocol.TUNNEL_PARAM, [""])[0].strip().lower()
     return name if protocol.is_valid_subdomain(name) else ""
@@ -89,28 +109,17 @@ def end_passes(sender: object, request: HttpRequest | None, user: Any, **kwargs:
         )
 
 
-def too_many(request: HttpRequest, waited: int, what: str) -> HttpResponse:
+def too_many(
+    request: HttpRequest, waited: int, what: str, who: str = "your address"
+) -> HttpResponse:
     answer = render(
         request,
         "tunnels/visitors/too_many.html",
-        {"waited": waited, "what": what},
+        {"waited": waited, "what": what, "who": who},
         status=429,
     )
     answer["Retry-After"] = str(waited)
     return answer
-
-
-def local_path(value: str) -> str:
-    """`value` when it is a path on the same host ("/..."), else "/": the tunnel's host is
-    where the visitor goes back, never another site (no open redirect)."""
-    if (
-        not value.startswith("/")
-        or len(value) > MAX_NEXT_CHARS
-        or any(ord(char) < 0x21 or ord(char) == 0x7F for char in value)
-        or not url_has_allowed_host_and_scheme(value, allowed_hosts=None)
-    ):
-        return "/"
-    return value
 
 
 @dataclass(frozen=True)
@@ -142,7 +151,7 @@ def decide(user: AbstractBaseUser, name: str) -> Decision:
 async def visit(request: HttpRequest) -> HttpResponse:
     """GET /visit/?tunnel=<name>&next=<path> (protocol.TEAM_SIGNIN_PATH)."""
     name = request.GET.get(protocol.TUNNEL_PARAM, "").strip().lower()
-    next_path = local_path(request.GET.get(protocol.NEXT_PARAM, ""))
+    next_path = protocol.local_path(request.GET.get(protocol.NEXT_PARAM, ""))
     if not protocol.is_valid_subdomain(name):
         return _page(request, 400, "No such tunnel", "That link does not name a tunnel.")
     user = await request.auser()
@@ -167,6 +176,8 @@ async def visit(request: HttpRequest) -> HttpResponse:
             "in as another user.",
             switch=True,
         )
+    if waited := throttle.take_for(throttle.TICKET, f"user:{user.pk}"):
+        return too_many(request, waited, "visits to team-only tunnels", "your account")
     port = int(settings.RELAY_PUBLIC_PORT or request.get_port())
     target = (
         protocol.public_url(settings.RELAY_PUBLIC_SCHEME, name, settings.RELAY_DOMAIN, port)

@@ -29,6 +29,18 @@ def suspended_names() -> dict[str, str]:
     return names
 
 
+def suspended_ids() -> tuple[dict[int, str], dict[int, str]]:
+    """The token ids and user ids under an active suspension, with the newest reason."""
+    tokens: dict[int, str] = {}
+    users: dict[int, str] = {}
+    for suspension in Suspension.objects.active().exclude(kind=Suspension.NAME).order_by("created"):
+        if suspension.token_id is not None:
+            tokens[suspension.token_id] = suspension.reason
+        if suspension.user_id is not None:
+            users[suspension.user_id] = suspension.reason
+    return tokens, users
+
+
 def _live_names(**which: Any) -> list[str]:
     return sorted(
         set(TunnelSession.objects.filter(is_live=True, **which).values_list("subdomain", flat=True))
@@ -89,5 +101,10 @@ def lift(rows: Iterable[Suspension], by: Any = None) -> list[Suspension]:
         row.lifted_by = by
         row.save(update_fields=["lifted_at", "lifted_by"])
     still = suspended_names()
-    control.lift(sorted({name for row in lifted for name in row.names if name not in still}))
+    tokens, users = suspended_ids()
+    control.lift(
+        sorted({name for row in lifted for name in row.names if name not in still}),
+        sorted({r.token_id for r in lifted if r.token_id is not None and r.token_id not in tokens}),
+        sorted({r.user_id for r in lifted if r.user_id is not None and r.user_id not in users}),
+    )
     return lifted

@@ -394,6 +394,10 @@ else:
     # One process (no other node announces anything): the default room of 100 is plenty.
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# Error reports (DEBUG's 500 page, mails to ADMINS) hide the relay's secret headers too: our
+# lt's visitor rules carry basic-auth passwords (tunnels/reporting.py).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "tunnels.reporting.ReporterFilter"
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -20,6 +20,8 @@ urlpatterns = [
         admin.site.admin_view(dashboard.disconnect),
         name="relay-dashboard-disconnect",
     ),
+    # One limit on failed sign-ins for both forms (tunnels/signin.py), before the admin's.
+    path("admin/login/", signin.limit_failed_signins(admin.site.login), name="admin-login"),
     path("admin/", admin.site.urls),
     path("admin", RedirectView.as_view(url="/admin/", permanent=False)),
     path("healthz", views.healthz, name="healthz"),
@@ -29,7 +31,7 @@ urlpatterns = [
     # Visitors: the team-only tunnel's sign-in (relay.protocol.TEAM_SIGNIN_PATH), the user's
     # sign-in and sign-out, and the warning page's abuse report (ABUSE_REPORT_PATH).
     path(protocol.TEAM_SIGNIN_PATH.lstrip("/"), signin.visit, name="visit"),
-    path("accounts/login/", signin.SignIn.as_view(), name="signin"),
+    path("accounts/login/", signin.limit_failed_signins(signin.SignIn.as_view()), name="signin"),
     path("accounts/logout/", signin.SignOut.as_view(), name="signout"),
     path(protocol.ABUSE_REPORT_PATH.lstrip("/"), reports.report, name="report"),
     path("", views.index, name="index"),

@@ -5,7 +5,7 @@ Listens on the channel layer group `relay-control` for
 "cooldown_s": N, "suspend": bool, "owners": {name: owner}}` (relay.face.close_message) and closes
 matching live tunnels through the registry, leaving a Disconnect's cool-down or a suspension
 in the registry's `sanctions` (relay/pool/sanctions.py); `tunnel.lift` (relay.face.lift_message)
-lifts suspended names. Sent by tunnels/control.py. The in-memory layer
+lifts suspended names, tokens and users. Sent by tunnels/control.py. The in-memory layer
 only carries messages within one process: fine, the admin is served by the runrelay process.
 On a named node the group also carries `tunnel.owner` (a node opened or closed a name) and
 `tunnel.release` (a client reclaims its name on another node), both from relay/cluster/node.py.
@@ -43,7 +43,11 @@ def handle(registry: Registry, message: dict[str, Any]) -> int:
     if message.get("type") == "tunnel.release":  # scale-out: its owner reclaims it elsewhere
         return registry.cluster.note_release(message) if registry.cluster is not None else 0
     if message.get("type") == "tunnel.lift":  # an operator lifted a suspension
-        registry.sanctions.lift(_strings(message.get("names")))
+        registry.sanctions.lift(
+            _strings(message.get("names")),
+            _list(message.get("token_ids")),
+            _list(message.get("user_ids")),
+        )
         return 0
     if message.get("type") != "tunnel.close":
         return 0
@@ -57,20 +61,25 @@ def _strings(values: Any) -> list[str]:
     return [value for value in values if isinstance(value, str)]
 
 
+def _list(values: Any) -> list[Any]:
+    """A message's list (its items are checked where they are used), or nothing."""
+    return list(values) if isinstance(values, list | tuple) else []
+
+
 def _close(registry: Registry, message: dict[str, Any]) -> int:
     """tunnel.close: close the tunnels with these names, tokens or users; after a Disconnect
     (`cooldown_s`) keep their names and owners from registering for that long; after a
     Suspend (`suspend`) keep the names suspended for visitors and registrations."""
     reason = str(message.get("reason") or "closed by the operator")[:CLOSE_REASON_MAX_CHARS]
     names = set(_strings(message.get("names")))
-    token_ids = set(message.get("token_ids") or ())
-    user_ids = set(message.get("user_ids") or ())
+    token_ids = {i for i in _list(message.get("token_ids")) if type(i) is int}  # not bools
+    user_ids = {i for i in _list(message.get("user_ids")) if type(i) is int}
     try:
         cooldown_s = float(message.get("cooldown_s") or 0.0)
     except (TypeError, ValueError):
         cooldown_s = 0.0
     if message.get("suspend"):  # before closing: a client's re-registration is refused
-        registry.sanctions.suspend(names, reason)
+        registry.sanctions.suspend(names, reason, token_ids, user_ids)
     doomed = [
         tunnel
         for tunnel in list(registry.tunnels.values())

@@ -104,12 +104,14 @@ class Registry:
         access = None if rules is None or rules.empty else Access(rules)
         if not self.accepting:
             raise RegistrationError(503, "This relay is shutting down; try again in a moment.")
-        refusal = self.sanctions.refusal(requested, owner)  # a Disconnect's, a suspension's
+        # A suspended name, token or user; the name's Disconnect cool-down, for anyone.
+        refusal = self.sanctions.refusal(requested, "", user_id=user_id, token_id=token_id)
         if refusal is not None:
             raise refusal
         if client_id:
             self.holders.refuse_if_taken_over(client_id)
         avoid_port = 0
+        existing: Tunnel | None = None
         if requested is not None:
             existing = self.tunnels.get(requested)
             if existing is not None:
@@ -152,6 +154,12 @@ class Registry:
             name = requested
         else:
             name = self._random_name(reserved)
+        if requested is None or existing is None:
+            # A new tunnel: the owner's Disconnect cool-down (never its own live tunnel's
+            # reclaim or takeover, which returned or went on above).
+            refusal = self.sanctions.refusal(None, owner)
+            if refusal is not None:
+                raise refusal
         if len(self.tunnels) >= self.settings.RELAY_MAX_TUNNELS:
             raise RegistrationError(503, "This relay has no room for more tunnels right now.")
         tunnel = Tunnel(
@@ -186,6 +194,11 @@ class Registry:
                         self.cluster.flush_soon()
                     raise IntegrityError("released while registering")
             except IntegrityError:
+                # Closed by an operator's Suspend or Disconnect while the row was written:
+                # that is why, not a name in use.
+                sanction = self.sanctions.refusal(name, "", user_id=user_id, token_id=token_id)
+                if tunnel.closed and sanction is not None:
+                    raise sanction from None
                 raise RegistrationError(
                     409, f"The subdomain {name!r} is in use; pick another name."
                 ) from None

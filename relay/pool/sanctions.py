@@ -1,15 +1,21 @@
 """What an operator's Disconnect and Suspend leave behind in a relay's memory (the registry's
-`sanctions`): the cool-downs after a Disconnect and the suspended names.
+`sanctions`): the cool-downs after a Disconnect and the suspended names, tokens and users.
 
 A Disconnect (relay/cluster/control.py, `cooldown_s` in the close message) keeps the closed
-tunnel's name, and its owner's registrations of any name, refused for a while: without it the
-npm client re-registers at once and our lt after its backoff, so a Disconnect lasted a
-second. A suspension is kept here by name only, for visitors (the suspension page) and for a
-refusal before any database work; the database's Suspension rows decide registrations of
-suspended tokens and users (tunnels/auth.py), so they hold across restarts and nodes.
+tunnel's name refused to anyone for a while, and its owner from registering a new tunnel
+(not from reclaiming one of its own that still lives: the registry asks `owner_refusal` only
+for a new tunnel): without it the npm client re-registers at once and our lt after its
+backoff, so a Disconnect lasted a second. An anonymous owner is an address, so everyone
+behind the same NAT (or IPv6 /64) waits out the owner's cool-down too (docs/admin.md).
+
+A suspension is kept here by name (visitors see the suspension page; a refusal before any
+database work) and by token id and user id: the database's Suspension rows refuse those
+registrations (tunnels/auth.py) across restarts and nodes, and the registry checks the ids
+again here, so a suspension arriving after that database check still stops the tunnel.
 
 Every check is a dict lookup; the cool-downs expire and are bounded by
-protocol.COOLDOWNS_REMEMBERED, the names by protocol.SUSPENDED_NAMES_REMEMBERED.
+protocol.COOLDOWNS_REMEMBERED, the names, tokens and users (each) by
+protocol.SUSPENDED_NAMES_REMEMBERED.
 """
 
 from __future__ import annotations
@@ -17,20 +23,35 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from relay import protocol
 from relay.pool.errors import RegistrationError
 
 
 def disconnected_message(name: str, wait_s: int) -> str:
-    return (
-        f"The tunnel {name} was disconnected by the relay's operator; it can be registered "
-        f"again in {wait_s} s."
-    )
+    """Read alone (the npm client prints it) and after our lt's "lt: disconnected by the
+    operator: ", so it names the tunnel and when it comes back, and says who once."""
+    return f"{name} was closed by the relay's operator; it can be registered again in {wait_s} s."
 
 
 def suspended_message(name: str, reason: str) -> str:
     return f"The tunnel name {name} is suspended by the relay's operator: {reason}"
+
+
+def suspended_id_message(what: str, reason: str) -> str:
+    """`what`: "That API token" or "Your account" (as tunnels/auth.py says it)."""
+    return f"{what} is suspended by the relay's operator: {reason}"
+
+
+def _ids(values: Iterable[object]) -> list[int]:
+    """The ids of a message's list; anything else in it (bools too) is no id."""
+    return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+
+
+def _hold(held: dict[Any, str], key: object, reason: str) -> None:
+    if key in held or len(held) < protocol.SUSPENDED_NAMES_REMEMBERED:
+        held[key] = reason
 
 
 def visitor_message(reason: str) -> str:
@@ -40,9 +61,9 @@ def visitor_message(reason: str) -> str:
 
 class Sanctions:
     """Cool-downs (a name or an owner key -> when it ends, and the name disconnected) and
-    suspended names (name -> the operator's reason)."""
+    suspended names, token ids and user ids (-> the operator's reason)."""
 
-    __slots__ = ("cooling", "suspended")
+    __slots__ = ("cooling", "suspended", "tokens", "users")
 
     def __init__(self) -> None:
         # Keys are names, or owner keys ("user:<id>", "ip:<addr>"; names never contain ":").
@@ -51,6 +72,8 @@ class Sanctions:
         # oldest entry goes.
         self.cooling: dict[str, tuple[float, str]] = {}
         self.suspended: dict[str, str] = {}
+        self.tokens: dict[int, str] = {}
+        self.users: dict[int, str] = {}
 
     # --- Disconnect ---------------------------------------------------------------------------
     def cool_down(self, name: str, owner: str, seconds: float, now: float | None = None) -> None:
@@ -86,20 +109,47 @@ class Sanctions:
         return max(1, math.ceil(until - now - protocol.TIMER_SLACK_S)), name
 
     # --- Suspend ------------------------------------------------------------------------------
-    def suspend(self, names: Iterable[str], reason: str) -> None:
+    def suspend(
+        self,
+        names: Iterable[str],
+        reason: str,
+        token_ids: Iterable[object] = (),
+        user_ids: Iterable[object] = (),
+    ) -> None:
         for name in names:
-            if name in self.suspended or len(self.suspended) < protocol.SUSPENDED_NAMES_REMEMBERED:
-                self.suspended[name] = reason
+            _hold(self.suspended, name, reason)
+        for token_id in _ids(token_ids):
+            _hold(self.tokens, token_id, reason)
+        for user_id in _ids(user_ids):
+            _hold(self.users, user_id, reason)
 
-    def lift(self, names: Iterable[str]) -> None:
+    def lift(
+        self,
+        names: Iterable[str],
+        token_ids: Iterable[object] = (),
+        user_ids: Iterable[object] = (),
+    ) -> None:
         for name in names:
             self.suspended.pop(name, None)
+        for token_id in _ids(token_ids):
+            self.tokens.pop(token_id, None)
+        for user_id in _ids(user_ids):
+            self.users.pop(user_id, None)
 
-    def replace(self, suspended: Mapping[str, str]) -> None:
-        """The suspended names as the database has them (at start)."""
-        self.suspended = {}
+    def replace(
+        self,
+        suspended: Mapping[str, str],
+        tokens: Mapping[int, str] | None = None,
+        users: Mapping[int, str] | None = None,
+    ) -> None:
+        """The suspended names, tokens and users as the database has them (at start)."""
+        self.suspended, self.tokens, self.users = {}, {}, {}
         for name, reason in suspended.items():
             self.suspend((name,), reason)
+        for token_id, reason in (tokens or {}).items():
+            self.suspend((), reason, token_ids=(token_id,))
+        for user_id, reason in (users or {}).items():
+            self.suspend((), reason, user_ids=(user_id,))
 
     def suspension(self, name: str) -> str | None:
         """The reason `name` is suspended, or None."""
@@ -112,10 +162,27 @@ class Sanctions:
         return name in self.suspended or self._cooling(name, now) is not None
 
     def refusal(
-        self, name: str | None, owner: str, now: float | None = None
+        self,
+        name: str | None,
+        owner: str,
+        now: float | None = None,
+        *,
+        user_id: int | None = None,
+        token_id: int | None = None,
     ) -> RegistrationError | None:
-        """Why registering `name` (None: a random one) by `owner` ("" when not known yet) is
-        refused now, or None."""
+        """Why registering `name` (None: a random one) by `owner` ("" when not known yet, or
+        not to be checked), with this user and token, is refused now, or None."""
+        for an_id, held, what in (
+            (token_id, self.tokens, "That API token"),
+            (user_id, self.users, "Your account"),
+        ):
+            reason = held.get(an_id) if an_id is not None else None
+            if reason is not None:
+                return RegistrationError(
+                    protocol.SUSPENDED_STATUS,
+                    suspended_id_message(what, reason),
+                    reason=protocol.REFUSAL_SUSPENDED,
+                )
         if name is not None:
             reason = self.suspended.get(name)
             if reason is not None:

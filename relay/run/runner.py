@@ -222,14 +222,16 @@ class RelayRunner:
         logger.debug("open-file limit %d", limit)
 
     async def _load_suspensions(self) -> None:
-        """The names operators suspended, for their visitors' page and early refusals (the
-        database refuses their registrations anyway: tunnels/auth.py)."""
+        """The names, tokens and users operators suspended, for their visitors' page and
+        refusals (the database refuses their registrations too: tunnels/auth.py; the registry
+        checks again in memory, after that check)."""
         try:
             names = await database_sync_to_async(records.get().suspended_names)()
+            tokens, users = await database_sync_to_async(records.get().suspended_ids)()
         except Exception:
-            logger.exception("could not read the suspended tunnel names")
+            logger.exception("could not read the suspended tunnel names, tokens and users")
             return
-        get_registry().sanctions.replace(names)
+        get_registry().sanctions.replace(names, tokens, users)
         if names:
             logger.info("%d suspended tunnel name(s)", len(names))
 

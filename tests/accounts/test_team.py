@@ -10,7 +10,7 @@ from django.test import TestCase
 from django.utils import timezone
 from harness.accounts import make_token, make_user
 
-from tunnels import team
+from tunnels import suspensions, team
 from tunnels.records import OrmRecords
 
 
@@ -83,3 +83,46 @@ class TeamTests(TestCase):
         OrmRecords().team_member(text, self.owner.pk)
         row.refresh_from_db()
         self.assertIsNone(row.last_used)
+
+
+class SuspendedTeamTests(TestCase):
+    """An operator's suspension of a user or a token, or deactivation, ends team access: the
+    sign-in's rule, a Bearer token's, and the relay's re-check of a pass holder."""
+
+    @classmethod
+    def setUpTestData(cls) -> None:
+        cls.owner = make_user("owner")
+        cls.teammate = make_user("teammate")
+        cls.staff = make_user("operator", is_staff=True)
+        Group.objects.create(name="devs").user_set.add(cls.owner, cls.teammate)
+        cls.token_row, cls.token = make_token(cls.teammate)
+        cls.staff_token = make_token(cls.staff)[1]
+
+    def test_a_suspended_user_may_not_visit_even_as_owner_or_staff(self) -> None:
+        records = OrmRecords()
+        for user, token in ((self.teammate, self.token), (self.staff, self.staff_token)):
+            with self.subTest(user=user.username):
+                self.assertTrue(team.may_visit(user, self.owner.pk))
+                rows = suspensions.suspend_users([user], "abuse")
+                self.assertFalse(team.may_visit(user, self.owner.pk))
+                self.assertIsNone(records.team_member(token, self.owner.pk))
+                self.assertFalse(records.team_user(user.pk, self.owner.pk))
+                suspensions.lift(rows)
+                self.assertTrue(records.team_user(user.pk, self.owner.pk), "lifted: back in")
+        suspensions.suspend_users([self.owner], "abuse")
+        self.assertFalse(team.may_visit(self.owner, self.owner.pk))
+
+    def test_a_suspended_token_is_no_bearer_but_its_user_still_signs_in(self) -> None:
+        records = OrmRecords()
+        self.assertEqual(records.team_member(self.token, self.owner.pk), self.teammate.pk)
+        suspensions.suspend_tokens([self.token_row], "leaked")
+        self.assertIsNone(records.team_member(self.token, self.owner.pk))
+        self.assertTrue(records.team_user(self.teammate.pk, self.owner.pk))
+
+    def test_an_inactive_or_deleted_pass_holder_is_refused_at_the_recheck(self) -> None:
+        records = OrmRecords()
+        self.assertTrue(records.team_user(self.teammate.pk, self.owner.pk))
+        self.teammate.is_active = False
+        self.teammate.save()
+        self.assertFalse(records.team_user(self.teammate.pk, self.owner.pk))
+        self.assertFalse(records.team_user(10**9, self.owner.pk))

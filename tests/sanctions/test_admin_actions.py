@@ -94,8 +94,8 @@ class ActionTests(TestCase):
                 self.assertTrue(DEFAULT_DISCONNECT_COOLDOWN_S - 5 <= wait_s <= 60, wait_s)
                 self.assertEqual(
                     again.json()["message"],
-                    "The tunnel my-app was disconnected by the relay's operator; it can be "
-                    f"registered again in {wait_s} s.",
+                    "my-app was closed by the relay's operator; it can be registered again in "
+                    f"{wait_s} s.",
                 )
                 other = await self.async_client.get("/another-app", headers=bearer(self.token))
                 self.assertEqual(other.status_code, 403, "its owner, any name")

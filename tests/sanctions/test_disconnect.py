@@ -17,7 +17,7 @@ from harness.waiting import poll, unique_name, wait_until
 from relay.protocol import REFUSAL_DISCONNECTED, REFUSAL_HEADER
 
 COOLDOWN_S = 6.0  # long enough to watch the clients be refused, short enough to wait out
-DISCONNECTED = "was disconnected by the relay's operator; it can be registered again in"
+DISCONNECTED = "was closed by the relay's operator; it can be registered again in"
 NPM_AGENT = [("User-Agent", "axios/0.21.4")]
 EXIT_S = 20.0  # a refused or orphaned client is gone well before this
 
@@ -37,8 +37,7 @@ def assert_refused_while_cooling(relay: Relay, name: str) -> None:
     wait_s = int(refused.header("retry-after") or 0)
     assert 1 <= wait_s <= COOLDOWN_S, refused
     assert refused.json()["message"] == (
-        f"The tunnel {name} was disconnected by the relay's operator; it can be registered "
-        f"again in {wait_s} s."
+        f"{name} was closed by the relay's operator; it can be registered again in {wait_s} s."
     )
     npm = relay.request("GET", f"/{name}", headers=NPM_AGENT)  # exits printing it
     assert npm.status == 203 and DISCONNECTED in npm.json()["message"], npm
@@ -67,7 +66,7 @@ def test_a_disconnected_npm_tunnel_stays_off_for_the_cooldown_then_registers(
     for subdomain in (lt.name, None):
         again = lt_factory.start(relay, local_app.port, subdomain=subdomain)
         assert again.wait(EXIT_S) != 0
-        assert f"The tunnel {lt.name} {DISCONNECTED}" in again.output()
+        assert f"{lt.name} {DISCONNECTED}" in again.output()
         assert "your url is" not in again.output()
     stays_off(relay, lt.name, sent + COOLDOWN_S - 1.5)
     assert relay.get("/hello", name=lt.name).status == 404

@@ -14,6 +14,7 @@ from relay import face, protocol
 from relay.cluster.control import handle
 from relay.pool.registry import Registry
 from relay.pool.sanctions import Sanctions
+from relay.pool.tunnel import Tunnel
 
 NAME, OWNER = "my-app", "user:7"
 
@@ -29,12 +30,11 @@ def test_a_cooldown_refuses_the_name_and_the_owner_until_it_ends() -> None:
         60,
     )
     assert by_name.message == (
-        "The tunnel my-app was disconnected by the relay's operator; it can be registered "
-        "again in 60 s."
+        "my-app was closed by the relay's operator; it can be registered again in 60 s."
     )
     by_owner = sanctions.refusal("other-name", OWNER, now=1030.0)
     assert by_owner is not None and by_owner.retry_after == 30
-    assert "The tunnel my-app was disconnected" in by_owner.message  # the one disconnected
+    assert by_owner.message.startswith("my-app was closed")  # the one disconnected
     assert sanctions.refusal(None, OWNER, now=1059.9) is not None  # ?new too
     assert sanctions.refusal("other-name", "user:8", now=1001.0) is None
     assert sanctions.refusal(NAME, OWNER, now=1060.0) is None
@@ -148,6 +148,9 @@ def test_suspend_and_lift_messages_fill_and_empty_the_suspended_names() -> None:
         {"type": "tunnel.close", "names": "my-app", "suspend": True, "reason": None},
         {"type": "tunnel.lift", "names": None},
         {"type": "tunnel.lift", "names": [1, {"a": 1}]},
+        {"type": "tunnel.close", "token_ids": "123", "user_ids": [None, 1.5], "suspend": True},
+        {"type": "tunnel.close", "token_ids": {"a": 1}, "user_ids": [True], "suspend": True},
+        {"type": "tunnel.lift", "token_ids": "abc", "user_ids": [None, 1.5]},
     ],
 )
 def test_malformed_messages_change_nothing_they_cannot_read(message: dict[str, Any]) -> None:
@@ -155,3 +158,24 @@ def test_malformed_messages_change_nothing_they_cannot_read(message: dict[str, A
     handle(registry, message)  # no exception
     assert registry.sanctions.cooling == {}
     assert registry.sanctions.suspended == {}
+    assert registry.sanctions.tokens == registry.sanctions.users == {}
+
+
+def test_a_bool_is_no_user_id_in_a_close_message() -> None:
+    registry = Registry()
+    tunnel = Tunnel(
+        name="my-app",
+        owner="user:1",
+        client_ip="127.0.0.1",
+        max_conn_count=1,
+        registry=registry,
+        user_id=1,
+        token_id=1,
+        client_id="",
+    )
+    registry.tunnels["my-app"] = tunnel
+    message = {"type": "tunnel.close", "user_ids": [True], "token_ids": [True], "suspend": True}
+    assert handle(registry, message) == 0
+    assert registry.get("my-app") is tunnel and not tunnel.closed
+    del registry.tunnels["my-app"]
+    tunnel.close("test over")
