@@ -375,22 +375,6 @@ MAX_FORM_FIELDS = 8  # the fields read from a ticket's query or Continue's form;
 MAX_NEXT_CHARS = 2048  # a ticket's or Continue's `next` path; longer: the visitor lands on /
 
 
-def local_path(text: str) -> str:
-    """`text` when it is a path on this host; "/" for anything else (another host, a scheme,
-    a protocol-relative URL, control characters or non-ASCII, an oversized value): where a
-    visitor goes back to after the team sign-in (/visit/'s `next`), a ticket or Continue,
-    never another site (no open redirect)."""
-    if (
-        not text.startswith("/")
-        or text.startswith("//")
-        or text.startswith("/\\")
-        or len(text) > MAX_NEXT_CHARS
-        or any(not (" " < ch < "\x7f") for ch in text)
-    ):
-        return "/"
-    return text
-
-
 # --- pool connections over the relay's own port (relay/pool/upgrade.py) ------------------------
 # Our lt opens its pool connections as HTTP/1.1 Upgrade requests to the relay's public URL,
 # over TLS when that URL is https and through whatever proxy is in front: no raw port for a
