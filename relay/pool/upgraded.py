@@ -28,6 +28,11 @@ class TwistedPipe:
         self._transport = transport  # zope-typed: untyped at the Twisted boundary
         self._peer = peer
         self._closing = False
+        # The connection is gone (Twisted called connectionLost): nothing may touch the
+        # transport again. Twisted's TLS layer drops its TLS state right after telling the
+        # protocol, so a late abortConnection() raised AttributeError inside Daphne when an
+        # exchange that failed because the client left discarded its socket afterwards.
+        self._lost = False
 
     def write(self, data: bytes) -> None:
         if not self._closing:
@@ -35,17 +40,19 @@ class TwistedPipe:
 
     def abort(self) -> None:
         self._closing = True
-        self._transport.abortConnection()
+        if not self._lost:
+            self._transport.abortConnection()
 
     def close(self) -> None:
         self._closing = True
-        self._transport.loseConnection()
+        if not self._lost:
+            self._transport.loseConnection()
 
     def is_closing(self) -> bool:
         return self._closing
 
     def lost(self) -> None:
-        self._closing = True
+        self._closing = self._lost = True
 
     def pause_reading(self) -> None:
         self._transport.pauseProducing()

@@ -72,6 +72,8 @@ class Flow:
 
     def abort(self) -> None:
         """Cut the visitor's connection (a response failed after its head was sent)."""
+        if self.gone:  # gone already: Twisted's TLS layer has no state left to abort
+            return
         channel = self.request.channel
         if channel is not None and channel.transport is not None:
             channel.transport.abortConnection()
