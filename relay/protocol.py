@@ -373,6 +373,7 @@ MAX_AUTHORIZATION_CHARS = 1024
 BASIC_AUTH_KEY_BYTES = 32  # the per-process HMAC key of basic-auth digests: SHA-256's block half
 MAX_FORM_FIELDS = 8  # the fields read from a ticket's query or Continue's form; the rest ignored
 MAX_NEXT_CHARS = 2048  # a ticket's or Continue's `next` path; longer: the visitor lands on /
+OWNER_TAG_BYTES = 6  # a warned cookie's owner: 48 bits of a hash of the owner key, in the pass
 
 
 # --- pool connections over the relay's own port (relay/pool/upgrade.py) ------------------------

@@ -41,6 +41,7 @@ from django.core.signals import setting_changed
 from relay.protocol import (
     FULL_MEMORY_WARNING_EVERY_S,
     MAX_PASS_CHARS,
+    OWNER_TAG_BYTES,
     PASS_MAC_BYTES,
     PASS_NONCE_BYTES,
     PASS_STAMPS_PER_S,
@@ -154,6 +155,13 @@ def verify(
     if found.expires < (time.time() if now is None else now):
         return None
     return found
+
+
+def owner_tag(owner: str) -> int:
+    """A tunnel owner's key ("user:<id>", "ip:<addr>") as the number a warned cookie is bound
+    to: a name's next owner (an anonymous one too) shows the warning page again."""
+    digest = hashlib.sha256(b"tunnelsite.owner|" + owner.encode("utf-8")).digest()
+    return int.from_bytes(digest[:OWNER_TAG_BYTES], "big")
 
 
 def issue_ticket(name: str, user_id: int, *, owner_user_id: int | None) -> str:

@@ -122,7 +122,10 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
             requester.credential, requester.ip, requested
         )
     except auth.Refusal as exc:
-        if requester.credential is not None:
+        # Only a token that does not check out spends the address's bucket: a refusal of a
+        # good token (a suspended or reserved name, a plan's rule) says nothing of guessing,
+        # and counting it locked every token user behind the same address out.
+        if requester.credential is not None and exc.status == 401:
             face.take_registration(refusals)
         return client_error(request, exc.status, exc.message, reason=exc.reason)
     except OperationalError:  # locked (SQLite) or unreachable: live tunnels carry on

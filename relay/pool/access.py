@@ -31,6 +31,7 @@ from relay.protocol import (
     Network,
     parse_networks,
 )
+from relay.visitor_pass import owner_tag
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,11 @@ class Access:
         "team",
         "warning",
         "owner_label",
+        "owner_tag",
         "_decided",
     )
 
-    def __init__(self, rules: VisitorRules) -> None:
+    def __init__(self, rules: VisitorRules, owner: str = "") -> None:
         # Each source's list was capped when the site parsed it; here they are combined.
         self.allow = tuple(parse_networks(group, None) for group in rules.cidr_allow if group)
         self.deny = parse_networks(rules.cidr_deny, None)
@@ -87,6 +89,9 @@ class Access:
         self.team = rules.team
         self.warning = rules.warning
         self.owner_label = rules.owner_label
+        # The owner key ("user:<id>", "ip:<addr>") as the warned cookie's binding: Continue
+        # on one owner's tunnel does not skip the page of the name's next owner.
+        self.owner_tag = owner_tag(owner)
         self._decided: dict[str, bool] = {}
 
     def admits(self, address: str) -> bool:

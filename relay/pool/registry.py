@@ -101,7 +101,7 @@ class Registry:
         # who arrives while the registration awaits its database row meets the gate too.
         # A reclaimed tunnel takes this registration's rules (lt's flags, the plan's or the
         # reserved name's policy may have changed). The plain passwords end with `rules`.
-        access = None if rules is None or rules.empty else Access(rules)
+        access = None if rules is None or rules.empty else Access(rules, owner)
         if not self.accepting:
             raise RegistrationError(503, "This relay is shutting down; try again in a moment.")
         # A suspended name, token or user; the name's Disconnect cool-down, for anyone.

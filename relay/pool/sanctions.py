@@ -35,6 +35,16 @@ def disconnected_message(name: str, wait_s: int) -> str:
     return f"{name} was closed by the relay's operator; it can be registered again in {wait_s} s."
 
 
+def owner_cooling_message(name: str, asked: str | None, wait_s: int) -> str:
+    """The same, to the owner of a disconnected tunnel registering another one (`asked`; None:
+    a random name): it says why this name is refused though the operator closed another."""
+    which = f"{asked} cannot" if asked else "No new tunnel can"
+    return (
+        f"{which} be registered for another {wait_s} s: the relay's operator closed your "
+        f"tunnel {name}, and your new tunnels wait as long."
+    )
+
+
 def suspended_message(name: str, reason: str) -> str:
     return f"The tunnel name {name} is suspended by the relay's operator: {reason}"
 
@@ -198,9 +208,14 @@ class Sanctions:
             cooling = self._cooling(key, now)
             if cooling is not None:
                 wait_s, disconnected = cooling
+                message = (
+                    disconnected_message(disconnected, wait_s)
+                    if key == name or disconnected == name
+                    else owner_cooling_message(disconnected, name, wait_s)
+                )
                 return RegistrationError(
                     403,
-                    disconnected_message(disconnected, wait_s),
+                    message,
                     reason=protocol.REFUSAL_DISCONNECTED,
                     retry_after=wait_s,
                 )

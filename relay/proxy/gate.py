@@ -143,7 +143,12 @@ async def check(
         if not allowed:
             return _team_refusal(name, scope, seen, access)
         strip_authorization = strip_authorization or bearer is not None
-    if http and access.warning and _shows_warning(scope, seen) and not warning.warned(name, scope):
+    if (
+        http
+        and access.warning
+        and _shows_warning(scope, seen)
+        and not warning.warned(name, access.owner_tag, scope)
+    ):
         return _warning_page(name, access, scope)
     if strip_authorization or seen.cookies:
         return _stripped(scope, strip_authorization)
@@ -159,7 +164,7 @@ def _warning_only(name: str, access: Access, scope: Scope) -> Scope | Answer:
                 return _stripped(scope, False)
         return scope
     seen = _Seen(scope["headers"])
-    if _shows_warning(scope, seen) and not warning.warned(name, scope):
+    if _shows_warning(scope, seen) and not warning.warned(name, access.owner_tag, scope):
         return _warning_page(name, access, scope)
     return _stripped(scope, False) if seen.cookies else scope
 
@@ -190,7 +195,7 @@ def _special(
             return _redirect(_next_of(scope, None), [])
         if seen.site and seen.site not in (b"same-origin", b"none"):
             return _refusal(scope, 403, "Continue only works from the tunnel's warning page.")
-        cookie = warning.continue_cookie(name, scope)
+        cookie = warning.continue_cookie(name, access.owner_tag, scope)
         return _redirect(_next_of(scope, first), [(b"set-cookie", cookie)])
     return None
 

@@ -40,18 +40,21 @@ def shows(method: str, mode: bytes, accept: bytes, agent: bytes, bypass: bool) -
     )
 
 
-def warned(name: str, scope: Scope) -> bool:
-    """Did this visitor press Continue on tunnel `name` (a current signed cookie)?"""
+def warned(name: str, owner_tag: int, scope: Scope) -> bool:
+    """Did this visitor press Continue on tunnel `name` while this owner held it (a current
+    signed cookie; Access.owner_tag)?"""
     value = relay_cookie(scope, WARNED_COOKIE)
-    return value is not None and passes.verify(value, passes.WARNED, name) is not None
-
-
-def continue_cookie(name: str, scope: Scope) -> bytes:
-    """Continue's Set-Cookie: the signed "warned" cookie for this tunnel host."""
-    max_age = settings.RELAY_WARNED_COOKIE_MAX_AGE_S
-    return relay_cookie_line(
-        WARNED_COOKIE, passes.sign(passes.WARNED, name, 0, max_age), max_age, scope
+    return (
+        value is not None
+        and passes.verify(value, passes.WARNED, name, owner_user_id=owner_tag) is not None
     )
+
+
+def continue_cookie(name: str, owner_tag: int, scope: Scope) -> bytes:
+    """Continue's Set-Cookie: the signed "warned" cookie for this tunnel host and owner."""
+    max_age = settings.RELAY_WARNED_COOKIE_MAX_AGE_S
+    value = passes.sign(passes.WARNED, name, 0, max_age, owner_user_id=owner_tag)
+    return relay_cookie_line(WARNED_COOKIE, value, max_age, scope)
 
 
 def bare_url(scope: Scope) -> str:

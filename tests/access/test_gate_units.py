@@ -21,7 +21,7 @@ from relay.cluster import control
 from relay.headers import response_headers, strip_relay_cookies
 from relay.pool.access import Access, VisitorRules
 from relay.pool.registry import Registry
-from relay.protocol import local_path
+from relay.protocol import CONTINUE_PATH, local_path
 from relay.proxy import gate, team
 from relay.proxy.gate import Answer
 
@@ -623,3 +623,26 @@ def test_many_visitor_addresses_drop_the_oldest_cidr_decisions_not_all(monkeypat
     for n in range(10):
         assert access.admits(f"10.0.0.{n}")
     assert list(access._decided) == ["10.0.0.7", "10.0.0.8", "10.0.0.9"]
+
+
+def test_continue_on_one_owners_tunnel_does_not_skip_the_next_owners_warning():
+    """The warned cookie is bound to the owner as passes are: whoever holds a known name
+    next (an anonymous owner too) gets its visitors' warning page again."""
+    navigate = [
+        (b"user-agent", b"Mozilla/5.0"),
+        (b"accept", b"text/html"),
+        (b"sec-fetch-mode", b"navigate"),
+        (b"sec-fetch-site", b"same-origin"),
+    ]
+    first = Access(VisitorRules(warning=True), "ip:192.0.2.7")
+    pressed = check(first, scope(path=CONTINUE_PATH, method="POST", headers=navigate))
+    assert isinstance(pressed, Answer) and pressed.status == 303
+    warned = dict(pressed.headers)[b"set-cookie"].split(b";")[0]
+    again = scope(headers=[*navigate, (b"cookie", warned)])
+    passed = check(first, again)
+    assert not isinstance(passed, Answer)  # the same owner: no page, the cookie stripped
+    assert all(name != b"cookie" for name, _ in passed["headers"])
+    for next_owner in ("ip:198.51.100.9", "user:5"):
+        page = check(Access(VisitorRules(warning=True), next_owner), again)
+        assert isinstance(page, Answer) and page.status == 200
+        assert b"You are about to visit" in page.body

@@ -184,6 +184,26 @@ class RegistrationTests(TestCase):
             self.assertEqual(r.status_code, 403)
             self.assertIn("Leave out --subdomain", r.json()["message"])
 
+    @override_settings(RELAY_REGISTRATION_BURST=2, RELAY_REGISTRATIONS_PER_MINUTE=0.001)
+    async def test_only_tokens_that_do_not_check_out_spend_the_addresss_refusal_bucket(
+        self,
+    ) -> None:
+        """A good token refused for its name (reserved for another, here) says nothing of
+        guessing: another user's valid token from the same address still registers. Wrong
+        tokens do spend it. (The bucket is what this tests: its size is lowered.)"""
+        async with fresh_registry():
+            for _ in range(4):
+                r = await self.async_client.get("/mail", headers=bearer(self.owner_token))
+                self.assertEqual(r.status_code, 403, r.content)
+            r = await self.async_client.get("/?new", headers=bearer(self.teammate_token))
+            self.assertEqual(r.status_code, 200, r.content)
+            for _ in range(2):
+                r = await self.async_client.get("/?new", headers=bearer("lt_wrong_token"))
+                self.assertEqual(r.status_code, 401, r.content)
+            r = await self.async_client.get("/?new", headers=bearer(self.owner_token))
+            self.assertEqual(r.status_code, 429, r.content)
+            self.assertIn("wrong or unreadable token", r.json()["message"])
+
     async def test_the_npm_client_gets_203_with_the_message_so_it_stops_and_prints_it(
         self,
     ) -> None:

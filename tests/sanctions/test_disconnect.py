@@ -63,10 +63,13 @@ def test_a_disconnected_npm_tunnel_stays_off_for_the_cooldown_then_registers(
     # The npm client ends when its pool port goes; restarted (a supervisor's loop), with the
     # name or without, it is refused, prints why and exits.
     assert lt.process.wait(EXIT_S) != 0
-    for subdomain in (lt.name, None):
+    for subdomain, said in (
+        (lt.name, f"{lt.name} {DISCONNECTED}"),
+        (None, f"the relay's operator closed your tunnel {lt.name}"),  # a new name: it waits
+    ):
         again = lt_factory.start(relay, local_app.port, subdomain=subdomain)
         assert again.wait(EXIT_S) != 0
-        assert f"{lt.name} {DISCONNECTED}" in again.output()
+        assert said in again.output()
         assert "your url is" not in again.output()
     stays_off(relay, lt.name, sent + COOLDOWN_S - 1.5)
     assert relay.get("/hello", name=lt.name).status == 404

@@ -34,8 +34,12 @@ def test_a_cooldown_refuses_the_name_and_the_owner_until_it_ends() -> None:
     )
     by_owner = sanctions.refusal("other-name", OWNER, now=1030.0)
     assert by_owner is not None and by_owner.retry_after == 30
-    assert by_owner.message.startswith("my-app was closed")  # the one disconnected
-    assert sanctions.refusal(None, OWNER, now=1059.9) is not None  # ?new too
+    assert by_owner.message == (  # says why another name waits: which one was closed
+        "other-name cannot be registered for another 30 s: the relay's operator closed your "
+        "tunnel my-app, and your new tunnels wait as long."
+    )
+    fresh = sanctions.refusal(None, OWNER, now=1059.9)  # ?new too
+    assert fresh is not None and fresh.message.startswith("No new tunnel can be registered")
     assert sanctions.refusal("other-name", "user:8", now=1001.0) is None
     assert sanctions.refusal(NAME, OWNER, now=1060.0) is None
     assert not sanctions.cooling, "an ended cool-down is forgotten"
