@@ -190,11 +190,13 @@ def _basic_auth(value: object) -> tuple[str, ...]:
             raise BadRules(
                 f"{where} is longer than {MAX_BASIC_AUTH_CHARS} characters (user:password)."
             )
-        user, colon, _ = entry.partition(":")
+        user, colon, password = entry.partition(":")
         if not colon:
             raise BadRules(f'{where} must be "user:password" (it has no ":").')
         if not user:
             raise BadRules(f"{where} has an empty user name.")
+        if not password:  # a tunnel "protected" by no password would only look protected
+            raise BadRules(f"{where} has an empty password.")
         if any(ord(char) < 0x20 or ord(char) == 0x7F for char in entry):
             raise BadRules(f"{where} holds a control character; browsers cannot send it.")
         if user in seen:

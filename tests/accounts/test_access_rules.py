@@ -100,6 +100,7 @@ def test_bad_headers_are_refused_saying_what_is_wrong(value: str, says: str) -> 
     [
         ("alice" + SECRET, 'must be "user:password" (it has no ":")'),
         (":" + SECRET, "has an empty user name"),
+        ("alice:", "has an empty password"),
         ("alice:" + SECRET + "\n", "control character"),
         ("alice:" + SECRET + "x" * MAX_BASIC_AUTH_CHARS, "longer than"),
     ],
