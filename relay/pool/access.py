@@ -16,9 +16,7 @@ tunnels/access.py combines the client's rules (lt --basic-auth, --cidr-allow, --
 
 from __future__ import annotations
 
-import base64
 import binascii
-import hashlib
 import hmac
 import ipaddress
 import secrets
@@ -60,7 +58,7 @@ _BASIC = b"basic "
 
 
 def _digest(credential: bytes) -> bytes:
-    return hmac.new(_KEY, credential, hashlib.sha256).digest()
+    return hmac.digest(_KEY, credential, "sha256")  # one-shot, in C: a quarter of hmac.new
 
 
 class Access:
@@ -121,8 +119,8 @@ class Access:
             return False
         if authorization[: len(_BASIC)].lower() != _BASIC:
             return False
-        try:
-            credential = base64.b64decode(authorization[len(_BASIC) :].strip(), validate=True)
+        try:  # strict base64, in C (b64decode's validate runs a regex first)
+            credential = binascii.a2b_base64(authorization[len(_BASIC) :].strip(), strict_mode=True)
         except (binascii.Error, ValueError):
             return False
         offered = _digest(credential)
