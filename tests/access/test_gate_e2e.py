@@ -7,12 +7,11 @@ tests/e2e/test_visitor_access.py."""
 
 from __future__ import annotations
 
-import base64
 from urllib.parse import quote
 
 import pytest
 from harness.relay import NO_LIVE_TUNNEL_CAP, issue_token, manage
-from harness.visitor_access import BROWSER, upgrade_status
+from harness.visitor_access import BROWSER, basic, upgrade_status
 
 from relay import visitor_pass
 from relay.protocol import CONTINUE_PATH, TICKET_PATH
@@ -24,10 +23,6 @@ FLAGS = {
     "team": ["--private"],  # with the owner's token: an anonymous tunnel cannot be team-only
     "other": ["--private"],
 }
-
-
-def basic(pair: str) -> tuple[str, str]:
-    return ("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from harness.browser import headless_chromium, wait_for
 from harness.processes import PYTHON, ROOT, ProcessGroup
-from harness.relay import RELAY_TEST_ENV, Relay
+from harness.relay import RELAY_TEST_ENV, Relay, manage
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
@@ -122,16 +122,8 @@ def team(
         relay = start_relay(
             group, tmp_path_factory.mktemp("visitor-pages"), relay_template_db, "localhost"
         )
-        done = subprocess.run(
-            [PYTHON, "manage.py", "shell", "-c", _USERS.format(password=USERS_PASSWORD)],
-            cwd=ROOT,
-            env=relay.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        yield relay, done.stdout.strip().splitlines()[-1]
+        made = manage(relay, "shell", "-c", _USERS.format(password=USERS_PASSWORD))
+        yield relay, made.strip().splitlines()[-1]
     finally:
         group.stop_all()
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import re
-from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from harness.http import Answer
 from harness.relay import Relay
+from harness.visitor_access import cookies_of
 
 from relay import protocol
 
@@ -22,14 +22,6 @@ def register(relay: Relay, rules: object, raw: str | None = None) -> Answer:
     # The header goes out as UTF-8 bytes (build_request writes latin-1: one byte per char).
     wire = value.encode("utf-8").decode("latin-1")
     return relay.request("GET", "/?new", headers=[(protocol.ACCESS_HEADER, wire)])
-
-
-def cookies_of(answer: Answer) -> dict[str, str]:
-    jar: SimpleCookie = SimpleCookie()
-    for name, value in answer.headers:
-        if name == "set-cookie":
-            jar.load(value)
-    return {key: morsel.value for key, morsel in jar.items()}
 
 
 def test_rules_in_utf8_register_and_a_bad_header_is_a_400_that_logs_no_password(

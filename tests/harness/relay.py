@@ -202,16 +202,8 @@ print(ApiToken.issue(user, name={name!r})[1])
 
 def issue_token(relay: Relay, username: str, name: str) -> str:
     """A new user's API token, written into the relay's own database by `manage.py shell`."""
-    done = subprocess.run(
-        [PYTHON, "manage.py", "shell", "-c", _ISSUE_TOKEN.format(username=username, name=name)],
-        cwd=ROOT,
-        env=relay.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout.strip().splitlines()[-1]
+    code = _ISSUE_TOKEN.format(username=username, name=name)
+    return manage(relay, "shell", "-c", code).strip().splitlines()[-1]
 
 
 def manage(relay: Relay, *args: str) -> str:
