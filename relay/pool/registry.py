@@ -157,7 +157,7 @@ class Registry:
         if requested is None or existing is None:
             # A new tunnel: the owner's Disconnect cool-down (never its own live tunnel's
             # reclaim or takeover, which returned or went on above).
-            refusal = self.sanctions.refusal(None, owner)
+            refusal = self.sanctions.refusal(requested, owner)  # (the name: for the message)
             if refusal is not None:
                 raise refusal
         if len(self.tunnels) >= self.settings.RELAY_MAX_TUNNELS:
