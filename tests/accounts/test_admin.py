@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Permission, User
 from django.contrib.messages import get_messages
 from django.test import TestCase, override_settings
-from harness.accounts import bearer, fresh_registry, make_token, make_user, tunnel_closed
+from harness.accounts import (
+    ControlListening,
+    bearer,
+    fresh_registry,
+    make_token,
+    make_user,
+    tunnel_closed,
+)
 
-from relay.cluster import control
 from tunnels.auth import Refusal, authenticate
 from tunnels.models import ApiToken, Plan, ReservedSubdomain, TunnelSession
 
@@ -99,28 +103,16 @@ class AdminPagesTests(TestCase):
 
 
 @override_settings(RELAY_ALLOW_ANONYMOUS=True)
-class AdminDisconnectTests(TestCase):
+class AdminDisconnectTests(ControlListening):
     @classmethod
     def setUpTestData(cls) -> None:
         cls.operator = make_user("operator", is_staff=True, is_superuser=True)
         cls.owner = make_user("owner")
         cls.token_row, cls.token = make_token(cls.owner)
 
-    async def _with_listener(self) -> asyncio.Task[None]:
-        ready = asyncio.Event()
-        task = asyncio.get_running_loop().create_task(control.listen(ready))
-        async with asyncio.timeout(2):
-            await ready.wait()
-        return task
-
-    async def _stop(self, task: asyncio.Task[None]) -> None:
-        task.cancel()
-        with self.assertRaises(asyncio.CancelledError):
-            await task
-
     async def test_disconnect_sends_a_control_message_that_closes_the_tunnel(self) -> None:
         async with fresh_registry() as registry:
-            listener = await self._with_listener()
+            listener = await self._listening()
             try:
                 await self.async_client.get("/my-app", headers=bearer(self.token))
                 await self.async_client.get("/other-app")
@@ -138,7 +130,7 @@ class AdminDisconnectTests(TestCase):
 
     async def test_disconnect_and_revoke_closes_every_tunnel_of_the_token(self) -> None:
         async with fresh_registry() as registry:
-            listener = await self._with_listener()
+            listener = await self._listening()
             try:
                 await self.async_client.get("/my-app", headers=bearer(self.token))
                 await self.async_client.get("/my-other-app", headers=bearer(self.token))

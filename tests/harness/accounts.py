@@ -16,6 +16,7 @@ from django.contrib.auth.models import User
 from django.test import AsyncClient, TestCase
 
 from harness.waiting import wait_until_async
+from relay.cluster import control
 from relay.pool.registry import Registry, get_registry, reset_registry
 from relay.pool.socket import PoolSocket
 from relay.pool.tunnel import Tunnel
@@ -106,3 +107,20 @@ class AddressedClient(AsyncClient):
         scope = super()._base_scope(**request)
         scope["client"] = self.address
         return scope
+
+
+class ControlListening(TestCase):
+    """A TestCase whose tests run the relay's control listener (relay/cluster/control.py)
+    while the admin sends it messages over the in-memory channel layer."""
+
+    async def _listening(self) -> asyncio.Task[None]:
+        ready = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(control.listen(ready))
+        async with asyncio.timeout(2):
+            await ready.wait()
+        return task
+
+    async def _stop(self, task: asyncio.Task[None]) -> None:
+        task.cancel()
+        with self.assertRaises(asyncio.CancelledError):
+            await task

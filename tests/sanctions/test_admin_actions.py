@@ -4,7 +4,6 @@ listener, as runrelay runs them; permissions, the reason form, the admin's histo
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -12,10 +11,16 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.contrib.contenttypes.models import ContentType
 from django.test import TestCase
-from harness.accounts import bearer, fresh_registry, make_token, make_user, tunnel_closed
+from harness.accounts import (
+    ControlListening,
+    bearer,
+    fresh_registry,
+    make_token,
+    make_user,
+    tunnel_closed,
+)
 from harness.waiting import wait_until_async
 
-from relay.cluster import control
 from relay.protocol import (
     DEFAULT_DISCONNECT_COOLDOWN_S,
     REFUSAL_DISCONNECTED,
@@ -49,7 +54,7 @@ def make_viewer() -> User:
     return user
 
 
-class ActionTests(TestCase):
+class ActionTests(ControlListening):
     @classmethod
     def setUpTestData(cls) -> None:
         cls.operator = make_user("operator", is_staff=True, is_superuser=True)
@@ -58,18 +63,6 @@ class ActionTests(TestCase):
 
     def setUp(self) -> None:
         self.async_client.force_login(self.operator)
-
-    async def _listening(self) -> asyncio.Task[None]:
-        ready = asyncio.Event()
-        task = asyncio.get_running_loop().create_task(control.listen(ready))
-        async with asyncio.timeout(2):
-            await ready.wait()
-        return task
-
-    async def _stop(self, task: asyncio.Task[None]) -> None:
-        task.cancel()
-        with self.assertRaises(asyncio.CancelledError):
-            await task
 
     async def _open(self, name: str = "my-app") -> TunnelSession:
         opened = await self.async_client.get(f"/{name}", headers=bearer(self.token))
