@@ -4,8 +4,9 @@ it is exchanged for, and the warning page's "warned" cookie.
 
 A signed value is `<payload>.<mac>`, both base64url without padding. The payload is
 `kind:name:owner:user:issued_ms:expires_s[:nonce]`, where owner is the
-tunnel owner's user id when the pass was issued (0: an anonymous tunnel, or a warned cookie):
-the gate compares it with the tunnel's owner now, so a pass into A's tunnel opens nothing
+tunnel owner's user id when the pass was issued (0: an anonymous tunnel), or for a warned
+cookie `owner_tag` of the owner key (anonymous owners too): the gate compares it with the
+tunnel's owner now, so a pass into A's tunnel opens nothing, and A's Continue skips no page,
 when B registers the same name later; the mac is HMAC-SHA256 over the payload under a
 key derived from SECRET_KEY with its own label (as relay/cluster/hop.py derives the hop key),
 so every node of a cluster verifies what any node or the site signed, and a value signed for
@@ -48,13 +49,13 @@ from relay.protocol import (
     SIGNED_OUT_REMEMBERED,
     TICKET_MAX_AGE_S,
     TICKETS_REMEMBERED,
+    is_valid_subdomain,
 )
 
 TICKET = "t"
 ACCESS = "a"
 WARNED = "w"
 _KINDS = frozenset({TICKET, ACCESS, WARNED})
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def _unb64(text: str) -> bytes:
 class Pass:
     kind: str
     name: str
-    owner_user_id: int  # the tunnel's owner it was issued for; 0: anonymous, or warned
+    owner_user_id: int  # the tunnel's owner it was issued for (0: anonymous); warned: owner_tag
     user_id: int  # 0 for a warned cookie
     issued_ms: int
     expires: int  # unix seconds
@@ -167,7 +168,7 @@ def owner_tag(owner: str) -> int:
 def issue_ticket(name: str, user_id: int, *, owner_user_id: int | None) -> str:
     """A one-time ticket for `user_id` into the team-only tunnel `name` as `owner_user_id`
     (None: anonymous) holds it now (relay.face)."""
-    if not name or not set(name) <= _NAME_CHARS:
+    if not is_valid_subdomain(name):
         raise ValueError(f"not a tunnel name: {name!r}")
     return sign(TICKET, name, user_id, TICKET_MAX_AGE_S, owner_user_id=owner_user_id)
 

@@ -42,7 +42,7 @@ def close_tunnels(names: list[str], reason: str, token_ids: list[int] | None = N
 
 def disconnect(names: list[str], reason: str = DISCONNECTED) -> bool:
     """The operator's Disconnect: close these tunnels on every relay, and refuse their names,
-    and their owners' registrations, for RELAY_DISCONNECT_COOLDOWN_S (the clients would
+    and their owners' new tunnels, for RELAY_DISCONNECT_COOLDOWN_S (the clients would
     otherwise register again at once). False when no relay can be told."""
     if not names:
         return False

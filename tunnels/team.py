@@ -1,5 +1,5 @@
 """Who is on a tunnel owner's team: who may visit a team-only tunnel (lt --private, or a
-plan's or reserved name's policy). One rule for the bare domain's sign-in (tunnels/views.py)
+plan's or reserved name's policy). One rule for the bare domain's sign-in (tunnels/signin.py)
 and for a visitor's Bearer token (tunnels/records.py, asked by the relay and cached there)."""
 
 from __future__ import annotations
