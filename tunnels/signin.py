@@ -141,11 +141,9 @@ def decide(user: AbstractBaseUser, name: str) -> Decision:
     if row is None:
         return Decision(live=False)
     owner_id = row["owner_id"]
-    if owner_id is None:
-        return Decision(
-            live=True, allowed=bool(user.is_active and getattr(user, "is_staff", False))
-        )
-    return Decision(live=True, allowed=team.may_visit(user, owner_id), owner_id=owner_id)
+    # One rule with the relay's re-check of a pass (Records.team_user): an anonymous
+    # tunnel's team (owner 0) is staff alone, and a suspended user is on no team.
+    return Decision(live=True, allowed=team.may_visit(user, owner_id or 0), owner_id=owner_id)
 
 
 async def visit(request: HttpRequest) -> HttpResponse:
