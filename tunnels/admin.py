@@ -21,7 +21,7 @@ from django.utils.html import format_html
 from relay import protocol
 from tunnels import control, suspensions
 from tunnels.admin_access import VISITOR_POLICY_FIELDSET
-from tunnels.admin_suspend import may_suspend, suspend_action
+from tunnels.admin_suspend import MaySuspend, suspend_action
 from tunnels.models import (
     Account,
     ApiToken,
@@ -81,12 +81,9 @@ if admin.site.is_registered(User):
 
 
 @admin.register(User)
-class RelayUserAdmin(UserAdmin):
+class RelayUserAdmin(MaySuspend, UserAdmin):
     inlines = [AccountInline]
     actions = ["suspend"]
-
-    def has_suspend_permission(self, request: HttpRequest) -> bool:
-        return may_suspend(request)
 
     @admin.action(description="Suspend the selected users (with a reason)", permissions=["suspend"])
     def suspend(self, request: HttpRequest, queryset: QuerySet[Any]) -> TemplateResponse | None:
@@ -115,7 +112,7 @@ class RevokedFilter(admin.SimpleListFilter):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(MaySuspend, admin.ModelAdmin):
     list_display = ("label", "user", "shown_prefix", "created", "last_used", "expires", "revoked")
     list_filter = (RevokedFilter, ("user", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("user",)
@@ -161,9 +158,6 @@ class ApiTokenAdmin(admin.ModelAdmin):
         count = control.revoke_tokens(list(queryset), "token revoked by the operator")
         self.message_user(request, f"Revoked {count} token(s); their live tunnels are closing.")
 
-    def has_suspend_permission(self, request: HttpRequest) -> bool:
-        return may_suspend(request)
-
     @admin.action(
         description="Suspend the selected tokens (with a reason)", permissions=["suspend"]
     )
@@ -193,7 +187,7 @@ class LiveFilter(admin.SimpleListFilter):
 
 
 @admin.register(TunnelSession)
-class TunnelAdmin(admin.ModelAdmin):
+class TunnelAdmin(MaySuspend, admin.ModelAdmin):
     list_display = (
         "public_link",
         "is_live",
@@ -294,9 +288,6 @@ class TunnelAdmin(admin.ModelAdmin):
         self.message_user(
             request, f"Disconnecting {len(names)} live tunnel(s); revoked {revoked} token(s)."
         )
-
-    def has_suspend_permission(self, request: HttpRequest) -> bool:
-        return may_suspend(request)
 
     @admin.action(
         description="Suspend the selected tunnels' names (with a reason)", permissions=["suspend"]

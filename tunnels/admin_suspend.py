@@ -50,8 +50,12 @@ class ReasonForm(forms.Form):
     reason = forms.CharField(max_length=REASON_MAX_CHARS, help_text=REASON_HELP)
 
 
-def may_suspend(request: HttpRequest) -> bool:
-    return request.user.has_perm("tunnels.add_suspension")
+class MaySuspend:
+    """For a ModelAdmin with a Suspend action (`permissions=["suspend"]`): who may run it,
+    whoever may add a Suspension row."""
+
+    def has_suspend_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("tunnels.add_suspension")
 
 
 def suspend_action(
