@@ -30,7 +30,13 @@ from harness.ws_pair import Peer, open_pair
 from wsproto import WSConnection
 from wsproto.events import Message, Ping, TextMessage
 
-MAX_PROBE_S = 1.0  # every /healthz answered within this while the flood runs
+# Every /healthz answered within this while the flood runs. What these tests caught was a
+# relay that answered nothing for up to 30 s; a relay that yields answers in well under a
+# second alone (median ~0.16 s, worst 0.57-0.84 s over six runs of the visitor flood, before
+# and after issue 13 alike), but under `make test` the other workers (Chromium, cluster
+# nodes) share the 2 cores and the worst probe reached 1.06 and 1.14 s with the median still
+# 0.16 s: 1 s measured the machine's load, 3 s still tells a stalled relay from a busy one.
+MAX_PROBE_S = 3.0
 
 
 class HealthProbe:
