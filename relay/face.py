@@ -27,7 +27,9 @@ from typing import Any
 
 from relay import records, visitor_pass
 from relay.headers import address_key, client_ip
+from relay.pool import captures as inspector
 from relay.pool.access import VisitorRules
+from relay.pool.captures import ReplayError
 from relay.pool.errors import RegistrationError
 from relay.pool.quota import Quota
 from relay.pool.registry import get_registry
@@ -55,12 +57,15 @@ __all__ = [
     "Records",
     "Registration",
     "RegistrationError",
+    "ReplayError",
     "SessionUpdate",
     "Snapshot",
     "TunnelStatus",
     "VisitorRules",
     "accepting",
     "address_key",
+    "capture",
+    "captures",
     "client_ip",
     "close_for_client",
     "close_message",
@@ -75,6 +80,7 @@ __all__ = [
     "registration_wait",
     "relay_status",
     "release_for_owner",
+    "replay",
     "take_registration",
     "tunnel_status",
 ]
@@ -178,6 +184,7 @@ async def register(
     raw_pool: bool = True,
     pool_secret: str = "",
     rules: VisitorRules | None = None,
+    inspect: bool = False,
 ) -> Registration:
     """Register a tunnel (the name asked for, or a random one) or reclaim the owner's, which
     keeps its quota and counters; raises RegistrationError with what the client is told.
@@ -185,7 +192,8 @@ async def register(
     already, with release_for_owner). `raw_pool`: open a raw pool port (False for our lt,
     which upgrades connections on the relay's own port); `pool_secret`: the secret our lt had
     for this name, with which it reclaims it from another address. `rules`: who may visit
-    (tunnels/access.py); a reclaimed tunnel takes the new registration's rules."""
+    (tunnels/access.py); a reclaimed tunnel takes the new registration's rules. `inspect`: the
+    plan lets the relay keep the tunnel's last exchanges for its owner (relay/pool/captures.py)."""
     registry = get_registry()
     tunnel = await registry.register(
         requested,
@@ -202,6 +210,7 @@ async def register(
         pool_secret=pool_secret,
         rules=rules,  # set on the tunnel before the name is claimed (the gate from the start)
     )
+    inspector.enable(tunnel, inspect)  # a reclaimed tunnel keeps its captures if still allowed
     if tunnel.quota is None:  # a reclaimed tunnel keeps its quota and counters
         tunnel.quota = _quota(quota)
         if tunnel.quota is not None:
@@ -277,6 +286,7 @@ class TunnelStatus:
     client_id: str  # our lt's per-run id; "" for the npm client
     connected_sockets: int
     opened_at: float  # Unix time; with the name, which tunnel this was (close_for_client)
+    user_id: int | None = None  # the token's user; None: anonymous
 
 
 def _status(tunnel: Tunnel) -> TunnelStatus:
@@ -286,6 +296,7 @@ def _status(tunnel: Tunnel) -> TunnelStatus:
         client_id=tunnel.client_id,
         connected_sockets=tunnel.connected_sockets,
         opened_at=tunnel.opened_at,
+        user_id=tunnel.user_id,
     )
 
 
@@ -338,3 +349,25 @@ def relay_status() -> dict[str, Any]:
 def dashboard_snapshot() -> Snapshot:
     """What the dashboard shows, read in one go (call it on the relay's event loop)."""
     return snapshot(get_registry(), get_traffic(), time.time())
+
+
+# --- the request inspector (relay/pool/captures.py) -----------------------------------------------
+# Plain JSON-ready dicts in the shapes relay.protocol documents at INSPECT_PATH. The site
+# decides who may see them (the tunnel's owner: TunnelStatus.owner); the relay keeps them.
+def captures(name: str, after: int = 0) -> list[dict[str, Any]] | None:
+    """Summaries of the live tunnel `name`'s kept exchanges newer than id `after`, newest
+    first; None when no such tunnel is live here or its plan keeps none."""
+    return inspector.summaries(get_registry().get(name), after)
+
+
+def capture(name: str, capture_id: int) -> dict[str, Any] | None:
+    """One kept exchange of `name` in detail (heads, kept bodies in base64); None when
+    there is no such tunnel or capture (dropped, or never kept)."""
+    return inspector.detail(get_registry().get(name), capture_id)
+
+
+async def replay(name: str, capture_id: int, edits: dict[str, Any]) -> dict[str, Any]:
+    """Send capture `capture_id` of `name` again through the tunnel, with `edits` (method,
+    path, headers, body_b64; protocol.INSPECT_PATH), and return the new exchange's detail.
+    Raises ReplayError(status, message) for what the site answers with a JSON error."""
+    return await inspector.replay(get_registry().get(name), capture_id, edits)

@@ -435,6 +435,64 @@ CHUNK_FRAMING_FREE_BYTES = 16 * 1024
 MAX_CHUNK_FRAMING_SHARE = 8
 
 
+# --- the request inspector (relay/pool/captures.py, relay/proxy/replay.py, tunnels/inspector.py) --
+# The relay keeps, per tunnel whose plan allows it, the last RELAY_INSPECT_REQUESTS exchanges
+# in memory: heads, the first RELAY_INSPECT_BODY_BYTES of each body, sizes and timing; all
+# tunnels' captures together stay within RELAY_INSPECT_MEMORY_BYTES, the oldest dropped first.
+# The owner reads them (and replays one) through the tunnel API, so on a cluster any node
+# forwards the call to the owner node like the tunnel's status (relay/cluster/hop.py):
+#   GET  /api/tunnels/<name>/requests?after=<id>      -> {"requests": [summary, ...]}, newest first
+#   GET  /api/tunnels/<name>/requests/<id>            -> detail
+#   POST /api/tunnels/<name>/requests/<id>/replay     -> detail of the new exchange
+# summary: {"id", "at" (Unix s), "method", "path", "status" (null: no answer), "duration_ms",
+#           "request_bytes", "response_bytes", "client_ip", "replay_of" (null or an id),
+#           "error" ("" or why it failed)}
+# detail: summary + {"request": {"headers": [[name, value], ...], "body_b64",
+#           "body_truncated"}, "response": {"reason", "headers", "body_b64", "body_truncated"}}
+# A replay's JSON body may edit {"method", "path", "headers": [[n, v], ...], "body_b64"}; the
+# relay sends it on one of the tunnel's pool sockets, past the visitor gate (the owner asks),
+# and captures the answer like any exchange.
+INSPECT_PATH = "/api/tunnels/{name}/requests"
+# Header values never kept in a capture, shown as REDACTED: credentials of the visitor and
+# of the app. A replay leaves such headers out unless the owner types a value.
+INSPECT_REDACTED_HEADERS = frozenset(
+    {b"authorization", b"cookie", b"set-cookie", b"proxy-authorization"}
+)
+INSPECT_REDACTED = "[redacted]"
+# A capture's fixed cost besides its kept bytes (the record, its lists, the JSON it becomes):
+# counted against RELAY_INSPECT_MEMORY_BYTES so that many empty requests are bounded too.
+INSPECT_RECORD_OVERHEAD_BYTES = 512
+# A replay's edits: a path as long as a request line may be, bodies as big as a kept body.
+INSPECT_REPLAY_MAX_HEADERS = 100
+
+# --- `lt login` in the browser: device authorization (RFC 8628; tunnels/device.py) ------------
+# lt:   POST /api/device/code   {"client_name", "client_version"}
+#       -> {"device_code", "user_code", "verification_uri", "verification_uri_complete",
+#           "expires_in", "interval"}
+# user: opens verification_uri(_complete) on the bare domain, signs in, sees the device's
+#       name, version and address, and approves or denies.
+# lt:   POST /api/device/token  {"device_code", "grant_type": DEVICE_GRANT_TYPE} every
+#       `interval` s -> 200 {"access_token", "token_type": "Bearer", "name"} once approved;
+#       else 400 {"error": DEVICE_PENDING | DEVICE_SLOW_DOWN | DEVICE_DENIED | DEVICE_EXPIRED
+#       | "invalid_grant", "message"}. slow_down adds DEVICE_SLOW_DOWN_STEP_S to the interval.
+DEVICE_CODE_PATH = "/api/device/code"
+DEVICE_TOKEN_PATH = "/api/device/token"
+DEVICE_VERIFY_PATH = "/account/device/"
+DEVICE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
+DEVICE_PENDING = "authorization_pending"
+DEVICE_SLOW_DOWN = "slow_down"
+DEVICE_DENIED = "access_denied"
+DEVICE_EXPIRED = "expired_token"
+DEVICE_SLOW_DOWN_STEP_S = 5  # RFC 8628 section 3.5
+# The user code: 8 letters from an alphabet without vowels or look-alikes (RFC 8628 section
+# 6.1's example: 20^8, ~2^34.6, against a few guesses a minute per signed-in user),
+# shown as XXXX-XXXX.
+DEVICE_USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
+DEVICE_USER_CODE_LENGTH = 8
+DEVICE_CODE_BYTES = 32  # the device code lt polls with: a bearer secret, 256 bits
+DEVICE_NAME_MAX_CHARS = 100  # the device's name as lt sends it (its host name), cut to this
+DEVICE_VERSION_MAX_CHARS = 40
+
 # === Limits and timeouts of the relay's parts, each with the reason for its value ==========
 
 # --- visitor request bodies (relay/edge/server.py) ------------------------------------------------
@@ -663,4 +721,15 @@ DEFAULT_WARNED_COOKIE_MAX_AGE_S = 86400
 # After the admin's Disconnect, the name (and its owner's registrations) are refused this long:
 # the npm client re-registers at once and forever, our lt after its backoff.
 DEFAULT_DISCONNECT_COOLDOWN_S = 60.0
+# The inspector (relay/pool/captures.py): exchanges kept per tunnel, the bytes of each body
+# kept, and the bound for every tunnel's captures together. 50 exchanges of small webhooks are a few
+# hundred KB; 64 KiB shows any JSON or form body whole; 64 MiB bounds the worst case (1,000
+# tunnels x 50 exchanges x 128 KiB would be 6 GB) at a small share of a relay's memory.
+DEFAULT_INSPECT_REQUESTS = 50
+DEFAULT_INSPECT_BODY_BYTES = 64 * 1024
+DEFAULT_INSPECT_MEMORY_BYTES = 64 * 1024 * 1024
+# `lt login` in the browser: a device code lives 10 minutes (RFC 8628's example is 30 min;
+# the user is at the same desk) and lt polls every 5 s (the RFC's default).
+DEFAULT_DEVICE_CODE_TTL_S = 600
+DEFAULT_DEVICE_POLL_INTERVAL_S = 5
 DEFAULT_INTERSTITIAL = "anonymous"

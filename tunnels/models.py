@@ -83,6 +83,16 @@ class Plan(VisitorPolicy):
         default=0, help_text="Close a tunnel after this long without requests. 0: never."
     )
     allow_custom_subdomains = models.BooleanField(default=True)
+    max_reserved_names = models.PositiveIntegerField(
+        default=1,
+        help_text="Names a user may reserve for themselves on the account page. "
+        "0: none (operators still reserve names in the admin).",
+    )
+    inspect_requests = models.BooleanField(
+        default=True,
+        help_text="Keep each tunnel's last requests in the relay's memory for its owner's "
+        "inspector and replay. Off for privacy: nothing of the traffic is kept.",
+    )
 
     class Meta(VisitorPolicy.Meta):
         ordering = ["name"]
@@ -264,6 +274,50 @@ class TunnelSession(models.Model):
 
     def __str__(self) -> str:
         return self.subdomain
+
+
+class DeviceAuthorization(models.Model):
+    """`lt login` in the browser (RFC 8628, tunnels/device.py): a device code lt polls with
+    (kept as its digest), the short user code the user types or follows, and what the user
+    decided. The token is made when lt collects it, so its secret is never stored."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    DONE = "done"  # lt has collected its token
+    STATE_CHOICES = [
+        (PENDING, "Waiting for the user"),
+        (APPROVED, "Approved"),
+        (DENIED, "Denied"),
+        (DONE, "Token collected"),
+    ]
+
+    device_digest = models.CharField(max_length=64, unique=True, editable=False)
+    user_code = models.CharField(max_length=16, db_index=True)
+    device_name = models.CharField(max_length=100, blank=True)
+    client_version = models.CharField(max_length=40, blank=True)
+    client_ip = models.GenericIPAddressField()
+    created = models.DateTimeField(auto_now_add=True)
+    expires = models.DateTimeField()
+    interval_s = models.PositiveIntegerField()
+    last_poll = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=8, choices=STATE_CHOICES, default=PENDING)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="device_authorizations",
+    )
+    token = models.ForeignKey(
+        ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.device_name or 'device'} ({self.user_code}, {self.state})"
 
 
 class SuspensionQuerySet(models.QuerySet["Suspension"]):

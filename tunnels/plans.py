@@ -19,6 +19,8 @@ class PlanLimits:
     max_request_body_bytes: int  # 0: no limit
     idle_timeout_s: int  # 0: never
     allow_custom_subdomains: bool
+    max_reserved_names: int = 0  # names the user may reserve on the account page; 0: none
+    inspect: bool = False  # the relay keeps the tunnel's last requests for its owner
 
     @classmethod
     def from_plan(cls, plan: Plan) -> PlanLimits:
@@ -31,6 +33,8 @@ class PlanLimits:
             max_request_body_bytes=plan.max_request_body_bytes,
             idle_timeout_s=plan.idle_timeout_s,
             allow_custom_subdomains=plan.allow_custom_subdomains,
+            max_reserved_names=plan.max_reserved_names,
+            inspect=plan.inspect_requests,
         )
 
 
@@ -45,6 +49,8 @@ def default_limits() -> PlanLimits:
         max_request_body_bytes=settings.RELAY_DEFAULT_PLAN_MAX_REQUEST_BODY_BYTES,
         idle_timeout_s=settings.RELAY_DEFAULT_PLAN_IDLE_TIMEOUT_S,
         allow_custom_subdomains=settings.RELAY_DEFAULT_PLAN_ALLOW_CUSTOM_SUBDOMAINS,
+        max_reserved_names=settings.RELAY_DEFAULT_PLAN_MAX_RESERVED_NAMES,
+        inspect=settings.RELAY_DEFAULT_PLAN_INSPECT,
     )
 
 

@@ -170,6 +170,7 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
             raw_pool=not upgraded,  # our lt upgrades its pool connections on this port
             pool_secret=request.headers.get(protocol.POOL_SECRET_HEADER, "") if upgraded else "",
             rules=rules,
+            inspect=grant.limits.inspect,
         )
     except RegistrationError as exc:
         return client_error(

@@ -287,6 +287,32 @@ RELAY_WARNED_COOKIE_MAX_AGE_S = _int(
 RELAY_DISCONNECT_COOLDOWN_S = _float(
     "RELAY_DISCONNECT_COOLDOWN_S", protocol.DEFAULT_DISCONNECT_COOLDOWN_S
 )
+# --- the account page (docs/account.md) -------------------------------------------------------
+# The request inspector: exchanges kept per tunnel, body bytes kept per body, and the bound
+# for all tunnels' captures together (the oldest go first). A plan turns it off (privacy).
+RELAY_INSPECT_REQUESTS = _int(
+    "RELAY_INSPECT_REQUESTS", protocol.DEFAULT_INSPECT_REQUESTS, minimum=0
+)
+RELAY_INSPECT_BODY_BYTES = _int(
+    "RELAY_INSPECT_BODY_BYTES", protocol.DEFAULT_INSPECT_BODY_BYTES, minimum=0
+)
+RELAY_INSPECT_MEMORY_BYTES = _int(
+    "RELAY_INSPECT_MEMORY_BYTES", protocol.DEFAULT_INSPECT_MEMORY_BYTES, minimum=0
+)
+# Whether staff may open (and replay) the captures of other users' tunnels. Off: only the
+# tunnel's owner, staff included, sees its traffic.
+RELAY_INSPECT_STAFF = _bool("RELAY_INSPECT_STAFF", False)
+# `lt login` in the browser (RFC 8628): how long a device code lives, and lt's poll interval.
+DEVICE_CODE_TTL_S = _int("DEVICE_CODE_TTL_S", protocol.DEFAULT_DEVICE_CODE_TTL_S, minimum=30)
+DEVICE_POLL_INTERVAL_S = _int(
+    "DEVICE_POLL_INTERVAL_S", protocol.DEFAULT_DEVICE_POLL_INTERVAL_S, minimum=1
+)
+# Anyone may create an account at /accounts/signup/ (off: operators create them in the admin).
+ACCOUNT_SIGNUP_OPEN = _bool("ACCOUNT_SIGNUP_OPEN", False)
+# The default plan's part of the account page: names a user may reserve there, and whether
+# the inspector keeps their tunnels' requests.
+RELAY_DEFAULT_PLAN_MAX_RESERVED_NAMES = _int("RELAY_DEFAULT_PLAN_MAX_RESERVED_NAMES", 1, minimum=0)
+RELAY_DEFAULT_PLAN_INSPECT = _bool("RELAY_DEFAULT_PLAN_INSPECT", True)
 
 # --- Django -----------------------------------------------------------------------------------
 # Only the bare domain reaches Django: `<name>.<domain>` goes to the relay before Django,

@@ -5,7 +5,7 @@ from django.urls import path, re_path
 from django.views.generic import RedirectView
 
 from relay import protocol
-from tunnels import dashboard, reports, signin, views
+from tunnels import account, dashboard, device, inspector, reports, signin, signup, views
 
 # Routes at `/<one segment>` answer tunnel clients (npm, our lt) with the reserved-name
 # refusal, since `GET /<name>` is also how they register `name` (tunnels/views.py).
@@ -27,6 +27,32 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("api/status", views.relay_status, name="relay-status"),
     path("api/tunnels/<str:name>/status", views.tunnel_status, name="tunnel-status"),
+    # The request inspector (relay.protocol.INSPECT_PATH): the tunnel API, so a cluster node
+    # forwards it to the owner node like the status.
+    path("api/tunnels/<str:name>/requests", inspector.list_captures, name="inspect-list"),
+    path(
+        "api/tunnels/<str:name>/requests/<int:capture_id>",
+        inspector.capture_detail,
+        name="inspect-detail",
+    ),
+    path(
+        "api/tunnels/<str:name>/requests/<int:capture_id>/replay",
+        inspector.replay,
+        name="inspect-replay",
+    ),
+    # `lt login` in the browser (relay.protocol.DEVICE_*; RFC 8628).
+    path(protocol.DEVICE_CODE_PATH.lstrip("/"), device.code, name="device-code"),
+    path(protocol.DEVICE_TOKEN_PATH.lstrip("/"), device.token, name="device-token"),
+    path(protocol.DEVICE_VERIFY_PATH.lstrip("/"), device.verify, name="device-verify"),
+    # The account page of every user (tunnels/account.py), the admin being the operators'.
+    path("account/", account.page, name="account"),
+    path("account/data", account.data, name="account-data"),
+    path("account/tokens", account.create_token, name="account-tokens"),
+    path("account/tokens/<int:pk>/revoke", account.revoke_token, name="account-token-revoke"),
+    path("account/names", account.reserve_name, name="account-names"),
+    path("account/names/<int:pk>/release", account.release_name, name="account-name-release"),
+    path("account/tunnels/<str:name>/", inspector.page, name="account-tunnel"),
+    path("accounts/signup/", signup.SignUp.as_view(), name="signup"),
     path("api/tunnels/<str:name>", views.tunnel_detail, name="tunnel-detail"),
     # Visitors: the team-only tunnel's sign-in (relay.protocol.TEAM_SIGNIN_PATH), the user's
     # sign-in and sign-out, and the warning page's abuse report (ABUSE_REPORT_PATH).

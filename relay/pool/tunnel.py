@@ -19,6 +19,7 @@ from relay import protocol
 from relay.headers import normal_ip
 from relay.pool.access import Access
 from relay.pool.borrowing import Borrowing, NoSocket, sockets_beyond_spare
+from relay.pool.captures import TunnelCaptures
 from relay.pool.quota import Quota
 from relay.pool.socket import PoolSocket
 from relay.protocol import RETRY_AFTER_FULL_S
@@ -51,6 +52,8 @@ class Tunnel(Borrowing):
     quota: Quota | None = None  # plan limits (relay/pool/quota.py); None: no limits
     # Who may visit (relay/pool/access.py): None when anyone may and no warning page is shown.
     access: Access | None = None
+    # The request inspector's captures (relay/pool/captures.py): None when its plan keeps none.
+    captures: TunnelCaptures | None = None
     connections: set[PoolSocket] = field(default_factory=set)
     idle: list[PoolSocket] = field(default_factory=list)
     # A list, not a deque: an empty deque costs 760 bytes per tunnel, and the queue is
