@@ -5,7 +5,17 @@ from django.urls import path, re_path
 from django.views.generic import RedirectView
 
 from relay import protocol
-from tunnels import account, dashboard, device, inspector, reports, signin, signup, views
+from tunnels import (
+    account,
+    dashboard,
+    device,
+    inspect_api,
+    inspector,
+    reports,
+    signin,
+    signup,
+    views,
+)
 
 # Routes at `/<one segment>` answer tunnel clients (npm, our lt) with the reserved-name
 # refusal, since `GET /<name>` is also how they register `name` (tunnels/views.py).
@@ -29,15 +39,15 @@ urlpatterns = [
     path("api/tunnels/<str:name>/status", views.tunnel_status, name="tunnel-status"),
     # The request inspector (relay.protocol.INSPECT_PATH): the tunnel API, so a cluster node
     # forwards it to the owner node like the status.
-    path("api/tunnels/<str:name>/requests", inspector.list_captures, name="inspect-list"),
+    path("api/tunnels/<str:name>/requests", inspect_api.list_captures, name="inspect-list"),
     path(
         "api/tunnels/<str:name>/requests/<int:capture_id>",
-        inspector.capture_detail,
+        inspect_api.capture_detail,
         name="inspect-detail",
     ),
     path(
         "api/tunnels/<str:name>/requests/<int:capture_id>/replay",
-        inspector.replay,
+        inspect_api.replay,
         name="inspect-replay",
     ),
     # `lt login` in the browser (relay.protocol.DEVICE_*; RFC 8628).
