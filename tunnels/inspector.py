@@ -1,10 +1,127 @@
-"""The request inspector's page on the account pages (`/account/tunnels/<name>/`); its JSON
-is tunnels/inspect_api.py. SEAM STUB (issue 14)."""
+"""The request inspector's page on the account pages (`/account/tunnels/<name>/`).
+
+Who may open it: the tunnel's owner, and staff when RELAY_INSPECT_STAFF is on. Anyone else
+gets the same 404 page as a tunnel that is not live, so the page says nothing of other users'
+tunnels. The page is a shell: tunnels/static/tunnels/inspector.js reads the captures and
+replays them through the tunnel API (tunnels/inspect_api.py, relay.protocol.INSPECT_PATH),
+which on a cluster any node forwards to the owner node.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from relay import face, protocol
+from tunnels.models import Account, ApiToken, TunnelSession
+from tunnels.plans import PlanLimits, default_limits, plan_of
+
+TEMPLATE = "tunnels/account/tunnel.html"
+POLL_MS = 1000  # the list's poll while the tab is visible (inspector.js backs off on errors)
+POLL_DEADLINE_MS = 5000  # one poll's deadline; past it, that poll counts as an error
 
 
-def page(request: HttpRequest, name: str) -> HttpResponse:
-    return HttpResponse("inspector")
+@dataclass(frozen=True)
+class Live:
+    """What the page needs of a live tunnel: its owner and whether its plan keeps captures."""
+
+    owner_id: int | None
+    inspect: bool
+
+
+def _plan_inspects(owner_id: int | None, token_id: int | None) -> bool:
+    """Whether the plan the tunnel registered under keeps captures (tunnels/auth.py's rule:
+    the token's plan, else its user's, else the default plan)."""
+    token = ApiToken.objects.filter(pk=token_id).first() if token_id is not None else None
+    if token is not None:
+        plan = plan_of(token)
+    elif owner_id is not None:
+        account = Account.objects.filter(user_id=owner_id).select_related("plan").first()
+        plan = None if account is None else account.plan
+    else:
+        plan = None
+    return (default_limits() if plan is None else PlanLimits.from_plan(plan)).inspect
+
+
+def _live_row(name: str) -> Live | None:
+    """The live session row of `name` (scale-out: any node's; the API call is forwarded)."""
+    row = (
+        TunnelSession.objects.filter(subdomain=name, is_live=True)
+        .values("owner_id", "token_id")
+        .first()
+    )
+    if row is None:
+        return None
+    return Live(owner_id=row["owner_id"], inspect=_plan_inspects(row["owner_id"], row["token_id"]))
+
+
+def _live_here(name: str, owner_id: int | None) -> Live:
+    row = TunnelSession.objects.filter(subdomain=name, is_live=True).values("token_id").first()
+    token_id = None if row is None else row["token_id"]
+    return Live(owner_id=owner_id, inspect=_plan_inspects(owner_id, token_id))
+
+
+async def live_tunnel(name: str) -> Live | None:
+    """The tunnel `name` if it is live: on a single relay the registry decides (read on this
+    event loop), on a cluster node the database's live row (the tunnel may be on another node)."""
+    if settings.RELAY_NODE_NAME:
+        return await database_sync_to_async(_live_row)(name)
+    status = face.tunnel_status(name)
+    if status is None:
+        return None
+    return await database_sync_to_async(_live_here)(name, status.user_id)
+
+
+def may_inspect(user: AbstractBaseUser | AnonymousUser, owner_id: int | None) -> bool:
+    if owner_id is not None and user.pk == owner_id:
+        return True
+    return bool(settings.RELAY_INSPECT_STAFF and getattr(user, "is_staff", False))
+
+
+@require_GET
+async def page(request: HttpRequest, name: str) -> HttpResponse:
+    user = await request.auser()
+    if not user.is_authenticated:
+        return redirect_to_login(request.get_full_path(), settings.LOGIN_URL)
+    name = name.lower()
+    live = await live_tunnel(name) if protocol.is_valid_subdomain(name) else None
+    if live is None or not may_inspect(user, live.owner_id):
+        return await _render(request, {"name": name, "state": "missing"}, status=404)
+    if not live.inspect:
+        return await _render(request, {"name": name, "state": "off"})
+    return await _render(
+        request,
+        {
+            "name": name,
+            "state": "live",
+            "config": {
+                "name": name,
+                "api": protocol.INSPECT_PATH.format(name=name),
+                "keep": settings.RELAY_INSPECT_REQUESTS,
+                "body_bytes": settings.RELAY_INSPECT_BODY_BYTES,
+                "redacted": protocol.INSPECT_REDACTED,
+                "poll_ms": POLL_MS,
+                "deadline_ms": POLL_DEADLINE_MS,
+                "public_url": public_url(request, name),
+            },
+        },
+    )
+
+
+async def _render(request: HttpRequest, context: dict[str, Any], status: int = 200) -> HttpResponse:
+    """The page, rendered off the event loop: base.html reads the user, a query."""
+    return await database_sync_to_async(render)(request, TEMPLATE, context, status=status)
+
+
+def public_url(request: HttpRequest, name: str) -> str:
+    """The tunnel's address as visitors use it (the sign-in's /visit/ builds it the same way)."""
+    port = int(settings.RELAY_PUBLIC_PORT or request.get_port())
+    return protocol.public_url(settings.RELAY_PUBLIC_SCHEME, name, settings.RELAY_DOMAIN, port)
