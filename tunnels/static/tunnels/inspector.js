@@ -216,7 +216,9 @@
     const type = header(part.headers, "content-type").toLowerCase();
     const views = [];
     if (text !== null && text.trim() !== "") {
-      try { views.push(["JSON", () => el("pre", { text: JSON.stringify(JSON.parse(text), null, 2) })]); } catch (e) { /* not JSON */ }
+      let pretty = null;
+      try { pretty = JSON.stringify(JSON.parse(text), null, 2); } catch (e) { /* not JSON */ }
+      if (pretty !== null) views.push(["JSON", () => el("pre", { text: pretty })]);
       if (type.startsWith("application/x-www-form-urlencoded")) {
         views.push(["Form", () => {
           const table = el("table", { class: "headers form" });
@@ -263,7 +265,7 @@
   function renderExchange(node, detail, title) {
     const response = detail.response || { headers: [], body_b64: "", body_truncated: false, reason: "" };
     const status = el("span", { class: "badge " + statusClass(detail.status), text: statusText(detail) });
-    node.replaceChildren(
+    const parts = [
       el("h3", {}, title + " ", status, " ", el("span", { class: "reason", text: response.reason || "" })),
       el("p", { class: "meta", text: detail.method + " " + detail.path + " · " + duration(detail.duration_ms) + " · from " + (detail.client_ip || "the owner") }),
       detail.error ? el("p", { class: "error", text: detail.error }) : null,
@@ -275,7 +277,8 @@
       headersTable(response.headers),
       el("h4", { text: "Response body" }),
       bodyBlock(response, detail.response_bytes, "Response"),
-    );
+    ];
+    node.replaceChildren(...parts.filter((part) => part !== null));
   }
 
   async function open(id) {
