@@ -24,13 +24,25 @@ if TYPE_CHECKING:
 # visitors over https: tls_raw (our lt --raw-pool: pool in clear) and tls_pool (our lt, its
 # pool upgraded inside TLS).
 # ours_rules: our lt with visitor rules (basic auth, CIDR allow and deny) on the plain relay.
-LABELS = ("direct", "ours", "ours_raw", "npm", "ours_rules", "tls_raw", "tls_pool")
+# ours_uninspected: our lt on a plain relay whose default plan keeps no captures
+# (RELAY_DEFAULT_PLAN_INSPECT=false), where `ours` has the request inspector on (the default).
+LABELS = (
+    "direct",
+    "ours",
+    "ours_raw",
+    "npm",
+    "ours_rules",
+    "ours_uninspected",
+    "tls_raw",
+    "tls_pool",
+)
 TUNNELS = LABELS[1:]  # the targets through a relay
 # (name, target, baseline): how much slower the target is than its baseline, same run.
 COSTS = (
     ("upgrade_cost", "ours", "ours_raw"),  # the upgraded pool vs a raw one, both in clear
     ("pool_tls_cost", "tls_pool", "tls_raw"),  # the pool inside TLS vs in clear, same visitors
     ("access_cost", "ours_rules", "ours"),  # basic auth + CIDR checked vs no such rules
+    ("inspect_cost", "ours", "ours_uninspected"),  # the inspector's captures vs none kept
 )
 CAVEAT = (
     "Loopback on one small machine: wrk, the relay, the tunnel client and the local app "
@@ -228,10 +240,12 @@ def _cost(entry: dict[str, Any], name: str) -> str:
 def table(results: dict[str, Any]) -> str:
     """A Markdown table of the scenarios (each tunnelled figure with its ratio to direct and,
     for wrk scenarios, the relay's CPU per request in microseconds), then the costs of the
-    upgraded pool, of TLS on the pool and of visitor rules, then the scale figures."""
+    upgraded pool, of TLS on the pool, of visitor rules and of the request inspector, then
+    the scale figures."""
     head = ["scenario", "unit", "direct"]
     head += [label.replace("_", " ") for label in TUNNELS]
-    head += ["upgrade cost", "pool TLS cost", "access cost", "p50 / p99 ms direct"]
+    head += ["upgrade cost", "pool TLS cost", "access cost", "inspect cost"]
+    head += ["p50 / p99 ms direct"]
     head += [label.replace("_", " ") for label in TUNNELS]
     lines = [
         "| " + " | ".join(head) + " |",

@@ -3,11 +3,12 @@
 Every scenario measures four targets in the same run: the app directly, the relay with
 our `lt` (its pool upgraded over the relay's own port), the relay with the npm `lt` (raw
 pool ports), and a second relay serving TLS itself with our `lt` (visitors and pool over
-TLS: what the encrypted path costs). The relays' CPU per request comes from /proc. Each
-round runs every scenario once per target, in an order rotated every round, so a slow
-moment of the machine does not land on one target only; `report` takes medians over
-rounds. The scale scenario runs on a fresh relay of its own, so its memory baseline is not
-the throughput rounds' leftovers.
+TLS: what the encrypted path costs), and a third plain relay whose default plan keeps no
+request captures (what the request inspector costs `ours`). The relays' CPU per request
+comes from /proc. Each round runs every scenario once per target, in an order rotated
+every round, so a slow moment of the machine does not land on one target only; `report`
+takes medians over rounds. The scale scenario runs on a fresh relay of its own, so its
+memory baseline is not the throughput rounds' leftovers.
 """
 
 from __future__ import annotations
@@ -170,6 +171,11 @@ class Bench:
                 app_port = self.start_app()
                 relay = self.start_relay(Path(tmp), template)
                 tls_relay = self.start_tls_relay(Path(tmp), template)
+                # The same relay with the request inspector off (its default plan keeps no
+                # captures), for `ours_uninspected`: what keeping them costs `ours`.
+                quiet_relay = self.start_relay(
+                    Path(tmp), template, RELAY_DEFAULT_PLAN_INSPECT="false"
+                )
                 ours, raw = [str(OURS_LT)], [str(OURS_LT), "--raw-pool"]
                 ca = ["--ca", tls_relay.ca]
                 targets = [
@@ -180,6 +186,7 @@ class Bench:
                     # Visitor rules on (basic auth, CIDR allow and deny), the same relay and
                     # client as `ours`: what checking them costs per request.
                     self.start_tunnel("ours_rules", ours + RULES, relay, app_port, RULES_HEADERS),
+                    self.start_tunnel("ours_uninspected", ours, quiet_relay, app_port),
                     self.start_tunnel("tls_raw", raw + ca, tls_relay, app_port),
                     self.start_tunnel("tls_pool", ours + ca, tls_relay, app_port),
                 ]

@@ -16,6 +16,8 @@ from relay.asgi_types import ASGIApp
 from relay.cluster.forward import forward_api, health
 from relay.cluster.hop import ClusterGate
 from relay.edge.routing import HostRouter
+from relay.pool import captures
+from relay.proxy.replay import replay
 
 __all__ = ["application"]
 
@@ -24,7 +26,9 @@ def application(site_http: Any) -> ASGIApp:
     """The relay's ASGI application in front of the site (Django's ASGIHandler, typed with
     dict scopes: Any at this boundary): tunnel hosts go to the
     tunnel, the bare domain to `site_http`; on a named node (RELAY_NODE_NAME, scale-out)
-    behind the gate that checks hop markers and answers /healthz."""
+    behind the gate that checks hop markers and answers /healthz. Installs the inspector's
+    replayer (relay/proxy/replay.py), which the pool layer may not import."""
+    captures.install_replayer(replay)
     router: ASGIApp = HostRouter(site_http=site_http)
     if settings.RELAY_NODE_NAME:
         router = ClusterGate(router, health, forward_api)

@@ -464,6 +464,10 @@ INSPECT_REDACTED = "[redacted]"
 INSPECT_RECORD_OVERHEAD_BYTES = 512
 # A replay's edits: a path as long as a request line may be, bodies as big as a kept body.
 INSPECT_REPLAY_MAX_HEADERS = 100
+# A replay's answer is read by the relay, not streamed to anyone: its first
+# RELAY_INSPECT_BODY_BYTES are kept and the rest counted, up to this, where the relay stops
+# reading (the socket is discarded) and says so in the capture's error.
+INSPECT_REPLAY_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 # --- `lt login` in the browser: device authorization (RFC 8628; tunnels/device.py) ------------
 # lt:   POST /api/device/code   {"client_name", "client_version"}

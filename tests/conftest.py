@@ -72,6 +72,7 @@ LAYER_OF_DIRECTORY = {
     "docs": "e2e",
     "network": "e2e",  # network namespaces, tcpdump, netem: the path between lt and the relay
     "sanctions": "e2e",  # the operator's Disconnect and Suspend: relays on Redis, the admin
+    "inspector": "e2e",  # the request inspector on real relays (its sans-IO units run in ms too)
 }
 
 

@@ -9,7 +9,8 @@ as on a direct hit) and never forwards such a request again: a miss is a 404, no
 A marker that does not verify (sent by a visitor, or stale) is dropped like any header.
 
 A marker is believed only on what nodes forward: requests for a tunnel, and (see
-`forwarded_api_name`) a client's `GET`/`DELETE` of `/api/tunnels/<name>[/status]`. A
+`forwarded_api_name`) a client's `GET`/`DELETE` of `/api/tunnels/<name>[/status]`, and
+the inspector's `GET .../requests[/<id>]` and `POST .../requests/<id>/replay`. A
 registration, `/api/status`, the admin and anything else are never forwarded, so a marker
 there is dropped unread: it cannot lend a registration another owner's address. Nor is
 any marker believed under the public development key (runrelay refuses to start a node
@@ -40,9 +41,14 @@ from relay.protocol import (
 )
 
 # The tunnel API a client may send to any node, which forwards it to the tunnel's owner
-# (relay/cluster/node.py `forward_api`): its DELETE (our `lt` frees its name on Ctrl-C) and status.
-FORWARDED_API = re.compile(r"/api/tunnels/([^/]+)(?:/status)?/?")
+# (relay/cluster/node.py `forward_api`): its DELETE (our `lt` frees its name on Ctrl-C) and
+# status, and the request inspector's list, detail and replay (relay.protocol.INSPECT_PATH),
+# whose captures live on the owner node only; POST only for a replay.
+FORWARDED_API = re.compile(
+    r"/api/tunnels/([^/]+)(?:/status|/requests(?:/[0-9]+)?|/requests/[0-9]+/(replay))?/?"
+)
 FORWARDED_API_METHODS = frozenset({"GET", "HEAD", "DELETE"})
+FORWARDED_REPLAY_METHODS = frozenset({"POST"})
 
 
 def _key() -> bytes:
@@ -69,10 +75,13 @@ def sign(node: str, client: tuple[str, int] | None, host: bytes, now: float | No
 
 def forwarded_api_name(scope: Scope) -> str | None:
     """The tunnel named by a tunnel API request nodes forward; None for any other request."""
-    if scope["type"] != "http" or scope.get("method") not in FORWARDED_API_METHODS:
+    if scope["type"] != "http":
         return None
     match = FORWARDED_API.fullmatch(scope.get("path") or "")
-    return match.group(1) if match else None
+    if match is None:
+        return None
+    methods = FORWARDED_REPLAY_METHODS if match.group(2) else FORWARDED_API_METHODS
+    return match.group(1) if scope.get("method") in methods else None
 
 
 def verify(value: bytes, host: bytes, now: float | None = None) -> tuple[str, int] | None:

@@ -1,14 +1,35 @@
 """The request inspector's memory: each tunnel's last exchanges, for its owner.
 
-SEAM STUB (issue 14): the shapes are final, the bodies are not. relay.protocol documents the
-JSON (INSPECT_PATH) and the limits (RELAY_INSPECT_*); relay/proxy/replay.py sends a capture
-again (installed as `registry.replayer` by relay/asgi.py, since the pool layer may not import
+Sans-IO: the byte path (relay/proxy/http.py, relay/proxy/exchange.py) feeds a `Capture` the
+request head as sent upstream, body pieces and the response; `finish` stores it. Nothing is
+kept while inspection is off (`tunnel.captures is None`: the byte path checks that one
+attribute). Bounds: RELAY_INSPECT_REQUESTS per tunnel, RELAY_INSPECT_BODY_BYTES per body,
+and RELAY_INSPECT_MEMORY_BYTES for every tunnel's stored captures together (kept bytes plus
+protocol.INSPECT_RECORD_OVERHEAD_BYTES each), the relay-wide oldest dropped first. An
+exchange in flight holds at most its two body prefixes; it is counted once stored.
+
+relay.protocol documents the JSON (INSPECT_PATH). relay/proxy/replay.py sends a capture again
+(installed with `install_replayer` by relay/asgi.py, since the pool layer may not import
 the proxies).
 """
 
 from __future__ import annotations
 
+import base64
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
+
+from django.conf import settings
+
+from relay.protocol import (
+    INSPECT_RECORD_OVERHEAD_BYTES,
+    INSPECT_REDACTED,
+    INSPECT_REDACTED_HEADERS,
+)
+
+Headers = list[tuple[str, str]]
 
 
 class Tunnel(Protocol):
@@ -28,21 +49,296 @@ class ReplayError(Exception):
         self.message = message
 
 
+def redacted(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """`headers` as text, the values of credentials (protocol.INSPECT_REDACTED_HEADERS, in
+    any case) replaced by protocol.INSPECT_REDACTED."""
+    return [
+        (
+            name.decode("latin-1"),
+            INSPECT_REDACTED
+            if name.lower() in INSPECT_REDACTED_HEADERS
+            else value.decode("latin-1"),
+        )
+        for name, value in headers
+    ]
+
+
+def _size(headers: Headers) -> int:
+    return sum(len(name) + len(value) for name, value in headers)
+
+
+class Body:
+    """The first `limit` bytes of a body and its full size; past the limit, only counted."""
+
+    __slots__ = ("parts", "kept", "size", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.parts: list[bytes] = []
+        self.kept = 0
+        self.size = 0
+        self.limit = limit
+
+    def add(self, data: bytes) -> None:
+        n = len(data)
+        self.size += n
+        room = self.limit - self.kept
+        if room > 0 and n:
+            piece = bytes(data) if n <= room else bytes(data[:room])  # only what is kept
+            self.parts.append(piece)
+            self.kept += len(piece)
+
+    def data(self) -> bytes:
+        if len(self.parts) > 1:
+            self.parts = [b"".join(self.parts)]
+        return self.parts[0] if self.parts else b""
+
+    @property
+    def truncated(self) -> bool:
+        return self.size > self.kept
+
+
+class Capture:
+    """One exchange: what the app was sent and what it answered (credentials redacted)."""
+
+    __slots__ = (
+        "id",
+        "at",
+        "started",
+        "method",
+        "target",
+        "request_headers",
+        "request",
+        "status",
+        "reason",
+        "response_headers",
+        "response",
+        "duration_ms",
+        "client_ip",
+        "replay_of",
+        "error",
+        "cost",
+        "home",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        headers: Iterable[tuple[bytes, bytes]],
+        client_ip: str,
+        body_limit: int,
+        replay_of: int | None = None,
+    ) -> None:
+        self.id = 0  # given when stored: ids rise in the order exchanges end
+        self.at = time.time()
+        self.started = time.monotonic()
+        self.method = method
+        self.target = target
+        self.request_headers = redacted(headers)
+        self.request = Body(body_limit)
+        self.status: int | None = None
+        self.reason = ""
+        self.response_headers: Headers = []
+        self.response = Body(body_limit)
+        self.duration_ms = 0.0
+        self.client_ip = client_ip
+        self.replay_of = replay_of
+        self.error = ""
+        self.cost = 0
+        self.home: TunnelCaptures | None = None
+
+    def response_head(
+        self, status: int, reason: bytes, headers: Iterable[tuple[bytes, bytes]]
+    ) -> None:
+        self.status = status
+        self.reason = reason.decode("latin-1")
+        self.response_headers = redacted(headers)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": round(self.at, 3),
+            "method": self.method,
+            "path": self.target,
+            "status": self.status,
+            "duration_ms": self.duration_ms,
+            "request_bytes": self.request.size,
+            "response_bytes": self.response.size,
+            "client_ip": self.client_ip,
+            "replay_of": self.replay_of,
+            "error": self.error,
+        }
+
+    def detail(self) -> dict[str, Any]:
+        return {
+            **self.summary(),
+            "request": {
+                "headers": [list(h) for h in self.request_headers],
+                "body_b64": base64.b64encode(self.request.data()).decode("ascii"),
+                "body_truncated": self.request.truncated,
+            },
+            "response": {
+                "reason": self.reason,
+                "headers": [list(h) for h in self.response_headers],
+                "body_b64": base64.b64encode(self.response.data()).decode("ascii"),
+                "body_truncated": self.response.truncated,
+            },
+        }
+
+
 class TunnelCaptures:
-    """One tunnel's kept exchanges (bounded by RELAY_INSPECT_REQUESTS)."""
+    """One tunnel's kept exchanges (bounded by RELAY_INSPECT_REQUESTS), oldest first."""
+
+    __slots__ = ("store", "records", "next_id")
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.records: OrderedDict[int, Capture] = OrderedDict()
+        self.next_id = 1
+
+    def begin(
+        self,
+        method: str,
+        target: str,
+        headers: Iterable[tuple[bytes, bytes]],
+        client_ip: str,
+        replay_of: int | None = None,
+    ) -> Capture:
+        return Capture(method, target, headers, client_ip, self.store.body_bytes, replay_of)
+
+    def finish(self, capture: Capture, error: str = "") -> None:
+        """Store `capture` (once), with `error` ("" when it went through)."""
+        if capture.id:
+            return
+        capture.error = error
+        capture.duration_ms = round((time.monotonic() - capture.started) * 1000, 1)
+        capture.id = self.next_id
+        self.next_id += 1
+        self.store.add(self, capture)
+
+    def clear(self) -> None:
+        for capture in list(self.records.values()):
+            self.store.drop(capture)
+
+
+class Store:
+    """All tunnels' stored captures, in the order they were stored (the relay-wide oldest
+    go first when `memory_bytes` would be passed)."""
+
+    def __init__(self, requests: int, body_bytes: int, memory_bytes: int) -> None:
+        self.requests = requests
+        self.body_bytes = body_bytes
+        self.memory_bytes = memory_bytes
+        self.used = 0
+        self.order: OrderedDict[int, Capture] = OrderedDict()  # id(capture) -> capture
+
+    @property
+    def on(self) -> bool:
+        return self.requests > 0 and self.memory_bytes > 0
+
+    def add(self, home: TunnelCaptures, capture: Capture) -> None:
+        cost = (
+            INSPECT_RECORD_OVERHEAD_BYTES
+            + len(capture.method)
+            + len(capture.target)
+            + _size(capture.request_headers)
+            + _size(capture.response_headers)
+            + len(capture.reason)
+            + len(capture.error)
+            + capture.request.kept
+            + capture.response.kept
+        )
+        if cost > self.memory_bytes:
+            return  # larger than the whole bound: never kept
+        capture.cost = cost
+        capture.home = home
+        home.records[capture.id] = capture
+        self.order[id(capture)] = capture
+        self.used += cost
+        while len(home.records) > self.requests:
+            self.drop(next(iter(home.records.values())))
+        while self.used > self.memory_bytes:
+            self.drop(next(iter(self.order.values())))
+
+    def drop(self, capture: Capture) -> None:
+        home = capture.home
+        if home is None:
+            return
+        del home.records[capture.id]
+        del self.order[id(capture)]
+        self.used -= capture.cost
+        capture.home = None
+
+
+_store: Store | None = None
+
+
+def store() -> Store:
+    """The relay's store, made anew when the settings change (tests' override_settings)."""
+    global _store
+    limits = (
+        settings.RELAY_INSPECT_REQUESTS,
+        settings.RELAY_INSPECT_BODY_BYTES,
+        settings.RELAY_INSPECT_MEMORY_BYTES,
+    )
+    current = _store
+    if current is None or (current.requests, current.body_bytes, current.memory_bytes) != limits:
+        current = _store = Store(*limits)
+    return current
 
 
 def enable(tunnel: Tunnel, on: bool) -> None:
-    """Start (or keep) keeping `tunnel`'s exchanges when `on`; stop and forget them when not."""
+    """Start (or keep) keeping `tunnel`'s exchanges when `on`; stop and forget them when not
+    (or when the relay keeps none: RELAY_INSPECT_REQUESTS or _MEMORY_BYTES 0)."""
+    relay_store = store()
+    if on and relay_store.on:
+        if tunnel.captures is None or tunnel.captures.store is not relay_store:
+            forget(tunnel)
+            tunnel.captures = TunnelCaptures(relay_store)
+        return
+    forget(tunnel)
+
+
+def forget(tunnel: Tunnel) -> None:
+    """Free `tunnel`'s captures (it closed, or its plan keeps none now)."""
+    captures = tunnel.captures
+    tunnel.captures = None
+    if captures is not None:
+        captures.clear()
 
 
 def summaries(tunnel: Tunnel | None, after: int = 0) -> list[dict[str, Any]] | None:
-    return None
+    if tunnel is None or tunnel.captures is None:
+        return None
+    records = tunnel.captures.records
+    return [records[i].summary() for i in reversed(records) if i > after]
 
 
 def detail(tunnel: Tunnel | None, capture_id: int) -> dict[str, Any] | None:
-    return None
+    if tunnel is None or tunnel.captures is None:
+        return None
+    capture = tunnel.captures.records.get(capture_id)
+    return None if capture is None else capture.detail()
+
+
+# relay/proxy/replay.py, installed by relay/asgi.py: sends a capture again with edits.
+Replayer = Callable[[Any, Capture, dict[str, Any]], Awaitable[dict[str, Any]]]
+_replayer: Replayer | None = None
+
+
+def install_replayer(replayer: Replayer) -> None:
+    global _replayer
+    _replayer = replayer
 
 
 async def replay(tunnel: Tunnel | None, capture_id: int, edits: dict[str, Any]) -> dict[str, Any]:
-    raise ReplayError(404, "There is no such request to replay.")
+    if tunnel is None or tunnel.captures is None:
+        raise ReplayError(404, "There is no such request to replay.")
+    capture = tunnel.captures.records.get(capture_id)
+    if capture is None:
+        raise ReplayError(
+            404, "There is no such request to replay (the relay keeps only the latest ones)."
+        )
+    if _replayer is None:
+        raise ReplayError(503, "This relay cannot replay requests.")
+    return await _replayer(tunnel, capture, edits)

@@ -19,7 +19,7 @@ from relay import protocol
 from relay.headers import normal_ip
 from relay.pool.access import Access
 from relay.pool.borrowing import Borrowing, NoSocket, sockets_beyond_spare
-from relay.pool.captures import TunnelCaptures
+from relay.pool.captures import TunnelCaptures, forget
 from relay.pool.quota import Quota
 from relay.pool.socket import PoolSocket
 from relay.protocol import RETRY_AFTER_FULL_S
@@ -253,6 +253,8 @@ class Tunnel(Borrowing):
             self.quota.cancel_idle_timer()
         self.close_reason = reason
         self.dirty = True
+        if self.captures is not None:
+            forget(self)  # the inspector's memory of it goes with it
         if self.server is not None:
             self.server.close()
         for conn in list(self.connections):

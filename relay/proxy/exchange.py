@@ -17,6 +17,7 @@ from django.conf import settings
 
 from relay import headers as hdrs
 from relay.asgi_types import H11Event, H11Next, H11Received, Message, Receive, Scope, Send
+from relay.pool.captures import Capture
 from relay.pool.errors import PoolError
 from relay.protocol import EVENTS_PER_TURN, MAX_INFORMATIONAL
 from relay.proxy.flow import Flow
@@ -66,6 +67,7 @@ async def exchange(
     drain: bool = False,
     on_head: Callable[[h11.Response], None] | None = None,
     peer: bool = False,
+    capture: Capture | None = None,
 ) -> BaseException | None:
     """One exchange over `conn`, the skeleton pool sockets (relay/proxy/http.py) and peer
     nodes (relay/cluster/peer_proxy.py) share: write the request, skip 1xx answers, check the
@@ -75,15 +77,19 @@ async def exchange(
     `head_timeout` the wait for the head; `drain` waits until the request is written
     before reading (a peer connection); `on_head` sees the head before it is sent; `peer`:
     the upstream is the node that owns the tunnel, whose own visitor cookies (a team-only
-    pass, the warning's Continue) pass, where an app's Set-Cookie for them is dropped."""
+    pass, the warning's Continue) pass, where an app's Set-Cookie for them is dropped.
+    `capture`: the request inspector's record of this exchange (relay/pool/captures.py),
+    None when its tunnel keeps none: it is fed the bodies and the response head."""
     try:
-        progress.body = await write_request(conn, receive, head, first, timeout)
+        progress.body = await write_request(conn, receive, head, first, timeout, capture)
         if drain:
             await conn.drain(timeout)
         response = await read_response_head(conn, head_timeout)
         if on_head is not None:
             on_head(response)
-        await stream_response(conn, send, flow, response, timeout, progress, peer)
+        if capture is not None:
+            capture.response_head(response.status_code, response.reason, response.headers)
+        await stream_response(conn, send, flow, response, timeout, progress, peer, capture)
     except FAILURES as exc:
         if progress.started:
             cut(flow)
@@ -124,7 +130,12 @@ def _body_length(scope: Scope, first: Message, declared: bytes | None) -> int | 
 
 
 async def write_request(
-    conn: Upstream, receive: Receive, head: h11.Request, first: Message, timeout: float
+    conn: Upstream,
+    receive: Receive,
+    head: h11.Request,
+    first: Message,
+    timeout: float,
+    capture: Capture | None = None,
 ) -> int:
     """Write the request; returns the body's size. The head, the first piece of body and
     (for most requests) the end go out in one write: one syscall, one TCP segment. A client
@@ -132,6 +143,8 @@ async def write_request(
     body = first.get("body", b"")
     more = first.get("more_body", False)
     received = len(body)
+    if capture is not None:
+        capture.request.add(body)
     events: list[h11.Event] = [head]
     if body:
         events.append(h11.Data(data=body))
@@ -146,6 +159,8 @@ async def write_request(
         body = message.get("body", b"")
         more = message.get("more_body", False)
         received += len(body)
+        if capture is not None:
+            capture.request.add(body)
         events = [h11.Data(data=body)] if body else []
         if not more:
             events.append(h11.EndOfMessage())
@@ -183,8 +198,10 @@ async def stream_response(
     timeout: float,
     progress: Progress,
     peer: bool = False,
+    capture: Capture | None = None,
 ) -> None:
-    """Send `response` and its body to the visitor, with the visitor's backpressure."""
+    """Send `response` and its body to the visitor, with the visitor's backpressure (and
+    the first bytes of it to `capture`)."""
     # Twisted writes the head with the first body bytes anyway; waiting for them here means
     # a body that is broken from its start is still a clean 502, not a silent cut.
     event: H11Next = await conn.next_event(timeout)
@@ -216,6 +233,8 @@ async def stream_response(
         if type(event) is not h11.Data and event is not h11.NEED_DATA:
             raise PoolError(f"unexpected {type(event).__name__} in a response body")
         if data:
+            if capture is not None:
+                capture.response.add(data)
             if flow is not None and flow.paused:
                 # A visitor who stops reading must not hold the pool socket for ever.
                 async with asyncio.timeout(timeout):
@@ -230,6 +249,8 @@ async def stream_response(
     if flow is not None:
         flow.unregister()
     progress.sent += len(tail)
+    if capture is not None:
+        capture.response.add(tail)
     await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 

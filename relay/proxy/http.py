@@ -125,12 +125,24 @@ async def _attempt(
     reusable = False
     progress = Progress()
     mark = conn.received
+    capture = None
+    if tunnel.captures is not None:  # the request inspector (relay/pool/captures.py)
+        capture = tunnel.captures.begin(
+            head.method.decode("ascii"),
+            head.target.decode("latin-1"),
+            head.headers,
+            hdrs.client_ip(scope),
+        )
+    error = "the visitor left"  # unless the exchange ends otherwise below
     tunnel.requests += 1
     tunnel.dirty = True
     tunnel.last_activity = time.monotonic()
     try:
-        exc = await exchange(conn, receive, send, flow, head, first, progress, timeout, timeout)
+        exc = await exchange(
+            conn, receive, send, flow, head, first, progress, timeout, timeout, capture=capture
+        )
         if exc is None:
+            error = ""
             # Not after a request with a body through a raw-pipe client (npm): an app may
             # answer before reading the body, then take the body for a request of its own,
             # and that client passes the second answer on whenever it comes, possibly in the
@@ -143,8 +155,9 @@ async def _attempt(
         logger.debug("tunnel %s: exchange failed: %r", tunnel.name, exc)
         silent = conn.received == mark  # not one byte of answer came back
         if progress.started:
-            pass  # the visitor's connection was cut: nothing more to say
+            error = "cut: the tunnel's response broke off"  # the visitor's connection was cut
         elif isinstance(exc, TimeoutError):
+            error = f"504: no answer within {timeout:g} s"
             cause = f": {_APP_DOWN}" if silent else "."
             await send_error(
                 scope,
@@ -155,7 +168,9 @@ async def _attempt(
         elif silent:
             if not last:
                 tunnel.requests -= 1  # counted again on the next socket
+                capture = None  # captured on the next socket
                 return False
+            error = "502: the client closed the connection without a response"
             await send_error(
                 scope,
                 send,
@@ -165,6 +180,7 @@ async def _attempt(
                 "given to lt?",
             )
         else:
+            error = "502: an invalid or incomplete response"
             await send_error(
                 scope,
                 send,
@@ -172,6 +188,8 @@ async def _attempt(
                 f"The tunnel {tunnel.name} sent an invalid or incomplete response.",
             )
     finally:
+        if capture is not None and tunnel.captures is not None:
+            tunnel.captures.finish(capture, error)
         tunnel.bytes_in += progress.body
         tunnel.bytes_out += progress.sent
         if reusable:

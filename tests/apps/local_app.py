@@ -180,6 +180,8 @@ async def handle_request(
     elif path == "/headers":
         echo = {"method": method, "target": target, "headers": [list(h) for h in headers]}
         await respond(writer, method, 200, json.dumps(echo).encode(), "application/json")
+    elif path == "/set-cookie":  # an app's credential in its answer (the inspector redacts it)
+        await respond(writer, method, 200, b"cookie set\n", extra=[("Set-Cookie", f"app={key}")])
     elif path.startswith("/status/"):
         status = int(path[8:])
         await respond(writer, method, status, b"", extra=[("ETag", '"v1"')])

@@ -28,8 +28,9 @@ SCENARIO_KEYS = {
     "upgrade_cost",
     "pool_tls_cost",
     "access_cost",
+    "inspect_cost",
 }
-TUNNELS = ("ours", "ours_raw", "npm", "ours_rules", "tls_raw", "tls_pool")
+TUNNELS = ("ours", "ours_raw", "npm", "ours_rules", "ours_uninspected", "tls_raw", "tls_pool")
 
 
 @pytest.fixture(autouse=True)
@@ -77,6 +78,6 @@ def test_quick_benchmark_writes_json_with_positive_figures(tmp_path: Path) -> No
             assert _positive(scenario[f"{label}_ratio"]), (scenario["name"], label)
             if scenario["tool"] == "wrk":  # the relay's CPU per request, from /proc
                 assert _positive(scenario[f"{label}_relay_cpu_us"]), (scenario["name"], label)
-        for cost in ("upgrade_cost", "pool_tls_cost"):
+        for cost in ("upgrade_cost", "pool_tls_cost", "access_cost", "inspect_cost"):
             assert isinstance(scenario[cost], float), (scenario["name"], cost)
     assert "| scenario |" in done.stdout

@@ -1,0 +1,198 @@
+"""Replay: send a captured request again through its tunnel, with the owner's edits.
+
+The owner asks (tunnels/inspect_api.py -> relay.face.replay -> relay/pool/captures.py, which
+calls the replayer relay/asgi.py installs), so the visitor gate is not in the way; the
+request goes on one of the tunnel's pool sockets like a visitor's, with the same deadlines,
+and its answer is captured like any exchange (replay_of set) and counted in the tunnel's
+requests and bytes. `build` (sans-IO) turns a capture and edits into the request.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+import time
+from typing import Any
+
+import h11
+from django.conf import settings
+
+from relay.pool.captures import Capture, ReplayError
+from relay.pool.tunnel import NoSocket, Tunnel
+from relay.protocol import (
+    INSPECT_REDACTED,
+    INSPECT_REDACTED_HEADERS,
+    INSPECT_REPLAY_MAX_HEADERS,
+    INSPECT_REPLAY_MAX_RESPONSE_BYTES,
+)
+from relay.proxy.exchange import FAILURES, read_response_head
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}")
+_TARGET = re.compile(rb"/[\x21-\x7e]*")
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+_REPLAY_VISITOR = "replay"  # the share of sockets a replay counts under (the owner asks)
+
+Request = tuple[bytes, bytes, list[tuple[bytes, bytes]], bytes]
+
+
+def _text(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise ReplayError(400, f"The {what} must be a string.")
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ReplayError(400, f"The {what} may hold only Latin-1 characters.") from None
+
+
+def _headers(capture: Capture, edits: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    given = edits.get("headers")
+    if given is None:
+        pairs = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in capture.request_headers]
+    else:
+        if not isinstance(given, list) or len(given) > INSPECT_REPLAY_MAX_HEADERS:
+            raise ReplayError(
+                400,
+                f"headers must be a list of at most {INSPECT_REPLAY_MAX_HEADERS} "
+                "[name, value] pairs.",
+            )
+        pairs = []
+        for pair in given:
+            if not isinstance(pair, list | tuple) or len(pair) != 2:
+                raise ReplayError(400, "Each header must be a [name, value] pair.")
+            pairs.append((_text(pair[0], "header name"), _text(pair[1], "header value")))
+    kept = []
+    for name, value in pairs:
+        lower = name.lower()
+        if lower in _FRAMING:
+            continue  # the relay frames the body itself
+        if lower in INSPECT_REDACTED_HEADERS and value == INSPECT_REDACTED.encode():
+            continue  # a credential the relay never kept: left out unless the owner types one
+        kept.append((name, value))
+    return kept
+
+
+def _body(capture: Capture, edits: dict[str, Any], limit: int) -> bytes:
+    given = edits.get("body_b64")
+    if given is None:
+        if capture.request.truncated:
+            raise ReplayError(
+                400,
+                f"This request's body was {capture.request.size} bytes and only its first "
+                f"{capture.request.kept} were kept, so it cannot be sent again as it was; "
+                "send a body (body_b64) to replay it with that one.",
+            )
+        return capture.request.data()
+    if not isinstance(given, str):
+        raise ReplayError(400, "body_b64 must be a base64 string.")
+    if len(given) > (limit + 2) // 3 * 4 + 4:
+        raise ReplayError(400, f"The body may be at most {limit} bytes.")
+    try:
+        body = binascii.a2b_base64(given.encode("ascii"), strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise ReplayError(400, "body_b64 is not valid base64.") from None
+    if len(body) > limit:
+        raise ReplayError(400, f"The body may be at most {limit} bytes.")
+    return body
+
+
+def build(capture: Capture, edits: dict[str, Any], body_limit: int, head_limit: int) -> Request:
+    """The request to send: (method, target, headers, body), from `capture` with `edits`
+    (method, path, headers, body_b64). Raises ReplayError(400) saying what is wrong."""
+    if not isinstance(edits, dict):
+        raise ReplayError(400, "The edits must be a JSON object.")
+    method = _text(edits.get("method", capture.method), "method").upper()
+    if not _TOKEN.fullmatch(method):
+        raise ReplayError(400, "The method must be a word like GET or POST.")
+    target = _text(edits.get("path", capture.target), "path")
+    if not _TARGET.fullmatch(target) or len(target) > head_limit:
+        raise ReplayError(
+            400, "The path must start with / and hold no spaces or control characters."
+        )
+    headers = _headers(capture, edits)
+    body = _body(capture, edits, body_limit)
+    if body or method in (b"POST", b"PUT", b"PATCH"):
+        headers.append((b"content-length", str(len(body)).encode()))
+    try:
+        h11.Request(method=method, target=target, headers=headers)
+    except h11.LocalProtocolError as exc:
+        raise ReplayError(400, f"The request cannot be sent: {exc}") from None
+    if sum(len(n) + len(v) + 4 for n, v in headers) + len(target) > head_limit:
+        raise ReplayError(400, f"The request's head may be at most {head_limit} bytes.")
+    return method, target, headers, body
+
+
+async def replay(tunnel: Tunnel, capture: Capture, edits: dict[str, Any]) -> dict[str, Any]:
+    """Send the request `build` makes on one of `tunnel`'s pool sockets; the new exchange's
+    detail (relay.protocol.INSPECT_PATH). Raises ReplayError for what the site answers."""
+    cfg = settings
+    method, target, headers, body = build(
+        capture, edits, cfg.RELAY_INSPECT_BODY_BYTES, cfg.RELAY_MAX_HEADER_BYTES
+    )
+    timeout = cfg.RELAY_RESPONSE_TIMEOUT_S
+    try:
+        conn = await tunnel.acquire(cfg.RELAY_SOCKET_WAIT_S, cfg.RELAY_MAX_WAITERS, _REPLAY_VISITOR)
+    except NoSocket as exc:
+        raise ReplayError(exc.status, exc.message) from None
+    captures = tunnel.captures
+    new = (
+        captures.begin(method.decode(), target.decode("latin-1"), headers, "", capture.id)
+        if captures is not None
+        else Capture(method.decode(), target.decode("latin-1"), headers, "", 0, capture.id)
+    )
+    new.request.add(body)
+    tunnel.requests += 1
+    tunnel.dirty = True
+    tunnel.last_activity = time.monotonic()
+    reusable = False
+    error = "the replay was cancelled"
+    try:
+        conn.send(h11.Request(method=method, target=target, headers=headers), h11.Data(data=body))
+        conn.send(h11.EndOfMessage())
+        await conn.drain(timeout)
+        tunnel.bytes_in += len(body)
+        response = await read_response_head(conn, timeout)
+        new.response_head(response.status_code, response.reason, response.headers)
+        while True:
+            event = await conn.next_event(timeout)
+            if type(event) is h11.EndOfMessage:
+                break
+            if type(event) is not h11.Data:
+                raise h11.RemoteProtocolError(f"unexpected {type(event).__name__} in a body")
+            new.response.add(event.data)
+            tunnel.bytes_out += len(event.data)
+            if new.response.size > INSPECT_REPLAY_MAX_RESPONSE_BYTES:
+                error = f"cut: the answer passed {INSPECT_REPLAY_MAX_RESPONSE_BYTES} bytes"
+                return _finish(tunnel, new, error)
+        reusable = conn.finish_exchange(bool(body))
+        error = ""
+        return _finish(tunnel, new, error)
+    except TimeoutError:
+        error = f"504: no answer within {timeout:g} s"
+        _finish(tunnel, new, error)
+        raise ReplayError(
+            504, f"The tunnel {tunnel.name} did not answer within {timeout:g} s."
+        ) from None
+    except FAILURES:
+        error = "502: an invalid or incomplete response, or none"
+        _finish(tunnel, new, error)
+        raise ReplayError(
+            502,
+            f"The local app of the tunnel {tunnel.name} did not answer properly: is the app "
+            "running, on the port given to lt?",
+        ) from None
+    finally:
+        if not new.id:
+            _finish(tunnel, new, error)
+        if reusable:
+            tunnel.release(conn)
+        else:
+            tunnel.discard(conn)
+
+
+def _finish(tunnel: Tunnel, new: Capture, error: str) -> dict[str, Any]:
+    if tunnel.captures is not None:
+        tunnel.captures.finish(new, error)
+    elif not new.id:
+        new.error = error
+        new.id = -1  # not kept: the tunnel's plan stopped inspection meanwhile
+    return new.detail()

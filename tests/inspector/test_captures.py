@@ -1,0 +1,202 @@
+"""The inspector's memory, fed bytes (relay/pool/captures.py): the per-tunnel and relay-wide
+bounds, redaction, ids and the JSON shapes (relay.protocol.INSPECT_PATH)."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+from django.test import SimpleTestCase, override_settings
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relay.pool import captures
+from relay.pool.captures import Store, TunnelCaptures
+from relay.protocol import INSPECT_RECORD_OVERHEAD_BYTES, INSPECT_REDACTED
+
+
+@dataclass(eq=False)
+class FakeTunnel:
+    name: str
+    captures: TunnelCaptures | None = None
+
+
+def record(
+    home: TunnelCaptures,
+    body: bytes = b"",
+    answer: bytes = b"",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    response_headers: list[tuple[bytes, bytes]] | None = None,
+    error: str = "",
+) -> captures.Capture:
+    capture = home.begin("POST", "/hook?x=1", headers or [(b"host", b"a.example")], "10.0.0.7")
+    capture.request.add(body)
+    capture.response_head(200, b"OK", response_headers or [])
+    capture.response.add(answer)
+    home.finish(capture, error)
+    return capture
+
+
+class BoundsTests(SimpleTestCase):
+    def test_a_tunnel_keeps_its_last_requests_oldest_out_first(self) -> None:
+        home = TunnelCaptures(Store(requests=3, body_bytes=100, memory_bytes=10**6))
+        for _ in range(5):
+            record(home)
+        self.assertEqual(list(home.records), [3, 4, 5])
+
+    def test_ids_rise_and_summaries_come_newest_first_after_an_id(self) -> None:
+        tunnel = FakeTunnel("t", TunnelCaptures(Store(50, 100, 10**6)))
+        assert tunnel.captures is not None
+        for _ in range(4):
+            record(tunnel.captures)
+        found = captures.summaries(tunnel, after=2)
+        assert found is not None
+        self.assertEqual([s["id"] for s in found], [4, 3])
+
+    def test_a_busy_tunnel_pushes_out_the_relay_wide_oldest_within_the_memory_bound(self) -> None:
+        cost = INSPECT_RECORD_OVERHEAD_BYTES + 4 + 9 + len("hosta.example") + 2 + 1000
+        store = Store(requests=50, body_bytes=1000, memory_bytes=3 * cost)
+        quiet, busy = TunnelCaptures(store), TunnelCaptures(store)
+        record(quiet, body=b"q" * 1000)
+        record(busy, body=b"b" * 1000)
+        record(busy, body=b"b" * 1000)
+        self.assertEqual(store.used, 3 * cost)
+        record(busy, body=b"b" * 1000)
+        self.assertEqual(list(quiet.records), [])  # the oldest of all went first
+        self.assertEqual(list(busy.records), [1, 2, 3])
+        self.assertLessEqual(store.used, store.memory_bytes)
+
+    def test_clearing_a_tunnel_frees_its_share(self) -> None:
+        store = Store(50, 100, 10**6)
+        tunnel = FakeTunnel("t", TunnelCaptures(store))
+        assert tunnel.captures is not None
+        record(tunnel.captures, body=b"x" * 100)
+        self.assertGreater(store.used, 0)
+        captures.forget(tunnel)
+        self.assertEqual(store.used, 0)
+        self.assertEqual(len(store.order), 0)
+        self.assertIsNone(captures.summaries(tunnel))
+
+    @override_settings(RELAY_INSPECT_REQUESTS=0)
+    def test_zero_requests_turns_the_inspector_off_relay_wide(self) -> None:
+        tunnel = FakeTunnel("t")
+        captures.enable(tunnel, True)
+        self.assertIsNone(tunnel.captures)
+
+    @override_settings(RELAY_INSPECT_MEMORY_BYTES=0)
+    def test_zero_memory_turns_the_inspector_off_relay_wide(self) -> None:
+        tunnel = FakeTunnel("t")
+        captures.enable(tunnel, True)
+        self.assertIsNone(tunnel.captures)
+
+    def test_enable_false_forgets_what_was_kept(self) -> None:
+        tunnel = FakeTunnel("t")
+        captures.enable(tunnel, True)
+        assert tunnel.captures is not None
+        record(tunnel.captures)
+        captures.enable(tunnel, True)  # a reclaim that is still allowed keeps them
+        self.assertEqual(len(captures.summaries(tunnel) or []), 1)
+        captures.enable(tunnel, False)
+        self.assertIsNone(tunnel.captures)
+        self.assertIsNone(captures.detail(tunnel, 1))
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(st.integers(0, 3), st.integers(0, 5000), st.integers(0, 5000)),
+            max_size=60,
+        ),
+        st.integers(0, 20_000),
+        st.integers(1, 10),
+    )
+    def test_no_sequence_of_sizes_passes_the_bounds(
+        self, exchanges: list[tuple[int, int, int]], memory: int, per_tunnel: int
+    ) -> None:
+        store = Store(requests=per_tunnel, body_bytes=2000, memory_bytes=memory)
+        homes = [TunnelCaptures(store) for _ in range(4)]
+        for which, sent, answered in exchanges:
+            record(homes[which], body=b"x" * sent, answer=b"y" * answered)
+            self.assertLessEqual(store.used, memory)
+            self.assertLessEqual(len(homes[which].records), per_tunnel)
+        self.assertEqual(store.used, sum(c.cost for c in store.order.values()))
+        self.assertEqual(len(store.order), sum(len(h.records) for h in homes))
+
+
+class BodyTests(SimpleTestCase):
+    def test_a_body_keeps_its_first_bytes_and_counts_the_rest(self) -> None:
+        home = TunnelCaptures(Store(50, 10, 10**6))
+        capture = home.begin("POST", "/", [], "")
+        for piece in (b"abcdef", b"ghijkl", b"mnop"):
+            capture.request.add(piece)
+        home.finish(capture)
+        detail = capture.detail()
+        self.assertEqual(base64.b64decode(detail["request"]["body_b64"]), b"abcdefghij")
+        self.assertTrue(detail["request"]["body_truncated"])
+        self.assertEqual(detail["request_bytes"], 16)
+
+    def test_a_whole_body_is_not_truncated(self) -> None:
+        home = TunnelCaptures(Store(50, 10, 10**6))
+        capture = record(home, body=b"0123456789", answer=b"ok")
+        detail = capture.detail()
+        self.assertFalse(detail["request"]["body_truncated"])
+        self.assertFalse(detail["response"]["body_truncated"])
+        self.assertEqual(base64.b64decode(detail["response"]["body_b64"]), b"ok")
+
+    def test_a_capture_records_its_error(self) -> None:
+        home = TunnelCaptures(Store(50, 10, 10**6))
+        capture = home.begin("GET", "/", [], "")
+        home.finish(capture, "504: no answer within 10 s")
+        summary = capture.summary()
+        self.assertIsNone(summary["status"])
+        self.assertEqual(summary["error"], "504: no answer within 10 s")
+
+    def test_the_summary_and_detail_have_the_documented_keys(self) -> None:
+        capture = record(TunnelCaptures(Store(50, 10, 10**6)))
+        self.assertEqual(
+            set(capture.summary()),
+            {
+                "id",
+                "at",
+                "method",
+                "path",
+                "status",
+                "duration_ms",
+                "request_bytes",
+                "response_bytes",
+                "client_ip",
+                "replay_of",
+                "error",
+            },
+        )
+        detail = capture.detail()
+        self.assertEqual(set(detail["request"]), {"headers", "body_b64", "body_truncated"})
+        self.assertEqual(
+            set(detail["response"]), {"reason", "headers", "body_b64", "body_truncated"}
+        )
+
+
+class RedactionTests(SimpleTestCase):
+    def test_credentials_are_redacted_in_both_directions_whatever_their_case(self) -> None:
+        secrets = [
+            (b"Authorization", b"Bearer lt_secret"),
+            (b"COOKIE", b"sessionid=s1"),
+            (b"proxy-authorization", b"Basic c2VjcmV0"),
+        ]
+        answer = [(b"Set-Cookie", b"session=s2; HttpOnly"), (b"set-cookie", b"b=s3")]
+        capture = record(
+            TunnelCaptures(Store(50, 10, 10**6)),
+            headers=[(b"host", b"a"), *secrets],
+            response_headers=[(b"content-type", b"text/plain"), *answer],
+        )
+        detail = capture.detail()
+        request = dict((n.lower(), v) for n, v in detail["request"]["headers"])
+        self.assertEqual(request["host"], "a")
+        for name in ("authorization", "cookie", "proxy-authorization"):
+            self.assertEqual(request[name], INSPECT_REDACTED)
+        response = detail["response"]["headers"]
+        self.assertEqual(
+            [v for n, v in response if n.lower() == "set-cookie"], [INSPECT_REDACTED] * 2
+        )
+        text = repr(detail) + repr(capture.request_headers) + repr(capture.response_headers)
+        for secret in ("lt_secret", "s1", "c2VjcmV0", "s2", "s3"):
+            self.assertNotIn(secret, text)
