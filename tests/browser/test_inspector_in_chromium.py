@@ -92,9 +92,12 @@ def owner(team: tuple[Relay, str], owners_tunnel: OurLt) -> Iterator[WebDriver]:
         yield browser
 
 
-def visit(relay: Relay, target: str, body: bytes, headers: list[tuple[str, str]]) -> None:
+def visit(relay: Relay, target: str, body: bytes, headers: list[tuple[str, str]]) -> int:
+    """POST to the tunnel as a visitor; the app's status (the local app answers its one POST
+    route, /sha256, and 405 to any other)."""
     answer = relay.request("POST", target, name=NAME, headers=headers, body=body)
-    assert answer.status in (200, 404), answer
+    assert answer.complete, answer
+    return answer.status
 
 
 def row(browser: WebDriver, path: str) -> Any:
@@ -123,7 +126,7 @@ def test_a_request_appears_opens_as_pretty_json_and_replays_with_an_edited_body(
     relay, _ = team
     sent = json.dumps({"event": "push", "ref": "main"}).encode()
     headers = [("Content-Type", "application/json"), ("Cookie", "session=visitor-secret")]
-    visit(relay, "/sha256", sent, headers)
+    assert visit(relay, "/sha256", sent, headers) == 200
     wait_for(owner, lambda b: row(b, "/sha256"), "the request in the list")
     assert owner.execute_script("return window.openedOnce === true;"), "no reload"
     listed = row(owner, "/sha256").text
@@ -206,7 +209,8 @@ def test_a_hostile_exchange_is_shown_as_text_and_runs_nothing(
 ) -> None:
     relay, _ = team
     owner.execute_script("window.pwned = undefined;")
-    visit(relay, EVIL_PATH, EVIL_BODY, [("Content-Type", "text/html"), ("X-Evil", EVIL)])
+    status = visit(relay, EVIL_PATH, EVIL_BODY, [("Content-Type", "text/html"), ("X-Evil", EVIL)])
+    assert status == 405
     wait_for(owner, lambda b: row(b, EVIL_PATH), "the hostile request, its path as text")
     row(owner, EVIL_PATH).click()
     wait_for(owner, lambda b: EVIL in detail_text(b, "original"), "its header value as text")

@@ -160,6 +160,10 @@
     } else if (answer.status === 404) {
       say("This tunnel is no longer live: its client stopped. What was kept is gone with it.");
       return; // nothing more will come
+    } else if (answer.status === 401 || answer.status === 409) {
+      // Signed out elsewhere, or the plan keeps nothing: polling again would not change it.
+      say((answer.body && answer.body.message) || "The relay refused to list this tunnel's requests.");
+      return;
     } else {
       backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
       const why = (answer.body && answer.body.message) || "The relay answered " + answer.status + ".";
@@ -344,7 +348,10 @@
       0: "",
       400: "The relay refused these edits: ",
       404: "Nothing to replay: ",
-      409: "This capture cannot be replayed as is: ",
+      401: "You are signed out: sign in again, then replay. ",
+      403: "The relay refused the replay: ",
+      409: "This capture cannot be replayed: ",
+      413: "The edits are too big: ",
       502: "The tunnel's client or your app failed: ",
       503: "The tunnel is busy: ",
       504: "Your app did not answer in time: ",
