@@ -220,3 +220,48 @@ def test_a_hostile_exchange_is_shown_as_text_and_runs_nothing(
         tab.click()
     assert owner.find_elements(By.CSS_SELECTOR, "#inspector img, #inspector script") == []
     assert owner.execute_script("return window.pwned;") is None
+
+
+def test_a_big_binary_upload_shows_what_was_kept_and_replays_only_with_a_whole_body(
+    team: tuple[Relay, str], owner: WebDriver
+) -> None:
+    relay, _ = team
+    upload = bytes(range(256)) * 4096  # 1 MiB, not UTF-8: hex is its one view
+    headers = [("Content-Type", "application/octet-stream")]
+    assert visit(relay, "/sha256?big", upload, headers) == 200
+    wait_for(owner, lambda b: row(b, "/sha256?big"), "the upload in the list")
+    assert "1.0 MiB" in row(owner, "/sha256?big").text
+    row(owner, "/sha256?big").click()
+    wait_for(owner, lambda b: "kept" in detail_text(b, "original"), "the open upload")
+    original = owner.find_element(By.ID, "exchange-original")
+    request_body = original.find_elements(By.CSS_SELECTOR, ".body")[0]
+    assert request_body.find_element(By.CSS_SELECTOR, ".truncated").text == (
+        "First 64 KiB of 1.0 MiB kept."  # RELAY_INSPECT_BODY_BYTES's default
+    )
+    assert [t.text for t in request_body.find_elements(By.CSS_SELECTOR, ".tab")] == ["Hex"]
+    dump = request_body.find_element(By.CSS_SELECTOR, "pre.hex").text.splitlines()
+    assert dump[0].startswith("00000000  00 01 02 03") and len(dump) == 64 * 1024 // 16
+
+    owner.find_element(By.ID, "replay-as-is").click()
+    wait_for(owner, lambda b: b.find_element(By.ID, "replay-error").is_displayed(), "the refusal")
+    refusal = owner.find_element(By.ID, "replay-error").text
+    assert refusal.startswith("The relay cannot send this:"), refusal
+    assert "cannot be sent again as it was" in refusal, refusal
+    assert not owner.find_element(By.ID, "exchange-replay").is_displayed()
+
+
+def test_the_list_keeps_no_more_rows_than_the_relay_keeps_requests(
+    team: tuple[Relay, str], owner: WebDriver
+) -> None:
+    relay, _ = team
+    assert owner.find_elements(By.CSS_SELECTOR, "tr.request"), "rows from the tests before"
+    for n in range(55):
+        assert relay.get(f"/hello?n={n}", name=NAME).status == 200
+    wait_for(owner, lambda b: row(b, "/hello?n=54"), "the newest request")
+    paths = [r.find_element(By.CSS_SELECTOR, "td.path span").text for r in _rows(owner)]
+    assert len(paths) == 50, "RELAY_INSPECT_REQUESTS's default, like the relay's memory"
+    assert paths == [f"/hello?n={n}" for n in range(54, 4, -1)], "newest first, oldest gone"
+
+
+def _rows(browser: WebDriver) -> list[Any]:
+    return browser.find_elements(By.CSS_SELECTOR, "tr.request")

@@ -346,7 +346,7 @@
     const box = $("replay-error");
     const lead = {
       0: "",
-      400: "The relay refused these edits: ",
+      400: "The relay cannot send this: ",
       404: "Nothing to replay: ",
       401: "You are signed out: sign in again, then replay. ",
       403: "The relay refused the replay: ",
