@@ -39,6 +39,7 @@ class Tunnel(Protocol):
     """What the inspector needs of relay.pool.tunnel.Tunnel (which imports this module)."""
 
     name: str
+    user_id: int | None  # None: anonymous, with no owner to show captures to
     captures: TunnelCaptures | None
 
 
@@ -300,10 +301,11 @@ def store() -> Store:
 
 
 def enable(tunnel: Tunnel, on: bool) -> None:
-    """Start (or keep) keeping `tunnel`'s exchanges when `on`; stop and forget them when not
-    (or when the relay keeps none: RELAY_INSPECT_REQUESTS or _MEMORY_BYTES 0)."""
+    """Start (or keep) keeping `tunnel`'s exchanges when `on`; stop and forget them when not,
+    when the relay keeps none (RELAY_INSPECT_REQUESTS or _MEMORY_BYTES 0), and for an
+    anonymous tunnel, which has no owner to show them to."""
     relay_store = store()
-    if on and relay_store.on:
+    if on and relay_store.on and tunnel.user_id is not None:
         if tunnel.captures is None or tunnel.captures.store is not relay_store:
             forget(tunnel)
             tunnel.captures = TunnelCaptures(relay_store)
