@@ -14,6 +14,7 @@ import pytest
 from harness.fake_client import FakeTunnelClient
 from harness.http import build_request
 from harness.our_client import OurLtLauncher
+from harness.proc import rss_kib
 from harness.relay import NO_LIVE_TUNNEL_CAP, LocalApp, Relay, manage
 from harness.visitor_access import PASSWORD, sign_in
 
@@ -85,8 +86,12 @@ def test_a_100_mib_upload_keeps_64_kib_the_app_gets_all_and_it_cannot_be_replaye
     relay: Relay, tokens: dict[str, str], tunnel: str
 ) -> None:
     body = os.urandom(MIB) * 100
+    rss_before = rss_kib(relay.process.pid)
     answer = relay.request("POST", "/sha256", name=tunnel, body=body)
     assert answer.status == 200, answer
+    # The relay streams the body on (it spools it to a file first) and keeps 64 KiB of it:
+    # its memory after the exchange has not grown by anything like the body.
+    assert rss_kib(relay.process.pid) - rss_before < 100 * MIB // 1024 // 4
     assert answer.json() == {"sha256": hashlib.sha256(body).hexdigest(), "length": 100 * MIB}
     summary = newest(relay, tunnel, tokens["owner"])
     assert (summary["method"], summary["path"], summary["status"]) == ("POST", "/sha256", 200)
