@@ -15,7 +15,7 @@ from harness.fake_client import FakeTunnelClient
 from harness.http import build_request
 from harness.our_client import OurLtLauncher
 from harness.proc import rss_kib
-from harness.relay import NO_LIVE_TUNNEL_CAP, LocalApp, Relay, manage
+from harness.relay import LocalApp, Relay, manage
 from harness.visitor_access import PASSWORD, sign_in
 
 from relay import protocol
@@ -40,7 +40,7 @@ MIB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def relay(module_relay_factory) -> Relay:
-    return module_relay_factory(**NO_LIVE_TUNNEL_CAP)
+    return module_relay_factory()  # the defaults: the inspector on, staff kept out
 
 
 @pytest.fixture(scope="module")
