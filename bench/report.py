@@ -24,14 +24,15 @@ if TYPE_CHECKING:
 # visitors over https: tls_raw (our lt --raw-pool: pool in clear) and tls_pool (our lt, its
 # pool upgraded inside TLS).
 # ours_rules: our lt with visitor rules (basic auth, CIDR allow and deny) on the plain relay.
-# ours_uninspected: our lt on a plain relay whose default plan keeps no captures
-# (RELAY_DEFAULT_PLAN_INSPECT=false), where `ours` has the request inspector on (the default).
+# ours_inspected, ours_uninspected: our lt on the plain relay with the tokens of two users
+# whose plans differ only in the request inspector (on, off).
 LABELS = (
     "direct",
     "ours",
     "ours_raw",
     "npm",
     "ours_rules",
+    "ours_inspected",
     "ours_uninspected",
     "tls_raw",
     "tls_pool",
@@ -42,7 +43,7 @@ COSTS = (
     ("upgrade_cost", "ours", "ours_raw"),  # the upgraded pool vs a raw one, both in clear
     ("pool_tls_cost", "tls_pool", "tls_raw"),  # the pool inside TLS vs in clear, same visitors
     ("access_cost", "ours_rules", "ours"),  # basic auth + CIDR checked vs no such rules
-    ("inspect_cost", "ours", "ours_uninspected"),  # the inspector's captures vs none kept
+    ("inspect_cost", "ours_inspected", "ours_uninspected"),  # the inspector's captures vs none kept
 )
 CAVEAT = (
     "Loopback on one small machine: wrk, the relay, the tunnel client and the local app "

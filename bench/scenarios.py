@@ -3,8 +3,9 @@
 Every scenario measures four targets in the same run: the app directly, the relay with
 our `lt` (its pool upgraded over the relay's own port), the relay with the npm `lt` (raw
 pool ports), and a second relay serving TLS itself with our `lt` (visitors and pool over
-TLS: what the encrypted path costs), and a third plain relay whose default plan keeps no
-request captures (what the request inspector costs `ours`). The relays' CPU per request
+TLS: what the encrypted path costs); on the plain relay also our `lt` with two users' tokens
+whose plans differ only in the request inspector (what keeping captures costs). The relays'
+CPU per request
 comes from /proc. Each round runs every scenario once per target, in an order rotated
 every round, so a slow moment of the machine does not land on one target only; `report`
 takes medians over rounds. The scale scenario runs on a fresh relay of its own, so its
@@ -64,6 +65,23 @@ RULES = [
     *("--cidr-deny", "192.0.2.0/24", "--cidr-deny", "2001:db8::/32"),
 ]
 RULES_HEADERS = ("Authorization: Basic YmVuY2g6YmVuY2gtcGFzc3dvcmQ=",)  # bench:bench-password
+
+# Two users of the ours_inspected and ours_uninspected targets, on plans that differ only in
+# keeping the request inspector's captures; prints their tokens, on then off.
+_INSPECT_USERS = """
+from django.contrib.auth import get_user_model
+from tunnels.models import Account, ApiToken, Plan
+tokens = []
+for inspect in (True, False):
+    name = "bench-inspect-" + ("on" if inspect else "off")
+    user = get_user_model().objects.create_user(name)
+    plan = Plan.objects.create(
+        name=name, max_live_tunnels=0, max_sockets_per_tunnel={sockets}, inspect_requests=inspect
+    )
+    Account.objects.create(user=user, plan=plan)
+    tokens.append(ApiToken.issue(user, name="bench")[1])
+print(*tokens)
+"""
 
 # (name, path, connections): the wrk scenarios.
 WRK_SCENARIOS = [
@@ -154,6 +172,8 @@ class Bench:
     options: Options
     out: TextIO
     children: Children = field(default_factory=Children)
+    # One key for the run's relays, so the inspector targets' tokens check out on them.
+    secret_key: str = field(default_factory=lambda: "benchrelay-only-" + secrets.token_hex(16))
 
     def say(self, line: str) -> None:
         self.out.write(line + "\n")
@@ -168,14 +188,10 @@ class Bench:
         with tempfile.TemporaryDirectory(prefix="benchrelay-") as tmp:
             try:
                 template = self.migrate(Path(tmp))
+                inspected, uninspected = self.inspect_tokens(template)  # before relays copy it
                 app_port = self.start_app()
                 relay = self.start_relay(Path(tmp), template)
                 tls_relay = self.start_tls_relay(Path(tmp), template)
-                # The same relay with the request inspector off (its default plan keeps no
-                # captures), for `ours_uninspected`: what keeping them costs `ours`.
-                quiet_relay = self.start_relay(
-                    Path(tmp), template, RELAY_DEFAULT_PLAN_INSPECT="false"
-                )
                 ours, raw = [str(OURS_LT)], [str(OURS_LT), "--raw-pool"]
                 ca = ["--ca", tls_relay.ca]
                 targets = [
@@ -186,7 +202,10 @@ class Bench:
                     # Visitor rules on (basic auth, CIDR allow and deny), the same relay and
                     # client as `ours`: what checking them costs per request.
                     self.start_tunnel("ours_rules", ours + RULES, relay, app_port, RULES_HEADERS),
-                    self.start_tunnel("ours_uninspected", ours, quiet_relay, app_port),
+                    # The request inspector on and off: two users whose plans differ only
+                    # in it, the same relay and client (an anonymous tunnel keeps nothing).
+                    self.start_tunnel("ours_inspected", ours + inspected, relay, app_port),
+                    self.start_tunnel("ours_uninspected", ours + uninspected, relay, app_port),
                     self.start_tunnel("tls_raw", raw + ca, tls_relay, app_port),
                     self.start_tunnel("tls_pool", ours + ca, tls_relay, app_port),
                 ]
@@ -215,6 +234,26 @@ class Bench:
         )
         return db
 
+    def inspect_tokens(self, template: Path) -> tuple[list[str], list[str]]:
+        """`--token` flags of two users in `template` (valid under the run's SECRET_KEY)
+        whose plans differ only in keeping the request inspector's captures: on, off."""
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{template}",
+            "SECRET_KEY": self.secret_key,
+        }
+        done = subprocess.run(
+            [PYTHON, "manage.py", "shell", "-c", _INSPECT_USERS.format(sockets=MAX_SOCKETS)],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=MIGRATE_TIMEOUT_S,
+        )
+        on, off = done.stdout.split()[-2:]
+        return ["--token", on], ["--token", off]
+
     def start_app(self) -> int:
         work = str(self.options.app_work_us)
         args = [PYTHON, "-m", "bench.app", "--port", "0", "--work-us", work]
@@ -240,7 +279,7 @@ class Bench:
             "RELAY_LOG_LEVEL": "WARNING",
             # Production-like: DEBUG off (Django would otherwise keep every SQL query).
             "DEBUG": "false",
-            "SECRET_KEY": "benchrelay-only-" + secrets.token_hex(16),
+            "SECRET_KEY": self.secret_key,
             "RELAY_ALLOW_ANONYMOUS": "true",
             "RELAY_DEFAULT_PLAN_MAX_LIVE_TUNNELS": "0",  # every tunnel comes from 127.0.0.1
             "RELAY_REGISTRATIONS_PER_MINUTE": "0",  # and so does every registration

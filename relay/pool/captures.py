@@ -19,6 +19,9 @@ import base64
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import timedelta
+from itertools import chain
+from operator import itemgetter
 from typing import Any, Protocol
 
 from django.conf import settings
@@ -29,13 +32,14 @@ from relay.protocol import (
     INSPECT_REDACTED_HEADERS,
 )
 
-Headers = list[tuple[str, str]]
+_MS_PER_S = timedelta(seconds=1) / timedelta(milliseconds=1)
 
 
 class Tunnel(Protocol):
     """What the inspector needs of relay.pool.tunnel.Tunnel (which imports this module)."""
 
     name: str
+    user_id: int | None  # None: anonymous, with no owner to show captures to
     captures: TunnelCaptures | None
 
 
@@ -49,22 +53,30 @@ class ReplayError(Exception):
         self.message = message
 
 
-def redacted(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
-    """`headers` as text, the values of credentials (protocol.INSPECT_REDACTED_HEADERS, in
-    any case) replaced by protocol.INSPECT_REDACTED."""
+_REDACTED = INSPECT_REDACTED.encode()
+RawHeaders = list[tuple[bytes, bytes]]
+_name = itemgetter(0)
+
+
+def redacted(headers: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
+    """`headers` with the values of credentials (protocol.INSPECT_REDACTED_HEADERS, in any
+    case) replaced by protocol.INSPECT_REDACTED. Kept as bytes: text only when shown. (The
+    usual head has no credential: found with C-level map and set calls, it is copied whole.)"""
+    kept = list(headers)
+    if INSPECT_REDACTED_HEADERS.isdisjoint(map(bytes.lower, map(_name, kept))):
+        return kept
     return [
-        (
-            name.decode("latin-1"),
-            INSPECT_REDACTED
-            if name.lower() in INSPECT_REDACTED_HEADERS
-            else value.decode("latin-1"),
-        )
-        for name, value in headers
+        (name, _REDACTED if name.lower() in INSPECT_REDACTED_HEADERS else value)
+        for name, value in kept
     ]
 
 
-def _size(headers: Headers) -> int:
-    return sum(len(name) + len(value) for name, value in headers)
+def _size(headers: RawHeaders) -> int:
+    return sum(map(len, chain.from_iterable(headers)))
+
+
+def _text(headers: RawHeaders) -> list[list[str]]:
+    return [[name.decode("latin-1"), value.decode("latin-1")] for name, value in headers]
 
 
 class Body:
@@ -138,7 +150,7 @@ class Capture:
         self.request = Body(body_limit)
         self.status: int | None = None
         self.reason = ""
-        self.response_headers: Headers = []
+        self.response_headers: RawHeaders = []
         self.response = Body(body_limit)
         self.duration_ms = 0.0
         self.client_ip = client_ip
@@ -157,7 +169,7 @@ class Capture:
     def summary(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "at": round(self.at, 3),
+            "at": self.at,
             "method": self.method,
             "path": self.target,
             "status": self.status,
@@ -173,13 +185,13 @@ class Capture:
         return {
             **self.summary(),
             "request": {
-                "headers": [list(h) for h in self.request_headers],
+                "headers": _text(self.request_headers),
                 "body_b64": base64.b64encode(self.request.data()).decode("ascii"),
                 "body_truncated": self.request.truncated,
             },
             "response": {
                 "reason": self.reason,
-                "headers": [list(h) for h in self.response_headers],
+                "headers": _text(self.response_headers),
                 "body_b64": base64.b64encode(self.response.data()).decode("ascii"),
                 "body_truncated": self.response.truncated,
             },
@@ -211,7 +223,7 @@ class TunnelCaptures:
         if capture.id:
             return
         capture.error = error
-        capture.duration_ms = round((time.monotonic() - capture.started) * 1000, 1)
+        capture.duration_ms = round((time.monotonic() - capture.started) * _MS_PER_S, 1)
         capture.id = self.next_id
         self.next_id += 1
         self.store.add(self, capture)
@@ -255,10 +267,11 @@ class Store:
         home.records[capture.id] = capture
         self.order[id(capture)] = capture
         self.used += cost
-        while len(home.records) > self.requests:
-            self.drop(next(iter(home.records.values())))
+        records, order = home.records, self.order
+        while len(records) > self.requests:
+            self.drop(records[next(iter(records))])
         while self.used > self.memory_bytes:
-            self.drop(next(iter(self.order.values())))
+            self.drop(order[next(iter(order))])
 
     def drop(self, capture: Capture) -> None:
         home = capture.home
@@ -288,10 +301,11 @@ def store() -> Store:
 
 
 def enable(tunnel: Tunnel, on: bool) -> None:
-    """Start (or keep) keeping `tunnel`'s exchanges when `on`; stop and forget them when not
-    (or when the relay keeps none: RELAY_INSPECT_REQUESTS or _MEMORY_BYTES 0)."""
+    """Start (or keep) keeping `tunnel`'s exchanges when `on`; stop and forget them when not,
+    when the relay keeps none (RELAY_INSPECT_REQUESTS or _MEMORY_BYTES 0), and for an
+    anonymous tunnel, which has no owner to show them to."""
     relay_store = store()
-    if on and relay_store.on:
+    if on and relay_store.on and tunnel.user_id is not None:
         if tunnel.captures is None or tunnel.captures.store is not relay_store:
             forget(tunnel)
             tunnel.captures = TunnelCaptures(relay_store)

@@ -27,9 +27,10 @@ from relay.protocol import (
 )
 from relay.proxy.exchange import FAILURES, read_response_head
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(rb"/[\x21-\x7e]*")
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+_LINE = len(b": \r\n")  # around each header line, as on the wire
 _REPLAY_VISITOR = "replay"  # the share of sockets a replay counts under (the owner asks)
 
 Request = tuple[bytes, bytes, list[tuple[bytes, bytes]], bytes]
@@ -47,7 +48,7 @@ def _text(value: Any, what: str) -> bytes:
 def _headers(capture: Capture, edits: dict[str, Any]) -> list[tuple[bytes, bytes]]:
     given = edits.get("headers")
     if given is None:
-        pairs = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in capture.request_headers]
+        pairs = list(capture.request_headers)
     else:
         if not isinstance(given, list) or len(given) > INSPECT_REPLAY_MAX_HEADERS:
             raise ReplayError(
@@ -84,8 +85,6 @@ def _body(capture: Capture, edits: dict[str, Any], limit: int) -> bytes:
         return capture.request.data()
     if not isinstance(given, str):
         raise ReplayError(400, "body_b64 must be a base64 string.")
-    if len(given) > (limit + 2) // 3 * 4 + 4:
-        raise ReplayError(400, f"The body may be at most {limit} bytes.")
     try:
         body = binascii.a2b_base64(given.encode("ascii"), strict_mode=True)
     except (binascii.Error, UnicodeEncodeError):
@@ -116,7 +115,7 @@ def build(capture: Capture, edits: dict[str, Any], body_limit: int, head_limit: 
         h11.Request(method=method, target=target, headers=headers)
     except h11.LocalProtocolError as exc:
         raise ReplayError(400, f"The request cannot be sent: {exc}") from None
-    if sum(len(n) + len(v) + 4 for n, v in headers) + len(target) > head_limit:
+    if sum(len(n) + len(v) + _LINE for n, v in headers) + len(target) > head_limit:
         raise ReplayError(400, f"The request's head may be at most {head_limit} bytes.")
     return method, target, headers, body
 

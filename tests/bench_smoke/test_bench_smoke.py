@@ -30,7 +30,16 @@ SCENARIO_KEYS = {
     "access_cost",
     "inspect_cost",
 }
-TUNNELS = ("ours", "ours_raw", "npm", "ours_rules", "ours_uninspected", "tls_raw", "tls_pool")
+TUNNELS = (
+    "ours",
+    "ours_raw",
+    "npm",
+    "ours_rules",
+    "ours_inspected",
+    "ours_uninspected",
+    "tls_raw",
+    "tls_pool",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -19,6 +19,7 @@ from relay.protocol import INSPECT_RECORD_OVERHEAD_BYTES, INSPECT_REDACTED
 class FakeTunnel:
     name: str
     captures: TunnelCaptures | None = None
+    user_id: int | None = 7
 
 
 def record(
@@ -86,6 +87,11 @@ class BoundsTests(SimpleTestCase):
     @override_settings(RELAY_INSPECT_MEMORY_BYTES=0)
     def test_zero_memory_turns_the_inspector_off_relay_wide(self) -> None:
         tunnel = FakeTunnel("t")
+        captures.enable(tunnel, True)
+        self.assertIsNone(tunnel.captures)
+
+    def test_an_anonymous_tunnel_keeps_nothing_it_has_no_owner_to_show(self) -> None:
+        tunnel = FakeTunnel("t", user_id=None)
         captures.enable(tunnel, True)
         self.assertIsNone(tunnel.captures)
 

@@ -11,8 +11,11 @@ import os
 from http.cookies import SimpleCookie
 
 import pytest
+from harness.fake_client import FakeTunnelClient
+from harness.http import build_request
 from harness.our_client import OurLtLauncher
-from harness.relay import NO_LIVE_TUNNEL_CAP, LocalApp, Relay, manage
+from harness.proc import rss_kib
+from harness.relay import LocalApp, Relay, manage
 from harness.visitor_access import PASSWORD, sign_in
 
 from relay import protocol
@@ -37,7 +40,7 @@ MIB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def relay(module_relay_factory) -> Relay:
-    return module_relay_factory(**NO_LIVE_TUNNEL_CAP)
+    return module_relay_factory()  # the defaults: the inspector on, staff kept out
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +86,12 @@ def test_a_100_mib_upload_keeps_64_kib_the_app_gets_all_and_it_cannot_be_replaye
     relay: Relay, tokens: dict[str, str], tunnel: str
 ) -> None:
     body = os.urandom(MIB) * 100
+    rss_before = rss_kib(relay.process.pid)
     answer = relay.request("POST", "/sha256", name=tunnel, body=body)
     assert answer.status == 200, answer
+    # The relay streams the body on (it spools it to a file first) and keeps 64 KiB of it:
+    # its memory after the exchange has not grown by anything like the body.
+    assert rss_kib(relay.process.pid) - rss_before < 100 * MIB // 1024 // 4
     assert answer.json() == {"sha256": hashlib.sha256(body).hexdigest(), "length": 100 * MIB}
     summary = newest(relay, tunnel, tokens["owner"])
     assert (summary["method"], summary["path"], summary["status"]) == ("POST", "/sha256", 200)
@@ -178,3 +185,47 @@ def test_a_plan_without_inspection_keeps_nothing(
     assert relay.request("POST", "/sha256", name=name, body=b"private").status == 200
     off = api(relay, f"/api/tunnels/{name}/requests", tokens["private"])
     assert off.status == 409 and "Inspection is off" in off.json()["message"]
+
+
+def test_a_failed_exchange_is_kept_with_why_and_its_replay_fails_like_the_visitor(
+    relay: Relay, tokens: dict[str, str]
+) -> None:
+    """A fake tunnel client (tests/harness/fake_client.py) answers what the test says: a
+    broken answer is the visitor's 502 and a capture with no status and the error; a replay
+    answered properly is kept with replay_of, and one answered with a broken head is a 502."""
+    auth = [("Authorization", f"Bearer {tokens['owner']}")]
+    client = FakeTunnelClient(relay, headers=auth)
+    try:
+        client.connect(1)
+        with relay.visitor(client.name) as visitor:
+            visitor.send(build_request("GET", "/broken", relay.host(client.name), [], None))
+            pool, request = client.next_request()
+            assert request.target == "/broken"
+            pool.send(b"NOT HTTP AT ALL\r\n\r\n")
+            assert visitor.response().status == 502
+        (failed,) = api(relay, f"/api/tunnels/{client.name}/requests", tokens["owner"]).json()[
+            "requests"
+        ]
+        assert failed["status"] is None and failed["error"].startswith("502"), failed
+        path = f"/api/tunnels/{client.name}/requests/{failed['id']}/replay"
+        for answer, status in (
+            (b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok", 200),
+            (b"garbage\r\n\r\n", 502),
+        ):
+            client.connect(1)
+            with relay.visitor() as caller:
+                caller.send(build_request("POST", path, caller.host, auth, b"{}"))
+                pool, request = client.next_request()
+                assert (request.method, request.target) == ("GET", "/broken")
+                assert request.header("authorization") is None  # the API caller's token stays
+                pool.send(answer)
+                replayed = caller.response("POST")
+            assert replayed.status == status, replayed
+        kept = api(relay, f"/api/tunnels/{client.name}/requests", tokens["owner"]).json()
+        assert [(c["status"], c["replay_of"]) for c in kept["requests"]] == [
+            (None, failed["id"]),
+            (201, failed["id"]),
+            (None, None),
+        ]
+    finally:
+        client.close()
