@@ -387,7 +387,7 @@ class AccountTunnel:
     max_sockets: int
     counts: Counts
     opened_at: float  # Unix time
-    rules: tuple[str, ...]
+    rules: tuple[str, ...] | None  # None: not known here (another node's tunnel)
     minutes: tuple[Minute, ...]  # fresh copies (relay/traffic.py), oldest first
 
 
