@@ -58,8 +58,11 @@ def page(request: HttpRequest) -> HttpResponse:
     return _page(request)
 
 
-@require_GET
 def data(request: HttpRequest) -> JsonResponse:
+    if request.method not in ("GET", "HEAD"):
+        answer = JsonResponse({"message": "Read your account's figures with GET."}, status=405)
+        answer["Allow"] = "GET, HEAD"
+        return answer
     if not request.user.is_authenticated:  # the script goes to the sign-in on this
         return JsonResponse({"message": "Sign in to see your account."}, status=401)
     context = context_of(request)

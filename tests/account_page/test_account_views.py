@@ -63,6 +63,18 @@ class AnonymousTests(AccountTestCase):
         self.assertEqual(answer.status_code, 401)
         self.assertEqual(answer.json(), {"message": "Sign in to see your account."})
 
+    def test_the_data_endpoint_is_read_with_get_only(self) -> None:
+        answer = self.signed_in(self.owner).post(DATA)
+        self.assertEqual(answer.status_code, 405)
+        self.assertEqual(answer.json(), {"message": "Read your account's figures with GET."})
+
+    def test_a_deactivated_user_is_signed_out_of_the_page(self) -> None:
+        client = self.signed_in(self.owner)
+        self.owner.is_active = False
+        self.owner.save(update_fields=["is_active"])
+        self.assertEqual(client.get(PAGE).status_code, 302)
+        self.assertEqual(client.get(DATA).status_code, 401)
+
     def test_every_post_sends_an_anonymous_visitor_to_the_sign_in_and_changes_nothing(
         self,
     ) -> None:
