@@ -46,6 +46,7 @@ from relay.traffic import Counts, LiveTunnel, Minute, Snapshot, get_traffic, sna
 
 __all__ = [
     "CONTROL_GROUP",
+    "AccountTunnel",
     "Closing",
     "Counts",
     "DatabaseInUse",
@@ -63,6 +64,7 @@ __all__ = [
     "TunnelStatus",
     "VisitorRules",
     "accepting",
+    "account_tunnels",
     "address_key",
     "capture",
     "captures",
@@ -371,3 +373,63 @@ async def replay(name: str, capture_id: int, edits: dict[str, Any]) -> dict[str,
     path, headers, body_b64; protocol.INSPECT_PATH), and return the new exchange's detail.
     Raises ReplayError(status, message) for what the site answers with a JSON error."""
     return await inspector.replay(get_registry().get(name), capture_id, edits)
+
+
+# --- the account page (tunnels/account.py) --------------------------------------------------------
+@dataclass(frozen=True)
+class AccountTunnel:
+    """One of a user's live tunnels as their account page shows it: plain values, the rules
+    summarised without a secret (how many users, networks), its own last hour per minute."""
+
+    name: str
+    client_ip: str
+    sockets: int
+    max_sockets: int
+    counts: Counts
+    opened_at: float  # Unix time
+    rules: tuple[str, ...] | None  # None: not known here (another node's tunnel)
+    minutes: tuple[Minute, ...]  # fresh copies (relay/traffic.py), oldest first
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+def _rules_in_force(tunnel: Tunnel) -> tuple[str, ...]:
+    """The tunnel's visitor rules in words, e.g. ("password (2 users)", "deny 1 network"),
+    never a password or an address. Empty: anyone may visit."""
+    access = tunnel.access
+    if access is None:
+        return ()
+    rules = []
+    if access.basic:
+        rules.append(f"password ({_plural(len(access.basic), 'user', 'users')})")
+    if allowed := sum(len(group) for group in access.allow):
+        rules.append(f"allow {_plural(allowed, 'network', 'networks')}")
+    if access.deny:
+        rules.append(f"deny {len(access.deny)}")
+    if access.team:
+        rules.append("team only")
+    if access.warning:
+        rules.append("warning page")
+    return tuple(rules)
+
+
+def account_tunnels(user_id: int) -> list[AccountTunnel]:
+    """The live tunnels of `user_id` on this relay, by name (call it on the relay's event
+    loop): one pass over the registry, nothing per request."""
+    traffic, now = get_traffic(), time.time()
+    mine = [t for t in get_registry().tunnels.values() if t.user_id == user_id]
+    return [
+        AccountTunnel(
+            name=tunnel.name,
+            client_ip=tunnel.client_ip,
+            sockets=tunnel.connected_sockets,
+            max_sockets=tunnel.max_conn_count,
+            counts=Counts(tunnel.requests, tunnel.bytes_in, tunnel.bytes_out),
+            opened_at=tunnel.opened_at,
+            rules=_rules_in_force(tunnel),
+            minutes=tuple(traffic.tunnel_history(tunnel, now)),
+        )
+        for tunnel in sorted(mine, key=lambda tunnel: tunnel.name)
+    ]

@@ -1,9 +1,11 @@
-"""Relay-wide traffic for the admin dashboard: rates now, and per minute for the last hour.
+"""Relay-wide traffic for the admin dashboard: rates now, and per minute for the last hour;
+and each live tunnel's own last hour, per minute, for its owner's account page.
 
 A sampler task (started by relay/run/runner.py) reads the registry's in-memory counters once
 every `SAMPLE_S` seconds and adds what changed since its previous look: nothing runs per
 request and nothing touches the database. Traffic a tunnel carries between the sampler's
-last look and its closing is not counted (at most one sample's worth).
+last look and its closing is not counted (at most one sample's worth). A tunnel's own minutes
+are bounded (live tunnels x HISTORY_MINUTES) and dropped at the first sample after it closes.
 """
 
 from __future__ import annotations
@@ -65,20 +67,28 @@ class Traffic:
         self.minutes: deque[Minute] = deque(maxlen=HISTORY_MINUTES)
         self.recent: deque[tuple[float, Counts]] = deque(maxlen=int(RATE_WINDOW_S / SAMPLE_S) + 1)
         self._seen: dict[Tunnel, Counts] = {}
+        # Each live tunnel's minutes (a Tunnel hashes by identity: a reclaimed tunnel keeps
+        # its history, a new tunnel under a closed one's name starts afresh).
+        self._per_tunnel: dict[Tunnel, deque[Minute]] = {}
 
     def sample(self, tunnels: Iterable[Tunnel], now: float) -> Counts:
         """Add the traffic since the previous sample (at Unix time `now`); returns it."""
         seen: dict[Tunnel, Counts] = {}
+        per_tunnel: dict[Tunnel, deque[Minute]] = {}
         added = Counts()
+        start = minute_of(now)
         for tunnel in tunnels:
             counts = seen[tunnel] = counts_of(tunnel)
-            added = added.plus(counts.minus(self._seen.get(tunnel, Counts())))
+            grown = counts.minus(self._seen.get(tunnel, Counts()))
+            added = added.plus(grown)
+            minutes = per_tunnel[tunnel] = self._per_tunnel.get(tunnel) or deque(
+                maxlen=HISTORY_MINUTES
+            )
+            _add(minutes, start, grown)
         self._seen = seen
+        self._per_tunnel = per_tunnel  # closed tunnels' minutes go with them
         self.total = self.total.plus(added)
-        start = minute_of(now)
-        if not self.minutes or self.minutes[-1].start < start:
-            self.minutes.append(Minute(start))
-        self.minutes[-1].counts = self.minutes[-1].counts.plus(added)
+        _add(self.minutes, start, added)
         self.recent.append((now, self.total))
         return added
 
@@ -96,10 +106,30 @@ class Traffic:
     def history(self, now: float) -> list[Minute]:
         """The last `HISTORY_MINUTES` minutes up to the current one, oldest first; minutes
         without a sample (before the relay started) count zero."""
-        by_start = {minute.start: minute.counts for minute in self.minutes}
-        current = minute_of(now)
-        starts = range(current - 60 * (HISTORY_MINUTES - 1), current + 1, 60)
-        return [Minute(start, by_start.get(start, Counts())) for start in starts]
+        return _hour(self.minutes, now)
+
+    def tunnel_history(self, tunnel: Tunnel, now: float) -> list[Minute]:
+        """`tunnel`'s own last hour like `history` (zeros before the sampler first saw it)."""
+        return _hour(self._per_tunnel.get(tunnel, ()), now)
+
+    @property
+    def tunnels_kept(self) -> int:
+        """Tunnels with a history now (the live ones at the last sample)."""
+        return len(self._per_tunnel)
+
+
+def _add(minutes: deque[Minute], start: int, added: Counts) -> None:
+    if not minutes or minutes[-1].start < start:
+        minutes.append(Minute(start))
+    minutes[-1].counts = minutes[-1].counts.plus(added)
+
+
+def _hour(minutes: Iterable[Minute], now: float) -> list[Minute]:
+    """Fresh copies of the hour's minutes up to `now`'s, oldest first; missing ones count 0."""
+    by_start = {minute.start: minute.counts for minute in minutes}
+    current = minute_of(now)
+    starts = range(current - 60 * (HISTORY_MINUTES - 1), current + 1, 60)
+    return [Minute(start, by_start.get(start, Counts())) for start in starts]
 
 
 @dataclass(frozen=True)

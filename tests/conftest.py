@@ -55,6 +55,7 @@ LAYER_OF_DIRECTORY = {
     "unit": "unit",
     "accounts": "django",
     "dashboard": "django",
+    "account_page": "django",
     "views": "django",
     "inspector_page": "django",  # the request inspector's page (tunnels/inspector.py)
     "structure": "unit",  # AST checks of the source: imports, limits, shared rules

@@ -62,6 +62,8 @@ class PlanAdmin(admin.ModelAdmin):
                     "max_request_body_bytes",
                     "idle_timeout_s",
                     "allow_custom_subdomains",
+                    "max_reserved_names",  # on the account page (docs/account.md)
+                    "inspect_requests",
                 )
             },
         ),

@@ -2,6 +2,9 @@
 
 Bars are bytes per minute (in, with out stacked on top); the line is requests per minute on
 its own scale. No script, no external assets: the page swaps the whole SVG when it updates.
+The colours are presentation attributes, so a page's stylesheet may restyle them by class
+(`rect.in`, `rect.out`, `polyline.requests`, `text.bytes`, `text.requests`, `text.axis`): the
+account page does, for its light and dark themes.
 """
 
 from __future__ import annotations
@@ -57,8 +60,9 @@ def _bar(x: float, width: float, minute: Minute, bytes_peak: int) -> SafeString:
     )
 
 
-def traffic_svg(minutes: Sequence[Minute]) -> SafeString:
-    """One hour, oldest minute on the left, the current (partial) minute on the right."""
+def traffic_svg(minutes: Sequence[Minute], chart_id: str = "traffic") -> SafeString:
+    """One hour, oldest minute on the left, the current (partial) minute on the right.
+    `chart_id` keeps the title's id unique when a page shows several charts."""
     slot = PLOT_W / max(1, len(minutes))
     bytes_peak = max([m.counts.bytes_in + m.counts.bytes_out for m in minutes] + [1])
     requests_peak = max([m.counts.requests for m in minutes] + [1])
@@ -71,20 +75,22 @@ def traffic_svg(minutes: Sequence[Minute]) -> SafeString:
     )
     return format_html(
         '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="100%" '
-        'role="img" aria-labelledby="traffic-title" class="traffic-chart">'
-        '<title id="traffic-title">Traffic per minute over the last hour</title>'
-        '<line x1="{left}" y1="{base}" x2="{right}" y2="{base}" stroke="#999"/>'
+        'role="img" aria-labelledby="{cid}-title" class="traffic-chart">'
+        '<title id="{cid}-title">Traffic per minute over the last hour</title>'
+        '<line class="axis" x1="{left}" y1="{base}" x2="{right}" y2="{base}" stroke="#999"/>'
         "{bars}"
         '<polyline class="requests" fill="none" stroke="{rc}" stroke-width="2" points="{pts}"/>'
         '<g font-size="11" font-family="sans-serif">'
-        '<text x="{lx}" y="{ty}" text-anchor="end" fill="{oc}">{bytes_peak}/min</text>'
-        '<text x="{lx}" y="{base}" text-anchor="end" fill="{oc}">0 bytes</text>'
-        '<text x="{rx}" y="{ty}" fill="{rc}">{requests_peak} req/min</text>'
-        '<text x="{rx}" y="{base}" fill="{rc}">0 req</text>'
-        '<text x="{left}" y="{ly}" fill="#666">60 min ago</text>'
-        '<text x="{mid}" y="{ly}" text-anchor="middle" fill="#666">30 min ago</text>'
-        '<text x="{right}" y="{ly}" text-anchor="end" fill="#666">now</text>'
+        '<text class="bytes" x="{lx}" y="{ty}" text-anchor="end" fill="{oc}">{bytes_peak}/min'
+        "</text>"
+        '<text class="bytes" x="{lx}" y="{base}" text-anchor="end" fill="{oc}">0 bytes</text>'
+        '<text class="requests" x="{rx}" y="{ty}" fill="{rc}">{requests_peak} req/min</text>'
+        '<text class="requests" x="{rx}" y="{base}" fill="{rc}">0 req</text>'
+        '<text class="axis" x="{left}" y="{ly}" fill="#666">60 min ago</text>'
+        '<text class="axis" x="{mid}" y="{ly}" text-anchor="middle" fill="#666">30 min ago</text>'
+        '<text class="axis" x="{right}" y="{ly}" text-anchor="end" fill="#666">now</text>'
         "</g></svg>",
+        cid=chart_id,
         w=WIDTH,
         h=HEIGHT,
         left=LEFT,

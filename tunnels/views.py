@@ -49,6 +49,7 @@ async def index(request: HttpRequest) -> HttpResponse:
             "tunnel_url": protocol.public_url(scheme, "<name>", domain, port),
             "relay_url": protocol.relay_url(scheme, domain, port),
             "live": face.live_count(),
+            "signup_open": settings.ACCOUNT_SIGNUP_OPEN,
         },
     )
 

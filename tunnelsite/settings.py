@@ -349,7 +349,8 @@ ROOT_URLCONF = "tunnelsite.urls"
 # Visitors of team-only tunnels and users of the account pages sign in here (tunnels/views.py);
 # the admin keeps its own sign-in page for operators.
 LOGIN_URL = "/accounts/login/"
-LOGIN_REDIRECT_URL = "/"
+# After signing in without a `next`: the user's account page (tunnels/account.py).
+LOGIN_REDIRECT_URL = "/account/"
 ASGI_APPLICATION = "tunnelsite.asgi.application"
 
 TEMPLATES = [

@@ -17,6 +17,8 @@ PLAN_FORM = {
     "max_request_body_bytes": 0,
     "idle_timeout_s": 0,
     "allow_custom_subdomains": "on",
+    "max_reserved_names": 1,  # issue 14's fields, in the plan's form since then
+    "inspect_requests": "on",
     "visitor_auth": "team",
     "cidr_allow": "203.0.113.0/24\n2001:db8::/32",
     "cidr_deny": "",

@@ -236,7 +236,7 @@ class SignInTests(VisitorsTestCase):
             "/accounts/login/",
             {"username": "owner", "password": PASSWORD, "next": "https://evil.example/"},
         )
-        self.assertEqual(answer["Location"], "/")
+        self.assertEqual(answer["Location"], "/account/")  # LOGIN_REDIRECT_URL, not the next
 
     def test_sign_in_attempts_are_limited_per_address_with_a_page_saying_when_to_retry(
         self,

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import pytest
 from harness.fake_client import PoolSocket
-from harness.http import build_request
-from harness.relay import Relay, issue_token
+from harness.http import Answer, build_request
+from harness.relay import Relay, issue_token, manage
 from harness.waiting import IO_TIMEOUT_S
 
 # What a production operator sets (README, Quick start): the setting under test is DEBUG.
@@ -107,3 +107,51 @@ def test_static_answers_whole_partial_or_headless_leave_no_error_in_the_log(
         assert head.status == 200 and head.body == b"", head
     assert relay.process.stop() == 0
     assert "Traceback" not in relay.process.output(), relay.process.output()
+
+
+def _cookies(answer: Answer) -> dict[str, str]:
+    return dict(
+        value.split(";", 1)[0].split("=", 1)
+        for name, value in answer.headers
+        if name == "set-cookie"
+    )
+
+
+def test_the_production_account_page_links_its_hashed_stylesheet_and_script(
+    relay_factory: Callable[..., Relay],
+) -> None:
+    """The account page's hand-written CSS and JS (issue 14) are served like the admin's."""
+    relay = relay_factory(**PRODUCTION)
+    manage(relay, "shell", "-c", _USER)
+    form = relay.get("/accounts/login/")
+    jar = _cookies(form)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
+    body = f"csrfmiddlewaretoken={token}&username=sam&password=static-files-password".encode()
+    signed_in = relay.request(
+        "POST",
+        "/accounts/login/",
+        headers=[
+            ("Cookie", f"csrftoken={jar['csrftoken']}"),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        body=body,
+    )
+    assert signed_in.status == 302 and signed_in.header("location") == "/account/", signed_in
+    session = _cookies(signed_in)["sessionid"]
+    page = relay.get("/account/", headers=[("Cookie", f"sessionid={session}")])
+    assert page.status == 200, page
+    links = stylesheets(page.text) + re.findall(r'<script src="([^"]+)"', page.text)
+    kinds = {"css": "text/css", "js": "text/javascript"}
+    assert [link.rsplit(".", 1)[1] for link in links] == ["css", "js"], links
+    for link in links:
+        assert re.fullmatch(r"/static/tunnels/account\.[0-9a-f]{12}\.(css|js)", link), link
+        served = relay.get(link)
+        assert served.status == 200, (link, served)
+        assert (served.header("content-type") or "").startswith(kinds[link.rsplit(".", 1)[1]])
+        assert "immutable" in (served.header("cache-control") or ""), served.headers
+
+
+_USER = (
+    "from django.contrib.auth.models import User; "
+    "User.objects.create_user('sam', password='static-files-password')"
+)

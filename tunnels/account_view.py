@@ -1,0 +1,98 @@
+"""What the account page shows one user, as template context: built for the page and for
+each poll of `account/data` alike, from the user's own rows and live tunnels only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+from django.template.defaultfilters import filesizeformat
+from django.utils import timezone
+
+from relay import protocol
+from relay.face import AccountTunnel
+from tunnels import usage
+from tunnels.chart import traffic_svg
+from tunnels.models import ApiToken, ReservedSubdomain
+from tunnels.plans import PlanLimits
+
+
+def user_id_of(request: HttpRequest) -> int:
+    """The signed-in user's id (the views are behind login_required)."""
+    pk = request.user.pk
+    if pk is None:
+        raise PermissionError("the account page needs a signed-in user")
+    return int(pk)
+
+
+def token_state(token: ApiToken, now: datetime) -> str:
+    if token.revoked:
+        return "revoked"
+    return "expired" if token.is_expired(now) else "active"
+
+
+def _tunnel_row(tunnel: AccountTunnel, request: HttpRequest, port: int) -> dict[str, Any]:
+    return {
+        "name": tunnel.name,
+        "url": protocol.public_url(
+            settings.RELAY_PUBLIC_SCHEME, tunnel.name, settings.RELAY_DOMAIN, port
+        ),
+        "client_ip": tunnel.client_ip,
+        "sockets": tunnel.sockets,
+        "max_sockets": tunnel.max_sockets,
+        "requests": tunnel.counts.requests,
+        "bytes_in": tunnel.counts.bytes_in,
+        "bytes_out": tunnel.counts.bytes_out,
+        "opened": datetime.fromtimestamp(tunnel.opened_at, UTC),
+        "rules": tunnel.rules,
+        "chart": traffic_svg(tunnel.minutes, chart_id=f"chart-{tunnel.name}")
+        if tunnel.minutes
+        else None,
+    }
+
+
+def _limit(value: int) -> str:
+    return str(value) if value else "no limit"
+
+
+def _size(value: int) -> str:
+    return filesizeformat(value) if value else "no limit"
+
+
+def _usage_rows(limits: PlanLimits, used: usage.Usage) -> list[dict[str, Any]]:
+    """Each limit beside what is used of it today (`cap` 0: no limit, no bar)."""
+    return [
+        {"label": "Live tunnels", "used": used.live_tunnels, "cap": limits.max_live_tunnels},
+        {"label": "Reserved names", "used": used.reserved_names, "cap": limits.max_reserved_names},
+        {"label": "Requests today", "used": used.requests_today, "cap": 0},
+        {"label": "Bytes today", "used": used.bytes_today, "cap": 0, "bytes": True},
+    ]
+
+
+def context_of(request: HttpRequest) -> dict[str, Any]:
+    user_id = user_id_of(request)
+    port = int(settings.RELAY_PUBLIC_PORT or request.get_port())
+    live = usage.live_tunnels(user_id)
+    limits = usage.limits_of(user_id)
+    used = usage.usage_of(user_id, live)
+    now = timezone.now()
+    tokens = list(ApiToken.objects.filter(user_id=user_id).order_by("-created"))
+    return {
+        "live": [_tunnel_row(tunnel, request, port) for tunnel in live],
+        "history": usage.recent_sessions(user_id),
+        "limits": limits,
+        "usage": used,
+        "usage_rows": _usage_rows(limits, used),
+        "per_tunnel_limits": [
+            ("Requests per minute", _limit(limits.max_requests_per_minute)),
+            ("Bytes per day", _size(limits.max_bytes_per_day)),
+            ("Request body size", _size(limits.max_request_body_bytes)),
+            ("Idle timeout", f"{limits.idle_timeout_s} s" if limits.idle_timeout_s else "never"),
+            ("Sockets per tunnel", str(limits.max_sockets)),
+        ],
+        "tokens": [(token, token_state(token, now)) for token in tokens],
+        "names": list(ReservedSubdomain.objects.filter(user_id=user_id).order_by("name")),
+        "relay_url": protocol.relay_url(settings.RELAY_PUBLIC_SCHEME, settings.RELAY_DOMAIN, port),
+    }
