@@ -55,6 +55,7 @@ LAYER_OF_DIRECTORY = {
     "unit": "unit",
     "accounts": "django",
     "dashboard": "django",
+    "device": "django",  # `lt login` in the browser: the device flow's views and rows
     "views": "django",
     "structure": "unit",  # AST checks of the source: imports, limits, shared rules
     "sockets": "sockets",
