@@ -168,7 +168,9 @@ def browser_login(
         print("lt login: stopped; nothing was saved", file=sys.stderr)
         return EXIT_INTERRUPTED
     except DeviceLoginError as exc:
-        print(f"lt login: {exc.message}", file=sys.stderr)
+        unreachable = exc.kind == DeviceLoginError.UNREACHABLE
+        prefix = "cannot reach the relay: " if unreachable else ""
+        print(f"lt login: {prefix}{exc.message}", file=sys.stderr)
         if exc.kind == DeviceLoginError.REFUSED:
             return exit_code_for(exc.status)
         return DEVICE_EXIT_CODES.get(exc.kind, EXIT_FAILURE)

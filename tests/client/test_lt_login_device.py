@@ -1,0 +1,169 @@
+"""`lt login --host URL` without a token (client/device_login.py against tunnels/device.py):
+the real `lt` process against a real relay. The approval here is the relay's own decision
+function run by `manage.py shell` (tests/browser/test_device_login_in_chromium.py approves
+in Chromium); what is under test is lt: what it prints, the browser it opens, its polling,
+its exit codes and the login it saves."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from harness.lt_process import LtProcess, name_of
+from harness.relay import Relay, manage
+from harness.relay_double import RelayDouble
+from harness.waiting import wait_until
+
+from client import __version__
+from client.cli import EXIT_DENIED, EXIT_EXPIRED, EXIT_INTERRUPTED, EXIT_UNSUPPORTED, EXIT_USAGE
+
+CODE_LINE = r"open (\S+) and enter the code: ([A-Z]{4}-[A-Z]{4})$"
+
+_USER = """
+from django.contrib.auth.models import User
+User.objects.create_user("dev", password="unused")
+"""
+_DECIDE = """
+from django.contrib.auth.models import User
+from tunnels import device_codes
+row = device_codes.find(device_codes.normalise({code!r}))
+print(device_codes.decide(row, User.objects.get(username="dev"), {approve!r}))
+"""
+_EXPIRE = """
+from datetime import timedelta
+from django.utils import timezone
+from tunnels import device_codes
+from tunnels.models import DeviceAuthorization
+row = device_codes.find(device_codes.normalise({code!r}))
+DeviceAuthorization.objects.filter(pk=row.pk).update(expires=timezone.now() - timedelta(seconds=1))
+"""
+_OWNER_OF = """
+from tunnels.models import TunnelSession
+row = TunnelSession.objects.filter(subdomain={name!r}).first()
+print(row.owner.username if row and row.owner else "-")
+"""
+_TOKENS = """
+from tunnels.models import ApiToken
+print([(t.user.username, t.name) for t in ApiToken.objects.all()])
+"""
+
+
+@pytest.fixture
+def real_relay(relay_factory: Callable[..., Relay]) -> Relay:
+    relay = relay_factory()
+    manage(relay, "shell", "-c", _USER)
+    return relay
+
+
+@pytest.fixture
+def browser_log(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """A BROWSER that records the URL it is asked to open (Python's webbrowser runs it)."""
+    log = tmp_path / "opened.txt"
+    script = tmp_path / "browser.sh"
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> {log}\n')
+    script.chmod(0o755)
+    return {"BROWSER": str(script)}, log
+
+
+def host_of(relay: Relay) -> str:
+    return f"http://127.0.0.1:{relay.port}"
+
+
+def decide(relay: Relay, code: str, approve: bool) -> None:
+    assert (
+        manage(relay, "shell", "-c", _DECIDE.format(code=code, approve=approve)).strip()[-4:]
+        == "True"
+    )
+
+
+def saved(lt_env: dict[str, str]) -> Path:
+    return Path(lt_env["LT_CONFIG_DIR"]) / "login.json"
+
+
+def test_an_approved_login_is_saved_and_opens_tunnels_as_the_approver(
+    real_relay: Relay, run_lt, app, lt_env, browser_log
+) -> None:
+    env, log = browser_log
+    lt: LtProcess = run_lt("login", "--host", host_of(real_relay), env=env)
+    match = lt.wait_for_line(CODE_LINE)
+    verify, code = match.group(1), match.group(2)
+    assert verify == f"http://localhost:{real_relay.port}/account/device/"
+    lt.wait_for_line(r"^Opened your browser")
+    assert log.read_text().split() == [f"{verify}?code={code}"]
+    decide(real_relay, code, approve=True)
+    assert lt.wait() == 0, lt.errors
+    name = f"lt on {socket.gethostname()} (lt {__version__})"
+    assert f"logged in to {host_of(real_relay)} as token {name}" in lt.lines
+    login = json.loads(saved(lt_env).read_text())
+    assert login["host"] == host_of(real_relay)
+    assert login["token"].startswith("lt_")
+    assert login["token"] not in "\n".join(lt.lines + lt.errors)
+    assert "lt_" not in "\n".join(lt.lines + lt.errors), "no token, not even its prefix"
+    assert manage(real_relay, "shell", "-c", _TOKENS).strip().endswith(f"[('dev', '{name}')]")
+    tunnel = run_lt("--port", str(app.port))
+    tunnel_name = name_of(tunnel.url())
+    wait_until(
+        lambda: (
+            manage(real_relay, "shell", "-c", _OWNER_OF.format(name=tunnel_name))
+            .strip()
+            .endswith("dev")
+        ),
+        message="the tunnel's session to be the approver's",
+    )
+
+
+def test_a_denied_login_exits_10_and_saves_nothing(real_relay: Relay, run_lt, lt_env) -> None:
+    lt = run_lt("login", "--host", host_of(real_relay), "--no-browser")
+    decide(real_relay, lt.wait_for_line(CODE_LINE).group(2), approve=False)
+    assert lt.wait() == EXIT_DENIED
+    assert any("the sign-in was denied" in line for line in lt.errors), lt.errors
+    assert not saved(lt_env).exists()
+
+
+def test_an_expired_code_exits_11_and_saves_nothing(real_relay: Relay, run_lt, lt_env) -> None:
+    lt = run_lt("login", "--host", host_of(real_relay), "--no-browser")
+    code = lt.wait_for_line(CODE_LINE).group(2)
+    manage(real_relay, "shell", "-c", _EXPIRE.format(code=code))
+    assert lt.wait() == EXIT_EXPIRED
+    assert any("expired" in line for line in lt.errors), lt.errors
+    assert not saved(lt_env).exists()
+
+
+def test_no_browser_only_prints(real_relay: Relay, run_lt, browser_log) -> None:
+    env, log = browser_log
+    lt = run_lt("login", "--host", host_of(real_relay), "--no-browser", env=env)
+    code = lt.wait_for_line(CODE_LINE).group(2)
+    lt.wait_for_line(r"^Waiting for the approval")
+    assert not log.exists(), "the browser was opened"
+    assert any(line.endswith(f"?code={code})") for line in lt.lines), lt.lines
+    decide(real_relay, code, approve=False)
+    assert lt.wait() == EXIT_DENIED
+
+
+def test_ctrl_c_stops_cleanly_with_130(real_relay: Relay, run_lt, lt_env) -> None:
+    lt = run_lt("login", "--host", host_of(real_relay), "--no-browser")
+    lt.wait_for_line(r"^Waiting for the approval")
+    lt.proc.send_signal(signal.SIGINT)
+    assert lt.wait() == EXIT_INTERRUPTED
+    assert "Traceback" not in "\n".join(lt.errors)
+    assert lt.errors[-1] == "lt login: stopped; nothing was saved"
+    assert not saved(lt_env).exists()
+
+
+def test_a_relay_without_the_flow_exits_12(relay: RelayDouble, run_lt, lt_env) -> None:
+    lt = run_lt("login", "--host", relay.url)
+    assert lt.wait() == EXIT_UNSUPPORTED
+    assert "does not offer `lt login` in the browser" in "\n".join(lt.errors)
+    assert "--token" in "\n".join(lt.errors)
+    assert not saved(lt_env).exists()
+
+
+def test_plain_http_elsewhere_is_refused_before_asking(run_lt, lt_env) -> None:
+    lt = run_lt("login", "--host", "http://relay.example")
+    assert lt.wait() == EXIT_USAGE
+    assert "refusing to send" in "\n".join(lt.errors)
+    assert lt.lines == []
