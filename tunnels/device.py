@@ -142,7 +142,9 @@ def _page(
 ) -> HttpResponse:
     answer = render(request, template, context, status=status)
     answer["Cache-Control"] = "no-store"
-    answer["Referrer-Policy"] = "no-referrer"  # the code may be in the URL
+    # The code may be in the URL: no other site sees it in a Referer. Not "no-referrer":
+    # Chromium then sends `Origin: null` with the form, which Django's CSRF check refuses.
+    answer["Referrer-Policy"] = "same-origin"
     return answer
 
 

@@ -247,6 +247,10 @@ class ApprovalTests(DeviceFlowCase):
         self.assertEqual(page.status_code, 200)
         self.assertContains(page, got["user_code"])
         self.assertContains(page, 'id="approve"')
+        # The code stays off other sites' Referer; the form's own Origin is still sent
+        # (Chromium sends `Origin: null` under no-referrer, and CSRF refuses that).
+        self.assertEqual(page["Referrer-Policy"], "same-origin")
+        self.assertEqual(page["Cache-Control"].split(",")[0], "no-store")
 
     def test_deny_is_access_denied_and_makes_no_token(self) -> None:
         got = self.ask()
