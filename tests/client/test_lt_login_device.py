@@ -6,6 +6,7 @@ its exit codes and the login it saves."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -20,6 +21,9 @@ from harness.waiting import wait_until
 
 from client import __version__
 from client.cli import EXIT_DENIED, EXIT_EXPIRED, EXIT_INTERRUPTED, EXIT_UNSUPPORTED, EXIT_USAGE
+from client.connect import RelayConnector
+from client.device_login import DeviceCode, DeviceLoginError, Granted, poll_token
+from client.limits import DEVICE_SLOW_DOWN_STEP_S
 
 CODE_LINE = r"open (\S+) and enter the code: ([A-Z]{4}-[A-Z]{4})$"
 
@@ -167,3 +171,57 @@ def test_plain_http_elsewhere_is_refused_before_asking(run_lt, lt_env) -> None:
     assert lt.wait() == EXIT_USAGE
     assert "refusing to send" in "\n".join(lt.errors)
     assert lt.lines == []
+
+
+def test_polling_obeys_slow_down_and_rides_out_network_errors() -> None:
+    """poll_token against a scripted relay on a real socket: a connection cut before any
+    answer (a network error: asked again), slow_down (the next poll waits the interval plus
+    5 s), then the token."""
+    script = ["cut", "slow_down", "token"]
+    arrivals: list[float] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        arrivals.append(asyncio.get_running_loop().time())
+        step = script.pop(0)
+        if step == "token":
+            status, body = "200 OK", {"access_token": "lt_x", "token_type": "Bearer", "name": "n"}
+        elif step == "slow_down":
+            status, body = "400 Bad Request", {"error": "slow_down", "message": "slower"}
+        else:
+            writer.close()
+            return
+        data = json.dumps(body).encode()
+        head = f"HTTP/1.1 {status}\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        writer.write(head.encode() + data)
+        await writer.drain()
+        writer.close()
+
+    async def go() -> Granted:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        code = DeviceCode("dc", "BCDF-GHJK", "http://x/", "http://x/?code=B", 60, 1)
+        async with server:
+            return await poll_token(f"http://127.0.0.1:{port}", RelayConnector(), code, "lt-test")
+
+    granted = asyncio.run(asyncio.wait_for(go(), 30))
+    assert granted == Granted("lt_x", "n")
+    assert len(arrivals) == 3
+    assert arrivals[1] - arrivals[0] >= 1 - 0.05  # after a network error: the interval
+    assert arrivals[2] - arrivals[1] >= 1 + DEVICE_SLOW_DOWN_STEP_S - 0.05
+
+
+def test_polling_ends_at_the_deadline_when_the_relay_stays_away() -> None:
+    """No relay at all (a port nobody listens on) while polling: asked again until
+    expires_in passes, then expired."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed at once: connections to it are refused
+    code = DeviceCode("dc", "BCDF-GHJK", "http://x/", "http://x/?code=B", 2, 1)
+
+    async def go() -> None:
+        await poll_token(f"http://127.0.0.1:{port}", RelayConnector(), code, "lt-test")
+
+    with pytest.raises(DeviceLoginError) as raised:
+        asyncio.run(asyncio.wait_for(go(), 30))
+    assert raised.value.kind == DeviceLoginError.EXPIRED
