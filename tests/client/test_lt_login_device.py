@@ -225,3 +225,15 @@ def test_polling_ends_at_the_deadline_when_the_relay_stays_away() -> None:
     with pytest.raises(DeviceLoginError) as raised:
         asyncio.run(asyncio.wait_for(go(), 30))
     assert raised.value.kind == DeviceLoginError.EXPIRED
+
+
+def test_an_https_relay_is_verified_with_ca(tls_relay: RelayDouble, ca_file: str, run_lt) -> None:
+    """The relay's certificate is checked as for tunnels: refused without its CA (exit 1,
+    what to do), trusted with --ca (this double has no device flow: exit 12, so the POST
+    crossed TLS and got its answer)."""
+    url = f"https://localhost:{tls_relay.port}"
+    untrusted = run_lt("login", "--host", url, "--no-browser")
+    assert untrusted.wait() == 1
+    assert "certificate is not trusted" in "\n".join(untrusted.errors)
+    trusted = run_lt("login", "--host", url, "--no-browser", "--ca", ca_file)
+    assert trusted.wait() == EXIT_UNSUPPORTED, trusted.errors
