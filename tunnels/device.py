@@ -125,7 +125,13 @@ def token(request: HttpRequest) -> HttpResponse:
     polled = device_codes.poll(device_code)
     if polled.error:
         extra = {"interval": polled.interval_s} if polled.interval_s else {}
-        return _error(400, polled.message, polled.error, **extra)
+        answer = _error(400, polled.message, polled.error, **extra)
+        if polled.error == protocol.DEVICE_PENDING:
+            # "Not yet" is the protocol's normal answer, every 5 s while the user reads the
+            # page: Django would log a WARNING for each 400 (django.utils.log.log_response
+            # skips a response marked as logged). The other errors are logged as usual.
+            answer._has_been_logged = True  # type: ignore[attr-defined]
+        return answer
     answer = JsonResponse(
         {"access_token": polled.token, "token_type": "Bearer", "name": polled.name}
     )

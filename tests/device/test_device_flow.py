@@ -158,6 +158,13 @@ class TokenTests(DeviceFlowCase):
         self.assertTrue(answer.json()["message"])
         self.assertEqual(answer["Cache-Control"], "no-store")
 
+    def test_waiting_polls_are_not_logged_but_bad_ones_are(self) -> None:
+        code = self.ask()["device_code"]
+        with self.assertNoLogs("django.request", "WARNING"):
+            self.assertEqual(self.poll(code).json()["error"], protocol.DEVICE_PENDING)
+        with self.assertLogs("django.request", "WARNING"):
+            self.assertEqual(self.poll("unknown").json()["error"], "invalid_grant")
+
     def test_polling_faster_than_the_interval_slows_lt_down(self) -> None:
         code = self.ask()["device_code"]
         self.assertEqual(self.poll(code).json()["error"], protocol.DEVICE_PENDING)
