@@ -89,14 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     # -h is --host in the npm client, so help is only --help.
     parser = _Parser(
         prog="lt",
-        usage="lt --port N [options]   |   lt login --host URL --token T   |   lt logout",
+        usage="lt --port N [options]   |   lt login --host URL [--token T]   |   lt logout",
         description="Expose a local port through a localtunnel-compatible relay.",
         epilog="Every flag can also be set by an environment variable named after it "
         "(PORT, HOST, LOCAL_HTTPS=true, ...); the token also by LT_TOKEN. HTTPS_PROXY and "
         "HTTP_PROXY (with NO_PROXY) send lt through a forward proxy (CONNECT). Exit codes: 0 "
         "stopped, 1 failure, 2 usage, 3 unauthorized (401), 4 forbidden (403), 5 name taken "
         "(409), 6 rate limited (429), 7 taken over by another client (--takeover), 8 "
-        "disconnected by the relay's operator, 9 suspended by the relay's operator.",
+        "disconnected by the relay's operator, 9 suspended by the relay's operator. `lt login "
+        "--host URL` without a token signs in in the browser (see `lt login --help`).",
         add_help=False,
     )
     add = parser.add_argument

@@ -5,7 +5,7 @@
        [--print-requests] [--open] [--token T] [--takeover] [--no-local-keepalive]
        [--ca FILE] [--insecure] [--raw-pool] [--basic-auth USER[:PASS]]...
        [--cidr-allow CIDR]... [--cidr-deny CIDR]... [--private]
-    lt login --host URL --token T [--insecure]
+    lt login --host URL [--token [T]] [--no-browser] [--ca FILE] [--insecure]
     lt logout
 
 Like the npm client (yargs `.env(true)`), every flag can also come from an environment
@@ -24,6 +24,14 @@ over (--takeover) and this one stopped; 8 the relay's operator disconnected the 
 at the relay (a 400 to a registration that carried them). A relay that cannot be reached
 safely at the first registration (its certificate refused, or the proxy's CONNECT refused
 with a 4xx) is exit 1 with the reason ("lt: cannot reach the relay: ..."), not retried.
+
+`lt login --host URL` without a token signs in in the browser (RFC 8628's device flow,
+client/device_login.py): it prints a URL and a code, opens the browser (not with
+--no-browser), and saves the token the relay gives once the user approves. Its own exit
+codes: 10 the user denied it; 11 the code expired first; 12 the relay does not offer it
+(404/405: use --token); 130 Ctrl-C (nothing saved); 6 the relay's rate limit (429); 1 the
+relay cannot be reached; 2 usage (a plain http relay that is not loopback, without
+--insecure).
 """
 
 from __future__ import annotations
@@ -37,11 +45,22 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 
-from .arguments import BASIC_AUTH_ENV, TOKEN_ENV, Settings, UsageError, check_host, parse_settings
+from . import __version__
+from .arguments import (
+    BASIC_AUTH_ENV,
+    TOKEN_ENV,
+    Settings,
+    UsageError,
+    check_ca,
+    check_host,
+    parse_settings,
+)
 from .config import Login, delete_login, login_path, save_login
-from .connect import INSECURE_WARNING, plain_http_token_refusal, proxy_secrets
+from .connect import INSECURE_WARNING, RelayConnector, plain_http_token_refusal, proxy_secrets
+from .device_login import DeviceLoginError, login_in_browser
 from .display import LiveDisplay, PlainDisplay
 from .redact import redact, redact_url, secrets_of
+from .registration import USER_AGENT
 from .tunnel import CannotConnect, ClientTunnel, TunnelError
 
 EXIT_OK = 0
@@ -51,6 +70,19 @@ EXIT_CODES = {401: 3, 403: 4, 409: 5, 429: 6}
 EXIT_TAKEN_OVER = 7  # another client took the name with --takeover: this one stopped
 EXIT_DISCONNECTED = 8  # the relay's operator disconnected the tunnel (a cool-down follows)
 EXIT_SUSPENDED = 9  # the relay's operator suspended the name, token or user
+# `lt login` in the browser (device_login.py):
+EXIT_DENIED = 10  # the user pressed Deny on the account page
+EXIT_EXPIRED = 11  # the code expired before anyone approved it
+EXIT_UNSUPPORTED = 12  # the relay has no device flow (404/405): use --token
+EXIT_INTERRUPTED = 130  # Ctrl-C before the approval: nothing saved (128 + SIGINT, as shells)
+DEVICE_EXIT_CODES = {
+    DeviceLoginError.DENIED: EXIT_DENIED,
+    DeviceLoginError.EXPIRED: EXIT_EXPIRED,
+    DeviceLoginError.UNSUPPORTED: EXIT_UNSUPPORTED,
+    DeviceLoginError.UNREACHABLE: EXIT_FAILURE,
+}
+# `lt login --token` with no value: ask for the token on the terminal (kept out of `ps`).
+ASK_TOKEN = "\0ask"
 
 
 def exit_code_for(status: int) -> int:
@@ -59,33 +91,92 @@ def exit_code_for(status: int) -> int:
 
 
 def login_command(argv: Sequence[str], environ: Mapping[str, str]) -> int:
-    parser = argparse.ArgumentParser(prog="lt login", description="Save a relay host and token.")
+    parser = argparse.ArgumentParser(
+        prog="lt login",
+        description="Save a relay host and token. Without --token (and LT_TOKEN), sign in "
+        "in the browser: lt prints a URL and a code, you approve on the relay's account "
+        "page, and lt saves the token it gets.",
+    )
     parser.add_argument("--host", required=True, help="relay URL, e.g. https://relay.example")
-    parser.add_argument("--token", help=f"access token (default: {TOKEN_ENV}, else asked)")
+    parser.add_argument(
+        "--token",
+        nargs="?",
+        const=ASK_TOKEN,
+        help=f"access token (default: {TOKEN_ENV}; --token alone asks for it on the "
+        "terminal; neither: sign in in the browser)",
+    )
+    parser.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="sign in in the browser, but only print the URL and the code (open them on "
+        "any device)",
+    )
+    parser.add_argument(
+        "--ca", metavar="FILE", help="verify the relay's certificate against this CA file"
+    )
     parser.add_argument(
         "--insecure",
         action="store_true",
-        help="allow saving a token for a plain http:// relay that is not loopback",
+        help="allow a token for a plain http:// relay that is not loopback (and, signing in "
+        "in the browser, do not verify the relay's certificate)",
     )
     args = parser.parse_args(list(argv))
     try:
         host = check_host(args.host)
-    except UsageError as exc:
+        check_ca(args.ca, "--ca")
+        connector = RelayConnector.from_environment(environ, args.ca, args.insecure)
+    except (UsageError, ValueError) as exc:
         print(f"lt login: {exc}", file=sys.stderr)
         return EXIT_USAGE
     # A login is a token for this host: refused before it is asked for, sent or saved.
-    refusal = plain_http_token_refusal(host, "(the token to save)", args.insecure)
+    refusal = plain_http_token_refusal(host, "(the token to save)", args.insecure, connector)
     if refusal:
         print(f"lt login: {refusal}", file=sys.stderr)
         return EXIT_USAGE
     token = args.token or environ.get(TOKEN_ENV)
-    if not token and sys.stdin.isatty():
-        token = getpass.getpass("token: ").strip()
+    if token == ASK_TOKEN:
+        token = getpass.getpass("token: ").strip() if sys.stdin.isatty() else ""
+        if not token:
+            print("lt login: no token typed (--token alone asks on a terminal)", file=sys.stderr)
+            return EXIT_USAGE
     if not token:
-        print("lt login: give --token (or LT_TOKEN)", file=sys.stderr)
-        return EXIT_USAGE
+        return browser_login(host, connector, args.no_browser, environ)
     path = save_login(Login(host=host, token=token))
     print(f"saved the login for {redact_url(host)} in {path}")
+    return EXIT_OK
+
+
+def browser_login(
+    host: str, connector: RelayConnector, no_browser: bool, environ: Mapping[str, str]
+) -> int:
+    """`lt login` in the browser (device_login.py); the exit codes of the module docstring."""
+    if connector.insecure:
+        print(INSECURE_WARNING, file=sys.stderr)
+    try:
+        granted = asyncio.run(
+            login_in_browser(
+                host,
+                connector,
+                __version__,
+                USER_AGENT,
+                lambda line: print(line, flush=True),
+                browser=not no_browser,
+                environ=environ,
+            )
+        )
+    except KeyboardInterrupt:
+        print("lt login: stopped; nothing was saved", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except DeviceLoginError as exc:
+        unreachable = exc.kind == DeviceLoginError.UNREACHABLE
+        prefix = "cannot reach the relay: " if unreachable else ""
+        print(f"lt login: {prefix}{exc.message}", file=sys.stderr)
+        if exc.kind == DeviceLoginError.REFUSED:
+            return exit_code_for(exc.status)
+        return DEVICE_EXIT_CODES.get(exc.kind, EXIT_FAILURE)
+    path = save_login(Login(host=host, token=granted.token))
+    print(f"logged in to {redact_url(host)} as token {granted.name}")
+    print(f"saved the login in {path}")
     return EXIT_OK
 
 

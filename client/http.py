@@ -53,8 +53,10 @@ async def request(
     headers: dict[str, str],
     timeout_s: float,
     connector: RelayConnector | None = None,
+    body: bytes = b"",
 ) -> Answer:
-    """Send one request and read the whole answer; raise OSError/TimeoutError/h11 errors."""
+    """Send one request (with `body`, if any) and read the whole answer; raise
+    OSError/TimeoutError/h11 errors."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {redact_url(url)}")
@@ -67,7 +69,11 @@ async def request(
         try:
             conn = h11.Connection(our_role=h11.CLIENT)
             items = [("Host", host_header), ("Connection", "close"), *headers.items()]
+            if body or method == "POST":
+                items.append(("Content-Length", str(len(body))))
             writer.write(conn.send(h11.Request(method=method, target=target, headers=items)))
+            if body:
+                writer.write(conn.send(h11.Data(data=body)))
             writer.write(conn.send(h11.EndOfMessage()))
             await writer.drain()
             answer = await _read_answer(conn, reader)

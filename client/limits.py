@@ -37,6 +37,22 @@ MAX_POOL_SOCKETS = 100
 # clients never draw the same one.
 CLIENT_ID_BYTES = 16
 
+# -- `lt login` in the browser (device_login.py; RFC 8628) -----------------------------
+# Each call (asking for a code, one poll) is a small JSON call, as registration is.
+DEVICE_REQUEST_TIMEOUT_S = 10.0
+# The poll interval lt accepts from the relay: at least 1 s (a relay's 0 would make lt
+# poll in a busy loop), at most 60 s (a longer one would leave the user waiting after
+# approving); RFC 8628 section 3.5's slow_down adds 5 s each time.
+DEVICE_MIN_INTERVAL_S = 1
+DEVICE_MAX_INTERVAL_S = 60
+DEVICE_SLOW_DOWN_STEP_S = 5
+# How long lt waits for the approval whatever the relay's expires_in says: a deadline
+# that is a relay's typo (or a hostile relay's) does not keep lt polling for days.
+DEVICE_MAX_WAIT_S = 3600
+# The codes lt prints as it got them, cut to this length (a user code is 9 characters; a
+# hostile relay's screenful is not printed).
+DEVICE_SHOWN_CHARS = 200
+
 # -- who may visit the tunnel (access.py: --basic-auth, --cidr-allow, --cidr-deny) -------
 # The relay's bounds (relay/protocol.py; tests/structure/test_client_access_limits.py pins
 # these copies to them): a bad or oversized rule is a usage error here, not a 400 there.

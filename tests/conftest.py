@@ -56,6 +56,7 @@ LAYER_OF_DIRECTORY = {
     "accounts": "django",
     "dashboard": "django",
     "account_page": "django",
+    "device": "django",  # `lt login` in the browser: the device flow's views and rows
     "views": "django",
     "inspector_page": "django",  # the request inspector's page (tunnels/inspector.py)
     "structure": "unit",  # AST checks of the source: imports, limits, shared rules

@@ -1,17 +1,279 @@
-"""`lt login` in the browser: device authorization (RFC 8628). SEAM STUB (issue 14)."""
+"""`lt login` in the browser: device authorization (RFC 8628; the wire in relay/protocol.py's
+"`lt login` in the browser", the rows in tunnels/device_codes.py).
+
+- `POST /api/device/code` (lt): a device code and a user code, where to approve them.
+- `POST /api/device/token` (lt, every `interval` s): RFC 8628's errors, then the token once.
+- `/account/device/` (a signed-in user): type or follow the code, see which device asks,
+  approve or deny.
+
+The two API views are CSRF-exempt (lt is not a browser, and nothing a web page could send
+them acts for a signed-in user); the page's decisions are POSTs with Django's CSRF check.
+"""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+
+from relay import protocol
+from tunnels import device_codes, throttle
+from tunnels.identity import identify
+from tunnels.models import DeviceAuthorization
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+CODE_PARAM = "code"
 
 
+def _error(status: int, message: str, error: str = "", **extra: Any) -> JsonResponse:
+    body: dict[str, Any] = {"message": message, **extra}
+    if error:
+        body["error"] = error
+    answer = JsonResponse(body, status=status)
+    answer["Cache-Control"] = "no-store"
+    return answer
+
+
+def _fields(request: HttpRequest) -> dict[str, str] | None:
+    """The request's fields, from a JSON object or a form; None when the body is neither."""
+    kind = request.content_type or ""
+    if kind == "application/json":
+        try:
+            data = json.loads(request.body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        return {str(k): v for k, v in data.items() if isinstance(v, str)}
+    if kind in (FORM_TYPE, "multipart/form-data", "") or not request.body:
+        return {k: str(v) for k, v in request.POST.items()}
+    return None
+
+
+def _verify_url(request: HttpRequest) -> str:
+    """The bare domain's DEVICE_VERIFY_PATH, absolute, as the relay's public URLs are built."""
+    port = int(settings.RELAY_PUBLIC_PORT or request.get_port())
+    base = protocol.relay_url(settings.RELAY_PUBLIC_SCHEME, settings.RELAY_DOMAIN, port)
+    return base + protocol.DEVICE_VERIFY_PATH
+
+
+@csrf_exempt
 def code(request: HttpRequest) -> HttpResponse:
-    return JsonResponse({"message": "not yet"}, status=501)
+    """POST /api/device/code {client_name, client_version}: a new pair of codes."""
+    if request.method != "POST":
+        answer = _error(405, "Use POST to ask for a device code (lt login does).")
+        answer["Allow"] = "POST"
+        return answer
+    ip = identify(request).ip
+    if waited := throttle.take(device_codes.CODE_REQUESTS, ip):
+        answer = _error(
+            429,
+            f"Too many device codes asked for from your address: try again in {waited} s.",
+        )
+        answer["Retry-After"] = str(waited)
+        return answer
+    fields = _fields(request)
+    if fields is None:
+        return _error(400, "Send a JSON object or a form: client_name, client_version.")
+    try:
+        row, device_code = device_codes.start(
+            fields.get("client_name", "").strip(), fields.get("client_version", "").strip(), ip
+        )
+    except RuntimeError:
+        return _error(503, "The relay has no free user code right now: try again in a minute.")
+    verify = _verify_url(request)
+    user_code = device_codes.shown(row.user_code)
+    answer = JsonResponse(
+        {
+            "device_code": device_code,
+            "user_code": user_code,
+            "verification_uri": verify,
+            "verification_uri_complete": f"{verify}?{CODE_PARAM}={user_code}",
+            "expires_in": settings.DEVICE_CODE_TTL_S,
+            "interval": row.interval_s,
+        }
+    )
+    answer["Cache-Control"] = "no-store"
+    return answer
 
 
+@csrf_exempt
 def token(request: HttpRequest) -> HttpResponse:
-    return JsonResponse({"message": "not yet"}, status=501)
+    """POST /api/device/token {device_code, grant_type}: RFC 8628 section 3.4's answers."""
+    if request.method != "POST":
+        answer = _error(405, "Use POST to poll for the token (lt login does).")
+        answer["Allow"] = "POST"
+        return answer
+    fields = _fields(request)
+    if fields is None:
+        return _error(400, "Send a JSON object or a form.", "invalid_request")
+    if fields.get("grant_type") != protocol.DEVICE_GRANT_TYPE:
+        return _error(
+            400,
+            f"grant_type must be {protocol.DEVICE_GRANT_TYPE}.",
+            "unsupported_grant_type",
+        )
+    device_code = fields.get("device_code", "")
+    if not device_code:
+        return _error(400, "device_code is missing.", "invalid_request")
+    polled = device_codes.poll(device_code)
+    if polled.error:
+        extra = {"interval": polled.interval_s} if polled.interval_s else {}
+        answer = _error(400, polled.message, polled.error, **extra)
+        if polled.error == protocol.DEVICE_PENDING:
+            # "Not yet" is the protocol's normal answer, every 5 s while the user reads the
+            # page: Django would log a WARNING for each 400 (django.utils.log.log_response
+            # skips a response marked as logged). The other errors are logged as usual.
+            answer._has_been_logged = True  # type: ignore[attr-defined]
+        return answer
+    answer = JsonResponse(
+        {"access_token": polled.token, "token_type": "Bearer", "name": polled.name}
+    )
+    answer["Cache-Control"] = "no-store"
+    answer["Pragma"] = "no-cache"
+    return answer
 
 
+def _page(
+    request: HttpRequest,
+    template: str,
+    context: dict[str, Any],
+    status: int = 200,
+) -> HttpResponse:
+    answer = render(request, template, context, status=status)
+    answer["Cache-Control"] = "no-store"
+    # The code may be in the URL: no other site sees it in a Referer. Not "no-referrer":
+    # Chromium then sends `Origin: null` with the form, which Django's CSRF check refuses.
+    answer["Referrer-Policy"] = "same-origin"
+    return answer
+
+
+def _form(
+    request: HttpRequest, status: int = 200, problem: str = "", typed: str = ""
+) -> HttpResponse:
+    return _page(
+        request,
+        "tunnels/account/device.html",
+        {"problem": problem, "typed": typed[: protocol.DEVICE_USER_CODE_LENGTH * 2]},
+        status,
+    )
+
+
+def _wrong_code(request: HttpRequest, typed: str) -> HttpResponse:
+    """A code that names no pending device: counted per user and per address."""
+    throttle.spend(device_codes.WRONG_CODES, f"user:{request.user.pk}")
+    throttle.spend(device_codes.WRONG_CODES, throttle.by_address(identify(request).ip))
+    return _form(
+        request,
+        404,
+        "That code is not one the relay is waiting for. Check it against the code lt printed "
+        "(8 letters, like BCDF-GHJK) and type it again.",
+        typed,
+    )
+
+
+def _limited(request: HttpRequest) -> int:
+    """Seconds to wait when this user or address typed too many wrong codes, else 0."""
+    return max(
+        throttle.wait_s(device_codes.WRONG_CODES, f"user:{request.user.pk}"),
+        throttle.wait_s(device_codes.WRONG_CODES, throttle.by_address(identify(request).ip)),
+    )
+
+
+def _row_page(
+    request: HttpRequest, typed: str
+) -> tuple[DeviceAuthorization | None, HttpResponse | None]:
+    """The pending row for the code `typed`, or the page to show instead."""
+    if waited := _limited(request):
+        answer = _form(
+            request,
+            429,
+            f"Too many wrong codes from your account or address: try again in {waited} seconds.",
+        )
+        answer["Retry-After"] = str(waited)
+        return None, answer
+    user_code = device_codes.normalise(typed)
+    row = device_codes.find(user_code) if user_code else None
+    if row is None:
+        return None, _wrong_code(request, typed)
+    if row.state != DeviceAuthorization.PENDING:
+        return None, _page(
+            request,
+            "tunnels/account/device_closed.html",
+            {
+                "title": "This code was used already",
+                "message": "Someone approved or denied this sign-in already. If it was not you, "
+                "revoke the token it made on your account page. To sign lt in, run lt login "
+                "again for a new code.",
+            },
+            410,
+        )
+    if not device_codes.is_open(row):
+        return None, _page(
+            request,
+            "tunnels/account/device_closed.html",
+            {
+                "title": "This code has expired",
+                "message": "The code was not approved in time. Run lt login again: it prints "
+                "a new code.",
+            },
+            410,
+        )
+    return row, None
+
+
+@never_cache
+@login_required
 def verify(request: HttpRequest) -> HttpResponse:
-    return HttpResponse("device")
+    """GET: the form to type the code, or with ?code= the device to approve. POST (CSRF):
+    code + decision ("approve" or "deny")."""
+    if request.method not in ("GET", "HEAD", "POST"):
+        return _form(request, 405, "Use the form on this page.")
+    user = request.user
+    if not user.is_active or device_codes.is_suspended(user):
+        return _page(
+            request,
+            "tunnels/account/device_closed.html",
+            {
+                "title": "Your account may not sign lt in",
+                "message": "The relay's operator has suspended your account, so it cannot "
+                "approve a sign-in. Ask the operator why.",
+            },
+            403,
+        )
+    source = request.POST if request.method == "POST" else request.GET
+    typed = source.get(CODE_PARAM, "").strip()
+    if not typed:
+        return _form(request)
+    row, refusal = _row_page(request, typed)
+    if refusal is not None or row is None:
+        return refusal or _form(request)
+    if request.method != "POST":
+        return _page(
+            request,
+            "tunnels/account/device.html",
+            {"row": row, "user_code": device_codes.shown(row.user_code)},
+        )
+    decision = request.POST.get("decision", "")
+    if decision not in ("approve", "deny"):
+        return _form(request, 400, "Press Approve or Deny.", typed)
+    approve = decision == "approve"
+    if not device_codes.decide(row, user, approve):
+        return _page(
+            request,
+            "tunnels/account/device_closed.html",
+            {
+                "title": "This code is no longer waiting",
+                "message": "It expired, or was approved or denied in another tab. Run lt "
+                "login again for a new code.",
+            },
+            410,
+        )
+    template = "device_done.html" if approve else "device_denied.html"
+    return _page(request, f"tunnels/account/{template}", {"row": row})

@@ -400,6 +400,8 @@ class RelayDouble:
                         conn.receive_data(await reader.read(CHUNK_BYTES))
                     elif isinstance(event, h11.Request):
                         request = event
+                    elif isinstance(event, h11.Data):
+                        continue  # a body (lt login's POSTs): the double answers by path
                     elif isinstance(event, h11.EndOfMessage):
                         break
                     else:
