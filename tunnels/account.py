@@ -22,7 +22,7 @@ from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_POST
 
 from relay import protocol
-from tunnels import reservations, usage
+from tunnels import control, reservations, usage
 from tunnels.account_forms import NameForm, TokenForm
 from tunnels.account_view import context_of, user_id_of
 from tunnels.models import ApiToken
@@ -109,9 +109,13 @@ def revoke_token(request: HttpRequest, pk: int) -> HttpResponse:
     token = ApiToken.objects.filter(pk=pk, user_id=user_id_of(request)).first()
     if token is None:
         raise Http404("You have no such token.")
-    if token.revoke():
+    # A token is revoked because it leaked or its laptop is gone: its live tunnels close too,
+    # as with the operator's Revoke (tunnels/control.py), on every relay.
+    if control.revoke_tokens([token], "token revoked by its owner"):
         messages.success(
-            request, f"Revoked the token {token}: no new tunnel can be opened with it."
+            request,
+            f"Revoked the token {token}: its live tunnels are closed and no new tunnel can be "
+            "opened with it.",
         )
     else:
         messages.info(request, f"The token {token} was revoked already.")

@@ -180,6 +180,13 @@ def test_a_user_signs_in_makes_a_token_sees_its_tunnel_live_and_revokes_it(
             "the token shown revoked",
         )
         assert "Revoked the token browser laptop" in browser.find_element(By.TAG_NAME, "main").text
+        # Its tunnel closed with it: lt's re-registration is refused (exit 3: the token).
+        assert tunnel.process.wait(timeout=30) == 3
+        wait_for(
+            browser,
+            lambda b: not b.find_elements(By.CSS_SELECTOR, "li[data-tunnel='dana-live']"),
+            "the tunnel to leave the live list",
+        )
 
 
 @pytest.mark.parametrize(
