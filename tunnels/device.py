@@ -166,9 +166,14 @@ def _form(
 
 
 def _wrong_code(request: HttpRequest, typed: str) -> HttpResponse:
-    """A code that names no pending device: counted per user and per address."""
-    throttle.spend(device_codes.WRONG_CODES, f"user:{request.user.pk}")
-    throttle.spend(device_codes.WRONG_CODES, throttle.by_address(identify(request).ip))
+    """A code that names no pending device. Counted per user and per address only when it
+    was typed (POST): any page can make a signed-in browser GET `?code=` (an <img> on a
+    tunnel, which is same-site), and counting that would lock the user out of approving."""
+    if request.method == "POST":
+        throttle.spend(device_codes.WRONG_CODES, f"user:{request.user.pk}")
+        throttle.spend(device_codes.WRONG_CODES, throttle.by_address(identify(request).ip))
+    else:
+        throttle.spend(device_codes.WRONG_LINKS, f"user:{request.user.pk}")
     return _form(
         request,
         404,
@@ -231,8 +236,9 @@ def _row_page(
 @never_cache
 @login_required
 def verify(request: HttpRequest) -> HttpResponse:
-    """GET: the form to type the code, or with ?code= the device to approve. POST (CSRF):
-    code + decision ("approve" or "deny")."""
+    """GET: the form to type the code, or with ?code= (lt's link) the device to approve.
+    POST (CSRF): a typed code (the device to approve), or code + decision ("approve" or
+    "deny"). Only posted wrong codes count towards WRONG_CODES."""
     if request.method not in ("GET", "HEAD", "POST"):
         return _form(request, 405, "Use the form on this page.")
     user = request.user
@@ -251,6 +257,8 @@ def verify(request: HttpRequest) -> HttpResponse:
     typed = source.get(CODE_PARAM, "").strip()
     if not typed:
         return _form(request)
+    if request.method != "POST" and throttle.wait_s(device_codes.WRONG_LINKS, f"user:{user.pk}"):
+        return _form(request, problem="Check the code and press Continue.", typed=typed)
     row, refusal = _row_page(request, typed)
     if refusal is not None or row is None:
         return refusal or _form(request)
@@ -260,7 +268,13 @@ def verify(request: HttpRequest) -> HttpResponse:
             "tunnels/account/device.html",
             {"row": row, "user_code": device_codes.shown(row.user_code)},
         )
-    decision = request.POST.get("decision", "")
+    decision = request.POST.get("decision")
+    if decision is None:  # a code typed in the form: the device to approve
+        return _page(
+            request,
+            "tunnels/account/device.html",
+            {"row": row, "user_code": device_codes.shown(row.user_code)},
+        )
     if decision not in ("approve", "deny"):
         return _form(request, 400, "Press Approve or Deny.", typed)
     approve = decision == "approve"

@@ -30,9 +30,13 @@ from tunnels.models import ApiToken, DeviceAuthorization, Suspension
 # Device codes asked for per client address: lt asks once per `lt login`; a script filling
 # the table (every row holds a user code out of the pending space) is stopped.
 CODE_REQUESTS = throttle.Rule("throttle:device-code", limit=20, window_s=600)
-# Wrong user codes typed (or followed) per signed-in user and per address: enough for typos;
+# Wrong user codes typed (posted) per signed-in user and per address: enough for typos;
 # against 20^8 codes, guessing a pending one at this pace takes centuries.
 WRONG_CODES = throttle.Rule("throttle:device-guess", limit=10, window_s=600)
+# Wrong codes followed by link (GET ?code=) per signed-in user. Apart from WRONG_CODES: any
+# page can make a browser GET such links, and that must not lock the user out of approving.
+# Past it a link only fills the form in (nothing looked up, so GET is no free oracle either).
+WRONG_LINKS = throttle.Rule("throttle:device-link", limit=20, window_s=600)
 # Expired rows deleted in passing, at most this many per new code: the table stays small
 # without a sweeper, and no request pays for a large delete.
 EXPIRED_BATCH = 100

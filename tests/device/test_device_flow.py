@@ -62,6 +62,10 @@ class DeviceFlowCase(TestCase):
     def approve(self, client: Client, user_code: str, decision: str = "approve") -> Any:
         return client.post(VERIFY_URL, {"code": user_code, "decision": decision})
 
+    def type_code(self, client: Client, typed: str) -> Any:
+        """The code typed in the page's form (posted, without a decision yet)."""
+        return client.post(VERIFY_URL, {"code": typed})
+
 
 def digest(device_code: str) -> str:
     return hashlib.sha256(device_code.encode()).hexdigest()
@@ -324,23 +328,60 @@ class WrongCodeTests(DeviceFlowCase):
         self.ask()
         for typed in ("BCDF-GHJK", "nonsense", "A" * 9000):
             with self.subTest(typed=typed[:20]):
-                page = self.browser(self.owner).get(VERIFY_URL, {"code": typed})
-                self.assertContains(page, "not one the relay is waiting for", status_code=404)
+                for page in (
+                    self.browser(self.owner).get(VERIFY_URL, {"code": typed}),
+                    self.type_code(self.browser(self.owner), typed),
+                ):
+                    self.assertContains(page, "not one the relay is waiting for", status_code=404)
 
-    def test_the_empty_form_asks_for_the_code(self) -> None:
+    def test_a_typed_code_shows_the_device_to_approve(self) -> None:
+        got = self.ask()
+        page = self.type_code(self.browser(self.owner), got["user_code"].lower())
+        self.assertContains(page, 'id="approve"')
+        self.assertContains(page, got["user_code"])
+        self.assertEqual(DeviceAuthorization.objects.get().state, "pending")
+
+    def test_the_empty_form_asks_for_the_code_and_posts_it(self) -> None:
         page = self.browser(self.owner).get(VERIFY_URL)
         self.assertContains(page, 'name="code"')
+        self.assertContains(page, 'method="post"')
+        self.assertContains(page, "csrfmiddlewaretoken")
         self.assertNotContains(page, 'id="problem"')
+
+    def test_wrong_codes_in_links_lock_no_one_out(self) -> None:
+        # Any page (a tunnel is same-site) can embed <img src="/account/device/?code=BBBB-BBBB">
+        # many times over in a signed-in user's browser: those GETs are not counted.
+        got = self.ask()
+        victim = self.browser(self.owner)
+        for _ in range(device_codes.WRONG_CODES.limit * 2):
+            self.assertEqual(victim.get(VERIFY_URL, {"code": "BBBB-BBBB"}).status_code, 404)
+        self.assertEqual(victim.get(VERIFY_URL, {"code": got["user_code"]}).status_code, 200)
+        self.assertContains(self.type_code(victim, got["user_code"]), 'id="approve"')
+        self.assertContains(self.approve(victim, got["user_code"]), "signed in")
+        self.assertEqual(DeviceAuthorization.objects.get().state, "approved")
+
+    def test_links_past_their_limit_only_fill_the_form_in(self) -> None:
+        # Uncounted GETs would be a free oracle for guessing: past WRONG_LINKS a link looks
+        # nothing up (a pending code is not shown), and typing it still works.
+        got = self.ask()
+        guesser = self.browser(self.owner)
+        for _ in range(device_codes.WRONG_LINKS.limit):
+            self.assertEqual(guesser.get(VERIFY_URL, {"code": "BBBB-BBBB"}).status_code, 404)
+        page = guesser.get(VERIFY_URL, {"code": got["user_code"]})
+        self.assertContains(page, "press Continue")
+        self.assertNotContains(page, 'id="approve"')
+        self.assertContains(self.type_code(guesser, got["user_code"]), 'id="approve"')
 
     def test_wrong_guesses_are_limited_per_user(self) -> None:
         got = self.ask()
         guesser = self.browser(self.owner, "198.51.100.1")
         for i in range(device_codes.WRONG_CODES.limit):
             address_client = self.browser(self.owner, f"198.51.100.{i + 10}")
-            self.assertEqual(address_client.get(VERIFY_URL, {"code": "BBBB-BBBB"}).status_code, 404)
+            self.assertEqual(self.type_code(address_client, "BBBB-BBBB").status_code, 404)
         limited = guesser.get(VERIFY_URL, {"code": got["user_code"]})
         self.assertEqual(limited.status_code, 429)
         self.assertGreater(int(limited["Retry-After"]), 0)
+        self.assertEqual(self.type_code(guesser, got["user_code"]).status_code, 429)
         self.assertEqual(self.approve(guesser, got["user_code"]).status_code, 429)
         self.assertEqual(DeviceAuthorization.objects.get().state, "pending")
         other = self.browser(self.other, "203.0.113.50").get(VERIFY_URL, {"code": got["user_code"]})
@@ -350,7 +391,7 @@ class WrongCodeTests(DeviceFlowCase):
         got = self.ask()
         for i in range(device_codes.WRONG_CODES.limit):
             user = make_user(f"guesser{i}")
-            page = self.browser(user, "198.51.100.77").get(VERIFY_URL, {"code": "BBBB-BBBB"})
+            page = self.type_code(self.browser(user, "198.51.100.77"), "BBBB-BBBB")
             self.assertEqual(page.status_code, 404)
         same_address = self.browser(self.other, "198.51.100.77")
         self.assertEqual(same_address.get(VERIFY_URL, {"code": got["user_code"]}).status_code, 429)
@@ -359,7 +400,7 @@ class WrongCodeTests(DeviceFlowCase):
         got = self.ask()
         owner = self.browser(self.owner)
         for _ in range(device_codes.WRONG_CODES.limit + 1):
-            self.assertEqual(owner.get(VERIFY_URL, {"code": got["user_code"]}).status_code, 200)
+            self.assertEqual(self.type_code(owner, got["user_code"]).status_code, 200)
 
 
 class CodeUnitTests(TestCase):
