@@ -22,10 +22,11 @@ from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_POST
 
 from relay import protocol
-from tunnels import control, reservations, usage
+from tunnels import control, reservations
 from tunnels.account_forms import NameForm, TokenForm
 from tunnels.account_view import context_of, user_id_of
 from tunnels.models import ApiToken
+from tunnels.plans import limits_for
 
 POLL_MS = 2000
 PAGE_TEMPLATE = "tunnels/account/account.html"
@@ -130,7 +131,7 @@ def reserve_name(request: HttpRequest) -> HttpResponse:
         return _page(request, status=400, name_form=form)
     name = form.cleaned_data["name"]
     try:
-        reservations.reserve(user_id_of(request), name, usage.limits_of(user_id_of(request)))
+        reservations.reserve(user_id_of(request), name, limits_for(user_id_of(request)))
     except reservations.NotReserved as refusal:
         form.add_error("name", str(refusal))
         return _page(request, status=409, name_form=form)

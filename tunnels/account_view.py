@@ -16,7 +16,7 @@ from relay.face import AccountTunnel
 from tunnels import usage
 from tunnels.chart import traffic_svg
 from tunnels.models import ApiToken, ReservedSubdomain
-from tunnels.plans import PlanLimits
+from tunnels.plans import PlanLimits, limits_for
 
 
 def user_id_of(request: HttpRequest) -> int:
@@ -75,7 +75,7 @@ def context_of(request: HttpRequest) -> dict[str, Any]:
     user_id = user_id_of(request)
     port = int(settings.RELAY_PUBLIC_PORT or request.get_port())
     live = usage.live_tunnels(user_id)
-    limits = usage.limits_of(user_id)
+    limits = limits_for(user_id)
     used = usage.usage_of(user_id, live)
     now = timezone.now()
     tokens = list(ApiToken.objects.filter(user_id=user_id).order_by("-created"))

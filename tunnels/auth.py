@@ -22,7 +22,7 @@ from relay.face import address_key
 from tunnels import tokens
 from tunnels.access import Policy
 from tunnels.models import ApiToken, ReservedSubdomain, Suspension
-from tunnels.plans import PlanLimits, default_limits, plan_of
+from tunnels.plans import PlanLimits, default_limits, limits_of, plan_of
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def authenticate(credential: str | None, ip: str, *, touch: bool = True) -> Gran
     plan = plan_of(token)
     return Grant(
         owner=owner_key(token.user_id),
-        limits=default_limits() if plan is None else PlanLimits.from_plan(plan),
+        limits=limits_of(plan),
         user_id=token.user_id,
         token_id=token.pk,
         username=token.user.get_username(),

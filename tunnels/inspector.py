@@ -21,8 +21,8 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from relay import face, protocol
-from tunnels.models import Account, ApiToken, TunnelSession
-from tunnels.plans import PlanLimits, default_limits, plan_of
+from tunnels.models import TunnelSession
+from tunnels.plans import limits_for
 
 TEMPLATE = "tunnels/account/tunnel.html"
 POLL_MS = 1000  # the list's poll while the tab is visible (inspector.js backs off on errors)
@@ -37,20 +37,6 @@ class Live:
     inspect: bool
 
 
-def _plan_inspects(owner_id: int | None, token_id: int | None) -> bool:
-    """Whether the plan the tunnel registered under keeps captures (tunnels/auth.py's rule:
-    the token's plan, else its user's, else the default plan)."""
-    token = ApiToken.objects.filter(pk=token_id).first() if token_id is not None else None
-    if token is not None:
-        plan = plan_of(token)
-    elif owner_id is not None:
-        account = Account.objects.filter(user_id=owner_id).select_related("plan").first()
-        plan = None if account is None else account.plan
-    else:
-        plan = None
-    return (default_limits() if plan is None else PlanLimits.from_plan(plan)).inspect
-
-
 def _live_row(name: str) -> Live | None:
     """The live session row of `name` (scale-out: any node's; the API call is forwarded)."""
     row = (
@@ -60,13 +46,15 @@ def _live_row(name: str) -> Live | None:
     )
     if row is None:
         return None
-    return Live(owner_id=row["owner_id"], inspect=_plan_inspects(row["owner_id"], row["token_id"]))
+    return Live(
+        owner_id=row["owner_id"], inspect=limits_for(row["owner_id"], row["token_id"]).inspect
+    )
 
 
 def _live_here(name: str, owner_id: int | None) -> Live:
     row = TunnelSession.objects.filter(subdomain=name, is_live=True).values("token_id").first()
     token_id = None if row is None else row["token_id"]
-    return Live(owner_id=owner_id, inspect=_plan_inspects(owner_id, token_id))
+    return Live(owner_id=owner_id, inspect=limits_for(owner_id, token_id).inspect)
 
 
 async def live_tunnel(name: str) -> Live | None:

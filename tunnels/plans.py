@@ -54,9 +54,28 @@ def default_limits() -> PlanLimits:
     )
 
 
+def limits_of(plan: Plan | None) -> PlanLimits:
+    """A plan's limits; None is the default plan."""
+    return default_limits() if plan is None else PlanLimits.from_plan(plan)
+
+
+def _user_plan(user_id: int | None) -> Plan | None:
+    if user_id is None:
+        return None
+    account = Account.objects.filter(user_id=user_id).select_related("plan").first()
+    return None if account is None else account.plan
+
+
 def plan_of(token: ApiToken) -> Plan | None:
     """The token's own plan, else its user's, else None (the default plan: settings only)."""
-    if token.plan is not None:
-        return token.plan
-    account = Account.objects.filter(user_id=token.user_id).select_related("plan").first()
-    return None if account is None else account.plan
+    return token.plan if token.plan is not None else _user_plan(token.user_id)
+
+
+def limits_for(user_id: int | None, token_id: int | None = None) -> PlanLimits:
+    """The limits the relay applies (tunnels/auth.py's rule): the token's own plan, else the
+    user's, else the default plan (also for anonymous tunnels, `user_id` None)."""
+    if token_id is not None:
+        token = ApiToken.objects.filter(pk=token_id).select_related("plan").first()
+        if token is not None and token.plan is not None:
+            return PlanLimits.from_plan(token.plan)
+    return limits_of(_user_plan(user_id))

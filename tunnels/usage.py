@@ -22,8 +22,7 @@ from django.utils import timezone
 
 from relay import face
 from relay.face import AccountTunnel, Counts
-from tunnels.models import Account, ReservedSubdomain, TunnelSession
-from tunnels.plans import PlanLimits, default_limits
+from tunnels.models import ReservedSubdomain, TunnelSession
 
 HISTORY_ROWS = 10  # closed sessions shown under "Recent tunnels"
 
@@ -34,15 +33,6 @@ class Usage:
     requests_today: int
     bytes_today: int
     reserved_names: int
-
-
-def limits_of(user_id: int) -> PlanLimits:
-    """The user's plan as the relay applies it (a token's own plan can override it for the
-    tunnels opened with that token; the page shows the user's)."""
-    account = Account.objects.filter(user_id=user_id).select_related("plan").first()
-    if account is None or account.plan is None:
-        return default_limits()
-    return PlanLimits.from_plan(account.plan)
 
 
 async def _on_the_loop(user_id: int) -> list[AccountTunnel]:

@@ -26,9 +26,10 @@ import sys
 import django
 django.setup()
 from django.contrib.auth.models import User
-from tunnels import reservations, usage
+from tunnels import reservations
+from tunnels.plans import limits_for
 user_id = User.objects.get(username="racer").pk
-limits = usage.limits_of(user_id)
+limits = limits_for(user_id)
 print("ready", flush=True)
 sys.stdin.readline()
 try:
