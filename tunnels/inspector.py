@@ -51,21 +51,18 @@ def _live_row(name: str) -> Live | None:
     )
 
 
-def _live_here(name: str, owner_id: int | None) -> Live:
-    row = TunnelSession.objects.filter(subdomain=name, is_live=True).values("token_id").first()
-    token_id = None if row is None else row["token_id"]
-    return Live(owner_id=owner_id, inspect=limits_for(owner_id, token_id).inspect)
-
-
 async def live_tunnel(name: str) -> Live | None:
-    """The tunnel `name` if it is live: on a single relay the registry decides (read on this
-    event loop), on a cluster node the database's live row (the tunnel may be on another node)."""
+    """The tunnel `name` if it is live. On a single relay the registry decides, read on this
+    event loop: the relay decided at registration whether to keep captures, so `captures` being
+    None (plan off then, or an anonymous tunnel) is what "off" means, whatever the plan says
+    now. On a cluster node, a tunnel this node does not hold: the database's live row and
+    the plan (the owner node answers the forwarded API call with 409 when it keeps nothing)."""
+    status = face.tunnel_status(name)
+    if status is not None:
+        return Live(owner_id=status.user_id, inspect=face.captures(name) is not None)
     if settings.RELAY_NODE_NAME:
         return await database_sync_to_async(_live_row)(name)
-    status = face.tunnel_status(name)
-    if status is None:
-        return None
-    return await database_sync_to_async(_live_here)(name, status.user_id)
+    return None
 
 
 def may_inspect(user: AbstractBaseUser | AnonymousUser, owner_id: int | None) -> bool:

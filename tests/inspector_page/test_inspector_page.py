@@ -77,10 +77,11 @@ class InspectorPageTests(TestCase):
         anonymous = await self.async_client.get("/anon-hook")
         self.assertEqual(anonymous.status_code, 200)
         await self.async_client.aforce_login(self.staff)
-        for url in (PAGE, "/account/tunnels/anon-hook/"):
-            with self.subTest(url=url):
-                page = await self.async_client.get(url)
-                self.assertContains(page, 'id="inspector-requests"')
+        page = await self.async_client.get(PAGE)
+        self.assertContains(page, 'id="inspector-requests"')
+        # An anonymous tunnel is found, but the relay keeps nothing of it (no owner).
+        page = await self.async_client.get("/account/tunnels/anon-hook/")
+        self.assertContains(page, "Inspection is off")
 
     @isolated
     @override_settings(RELAY_INSPECT_STAFF=True)
@@ -126,6 +127,35 @@ class InspectorPageTests(TestCase):
         await self._open(token=token)
         await self.async_client.aforce_login(self.owner)
         self.assertContains(await self.async_client.get(PAGE), "Inspection is off")
+
+    @isolated
+    async def test_a_plan_unticked_after_registration_still_shows_what_the_relay_keeps(
+        self,
+    ) -> None:
+        # The relay decides at registration: until the tunnel registers again it keeps
+        # capturing, so the page must not say "off" while requests are being kept.
+        plan = await Plan.objects.acreate(name="watched", inspect_requests=True)
+        await Account.objects.acreate(user=self.owner, plan=plan)
+        await self._open()
+        plan.inspect_requests = False
+        await plan.asave()
+        await self.async_client.aforce_login(self.owner)
+        page = await self.async_client.get(PAGE)
+        self.assertContains(page, 'id="inspector-requests"')
+        self.assertNotContains(page, "Inspection is off")
+
+    @isolated
+    async def test_a_plan_ticked_after_registration_says_off_until_the_next_one(self) -> None:
+        plan = await Plan.objects.acreate(name="private", inspect_requests=False)
+        await Account.objects.acreate(user=self.owner, plan=plan)
+        await self._open()
+        plan.inspect_requests = True
+        await plan.asave()
+        await self.async_client.aforce_login(self.owner)
+        page = await self.async_client.get(PAGE)
+        self.assertContains(page, "Inspection is off")
+        self.assertContains(page, "next registration")
+        self.assertNotContains(page, "inspector.js")
 
     @isolated
     async def test_captured_names_in_the_page_are_escaped(self) -> None:
