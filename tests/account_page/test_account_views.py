@@ -15,7 +15,7 @@ from django.utils import timezone
 from harness.accounts import bearer, fresh_registry, make_token, make_user
 
 from relay import protocol
-from tunnels import tokens
+from tunnels import device_codes, tokens
 from tunnels.models import Account, ApiToken, Plan, ReservedSubdomain, Suspension, TunnelSession
 
 PAGE, DATA = "/account/", "/account/data"
@@ -212,9 +212,16 @@ class TokenTests(AccountTestCase):
         self.assertEqual(answer.status_code, 405)
 
     def test_a_token_made_by_lt_login_is_listed_and_revocable_like_any_other(self) -> None:
-        device, _ = ApiToken.issue(self.owner, name="lt on build-box (lt 1.4)")
+        # Through the device flow's own code: approved by the owner, collected by lt's poll.
+        row, device_code = device_codes.start("build-box", "1.4", "192.0.2.7")
+        self.assertTrue(device_codes.decide(row, self.owner, approve=True))
+        polled = device_codes.poll(device_code)
+        self.assertEqual(polled.error, "")
+        device = ApiToken.objects.get(user=self.owner, name=polled.name)
+        self.assertEqual(device.name, "lt on build-box (lt 1.4)")
         client = self.signed_in(self.owner)
         self.assertContains(client.get(PAGE), "lt on build-box (lt 1.4)")
+        self.assertNotContains(self.signed_in(self.other).get(PAGE), "lt on build-box")
         client.post(revoke_url(device.pk))
         device.refresh_from_db()
         self.assertTrue(device.revoked)

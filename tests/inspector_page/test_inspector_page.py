@@ -17,7 +17,6 @@ PAGE = f"/account/tunnels/{NAME}/"
 MISSING = "No live tunnel of yours called"
 
 
-@override_settings(RELAY_ALLOW_ANONYMOUS=True)
 class InspectorPageTests(TestCase):
     @classmethod
     def setUpTestData(cls) -> None:
@@ -71,7 +70,7 @@ class InspectorPageTests(TestCase):
         self.assertContains(page, MISSING, status_code=404)
 
     @isolated
-    @override_settings(RELAY_INSPECT_STAFF=True)
+    @override_settings(RELAY_INSPECT_STAFF=True, RELAY_ALLOW_ANONYMOUS=True)
     async def test_staff_see_any_tunnel_when_the_setting_allows_it(self) -> None:
         await self._open()
         anonymous = await self.async_client.get("/anon-hook")
