@@ -100,7 +100,9 @@ def create_token(request: HttpRequest) -> HttpResponse:
         request,
         new_token=token,
         new_secret=secret,
-        login_command=f"lt login --host {relay} --token {secret}",
+        # The secret stays out of the command: on a command line it would be in `ps` and the
+        # shell's history. `--token` alone asks for it on the terminal.
+        login_command=f"lt login --host {relay} --token",
     )
 
 

@@ -162,7 +162,9 @@ class TokenTests(AccountTestCase):
         secret = answer.context["new_secret"]
         self.assertEqual(tokens.split(secret)[0], token.prefix)
         self.assertContains(answer, f'<code class="secret" id="new-token-secret">{secret}</code>')
-        self.assertContains(answer, f"lt login --host http://localhost --token {secret}")
+        self.assertContains(answer, "lt login --host http://localhost --token</pre>")
+        command = answer.content.decode().split('id="new-token-command">')[1].split("</pre>")[0]
+        self.assertNotIn(secret, command, "a secret on a command line is in ps and history")
         self.assertNotIn(secret, str(dict(client.session)))
         again = client.get(PAGE)
         self.assertNotContains(again, secret)
