@@ -252,3 +252,45 @@ def test_the_measure_finds_a_chart_colour_too_faint(
             "document.querySelector('#live').removeAttribute('data-fragment');"
         )
         assert browser.execute_script(_CHART_JS)["bars in"] < AA_LARGE
+
+
+# Counts the page's calls to account/data from now on, and makes the tab hidden or visible
+# as the browser would (headless Chromium has no other tab to switch to).
+_COUNT_FETCHES_JS = """
+window.dataCalls = 0;
+const real = window.fetch;
+window.fetch = function (...args) { window.dataCalls += 1; return real.apply(this, args); };
+"""
+_SET_HIDDEN_JS = """
+const hidden = arguments[0];
+Object.defineProperty(document, "hidden", {configurable: true, get: () => hidden});
+Object.defineProperty(document, "visibilityState", {
+  configurable: true, get: () => (hidden ? "hidden" : "visible"),
+});
+document.dispatchEvent(new Event("visibilitychange"));
+"""
+# Waits in the browser for `ms` (an observation window: nothing should happen in it).
+_WAIT_JS = "const done = arguments[arguments.length - 1]; setTimeout(done, arguments[0]);"
+
+
+def test_the_page_stops_asking_while_its_tab_is_hidden(relay: tuple[Relay, str]) -> None:
+    relay_, _ = relay
+    with headless_chromium("--window-size=1280,1000") as browser:
+        sign_in(browser, relay_)
+        status = browser.find_element(By.ID, "live-status")
+        wait_for(browser, lambda b: int(status.get_attribute("data-updates") or 0) >= 1, "a poll")
+        poll_ms = int(
+            browser.execute_script("return document.querySelector('[data-poll-ms]').dataset.pollMs")
+        )
+        browser.execute_script(_COUNT_FETCHES_JS)
+        browser.execute_script(_SET_HIDDEN_JS, True)
+        browser.set_script_timeout(poll_ms * 5 / 1000 + 10)
+        browser.execute_async_script(_WAIT_JS, poll_ms * 3)
+        assert browser.execute_script("return window.dataCalls") == 0, "polled while hidden"
+        before = int(status.get_attribute("data-updates") or 0)
+        browser.execute_script(_SET_HIDDEN_JS, False)
+        wait_for(
+            browser,
+            lambda b: int(status.get_attribute("data-updates") or 0) > before,
+            "a poll as soon as the tab shows again",
+        )

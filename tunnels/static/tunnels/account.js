@@ -2,7 +2,8 @@
 // account/data for its fragments and swaps in the ones that changed, so live tunnels,
 // traffic, tokens and names update without a reload. Each request has a deadline; after an
 // error it waits longer each time (up to MAX_WAIT_MS), and a signed-out answer (401) sends
-// the page to the sign-in. Written by hand: no framework, no CDN.
+// the page to the sign-in. It pauses while the tab is hidden (as inspector.js does) and asks
+// at once when the tab shows again. Written by hand: no framework, no CDN.
 (function () {
   "use strict";
   const script = document.currentScript;
@@ -18,8 +19,17 @@
   const CSRF_VALUE = /name="csrfmiddlewaretoken" value="[^"]*"/g;
   const shown = {};
   let wait = every;
+  let timer = null;  // the next refresh, when one is scheduled
+  let asking = false;  // a refresh in flight: it schedules the next itself
+
+  function schedule(ms) {
+    if (timer === null && !asking && !document.hidden) timer = setTimeout(refresh, ms);
+  }
 
   async function refresh() {
+    timer = null;
+    if (document.hidden) return;  // visibilitychange starts it again
+    asking = true;
     const controller = new AbortController();
     const deadline = setTimeout(function () { controller.abort(); }, DEADLINE_MS);
     try {
@@ -58,10 +68,19 @@
       wait = Math.min(wait * 2, MAX_WAIT_MS);
     } finally {
       clearTimeout(deadline);
+      asking = false;
     }
-    setTimeout(refresh, wait);
+    schedule(wait);
   }
-  setTimeout(refresh, every);
+  schedule(every);
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.hidden) {
+      if (timer !== null) { clearTimeout(timer); timer = null; }
+    } else {
+      schedule(0);
+    }
+  });
 
   document.addEventListener("click", function (event) {
     const button = event.target.closest("[data-copy]");
