@@ -27,6 +27,14 @@ from tunnels.plans import limits_for
 TEMPLATE = "tunnels/account/tunnel.html"
 POLL_MS = 1000  # the list's poll while the tab is visible (inspector.js backs off on errors)
 POLL_DEADLINE_MS = 5000  # one poll's deadline; past it, that poll counts as an error
+# A replay's deadline in the page beyond the relay's own (a socket wait, then the response
+# timeout): the relay answers first, with what went wrong, rather than the page giving up.
+REPLAY_MARGIN_S = 10
+
+
+def replay_deadline_ms() -> int:
+    seconds = settings.RELAY_SOCKET_WAIT_S + settings.RELAY_RESPONSE_TIMEOUT_S + REPLAY_MARGIN_S
+    return round(seconds * 1000)
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ async def page(request: HttpRequest, name: str) -> HttpResponse:
                 "redacted": protocol.INSPECT_REDACTED,
                 "poll_ms": POLL_MS,
                 "deadline_ms": POLL_DEADLINE_MS,
+                "replay_deadline_ms": replay_deadline_ms(),
                 "public_url": public_url(request, name),
             },
         },

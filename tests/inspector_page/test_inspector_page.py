@@ -43,8 +43,20 @@ class InspectorPageTests(TestCase):
         self.assertEqual(config["keep"], 50)  # RELAY_INSPECT_REQUESTS's default
         self.assertEqual(config["body_bytes"], 64 * 1024)
         self.assertEqual(config["public_url"], f"http://{NAME}.localhost")
+        # The replay waits as long as the relay may (socket wait + response timeout) and 10 s.
+        relay_s = protocol.DEFAULT_SOCKET_WAIT_S + protocol.DEFAULT_RESPONSE_TIMEOUT_S
+        self.assertEqual(config["replay_deadline_ms"], round((relay_s + 10) * 1000))
         # The replay's POST needs Django's CSRF token: the page carries it.
         self.assertContains(page, 'name="csrfmiddlewaretoken"')
+
+    @isolated
+    @override_settings(RELAY_RESPONSE_TIMEOUT_S=90)
+    async def test_a_longer_response_timeout_lengthens_the_replays_deadline(self) -> None:
+        await self._open()
+        await self.async_client.aforce_login(self.owner)
+        config = (await self.async_client.get(PAGE)).context["config"]
+        expected = (protocol.DEFAULT_SOCKET_WAIT_S + 90 + 10) * 1000
+        self.assertEqual(config["replay_deadline_ms"], round(expected))
 
     @isolated
     async def test_someone_signed_out_is_sent_to_sign_in_and_back(self) -> None:

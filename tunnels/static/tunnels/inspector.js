@@ -8,7 +8,6 @@
   const config = JSON.parse(document.getElementById("inspector-config").textContent);
   const $ = (id) => document.getElementById(id);
   const MAX_BACKOFF_MS = 30000;
-  const REPLAY_DEADLINE_MS = 35000; // a replay waits for the local app (the relay has its own)
 
   const tbody = document.querySelector("#inspector-requests tbody");
   const rows = new Map(); // id -> <tr>, newest first in the DOM
@@ -372,7 +371,7 @@
       const answer = await call(
         config.api + "/" + id + "/replay",
         { method: "POST", headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() }, body: JSON.stringify(body) },
-        REPLAY_DEADLINE_MS,
+        config.replay_deadline_ms, // the relay's own deadline and a margin (tunnels/inspector.py)
       );
       if (answer.status !== 200 || !answer.body || !answer.body.request) {
         replayError(answer.status, answer.body && answer.body.message);
