@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
+import h11
+
 from .connect import RelayConnector
-from .http import Answer, describe_error, request, split_userinfo
+from .http import NO_ANSWER, Answer, describe_error, request, split_userinfo
 from .limits import (
     DEVICE_MAX_INTERVAL_S,
     DEVICE_MAX_WAIT_S,
@@ -171,9 +173,9 @@ async def ask_code(
         answer = await _post(
             host, CODE_PATH, fields, connector, user_agent, DEVICE_REQUEST_TIMEOUT_S
         )
-    except (OSError, TimeoutError, ssl.SSLError) as exc:
+    except (OSError, TimeoutError) as exc:
         raise DeviceLoginError(DeviceLoginError.UNREACHABLE, describe_error(exc)) from exc
-    except Exception as exc:  # h11's errors: not an HTTP server
+    except h11.ProtocolError as exc:  # not an HTTP server
         raise DeviceLoginError(
             DeviceLoginError.UNREACHABLE, f"bad answer from the relay: {exc}"
         ) from exc
@@ -221,12 +223,11 @@ async def poll_token(
                 user_agent,
                 min(DEVICE_REQUEST_TIMEOUT_S, left),
             )
-        except (OSError, TimeoutError, ssl.SSLError, ValueError) as exc:
+        except NO_ANSWER as exc:
             if isinstance(exc, ssl.SSLCertVerificationError):
                 raise DeviceLoginError(DeviceLoginError.UNREACHABLE, describe_error(exc)) from exc
-            continue  # the network comes back, or the deadline ends it
-        except Exception:  # h11's errors: a half answer; ask again
-            continue
+            continue  # a cut connection or a half answer: the network comes back, or the
+            # deadline ends it. Anything else is a bug in lt and is not retried in silence.
         data = _json(answer)
         if answer.status == HTTPStatus.OK:
             token, name = data.get("access_token"), data.get("name")

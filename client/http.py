@@ -85,6 +85,12 @@ async def request(
             writer.close()
 
 
+# What `request` raises when the relay cannot be reached or does not speak HTTP: the network
+# (OSError, which covers ssl.SSLError and ClosedWithoutAnswer), its deadline (TimeoutError),
+# and h11's framing errors (a half or broken answer). Anything else is a bug and propagates.
+NO_ANSWER = (OSError, TimeoutError, h11.ProtocolError)
+
+
 class ClosedWithoutAnswer(ConnectionError):
     """The server closed the connection before the first byte of an answer: the relay is
     restarting, or it speaks TLS on that port and the URL says http (its TLS refuses the

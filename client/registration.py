@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import ssl
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
+
+import h11
 
 from . import __version__
 from .access import ACCESS_HEADER
@@ -280,9 +281,9 @@ async def register(
         if urlsplit(_base(host)).scheme == "http":
             hint = f" (if it serves https on that port: --host {_https(host)})"
         raise RelayUnreachable(f"{exc}{hint}") from exc
-    except (OSError, TimeoutError, ssl.SSLError) as exc:
+    except (OSError, TimeoutError) as exc:
         raise RelayUnreachable(describe_error(exc)) from exc
-    except Exception as exc:  # h11.RemoteProtocolError and friends: not an HTTP relay
+    except h11.ProtocolError as exc:  # not an HTTP relay
         raise RelayUnreachable(f"bad answer from the relay: {exc}") from exc
     if 300 <= answer.status < 400:
         # A relay's plain-http port that redirects to https (RELAY_HTTP_REDIRECT_PORT): lt

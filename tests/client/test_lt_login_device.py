@@ -211,6 +211,43 @@ def test_polling_obeys_slow_down_and_rides_out_network_errors() -> None:
     assert arrivals[2] - arrivals[1] >= 1 + DEVICE_SLOW_DOWN_STEP_S - 0.05
 
 
+class _BuggyConnector(RelayConnector):
+    """A real connector with a bug planted after the exchange (a stand-in for a mistake in
+    lt's own code): it must surface, not be taken for a network error and retried."""
+
+    def proxy_for(self, host: str, tls: bool) -> None:
+        raise KeyError("a bug in lt")
+
+
+def test_polling_retries_a_half_answer_but_not_a_bug_in_lt() -> None:
+    """A broken answer (h11's error: the relay cut it short) is asked again; an error of lt's
+    own (here a KeyError) ends the login at once instead of being retried until expiry."""
+    script = ["half", "token"]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        step = script.pop(0) if script else "token"
+        if step == "half":
+            writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"acc')
+        else:
+            data = json.dumps({"access_token": "lt_x", "name": "n"}).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data))
+        await writer.drain()
+        writer.close()
+
+    async def go(connector: RelayConnector) -> Granted:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        code = DeviceCode("dc", "BCDF-GHJK", "http://x/", "http://x/?code=B", 20, 1)
+        async with server:
+            return await poll_token(f"http://127.0.0.1:{port}", connector, code, "lt-test")
+
+    assert asyncio.run(asyncio.wait_for(go(RelayConnector()), 30)) == Granted("lt_x", "n")
+    assert script == [], "the half answer was asked again"
+    with pytest.raises(KeyError, match="a bug in lt"):
+        asyncio.run(asyncio.wait_for(go(_BuggyConnector()), 10))
+
+
 def test_polling_ends_at_the_deadline_when_the_relay_stays_away() -> None:
     """No relay at all (a port nobody listens on) while polling: asked again until
     expires_in passes, then expired."""
