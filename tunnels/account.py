@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -21,8 +20,7 @@ from django.template.loader import render_to_string
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_POST
 
-from relay import protocol
-from tunnels import control, reservations
+from tunnels import addresses, control, reservations
 from tunnels.account_forms import NameForm, TokenForm
 from tunnels.account_view import context_of, user_id_of
 from tunnels.models import ApiToken
@@ -91,11 +89,7 @@ def create_token(request: HttpRequest) -> HttpResponse:
         name=form.cleaned_data["name"],
         expires_in=form.expires_in(),
     )
-    relay = protocol.relay_url(
-        settings.RELAY_PUBLIC_SCHEME,
-        settings.RELAY_DOMAIN,
-        int(settings.RELAY_PUBLIC_PORT or request.get_port()),
-    )
+    relay = addresses.relay_url(request)
     return _page(
         request,
         new_token=token,

@@ -6,14 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from django.conf import settings
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
-from relay import protocol
 from relay.face import AccountTunnel
-from tunnels import usage
+from tunnels import addresses, usage
 from tunnels.chart import traffic_svg
 from tunnels.models import ApiToken, ReservedSubdomain
 from tunnels.plans import PlanLimits, limits_for
@@ -33,12 +31,10 @@ def token_state(token: ApiToken, now: datetime) -> str:
     return "expired" if token.is_expired(now) else "active"
 
 
-def _tunnel_row(tunnel: AccountTunnel, request: HttpRequest, port: int) -> dict[str, Any]:
+def _tunnel_row(tunnel: AccountTunnel, port: int) -> dict[str, Any]:
     return {
         "name": tunnel.name,
-        "url": protocol.public_url(
-            settings.RELAY_PUBLIC_SCHEME, tunnel.name, settings.RELAY_DOMAIN, port
-        ),
+        "url": addresses.tunnel_url(tunnel.name, port),
         "client_ip": tunnel.client_ip,
         "sockets": tunnel.sockets,
         "max_sockets": tunnel.max_sockets,
@@ -73,14 +69,14 @@ def _usage_rows(limits: PlanLimits, used: usage.Usage) -> list[dict[str, Any]]:
 
 def context_of(request: HttpRequest) -> dict[str, Any]:
     user_id = user_id_of(request)
-    port = int(settings.RELAY_PUBLIC_PORT or request.get_port())
+    port = addresses.public_port(request)
     live = usage.live_tunnels(user_id)
     limits = limits_for(user_id)
     used = usage.usage_of(user_id, live)
     now = timezone.now()
     tokens = list(ApiToken.objects.filter(user_id=user_id).order_by("-created"))
     return {
-        "live": [_tunnel_row(tunnel, request, port) for tunnel in live],
+        "live": [_tunnel_row(tunnel, port) for tunnel in live],
         "history": usage.recent_sessions(user_id),
         "limits": limits,
         "usage": used,
@@ -94,5 +90,5 @@ def context_of(request: HttpRequest) -> dict[str, Any]:
         ],
         "tokens": [(token, token_state(token, now)) for token in tokens],
         "names": list(ReservedSubdomain.objects.filter(user_id=user_id).order_by("name")),
-        "relay_url": protocol.relay_url(settings.RELAY_PUBLIC_SCHEME, settings.RELAY_DOMAIN, port),
+        "relay_url": addresses.relay_url(request),
     }

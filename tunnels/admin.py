@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from relay import protocol
-from tunnels import control, suspensions
+from tunnels import addresses, control, suspensions
 from tunnels.admin_access import VISITOR_POLICY_FIELDSET
 from tunnels.admin_suspend import MaySuspend, suspend_action
 from tunnels.models import (
@@ -146,8 +146,7 @@ class ApiTokenAdmin(MaySuspend, admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             return
         text = obj.set_new_secret()
-        port = int(settings.RELAY_PUBLIC_PORT or request.get_port())
-        relay = protocol.relay_url(settings.RELAY_PUBLIC_SCHEME, settings.RELAY_DOMAIN, port)
+        relay = addresses.relay_url(request)
         messages.success(
             request,
             f"The new token is {text} — copy it now: it is not stored and will not be shown "
@@ -212,7 +211,7 @@ class TunnelAdmin(MaySuspend, admin.ModelAdmin):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        reset = _public_port.set(int(settings.RELAY_PUBLIC_PORT or request.get_port()))
+        reset = _public_port.set(addresses.public_port(request))
         try:
             response = super().changelist_view(request, extra_context)
             if hasattr(response, "render"):
@@ -225,9 +224,7 @@ class TunnelAdmin(MaySuspend, admin.ModelAdmin):
     def public_link(self, obj: TunnelSession) -> str:
         if not obj.is_live:
             return obj.subdomain
-        url = protocol.public_url(
-            settings.RELAY_PUBLIC_SCHEME, obj.subdomain, settings.RELAY_DOMAIN, _public_port.get()
-        )
+        url = addresses.tunnel_url(obj.subdomain, _public_port.get())
         return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, obj.subdomain)
 
     @admin.display(description="token", ordering="token__name")

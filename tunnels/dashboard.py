@@ -26,7 +26,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from relay import face, protocol
 from relay.face import LiveTunnel, Snapshot
-from tunnels import cluster_view, control
+from tunnels import addresses, cluster_view, control
 from tunnels.chart import traffic_svg
 from tunnels.models import ApiToken
 
@@ -63,13 +63,11 @@ def _rows(request: HttpRequest, live: list[LiveTunnel]) -> list[dict[str, Any]]:
         token.pk: token.name or f"lt_{token.prefix}…"
         for token in (ApiToken.objects.filter(pk__in=token_ids) if token_ids else [])
     }
-    port = int(settings.RELAY_PUBLIC_PORT or request.get_port())
+    port = addresses.public_port(request)
     return [
         {
             "name": tunnel.name,
-            "url": protocol.public_url(
-                settings.RELAY_PUBLIC_SCHEME, tunnel.name, settings.RELAY_DOMAIN, port
-            ),
+            "url": addresses.tunnel_url(tunnel.name, port),
             "owner": (
                 users.get(tunnel.user_id, f"user #{tunnel.user_id}")
                 if tunnel.user_id is not None

@@ -23,7 +23,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
 from relay import protocol
-from tunnels import device_codes, throttle
+from tunnels import addresses, device_codes, throttle
 from tunnels.identity import identify
 from tunnels.models import DeviceAuthorization
 
@@ -58,9 +58,7 @@ def _fields(request: HttpRequest) -> dict[str, str] | None:
 
 def _verify_url(request: HttpRequest) -> str:
     """The bare domain's DEVICE_VERIFY_PATH, absolute, as the relay's public URLs are built."""
-    port = int(settings.RELAY_PUBLIC_PORT or request.get_port())
-    base = protocol.relay_url(settings.RELAY_PUBLIC_SCHEME, settings.RELAY_DOMAIN, port)
-    return base + protocol.DEVICE_VERIFY_PATH
+    return addresses.relay_url(request) + protocol.DEVICE_VERIFY_PATH
 
 
 @csrf_exempt

@@ -21,6 +21,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from relay import face, protocol
+from tunnels import addresses
 from tunnels.models import TunnelSession
 from tunnels.plans import limits_for
 
@@ -104,7 +105,7 @@ async def page(request: HttpRequest, name: str) -> HttpResponse:
                 "poll_ms": POLL_MS,
                 "deadline_ms": POLL_DEADLINE_MS,
                 "replay_deadline_ms": replay_deadline_ms(),
-                "public_url": public_url(request, name),
+                "public_url": addresses.tunnel_url(name, addresses.public_port(request)),
             },
         },
     )
@@ -113,9 +114,3 @@ async def page(request: HttpRequest, name: str) -> HttpResponse:
 async def _render(request: HttpRequest, context: dict[str, Any], status: int = 200) -> HttpResponse:
     """The page, rendered off the event loop: base.html reads the user, a query."""
     return await database_sync_to_async(render)(request, TEMPLATE, context, status=status)
-
-
-def public_url(request: HttpRequest, name: str) -> str:
-    """The tunnel's address as visitors use it (the sign-in's /visit/ builds it the same way)."""
-    port = int(settings.RELAY_PUBLIC_PORT or request.get_port())
-    return protocol.public_url(settings.RELAY_PUBLIC_SCHEME, name, settings.RELAY_DOMAIN, port)

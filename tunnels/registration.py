@@ -15,7 +15,7 @@ from django.http.request import split_domain_port
 
 from relay import face, protocol
 from relay.face import PlanQuota, RegistrationError
-from tunnels import access, auth
+from tunnels import access, addresses, auth
 from tunnels.identity import Requester, identify
 from tunnels.plans import PlanLimits
 from tunnels.route_names import site_route_names
@@ -176,10 +176,8 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
         return client_error(
             request, exc.status, exc.message, reason=exc.reason, retry_after=exc.retry_after
         )
-    public_port = settings.RELAY_PUBLIC_PORT or request.get_port()
-    url = protocol.public_url(
-        settings.RELAY_PUBLIC_SCHEME, registered.name, settings.RELAY_DOMAIN, int(public_port)
-    )
+    public_port = addresses.public_port(request)
+    url = addresses.tunnel_url(registered.name, public_port)
     answer = JsonResponse(
         protocol.registration_answer(
             registered.name,
@@ -187,9 +185,7 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
             registered.max_sockets,
             url,
             registered.advertise_host,
-            pool_base=(registered.node_url or _own_base(request, int(public_port)))
-            if upgraded
-            else "",
+            pool_base=(registered.node_url or _own_base(request, public_port)) if upgraded else "",
             pool_secret=registered.pool_secret if upgraded else "",
         )
     )

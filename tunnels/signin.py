@@ -26,7 +26,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpRespons
 from django.shortcuts import render
 
 from relay import face, protocol
-from tunnels import team, throttle
+from tunnels import addresses, team, throttle
 from tunnels.identity import identify
 from tunnels.models import TunnelSession
 
@@ -176,9 +176,8 @@ async def visit(request: HttpRequest) -> HttpResponse:
         )
     if waited := throttle.take_for(throttle.TICKET, f"user:{user.pk}"):
         return too_many(request, waited, "visits to team-only tunnels", "your account")
-    port = int(settings.RELAY_PUBLIC_PORT or request.get_port())
     target = (
-        protocol.public_url(settings.RELAY_PUBLIC_SCHEME, name, settings.RELAY_DOMAIN, port)
+        addresses.tunnel_url(name, addresses.public_port(request))
         + protocol.TICKET_PATH
         + "?"
         + urlencode(

@@ -20,7 +20,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_safe
 
 from relay import face, protocol
-from tunnels import auth
+from tunnels import addresses, auth
 from tunnels.identity import identify
 from tunnels.registration import client_error, register, user_agent
 
@@ -40,14 +40,13 @@ def guard_bare_routes(patterns: list[Any]) -> list[Any]:
 async def index(request: HttpRequest) -> HttpResponse:
     if "new" in request.GET:
         return await register(request, None)
-    port = int(settings.RELAY_PUBLIC_PORT or request.get_port())  # as in registration answers
-    scheme, domain = settings.RELAY_PUBLIC_SCHEME, settings.RELAY_DOMAIN
+    port = addresses.public_port(request)  # as in registration answers
     return render(
         request,
         "tunnels/landing.html",
         {
-            "tunnel_url": protocol.public_url(scheme, "<name>", domain, port),
-            "relay_url": protocol.relay_url(scheme, domain, port),
+            "tunnel_url": addresses.tunnel_url("<name>", port),
+            "relay_url": addresses.relay_url(request),
             "live": face.live_count(),
             "signup_open": settings.ACCOUNT_SIGNUP_OPEN,
         },
