@@ -11,7 +11,7 @@ from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
 from relay.face import AccountTunnel
-from tunnels import addresses, usage
+from tunnels import addresses, live_rows, usage
 from tunnels.chart import traffic_svg
 from tunnels.models import ApiToken, ReservedSubdomain
 from tunnels.plans import PlanLimits, limits_for
@@ -33,14 +33,7 @@ def token_state(token: ApiToken, now: datetime) -> str:
 
 def _tunnel_row(tunnel: AccountTunnel, port: int) -> dict[str, Any]:
     return {
-        "name": tunnel.name,
-        "url": addresses.tunnel_url(tunnel.name, port),
-        "client_ip": tunnel.client_ip,
-        "sockets": tunnel.sockets,
-        "max_sockets": tunnel.max_sockets,
-        "requests": tunnel.counts.requests,
-        "bytes_in": tunnel.counts.bytes_in,
-        "bytes_out": tunnel.counts.bytes_out,
+        **live_rows.figures(tunnel, port),
         "opened": datetime.fromtimestamp(tunnel.opened_at, UTC),
         "rules": tunnel.rules,
         "chart": traffic_svg(tunnel.minutes, chart_id=f"chart-{tunnel.name}")

@@ -26,7 +26,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from relay import face, protocol
 from relay.face import LiveTunnel, Snapshot
-from tunnels import addresses, cluster_view, control
+from tunnels import addresses, cluster_view, control, live_rows
 from tunnels.chart import traffic_svg
 from tunnels.models import ApiToken
 
@@ -66,20 +66,13 @@ def _rows(request: HttpRequest, live: list[LiveTunnel]) -> list[dict[str, Any]]:
     port = addresses.public_port(request)
     return [
         {
-            "name": tunnel.name,
-            "url": addresses.tunnel_url(tunnel.name, port),
+            **live_rows.figures(tunnel, port),
             "owner": (
                 users.get(tunnel.user_id, f"user #{tunnel.user_id}")
                 if tunnel.user_id is not None
                 else ""
             ),
             "token": tokens.get(tunnel.token_id, "") if tunnel.token_id is not None else "",
-            "client_ip": tunnel.client_ip,
-            "sockets": tunnel.sockets,
-            "max_sockets": tunnel.max_sockets,
-            "requests": tunnel.counts.requests,
-            "bytes_in": tunnel.counts.bytes_in,
-            "bytes_out": tunnel.counts.bytes_out,
             "node": tunnel.node,  # scale-out
         }
         for tunnel in live

@@ -61,13 +61,20 @@ def _verify_url(request: HttpRequest) -> str:
     return addresses.relay_url(request) + protocol.DEVICE_VERIFY_PATH
 
 
+def _post_only(request: HttpRequest, message: str) -> HttpResponse | None:
+    """lt's calls are POSTs: anything else gets `message` (405, with Allow)."""
+    if request.method == "POST":
+        return None
+    answer = _error(405, message)
+    answer["Allow"] = "POST"
+    return answer
+
+
 @csrf_exempt
 def code(request: HttpRequest) -> HttpResponse:
     """POST /api/device/code {client_name, client_version}: a new pair of codes."""
-    if request.method != "POST":
-        answer = _error(405, "Use POST to ask for a device code (lt login does).")
-        answer["Allow"] = "POST"
-        return answer
+    if refusal := _post_only(request, "Use POST to ask for a device code (lt login does)."):
+        return refusal
     ip = identify(request).ip
     if waited := throttle.take(device_codes.CODE_REQUESTS, ip):
         answer = _error(
@@ -104,10 +111,8 @@ def code(request: HttpRequest) -> HttpResponse:
 @csrf_exempt
 def token(request: HttpRequest) -> HttpResponse:
     """POST /api/device/token {device_code, grant_type}: RFC 8628 section 3.4's answers."""
-    if request.method != "POST":
-        answer = _error(405, "Use POST to poll for the token (lt login does).")
-        answer["Allow"] = "POST"
-        return answer
+    if refusal := _post_only(request, "Use POST to poll for the token (lt login does)."):
+        return refusal
     fields = _fields(request)
     if fields is None:
         return _error(400, "Send a JSON object or a form.", "invalid_request")
