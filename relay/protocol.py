@@ -462,6 +462,11 @@ INSPECT_REDACTED = "[redacted]"
 # A capture's fixed cost besides its kept bytes (the record, its lists, the JSON it becomes):
 # counted against RELAY_INSPECT_MEMORY_BYTES so that many empty requests are bounded too.
 INSPECT_RECORD_OVERHEAD_BYTES = 512
+# Each kept header pair's fixed cost besides its bytes, so that a head of many short headers
+# is counted as what it holds: h11 keeps a pair as a 3-tuple (64 bytes) of bytes objects (33
+# bytes each before their data: the name as sent, lowercased, and the value) in a list (8
+# bytes a slot): 171, rounded up. The name's bytes are counted twice (relay/pool/captures.py).
+INSPECT_HEADER_OVERHEAD_BYTES = 176
 # A replay's edits: a path as long as a request line may be, bodies as big as a kept body.
 INSPECT_REPLAY_MAX_HEADERS = 100
 # A replay's answer is read by the relay, not streamed to anyone: its first

@@ -20,13 +20,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
-from itertools import chain
 from operator import itemgetter
 from typing import Any, Protocol
 
 from django.conf import settings
 
 from relay.protocol import (
+    INSPECT_HEADER_OVERHEAD_BYTES,
     INSPECT_RECORD_OVERHEAD_BYTES,
     INSPECT_REDACTED,
     INSPECT_REDACTED_HEADERS,
@@ -72,7 +72,11 @@ def redacted(headers: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
 
 
 def _size(headers: RawHeaders) -> int:
-    return sum(map(len, chain.from_iterable(headers)))
+    """What `headers` hold in memory, as protocol.INSPECT_HEADER_OVERHEAD_BYTES says: each
+    pair's fixed cost, its name twice (h11 keeps it as sent and lowercased) and its value."""
+    return sum(
+        INSPECT_HEADER_OVERHEAD_BYTES + 2 * len(name) + len(value) for name, value in headers
+    )
 
 
 def _text(headers: RawHeaders) -> list[list[str]]:
@@ -80,33 +84,47 @@ def _text(headers: RawHeaders) -> list[list[str]]:
 
 
 class Body:
-    """The first `limit` bytes of a body and its full size; past the limit, only counted."""
+    """The first `limit` bytes of a body and its full size; past the limit, only counted.
+    The kept bytes are one object (the first piece as it came, or one bytearray once a
+    second piece comes, frozen to bytes when stored), so what is counted is what is held."""
 
-    __slots__ = ("parts", "kept", "size", "limit")
+    __slots__ = ("kept_bytes", "size", "limit")
 
     def __init__(self, limit: int) -> None:
-        self.parts: list[bytes] = []
-        self.kept = 0
+        self.kept_bytes: bytes | bytearray = b""
         self.size = 0
         self.limit = limit
 
     def add(self, data: bytes) -> None:
         n = len(data)
         self.size += n
-        room = self.limit - self.kept
-        if room > 0 and n:
-            piece = bytes(data) if n <= room else bytes(data[:room])  # only what is kept
-            self.parts.append(piece)
-            self.kept += len(piece)
+        kept = self.kept_bytes
+        room = self.limit - len(kept)
+        if room <= 0 or not n:
+            return
+        piece = data if n <= room else data[:room]  # only what is kept is copied
+        if not kept:
+            self.kept_bytes = bytes(piece)  # no copy for a bytes piece kept whole
+        elif type(kept) is bytearray:
+            kept += piece
+        else:
+            self.kept_bytes = bytearray(kept) + piece
+
+    def freeze(self) -> None:
+        """Hold the kept bytes as one exact-size bytes (a bytearray keeps spare room)."""
+        if type(self.kept_bytes) is bytearray:
+            self.kept_bytes = bytes(self.kept_bytes)
+
+    @property
+    def kept(self) -> int:
+        return len(self.kept_bytes)
 
     def data(self) -> bytes:
-        if len(self.parts) > 1:
-            self.parts = [b"".join(self.parts)]
-        return self.parts[0] if self.parts else b""
+        return bytes(self.kept_bytes)
 
     @property
     def truncated(self) -> bool:
-        return self.size > self.kept
+        return self.size > len(self.kept_bytes)
 
 
 class Capture:
@@ -262,6 +280,8 @@ class Store:
         )
         if cost > self.memory_bytes:
             return  # larger than the whole bound: never kept
+        capture.request.freeze()
+        capture.response.freeze()
         capture.cost = cost
         capture.home = home
         home.records[capture.id] = capture

@@ -4,15 +4,23 @@ bounds, redaction, ids and the JSON shapes (relay.protocol.INSPECT_PATH)."""
 from __future__ import annotations
 
 import base64
+import gc
+import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import h11
 from django.test import SimpleTestCase, override_settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.pool import captures
 from relay.pool.captures import Store, TunnelCaptures
-from relay.protocol import INSPECT_RECORD_OVERHEAD_BYTES, INSPECT_REDACTED
+from relay.protocol import (
+    INSPECT_HEADER_OVERHEAD_BYTES,
+    INSPECT_RECORD_OVERHEAD_BYTES,
+    INSPECT_REDACTED,
+)
 
 
 @dataclass(eq=False)
@@ -55,7 +63,8 @@ class BoundsTests(SimpleTestCase):
         self.assertEqual([s["id"] for s in found], [4, 3])
 
     def test_a_busy_tunnel_pushes_out_the_relay_wide_oldest_within_the_memory_bound(self) -> None:
-        cost = INSPECT_RECORD_OVERHEAD_BYTES + 4 + 9 + len("hosta.example") + 2 + 1000
+        host = INSPECT_HEADER_OVERHEAD_BYTES + 2 * len("host") + len("a.example")
+        cost = INSPECT_RECORD_OVERHEAD_BYTES + 4 + 9 + host + 2 + 1000
         store = Store(requests=50, body_bytes=1000, memory_bytes=3 * cost)
         quiet, busy = TunnelCaptures(store), TunnelCaptures(store)
         record(quiet, body=b"q" * 1000)
@@ -126,6 +135,79 @@ class BoundsTests(SimpleTestCase):
             self.assertLessEqual(len(homes[which].records), per_tunnel)
         self.assertEqual(store.used, sum(c.cost for c in store.order.values()))
         self.assertEqual(len(store.order), sum(len(h.records) for h in homes))
+
+
+def parsed_head(lines: list[bytes]) -> h11.Request:
+    """A request head as the relay has it: parsed by h11 from bytes."""
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(
+        b"POST /hook HTTP/1.1\r\nHost: a\r\n" + b"".join(line + b"\r\n" for line in lines) + b"\r\n"
+    )
+    event = conn.next_event()
+    assert isinstance(event, h11.Request)
+    return event
+
+
+def held_and_counted(fill: Callable[[TunnelCaptures], None]) -> tuple[int, int]:
+    """The memory `fill`'s stored captures really hold (tracemalloc) and what the store counts."""
+    store = Store(requests=1000, body_bytes=64 * 1024, memory_bytes=10**9)
+    home = TunnelCaptures(store)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        fill(home)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    return held, store.used
+
+
+# What the store counts may be below what the captures hold by at most this factor: the
+# memory bound (RELAY_INSPECT_MEMORY_BYTES) then holds within it.
+_HONEST = 1.5
+
+
+class MemoryTests(SimpleTestCase):
+    def test_a_body_that_came_in_tiny_pieces_costs_what_is_counted(self) -> None:
+        def fill(home: TunnelCaptures) -> None:
+            for _ in range(10):
+                capture = home.begin("POST", "/hook", [(b"host", b"a.example")], "10.0.0.7")
+                body = bytes(64 * 1024)
+                for i in range(0, len(body), 2):
+                    capture.request.add(body[i : i + 2])
+                capture.response_head(200, b"OK", [])
+                for i in range(0, len(body), 3):
+                    capture.response.add(body[i : i + 3])
+                home.finish(capture)
+
+        held, counted = held_and_counted(fill)
+        self.assertLessEqual(held, _HONEST * counted, f"held {held} B, counted {counted} B")
+
+    def test_a_head_of_many_headers_costs_what_is_counted(self) -> None:
+        def fill(home: TunnelCaptures) -> None:
+            for n in range(20):
+                head = parsed_head([b"X-H%d-%d: v" % (n, i) for i in range(100)])
+                capture = home.begin("POST", "/hook", head.headers, "10.0.0.7")
+                answer = parsed_head([b"Y-%d-%d: w" % (n, i) for i in range(100)])
+                capture.response_head(200, b"OK", answer.headers)
+                home.finish(capture)
+
+        held, counted = held_and_counted(fill)
+        self.assertLessEqual(held, _HONEST * counted, f"held {held} B, counted {counted} B")
+
+    def test_what_is_counted_is_not_far_above_what_is_held(self) -> None:
+        def fill(home: TunnelCaptures) -> None:
+            for n in range(20):
+                head = parsed_head([b"X-Header-%d-%d: some value" % (n, i) for i in range(30)])
+                capture = home.begin("POST", "/hook", head.headers, "10.0.0.7")
+                capture.request.add(bytes(1000 + n))
+                capture.response_head(200, b"OK", [])
+                home.finish(capture)
+
+        held, counted = held_and_counted(fill)
+        self.assertLessEqual(counted, 2 * held, f"held {held} B, counted {counted} B")
 
 
 class BodyTests(SimpleTestCase):
