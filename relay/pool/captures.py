@@ -159,7 +159,7 @@ class Capture:
         body_limit: int,
         replay_of: int | None = None,
     ) -> None:
-        self.id = 0  # given when stored: ids rise in the order exchanges end
+        self.id = 0  # given when stored: relay-wide, rising in the order exchanges end
         self.at = time.time()
         self.started = time.monotonic()
         self.method = method
@@ -219,12 +219,11 @@ class Capture:
 class TunnelCaptures:
     """One tunnel's kept exchanges (bounded by RELAY_INSPECT_REQUESTS), oldest first."""
 
-    __slots__ = ("store", "records", "next_id")
+    __slots__ = ("store", "records")
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.records: OrderedDict[int, Capture] = OrderedDict()
-        self.next_id = 1
 
     def begin(
         self,
@@ -242,9 +241,10 @@ class TunnelCaptures:
             return
         capture.error = error
         capture.duration_ms = round((time.monotonic() - capture.started) * _MS_PER_S, 1)
-        capture.id = self.next_id
-        self.next_id += 1
-        self.store.add(self, capture)
+        store = self.store
+        capture.id = store.next_id
+        store.next_id += 1
+        store.add(self, capture)
 
     def clear(self) -> None:
         for capture in list(self.records.values()):
@@ -261,6 +261,11 @@ class Store:
         self.memory_bytes = memory_bytes
         self.used = 0
         self.order: OrderedDict[int, Capture] = OrderedDict()  # id(capture) -> capture
+        # Ids are relay-wide and rise across registrations and restarts: the page asks for
+        # the requests `?after=` the newest id it has, and opens one by its id. Seeded from
+        # the wall clock in ms, a restarted relay starts above the previous run's ids (unless
+        # that run kept more than 1,000 exchanges a second for all its life).
+        self.next_id = int(time.time() * _MS_PER_S)
 
     @property
     def on(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import gc
+import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,18 +50,16 @@ def record(
 class BoundsTests(SimpleTestCase):
     def test_a_tunnel_keeps_its_last_requests_oldest_out_first(self) -> None:
         home = TunnelCaptures(Store(requests=3, body_bytes=100, memory_bytes=10**6))
-        for _ in range(5):
-            record(home)
-        self.assertEqual(list(home.records), [3, 4, 5])
+        ids = [record(home).id for _ in range(5)]
+        self.assertEqual(list(home.records), ids[2:])
 
     def test_ids_rise_and_summaries_come_newest_first_after_an_id(self) -> None:
         tunnel = FakeTunnel("t", TunnelCaptures(Store(50, 100, 10**6)))
         assert tunnel.captures is not None
-        for _ in range(4):
-            record(tunnel.captures)
-        found = captures.summaries(tunnel, after=2)
+        ids = [record(tunnel.captures).id for _ in range(4)]
+        found = captures.summaries(tunnel, after=ids[1])
         assert found is not None
-        self.assertEqual([s["id"] for s in found], [4, 3])
+        self.assertEqual([s["id"] for s in found], [ids[3], ids[2]])
 
     def test_a_busy_tunnel_pushes_out_the_relay_wide_oldest_within_the_memory_bound(self) -> None:
         host = INSPECT_HEADER_OVERHEAD_BYTES + 2 * len("host") + len("a.example")
@@ -68,12 +67,11 @@ class BoundsTests(SimpleTestCase):
         store = Store(requests=50, body_bytes=1000, memory_bytes=3 * cost)
         quiet, busy = TunnelCaptures(store), TunnelCaptures(store)
         record(quiet, body=b"q" * 1000)
-        record(busy, body=b"b" * 1000)
-        record(busy, body=b"b" * 1000)
+        ids = [record(busy, body=b"b" * 1000).id for _ in range(2)]
         self.assertEqual(store.used, 3 * cost)
-        record(busy, body=b"b" * 1000)
+        ids.append(record(busy, body=b"b" * 1000).id)
         self.assertEqual(list(quiet.records), [])  # the oldest of all went first
-        self.assertEqual(list(busy.records), [1, 2, 3])
+        self.assertEqual(list(busy.records), ids)
         self.assertLessEqual(store.used, store.memory_bytes)
 
     def test_clearing_a_tunnel_frees_its_share(self) -> None:
@@ -108,12 +106,12 @@ class BoundsTests(SimpleTestCase):
         tunnel = FakeTunnel("t")
         captures.enable(tunnel, True)
         assert tunnel.captures is not None
-        record(tunnel.captures)
+        kept = record(tunnel.captures)
         captures.enable(tunnel, True)  # a reclaim that is still allowed keeps them
         self.assertEqual(len(captures.summaries(tunnel) or []), 1)
         captures.enable(tunnel, False)
         self.assertIsNone(tunnel.captures)
-        self.assertIsNone(captures.detail(tunnel, 1))
+        self.assertIsNone(captures.detail(tunnel, kept.id))
 
     @settings(max_examples=200, deadline=None)
     @given(
@@ -167,6 +165,37 @@ def held_and_counted(fill: Callable[[TunnelCaptures], None]) -> tuple[int, int]:
 # What the store counts may be below what the captures hold by at most this factor: the
 # memory bound (RELAY_INSPECT_MEMORY_BYTES) then holds within it.
 _HONEST = 1.5
+
+
+class IdTests(SimpleTestCase):
+    """The page polls `?after=<newest id>` and opens a request by id: ids must never go back."""
+
+    def test_a_re_registered_tunnel_goes_on_above_its_previous_ids(self) -> None:
+        tunnel = FakeTunnel("t")
+        captures.enable(tunnel, True)
+        assert tunnel.captures is not None
+        before = record(tunnel.captures).id
+        captures.forget(tunnel)  # it closed
+        captures.enable(tunnel, True)  # and registered again
+        assert tunnel.captures is not None
+        after = record(tunnel.captures).id
+        self.assertGreater(after, before)
+        self.assertIsNone(captures.detail(tunnel, before))
+
+    def test_ids_are_relay_wide_two_tunnels_never_share_one(self) -> None:
+        store = Store(50, 100, 10**6)
+        one, two = TunnelCaptures(store), TunnelCaptures(store)
+        ids = [record(home).id for home in (one, two, one, two)]
+        self.assertEqual(ids, sorted(set(ids)))
+
+    def test_a_restarted_relay_starts_above_the_previous_runs_ids(self) -> None:
+        first_run = TunnelCaptures(Store(50, 100, 10**6))
+        last = [record(first_run).id for _ in range(5)][-1]
+        deadline = time.monotonic() + 5
+        while time.time() * 1000 <= last:  # a restart takes longer than 5 exchanges take
+            self.assertLess(time.monotonic(), deadline, "the wall clock did not move")
+        restarted = TunnelCaptures(Store(50, 100, 10**6))
+        self.assertGreater(record(restarted).id, last)
 
 
 class MemoryTests(SimpleTestCase):

@@ -14,8 +14,8 @@ from relay.pool.registry import get_registry
 from relay.proxy.replay import replay
 
 OWNER = ("127.0.0.1", 50000)
-PATHS = ["/api/tunnels/{name}/requests", "/api/tunnels/{name}/requests/1"]
-REPLAY = "/api/tunnels/{name}/requests/1/replay"
+PATHS = ["/api/tunnels/{name}/requests", "/api/tunnels/{name}/requests/{id}"]
+REPLAY = "/api/tunnels/{name}/requests/{id}/replay"
 BAD_EDIT = {"method": "NOT A METHOD"}  # refused by the replay's checks, past the caller's
 
 
@@ -43,15 +43,20 @@ class InspectApiTests(TestCase):
         capture = tunnel.captures.begin("GET", "/hello", [(b"host", b"x")], "127.0.0.1")
         capture.response_head(200, b"OK", [])
         tunnel.captures.finish(capture)
+        self.capture_id = capture.id
         return "my-hook-one"
 
     async def _all(self, name: str, **headers: str) -> list[int]:
         client = AsyncClient()
         statuses = [
-            (await client.get(p.format(name=name), headers=headers)).status_code for p in PATHS
+            (await client.get(p.format(name=name, id=self.capture_id), headers=headers)).status_code
+            for p in PATHS
         ]
         replay = await client.post(
-            REPLAY.format(name=name), BAD_EDIT, content_type="application/json", headers=headers
+            REPLAY.format(name=name, id=self.capture_id),
+            BAD_EDIT,
+            content_type="application/json",
+            headers=headers,
         )
         return [*statuses, replay.status_code]
 
@@ -65,10 +70,10 @@ class InspectApiTests(TestCase):
         name = await self._open()
         client = AsyncClient()
         await client.aforce_login(self.owner)
-        listed = await client.get(PATHS[0].format(name=name))
+        listed = await client.get(PATHS[0].format(name=name, id=0))
         self.assertEqual([r["path"] for r in listed.json()["requests"]], ["/hello"])
         replay = await client.post(
-            REPLAY.format(name=name), BAD_EDIT, content_type="application/json"
+            REPLAY.format(name=name, id=self.capture_id), BAD_EDIT, content_type="application/json"
         )
         self.assertEqual(replay.status_code, 400)
         self.assertIn("method", replay.json()["message"])
@@ -79,8 +84,8 @@ class InspectApiTests(TestCase):
         self.assertEqual(await self._all(name, **bearer(self.tokens["other"])), [404, 404, 404])
         client = AsyncClient()
         await client.aforce_login(self.other)
-        theirs = await client.get(PATHS[0].format(name=name))
-        missing = await client.get(PATHS[0].format(name="my-hook-one-not"))
+        theirs = await client.get(PATHS[0].format(name=name, id=0))
+        missing = await client.get(PATHS[0].format(name="my-hook-one-not", id=0))
         self.assertEqual(
             theirs.json()["message"], missing.json()["message"].replace("my-hook-one-not", name)
         )
@@ -121,7 +126,10 @@ class InspectApiTests(TestCase):
         after = await client.get(f"/api/tunnels/{name}/requests?after=x", headers=auth)
         self.assertEqual((after.status_code, "after" in after.json()["message"]), (400, True))
         not_json = await client.post(
-            REPLAY.format(name=name), "{", content_type="application/json", headers=auth
+            REPLAY.format(name=name, id=self.capture_id),
+            "{",
+            content_type="application/json",
+            headers=auth,
         )
         self.assertEqual(not_json.status_code, 400)
         self.assertIn("JSON object", not_json.json()["message"])
@@ -132,9 +140,12 @@ class InspectApiTests(TestCase):
             ({"headers": [["x", "v"]] * 101}, "at most 100"),
         ):
             bad = await client.post(
-                REPLAY.format(name=name), edits, content_type="application/json", headers=auth
+                REPLAY.format(name=name, id=self.capture_id),
+                edits,
+                content_type="application/json",
+                headers=auth,
             )
             self.assertEqual(bad.status_code, 400, edits)
             self.assertIn(word, bad.json()["message"])
-        wrong = await client.get(REPLAY.format(name=name), headers=auth)
+        wrong = await client.get(REPLAY.format(name=name, id=self.capture_id), headers=auth)
         self.assertEqual(wrong.status_code, 405)
