@@ -465,7 +465,7 @@ INSPECT_RECORD_OVERHEAD_BYTES = 512
 # Each kept header pair's fixed cost besides its bytes, so that a head of many short headers
 # is counted as what it holds: h11 keeps a pair as a 3-tuple (64 bytes) of bytes objects (33
 # bytes each before their data: the name as sent, lowercased, and the value) in a list (8
-# bytes a slot): 171, rounded up. The name's bytes are counted twice (relay/pool/captures.py).
+# bytes a slot): 171, rounded up; plus the bytes of each (relay/pool/captures.py `_size`).
 INSPECT_HEADER_OVERHEAD_BYTES = 176
 # A replay's edits: a path as long as a request line may be, bodies as big as a kept body.
 INSPECT_REPLAY_MAX_HEADERS = 100

@@ -18,8 +18,9 @@ from __future__ import annotations
 import base64
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from itertools import chain
 from operator import itemgetter
 from typing import Any, Protocol
 
@@ -33,6 +34,8 @@ from relay.protocol import (
 )
 
 _MS_PER_S = timedelta(seconds=1) / timedelta(milliseconds=1)
+# Wall time = monotonic time + this, taken once: no time.time() call per exchange.
+_WALL_MINUS_MONOTONIC = time.time() - time.monotonic()
 
 
 class Tunnel(Protocol):
@@ -54,29 +57,37 @@ class ReplayError(Exception):
 
 
 _REDACTED = INSPECT_REDACTED.encode()
-RawHeaders = list[tuple[bytes, bytes]]
+RawHeaders = Sequence[tuple[bytes, bytes]]  # an h11 event's headers, or a list
 _name = itemgetter(0)
 
 
-def redacted(headers: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
+def _items(headers: RawHeaders) -> Sequence[tuple[bytes, ...]]:
+    """`headers` as a list read at C speed: h11's Headers keep their (name as sent, name
+    lowercased, value) triples in a list (its `_full_items`, h11 0.16 as pinned), which
+    iterating them through the Sequence interface walks in Python, item by item."""
+    full: Sequence[tuple[bytes, ...]] | None = getattr(headers, "_full_items", None)
+    return headers if full is None else full
+
+
+def redacted(headers: RawHeaders) -> RawHeaders:
     """`headers` with the values of credentials (protocol.INSPECT_REDACTED_HEADERS, in any
-    case) replaced by protocol.INSPECT_REDACTED. Kept as bytes: text only when shown. (The
-    usual head has no credential: found with C-level map and set calls, it is copied whole.)"""
-    kept = list(headers)
-    if INSPECT_REDACTED_HEADERS.isdisjoint(map(bytes.lower, map(_name, kept))):
-        return kept
+    case) replaced by protocol.INSPECT_REDACTED. Kept as bytes: text only when shown. The
+    usual head has no credential: found with C-level map and set calls, `headers` itself is
+    kept, not copied (h11's headers are immutable, and the relay builds a list it passes
+    on and no longer changes)."""
+    if INSPECT_REDACTED_HEADERS.isdisjoint(map(bytes.lower, map(_name, _items(headers)))):
+        return headers
     return [
         (name, _REDACTED if name.lower() in INSPECT_REDACTED_HEADERS else value)
-        for name, value in kept
+        for name, value in headers
     ]
 
 
 def _size(headers: RawHeaders) -> int:
     """What `headers` hold in memory, as protocol.INSPECT_HEADER_OVERHEAD_BYTES says: each
-    pair's fixed cost, its name twice (h11 keeps it as sent and lowercased) and its value."""
-    return sum(
-        INSPECT_HEADER_OVERHEAD_BYTES + 2 * len(name) + len(value) for name, value in headers
-    )
+    pair's fixed cost and its bytes (h11's hold the name twice: as sent and lowercased)."""
+    items = _items(headers)
+    return INSPECT_HEADER_OVERHEAD_BYTES * len(items) + sum(map(len, chain.from_iterable(items)))
 
 
 def _text(headers: RawHeaders) -> list[list[str]]:
@@ -132,7 +143,6 @@ class Capture:
 
     __slots__ = (
         "id",
-        "at",
         "started",
         "method",
         "target",
@@ -154,21 +164,20 @@ class Capture:
         self,
         method: str,
         target: str,
-        headers: Iterable[tuple[bytes, bytes]],
+        headers: RawHeaders,
         client_ip: str,
         body_limit: int,
         replay_of: int | None = None,
     ) -> None:
         self.id = 0  # given when stored: relay-wide, rising in the order exchanges end
-        self.at = time.time()
         self.started = time.monotonic()
         self.method = method
         self.target = target
         self.request_headers = redacted(headers)
         self.request = Body(body_limit)
         self.status: int | None = None
-        self.reason = ""
-        self.response_headers: RawHeaders = []
+        self.reason = b""  # text only when read
+        self.response_headers: RawHeaders = ()
         self.response = Body(body_limit)
         self.duration_ms = 0.0
         self.client_ip = client_ip
@@ -177,12 +186,15 @@ class Capture:
         self.cost = 0
         self.home: TunnelCaptures | None = None
 
-    def response_head(
-        self, status: int, reason: bytes, headers: Iterable[tuple[bytes, bytes]]
-    ) -> None:
+    def response_head(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         self.status = status
-        self.reason = reason.decode("latin-1")
+        self.reason = reason
         self.response_headers = redacted(headers)
+
+    @property
+    def at(self) -> float:
+        """When the exchange began, in Unix seconds."""
+        return self.started + _WALL_MINUS_MONOTONIC
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -208,7 +220,7 @@ class Capture:
                 "body_truncated": self.request.truncated,
             },
             "response": {
-                "reason": self.reason,
+                "reason": self.reason.decode("latin-1"),
                 "headers": _text(self.response_headers),
                 "body_b64": base64.b64encode(self.response.data()).decode("ascii"),
                 "body_truncated": self.response.truncated,
@@ -229,7 +241,7 @@ class TunnelCaptures:
         self,
         method: str,
         target: str,
-        headers: Iterable[tuple[bytes, bytes]],
+        headers: RawHeaders,
         client_ip: str,
         replay_of: int | None = None,
     ) -> Capture:

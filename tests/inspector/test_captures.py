@@ -62,7 +62,7 @@ class BoundsTests(SimpleTestCase):
         self.assertEqual([s["id"] for s in found], [ids[3], ids[2]])
 
     def test_a_busy_tunnel_pushes_out_the_relay_wide_oldest_within_the_memory_bound(self) -> None:
-        host = INSPECT_HEADER_OVERHEAD_BYTES + 2 * len("host") + len("a.example")
+        host = INSPECT_HEADER_OVERHEAD_BYTES + len("host") + len("a.example")
         cost = INSPECT_RECORD_OVERHEAD_BYTES + 4 + 9 + host + 2 + 1000
         store = Store(requests=50, body_bytes=1000, memory_bytes=3 * cost)
         quiet, busy = TunnelCaptures(store), TunnelCaptures(store)
@@ -192,10 +192,42 @@ class IdTests(SimpleTestCase):
         first_run = TunnelCaptures(Store(50, 100, 10**6))
         last = [record(first_run).id for _ in range(5)][-1]
         deadline = time.monotonic() + 5
-        while time.time() * 1000 <= last:  # a restart takes longer than 5 exchanges take
+        while int(time.time() * 1000) <= last:  # a restart takes longer than 5 exchanges take
             self.assertLess(time.monotonic(), deadline, "the wall clock did not move")
         restarted = TunnelCaptures(Store(50, 100, 10**6))
         self.assertGreater(record(restarted).id, last)
+
+
+class HotPathTests(SimpleTestCase):
+    """Capturing is on the byte path: it copies only what it keeps."""
+
+    def test_a_head_without_credentials_is_kept_by_reference_not_copied(self) -> None:
+        home = TunnelCaptures(Store(50, 100, 10**6))
+        head = parsed_head([b"Content-Type: application/json"])
+        answer = parsed_head([b"X-Answer: yes"])
+        capture = home.begin("POST", "/hook", head.headers, "10.0.0.7")
+        capture.response_head(200, b"OK", answer.headers)
+        home.finish(capture)
+        self.assertIs(capture.request_headers, head.headers)
+        self.assertIs(capture.response_headers, answer.headers)
+        self.assertEqual(
+            capture.detail()["request"]["headers"][1], ["content-type", "application/json"]
+        )
+
+    def test_a_head_with_credentials_is_copied_with_them_redacted(self) -> None:
+        home = TunnelCaptures(Store(50, 100, 10**6))
+        head = parsed_head([b"Cookie: s=1"])
+        capture = home.begin("POST", "/hook", head.headers, "10.0.0.7")
+        self.assertIsNot(capture.request_headers, head.headers)
+        self.assertEqual(list(capture.request_headers)[1], (b"cookie", INSPECT_REDACTED.encode()))
+
+    def test_the_wall_time_derived_from_the_monotonic_clock_is_now(self) -> None:
+        before = time.time()
+        capture = record(TunnelCaptures(Store(50, 100, 10**6)))
+        after = time.time()
+        # The offset between the clocks is taken once: allow for NTP slewing since.
+        self.assertLess(before - 1, capture.summary()["at"])
+        self.assertLess(capture.summary()["at"], after + 1)
 
 
 class MemoryTests(SimpleTestCase):
