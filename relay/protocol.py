@@ -467,9 +467,10 @@ INSPECT_RECORD_OVERHEAD_BYTES = 512
 # bytes each before their data: the name as sent, lowercased, and the value) in a list (8
 # bytes a slot): 171, rounded up; plus the bytes of each (relay/pool/captures.py `_size`).
 INSPECT_HEADER_OVERHEAD_BYTES = 176
-# A replay's edited headers: at most as many as a head may carry in practice (Apache's
-# LimitRequestFields and nginx's defaults allow 100; h11 has no count of its own), so the
-# owner can send back any real request's head and the edits stay bounded before parsing.
+# A replay's edited headers: as many as a server accepts by default (Apache's
+# LimitRequestFields is 100; h11 counts none, only bytes), so the owner can send back any
+# real request's head, and the edits stay bounded before they are parsed (the head's bytes
+# are then bounded by RELAY_MAX_HEADER_BYTES).
 INSPECT_REPLAY_MAX_HEADERS = 100
 
 
