@@ -289,6 +289,7 @@ class TunnelStatus:
     connected_sockets: int
     opened_at: float  # Unix time; with the name, which tunnel this was (close_for_client)
     user_id: int | None = None  # the token's user; None: anonymous
+    token_id: int | None = None  # the API token it was opened with; None: anonymous
 
 
 def _status(tunnel: Tunnel) -> TunnelStatus:
@@ -299,12 +300,14 @@ def _status(tunnel: Tunnel) -> TunnelStatus:
         connected_sockets=tunnel.connected_sockets,
         opened_at=tunnel.opened_at,
         user_id=tunnel.user_id,
+        token_id=tunnel.token_id,
     )
 
 
 def tunnel_status(name: str) -> TunnelStatus | None:
-    """The live tunnel called `name` on this relay, or None."""
-    tunnel = get_registry().get(name)
+    """The live tunnel called `name` (in any case: names are lowercase, as hosts are) on this
+    relay, or None."""
+    tunnel = get_registry().get(name.lower())
     return _status(tunnel) if tunnel is not None else None
 
 
@@ -359,20 +362,20 @@ def dashboard_snapshot() -> Snapshot:
 def captures(name: str, after: int = 0) -> list[dict[str, Any]] | None:
     """Summaries of the live tunnel `name`'s kept exchanges newer than id `after`, newest
     first; None when no such tunnel is live here or its plan keeps none."""
-    return inspector.summaries(get_registry().get(name), after)
+    return inspector.summaries(get_registry().get(name.lower()), after)
 
 
 def capture(name: str, capture_id: int) -> dict[str, Any] | None:
     """One kept exchange of `name` in detail (heads, kept bodies in base64); None when
     there is no such tunnel or capture (dropped, or never kept)."""
-    return inspector.detail(get_registry().get(name), capture_id)
+    return inspector.detail(get_registry().get(name.lower()), capture_id)
 
 
 async def replay(name: str, capture_id: int, edits: dict[str, Any]) -> dict[str, Any]:
     """Send capture `capture_id` of `name` again through the tunnel, with `edits` (method,
     path, headers, body_b64; protocol.INSPECT_PATH), and return the new exchange's detail.
     Raises ReplayError(status, message) for what the site answers with a JSON error."""
-    return await inspector.replay(get_registry().get(name), capture_id, edits)
+    return await inspector.replay(get_registry().get(name.lower()), capture_id, edits)
 
 
 # --- the account page (tunnels/account.py) --------------------------------------------------------

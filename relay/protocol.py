@@ -462,12 +462,33 @@ INSPECT_REDACTED = "[redacted]"
 # A capture's fixed cost besides its kept bytes (the record, its lists, the JSON it becomes):
 # counted against RELAY_INSPECT_MEMORY_BYTES so that many empty requests are bounded too.
 INSPECT_RECORD_OVERHEAD_BYTES = 512
-# A replay's edits: a path as long as a request line may be, bodies as big as a kept body.
+# Each kept header pair's fixed cost besides its bytes, so that a head of many short headers
+# is counted as what it holds: h11 keeps a pair as a 3-tuple (64 bytes) of bytes objects (33
+# bytes each before their data: the name as sent, lowercased, and the value) in a list (8
+# bytes a slot): 171, rounded up; plus the bytes of each (relay/pool/captures.py `_size`).
+INSPECT_HEADER_OVERHEAD_BYTES = 176
+# A replay's edited headers: as many as a server accepts by default (Apache's
+# LimitRequestFields is 100; h11 counts none, only bytes), so the owner can send back any
+# real request's head, and the edits stay bounded before they are parsed (the head's bytes
+# are then bounded by RELAY_MAX_HEADER_BYTES).
 INSPECT_REPLAY_MAX_HEADERS = 100
+
+
+def inspect_edits_max_bytes(body_bytes: int, header_bytes: int) -> int:
+    """The most JSON a replay's edits may take (tunnels/inspect_api.py): a kept body of
+    `body_bytes` (RELAY_INSPECT_BODY_BYTES) as base64, 4 bytes for each 3, plus a head of
+    `header_bytes` (RELAY_MAX_HEADER_BYTES) twice over (JSON quoting and escaping at most
+    doubles ordinary text) and 4 KiB for the keys and punctuation."""
+    return 4 * -(-body_bytes // 3) + 2 * header_bytes + 4096
+
+
 # A replay's answer is read by the relay, not streamed to anyone: its first
 # RELAY_INSPECT_BODY_BYTES are kept and the rest counted, up to this, where the relay stops
 # reading (the socket is discarded) and says so in the capture's error.
 INSPECT_REPLAY_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+# An API token's last_used is written at most this often (tunnels/auth.py): enough to show a
+# token in use, leaked or not, without a database write per request that carries it.
+TOKEN_TOUCH_INTERVAL_S = 60
 
 # --- `lt login` in the browser: device authorization (RFC 8628; tunnels/device.py) ------------
 # lt:   POST /api/device/code   {"client_name", "client_version"}

@@ -5,7 +5,9 @@ A sampler task (started by relay/run/runner.py) reads the registry's in-memory c
 every `SAMPLE_S` seconds and adds what changed since its previous look: nothing runs per
 request and nothing touches the database. Traffic a tunnel carries between the sampler's
 last look and its closing is not counted (at most one sample's worth). A tunnel's own minutes
-are bounded (live tunnels x HISTORY_MINUTES) and dropped at the first sample after it closes.
+are kept only for a tunnel with an owner (only an owner has an account page to show them),
+only for minutes with traffic (the reader counts the others zero), so they are bounded by
+live owned tunnels x HISTORY_MINUTES, and dropped at the first sample after it closes.
 """
 
 from __future__ import annotations
@@ -67,8 +69,9 @@ class Traffic:
         self.minutes: deque[Minute] = deque(maxlen=HISTORY_MINUTES)
         self.recent: deque[tuple[float, Counts]] = deque(maxlen=int(RATE_WINDOW_S / SAMPLE_S) + 1)
         self._seen: dict[Tunnel, Counts] = {}
-        # Each live tunnel's minutes (a Tunnel hashes by identity: a reclaimed tunnel keeps
-        # its history, a new tunnel under a closed one's name starts afresh).
+        # Each live owned tunnel's minutes with traffic (a Tunnel hashes by identity: a
+        # reclaimed tunnel keeps its history, a new tunnel under a closed one's name starts
+        # afresh).
         self._per_tunnel: dict[Tunnel, deque[Minute]] = {}
 
     def sample(self, tunnels: Iterable[Tunnel], now: float) -> Counts:
@@ -81,10 +84,15 @@ class Traffic:
             counts = seen[tunnel] = counts_of(tunnel)
             grown = counts.minus(self._seen.get(tunnel, Counts()))
             added = added.plus(grown)
-            minutes = per_tunnel[tunnel] = self._per_tunnel.get(tunnel) or deque(
-                maxlen=HISTORY_MINUTES
-            )
-            _add(minutes, start, grown)
+            if tunnel.user_id is None:
+                continue  # anonymous: no account page to show its minutes on
+            minutes = self._per_tunnel.get(tunnel)
+            if grown != _NOTHING:
+                if minutes is None:
+                    minutes = deque(maxlen=HISTORY_MINUTES)
+                _add(minutes, start, grown)
+            if minutes is not None:
+                per_tunnel[tunnel] = minutes
         self._seen = seen
         self._per_tunnel = per_tunnel  # closed tunnels' minutes go with them
         self.total = self.total.plus(added)
@@ -114,8 +122,12 @@ class Traffic:
 
     @property
     def tunnels_kept(self) -> int:
-        """Tunnels with a history now (the live ones at the last sample)."""
+        """Tunnels with a history now (the live owned ones that had traffic, at the last
+        sample)."""
         return len(self._per_tunnel)
+
+
+_NOTHING = Counts()
 
 
 def _add(minutes: deque[Minute], start: int, added: Counts) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Q
@@ -95,7 +96,10 @@ def authenticate(credential: str | None, ip: str, *, touch: bool = True) -> Gran
         raise Refusal(401, "That API token has expired; ask the relay's operator for a new one.")
     if not token.user.is_active:
         raise Refusal(401, "The account of that API token is disabled; contact the operator.")
-    if touch:
+    if touch and (
+        token.last_used is None
+        or now - token.last_used >= timedelta(seconds=protocol.TOKEN_TOUCH_INTERVAL_S)
+    ):  # throttled: a token in use shows, without a write per request
         ApiToken.objects.filter(pk=token.pk).update(last_used=now)
     plan = plan_of(token)
     return Grant(

@@ -1,11 +1,14 @@
 """The request inspector's JSON (relay.protocol.INSPECT_PATH): the owner's view of a tunnel's
 kept exchanges, and replay. Its page is tunnels/inspector.py.
 
-Who may: the tunnel's owner, signed in (a session; a replay then needs Django's CSRF token,
-as X-CSRFToken) or with one of their API tokens (`Authorization: Bearer lt_...`); staff too
-when RELAY_INSPECT_STAFF. Anyone else is told there is no such tunnel, as when there is
-none: the answer never says who owns what. On a cluster another node forwards these calls
-here, to the tunnel's owner node (relay/cluster/hop.py), which checks the caller itself.
+Who may: the tunnel's owner, signed in (a session, which sees all their tunnels; a replay
+then needs Django's CSRF token, as X-CSRFToken), or with the API token the tunnel was opened
+with (`Authorization: Bearer lt_...`: a token reads only its own tunnels, so a token given
+to one machine does not show another's traffic); staff too when RELAY_INSPECT_STAFF. A
+token used here shows in its last_used (tunnels/auth.py, throttled). Anyone else is told
+there is no such tunnel, as when there is none: the answer never says who owns what. On a
+cluster another node forwards these calls here, to the tunnel's owner node
+(relay/cluster/hop.py), which checks the caller itself.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from relay import face
+from relay.protocol import inspect_edits_max_bytes
 from tunnels import auth
 from tunnels.identity import identify
 
@@ -29,7 +34,6 @@ _OFF = (
     "Inspection is off for this tunnel: its plan (or this relay) keeps none of its "
     "requests, for privacy. An operator can turn it on in the plan (inspect requests)."
 )
-_MAX_EDITS_BYTES = 256 * 1024  # a body of RELAY_INSPECT_BODY_BYTES in base64, and headers
 
 
 def _error(status: int, message: str) -> JsonResponse:
@@ -44,18 +48,22 @@ def _no_tunnel(name: str) -> JsonResponse:
 class Caller:
     user_id: int
     staff: bool
-    bearer: bool  # a token, not a session: no CSRF token needed
+    token_id: int | None = None  # a token caller's: it sees only tunnels opened with it
+
+    @property
+    def bearer(self) -> bool:  # a token, not a session: no CSRF token needed
+        return self.token_id is not None
 
 
 def _token_caller(credential: str, ip: str) -> Caller | auth.Refusal:
     try:
-        grant = auth.authenticate(credential, ip, touch=False)
+        grant = auth.authenticate(credential, ip)  # touches last_used (throttled)
     except auth.Refusal as exc:
         return exc
-    if grant.user_id is None:
+    if grant.user_id is None or grant.token_id is None:
         return auth.Refusal(401, "That API token is not valid.")
     staff = get_user_model().objects.filter(pk=grant.user_id, is_staff=True).exists()
-    return Caller(grant.user_id, staff, bearer=True)
+    return Caller(grant.user_id, staff, grant.token_id)
 
 
 async def _caller(request: HttpRequest) -> Caller | JsonResponse:
@@ -72,7 +80,7 @@ async def _caller(request: HttpRequest) -> Caller | JsonResponse:
             "Sign in on the account page, or send one of your API tokens as "
             "`Authorization: Bearer lt_...`.",
         )
-    return Caller(int(user.pk), user.is_staff, bearer=False)
+    return Caller(int(user.pk), user.is_staff)
 
 
 async def _allowed(request: HttpRequest, name: str) -> Caller | JsonResponse:
@@ -84,6 +92,8 @@ async def _allowed(request: HttpRequest, name: str) -> Caller | JsonResponse:
     if tunnel is None:
         return _no_tunnel(name)
     owner = tunnel.user_id is not None and tunnel.user_id == caller.user_id
+    if caller.bearer and tunnel.token_id != caller.token_id:
+        owner = False  # a token sees the tunnels opened with it, not all of its user's
     if not owner and not (caller.staff and settings.RELAY_INSPECT_STAFF):
         return _no_tunnel(name)  # the same answer as for no tunnel: who owns what is private
     return caller
@@ -130,6 +140,9 @@ async def replay(request: HttpRequest, name: str, capture_id: int) -> HttpRespon
     allowed = await _allowed(request, name)
     if isinstance(allowed, JsonResponse):
         return allowed
+    too_big = _too_big(request)
+    if too_big is not None:
+        return too_big
     if not allowed.bearer:
         refused = CsrfViewMiddleware(_unused).process_view(request, _unused, (), {})
         if refused is not None:
@@ -150,13 +163,36 @@ async def replay(request: HttpRequest, name: str, capture_id: int) -> HttpRespon
     return _json(answer)
 
 
+def _max_edits_bytes() -> int:
+    return inspect_edits_max_bytes(
+        settings.RELAY_INSPECT_BODY_BYTES, settings.RELAY_MAX_HEADER_BYTES
+    )
+
+
+def _too_big_answer() -> JsonResponse:
+    return _error(413, f"The edits may be at most {_max_edits_bytes()} bytes of JSON.")
+
+
+def _too_big(request: HttpRequest) -> JsonResponse | None:
+    """413 when the declared body is past what edits may take (before anything reads it)."""
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return _error(400, "The Content-Length is not a number.")
+    return _too_big_answer() if declared > _max_edits_bytes() else None
+
+
 def _edits(request: HttpRequest) -> dict[str, Any] | JsonResponse:
-    if len(request.body) > _MAX_EDITS_BYTES:
-        return _error(413, f"The edits may be at most {_MAX_EDITS_BYTES} bytes of JSON.")
-    if not request.body:
+    try:
+        body = request.body
+    except RequestDataTooBig:  # past DATA_UPLOAD_MAX_MEMORY_SIZE: Django's own bound
+        return _too_big_answer()
+    if len(body) > _max_edits_bytes():
+        return _too_big_answer()
+    if not body:
         return {}
     try:
-        edits = json.loads(request.body)
+        edits = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return _error(400, "The body must be a JSON object: {method, path, headers, body_b64}.")
     if not isinstance(edits, dict):

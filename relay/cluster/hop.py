@@ -74,14 +74,15 @@ def sign(node: str, client: tuple[str, int] | None, host: bytes, now: float | No
 
 
 def forwarded_api_name(scope: Scope) -> str | None:
-    """The tunnel named by a tunnel API request nodes forward; None for any other request."""
+    """The tunnel named by a tunnel API request nodes forward (lowercase, as names are);
+    None for any other request."""
     if scope["type"] != "http":
         return None
     match = FORWARDED_API.fullmatch(scope.get("path") or "")
     if match is None:
         return None
     methods = FORWARDED_REPLAY_METHODS if match.group(2) else FORWARDED_API_METHODS
-    return match.group(1) if scope.get("method") in methods else None
+    return match.group(1).lower() if scope.get("method") in methods else None
 
 
 def verify(value: bytes, host: bytes, now: float | None = None) -> tuple[str, int] | None:

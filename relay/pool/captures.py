@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from itertools import chain
 from operator import itemgetter
@@ -27,12 +27,15 @@ from typing import Any, Protocol
 from django.conf import settings
 
 from relay.protocol import (
+    INSPECT_HEADER_OVERHEAD_BYTES,
     INSPECT_RECORD_OVERHEAD_BYTES,
     INSPECT_REDACTED,
     INSPECT_REDACTED_HEADERS,
 )
 
 _MS_PER_S = timedelta(seconds=1) / timedelta(milliseconds=1)
+# Wall time = monotonic time + this, taken once: no time.time() call per exchange.
+_WALL_MINUS_MONOTONIC = time.time() - time.monotonic()
 
 
 class Tunnel(Protocol):
@@ -54,25 +57,37 @@ class ReplayError(Exception):
 
 
 _REDACTED = INSPECT_REDACTED.encode()
-RawHeaders = list[tuple[bytes, bytes]]
+RawHeaders = Sequence[tuple[bytes, bytes]]  # an h11 event's headers, or a list
 _name = itemgetter(0)
 
 
-def redacted(headers: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
+def _items(headers: RawHeaders) -> Sequence[tuple[bytes, ...]]:
+    """`headers` as a list read at C speed: h11's Headers keep their (name as sent, name
+    lowercased, value) triples in a list (its `_full_items`, h11 0.16 as pinned), which
+    iterating them through the Sequence interface walks in Python, item by item."""
+    full: Sequence[tuple[bytes, ...]] | None = getattr(headers, "_full_items", None)
+    return headers if full is None else full
+
+
+def redacted(headers: RawHeaders) -> RawHeaders:
     """`headers` with the values of credentials (protocol.INSPECT_REDACTED_HEADERS, in any
-    case) replaced by protocol.INSPECT_REDACTED. Kept as bytes: text only when shown. (The
-    usual head has no credential: found with C-level map and set calls, it is copied whole.)"""
-    kept = list(headers)
-    if INSPECT_REDACTED_HEADERS.isdisjoint(map(bytes.lower, map(_name, kept))):
-        return kept
+    case) replaced by protocol.INSPECT_REDACTED. Kept as bytes: text only when shown. The
+    usual head has no credential: found with C-level map and set calls, `headers` itself is
+    kept, not copied (h11's headers are immutable, and the relay builds a list it passes
+    on and no longer changes)."""
+    if INSPECT_REDACTED_HEADERS.isdisjoint(map(bytes.lower, map(_name, _items(headers)))):
+        return headers
     return [
         (name, _REDACTED if name.lower() in INSPECT_REDACTED_HEADERS else value)
-        for name, value in kept
+        for name, value in headers
     ]
 
 
 def _size(headers: RawHeaders) -> int:
-    return sum(map(len, chain.from_iterable(headers)))
+    """What `headers` hold in memory, as protocol.INSPECT_HEADER_OVERHEAD_BYTES says: each
+    pair's fixed cost and its bytes (h11's hold the name twice: as sent and lowercased)."""
+    items = _items(headers)
+    return INSPECT_HEADER_OVERHEAD_BYTES * len(items) + sum(map(len, chain.from_iterable(items)))
 
 
 def _text(headers: RawHeaders) -> list[list[str]]:
@@ -80,33 +95,47 @@ def _text(headers: RawHeaders) -> list[list[str]]:
 
 
 class Body:
-    """The first `limit` bytes of a body and its full size; past the limit, only counted."""
+    """The first `limit` bytes of a body and its full size; past the limit, only counted.
+    The kept bytes are one object (the first piece as it came, or one bytearray once a
+    second piece comes, frozen to bytes when stored), so what is counted is what is held."""
 
-    __slots__ = ("parts", "kept", "size", "limit")
+    __slots__ = ("kept_bytes", "size", "limit")
 
     def __init__(self, limit: int) -> None:
-        self.parts: list[bytes] = []
-        self.kept = 0
+        self.kept_bytes: bytes | bytearray = b""
         self.size = 0
         self.limit = limit
 
     def add(self, data: bytes) -> None:
         n = len(data)
         self.size += n
-        room = self.limit - self.kept
-        if room > 0 and n:
-            piece = bytes(data) if n <= room else bytes(data[:room])  # only what is kept
-            self.parts.append(piece)
-            self.kept += len(piece)
+        kept = self.kept_bytes
+        room = self.limit - len(kept)
+        if room <= 0 or not n:
+            return
+        piece = data if n <= room else data[:room]  # only what is kept is copied
+        if not kept:
+            self.kept_bytes = bytes(piece)  # no copy for a bytes piece kept whole
+        elif type(kept) is bytearray:
+            kept += piece
+        else:
+            self.kept_bytes = bytearray(kept) + piece
+
+    def freeze(self) -> None:
+        """Hold the kept bytes as one exact-size bytes (a bytearray keeps spare room)."""
+        if type(self.kept_bytes) is bytearray:
+            self.kept_bytes = bytes(self.kept_bytes)
+
+    @property
+    def kept(self) -> int:
+        return len(self.kept_bytes)
 
     def data(self) -> bytes:
-        if len(self.parts) > 1:
-            self.parts = [b"".join(self.parts)]
-        return self.parts[0] if self.parts else b""
+        return bytes(self.kept_bytes)
 
     @property
     def truncated(self) -> bool:
-        return self.size > self.kept
+        return self.size > len(self.kept_bytes)
 
 
 class Capture:
@@ -114,7 +143,6 @@ class Capture:
 
     __slots__ = (
         "id",
-        "at",
         "started",
         "method",
         "target",
@@ -136,21 +164,20 @@ class Capture:
         self,
         method: str,
         target: str,
-        headers: Iterable[tuple[bytes, bytes]],
+        headers: RawHeaders,
         client_ip: str,
         body_limit: int,
         replay_of: int | None = None,
     ) -> None:
-        self.id = 0  # given when stored: ids rise in the order exchanges end
-        self.at = time.time()
+        self.id = 0  # given when stored: relay-wide, rising in the order exchanges end
         self.started = time.monotonic()
         self.method = method
         self.target = target
         self.request_headers = redacted(headers)
         self.request = Body(body_limit)
         self.status: int | None = None
-        self.reason = ""
-        self.response_headers: RawHeaders = []
+        self.reason = b""  # text only when read
+        self.response_headers: RawHeaders = ()
         self.response = Body(body_limit)
         self.duration_ms = 0.0
         self.client_ip = client_ip
@@ -159,12 +186,15 @@ class Capture:
         self.cost = 0
         self.home: TunnelCaptures | None = None
 
-    def response_head(
-        self, status: int, reason: bytes, headers: Iterable[tuple[bytes, bytes]]
-    ) -> None:
+    def response_head(self, status: int, reason: bytes, headers: RawHeaders) -> None:
         self.status = status
-        self.reason = reason.decode("latin-1")
+        self.reason = reason
         self.response_headers = redacted(headers)
+
+    @property
+    def at(self) -> float:
+        """When the exchange began, in Unix seconds."""
+        return self.started + _WALL_MINUS_MONOTONIC
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -190,7 +220,7 @@ class Capture:
                 "body_truncated": self.request.truncated,
             },
             "response": {
-                "reason": self.reason,
+                "reason": self.reason.decode("latin-1"),
                 "headers": _text(self.response_headers),
                 "body_b64": base64.b64encode(self.response.data()).decode("ascii"),
                 "body_truncated": self.response.truncated,
@@ -201,18 +231,17 @@ class Capture:
 class TunnelCaptures:
     """One tunnel's kept exchanges (bounded by RELAY_INSPECT_REQUESTS), oldest first."""
 
-    __slots__ = ("store", "records", "next_id")
+    __slots__ = ("store", "records")
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.records: OrderedDict[int, Capture] = OrderedDict()
-        self.next_id = 1
 
     def begin(
         self,
         method: str,
         target: str,
-        headers: Iterable[tuple[bytes, bytes]],
+        headers: RawHeaders,
         client_ip: str,
         replay_of: int | None = None,
     ) -> Capture:
@@ -224,9 +253,10 @@ class TunnelCaptures:
             return
         capture.error = error
         capture.duration_ms = round((time.monotonic() - capture.started) * _MS_PER_S, 1)
-        capture.id = self.next_id
-        self.next_id += 1
-        self.store.add(self, capture)
+        store = self.store
+        capture.id = store.next_id
+        store.next_id += 1
+        store.add(self, capture)
 
     def clear(self) -> None:
         for capture in list(self.records.values()):
@@ -243,6 +273,11 @@ class Store:
         self.memory_bytes = memory_bytes
         self.used = 0
         self.order: OrderedDict[int, Capture] = OrderedDict()  # id(capture) -> capture
+        # Ids are relay-wide and rise across registrations and restarts: the page asks for
+        # the requests `?after=` the newest id it has, and opens one by its id. Seeded from
+        # the wall clock in ms, a restarted relay starts above the previous run's ids (unless
+        # that run kept more than 1,000 exchanges a second for all its life).
+        self.next_id = int(time.time() * _MS_PER_S)
 
     @property
     def on(self) -> bool:
@@ -262,6 +297,8 @@ class Store:
         )
         if cost > self.memory_bytes:
             return  # larger than the whole bound: never kept
+        capture.request.freeze()
+        capture.response.freeze()
         capture.cost = cost
         capture.home = home
         home.records[capture.id] = capture

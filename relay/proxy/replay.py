@@ -5,10 +5,18 @@ calls the replayer relay/asgi.py installs), so the visitor gate is not in the wa
 request goes on one of the tunnel's pool sockets like a visitor's, with the same deadlines,
 and its answer is captured like any exchange (replay_of set) and counted in the tunnel's
 requests and bytes. `build` (sans-IO) turns a capture and edits into the request.
+
+A replay is a request like a visitor's: the tunnel's plan limits (`quota.admit`) apply,
+the wait for a pool socket is bounded by RELAY_SOCKET_WAIT_S, and the whole exchange after
+it by one deadline of RELAY_RESPONSE_TIMEOUT_S, so an app that dribbles its answer cannot
+hold a replay for ever. The longest a replay takes is the sum of the two; the page waits
+longer, and a forwarding node waits that plus protocol.PEER_RESPONSE_MARGIN_S for the
+owner node's answer (relay/cluster/peer_proxy.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import re
 import time
@@ -128,6 +136,10 @@ async def replay(tunnel: Tunnel, capture: Capture, edits: dict[str, Any]) -> dic
         capture, edits, cfg.RELAY_INSPECT_BODY_BYTES, cfg.RELAY_MAX_HEADER_BYTES
     )
     timeout = cfg.RELAY_RESPONSE_TIMEOUT_S
+    if tunnel.quota is not None:  # the plan's limits, as for a visitor (relay/proxy/http.py)
+        refusal = tunnel.quota.admit(tunnel, _scope(body), time.monotonic())
+        if refusal is not None:
+            raise ReplayError(refusal[0], refusal[1])
     try:
         conn = await tunnel.acquire(cfg.RELAY_SOCKET_WAIT_S, cfg.RELAY_MAX_WAITERS, _REPLAY_VISITOR)
     except NoSocket as exc:
@@ -145,31 +157,34 @@ async def replay(tunnel: Tunnel, capture: Capture, edits: dict[str, Any]) -> dic
     reusable = False
     error = "the replay was cancelled"
     try:
-        conn.send(h11.Request(method=method, target=target, headers=headers), h11.Data(data=body))
-        conn.send(h11.EndOfMessage())
-        await conn.drain(timeout)
-        tunnel.bytes_in += len(body)
-        response = await read_response_head(conn, timeout)
-        new.response_head(response.status_code, response.reason, response.headers)
-        while True:
-            event = await conn.next_event(timeout)
-            if type(event) is h11.EndOfMessage:
-                break
-            if type(event) is not h11.Data:
-                raise h11.RemoteProtocolError(f"unexpected {type(event).__name__} in a body")
-            new.response.add(event.data)
-            tunnel.bytes_out += len(event.data)
-            if new.response.size > INSPECT_REPLAY_MAX_RESPONSE_BYTES:
-                error = f"cut: the answer passed {INSPECT_REPLAY_MAX_RESPONSE_BYTES} bytes"
-                return _finish(tunnel, new, error)
+        async with asyncio.timeout(timeout):  # the whole exchange, however it dribbles
+            conn.send(
+                h11.Request(method=method, target=target, headers=headers), h11.Data(data=body)
+            )
+            conn.send(h11.EndOfMessage())
+            await conn.drain(timeout)
+            tunnel.bytes_in += len(body)
+            response = await read_response_head(conn, timeout)
+            new.response_head(response.status_code, response.reason, response.headers)
+            while True:
+                event = await conn.next_event(timeout)
+                if type(event) is h11.EndOfMessage:
+                    break
+                if type(event) is not h11.Data:
+                    raise h11.RemoteProtocolError(f"unexpected {type(event).__name__} in a body")
+                new.response.add(event.data)
+                tunnel.bytes_out += len(event.data)
+                if new.response.size > INSPECT_REPLAY_MAX_RESPONSE_BYTES:
+                    error = f"cut: the answer passed {INSPECT_REPLAY_MAX_RESPONSE_BYTES} bytes"
+                    return _finish(tunnel, new, error)
         reusable = conn.finish_exchange(bool(body))
         error = ""
         return _finish(tunnel, new, error)
     except TimeoutError:
-        error = f"504: no answer within {timeout:g} s"
+        error = f"504: no whole answer within {timeout:g} s"
         _finish(tunnel, new, error)
         raise ReplayError(
-            504, f"The tunnel {tunnel.name} did not answer within {timeout:g} s."
+            504, f"The tunnel {tunnel.name} did not answer in full within {timeout:g} s."
         ) from None
     except FAILURES:
         error = "502: an invalid or incomplete response, or none"
@@ -186,6 +201,11 @@ async def replay(tunnel: Tunnel, capture: Capture, edits: dict[str, Any]) -> dic
             tunnel.release(conn)
         else:
             tunnel.discard(conn)
+
+
+def _scope(body: bytes) -> dict[str, Any]:
+    """What quota.admit reads of a visitor's ASGI scope, for a replay of `body`."""
+    return {"headers": [(b"content-length", str(len(body)).encode())], "extensions": {}}
 
 
 def _finish(tunnel: Tunnel, new: Capture, error: str) -> dict[str, Any]:

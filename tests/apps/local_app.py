@@ -16,6 +16,7 @@ Routes:
   GET  /waiting?key=K         how many requests wait on K right now
   GET  /headers               JSON {"method", "target", "headers": [[name, value], ...]}
   GET  /status/N              an empty answer with status N (204, 304, ...)
+  GET  /dribble?n=N&every=S   N bytes, one every S seconds (an app that never quite stops)
   GET  /ws?key=K              WebSocket echo; the text "ping-app" makes the app ping the
                               other side and answer "pong received" when the pong comes;
                               the text "close-app" makes the app close with code 4001
@@ -182,6 +183,13 @@ async def handle_request(
         await respond(writer, method, 200, json.dumps(echo).encode(), "application/json")
     elif path == "/set-cookie":  # an app's credential in its answer (the inspector redacts it)
         await respond(writer, method, 200, b"cookie set\n", extra=[("Set-Cookie", f"app={key}")])
+    elif path == "/dribble":
+        n, every = int(query.get("n", "60")), float(query.get("every", "0.5"))
+        writer.write(head_bytes(200, "OK", [("Content-Length", str(n))]))
+        for _ in range(n if method != "HEAD" else 0):
+            writer.write(b".")
+            await writer.drain()
+            await asyncio.sleep(every)  # the pace of the dribble, not a synchronisation
     elif path.startswith("/status/"):
         status = int(path[8:])
         await respond(writer, method, status, b"", extra=[("ETag", '"v1"')])

@@ -10,6 +10,7 @@ import json
 import secrets
 
 import pytest
+from harness.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,6 +42,9 @@ def test_the_owner_reads_and_replays_through_the_other_node_and_others_are_refus
 ) -> None:
     alpha, bravo = two_nodes
     name = our_launcher(alpha, local_app.port, "--token", accounts["OWNER"]).name
+    wait_until(  # bravo learns the owner by a message: its status API is forwarded, not kept
+        lambda: bravo.get(f"/api/tunnels/{name}/status").status == 200, 5, "bravo to know it"
+    )
     assert bravo.request("POST", "/sha256", name=name, body=b"through bravo").status == 200
     csrf = secrets.token_hex(16)  # Django takes a 32-character secret as cookie and header
     session = [("Cookie", f"sessionid={accounts['SESSION']}; csrftoken={csrf}")]

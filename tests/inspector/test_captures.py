@@ -4,15 +4,24 @@ bounds, redaction, ids and the JSON shapes (relay.protocol.INSPECT_PATH)."""
 from __future__ import annotations
 
 import base64
+import gc
+import time
+import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import h11
 from django.test import SimpleTestCase, override_settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.pool import captures
 from relay.pool.captures import Store, TunnelCaptures
-from relay.protocol import INSPECT_RECORD_OVERHEAD_BYTES, INSPECT_REDACTED
+from relay.protocol import (
+    INSPECT_HEADER_OVERHEAD_BYTES,
+    INSPECT_RECORD_OVERHEAD_BYTES,
+    INSPECT_REDACTED,
+)
 
 
 @dataclass(eq=False)
@@ -41,30 +50,28 @@ def record(
 class BoundsTests(SimpleTestCase):
     def test_a_tunnel_keeps_its_last_requests_oldest_out_first(self) -> None:
         home = TunnelCaptures(Store(requests=3, body_bytes=100, memory_bytes=10**6))
-        for _ in range(5):
-            record(home)
-        self.assertEqual(list(home.records), [3, 4, 5])
+        ids = [record(home).id for _ in range(5)]
+        self.assertEqual(list(home.records), ids[2:])
 
     def test_ids_rise_and_summaries_come_newest_first_after_an_id(self) -> None:
         tunnel = FakeTunnel("t", TunnelCaptures(Store(50, 100, 10**6)))
         assert tunnel.captures is not None
-        for _ in range(4):
-            record(tunnel.captures)
-        found = captures.summaries(tunnel, after=2)
+        ids = [record(tunnel.captures).id for _ in range(4)]
+        found = captures.summaries(tunnel, after=ids[1])
         assert found is not None
-        self.assertEqual([s["id"] for s in found], [4, 3])
+        self.assertEqual([s["id"] for s in found], [ids[3], ids[2]])
 
     def test_a_busy_tunnel_pushes_out_the_relay_wide_oldest_within_the_memory_bound(self) -> None:
-        cost = INSPECT_RECORD_OVERHEAD_BYTES + 4 + 9 + len("hosta.example") + 2 + 1000
+        host = INSPECT_HEADER_OVERHEAD_BYTES + len("host") + len("a.example")
+        cost = INSPECT_RECORD_OVERHEAD_BYTES + 4 + 9 + host + 2 + 1000
         store = Store(requests=50, body_bytes=1000, memory_bytes=3 * cost)
         quiet, busy = TunnelCaptures(store), TunnelCaptures(store)
         record(quiet, body=b"q" * 1000)
-        record(busy, body=b"b" * 1000)
-        record(busy, body=b"b" * 1000)
+        ids = [record(busy, body=b"b" * 1000).id for _ in range(2)]
         self.assertEqual(store.used, 3 * cost)
-        record(busy, body=b"b" * 1000)
+        ids.append(record(busy, body=b"b" * 1000).id)
         self.assertEqual(list(quiet.records), [])  # the oldest of all went first
-        self.assertEqual(list(busy.records), [1, 2, 3])
+        self.assertEqual(list(busy.records), ids)
         self.assertLessEqual(store.used, store.memory_bytes)
 
     def test_clearing_a_tunnel_frees_its_share(self) -> None:
@@ -99,12 +106,12 @@ class BoundsTests(SimpleTestCase):
         tunnel = FakeTunnel("t")
         captures.enable(tunnel, True)
         assert tunnel.captures is not None
-        record(tunnel.captures)
+        kept = record(tunnel.captures)
         captures.enable(tunnel, True)  # a reclaim that is still allowed keeps them
         self.assertEqual(len(captures.summaries(tunnel) or []), 1)
         captures.enable(tunnel, False)
         self.assertIsNone(tunnel.captures)
-        self.assertIsNone(captures.detail(tunnel, 1))
+        self.assertIsNone(captures.detail(tunnel, kept.id))
 
     @settings(max_examples=200, deadline=None)
     @given(
@@ -126,6 +133,142 @@ class BoundsTests(SimpleTestCase):
             self.assertLessEqual(len(homes[which].records), per_tunnel)
         self.assertEqual(store.used, sum(c.cost for c in store.order.values()))
         self.assertEqual(len(store.order), sum(len(h.records) for h in homes))
+
+
+def parsed_head(lines: list[bytes]) -> h11.Request:
+    """A request head as the relay has it: parsed by h11 from bytes."""
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(
+        b"POST /hook HTTP/1.1\r\nHost: a\r\n" + b"".join(line + b"\r\n" for line in lines) + b"\r\n"
+    )
+    event = conn.next_event()
+    assert isinstance(event, h11.Request)
+    return event
+
+
+def held_and_counted(fill: Callable[[TunnelCaptures], None]) -> tuple[int, int]:
+    """The memory `fill`'s stored captures really hold (tracemalloc) and what the store counts."""
+    store = Store(requests=1000, body_bytes=64 * 1024, memory_bytes=10**9)
+    home = TunnelCaptures(store)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        fill(home)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    return held, store.used
+
+
+# What the store counts may be below what the captures hold by at most this factor: the
+# memory bound (RELAY_INSPECT_MEMORY_BYTES) then holds within it.
+_HONEST = 1.5
+
+
+class IdTests(SimpleTestCase):
+    """The page polls `?after=<newest id>` and opens a request by id: ids must never go back."""
+
+    def test_a_re_registered_tunnel_goes_on_above_its_previous_ids(self) -> None:
+        tunnel = FakeTunnel("t")
+        captures.enable(tunnel, True)
+        assert tunnel.captures is not None
+        before = record(tunnel.captures).id
+        captures.forget(tunnel)  # it closed
+        captures.enable(tunnel, True)  # and registered again
+        assert tunnel.captures is not None
+        after = record(tunnel.captures).id
+        self.assertGreater(after, before)
+        self.assertIsNone(captures.detail(tunnel, before))
+
+    def test_ids_are_relay_wide_two_tunnels_never_share_one(self) -> None:
+        store = Store(50, 100, 10**6)
+        one, two = TunnelCaptures(store), TunnelCaptures(store)
+        ids = [record(home).id for home in (one, two, one, two)]
+        self.assertEqual(ids, sorted(set(ids)))
+
+    def test_a_restarted_relay_starts_above_the_previous_runs_ids(self) -> None:
+        first_run = TunnelCaptures(Store(50, 100, 10**6))
+        last = [record(first_run).id for _ in range(5)][-1]
+        deadline = time.monotonic() + 5
+        while int(time.time() * 1000) <= last:  # a restart takes longer than 5 exchanges take
+            self.assertLess(time.monotonic(), deadline, "the wall clock did not move")
+        restarted = TunnelCaptures(Store(50, 100, 10**6))
+        self.assertGreater(record(restarted).id, last)
+
+
+class HotPathTests(SimpleTestCase):
+    """Capturing is on the byte path: it copies only what it keeps."""
+
+    def test_a_head_without_credentials_is_kept_by_reference_not_copied(self) -> None:
+        home = TunnelCaptures(Store(50, 100, 10**6))
+        head = parsed_head([b"Content-Type: application/json"])
+        answer = parsed_head([b"X-Answer: yes"])
+        capture = home.begin("POST", "/hook", head.headers, "10.0.0.7")
+        capture.response_head(200, b"OK", answer.headers)
+        home.finish(capture)
+        self.assertIs(capture.request_headers, head.headers)
+        self.assertIs(capture.response_headers, answer.headers)
+        self.assertEqual(
+            capture.detail()["request"]["headers"][1], ["content-type", "application/json"]
+        )
+
+    def test_a_head_with_credentials_is_copied_with_them_redacted(self) -> None:
+        home = TunnelCaptures(Store(50, 100, 10**6))
+        head = parsed_head([b"Cookie: s=1"])
+        capture = home.begin("POST", "/hook", head.headers, "10.0.0.7")
+        self.assertIsNot(capture.request_headers, head.headers)
+        self.assertEqual(list(capture.request_headers)[1], (b"cookie", INSPECT_REDACTED.encode()))
+
+    def test_the_wall_time_derived_from_the_monotonic_clock_is_now(self) -> None:
+        before = time.time()
+        capture = record(TunnelCaptures(Store(50, 100, 10**6)))
+        after = time.time()
+        # The offset between the clocks is taken once: allow for NTP slewing since.
+        self.assertLess(before - 1, capture.summary()["at"])
+        self.assertLess(capture.summary()["at"], after + 1)
+
+
+class MemoryTests(SimpleTestCase):
+    def test_a_body_that_came_in_tiny_pieces_costs_what_is_counted(self) -> None:
+        def fill(home: TunnelCaptures) -> None:
+            for _ in range(10):
+                capture = home.begin("POST", "/hook", [(b"host", b"a.example")], "10.0.0.7")
+                body = bytes(64 * 1024)
+                for i in range(0, len(body), 2):
+                    capture.request.add(body[i : i + 2])
+                capture.response_head(200, b"OK", [])
+                for i in range(0, len(body), 3):
+                    capture.response.add(body[i : i + 3])
+                home.finish(capture)
+
+        held, counted = held_and_counted(fill)
+        self.assertLessEqual(held, _HONEST * counted, f"held {held} B, counted {counted} B")
+
+    def test_a_head_of_many_headers_costs_what_is_counted(self) -> None:
+        def fill(home: TunnelCaptures) -> None:
+            for n in range(20):
+                head = parsed_head([b"X-H%d-%d: v" % (n, i) for i in range(100)])
+                capture = home.begin("POST", "/hook", head.headers, "10.0.0.7")
+                answer = parsed_head([b"Y-%d-%d: w" % (n, i) for i in range(100)])
+                capture.response_head(200, b"OK", answer.headers)
+                home.finish(capture)
+
+        held, counted = held_and_counted(fill)
+        self.assertLessEqual(held, _HONEST * counted, f"held {held} B, counted {counted} B")
+
+    def test_what_is_counted_is_not_far_above_what_is_held(self) -> None:
+        def fill(home: TunnelCaptures) -> None:
+            for n in range(20):
+                head = parsed_head([b"X-Header-%d-%d: some value" % (n, i) for i in range(30)])
+                capture = home.begin("POST", "/hook", head.headers, "10.0.0.7")
+                capture.request.add(bytes(1000 + n))
+                capture.response_head(200, b"OK", [])
+                home.finish(capture)
+
+        held, counted = held_and_counted(fill)
+        self.assertLessEqual(counted, 2 * held, f"held {held} B, counted {counted} B")
 
 
 class BodyTests(SimpleTestCase):

@@ -35,6 +35,10 @@ ALLOWED: dict[tuple[str, str], str] = {
         "e2e/test_control_listener.py",
         "test_every_control_message_sent_over_minutes_of_idling_is_obeyed",
     ): "the random gaps between control messages are the schedule under test",
+    (
+        "apps/local_app.py",
+        "handle_request",
+    ): "/dribble paces its answer on purpose: the slow app a replay's deadline is tested on",
 }
 
 

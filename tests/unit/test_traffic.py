@@ -21,6 +21,7 @@ class FakeTunnel:
     requests: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    user_id: int | None = None
 
 
 @dataclass
