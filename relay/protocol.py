@@ -527,11 +527,18 @@ BODY_CHUNK_BYTES = 256 * 1024
 # A request to the site itself (the bare domain: account pages, the admin, the APIs) may
 # carry a body of at most this; a larger one is answered 413 as soon as its head arrives,
 # before any of it is read. The largest body a page of the site takes is a replay's edits
-# (256 KiB, tunnels/inspect_api.py), and Django refuses any body past its
+# (inspect_edits_max_bytes: ~121 KiB at the defaults; more when an operator raises
+# RELAY_INSPECT_BODY_BYTES, so the limit grows with it), and Django refuses any body past its
 # DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) anyway, but only once all of it had been received
 # and spooled twice (Twisted's spool, then Django's): 100 MiB posted to any page took
 # seconds of disk and, before Twisted's form parsing was turned off, 360 MB of memory.
 SITE_MAX_BODY_BYTES = 1024 * 1024
+
+
+def site_max_body_bytes(inspect_body_bytes: int, header_bytes: int) -> int:
+    """The site's body limit: SITE_MAX_BODY_BYTES, or a replay's largest edits if larger."""
+    return max(SITE_MAX_BODY_BYTES, inspect_edits_max_bytes(inspect_body_bytes, header_bytes))
+
 
 # --- pool sockets (relay/pool/socket.py, relay/pool/backpressure.py) ------------------------------
 # Stop reading the socket when this much response data waits for the visitor; resume

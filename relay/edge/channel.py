@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from relay.edge.addresses import AddressLimit, release_address
 from relay.edge.admission import body_limit_for, no_tunnel_anywhere, tunnel_for
 from relay.edge.body import RequestBody
-from relay.protocol import SITE_MAX_BODY_BYTES
+from relay.protocol import site_max_body_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -208,8 +208,11 @@ class RelayHTTPChannel(RequestBody, AddressLimit):
             self._refuse(404, "Not Found", f"There is no tunnel called {name!r} on this relay.")
             return
         self._body_limit = body_limit_for(tunnel)
-        if name is None:  # the site's own pages take small bodies (SITE_MAX_BODY_BYTES)
-            self._body_limit = min(self._body_limit or SITE_MAX_BODY_BYTES, SITE_MAX_BODY_BYTES)
+        if name is None:  # the site's own pages take small bodies (site_max_body_bytes)
+            site = site_max_body_bytes(
+                settings.RELAY_INSPECT_BODY_BYTES, settings.RELAY_MAX_HEADER_BYTES
+            )
+            self._body_limit = min(self._body_limit or site, site)
         self._body_seen = 0
         self._chunked_wire = 0 if self.length is None else -1
         if self._body_limit and self.length is not None and self.length > self._body_limit:
