@@ -472,6 +472,14 @@ INSPECT_HEADER_OVERHEAD_BYTES = 176
 # real request's head, and the edits stay bounded before they are parsed (the head's bytes
 # are then bounded by RELAY_MAX_HEADER_BYTES).
 INSPECT_REPLAY_MAX_HEADERS = 100
+# A replay's method: the longest in IANA's HTTP Method Registry is 17 characters
+# (UPDATEREDIRECTREF); 32 leaves room for an app's own. A longer one is an edit gone wrong,
+# refused with a 400 before it reaches the app, whose refusal (or closed connection) would
+# read as the app's fault. The rest of an edit is bounded as a visitor's request is: the
+# request line by RELAY_MAX_REQUEST_LINE_BYTES, the header lines together (names and
+# values) by RELAY_MAX_HEADER_BYTES, their count by INSPECT_REPLAY_MAX_HEADERS, the body
+# by RELAY_INSPECT_BODY_BYTES (what a capture keeps of one).
+INSPECT_REPLAY_MAX_METHOD_BYTES = 32
 
 
 def inspect_edits_max_bytes(body_bytes: int, header_bytes: int) -> int:

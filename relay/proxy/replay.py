@@ -31,6 +31,7 @@ from relay.protocol import (
     INSPECT_REDACTED,
     INSPECT_REDACTED_HEADERS,
     INSPECT_REPLAY_MAX_HEADERS,
+    INSPECT_REPLAY_MAX_METHOD_BYTES,
     INSPECT_REPLAY_MAX_RESPONSE_BYTES,
 )
 from relay.proxy.exchange import FAILURES, read_response_head
@@ -39,6 +40,7 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(rb"/[\x21-\x7e]*")
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 _LINE = len(b": \r\n")  # around each header line, as on the wire
+_REQUEST_LINE = len(b"  HTTP/1.1\r\n")  # around the method and target, as on the wire
 _REPLAY_VISITOR = "replay"  # the share of sockets a replay counts under (the owner asks)
 
 Request = tuple[bytes, bytes, list[tuple[bytes, bytes]], bytes]
@@ -102,16 +104,37 @@ def _body(capture: Capture, edits: dict[str, Any], limit: int) -> bytes:
     return body
 
 
-def build(capture: Capture, edits: dict[str, Any], body_limit: int, head_limit: int) -> Request:
+def build(
+    capture: Capture,
+    edits: dict[str, Any],
+    body_limit: int,
+    head_limit: int,
+    line_limit: int,
+) -> Request:
     """The request to send: (method, target, headers, body), from `capture` with `edits`
-    (method, path, headers, body_b64). Raises ReplayError(400) saying what is wrong."""
+    (method, path, headers, body_b64). Each part is bounded as a visitor's request is
+    (relay.protocol.INSPECT_REPLAY_MAX_METHOD_BYTES says how), before anything parses it.
+    Raises ReplayError(400) saying what is wrong."""
     if not isinstance(edits, dict):
         raise ReplayError(400, "The edits must be a JSON object.")
     method = _text(edits.get("method", capture.method), "method").upper()
+    if len(method) > INSPECT_REPLAY_MAX_METHOD_BYTES:
+        raise ReplayError(
+            400,
+            f"The method may be at most {INSPECT_REPLAY_MAX_METHOD_BYTES} characters "
+            f"(it has {len(method)}).",
+        )
     if not _TOKEN.fullmatch(method):
         raise ReplayError(400, "The method must be a word like GET or POST.")
     target = _text(edits.get("path", capture.target), "path")
-    if not _TARGET.fullmatch(target) or len(target) > head_limit:
+    room = line_limit - len(method) - _REQUEST_LINE
+    if len(target) > room:
+        raise ReplayError(
+            400,
+            f"The path may be at most {room} bytes with this method (a request line is at "
+            f"most {line_limit} bytes, RELAY_MAX_REQUEST_LINE_BYTES); it has {len(target)}.",
+        )
+    if not _TARGET.fullmatch(target):
         raise ReplayError(
             400, "The path must start with / and hold no spaces or control characters."
         )
@@ -119,12 +142,18 @@ def build(capture: Capture, edits: dict[str, Any], body_limit: int, head_limit: 
     body = _body(capture, edits, body_limit)
     if body or method in (b"POST", b"PUT", b"PATCH"):
         headers.append((b"content-length", str(len(body)).encode()))
+    size = sum(len(n) + len(v) + _LINE for n, v in headers)
+    if size > head_limit:
+        longest = max(headers, key=lambda pair: len(pair[0]) + len(pair[1]))[0]
+        raise ReplayError(
+            400,
+            f"The headers may be at most {head_limit} bytes together (RELAY_MAX_HEADER_BYTES); "
+            f"these are {size}, the longest is {longest[:40].decode('latin-1')!r}.",
+        )
     try:
         h11.Request(method=method, target=target, headers=headers)
     except h11.LocalProtocolError as exc:
         raise ReplayError(400, f"The request cannot be sent: {exc}") from None
-    if sum(len(n) + len(v) + _LINE for n, v in headers) + len(target) > head_limit:
-        raise ReplayError(400, f"The request's head may be at most {head_limit} bytes.")
     return method, target, headers, body
 
 
@@ -133,7 +162,11 @@ async def replay(tunnel: Tunnel, capture: Capture, edits: dict[str, Any]) -> dic
     detail (relay.protocol.INSPECT_PATH). Raises ReplayError for what the site answers."""
     cfg = settings
     method, target, headers, body = build(
-        capture, edits, cfg.RELAY_INSPECT_BODY_BYTES, cfg.RELAY_MAX_HEADER_BYTES
+        capture,
+        edits,
+        cfg.RELAY_INSPECT_BODY_BYTES,
+        cfg.RELAY_MAX_HEADER_BYTES,
+        cfg.RELAY_MAX_REQUEST_LINE_BYTES,
     )
     timeout = cfg.RELAY_RESPONSE_TIMEOUT_S
     if tunnel.quota is not None:  # the plan's limits, as for a visitor (relay/proxy/http.py)
