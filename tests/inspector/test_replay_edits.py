@@ -92,3 +92,43 @@ def test_many_headers_each_short_are_bounded_as_one_head() -> None:
 def test_a_body_past_what_a_capture_keeps_is_refused() -> None:
     body = base64.b64encode(bytes(DEFAULT_INSPECT_BODY_BYTES + 1)).decode()
     assert f"at most {DEFAULT_INSPECT_BODY_BYTES} bytes" in refusal({"body_b64": body})
+
+
+def test_headers_edits_without_host_get_the_captures_host_back() -> None:
+    headers = built({"headers": [["X-Only", "this"]]})[2]
+    assert headers[0] == HOST and (b"X-Only", b"this") in headers
+
+
+def test_a_capture_without_host_gets_the_tunnels() -> None:
+    capture = Capture("GET", "/", [], "10.0.0.7", 100)
+    sent = build(capture, {}, 100, 16384, 8192, b"hook.example.com")
+    assert sent[2] == [(b"host", b"hook.example.com")]
+
+
+def test_two_hosts_are_refused_in_words_not_h11s() -> None:
+    message = refusal({"headers": [["Host", "a"], ["host", "b"]]})
+    assert message == "Send one Host header, not 2."
+
+
+@pytest.mark.parametrize(
+    ("pair", "words"),
+    [
+        (["Bad Name", "v"], "is not a header name"),
+        (["X-Ok", "one\r\nX-Smuggled: two"], "line break"),
+        (["X-Ok", "nul\x00"], "control character"),
+    ],
+)
+def test_what_h11_would_refuse_is_refused_first_in_plain_words(pair: list[str], words: str) -> None:
+    message = refusal({"headers": [pair]})
+    assert words in message and "h11" not in message.lower()
+
+
+def test_spaces_around_a_value_are_not_part_of_it() -> None:
+    headers = built({"headers": [["X-Padded", "  v  "]]})[2]
+    assert (b"X-Padded", b"v") in headers
+
+
+def test_hop_by_hop_headers_are_not_sent_as_for_a_visitor() -> None:
+    edits = {"headers": [["Connection", "close"], ["Upgrade", "websocket"], ["Expect", "x"]]}
+    names = {name.lower() for name, _ in built(edits)[2]}
+    assert names.isdisjoint({b"connection", b"upgrade", b"expect"})
