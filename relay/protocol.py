@@ -480,6 +480,12 @@ INSPECT_REPLAY_MAX_HEADERS = 100
 # values) by RELAY_MAX_HEADER_BYTES, their count by INSPECT_REPLAY_MAX_HEADERS, the body
 # by RELAY_INSPECT_BODY_BYTES (what a capture keeps of one).
 INSPECT_REPLAY_MAX_METHOD_BYTES = 32
+# Replays of one tunnel in flight at once; past it a 429 with Retry-After RETRY_AFTER_BUSY_S.
+# A person replays one request at a time (4 leaves room for a few tabs or a script's
+# retry). Each replay holds one of the tunnel's pool sockets (DEFAULT_MAX_SOCKETS, 10) and
+# adds one capture to the RELAY_INSPECT_REQUESTS window (50): 200 at once took every socket
+# from visitors and pushed the capture being replayed, and visitors' own, out of the window.
+INSPECT_REPLAY_MAX_CONCURRENT = 4
 
 
 def inspect_edits_max_bytes(body_bytes: int, header_bytes: int) -> int:

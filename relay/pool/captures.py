@@ -48,12 +48,15 @@ class Tunnel(Protocol):
 
 class ReplayError(Exception):
     """Why a replay cannot be done, with the HTTP status the site answers (404: no such
-    tunnel or capture; 400: bad edits; 502/504: the tunnel failed)."""
+    tunnel or capture; 400: bad edits; 429: too many at once, or the plan's limits; 502/504:
+    the tunnel failed) and, for a refusal that clears by itself, the seconds after which to
+    try again (the answer's Retry-After)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
 
 
 _REDACTED = INSPECT_REDACTED.encode()

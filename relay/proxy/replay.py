@@ -31,9 +31,11 @@ from relay.protocol import (
     HOP_BY_HOP,
     INSPECT_REDACTED,
     INSPECT_REDACTED_HEADERS,
+    INSPECT_REPLAY_MAX_CONCURRENT,
     INSPECT_REPLAY_MAX_HEADERS,
     INSPECT_REPLAY_MAX_METHOD_BYTES,
     INSPECT_REPLAY_MAX_RESPONSE_BYTES,
+    RETRY_AFTER_BUSY_S,
     public_url,
 )
 from relay.proxy.exchange import FAILURES, read_response_head
@@ -51,6 +53,9 @@ _REQUEST_LINE = len(b"  HTTP/1.1\r\n")  # around the method and target, as on th
 _REPLAY_VISITOR = "replay"  # the share of sockets a replay counts under (the owner asks)
 
 Request = tuple[bytes, bytes, list[tuple[bytes, bytes]], bytes]
+# Replays in flight per tunnel (relay.protocol.INSPECT_REPLAY_MAX_CONCURRENT); an entry
+# lives only while its tunnel has one.
+_running: dict[Tunnel, int] = {}
 
 
 def _text(value: Any, what: str) -> bytes:
@@ -214,15 +219,44 @@ async def replay(tunnel: Tunnel, capture: Capture, edits: dict[str, Any]) -> dic
         cfg.RELAY_MAX_REQUEST_LINE_BYTES,
         _tunnel_host(tunnel.name),
     )
+    running = _running.get(tunnel, 0)
+    if running >= INSPECT_REPLAY_MAX_CONCURRENT:
+        raise ReplayError(
+            429,
+            f"The tunnel {tunnel.name} already has {running} replays in flight, as many as it "
+            "takes at once; try again when one has finished.",
+            RETRY_AFTER_BUSY_S,
+        )
+    _running[tunnel] = running + 1
+    try:
+        return await _send(tunnel, capture, method, target, headers, body)
+    finally:
+        left = _running[tunnel] - 1
+        if left:
+            _running[tunnel] = left
+        else:
+            del _running[tunnel]
+
+
+async def _send(
+    tunnel: Tunnel,
+    capture: Capture,
+    method: bytes,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+) -> dict[str, Any]:
+    """One replay's exchange on a pool socket, captured with replay_of `capture.id`."""
+    cfg = settings
     timeout = cfg.RELAY_RESPONSE_TIMEOUT_S
     if tunnel.quota is not None:  # the plan's limits, as for a visitor (relay/proxy/http.py)
         refusal = tunnel.quota.admit(tunnel, _scope(body), time.monotonic())
         if refusal is not None:
-            raise ReplayError(refusal[0], refusal[1])
+            raise ReplayError(*refusal)
     try:
         conn = await tunnel.acquire(cfg.RELAY_SOCKET_WAIT_S, cfg.RELAY_MAX_WAITERS, _REPLAY_VISITOR)
     except NoSocket as exc:
-        raise ReplayError(exc.status, exc.message) from None
+        raise ReplayError(exc.status, exc.message, exc.retry_after) from None
     captures = tunnel.captures
     new = (
         captures.begin(method.decode(), target.decode("latin-1"), headers, "", capture.id)
