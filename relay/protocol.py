@@ -644,6 +644,10 @@ START_TIMEOUT_S = 20.0  # scale-out: to start listening, and for the first heart
 STOP_MARGIN_S = 5.0
 # How long Daphne lets an application instance finish after its visitor's connection closed.
 APPLICATION_CLOSE_TIMEOUT_S = 5
+# How long the bare domain's Django gets to end a view whose caller left (relay/site_call.py):
+# it cancels the view as soon as it reads the disconnect, within milliseconds; this is well
+# inside APPLICATION_CLOSE_TIMEOUT_S, so the relay, not Daphne, cancels one that does not.
+SITE_DISCONNECT_WAIT_S = 2.0
 # Start-up waits for Daphne to report where it listens (a few ms) in steps of this.
 LISTEN_POLL_S = 0.01
 # Output waiting for a slow reader: a few thousand lines, far more than a burst at start
