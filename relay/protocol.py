@@ -480,6 +480,9 @@ INSPECT_REPLAY_MAX_HEADERS = 100
 # values) by RELAY_MAX_HEADER_BYTES, their count by INSPECT_REPLAY_MAX_HEADERS, the body
 # by RELAY_INSPECT_BODY_BYTES (what a capture keeps of one).
 INSPECT_REPLAY_MAX_METHOD_BYTES = 32
+# A header name quoted in a replay's refusal is cut to this many characters: enough to
+# recognise it, while a 16 KiB name does not fill the message.
+INSPECT_REPLAY_NAME_SHOWN_CHARS = 40
 # Replays of one tunnel in flight at once; past it a 429 with Retry-After RETRY_AFTER_BUSY_S.
 # A person replays one request at a time (4 leaves room for a few tabs or a script's
 # retry). Each replay holds one of the tunnel's pool sockets (DEFAULT_MAX_SOCKETS, 10) and

@@ -35,6 +35,7 @@ from relay.protocol import (
     INSPECT_REPLAY_MAX_HEADERS,
     INSPECT_REPLAY_MAX_METHOD_BYTES,
     INSPECT_REPLAY_MAX_RESPONSE_BYTES,
+    INSPECT_REPLAY_NAME_SHOWN_CHARS,
     RETRY_AFTER_BUSY_S,
     public_url,
 )
@@ -95,7 +96,7 @@ def _headers(capture: Capture, edits: dict[str, Any], host: bytes) -> list[tuple
         if not _TOKEN.fullmatch(name):
             raise ReplayError(
                 400,
-                f"{name[:40].decode('latin-1')!r} is not a header name: use letters, digits "
+                f"{_shown(name)!r} is not a header name: use letters, digits "
                 "and - (or !#$%&'*+.^_`|~), with no spaces or colon.",
             )
         if _CONTROL.search(value):
@@ -111,6 +112,11 @@ def _headers(capture: Capture, edits: dict[str, Any], host: bytes) -> list[tuple
     if not hosts:  # left out of the edits: the app is asked for the tunnel, as visitors ask
         kept.insert(0, (b"host", host))
     return kept
+
+
+def _shown(name: bytes) -> str:
+    """A header name as a refusal quotes it (cut: it may be as long as a head)."""
+    return name[:INSPECT_REPLAY_NAME_SHOWN_CHARS].decode("latin-1")
 
 
 def _host(capture: Capture, tunnel_host: bytes) -> bytes:
@@ -189,7 +195,7 @@ def build(
         raise ReplayError(
             400,
             f"The headers may be at most {head_limit} bytes together (RELAY_MAX_HEADER_BYTES); "
-            f"these are {size}, the longest is {longest[:40].decode('latin-1')!r}.",
+            f"these are {size}, the longest is {_shown(longest)!r}.",
         )
     try:
         h11.Request(method=method, target=target, headers=headers)

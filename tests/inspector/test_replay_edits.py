@@ -15,6 +15,7 @@ from relay.protocol import (
     DEFAULT_MAX_REQUEST_LINE_BYTES,
     INSPECT_REPLAY_MAX_HEADERS,
     INSPECT_REPLAY_MAX_METHOD_BYTES,
+    INSPECT_REPLAY_NAME_SHOWN_CHARS,
 )
 from relay.proxy.replay import build
 
@@ -80,7 +81,7 @@ def test_more_headers_than_the_bound_are_refused() -> None:
 def test_a_header_past_the_heads_bound_is_refused_naming_it(pair: list[str]) -> None:
     message = refusal({"headers": [["Host", "hook.localhost"], pair]})
     assert f"at most {DEFAULT_MAX_HEADER_BYTES} bytes together" in message
-    assert repr(pair[0][:40]) in message
+    assert repr(pair[0][:INSPECT_REPLAY_NAME_SHOWN_CHARS]) in message
 
 
 def test_many_headers_each_short_are_bounded_as_one_head() -> None:
