@@ -489,6 +489,13 @@ INSPECT_REPLAY_NAME_SHOWN_CHARS = 40
 # adds one capture to the RELAY_INSPECT_REQUESTS window (50): 200 at once took every socket
 # from visitors and pushed the capture being replayed, and visitors' own, out of the window.
 INSPECT_REPLAY_MAX_CONCURRENT = 4
+# Replays a tunnel's window keeps among its RELAY_INSPECT_REQUESTS: past it a new replay
+# pushes out the oldest replay, not a visitor's request. Whoever replays gets the answer
+# at once (the API returns it), and the page shows the latest few; a burst of quick replays,
+# which the bound in flight does not slow, had pushed the request being replayed and all
+# of the visitors' out of the window (51 answered, then 149 x 404). Now a burst pushes out
+# at most this many of them.
+INSPECT_REPLAYS_KEPT = 10
 
 
 def inspect_edits_max_bytes(body_bytes: int, header_bytes: int) -> int:
