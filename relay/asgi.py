@@ -18,6 +18,7 @@ from relay.cluster.hop import ClusterGate
 from relay.edge.routing import HostRouter
 from relay.pool import captures
 from relay.proxy.replay import replay
+from relay.site_call import ending_on_disconnect
 
 __all__ = ["application"]
 
@@ -27,9 +28,10 @@ def application(site_http: Any) -> ASGIApp:
     dict scopes: Any at this boundary): tunnel hosts go to the
     tunnel, the bare domain to `site_http`; on a named node (RELAY_NODE_NAME, scale-out)
     behind the gate that checks hop markers and answers /healthz. Installs the inspector's
-    replayer (relay/proxy/replay.py), which the pool layer may not import."""
+    replayer (relay/proxy/replay.py), which the pool layer may not import. Django is called
+    through relay/site_call.py, so a view whose caller left is ended, not left running."""
     captures.install_replayer(replay)
-    router: ASGIApp = HostRouter(site_http=site_http)
+    router: ASGIApp = HostRouter(site_http=ending_on_disconnect(site_http))
     if settings.RELAY_NODE_NAME:
         router = ClusterGate(router, health, forward_api)
     return router

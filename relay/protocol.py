@@ -472,6 +472,30 @@ INSPECT_HEADER_OVERHEAD_BYTES = 176
 # real request's head, and the edits stay bounded before they are parsed (the head's bytes
 # are then bounded by RELAY_MAX_HEADER_BYTES).
 INSPECT_REPLAY_MAX_HEADERS = 100
+# A replay's method: the longest in IANA's HTTP Method Registry is 17 characters
+# (UPDATEREDIRECTREF); 32 leaves room for an app's own. A longer one is an edit gone wrong,
+# refused with a 400 before it reaches the app, whose refusal (or closed connection) would
+# read as the app's fault. The rest of an edit is bounded as a visitor's request is: the
+# request line by RELAY_MAX_REQUEST_LINE_BYTES, the header lines together (names and
+# values) by RELAY_MAX_HEADER_BYTES, their count by INSPECT_REPLAY_MAX_HEADERS, the body
+# by RELAY_INSPECT_BODY_BYTES (what a capture keeps of one).
+INSPECT_REPLAY_MAX_METHOD_BYTES = 32
+# A header name quoted in a replay's refusal is cut to this many characters: enough to
+# recognise it, while a 16 KiB name does not fill the message.
+INSPECT_REPLAY_NAME_SHOWN_CHARS = 40
+# Replays of one tunnel in flight at once; past it a 429 with Retry-After RETRY_AFTER_BUSY_S.
+# A person replays one request at a time (4 leaves room for a few tabs or a script's
+# retry). Each replay holds one of the tunnel's pool sockets (DEFAULT_MAX_SOCKETS, 10) and
+# adds one capture to the RELAY_INSPECT_REQUESTS window (50): 200 at once took every socket
+# from visitors and pushed the capture being replayed, and visitors' own, out of the window.
+INSPECT_REPLAY_MAX_CONCURRENT = 4
+# Replays a tunnel's window keeps among its RELAY_INSPECT_REQUESTS: past it a new replay
+# pushes out the oldest replay, not a visitor's request. Whoever replays gets the answer
+# at once (the API returns it), and the page shows the latest few; a burst of quick replays,
+# which the bound in flight does not slow, had pushed the request being replayed and all
+# of the visitors' out of the window (51 answered, then 149 x 404). Now a burst pushes out
+# at most this many of them.
+INSPECT_REPLAYS_KEPT = 10
 
 
 def inspect_edits_max_bytes(body_bytes: int, header_bytes: int) -> int:
@@ -645,6 +669,10 @@ START_TIMEOUT_S = 20.0  # scale-out: to start listening, and for the first heart
 STOP_MARGIN_S = 5.0
 # How long Daphne lets an application instance finish after its visitor's connection closed.
 APPLICATION_CLOSE_TIMEOUT_S = 5
+# How long the bare domain's Django gets to end a view whose caller left (relay/site_call.py):
+# it cancels the view as soon as it reads the disconnect, within milliseconds; this is well
+# inside APPLICATION_CLOSE_TIMEOUT_S, so the relay, not Daphne, cancels one that does not.
+SITE_DISCONNECT_WAIT_S = 2.0
 # Start-up waits for Daphne to report where it listens (a few ms) in steps of this.
 LISTEN_POLL_S = 0.01
 # Output waiting for a slow reader: a few thousand lines, far more than a burst at start

@@ -5,7 +5,8 @@ request head as sent upstream, body pieces and the response; `finish` stores it.
 kept while inspection is off (`tunnel.captures is None`: the byte path checks that one
 attribute). Bounds: RELAY_INSPECT_REQUESTS per tunnel, RELAY_INSPECT_BODY_BYTES per body,
 and RELAY_INSPECT_MEMORY_BYTES for every tunnel's stored captures together (kept bytes plus
-protocol.INSPECT_RECORD_OVERHEAD_BYTES each), the relay-wide oldest dropped first. An
+protocol.INSPECT_RECORD_OVERHEAD_BYTES each), the relay-wide oldest dropped first; of a
+tunnel's replays, at most protocol.INSPECT_REPLAYS_KEPT, so replays cannot flood it. An
 exchange in flight holds at most its two body prefixes; it is counted once stored.
 
 relay.protocol documents the JSON (INSPECT_PATH). relay/proxy/replay.py sends a capture again
@@ -31,6 +32,7 @@ from relay.protocol import (
     INSPECT_RECORD_OVERHEAD_BYTES,
     INSPECT_REDACTED,
     INSPECT_REDACTED_HEADERS,
+    INSPECT_REPLAYS_KEPT,
 )
 
 _MS_PER_S = timedelta(seconds=1) / timedelta(milliseconds=1)
@@ -48,12 +50,15 @@ class Tunnel(Protocol):
 
 class ReplayError(Exception):
     """Why a replay cannot be done, with the HTTP status the site answers (404: no such
-    tunnel or capture; 400: bad edits; 502/504: the tunnel failed)."""
+    tunnel or capture; 400: bad edits; 429: too many at once, or the plan's limits; 502/504:
+    the tunnel failed) and, for a refusal that clears by itself, the seconds after which to
+    try again (the answer's Retry-After)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
 
 
 _REDACTED = INSPECT_REDACTED.encode()
@@ -305,6 +310,10 @@ class Store:
         self.order[id(capture)] = capture
         self.used += cost
         records, order = home.records, self.order
+        if capture.replay_of is not None:  # replays push out replays, not visitors' requests
+            replays = [kept for kept in records.values() if kept.replay_of is not None]
+            if len(replays) > INSPECT_REPLAYS_KEPT:
+                self.drop(replays[0])
         while len(records) > self.requests:
             self.drop(records[next(iter(records))])
         while self.used > self.memory_bytes:

@@ -21,6 +21,7 @@ from relay.protocol import (
     INSPECT_HEADER_OVERHEAD_BYTES,
     INSPECT_RECORD_OVERHEAD_BYTES,
     INSPECT_REDACTED,
+    INSPECT_REPLAYS_KEPT,
 )
 
 
@@ -349,3 +350,29 @@ class RedactionTests(SimpleTestCase):
         text = repr(detail) + repr(capture.request_headers) + repr(capture.response_headers)
         for secret in ("lt_secret", "s1", "c2VjcmV0", "s2", "s3"):
             self.assertNotIn(secret, text)
+
+
+class ReplayWindowTests(SimpleTestCase):
+    """Replays push out older replays, not visitors' requests (INSPECT_REPLAYS_KEPT)."""
+
+    def test_a_burst_of_replays_keeps_the_replayed_request_and_the_visitors(self) -> None:
+        home = TunnelCaptures(Store(requests=50, body_bytes=100, memory_bytes=10**7))
+        visitors = [record(home).id for _ in range(40)]
+        original = visitors[-1]
+        replays = []
+        for _ in range(200):
+            replay = home.begin("POST", "/hook", [(b"host", b"a")], "", replay_of=original)
+            home.finish(replay)
+            replays.append(replay.id)
+        self.assertEqual(list(home.records), visitors + replays[-INSPECT_REPLAYS_KEPT:])
+
+    def test_replays_into_a_full_window_push_out_at_most_their_bound_of_visitors(self) -> None:
+        home = TunnelCaptures(Store(requests=50, body_bytes=100, memory_bytes=10**7))
+        visitors = [record(home).id for _ in range(50)]
+        for _ in range(200):
+            replay = home.begin("GET", "/", [], "", replay_of=visitors[-1])
+            home.finish(replay)
+        self.assertEqual(len(home.records), 50)
+        self.assertEqual(
+            [i for i in home.records if i in visitors], visitors[INSPECT_REPLAYS_KEPT:]
+        )

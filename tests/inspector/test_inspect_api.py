@@ -150,7 +150,7 @@ class InspectApiTests(TestCase):
         for edits, word in (
             ({"path": "no-slash"}, "path"),
             ({"body_b64": "***"}, "base64"),
-            ({"headers": [["Bad Name", "v"]]}, "cannot be sent"),
+            ({"headers": [["Bad Name", "v"]]}, "is not a header name"),
             ({"headers": [["x", "v"]] * 101}, "at most 100"),
         ):
             bad = await client.post(

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from harness.relay import LocalApp, Relay, manage
+
+from relay.protocol import INSPECT_REPLAY_MAX_CONCURRENT
 
 SETUP = """
 import json
@@ -77,3 +81,32 @@ def test_an_app_that_dribbles_its_answer_cannot_hold_a_replay_past_one_deadline(
         f"/api/tunnels/{name}/requests", headers=[("Authorization", f"Bearer {token}")]
     ).json()["requests"][0]
     assert kept["error"].startswith("504") and kept["response_bytes"] > 0, kept
+
+
+def test_replays_past_the_bound_in_flight_are_refused_and_cannot_flood_the_window(
+    relay_factory, local_app: LocalApp, our_launcher
+) -> None:
+    relay = relay_factory()
+    token = _owner_token(relay)
+    name = our_launcher(relay, local_app.port, "--token", token).name
+    assert relay.get("/hello", name=name).status == 200
+    original = _newest_id(relay, name, token)
+    key = uuid.uuid4().hex
+    held = {"path": f"/slow?key={key}"}  # answered only once the test releases the key
+    with ThreadPoolExecutor(INSPECT_REPLAY_MAX_CONCURRENT) as pool:
+        running = [
+            pool.submit(_replay, relay, name, token, original, held)
+            for _ in range(INSPECT_REPLAY_MAX_CONCURRENT)
+        ]
+        local_app.wait_for_waiting(key, INSPECT_REPLAY_MAX_CONCURRENT)
+        for _ in range(3):  # past the bound: refused at once, not queued
+            refused = _replay(relay, name, token, original, held)
+            assert refused.status == 429, refused
+            assert "replays in flight" in refused.json()["message"]
+        assert relay.get("/hello", name=name).status == 200  # visitors still find a socket
+        local_app.release(key)
+        assert [f.result().status for f in running] == [200] * INSPECT_REPLAY_MAX_CONCURRENT
+    assert local_app.waiting(key) == 0
+    again = _replay(relay, name, token, original, {})  # the original is still in the window
+    assert again.status == 200, again
+    assert again.json()["replay_of"] == original
