@@ -40,8 +40,7 @@ class NameForm(forms.Form):
         name = str(self.cleaned_data["name"]).strip().lower()
         if not protocol.is_valid_subdomain(name):
             raise forms.ValidationError(
-                f"{name!r} cannot be a tunnel name: use letters, digits and hyphens, "
-                "starting and ending with a letter or digit."
+                f"{name!r} cannot be a tunnel name: {protocol.SUBDOMAIN_RULE}."
             )
         if name in site_route_names() or name in settings.RELAY_RESERVED_NAMES:
             raise forms.ValidationError(f"{name!r} is kept by the relay. Pick another name.")

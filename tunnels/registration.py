@@ -86,8 +86,7 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
         return client_error(
             request,
             403,
-            "Invalid subdomain. Subdomains must be lowercase and between 4 and 63 "
-            "alphanumeric characters (inner hyphens allowed).",
+            f"Invalid subdomain: {protocol.SUBDOMAIN_RULE}.",
         )
     try:  # our lt's visitor rules: a bad header is refused before any database work
         client_rules = access.parse_header(request.headers.get(protocol.ACCESS_HEADER))

@@ -287,6 +287,7 @@ class NameTests(AccountTestCase):
         for name, says in (
             ("-nope", "cannot be a tunnel name"),
             ("a" * 64, "cannot be a tunnel name"),
+            ("ab-cd", "when the name has at least 6 characters"),  # the length rule, said
             ("account", "is kept by the relay"),
             ("admin", "is kept by the relay"),
             ("mail", "is kept by the relay"),
