@@ -174,7 +174,9 @@ def _wrong_code(request: HttpRequest, typed: str) -> HttpResponse:
     tunnel, which is same-site), and counting that would lock the user out of approving."""
     if request.method == "POST":
         throttle.spend(device_codes.WRONG_CODES, f"user:{request.user.pk}")
-        throttle.spend(device_codes.WRONG_CODES, throttle.by_address(identify(request).ip))
+        throttle.spend(
+            device_codes.WRONG_CODES_PER_ADDRESS, throttle.by_address(identify(request).ip)
+        )
     else:
         throttle.spend(device_codes.WRONG_LINKS, f"user:{request.user.pk}")
     return _form(
@@ -190,7 +192,9 @@ def _limited(request: HttpRequest) -> int:
     """Seconds to wait when this user or address typed too many wrong codes, else 0."""
     return max(
         throttle.wait_s(device_codes.WRONG_CODES, f"user:{request.user.pk}"),
-        throttle.wait_s(device_codes.WRONG_CODES, throttle.by_address(identify(request).ip)),
+        throttle.wait_s(
+            device_codes.WRONG_CODES_PER_ADDRESS, throttle.by_address(identify(request).ip)
+        ),
     )
 
 

@@ -387,11 +387,22 @@ class WrongCodeTests(DeviceFlowCase):
         other = self.browser(self.other, "203.0.113.50").get(VERIFY_URL, {"code": got["user_code"]})
         self.assertEqual(other.status_code, 200, "another user elsewhere is not limited")
 
+    def test_one_users_wrong_codes_do_not_lock_out_their_colleagues_behind_one_nat(self) -> None:
+        got = self.ask()
+        typist = self.browser(self.owner, "198.51.100.77")
+        for _ in range(device_codes.WRONG_CODES.limit):
+            self.assertEqual(self.type_code(typist, "BBBB-BBBB").status_code, 404)
+        self.assertEqual(typist.get(VERIFY_URL, {"code": got["user_code"]}).status_code, 429)
+        colleague = self.browser(self.other, "198.51.100.77")
+        self.assertEqual(colleague.get(VERIFY_URL, {"code": got["user_code"]}).status_code, 200)
+
     def test_wrong_guesses_are_limited_per_address(self) -> None:
         got = self.ask()
-        for i in range(device_codes.WRONG_CODES.limit):
-            user = make_user(f"guesser{i}")
-            page = self.type_code(self.browser(user, "198.51.100.77"), "BBBB-BBBB")
+        rule = device_codes.WRONG_CODES_PER_ADDRESS
+        self.assertGreater(rule.limit, device_codes.WRONG_CODES.limit)
+        users = [make_user(f"guesser{i}") for i in range(rule.limit // 10)]
+        for i in range(rule.limit):
+            page = self.type_code(self.browser(users[i // 10], "198.51.100.77"), "BBBB-BBBB")
             self.assertEqual(page.status_code, 404)
         same_address = self.browser(self.other, "198.51.100.77")
         self.assertEqual(same_address.get(VERIFY_URL, {"code": got["user_code"]}).status_code, 429)
