@@ -12,7 +12,6 @@ them acts for a signed-in user); the page's decisions are POSTs with Django's CS
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.conf import settings
@@ -23,12 +22,15 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
 from relay import protocol
-from tunnels import addresses, device_codes, throttle
+from tunnels import addresses, device_codes, request_json, throttle
 from tunnels.identity import identify
 from tunnels.models import DeviceAuthorization
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 CODE_PARAM = "code"
+# lt's JSON bodies are two short fields (a device name and a version, or a device code and
+# the grant type): a few hundred bytes. Anything past this is not lt.
+MAX_JSON_BYTES = 16 * 1024
 
 
 def _error(status: int, message: str, error: str = "", **extra: Any) -> JsonResponse:
@@ -45,8 +47,8 @@ def _fields(request: HttpRequest) -> dict[str, str] | None:
     kind = request.content_type or ""
     if kind == "application/json":
         try:
-            data = json.loads(request.body or b"{}")
-        except (ValueError, UnicodeDecodeError):
+            data = request_json.loads(request.body or b"{}", max_bytes=MAX_JSON_BYTES)
+        except request_json.BadJson:
             return None
         if not isinstance(data, dict):
             return None

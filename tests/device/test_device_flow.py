@@ -131,6 +131,16 @@ class CodeTests(DeviceFlowCase):
                 self.assertIn("message", answer.json())
         self.assertFalse(DeviceAuthorization.objects.exists())
 
+    def test_deeply_nested_json_is_a_json_400_on_both_of_lts_calls(self) -> None:
+        # json.loads raises RecursionError (not ValueError) past ~1000 levels: it was a 500.
+        for url in (CODE_URL, TOKEN_URL):
+            for depth in (2000, 100_000):  # within the size bound, and past it
+                with self.subTest(url=url, depth=depth):
+                    answer = self.lt.post(url, "[" * depth, content_type="application/json")
+                    self.assertEqual(answer.status_code, 400)
+                    self.assertIn("message", answer.json())
+        self.assertFalse(DeviceAuthorization.objects.exists())
+
     def test_codes_are_limited_per_address_with_retry_after(self) -> None:
         for _ in range(device_codes.CODE_REQUESTS.limit):
             self.ask()

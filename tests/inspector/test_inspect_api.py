@@ -165,6 +165,19 @@ class InspectApiTests(TestCase):
         self.assertEqual(wrong.status_code, 405)
 
     @isolated
+    async def test_deeply_nested_edits_are_a_json_400(self) -> None:
+        name = await self._open()
+        for depth in (2000, 100_000):  # both within the edits' size bound
+            answer = await AsyncClient().post(
+                REPLAY.format(name=name, id=self.capture_id),
+                "[" * depth,
+                content_type="application/json",
+                headers=bearer(self.tokens["owner"]),
+            )
+            self.assertEqual(answer.status_code, 400, depth)
+            self.assertIn("nested too deeply", answer.json()["message"])
+
+    @isolated
     async def test_a_token_sees_only_the_tunnels_opened_with_it_a_session_sees_all(self) -> None:
         name = await self._open()  # opened with tokens["owner"]
         _, second = await make_token_async(self.owner, name="the other laptop")
