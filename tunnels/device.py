@@ -22,7 +22,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
 from relay import protocol
-from tunnels import addresses, device_codes, request_json, throttle
+from tunnels import addresses, device_codes, quiet, request_json, throttle
 from tunnels.identity import identify
 from tunnels.models import DeviceAuthorization
 
@@ -133,9 +133,8 @@ def token(request: HttpRequest) -> HttpResponse:
         answer = _error(400, polled.message, polled.error, **extra)
         if polled.error == protocol.DEVICE_PENDING:
             # "Not yet" is the protocol's normal answer, every 5 s while the user reads the
-            # page: Django would log a WARNING for each 400 (django.utils.log.log_response
-            # skips a response marked as logged). The other errors are logged as usual.
-            answer._has_been_logged = True  # type: ignore[attr-defined]
+            # page (tunnels/quiet.py). The other errors are logged as usual.
+            quiet.unlogged(answer)
         return answer
     answer = JsonResponse(
         {"access_token": polled.token, "token_type": "Bearer", "name": polled.name}

@@ -26,7 +26,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from relay import face
 from relay.protocol import inspect_edits_max_bytes
-from tunnels import auth, request_json
+from tunnels import auth, quiet, request_json
 from tunnels.identity import identify
 
 _OFF = (
@@ -36,7 +36,9 @@ _OFF = (
 
 
 def _error(status: int, message: str) -> JsonResponse:
-    return JsonResponse({"message": message}, status=status)
+    """A refusal (401, 404, 400, 413...), which anyone can cause at will: no log line each
+    (tunnels/quiet.py)."""
+    return quiet.unlogged(JsonResponse({"message": message}, status=status))
 
 
 def _no_tunnel(name: str) -> JsonResponse:
