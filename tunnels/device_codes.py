@@ -26,6 +26,7 @@ from django.utils import timezone
 from relay import protocol
 from tunnels import throttle
 from tunnels.models import ApiToken, DeviceAuthorization, Suspension
+from tunnels.plain_text import plain
 
 # Device codes asked for per client address: lt asks once per `lt login`; a script filling
 # the table (every row holds a user code out of the pending space) is stopped.
@@ -110,8 +111,8 @@ def start(device_name: str, client_version: str, client_ip: str) -> tuple[Device
     row = DeviceAuthorization.objects.create(
         device_digest=device_digest(device_code),
         user_code=user_code,
-        device_name=device_name[: protocol.DEVICE_NAME_MAX_CHARS],
-        client_version=client_version[: protocol.DEVICE_VERSION_MAX_CHARS],
+        device_name=plain(device_name)[: protocol.DEVICE_NAME_MAX_CHARS],
+        client_version=plain(client_version)[: protocol.DEVICE_VERSION_MAX_CHARS],
         client_ip=client_ip,
         expires=now + timedelta(seconds=settings.DEVICE_CODE_TTL_S),
         interval_s=settings.DEVICE_POLL_INTERVAL_S,

@@ -171,6 +171,23 @@ class TokenTests(AccountTestCase):
         self.assertNotContains(again, 'id="new-token"')
         self.assertContains(again, "desktop")
 
+    def test_control_and_bidi_characters_are_taken_out_of_a_tokens_name(self) -> None:
+        client = self.signed_in(self.owner)
+        answer = client.post(TOKENS, {"name": "ci\u202e\r\nrevoked", "expiry": "7"})
+        self.assertEqual(answer.status_code, 200)
+        self.assertContains(answer, "<td><bdi>cirevoked</bdi></td>")
+        only_controls = client.post(TOKENS, {"name": "\u202e\u200b", "expiry": "7"})
+        self.assertContains(only_controls, "a name you can read", status_code=400)
+        self.assertEqual(ApiToken.objects.filter(name__startswith="ci").count(), 1)
+
+    def test_the_admin_and_createtoken_keep_plain_names_too(self) -> None:
+        token, _ = ApiToken.issue(self.owner, name="x\u2066y\x00")  # createtoken's, lt's
+        self.assertEqual(token.name, "xy")
+        token.name = "z\u202ew"  # the admin's change form saves the model
+        token.save()
+        token.refresh_from_db()
+        self.assertEqual(token.name, "zw")
+
     def test_the_expiry_chosen_is_the_tokens(self) -> None:
         client = self.signed_in(self.owner)
         for expiry, days in (("7", 7), ("90", 90), ("", None)):

@@ -141,6 +141,14 @@ class CodeTests(DeviceFlowCase):
                     self.assertIn("message", answer.json())
         self.assertFalse(DeviceAuthorization.objects.exists())
 
+    def test_control_and_bidi_characters_are_taken_out_of_the_device_name(self) -> None:
+        self.ask(client_name="evil\u202eelpmaxe\nApproved", client_version="1.0\u2067\x85")
+        row = DeviceAuthorization.objects.get()
+        self.assertEqual((row.device_name, row.client_version), ("evilelpmaxeApproved", "1.0"))
+        self.assertEqual(device_codes.token_name(row), "lt on evilelpmaxeApproved (lt 1.0)")
+        page = self.browser(self.owner).get(VERIFY_URL, {"code": self.ask()["user_code"]})
+        self.assertContains(page, '<dd id="device-name"><bdi>laptop</bdi></dd>', html=False)
+
     def test_codes_are_limited_per_address_with_retry_after(self) -> None:
         for _ in range(device_codes.CODE_REQUESTS.limit):
             self.ask()
