@@ -381,7 +381,7 @@ class PlanAndUsageTests(AccountTestCase):
         Account.objects.create(user=self.owner, plan=plan)
         page = self.signed_in(self.owner).get(PAGE)
         self.assertContains(page, "plan <strong>pro</strong>")
-        for text in ("<dd>600</dd>", "<dd>10.0\xa0GB</dd>", "<dd>5.0\xa0MB</dd>", "<dd>900 s</dd>"):
+        for text in ("<dd>600</dd>", "<dd>10 GiB</dd>", "<dd>5.0 MiB</dd>", "<dd>900 s</dd>"):
             self.assertContains(page, text)
         self.assertContains(page, "1 of 4 your plan allows")
         self.assertContains(page, "off: nothing of your traffic is kept")
