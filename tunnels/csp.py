@@ -15,7 +15,9 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from django.http import HttpResponseBase
+from django.http import HttpRequest, HttpResponseBase
+
+from tunnels import addresses
 
 POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -24,23 +26,33 @@ POLICY = (
 HEADER = "Content-Security-Policy"
 
 
-def _add(answer: HttpResponseBase) -> HttpResponseBase:
-    answer.headers.setdefault(HEADER, POLICY)
+def _policy(request: HttpRequest, to_tunnels: bool) -> str:
+    if not to_tunnels:
+        return POLICY
+    # A form's redirects are under form-action too: the sign-in sends a team-only tunnel's
+    # visitor back to the tunnel (through /visit/), on the tunnels' own hosts.
+    tunnels = addresses.tunnel_url("*", addresses.public_port(request))
+    return POLICY.replace("form-action 'self'", f"form-action 'self' {tunnels}")
+
+
+def _add(request: HttpRequest, answer: HttpResponseBase, to_tunnels: bool) -> HttpResponseBase:
+    answer.headers.setdefault(HEADER, _policy(request, to_tunnels))
     return answer
 
 
-def strict(view: Callable[..., Any]) -> Callable[..., Any]:
-    """`view` with POLICY on every answer (sync or async views alike)."""
+def strict(view: Callable[..., Any], *, to_tunnels: bool = False) -> Callable[..., Any]:
+    """`view` with POLICY on every answer (sync or async views alike); `to_tunnels`: its
+    forms may end on a tunnel's host (the sign-in)."""
     if asyncio.iscoroutinefunction(view):
 
         @wraps(view)
-        async def wrapped_async(*args: Any, **kwargs: Any) -> HttpResponseBase:
-            return _add(await view(*args, **kwargs))
+        async def wrapped_async(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            return _add(request, await view(request, *args, **kwargs), to_tunnels)
 
         return wrapped_async
 
     @wraps(view)
-    def wrapped(*args: Any, **kwargs: Any) -> HttpResponseBase:
-        return _add(view(*args, **kwargs))
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        return _add(request, view(request, *args, **kwargs), to_tunnels)
 
     return wrapped

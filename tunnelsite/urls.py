@@ -78,7 +78,7 @@ urlpatterns = [
     path(protocol.TEAM_SIGNIN_PATH.lstrip("/"), signin.visit, name="visit"),
     path(
         "accounts/login/",
-        csp.strict(signin.limit_failed_signins(signin.SignIn.as_view())),
+        csp.strict(signin.limit_failed_signins(signin.SignIn.as_view()), to_tunnels=True),
         name="signin",
     ),
     path("accounts/logout/", signin.SignOut.as_view(), name="signout"),
