@@ -28,7 +28,7 @@ from . import __version__
 from .access import split_list, visitor_rules
 from .config import load_login
 from .connect import RelayConnector, plain_http_token_refusal
-from .limits import SHOWN_VALUE_CHARS
+from .limits import SHOWN_VALUE_CHARS, SUBDOMAIN_RULE
 from .options import DEFAULT_HOST, TunnelOptions
 from .redact import redact_url
 from .registration import is_valid_subdomain
@@ -302,10 +302,7 @@ def parse_settings(
     if subdomain is not None:
         subdomain = subdomain.lower()
         if not is_valid_subdomain(subdomain):
-            raise UsageError(
-                f"invalid subdomain {subdomain!r}: use 4-63 lowercase letters and digits, "
-                "or 6-65 with inner hyphens"
-            )
+            raise UsageError(f"invalid subdomain {subdomain!r}: {SUBDOMAIN_RULE}")
     if values["takeover"] and subdomain is None:
         raise UsageError("--takeover needs --subdomain (the name to take over)")
     for dest in ("local_cert", "local_key", "local_ca"):

@@ -247,7 +247,8 @@ async def poll_token(
         if error == DENIED:
             raise DeviceLoginError(
                 DeviceLoginError.DENIED,
-                f"the sign-in was denied on the account page ({_message(data, answer.status)})",
+                printable(str(data.get("message") or ""))
+                or "the sign-in was denied on the account page",
                 answer.status,
             )
         if error == EXPIRED:

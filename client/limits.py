@@ -19,7 +19,20 @@ MIB = 1024 * KIB
 # with inner hyphens (one DNS label), matched whole. Checked before registering so a bad
 # name fails fast with a usage error; tests/structure/test_subdomain_rule.py pins it to the
 # relay's on arbitrary text.
-SUBDOMAIN_RE = re.compile(r"[a-z0-9][a-z0-9-]{4,61}[a-z0-9]|[a-z0-9]{4,63}")
+SUBDOMAIN_MIN_CHARS = 4
+SUBDOMAIN_MIN_CHARS_WITH_HYPHEN = 6
+SUBDOMAIN_MAX_CHARS = 63
+SUBDOMAIN_RE = re.compile(
+    rf"[a-z0-9][a-z0-9-]{{{SUBDOMAIN_MIN_CHARS_WITH_HYPHEN - 2},{SUBDOMAIN_MAX_CHARS - 2}}}"
+    rf"[a-z0-9]|[a-z0-9]{{{SUBDOMAIN_MIN_CHARS},{SUBDOMAIN_MAX_CHARS}}}"
+)
+# The rule in words, as the relay says it (relay.protocol.SUBDOMAIN_RULE; the structure
+# test pins the two).
+SUBDOMAIN_RULE = (
+    f"a tunnel name is {SUBDOMAIN_MIN_CHARS} to {SUBDOMAIN_MAX_CHARS} lowercase letters "
+    f"and digits; hyphens may go inside (not first or last) when the name has at least "
+    f"{SUBDOMAIN_MIN_CHARS_WITH_HYPHEN} characters"
+)
 
 # -- registration (the relay's small JSON API) -----------------------------------------
 # Registration is a small JSON call; a relay that cannot answer in this time is "down".

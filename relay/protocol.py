@@ -13,7 +13,20 @@ import secrets
 # capped at 63 characters: a name is one DNS label, and a 64-character label resolves
 # nowhere, so such a tunnel could never be visited. Matched whole (`fullmatch`: a `$`
 # would let a trailing newline through, and `GET /abcd%0A` register "abcd\n").
-SUBDOMAIN_RE = re.compile(r"[a-z0-9][a-z0-9-]{4,61}[a-z0-9]|[a-z0-9]{4,63}")
+SUBDOMAIN_MIN_CHARS = 4
+SUBDOMAIN_MIN_CHARS_WITH_HYPHEN = 6  # the reference server's: a letter or digit at each end
+SUBDOMAIN_MAX_CHARS = 63  # one DNS label
+SUBDOMAIN_RE = re.compile(
+    rf"[a-z0-9][a-z0-9-]{{{SUBDOMAIN_MIN_CHARS_WITH_HYPHEN - 2},{SUBDOMAIN_MAX_CHARS - 2}}}"
+    rf"[a-z0-9]|[a-z0-9]{{{SUBDOMAIN_MIN_CHARS},{SUBDOMAIN_MAX_CHARS}}}"
+)
+# The rule in words, for every refusal of a name for its shape (registration, the account
+# page's reservations, the admin): one sentence, made from the numbers above.
+SUBDOMAIN_RULE = (
+    f"a tunnel name is {SUBDOMAIN_MIN_CHARS} to {SUBDOMAIN_MAX_CHARS} lowercase letters "
+    f"and digits; hyphens may go inside (not first or last) when the name has at least "
+    f"{SUBDOMAIN_MIN_CHARS_WITH_HYPHEN} characters"
+)
 
 # Words used for random names: two short words read better in a URL than hex
 # ("quiet-fox-3f9a"), and the 4 hex digits keep collisions rare at 5,000 live tunnels.

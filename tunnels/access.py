@@ -10,7 +10,6 @@ here logs or echoes a password: errors name the entry's position, never its text
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +21,7 @@ from relay.protocol import (
     MAX_BASIC_AUTH_USERS,
     MAX_CIDRS,
 )
-from tunnels import cidrs
+from tunnels import cidrs, request_json
 from tunnels.models import VisitorPolicy
 
 KEYS = ("basic_auth", "cidr_allow", "cidr_deny", "private")
@@ -115,13 +114,12 @@ def parse_header(value: str | None) -> ClientRules:
     except UnicodeDecodeError:
         raise BadRules(f"The {ACCESS_HEADER} header is not UTF-8.") from None
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicates)
-    except BadRules:
-        raise
-    except (ValueError, RecursionError) as exc:
-        where = f" (at character {exc.pos})" if isinstance(exc, json.JSONDecodeError) else ""
+        data = request_json.loads(
+            text, max_bytes=MAX_ACCESS_HEADER_BYTES, object_pairs_hook=_no_duplicates
+        )
+    except request_json.BadJson as exc:
         raise BadRules(
-            f"The {ACCESS_HEADER} header is not JSON{where}: send an object such as "
+            f"The {ACCESS_HEADER} header is not JSON ({exc.reason}): send an object such as "
             '{"basic_auth": ["user:pass"], "cidr_allow": ["203.0.113.0/24"]}.'
         ) from None
     if not isinstance(data, dict):

@@ -20,7 +20,7 @@ from django.template.loader import render_to_string
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_POST
 
-from tunnels import addresses, control, reservations
+from tunnels import addresses, control, form_nonce, reservations
 from tunnels.account_forms import NameForm, TokenForm
 from tunnels.account_view import context_of, user_id_of
 from tunnels.models import ApiToken
@@ -38,12 +38,22 @@ FRAGMENTS = {
 }
 
 
+# The new-token form's nonces in the session (tunnels/form_nonce.py).
+TOKEN_FORM = "account_token_form"
+CREATED_ALREADY = (
+    "This token was created already: its secret was shown once; revoke it and make a new one "
+    "if you lost it."
+)
+OUT_OF_DATE = "This form is out of date: create the token again with the form below."
+
+
 def _page(request: HttpRequest, status: int = 200, **extra: Any) -> HttpResponse:
     context = {
         **context_of(request),
         "token_form": extra.pop("token_form", None) or TokenForm(),
         "name_form": extra.pop("name_form", None) or NameForm(user_id=user_id_of(request)),
         "poll_ms": POLL_MS,
+        "token_nonce": form_nonce.issue(request, TOKEN_FORM),
         **extra,
     }
     answer = render(request, PAGE_TEMPLATE, context, status=status)
@@ -82,6 +92,10 @@ def data(request: HttpRequest) -> JsonResponse:
 @require_POST
 def create_token(request: HttpRequest) -> HttpResponse:
     form = TokenForm(request.POST)
+    state = form_nonce.spend(request, TOKEN_FORM, str(request.POST.get(form_nonce.FIELD, "")))
+    if state != form_nonce.OPEN:  # a reload of the answer, or a form from an old page
+        notice = CREATED_ALREADY if state == form_nonce.SPENT else OUT_OF_DATE
+        return _page(request, status=409, token_notice=notice)
     if not form.is_valid():
         return _page(request, status=400, token_form=form)
     token, secret = ApiToken.issue(

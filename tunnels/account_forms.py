@@ -10,6 +10,7 @@ from django.conf import settings
 
 from relay import protocol
 from tunnels.models import ApiToken, ReservedSubdomain, Suspension, TunnelSession
+from tunnels.plain_text import plain
 from tunnels.route_names import site_route_names
 
 # The expiries offered for a new token, in days ("" : never).
@@ -23,6 +24,12 @@ class TokenForm(forms.Form):
         help_text="What or who it is for, e.g. “laptop” or “CI”.",
     )
     expiry = forms.ChoiceField(choices=EXPIRY_CHOICES, initial=DEFAULT_EXPIRY, required=False)
+
+    def clean_name(self) -> str:
+        name = plain(str(self.cleaned_data["name"]))
+        if not name:
+            raise forms.ValidationError("Give the token a name you can read, e.g. “laptop”.")
+        return name
 
     def expires_in(self) -> timedelta | None:
         days = self.cleaned_data.get("expiry") or ""
@@ -40,8 +47,7 @@ class NameForm(forms.Form):
         name = str(self.cleaned_data["name"]).strip().lower()
         if not protocol.is_valid_subdomain(name):
             raise forms.ValidationError(
-                f"{name!r} cannot be a tunnel name: use letters, digits and hyphens, "
-                "starting and ending with a letter or digit."
+                f"{name!r} cannot be a tunnel name: {protocol.SUBDOMAIN_RULE}."
             )
         if name in site_route_names() or name in settings.RELAY_RESERVED_NAMES:
             raise forms.ValidationError(f"{name!r} is kept by the relay. Pick another name.")

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.http import HttpRequest
-from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
 from relay.face import AccountTunnel
@@ -15,6 +14,7 @@ from tunnels import addresses, live_rows, usage
 from tunnels.chart import traffic_svg
 from tunnels.models import ApiToken, ReservedSubdomain
 from tunnels.plans import PlanLimits, limits_for
+from tunnels.sizes import binary
 
 
 def user_id_of(request: HttpRequest) -> int:
@@ -47,7 +47,7 @@ def _limit(value: int) -> str:
 
 
 def _size(value: int) -> str:
-    return filesizeformat(value) if value else "no limit"
+    return binary(value) if value else "no limit"
 
 
 def _usage_rows(limits: PlanLimits, used: usage.Usage) -> list[dict[str, Any]]:

@@ -13,7 +13,6 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -29,6 +28,7 @@ from tunnels.models import (
     Plan,
     TunnelSession,
 )
+from tunnels.sizes import binary
 
 # The port visitors use, read from the admin's own request while a changelist renders.
 _public_port: ContextVar[int] = ContextVar("public_port", default=0)
@@ -239,11 +239,11 @@ class TunnelAdmin(MaySuspend, admin.ModelAdmin):
 
     @admin.display(description="in", ordering="bytes_in")
     def traffic_in(self, obj: TunnelSession) -> str:
-        return filesizeformat(obj.bytes_in)
+        return binary(obj.bytes_in)
 
     @admin.display(description="out", ordering="bytes_out")
     def traffic_out(self, obj: TunnelSession) -> str:
-        return filesizeformat(obj.bytes_out)
+        return binary(obj.bytes_out)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -117,8 +117,8 @@ class SuspensionForm(forms.ModelForm):
         if field == "name" and name and not protocol.is_valid_subdomain(name):
             self.add_error(
                 "name",
-                "Not a tunnel name: lowercase letters, digits and inner hyphens, 4 to 63 "
-                "characters (the part before the relay's domain).",
+                f"Not a tunnel name: {protocol.SUBDOMAIN_RULE} (the part before the relay's "
+                "domain).",
             )
         return data
 

@@ -10,7 +10,8 @@ class TunnelsConfig(AppConfig):
     def ready(self) -> None:
         # Imported here, not at the top: the ORM code needs the app registry ready.
         from relay import face
-        from tunnels import signin  # noqa: F401  (connects its user_logged_out receiver)
+        from tunnels import deactivation, signin  # noqa: F401  (signin connects a receiver)
         from tunnels.records import OrmRecords
 
         face.install_records(OrmRecords())
+        deactivation.connect()

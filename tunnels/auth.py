@@ -31,6 +31,9 @@ HOW_TO_PASS = (
     "Pass it as `lt --token TOKEN` (tunnelsite's lt), `lt --host <scheme>://TOKEN@<relay>` "
     "(the npm client) or in an `Authorization: Bearer TOKEN` header."
 )
+# Where a user gets a token of their own: the account page, or lt's browser sign-in (the
+# operator is no longer the only way; docs/account.md).
+MAKE_ONE = "make one on the relay's account page (/account/) or run `lt login --host URL`"
 
 
 class Refusal(Exception):
@@ -75,9 +78,7 @@ def authenticate(credential: str | None, ip: str, *, touch: bool = True) -> Gran
     if credential is None:
         if settings.RELAY_ALLOW_ANONYMOUS:
             return Grant(owner=anonymous_owner(ip), limits=default_limits())
-        raise Refusal(
-            401, f"This relay needs an API token; ask its operator for one. {HOW_TO_PASS}"
-        )
+        raise Refusal(401, f"This relay needs an API token: {MAKE_ONE}. {HOW_TO_PASS}")
     # A token that was sent but is wrong is refused even when anonymous use is allowed:
     # falling back silently would hide the mistake.
     token = _lookup(credential)
@@ -86,14 +87,12 @@ def authenticate(credential: str | None, ip: str, *, touch: bool = True) -> Gran
         raise Refusal(
             401,
             "That API token is not valid. Check that you copied all of it (it starts with "
-            f"`lt_`), or ask the relay's operator for a new one. {HOW_TO_PASS}",
+            f"`lt_`), or {MAKE_ONE}. {HOW_TO_PASS}",
         )
     if token.revoked:
-        raise Refusal(
-            401, "That API token has been revoked; ask the relay's operator for a new one."
-        )
+        raise Refusal(401, f"That API token has been revoked: {MAKE_ONE}.")
     if token.is_expired(now):
-        raise Refusal(401, "That API token has expired; ask the relay's operator for a new one.")
+        raise Refusal(401, f"That API token has expired: {MAKE_ONE}.")
     if not token.user.is_active:
         raise Refusal(401, "The account of that API token is disabled; contact the operator.")
     if touch and (
@@ -116,7 +115,7 @@ ANOTHER_KEY = (
     "That API token was created under a different SECRET_KEY than this relay's (for example "
     "by `manage.py createtoken` run without the relay's environment), so the relay cannot "
     "check it. Create it again with the relay's settings (the same SECRET_KEY or "
-    "SECRET_KEY_FILE), or ask the relay's operator for a new one."
+    f"SECRET_KEY_FILE), or {MAKE_ONE}."
 )
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from django.template.defaultfilters import filesizeformat
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
 from relay.face import Minute
+from tunnels.sizes import binary
 
 WIDTH, HEIGHT = 760, 200
 LEFT, RIGHT, TOP, BOTTOM = 76, 76, 14, 26  # room for the axis labels
@@ -33,10 +33,7 @@ def _describe(minute: Minute) -> str:
     requests, bytes_in, bytes_out = minute.counts
     at = datetime.fromtimestamp(minute.start, UTC).strftime("%H:%M")
     plural = "" if requests == 1 else "s"
-    return (
-        f"{at} UTC: {requests} request{plural}, "
-        f"{filesizeformat(bytes_in)} in, {filesizeformat(bytes_out)} out"
-    )
+    return f"{at} UTC: {requests} request{plural}, {binary(bytes_in)} in, {binary(bytes_out)} out"
 
 
 def _bar(x: float, width: float, minute: Minute, bytes_peak: int) -> SafeString:
@@ -105,6 +102,6 @@ def traffic_svg(minutes: Sequence[Minute], chart_id: str = "traffic") -> SafeStr
         rx=LEFT + PLOT_W + 6,
         ty=TOP + 10,
         ly=HEIGHT - 6,
-        bytes_peak=filesizeformat(bytes_peak),
+        bytes_peak=binary(bytes_peak),
         requests_peak=requests_peak,
     )

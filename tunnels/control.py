@@ -65,6 +65,14 @@ def suspend(names: list[str], token_ids: list[int], user_ids: list[int], reason:
     return _send(close_message(names, token_ids, reason, user_ids=user_ids, suspend=True))
 
 
+def close_users(user_ids: list[int], reason: str) -> bool:
+    """Close these users' tunnels on every relay (a deactivated account: no cool-down, no
+    suspension page; their tokens are refused by tunnels/auth.py from now on)."""
+    if not user_ids:
+        return False
+    return _send(close_message([], [], reason, user_ids=user_ids))
+
+
 def lift(names: list[str], token_ids: Sequence[int] = (), user_ids: Sequence[int] = ()) -> bool:
     """Tell every relay these names, tokens and users are no longer suspended."""
     if not (names or token_ids or user_ids):

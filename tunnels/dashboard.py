@@ -152,7 +152,7 @@ def disconnect(request: HttpRequest) -> HttpResponse:
         raise PermissionDenied("Disconnecting tunnels needs the permission to change them.")
     name = request.POST.get("name", "")
     if not protocol.is_valid_subdomain(name):
-        messages.error(request, f"{name!r} is not a tunnel name.")
+        messages.error(request, f"{name!r} is not a tunnel name: {protocol.SUBDOMAIN_RULE}.")
     elif control.disconnect([name]):
         messages.success(
             request,

@@ -12,7 +12,6 @@ them acts for a signed-in user); the page's decisions are POSTs with Django's CS
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.conf import settings
@@ -23,12 +22,15 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
 from relay import protocol
-from tunnels import addresses, device_codes, throttle
+from tunnels import addresses, device_codes, quiet, request_json, throttle
 from tunnels.identity import identify
 from tunnels.models import DeviceAuthorization
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 CODE_PARAM = "code"
+# lt's JSON bodies are two short fields (a device name and a version, or a device code and
+# the grant type): a few hundred bytes. Anything past this is not lt.
+MAX_JSON_BYTES = 16 * 1024
 
 
 def _error(status: int, message: str, error: str = "", **extra: Any) -> JsonResponse:
@@ -45,8 +47,8 @@ def _fields(request: HttpRequest) -> dict[str, str] | None:
     kind = request.content_type or ""
     if kind == "application/json":
         try:
-            data = json.loads(request.body or b"{}")
-        except (ValueError, UnicodeDecodeError):
+            data = request_json.loads(request.body or b"{}", max_bytes=MAX_JSON_BYTES)
+        except request_json.BadJson:
             return None
         if not isinstance(data, dict):
             return None
@@ -131,9 +133,8 @@ def token(request: HttpRequest) -> HttpResponse:
         answer = _error(400, polled.message, polled.error, **extra)
         if polled.error == protocol.DEVICE_PENDING:
             # "Not yet" is the protocol's normal answer, every 5 s while the user reads the
-            # page: Django would log a WARNING for each 400 (django.utils.log.log_response
-            # skips a response marked as logged). The other errors are logged as usual.
-            answer._has_been_logged = True  # type: ignore[attr-defined]
+            # page (tunnels/quiet.py). The other errors are logged as usual.
+            quiet.unlogged(answer)
         return answer
     answer = JsonResponse(
         {"access_token": polled.token, "token_type": "Bearer", "name": polled.name}
@@ -174,7 +175,9 @@ def _wrong_code(request: HttpRequest, typed: str) -> HttpResponse:
     tunnel, which is same-site), and counting that would lock the user out of approving."""
     if request.method == "POST":
         throttle.spend(device_codes.WRONG_CODES, f"user:{request.user.pk}")
-        throttle.spend(device_codes.WRONG_CODES, throttle.by_address(identify(request).ip))
+        throttle.spend(
+            device_codes.WRONG_CODES_PER_ADDRESS, throttle.by_address(identify(request).ip)
+        )
     else:
         throttle.spend(device_codes.WRONG_LINKS, f"user:{request.user.pk}")
     return _form(
@@ -190,7 +193,9 @@ def _limited(request: HttpRequest) -> int:
     """Seconds to wait when this user or address typed too many wrong codes, else 0."""
     return max(
         throttle.wait_s(device_codes.WRONG_CODES, f"user:{request.user.pk}"),
-        throttle.wait_s(device_codes.WRONG_CODES, throttle.by_address(identify(request).ip)),
+        throttle.wait_s(
+            device_codes.WRONG_CODES_PER_ADDRESS, throttle.by_address(identify(request).ip)
+        ),
     )
 
 

@@ -26,13 +26,19 @@ from django.utils import timezone
 from relay import protocol
 from tunnels import throttle
 from tunnels.models import ApiToken, DeviceAuthorization, Suspension
+from tunnels.plain_text import plain
 
 # Device codes asked for per client address: lt asks once per `lt login`; a script filling
 # the table (every row holds a user code out of the pending space) is stopped.
 CODE_REQUESTS = throttle.Rule("throttle:device-code", limit=20, window_s=600)
-# Wrong user codes typed (posted) per signed-in user and per address: enough for typos;
-# against 20^8 codes, guessing a pending one at this pace takes centuries.
+# Wrong user codes typed (posted) per signed-in user: enough for typos; against 20^8 codes,
+# guessing a pending one at this pace takes centuries.
 WRONG_CODES = throttle.Rule("throttle:device-guess", limit=10, window_s=600)
+# The same per address, ten times higher: an office or a school behind one NAT address is
+# many users, and one colleague's 10 typos (or a guesser's) must not lock the others out of
+# approving. Still a bound on accounts made to guess in turn: 100 guesses per 10 min at
+# 20^8 codes is as hopeless as 10.
+WRONG_CODES_PER_ADDRESS = throttle.Rule("throttle:device-guess-ip", limit=100, window_s=600)
 # Wrong codes followed by link (GET ?code=) per signed-in user. Apart from WRONG_CODES: any
 # page can make a browser GET such links, and that must not lock the user out of approving.
 # Past it a link only fills the form in (nothing looked up, so GET is no free oracle either).
@@ -105,8 +111,8 @@ def start(device_name: str, client_version: str, client_ip: str) -> tuple[Device
     row = DeviceAuthorization.objects.create(
         device_digest=device_digest(device_code),
         user_code=user_code,
-        device_name=device_name[: protocol.DEVICE_NAME_MAX_CHARS],
-        client_version=client_version[: protocol.DEVICE_VERSION_MAX_CHARS],
+        device_name=plain(device_name)[: protocol.DEVICE_NAME_MAX_CHARS],
+        client_version=plain(client_version)[: protocol.DEVICE_VERSION_MAX_CHARS],
         client_ip=client_ip,
         expires=now + timedelta(seconds=settings.DEVICE_CODE_TTL_S),
         interval_s=settings.DEVICE_POLL_INTERVAL_S,

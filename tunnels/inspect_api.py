@@ -13,7 +13,6 @@ cluster another node forwards these calls here, to the tunnel's owner node
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +26,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from relay import face
 from relay.protocol import inspect_edits_max_bytes
-from tunnels import auth
+from tunnels import auth, quiet, request_json
 from tunnels.identity import identify
 
 _OFF = (
@@ -37,7 +36,9 @@ _OFF = (
 
 
 def _error(status: int, message: str) -> JsonResponse:
-    return JsonResponse({"message": message}, status=status)
+    """A refusal (401, 404, 400, 413...), which anyone can cause at will: no log line each
+    (tunnels/quiet.py)."""
+    return quiet.unlogged(JsonResponse({"message": message}, status=status))
 
 
 def _no_tunnel(name: str) -> JsonResponse:
@@ -192,9 +193,12 @@ def _edits(request: HttpRequest) -> dict[str, Any] | JsonResponse:
     if not body:
         return {}
     try:
-        edits = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return _error(400, "The body must be a JSON object: {method, path, headers, body_b64}.")
+        edits = request_json.loads(body, max_bytes=_max_edits_bytes())
+    except request_json.BadJson as exc:
+        return _error(
+            400,
+            f"The body must be a JSON object: {{method, path, headers, body_b64}} ({exc.reason}).",
+        )
     if not isinstance(edits, dict):
         return _error(400, "The body must be a JSON object: {method, path, headers, body_b64}.")
     return edits

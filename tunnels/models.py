@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -11,6 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from tunnels import cidrs, tokens
+from tunnels.plain_text import plain
 
 
 class VisitorPolicy(models.Model):
@@ -156,6 +158,12 @@ class ApiToken(models.Model):
     def __str__(self) -> str:
         label = self.name or "token"
         return f"{label} (lt_{self.prefix}…)"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Every way a name comes in (the account page, the admin, createtoken, lt login's
+        # device name) is made plain here: no controls, no bidi overrides (plain_text.py).
+        self.name = plain(self.name)
+        super().save(*args, **kwargs)
 
     @property
     def revoked(self) -> bool:

@@ -15,7 +15,7 @@ from django.http.request import split_domain_port
 
 from relay import face, protocol
 from relay.face import PlanQuota, RegistrationError
-from tunnels import access, addresses, auth
+from tunnels import access, addresses, auth, quiet
 from tunnels.identity import Requester, identify
 from tunnels.plans import PlanLimits
 from tunnels.route_names import site_route_names
@@ -40,6 +40,8 @@ def client_error(
     """`{"message"}` with the real status, except for the npm client (axios User-Agent),
     which gets 203: it retries any non-2xx answer silently forever, but exits printing the
     message of a 2xx other than 200 (see protocol.NPM_CLIENT_ERROR_STATUS).
+    A refusal (4xx: a bad name, a wrong token, over quota) is the client's mistake and any
+    client can repeat it at will: no log line each (tunnels/quiet.py); a 5xx is logged.
     """
     answer = JsonResponse({"message": message, "status": status})
     answer.status_code = protocol.error_status_for(user_agent(request), status)
@@ -48,7 +50,7 @@ def client_error(
         answer[protocol.REFUSAL_HEADER] = reason
     if retry_after is not None:
         answer["Retry-After"] = str(retry_after)
-    return answer
+    return quiet.unlogged(answer) if status < 500 else answer
 
 
 def user_agent(request: HttpRequest) -> bytes:
@@ -86,8 +88,7 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
         return client_error(
             request,
             403,
-            "Invalid subdomain. Subdomains must be lowercase and between 4 and 63 "
-            "alphanumeric characters (inner hyphens allowed).",
+            f"Invalid subdomain: {protocol.SUBDOMAIN_RULE}.",
         )
     try:  # our lt's visitor rules: a bad header is refused before any database work
         client_rules = access.parse_header(request.headers.get(protocol.ACCESS_HEADER))

@@ -36,7 +36,7 @@ class ReportForm(forms.Form):
     def clean_tunnel(self) -> str:
         name = str(self.cleaned_data["tunnel"]).strip().lower()
         if not protocol.is_valid_subdomain(name):
-            raise forms.ValidationError("That is not a tunnel name.")
+            raise forms.ValidationError(f"That is not a tunnel name: {protocol.SUBDOMAIN_RULE}.")
         return name
 
     def clean_url(self) -> str:

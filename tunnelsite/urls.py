@@ -7,6 +7,7 @@ from django.views.generic import RedirectView
 from relay import protocol
 from tunnels import (
     account,
+    csp,
     dashboard,
     device,
     inspect_api,
@@ -53,21 +54,33 @@ urlpatterns = [
     # `lt login` in the browser (relay.protocol.DEVICE_*; RFC 8628).
     path(protocol.DEVICE_CODE_PATH.lstrip("/"), device.code, name="device-code"),
     path(protocol.DEVICE_TOKEN_PATH.lstrip("/"), device.token, name="device-token"),
-    path(protocol.DEVICE_VERIFY_PATH.lstrip("/"), device.verify, name="device-verify"),
+    path(protocol.DEVICE_VERIFY_PATH.lstrip("/"), csp.strict(device.verify), name="device-verify"),
     # The account page of every user (tunnels/account.py), the admin being the operators'.
-    path("account/", account.page, name="account"),
-    path("account/data", account.data, name="account-data"),
-    path("account/tokens", account.create_token, name="account-tokens"),
-    path("account/tokens/<int:pk>/revoke", account.revoke_token, name="account-token-revoke"),
-    path("account/names", account.reserve_name, name="account-names"),
-    path("account/names/<int:pk>/release", account.release_name, name="account-name-release"),
-    path("account/tunnels/<str:name>/", inspector.page, name="account-tunnel"),
-    path("accounts/signup/", signup.SignUp.as_view(), name="signup"),
+    path("account/", csp.strict(account.page), name="account"),
+    path("account/data", csp.strict(account.data), name="account-data"),
+    path("account/tokens", csp.strict(account.create_token), name="account-tokens"),
+    path(
+        "account/tokens/<int:pk>/revoke",
+        csp.strict(account.revoke_token),
+        name="account-token-revoke",
+    ),
+    path("account/names", csp.strict(account.reserve_name), name="account-names"),
+    path(
+        "account/names/<int:pk>/release",
+        csp.strict(account.release_name),
+        name="account-name-release",
+    ),
+    path("account/tunnels/<str:name>/", csp.strict(inspector.page), name="account-tunnel"),
+    path("accounts/signup/", csp.strict(signup.SignUp.as_view()), name="signup"),
     path("api/tunnels/<str:name>", views.tunnel_detail, name="tunnel-detail"),
     # Visitors: the team-only tunnel's sign-in (relay.protocol.TEAM_SIGNIN_PATH), the user's
     # sign-in and sign-out, and the warning page's abuse report (ABUSE_REPORT_PATH).
     path(protocol.TEAM_SIGNIN_PATH.lstrip("/"), signin.visit, name="visit"),
-    path("accounts/login/", signin.limit_failed_signins(signin.SignIn.as_view()), name="signin"),
+    path(
+        "accounts/login/",
+        csp.strict(signin.limit_failed_signins(signin.SignIn.as_view()), to_tunnels=True),
+        name="signin",
+    ),
     path("accounts/logout/", signin.SignOut.as_view(), name="signout"),
     path(protocol.ABUSE_REPORT_PATH.lstrip("/"), reports.report, name="report"),
     path("", views.index, name="index"),

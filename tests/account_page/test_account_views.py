@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.test import Client, TestCase, override_settings
@@ -26,6 +27,12 @@ SECRET = re.compile(r"lt_[A-Za-z0-9_-]{20,}")
 def access(**rules: object) -> dict[str, str]:
     """Our lt's visitor rules header (relay.protocol.ACCESS_HEADER)."""
     return {protocol.ACCESS_HEADER: json.dumps(rules)}
+
+
+def post_token(client: Client, form: dict[str, str]) -> Any:
+    """The new-token form as a browser sends it: with the nonce of the page it was on."""
+    nonce = client.get(PAGE).context["token_nonce"]
+    return client.post(TOKENS, {**form, "nonce": nonce})
 
 
 def revoke_url(pk: int) -> str:
@@ -155,7 +162,7 @@ class WhatEachUserSeesTests(AccountTestCase):
 class TokenTests(AccountTestCase):
     def test_a_new_token_is_shown_once_in_the_answer_to_its_post(self) -> None:
         client = self.signed_in(self.owner)
-        answer = client.post(TOKENS, {"name": "desktop", "expiry": "30"})
+        answer = post_token(client, {"name": "desktop", "expiry": "30"})
         self.assertEqual(answer.status_code, 200)
         self.assertIn("no-store", answer["Cache-Control"])
         token = ApiToken.objects.get(user=self.owner, name="desktop")
@@ -171,11 +178,48 @@ class TokenTests(AccountTestCase):
         self.assertNotContains(again, 'id="new-token"')
         self.assertContains(again, "desktop")
 
+    def test_control_and_bidi_characters_are_taken_out_of_a_tokens_name(self) -> None:
+        client = self.signed_in(self.owner)
+        answer = post_token(client, {"name": "ci\u202e\r\nrevoked", "expiry": "7"})
+        self.assertEqual(answer.status_code, 200)
+        self.assertContains(answer, "<td><bdi>cirevoked</bdi></td>")
+        only_controls = post_token(client, {"name": "\u202e\u200b", "expiry": "7"})
+        self.assertContains(only_controls, "a name you can read", status_code=400)
+        self.assertEqual(ApiToken.objects.filter(name__startswith="ci").count(), 1)
+
+    def test_the_admin_and_createtoken_keep_plain_names_too(self) -> None:
+        token, _ = ApiToken.issue(self.owner, name="x\u2066y\x00")  # createtoken's, lt's
+        self.assertEqual(token.name, "xy")
+        token.name = "z\u202ew"  # the admin's change form saves the model
+        token.save()
+        token.refresh_from_db()
+        self.assertEqual(token.name, "zw")
+
+    def test_a_resubmitted_form_makes_no_second_token(self) -> None:
+        client = self.signed_in(self.owner)
+        nonce = client.get(PAGE).context["token_nonce"]
+        first = client.post(TOKENS, {"name": "once", "expiry": "7", "nonce": nonce})
+        self.assertEqual(first.status_code, 200)
+        again = client.post(TOKENS, {"name": "once", "expiry": "7", "nonce": nonce})  # reload
+        self.assertContains(again, "This token was created already", status_code=409)
+        self.assertNotContains(again, 'id="new-token-secret"', status_code=409)
+        self.assertEqual(ApiToken.objects.filter(name="once").count(), 1)
+
+    def test_a_form_without_a_known_nonce_makes_no_token(self) -> None:
+        client = self.signed_in(self.owner)
+        for form in ({"name": "x", "expiry": "7"}, {"name": "x", "expiry": "7", "nonce": "forged"}):
+            answer = client.post(TOKENS, form)
+            self.assertContains(answer, "out of date", status_code=409)
+        self.assertFalse(ApiToken.objects.filter(name="x").exists())
+        other = self.signed_in(self.other)  # another session's nonce is not this one's
+        nonce = other.get(PAGE).context["token_nonce"]
+        self.assertEqual(client.post(TOKENS, {"name": "x", "nonce": nonce}).status_code, 409)
+
     def test_the_expiry_chosen_is_the_tokens(self) -> None:
         client = self.signed_in(self.owner)
         for expiry, days in (("7", 7), ("90", 90), ("", None)):
             with self.subTest(expiry=expiry):
-                client.post(TOKENS, {"name": f"for-{expiry or 'ever'}", "expiry": expiry})
+                post_token(client, {"name": f"for-{expiry or 'ever'}", "expiry": expiry})
                 token = ApiToken.objects.get(name=f"for-{expiry or 'ever'}")
                 if days is None:
                     self.assertIsNone(token.expires)
@@ -192,7 +236,7 @@ class TokenTests(AccountTestCase):
             ({"name": "x", "expiry": "365"}, "Select a valid choice."),
         ):
             with self.subTest(form=form):
-                answer = client.post(TOKENS, form)
+                answer = post_token(client, form)
                 self.assertEqual(answer.status_code, 400)
                 self.assertContains(answer, says, status_code=400)
         self.assertEqual(ApiToken.objects.filter(user=self.owner).count(), 1)
@@ -287,6 +331,7 @@ class NameTests(AccountTestCase):
         for name, says in (
             ("-nope", "cannot be a tunnel name"),
             ("a" * 64, "cannot be a tunnel name"),
+            ("ab-cd", "when the name has at least 6 characters"),  # the length rule, said
             ("account", "is kept by the relay"),
             ("admin", "is kept by the relay"),
             ("mail", "is kept by the relay"),
@@ -336,7 +381,7 @@ class PlanAndUsageTests(AccountTestCase):
         Account.objects.create(user=self.owner, plan=plan)
         page = self.signed_in(self.owner).get(PAGE)
         self.assertContains(page, "plan <strong>pro</strong>")
-        for text in ("<dd>600</dd>", "<dd>10.0\xa0GB</dd>", "<dd>5.0\xa0MB</dd>", "<dd>900 s</dd>"):
+        for text in ("<dd>600</dd>", "<dd>10 GiB</dd>", "<dd>5.0 MiB</dd>", "<dd>900 s</dd>"):
             self.assertContains(page, text)
         self.assertContains(page, "1 of 4 your plan allows")
         self.assertContains(page, "off: nothing of your traffic is kept")

@@ -21,7 +21,8 @@ class PublicAddressTests(TestCase):
 
     def test_the_new_tokens_command_names_the_public_relay(self) -> None:
         self.client.force_login(self.user)
-        answer = self.client.post("/account/tokens", {"name": "x", "expiry": "7"})
+        nonce = self.client.get("/account/").context["token_nonce"]
+        answer = self.client.post("/account/tokens", {"name": "x", "expiry": "7", "nonce": nonce})
         self.assertEqual(answer.context["login_command"], f"lt login --host {BEHIND} --token")
         self.assertEqual(answer.context["relay_url"], BEHIND)
 

@@ -87,7 +87,8 @@ def test_non_ascii_passwords_arrive_as_sent() -> None:
         (header(cidr_deny=["example.com"]), "is not an address or network"),
         (header(cidr_allow=[""]), "entry 1 is not an address or network"),
         (header(cidr_allow=["1" * 200]), "entry 1 is not an address or network"),
-        ("[" * 4000 + "]" * 4000, "not JSON"),
+        ("[" * 4000 + "]" * 4000, "nested too deeply"),
+        ("[" * 8000, "nested too deeply"),
         ('{"private":' + "9" * 5000 + "}", "not JSON"),
     ],
 )

@@ -58,7 +58,7 @@ class AdminPagesTests(TestCase):
         self.assertIn('href="http://my-app.localhost"', page)
         self.assertIn("laptop", page)
         self.assertIn("3/10", page)
-        self.assertIn("2.0\xa0KB", page)
+        self.assertIn("2.0 KiB", page)
 
     def test_the_tunnel_list_filters_live_and_closed_and_searches_names(self) -> None:
         self.client.force_login(self.operator)

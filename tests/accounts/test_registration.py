@@ -89,6 +89,13 @@ class RegistrationTests(TestCase):
             self.assertEqual(r.status_code, 401)
             self.assertIn("not valid", r.json()["message"])
 
+    async def test_refusals_are_not_logged_one_line_each(self) -> None:
+        # Any client can repeat a refused registration at will (the npm client retries).
+        async with fresh_registry():
+            with self.assertNoLogs("django.request", "WARNING"):
+                r = await self.async_client.get("/?new", headers=bearer("lt_not-a-real-token"))
+                self.assertEqual(r.status_code, 401)
+
     async def test_a_revoked_token_gets_401(self) -> None:
         await ApiToken.objects.filter(pk=self.teammate_row.pk).aupdate(revoked_at=timezone.now())
         async with fresh_registry():

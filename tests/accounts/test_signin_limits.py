@@ -98,5 +98,20 @@ class SignInLimitTests(TestCase):
         ):
             with self.subTest(next_url=next_url):
                 other = Client().get("/accounts/login/", {"next": next_url})
-                self.assertContains(other, "<h1>Sign in</h1>")
+                self.assertContains(other, "<h1>Sign in to your account</h1>")
                 self.assertNotContains(other, "<script>alert")
+
+    def test_the_sign_in_page_mentions_team_only_tunnels_only_when_one_sent_you(self) -> None:
+        for next_url in ("", "/account/", "/account/device/?code=BCDF-GHJK"):
+            with self.subTest(next_url=next_url):
+                page = Client().get("/accounts/login/", {"next": next_url} if next_url else {})
+                self.assertContains(page, "<h1>Sign in to your account</h1>")
+                self.assertNotContains(page, "team")
+        team = Client().get("/accounts/login/", {"next": "/visit/?tunnel=my-app&next=/x"})
+        self.assertContains(team, "open only to its owner's team")
+
+    def test_the_sign_in_page_has_the_account_pages_look(self) -> None:
+        page = Client().get("/accounts/login/", {"next": "/account/"})
+        self.assertContains(page, 'href="/static/tunnels/account.css"')
+        self.assertContains(page, '<header class="top">')
+        self.assertContains(page, 'class="button button-primary">Sign in</button>')

@@ -178,3 +178,42 @@ class TokenKeyTests(TestCase):
         legacy, _ = make_token(self.owner, name="before fingerprints")
         ApiToken.objects.filter(pk=legacy.pk).update(key_fingerprint="")
         self.assertEqual(auth.tokens_under_another_key(), 1)
+
+
+class WhereToGetATokenTests(TestCase):
+    """Users make their own tokens now: a refusal points at /account/ and `lt login`, not
+    only at the operator."""
+
+    @classmethod
+    def setUpTestData(cls) -> None:
+        cls.owner = make_user("owner")
+
+    def refusal(self, credential_text: str | None) -> str:
+        with self.assertRaises(Refusal) as caught:
+            authenticate(credential_text, "10.0.0.1")
+        return caught.exception.message
+
+    def assert_says_where(self, message: str) -> None:
+        self.assertIn("account page (/account/)", message)
+        self.assertIn("`lt login --host URL`", message)
+        self.assertNotIn("operator for", message)
+
+    @override_settings(RELAY_ALLOW_ANONYMOUS=False)
+    def test_no_token_says_where_to_make_one(self) -> None:
+        self.assert_says_where(self.refusal(None))
+
+    def test_an_unknown_token_says_where_to_make_one(self) -> None:
+        self.assert_says_where(self.refusal("lt_not-a-real-token"))
+
+    def test_a_revoked_token_says_where_to_make_one(self) -> None:
+        row, text = make_token(self.owner)
+        row.revoke()
+        self.assert_says_where(self.refusal(text))
+
+    def test_an_expired_token_says_where_to_make_one(self) -> None:
+        row, text = make_token(self.owner, expires_in=timedelta(days=1))
+        ApiToken.objects.filter(pk=row.pk).update(expires=timezone.now() - timedelta(seconds=1))
+        self.assert_says_where(self.refusal(text))
+
+    def test_a_token_of_another_secret_key_says_where_to_make_one(self) -> None:
+        self.assert_says_where(auth.ANOTHER_KEY)

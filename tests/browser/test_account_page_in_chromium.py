@@ -71,6 +71,10 @@ return [...document.body.querySelectorAll("*")]
   .map(e => e.tagName + "." + e.className + " " + Math.round(e.getBoundingClientRect().right));
 """
 CHART_MARKS = ("bars in", "bars out", "requests line")
+_REVOKE_RIGHTS_JS = """
+return [...document.querySelectorAll("#tokens button.button-danger")]
+  .map(b => Math.round(b.getBoundingClientRect().right));
+"""
 
 
 def screenshot(browser: WebDriver, tmp_path: Path, name: str) -> Path:
@@ -237,6 +241,10 @@ def test_the_page_reads_in_light_dark_and_at_phone_width(
             "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
         assert sideways <= 0, f"the page scrolls {sideways} px sideways"
+        # Inside the cards too (the check above skips .table-wrap, which may scroll): each
+        # token's Revoke is on screen, without scrolling its table.
+        revokes = browser.execute_script(_REVOKE_RIGHTS_JS)
+        assert revokes and all(right <= width for right in revokes), revokes
 
 
 def test_the_measure_finds_a_chart_colour_too_faint(

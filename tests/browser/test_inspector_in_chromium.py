@@ -265,3 +265,50 @@ def test_the_list_keeps_no_more_rows_than_the_relay_keeps_requests(
 
 def _rows(browser: WebDriver) -> list[Any]:
     return browser.find_elements(By.CSS_SELECTOR, "tr.request")
+
+
+HOSTILE_METHOD = "M" * 8000
+HOSTILE_PATH = "/" + "p" * 7999
+# The document's width and the viewport's, less its scroll bar.
+WIDTH_JS = "return [document.documentElement.scrollWidth, document.documentElement.clientWidth];"
+
+
+def test_an_8000_character_method_and_path_do_not_widen_the_page(
+    team: tuple[Relay, str], owner: WebDriver
+) -> None:
+    """Any visitor chooses the method and the path (8,000 characters each): they are
+    clipped with the whole text in a title, and the page stays as wide as the window at 1280
+    and 390 px, the detail of the long method open."""
+    relay, _ = team
+    # Two requests: the relay's request line holds 8 KiB (RELAY_MAX_REQUEST_LINE_BYTES).
+    answer = relay.request("GET", HOSTILE_PATH, name=NAME)
+    assert answer.complete and answer.status != 414, answer
+    long_method = relay.request(HOSTILE_METHOD, "/long-method", name=NAME)
+    assert long_method.complete and long_method.status != 414, long_method
+    wait_for(owner, lambda b: row(b, "/long-method"), "the long method's request in the list")
+    method_cell = row(owner, "/long-method").find_element(By.CSS_SELECTOR, "td.method")
+    assert method_cell.get_attribute("title") == HOSTILE_METHOD
+    hostile_row = "tr.request td.path[title^='/ppp']"
+    wait_for(
+        owner,
+        lambda b: b.find_elements(By.CSS_SELECTOR, hostile_row),
+        f"the hostile request in the list (the relay answered {answer.status})",
+    )
+    hostile = owner.find_element(By.CSS_SELECTOR, hostile_row).find_element(By.XPATH, "..")
+    assert hostile.find_element(By.CSS_SELECTOR, "td.path").get_attribute("title") == HOSTILE_PATH
+    row(owner, "/long-method").click()
+    wait_for(owner, lambda b: "long-method" in detail_text(b, "original"), "its detail")
+    width, window = owner.execute_script(WIDTH_JS)
+    assert width == window, f"the page is {width} px wide in a {window} px window"
+    screenshot(owner, "hostile-1280")
+    owner.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True},
+    )
+    try:
+        wait_for(owner, lambda b: b.execute_script("return innerWidth") == 390, "390 px")
+        width, window = owner.execute_script(WIDTH_JS)
+        assert width == window, f"the page is {width} px wide in a {window} px window"
+        screenshot(owner, "hostile-phone")
+    finally:
+        owner.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})

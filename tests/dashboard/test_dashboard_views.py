@@ -83,7 +83,7 @@ class DashboardTests(TestCase):
         self.assertContains(page, "<td>anonymous</td>")
         self.assertContains(page, "<td>0/10</td>", count=2)
         self.assertContains(page, "<td>7</td>")
-        self.assertContains(page, "<td>3.0\xa0MB</td>")
+        self.assertContains(page, "<td>3.0 MiB</td>")
         self.assertContains(page, '<dd id="stat-tunnels">2</dd>')
         self.assertContains(page, "<svg")
 
@@ -108,7 +108,7 @@ class DashboardTests(TestCase):
         self.assertEqual(data["requests_per_s"], 5.0)
         self.assertEqual((data["bytes_in_per_s"], data["bytes_out_per_s"]), (2000.0, 4000.0))
         self.assertIn('<dd id="stat-requests">5.0</dd>', data["stats_html"])
-        self.assertIn("10 requests, 3.9\xa0KB in, 7.8\xa0KB out", data["chart_html"])
+        self.assertIn("10 requests, 3.9 KiB in, 7.8 KiB out", data["chart_html"])
         self.assertIn('data-name="my-app"', data["tunnels_html"])
         self.assertIn("Disconnect", data["tunnels_html"])
 

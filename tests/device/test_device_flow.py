@@ -131,6 +131,24 @@ class CodeTests(DeviceFlowCase):
                 self.assertIn("message", answer.json())
         self.assertFalse(DeviceAuthorization.objects.exists())
 
+    def test_deeply_nested_json_is_a_json_400_on_both_of_lts_calls(self) -> None:
+        # json.loads raises RecursionError (not ValueError) past ~1000 levels: it was a 500.
+        for url in (CODE_URL, TOKEN_URL):
+            for depth in (2000, 100_000):  # within the size bound, and past it
+                with self.subTest(url=url, depth=depth):
+                    answer = self.lt.post(url, "[" * depth, content_type="application/json")
+                    self.assertEqual(answer.status_code, 400)
+                    self.assertIn("message", answer.json())
+        self.assertFalse(DeviceAuthorization.objects.exists())
+
+    def test_control_and_bidi_characters_are_taken_out_of_the_device_name(self) -> None:
+        self.ask(client_name="evil\u202eelpmaxe\nApproved", client_version="1.0\u2067\x85")
+        row = DeviceAuthorization.objects.get()
+        self.assertEqual((row.device_name, row.client_version), ("evilelpmaxeApproved", "1.0"))
+        self.assertEqual(device_codes.token_name(row), "lt on evilelpmaxeApproved (lt 1.0)")
+        page = self.browser(self.owner).get(VERIFY_URL, {"code": self.ask()["user_code"]})
+        self.assertContains(page, '<dd id="device-name"><bdi>laptop</bdi></dd>', html=False)
+
     def test_codes_are_limited_per_address_with_retry_after(self) -> None:
         for _ in range(device_codes.CODE_REQUESTS.limit):
             self.ask()
@@ -387,11 +405,22 @@ class WrongCodeTests(DeviceFlowCase):
         other = self.browser(self.other, "203.0.113.50").get(VERIFY_URL, {"code": got["user_code"]})
         self.assertEqual(other.status_code, 200, "another user elsewhere is not limited")
 
+    def test_one_users_wrong_codes_do_not_lock_out_their_colleagues_behind_one_nat(self) -> None:
+        got = self.ask()
+        typist = self.browser(self.owner, "198.51.100.77")
+        for _ in range(device_codes.WRONG_CODES.limit):
+            self.assertEqual(self.type_code(typist, "BBBB-BBBB").status_code, 404)
+        self.assertEqual(typist.get(VERIFY_URL, {"code": got["user_code"]}).status_code, 429)
+        colleague = self.browser(self.other, "198.51.100.77")
+        self.assertEqual(colleague.get(VERIFY_URL, {"code": got["user_code"]}).status_code, 200)
+
     def test_wrong_guesses_are_limited_per_address(self) -> None:
         got = self.ask()
-        for i in range(device_codes.WRONG_CODES.limit):
-            user = make_user(f"guesser{i}")
-            page = self.type_code(self.browser(user, "198.51.100.77"), "BBBB-BBBB")
+        rule = device_codes.WRONG_CODES_PER_ADDRESS
+        self.assertGreater(rule.limit, device_codes.WRONG_CODES.limit)
+        users = [make_user(f"guesser{i}") for i in range(rule.limit // 10)]
+        for i in range(rule.limit):
+            page = self.type_code(self.browser(users[i // 10], "198.51.100.77"), "BBBB-BBBB")
             self.assertEqual(page.status_code, 404)
         same_address = self.browser(self.other, "198.51.100.77")
         self.assertEqual(same_address.get(VERIFY_URL, {"code": got["user_code"]}).status_code, 429)

@@ -124,3 +124,11 @@ def test_the_rule_finds_examples_of_both_kinds_on_the_readme_and_in_docs() -> No
         languages = {f.language for f in FENCES if f.runs and f.id.startswith(where)}
         assert "python" in languages or where == "README.md", (where, languages)
         assert "sh" in languages, (where, [str(f) for f in FENCES])
+
+
+def test_the_readme_and_the_account_page_say_how_to_make_an_account_and_it_runs() -> None:
+    # /account/ and `lt login` in the browser need an account: a newcomer must read (and the
+    # shell test above runs) how to make one, not only in the production block.
+    for where in ("README.md", "docs/account.md"):
+        runs = [f for f in FENCES if f.runs and f.id.startswith(where)]
+        assert any("manage.py createsuperuser" in f.body for f in runs), where

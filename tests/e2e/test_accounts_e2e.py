@@ -282,6 +282,46 @@ def test_revoking_a_live_token_closes_its_tunnel_within_2_s(kind, redis_relay, l
     assert_refused(kind, code, output, 3, REVOKED)
 
 
+# Unticking "active" in the admin saves the user so; the admin's form does exactly this.
+DEACTIVATE = """
+from django.contrib.auth import get_user_model
+user = get_user_model().objects.get(username="{username}")
+user.is_active = False
+user.save()
+"""
+NEW_USER = """
+from django.contrib.auth import get_user_model
+from tunnels.models import ApiToken
+user = get_user_model().objects.create_user("{username}")
+print(ApiToken.issue(user, name="ours")[1])
+"""
+
+
+def test_deactivating_a_user_closes_their_live_tunnels_and_refuses_their_token(
+    redis_relay, local_app, clients
+):
+    relay, _ = redis_relay
+    token = manage(relay, "shell", "-c", NEW_USER.format(username="fay")).strip().splitlines()[-1]
+    lt = clients.open("ours", relay, local_app.port, token)
+    served(relay, lt.name)
+
+    manage(relay, "shell", "-c", DEACTIVATE.format(username="fay"))  # another process: Redis
+    sent = time.monotonic()
+    wait_until(
+        lambda: status_through(relay, lt.name) in (404, 503),
+        REVOKE_CLOSE_S + 5,
+        f"the deactivated user's tunnel {lt.name} to close",
+    )
+    assert time.monotonic() - sent < REVOKE_CLOSE_S
+    # Closed by the deactivation's message, not later by the flush's sweep of tokens.
+    closed = f"tunnel {lt.name} closed: the account was deactivated by the operator"
+    wait_until(lambda: closed in relay.process.output(), 5, "the relay to log why")
+    again = register_with(relay, token)
+    assert again.status == 401
+    assert "disabled" in again.json()["message"]
+    assert lt.process.wait(EXIT_TIMEOUT_S) == 3  # it tried again, was refused, and stopped
+
+
 # --- 4. quotas ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", CLIENTS)
 def test_a_second_tunnel_over_max_live_tunnels_is_refused_429(

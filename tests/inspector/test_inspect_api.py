@@ -165,6 +165,28 @@ class InspectApiTests(TestCase):
         self.assertEqual(wrong.status_code, 405)
 
     @isolated
+    async def test_deeply_nested_edits_are_a_json_400(self) -> None:
+        name = await self._open()
+        for depth in (2000, 100_000):  # both within the edits' size bound
+            answer = await AsyncClient().post(
+                REPLAY.format(name=name, id=self.capture_id),
+                "[" * depth,
+                content_type="application/json",
+                headers=bearer(self.tokens["owner"]),
+            )
+            self.assertEqual(answer.status_code, 400, depth)
+            self.assertIn("nested too deeply", answer.json()["message"])
+
+    @isolated
+    async def test_refusals_are_answered_without_a_log_line_each(self) -> None:
+        # Anyone can ask for anyone's tunnel: a WARNING per refusal would let them fill the log.
+        name = await self._open()
+        with self.assertNoLogs("django.request", "WARNING"):
+            self.assertEqual(await self._all(name), [401, 401, 401])
+            self.assertEqual(await self._all(name, **bearer(self.tokens["other"])), [404] * 3)
+            self.assertEqual(await self._all(name, **bearer(self.tokens["owner"])), [200, 200, 400])
+
+    @isolated
     async def test_a_token_sees_only_the_tunnels_opened_with_it_a_session_sees_all(self) -> None:
         name = await self._open()  # opened with tokens["owner"]
         _, second = await make_token_async(self.owner, name="the other laptop")

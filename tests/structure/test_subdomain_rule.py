@@ -7,11 +7,15 @@ These tests pin that copy to relay.protocol's on arbitrary text and on the edges
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from client.limits import SUBDOMAIN_RULE as client_rule
 from client.registration import is_valid_subdomain as client_accepts
+from relay.protocol import SUBDOMAIN_RULE as relay_rule
 from relay.protocol import is_valid_subdomain as relay_accepts
 
 # Names built from the characters the rule is about, so most draws land near its edges
@@ -59,6 +63,20 @@ EDGES = {
 @pytest.mark.parametrize(("name", "valid"), EDGES.items(), ids=[repr(n)[:20] for n in EDGES])
 def test_they_agree_on_the_edges(name, valid):
     assert client_accepts(name) == relay_accepts(name) == valid
+
+
+def test_they_word_the_rule_alike():
+    assert client_rule == relay_rule
+
+
+def test_the_rule_in_words_says_what_the_pattern_does():
+    """The numbers in the sentence are the pattern's edges: shortest, longest, shortest with
+    a hyphen (a message that said 6-65 once, in lt, would fail here)."""
+    shortest, longest, with_hyphen = (int(n) for n in re.findall(r"\d+", relay_rule))
+    assert relay_accepts("a" * shortest) and not relay_accepts("a" * (shortest - 1))
+    assert relay_accepts("a" * longest) and not relay_accepts("a" * (longest + 1))
+    hyphenated = "a-" + "b" * (with_hyphen - 2)
+    assert relay_accepts(hyphenated) and not relay_accepts(hyphenated[:-1])
 
 
 def test_the_edges_cover_lengths_3_4_63_64_65():

@@ -23,9 +23,7 @@ def test_it_draws_one_bar_group_per_minute_with_a_tooltip() -> None:
     svg = parse(hour({59: Counts(3, 2048, 1024)}))
     groups = svg.findall(f"{SVG}g[@class='minute']")
     assert len(groups) == 60
-    assert groups[-1].find(f"{SVG}title").text == (
-        "08:59 UTC: 3 requests, 2.0\xa0KB in, 1.0\xa0KB out"
-    )
+    assert groups[-1].find(f"{SVG}title").text == ("08:59 UTC: 3 requests, 2.0 KiB in, 1.0 KiB out")
     assert groups[0].find(f"{SVG}title").text.startswith("08:00 UTC: 0 requests")
 
 

@@ -25,7 +25,7 @@ from harness.accounts import (
 from harness.waiting import wait_until_async
 
 from client.backoff import MAX_DELAY_S, delay_for
-from relay import face
+from relay import face, protocol
 from relay.headers import address_key
 from relay.pool.ports import port_candidates
 from relay.pool.quota import RegistrationRate
@@ -406,6 +406,7 @@ class NameShapeTests(TestCase):
         body = answer.json()
         if answer.status_code != 200:
             self.assertIn("Invalid subdomain", body["message"])
+            self.assertIn(protocol.SUBDOMAIN_RULE, body["message"])
         return answer.status_code
 
     @isolated

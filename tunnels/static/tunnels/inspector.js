@@ -109,12 +109,14 @@
   function rowFor(summary) {
     const status = el("span", { class: "badge " + statusClass(summary.status), text: statusText(summary) });
     if (summary.error) status.title = summary.error;
-    const path = el("td", { class: "path" }, el("span", { text: summary.path }));
+    // Any visitor chooses the method and path (8,000 characters, if they like): each cell
+    // shows what fits, with an ellipsis, and the whole text in its title.
+    const path = el("td", { class: "path", title: summary.path }, el("span", { class: "clip", text: summary.path }));
     if (summary.replay_of) path.append(el("span", { class: "tag", text: "replay of #" + summary.replay_of }));
     const row = el(
       "tr",
       { class: "request", tabindex: "0", "data-id": String(summary.id) },
-      el("td", { class: "method", text: summary.method }),
+      el("td", { class: "method", title: summary.method }, el("span", { class: "clip", text: summary.method })),
       path,
       el("td", {}, status),
       el("td", { class: "num", text: duration(summary.duration_ms) }),
@@ -197,7 +199,7 @@
       } else {
         cell.textContent = value;
       }
-      table.append(el("tr", {}, el("th", { scope: "row", text: name }), cell));
+      table.append(el("tr", {}, el("th", { scope: "row", title: name }, el("span", { class: "clip", text: name })), cell));
     }
     return table;
   }
@@ -302,6 +304,7 @@
     }
     openDetail = answer.body;
     $("detail-title").textContent = openDetail.method + " " + openDetail.path;
+    $("detail-title").title = openDetail.method + " " + openDetail.path;
     renderExchange($("exchange-original"), openDetail, "Captured");
   }
 
