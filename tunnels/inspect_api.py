@@ -160,7 +160,10 @@ async def replay(request: HttpRequest, name: str, capture_id: int) -> HttpRespon
     try:
         answer = await face.replay(name, capture_id, edits)
     except face.ReplayError as exc:
-        return _error(exc.status, exc.message)
+        refusal = _error(exc.status, exc.message)
+        if exc.retry_after is not None:  # too many replays at once, the plan's rate, no socket
+            refusal["Retry-After"] = str(exc.retry_after)
+        return refusal
     return _json(answer)
 
 

@@ -59,6 +59,7 @@ def test_a_replay_past_the_plans_requests_per_minute_is_refused_like_a_visitor(
     answer = _replay(relay, name, token, _newest_id(relay, name, token), {})
     assert answer.status == 429, answer
     assert "requests for this minute" in answer.json()["message"]
+    assert int(answer.header("Retry-After") or 0) >= 1, "when to try again"
     assert relay.get("/hello", name=name).status == 429  # and visitors still are
 
 
@@ -103,6 +104,7 @@ def test_replays_past_the_bound_in_flight_are_refused_and_cannot_flood_the_windo
             refused = _replay(relay, name, token, original, held)
             assert refused.status == 429, refused
             assert "replays in flight" in refused.json()["message"]
+            assert int(refused.header("Retry-After") or 0) >= 1, "when to try again"
         assert relay.get("/hello", name=name).status == 200  # visitors still find a socket
         local_app.release(key)
         assert [f.result().status for f in running] == [200] * INSPECT_REPLAY_MAX_CONCURRENT
