@@ -251,6 +251,14 @@ class Flood:
 
     def __init__(self, peer: Peer) -> None:
         self.peer = peer
+        # A small send buffer: the relay's backpressure is what is tested, not how many
+        # megabytes of 6-byte messages the kernel holds for the app. With Linux's autotuned
+        # buffer (up to 4 MB) the relay had that many to parse before the floods blocked, and
+        # on a machine busy with the rest of the suite that took over 50 s: past Daphne's
+        # WebSocket keep-alive (a ping every 20 s, dropped without a pong within 30 s), which
+        # a visitor that does not read cannot answer, so the reading visitor found its
+        # connection reset.
+        peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
         self.sent = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
