@@ -68,6 +68,7 @@ __all__ = [
     "address_key",
     "capture",
     "captures",
+    "inspecting",
     "client_ip",
     "close_for_client",
     "close_message",
@@ -359,6 +360,12 @@ def dashboard_snapshot() -> Snapshot:
 # --- the request inspector (relay/pool/captures.py) -----------------------------------------------
 # Plain JSON-ready dicts in the shapes relay.protocol documents at INSPECT_PATH. The site
 # decides who may see them (the tunnel's owner: TunnelStatus.owner); the relay keeps them.
+def inspecting(name: str) -> bool:
+    """Whether the live tunnel `name` is here and its plan keeps its exchanges (decided at
+    its registration); False when it is not live on this relay."""
+    return inspector.kept(get_registry().get(name.lower()))
+
+
 def captures(name: str, after: int = 0) -> list[dict[str, Any]] | None:
     """Summaries of the live tunnel `name`'s kept exchanges newer than id `after`, newest
     first; None when no such tunnel is live here or its plan keeps none."""

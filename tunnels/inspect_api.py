@@ -124,7 +124,7 @@ async def capture_detail(request: HttpRequest, name: str, capture_id: int) -> Ht
     allowed = await _allowed(request, name)
     if isinstance(allowed, JsonResponse):
         return allowed
-    if face.captures(name, 2**62) is None:
+    if not face.inspecting(name):
         return _error(409, _OFF)
     found = face.capture(name, capture_id)
     if found is None:
@@ -152,7 +152,7 @@ async def replay(request: HttpRequest, name: str, capture_id: int) -> HttpRespon
                 "The CSRF token is missing or wrong: send the page's csrftoken cookie's "
                 "value as X-CSRFToken (or use an API token as Authorization: Bearer).",
             )
-    if face.captures(name, 2**62) is None:
+    if not face.inspecting(name):
         return _error(409, _OFF)
     edits = _edits(request)
     if isinstance(edits, JsonResponse):

@@ -68,7 +68,7 @@ async def live_tunnel(name: str) -> Live | None:
     the plan (the owner node answers the forwarded API call with 409 when it keeps nothing)."""
     status = face.tunnel_status(name)
     if status is not None:
-        return Live(owner_id=status.user_id, inspect=face.captures(name) is not None)
+        return Live(owner_id=status.user_id, inspect=face.inspecting(name))
     if settings.RELAY_NODE_NAME:
         return await database_sync_to_async(_live_row)(name)
     return None

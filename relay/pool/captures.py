@@ -367,6 +367,11 @@ def forget(tunnel: Tunnel) -> None:
         captures.clear()
 
 
+def kept(tunnel: Tunnel | None) -> bool:
+    """Whether `tunnel` is live here and keeps captures."""
+    return tunnel is not None and tunnel.captures is not None
+
+
 def summaries(tunnel: Tunnel | None, after: int = 0) -> list[dict[str, Any]] | None:
     if tunnel is None or tunnel.captures is None:
         return None
