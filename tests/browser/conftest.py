@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from harness.browser import headless_chromium, wait_for
+from harness.our_client import OurLtLauncher
 from harness.processes import PYTHON, ROOT, ProcessGroup
 from harness.relay import RELAY_TEST_ENV, Relay, manage
 from selenium.webdriver.common.by import By
@@ -141,3 +142,13 @@ def sign_in_as(browser: WebDriver, username: str) -> None:
     browser.find_element(By.NAME, "username").send_keys(username)
     browser.find_element(By.NAME, "password").send_keys(USERS_PASSWORD)
     browser.find_element(By.XPATH, "//form[.//input[@name='password']]//button").click()
+
+
+@pytest.fixture(scope="module")
+def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OurLtLauncher]:
+    """Starts our lt for a module's tests, each with the module's own config dir."""
+    group = ProcessGroup()
+    try:
+        yield OurLtLauncher(group, tmp_path_factory.mktemp("lt-config"))
+    finally:
+        group.stop_all()

@@ -103,15 +103,6 @@ def relay(
 
 
 @pytest.fixture(scope="module")
-def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OurLtLauncher]:
-    group = ProcessGroup()
-    try:
-        yield OurLtLauncher(group, tmp_path_factory.mktemp("lt-config"))
-    finally:
-        group.stop_all()
-
-
-@pytest.fixture(scope="module")
 def busy_tunnel(relay: tuple[Relay, str], local_app: LocalApp, launcher: OurLtLauncher) -> OurLt:
     """dana's tunnel with a few requests behind it, for the chart in the screenshots."""
     relay_, token = relay

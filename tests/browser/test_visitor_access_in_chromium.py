@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import pytest
 from harness.browser import headless_chromium, through_warning, wait_for
 from harness.our_client import OurLt, OurLtLauncher
-from harness.processes import ROOT, ProcessGroup
+from harness.processes import ROOT
 from harness.relay import LocalApp, Relay
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -133,15 +133,6 @@ def sign_out(browser: WebDriver, relay: Relay) -> None:
     assert "You are signed in as" in text(browser)
     browser.find_element(By.ID, "signout").click()
     wait_for(browser, lambda b: "You are signed out" in text(b), "the signed-out page")
-
-
-@pytest.fixture(scope="module")
-def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OurLtLauncher]:
-    group = ProcessGroup()
-    try:
-        yield OurLtLauncher(group, tmp_path_factory.mktemp("lt-config"))
-    finally:
-        group.stop_all()
 
 
 @pytest.fixture(scope="module")
