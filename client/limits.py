@@ -173,3 +173,19 @@ DISPLAY_REFRESHES_PER_S = 4
 # and those connections die without a sound (nothing can reach either end), while TCP
 # keepalive would notice only after a minute. A check is one bind(2), no traffic.
 LOCAL_ADDRESS_CHECK_S = 0.5
+
+# -- TCP tunnels (`lt tcp`; tcp_frames.py, the relay's relay/protocol.py "TCP tunnels") ----
+# The frames on a TCP tunnel's pool connection: kind (1 byte), length (4 bytes), payload.
+# tests/structure pins these to the relay's.
+TCP_OPEN = b"O"
+TCP_DATA = b"D"
+TCP_EOF = b"E"
+TCP_CLOSE = b"C"
+TCP_FRAME_HEADER_BYTES = 5
+TCP_MAX_DATA_BYTES = 256 * KIB  # one DATA frame's payload
+TCP_MAX_REASON_BYTES = 256  # a CLOSE's reason
+TCP_MAX_OPEN_BYTES = 64  # an OPEN's "<ip> <port>"
+# Idle pool connections kept open for visitors to come (one more opened each time one starts
+# carrying a visitor, up to max_conn_count); idle ones past these close after TCP_SPARE_IDLE_S.
+TCP_SPARE_CONNECTIONS = 2
+TCP_SPARE_IDLE_S = 30.0

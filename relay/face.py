@@ -57,6 +57,7 @@ __all__ = [
     "PlanQuota",
     "Records",
     "Registration",
+    "TcpAsk",
     "RegistrationError",
     "ReplayError",
     "SessionUpdate",
@@ -147,6 +148,21 @@ class Registration:
     # None: the URL the client registered with).
     pool_secret: str = field(default="", repr=False)
     node_url: str | None = None
+    tcp_port: int = 0  # a TCP tunnel's public port (tcp://RELAY_TCP_HOST:port); 0: HTTP
+
+
+@dataclass(frozen=True)
+class TcpAsk:
+    """A TCP tunnel's registration (`lt tcp`; relay/pool/tcp_ports.py gives the port).
+
+    `port`: the port asked for (`--remote-port`, one the site found reserved for this user;
+    0: any free port of RELAY_TCP_PORTS). `reserved`: the ports reserved for anyone else (or
+    for no one), which this tunnel never gets. `max_live`: the owner's live TCP tunnels its
+    plan allows (0: no limit), counted on this relay."""
+
+    port: int = 0
+    reserved: frozenset[int] = frozenset()
+    max_live: int = 0
 
 
 def _wait_s(wait_s: float) -> int:
@@ -188,6 +204,7 @@ async def register(
     pool_secret: str = "",
     rules: VisitorRules | None = None,
     inspect: bool = False,
+    tcp: TcpAsk | None = None,
 ) -> Registration:
     """Register a tunnel (the name asked for, or a random one) or reclaim the owner's, which
     keeps its quota and counters; raises RegistrationError with what the client is told.
@@ -196,7 +213,11 @@ async def register(
     which upgrades connections on the relay's own port); `pool_secret`: the secret our lt had
     for this name, with which it reclaims it from another address. `rules`: who may visit
     (tunnels/access.py); a reclaimed tunnel takes the new registration's rules. `inspect`: the
-    plan lets the relay keep the tunnel's last exchanges for its owner (relay/pool/captures.py)."""
+    plan lets the relay keep the tunnel's last exchanges for its owner (relay/pool/captures.py).
+    `tcp`: a TCP tunnel (`lt tcp`), given a public port of RELAY_TCP_PORTS; a name held by a
+    tunnel of the other kind is refused (409)."""
+    if tcp is not None:  # the seam of issue 15: relay/pool/tcp_*.py builds it
+        raise RegistrationError(503, "TCP tunnels are not available on this relay yet.")
     registry = get_registry()
     tunnel = await registry.register(
         requested,
@@ -291,6 +312,8 @@ class TunnelStatus:
     opened_at: float  # Unix time; with the name, which tunnel this was (close_for_client)
     user_id: int | None = None  # the token's user; None: anonymous
     token_id: int | None = None  # the API token it was opened with; None: anonymous
+    tcp_port: int = 0  # a TCP tunnel's public port; 0: an HTTP tunnel
+    tcp_connections: int = 0  # a TCP tunnel's visitor connections open now
 
 
 def _status(tunnel: Tunnel) -> TunnelStatus:
@@ -399,6 +422,8 @@ class AccountTunnel:
     opened_at: float  # Unix time
     rules: tuple[str, ...] | None  # None: not known here (another node's tunnel)
     minutes: tuple[Minute, ...]  # fresh copies (relay/traffic.py), oldest first
+    tcp_port: int = 0  # a TCP tunnel's public port; 0: an HTTP tunnel
+    tcp_connections: int = 0  # its visitor connections open now
 
 
 def _plural(count: int, one: str, many: str) -> str:

@@ -161,15 +161,19 @@ def registration_answer(
     *,
     pool_base: str = "",
     pool_secret: str = "",
+    tcp_port: int = 0,
 ) -> dict[str, object]:
     """The JSON body of a successful `GET /?new` or `GET /<name>`; with `pool_base` (the
-    node's public base URL) and `pool_secret`, our lt's upgraded pool (see POOL_PATH)."""
+    node's public base URL) and `pool_secret`, our lt's upgraded pool (see POOL_PATH); with
+    `tcp_port`, a TCP tunnel's public port (its `url` is then tcp://host:port)."""
     answer: dict[str, object] = {
         "id": name,
         "port": port,
         "max_conn_count": max_conn_count,
         "url": url,
     }
+    if tcp_port:
+        answer["tcp_port"] = tcp_port
     if ip:
         answer["ip"] = ip
     if pool_base and pool_secret:
@@ -446,6 +450,64 @@ WS_MESSAGES_PER_TURN = 32
 CHUNKED_SLICE_BYTES = 8 * 1024
 CHUNK_FRAMING_FREE_BYTES = 16 * 1024
 MAX_CHUNK_FRAMING_SHARE = 8
+
+
+# --- TCP tunnels (relay/pool/tcp_*.py, client/tcp_*.py; docs/tcp.md) -----------------------------
+# `lt tcp --port 5432` registers like any tunnel (`GET /?new` or `GET /<name>`, with our lt's
+# CLIENT_ID_HEADER and the upgraded pool), plus TCP_KIND_HEADER: tcp, and, for a port the user
+# has reserved (tunnels.models.ReservedTcpPort), TCP_REMOTE_PORT_HEADER: <port>. The answer adds
+# "tcp_port", and its "url" is tcp://<RELAY_TCP_HOST>:<tcp_port>. Visitors connect to that port
+# on this relay (a port of RELAY_TCP_PORTS, owned by the one node that registered the tunnel);
+# the npm client never asks for TCP. HTTP visitors of a TCP tunnel's name are told it is TCP.
+TCP_KIND_HEADER = "X-Tunnelsite-Kind"
+TCP_KIND = "tcp"
+TCP_REMOTE_PORT_HEADER = "X-Tunnelsite-Remote-Port"
+# A TCP tunnel's pool connections (raw or upgraded, after the 101) carry frames, both ways:
+#   kind (1 byte) | length (4 bytes, big-endian) | payload (length bytes)
+# Why frames and not the raw bytes with a real FIN: half-close must pass through TLS and any
+# proxy in front of the relay (asyncio's TLS cannot half-close, nginx closes both ways), and a
+# connection whose every visitor ends with a frame on both sides can serve the next visitor
+# (no reconnect, no handshake per visitor connection). One visitor connection at a time per
+# pool connection, so TCP's own flow control on the pool connection is the backpressure.
+#   OPEN  relay -> lt   a visitor connected; payload "<ip> <port>" (ASCII). lt dials its app.
+#   DATA  both ways     bytes of the visitor connection, 1..TCP_MAX_DATA_BYTES of them.
+#   EOF   both ways     the sender's side is done writing (a FIN), empty payload; the other
+#                       direction goes on. After EOF both ways the conversation is over and
+#                       the pool connection waits for the next OPEN.
+#   CLOSE both ways     the conversation ended abruptly (a reset, an app that refused, the
+#                       idle timeout); payload: a reason in UTF-8, at most TCP_MAX_REASON_BYTES.
+#                       Both ends then close the pool connection (lt opens a new one).
+# Anything else (an unknown kind, an oversized or empty DATA frame, a control frame over its
+# bound, bytes before OPEN or after the conversation ended) is a protocol error: the pool
+# connection is closed at once, and the visitor connection with it.
+TCP_OPEN = b"O"
+TCP_DATA = b"D"
+TCP_EOF = b"E"
+TCP_CLOSE = b"C"
+TCP_FRAME_HEADER_BYTES = 5
+# A DATA frame's payload: 256 KiB amortises the 5-byte header (0.002%) and one parse per frame,
+# and bounds what one frame holds in memory on either side.
+TCP_MAX_DATA_BYTES = 256 * 1024
+TCP_MAX_REASON_BYTES = 256  # a CLOSE's reason
+TCP_MAX_OPEN_BYTES = 64  # an OPEN's "<ip> <port>": an IPv6 address and a port fit
+# A visitor who connects while every pool connection is busy waits this long for one (the
+# client opens more up to max_conn_count as visitors arrive), then is closed; at most
+# DEFAULT_TCP_MAX_WAITERS per tunnel wait, past them a visitor is closed at once.
+DEFAULT_TCP_WAIT_S = 10.0
+DEFAULT_TCP_MAX_WAITERS = 512
+# A TCP visitor connection with no byte either way for this long is closed
+# (RELAY_TCP_IDLE_TIMEOUT_S; 0: never): a database session sits idle for minutes, a forgotten
+# one for ever. A peer that stops reading counts as idle too: a write that waits this long
+# closes the connection.
+DEFAULT_TCP_IDLE_TIMEOUT_S = 3600.0
+# A TCP visitor listener's accept queue: 200 visitors connecting at once are all queued.
+TCP_LISTEN_BACKLOG = 512
+# Our lt keeps this many idle pool connections of a TCP tunnel open (and opens one more each
+# time one starts carrying a visitor), up to max_conn_count; idle ones past it close after
+# TCP_SPARE_IDLE_S, so a burst's connections do not stay open for ever.
+TCP_SPARE_CONNECTIONS = 2
+TCP_SPARE_IDLE_S = 30.0
+TCP_URL_SCHEME = "tcp"
 
 
 # --- the request inspector (relay/pool/captures.py, relay/proxy/replay.py, tunnels/inspector.py) --

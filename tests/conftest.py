@@ -75,6 +75,10 @@ LAYER_OF_DIRECTORY = {
     "network": "e2e",  # network namespaces, tcpdump, netem: the path between lt and the relay
     "sanctions": "e2e",  # the operator's Disconnect and Suspend: relays on Redis, the admin
     "inspector": "e2e",  # the request inspector on real relays (its sans-IO units run in ms too)
+    "tcp_relay": "sockets",  # TCP tunnels: the relay's listener and splice, a framing peer
+    "tcp_site": "django",  # TCP tunnels: plans, reserved ports, registration, pages
+    "tcp_client": "e2e",  # TCP tunnels: `lt tcp` as a process
+    "tcp": "e2e",  # TCP tunnels end to end: psql, redis, 100 MiB, two nodes behind HAProxy
 }
 
 

@@ -95,6 +95,17 @@ class Plan(VisitorPolicy):
         help_text="Keep each tunnel's last requests in the relay's memory for its owner's "
         "inspector and replay. Off for privacy: nothing of the traffic is kept.",
     )
+    allow_tcp = models.BooleanField(
+        "allow TCP tunnels",
+        default=True,
+        help_text="Its users may open TCP tunnels (lt tcp) on relays that offer them "
+        "(RELAY_TCP_PORTS).",
+    )
+    max_tcp_tunnels = models.PositiveIntegerField(
+        "max TCP tunnels",
+        default=2,
+        help_text="Live TCP tunnels per user; they count toward the live tunnels too. 0: no limit.",
+    )
 
     class Meta(VisitorPolicy.Meta):
         ordering = ["name"]
@@ -237,6 +248,32 @@ class ReservedSubdomain(VisitorPolicy):
         super().save(*args, **kwargs)  # type: ignore[arg-type]
 
 
+class ReservedTcpPort(models.Model):
+    """A public TCP port kept for one user's TCP tunnels (`lt tcp --remote-port N`), or, with
+    no user, for nobody. A reserved port is never handed to anyone else's tunnel."""
+
+    port = models.PositiveIntegerField(
+        unique=True, help_text="A port of the relay's RELAY_TCP_PORTS (on a cluster, of a node's)."
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="reserved_tcp_ports",
+        help_text="Empty: reserved for the operator, no tunnel gets it.",
+    )
+    note = models.CharField(max_length=200, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["port"]
+        verbose_name = "reserved TCP port"
+
+    def __str__(self) -> str:
+        return str(self.port)
+
+
 class TunnelSession(models.Model):
     """One registration of a tunnel, from its opening to its closing (relay.pool.tunnel.Tunnel is
     the live tunnel in the relay's memory; it writes this row through relay.records)."""
@@ -267,6 +304,12 @@ class TunnelSession(models.Model):
     bytes_in = models.BigIntegerField(default=0, help_text="Bytes from visitors.")
     bytes_out = models.BigIntegerField(default=0, help_text="Bytes to visitors.")
     last_activity = models.DateTimeField(null=True, blank=True)
+    tcp_port = models.PositiveIntegerField(
+        "TCP port",
+        null=True,
+        blank=True,
+        help_text="A TCP tunnel's public port (tcp://host:port); empty for HTTP tunnels.",
+    )
 
     class Meta:
         # The table keeps the name it had while the model was called Tunnel: a relay of the

@@ -313,6 +313,27 @@ ACCOUNT_SIGNUP_OPEN = _bool("ACCOUNT_SIGNUP_OPEN", False)
 # the inspector keeps their tunnels' requests.
 RELAY_DEFAULT_PLAN_MAX_RESERVED_NAMES = _int("RELAY_DEFAULT_PLAN_MAX_RESERVED_NAMES", 1, minimum=0)
 RELAY_DEFAULT_PLAN_INSPECT = _bool("RELAY_DEFAULT_PLAN_INSPECT", True)
+# --- TCP tunnels, `lt tcp` (docs/tcp.md) ---------------------------------------------------------
+# The public ports TCP tunnels get, e.g. 20000-20999 (open them in the firewall); empty: TCP
+# tunnels are off and `lt tcp` is told so. On a cluster, give each node its own range
+# (docs/cluster.md): a TCP port belongs to the node that registered its tunnel.
+RELAY_TCP_PORTS = _port_range("RELAY_TCP_PORTS", "")
+# Where TCP tunnels' ports listen (default: RELAY_BIND), and the host their tcp:// URL names
+# (default: RELAY_DOMAIN).
+RELAY_TCP_BIND = env.str("RELAY_TCP_BIND", default="").strip() or RELAY_BIND
+RELAY_TCP_HOST = env.str("RELAY_TCP_HOST", default="").strip().lower() or RELAY_DOMAIN
+# A TCP visitor connection with no bytes either way this long is closed (0: never).
+RELAY_TCP_IDLE_TIMEOUT_S = _float("RELAY_TCP_IDLE_TIMEOUT_S", protocol.DEFAULT_TCP_IDLE_TIMEOUT_S)
+# How long a TCP visitor waits for a free pool connection, and how many may wait per tunnel.
+RELAY_TCP_WAIT_S = _float("RELAY_TCP_WAIT_S", protocol.DEFAULT_TCP_WAIT_S, minimum=0.01)
+RELAY_TCP_MAX_WAITERS = _int("RELAY_TCP_MAX_WAITERS", protocol.DEFAULT_TCP_MAX_WAITERS, minimum=0)
+# Anonymous tunnels (no token) may be TCP tunnels: off, since a raw port is easier to abuse
+# than a named HTTP host (and cannot show a warning page).
+RELAY_TCP_ANONYMOUS = _bool("RELAY_TCP_ANONYMOUS", False)
+# The default plan's TCP tunnels: whether it allows them, and how many live ones per user
+# (0: no limit).
+RELAY_DEFAULT_PLAN_TCP = _bool("RELAY_DEFAULT_PLAN_TCP", True)
+RELAY_DEFAULT_PLAN_MAX_TCP_TUNNELS = _int("RELAY_DEFAULT_PLAN_MAX_TCP_TUNNELS", 2, minimum=0)
 
 # --- Django -----------------------------------------------------------------------------------
 # Only the bare domain reaches Django: `<name>.<domain>` goes to the relay before Django,
