@@ -155,6 +155,8 @@ class LiveTunnel:
     counts: Counts
     opened_at: float
     node: str = ""  # scale-out: the node that owns it (the dashboard of a cluster)
+    tcp_port: int = 0  # a TCP tunnel's public port; 0: an HTTP tunnel
+    tcp_connections: int = 0  # a TCP tunnel's visitor connections open now
 
 
 @dataclass(frozen=True)

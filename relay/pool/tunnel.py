@@ -22,6 +22,7 @@ from relay.pool.borrowing import Borrowing, NoSocket, sockets_beyond_spare
 from relay.pool.captures import TunnelCaptures, forget
 from relay.pool.quota import Quota
 from relay.pool.socket import PoolSocket
+from relay.pool.tcp_side import TcpSide
 from relay.protocol import RETRY_AFTER_FULL_S
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ class Tunnel(Borrowing):
     access: Access | None = None
     # The request inspector's captures (relay/pool/captures.py): None when its plan keeps none.
     captures: TunnelCaptures | None = None
+    # A TCP tunnel's public port and visitors (relay/pool/tcp_side.py); None: an HTTP tunnel.
+    tcp: TcpSide | None = None
     connections: set[PoolSocket] = field(default_factory=set)
     idle: list[PoolSocket] = field(default_factory=list)
     # A list, not a deque: an empty deque costs 760 bytes per tunnel, and the queue is
@@ -257,6 +260,8 @@ class Tunnel(Borrowing):
             forget(self)  # the inspector's memory of it goes with it
         if self.server is not None:
             self.server.close()
+        if self.tcp is not None:
+            self.tcp.close(reason)  # its port is free again, its visitors disconnected
         for conn in list(self.connections):
             conn.abort()
         self.connections.clear()
