@@ -1,0 +1,132 @@
+"""TCP tunnels end to end (tests/tcp): the bulk TCP app, a free range for RELAY_TCP_PORTS,
+users with tokens and reserved ports in a relay's database, and `lt tcp` as a process.
+
+The app is bench/tcp_app.py (`make bench` measures with it too); a visitor speaks to it with
+bench/tcp_transfer.py, through a tunnel's tcp://host:port or directly.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.procs import client_env
+from harness.processes import PYTHON, ROOT, Process, ProcessGroup
+
+START_S = 20.0
+# RELAY_TCP_PORTS for a test relay: a run of free ports below Linux's ephemeral range
+# (32768-60999), so no outgoing connection of this machine takes one while a relay holds
+# the range; random, so parallel workers' relays rarely pick the same run (and a port taken
+# by then is skipped by the relay like any port another program holds).
+RANGE_LOW, RANGE_HIGH = 20000, 32000
+URL = re.compile(r"your url is: (tcp://([^\s:/]+):(\d+))")
+
+
+def free_port_range(width: int) -> str:
+    """ "a-b": `width` consecutive ports that are free right now (RELAY_TCP_PORTS)."""
+    for _ in range(200):
+        low = random.randrange(RANGE_LOW, RANGE_HIGH - width)
+        if all(_free(port) for port in range(low, low + width)):
+            return f"{low}-{low + width - 1}"
+    raise AssertionError(f"no {width} free consecutive ports in {RANGE_LOW}-{RANGE_HIGH}")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def port_is_held(port: int) -> bool:
+    """Does a listener (the relay's) hold the port? Binding it ourselves says."""
+    return not _free(port)
+
+
+def start_tcp_app(group: ProcessGroup) -> int:
+    """bench/tcp_app.py on a free port (SEND, SINK, ECHO, STATS); its port."""
+    process = group.start([PYTHON, "-u", "-m", "bench.tcp_app"], client_env(), name="tcp app")
+    return int(process.wait_for_line(r"tcp app listening on 127\.0\.0\.1:(\d+)").group(1))
+
+
+# --- the relay's database ----------------------------------------------------------------------
+_USERS = """
+from django.contrib.auth import get_user_model
+from tunnels.models import ApiToken, ReservedTcpPort
+User = get_user_model()
+for username, reserved in {users!r}:
+    user = User.objects.create_user(username)
+    for port in reserved:
+        ReservedTcpPort.objects.create(user=user, port=port)
+    print("TOKEN", username, ApiToken.issue(user, name="tcp e2e")[1])
+"""
+
+
+def make_users(env: dict[str, str], users: dict[str, list[int]]) -> dict[str, str]:
+    """Users (with the TCP ports reserved for each) in the database `env` names, in one
+    `manage.py shell`; their API tokens by name."""
+    code = _USERS.format(users=list(users.items()))
+    done = subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, f"making users failed:\n{done.stdout}\n{done.stderr}"
+    tokens = dict(
+        line.split()[1:] for line in done.stdout.splitlines() if line.startswith("TOKEN ")
+    )
+    assert set(tokens) == set(users), done.stdout
+    return tokens
+
+
+# --- `lt tcp` -------------------------------------------------------------------------------
+@dataclass
+class LtTcp:
+    process: Process
+    url: str  # tcp://host:port, as printed
+    host: str
+    port: int
+
+
+class LtTcpLauncher:
+    """Our `lt tcp` against a relay, each with its own config directory (no saved login)."""
+
+    def __init__(self, group: ProcessGroup, config_dir: Path) -> None:
+        self.group = group
+        self.config_dir = config_dir
+
+    def start(self, host: str, app_port: int, *extra: str) -> Process:
+        """`lt tcp --port APP --host HOST EXTRA...`, not waited for."""
+        environ = client_env(LT_CONFIG_DIR=str(self.config_dir), PYTHONUNBUFFERED="1")
+        args = [PYTHON, "-m", "client.cli", "tcp", "--port", str(app_port), "--host", host]
+        return self.group.start([*args, *extra], environ, name="lt tcp")
+
+    def __call__(self, host: str, app_port: int, *extra: str) -> LtTcp:
+        """`lt tcp`, once it printed `your url is: tcp://host:port`."""
+        process = self.start(host, app_port, *extra)
+        match = process.wait_for_line(URL.pattern, START_S)
+        return LtTcp(process, match.group(1), match.group(2), int(match.group(3)))
+
+
+def run_refused(host: str, app_port: int, *extra: str, config_dir: Path) -> tuple[int, str]:
+    """`lt tcp` that the relay refuses: its exit code and what it printed (it must exit)."""
+    environ = client_env(LT_CONFIG_DIR=str(config_dir), PYTHONUNBUFFERED="1")
+    args = [PYTHON, "-m", "client.cli", "tcp", "--port", str(app_port), "--host", host]
+    done = subprocess.run(
+        [*args, *extra],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=START_S,
+    )
+    return done.returncode, done.stdout + done.stderr

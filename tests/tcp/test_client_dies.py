@@ -1,0 +1,84 @@
+"""A client killed mid-stream (kill -9 lt): its visitor's connection is closed at once, the
+tunnel's port stays held for the grace period (another user who asks is kept waiting), then
+it is free and the next tunnel gets it.
+
+The relay's range is one port, so "held" and "free" are what the next registration gets;
+RELAY_GRACE_S is shortened to what this test waits through (the setting it tests)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from harness.relay import Relay
+from harness.tcp_tunnels import URL, LtTcpLauncher, free_port_range, make_users, port_is_held
+from harness.waiting import poll
+
+from bench.tcp_transfer import connect
+
+pytestmark = pytest.mark.timeout(120)
+
+GRACE_S = 4.0
+CLOSED_WITHIN_S = 5.0  # the visitor's connection, after lt died
+# lt retries a refused registration with its backoff (0.5 s doubling): the port may reach the
+# second client up to one backoff step after the grace period ended.
+FREED_WITHIN_S = GRACE_S + 20.0
+
+
+@pytest.fixture(scope="module")
+def one_port_relay(module_relay_factory: Callable[..., Relay]) -> Relay:
+    return module_relay_factory(RELAY_TCP_PORTS=free_port_range(1), RELAY_GRACE_S=GRACE_S)
+
+
+@pytest.fixture(scope="module")
+def users(one_port_relay: Relay) -> Iterator[dict[str, str]]:
+    yield make_users(one_port_relay.env, {"first": [], "second": []})
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    """Did the peer end the connection (a FIN or a reset), as seen by a short read?"""
+    sock.settimeout(0.2)
+    try:
+        return sock.recv(65536) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_a_killed_client_closes_its_visitors_and_frees_its_port_after_the_grace(
+    lt_tcp: LtTcpLauncher, one_port_relay: Relay, tcp_app: int, users: dict[str, str]
+) -> None:
+    host = f"http://localhost:{one_port_relay.port}"
+    first = lt_tcp(host, tcp_app, "--token", users["first"])
+    (port,) = [int(p) for p in one_port_relay.env["RELAY_TCP_PORTS"].split("-")][:1]
+    assert first.port == port
+    with connect(first.port) as visitor:
+        visitor.sendall(b"ECHO\nmid-stream")
+        assert visitor.recv(100) == b"mid-stream"  # the conversation is live
+        first.process.signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        assert poll(lambda: closed_by_peer(visitor), CLOSED_WITHIN_S), (
+            "the visitor's connection outlived its client"
+        )
+
+    second = lt_tcp.start(host, tcp_app, "--token", users["second"])
+    try:
+        # During the grace period the port is the dead tunnel's: still listening, and not
+        # given to the second user, whose lt is refused and retries.
+        assert poll(lambda: time.monotonic() - killed_at > GRACE_S / 2, GRACE_S)
+        assert port_is_held(port)
+        assert not any(URL.search(line) for line in second.output().splitlines()), (
+            "the second user got the port during the grace period"
+        )
+        match = second.wait_for_line(URL.pattern, FREED_WITHIN_S)
+        assert int(match.group(3)) == port
+        assert time.monotonic() - killed_at >= GRACE_S * 0.9
+        with connect(port) as visitor:  # the second user's tunnel serves on it
+            visitor.sendall(b"ECHO\nagain")
+            assert visitor.recv(100) == b"again"
+    finally:
+        second.stop()

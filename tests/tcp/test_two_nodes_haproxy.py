@@ -1,0 +1,216 @@
+"""TCP tunnels on two nodes behind a real HAProxy in TCP mode (docs/cluster.md, "TCP tunnels on
+a cluster"): each node has its own RELAY_TCP_PORTS range, the balancer forwards each range to
+its node, `lt tcp` registers through the balancer and lands on some node, and a visitor who
+connects to the balancer's port reaches that node's tunnel and the app.
+
+The balancer's configuration is the documented one, its addresses and ranges replaced by
+loopback ones (HAProxy listens on 127.0.0.1, alpha's ports on 127.0.0.2, bravo's on
+127.0.0.3, so the same port numbers do not collide on one machine), plus an http frontend
+for registrations. The nodes share a fresh PostgreSQL database and this worker's Redis index,
+as in tests/cluster (they fail, never skip, without them)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from harness.processes import PYTHON, ROOT, ProcessGroup
+from harness.redis_index import redis_index
+from harness.relay import RELAY_COMMAND, RELAY_TEST_ENV, free_port
+from harness.tcp_tunnels import LtTcp, LtTcpLauncher, free_port_range, make_users
+from harness.waiting import wait_until
+
+from bench.tcp_transfer import connect, upload
+
+pytestmark = pytest.mark.timeout(120)
+
+PG_URL = os.environ.get("TUNNELSITE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE = os.environ.get("TUNNELSITE_TEST_REDIS", "redis://127.0.0.1:6379")
+SECRET_KEY = "tcp-two-nodes-tests-only-secret-key-0123456789-abcdefghijklmnop"
+DOCS = ROOT / "docs" / "cluster.md"
+SECTION = "## TCP tunnels on a cluster"
+# The documented example's addresses and ranges: (alpha, bravo).
+DOC_ADDRESSES = ("10.0.0.11", "10.0.0.12")
+DOC_RANGES = ("20000-20999", "21000-21999")
+NODE_BINDS = ("127.0.0.2", "127.0.0.3")
+RANGE_WIDTH = 4
+TUNNELS_TRIED = 4  # registrations until both nodes own one (round robin: two suffice)
+HTTP_PART = """
+frontend registrations
+    bind 127.0.0.1:{port}
+    mode http
+    timeout client 30s
+    default_backend relays
+
+backend relays
+    mode http
+    balance roundrobin
+    timeout connect 2s
+    timeout server 30s
+    server alpha 127.0.0.1:{alpha}
+    server bravo 127.0.0.1:{bravo}
+"""
+
+
+@dataclass
+class Node:
+    name: str
+    port: int
+    tcp_range: tuple[int, int]
+
+    def owns(self, port: int) -> bool:
+        return self.tcp_range[0] <= port <= self.tcp_range[1]
+
+
+def documented_config() -> str:
+    """The ```haproxy fence of the docs' TCP section."""
+    text = DOCS.read_text()
+    section = text[text.index(SECTION) :]
+    match = re.search(r"^```haproxy\n(.*?)^```", section, re.M | re.S)
+    assert match, f"no haproxy example under {SECTION!r} in {DOCS}"
+    return match.group(1)
+
+
+def balancer_config(http_port: int, nodes: list[Node]) -> str:
+    config = documented_config()
+    for node, address, doc_range, bind in zip(
+        nodes, DOC_ADDRESSES, DOC_RANGES, NODE_BINDS, strict=True
+    ):
+        low, high = node.tcp_range
+        assert f"bind :{doc_range}" in config and f" {address}\n" in config
+        config = config.replace(f"bind :{doc_range}", f"bind 127.0.0.1:{low}-{high}")
+        config = config.replace(f" {address}\n", f" {bind}\n")
+    alpha, bravo = nodes
+    return config + HTTP_PART.format(port=http_port, alpha=alpha.port, bravo=bravo.port)
+
+
+@pytest.fixture(scope="module")
+def services() -> Iterator[dict[str, str]]:
+    """A fresh, migrated PostgreSQL database and a flushed Redis index: the nodes' env."""
+    name = f"tunnelsite_tcp_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        client = redis.Redis.from_url(f"{REDIS_BASE}/{redis_index('cluster')}", socket_timeout=5)
+        client.flushdb()
+        client.close()
+    except (psycopg.Error, redis.RedisError) as exc:
+        pytest.fail(f"PostgreSQL at {PG_URL} and Redis at {REDIS_BASE} are required: {exc}")
+    base = PG_URL.rsplit("/", 1)[0].replace("postgresql://", "postgres://", 1)
+    env = {
+        **os.environ,
+        **RELAY_TEST_ENV,
+        "DATABASE_URL": f"{base}/{name}",
+        "REDIS_URL": f"{REDIS_BASE}/{redis_index('cluster')}",
+        "SECRET_KEY": SECRET_KEY,  # a node refuses the development key
+        "PYTHONUNBUFFERED": "1",
+    }
+    try:
+        subprocess.run(
+            [PYTHON, "manage.py", "migrate", "--noinput", "-v0"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            timeout=120,
+        )
+        yield env
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def nodes(group: ProcessGroup, services: dict[str, str]) -> list[Node]:
+    started = []
+    for name, bind in zip(("alpha", "bravo"), NODE_BINDS, strict=True):
+        tcp_ports = free_port_range(RANGE_WIDTH)
+        env = {
+            **services,
+            "RELAY_TCP_PORTS": tcp_ports,
+            "RELAY_TCP_BIND": bind,
+            "RELAY_TCP_HOST": "127.0.0.1",  # the balancer
+        }
+        process = group.start([*RELAY_COMMAND, "--node-name", name], env, name=f"node-{name}")
+        port = int(process.wait_for_line(r"listening on http://127\.0\.0\.1:(\d+)").group(1))
+        low, high = map(int, tcp_ports.split("-"))
+        started.append(Node(name, port, (low, high)))
+    return started
+
+
+@pytest.fixture(scope="module")
+def balancer(
+    group: ProcessGroup, nodes: list[Node], tmp_path_factory: pytest.TempPathFactory
+) -> int:
+    """HAProxy with the documented TCP part; its http port (registrations)."""
+    haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+    if haproxy is None:
+        pytest.fail("haproxy is not installed; `make test` installs it")
+    http_port = free_port()
+    config = tmp_path_factory.mktemp("haproxy") / "haproxy.cfg"
+    config.write_text(balancer_config(http_port, nodes))
+    process = group.start([haproxy, "-db", "-f", str(config)], {**os.environ}, name="haproxy")
+
+    def answers() -> bool:
+        try:
+            connect(http_port, timeout=1).close()
+        except OSError:
+            assert process.proc.poll() is None, process.output()
+            return False
+        return True
+
+    wait_until(answers, 10, "HAProxy to listen")
+    return http_port
+
+
+def test_a_tunnel_registered_through_the_balancer_is_reached_through_it_on_either_node(
+    lt_tcp: LtTcpLauncher,
+    balancer: int,
+    nodes: list[Node],
+    services: dict[str, str],
+    tcp_app: int,
+) -> None:
+    tokens = make_users(services, {f"cluster-{i}": [] for i in range(TUNNELS_TRIED)})
+    tunnels: list[LtTcp] = []
+    owners: set[str] = set()
+    try:
+        for token in tokens.values():
+            lt = lt_tcp(f"http://127.0.0.1:{balancer}", tcp_app, "--token", token)
+            tunnels.append(lt)
+            (owner,) = [node for node in nodes if node.owns(lt.port)]
+            assert lt.host == "127.0.0.1"  # RELAY_TCP_HOST: the balancer
+            result = upload(lt.port, 256 * 1024, host=lt.host)
+            assert result.sha256_ok, f"a visitor through the balancer missed {owner.name}"
+            owners.add(owner.name)
+            if len(owners) == len(nodes):
+                break
+        assert owners == {"alpha", "bravo"}, f"round robin gave every tunnel to {owners}"
+    finally:
+        for lt in tunnels:
+            lt.process.stop()
+
+
+def test_the_balancers_config_is_the_documented_one_and_haproxy_accepts_it(
+    tmp_path: Path,
+) -> None:
+    fake = [Node("alpha", 1, (25000, 25003)), Node("bravo", 2, (25010, 25013))]
+    config = balancer_config(18080, fake)
+    for line in ("bind 127.0.0.1:25000-25003", "server alpha 127.0.0.2", "server bravo 127.0.0.3"):
+        assert line in config
+    (tmp_path / "haproxy.cfg").write_text(config)
+    haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin") or "haproxy"
+    done = subprocess.run(
+        [haproxy, "-c", "-q", "-f", str(tmp_path / "haproxy.cfg")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
