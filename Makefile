@@ -51,9 +51,14 @@ run: $(VENV)/.deps-run
 /usr/bin/tinyproxy:
 	apt-get update -q && apt-get install -y -q tinyproxy
 
+# tests/tcp runs real clients through TCP tunnels: psql (to this machine's PostgreSQL),
+# redis-cli and redis-benchmark (to its Redis).
+/usr/bin/psql /usr/bin/redis-cli /usr/bin/redis-benchmark &:
+	apt-get update -q && apt-get install -y -q postgresql-client redis-tools
+
 test: $(VENV)/.deps-test $(NPM_LT) /usr/bin/chromium /usr/bin/chromedriver /usr/bin/wrk \
 	/usr/sbin/nginx /usr/sbin/haproxy /usr/bin/caddy /usr/bin/tcpdump /usr/sbin/iptables \
-	/usr/bin/tinyproxy
+	/usr/bin/tinyproxy /usr/bin/psql /usr/bin/redis-cli /usr/bin/redis-benchmark
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) manage.py makemigrations --check --dry-run -v0
