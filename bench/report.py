@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import two_nodes
+from bench import tcp_scenario, two_nodes
 from bench.transfer import TransferResult
 from bench.wrk import WrkResult
 
@@ -192,6 +192,7 @@ def build(
     targets: list[Target],
     options: Options,
     two_node: dict[str, Any] | None = None,
+    tcp: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     box = machine()
     return {
@@ -217,6 +218,8 @@ def build(
         # Owner vs non-owner node (bench/two_nodes.py); None when it did not run.
         "two_node_ratio": (two_node or {}).get("two_node_ratio"),
         "two_node": two_node,
+        # MB/s through a TCP tunnel vs direct at 1 and 10 connections (bench/tcp_scenario.py).
+        "tcp": tcp,
     }
 
 
@@ -281,6 +284,8 @@ def table(results: dict[str, Any]) -> str:
     ]
     if results.get("two_node"):
         lines.append(two_nodes.table_line(results["two_node"]))
+    if results.get("tcp"):
+        lines += tcp_scenario.table_lines(results["tcp"])
     for label, target in results["targets"].items():
         if not target["available"]:
             lines.append(f"{label}: unavailable ({target['reason']})")

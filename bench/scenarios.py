@@ -30,7 +30,7 @@ from typing import Any, TextIO
 
 import trustme  # `make bench` installs the test dependencies; the relay never imports it
 
-from bench import report, transfer, two_nodes
+from bench import report, tcp_scenario, transfer, two_nodes
 from bench.procs import (
     ROOT,
     Child,
@@ -215,11 +215,12 @@ class Bench:
                 scenarios = self.throughput(targets)
                 scenarios += self.transfers(targets)
                 two_node = self.two_nodes(Path(tmp), template, app_port)
+                tcp = tcp_scenario.run(self, Path(tmp), template)
                 self.children.stop_all()
                 scale = self.scale(Path(tmp), template)
             finally:
                 self.children.stop_all()
-        return report.build(scenarios, scale, targets, self.options, two_node)
+        return report.build(scenarios, scale, targets, self.options, two_node, tcp)
 
     # --- processes ---------------------------------------------------------------------------
     def migrate(self, tmp: Path) -> Path:

@@ -90,3 +90,13 @@ def test_quick_benchmark_writes_json_with_positive_figures(tmp_path: Path) -> No
         for cost in ("upgrade_cost", "pool_tls_cost", "access_cost", "inspect_cost"):
             assert isinstance(scenario[cost], float), (scenario["name"], cost)
     assert "| scenario |" in done.stdout
+    tcp = results["tcp"]  # MB/s through `lt tcp` vs direct (bench/tcp_scenario.py)
+    assert tcp["skipped"] is None, tcp["skipped"]
+    rows = [row["name"] for row in tcp["rows"]]
+    assert rows == ["download x1", "download x10", "upload x1", "upload x10"], rows
+    for row in tcp["rows"]:
+        for key in ("direct_mbps", "tcp_mbps", "tcp_ratio"):
+            assert _positive(row[key]), (row["name"], key, row[key])
+        assert (row["direct_errors"], row["tcp_errors"]) == (0, 0), row
+        assert row["tcp_sha256_ok"] is True, row
+    assert "| transfer | direct | lt tcp | ratio |" in done.stdout

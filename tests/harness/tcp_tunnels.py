@@ -7,7 +7,6 @@ bench/tcp_transfer.py, through a tunnel's tcp://host:port or directly.
 
 from __future__ import annotations
 
-import random
 import re
 import socket
 import subprocess
@@ -15,24 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.procs import client_env
+
+# RELAY_TCP_PORTS for a test relay: the same free range make bench picks.
+from bench.tcp_scenario import free_port_range as free_port_range
 from harness.processes import PYTHON, ROOT, Process, ProcessGroup
 
 START_S = 20.0
-# RELAY_TCP_PORTS for a test relay: a run of free ports below Linux's ephemeral range
-# (32768-60999), so no outgoing connection of this machine takes one while a relay holds
-# the range; random, so parallel workers' relays rarely pick the same run (and a port taken
-# by then is skipped by the relay like any port another program holds).
-RANGE_LOW, RANGE_HIGH = 20000, 32000
 URL = re.compile(r"your url is: (tcp://([^\s:/]+):(\d+))")
-
-
-def free_port_range(width: int) -> str:
-    """ "a-b": `width` consecutive ports that are free right now (RELAY_TCP_PORTS)."""
-    for _ in range(200):
-        low = random.randrange(RANGE_LOW, RANGE_HIGH - width)
-        if all(_free(port) for port in range(low, low + width)):
-            return f"{low}-{low + width - 1}"
-    raise AssertionError(f"no {width} free consecutive ports in {RANGE_LOW}-{RANGE_HIGH}")
 
 
 def _free(port: int) -> bool:
