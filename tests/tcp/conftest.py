@@ -60,6 +60,6 @@ def lt_tcp(
     yield LtTcpLauncher(group, tmp_path_factory.mktemp("lt-tcp-config"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def relay_url(tcp_relay: Relay) -> str:
     return f"http://localhost:{tcp_relay.port}"

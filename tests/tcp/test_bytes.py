@@ -33,6 +33,7 @@ MIB = 1024 * 1024
 BIG = 100 * MIB
 VISITORS = 200  # at once, over the default pool of RELAY_MAX_SOCKETS=10 connections
 VISITOR_BYTES = 64 * 1024
+SHARE = 10 - 2  # RELAY_MAX_SOCKETS less RELAY_SPARE_SOCKETS, their defaults
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +110,25 @@ def test_the_pattern_helper_hashes_what_it_sends() -> None:
         payload.sha256_of(3 * MIB + 5)
         == hashlib.sha256(b"".join(payload.chunks(3 * MIB + 5))).hexdigest()
     )
+
+
+def test_one_address_holds_all_but_the_spare_connections_at_once(tunnel: LtTcp) -> None:
+    # A database client's pool: long-lived connections from one address, all open at once.
+    # lt keeps 2 spare pool connections and opens more as visitors take them; one visitor
+    # address may hold all of the pool (RELAY_MAX_SOCKETS, 10) but RELAY_SPARE_SOCKETS (2).
+    held = [connect(tunnel.port) for _ in range(SHARE)]
+    try:
+        for i, sock in enumerate(held):
+            sock.sendall(f"ECHO\nconnection {i}".encode())
+            assert sock.recv(100) == f"connection {i}".encode()  # carried while all stay open
+        with connect(tunnel.port) as extra:  # one more waits for one of them to end
+            extra.sendall(b"ECHO\nthe next one")
+            extra.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                extra.recv(100)
+            held.pop().close()
+            extra.settimeout(IO_TIMEOUT_S)
+            assert extra.recv(100) == b"the next one"
+    finally:
+        for sock in held:
+            sock.close()
