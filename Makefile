@@ -83,7 +83,8 @@ format: $(VENV)/.deps-test
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-# Direct vs the relay with our lt and the npm lt (wrk on loopback), then 1,000 idle tunnels.
+# Direct vs the relay with our lt and the npm lt (wrk on loopback), a TCP tunnel (lt tcp),
+# then 1,000 idle tunnels.
 # Writes bench-results.json; BENCH_ARGS=--quick for a short smoke run.
 bench: $(VENV)/.deps-test $(NPM_LT) /usr/bin/wrk
 	$(PY) manage.py benchrelay $(BENCH_ARGS)
