@@ -82,7 +82,7 @@ def test_a_visitor_that_shuts_down_writing_still_reads_the_apps_reply(tunnel: Lt
     assert answer == f"{len(data)} {hashlib.sha256(data).hexdigest()}"
 
 
-def test_the_apps_fin_reaches_the_visitor_who_goes_on_sending(tunnel: LtTcp, tcp_app: int) -> None:
+def test_the_apps_fin_reaches_the_visitor_who_goes_on_sending(tunnel: LtTcp) -> None:
     # SEND writes its bytes, then a FIN, and reads on until the visitor's FIN: the visitor
     # sees the end of the data while its own direction is still open.
     with connect(tunnel.port) as sock:
