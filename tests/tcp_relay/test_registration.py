@@ -378,3 +378,20 @@ def test_the_store_writes_the_session_rows_tcp_port() -> None:
     http_row = store.open_session(subdomain="web", **common)
     assert TunnelSession.objects.get(pk=tcp_row).tcp_port == 20001
     assert TunnelSession.objects.get(pk=http_row).tcp_port is None
+
+
+def test_the_relays_shutdown_closes_every_tcp_listener(rows: RecordedRows, settings: Any) -> None:
+    """runrelay's SIGTERM path ends in Registry.shutdown, which closes every tunnel."""
+    settings.RELAY_TCP_PORTS = free_range(4)
+
+    async def scenario() -> None:
+        ports = [
+            (await register(f"db{n}", face.TcpAsk(), client_id=f"lt-run-{n}")).tcp_port
+            for n in range(3)
+        ]
+        assert not any(bindable(port) for port in ports)
+        await get_registry().drain(WAIT_S)
+        await get_registry().shutdown("relay stopped")
+        assert all(bindable(port) for port in ports), "a TCP listener outlived the relay"
+
+    asyncio.run(scenario())
