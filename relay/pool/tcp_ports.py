@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -22,6 +23,8 @@ from relay.pool.tcp_side import TcpSide
 from relay.pool.tcp_visitor import TcpVisitor
 from relay.pool.tunnel import Tunnel
 from relay.protocol import RETRY_AFTER_FULL_S, TCP_LISTEN_BACKLOG, TCP_URL_SCHEME
+
+logger = logging.getLogger(__name__)
 
 OFF_MESSAGE = "This relay does not offer TCP tunnels (its operator has not set RELAY_TCP_PORTS)."
 _REFUSED = (errno.EADDRINUSE, errno.EACCES)  # another program has it, or it is privileged
@@ -78,9 +81,20 @@ async def open_side(
     loop = asyncio.get_running_loop()
 
     async def listen(port: int) -> asyncio.Server:
-        return await loop.create_server(
-            lambda: TcpVisitor(tunnel), bind, port, backlog=TCP_LISTEN_BACKLOG
-        )
+        try:
+            return await loop.create_server(
+                lambda: TcpVisitor(tunnel), bind, port, backlog=TCP_LISTEN_BACKLOG
+            )
+        except OSError as exc:
+            if exc.errno in _REFUSED:
+                raise
+            # The operator's settings (an address this host does not have), not the client's
+            logger.warning("cannot listen on %s port %d for TCP tunnels: %s", bind, port, exc)
+            raise RegistrationError(
+                503,
+                f"This relay cannot listen for TCP tunnels on {bind} (RELAY_TCP_BIND): "
+                f"{exc.strerror or exc}.",
+            ) from None
 
     if wanted.port:
         port = wanted.port

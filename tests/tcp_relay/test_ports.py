@@ -97,3 +97,16 @@ def test_an_asked_port_that_is_reserved_for_someone_else_is_refused() -> None:
         assert caught.value.status == 409 and tunnel.tcp is None
 
     asyncio.run(scenario())
+
+
+def test_a_bind_address_this_host_lacks_is_a_clear_503() -> None:
+    config = SimpleNamespace(RELAY_TCP_PORTS=(BASE, BASE + 1), RELAY_TCP_BIND="192.0.2.77")
+    wanted = SimpleNamespace(port=0, reserved=frozenset(), max_live=0)
+
+    async def scenario() -> None:
+        with pytest.raises(RegistrationError) as caught:
+            await open_side(_tunnel("t"), config, [], wanted)
+        assert caught.value.status == 503
+        assert "on 192.0.2.77 (RELAY_TCP_BIND)" in caught.value.message
+
+    asyncio.run(scenario())
