@@ -21,6 +21,7 @@ from relay.pool.access import Access, VisitorRules
 from relay.pool.registry import get_registry, reset_registry
 from relay.pool.tcp_side import TcpSide
 from relay.pool.tunnel import Tunnel
+from relay.protocol import HOP_SCOPE_KEY
 from relay.proxy.http import proxy_http
 from relay.proxy.websocket import proxy_websocket
 
@@ -100,6 +101,10 @@ def test_an_http_visitor_is_told_to_use_a_tcp_client_and_no_pool_socket_is_touch
             sent = await visit(scope())
             assert sent[0]["status"] == 404
             assert json.loads(sent[1]["body"]) == {"message": ANSWER}
+            forwarded = {**scope(), HOP_SCOPE_KEY: True}  # from another node (scale-out)
+            hop = await visit(forwarded)
+            assert hop[0]["status"] == 404
+            assert json.loads(hop[1]["body"]) == {"message": ANSWER}
             page = await visit(scope(accept=b"text/html"))
             assert page[0]["status"] == 404 and ANSWER.encode() in page[1]["body"]
             await untouched(tunnel, reader)

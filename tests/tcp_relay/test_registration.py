@@ -98,6 +98,7 @@ async def register(
     user_id: int | None = 7,
     client_id: str = "lt-run-1",
     inspect: bool = False,
+    raw_pool: bool = False,
 ) -> face.Registration:
     return await face.register(
         name,
@@ -111,7 +112,7 @@ async def register(
         takeover=False,
         reserved=frozenset(),
         quota=QUOTA,
-        raw_pool=False,
+        raw_pool=raw_pool,
         inspect=inspect,
         tcp=tcp,
     )
@@ -393,5 +394,45 @@ def test_the_relays_shutdown_closes_every_tcp_listener(rows: RecordedRows, setti
         await get_registry().drain(WAIT_S)
         await get_registry().shutdown("relay stopped")
         assert all(bindable(port) for port in ports), "a TCP listener outlived the relay"
+
+    asyncio.run(scenario())
+
+
+def test_registrations_at_once_cannot_pass_max_live_together(
+    rows: RecordedRows, settings: Any
+) -> None:
+    settings.RELAY_TCP_PORTS = free_range(4)
+    limit = face.TcpAsk(max_live=1)
+
+    async def scenario() -> None:
+        try:
+            results = await asyncio.gather(
+                register("db1", limit, client_id="lt-run-1"),
+                register("db2", limit, client_id="lt-run-2"),
+                return_exceptions=True,
+            )
+            refusals = [r for r in results if isinstance(r, face.RegistrationError)]
+            assert [r.status for r in refusals] == [429], results
+            assert sum(1 for t in get_registry().tunnels.values() if t.tcp is not None) == 1
+        finally:
+            await closed()
+
+    asyncio.run(scenario())
+
+
+def test_a_raw_pool_tcp_tunnel_gets_its_raw_pool_port_too(
+    rows: RecordedRows, settings: Any
+) -> None:
+    """lt tcp --raw-pool: the raw pool port then carries frames like an upgraded one."""
+    settings.RELAY_TCP_PORTS = free_range(2)
+
+    async def scenario() -> None:
+        try:
+            answer = await register("db", face.TcpAsk(), raw_pool=True)
+            assert answer.port and answer.tcp_port and answer.port != answer.tcp_port
+            assert rows.rows[-1]["port"] == answer.port
+            assert rows.rows[-1]["tcp_port"] == answer.tcp_port
+        finally:
+            await closed()
 
     asyncio.run(scenario())
