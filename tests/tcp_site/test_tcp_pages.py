@@ -14,6 +14,7 @@ from unittest import mock
 
 from django.conf import settings
 from django.test import TestCase, override_settings
+from django.utils import timezone
 from harness.accounts import make_user
 
 from relay import face
@@ -123,6 +124,24 @@ class AccountPageTests(TestCase):
         ):
             html = self.client.get("/account/data").json()["html"]["usage"]
         self.assertIn('aria-label="Live TCP tunnels">1 of 2</meter>', html)
+
+    def test_a_closed_tcp_tunnel_in_the_history_says_it_was_tcp_and_its_port(self) -> None:
+        for name, port in (("pg-closed", 20031), ("web-closed", None)):
+            TunnelSession.objects.create(
+                subdomain=name,
+                owner=self.owner,
+                client_ip="192.0.2.7",
+                port=0,
+                max_sockets=10,
+                is_live=False,
+                closed_at=timezone.now(),
+                tcp_port=port,
+            )
+        html = self.client.get("/account/data").json()["html"]["history"]
+        self.assertIn(
+            'pg-closed <span class="badge" title="a TCP tunnel (lt tcp)">TCP :20031', html
+        )
+        self.assertEqual(html.count("TCP :"), 1)
 
     @override_settings(RELAY_TCP_PORTS=None)
     def test_on_a_relay_without_tcp_the_plan_says_so_and_there_is_no_ports_section(self) -> None:
