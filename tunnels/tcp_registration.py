@@ -51,12 +51,17 @@ def wants_tcp(request: HttpRequest) -> bool:
 def read_ask(request: HttpRequest, client_rules: ClientRules, *, anonymous: bool) -> Ask:
     """The TCP headers and what needs no database; raises auth.Refusal with the answer."""
     kind = request.headers.get(protocol.TCP_KIND_HEADER, "").strip().lower()
+    if not kind:
+        raise auth.Refusal(
+            400,
+            f"{protocol.TCP_REMOTE_PORT_HEADER} is for TCP tunnels only: send "
+            f"{protocol.TCP_KIND_HEADER}: {protocol.TCP_KIND} with it (`lt tcp`).",
+        )
     if kind != protocol.TCP_KIND:
-        shown = f"{kind[:20]!r}" if kind else "missing"
         raise auth.Refusal(
             400,
             f"{protocol.TCP_KIND_HEADER} must be {protocol.TCP_KIND!r} (a TCP tunnel), not "
-            f"{shown}; leave it out for an HTTP tunnel.",
+            f"{kind[:20]!r}; leave it out for an HTTP tunnel.",
         )
     if tcp_ports.port_range() is None:
         raise auth.Refusal(403, OFF)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from unittest import mock
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.test import TestCase, override_settings
 from django.utils import timezone
@@ -271,7 +272,7 @@ class InspectorPageTests(TestCase):
         self.assertContains(answer, "pg-on-b is a TCP tunnel")
 
     async def test_another_users_tcp_tunnel_is_the_same_404_as_none(self) -> None:
-        other = await make_user_async("other")
+        other = await sync_to_async(make_user)("other")
         status = TunnelStatus(
             name="pg-tunnel",
             owner=f"user:{self.owner.pk}",
@@ -286,9 +287,3 @@ class InspectorPageTests(TestCase):
             answer = await self.async_client.get("/account/tunnels/pg-tunnel/")
         self.assertEqual(answer.status_code, 404)
         self.assertNotIn("20042", answer.content.decode())
-
-
-async def make_user_async(username: str) -> object:
-    from asgiref.sync import sync_to_async
-
-    return await sync_to_async(make_user)(username)
