@@ -19,7 +19,7 @@ TCP_FIELDSET: tuple[str, Any] = (
     "TCP tunnels",
     {
         "fields": ("allow_tcp", "max_tcp_tunnels"),
-        "description": "`lt tcp --port 5432`: a public TCP port of RELAY_TCP_PORTS for a local "
+        "description": "lt tcp --port 5432: a public TCP port of RELAY_TCP_PORTS for a local "
         "service. A TCP tunnel has no passwords, team sign-in or warning page: a plan whose "
         "visitor policy requires sign-in cannot open TCP tunnels; its networks apply.",
     },
