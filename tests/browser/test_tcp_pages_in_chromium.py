@@ -42,13 +42,6 @@ user = User.objects.create_user({user!r}, password={password!r})
 ReservedTcpPort.objects.create(port={port}, user=user, note="erin's database")
 print(ApiToken.issue(user, name="tcp")[1])
 """
-# Both TCP parts of the relay and `lt tcp` land in their own branches of issue 15; until they
-# are merged with these pages, there is no live TCP tunnel to show.
-NEEDS = (ROOT / "relay/pool/tcp_ports.py", ROOT / "client/tcp_arguments.py")
-pytestmark = pytest.mark.skipif(
-    not all(path.exists() for path in NEEDS),
-    reason="needs the relay's TCP registration and `lt tcp` (issue 15's other parts)",
-)
 
 
 def free_port_range(span: int) -> tuple[int, int]:
