@@ -76,7 +76,7 @@ class TcpVisitor(asyncio.Protocol):
         ):
             logger.debug("tcp tunnel %s: a visitor refused", tunnel.name)
             self.ended = True
-            self.transport.abort()
+            reset(self.transport)
             return
         tunnel.tcp.visitors.add(self)
         sock = transport.get_extra_info("socket")
