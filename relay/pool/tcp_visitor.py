@@ -138,9 +138,7 @@ class TcpVisitor(asyncio.Protocol):
         return True  # half-closed: lt's side may still send
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.clean:
-            self.close_reason = "the visitor reset the connection"
-        self._stop(self.close_reason)
+        self._stop(None if self.clean else "the visitor reset the connection")
         self._let_go()
 
     def pause_writing(self) -> None:

@@ -4,6 +4,7 @@ hostile lt: the relay's `TcpVisitor` on real loopback sockets (tests/apps/tcp_fr
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 
@@ -301,5 +302,41 @@ def test_a_flood_of_one_byte_frames_from_lt_arrives_whole_without_holding_the_lo
             writer.write_eof()
             assert await peer.read_until_eof() == b""
             await wait_until_async(lambda: len(run.tunnel.idle) == 1)
+
+    asyncio.run(scenario())
+
+
+def test_what_a_waiting_visitor_sent_follows_open_once_a_connection_is_free() -> None:
+    async def scenario() -> None:
+        async with tcp_tunnel() as run:
+            (peer,) = await run.pooled()
+            _, first = await run.visit()
+            await peer.expect_open()
+            reader, writer = await run.visit()
+            early = os.urandom(600 * 1024)  # past the waiting buffer: its reading pauses
+            writer.write(early)
+            writer.write_eof()
+            await wait_until_async(lambda: len(run.tunnel.waiters) == 1)
+            first.write_eof()
+            assert await peer.read_until_eof() == b""
+            peer.eof()
+            await peer.expect_open()  # the same pool connection, for the waiting visitor
+            assert await peer.read_until_eof() == early
+            peer.data(b"late but whole")
+            peer.eof()
+            async with asyncio.timeout(IO_TIMEOUT_S):
+                assert await reader.read(-1) == b"late but whole"
+            await wait_until_async(lambda: len(run.tunnel.idle) == 1 and _visitors(run) == 0)
+
+    asyncio.run(scenario())
+
+
+def test_bytes_from_lt_between_conversations_close_its_pool_connection() -> None:
+    async def scenario() -> None:
+        async with tcp_tunnel() as run:
+            (peer,) = await run.pooled()
+            peer.data(b"nobody asked")
+            assert await peer.wait_closed() == []
+            await wait_until_async(lambda: not run.tunnel.connections)
 
     asyncio.run(scenario())
