@@ -193,3 +193,20 @@ def test_two_hundred_concurrent_visitors_over_ten_pool_connections_are_all_serve
                 task.cancel()
 
     asyncio.run(scenario())
+
+
+def test_a_client_that_dies_mid_stream_resets_the_visitor() -> None:
+    async def scenario() -> None:
+        async with tcp_tunnel() as run:
+            tunnel = run.tunnel
+            (peer,) = await run.pooled()
+            reader, writer = await run.visit()
+            await peer.expect_open()
+            peer.data(os.urandom(MIB))
+            writer.write(os.urandom(MIB))
+            peer.hang_up()  # lt's process died: its pool connection is gone
+            assert await _ended(reader) == "reset"
+            await wait_until_async(lambda: not tunnel.connections and not tunnel.tcp.visitors)  # type: ignore[union-attr]
+            assert tunnel.tcp is not None and tunnel.tcp.server is not None  # the port stays
+
+    asyncio.run(scenario())
