@@ -56,6 +56,7 @@ class TcpVisitor(asyncio.Protocol):
         self.app_done = False  # lt sent EOF
         self.clean = False  # EOF both ways
         self.ended = False  # nothing more happens on the visitor's side
+        self.lost = False  # the visitor's connection is gone (connection_lost)
         self.close_reason: str | None = None  # a CLOSE to send lt as the conversation ends
         self.write_paused = False  # the visitor is behind on what it is sent
         self.writable: asyncio.Future[None] | None = None
@@ -138,6 +139,7 @@ class TcpVisitor(asyncio.Protocol):
         return True  # half-closed: lt's side may still send
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
         self._stop(None if self.clean else "the visitor reset the connection")
         self._let_go()
 
@@ -261,7 +263,8 @@ class TcpVisitor(asyncio.Protocol):
     # --- the end --------------------------------------------------------------------------------
     def _idle_out(self) -> None:
         self._stop(IDLE)
-        if self.task is None or self.task.done():
+        if self.task is None or self.task.done():  # over, but the visitor takes nothing
+            self.clean = False
             self._let_go()
 
     def _stop(self, reason: str | None) -> None:
@@ -300,18 +303,22 @@ class TcpVisitor(asyncio.Protocol):
         self._let_go()
 
     def _let_go(self) -> None:
-        """The visitor's side: closed after a clean end, else reset; forgotten by the side."""
+        """The visitor's side: reset unless the conversation ended cleanly, then forgotten by
+        the tunnel's side. After a clean end its connection is closed once what is buffered
+        for it is written, and stays counted until then: a visitor that never reads it is
+        reset by the idle timeout."""
         self.ended = True
+        transport = self.transport
+        if transport is not None and not self.lost:
+            if self.clean:
+                if not transport.is_closing():
+                    transport.close()
+                return  # connection_lost comes back here
+            reset(transport)
         self.idle.cancel()
         tcp = self.tunnel.tcp
         if tcp is not None:
             tcp.visitors.discard(self)
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            if self.clean:
-                transport.close()  # after what is still buffered for it
-            else:
-                reset(transport)
         waiter = self.writable
         if waiter is not None and not waiter.done():
             waiter.cancel()

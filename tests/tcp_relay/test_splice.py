@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 
+import pytest
 from apps.tcp_frames_peer import echo_app, reset, tcp_tunnel
 from harness.waiting import IO_TIMEOUT_S, wait_until_async
 
@@ -208,5 +210,31 @@ def test_a_client_that_dies_mid_stream_resets_the_visitor() -> None:
             assert await _ended(reader) == "reset"
             await wait_until_async(lambda: not tunnel.connections and not tunnel.tcp.visitors)  # type: ignore[union-attr]
             assert tunnel.tcp is not None and tunnel.tcp.server is not None  # the port stays
+
+    asyncio.run(scenario())
+
+
+def test_a_visitor_that_stops_reading_is_reset_after_the_idle_timeout() -> None:
+    async def scenario() -> None:
+        async with tcp_tunnel(RELAY_TCP_IDLE_TIMEOUT_S=0.5) as run:
+            tunnel = run.tunnel
+            (peer,) = await run.pooled()
+            visitor = socket.create_connection(("127.0.0.1", run.port))
+            visitor.setblocking(False)
+            try:
+                visitor.shutdown(socket.SHUT_WR)  # a question ends, and it never reads
+                await peer.expect_open()
+                assert await peer.read_until_eof() == b""
+                peer.data(os.urandom(16 * MIB))  # more than the kernel's buffers hold
+                peer.eof()
+                seen = await peer.wait_closed()
+                assert seen[-1] == (TCP_CLOSE, b"idle timeout")
+                await wait_until_async(lambda: tunnel.tcp is not None and tunnel.tcp.live == 0)
+                assert not tunnel.connections
+                with pytest.raises(ConnectionResetError):
+                    while visitor.recv(MIB):
+                        pass
+            finally:
+                visitor.close()
 
     asyncio.run(scenario())
