@@ -42,6 +42,28 @@ _NO_LINGER = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0
 class TcpVisitor(asyncio.Protocol):
     """Made by the tunnel's listener (relay/pool/tcp_ports.py) for each visitor connection."""
 
+    # Slots, not a __dict__: a tunnel may carry hundreds of these at once.
+    __slots__ = (
+        "tunnel",
+        "transport",
+        "peer",
+        "conn",
+        "task",
+        "drainer",
+        "pending",
+        "pending_bytes",
+        "frames",
+        "visitor_done",
+        "app_done",
+        "clean",
+        "ended",
+        "lost",
+        "close_reason",
+        "write_paused",
+        "writable",
+        "idle",
+    )
+
     def __init__(self, tunnel: Tunnel) -> None:
         self.tunnel = tunnel
         self.transport: asyncio.Transport | None = None
@@ -113,7 +135,7 @@ class TcpVisitor(asyncio.Protocol):
                 self.transport.pause_reading()  # type: ignore[union-attr]
             return
         try:
-            conn.write(_joined(data_frames(data)))
+            conn.write(b"".join(data_frames(data)))
         except PoolError:
             self._stop(None)
             return
@@ -334,7 +356,3 @@ def reset(transport: asyncio.Transport) -> None:
         except OSError:
             pass
     transport.abort()
-
-
-def _joined(parts: list[bytes]) -> bytes:
-    return parts[0] if len(parts) == 1 else b"".join(parts)
