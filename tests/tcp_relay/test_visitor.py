@@ -340,3 +340,20 @@ def test_bytes_from_lt_between_conversations_close_its_pool_connection() -> None
             await wait_until_async(lambda: not run.tunnel.connections)
 
     asyncio.run(scenario())
+
+
+def test_one_address_opens_a_second_connection_while_lt_holds_only_two() -> None:
+    """`lt tcp` keeps two idle pool connections and opens more as visitors arrive: a second
+    `psql` from the same address must get the second one, not wait for a third that lt only
+    opens once the second is taken (the share counted on max_conn_count, not on the
+    connections open now)."""
+
+    async def scenario() -> None:
+        async with tcp_tunnel(max_conn_count=10) as run:
+            peers = await run.pooled(2)
+            await run.visit()
+            await run.visit()  # the same address, while the first is still carried
+            await asyncio.gather(*(peer.expect_open() for peer in peers))
+            assert _visitors(run) == 2 and not run.tunnel.idle
+
+    asyncio.run(scenario())
