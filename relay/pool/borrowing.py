@@ -58,13 +58,15 @@ class Borrowing:
 
     def share(self) -> int:
         """How many sockets one visitor address may hold: all but RELAY_SPARE_SOCKETS of
-        those the client holds now (at least one). A TCP tunnel's client (`lt tcp`) opens its
-        pool connections as visitors arrive, keeping only a few idle, so its share is counted
-        on max_conn_count: counted on the connections open now, a second `psql` from the same
-        address would wait for a connection the client never opens."""
-        connected = self.max_conn_count if self.tcp is not None else len(self.connections)
+        those the client holds now (at least one). A TCP tunnel's visitor may hold them all:
+        its connections are long (a database client's pool of 10 stays open for hours), and
+        `lt tcp` opens its pool connections as visitors arrive, keeping only a few idle, so a
+        share counted on those open made a second `psql` from one machine wait for a
+        connection lt never opened. Who may connect at all is its CIDR rules' job."""
+        if self.tcp is not None:
+            return self.max_conn_count
         return sockets_beyond_spare(
-            self.max_conn_count, connected, self.registry.settings.RELAY_SPARE_SOCKETS
+            self.max_conn_count, len(self.connections), self.registry.settings.RELAY_SPARE_SOCKETS
         )
 
     async def acquire(self, wait_s: float, max_waiters: int, visitor: str = "") -> PoolSocket:

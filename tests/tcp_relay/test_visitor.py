@@ -181,14 +181,10 @@ def test_closing_the_tunnel_resets_its_visitors_and_empties_the_set() -> None:
     async def scenario() -> None:
         async with tcp_tunnel(max_conn_count=4) as run:
             peers = await run.pooled(4)
-            readers = [(await run.visit())[0] for _ in range(3)]
-            # Two carried (one address's share of four connections), the third waiting.
+            readers = [(await run.visit())[0] for _ in range(5)]
+            # Four carried (every connection), the fifth waiting.
             await wait_until_async(
-                lambda: (
-                    _visitors(run) == 3
-                    and len(run.tunnel.waiters) == 1
-                    and len(run.tunnel.idle) == 2
-                )
+                lambda: _visitors(run) == 5 and len(run.tunnel.waiters) == 1 and not run.tunnel.idle
             )
             tcp = run.tunnel.tcp
             run.tunnel.close("operator's Disconnect")
@@ -342,18 +338,18 @@ def test_bytes_from_lt_between_conversations_close_its_pool_connection() -> None
     asyncio.run(scenario())
 
 
-def test_one_address_opens_a_second_connection_while_lt_holds_only_two() -> None:
-    """`lt tcp` keeps two idle pool connections and opens more as visitors arrive: a second
-    `psql` from the same address must get the second one, not wait for a third that lt only
-    opens once the second is taken (the share counted on max_conn_count, not on the
-    connections open now)."""
+def test_one_address_may_use_every_connection_of_a_tcp_tunnel() -> None:
+    """A database client's pool of connections comes from one address and stays open; `lt
+    tcp` keeps two idle pool connections and opens more as visitors arrive. Each visitor of
+    the address gets the next connection lt opened (no share kept for other addresses: the
+    HTTP rule made the second `psql` wait for a connection lt never opened)."""
 
     async def scenario() -> None:
-        async with tcp_tunnel(max_conn_count=10) as run:
-            peers = await run.pooled(2)
-            await run.visit()
-            await run.visit()  # the same address, while the first is still carried
+        async with tcp_tunnel(max_conn_count=3) as run:
+            peers = await run.pooled(3)
+            for _ in peers:
+                await run.visit()  # the same address, while the others are still carried
             await asyncio.gather(*(peer.expect_open() for peer in peers))
-            assert _visitors(run) == 2 and not run.tunnel.idle
+            assert _visitors(run) == 3 and not run.tunnel.idle
 
     asyncio.run(scenario())
