@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import socket
+import struct
 import time
 from collections.abc import Callable
 
@@ -24,7 +26,6 @@ from .limits import (
     TCP_EOF,
     TCP_OPEN,
 )
-from .tasks import cancel
 from .tcp_frames import FrameError, FrameReader, data_frames, frame, reason_payload
 from .tcp_log import TcpConnectionLog, TcpObserver
 from .tcp_state import Step, TcpState
@@ -125,6 +126,7 @@ class TcpConnection:
         down = asyncio.create_task(self._relay_to_app(app_writer, counts))
         up = asyncio.create_task(self._app_to_relay(app_reader, counts))
         ending = ""
+        clean = False
         try:
             waiting = {down, up}
             while waiting and not ending:
@@ -133,13 +135,17 @@ class TcpConnection:
                     ending = ending or task.result()
                 if not self.state.open and not ending:
                     break  # EOF both ways
+            clean = not ending
         finally:
-            await cancel(down)
-            await cancel(up)
-            if ending:
-                app_writer.transport.abort()
-            else:
+            # First the app's connection (even when lt is stopping and this is cancelled):
+            # closed after EOF both ways, else reset.
+            if clean:
                 app_writer.close()
+            else:
+                _reset(app_writer)
+            down.cancel()
+            up.cancel()
+            await asyncio.gather(down, up, return_exceptions=True)
         self._done(visitor, started, counts, ending)
         if ending:
             self.ending = ending
@@ -211,3 +217,17 @@ class TcpConnection:
         duration = time.monotonic() - started
         log = TcpConnectionLog(visitor, counts[0], counts[1], duration, ending)
         self.observer.connection_done(log)
+
+
+# SO_LINGER on, 0 s: close sends a reset, not a FIN (struct linger's two ints).
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+
+
+def _reset(app: asyncio.StreamWriter) -> None:
+    """Close the app's connection with a reset: an abrupt end must not reach the app as a
+    FIN, which reads as the visitor's clean end (a request complete, a file whole)."""
+    sock = app.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+    app.transport.abort()
