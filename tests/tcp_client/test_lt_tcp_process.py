@@ -1,0 +1,107 @@
+"""`lt tcp` as a process against a relay's TCP side played by the test (fake_relay.py):
+what it asks the relay, what it prints, its pool of spare connections and how it grows,
+bytes through it both ways, and the relay's refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+from harness.lt_process import LtProcess
+
+from client.limits import TCP_EOF, TCP_OPEN, TCP_SPARE_CONNECTIONS
+
+from .fake_relay import TCP_PORT, FakeTcpRelay
+
+
+@pytest.fixture
+def relay() -> Iterator[FakeTcpRelay]:
+    fake = FakeTcpRelay().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def lt_tcp(run_lt: Callable[..., LtProcess], relay: FakeTcpRelay, *extra: str) -> LtProcess:
+    assert relay.app is not None
+    return run_lt("tcp", "--port", str(relay.app.port), "--host", relay.url, *extra)
+
+
+def test_lt_tcp_registers_as_tcp_prints_the_tcp_url_and_keeps_spare_connections(
+    run_lt: Callable[..., LtProcess], relay: FakeTcpRelay
+) -> None:
+    lt = lt_tcp(run_lt, relay, "--remote-port", "41000")
+    assert lt.url() == f"tcp://127.0.0.1:{TCP_PORT}"
+    head = relay.heads[0]
+    assert head["x-tunnelsite-kind"] == "tcp"
+    assert head["x-tunnelsite-remote-port"] == "41000"
+    relay.wait_for_pool(TCP_SPARE_CONNECTIONS)
+    assert len(relay.pool) == TCP_SPARE_CONNECTIONS  # spares only, not max_conn_count
+
+
+def test_a_visitor_connection_crosses_intact_and_a_spare_replaces_the_busy_connection(
+    run_lt: Callable[..., LtProcess], relay: FakeTcpRelay
+) -> None:
+    lt = lt_tcp(run_lt, relay, "--print-requests")
+    lt.url()
+    relay.wait_for_pool(TCP_SPARE_CONNECTIONS)
+    payload = os.urandom(3 * 1024 * 1024 + 1)
+    end = relay.pool[0]
+
+    async def visit() -> bytes:
+        await end.send(TCP_OPEN, b"203.0.113.5 51234")
+        echoed, ended = await end.exchange(payload)
+        assert ended == TCP_EOF
+        return echoed
+
+    echoed = relay.call(visit())
+    assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
+    relay.wait_for_pool(TCP_SPARE_CONNECTIONS + 1)  # one more opened for the next visitor
+    line = lt.wait_for_line(r"visitor 203\.0\.113\.5:51234 .* in .* out .* s")
+    assert "3.0 MiB in  3.0 MiB out" in line.string
+
+
+def test_a_relay_that_does_not_speak_tcp_tunnels_ends_lt_with_a_clear_message(
+    run_lt: Callable[..., LtProcess], relay: FakeTcpRelay
+) -> None:
+    relay.not_tcp = True
+    lt = lt_tcp(run_lt, relay)
+    assert lt.wait() == 1
+    assert any("does not speak TCP tunnels" in line for line in lt.errors), lt.errors
+    assert relay.pool == []
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "message"),
+    [
+        (403, 4, "TCP tunnels are not in your plan"),
+        (409, 5, "port 41000 is reserved for another user"),
+        (503, None, "every TCP port is taken"),
+    ],
+)
+def test_the_relays_refusals_are_printed_and_5xx_is_retried(
+    run_lt: Callable[..., LtProcess],
+    relay: FakeTcpRelay,
+    status: int,
+    code: int | None,
+    message: str,
+) -> None:
+    relay.refusals.append((status, message))
+    lt = lt_tcp(run_lt, relay)
+    if code is None:  # a 5xx: lt says why and registers again, then works
+        lt.wait_for_line(rf"registration failed: {message}")
+        assert lt.url() == f"tcp://127.0.0.1:{TCP_PORT}"
+        return
+    assert lt.wait() == code
+    assert any(message in line for line in lt.errors), lt.errors
+
+
+def test_lt_tcp_usage_errors_exit_2_with_the_reason(run_lt: Callable[..., LtProcess]) -> None:
+    lt = run_lt("tcp", "--port", "5432", "--basic-auth", "alice:secret")
+    assert lt.wait() == 2
+    assert lt.errors == [
+        "lt: --basic-auth is for HTTP tunnels; a TCP tunnel takes --cidr-allow/--cidr-deny"
+    ]
