@@ -16,7 +16,6 @@ from .connect import RelayConnector
 from .limits import TCP_SPARE_CONNECTIONS, TCP_SPARE_IDLE_S
 from .pool_base import PoolBase, Retry
 from .registration import Registration
-from .tasks import cancel
 from .tcp_conversation import TcpConnection
 from .tcp_log import TcpObserver
 
@@ -53,8 +52,10 @@ class TcpPool(PoolBase):
             await self.broken.wait()
             return self.broken_reason
         finally:
-            for task in list(self.workers):
-                await cancel(task)
+            workers = list(self.workers)
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
             await self.watch.close()
 
     @property
@@ -101,10 +102,12 @@ class TcpPool(PoolBase):
                     except Exception as exc:  # a bug in one conversation must not stop the pool
                         why = f"internal error: {exc!r}"
             finally:
-                await cancel(moved)
-                await cancel(serving)
+                # Closed first, so that a pool being stopped (this cancelled) closes it too.
                 writer.close()
                 self._set_up(-1)
+                moved.cancel()
+                serving.cancel()
+                await asyncio.gather(moved, serving, return_exceptions=True)
             if why == "idle" or self.free > self.spare:
                 return  # a spare past the spares: not reopened
             self.last_failure = why

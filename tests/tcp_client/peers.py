@@ -9,7 +9,7 @@ import contextlib
 import hashlib
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from harness.waiting import IO_TIMEOUT_S
@@ -212,3 +212,24 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    """Run `test` with a deadline, then end what it left running and let the transports
+    finish closing before the loop does (no socket is left for the garbage collector)."""
+
+    async def bounded() -> None:
+        async with asyncio.timeout(IO_TIMEOUT_S * 3):
+            try:
+                await test()
+            finally:
+                others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for task in others:
+                    task.cancel()
+                await asyncio.gather(*others, return_exceptions=True)
+                # A closing transport's last callbacks: one loop turn each.
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+
+    asyncio.run(bounded())

@@ -6,35 +6,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Awaitable, Callable
 
-from harness.waiting import IO_TIMEOUT_S, wait_until_async
+from harness.waiting import wait_until_async
 
 from client.limits import TCP_CLOSE, TCP_DATA, TCP_EOF, TCP_MAX_DATA_BYTES, TCP_OPEN
 from client.tcp_conversation import TcpConnection
 
-from .peers import Recorder, closed_port, local_app, pool_connection
+from .peers import Recorder, closed_port, local_app, pool_connection, run
 
 VISITOR = b"203.0.113.5 51234"
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    """Run `test` with a deadline, then end what it left running and let the transports
-    finish closing before the loop does (no socket is left for the garbage collector)."""
-
-    async def bounded() -> None:
-        async with asyncio.timeout(IO_TIMEOUT_S * 3):
-            try:
-                await test()
-            finally:
-                others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-                for task in others:
-                    task.cancel()
-                await asyncio.gather(*others, return_exceptions=True)
-                for _ in range(3):  # a closing transport's last callbacks: one turn each
-                    await asyncio.sleep(0)
-
-    asyncio.run(bounded())
 
 
 def never_idle() -> float | None:
