@@ -4,13 +4,17 @@ bytes through it both ways, and the relay's refusals."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from harness.lt_process import LtProcess
+from harness.waiting import IO_TIMEOUT_S, wait_until_async
 
+from client.library import open_tunnel
 from client.limits import TCP_EOF, TCP_OPEN, TCP_SPARE_CONNECTIONS
 
 from .fake_relay import TCP_PORT, FakeTcpRelay
@@ -105,3 +109,28 @@ def test_lt_tcp_usage_errors_exit_2_with_the_reason(run_lt: Callable[..., LtProc
     assert lt.errors == [
         "lt: --basic-auth is for HTTP tunnels; a TCP tunnel takes --cidr-allow/--cidr-deny"
     ]
+
+
+def test_the_library_opens_a_tcp_tunnel_with_tcp_true(
+    relay: FakeTcpRelay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LT_CONFIG_DIR", str(tmp_path / "config"))
+    assert relay.app is not None
+    app_port = relay.app.port
+
+    async def go() -> str:
+        async with open_tunnel(
+            app_port, host=relay.url, tcp=True, timeout_s=IO_TIMEOUT_S
+        ) as tunnel:
+            await wait_until_async(lambda: len(relay.pool) >= TCP_SPARE_CONNECTIONS)
+            return tunnel.url
+
+    assert asyncio.run(go()) == f"tcp://127.0.0.1:{TCP_PORT}"
+    assert relay.heads[0]["x-tunnelsite-kind"] == "tcp"
+    with pytest.raises(ValueError, match="basic_auth is for HTTP tunnels"):
+        asyncio.run(go_refused(relay.url, app_port))
+
+
+async def go_refused(url: str, port: int) -> None:
+    async with open_tunnel(port, host=url, tcp=True, basic_auth=("a:b",)):
+        pass
