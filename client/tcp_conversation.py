@@ -72,16 +72,18 @@ class TcpConnection:
         self,
         idle_timeout: Callable[[], float | None],
         on_busy: Callable[[bool], None],
+        may_close: Callable[[], bool] = lambda: True,
     ) -> str:
         """Serve conversations until the connection must close; returns why ("idle" when it
-        was a spare past TCP_SPARE_CONNECTIONS that stayed idle `idle_timeout()` seconds).
-        `on_busy(True)` when a conversation starts, `on_busy(False)` when it ends."""
+        waited `idle_timeout()` seconds for a visitor, None: for ever, and `may_close()` then
+        agreed: a connection past the pool's spares). `on_busy(True)` when a conversation
+        starts, `on_busy(False)` when it ends."""
         while True:
             try:
                 async with asyncio.timeout(idle_timeout()):
                     kind, payload = await self.next_frame()
             except TimeoutError:
-                if idle_timeout() is not None:
+                if may_close():
                     return "idle"
                 continue
             except (PoolClosed, FrameError, OSError) as exc:

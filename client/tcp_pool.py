@@ -42,6 +42,9 @@ class TcpPool(PoolBase):
         self.spare = max(1, min(spare, registration.max_conn_count))
         self.spare_idle_s = spare_idle_s
         self.workers: set[asyncio.Task[None]] = set()
+        # Workers that decided to end (an idle extra): no longer counted as free, at once,
+        # so that extras timing out together never take the spares with them.
+        self.retiring: set[asyncio.Task[None]] = set()
         self.busy = 0  # connections carrying a visitor
 
     async def run(self) -> str:
@@ -61,12 +64,23 @@ class TcpPool(PoolBase):
     @property
     def free(self) -> int:
         """Workers not carrying a visitor (idle, or opening their connection)."""
-        return len(self.workers) - self.busy
+        return len(self.workers) - len(self.retiring) - self.busy
 
     def _spawn(self) -> None:
         task = asyncio.create_task(self._worker())
         self.workers.add(task)
-        task.add_done_callback(self.workers.discard)
+        task.add_done_callback(self._gone)
+
+    def _gone(self, task: asyncio.Task[None]) -> None:
+        self.workers.discard(task)
+        self.retiring.discard(task)
+
+    def _retire(self, worker: asyncio.Task[None] | None) -> bool:
+        """Whether `worker` ends (it is past the spares); if so it stops counting as free."""
+        if worker is None or self.free <= self.spare:
+            return False
+        self.retiring.add(worker)
+        return True
 
     def _on_busy(self, busy: bool) -> None:
         self.busy += 1 if busy else -1
@@ -79,6 +93,7 @@ class TcpPool(PoolBase):
         return self.spare_idle_s if self.free > self.spare else None
 
     async def _worker(self) -> None:
+        me = asyncio.current_task()
         retry = Retry()
         while not self.broken.is_set():
             started = time.monotonic()
@@ -90,7 +105,9 @@ class TcpPool(PoolBase):
                 reader, writer, self.local_host, self.local_port, self.observer
             )
             self._set_up(+1)
-            serving = asyncio.create_task(connection.serve(self._idle_timeout, self._on_busy))
+            serving = asyncio.create_task(
+                connection.serve(self._idle_timeout, self._on_busy, lambda: self._retire(me))
+            )
             # The machine moved: this connection is dead; close it, open one from here.
             moved = asyncio.create_task(self.watch.gone(writer))
             try:
@@ -108,8 +125,8 @@ class TcpPool(PoolBase):
                 moved.cancel()
                 serving.cancel()
                 await asyncio.gather(moved, serving, return_exceptions=True)
-            if why == "idle" or self.free > self.spare:
-                return  # a spare past the spares: not reopened
+            if why == "idle" or self._retire(me):
+                return  # a connection past the spares: not reopened
             self.last_failure = why
             if not await self.closed(retry, started, connection.served > 0):
                 return

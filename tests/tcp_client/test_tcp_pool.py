@@ -53,6 +53,9 @@ def test_the_pool_keeps_spares_grows_with_visitors_to_the_limit_and_sheds_idle_e
                     assert (await end.exchange(b"bye"))[1] == TCP_EOF
             await wait_until_async(lambda: pool.busy == 0)
             await wait_until_async(lambda: pool.up == TCP_SPARE_CONNECTIONS)
+            await asyncio.sleep(SPARE_IDLE_S * 3)  # the spares' idle time passing is under test
+            assert pool.up == TCP_SPARE_CONNECTIONS, "the spares stay however long idle"
+            assert min(ups[ups.index(MAX_CONN) :]) == TCP_SPARE_CONNECTIONS, ups
             assert len(ends) == MAX_CONN, "closed extras are not reopened"
             assert not running.done()
             running.cancel()
