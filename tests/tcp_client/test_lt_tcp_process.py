@@ -134,3 +134,17 @@ def test_the_library_opens_a_tcp_tunnel_with_tcp_true(
 async def go_refused(url: str, port: int) -> None:
     async with open_tunnel(port, host=url, tcp=True, basic_auth=("a:b",)):
         pass
+
+
+def test_the_token_is_never_printed_even_when_the_relay_echoes_it(
+    run_lt: Callable[..., LtProcess], relay: FakeTcpRelay
+) -> None:
+    token = "lt_tcpsecret0123456789"
+    relay.refusals.append((503, f"token {token} is busy"))  # retried: printed as an event
+    relay.refusals.append((401, f"token {token} is unknown"))
+    lt = lt_tcp(run_lt, relay, "--token", token)
+    assert lt.wait() == 3
+    assert relay.heads[0]["authorization"] == f"Bearer {token}"
+    assert any("is busy" in line for line in lt.lines), lt.lines
+    assert any("is unknown" in line for line in lt.errors), lt.errors
+    assert all(token not in line for line in lt.lines + lt.errors)
