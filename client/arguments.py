@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     # -h is --host in the npm client, so help is only --help.
     parser = _Parser(
         prog="lt",
-        usage="lt --port N [options]   |   lt login --host URL [--token T]   |   lt logout",
+        usage="lt --port N [options]   |   lt tcp --port N [options]   |   "
+        "lt login --host URL [--token T]   |   lt logout",
         description="Expose a local port through a localtunnel-compatible relay.",
         epilog="Every flag can also be set by an environment variable named after it "
         "(PORT, HOST, LOCAL_HTTPS=true, ...); the token also by LT_TOKEN. HTTPS_PROXY and "
@@ -97,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         "stopped, 1 failure, 2 usage, 3 unauthorized (401), 4 forbidden (403), 5 name taken "
         "(409), 6 rate limited (429), 7 taken over by another client (--takeover), 8 "
         "disconnected by the relay's operator, 9 suspended by the relay's operator. `lt login "
-        "--host URL` without a token signs in in the browser (see `lt login --help`).",
+        "--host URL` without a token signs in in the browser (see `lt login --help`). `lt tcp "
+        "--port 5432` exposes a TCP port (a database, SSH): see `lt tcp --help`.",
         add_help=False,
     )
     add = parser.add_argument

@@ -7,6 +7,9 @@
        [--cidr-allow CIDR]... [--cidr-deny CIDR]... [--private]
     lt login --host URL [--token [T]] [--no-browser] [--ca FILE] [--insecure]
     lt logout
+    lt tcp --port 5432 [--host URL] [--token T] [--remote-port N] [--local-host H]
+       [--raw-pool] [--ca FILE] [--insecure] [--cidr-allow CIDR]... [--cidr-deny CIDR]...
+       [--print-requests]      (a TCP tunnel: client/tcp_arguments.py)
 
 Like the npm client (yargs `.env(true)`), every flag can also come from an environment
 variable named after it: PORT, HOST, SUBDOMAIN, LOCAL_HOST, LOCAL_HTTPS, ... A flag on
@@ -61,6 +64,7 @@ from .device_login import DeviceLoginError, login_in_browser
 from .display import LiveDisplay, PlainDisplay
 from .redact import redact, redact_url, secrets_of
 from .registration import USER_AGENT
+from .tcp_arguments import parse_tcp_settings
 from .tunnel import CannotConnect, ClientTunnel, TunnelError
 
 EXIT_OK = 0
@@ -267,7 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return logout_command()
     try:
         ask = _ask_password if sys.stdin is not None and sys.stdin.isatty() else None
-        settings = parse_settings(argv, environ, ask)
+        if argv[:1] == ["tcp"]:
+            settings = parse_tcp_settings(argv[1:], environ)
+        else:
+            settings = parse_settings(argv, environ, ask)
     except UsageError as exc:
         if str(exc):
             given = secrets_of(None, _token_argument(argv) or environ.get(TOKEN_ENV))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TextIO
 from .limits import DISPLAY_REFRESHES_PER_S
 from .reporting import TunnelStatus
 from .target import RequestLog
+from .tcp_log import TcpConnectionLog
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -30,6 +31,17 @@ def request_line(entry: RequestLog) -> str:
     return (
         f"{_clock()} {entry.method} {entry.target} {entry.status} {entry.duration_s * 1000:.0f} ms"
     )
+
+
+def connection_line(entry: TcpConnectionLog) -> str:
+    """One `lt tcp --print-requests` line: a visitor connection that ended."""
+    ip, _, port = entry.visitor.partition(" ")
+    visitor = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+    line = (
+        f"{_clock()} visitor {visitor}  {human_bytes(entry.bytes_in)} in  "
+        f"{human_bytes(entry.bytes_out)} out  {entry.duration_s:.1f} s"
+    )
+    return f"{line}  ({entry.ending})" if entry.ending else line
 
 
 def human_bytes(count: int) -> str:
@@ -84,6 +96,10 @@ class PlainDisplay:
         if self.print_requests:
             self._line(request_line(entry))
 
+    def connection(self, entry: TcpConnectionLog) -> None:
+        if self.print_requests:
+            self._line(connection_line(entry))
+
     def changed(self) -> None:
         pass
 
@@ -135,12 +151,18 @@ class LiveDisplay(PlainDisplay):
             return grid
         colour = {"online": "green", "reconnecting": "yellow"}.get(status.state, "cyan")
         grid.add_row(Text("URL"), Text(status.url or "…"))
+        if status.forwarding:
+            grid.add_row(Text("Forwarding"), Text(status.forwarding))
         grid.add_row(Text("Relay"), Text(status.relay))
         if status.visitors:
             grid.add_row(Text("Visitors"), Text(status.visitors))
         grid.add_row(Text("State"), Text(status.state, style=colour))
         grid.add_row(Text("Sockets"), Text(f"{status.sockets_up}/{status.sockets_max}"))
-        grid.add_row(Text("Requests"), Text(str(status.requests)))
+        if status.forwarding:
+            connections = f"{status.connections_open} open, {status.connections} ended"
+            grid.add_row(Text("Connections"), Text(connections))
+        else:
+            grid.add_row(Text("Requests"), Text(str(status.requests)))
         traffic = f"in {human_bytes(status.bytes_in)}, out {human_bytes(status.bytes_out)}"
         grid.add_row(Text("Traffic"), Text(traffic))
         if status.last_error:

@@ -31,7 +31,10 @@ async def open_tunnel(
     Extra keyword options are those of `TunnelOptions` (local_host, local_https, ...).
     `ca="ca.pem"` verifies the relay against that CA; `insecure=True` does not verify it (a
     warning is logged) and allows a token over plain http; `raw_pool=True` opens raw pool
-    sockets like the npm client (unencrypted, bound to this address). Raises ValueError for a token
+    sockets like the npm client (unencrypted, bound to this address). `tcp=True` opens a TCP
+    tunnel instead (`lt tcp`): `tunnel.url` is tcp://host:port, `remote_port=N` asks for a
+    port reserved for you, and HTTP's options (subdomain, basic_auth, local_https, ...) are a
+    ValueError. Raises ValueError for a token
     over plain http to a host that is not loopback, TunnelError when the relay refuses
     (CannotConnect when its certificate or its http pool URL is refused), or
     TimeoutError when no working URL came within `timeout_s`. On exit the sockets are

@@ -189,3 +189,8 @@ TCP_MAX_OPEN_BYTES = 64  # an OPEN's "<ip> <port>"
 # carrying a visitor, up to max_conn_count); idle ones past these close after TCP_SPARE_IDLE_S.
 TCP_SPARE_CONNECTIONS = 2
 TCP_SPARE_IDLE_S = 30.0
+# What lt reads from the app at a time to send on as DATA: small enough that a visitor's
+# connection moves in steps, large enough that one frame header per read costs nothing.
+TCP_APP_READ_BYTES = 64 * KIB
+# The highest TCP port: --port and --remote-port are 1 to this.
+HIGHEST_PORT = 65535

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from .connect import RelayConnector
 from .keepalive import KeepAlive
+from .limits import HIGHEST_PORT
 from .target import LocalTarget
 
 DEFAULT_HOST = "http://localhost:8080"
@@ -45,6 +46,10 @@ class TunnelOptions:
     cidr_allow: Sequence[str] = ()
     cidr_deny: Sequence[str] = ()
     private: bool = False
+    # A TCP tunnel (`lt tcp`): raw bytes of each visitor connection to `local_host:port`, on
+    # a public port of the relay's (`remote_port`: one the user reserved; None: any).
+    tcp: bool = False
+    remote_port: int | None = None
 
 
 def local_target(options: TunnelOptions) -> LocalTarget:
@@ -64,6 +69,39 @@ def local_target(options: TunnelOptions) -> LocalTarget:
         ssl_context=context,
         keepalive=KeepAlive(options.local_keepalive),
     )
+
+
+# What a TCP tunnel cannot take: HTTP's options, each with the sentence saying why.
+HTTP_ONLY = {
+    "subdomain": "a TCP tunnel is a port, not a name",
+    "basic_auth": "a TCP tunnel takes --cidr-allow/--cidr-deny",
+    "private": "a TCP tunnel takes --cidr-allow/--cidr-deny",
+    "local_https": "lt passes a TCP tunnel's bytes as they are (TLS included)",
+    "local_cert": "lt passes a TCP tunnel's bytes as they are (TLS included)",
+    "local_key": "lt passes a TCP tunnel's bytes as they are (TLS included)",
+    "local_ca": "lt passes a TCP tunnel's bytes as they are (TLS included)",
+    "allow_invalid_cert": "lt passes a TCP tunnel's bytes as they are (TLS included)",
+    "takeover": "a TCP tunnel is a port, not a name",
+}
+
+
+def tcp_refusal(options: TunnelOptions) -> str | None:
+    """Why `options` cannot make a TCP tunnel (an HTTP-only option is set), or None."""
+    if not options.tcp:
+        if options.remote_port is not None:
+            return "remote_port is for TCP tunnels (tcp=True)"
+        return None
+    for name, why in HTTP_ONLY.items():
+        if getattr(options, name):
+            return f"{name} is for HTTP tunnels; {why}"
+    if options.remote_port is not None and not 0 < options.remote_port <= HIGHEST_PORT:
+        return f"remote_port must be 1-65535, not {options.remote_port}"
+    return None
+
+
+def local_label(options: TunnelOptions) -> str:
+    """Where a TCP tunnel's visitor connections go: host:port."""
+    return f"{options.local_host or 'localhost'}:{options.port}"
 
 
 def relay_connector(options: TunnelOptions) -> RelayConnector:

@@ -47,6 +47,13 @@ OPERATOR_REFUSALS = (REFUSAL_DISCONNECTED, REFUSAL_SUSPENDED)
 # it gave out knows this client even from another address (a laptop that changed networks).
 POOL_SECRET_HEADER = "Tunnelsite-Pool-Secret"
 _POOL_SECRET = re.compile(f"[0-9a-f]{{{POOL_SECRET_HEX_CHARS}}}")
+# A TCP tunnel (`lt tcp`; relay/protocol.py TCP_KIND_HEADER, TCP_REMOTE_PORT_HEADER): the
+# registration asks for the kind, and for a port the user reserved; the answer's url is
+# tcp://<host>:<tcp_port>.
+TCP_KIND_HEADER = "X-Tunnelsite-Kind"
+TCP_KIND = "tcp"
+TCP_REMOTE_PORT_HEADER = "X-Tunnelsite-Remote-Port"
+TCP_URL_PREFIX = "tcp://"
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class Registration:
     # shown, never in repr); None: raw pool sockets to pool_host:port (other servers).
     pool_url: str | None = None
     pool_secret: str = field(default="", repr=False)
+    tcp_port: int | None = None  # a TCP tunnel's public port (its url is tcp://host:port)
 
 
 class RegistrationError(Exception):
@@ -210,6 +218,7 @@ def parse_registration(
     *,
     raw_pool: bool = False,
     insecure: bool = False,
+    tcp: bool = False,
 ) -> Registration:
     """The tunnel in a registration answer. A tunnelsite relay gives `pool_url` and
     `pool_secret`: pool connections are upgrades there (unless `raw_pool`, lt --raw-pool;
@@ -240,9 +249,32 @@ def parse_registration(
         max_conn = 1
     pool_host = data.get("ip") or peer_ip or urlsplit(_base(host)).hostname or "localhost"
     pool_url, pool_secret = upgraded or (None, "")
+    tcp_port = _tcp_port(host, data, url) if tcp else None
     return Registration(
-        ident, url, port, max_conn, str(pool_host), data.get("cached_url"), pool_url, pool_secret
+        ident,
+        url,
+        port,
+        max_conn,
+        str(pool_host),
+        data.get("cached_url"),
+        pool_url,
+        pool_secret,
+        tcp_port,
     )
+
+
+def _tcp_port(host: str, data: dict[str, object], url: str) -> int:
+    """The answer's tcp_port, when the answer is a TCP tunnel's; else a lasting error (a
+    relay that does not speak TCP tunnels answered as for HTTP: asking again won't help)."""
+    value = data.get("tcp_port")
+    port = value if isinstance(value, int) and not isinstance(value, bool) else 0
+    if not 0 < port < 65536 or not url.startswith(TCP_URL_PREFIX):
+        raise lasting_error(
+            f"the relay at {redact_url(_base(host))} does not speak TCP tunnels (its answer "
+            f"has no tcp_port and a tcp:// url): it is older than `lt tcp`, or its operator "
+            "has not turned TCP tunnels on (RELAY_TCP_PORTS)"
+        )
+    return port
 
 
 async def register(
@@ -257,11 +289,14 @@ async def register(
     pool_secret: str = "",
     raw_pool: bool = False,
     access: str | None = None,
+    tcp: bool = False,
+    remote_port: int | None = None,
 ) -> Registration:
     """Register (or register again: `pool_secret` is the secret of this name's last
     registration, so the relay knows this client from wherever it is now). Asks for the
     upgraded pool (POOL_KIND_HEADER) unless `raw_pool` (lt --raw-pool). `access`: the
-    visitor rules' JSON (access.VisitorRules.header_value), sent as ACCESS_HEADER."""
+    visitor rules' JSON (access.VisitorRules.header_value), sent as ACCESS_HEADER. `tcp`: a
+    TCP tunnel (TCP_KIND_HEADER), on the reserved `remote_port` if given."""
     url = f"{_base(host)}/" + (quote(subdomain, safe="") if subdomain else "?new")
     if subdomain and takeover:
         url += "?takeover=1"
@@ -274,6 +309,10 @@ async def register(
         headers[POOL_SECRET_HEADER] = pool_secret
     if access:
         headers[ACCESS_HEADER] = access
+    if tcp:
+        headers[TCP_KIND_HEADER] = TCP_KIND
+        if remote_port is not None:
+            headers[TCP_REMOTE_PORT_HEADER] = str(remote_port)
     try:
         answer = await request("GET", url, headers, timeout_s, connector)
     except ClosedWithoutAnswer as exc:
@@ -303,7 +342,7 @@ async def register(
         raise error
     insecure = connector.insecure if connector is not None else False
     return parse_registration(
-        host, answer.body, answer.peer_ip, raw_pool=raw_pool, insecure=insecure
+        host, answer.body, answer.peer_ip, raw_pool=raw_pool, insecure=insecure, tcp=tcp
     )
 
 

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from .redact import redact
 from .target import RequestLog
+from .tcp_log import TcpConnectionLog
 
 log = logging.getLogger("client")
 
@@ -32,6 +33,9 @@ class TunnelStatus:
     last_error: str = ""
     local_down: bool = False
     visitors: str = ""  # the visitor rules this client asked for, without secrets
+    forwarding: str = ""  # a TCP tunnel's "tcp://host:port -> localhost:5432"
+    connections_open: int = 0  # a TCP tunnel's visitor connections now
+    connections: int = 0  # a TCP tunnel's visitor connections that ended
 
 
 class Reporter(Protocol):
@@ -40,6 +44,7 @@ class Reporter(Protocol):
     def event(self, text: str) -> None: ...
     def url(self, url: str) -> None: ...
     def request(self, log: RequestLog) -> None: ...
+    def connection(self, log: TcpConnectionLog) -> None: ...
     def changed(self) -> None: ...
 
 
@@ -60,6 +65,9 @@ class RedactingReporter:
     def request(self, log: RequestLog) -> None:
         self.reporter.request(log)  # a visitor's request line: the user's own traffic
 
+    def connection(self, log: TcpConnectionLog) -> None:
+        self.reporter.connection(log)  # a visitor's address and byte counts
+
     def changed(self) -> None:
         self.reporter.changed()
 
@@ -75,6 +83,9 @@ class LogReporter:
 
     def request(self, log_: RequestLog) -> None:
         log.debug("%s %s %s", log_.method, log_.target, log_.status)
+
+    def connection(self, log_: TcpConnectionLog) -> None:
+        log.debug("visitor %s %d in %d out", log_.visitor, log_.bytes_in, log_.bytes_out)
 
     def changed(self) -> None:
         pass

@@ -19,8 +19,9 @@ from .access import visitor_rules
 from .backoff import delay_for
 from .connect import is_lasting, plain_http_token_refusal, proxy_secrets
 from .limits import CLIENT_ID_BYTES, MAX_DELAY_S
-from .options import TunnelOptions, local_target, relay_connector
+from .options import TunnelOptions, local_label, local_target, relay_connector, tcp_refusal
 from .pool import Pool
+from .pool_base import PoolBase
 from .redact import redact, redact_url, secrets_of
 from .registration import (
     REFUSAL_DISCONNECTED,
@@ -33,6 +34,8 @@ from .registration import (
 )
 from .reporting import LogReporter, RedactingReporter, Reporter, TunnelStatus
 from .target import RequestLog
+from .tcp_log import TcpConnectionLog
+from .tcp_pool import TcpPool
 
 T = TypeVar("T")
 HTTP_BAD_REQUEST = 400
@@ -100,6 +103,9 @@ class ClientTunnel:
         )
         if refusal:
             raise ValueError(refusal)
+        refusal = tcp_refusal(options)
+        if refusal:
+            raise ValueError(refusal)
         if options.ca and not os.path.isfile(options.ca):
             raise ValueError(f"ca: no such file {options.ca!r}")
         # Who may visit: checked here for the library as the CLI checks its flags.
@@ -125,6 +131,8 @@ class ClientTunnel:
         self.reporter: Reporter = RedactingReporter(reporter or LogReporter(), self.secrets)
         self.status = TunnelStatus(relay=redact_url(options.host), visitors=self.rules.describe())
         self.target = local_target(options)
+        # Where visitors' requests (HTTP) or connections (TCP) go, as messages name it.
+        self.local = local_label(options) if options.tcp else self.target.label
         self.registration: Registration | None = None
         self.ready = asyncio.Event()  # set once the URL works (a first pool socket is up)
         self._announce = False  # the URL is new: tell the reporter when a socket is up
@@ -133,6 +141,7 @@ class ClientTunnel:
         # Who we are to the relay across reconnects (registration.CLIENT_ID_HEADER).
         self.client_id = secrets.token_urlsafe(CLIENT_ID_BYTES)
         self.taken_over = False
+        self._online_at = 0  # sockets up when the tunnel counts as online (all, or the spares)
 
     @property
     def url(self) -> str:
@@ -151,17 +160,29 @@ class ClientTunnel:
     def local_unreachable(self, reason: str) -> None:
         if not self.status.local_down:
             self.status.local_down = True
-            self._set_error(f"local app at {self.target.label} unreachable: {reason}")
+            self._set_error(f"local app at {self.local} unreachable: {reason}")
 
     def local_reachable(self) -> None:
         if self.status.local_down:
             self.status.local_down = False
-            self.reporter.event(f"local app at {self.target.label} is answering again")
+            self.reporter.event(f"local app at {self.local} is answering again")
             self.reporter.changed()
 
     def count_bytes(self, received: int, sent: int) -> None:
         self.status.bytes_in += received
         self.status.bytes_out += sent
+
+    # -- TcpObserver -----------------------------------------------------------------
+
+    def connection_started(self) -> None:
+        self.status.connections_open += 1
+        self.reporter.changed()
+
+    def connection_done(self, entry: TcpConnectionLog) -> None:
+        self.status.connections_open -= 1
+        self.status.connections += 1
+        self.reporter.connection(entry)
+        self.reporter.changed()
 
     def keepalive_off(self, reason: str) -> None:
         self.reporter.event(
@@ -192,7 +213,7 @@ class ClientTunnel:
             if self.status.visitors:  # the rules this client asked for, no password
                 self.reporter.event(f"visitors: {self.status.visitors}")
             self.ready.set()
-        if up == self.status.sockets_max and was < up and self.status.state != "online":
+        if up >= self._online_at and was < up and self.status.state != "online":
             self._set_state("online", f"connected: {up}/{up} pool sockets to the relay")
         else:
             self.reporter.changed()
@@ -215,6 +236,8 @@ class ClientTunnel:
                             pool_secret=self._pool_secret(),
                             raw_pool=self.options.raw_pool,
                             access=self.access,
+                            tcp=self.options.tcp,
+                            remote_port=self.options.remote_port,
                         )
                     )
                 except RegistrationError as exc:
@@ -272,6 +295,8 @@ class ClientTunnel:
             self.secrets.add(reg.pool_secret)  # never shown (RedactingReporter shares the set)
         self.status.url = redact_url(reg.url)
         self.status.sockets_max = reg.max_conn_count
+        if self.options.tcp:
+            self.status.forwarding = f"{self.status.url} -> {self.local}"
         if first or changed:
             self._announce = True
             if reg.cached_url:
@@ -279,7 +304,14 @@ class ClientTunnel:
         else:
             self.reporter.event(f"registered again as {reg.url}")
         self._set_state("connecting")
-        pool = Pool(reg, self.target, self, self._on_sockets, self.connector)
+        pool: PoolBase
+        if self.options.tcp:
+            host = self.options.local_host or "localhost"
+            pool = TcpPool(reg, host, self.options.port, self, self._on_sockets, self.connector)
+            self._online_at = pool.spare
+        else:
+            pool = Pool(reg, self.target, self, self._on_sockets, self.connector)
+            self._online_at = reg.max_conn_count
         reason = await self._until_stopped(pool.run())
         return f"lost the relay ({reason})", pool.healthy
 

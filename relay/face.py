@@ -33,6 +33,7 @@ from relay.pool.captures import ReplayError
 from relay.pool.errors import RegistrationError
 from relay.pool.quota import Quota
 from relay.pool.registry import get_registry
+from relay.pool.tcp_ports import http_refusal as tcp_refusal
 from relay.pool.tunnel import Tunnel
 from relay.protocol import CLOSE_REASON_MAX_CHARS, CONTROL_GROUP
 from relay.records import (
@@ -216,8 +217,6 @@ async def register(
     plan lets the relay keep the tunnel's last exchanges for its owner (relay/pool/captures.py).
     `tcp`: a TCP tunnel (`lt tcp`), given a public port of RELAY_TCP_PORTS; a name held by a
     tunnel of the other kind is refused (409)."""
-    if tcp is not None:  # the seam of issue 15: relay/pool/tcp_*.py builds it
-        raise RegistrationError(503, "TCP tunnels are not available on this relay yet.")
     registry = get_registry()
     tunnel = await registry.register(
         requested,
@@ -233,8 +232,10 @@ async def register(
         raw_pool=raw_pool,
         pool_secret=pool_secret,
         rules=rules,  # set on the tunnel before the name is claimed (the gate from the start)
+        tcp=tcp,  # TcpAsk fits relay/pool/tcp_ports.py's TcpWanted
     )
-    inspector.enable(tunnel, inspect)  # a reclaimed tunnel keeps its captures if still allowed
+    # A reclaimed tunnel keeps its captures if still allowed; a TCP tunnel has none to keep.
+    inspector.enable(tunnel, inspect and tunnel.tcp is None)
     if tunnel.quota is None:  # a reclaimed tunnel keeps its quota and counters
         tunnel.quota = _quota(quota)
         if tunnel.quota is not None:
@@ -247,7 +248,16 @@ async def register(
         advertise_host=cluster.advertise_host if cluster is not None else None,
         pool_secret=tunnel.pool_secret,
         node_url=cluster.node_url if cluster is not None else None,
+        tcp_port=_tcp_port(tunnel),
     )
+
+
+def _tcp_port(tunnel: Tunnel) -> int:
+    return tunnel.tcp.port if tunnel.tcp is not None else 0
+
+
+def _tcp_connections(tunnel: Tunnel) -> int:
+    return tunnel.tcp.live if tunnel.tcp is not None else 0
 
 
 def _quota(limits: PlanQuota) -> Quota | None:
@@ -325,6 +335,8 @@ def _status(tunnel: Tunnel) -> TunnelStatus:
         opened_at=tunnel.opened_at,
         user_id=tunnel.user_id,
         token_id=tunnel.token_id,
+        tcp_port=_tcp_port(tunnel),
+        tcp_connections=_tcp_connections(tunnel),
     )
 
 
@@ -404,8 +416,12 @@ def capture(name: str, capture_id: int) -> dict[str, Any] | None:
 async def replay(name: str, capture_id: int, edits: dict[str, Any]) -> dict[str, Any]:
     """Send capture `capture_id` of `name` again through the tunnel, with `edits` (method,
     path, headers, body_b64; protocol.INSPECT_PATH), and return the new exchange's detail.
-    Raises ReplayError(status, message) for what the site answers with a JSON error."""
-    return await inspector.replay(get_registry().get(name.lower()), capture_id, edits)
+    Raises ReplayError(status, message) for what the site answers with a JSON error (a TCP
+    tunnel's: 404, it keeps no exchanges)."""
+    tunnel = get_registry().get(name.lower())
+    if tunnel is not None and tunnel.tcp is not None:
+        raise ReplayError(404, tcp_refusal(tunnel))
+    return await inspector.replay(tunnel, capture_id, edits)
 
 
 # --- the account page (tunnels/account.py) --------------------------------------------------------
@@ -465,6 +481,8 @@ def account_tunnels(user_id: int) -> list[AccountTunnel]:
             opened_at=tunnel.opened_at,
             rules=_rules_in_force(tunnel),
             minutes=tuple(traffic.tunnel_history(tunnel, now)),
+            tcp_port=_tcp_port(tunnel),
+            tcp_connections=_tcp_connections(tunnel),
         )
         for tunnel in sorted(mine, key=lambda tunnel: tunnel.name)
     ]

@@ -69,8 +69,10 @@ class Records(Protocol):
         owner_id: int | None = None,
         token_id: int | None = None,
         max_live: int = 0,
+        tcp_port: int | None = None,
     ) -> int:
-        """Insert a live session row and return its id. IntegrityError when the name has a
+        """Insert a live session row and return its id (`tcp_port`: a TCP tunnel's public
+        port; None for an HTTP tunnel). IntegrityError when the name has a
         live row already; with `max_live` (scale-out) LiveLimitReached when the owner has that
         many live tunnels on all nodes together."""
         ...

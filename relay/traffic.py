@@ -186,6 +186,8 @@ def snapshot(registry: Registry, traffic: Traffic, now: float) -> Snapshot:
             max_sockets=tunnel.max_conn_count,
             counts=counts_of(tunnel),
             opened_at=tunnel.opened_at,
+            tcp_port=tunnel.tcp.port if tunnel.tcp is not None else 0,
+            tcp_connections=tunnel.tcp.live if tunnel.tcp is not None else 0,
         )
         for tunnel in registry.tunnels.values()
     ]

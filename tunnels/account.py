@@ -35,6 +35,7 @@ FRAGMENTS = {
     "usage": "tunnels/account/_usage.html",
     "tokens": "tunnels/account/_tokens.html",
     "names": "tunnels/account/_names.html",
+    "tcp_ports": "tunnels/account/_tcp_ports.html",
 }
 
 

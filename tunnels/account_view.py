@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from relay.face import AccountTunnel
-from tunnels import addresses, live_rows, usage
+from tunnels import addresses, live_rows, tcp_ports, usage
 from tunnels.chart import traffic_svg
 from tunnels.models import ApiToken, ReservedSubdomain
 from tunnels.plans import PlanLimits, limits_for
@@ -55,6 +55,17 @@ def _usage_rows(limits: PlanLimits, used: usage.Usage) -> list[dict[str, Any]]:
     return [
         {"label": "Live tunnels", "used": used.live_tunnels, "cap": limits.max_live_tunnels},
         {"label": "Reserved names", "used": used.reserved_names, "cap": limits.max_reserved_names},
+        *(
+            [
+                {
+                    "label": "Live TCP tunnels",
+                    "used": used.live_tcp_tunnels,
+                    "cap": limits.max_tcp_tunnels,
+                }
+            ]
+            if limits.allow_tcp and tcp_ports.port_range() is not None
+            else []
+        ),
         {"label": "Requests today", "used": used.requests_today, "cap": 0},
         {"label": "Bytes today", "used": used.bytes_today, "cap": 0, "bytes": True},
     ]
@@ -84,4 +95,7 @@ def context_of(request: HttpRequest) -> dict[str, Any]:
         "tokens": [(token, token_state(token, now)) for token in tokens],
         "names": list(ReservedSubdomain.objects.filter(user_id=user_id).order_by("name")),
         "relay_url": addresses.relay_url(request),
+        # TCP tunnels (`lt tcp`): whether this relay offers them, and the user's ports.
+        "tcp_offered": tcp_ports.port_range() is not None,
+        "tcp_ports": tcp_ports.reserved_of(user_id),
     }

@@ -25,3 +25,10 @@ def relay_url(request: HttpRequest) -> str:
 def tunnel_url(name: str, port: int) -> str:
     """The tunnel `name`'s URL; `port` from public_port (read once for a list of tunnels)."""
     return protocol.public_url(settings.RELAY_PUBLIC_SCHEME, name, settings.RELAY_DOMAIN, port)
+
+
+def tcp_url(port: int) -> str:
+    """A TCP tunnel's address, tcp://RELAY_TCP_HOST:port (an IPv6 literal in brackets)."""
+    host = settings.RELAY_TCP_HOST
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"{protocol.TCP_URL_SCHEME}://{shown}:{port}"

@@ -1,6 +1,7 @@
 """The operator's console: plans, users, tokens, tunnel sessions and nodes. Visitor policy
 (the reserved names' admin, the policy section) and abuse reports are in
-tunnels/admin_access.py; suspensions in tunnels/admin_suspend.py."""
+tunnels/admin_access.py; suspensions in tunnels/admin_suspend.py; reserved TCP ports in
+tunnels/admin_tcp.py."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from relay import protocol
 from tunnels import addresses, control, suspensions
 from tunnels.admin_access import VISITOR_POLICY_FIELDSET
 from tunnels.admin_suspend import MaySuspend, suspend_action
+from tunnels.admin_tcp import TCP_FIELDSET
 from tunnels.models import (
     Account,
     ApiToken,
@@ -45,6 +47,8 @@ class PlanAdmin(admin.ModelAdmin):
         "max_request_body_bytes",
         "idle_timeout_s",
         "allow_custom_subdomains",
+        "allow_tcp",
+        "max_tcp_tunnels",
         "visitor_auth",
         "warning_page",
     )
@@ -67,6 +71,7 @@ class PlanAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        TCP_FIELDSET,
         VISITOR_POLICY_FIELDSET,
     )
 
@@ -191,6 +196,7 @@ class LiveFilter(admin.SimpleListFilter):
 class TunnelAdmin(MaySuspend, admin.ModelAdmin):
     list_display = (
         "public_link",
+        "kind",
         "is_live",
         "owner",
         "token_name",
@@ -226,6 +232,11 @@ class TunnelAdmin(MaySuspend, admin.ModelAdmin):
             return obj.subdomain
         url = addresses.tunnel_url(obj.subdomain, _public_port.get())
         return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, obj.subdomain)
+
+    @admin.display(description="kind", ordering="tcp_port")
+    def kind(self, obj: TunnelSession) -> str:
+        """HTTP, or a TCP tunnel's tcp://host:port."""
+        return addresses.tcp_url(obj.tcp_port) if obj.tcp_port else "HTTP"
 
     @admin.display(description="token", ordering="token__name")
     def token_name(self, obj: TunnelSession) -> str:

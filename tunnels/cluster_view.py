@@ -91,6 +91,7 @@ def live_tunnels() -> list[LiveTunnel]:
             counts=Counts(row.requests, row.bytes_in, row.bytes_out),
             opened_at=row.opened_at.timestamp(),
             node=row.node,
+            tcp_port=row.tcp_port or 0,  # its connections open now: only its node knows
         )
         for row in rows
     ]

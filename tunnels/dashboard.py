@@ -84,9 +84,14 @@ def _cluster_wide(shot: Snapshot) -> tuple[Snapshot, list[cluster_view.NodeRow]]
     chart stay this node's own."""
     nodes = cluster_view.node_rows(settings.RELAY_NODE_EXPIRY_S)
     alive = [node for node in nodes if node.alive]
+    # A TCP tunnel's connections open now are in its node's memory only: this node's own.
+    here = {tunnel.name: tunnel.tcp_connections for tunnel in shot.live if tunnel.tcp_port}
     shot = dataclasses.replace(
         shot,
-        live=cluster_view.live_tunnels(),
+        live=[
+            dataclasses.replace(row, tcp_connections=here[row.name]) if row.name in here else row
+            for row in cluster_view.live_tunnels()
+        ],
         sockets=sum(node.sockets for node in alive),
         in_flight=sum(node.in_flight for node in alive),
     )

@@ -44,19 +44,22 @@ class Live:
 
     owner_id: int | None
     inspect: bool
+    tcp_port: int = 0  # a TCP tunnel (`lt tcp`): no HTTP requests, nothing to inspect
 
 
 def _live_row(name: str) -> Live | None:
     """The live session row of `name` (scale-out: any node's; the API call is forwarded)."""
     row = (
         TunnelSession.objects.filter(subdomain=name, is_live=True)
-        .values("owner_id", "token_id")
+        .values("owner_id", "token_id", "tcp_port")
         .first()
     )
     if row is None:
         return None
     return Live(
-        owner_id=row["owner_id"], inspect=limits_for(row["owner_id"], row["token_id"]).inspect
+        owner_id=row["owner_id"],
+        inspect=limits_for(row["owner_id"], row["token_id"]).inspect,
+        tcp_port=row["tcp_port"] or 0,
     )
 
 
@@ -68,7 +71,9 @@ async def live_tunnel(name: str) -> Live | None:
     the plan (the owner node answers the forwarded API call with 409 when it keeps nothing)."""
     status = face.tunnel_status(name)
     if status is not None:
-        return Live(owner_id=status.user_id, inspect=face.inspecting(name))
+        return Live(
+            owner_id=status.user_id, inspect=face.inspecting(name), tcp_port=status.tcp_port
+        )
     if settings.RELAY_NODE_NAME:
         return await database_sync_to_async(_live_row)(name)
     return None
@@ -89,6 +94,9 @@ async def page(request: HttpRequest, name: str) -> HttpResponse:
     live = await live_tunnel(name) if protocol.is_valid_subdomain(name) else None
     if live is None or not may_inspect(user, live.owner_id):
         return await _render(request, {"name": name, "state": "missing"}, status=404)
+    if live.tcp_port:
+        context = {"name": name, "state": "tcp", "tcp_url": addresses.tcp_url(live.tcp_port)}
+        return await _render(request, context)
     if not live.inspect:
         return await _render(request, {"name": name, "state": "off"})
     return await _render(

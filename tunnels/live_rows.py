@@ -1,5 +1,6 @@
 """The figures of a live tunnel as the admin's dashboard and the account page both show them
-(its address, client, sockets and traffic), from the relay's view of it or a node's row."""
+(its address, client, sockets and traffic), from the relay's view of it or a node's row.
+A TCP tunnel's row has its tcp:// address and its visitor connections open now too."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ class LiveFigures(Protocol):
     def max_sockets(self) -> int: ...
     @property
     def counts(self) -> Counts: ...
+    @property
+    def tcp_port(self) -> int: ...
+    @property
+    def tcp_connections(self) -> int: ...
 
 
 def figures(tunnel: LiveFigures, port: int) -> dict[str, Any]:
@@ -33,4 +38,8 @@ def figures(tunnel: LiveFigures, port: int) -> dict[str, Any]:
         "requests": tunnel.counts.requests,
         "bytes_in": tunnel.counts.bytes_in,
         "bytes_out": tunnel.counts.bytes_out,
+        # A TCP tunnel (`lt tcp`): its address for visitors ("" for an HTTP tunnel) and its
+        # visitor connections open now (on a cluster, another node's tunnel shows 0).
+        "tcp_url": addresses.tcp_url(tunnel.tcp_port) if tunnel.tcp_port else "",
+        "tcp_connections": tunnel.tcp_connections,
     }

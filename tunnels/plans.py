@@ -21,6 +21,8 @@ class PlanLimits:
     allow_custom_subdomains: bool
     max_reserved_names: int = 0  # names the user may reserve on the account page; 0: none
     inspect: bool = False  # the relay keeps the tunnel's last requests for its owner
+    allow_tcp: bool = False  # TCP tunnels (`lt tcp`) on a relay that offers them
+    max_tcp_tunnels: int = 0  # live TCP tunnels per user; 0: no limit
 
     @classmethod
     def from_plan(cls, plan: Plan) -> PlanLimits:
@@ -35,6 +37,8 @@ class PlanLimits:
             allow_custom_subdomains=plan.allow_custom_subdomains,
             max_reserved_names=plan.max_reserved_names,
             inspect=plan.inspect_requests,
+            allow_tcp=plan.allow_tcp,
+            max_tcp_tunnels=plan.max_tcp_tunnels,
         )
 
 
@@ -51,6 +55,8 @@ def default_limits() -> PlanLimits:
         allow_custom_subdomains=settings.RELAY_DEFAULT_PLAN_ALLOW_CUSTOM_SUBDOMAINS,
         max_reserved_names=settings.RELAY_DEFAULT_PLAN_MAX_RESERVED_NAMES,
         inspect=settings.RELAY_DEFAULT_PLAN_INSPECT,
+        allow_tcp=settings.RELAY_DEFAULT_PLAN_TCP,
+        max_tcp_tunnels=settings.RELAY_DEFAULT_PLAN_MAX_TCP_TUNNELS,
     )
 
 

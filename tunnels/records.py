@@ -28,6 +28,7 @@ class OrmRecords:
         owner_id: int | None = None,
         token_id: int | None = None,
         max_live: int = 0,
+        tcp_port: int | None = None,
     ) -> int:
         return store.open_session(
             subdomain=subdomain,
@@ -37,6 +38,7 @@ class OrmRecords:
             owner_id=owner_id,
             token_id=token_id,
             max_live=max_live,
+            tcp_port=tcp_port,
         )
 
     def apply_updates(self, updates: list[SessionUpdate]) -> None:

@@ -14,8 +14,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.request import split_domain_port
 
 from relay import face, protocol
-from relay.face import PlanQuota, RegistrationError
-from tunnels import access, addresses, auth, quiet
+from relay.face import PlanQuota, RegistrationError, TcpAsk
+from tunnels import access, addresses, auth, quiet, tcp_registration
 from tunnels.identity import Requester, identify
 from tunnels.plans import PlanLimits
 from tunnels.route_names import site_route_names
@@ -94,6 +94,14 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
         client_rules = access.parse_header(request.headers.get(protocol.ACCESS_HEADER))
     except access.BadRules as exc:
         return client_error(request, 400, exc.message)
+    tcp_wanted: tcp_registration.Ask | None = None
+    if tcp_registration.wants_tcp(request):  # `lt tcp`: its refusals need no database either
+        try:
+            tcp_wanted = tcp_registration.read_ask(
+                request, client_rules, anonymous=requester.credential is None
+            )
+        except auth.Refusal as exc:
+            return client_error(request, exc.status, exc.message, reason=exc.reason)
     # An operator's Disconnect or Suspend, from memory before any database work (anonymous
     # clients, the npm client's loop); a token's owner is known after it (the registry).
     if requester.credential is None and (refusal := face.refusal_for(requested, "")):
@@ -118,10 +126,16 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
             f"check the token you pass to lt and try again in {waited} s.",
             retry_after=waited,
         )
+    tcp: TcpAsk | None = None
     try:
-        grant = await database_sync_to_async(auth.grant_registration)(
-            requester.credential, requester.ip, requested
-        )
+        if tcp_wanted is None:
+            grant = await database_sync_to_async(auth.grant_registration)(
+                requester.credential, requester.ip, requested
+            )
+        else:
+            grant, tcp = await database_sync_to_async(tcp_registration.grant_registration)(
+                requester.credential, requester.ip, requested, tcp_wanted
+            )
     except auth.Refusal as exc:
         # Only a token that does not check out spends the address's bucket: a refusal of a
         # good token (a suspended or reserved name, a plan's rule) says nothing of guessing,
@@ -144,6 +158,8 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
         )
     except access.BadRules as exc:
         return client_error(request, 403, exc.message)
+    if tcp is not None:
+        rules = tcp_registration.visitor_rules(rules)
     # No await between this count and register() claiming the name: nothing can slip in.
     # Tunnels whose client is gone (waiting out their grace period) give way.
     limit = grant.limits.max_live_tunnels
@@ -171,14 +187,19 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
             raw_pool=not upgraded,  # our lt upgrades its pool connections on this port
             pool_secret=request.headers.get(protocol.POOL_SECRET_HEADER, "") if upgraded else "",
             rules=rules,
-            inspect=grant.limits.inspect,
+            inspect=grant.limits.inspect and tcp is None,  # a TCP tunnel has no requests
+            tcp=tcp,
         )
     except RegistrationError as exc:
         return client_error(
             request, exc.status, exc.message, reason=exc.reason, retry_after=exc.retry_after
         )
     public_port = addresses.public_port(request)
-    url = addresses.tunnel_url(registered.name, public_port)
+    url = (
+        addresses.tcp_url(registered.tcp_port)
+        if tcp is not None
+        else addresses.tunnel_url(registered.name, public_port)
+    )
     answer = JsonResponse(
         protocol.registration_answer(
             registered.name,
@@ -188,6 +209,7 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
             registered.advertise_host,
             pool_base=(registered.node_url or _own_base(request, public_port)) if upgraded else "",
             pool_secret=registered.pool_secret if upgraded else "",
+            tcp_port=registered.tcp_port if tcp is not None else 0,
         )
     )
     if upgraded:  # it carries the pool secret: no cache (a proxy's, the client's) keeps it

@@ -26,6 +26,7 @@ def open_session(
     owner_id: int | None = None,
     token_id: int | None = None,
     max_live: int = 0,  # scale-out: the owner's live-tunnel limit, checked cluster-wide
+    tcp_port: int | None = None,  # a TCP tunnel's public port; None: an HTTP tunnel
 ) -> int:
     with transaction.atomic():  # a name conflict rolls back this insert only
         if max_live:  # scale-out
@@ -38,6 +39,7 @@ def open_session(
             owner_id=owner_id,
             token_id=token_id,
             node=settings.RELAY_NODE_NAME,
+            tcp_port=tcp_port,
         )
     return row.pk
 

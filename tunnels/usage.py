@@ -33,6 +33,7 @@ class Usage:
     requests_today: int
     bytes_today: int
     reserved_names: int
+    live_tcp_tunnels: int = 0  # of live_tunnels, the TCP ones (`lt tcp`)
 
 
 async def _on_the_loop(user_id: int) -> list[AccountTunnel]:
@@ -57,6 +58,7 @@ def live_tunnels(user_id: int) -> list[AccountTunnel]:
             opened_at=row.opened_at.timestamp(),
             rules=None,  # the node holding it knows them
             minutes=(),
+            tcp_port=row.tcp_port or 0,  # its connections open now: only its node knows
         )
         for row in rows
     ]
@@ -90,4 +92,5 @@ def usage_of(user_id: int, live: list[AccountTunnel]) -> Usage:
         + (closed["bytes_out"] or 0)
         + sum(t.counts.bytes_in + t.counts.bytes_out for t in live),
         reserved_names=ReservedSubdomain.objects.filter(user_id=user_id).count(),
+        live_tcp_tunnels=sum(1 for t in live if t.tcp_port),
     )

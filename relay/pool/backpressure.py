@@ -44,6 +44,11 @@ class Backpressure(asyncio.Protocol):
     _drain_waiter: asyncio.Future[None] | None
 
     # --- writing ----------------------------------------------------------------------------
+    @property
+    def write_paused(self) -> bool:
+        """The client is behind on what was written (a TCP visitor stops being read then)."""
+        return self._write_paused
+
     def pause_writing(self) -> None:
         self._write_paused = True
 
@@ -96,6 +101,12 @@ class Backpressure(asyncio.Protocol):
         while not self._inbox and not self._eof:
             await self._wait_for_data(timeout)
         return self._take() if self._inbox else b""
+
+    @property
+    def settled(self) -> bool:
+        """Nothing unread from the client and its side still open: the end of a TCP tunnel's
+        conversation left no byte that the next one would take for its own."""
+        return not self._inbox and not self._eof and not self.closed
 
     def _wake(self) -> None:
         waiter = self._data_waiter

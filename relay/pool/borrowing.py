@@ -54,10 +54,17 @@ class Borrowing:
     waiters: list[tuple[asyncio.Future[PoolSocket], str]]
     held: dict[str, int]
     offline_since: float | None
+    tcp: Any  # relay.pool.tcp_side.TcpSide | None: a TCP tunnel
 
     def share(self) -> int:
         """How many sockets one visitor address may hold: all but RELAY_SPARE_SOCKETS of
-        those the client holds now (at least one)."""
+        those the client holds now (at least one). A TCP tunnel's visitor may hold them all:
+        its connections are long (a database client's pool of 10 stays open for hours), and
+        `lt tcp` opens its pool connections as visitors arrive, keeping only a few idle, so a
+        share counted on those open made a second `psql` from one machine wait for a
+        connection lt never opened. Who may connect at all is its CIDR rules' job."""
+        if self.tcp is not None:
+            return self.max_conn_count
         return sockets_beyond_spare(
             self.max_conn_count, len(self.connections), self.registry.settings.RELAY_SPARE_SOCKETS
         )

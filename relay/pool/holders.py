@@ -109,6 +109,7 @@ class NameHolders:
             "owner_id": tunnel.user_id,
             "token_id": tunnel.token_id,
             "max_live": max_live,
+            "tcp_port": tunnel.tcp.port if tunnel.tcp is not None else None,
         }
         try:
             return await open_row(**row)

@@ -94,29 +94,9 @@ class Quota:
 
     def admit(self, tunnel: Metered, scope: Scope, now: float) -> Refusal | None:
         """None to let the request through, else what to answer instead."""
-        if self.per_minute:
-            if now - self.minute_start >= MINUTE_S:
-                self.minute_start, self.minute_count = now, 0
-            self.minute_count += 1
-            if self.minute_count > self.per_minute:
-                wait = int(MINUTE_S - (now - self.minute_start)) + 1
-                return (
-                    429,
-                    f"The tunnel {tunnel.name} has had its {self.per_minute} requests for "
-                    "this minute; try again shortly.",
-                    wait,
-                )
-        if self.per_day_bytes:
-            total = tunnel.bytes_in + tunnel.bytes_out
-            if now - self.day_start >= DAY_S:
-                self.day_start, self.day_bytes_before = now, total
-            if total - self.day_bytes_before >= self.per_day_bytes:
-                wait = int(DAY_S - (now - self.day_start)) + 1
-                return (
-                    429,
-                    f"The tunnel {tunnel.name} has used its daily traffic allowance.",
-                    wait,
-                )
+        refusal = self._per_minute(tunnel, now) or self._per_day(tunnel, now)
+        if refusal is not None:
+            return refusal
         if self.max_body_bytes:
             length = _body_length(scope)
             if length is not None and length > self.max_body_bytes:
@@ -127,6 +107,47 @@ class Quota:
                     None,
                 )
         return None
+
+    def admit_connection(self, tunnel: Metered, now: float) -> bool:
+        """A TCP tunnel's visitor connection counts as a request: whether it may open (a
+        TCP client cannot be told why not, so no message)."""
+        return self._per_minute(tunnel, now) is None and self._per_day(tunnel, now) is None
+
+    def over_day_bytes(self, tunnel: Metered) -> bool:
+        """Whether the day's bytes ran out: the cheap check per chunk of a TCP connection
+        (the window is moved on only when it says so, which is rare)."""
+        if not self.per_day_bytes:
+            return False
+        if tunnel.bytes_in + tunnel.bytes_out - self.day_bytes_before < self.per_day_bytes:
+            return False
+        return self._per_day(tunnel, time.monotonic()) is not None
+
+    def _per_minute(self, tunnel: Metered, now: float) -> Refusal | None:
+        if not self.per_minute:
+            return None
+        if now - self.minute_start >= MINUTE_S:
+            self.minute_start, self.minute_count = now, 0
+        self.minute_count += 1
+        if self.minute_count <= self.per_minute:
+            return None
+        wait = int(MINUTE_S - (now - self.minute_start)) + 1
+        return (
+            429,
+            f"The tunnel {tunnel.name} has had its {self.per_minute} requests for "
+            "this minute; try again shortly.",
+            wait,
+        )
+
+    def _per_day(self, tunnel: Metered, now: float) -> Refusal | None:
+        if not self.per_day_bytes:
+            return None
+        total = tunnel.bytes_in + tunnel.bytes_out
+        if now - self.day_start >= DAY_S:
+            self.day_start, self.day_bytes_before = now, total
+        if total - self.day_bytes_before < self.per_day_bytes:
+            return None
+        wait = int(DAY_S - (now - self.day_start)) + 1
+        return (429, f"The tunnel {tunnel.name} has used its daily traffic allowance.", wait)
 
     # --- idle timeout -----------------------------------------------------------------------
     def start_idle_timer(self, tunnel: Metered) -> None:

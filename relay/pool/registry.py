@@ -29,6 +29,8 @@ from relay.pool.hooks import ClusterHooks
 from relay.pool.ports import listen
 from relay.pool.quota import RegistrationRate
 from relay.pool.sanctions import Sanctions
+from relay.pool.tcp_ports import TcpWanted, open_side, refuse_if_off, refuse_past_limit
+from relay.pool.tcp_side import TcpSide
 from relay.pool.tunnel import Tunnel
 from relay.protocol import TIMER_SLACK_S
 from relay.records import LiveLimitReached
@@ -96,12 +98,15 @@ class Registry:
         raw_pool: bool = True,  # open a raw pool listener (False: our lt, which upgrades)
         pool_secret: str = "",  # our lt's last pool secret for this name (an address change)
         rules: VisitorRules | None = None,  # who may visit (tunnels/access.py)
+        tcp: TcpWanted | None = None,  # a TCP tunnel (lt tcp): its port (relay/pool/tcp_ports.py)
     ) -> Tunnel:
         # Built before the name is claimed or reclaimed, and set before any await: a visitor
         # who arrives while the registration awaits its database row meets the gate too.
         # A reclaimed tunnel takes this registration's rules (lt's flags, the plan's or the
         # reserved name's policy may have changed). The plain passwords end with `rules`.
         access = None if rules is None or rules.empty else Access(rules, owner)
+        if tcp is not None:
+            refuse_if_off(self.settings)
         if not self.accepting:
             raise RegistrationError(503, "This relay is shutting down; try again in a moment.")
         # A suspended name, token or user; the name's Disconnect cool-down, for anyone.
@@ -114,6 +119,13 @@ class Registry:
         existing: Tunnel | None = None
         if requested is not None:
             existing = self.tunnels.get(requested)
+            if existing is not None and (existing.tcp is None) != (tcp is None):
+                kind = "a TCP" if existing.tcp is not None else "an HTTP"
+                raise RegistrationError(
+                    409,
+                    f"The name {requested!r} is held by {kind} tunnel; pick another name, "
+                    "or leave it out for a random one.",
+                )
             if existing is not None:
                 proves = existing.user_id is None or existing.owner == owner  # a token's user
                 if (
@@ -162,6 +174,8 @@ class Registry:
                 raise refusal
         if len(self.tunnels) >= self.settings.RELAY_MAX_TUNNELS:
             raise RegistrationError(503, "This relay has no room for more tunnels right now.")
+        if tcp is not None:  # (a reclaim returned above: it is not counted)
+            refuse_past_limit(self.tunnels.values(), owner, tcp.max_live)
         tunnel = Tunnel(
             name=name,
             owner=owner,
@@ -173,6 +187,8 @@ class Registry:
             client_id=client_id,
         )
         tunnel.access = access
+        if tcp is not None:  # a TCP tunnel from the start (its port comes below): its HTTP
+            tunnel.tcp = TcpSide(0)  # visitors are told so, and it counts toward max_live
         self.tunnels[name] = tunnel  # claim the name before the first await
         try:
             # The old session's row must be closed before a new one; on a node (max_live),
@@ -183,6 +199,8 @@ class Registry:
                     await self.flusher.flush()
                 except OperationalError as exc:
                     raise _database_unavailable(exc) from None
+            if tcp is not None:  # its public port, before the row (which records it)
+                tunnel.tcp = await open_side(tunnel, self.settings, self.tunnels.values(), tcp)
             if raw_pool:
                 tunnel.server = await listen(tunnel, self.settings, self.tunnels, avoid_port)
                 tunnel.port = tunnel.server.sockets[0].getsockname()[1]
@@ -218,7 +236,9 @@ class Registry:
         self.schedule_expiry(tunnel)
         if self.cluster is not None:  # scale-out: tell the other nodes who owns the name
             self.cluster.tunnel_opened(tunnel)
-        if tunnel.server is not None:
+        if tunnel.tcp is not None:
+            logger.info("TCP tunnel %s opened for %s on port %d", name, client_ip, tunnel.tcp.port)
+        elif tunnel.server is not None:
             logger.info("tunnel %s opened for %s on pool port %d", name, client_ip, tunnel.port)
         else:
             logger.info("tunnel %s opened for %s (upgraded pool connections)", name, client_ip)

@@ -1,27 +1,358 @@
 """One visitor connection to a TCP tunnel's public port, carried over one pool connection.
 
-(The seam of issue 15: the relay's TCP part builds it; see relay.protocol's "TCP tunnels".)
+The walk (relay.protocol, "TCP tunnels"): the visitor is admitted (relay/pool/tcp_admission.py),
+waits for a pool connection (`Tunnel.acquire`, bounded by RELAY_TCP_WAIT_S and
+RELAY_TCP_MAX_WAITERS), lt is sent OPEN "<ip> <port>", then bytes go both ways: the visitor's
+as DATA frames written here as they arrive, lt's by relay/pool/tcp_splice.py's `pump`. Each
+side's backpressure stops reading the other. A FIN either way is an EOF frame; after EOF
+both ways the visitor connection is closed and the pool connection serves the next visitor.
+Anything abrupt (a reset, CLOSE, a broken frame, the idle timeout) discards the pool
+connection and resets the visitor's.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import logging
+import socket
+import struct
+import time
+from typing import TYPE_CHECKING, cast
+
+from relay.headers import normal_ip
+from relay.pool.borrowing import NoSocket
+from relay.pool.errors import PoolError
+from relay.pool.quota import address_key
+from relay.pool.socket import PoolSocket
+from relay.pool.tcp_admission import admits
+from relay.pool.tcp_frames import FrameError, FrameReader, data_frames, frame, reason_payload
+from relay.pool.tcp_idle import IdleTimer
+from relay.pool.tcp_splice import ClientClosed, RelayEnds, pump
+from relay.protocol import TCP_CLOSE, TCP_EOF, TCP_MAX_DATA_BYTES, TCP_OPEN
 
 if TYPE_CHECKING:
     from relay.pool.tunnel import Tunnel
+
+logger = logging.getLogger(__name__)
+
+IDLE = "idle timeout"
+_NO_LINGER = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0}
 
 
 class TcpVisitor(asyncio.Protocol):
     """Made by the tunnel's listener (relay/pool/tcp_ports.py) for each visitor connection."""
 
+    # Slots, not a __dict__: a tunnel may carry hundreds of these at once.
+    __slots__ = (
+        "tunnel",
+        "transport",
+        "peer",
+        "conn",
+        "task",
+        "drainer",
+        "pending",
+        "pending_bytes",
+        "frames",
+        "visitor_done",
+        "app_done",
+        "clean",
+        "ended",
+        "lost",
+        "close_reason",
+        "write_paused",
+        "writable",
+        "idle",
+    )
+
     def __init__(self, tunnel: Tunnel) -> None:
         self.tunnel = tunnel
         self.transport: asyncio.Transport | None = None
+        self.peer = ("", 0)
+        self.conn: PoolSocket | None = None  # the pool connection, once lt was sent OPEN
+        self.task: asyncio.Task[None] | None = None  # acquire, then lt's side (the pump)
+        self.drainer: asyncio.Task[None] | None = None  # while lt is behind on our writes
+        self.pending: list[bytes] = []  # the visitor's bytes before a pool connection
+        self.pending_bytes = 0
+        self.frames = FrameReader()
+        self.visitor_done = False  # the visitor sent its FIN
+        self.app_done = False  # lt sent EOF
+        self.clean = False  # EOF both ways
+        self.ended = False  # nothing more happens on the visitor's side
+        self.lost = False  # the visitor's connection is gone (connection_lost)
+        self.close_reason: str | None = None  # a CLOSE to send lt as the conversation ends
+        self.write_paused = False  # the visitor is behind on what it is sent
+        self.writable: asyncio.Future[None] | None = None
+        self.idle = IdleTimer(0.0, self._idle_out)
 
+    # --- asyncio.Protocol, the visitor's side -----------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.close()  # not built yet
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass it
+        tunnel = self.tunnel
+        peer = transport.get_extra_info("peername") or ("", 0)
+        ip = normal_ip(peer[0])
+        self.peer = (ip, peer[1])
+        now = time.monotonic()
+        if (
+            tunnel.closed
+            or tunnel.tcp is None
+            or not admits(tunnel.access, tunnel.quota, tunnel, ip, now)
+        ):
+            logger.debug("tcp tunnel %s: a visitor refused", tunnel.name)
+            self.ended = True
+            reset(self.transport)
+            return
+        tunnel.tcp.visitors.add(self)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        tunnel.requests += 1
+        tunnel.dirty = True
+        tunnel.last_activity = now
+        settings = tunnel.registry.settings
+        self.idle = IdleTimer(settings.RELAY_TCP_IDLE_TIMEOUT_S, self._idle_out)
+        self.idle.start()
+        self.task = asyncio.ensure_future(
+            self._run(settings.RELAY_TCP_WAIT_S, settings.RELAY_TCP_MAX_WAITERS, address_key(ip))
+        )
 
+    def data_received(self, data: bytes) -> None:
+        if self.ended:
+            return
+        tunnel = self.tunnel
+        now = time.monotonic()
+        self.idle.touch(now)
+        tunnel.last_activity = now
+        tunnel.bytes_in += len(data)
+        tunnel.dirty = True
+        conn = self.conn
+        if conn is None:  # waiting for a pool connection: a bounded buffer, then the kernel's
+            self.pending.append(data)
+            self.pending_bytes += len(data)
+            if self.pending_bytes >= TCP_MAX_DATA_BYTES:
+                self.transport.pause_reading()  # type: ignore[union-attr]
+            return
+        try:
+            conn.write(b"".join(data_frames(data)))
+        except PoolError:
+            self._stop(None)
+            return
+        if conn.write_paused:
+            self._lt_behind(conn)
+        if tunnel.quota is not None and tunnel.quota.over_day_bytes(tunnel):
+            self._stop("the tunnel's daily traffic allowance is used up")
+
+    def eof_received(self) -> bool:
+        if self.ended:
+            return False
+        self.visitor_done = True
+        conn = self.conn
+        if conn is not None:
+            try:
+                conn.write(frame(TCP_EOF))
+            except PoolError:
+                self._stop(None)
+                return True
+            if self.app_done:
+                self.clean = True
+                self._stop(None)  # the task gives the pool connection back
+        return True  # half-closed: lt's side may still send
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._stop(None if self.clean else "the visitor reset the connection")
+        self._let_go()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self.writable
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --- closing from outside (relay.pool.tcp_side.TcpSide) ---------------------------------
     def abort(self, reason: str) -> None:
-        if self.transport is not None:
-            self.transport.abort()
+        """The tunnel closed, the operator's Disconnect, shutdown: reset the visitor, discard
+        the pool connection (its task's `finally`)."""
+        self.clean = False
+        self._stop(reason)
+        self._let_go()
+
+    # --- lt's side ----------------------------------------------------------------------------
+    async def _run(self, wait_s: float, max_waiters: int, key: str) -> None:
+        conn: PoolSocket | None = None
+        try:
+            try:
+                conn = await self.tunnel.acquire(wait_s, max_waiters, key)
+            except NoSocket as exc:
+                logger.debug("tcp tunnel %s: no pool connection: %s", self.tunnel.name, exc)
+                return
+            if self.ended:
+                return  # the visitor left as the connection was handed over: nothing sent
+            self._open(conn)
+            await pump(conn, self)
+        except (FrameError, ClientClosed) as exc:
+            logger.debug("tcp tunnel %s: lt ended a connection: %s", self.tunnel.name, exc)
+            self.close_reason = None  # lt's doing: no CLOSE back
+            self.clean = False
+        except RelayEnds as exc:
+            self.close_reason = str(exc)
+            self.clean = False
+        except TimeoutError:
+            self.close_reason = IDLE
+            self.clean = False
+        finally:
+            self._conclude(conn)
+
+    def _open(self, conn: PoolSocket) -> None:
+        ip, port = self.peer
+        parts = [frame(TCP_OPEN, f"{ip} {port}".encode("ascii"))]
+        for chunk in self.pending:
+            parts.extend(data_frames(chunk))
+        if self.visitor_done:
+            parts.append(frame(TCP_EOF))
+        paused = self.pending_bytes >= TCP_MAX_DATA_BYTES
+        self.pending = []
+        self.pending_bytes = 0
+        self.conn = conn
+        conn.write(b"".join(parts))
+        if conn.write_paused:
+            self._lt_behind(conn)
+        elif paused and not self.visitor_done:
+            self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def _lt_behind(self, conn: PoolSocket) -> None:
+        """lt stopped taking our writes: stop reading the visitor until it catches up."""
+        if self.drainer is None:
+            self.transport.pause_reading()  # type: ignore[union-attr]
+            self.drainer = asyncio.ensure_future(self._drain(conn))
+
+    async def _drain(self, conn: PoolSocket) -> None:
+        idle_s = self.idle.timeout_s
+        try:
+            while True:
+                try:
+                    await conn.drain(idle_s or None)
+                    break
+                except TimeoutError:
+                    if idle_s:  # a peer that stops reading counts as idle
+                        self._stop(IDLE)
+                        return
+        except PoolError:
+            self._stop(None)
+            return
+        self.drainer = None
+        if not self.ended and not self.visitor_done:
+            self.transport.resume_reading()  # type: ignore[union-attr]
+
+    # --- called by the pump (relay.pool.tcp_splice.Carried) ----------------------------------
+    def deliver(self, data: bytes) -> None:
+        tunnel = self.tunnel
+        now = time.monotonic()
+        self.idle.touch(now)
+        tunnel.last_activity = now
+        tunnel.bytes_out += len(data)
+        tunnel.dirty = True
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def app_eof(self) -> None:
+        self.app_done = True
+        transport = self.transport
+        if transport is not None and transport.can_write_eof():
+            transport.write_eof()
+        if self.visitor_done:
+            self.clean = True
+
+    def over_quota(self) -> bool:
+        quota = self.tunnel.quota
+        return quota is not None and quota.over_day_bytes(self.tunnel)
+
+    async def visitor_writable(self) -> None:
+        """Return once the visitor takes more; TimeoutError after the idle timeout."""
+        if not self.write_paused:
+            return
+        waiter = self.writable = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(self.idle.timeout_s or None):
+                await waiter
+        finally:
+            self.writable = None
+
+    # --- the end --------------------------------------------------------------------------------
+    def _idle_out(self) -> None:
+        self._stop(IDLE)
+        if self.task is None or self.task.done():  # over, but the visitor takes nothing
+            self.clean = False
+            self._let_go()
+
+    def _stop(self, reason: str | None) -> None:
+        """End the conversation: the task's `finally` concludes it (gives the pool connection
+        back or discards it, closes or resets the visitor)."""
+        if reason is not None and self.close_reason is None and not self.clean:
+            self.close_reason = reason
+        self.ended = True
+        task = self.task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+
+    def _conclude(self, conn: PoolSocket | None) -> None:
+        self.ended = True
+        drainer = self.drainer
+        if drainer is not None and not drainer.done():
+            drainer.cancel()
+        if conn is not None:
+            tunnel = self.tunnel
+            if self.conn is None:
+                tunnel.release(conn)  # handed over as the visitor left: nothing was sent
+            elif (
+                self.clean
+                and self.frames.between_frames
+                and conn.settled
+                and (drainer is None or drainer.done())
+            ):
+                tunnel.release(conn)  # the next visitor's
+            else:
+                if self.close_reason is not None:
+                    try:
+                        conn.write(frame(TCP_CLOSE, reason_payload(self.close_reason)))
+                    except PoolError:
+                        pass
+                tunnel.discard(conn)
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """The visitor's side: reset unless the conversation ended cleanly, then forgotten by
+        the tunnel's side. After a clean end its connection is closed once what is buffered
+        for it is written, and stays counted until then: a visitor that never reads it is
+        reset by the idle timeout."""
+        self.ended = True
+        transport = self.transport
+        if transport is not None and not self.lost:
+            if self.clean:
+                if not transport.is_closing():
+                    transport.close()
+                return  # connection_lost comes back here
+            reset(transport)
+        self.idle.cancel()
+        tcp = self.tunnel.tcp
+        if tcp is not None:
+            tcp.visitors.discard(self)
+        waiter = self.writable
+        if waiter is not None and not waiter.done():
+            waiter.cancel()
+
+
+def reset(transport: asyncio.Transport) -> None:
+    """Close with a reset, as the app's side did (or as a TCP client is told "gone"): a
+    zero linger makes the close an RST instead of a FIN."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _NO_LINGER)
+        except OSError:
+            pass
+    transport.abort()

@@ -20,6 +20,7 @@ from relay.pool.quota import visitor_key
 from relay.pool.registry import get_registry
 from relay.pool.sanctions import visitor_message
 from relay.pool.socket import PoolSocket
+from relay.pool.tcp_ports import http_refusal
 from relay.pool.tunnel import NoSocket, Tunnel
 from relay.protocol import HOP_SCOPE_KEY, SUSPENDED_STATUS
 from relay.proxy import gate
@@ -41,6 +42,9 @@ async def proxy_http(scope: Scope, receive: Receive, send: Send, name: str) -> N
             await registry.cluster.forward_http(scope, receive, send, name)
             return
         await send_error(scope, send, 404, f"There is no tunnel called {name!r} on this relay.")
+        return
+    if tunnel.tcp is not None:  # its pool connections carry frames: never an HTTP exchange
+        await send_error(scope, send, 404, http_refusal(tunnel))
         return
     if tunnel.quota is not None:  # plan limits, integer checks only
         refusal = tunnel.quota.admit(tunnel, scope, time.monotonic())

@@ -23,6 +23,7 @@ from relay.pool.quota import visitor_key
 from relay.pool.registry import get_registry
 from relay.pool.sanctions import visitor_message
 from relay.pool.socket import PoolSocket
+from relay.pool.tcp_ports import http_refusal
 from relay.pool.tunnel import NoSocket, Tunnel
 from relay.protocol import HOP_SCOPE_KEY, SUSPENDED_STATUS
 from relay.proxy import gate
@@ -47,6 +48,9 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, name: str)
             await registry.cluster.forward_websocket(scope, receive, send, name)
             return
         await refuse(scope, send, 404, f"There is no tunnel called {name!r} on this relay.")
+        return
+    if tunnel.tcp is not None:  # its pool connections carry frames: never a WebSocket
+        await refuse(scope, send, 404, http_refusal(tunnel))
         return
     if tunnel.access is not None:  # who may visit (relay/proxy/gate.py), before a pool socket
         passed = await gate.check(name, tunnel.user_id, tunnel.access, scope, None)

@@ -125,7 +125,9 @@ class WhatEachUserSeesTests(AccountTestCase):
         self.assertIn("owner-name", html)
         self.assertNotIn("other-ci", html)
         self.assertNotIn("other-name", html)
-        self.assertEqual(set(data["html"]), {"live", "history", "usage", "tokens", "names"})
+        self.assertEqual(
+            set(data["html"]), {"live", "history", "usage", "tokens", "names", "tcp_ports"}
+        )
 
     def test_no_secret_of_any_token_is_on_the_page(self) -> None:
         page = self.signed_in(self.owner).get(PAGE).content.decode()

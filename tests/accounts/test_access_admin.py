@@ -19,6 +19,7 @@ PLAN_FORM = {
     "allow_custom_subdomains": "on",
     "max_reserved_names": 1,  # issue 14's fields, in the plan's form since then
     "inspect_requests": "on",
+    "max_tcp_tunnels": 2,  # issue 15's (allow_tcp unchecked: off)
     "visitor_auth": "team",
     "cidr_allow": "203.0.113.0/24\n2001:db8::/32",
     "cidr_deny": "",

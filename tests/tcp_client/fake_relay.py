@@ -1,0 +1,122 @@
+"""A relay's TCP-tunnel side as `lt tcp` sees it, in a thread of the test process: the
+registration API (answers recorded and chosen by the test) and a raw pool listener whose
+connections the test drives frame by frame (`RelayEnd`); and an echo app in the same loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections import deque
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from harness.waiting import IO_TIMEOUT_S, wait_until
+
+from .peers import App, RelayEnd, local_app
+
+T = TypeVar("T")
+HEAD_LIMIT = 64 * 1024
+TCP_PORT = 41000  # the public port the answers name (nothing listens: lt never dials it)
+
+
+class FakeTcpRelay:
+    def __init__(self, max_conn_count: int = 10) -> None:
+        self.max_conn_count = max_conn_count
+        self.api_port = 0
+        self.pool_port = 0
+        self.heads: list[dict[str, str]] = []  # each registration's headers, lowercased
+        self.paths: list[str] = []
+        self.refusals: deque[tuple[int, str]] = deque()  # next answers: (status, message)
+        self.not_tcp = False  # answer like a relay that knows only HTTP tunnels
+        self.pool: list[RelayEnd] = []  # every pool connection accepted, in order
+        self.app: App | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._servers: list[asyncio.Server] = []
+        self._app_context: Any = None
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = IO_TIMEOUT_S * 2) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def start(self) -> FakeTcpRelay:
+        self._thread.start()
+
+        async def start() -> None:
+            api = await asyncio.start_server(self._api, "127.0.0.1", 0)
+            pool = await asyncio.start_server(self._pool, "127.0.0.1", 0)
+            self._servers = [api, pool]
+            self.api_port = api.sockets[0].getsockname()[1]
+            self.pool_port = pool.sockets[0].getsockname()[1]
+            self._app_context = local_app("echo")
+            self.app = await self._app_context.__aenter__()
+
+        self.call(start())
+        return self
+
+    def stop(self) -> None:
+        async def stop() -> None:
+            for server in self._servers:
+                server.close()
+            for end in self.pool:
+                end.writer.close()
+            await self._app_context.__aexit__(None, None, None)
+
+        self.call(stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(IO_TIMEOUT_S)
+        self._loop.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def wait_for_pool(self, count: int) -> None:
+        wait_until(lambda: len(self.pool) >= count, message=f"{count} pool connections")
+
+    async def _pool(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.pool.append(RelayEnd(reader, writer))
+
+    async def _api(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(IO_TIMEOUT_S):
+                head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            writer.close()
+            return
+        lines = head.decode("latin-1").split("\r\n")
+        method, path, _ = lines[0].split(" ", 2)
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name:
+                headers[name.strip().lower()] = value.strip()
+        status, body = 200, b""
+        if method == "DELETE":
+            status = 204
+        else:
+            self.heads.append(headers)
+            self.paths.append(path)
+            if self.refusals:
+                status, message = self.refusals.popleft()
+                body = json.dumps({"message": message}).encode()
+            else:
+                body = json.dumps(self._answer()).encode()
+        writer.write(
+            f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+    def _answer(self) -> dict[str, object]:
+        answer: dict[str, object] = {
+            "id": "tcpa1b2c3",
+            "port": self.pool_port,
+            "max_conn_count": self.max_conn_count,
+            "ip": "127.0.0.1",
+        }
+        if self.not_tcp:
+            return {**answer, "url": "http://tcpa1b2c3.localhost"}
+        return {**answer, "url": f"tcp://127.0.0.1:{TCP_PORT}", "tcp_port": TCP_PORT}
