@@ -20,11 +20,11 @@ pytestmark = pytest.mark.timeout(120)
 PG_URL = os.environ.get("TUNNELSITE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("TUNNELSITE_TEST_REDIS", "redis://127.0.0.1:6379")
 RUN_S = 60.0
-# redis-benchmark's connections: as many as one visitor address may hold at once, all of the
-# tunnel's pool (RELAY_MAX_SOCKETS, 10) but RELAY_SPARE_SOCKETS (2). Its default of 50 would
-# keep 42 waiting for a pool connection for the whole run, and RELAY_TCP_WAIT_S (10 s)
-# closes them: one visitor connection per pool connection (docs/tcp.md, "Limits").
-BENCH_CLIENTS = 8
+# redis-benchmark's connections: as many as the tunnel's pool carries at once
+# (RELAY_MAX_SOCKETS' default, 10). Its default of 50 would keep 40 waiting for a pool
+# connection for the whole run, and RELAY_TCP_WAIT_S (10 s) closes them: one visitor
+# connection per pool connection (docs/tcp.md, "Limits").
+BENCH_CLIENTS = 10
 BENCH_REQUESTS = 10000
 
 
