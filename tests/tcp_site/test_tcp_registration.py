@@ -145,7 +145,10 @@ class RefusalsBeforeTheRelayTests(TestCase):
         for port in (19999, 20100, 0, 65536):
             with self.subTest(port=port):
                 message = await self.refused("/?new", {**bearer(self.token), **tcp(port)}, 400)
-                self.assertIn("20000-20099", message)
+                self.assertEqual(
+                    message,
+                    f"--remote-port {port} is not one of this relay's TCP ports, 20000-20099.",
+                )
 
     async def test_a_port_not_reserved_for_the_user_is_a_403(self) -> None:
         await ReservedTcpPort.objects.acreate(port=20010, user=self.other)
