@@ -272,7 +272,10 @@ class ClientTunnel:
                     delay = min(MAX_DELAY_S, max(delay, retry_after))
                 attempt += 1
                 self.status.last_error = redact(reason, self.secrets)
-                self._set_state("reconnecting", f"{reason}; registering again in {delay:.1f} s")
+                # The relay's sentences end with a full stop: "... the range).; registering
+                # again" read as a typo.
+                shown = reason.rstrip(".")
+                self._set_state("reconnecting", f"{shown}; registering again in {delay:.1f} s")
                 await self._until_stopped(asyncio.sleep(delay))
         finally:
             self.status.state = "stopped"

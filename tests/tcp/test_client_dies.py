@@ -74,6 +74,11 @@ def test_a_killed_client_closes_its_visitors_and_frees_its_port_after_the_grace(
         assert not any(URL.search(line) for line in second.output().splitlines()), (
             "the second user got the port during the grace period"
         )
+        refused = (  # what docs/tcp.md's errors say lt prints, and that it keeps trying
+            f"registration failed: All 1 TCP ports of this relay (RELAY_TCP_PORTS={port}-{port}) "
+            "are in use; try again later (operator: widen the range); registering again in"
+        )
+        assert refused in second.output(), second.output()
         match = second.wait_for_line(URL.pattern, FREED_WITHIN_S)
         assert int(match.group(3)) == port
         assert time.monotonic() - killed_at >= GRACE_S * 0.9
