@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import re
 import socket
+import sqlite3
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.procs import client_env
 
 # RELAY_TCP_PORTS for a test relay: the same free range make bench picks.
 from bench.tcp_scenario import free_port_range as free_port_range
 from harness.processes import PYTHON, ROOT, Process, ProcessGroup
+from harness.relay import Relay
 
 START_S = 20.0
 URL = re.compile(r"your url is: (tcp://([^\s:/]+):(\d+))")
@@ -74,6 +77,33 @@ def make_users(env: dict[str, str], users: dict[str, list[int]]) -> dict[str, st
     )
     assert set(tokens) == set(users), done.stdout
     return tokens
+
+
+def _live_row(relay_env: dict[str, str], port: int, columns: str) -> tuple[Any, ...] | None:
+    path = relay_env["DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
+        row: tuple[Any, ...] | None = db.execute(
+            # The newest: a closed tunnel's row says so at the relay's next counter flush
+            # (RELAY_FLUSH_S), and its port may have gone to a new tunnel meanwhile.
+            f"SELECT {columns} FROM tunnels_tunnel WHERE tcp_port = ? AND is_live ORDER BY id DESC",
+            (port,),
+        ).fetchone()
+    return row
+
+
+def session_counts(relay: Relay, port: int) -> tuple[int, int, int] | None:
+    """(requests, bytes_in, bytes_out) of the live session row of the TCP tunnel on `port`,
+    read from the relay's SQLite file as the admin and the account page read it."""
+    row = _live_row(relay.env, port, "requests, bytes_in, bytes_out")
+    return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
+
+
+def tunnel_name(relay: Relay, port: int) -> str:
+    """The name (subdomain) the relay gave the live TCP tunnel on `port`: lt tcp prints
+    only its tcp:// address."""
+    row = _live_row(relay.env, port, "subdomain")
+    assert row is not None, f"no live TCP tunnel on port {port}"
+    return str(row[0])
 
 
 # --- `lt tcp` -------------------------------------------------------------------------------

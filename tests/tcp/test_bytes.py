@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import socket
-import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from harness.relay import Relay
-from harness.tcp_tunnels import LtTcp, LtTcpLauncher
+from harness.tcp_tunnels import LtTcp, LtTcpLauncher, session_counts
 from harness.waiting import wait_until
 
 from bench import payload, tcp_transfer
@@ -106,30 +105,18 @@ def test_200_visitors_at_once_over_the_default_pool_are_all_served(
     assert after - before == VISITORS + 1  # each visitor once, and the STATS itself
 
 
-def session_row(relay: Relay, port: int) -> tuple[int, int, int] | None:
-    """(requests, bytes_in, bytes_out) of the live session row of the tunnel on `port`, read
-    from the relay's SQLite file as the admin and the account page read it."""
-    path = relay.env["DATABASE_URL"].removeprefix("sqlite:///")
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=IO_TIMEOUT_S) as db:
-        return db.execute(
-            "SELECT requests, bytes_in, bytes_out FROM tunnels_tunnel "
-            "WHERE tcp_port = ? AND is_live",
-            (port,),
-        ).fetchone()
-
-
 def test_the_session_row_counts_the_tunnels_connections_and_bytes(
     tunnel: LtTcp, tcp_relay: Relay
 ) -> None:
     # Counters reach the database every RELAY_FLUSH_S (5 s): the admin, the account page
     # and the daily quota read them there.
-    start = session_row(tcp_relay, tunnel.port)
+    start = session_counts(tcp_relay, tunnel.port)
     assert start is not None, "no live session row with the tunnel's tcp_port"
     assert upload(tunnel.port, MIB).sha256_ok
     assert download(tunnel.port, 2 * MIB).sha256_ok
 
     def counted() -> bool:
-        now = session_row(tcp_relay, tunnel.port)
+        now = session_counts(tcp_relay, tunnel.port)
         assert now is not None
         return now[0] - start[0] >= 2 and now[1] - start[1] >= MIB and now[2] - start[2] >= 2 * MIB
 
