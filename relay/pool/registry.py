@@ -117,6 +117,8 @@ class Registry:
             self.holders.refuse_if_taken_over(client_id)
         avoid_port = 0
         existing: Tunnel | None = None
+        if tcp is not None and tcp.port and requested is None:
+            requested = self._own_tunnel_on_port(tcp.port, owner)
         if requested is not None:
             existing = self.tunnels.get(requested)
             if existing is not None and (existing.tcp is None) != (tcp is None):
@@ -243,6 +245,17 @@ class Registry:
         else:
             logger.info("tunnel %s opened for %s (upgraded pool connections)", name, client_ip)
         return tunnel
+
+    def _own_tunnel_on_port(self, port: int, owner: str) -> str | None:
+        """The name of `owner`'s TCP tunnel on `port` whose client is gone (its grace
+        period), so that `lt tcp --remote-port N` run again after a crash reclaims it like a
+        name: a new lt process has no pool secret and asks for no name, and was told
+        "Port N is in use by another tunnel" (exit 5) until the grace ran out."""
+        for tunnel in self.tunnels.values():
+            if tunnel.tcp is not None and tunnel.tcp.port == port:
+                gone = not tunnel.client_connected(time.monotonic())
+                return tunnel.name if tunnel.owner == owner and gone else None
+        return None
 
     async def _raw_pool_for(self, tunnel: Tunnel, raw_pool: bool) -> Tunnel:
         """A reclaimed tunnel whose new client needs a raw pool port (the npm client after our

@@ -87,3 +87,30 @@ def test_a_killed_client_closes_its_visitors_and_frees_its_port_after_the_grace(
             assert visitor.recv(100) == b"again"
     finally:
         second.stop()
+
+
+@pytest.fixture(scope="module")
+def reserved_relay(module_relay_factory: Callable[..., Relay]) -> Relay:
+    # The default grace (15 s): the restarted lt must not wait for it.
+    return module_relay_factory(RELAY_TCP_PORTS=free_port_range(2))
+
+
+def test_lt_run_again_after_a_crash_gets_its_reserved_port_back_at_once(
+    lt_tcp: LtTcpLauncher, reserved_relay: Relay, tcp_app: int
+) -> None:
+    port = int(reserved_relay.env["RELAY_TCP_PORTS"].split("-")[0])
+    (token,) = make_users(reserved_relay.env, {"owner": [port]}).values()
+    host = f"http://localhost:{reserved_relay.port}"
+    first = lt_tcp(host, tcp_app, "--token", token, "--remote-port", str(port))
+    first.process.signal(signal.SIGKILL)
+    first.process.wait()
+    started = time.monotonic()
+    again = lt_tcp(host, tcp_app, "--token", token, "--remote-port", str(port))
+    try:
+        assert again.port == port
+        assert time.monotonic() - started < 10.0  # well within the 15 s grace
+        with connect(port) as visitor:
+            visitor.sendall(b"ECHO\nback")
+            assert visitor.recv(100) == b"back"
+    finally:
+        again.process.stop()
