@@ -44,21 +44,6 @@ DOC_RANGES = ("20000-20999", "21000-21999")
 NODE_BINDS = ("127.0.0.2", "127.0.0.3")
 RANGE_WIDTH = 4
 TUNNELS_TRIED = 4  # registrations until both nodes own one (round robin: two suffice)
-HTTP_PART = """
-frontend registrations
-    bind 127.0.0.1:{port}
-    mode http
-    timeout client 30s
-    default_backend relays
-
-backend relays
-    mode http
-    balance roundrobin
-    timeout connect 2s
-    timeout server 30s
-    server alpha 127.0.0.1:{alpha}
-    server bravo 127.0.0.1:{bravo}
-"""
 
 
 @dataclass
@@ -72,25 +57,36 @@ class Node:
 
 
 def documented_config() -> str:
-    """The ```haproxy fence of the docs' TCP section."""
+    """The ```haproxy fences of the docs' TCP section, together: the TCP ranges, and the
+    registrations' frontend that sends a reserved port to its node."""
     text = DOCS.read_text()
     section = text[text.index(SECTION) :]
-    match = re.search(r"^```haproxy\n(.*?)^```", section, re.M | re.S)
-    assert match, f"no haproxy example under {SECTION!r} in {DOCS}"
-    return match.group(1)
+    section = section[: section.index("\n## ")]
+    fences = re.findall(r"^```haproxy\n(.*?)^```", section, re.M | re.S)
+    assert len(fences) == 2, f"two haproxy examples under {SECTION!r} in {DOCS}"
+    return "\n".join(fences)
 
 
 def balancer_config(http_port: int, nodes: list[Node]) -> str:
+    """The documented configuration on loopback: HAProxy's registrations on `http_port`,
+    its TCP ranges on 127.0.0.1, each node's ports on its own loopback address."""
     config = documented_config()
+    assert "bind :80\n" in config
+    config = config.replace("bind :80\n", f"bind 127.0.0.1:{http_port}\n")
     for node, address, doc_range, bind in zip(
         nodes, DOC_ADDRESSES, DOC_RANGES, NODE_BINDS, strict=True
     ):
         low, high = node.tcp_range
-        assert f"bind :{doc_range}" in config and f" {address}\n" in config
-        config = config.replace(f"bind :{doc_range}", f"bind 127.0.0.1:{low}-{high}")
-        config = config.replace(f" {address}\n", f" {bind}\n")
-    alpha, bravo = nodes
-    return config + HTTP_PART.format(port=http_port, alpha=alpha.port, bravo=bravo.port)
+        replacements = {
+            f"{address}:8080\n": f"127.0.0.1:{node.port}\n",  # its http port
+            f" {address}\n": f" {bind}\n",  # its TCP ports, each to the same port
+            f"bind :{doc_range}\n": f"bind 127.0.0.1:{low}-{high}\n",
+            f"-m int {doc_range.replace('-', ':')} ": f"-m int {low}:{high} ",
+        }
+        for old, new in replacements.items():
+            assert old in config, f"{old!r} is not in the documented configuration"
+            config = config.replace(old, new)
+    return config
 
 
 @pytest.fixture(scope="module")
@@ -192,9 +188,32 @@ def test_a_tunnel_registered_through_the_balancer_is_reached_through_it_on_eithe
             owners.add(owner.name)
             if len(owners) == len(nodes):
                 break
-        assert owners == {"alpha", "bravo"}, f"round robin gave every tunnel to {owners}"
+        assert owners == {"alpha", "bravo"}, f"the balancer gave every tunnel to {owners}"
     finally:
         for lt in tunnels:
+            lt.process.stop()
+
+
+def test_a_reserved_port_registers_on_the_node_whose_range_holds_it(
+    lt_tcp: LtTcpLauncher,
+    balancer: int,
+    nodes: list[Node],
+    services: dict[str, str],
+    tcp_app: int,
+) -> None:
+    # Twice each way round: a balancer that ignored the port would send one of each pair
+    # to the wrong node, which refuses a port outside its range.
+    wanted = [node.tcp_range[1] for node in nodes] * 2
+    users = {f"reserver-{i}": [port] for i, port in enumerate(wanted[: len(nodes)])}
+    tokens = list(make_users(services, users).values()) * 2
+    for token, port in zip(tokens, wanted, strict=True):
+        lt = lt_tcp(
+            f"http://127.0.0.1:{balancer}", tcp_app, "--token", token, "--remote-port", str(port)
+        )
+        try:
+            assert lt.port == port
+            assert upload(port, 1000, host=lt.host).sha256_ok
+        finally:
             lt.process.stop()
 
 
