@@ -1,5 +1,5 @@
 """A visitor that never reads while the app sends: backpressure reaches the app, and the
-relay's memory stays bounded (measured from /proc of the relay process)."""
+relay's memory and lt's stay bounded (measured from /proc of each process)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,10 @@ IN_FLIGHT_BOUND = 64 * MIB
 # relay holds ~1.5 MiB for it; 16 MiB leaves room for the allocator's arenas and the
 # interpreter's own churn, and is far below the 512 MiB the app offers.
 RELAY_GROWTH_BOUND_KIB = 16 * 1024
+# lt's growth: it reads the app 64 KiB at a time and stops while its pool connection's
+# writes wait (asyncio's write buffer high-water mark, 64 KiB), so it holds about 128 KiB for
+# the visitor; the same allocator slack.
+LT_GROWTH_BOUND_KIB = 16 * 1024
 STALL_S = 1.0  # the app's count not growing for this long: it is blocked on its socket
 
 
@@ -58,7 +62,7 @@ def test_a_visitor_that_never_reads_holds_the_app_back_and_the_relay_stays_small
     try:
         assert download(lt.port, 16 * MIB).sha256_ok  # first-use allocations are not the bound
         pid = tcp_relay.process.pid
-        before = rss_kib(pid)
+        before, lt_before = rss_kib(pid), rss_kib(lt.process.pid)
         sent_before, _ = stats(tcp_app)
         with connect(lt.port) as sock:
             sock.sendall(f"SEND {OFFERED}\n".encode())
@@ -66,9 +70,14 @@ def test_a_visitor_that_never_reads_holds_the_app_back_and_the_relay_stays_small
             wait_until(stalled(tcp_app), 30, "the app to be blocked by the visitor")
             sent = stats(tcp_app)[0] - sent_before
             growth = rss_kib(pid) - before
+            lt_growth = rss_kib(lt.process.pid) - lt_before
             assert sent < IN_FLIGHT_BOUND, f"the app sent {sent / MIB:.0f} MiB unread"
             assert growth < RELAY_GROWTH_BOUND_KIB, f"the relay grew by {growth} KiB"
-            print(f"held back at {sent / MIB:.1f} MiB in flight; relay +{growth} KiB")
+            assert lt_growth < LT_GROWTH_BOUND_KIB, f"lt grew by {lt_growth} KiB"
+            print(
+                f"held back at {sent / MIB:.1f} MiB in flight; "
+                f"relay +{growth} KiB, lt +{lt_growth} KiB"
+            )
             # The visitor starts reading: the stream resumes where it stopped.
             received = 0
             while received < sent + 4 * MIB:
