@@ -47,7 +47,7 @@ def parse_remote_port(raw: str | None) -> int:
         raise BadPort(f"--remote-port must be a whole number, {where}; not {text[:20]!r}.")
     port = int(text)
     if not in_range(port):
-        raise BadPort(f"--remote-port {port} is outside {where}.")
+        raise BadPort(f"--remote-port {port} is not {where}.")
     return port
 
 
