@@ -6,8 +6,8 @@ flag and its environment variable configure the same thing (before, `--domain D`
 tunnels at `*.D` while ALLOWED_HOSTS still named the default domain, and the bare domain
 answered 400). It imports nothing from Django or the rest of the relay: settings.py imports
 it before Django is set up.
-A value the operator set explicitly (ALLOWED_HOSTS, CSRF_TRUSTED_ORIGINS, RELAY_POOL_BIND)
-is kept as given.
+A value the operator set explicitly (ALLOWED_HOSTS, CSRF_TRUSTED_ORIGINS, RELAY_POOL_BIND,
+RELAY_TCP_BIND, RELAY_TCP_HOST) is kept as given.
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ def address_settings(
 ) -> dict[str, Any]:
     """RELAY_DOMAIN, RELAY_BIND, RELAY_PORT and what depends on them."""
     pool_bind = explicit.get("RELAY_POOL_BIND") or bind
+    # TCP tunnels' ports listen where the public side does, and their tcp:// URLs name the
+    # domain (`runrelay --bind 0.0.0.0 --domain tunnels.example` moves them with it).
+    tcp_bind = explicit.get("RELAY_TCP_BIND") or bind
+    tcp_host = explicit.get("RELAY_TCP_HOST") or domain
     allowed_hosts = explicit.get("ALLOWED_HOSTS")
     if allowed_hosts is None:
         # Only the bare domain reaches Django (`<name>.<domain>` goes to the relay first).
@@ -41,6 +45,8 @@ def address_settings(
         "RELAY_BIND": bind,
         "RELAY_PORT": port,
         "RELAY_POOL_BIND": pool_bind,
+        "RELAY_TCP_BIND": tcp_bind,
+        "RELAY_TCP_HOST": tcp_host,
         "ALLOWED_HOSTS": list(allowed_hosts),
         "CSRF_TRUSTED_ORIGINS": list(origins),
     }

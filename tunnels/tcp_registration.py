@@ -19,8 +19,8 @@ from tunnels.models import TunnelSession, VisitorPolicy
 
 OFF = "This relay does not offer TCP tunnels (its operator has not set RELAY_TCP_PORTS)."
 ANONYMOUS = (
-    "TCP tunnels need an account: sign in with `lt login --host URL` (or pass --token TOKEN; "
-    f"{auth.MAKE_ONE}), then run `lt tcp` again."
+    "TCP tunnels need an account on this relay: run `lt login --host URL` (or pass --token "
+    "TOKEN, made on the relay's account page, /account/), then run `lt tcp` again."
 )
 HTTP_ONLY = (
     "A TCP tunnel cannot ask for passwords (--basic-auth) or team-only visitors (--private): "

@@ -141,6 +141,8 @@ RELAY_PUBLIC_PORT = _int("RELAY_PUBLIC_PORT", 0)
 # set: relay/address.py derives them, here and again for runrelay's flags.
 RELAY_EXPLICIT_SETTINGS = {
     "RELAY_POOL_BIND": env.str("RELAY_POOL_BIND", default="").strip() or None,
+    "RELAY_TCP_BIND": env.str("RELAY_TCP_BIND", default="").strip() or None,
+    "RELAY_TCP_HOST": env.str("RELAY_TCP_HOST", default="").strip().lower().rstrip(".") or None,
     "ALLOWED_HOSTS": env.list("ALLOWED_HOSTS", default=None),
     "CSRF_TRUSTED_ORIGINS": env.list("CSRF_TRUSTED_ORIGINS", default=None),
 }
@@ -319,9 +321,9 @@ RELAY_DEFAULT_PLAN_INSPECT = _bool("RELAY_DEFAULT_PLAN_INSPECT", True)
 # (docs/cluster.md): a TCP port belongs to the node that registered its tunnel.
 RELAY_TCP_PORTS = _port_range("RELAY_TCP_PORTS", "")
 # Where TCP tunnels' ports listen (default: RELAY_BIND), and the host their tcp:// URL names
-# (default: RELAY_DOMAIN).
-RELAY_TCP_BIND = env.str("RELAY_TCP_BIND", default="").strip() or RELAY_BIND
-RELAY_TCP_HOST = env.str("RELAY_TCP_HOST", default="").strip().lower() or RELAY_DOMAIN
+# (default: RELAY_DOMAIN); relay/address.py derives them, here and for runrelay's flags.
+RELAY_TCP_BIND = _address["RELAY_TCP_BIND"]
+RELAY_TCP_HOST = _address["RELAY_TCP_HOST"]
 # A TCP visitor connection with no bytes either way this long is closed (0: never).
 RELAY_TCP_IDLE_TIMEOUT_S = _float("RELAY_TCP_IDLE_TIMEOUT_S", protocol.DEFAULT_TCP_IDLE_TIMEOUT_S)
 # How long a TCP visitor waits for a free pool connection, and how many may wait per tunnel.

@@ -158,6 +158,14 @@ class RelayRunner:
             self._print(f"pool ports: {pool_text} on {settings.RELAY_POOL_BIND}")
         else:  # our lt's pool connections upgrade on the public port; npm clients are refused
             self._print("pool ports: none (RELAY_RAW_POOLS=false: tunnelsite's lt only)")
+        tcp = settings.RELAY_TCP_PORTS
+        if tcp:  # `lt tcp`: visitors connect to these ports, which the firewall must let in
+            self._print(
+                f"TCP tunnels: ports {tcp[0]}-{tcp[1]} on {settings.RELAY_TCP_BIND}, "
+                f"named tcp://{settings.RELAY_TCP_HOST}:PORT"
+            )
+        else:
+            self._print("TCP tunnels: off (set RELAY_TCP_PORTS, e.g. 20000-20999)")
 
     def https_port(self) -> int:
         """The port https URLs name: RELAY_PUBLIC_PORT, else the one the relay listens on."""

@@ -15,6 +15,7 @@ import re
 import shutil
 import socket
 import sqlite3
+import subprocess
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -184,3 +185,50 @@ def test_a_node_name_and_advertised_address_are_the_same_by_flag_or_variable(gro
     with closing(sqlite3.connect(db)) as conn:
         rows = conn.execute("SELECT node FROM tunnels_tunnel WHERE subdomain = ?", (name,))
         assert rows.fetchall() == [("n1",)]
+
+
+TCP_WAYS = {
+    "flag": (["--port", "0", "--bind", "127.0.0.2", "--domain", DOMAIN], {}),
+    "env": (["--port", "0"], {"RELAY_BIND": "127.0.0.2", "RELAY_DOMAIN": DOMAIN}),
+}
+_TOKEN = """
+from django.contrib.auth import get_user_model
+from tunnels.models import ApiToken
+print(ApiToken.issue(get_user_model().objects.create_user("tess"), name="tcp")[1])
+"""
+
+
+@pytest.mark.parametrize("way", TCP_WAYS)
+def test_tcp_ports_listen_on_the_bind_address_and_urls_name_the_domain(group, db, way):
+    """TCP tunnels' ports follow --bind and their tcp:// URLs --domain, as RELAY_BIND and
+    RELAY_DOMAIN (settings derived again for runrelay's flags, as the pool's bind is)."""
+    flags, env = TCP_WAYS[way]
+    tcp_port = free_port()
+    env = {**env, "RELAY_TCP_PORTS": str(tcp_port)}
+    token = subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", _TOKEN],
+        env=relay_env(db),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split()[-1]  # (after the shell's own line about its imports)
+    process, port = start(group, db, flags, **env)
+    process.wait_for_line(
+        rf"TCP tunnels: ports {tcp_port}-{tcp_port} on 127\.0\.0\.2, "
+        rf"named tcp://{re.escape(DOMAIN)}:PORT$",
+        START_S,
+    )
+    headers = {"Authorization": f"Bearer {token}", "X-Tunnelsite-Kind": "tcp"}
+    status, _, body = request("127.0.0.2", port, "GET", "/?new", f"{DOMAIN}:{port}", headers)
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer["tcp_port"] == tcp_port
+    assert answer["url"] == f"tcp://{DOMAIN}:{tcp_port}"
+    assert accepts("127.0.0.2", tcp_port)
+    assert not accepts("127.0.0.1", tcp_port)
+
+
+def test_runrelay_says_when_tcp_tunnels_are_off(group, db):
+    process, _ = start(group, db, ["--port", "0"])
+    process.wait_for_line(r"TCP tunnels: off \(set RELAY_TCP_PORTS, e\.g\. 20000-20999\)$", START_S)

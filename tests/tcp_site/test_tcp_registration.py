@@ -119,7 +119,9 @@ class RefusalsBeforeTheRelayTests(TestCase):
 
     async def test_no_token_is_a_401_saying_lt_login(self) -> None:
         message = await self.refused("/?new", tcp(), 401)
-        self.assertTrue(message.startswith("TCP tunnels need an account: sign in with `lt login"))
+        self.assertTrue(
+            message.startswith("TCP tunnels need an account on this relay: run `lt login")
+        )
 
     @override_settings(RELAY_ALLOW_ANONYMOUS=True)
     async def test_no_token_is_a_401_even_where_anonymous_http_tunnels_are_allowed(self) -> None:
