@@ -92,6 +92,10 @@ def test_the_pages_commands_run_as_written(env: dict[str, str], processes: Proce
     body = operator.body.strip().replace(f"{DOC_LOW}-{DOC_HIGH}", tcp_range)
     relay = processes.start(["bash", "-c", body], env, name="relay (docs)")
     relay_port = int(relay.wait_for_line(r"listening on http://127\.0\.0\.1:(\d+)").group(1))
+    # The banner line the page shows, for the range it was given.
+    relay.wait_for_line(
+        rf"^TCP tunnels: ports {tcp_range} on 127\.0\.0\.1, named tcp://localhost:PORT$"
+    )
 
     reserved = [int(p) for f in steps for p in re.findall(r"--remote-port (\d+)", f.body)]
     users = {"reader": [int(_port(port, low)) for port in reserved]}
