@@ -1,7 +1,8 @@
 """What the people around a TCP tunnel see: `lt tcp --print-requests` logs each visitor
 connection; a tunnel whose app is down closes its visitors at once and `lt` says why, then
 serves again once the app listens; an HTTP visitor of the tunnel's name is told it is a TCP
-tunnel; an idle connection is closed after RELAY_TCP_IDLE_TIMEOUT_S."""
+tunnel; an idle connection is closed after RELAY_TCP_IDLE_TIMEOUT_S; a visitor who finds
+every pool connection busy is closed after RELAY_TCP_WAIT_S, unheard by the app."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from harness.tcp_tunnels import LtTcpLauncher, free_port_range, make_users, tunn
 from harness.waiting import poll
 
 from bench.procs import client_env
-from bench.tcp_transfer import IO_TIMEOUT_S, connect, upload
+from bench.tcp_transfer import IO_TIMEOUT_S, connect, stats, upload
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -134,3 +135,35 @@ def test_a_busy_connection_outlives_the_idle_timeout(idle_tunnel_port: int) -> N
             sock.settimeout(IDLE_S / 3)  # the pause between ticks: nothing comes unasked
             with pytest.raises(TimeoutError):
                 sock.recv(100)
+
+
+WAIT_S = 1.0  # RELAY_TCP_WAIT_S of the relay below (the setting under test)
+POOL = 10  # RELAY_MAX_SOCKETS' default
+
+
+@pytest.fixture(scope="module")
+def short_wait_relay(module_relay_factory: Callable[..., Relay]) -> Relay:
+    return module_relay_factory(RELAY_TCP_PORTS=free_port_range(2), RELAY_TCP_WAIT_S=str(WAIT_S))
+
+
+def test_a_visitor_who_finds_the_pool_busy_waits_then_is_closed_unheard(
+    lt_tcp: LtTcpLauncher, short_wait_relay: Relay, tcp_app: int
+) -> None:
+    (token,) = make_users(short_wait_relay.env, {"busy": []}).values()
+    lt = lt_tcp(f"http://localhost:{short_wait_relay.port}", tcp_app, "--token", token)
+    held = [connect(lt.port) for _ in range(POOL)]
+    try:
+        for sock in held:  # every pool connection carries one of them
+            sock.sendall(b"ECHO\nheld")
+            assert sock.recv(100) == b"held"
+        _, before = stats(tcp_app)
+        started = time.monotonic()
+        assert ended(lt.port, b"ECHO\nlet me in"), "the extra visitor was not closed"
+        waited = time.monotonic() - started
+        assert WAIT_S * 0.9 <= waited <= WAIT_S + SLACK_S, waited
+        _, after = stats(tcp_app)
+        assert after - before == 1  # only the STATS: the app never heard of the extra one
+    finally:
+        for sock in held:
+            sock.close()
+        lt.process.stop()
