@@ -79,6 +79,33 @@ def make_users(env: dict[str, str], users: dict[str, list[int]]) -> dict[str, st
     return tokens
 
 
+_PLAN_USER = """
+from django.contrib.auth import get_user_model
+from tunnels.models import Account, ApiToken, Plan
+user = get_user_model().objects.create_user({username!r})
+plan = Plan.objects.create(name={username!r} + " plan", **{fields!r})
+Account.objects.create(user=user, plan=plan)
+print("TOKEN", ApiToken.issue(user, name="tcp e2e")[1])
+"""
+
+
+def make_plan_user(env: dict[str, str], username: str, **fields: object) -> str:
+    """A user on a plan of its own (`fields` of tunnels.models.Plan, the rest their
+    defaults) in the database `env` names; the user's API token."""
+    code = _PLAN_USER.format(username=username, fields=fields)
+    done = subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, f"making {username} failed:\n{done.stdout}\n{done.stderr}"
+    (token,) = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("TOKEN ")]
+    return token
+
+
 def _live_row(relay_env: dict[str, str], port: int, columns: str) -> tuple[Any, ...] | None:
     path = relay_env["DATABASE_URL"].removeprefix("sqlite:///")
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
