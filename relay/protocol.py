@@ -492,7 +492,12 @@ TCP_MAX_REASON_BYTES = 256  # a CLOSE's reason
 TCP_MAX_OPEN_BYTES = 64  # an OPEN's "<ip> <port>": an IPv6 address and a port fit
 # A visitor who connects while every pool connection is busy waits this long for one (the
 # client opens more up to max_conn_count as visitors arrive), then is closed; at most
-# DEFAULT_TCP_MAX_WAITERS per tunnel wait, past them a visitor is closed at once.
+# DEFAULT_TCP_MAX_WAITERS per tunnel wait, past them a visitor is closed at once. A waiting
+# visitor is not read (the kernel holds its early bytes), so it costs a socket, a transport
+# and a timer: about 8 KiB (tests/tcp_relay/test_waiting_visitors.py), 512 of them 4 MiB a
+# tunnel. 512 lets the connection pools of a few application servers (tens each) arrive at
+# once while lt opens pool connections up to max_conn_count; one address holds at most
+# RELAY_MAX_CONNECTIONS_PER_IP (256) of them, so it takes two to fill the queue.
 DEFAULT_TCP_WAIT_S = 10.0
 DEFAULT_TCP_MAX_WAITERS = 512
 # A TCP visitor connection with no byte either way for this long is closed
