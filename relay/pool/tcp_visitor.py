@@ -14,6 +14,12 @@ A waiting visitor is not read (`pause_reading` from `connection_made` until OPEN
 the kernel's receive buffer holds its early bytes, so waiting costs the relay no buffer. So
 a visitor that leaves while waiting is noticed only when it is handed a pool connection: lt
 is sent OPEN, then its EOF or CLOSE.
+
+A connection from RELAY_TCP_PROXY_PROTOCOL's networks (a TCP balancer) is read first for its
+PROXY protocol v1 header (relay/pool/tcp_proxy_header.py), within RELAY_HEADER_TIMEOUT_S; its
+source is the visitor's address from then on, and the bytes after it are the visitor's
+(kept, at most one read, until OPEN). No header, a malformed one, `PROXY UNKNOWN` or the
+deadline: the connection is closed and lt hears nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import TYPE_CHECKING, cast
 
 from django.conf import settings as django_settings
 
-from relay.headers import normal_ip
+from relay.headers import in_networks, normal_ip
 from relay.pool.borrowing import NoSocket
 from relay.pool.errors import PoolError
 from relay.pool.quota import address_key
@@ -35,6 +41,7 @@ from relay.pool.socket import PoolSocket
 from relay.pool.tcp_admission import admits
 from relay.pool.tcp_frames import FrameError, FrameReader, data_frames, frame, reason_payload
 from relay.pool.tcp_idle import IdleTimer
+from relay.pool.tcp_proxy_header import ProxyHeaderError, ProxyHeaderReader
 from relay.pool.tcp_splice import ClientClosed, RelayEnds, pump
 from relay.protocol import TCP_CLOSE, TCP_EOF, TCP_MAX_OPEN_BYTES, TCP_OPEN
 
@@ -56,6 +63,8 @@ class TcpVisitor(asyncio.Protocol):
         "transport",
         "peer",
         "key",
+        "header",
+        "header_timer",
         "conn",
         "task",
         "drainer",
@@ -77,6 +86,8 @@ class TcpVisitor(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = ("", 0)
         self.key = ""  # counted in the side's per_address while it is a visitor
+        self.header: ProxyHeaderReader | None = None  # a balancer's PROXY header, being read
+        self.header_timer: asyncio.TimerHandle | None = None
         self.conn: PoolSocket | None = None  # the pool connection, once lt was sent OPEN
         self.task: asyncio.Task[None] | None = None  # acquire, then lt's side (the pump)
         self.drainer: asyncio.Task[None] | None = None  # while lt is behind on our writes
@@ -98,7 +109,43 @@ class TcpVisitor(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("", 0)
         ip = normal_ip(peer[0])
         self.peer = (ip, peer[1])
+        if in_networks(ip, django_settings.RELAY_TCP_PROXY_PROTOCOL):
+            self.header = ProxyHeaderReader()
+            self.header_timer = asyncio.get_running_loop().call_later(
+                django_settings.RELAY_HEADER_TIMEOUT_S, self._no_header, "no PROXY header in time"
+            )
+            return
         self._admit()
+
+    def _read_header(self, data: bytes) -> None:
+        try:
+            got = self.header.feed(data)  # type: ignore[union-attr]
+        except ProxyHeaderError as exc:
+            self._no_header(str(exc))
+            return
+        if got is None:
+            return
+        header, self.early = got
+        if header.source is None:
+            self._no_header("PROXY UNKNOWN")
+            return
+        self._header_done()
+        self.peer = (normal_ip(header.source[0]), header.source[1])
+        self._admit()
+
+    def _header_done(self) -> None:
+        self.header = None
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def _no_header(self, why: str) -> None:
+        """A balancer's connection without a usable PROXY header: closed, lt hears nothing."""
+        self._header_done()
+        logger.debug("tcp tunnel %s: a balancer's connection closed: %s", self.tunnel.name, why)
+        self.ended = True
+        if not self.lost:
+            reset(self.transport)  # type: ignore[arg-type]
 
     def _admit(self) -> None:
         """Count the visitor and start its wait for a pool connection, or reset it."""
@@ -144,6 +191,9 @@ class TcpVisitor(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.ended:
             return
+        if self.header is not None:
+            self._read_header(data)
+            return
         tunnel = self.tunnel
         now = time.monotonic()
         self.idle.touch(now)
@@ -167,6 +217,9 @@ class TcpVisitor(asyncio.Protocol):
     def eof_received(self) -> bool:
         if self.ended:
             return False
+        if self.header is not None:
+            self._no_header("the connection ended before its PROXY header")
+            return False
         self.visitor_done = True
         conn = self.conn
         if conn is not None:
@@ -182,6 +235,7 @@ class TcpVisitor(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self._header_done()
         self._stop(None if self.clean else "the visitor reset the connection")
         self._let_go()
 
@@ -231,7 +285,8 @@ class TcpVisitor(asyncio.Protocol):
 
     def _open(self, conn: PoolSocket) -> None:
         parts = [frame(TCP_OPEN, open_payload(*self.peer))]
-        if self.early:
+        if self.early:  # after a balancer's PROXY header
+            self.tunnel.bytes_in += len(self.early)
             parts.extend(data_frames(self.early))
             self.early = b""
         if self.visitor_done:
