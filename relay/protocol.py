@@ -499,6 +499,10 @@ TCP_MAX_OPEN_BYTES = 64  # an OPEN's "<ip> <port>": an IPv6 address and a port f
 # once while lt opens pool connections up to max_conn_count; one address holds at most
 # RELAY_MAX_CONNECTIONS_PER_IP (256) of them, so it takes two to fill the queue.
 DEFAULT_TCP_WAIT_S = 10.0
+# A PROXY protocol v1 header (a TCP balancer's `send-proxy`, RELAY_TCP_PROXY_PROTOCOL) is at
+# most this long, its CRLF included: the spec's own bound (haproxy.org proxy-protocol.txt,
+# 2.1), so a line that has not ended by then is no header.
+TCP_PROXY_HEADER_MAX_BYTES = 107
 DEFAULT_TCP_MAX_WAITERS = 512
 # A TCP visitor connection with no byte either way for this long is closed
 # (RELAY_TCP_IDLE_TIMEOUT_S; 0: never): a database session sits idle for minutes, a forgotten

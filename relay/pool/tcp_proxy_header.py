@@ -12,11 +12,18 @@ source it cannot name) gives a header with no source.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 
-MAX_HEADER_BYTES = 107  # the spec's longest v1 line, "PROXY TCP6 ...\r\n" included
+from relay.protocol import HIGHEST_PORT
+from relay.protocol import TCP_PROXY_HEADER_MAX_BYTES as MAX_HEADER_BYTES
+
 _SIGNATURE = b"PROXY "
-_FAMILIES = {b"TCP4": 4, b"TCP6": 6}
+_FAMILIES: dict[bytes, type[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {
+    b"TCP4": ipaddress.IPv4Address,
+    b"TCP6": ipaddress.IPv6Address,
+}
+_PORT = re.compile(rb"0|[1-9][0-9]{0,4}")  # decimal, no leading zero (the spec's form)
 
 
 class ProxyHeaderError(ValueError):
@@ -53,35 +60,32 @@ def parse_line(line: bytes) -> ProxyHeader:
     """A v1 header's line, without its CRLF."""
     if not line.startswith(_SIGNATURE):
         raise ProxyHeaderError("the connection does not start with a PROXY header")
-    parts = line.split(b" ")
-    if parts[1] == b"UNKNOWN":
+    _, family, *fields = line.split(b" ")
+    if family == b"UNKNOWN":
         return ProxyHeader(None)
-    version = _FAMILIES.get(parts[1])
-    if version is None:
+    kind = _FAMILIES.get(family)
+    if kind is None:
         raise ProxyHeaderError("a PROXY header names TCP4, TCP6 or UNKNOWN")
-    if len(parts) != 6:
-        raise ProxyHeaderError("a PROXY header has a source, a destination and two ports")
-    source = _address(parts[2], version)
-    _address(parts[3], version)
-    port = _port(parts[4])
-    _port(parts[5])
-    return ProxyHeader((source, port))
+    try:
+        source, destination, source_port, destination_port = fields
+    except ValueError:
+        raise ProxyHeaderError("a PROXY header has a source, a destination and two ports") from None
+    _port(destination_port)
+    _address(destination, kind)
+    return ProxyHeader((_address(source, kind), _port(source_port)))
 
 
-def _address(text: bytes, version: int) -> str:
+def _address(text: bytes, kind: type[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> str:
     try:
         address = ipaddress.ip_address(text.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         raise ProxyHeaderError("a PROXY header's address is not an IP address") from None
-    if address.version != version:
+    if not isinstance(address, kind):
         raise ProxyHeaderError("a PROXY header's address is not of the family it names")
     return str(address)
 
 
 def _port(text: bytes) -> int:
-    if not text.isdigit() or len(text) > 5 or (len(text) > 1 and text.startswith(b"0")):
-        raise ProxyHeaderError("a PROXY header's port is not a number")
-    port = int(text)
-    if port > 65535:
-        raise ProxyHeaderError("a PROXY header's port is past 65535")
-    return port
+    if not _PORT.fullmatch(text) or int(text) > HIGHEST_PORT:
+        raise ProxyHeaderError("a PROXY header's port is not a TCP port")
+    return int(text)
