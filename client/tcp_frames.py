@@ -6,7 +6,7 @@ frame's payload is handed out in pieces as it arrives, so nothing holds a whole 
 control frames (OPEN, EOF, CLOSE) are small and returned whole. Malformed input raises
 `FrameError`, after which the connection is closed. relay/pool/tcp_frames.py is the same
 code with the relay's constants (the client imports nothing of the server);
-tests/tcp/test_frames.py checks the two against each other.
+tests/unit/test_tcp_frames.py checks the two against each other.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from relay.pool.captures import ReplayError
 from relay.pool.errors import RegistrationError
 from relay.pool.quota import Quota
 from relay.pool.registry import get_registry
-from relay.pool.tcp_ports import http_refusal as tcp_refusal
+from relay.pool.tcp_text import http_refusal as tcp_refusal
 from relay.pool.tunnel import Tunnel
 from relay.protocol import CLOSE_REASON_MAX_CHARS, CONTROL_GROUP
 from relay.records import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from django.conf import settings
 
@@ -199,7 +199,14 @@ def _covers_domain(attribute: bytes, domain: bytes) -> bool:
 
 
 def _trusted(peer: str) -> bool:
-    networks = settings.RELAY_TRUSTED_PROXIES
+    return in_networks(peer, settings.RELAY_TRUSTED_PROXIES)
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def in_networks(peer: str, networks: Sequence[IPNetwork]) -> bool:
+    """Is the address `peer` in one of `networks` (RELAY_TRUSTED_PROXIES and the like)?"""
     if not networks or not peer:
         return False
     try:

@@ -492,8 +492,17 @@ TCP_MAX_REASON_BYTES = 256  # a CLOSE's reason
 TCP_MAX_OPEN_BYTES = 64  # an OPEN's "<ip> <port>": an IPv6 address and a port fit
 # A visitor who connects while every pool connection is busy waits this long for one (the
 # client opens more up to max_conn_count as visitors arrive), then is closed; at most
-# DEFAULT_TCP_MAX_WAITERS per tunnel wait, past them a visitor is closed at once.
+# DEFAULT_TCP_MAX_WAITERS per tunnel wait, past them a visitor is closed at once. A waiting
+# visitor is not read (the kernel holds its early bytes), so it costs a socket, a transport
+# and a timer: about 8 KiB (tests/tcp_relay/test_waiting_visitors.py), 512 of them 4 MiB a
+# tunnel. 512 lets the connection pools of a few application servers (tens each) arrive at
+# once while lt opens pool connections up to max_conn_count; one address holds at most
+# RELAY_MAX_CONNECTIONS_PER_IP (256) of them, so it takes two to fill the queue.
 DEFAULT_TCP_WAIT_S = 10.0
+# A PROXY protocol v1 header (a TCP balancer's `send-proxy`, RELAY_TCP_PROXY_PROTOCOL) is at
+# most this long, its CRLF included: the spec's own bound (haproxy.org proxy-protocol.txt,
+# 2.1), so a line that has not ended by then is no header.
+TCP_PROXY_HEADER_MAX_BYTES = 107
 DEFAULT_TCP_MAX_WAITERS = 512
 # A TCP visitor connection with no byte either way for this long is closed
 # (RELAY_TCP_IDLE_TIMEOUT_S; 0: never): a database session sits idle for minutes, a forgotten

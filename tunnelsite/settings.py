@@ -326,6 +326,10 @@ RELAY_TCP_BIND = _address["RELAY_TCP_BIND"]
 RELAY_TCP_HOST = _address["RELAY_TCP_HOST"]
 # A TCP visitor connection with no bytes either way this long is closed (0: never).
 RELAY_TCP_IDLE_TIMEOUT_S = _float("RELAY_TCP_IDLE_TIMEOUT_S", protocol.DEFAULT_TCP_IDLE_TIMEOUT_S)
+# Networks of TCP balancers (HAProxy `send-proxy`) in front of TCP tunnels' ports: a
+# connection from one must start with a PROXY protocol v1 header, whose source is then the
+# visitor's address (CIDR rules, per-address limits, quotas, lt's OPEN); empty: none.
+RELAY_TCP_PROXY_PROTOCOL = _networks("RELAY_TCP_PROXY_PROTOCOL")
 # How long a TCP visitor waits for a free pool connection, and how many may wait per tunnel.
 RELAY_TCP_WAIT_S = _float("RELAY_TCP_WAIT_S", protocol.DEFAULT_TCP_WAIT_S, minimum=0.01)
 RELAY_TCP_MAX_WAITERS = _int("RELAY_TCP_MAX_WAITERS", protocol.DEFAULT_TCP_MAX_WAITERS, minimum=0)

@@ -50,11 +50,16 @@ class Drain:
             self._idle.set()
 
     async def drain(self, timeout: float) -> bool:
-        """Stop taking tunnels, wait for in-flight requests; True if all finished in time."""
+        """Stop taking tunnels (their raw pool listeners and TCP tunnels' public listeners
+        close: no new pool connection, no new TCP visitor), wait for in-flight requests;
+        True if all finished in time. TCP visitor connections open now are not in flight:
+        the shutdown resets them."""
         self.host.accepting = False
         for tunnel in self.host.tunnels.values():
             if tunnel.server is not None:
                 tunnel.server.close()
+            if tunnel.tcp is not None and tunnel.tcp.server is not None:
+                tunnel.tcp.server.close()
         try:
             async with asyncio.timeout(timeout):
                 await self._idle.wait()

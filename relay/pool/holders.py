@@ -79,11 +79,16 @@ class NameHolders:
         while len(self._taken_over) > protocol.TAKEN_OVER_MEMORY:
             self._taken_over.popitem(last=False)
 
-    def release_for_owner(self, owner: str, limit: int) -> bool:
-        """Make room under the owner's live-tunnel limit: tunnels whose client is gone (in
-        their grace period) do not hold a place; the longest gone are released first.
-        False when the owner's connected tunnels alone reach the limit."""
-        mine = [t for t in self.host.tunnels.values() if t.owner == owner]
+    def release_for_owner(self, owner: str, limit: int, tcp_only: bool = False) -> bool:
+        """Make room under the owner's live-tunnel limit (`tcp_only`: its live-TCP-tunnel
+        limit): tunnels whose client is gone (in their grace period) do not hold a place;
+        the longest gone are released first. False when the owner's connected tunnels alone
+        reach the limit."""
+        mine = [
+            t
+            for t in self.host.tunnels.values()
+            if t.owner == owner and (t.tcp is not None or not tcp_only)
+        ]
         excess = len(mine) - limit + 1
         if excess <= 0:
             return True

@@ -53,6 +53,9 @@ class Metered(Protocol):
     last_activity: float
     closed: bool
 
+    @property
+    def visitors_connected(self) -> int: ...  # a TCP tunnel's visitor connections open now
+
     def close_idle(self, reason: str) -> None: ...
 
 
@@ -163,7 +166,10 @@ class Quota:
         self.idle_timer = None
         if tunnel.closed:
             return False
-        idle_for = (time.monotonic() if now is None else now) - tunnel.last_activity
+        now = time.monotonic() if now is None else now
+        if tunnel.visitors_connected:  # a quiet database session is still in use: activity
+            tunnel.last_activity = max(tunnel.last_activity, now)
+        idle_for = now - tunnel.last_activity
         if idle_for >= self.idle_timeout_s:
             tunnel.close_idle(f"idle for {self.idle_timeout_s} s")
             return True

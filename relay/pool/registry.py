@@ -177,6 +177,8 @@ class Registry:
         if len(self.tunnels) >= self.settings.RELAY_MAX_TUNNELS:
             raise RegistrationError(503, "This relay has no room for more tunnels right now.")
         if tcp is not None:  # (a reclaim returned above: it is not counted)
+            if tcp.max_live:  # a crashed lt restarted within the grace gives way, as HTTP's
+                self.holders.release_for_owner(owner, tcp.max_live, tcp_only=True)
             refuse_past_limit(self.tunnels.values(), owner, tcp.max_live)
         tunnel = Tunnel(
             name=name,

@@ -15,14 +15,12 @@ import logging
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from django.conf import settings as django_settings
-
 from relay.pool.errors import RegistrationError
 from relay.pool.ports import port_candidates
 from relay.pool.tcp_side import TcpSide
 from relay.pool.tcp_visitor import TcpVisitor
 from relay.pool.tunnel import Tunnel
-from relay.protocol import RETRY_AFTER_FULL_S, TCP_LISTEN_BACKLOG, TCP_URL_SCHEME
+from relay.protocol import RETRY_AFTER_FULL_S, TCP_LISTEN_BACKLOG
 
 logger = logging.getLogger(__name__)
 
@@ -128,17 +126,4 @@ async def open_side(
         f"All {last - first + 1} TCP ports of this relay (RELAY_TCP_PORTS={first}-{last}) "
         "are in use; try again later (operator: widen the range).",
         retry_after=RETRY_AFTER_FULL_S,
-    )
-
-
-def http_refusal(tunnel: Tunnel) -> str:
-    """What an HTTP visitor (a WebSocket, the inspector) of a TCP tunnel's host is told, with
-    a 404: its pool connections carry frames, never an HTTP exchange."""
-    assert tunnel.tcp is not None
-    if not tunnel.tcp.port:  # its registration is still opening the port
-        return f"{tunnel.name} is a TCP tunnel: connect to its tcp:// address with a TCP client."
-    host = django_settings.RELAY_TCP_HOST
-    return (
-        f"{tunnel.name} is a TCP tunnel: connect to {TCP_URL_SCHEME}://{host}:{tunnel.tcp.port}"
-        " with a TCP client."
     )

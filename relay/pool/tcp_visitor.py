@@ -1,13 +1,25 @@
 """One visitor connection to a TCP tunnel's public port, carried over one pool connection.
 
-The walk (relay.protocol, "TCP tunnels"): the visitor is admitted (relay/pool/tcp_admission.py),
-waits for a pool connection (`Tunnel.acquire`, bounded by RELAY_TCP_WAIT_S and
-RELAY_TCP_MAX_WAITERS), lt is sent OPEN "<ip> <port>", then bytes go both ways: the visitor's
-as DATA frames written here as they arrive, lt's by relay/pool/tcp_splice.py's `pump`. Each
+The walk (relay.protocol, "TCP tunnels"): the visitor is admitted (RELAY_MAX_CONNECTIONS_PER_IP
+per address on this tunnel, then relay/pool/tcp_admission.py), waits for a pool connection
+(`Tunnel.acquire`, bounded by RELAY_TCP_WAIT_S and RELAY_TCP_MAX_WAITERS), lt is sent OPEN
+"<ip> <port>", then bytes go both ways: the visitor's as DATA frames written here as they
+arrive, lt's by relay/pool/tcp_splice.py's `pump`. Each
 side's backpressure stops reading the other. A FIN either way is an EOF frame; after EOF
 both ways the visitor connection is closed and the pool connection serves the next visitor.
 Anything abrupt (a reset, CLOSE, a broken frame, the idle timeout) discards the pool
 connection and resets the visitor's.
+
+A waiting visitor is not read (`pause_reading` from `connection_made` until OPEN is sent):
+the kernel's receive buffer holds its early bytes, so waiting costs the relay no buffer. So
+a visitor that leaves while waiting is noticed only when it is handed a pool connection: lt
+is sent OPEN, then its EOF or CLOSE.
+
+A connection from RELAY_TCP_PROXY_PROTOCOL's networks (a TCP balancer) is read first for its
+PROXY protocol v1 header (relay/pool/tcp_proxy_header.py), within RELAY_HEADER_TIMEOUT_S; its
+source is the visitor's address from then on, and the bytes after it are the visitor's
+(kept, at most one read, until OPEN). No header, a malformed one, `PROXY UNKNOWN` or the
+deadline: the connection is closed and lt hears nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +31,9 @@ import struct
 import time
 from typing import TYPE_CHECKING, cast
 
-from relay.headers import normal_ip
+from django.conf import settings as django_settings
+
+from relay.headers import in_networks, normal_ip
 from relay.pool.borrowing import NoSocket
 from relay.pool.errors import PoolError
 from relay.pool.quota import address_key
@@ -27,8 +41,9 @@ from relay.pool.socket import PoolSocket
 from relay.pool.tcp_admission import admits
 from relay.pool.tcp_frames import FrameError, FrameReader, data_frames, frame, reason_payload
 from relay.pool.tcp_idle import IdleTimer
+from relay.pool.tcp_proxy_header import ProxyHeaderError, ProxyHeaderReader
 from relay.pool.tcp_splice import ClientClosed, RelayEnds, pump
-from relay.protocol import TCP_CLOSE, TCP_EOF, TCP_MAX_DATA_BYTES, TCP_OPEN
+from relay.protocol import TCP_CLOSE, TCP_EOF, TCP_MAX_OPEN_BYTES, TCP_OPEN
 
 if TYPE_CHECKING:
     from relay.pool.tunnel import Tunnel
@@ -47,11 +62,13 @@ class TcpVisitor(asyncio.Protocol):
         "tunnel",
         "transport",
         "peer",
+        "key",
+        "header",
+        "header_timer",
         "conn",
         "task",
         "drainer",
-        "pending",
-        "pending_bytes",
+        "early",
         "frames",
         "visitor_done",
         "app_done",
@@ -68,11 +85,13 @@ class TcpVisitor(asyncio.Protocol):
         self.tunnel = tunnel
         self.transport: asyncio.Transport | None = None
         self.peer = ("", 0)
+        self.key = ""  # counted in the side's per_address while it is a visitor
+        self.header: ProxyHeaderReader | None = None  # a balancer's PROXY header, being read
+        self.header_timer: asyncio.TimerHandle | None = None
         self.conn: PoolSocket | None = None  # the pool connection, once lt was sent OPEN
         self.task: asyncio.Task[None] | None = None  # acquire, then lt's side (the pump)
         self.drainer: asyncio.Task[None] | None = None  # while lt is behind on our writes
-        self.pending: list[bytes] = []  # the visitor's bytes before a pool connection
-        self.pending_bytes = 0
+        self.early = b""  # the visitor's bytes read before a pool connection (none yet)
         self.frames = FrameReader()
         self.visitor_done = False  # the visitor sent its FIN
         self.app_done = False  # lt sent EOF
@@ -87,21 +106,71 @@ class TcpVisitor(asyncio.Protocol):
     # --- asyncio.Protocol, the visitor's side -----------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass it
-        tunnel = self.tunnel
         peer = transport.get_extra_info("peername") or ("", 0)
         ip = normal_ip(peer[0])
         self.peer = (ip, peer[1])
+        if in_networks(ip, django_settings.RELAY_TCP_PROXY_PROTOCOL):
+            self.header = ProxyHeaderReader()
+            self.header_timer = asyncio.get_running_loop().call_later(
+                django_settings.RELAY_HEADER_TIMEOUT_S, self._no_header, "no PROXY header in time"
+            )
+            return
+        self._admit()
+
+    def _read_header(self, data: bytes) -> None:
+        try:
+            got = self.header.feed(data)  # type: ignore[union-attr]
+        except ProxyHeaderError as exc:
+            self._no_header(str(exc))
+            return
+        if got is None:
+            return
+        header, self.early = got
+        if header.source is None:
+            self._no_header("PROXY UNKNOWN")
+            return
+        self._header_done()
+        self.peer = (normal_ip(header.source[0]), header.source[1])
+        self._admit()
+
+    def _header_done(self) -> None:
+        self.header = None
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def _no_header(self, why: str) -> None:
+        """A balancer's connection without a usable PROXY header: closed, lt hears nothing."""
+        self._header_done()
+        logger.debug("tcp tunnel %s: a balancer's connection closed: %s", self.tunnel.name, why)
+        self.ended = True
+        if not self.lost:
+            reset(self.transport)  # type: ignore[arg-type]
+
+    def _admit(self) -> None:
+        """Count the visitor and start its wait for a pool connection, or reset it."""
+        tunnel = self.tunnel
+        tcp = tunnel.tcp
+        ip = self.peer[0]
+        key = address_key(ip)
         now = time.monotonic()
         if (
             tunnel.closed
-            or tunnel.tcp is None
-            or not admits(tunnel.access, tunnel.quota, tunnel, ip, now)
+            or tcp is None
+            or not tcp.count_in(key, django_settings.RELAY_MAX_CONNECTIONS_PER_IP)
         ):
             logger.debug("tcp tunnel %s: a visitor refused", tunnel.name)
             self.ended = True
-            reset(self.transport)
+            reset(self.transport)  # type: ignore[arg-type]
             return
-        tunnel.tcp.visitors.add(self)
+        self.key = key
+        tcp.visitors.add(self)
+        if not admits(tunnel.access, tunnel.quota, tunnel, ip, now):
+            logger.debug("tcp tunnel %s: a visitor refused", tunnel.name)
+            self._let_go()
+            return
+        transport = cast(asyncio.Transport, self.transport)
+        transport.pause_reading()  # until OPEN: the kernel holds what it sends meanwhile
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -115,11 +184,15 @@ class TcpVisitor(asyncio.Protocol):
         self.idle = IdleTimer(settings.RELAY_TCP_IDLE_TIMEOUT_S, self._idle_out)
         self.idle.start()
         self.task = asyncio.ensure_future(
-            self._run(settings.RELAY_TCP_WAIT_S, settings.RELAY_TCP_MAX_WAITERS, address_key(ip))
+            self._run(settings.RELAY_TCP_WAIT_S, settings.RELAY_TCP_MAX_WAITERS, key)
         )
+        tcp.track(self.task)
 
     def data_received(self, data: bytes) -> None:
         if self.ended:
+            return
+        if self.header is not None:
+            self._read_header(data)
             return
         tunnel = self.tunnel
         now = time.monotonic()
@@ -128,11 +201,8 @@ class TcpVisitor(asyncio.Protocol):
         tunnel.bytes_in += len(data)
         tunnel.dirty = True
         conn = self.conn
-        if conn is None:  # waiting for a pool connection: a bounded buffer, then the kernel's
-            self.pending.append(data)
-            self.pending_bytes += len(data)
-            if self.pending_bytes >= TCP_MAX_DATA_BYTES:
-                self.transport.pause_reading()  # type: ignore[union-attr]
+        if conn is None:  # not read while waiting (paused): only a read already under way
+            self.early += data
             return
         try:
             conn.write(b"".join(data_frames(data)))
@@ -146,6 +216,9 @@ class TcpVisitor(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         if self.ended:
+            return False
+        if self.header is not None:
+            self._no_header("the connection ended before its PROXY header")
             return False
         self.visitor_done = True
         conn = self.conn
@@ -162,6 +235,7 @@ class TcpVisitor(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self._header_done()
         self._stop(None if self.clean else "the visitor reset the connection")
         self._let_go()
 
@@ -195,7 +269,8 @@ class TcpVisitor(asyncio.Protocol):
                 return  # the visitor left as the connection was handed over: nothing sent
             self._open(conn)
             await pump(conn, self)
-        except (FrameError, ClientClosed) as exc:
+        except (FrameError, ClientClosed, PoolError) as exc:
+            # PoolError: the pool connection dropped between its hand-over and OPEN
             logger.debug("tcp tunnel %s: lt ended a connection: %s", self.tunnel.name, exc)
             self.close_reason = None  # lt's doing: no CLOSE back
             self.clean = False
@@ -209,20 +284,18 @@ class TcpVisitor(asyncio.Protocol):
             self._conclude(conn)
 
     def _open(self, conn: PoolSocket) -> None:
-        ip, port = self.peer
-        parts = [frame(TCP_OPEN, f"{ip} {port}".encode("ascii"))]
-        for chunk in self.pending:
-            parts.extend(data_frames(chunk))
+        parts = [frame(TCP_OPEN, open_payload(*self.peer))]
+        if self.early:  # after a balancer's PROXY header
+            self.tunnel.bytes_in += len(self.early)
+            parts.extend(data_frames(self.early))
+            self.early = b""
         if self.visitor_done:
             parts.append(frame(TCP_EOF))
-        paused = self.pending_bytes >= TCP_MAX_DATA_BYTES
-        self.pending = []
-        self.pending_bytes = 0
         self.conn = conn
         conn.write(b"".join(parts))
         if conn.write_paused:
             self._lt_behind(conn)
-        elif paused and not self.visitor_done:
+        elif not self.visitor_done:
             self.transport.resume_reading()  # type: ignore[union-attr]
 
     def _lt_behind(self, conn: PoolSocket) -> None:
@@ -230,6 +303,8 @@ class TcpVisitor(asyncio.Protocol):
         if self.drainer is None:
             self.transport.pause_reading()  # type: ignore[union-attr]
             self.drainer = asyncio.ensure_future(self._drain(conn))
+            if self.tunnel.tcp is not None:
+                self.tunnel.tcp.track(self.drainer)
 
     async def _drain(self, conn: PoolSocket) -> None:
         idle_s = self.idle.timeout_s
@@ -339,11 +414,19 @@ class TcpVisitor(asyncio.Protocol):
             reset(transport)
         self.idle.cancel()
         tcp = self.tunnel.tcp
-        if tcp is not None:
+        if tcp is not None and self in tcp.visitors:
             tcp.visitors.discard(self)
+            tcp.count_out(self.key)
         waiter = self.writable
         if waiter is not None and not waiter.done():
             waiter.cancel()
+
+
+def open_payload(ip: str, port: int) -> bytes:
+    """OPEN's "<ip> <port>", never past TCP_MAX_OPEN_BYTES: an IPv6 scope id ("%eth0", a
+    name of any length, meaningless to lt) is dropped; what is left is at most 45 bytes."""
+    payload = f"{ip.partition('%')[0]} {port}".encode("ascii", "replace")
+    return payload if len(payload) <= TCP_MAX_OPEN_BYTES else f"? {port}".encode("ascii")
 
 
 def reset(transport: asyncio.Transport) -> None:

@@ -243,6 +243,12 @@ class Tunnel(Borrowing):
             self.expiry.cancel()
             self.expiry = None
 
+    @property
+    def visitors_connected(self) -> int:
+        """A TCP tunnel's visitor connections open now (0 for an HTTP tunnel): while any is
+        open the tunnel is in use, bytes or not (its quota's idle timeout)."""
+        return self.tcp.live if self.tcp is not None else 0
+
     def close_idle(self, reason: str) -> None:
         """Its quota's idle timeout ran out (relay/pool/quota.py): close it as the registry does."""
         self.registry.close(self, reason)

@@ -20,7 +20,7 @@ from relay.pool.quota import visitor_key
 from relay.pool.registry import get_registry
 from relay.pool.sanctions import visitor_message
 from relay.pool.socket import PoolSocket
-from relay.pool.tcp_ports import http_refusal
+from relay.pool.tcp_text import http_refusal
 from relay.pool.tunnel import NoSocket, Tunnel
 from relay.protocol import HOP_SCOPE_KEY, SUSPENDED_STATUS
 from relay.proxy import gate
