@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from harness.relay import RELAY_COMMAND, RELAY_TEST_ENV, free_port
 from harness.tcp_tunnels import LtTcp, LtTcpLauncher, free_port_range, make_users
 from harness.waiting import wait_until
 
-from bench.tcp_transfer import connect, upload
+from bench.tcp_transfer import IO_TIMEOUT_S, connect, upload
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,6 +43,8 @@ SECTION = "## TCP tunnels on a cluster"
 DOC_ADDRESSES = ("10.0.0.11", "10.0.0.12")
 DOC_RANGES = ("20000-20999", "21000-21999")
 NODE_BINDS = ("127.0.0.2", "127.0.0.3")
+BALANCER_NETWORK = "127.0.0.1/32"  # where HAProxy's connections to the nodes come from
+VISITOR_ADDRESS = "127.0.0.5"  # a visitor's own address, which only the PROXY header carries
 RANGE_WIDTH = 4
 TUNNELS_TRIED = 4  # registrations until both nodes own one (round robin: two suffice)
 
@@ -79,7 +82,7 @@ def balancer_config(http_port: int, nodes: list[Node]) -> str:
         low, high = node.tcp_range
         replacements = {
             f"{address}:8080\n": f"127.0.0.1:{node.port}\n",  # its http port
-            f" {address}\n": f" {bind}\n",  # its TCP ports, each to the same port
+            f" {address} send-proxy\n": f" {bind} send-proxy\n",  # its TCP ports, same port
             f"bind :{doc_range}\n": f"bind 127.0.0.1:{low}-{high}\n",
             f"-m int {doc_range.replace('-', ':')} ": f"-m int {low}:{high} ",
         }
@@ -134,6 +137,7 @@ def nodes(group: ProcessGroup, services: dict[str, str]) -> list[Node]:
             "RELAY_TCP_PORTS": tcp_ports,
             "RELAY_TCP_BIND": bind,
             "RELAY_TCP_HOST": "127.0.0.1",  # the balancer
+            "RELAY_TCP_PROXY_PROTOCOL": BALANCER_NETWORK,  # its PROXY headers are believed
         }
         process = group.start([*RELAY_COMMAND, "--node-name", name], env, name=f"node-{name}")
         port = int(process.wait_for_line(r"listening on http://127\.0\.0\.1:(\d+)").group(1))
@@ -217,12 +221,48 @@ def test_a_reserved_port_registers_on_the_node_whose_range_holds_it(
             lt.process.stop()
 
 
+def visit_from(source: str, port: int) -> bytes:
+    """An ECHO through the balancer from `source`: what came back (b"" when closed)."""
+    with socket.create_connection(
+        ("127.0.0.1", port), timeout=IO_TIMEOUT_S, source_address=(source, 0)
+    ) as sock:
+        try:
+            sock.sendall(b"ECHO\nhello")
+            return sock.recv(100)
+        except (ConnectionResetError, BrokenPipeError):
+            return b""
+
+
+def test_the_node_sees_the_visitors_own_address_through_the_balancer(
+    lt_tcp: LtTcpLauncher, balancer: int, services: dict[str, str], tcp_app: int
+) -> None:
+    # HAProxy connects to the node from 127.0.0.1 whoever the visitor is; the PROXY header
+    # (send-proxy) names the visitor, and the tunnel's CIDR rule and lt's log see it.
+    (token,) = make_users(services, {"cidr": []}).values()
+    lt = lt_tcp(
+        f"http://127.0.0.1:{balancer}",
+        tcp_app,
+        "--token",
+        token,
+        "--cidr-allow",
+        f"{VISITOR_ADDRESS}/32",
+        "--print-requests",
+    )
+    try:
+        assert visit_from(VISITOR_ADDRESS, lt.port) == b"hello"
+        lt.process.wait_for_line(rf"visitor {re.escape(VISITOR_ADDRESS)}:\d+ ")
+        assert visit_from("127.0.0.1", lt.port) == b"", "the balancer's address was let in"
+    finally:
+        lt.process.stop()
+
+
 def test_the_balancers_config_is_the_documented_one_and_haproxy_accepts_it(
     tmp_path: Path,
 ) -> None:
     fake = [Node("alpha", 1, (25000, 25003)), Node("bravo", 2, (25010, 25013))]
     config = balancer_config(18080, fake)
-    for line in ("bind 127.0.0.1:25000-25003", "server alpha 127.0.0.2", "server bravo 127.0.0.3"):
+    expected = ("bind 127.0.0.1:25000-25003", "server alpha 127.0.0.2 send-proxy")
+    for line in (*expected, "server bravo 127.0.0.3 send-proxy", "-m int 25010:25013 "):
         assert line in config
     (tmp_path / "haproxy.cfg").write_text(config)
     haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin") or "haproxy"
