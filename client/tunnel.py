@@ -26,6 +26,7 @@ from .redact import redact, redact_url, secrets_of
 from .registration import (
     REFUSAL_DISCONNECTED,
     REFUSAL_SUSPENDED,
+    NoTcpTunnels,
     Registration,
     RegistrationError,
     RelayUnreachable,
@@ -87,6 +88,12 @@ class CannotConnect(TunnelError):
 
     def __init__(self, message: str) -> None:
         super().__init__(0, message)
+
+
+class WrongRelay(CannotConnect):
+    """The relay answered, but does not offer what was asked (TCP tunnels): not a relay that
+    cannot be reached, one that cannot serve this tunnel. Raised only before the tunnel was
+    ever up."""
 
 
 class ClientTunnel:
@@ -247,6 +254,8 @@ class ClientTunnel:
                     if exc.by_operator:  # lasting, at the first registration or any later
                         message = redact(exc.message, self.secrets)
                         raise TunnelError(exc.status, message, reason=exc.reason) from None
+                    if isinstance(exc, NoTcpTunnels) and self.registration is None:
+                        raise WrongRelay(redact(exc.message, self.secrets)) from None
                     if exc.lasting and self.registration is None:
                         raise CannotConnect(redact(exc.message, self.secrets)) from None
                     if is_fatal(exc.status, self.registration is not None):

@@ -115,7 +115,7 @@ def test_a_tcp_answer_gives_the_public_port_and_the_tcp_url() -> None:
     ],
 )
 def test_an_answer_that_is_not_a_tcp_tunnels_is_refused_for_good(fields: dict[str, object]) -> None:
-    with pytest.raises(RegistrationError, match="does not speak TCP tunnels") as refused:
+    with pytest.raises(RegistrationError, match="does not offer TCP tunnels") as refused:
         parse_registration("https://relay.example", answer(**fields), tcp=True)
     assert refused.value.lasting
 
