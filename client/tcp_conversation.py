@@ -28,6 +28,7 @@ from .limits import (
     LOCAL_CONNECT_TIMEOUT_S,
     TCP_APP_READ_BYTES,
     TCP_CLOSE,
+    TCP_CLOSE_SEND_S,
     TCP_EOF,
     TCP_OPEN,
     TCP_STALL_CHECK_S,
@@ -294,11 +295,13 @@ class TcpConnection:
                 return f"the pool connection failed: {describe_error(exc)}"
 
     async def _close(self, reason: str) -> None:
-        """Send CLOSE with `reason`; the connection is then closed by the pool."""
+        """Send CLOSE with `reason` (within TCP_CLOSE_SEND_S); the connection is then closed
+        by the pool."""
         self.ending = reason
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, TimeoutError):
             self.writer.write(frame(TCP_CLOSE, reason_payload(reason)))
-            await self.writer.drain()
+            async with asyncio.timeout(TCP_CLOSE_SEND_S):
+                await self.writer.drain()
 
     def _done(self, visitor: str, started: float, counts: list[int], ending: str) -> None:
         duration = time.monotonic() - started

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from apps.tcp_frames_peer import reset, tcp_tunnel
 from harness.waiting import IO_TIMEOUT_S, wait_until_async
 
-from client.limits import TCP_EOF, TCP_OPEN
+from client.limits import TCP_CLOSE_SEND_S, TCP_EOF, TCP_OPEN
 from client.tcp_conversation import TcpConnection
 
 from .peers import Recorder, pool_connection, run
@@ -141,6 +141,40 @@ def test_an_app_that_stops_reading_ends_when_the_relays_idle_timeout_resets_the_
             hold.set()
             await wait_until_async(lambda: app_saw)
             assert app_saw == ["reset"]
+        server.close()
+
+    run(test)
+
+
+def test_a_close_to_a_relay_that_stopped_reading_gives_up_after_its_deadline() -> None:
+    async def test() -> None:
+        reset_now = asyncio.Event()
+
+        async def app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            chunk = b"x" * (1 << 20)
+            while not reset_now.is_set():  # until the test has seen lt's buffer full
+                writer.write(chunk)
+                await asyncio.wait(
+                    {
+                        asyncio.ensure_future(writer.drain()),
+                        asyncio.ensure_future(reset_now.wait()),
+                    },
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            reset(writer)
+
+        server = await asyncio.start_server(app, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with pool_connection() as (relay, reader, writer):
+            task = serving(TcpConnection(reader, writer, "127.0.0.1", port, Recorder()))
+            await relay.send(TCP_OPEN, VISITOR)
+            # The relay reads nothing: lt's write buffer toward it fills past its high-water mark.
+            await wait_until_async(lambda: writer.transport.get_write_buffer_size() >= 64 * 1024)
+            reset_now.set()
+            # Bytes for the app, whose connection is gone: lt must send CLOSE, which cannot leave.
+            await relay.send_data(b"for the app")
+            why = await asyncio.wait_for(task, TCP_CLOSE_SEND_S + IO_TIMEOUT_S)
+            assert why.startswith("the app's connection failed"), why
         server.close()
 
     run(test)
