@@ -149,6 +149,7 @@ def test_an_app_that_stops_reading_ends_when_the_relays_idle_timeout_resets_the_
 def test_a_close_to_a_relay_that_stopped_reading_gives_up_after_its_deadline() -> None:
     async def test() -> None:
         reset_now = asyncio.Event()
+        reset_done = asyncio.Event()
 
         async def app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             chunk = b"x" * (1 << 20)
@@ -162,6 +163,7 @@ def test_a_close_to_a_relay_that_stopped_reading_gives_up_after_its_deadline() -
                     return_when=asyncio.FIRST_COMPLETED,
                 )
             reset(writer)
+            reset_done.set()
 
         server = await asyncio.start_server(app, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
@@ -171,6 +173,8 @@ def test_a_close_to_a_relay_that_stopped_reading_gives_up_after_its_deadline() -
             # The relay reads nothing: lt's write buffer toward it fills past its high-water mark.
             await wait_until_async(lambda: writer.transport.get_write_buffer_size() >= 64 * 1024)
             reset_now.set()
+            async with asyncio.timeout(IO_TIMEOUT_S):
+                await reset_done.wait()
             # Bytes for the app, whose connection is gone: lt must send CLOSE, which cannot leave.
             await relay.send_data(b"for the app")
             why = await asyncio.wait_for(task, TCP_CLOSE_SEND_S + IO_TIMEOUT_S)
