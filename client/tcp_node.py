@@ -8,8 +8,9 @@ owner node reclaims the tunnel and its port; --host only when that node cannot b
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
+from .pool_upgrade import DEFAULT_PORTS
 from .registration import Registration
 
 NODE_GONE = "the tunnel's node is gone; registering at --host: the port changes"
@@ -21,11 +22,18 @@ def owner_node(host: str, registration: Registration | None) -> str | None:
     if registration is None or registration.tcp_port is None or not registration.pool_url:
         return None
     node = urlsplit(registration.pool_url)
-    relay = urlsplit(host.rstrip("/"))
-    if (node.scheme, _address(node.netloc)) == (relay.scheme, _address(relay.netloc)):
+    if _address(node) == _address(urlsplit(host.rstrip("/"))):
         return None
     return f"{node.scheme}://{node.netloc.rpartition('@')[2]}"
 
 
-def _address(netloc: str) -> str:
-    return netloc.rpartition("@")[2].lower()
+def _address(parts: SplitResult) -> tuple[str, int | None]:
+    """A relay's host and port; a scheme's default port counts as none, so one relay whose
+    pool URL is https (its public scheme) while --host says http is still the same relay."""
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port == DEFAULT_PORTS.get(parts.scheme):
+        port = None
+    return (parts.hostname or "", port)
