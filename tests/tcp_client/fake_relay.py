@@ -39,6 +39,7 @@ class FakeTcpRelay:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._servers: list[asyncio.Server] = []
+        self._accepted: list[asyncio.StreamWriter] = []  # every connection, closed by stop()
         self._app_context: Any = None
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = IO_TIMEOUT_S * 2) -> T:
@@ -78,6 +79,10 @@ class FakeTcpRelay:
                 server.close()
             for end in self.pool:
                 end.writer.close()
+            # Connections still being answered (lt connecting as the relay stops) too.
+            for writer in self._accepted:
+                writer.transport.abort()
+            await asyncio.sleep(0)  # the aborts' callbacks run before the loop stops
             await self._app_context.__aexit__(None, None, None)
 
         self.call(stop())
@@ -93,9 +98,11 @@ class FakeTcpRelay:
         wait_until(lambda: len(self.pool) >= count, message=f"{count} pool connections")
 
     async def _pool(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._accepted.append(writer)
         self.pool.append(RelayEnd(reader, writer))
 
     async def _api(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._accepted.append(writer)
         try:
             async with asyncio.timeout(IO_TIMEOUT_S):
                 head = await reader.readuntil(b"\r\n\r\n")
