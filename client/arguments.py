@@ -69,7 +69,7 @@ class UsageError(Exception):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse that raises UsageError instead of printing its error itself, so the CLI
     masks secrets in it (`--basic-autth alice:pw` would be echoed as unrecognised)."""
 
@@ -87,7 +87,7 @@ class Settings:
 
 def build_parser() -> argparse.ArgumentParser:
     # -h is --host in the npm client, so help is only --help.
-    parser = _Parser(
+    parser = Parser(
         prog="lt",
         usage="lt --port N [options]   |   lt tcp --port N [options]   |   "
         "lt login --host URL [--token T]   |   lt logout",
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _env_bool(name: str, value: str) -> bool:
+def env_bool(name: str, value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
@@ -278,10 +278,10 @@ def parse_settings(
             origin[dest] = f"{env} (environment)"
     for dest, env in BOOL_FLAGS.items():
         if values[dest] is None:
-            values[dest] = _env_bool(env, environ[env]) if env in environ else False
+            values[dest] = env_bool(env, environ[env]) if env in environ else False
     if values["local_keepalive"] is None:
         env_value = environ.get(KEEPALIVE_ENV, "true")
-        values["local_keepalive"] = _env_bool(KEEPALIVE_ENV, env_value or "true")
+        values["local_keepalive"] = env_bool(KEEPALIVE_ENV, env_value or "true")
     if values["port"] is None:
         raise UsageError("--port is required (the local port to expose)")
     try:

@@ -65,7 +65,7 @@ from .display import LiveDisplay, PlainDisplay
 from .redact import redact, redact_url, secrets_of
 from .registration import USER_AGENT
 from .tcp_arguments import parse_tcp_settings
-from .tunnel import CannotConnect, ClientTunnel, TunnelError
+from .tunnel import CannotConnect, ClientTunnel, TunnelError, WrongRelay
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -204,6 +204,9 @@ async def run_tunnel(settings: Settings, display: PlainDisplay) -> int:
     except TunnelError as exc:
         display.stop()
         message = redact(exc.message, tunnel.secrets)
+        if isinstance(exc, WrongRelay):
+            print(f"lt: {message}", file=sys.stderr)
+            return EXIT_FAILURE
         if isinstance(exc, CannotConnect):
             print(f"lt: cannot reach the relay: {message}", file=sys.stderr)
             return EXIT_FAILURE

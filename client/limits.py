@@ -192,5 +192,14 @@ TCP_SPARE_IDLE_S = 30.0
 # What lt reads from the app at a time to send on as DATA: small enough that a visitor's
 # connection moves in steps, large enough that one frame header per read costs nothing.
 TCP_APP_READ_BYTES = 64 * KIB
+# While the app takes no bytes, lt checks this often whether the relay reset the pool
+# connection (its idle timeout): lt is not reading it then, so nothing else would notice, and
+# the conversation would hold one of max_conn_count connections for ever. One check a second
+# costs nothing; a stalled app's connection is freed within a second of the relay giving up.
+TCP_STALL_CHECK_S = 1.0
+# How long lt waits for a CLOSE to leave for the relay before it closes the pool connection
+# anyway: a relay that stopped reading would otherwise hold the connection (and its worker)
+# for ever. A CLOSE is a few bytes behind at most a buffer's worth; 5 s is plenty on any link.
+TCP_CLOSE_SEND_S = 5.0
 # The highest TCP port: --port and --remote-port are 1 to this.
 HIGHEST_PORT = 65535

@@ -94,6 +94,15 @@ class RegistrationError(Exception):
         return self.reason in OPERATOR_REFUSALS
 
 
+class NoTcpTunnels(RegistrationError):
+    """The relay answered a TCP registration as for HTTP: it does not offer TCP tunnels, and
+    asking again will not change that."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, message)
+        self.lasting = True
+
+
 class RelayUnreachable(Exception):
     """The relay could not be reached or did not answer in time."""
 
@@ -264,15 +273,14 @@ def parse_registration(
 
 
 def _tcp_port(host: str, data: dict[str, object], url: str) -> int:
-    """The answer's tcp_port, when the answer is a TCP tunnel's; else a lasting error (a
-    relay that does not speak TCP tunnels answered as for HTTP: asking again won't help)."""
+    """The answer's tcp_port, when the answer is a TCP tunnel's; else NoTcpTunnels (a relay
+    that does not offer TCP tunnels answered as for HTTP: asking again won't help)."""
     value = data.get("tcp_port")
     port = value if isinstance(value, int) and not isinstance(value, bool) else 0
     if not 0 < port < 65536 or not url.startswith(TCP_URL_PREFIX):
-        raise lasting_error(
-            f"the relay at {redact_url(_base(host))} does not speak TCP tunnels (its answer "
-            f"has no tcp_port and a tcp:// url): it is older than `lt tcp`, or its operator "
-            "has not turned TCP tunnels on (RELAY_TCP_PORTS)"
+        raise NoTcpTunnels(
+            f"this relay ({redact_url(_base(host))}) does not offer TCP tunnels (its answer "
+            "has no tcp_port); is it tunnelsite with RELAY_TCP_PORTS set?"
         )
     return port
 

@@ -17,12 +17,12 @@ from .access import split_list, visitor_rules
 from .arguments import (
     LIST_FLAGS,
     TOKEN_ENV,
+    Parser,
     Settings,
     UsageError,
-    _env_bool,
-    _Parser,
     check_ca,
     check_host,
+    env_bool,
 )
 from .config import load_login
 from .connect import RelayConnector, plain_http_token_refusal
@@ -58,7 +58,7 @@ HTTP_ONLY_FLAGS = {
 
 
 def build_tcp_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="lt tcp",
         usage="lt tcp --port N [options]",
         description="Expose a local TCP port (a database, SSH, anything that is not HTTP) on "
@@ -155,7 +155,7 @@ def parse_tcp_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Setti
             origin[dest] = f"{env} (environment)"
     for dest, env in BOOL_FLAGS.items():
         if values[dest] is None:
-            values[dest] = _env_bool(env, environ[env]) if env in environ else False
+            values[dest] = env_bool(env, environ[env]) if env in environ else False
     if values["port"] is None:
         raise UsageError("--port is required (the local port to expose)")
     port = _port(values["port"], origin["port"])

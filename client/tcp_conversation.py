@@ -4,7 +4,12 @@ the next OPEN) or an abrupt end (the connection is closed; the pool opens anothe
 
 Backpressure both ways: a DATA frame for the app is written and drained before the pool is
 read again, and the app is read (TCP_APP_READ_BYTES at a time) only once the relay took the
-frames before. Memory per connection: one pool read (CHUNK_BYTES) and one app read.
+frames before. Memory per connection: two pool reads (CHUNK_BYTES) and one app read.
+
+While the app takes no bytes, lt watches the pool connection (one more pool read, a CLOSE in
+it, the relay closing or resetting the connection after its idle timeout): an app that
+stopped reading is reset then, and does not hold the connection for ever. After lt's EOF it
+sends nothing more for the conversation (client/tcp_state.py).
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from .limits import (
     LOCAL_CONNECT_TIMEOUT_S,
     TCP_APP_READ_BYTES,
     TCP_CLOSE,
+    TCP_CLOSE_SEND_S,
     TCP_EOF,
     TCP_OPEN,
+    TCP_STALL_CHECK_S,
 )
 from .tcp_frames import FrameError, FrameReader, data_frames, frame, reason_payload
 from .tcp_log import TcpConnectionLog, TcpObserver
@@ -148,6 +155,11 @@ class TcpConnection:
             down.cancel()
             up.cancel()
             await asyncio.gather(down, up, return_exceptions=True)
+        if ending.startswith("app:") and self.state.app_eof:
+            # lt sent its EOF: it sends nothing more for this conversation (no CLOSE, which
+            # would reach the relay after it gave the connection to the next visitor). The
+            # app's socket is gone; the relay's bytes are dropped until its EOF.
+            ending = await self._drop_until_relay_eof()
         self._done(visitor, started, counts, ending)
         if ending:
             self.ending = ending
@@ -180,13 +192,87 @@ class TcpConnection:
                     app.write(payload)
                     counts[0] += len(payload)
                     self.observer.count_bytes(len(payload), 0)
-                    await app.drain()
+                    stopped = await self._drain_watching(app)
+                    if stopped:
+                        return stopped
                 elif step is Step.EOF:
                     app.write_eof()
                 elif step is Step.DONE:
                     return ""
             except OSError as exc:
                 return f"app: the app's connection failed: {describe_error(exc)}"
+
+    async def _drain_watching(self, app: asyncio.StreamWriter) -> str:
+        """Wait until the app takes what was written ("", or OSError), watching the pool
+        connection meanwhile: why it ended when the relay sent CLOSE or closed or reset it
+        (its idle timeout, when the app stopped reading). At most one more pool read goes
+        into `pending`; a reset is seen once the pool connection is checked again."""
+        if app.transport.get_write_buffer_size() == 0:
+            await app.drain()  # nothing buffered: the app's side is not paused
+            return ""
+        drain = asyncio.ensure_future(app.drain())
+        closed = asyncio.ensure_future(self.writer.wait_closed())
+        reading = None if self.pending else asyncio.ensure_future(self.reader.read(CHUNK_BYTES))
+        try:
+            while True:
+                for kind, payload in self.pending:
+                    if kind == TCP_CLOSE:
+                        return f"closed by the relay: {payload.decode('utf-8', 'replace')}"
+                watched = {task for task in (drain, closed, reading) if task is not None}
+                done, _ = await asyncio.wait(
+                    watched, timeout=TCP_STALL_CHECK_S, return_when=asyncio.FIRST_COMPLETED
+                )
+                if reading is not None and reading in done:
+                    try:
+                        data = reading.result()
+                    except OSError as exc:
+                        return f"the pool connection failed: {describe_error(exc)}"
+                    reading = None
+                    if not data:
+                        return "the relay closed the pool connection"
+                    try:
+                        self.pending.extend(self.frames.feed(data))
+                    except FrameError as exc:
+                        return str(exc)
+                    continue
+                if drain in done:
+                    drain.result()  # OSError: the app's connection failed
+                    return ""
+                if closed in done or self._pool_error():
+                    return "the pool connection failed: the relay reset it"
+        finally:
+            for task in (drain, closed, reading):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(drain, closed, return_exceptions=True)
+            if reading is not None:
+                await asyncio.gather(reading, return_exceptions=True)
+
+    def _pool_error(self) -> bool:
+        """Whether the pool connection's socket has an error (a reset): while lt does not
+        read it (the app is not taking bytes) its transport does not see one."""
+        sock = self.writer.get_extra_info("socket")
+        if sock is None:
+            return False
+        try:
+            return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+        except OSError:
+            return True
+
+    async def _drop_until_relay_eof(self) -> str:
+        """After lt's EOF and a failed app: the relay's frames dropped until its EOF ("",
+        the conversation ended clean) or why the connection ended before."""
+        while self.state.open:
+            try:
+                kind, payload = await self.next_frame()
+                step = self.state.relay_frame(kind)
+            except (PoolClosed, FrameError) as exc:
+                return str(exc)
+            except OSError as exc:
+                return f"the pool connection failed: {describe_error(exc)}"
+            if step is Step.CLOSE:
+                return f"closed by the relay: {payload.decode('utf-8', 'replace')}"
+        return ""
 
     async def _app_to_relay(self, app: asyncio.StreamReader, counts: list[int]) -> str:
         """The app's bytes as DATA frames, then EOF; "" when done, else why it ended."""
@@ -209,11 +295,13 @@ class TcpConnection:
                 return f"the pool connection failed: {describe_error(exc)}"
 
     async def _close(self, reason: str) -> None:
-        """Send CLOSE with `reason`; the connection is then closed by the pool."""
+        """Send CLOSE with `reason` (within TCP_CLOSE_SEND_S); the connection is then closed
+        by the pool."""
         self.ending = reason
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, TimeoutError):
             self.writer.write(frame(TCP_CLOSE, reason_payload(reason)))
-            await self.writer.drain()
+            async with asyncio.timeout(TCP_CLOSE_SEND_S):
+                await self.writer.drain()
 
     def _done(self, visitor: str, started: float, counts: list[int], ending: str) -> None:
         duration = time.monotonic() - started

@@ -5,6 +5,13 @@
 raises `FrameError` for a frame the conversation does not allow (DATA before OPEN, DATA
 after the relay's EOF, a second OPEN, ...). `app_ended()` records the EOF lt sends for the
 app. After EOF both ways the state is idle again: the next OPEN starts a new conversation.
+
+After its EOF a side sends nothing more for the conversation: once `app_eof` is set lt sends
+no DATA and no CLOSE, even when the app's connection then fails (a server that answers, then
+closes with unread input). The relay counts the conversation over at EOF both ways and may
+have sent the connection's next OPEN already; a CLOSE would reset that next visitor. lt drops
+the relay's DATA until the relay's EOF instead, and the conversation ends clean (the app's
+socket is gone: a direct TCP connection would have lost those bytes too).
 """
 
 from __future__ import annotations

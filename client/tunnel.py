@@ -26,6 +26,7 @@ from .redact import redact, redact_url, secrets_of
 from .registration import (
     REFUSAL_DISCONNECTED,
     REFUSAL_SUSPENDED,
+    NoTcpTunnels,
     Registration,
     RegistrationError,
     RelayUnreachable,
@@ -35,6 +36,7 @@ from .registration import (
 from .reporting import LogReporter, RedactingReporter, Reporter, TunnelStatus
 from .target import RequestLog
 from .tcp_log import TcpConnectionLog
+from .tcp_node import NODE_GONE, owner_node
 from .tcp_pool import TcpPool
 
 T = TypeVar("T")
@@ -87,6 +89,12 @@ class CannotConnect(TunnelError):
 
     def __init__(self, message: str) -> None:
         super().__init__(0, message)
+
+
+class WrongRelay(CannotConnect):
+    """The relay answered, but does not offer what was asked (TCP tunnels): not a relay that
+    cannot be reached, one that cannot serve this tunnel. Raised only before the tunnel was
+    ever up."""
 
 
 class ClientTunnel:
@@ -225,21 +233,7 @@ class ClientTunnel:
             while not self._stopping.is_set():
                 retry_after: float | None = None
                 try:
-                    reg = await self._until_stopped(
-                        register(
-                            self.options.host,
-                            self._name,
-                            self.options.token,
-                            connector=self.connector,
-                            client_id=self.client_id,
-                            takeover=self.options.takeover,
-                            pool_secret=self._pool_secret(),
-                            raw_pool=self.options.raw_pool,
-                            access=self.access,
-                            tcp=self.options.tcp,
-                            remote_port=self.options.remote_port,
-                        )
-                    )
+                    reg = await self._until_stopped(self._register())
                 except RegistrationError as exc:
                     if exc.taken_over:
                         self.taken_over = True
@@ -247,6 +241,8 @@ class ClientTunnel:
                     if exc.by_operator:  # lasting, at the first registration or any later
                         message = redact(exc.message, self.secrets)
                         raise TunnelError(exc.status, message, reason=exc.reason) from None
+                    if isinstance(exc, NoTcpTunnels) and self.registration is None:
+                        raise WrongRelay(redact(exc.message, self.secrets)) from None
                     if exc.lasting and self.registration is None:
                         raise CannotConnect(redact(exc.message, self.secrets)) from None
                     if is_fatal(exc.status, self.registration is not None):
@@ -280,6 +276,32 @@ class ClientTunnel:
         finally:
             self.status.state = "stopped"
             self.status.sockets_up = 0
+
+    async def _register(self) -> Registration:
+        """Register (again): at --host, or first at the node that owns a TCP tunnel's port on a
+        cluster (tcp_node.py), falling back to --host only when that node cannot be reached."""
+        node = owner_node(self.options.host, self.registration)
+        if node is not None:
+            try:
+                return await self._register_at(node)
+            except RelayUnreachable:
+                self.reporter.event(NODE_GONE)
+        return await self._register_at(self.options.host)
+
+    async def _register_at(self, host: str) -> Registration:
+        return await register(
+            host,
+            self._name,
+            self.options.token,
+            connector=self.connector,
+            client_id=self.client_id,
+            takeover=self.options.takeover,
+            pool_secret=self._pool_secret(),
+            raw_pool=self.options.raw_pool,
+            access=self.access,
+            tcp=self.options.tcp,
+            remote_port=self.options.remote_port,
+        )
 
     def _pool_secret(self) -> str:
         """The last registration's pool secret, sent when registering the name again."""

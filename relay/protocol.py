@@ -472,8 +472,11 @@ TCP_REMOTE_PORT_HEADER = "X-Tunnelsite-Remote-Port"
 #   OPEN  relay -> lt   a visitor connected; payload "<ip> <port>" (ASCII). lt dials its app.
 #   DATA  both ways     bytes of the visitor connection, 1..TCP_MAX_DATA_BYTES of them.
 #   EOF   both ways     the sender's side is done writing (a FIN), empty payload; the other
-#                       direction goes on. After EOF both ways the conversation is over and
-#                       the pool connection waits for the next OPEN.
+#                       direction goes on. After its EOF a side sends nothing more for the
+#                       conversation (no DATA, no CLOSE: the other side may already have given
+#                       the connection to the next visitor); lt whose app fails after that
+#                       drops the relay's DATA until the relay's EOF. After EOF both ways the
+#                       conversation is over and the pool connection waits for the next OPEN.
 #   CLOSE both ways     the conversation ended abruptly (a reset, an app that refused, the
 #                       idle timeout); payload: a reason in UTF-8, at most TCP_MAX_REASON_BYTES.
 #                       Both ends then close the pool connection (lt opens a new one).

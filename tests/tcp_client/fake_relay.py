@@ -17,6 +17,7 @@ from .peers import App, RelayEnd, local_app
 
 T = TypeVar("T")
 HEAD_LIMIT = 64 * 1024
+POOL_SECRET = "5" * 64  # an upgraded pool's secret (64 hex characters)
 TCP_PORT = 41000  # the public port the answers name (nothing listens: lt never dials it)
 
 
@@ -29,11 +30,16 @@ class FakeTcpRelay:
         self.paths: list[str] = []
         self.refusals: deque[tuple[int, str]] = deque()  # next answers: (status, message)
         self.not_tcp = False  # answer like a relay that knows only HTTP tunnels
+        # A cluster node's answer: upgraded pool connections at this base (a node's
+        # RELAY_NODE_URL), taken on the API port; None: a raw pool port.
+        self.pool_base: str | None = None
+        self.pool_refusal = 0  # refuse pool upgrades with this status until lt registers again
         self.pool: list[RelayEnd] = []  # every pool connection accepted, in order
         self.app: App | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._servers: list[asyncio.Server] = []
+        self._accepted: list[asyncio.StreamWriter] = []  # every connection, closed by stop()
         self._app_context: Any = None
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = IO_TIMEOUT_S * 2) -> T:
@@ -54,12 +60,29 @@ class FakeTcpRelay:
         self.call(start())
         return self
 
+    def drop_pool(self) -> None:
+        """Close every pool connection, as a relay does when its tunnel is gone."""
+
+        async def drop() -> None:
+            for end in self.pool:
+                end.writer.transport.abort()
+            self.pool.clear()
+
+        self.call(drop())
+
     def stop(self) -> None:
+        if self._loop.is_closed():
+            return
+
         async def stop() -> None:
             for server in self._servers:
                 server.close()
             for end in self.pool:
                 end.writer.close()
+            # Connections still being answered (lt connecting as the relay stops) too.
+            for writer in self._accepted:
+                writer.transport.abort()
+            await asyncio.sleep(0)  # the aborts' callbacks run before the loop stops
             await self._app_context.__aexit__(None, None, None)
 
         self.call(stop())
@@ -75,9 +98,11 @@ class FakeTcpRelay:
         wait_until(lambda: len(self.pool) >= count, message=f"{count} pool connections")
 
     async def _pool(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._accepted.append(writer)
         self.pool.append(RelayEnd(reader, writer))
 
     async def _api(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._accepted.append(writer)
         try:
             async with asyncio.timeout(IO_TIMEOUT_S):
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -92,10 +117,29 @@ class FakeTcpRelay:
             if name:
                 headers[name.strip().lower()] = value.strip()
         status, body = 200, b""
+        if headers.get("upgrade") == "tunnelsite-pool" and self.pool_refusal:
+            body = json.dumps({"message": "no such tunnel here"}).encode()
+            writer.write(
+                f"HTTP/1.1 {self.pool_refusal} X\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+            writer.close()
+            return
+        if headers.get("upgrade") == "tunnelsite-pool":
+            writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                b"Upgrade: tunnelsite-pool\r\n\r\n"
+            )
+            await writer.drain()
+            self.pool.append(RelayEnd(reader, writer))
+            return
         if method == "DELETE":
             status = 204
         else:
             self.heads.append(headers)
+            self.pool_refusal = 0
             self.paths.append(path)
             if self.refusals:
                 status, message = self.refusals.popleft()
@@ -117,6 +161,9 @@ class FakeTcpRelay:
             "max_conn_count": self.max_conn_count,
             "ip": "127.0.0.1",
         }
+        if self.pool_base is not None:
+            answer["pool_url"] = f"{self.pool_base}/api/tunnels/tcpa1b2c3/pool"
+            answer["pool_secret"] = POOL_SECRET
         if self.not_tcp:
             return {**answer, "url": "http://tcpa1b2c3.localhost"}
         return {**answer, "url": f"tcp://127.0.0.1:{TCP_PORT}", "tcp_port": TCP_PORT}

@@ -74,7 +74,10 @@ def test_a_relay_that_does_not_speak_tcp_tunnels_ends_lt_with_a_clear_message(
     relay.not_tcp = True
     lt = lt_tcp(run_lt, relay)
     assert lt.wait() == 1
-    assert any("does not speak TCP tunnels" in line for line in lt.errors), lt.errors
+    said = [line for line in lt.errors if "does not offer TCP tunnels" in line]
+    assert said, lt.errors
+    assert said[0].startswith("lt: this relay (") and "cannot reach" not in said[0], said
+    assert said[0].endswith("is it tunnelsite with RELAY_TCP_PORTS set?"), said
     assert relay.pool == []
 
 

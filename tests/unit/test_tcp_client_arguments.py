@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def test_a_tcp_answer_gives_the_public_port_and_the_tcp_url() -> None:
     ],
 )
 def test_an_answer_that_is_not_a_tcp_tunnels_is_refused_for_good(fields: dict[str, object]) -> None:
-    with pytest.raises(RegistrationError, match="does not speak TCP tunnels") as refused:
+    with pytest.raises(RegistrationError, match="does not offer TCP tunnels") as refused:
         parse_registration("https://relay.example", answer(**fields), tcp=True)
     assert refused.value.lasting
 
@@ -124,3 +125,18 @@ def test_the_library_refuses_http_options_on_a_tcp_tunnel() -> None:
     assert tcp_refusal(TunnelOptions(port=1, tcp=True, basic_auth=("a:b",))) is not None
     assert "1-65535" in str(tcp_refusal(TunnelOptions(port=1, tcp=True, remote_port=70000)))
     assert "tcp=True" in str(tcp_refusal(TunnelOptions(port=1, remote_port=40000)))
+
+
+def test_lt_tcps_flags_use_only_the_public_names_of_lts_flag_parsing() -> None:
+    """tcp_arguments.py shares arguments.py's parser and helpers through their public
+    names: a private name imported from another module is a seam nobody promised to keep."""
+    source = Path(__file__).parents[2] / "client" / "tcp_arguments.py"
+    tree = ast.parse(source.read_text())
+    private = [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+        if alias.name.startswith("_") and alias.name != "__future__"
+    ]
+    assert private == []
