@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from django.conf import settings as django_settings
 
 from relay.pool.errors import RegistrationError
-from relay.pool.ports import port_candidates
+from relay.pool.ports import port_candidates, serve
 from relay.pool.tcp_side import TcpSide
 from relay.pool.tcp_visitor import TcpVisitor
 from relay.pool.tunnel import Tunnel
@@ -78,13 +78,10 @@ async def open_side(
     first, last = settings.RELAY_TCP_PORTS
     bind = settings.RELAY_TCP_BIND
     held = held_ports(tunnels)
-    loop = asyncio.get_running_loop()
 
     async def listen(port: int) -> asyncio.Server:
-        try:
-            return await loop.create_server(
-                lambda: TcpVisitor(tunnel), bind, port, backlog=TCP_LISTEN_BACKLOG
-            )
+        try:  # a wildcard IPv6 bind is dual stack, like the public port
+            return await serve(lambda: TcpVisitor(tunnel), bind, port, backlog=TCP_LISTEN_BACKLOG)
         except OSError as exc:
             if exc.errno in _REFUSED:
                 raise
