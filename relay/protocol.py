@@ -514,6 +514,12 @@ TCP_URL_SCHEME = "tcp"
 # was ~10,900 and a flood on a few connections held the loop for tens of milliseconds a turn.
 # A 4 KiB piece of a big DATA frame is one event, so bulk transfers still take a slice a turn.
 TCP_PARSE_BYTES = 4 * 1024
+# A TCP tunnel's port stays with its owner this long after the tunnel closed: no other owner
+# (another user; anonymous: another address) gets it at random meanwhile, and the same name
+# re-registered by the same user (lt after a relay restart) is given it back. A database
+# client retries an address for about that long; one that reconnected to a port handed to a
+# stranger would send it its startup packet and password (tunnels/tcp_ports.py).
+TCP_PORT_QUARANTINE_S = 3600.0
 
 
 # --- the request inspector (relay/pool/captures.py, relay/proxy/replay.py, tunnels/inspector.py) --

@@ -68,7 +68,7 @@ def test_a_tcp_tunnels_port_on_the_ipv6_wildcard_accepts_ipv4_and_ipv6_visitors(
         probe.close()
         await probe.wait_closed()
         config = SimpleNamespace(RELAY_TCP_PORTS=(free, free), RELAY_TCP_BIND="::")
-        wanted = SimpleNamespace(port=0, reserved=frozenset(), max_live=0)
+        wanted = SimpleNamespace(port=0, reserved=frozenset(), max_live=0, preferred=0)
         tunnel = _tunnel()
         side = await open_side(tunnel, config, [], wanted)
         try:
