@@ -105,7 +105,7 @@ def quarantined_for(user_id: int | None, ip: str) -> frozenset[int]:
     seen: set[int] = set()
     kept: set[int] = set()
     for port, owner_id, client_ip in rows:
-        if port in seen:
+        if port is None or port in seen:
             continue  # an older row: the latest one decides
         seen.add(port)
         if owner_id != user_id or (user_id is None and client_ip != ip):
@@ -129,7 +129,9 @@ def given_back(user_id: int | None, name: str | None) -> int:
         return 0
     port, owner_id, is_live, closed_at = row
     recent = is_live or (closed_at is not None and closed_at >= _kept_since())
-    return port if owner_id == user_id and recent and in_range(port) else 0
+    if port is None or owner_id != user_id or not recent or not in_range(port):
+        return 0
+    return port
 
 
 def is_reserved_for(port: int, user_id: int | None) -> bool:
