@@ -159,11 +159,14 @@ class TcpAsk:
     `port`: the port asked for (`--remote-port`, one the site found reserved for this user;
     0: any free port of RELAY_TCP_PORTS). `reserved`: the ports reserved for anyone else (or
     for no one), which this tunnel never gets. `max_live`: the owner's live TCP tunnels its
-    plan allows (0: no limit), counted on this relay."""
+    plan allows (0: no limit), counted on this relay. `preferred`: the port to try first
+    (the one this name had, for this user, within protocol.TCP_PORT_QUARANTINE_S; 0: none),
+    so a relay restart gives every `lt tcp` its port back."""
 
     port: int = 0
     reserved: frozenset[int] = frozenset()
     max_live: int = 0
+    preferred: int = 0
 
 
 def _wait_s(wait_s: float) -> int:

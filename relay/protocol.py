@@ -520,6 +520,18 @@ TCP_LISTEN_BACKLOG = 512
 TCP_SPARE_CONNECTIONS = 2
 TCP_SPARE_IDLE_S = 30.0
 TCP_URL_SCHEME = "tcp"
+# lt's frames are parsed TCP_PARSE_BYTES at a time, and the relay yields to the loop once
+# EVENTS_PER_TURN frames (DATA pieces included) were parsed in a turn: 4 KiB of one-byte DATA
+# frames is ~680 frames (about a millisecond of Python), where a whole PARSE_SLICE_BYTES slice
+# was ~10,900 and a flood on a few connections held the loop for tens of milliseconds a turn.
+# A 4 KiB piece of a big DATA frame is one event, so bulk transfers still take a slice a turn.
+TCP_PARSE_BYTES = 4 * 1024
+# A TCP tunnel's port stays with its owner this long after the tunnel closed: no other owner
+# (another user; anonymous: another address) gets it at random meanwhile, and the same name
+# re-registered by the same user (lt after a relay restart) is given it back. A database
+# client retries an address for about that long; one that reconnected to a port handed to a
+# stranger would send it its startup packet and password (tunnels/tcp_ports.py).
+TCP_PORT_QUARANTINE_S = 3600.0
 
 
 # --- the request inspector (relay/pool/captures.py, relay/proxy/replay.py, tunnels/inspector.py) --

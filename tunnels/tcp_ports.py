@@ -1,13 +1,20 @@
 """The public ports TCP tunnels (`lt tcp`) get, as the site sees them: this relay's range
 (RELAY_TCP_PORTS), the port a client asks for (protocol.TCP_REMOTE_PORT_HEADER) and the
-ports the operator reserved (tunnels.models.ReservedTcpPort). The relay hands out the ports
-themselves (relay/pool/tcp_ports.py); the site only says which ones a tunnel may have."""
+ports the operator reserved (tunnels.models.ReservedTcpPort), and the ports the session rows
+keep for their owners for protocol.TCP_PORT_QUARANTINE_S (`quarantined_for`, `given_back`).
+The relay hands out the ports themselves (relay/pool/tcp_ports.py); the site only says which
+ones a tunnel may have, and which one it had."""
 
 from __future__ import annotations
 
-from django.conf import settings
+from datetime import datetime, timedelta
 
-from tunnels.models import ReservedTcpPort
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from relay import protocol
+from tunnels.models import ReservedTcpPort, TunnelSession
 
 
 class BadPort(ValueError):
@@ -61,6 +68,70 @@ def reserved_for_others(user_id: int | None) -> frozenset[int]:
     if user_id is not None:
         rows = rows.exclude(user_id=user_id)
     return frozenset(rows.values_list("port", flat=True))
+
+
+def all_reserved() -> frozenset[int]:
+    """Every reserved port of this relay's range, the user's own too: a random port is never
+    one of them (only an asked --remote-port reserved for the user takes one)."""
+    ports = port_range()
+    if ports is None:
+        return frozenset()
+    return frozenset(
+        ReservedTcpPort.objects.filter(port__range=ports).values_list("port", flat=True)
+    )
+
+
+def _kept_since() -> datetime:
+    return timezone.now() - timedelta(seconds=protocol.TCP_PORT_QUARANTINE_S)
+
+
+def _kept() -> Q:
+    """A session row that still keeps its port: live, or closed within the quarantine."""
+    return Q(is_live=True) | Q(closed_at__gte=_kept_since())
+
+
+def quarantined_for(user_id: int | None, ip: str) -> frozenset[int]:
+    """The ports of the range whose latest session row (live, or closed within the
+    quarantine) belongs to another owner: another user, or for an anonymous registration
+    (`user_id` None) a user or another address. One query, off the byte path."""
+    ports = port_range()
+    if ports is None:
+        return frozenset()
+    rows = (
+        TunnelSession.objects.filter(_kept(), tcp_port__range=ports)
+        .order_by("tcp_port", "-opened_at", "-pk")
+        .values_list("tcp_port", "owner_id", "client_ip")
+    )
+    seen: set[int] = set()
+    kept: set[int] = set()
+    for port, owner_id, client_ip in rows:
+        if port is None or port in seen:
+            continue  # an older row: the latest one decides
+        seen.add(port)
+        if owner_id != user_id or (user_id is None and client_ip != ip):
+            kept.add(port)
+    return frozenset(kept)
+
+
+def given_back(user_id: int | None, name: str | None) -> int:
+    """The port the latest session row of `name` had, when that row is the user's and still
+    keeps it (live, or closed within the quarantine) and it is of the range; 0: none. The
+    relay tries it first, so `lt tcp` re-registering after a relay restart keeps its port."""
+    if user_id is None or name is None:
+        return 0
+    row = (
+        TunnelSession.objects.filter(subdomain=name, tcp_port__isnull=False)
+        .order_by("-opened_at", "-pk")
+        .values_list("tcp_port", "owner_id", "is_live", "closed_at")
+        .first()
+    )
+    if row is None:
+        return 0
+    port, owner_id, is_live, closed_at = row
+    recent = is_live or (closed_at is not None and closed_at >= _kept_since())
+    if port is None or owner_id != user_id or not recent or not in_range(port):
+        return 0
+    return port
 
 
 def is_reserved_for(port: int, user_id: int | None) -> bool:

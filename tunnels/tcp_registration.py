@@ -1,8 +1,9 @@
 """What registering a TCP tunnel (`lt tcp`, protocol.TCP_KIND_HEADER) adds to registering an
 HTTP one (tunnels/registration.py): checks of the request before any database work
 (`read_ask`), then, in the same database call as the token's (`grant_registration`), the
-plan, the operator's visitor policy, the port asked for and the ports reserved for others,
-which become the relay.face.TcpAsk the relay registers with."""
+plan, the operator's visitor policy, the port asked for, the ports a random one may not be
+(reserved, or quarantined for their owners) and the port this name had, which become the
+relay.face.TcpAsk the relay registers with."""
 
 from __future__ import annotations
 
@@ -105,10 +106,20 @@ def grant_registration(
             "admin. Leave out --remote-port for any free port.",
         )
     _check_cluster_count(grant, requested)
+    if ask.port:  # reserved for this user (checked above): the relay gives it or refuses
+        return grant, TcpAsk(
+            port=ask.port,
+            reserved=tcp_ports.reserved_for_others(grant.user_id),
+            max_live=limits.max_tcp_tunnels,
+        )
+    # A random port is never a reserved one (the user's own only when asked for) nor one
+    # another owner's tunnel had within the quarantine; the one this name had is tried first.
+    never = tcp_ports.all_reserved() | tcp_ports.quarantined_for(grant.user_id, ip)
+    back = tcp_ports.given_back(grant.user_id, requested)
     return grant, TcpAsk(
-        port=ask.port,
-        reserved=tcp_ports.reserved_for_others(grant.user_id),
+        reserved=never,
         max_live=limits.max_tcp_tunnels,
+        preferred=0 if back in never else back,
     )
 
 

@@ -4,6 +4,9 @@ RELAY_POOL_PORTS.
 From a range: a few random ports of it first (cheap while it is mostly free), then every
 port not held by this relay in a random order: each free port is tried at most once more,
 so a nearly full range of any size is searched to the end.
+
+A wildcard IPv6 bind ("::") listens on both families, as Twisted's public listener does:
+asyncio's create_server would set IPV6_V6ONLY and refuse every IPv4 client (`serve`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import random
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +22,38 @@ from relay.pool.errors import RegistrationError
 from relay.pool.socket import PoolSocket
 from relay.pool.tunnel import Tunnel
 from relay.protocol import POOL_LISTEN_BACKLOG, QUICK_PORT_TRIES, RETRY_AFTER_FULL_S
+
+WILDCARD_IPV6 = ("::", "[::]")
+
+
+def dual_stack_socket(port: int) -> socket.socket:
+    """A socket bound to [::]:port with IPV6_V6ONLY off, so IPv4 clients (as ::ffff:a.b.c.d)
+    reach it too; OSError (EADDRINUSE, ...) as bind raises it."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve(
+    factory: Callable[[], asyncio.BaseProtocol], bind: str, port: int, *, backlog: int
+) -> asyncio.Server:
+    """A listener on bind:port (0: one the system picks): dual stack for a wildcard IPv6
+    bind, else asyncio's; OSError (EADDRINUSE, EACCES, ...) as create_server raises it."""
+    loop = asyncio.get_running_loop()
+    if bind in WILDCARD_IPV6:
+        sock = dual_stack_socket(port)
+        try:
+            return await loop.create_server(factory, sock=sock, backlog=backlog)
+        except BaseException:
+            sock.close()
+            raise
+    return await loop.create_server(factory, bind, port, backlog=backlog)
 
 
 def port_candidates(first: int, last: int, held: set[int]) -> Iterator[int]:
@@ -40,10 +76,9 @@ async def open_in_range(
     factory: Callable[[], asyncio.Protocol], bind: str, first: int, last: int, held: set[int]
 ) -> asyncio.Server | None:
     """A listener on a free port of first-last not in `held`; None when every port is taken."""
-    loop = asyncio.get_running_loop()
     for port in port_candidates(first, last, held):
         try:
-            return await loop.create_server(factory, bind, port, backlog=POOL_LISTEN_BACKLOG)
+            return await serve(factory, bind, port, backlog=POOL_LISTEN_BACKLOG)
         except OSError as exc:
             if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
                 raise
@@ -56,7 +91,6 @@ async def listen(
     """`tunnel`'s pool listener, never on `avoid_port` (the port a takeover gave up);
     RegistrationError when every port of RELAY_POOL_PORTS is taken. `tunnels` are the
     registry's, whose ports this relay holds."""
-    loop = asyncio.get_running_loop()
     bind = settings.RELAY_POOL_BIND
     max_head = settings.RELAY_MAX_HEADER_BYTES
 
@@ -65,11 +99,11 @@ async def listen(
 
     ports = settings.RELAY_POOL_PORTS
     if ports is None:
-        server = await loop.create_server(factory, bind, 0, backlog=POOL_LISTEN_BACKLOG)
+        server = await serve(factory, bind, 0, backlog=POOL_LISTEN_BACKLOG)
         if server.sockets[0].getsockname()[1] != avoid_port:
             return server
         try:  # the port just given up came back: ask again while holding it
-            return await loop.create_server(factory, bind, 0, backlog=POOL_LISTEN_BACKLOG)
+            return await serve(factory, bind, 0, backlog=POOL_LISTEN_BACKLOG)
         finally:
             server.close()
     # Every port of the range this relay does not hold, in a random order, each tried

@@ -1,8 +1,10 @@
 """A TCP tunnel's public port (`lt tcp`): its listener on a port of RELAY_TCP_PORTS.
 
 The port asked for (`--remote-port`, one the site found reserved for its user) is that port
-or a clear refusal; otherwise a random free port of the range, never one this relay's
-tunnels hold nor one reserved for someone else, searched like the pool listener's
+or a clear refusal; otherwise the port the site says this name had (`preferred`: a relay
+restart gives every tunnel its port back) when it is free, else a random free port of the
+range, never one this relay's tunnels hold nor one the site keeps from this tunnel
+(`reserved`: reserved ports, and other owners' recent ports), searched like the pool listener's
 (relay/pool/ports.py's `port_candidates`: each free port tried at most once more, so a
 nearly full range of any size is searched to the end).
 """
@@ -16,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from relay.pool.errors import RegistrationError
-from relay.pool.ports import port_candidates
+from relay.pool.ports import port_candidates, serve
 from relay.pool.tcp_side import TcpSide
 from relay.pool.tcp_visitor import TcpVisitor
 from relay.pool.tunnel import Tunnel
@@ -39,6 +41,9 @@ class TcpWanted(Protocol):
 
     @property
     def max_live(self) -> int: ...  # the owner's live TCP tunnels here (0: no limit)
+
+    @property
+    def preferred(self) -> int: ...  # tried first when free (the port this name had; 0: none)
 
 
 def refuse_if_off(settings: Any) -> None:
@@ -76,13 +81,10 @@ async def open_side(
     first, last = settings.RELAY_TCP_PORTS
     bind = settings.RELAY_TCP_BIND
     held = held_ports(tunnels)
-    loop = asyncio.get_running_loop()
 
     async def listen(port: int) -> asyncio.Server:
-        try:
-            return await loop.create_server(
-                lambda: TcpVisitor(tunnel), bind, port, backlog=TCP_LISTEN_BACKLOG
-            )
+        try:  # a wildcard IPv6 bind is dual stack, like the public port
+            return await serve(lambda: TcpVisitor(tunnel), bind, port, backlog=TCP_LISTEN_BACKLOG)
         except OSError as exc:
             if exc.errno in _REFUSED:
                 raise
@@ -115,7 +117,16 @@ async def open_side(
                 409, f"Port {port} is taken on this relay by another program; ask for another."
             ) from None
         return TcpSide(port, server)
-    for port in port_candidates(first, last, held | wanted.reserved):
+    avoid = held | wanted.reserved
+    preferred = wanted.preferred
+    if preferred and first <= preferred <= last and preferred not in avoid:
+        try:  # the port this name had (a relay restart): given back when it is free
+            return TcpSide(preferred, await listen(preferred))
+        except OSError as exc:
+            if exc.errno not in _REFUSED:
+                raise
+        avoid.add(preferred)
+    for port in port_candidates(first, last, avoid):
         try:
             return TcpSide(port, await listen(port))
         except OSError as exc:

@@ -5,8 +5,11 @@ The pool connection is read a slice (PARSE_SLICE_BYTES) at a time and only while
 visitor takes what it is sent: when its transport pauses writing, the pump waits, the pool
 socket's inbox fills to READ_HIGH_WATER and the pool connection stops being read, so the
 relay holds at most about that much per connection whatever the app sends. One slice is
-one write to the visitor (the payloads of its DATA frames joined), then the loop is given
-back: a flood of one-byte frames costs a write per slice, and cannot hold the loop.
+parsed TCP_PARSE_BYTES at a time, and a turn ends once EVENTS_PER_TURN frames were parsed:
+their payloads are joined into one write to the visitor, then the loop is given back, and the
+slice's rest waits for the next turn. A flood of one-byte frames costs a write per turn and
+cannot hold the loop; a big DATA frame's 4 KiB pieces are one event each, so a bulk slice is
+still one turn and one write.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Protocol
 
 from relay.pool.socket import PoolSocket
 from relay.pool.tcp_frames import FrameError, FrameReader
-from relay.protocol import TCP_CLOSE, TCP_DATA, TCP_EOF
+from relay.protocol import EVENTS_PER_TURN, TCP_CLOSE, TCP_DATA, TCP_EOF, TCP_PARSE_BYTES
 
 
 class ClientClosed(Exception):
@@ -49,13 +52,34 @@ async def pump(conn: PoolSocket, side: Carried) -> None:
     """Copy lt's frames to the visitor until the conversation ends: returns once it ended
     cleanly (EOF both ways), raises ClientClosed or FrameError (lt's doing), RelayEnds, or
     TimeoutError when the visitor took nothing for the idle timeout."""
+    pending = b""  # the rest of a slice, parsed in the next turns
     while True:
         await side.visitor_writable()
-        data = await conn.read_raw(None)
-        if not data:
-            raise ClientClosed("the pool connection closed mid-conversation")
-        out: list[bytes] = []
-        for kind, payload in side.frames.feed(data):
+        if not pending:
+            pending = await conn.read_raw(None)
+            if not pending:
+                raise ClientClosed("the pool connection closed mid-conversation")
+        pending = _turn(pending, side)
+        if side.clean:
+            if side.frames.feed(pending):
+                raise FrameError("bytes after the conversation ended")
+            return
+        if side.over_quota():
+            raise RelayEnds("the tunnel's daily traffic allowance is used up")
+        await asyncio.sleep(0)  # a bounded turn: other connections read too
+
+
+def _turn(data: bytes, side: Carried) -> bytes:
+    """Parse `data` TCP_PARSE_BYTES at a time until EVENTS_PER_TURN frames were parsed (or the
+    conversation ended), write their bytes to the visitor in one go: the bytes left."""
+    out: list[bytes] = []
+    events = pos = 0
+    size = len(data)
+    while pos < size and events < EVENTS_PER_TURN and not side.clean:
+        piece = data if size <= TCP_PARSE_BYTES else data[pos : pos + TCP_PARSE_BYTES]
+        pos += len(piece)
+        for kind, payload in side.frames.feed(piece):
+            events += 1
             if side.clean:
                 raise FrameError("bytes after the conversation ended")
             if kind == TCP_DATA:
@@ -73,10 +97,6 @@ async def pump(conn: PoolSocket, side: Carried) -> None:
                 raise ClientClosed(payload.decode("utf-8", "replace"))
             else:
                 raise FrameError(f"a {kind!r} frame from the client")
-        if out:
-            side.deliver(out[0] if len(out) == 1 else b"".join(out))
-        if side.clean:
-            return
-        if side.over_quota():
-            raise RelayEnds("the tunnel's daily traffic allowance is used up")
-        await asyncio.sleep(0)  # one slice per turn: other connections read too
+    if out:
+        side.deliver(out[0] if len(out) == 1 else b"".join(out))
+    return data[pos:] if pos else data

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from html import escape
 
 import h11
 from django.conf import settings
 
 from relay import headers as hdrs
 from relay.asgi_types import Message, Receive, Scope, Send
-from relay.errors import send_error
+from relay.errors import error_response, page, send_error, wants_json
 from relay.pool.quota import visitor_key
 from relay.pool.registry import get_registry
 from relay.pool.sanctions import visitor_message
@@ -28,6 +29,22 @@ from relay.proxy.exchange import Progress, build_request, exchange
 from relay.proxy.flow import Flow
 
 logger = logging.getLogger(__name__)
+
+TCP_TITLE = "A TCP tunnel"  # the tunnel exists: "No such tunnel" (404's usual title) would mislead
+
+
+async def _refuse_tcp(scope: Scope, send: Send, tunnel: Tunnel) -> None:
+    """404 to an HTTP visitor of a TCP tunnel's host, saying where to connect; its HTML page
+    is titled for a TCP tunnel."""
+    message = http_refusal(tunnel)
+    if wants_json(scope):
+        await send_error(scope, send, 404, message)
+        return
+    headers, _ = error_response(scope, 404, message)
+    body = page(f"404 {TCP_TITLE}", f"<h1>404 &middot; {TCP_TITLE}</h1><p>{escape(message)}</p>")
+    headers = [(n, str(len(body)).encode() if n == b"content-length" else v) for n, v in headers]
+    await send({"type": "http.response.start", "status": 404, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def proxy_http(scope: Scope, receive: Receive, send: Send, name: str) -> None:
@@ -44,7 +61,7 @@ async def proxy_http(scope: Scope, receive: Receive, send: Send, name: str) -> N
         await send_error(scope, send, 404, f"There is no tunnel called {name!r} on this relay.")
         return
     if tunnel.tcp is not None:  # its pool connections carry frames: never an HTTP exchange
-        await send_error(scope, send, 404, http_refusal(tunnel))
+        await _refuse_tcp(scope, send, tunnel)
         return
     if tunnel.quota is not None:  # plan limits, integer checks only
         refusal = tunnel.quota.admit(tunnel, scope, time.monotonic())

@@ -54,7 +54,7 @@ async def _hand_out(size: int, reserved: frozenset[int]) -> tuple[list[int], Reg
     """Open TCP sides on BASE..BASE+size-1 until the range is full; the ports given and the
     refusal that ended it."""
     config = SimpleNamespace(RELAY_TCP_PORTS=(BASE, BASE + size - 1), RELAY_TCP_BIND="127.0.0.1")
-    wanted = SimpleNamespace(port=0, reserved=reserved, max_live=0)
+    wanted = SimpleNamespace(port=0, reserved=reserved, max_live=0, preferred=0)
     tunnels: list[Tunnel] = []
     try:
         while True:
@@ -88,7 +88,7 @@ def test_reserved_ports_are_never_handed_out_and_every_other_port_is(
 
 def test_an_asked_port_that_is_reserved_for_someone_else_is_refused() -> None:
     config = SimpleNamespace(RELAY_TCP_PORTS=(BASE, BASE + 1), RELAY_TCP_BIND="127.0.0.1")
-    wanted = SimpleNamespace(port=BASE, reserved=frozenset({BASE}), max_live=0)
+    wanted = SimpleNamespace(port=BASE, reserved=frozenset({BASE}), max_live=0, preferred=0)
 
     async def scenario() -> None:
         tunnel = _tunnel("t")
@@ -101,7 +101,7 @@ def test_an_asked_port_that_is_reserved_for_someone_else_is_refused() -> None:
 
 def test_a_bind_address_this_host_lacks_is_a_clear_503() -> None:
     config = SimpleNamespace(RELAY_TCP_PORTS=(BASE, BASE + 1), RELAY_TCP_BIND="192.0.2.77")
-    wanted = SimpleNamespace(port=0, reserved=frozenset(), max_live=0)
+    wanted = SimpleNamespace(port=0, reserved=frozenset(), max_live=0, preferred=0)
 
     async def scenario() -> None:
         with pytest.raises(RegistrationError) as caught:

@@ -237,16 +237,15 @@ class WhatTheRelayIsAskedTests(TestCase):
         _, answer = await self.registered("/?new", {**bearer(self.token), **tcp()})
         self.assertEqual(answer["url"], f"tcp://tcp.example.net:{GIVEN_PORT}")
 
-    async def test_the_reserved_set_holds_others_ports_and_nobodys_but_not_the_users(
-        self,
-    ) -> None:
+    async def test_the_reserved_set_holds_every_reserved_port_the_users_own_too(self) -> None:
+        """The user's own reserved ports are for --remote-port only (attack finding 7)."""
         await ReservedTcpPort.objects.acreate(port=20001, user=self.owner)
         await ReservedTcpPort.objects.acreate(port=20002, user=self.other)
         await ReservedTcpPort.objects.acreate(port=20003)
         await ReservedTcpPort.objects.acreate(port=30000, user=self.other)  # not this relay's
         call, _ = await self.registered("/?new", {**bearer(self.token), **tcp()})
         self.assertEqual(
-            call["tcp"], TcpAsk(port=0, reserved=frozenset({20002, 20003}), max_live=2)
+            call["tcp"], TcpAsk(port=0, reserved=frozenset({20001, 20002, 20003}), max_live=2)
         )
 
     async def test_a_port_reserved_for_the_user_is_asked_for(self) -> None:

@@ -1,0 +1,114 @@
+"""A flood of one-byte DATA frames from lt cannot hold the relay's loop (attack finding 2).
+
+Several pool connections (a frame-speaking peer on a real pool listener, real visitors on a
+real loopback port) each carry a visitor while their peer writes nothing but 6-byte frames of
+one byte each. A callback that reschedules itself with call_soon measures every turn of the
+loop: before the relay bounded its parsing per turn, one turn parsed a whole 64 KiB slice per
+connection (~10,900 frames each) and a /healthz waited tens of milliseconds a turn. The
+bytes still arrive whole and in order."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from apps.tcp_frames_peer import FramePeer, tcp_tunnel
+from harness.waiting import IO_TIMEOUT_S
+
+from client.limits import TCP_DATA, TCP_EOF
+from client.tcp_frames import frame
+
+CONNECTIONS = 4
+PAYLOAD_BYTES = 96 * 1024  # per connection, each byte its own frame
+BURST_FRAMES = 16 * 1024  # frames per write of the flooding peer
+# The longest turn allowed: parsing is bounded to EVENTS_PER_TURN frames plus one
+# TCP_PARSE_BYTES piece per connection per turn (about a millisecond each); unbounded, a turn
+# took a 64 KiB slice per connection, 40 ms and more here.
+LONGEST_TURN_S = 0.02
+HEALTH_EVERY_S = 0.01
+
+
+class TurnWatch:
+    """The loop's turns, measured by a callback that runs once a turn: the longest gap."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.longest = 0.0
+        self.turns = 0
+        self.last = time.perf_counter()
+        self.running = True
+        self.loop.call_soon(self.tick)
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        self.longest = max(self.longest, now - self.last)
+        self.turns += 1
+        self.last = now
+        if self.running:
+            self.loop.call_soon(self.tick)
+
+
+class HealthChecks:
+    """A /healthz-like callback every HEALTH_EVERY_S: how many ran, and the longest delay of one."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.answered = 0
+        self.longest_wait = 0.0
+        self.running = True
+        self.due = time.perf_counter() + HEALTH_EVERY_S
+        self.loop.call_later(HEALTH_EVERY_S, self.check)
+
+    def check(self) -> None:
+        now = time.perf_counter()
+        self.longest_wait = max(self.longest_wait, now - self.due)
+        self.answered += 1
+        if self.running:
+            self.due = now + HEALTH_EVERY_S
+            self.loop.call_later(HEALTH_EVERY_S, self.check)
+
+
+async def flood(peer: FramePeer) -> None:
+    """Serve one visitor with PAYLOAD_BYTES of one-byte DATA frames, then EOF."""
+    await peer.expect_open()
+    burst = frame(TCP_DATA, b"z") * BURST_FRAMES
+    for _ in range(PAYLOAD_BYTES // BURST_FRAMES):
+        peer.raw(burst)
+        await peer.writer.drain()
+    peer.raw(frame(TCP_EOF))
+    await peer.writer.drain()
+
+
+async def received(reader: asyncio.StreamReader) -> bytes:
+    got = bytearray()
+    while data := await reader.read(65536):
+        got += data
+    return bytes(got)
+
+
+def test_a_flood_of_one_byte_frames_on_several_connections_keeps_the_loops_turns_short() -> None:
+    async def scenario() -> None:
+        async with tcp_tunnel(max_conn_count=CONNECTIONS) as run:
+            peers = await run.pooled(CONNECTIONS)
+            visitors = [await run.visit() for _ in range(CONNECTIONS)]
+            watch = TurnWatch()
+            health = HealthChecks()
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(IO_TIMEOUT_S * 3):
+                    floods = [asyncio.ensure_future(flood(peer)) for peer in peers]
+                    got = await asyncio.gather(*(received(reader) for reader, _ in visitors))
+                    await asyncio.gather(*floods)
+            finally:
+                watch.running = health.running = False
+            took = time.perf_counter() - started
+            assert got == [b"z" * PAYLOAD_BYTES] * CONNECTIONS
+            assert watch.longest < LONGEST_TURN_S, (
+                f"a turn of the loop took {watch.longest * 1000:.1f} ms during the flood"
+            )
+            assert health.longest_wait < LONGEST_TURN_S, (
+                f"a /healthz waited {health.longest_wait * 1000:.1f} ms"
+            )
+            assert health.answered >= int(took / HEALTH_EVERY_S) // 2, (health.answered, took)
+
+    asyncio.run(scenario())
