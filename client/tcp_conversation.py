@@ -210,15 +210,18 @@ class TcpConnection:
         if app.transport.get_write_buffer_size() == 0:
             await app.drain()  # nothing buffered: the app's side is not paused
             return ""
+        # No task on `writer.wait_closed()`: cancelling it cancels the protocol's own closed
+        # future, and every later wait_closed() (this one's next call, the pool's close)
+        # then ends at once, cancelled: the second stalled write of a transfer read as a
+        # reset. The connection's end is seen by the read, or by `_pool_gone` each tick.
         drain = asyncio.ensure_future(app.drain())
-        closed = asyncio.ensure_future(self.writer.wait_closed())
         reading = None if self.pending else asyncio.ensure_future(self.reader.read(CHUNK_BYTES))
         try:
             while True:
                 for kind, payload in self.pending:
                     if kind == TCP_CLOSE:
                         return f"closed by the relay: {payload.decode('utf-8', 'replace')}"
-                watched = {task for task in (drain, closed, reading) if task is not None}
+                watched = {task for task in (drain, reading) if task is not None}
                 done, _ = await asyncio.wait(
                     watched, timeout=TCP_STALL_CHECK_S, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -238,19 +241,21 @@ class TcpConnection:
                 if drain in done:
                     drain.result()  # OSError: the app's connection failed
                     return ""
-                if closed in done or self._pool_error():
+                if self._pool_gone():
                     return "the pool connection failed: the relay reset it"
         finally:
-            for task in (drain, closed, reading):
+            for task in (drain, reading):
                 if task is not None:
                     task.cancel()
-            await asyncio.gather(drain, closed, return_exceptions=True)
+            await asyncio.gather(drain, return_exceptions=True)
             if reading is not None:
                 await asyncio.gather(reading, return_exceptions=True)
 
-    def _pool_error(self) -> bool:
-        """Whether the pool connection's socket has an error (a reset): while lt does not
-        read it (the app is not taking bytes) its transport does not see one."""
+    def _pool_gone(self) -> bool:
+        """Whether the pool connection closed, or its socket has an error (a reset): while lt
+        does not read it (the app is not taking bytes) its transport does not see one."""
+        if self.writer.transport.is_closing():
+            return True
         sock = self.writer.get_extra_info("socket")
         if sock is None:
             return False
