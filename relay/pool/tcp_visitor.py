@@ -396,6 +396,12 @@ class TcpVisitor(asyncio.Protocol):
                         conn.write(frame(TCP_CLOSE, reason_payload(self.close_reason)))
                     except PoolError:
                         pass
+                if conn.write_paused:
+                    # lt is behind (its app stopped reading): the CLOSE would wait behind
+                    # everything lt has not read, and a FIN too, so lt, which stopped
+                    # reading, would never learn the conversation is over. A reset reaches
+                    # it at once (upgraded connections: Twisted's abort resets already).
+                    _reset_on_close(conn)
                 tunnel.discard(conn)
         self._let_go()
 
@@ -427,6 +433,18 @@ def open_payload(ip: str, port: int) -> bytes:
     name of any length, meaningless to lt) is dropped; what is left is at most 45 bytes."""
     payload = f"{ip.partition('%')[0]} {port}".encode("ascii", "replace")
     return payload if len(payload) <= TCP_MAX_OPEN_BYTES else f"? {port}".encode("ascii")
+
+
+def _reset_on_close(conn: PoolSocket) -> None:
+    """Make the pool connection's coming abort a reset (a raw pool socket's; an upgraded
+    one's Twisted transport resets on abort by itself)."""
+    transport = conn.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _NO_LINGER)
+        except OSError:
+            pass
 
 
 def reset(transport: asyncio.Transport) -> None:
