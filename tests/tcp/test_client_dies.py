@@ -1,6 +1,7 @@
 """A client killed mid-stream (kill -9 lt): its visitor's connection is closed at once, the
 tunnel's port stays held for the grace period (another user who asks is kept waiting), then
-it is free and the next tunnel gets it.
+it is free for its owner's next tunnel, and still not another user's (a client reconnecting
+to the old address must not reach a stranger's app: TCP_PORT_QUARANTINE_S).
 
 The relay's range is one port, so "held" and "free" are what the next registration gets;
 RELAY_GRACE_S is shortened to what this test waits through (the setting it tests)."""
@@ -49,7 +50,7 @@ def closed_by_peer(sock: socket.socket) -> bool:
         return True
 
 
-def test_a_killed_client_closes_its_visitors_and_frees_its_port_after_the_grace(
+def test_a_killed_client_closes_its_visitors_and_frees_its_port_for_its_owner_after_the_grace(
     lt_tcp: LtTcpLauncher, one_port_relay: Relay, tcp_app: int, users: dict[str, str]
 ) -> None:
     host = f"http://localhost:{one_port_relay.port}"
@@ -71,20 +72,26 @@ def test_a_killed_client_closes_its_visitors_and_frees_its_port_after_the_grace(
         # given to the second user, whose lt is refused and retries.
         assert poll(lambda: time.monotonic() - killed_at > GRACE_S / 2, GRACE_S)
         assert port_is_held(port)
-        assert not any(URL.search(line) for line in second.output().splitlines()), (
-            "the second user got the port during the grace period"
-        )
         refused = (  # what docs/tcp.md's errors say lt prints, and that it keeps trying
             f"registration failed: All 1 TCP ports of this relay (RELAY_TCP_PORTS={port}-{port}) "
             "are in use; try again later (operator: widen the range); registering again in"
         )
         assert refused in second.output(), second.output()
-        match = second.wait_for_line(URL.pattern, FREED_WITHIN_S)
-        assert int(match.group(3)) == port
+        # After it the dead tunnel's listener is closed...
+        assert poll(lambda: not port_is_held(port), FREED_WITHIN_S)
         assert time.monotonic() - killed_at >= GRACE_S * 0.9
-        with connect(port) as visitor:  # the second user's tunnel serves on it
+        # ... and the second user is still refused: the port was the first user's a moment
+        # ago. It is its owner's again: the first user's next lt gets it.
+        refusals = second.output().count(refused)
+        again = lt_tcp(host, tcp_app, "--token", users["first"])
+        assert again.port == port
+        with connect(port) as visitor:  # the owner's new tunnel serves on it
             visitor.sendall(b"ECHO\nagain")
             assert visitor.recv(100) == b"again"
+        assert poll(lambda: second.output().count(refused) > refusals, FREED_WITHIN_S)
+        assert not any(URL.search(line) for line in second.output().splitlines()), (
+            "another user got the port its owner had moments ago"
+        )
     finally:
         second.stop()
 
