@@ -520,12 +520,10 @@ TCP_LISTEN_BACKLOG = 512
 TCP_SPARE_CONNECTIONS = 2
 TCP_SPARE_IDLE_S = 30.0
 TCP_URL_SCHEME = "tcp"
-# lt's frames are parsed TCP_PARSE_BYTES at a time, and the relay yields to the loop once
-# EVENTS_PER_TURN frames (DATA pieces included) were parsed in a turn: 4 KiB of one-byte DATA
-# frames is ~680 frames (about a millisecond of Python), where a whole PARSE_SLICE_BYTES slice
-# was ~10,900 and a flood on a few connections held the loop for tens of milliseconds a turn.
-# A 4 KiB piece of a big DATA frame is one event, so bulk transfers still take a slice a turn.
-TCP_PARSE_BYTES = 4 * 1024
+# lt's frames are parsed at most EVENTS_PER_TURN at a time (DATA pieces included), then the
+# relay yields to the loop: a PARSE_SLICE_BYTES slice of one-byte DATA frames is ~10,900
+# frames, and parsed in one go on a few connections it held the loop for tens of
+# milliseconds a turn; a slice of big DATA frames is one or two events, still one turn.
 # A TCP tunnel's port stays with its owner this long after the tunnel closed: no other owner
 # (another user; anonymous: another address) gets it at random meanwhile, and the same name
 # re-registered by the same user (lt after a relay restart) is given it back. A database

@@ -80,9 +80,17 @@ class FrameReader:
         return not self._head and not self._kind
 
     def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        """Every frame and DATA piece `data` completes."""
+        return self.feed_some(data, 0)[0]
+
+    def feed_some(self, data: bytes, most: int) -> tuple[list[tuple[bytes, bytes]], int]:
+        """At most `most` frames or DATA pieces of `data` (0: all), and how many of its bytes
+        they took: the rest is fed again later. A caller bounds its work per turn of the
+        loop by the number of frames (a slice of one-byte frames is ~11,000 of them), while a
+        slice of big DATA frames still goes through in one call."""
         out: list[tuple[bytes, bytes]] = []
         pos, end = 0, len(data)
-        while pos < end:
+        while pos < end and not (most and len(out) >= most):
             if not self._kind:
                 need = TCP_FRAME_HEADER_BYTES - len(self._head)
                 self._head += data[pos : pos + need]
@@ -113,4 +121,4 @@ class FrameReader:
                     out.append((self._kind, self._control))
                     self._control = b""
                 self._kind = b""
-        return out
+        return out, min(pos, end)

@@ -4,12 +4,12 @@ bytes written to the visitor (relay.protocol, "TCP tunnels").
 The pool connection is read a slice (PARSE_SLICE_BYTES) at a time and only while the
 visitor takes what it is sent: when its transport pauses writing, the pump waits, the pool
 socket's inbox fills to READ_HIGH_WATER and the pool connection stops being read, so the
-relay holds at most about that much per connection whatever the app sends. One slice is
-parsed TCP_PARSE_BYTES at a time, and a turn ends once EVENTS_PER_TURN frames were parsed:
-their payloads are joined into one write to the visitor, then the loop is given back, and the
-slice's rest waits for the next turn. A flood of one-byte frames costs a write per turn and
-cannot hold the loop; a big DATA frame's 4 KiB pieces are one event each, so a bulk slice is
-still one turn and one write.
+relay holds at most about that much per connection whatever the app sends. A turn parses at
+most EVENTS_PER_TURN frames of a slice (`FrameReader.feed_some`): their payloads are joined
+into one write to the visitor, then the loop is given back, and the slice's rest waits for
+the next turn. A flood of one-byte frames costs a write per turn and cannot hold the loop; a
+slice of big DATA frames is one or two events, so a bulk slice is still one turn, one parse
+and one write.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Protocol
 
 from relay.pool.socket import PoolSocket
 from relay.pool.tcp_frames import FrameError, FrameReader
-from relay.protocol import EVENTS_PER_TURN, TCP_CLOSE, TCP_DATA, TCP_EOF, TCP_PARSE_BYTES
+from relay.protocol import EVENTS_PER_TURN, TCP_CLOSE, TCP_DATA, TCP_EOF
 
 
 class ClientClosed(Exception):
@@ -70,33 +70,29 @@ async def pump(conn: PoolSocket, side: Carried) -> None:
 
 
 def _turn(data: bytes, side: Carried) -> bytes:
-    """Parse `data` TCP_PARSE_BYTES at a time until EVENTS_PER_TURN frames were parsed (or the
-    conversation ended), write their bytes to the visitor in one go: the bytes left."""
+    """Parse at most EVENTS_PER_TURN frames (or DATA pieces) of `data` and write their bytes
+    to the visitor in one go: the bytes left for the next turn. A slice of big DATA frames
+    is a few events, parsed in one call; one of one-byte frames takes many turns."""
     out: list[bytes] = []
-    events = pos = 0
-    size = len(data)
-    while pos < size and events < EVENTS_PER_TURN and not side.clean:
-        piece = data if size <= TCP_PARSE_BYTES else data[pos : pos + TCP_PARSE_BYTES]
-        pos += len(piece)
-        for kind, payload in side.frames.feed(piece):
-            events += 1
-            if side.clean:
-                raise FrameError("bytes after the conversation ended")
-            if kind == TCP_DATA:
-                if side.app_done:
-                    raise FrameError("DATA after EOF")
-                out.append(payload)
-            elif kind == TCP_EOF:
-                if side.app_done:
-                    raise FrameError("a second EOF")
-                if out:
-                    side.deliver(b"".join(out))
-                    out = []
-                side.app_eof()
-            elif kind == TCP_CLOSE:
-                raise ClientClosed(payload.decode("utf-8", "replace"))
-            else:
-                raise FrameError(f"a {kind!r} frame from the client")
+    events, used = side.frames.feed_some(data, EVENTS_PER_TURN)
+    for kind, payload in events:
+        if side.clean:
+            raise FrameError("bytes after the conversation ended")
+        if kind == TCP_DATA:
+            if side.app_done:
+                raise FrameError("DATA after EOF")
+            out.append(payload)
+        elif kind == TCP_EOF:
+            if side.app_done:
+                raise FrameError("a second EOF")
+            if out:
+                side.deliver(b"".join(out))
+                out = []
+            side.app_eof()
+        elif kind == TCP_CLOSE:
+            raise ClientClosed(payload.decode("utf-8", "replace"))
+        else:
+            raise FrameError(f"a {kind!r} frame from the client")
     if out:
         side.deliver(out[0] if len(out) == 1 else b"".join(out))
-    return data[pos:] if pos else data
+    return data[used:] if used < len(data) else b""

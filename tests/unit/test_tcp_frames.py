@@ -102,3 +102,24 @@ def test_reason_is_cut_without_splitting_a_character() -> None:
         cut = codec.reason_payload("é" * 300)
         assert len(cut) <= protocol.TCP_MAX_REASON_BYTES
         cut.decode("utf-8")
+
+
+@given(frames=_frames, most=st.integers(min_value=1, max_value=5))
+@pytest.mark.parametrize("codec", CODECS)
+def test_feeding_a_few_frames_at_a_time_reads_the_same(codec, frames, most) -> None:
+    """feed_some(data, most): at most `most` events, and the bytes they took; the rest fed
+    again later gives what one feed gives."""
+    wire = b"".join(
+        b"".join(codec.data_frames(p)) if k == protocol.TCP_DATA else codec.frame(k, p)
+        for k, p in frames
+    )
+    whole = codec.FrameReader().feed(wire)
+    r = codec.FrameReader()
+    got: list[tuple[bytes, bytes]] = []
+    rest = wire
+    while rest:
+        events, used = r.feed_some(rest, most)
+        assert len(events) <= most and 0 < used <= len(rest)
+        got.extend(events)
+        rest = rest[used:]
+    assert got == whole and r.between_frames
