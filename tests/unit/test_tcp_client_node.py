@@ -29,6 +29,12 @@ def answer(pool_url: str | None, tcp_port: int | None = 41000) -> Registration:
         ("http://relay.example", f"https://relay.example{POOL_PATH}", None),
         ("https://relay.example:443", f"https://relay.example{POOL_PATH}", None),
         ("http://127.0.0.1:8000", f"http://127.0.0.1:8001{POOL_PATH}", "http://127.0.0.1:8001"),
+        # The token goes only where --host's user would send it: its domain, https or loopback.
+        ("https://relay.example", f"https://evil.example{POOL_PATH}", None),
+        ("https://relay.example", f"https://relay.example.evil.example{POOL_PATH}", None),
+        ("https://relay.example", f"https://xrelay.example{POOL_PATH}", None),
+        ("https://relay.example", f"http://node-a.relay.example{POOL_PATH}", None),
+        ("http://localhost:8000", f"http://10.0.0.5:8000{POOL_PATH}", None),
     ],
 )  # fmt: skip
 def test_a_tcp_tunnel_registers_again_at_the_node_its_answer_named(
