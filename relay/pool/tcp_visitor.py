@@ -198,12 +198,12 @@ class TcpVisitor(asyncio.Protocol):
         now = time.monotonic()
         self.idle.touch(now)
         tunnel.last_activity = now
-        tunnel.bytes_in += len(data)
-        tunnel.dirty = True
         conn = self.conn
         if conn is None:  # not read while waiting (paused): only a read already under way
-            self.early += data
+            self.early += data  # counted when it goes to lt (_open)
             return
+        tunnel.bytes_in += len(data)
+        tunnel.dirty = True
         try:
             conn.write(b"".join(data_frames(data)))
         except PoolError:
@@ -265,8 +265,8 @@ class TcpVisitor(asyncio.Protocol):
             except NoSocket as exc:
                 logger.debug("tcp tunnel %s: no pool connection: %s", self.tunnel.name, exc)
                 return
-            if self.ended:
-                return  # the visitor left as the connection was handed over: nothing sent
+            if self.ended or self._gone_while_waiting():
+                return  # the visitor left: the connection goes back with nothing sent
             self._open(conn)
             await pump(conn, self)
         except (FrameError, ClientClosed, PoolError) as exc:
@@ -282,6 +282,29 @@ class TcpVisitor(asyncio.Protocol):
             self.clean = False
         finally:
             self._conclude(conn)
+
+    def _gone_while_waiting(self) -> bool:
+        """Whether the visitor reset its connection while it waited unread (its reset is
+        not seen while reading is paused): a peek at its socket, so lt is not sent an OPEN
+        and does not dial its app for a visitor who is gone (a flood of connect-and-reset
+        would otherwise reach the app as ghost connections)."""
+        transport = self.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            return False
+        # A socket object over the descriptor, detached at once: uvloop's stand-in cannot
+        # recv (as relay/pool/reuse.py's peek).
+        probe = socket.socket(sock.family, socket.SOCK_STREAM, 0, sock.fileno())
+        try:
+            probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False  # nothing sent yet: still there
+        except OSError:
+            self.ended = True  # a reset
+            return True
+        finally:
+            probe.detach()
+        return False  # bytes, or a FIN after them (a visitor may send and shut down writing)
 
     def _open(self, conn: PoolSocket) -> None:
         parts = [frame(TCP_OPEN, open_payload(*self.peer))]
