@@ -322,6 +322,15 @@ class TunnelSession(models.Model):
                 fields=["subdomain"], condition=Q(is_live=True), name="one_live_tunnel_per_name"
             )
         ]
+        indexes = [
+            # TCP registrations ask which ports of the range other owners had lately
+            # (tunnels/tcp_ports.py's quarantine): only TCP rows, by port, in the index.
+            models.Index(
+                fields=["tcp_port", "-opened_at"],
+                condition=Q(tcp_port__isnull=False),
+                name="tunnelsession_tcp_port",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.subdomain
