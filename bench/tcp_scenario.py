@@ -45,12 +45,13 @@ def free_port_range(width: int) -> str:
     """ "a-b": `width` consecutive loopback ports that are free right now."""
     for _ in range(200):
         low = random.randrange(RANGE_LOW, RANGE_HIGH - width)
-        if all(_free(port) for port in range(low, low + width)):
+        if all(port_free(port) for port in range(low, low + width)):
             return f"{low}-{low + width - 1}"
     raise StartError(f"no {width} free consecutive ports in {RANGE_LOW}-{RANGE_HIGH}")
 
 
-def _free(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """Whether nothing holds loopback `port` now: binding it ourselves says."""
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))

@@ -254,15 +254,18 @@ def basic_auth_values(
     return values
 
 
-def parse_settings(
+def read_flags(
+    parser: argparse.ArgumentParser,
     argv: Sequence[str],
     environ: Mapping[str, str],
-    ask: Callable[[str], str] | None = None,
-) -> Settings:
-    """Flags, then environment variables, then the saved login, then defaults. `ask` asks
-    the user for a password (--basic-auth USER); None: no terminal to ask on."""
+    value_flags: Mapping[str, str],
+    bool_flags: Mapping[str, str],
+) -> tuple[dict[str, typing.Any], dict[str, str]]:
+    """`argv` parsed by `parser`, then what the environment sets of what the flags left
+    unset (LIST_FLAGS, and the parser's `value_flags` and `bool_flags`: dest -> variable):
+    the values, and where each value flag's came from (for messages)."""
     try:
-        args = build_parser().parse_args(list(argv))
+        args = parser.parse_args(list(argv))
     except SystemExit as exc:
         if exc.code in (0, None):
             raise
@@ -271,14 +274,62 @@ def parse_settings(
     for dest, env in LIST_FLAGS.items():
         if not values[dest] and environ.get(env):
             values[dest] = split_list(environ[env])
-    origin = {dest: f"--{dest.replace('_', '-')}" for dest in VALUE_FLAGS}
-    for dest, env in VALUE_FLAGS.items():
+    origin = {dest: f"--{dest.replace('_', '-')}" for dest in value_flags}
+    for dest, env in value_flags.items():
         if values[dest] is None and environ.get(env):
             values[dest] = environ[env]
             origin[dest] = f"{env} (environment)"
-    for dest, env in BOOL_FLAGS.items():
+    for dest, env in bool_flags.items():
         if values[dest] is None:
             values[dest] = env_bool(env, environ[env]) if env in environ else False
+    return values, origin
+
+
+def relay_and_token(
+    values: dict[str, typing.Any], origin: dict[str, str], environ: Mapping[str, str]
+) -> tuple[str, str | None]:
+    """The relay URL (the flag, else the saved login's, else the default) and the token
+    (the flag, LT_TOKEN, else the saved login's when it is for this relay)."""
+    login = load_login()
+    try:
+        host = check_host(values["host"] or (login.host if login else DEFAULT_HOST))
+    except UsageError as exc:
+        if values["host"] is None:
+            raise UsageError(f"the saved login's host is bad ({exc}); run lt login") from None
+        raise UsageError(f"{origin['host']}: {exc}") from None
+    token = values["token"] or environ.get(TOKEN_ENV) or None
+    if token is None and login is not None and login.host.rstrip("/") == host:
+        token = login.token
+    return host, token
+
+
+def relay_connector(
+    values: dict[str, typing.Any],
+    origin: dict[str, str],
+    environ: Mapping[str, str],
+    host: str,
+    token: str | None,
+) -> RelayConnector:
+    """How lt reaches the relay (--ca, a forward proxy), once the token may go there."""
+    check_ca(values["ca"], origin["ca"])
+    try:
+        connector = RelayConnector.from_environment(environ)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    refusal = plain_http_token_refusal(host, token, values["insecure"], connector)
+    if refusal:
+        raise UsageError(refusal)
+    return connector
+
+
+def parse_settings(
+    argv: Sequence[str],
+    environ: Mapping[str, str],
+    ask: Callable[[str], str] | None = None,
+) -> Settings:
+    """Flags, then environment variables, then the saved login, then defaults. `ask` asks
+    the user for a password (--basic-auth USER); None: no terminal to ask on."""
+    values, origin = read_flags(build_parser(), argv, environ, VALUE_FLAGS, BOOL_FLAGS)
     if values["local_keepalive"] is None:
         env_value = environ.get(KEEPALIVE_ENV, "true")
         values["local_keepalive"] = env_bool(KEEPALIVE_ENV, env_value or "true")
@@ -290,16 +341,7 @@ def parse_settings(
         raise UsageError(f"{origin['port']} must be a number, not {values['port']!r}") from None
     if not 0 < port < 65536:
         raise UsageError(f"{origin['port']} must be 1-65535, not {port}")
-    login = load_login()
-    try:
-        host = check_host(values["host"] or (login.host if login else DEFAULT_HOST))
-    except UsageError as exc:
-        if values["host"] is None:
-            raise UsageError(f"the saved login's host is bad ({exc}); run lt login") from None
-        raise UsageError(f"{origin['host']}: {exc}") from None
-    token = values["token"] or environ.get(TOKEN_ENV) or None
-    if token is None and login is not None and login.host.rstrip("/") == host:
-        token = login.token
+    host, token = relay_and_token(values, origin, environ)
     subdomain = values["subdomain"]
     if subdomain is not None:
         subdomain = subdomain.lower()
@@ -313,14 +355,7 @@ def parse_settings(
             raise UsageError(f"--{dest.replace('_', '-')}: no such file {path!r}")
     if values["local_cert"] and not values["local_key"]:
         raise UsageError("--local-cert needs --local-key")
-    check_ca(values["ca"], origin["ca"])
-    try:
-        connector = RelayConnector.from_environment(environ)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    refusal = plain_http_token_refusal(host, token, values["insecure"], connector)
-    if refusal:
-        raise UsageError(refusal)
+    connector = relay_connector(values, origin, environ, host, token)
     try:
         rules = visitor_rules(
             basic_auth_values(values["basic_auth"], environ, ask),

@@ -13,19 +13,16 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping, Sequence
 
-from .access import split_list, visitor_rules
+from .access import visitor_rules
 from .arguments import (
-    LIST_FLAGS,
     TOKEN_ENV,
     Parser,
     Settings,
     UsageError,
-    check_ca,
-    check_host,
-    env_bool,
+    read_flags,
+    relay_and_token,
+    relay_connector,
 )
-from .config import load_login
-from .connect import RelayConnector, plain_http_token_refusal
 from .limits import HIGHEST_PORT
 from .options import DEFAULT_HOST, TunnelOptions
 
@@ -138,48 +135,21 @@ def _port(value: str, origin: str) -> int:
 def parse_tcp_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     """`lt tcp`'s flags (argv after "tcp"), then the environment, the saved login, defaults."""
     _http_only(argv)
-    try:
-        args = build_tcp_parser().parse_args(list(argv))
-    except SystemExit as exc:
-        if exc.code in (0, None):
-            raise
-        raise UsageError("") from None
-    values = vars(args)
-    for dest, env in LIST_FLAGS.items():
-        if not values[dest] and environ.get(env):
-            values[dest] = split_list(environ[env])
-    origin = {dest: f"--{dest.replace('_', '-')}" for dest in (*VALUE_FLAGS, "remote_port")}
-    for dest, env in (*VALUE_FLAGS.items(), ("remote_port", REMOTE_PORT_ENV)):
-        if values[dest] is None and environ.get(env):
-            values[dest] = environ[env]
-            origin[dest] = f"{env} (environment)"
-    for dest, env in BOOL_FLAGS.items():
-        if values[dest] is None:
-            values[dest] = env_bool(env, environ[env]) if env in environ else False
+    values, origin = read_flags(
+        build_tcp_parser(),
+        argv,
+        environ,
+        {**VALUE_FLAGS, "remote_port": REMOTE_PORT_ENV},
+        BOOL_FLAGS,
+    )
     if values["port"] is None:
         raise UsageError("--port is required (the local port to expose)")
     port = _port(values["port"], origin["port"])
     remote_port = None
     if values["remote_port"] is not None:
         remote_port = _port(values["remote_port"], origin["remote_port"])
-    login = load_login()
-    try:
-        host = check_host(values["host"] or (login.host if login else DEFAULT_HOST))
-    except UsageError as exc:
-        if values["host"] is None:
-            raise UsageError(f"the saved login's host is bad ({exc}); run lt login") from None
-        raise UsageError(f"{origin['host']}: {exc}") from None
-    token = values["token"] or environ.get(TOKEN_ENV) or None
-    if token is None and login is not None and login.host.rstrip("/") == host:
-        token = login.token
-    check_ca(values["ca"], origin["ca"])
-    try:
-        connector = RelayConnector.from_environment(environ)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    refusal = plain_http_token_refusal(host, token, values["insecure"], connector)
-    if refusal:
-        raise UsageError(refusal)
+    host, token = relay_and_token(values, origin, environ)
+    relay_connector(values, origin, environ, host, token)
     try:
         rules = visitor_rules((), values["cidr_allow"] or (), values["cidr_deny"] or (), False)
     except ValueError as exc:

@@ -8,7 +8,6 @@ bench/tcp_transfer.py, through a tunnel's tcp://host:port or directly.
 from __future__ import annotations
 
 import re
-import socket
 import sqlite3
 import subprocess
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from bench.procs import client_env
 
 # RELAY_TCP_PORTS for a test relay: the same free range make bench picks.
 from bench.tcp_scenario import free_port_range as free_port_range
+from bench.tcp_scenario import port_free
 from harness.processes import PYTHON, ROOT, Process, ProcessGroup
 from harness.relay import Relay
 
@@ -26,18 +26,9 @@ START_S = 20.0
 URL = re.compile(r"your url is: (tcp://([^\s:/]+):(\d+))")
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def port_is_held(port: int) -> bool:
     """Does a listener (the relay's) hold the port? Binding it ourselves says."""
-    return not _free(port)
+    return not port_free(port)
 
 
 def start_tcp_app(group: ProcessGroup) -> int:
