@@ -11,8 +11,6 @@ Screenshots of both go to artifacts/ (gitignored).
 
 from __future__ import annotations
 
-import contextlib
-import random
 import socket
 import socketserver
 import threading
@@ -29,6 +27,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from bench.procs import client_env
+from bench.tcp_scenario import free_port_range
 
 from .conftest import start_relay
 
@@ -42,21 +41,6 @@ user = User.objects.create_user({user!r}, password={password!r})
 ReservedTcpPort.objects.create(port={port}, user=user, note="erin's database")
 print(ApiToken.issue(user, name="tcp")[1])
 """
-
-
-def free_port_range(span: int) -> tuple[int, int]:
-    """`span` consecutive ports nobody listens on now (the relay takes its own from them)."""
-    for _ in range(50):
-        first = random.randrange(42000, 60000 - span)
-        try:
-            with contextlib.ExitStack() as stack:
-                for port in range(first, first + span):
-                    probe = stack.enter_context(socket.socket())
-                    probe.bind(("127.0.0.1", port))
-            return first, first + span - 1
-        except OSError:
-            continue
-    raise AssertionError(f"no {span} free consecutive ports between 42000 and 60000")
 
 
 class _Echo(socketserver.BaseRequestHandler):
@@ -86,7 +70,7 @@ def tcp_relay(
 ) -> Iterator[tuple[Relay, str, int]]:
     """A relay offering TCP tunnels, erin with a token and a reserved port (the range's
     first)."""
-    first, last = free_port_range(PORT_SPAN)
+    first, last = map(int, free_port_range(PORT_SPAN).split("-"))
     group = ProcessGroup()
     try:
         with pytest.MonkeyPatch.context() as patch:

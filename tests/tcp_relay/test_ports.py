@@ -1,11 +1,12 @@
 """relay/pool/tcp_ports.py's search for a TCP tunnel's port, on real loopback listeners: over
 small ranges and reserved sets (hypothesis), every free port that is not reserved is handed
-out once, a reserved one never, and the range then answers 503."""
+out once, a reserved one never, and the range then answers 503; a preferred port (the one
+the site says the name had) is given when free, else a random free one, never a held or
+reserved one."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
 from types import SimpleNamespace
 
 import pytest
@@ -14,30 +15,16 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 
+from bench.tcp_scenario import free_port_range
 from relay.pool.errors import RegistrationError
 from relay.pool.tcp_ports import open_side
+from relay.pool.tcp_side import TcpSide
 from relay.pool.tunnel import Tunnel
 
 SPAN = 6  # the largest range tried
 
 
-def _free_span() -> int:
-    """The first of SPAN consecutive ports free on loopback now."""
-    for base in range(31000, 60000, 89):
-        socks = [socket.socket() for _ in range(SPAN)]
-        try:
-            for offset, sock in enumerate(socks):
-                sock.bind(("127.0.0.1", base + offset))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise AssertionError("no free port range on this machine")
-
-
-BASE = _free_span()
+BASE = int(free_port_range(SPAN).split("-")[0])  # SPAN consecutive loopback ports free now
 
 
 def _tunnel(name: str) -> Tunnel:
@@ -110,3 +97,46 @@ def test_a_bind_address_this_host_lacks_is_a_clear_503() -> None:
         assert "on 192.0.2.77 (RELAY_TCP_BIND)" in caught.value.message
 
     asyncio.run(scenario())
+
+
+def _given(preferred: int, reserved: frozenset[int] = frozenset(), held: int = 0) -> set[int]:
+    """The ports open_side gives over 12 tries with `preferred` (after `held` is taken), all
+    as offsets in the range."""
+    base = BASE
+    config = SimpleNamespace(RELAY_TCP_PORTS=(base, base + SPAN - 1), RELAY_TCP_BIND="127.0.0.1")
+
+    async def scenario() -> set[int]:
+        holders: list[Tunnel] = []
+        if held:
+            holder = _tunnel("holder")
+            holder.tcp = TcpSide(base + held)
+            holders.append(holder)
+        given: set[int] = set()
+        for _ in range(12):
+            wanted = SimpleNamespace(
+                port=0,
+                reserved=frozenset(base + port for port in reserved),
+                max_live=0,
+                preferred=base + preferred,
+            )
+            side = await open_side(_tunnel("db"), config, holders, wanted)
+            given.add(side.port - base)
+            server = side.server
+            assert server is not None
+            side.close("test over")
+            await server.wait_closed()
+        return given
+
+    return asyncio.run(scenario())
+
+
+def test_a_free_preferred_port_is_given_every_time() -> None:
+    assert _given(2) == {2}
+
+
+def test_a_held_preferred_port_is_not_given() -> None:
+    assert 2 not in _given(2, held=2)
+
+
+def test_a_reserved_preferred_port_is_not_given() -> None:
+    assert 2 not in _given(2, reserved=frozenset({2}))
