@@ -19,6 +19,7 @@ import pytest
 from harness.accounts import upgraded_pool_connection
 from harness.waiting import wait_until_async
 
+from bench.tcp_scenario import free_port_range
 from relay import face, records
 from relay.pool.registry import get_registry, reset_registry
 from relay.traffic import get_traffic, snapshot
@@ -62,21 +63,9 @@ def rows() -> Iterator[RecordedRows]:
 
 
 def free_range(size: int) -> tuple[int, int]:
-    """`size` consecutive ports free on loopback now (bound and let go)."""
-    for base in range(21000, 60000, 97):
-        held = []
-        try:
-            for port in range(base, base + size):
-                sock = socket.socket()
-                held.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base, base + size - 1
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-    raise AssertionError("no free port range on this machine")
+    """`size` consecutive ports free on loopback now (bound and let go), as RELAY_TCP_PORTS."""
+    first, last = map(int, free_port_range(size).split("-"))
+    return first, last
 
 
 def bindable(port: int) -> bool:
