@@ -122,6 +122,8 @@ def test_an_app_that_stops_reading_ends_when_the_relays_idle_timeout_resets_the_
                 app_saw.append("eof")
             except ConnectionResetError:
                 app_saw.append("reset")
+            finally:
+                writer.close()  # (a FIN, had the test failed, must not leave it open)
 
         server = await asyncio.start_server(app, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
