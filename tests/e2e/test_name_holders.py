@@ -126,7 +126,9 @@ def test_open_tunnel_next_to_a_running_lt_is_refused_and_the_lt_keeps_the_name(n
     assert "in use by another client of yours" in message, message
     assert "connected from 127.0.0.1 since" in message and "--takeover" in message, message
     assert bodies(relay, name) == {"app-a"}  # never the second app
-    assert relay.sockets(name) == 10
+    # still its ten: the npm client replaces a socket it closed at once, so counted a moment
+    # after the visits one may be on its way back
+    relay.wait_for_sockets(name, 10)
     assert first.proc.poll() is None
 
 
@@ -140,7 +142,9 @@ def test_a_second_npm_client_for_a_live_name_prints_the_refusal_and_exits(names_
     assert "in use by another client of yours" in second.output(), second.output()
     assert "your url is" not in second.output()
     assert bodies(relay, name) == {"app-a"}
-    assert relay.sockets(name) == 10
+    # still its ten: the npm client replaces a socket it closed at once, so counted a moment
+    # after the visits one may be on its way back
+    relay.wait_for_sockets(name, 10)
     assert first.proc.poll() is None
 
 
@@ -156,7 +160,9 @@ def test_takeover_disconnects_the_old_client_which_exits(names_relay, procs):
     assert "was taken over by another client" in old.output(), old.output()
     assert "registering again" not in old.output().split("taken over")[-1]
     assert bodies(relay, name) == {"app-b"}
-    assert relay.sockets(name) == 10
+    # still its ten: the npm client replaces a socket it closed at once, so counted a moment
+    # after the visits one may be on its way back
+    relay.wait_for_sockets(name, 10)
     assert new.proc.poll() is None
 
 
@@ -173,7 +179,9 @@ def test_an_anonymous_tunnel_is_never_taken_over_while_its_client_is_connected(
     assert exit_code(thief) == EXIT_TAKEN, thief.output()
     assert "never taken over" in thief.output(), thief.output()
     assert bodies(relay, name) == {"app-a"}
-    assert relay.sockets(name) == 10
+    # still its ten: the npm client replaces a socket it closed at once, so counted a moment
+    # after the visits one may be on its way back
+    relay.wait_for_sockets(name, 10)
     assert old.proc.poll() is None
 
 
