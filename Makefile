@@ -13,12 +13,13 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(VENV)/.deps-run: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e .
+# The server, and the lt client (its own distribution, client/pyproject.toml) beside it.
+$(VENV)/.deps-run: pyproject.toml client/pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e . -e ./client
 	touch $@
 
-$(VENV)/.deps-test: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[test]'
+$(VENV)/.deps-test: pyproject.toml client/pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[test]' -e ./client
 	touch $@ $(VENV)/.deps-run
 
 $(NPM_LT):
@@ -64,7 +65,7 @@ test: $(VENV)/.deps-test $(NPM_LT) /usr/bin/chromium /usr/bin/chromedriver /usr/
 	$(PY) manage.py makemigrations --check --dry-run -v0
 	# Which way imports point ([tool.importlinter] in pyproject.toml; docs/architecture.md).
 	$(VENV)/bin/lint-imports
-	# Types: relay, client, tunnels and tunnelsite ([tool.mypy] in pyproject.toml).
+	# Types: relay, tunnelsite_client, tunnels and tunnelsite ([tool.mypy] in pyproject.toml).
 	$(PY) -m mypy
 	# Three workers, one test file each at a time: the suite mostly waits on real processes and
 	# sockets (about 3 CPU-minutes in 9 wall-minutes when run serially).
@@ -74,7 +75,7 @@ lint: $(VENV)/.deps-test
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 
-# mypy (with django-stubs) over relay, client, tunnels and tunnelsite: [tool.mypy] in pyproject.toml
+# mypy (with django-stubs) over relay, tunnelsite_client, tunnels and tunnelsite: [tool.mypy] in pyproject.toml
 # (`make test` runs it too).
 typecheck: $(VENV)/.deps-test
 	$(PY) -m mypy

@@ -3,7 +3,7 @@
 `FrameReader` is fed the bytes as they come and returns the frames they complete. A DATA
 frame's payload is handed out in pieces as it arrives, so nothing holds a whole frame; the
 control frames (OPEN, EOF, CLOSE) are small and returned whole. Malformed input raises
-`FrameError`, after which the connection is closed. client/tcp_frames.py is the same code
+`FrameError`, after which the connection is closed. tunnelsite_client/tcp_frames.py is the same code
 with the client's constants (the client imports nothing of the server);
 tests/unit/test_tcp_frames.py checks the two against each other.
 """

@@ -168,7 +168,7 @@ async def _attempt(
             # answer before reading the body, then take the body for a request of its own,
             # and that client passes the second answer on whenever it comes, possibly in the
             # next visitor's exchange. Our lt (it sends a client id) frames each exchange
-            # itself and drops its local connection after a body (client/keepalive.py
+            # itself and drops its local connection after a body (tunnelsite_client/keepalive.py
             # `ready_for_next`). The other rules for raw pipes are in
             # PoolSocket.finish_exchange.
             reusable = conn.finish_exchange(bool(progress.body))

@@ -1,5 +1,5 @@
 """A TCP tunnel's client for tests: one pool connection speaking frames (relay.protocol, "TCP
-tunnels"; the codec is our lt's, client/tcp_frames.py), honest or hostile.
+tunnels"; the codec is our lt's, client/tunnelsite_client/tcp_frames.py), honest or hostile.
 
 `FramePeer.connect(port)` opens a raw pool connection to a tunnel's pool listener. The test
 then reads what the relay sends frame by frame (`next_frame`, `expect_open`) and writes
@@ -23,11 +23,11 @@ from django.conf import settings
 from harness.pool_listener import pool_listener
 from harness.waiting import wait_until_async
 
-from client.limits import TCP_CLOSE, TCP_DATA, TCP_EOF, TCP_OPEN
-from client.tcp_frames import FrameReader, data_frames, frame, reason_payload
 from relay.pool.tcp_side import TcpSide
 from relay.pool.tcp_visitor import TcpVisitor
 from relay.pool.tunnel import Tunnel
+from tunnelsite_client.limits import TCP_CLOSE, TCP_DATA, TCP_EOF, TCP_OPEN
+from tunnelsite_client.tcp_frames import FrameReader, data_frames, frame, reason_payload
 
 IO_TIMEOUT_S = 10.0
 READ_BYTES = 64 * 1024

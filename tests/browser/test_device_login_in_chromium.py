@@ -17,7 +17,7 @@ from harness.waiting import wait_until
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from client.cli import EXIT_DENIED
+from tunnelsite_client.cli import EXIT_DENIED
 
 from .conftest import sign_in_as
 

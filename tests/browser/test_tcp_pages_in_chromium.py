@@ -91,7 +91,7 @@ def tcp_tunnel(
     """`lt tcp` on erin's reserved port, and one visitor connected through it (echoed)."""
     relay, token, port = tcp_relay
     environ = {**client_env(), "LT_CONFIG_DIR": str(launcher.config_dir), "PYTHONUNBUFFERED": "1"}
-    args = [PYTHON, "-m", "client.cli", "tcp", "--port", str(echo_app)]
+    args = [PYTHON, "-m", "tunnelsite_client.cli", "tcp", "--port", str(echo_app)]
     args += ["--host", f"http://localhost:{relay.port}", "--token", token]
     process = launcher.group.start([*args, "--remote-port", str(port)], environ, name="lt tcp")
     url = process.wait_for_line(r"your url is: (tcp://\S+)").group(1)

@@ -1,4 +1,5 @@
-"""One AddressWatch per pool (client/address_watch.py): each distinct local address of the
+"""One AddressWatch per pool (tunnelsite_client/address_watch.py): each distinct local address of
+the
 pool's connections is checked once per interval, however many connections share it; a gone
 address wakes the connections made from it and only those; close() ends the watch; a
 connection whose socket cannot say its address waits quietly (nothing raised, nothing woken).
@@ -18,7 +19,7 @@ from contextlib import asynccontextmanager
 
 from harness.waiting import IO_TIMEOUT_S, wait_until_async
 
-from client.address_watch import AddressWatch, is_local, local_address
+from tunnelsite_client.address_watch import AddressWatch, is_local, local_address
 
 INTERVAL_S = 0.02  # short, so a test sees many rounds in a fraction of a second
 HOME, OTHER = "127.0.0.1", "127.0.0.2"

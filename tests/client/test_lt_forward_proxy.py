@@ -22,9 +22,15 @@ from harness.relay import Relay, free_port, issue_token
 from harness.relay_double import RelayDouble
 from harness.waiting import IO_TIMEOUT_S
 
-from client.connect import ProxyError, RelayConnector, bypasses_proxy, is_lasting, parse_proxy
-from client.limits import PROXY_MAX_HEAD_BYTES
-from client.registration import Registration, RelayUnreachable, register
+from tunnelsite_client.connect import (
+    ProxyError,
+    RelayConnector,
+    bypasses_proxy,
+    is_lasting,
+    parse_proxy,
+)
+from tunnelsite_client.limits import PROXY_MAX_HEAD_BYTES
+from tunnelsite_client.registration import Registration, RelayUnreachable, register
 
 TOKEN = "lt_k3x9q2abSECRETtokenNEVERprinted"
 PROXY_USER = "alice"
@@ -90,7 +96,7 @@ class Recorder:
             )
 
 
-# -- the connector (client/connect.py) through tinyproxy -----------------------------
+# -- the connector (tunnelsite_client/connect.py) through tinyproxy -----------------------------
 
 
 def test_registration_goes_through_connect_and_the_token_only_inside_tls(
@@ -326,7 +332,7 @@ def through_misbehaving(answer: bytes) -> ProxyError:
 def test_a_proxy_that_never_answers_connect_is_given_up_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("client.connect.PROXY_CONNECT_TIMEOUT_S", 0.3)
+    monkeypatch.setattr("tunnelsite_client.connect.PROXY_CONNECT_TIMEOUT_S", 0.3)
     error = through_misbehaving(b"")
     assert "did not answer CONNECT relay.example:443 in time" in error.message
     assert not is_lasting(error)

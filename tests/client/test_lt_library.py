@@ -1,4 +1,4 @@
-"""`from client import open_tunnel` and the thread-backed sync wrapper."""
+"""`from tunnelsite_client import open_tunnel` and the thread-backed sync wrapper."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from harness.lt_process import name_of
 from harness.waiting import wait_until
 
-from client import TunnelError, open_tunnel, open_tunnel_sync
+from tunnelsite_client import TunnelError, open_tunnel, open_tunnel_sync
 
 if TYPE_CHECKING:
     from harness.relay_double import RelayDouble

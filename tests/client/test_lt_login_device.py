@@ -1,4 +1,5 @@
-"""`lt login --host URL` without a token (client/device_login.py against tunnels/device.py):
+"""`lt login --host URL` without a token (tunnelsite_client/device_login.py against
+tunnels/device.py):
 the real `lt` process against a real relay. The approval here is the relay's own decision
 function run by `manage.py shell` (tests/browser/test_device_login_in_chromium.py approves
 in Chromium); what is under test is lt: what it prints, the browser it opens, its polling,
@@ -19,11 +20,17 @@ from harness.relay import Relay, manage
 from harness.relay_double import RelayDouble
 from harness.waiting import wait_until
 
-from client import __version__
-from client.cli import EXIT_DENIED, EXIT_EXPIRED, EXIT_INTERRUPTED, EXIT_UNSUPPORTED, EXIT_USAGE
-from client.connect import RelayConnector
-from client.device_login import DeviceCode, DeviceLoginError, Granted, poll_token
-from client.limits import DEVICE_SLOW_DOWN_STEP_S
+from tunnelsite_client import __version__
+from tunnelsite_client.cli import (
+    EXIT_DENIED,
+    EXIT_EXPIRED,
+    EXIT_INTERRUPTED,
+    EXIT_UNSUPPORTED,
+    EXIT_USAGE,
+)
+from tunnelsite_client.connect import RelayConnector
+from tunnelsite_client.device_login import DeviceCode, DeviceLoginError, Granted, poll_token
+from tunnelsite_client.limits import DEVICE_SLOW_DOWN_STEP_S
 
 CODE_LINE = r"open (\S+) and enter the code: ([A-Z]{4}-[A-Z]{4})$"
 

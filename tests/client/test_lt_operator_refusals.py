@@ -15,8 +15,8 @@ import pytest
 from harness.lt_process import name_of
 from harness.terminal import Terminal
 
-from client.library import open_tunnel
-from client.tunnel import TunnelError
+from tunnelsite_client.library import open_tunnel
+from tunnelsite_client.tunnel import TunnelError
 
 if TYPE_CHECKING:
     from harness.local_apps import ThreadedHttpApp
@@ -132,7 +132,15 @@ def test_on_a_terminal_lt_asks_for_the_password_and_shows_the_rules_without_it(
     relay: RelayDouble, app: ThreadedHttpApp, lt_env: dict[str, str]
 ):
     env = {**lt_env, "TERM": "xterm-256color"}
-    args = [sys.executable, "-m", "client.cli", "--port", str(app.port), "--host", relay.url]
+    args = [
+        sys.executable,
+        "-m",
+        "tunnelsite_client.cli",
+        "--port",
+        str(app.port),
+        "--host",
+        relay.url,
+    ]
     terminal = Terminal([*args, "--basic-auth", "alice", "--cidr-allow", "::1"], env)
     try:
         terminal.wait_for(r"password for visitors' user 'alice': ")

@@ -17,10 +17,10 @@ import pytest
 from harness.lt_process import LtProcess, name_of
 from harness.relay_double import RelayDouble
 
-from client import open_tunnel_sync
-from client.arguments import UsageError, parse_settings
-from client.connect import RelayConnector, plain_http_token_refusal
-from client.registration import (
+from tunnelsite_client import open_tunnel_sync
+from tunnelsite_client.arguments import UsageError, parse_settings
+from tunnelsite_client.connect import RelayConnector, plain_http_token_refusal
+from tunnelsite_client.registration import (
     POOL_KIND_HEADER,
     POOL_KIND_UPGRADE,
     RegistrationError,

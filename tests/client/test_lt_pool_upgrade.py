@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from client.pool_upgrade import PoolRefused, pool_endpoint, upgrade_request
-from client.redact import redact
-from client.registration import parse_registration, register
+from tunnelsite_client.pool_upgrade import PoolRefused, pool_endpoint, upgrade_request
+from tunnelsite_client.redact import redact
+from tunnelsite_client.registration import parse_registration, register
 
 SECRET = "ab" * 32
 RELAY = "https://relay.example"

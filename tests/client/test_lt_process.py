@@ -292,7 +292,7 @@ def test_it_keeps_serving_when_the_reader_of_its_output_goes_away(relay: RelayDo
         [
             sys.executable,
             "-m",
-            "client.cli",
+            "tunnelsite_client.cli",
             "--port",
             str(app.port),
             "--host",

@@ -9,7 +9,7 @@ import h11
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client.exchange import LocalTarget, PoolSocketProxy, RequestLog, rewrite_host
+from tunnelsite_client.exchange import LocalTarget, PoolSocketProxy, RequestLog, rewrite_host
 
 WAIT_S = 10.0
 
@@ -482,9 +482,10 @@ def test_a_request_smuggled_in_a_body_the_app_never_read_is_not_answered_to_the_
 
 
 def test_a_kept_connection_reports_stray_bytes_and_its_end_while_idle_and_right_before_reuse():
-    """client/local.py on real TCP: what the proxy learns about an idle kept connection."""
-    from client.idle_state import CLOSED, QUIET, STRAY
-    from client.local import connect
+    """tunnelsite_client/local.py on real TCP: what the proxy learns about an idle kept
+    connection."""
+    from tunnelsite_client.idle_state import CLOSED, QUIET, STRAY
+    from tunnelsite_client.local import connect
 
     async def scenario() -> None:
         accepted: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()

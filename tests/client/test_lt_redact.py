@@ -1,4 +1,4 @@
-"""The one masking helper every line `lt` prints goes through (client/redact.py)."""
+"""The one masking helper every line `lt` prints goes through (tunnelsite_client/redact.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from urllib.parse import quote
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from client import redact as client_side
-from client.redact import MASK, redact, redact_url, secrets_of
 from tunnels import tokens as relay_side
+from tunnelsite_client import redact as client_side
+from tunnelsite_client.redact import MASK, redact, redact_url, secrets_of
 
 TOKEN_BODY = string.ascii_letters + string.digits + "-_"
 tokens = st.builds(

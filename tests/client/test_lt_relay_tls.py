@@ -17,12 +17,12 @@ import trustme
 from harness.lt_process import LtProcess, name_of
 from harness.relay_double import RelayDouble, tls_double
 
-from client import TunnelError, open_tunnel_sync
-from client.arguments import UsageError, parse_settings
-from client.config import Login, login_path, save_login
-from client.connect import INSECURE_WARNING, is_loopback
-from client.options import TunnelOptions
-from client.tunnel import CannotConnect, ClientTunnel
+from tunnelsite_client import TunnelError, open_tunnel_sync
+from tunnelsite_client.arguments import UsageError, parse_settings
+from tunnelsite_client.config import Login, login_path, save_login
+from tunnelsite_client.connect import INSECURE_WARNING, is_loopback
+from tunnelsite_client.options import TunnelOptions
+from tunnelsite_client.tunnel import CannotConnect, ClientTunnel
 
 TOKEN = "lt_k3x9q2abSECRETtokenNEVERprinted"
 UNTRUSTED = "the relay's certificate is not trusted"
@@ -256,7 +256,7 @@ def test_the_library_takes_ca_and_refuses_an_untrusted_relay_at_once(
 def test_the_library_logs_the_insecure_warning(
     tls_relay: RelayDouble, app, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="client"):
+    with caplog.at_level(logging.WARNING, logger="tunnelsite_client"):
         with open_tunnel_sync(app.port, https_url(tls_relay), insecure=True) as tunnel:
             assert tunnel.url
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from harness.local_apps import ThreadedHttpApp
     from harness.relay_double import RelayDouble
 
-LT = [sys.executable, "-m", "client.cli"]
+LT = [sys.executable, "-m", "tunnelsite_client.cli"]
 
 
 def test_the_status_block_shows_styles_not_markup_while_requests_scroll_above_it(

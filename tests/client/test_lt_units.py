@@ -13,14 +13,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from client.arguments import UsageError, parse_settings
-from client.backoff import FIRST_DELAY_S, MAX_DELAY_S, delay_for
-from client.cli import EXIT_USAGE, exit_code_for, main
-from client.config import Login, delete_login, load_login, login_path, save_login
-from client.display import human_bytes, request_line
-from client.http import Answer, split_userinfo
-from client.options import DEFAULT_HOST
-from client.registration import (
+from tunnelsite_client.arguments import UsageError, parse_settings
+from tunnelsite_client.backoff import FIRST_DELAY_S, MAX_DELAY_S, delay_for
+from tunnelsite_client.cli import EXIT_USAGE, exit_code_for, main
+from tunnelsite_client.config import Login, delete_login, load_login, login_path, save_login
+from tunnelsite_client.display import human_bytes, request_line
+from tunnelsite_client.http import Answer, split_userinfo
+from tunnelsite_client.options import DEFAULT_HOST
+from tunnelsite_client.registration import (
     MAX_POOL_SOCKETS,
     _real_status,
     _retry_after,
@@ -28,9 +28,9 @@ from client.registration import (
     is_valid_subdomain,
     parse_registration,
 )
-from client.replay import may_resend
-from client.target import RequestLog
-from client.tunnel import is_fatal
+from tunnelsite_client.replay import may_resend
+from tunnelsite_client.target import RequestLog
+from tunnelsite_client.tunnel import is_fatal
 
 
 @pytest.fixture(autouse=True)
@@ -243,7 +243,7 @@ def test_a_refusal_with_a_status_that_is_no_number_keeps_the_answers_status(stat
 
 def test_the_client_imports_nothing_from_the_server():
     code = (
-        "import sys, client, client.cli, client.display;"
+        "import sys, tunnelsite_client, tunnelsite_client.cli, tunnelsite_client.display;"
         "server = {'django', 'channels', 'daphne', 'twisted', 'relay', 'tunnels', 'tunnelsite'};"
         "print(sorted({m.split('.')[0] for m in sys.modules} & server))"
     )

@@ -17,9 +17,9 @@ from harness.terminal import Terminal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from client.access import VisitorRules, check_cidr, visitor_rules
-from client.arguments import UsageError, parse_settings
-from client.limits import MAX_BASIC_AUTH_CHARS, MAX_BASIC_AUTH_USERS, MAX_CIDRS
+from tunnelsite_client.access import VisitorRules, check_cidr, visitor_rules
+from tunnelsite_client.arguments import UsageError, parse_settings
+from tunnelsite_client.limits import MAX_BASIC_AUTH_CHARS, MAX_BASIC_AUTH_USERS, MAX_CIDRS
 
 if TYPE_CHECKING:
     from harness.local_apps import ThreadedHttpApp
@@ -233,7 +233,7 @@ def test_the_docs_example_lines_run_and_send_what_they_say(
             for word in words[1:]
         ]
         expected = parse_settings(argv, lt_env, ask=lambda prompt: PASSWORD).options
-        terminal = Terminal([sys.executable, "-m", "client.cli", *argv], lt_env)
+        terminal = Terminal([sys.executable, "-m", "tunnelsite_client.cli", *argv], lt_env)
         try:
             for user in [v for v in expected.basic_auth if v.endswith(f":{PASSWORD}")]:
                 terminal.wait_for(rf"password for visitors' user '{user.split(':')[0]}': ")

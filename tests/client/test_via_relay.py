@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from client import ClientTunnel, SyncTunnel, TunnelOptions, via_relay
+from tunnelsite_client import ClientTunnel, SyncTunnel, TunnelOptions, via_relay
 
 
 def opened(host: str, url: str) -> ClientTunnel:

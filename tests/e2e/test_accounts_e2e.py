@@ -2,7 +2,8 @@
 
 Every process is real: relays started with `RELAY_ALLOW_ANONYMOUS=false`, the npm client
 (`localtunnel@2.0.2`, token in the host URL's user part, which axios sends as HTTP Basic),
-our `lt` (`python -m client.cli --token`), and the local app. Users, plans, reserved names and
+our `lt` (`python -m tunnelsite_client.cli --token`), and the local app. Users, plans, reserved
+names and
 tokens are written into each relay's own database with `manage.py shell -c`; the relay reads
 them at registration. Revocation goes through `manage.py revoketoken` in a separate process,
 which reaches the relay over Redis (a relay started with `REDIS_URL`).
@@ -116,7 +117,7 @@ class Clients:
         env = client_env()
         if kind == "ours":
             env.update(LT_CONFIG_DIR=self.config_dir, PYTHONUNBUFFERED="1")
-            args = [PYTHON, "-m", "client.cli", "--port", str(app_port)]
+            args = [PYTHON, "-m", "tunnelsite_client.cli", "--port", str(app_port)]
             args += ["--host", f"http://localhost:{relay.port}", "--token", token]
         else:
             if not NPM_LT.exists():

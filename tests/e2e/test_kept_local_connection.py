@@ -90,7 +90,7 @@ def start_our_lt_process(
 ) -> tuple[str, Process]:
     env = client_env(**(env_extra or {}))
     env.update(LT_CONFIG_DIR=tmp, PYTHONUNBUFFERED="1")
-    args = [PYTHON, "-m", "client.cli", "--port", str(app_port), *extra]
+    args = [PYTHON, "-m", "tunnelsite_client.cli", "--port", str(app_port), *extra]
     process = processes.start(
         [*args, "--host", f"http://localhost:{relay.port}"], env, name="our lt"
     )

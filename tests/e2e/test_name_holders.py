@@ -22,7 +22,7 @@ from harness.relay import NPM_LT, Relay, issue_token
 from harness.waiting import unique_name
 
 from bench.procs import client_env
-from client import TunnelError, open_tunnel
+from tunnelsite_client import TunnelError, open_tunnel
 
 EXIT_TIMEOUT_S = 20.0  # a refused or replaced client must be gone well before this
 EXIT_FORBIDDEN = 4
@@ -59,7 +59,7 @@ class Procs:
         env = client_env()
         if kind == "ours":
             env.update(LT_CONFIG_DIR=str(self.tmp / "lt-config"), PYTHONUNBUFFERED="1")
-            args = [PYTHON, "-m", "client.cli"]
+            args = [PYTHON, "-m", "tunnelsite_client.cli"]
         else:
             assert NPM_LT.exists(), "the npm client is not installed; run `make test` once"
             args = [str(NPM_LT)]

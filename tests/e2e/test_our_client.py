@@ -1,4 +1,5 @@
-"""End to end with our `lt` (`python -m client.cli`): visitor -> real relay -> `lt` -> local app.
+"""End to end with our `lt` (`python -m tunnelsite_client.cli`): visitor -> real relay -> `lt` ->
+local app.
 
 Every process is real: the relay (`manage.py runrelay --port 0`), our client, and the local
 app (`tests/apps/local_app.py`, also over TLS with trustme certificates). The client reads
@@ -25,7 +26,7 @@ from harness.waiting import unique_name, wait_until
 from harness.websocket import run_websocket
 from websockets.asyncio.client import ClientConnection
 
-from client import open_tunnel
+from tunnelsite_client import open_tunnel
 
 from .appdata import GREETING, pattern
 

@@ -125,7 +125,7 @@ def start_our_lt(
 ) -> tuple[Process, str, str]:
     environ = client_env()
     environ.update(LT_CONFIG_DIR=str(config), PYTHONUNBUFFERED="1")
-    args = [PYTHON, "-m", "client.cli", "--port", str(app.port), "--ca", str(ca)]
+    args = [PYTHON, "-m", "tunnelsite_client.cli", "--port", str(app.port), "--ca", str(ca)]
     process = group.start([*args, "--host", f"https://127.0.0.1:{port}"], environ, name="our lt")
     url = process.wait_for_line(r"your url is: (\S+)").group(1)
     return process, url, re.match(r"https://([^.]+)\.", url).group(1)  # type: ignore[union-attr]
@@ -451,7 +451,7 @@ def test_lt_pointed_at_the_redirect_port_stops_and_names_the_https_url(
     _, port = tls_relay(group, db, cert, key, domain="localhost", **env)
     environ = client_env()
     environ.update(LT_CONFIG_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
-    args = [PYTHON, "-m", "client.cli", "--port", str(local_app.port)]
+    args = [PYTHON, "-m", "tunnelsite_client.cli", "--port", str(local_app.port)]
     lt = group.start([*args, "--host", f"http://localhost:{redirect}"], environ, name="lt")
     assert lt.wait(timeout=START_S) == 1, lt.output()
     assert f"run lt with --host https://localhost:{port}" in lt.output(), lt.output()
@@ -464,7 +464,7 @@ def test_lt_speaking_plain_http_to_the_https_port_is_told_to_try_https(
     _, port = relay_https
     environ = client_env()
     environ.update(LT_CONFIG_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
-    args = [PYTHON, "-m", "client.cli", "--port", str(local_app.port)]
+    args = [PYTHON, "-m", "tunnelsite_client.cli", "--port", str(local_app.port)]
     lt = group.start([*args, "--host", f"http://127.0.0.1:{port}"], environ, name="lt")
     lt.wait_for_line(
         rf"the relay closed the connection without an answer \(if it serves https on that "

@@ -67,7 +67,9 @@ def lt_env(tmp_path: Path) -> dict[str, str]:
 
 
 def start_lt(group: ProcessGroup, tmp_path: Path, *args: str) -> Process:
-    return group.start([PYTHON, "-m", "client.cli", "--port", "9", *args], lt_env(tmp_path), "lt")
+    return group.start(
+        [PYTHON, "-m", "tunnelsite_client.cli", "--port", "9", *args], lt_env(tmp_path), "lt"
+    )
 
 
 def closed_port() -> int:
@@ -178,7 +180,9 @@ def test_a_working_tunnel_shows_no_secret_in_its_status_block_or_url(
     hidden = {token, token[11:]}
     env = {**lt_env(tmp_path), "TERM": "xterm-256color"}
     host = f"http://{token}@localhost:{debug_relay.port}"
-    terminal = Terminal([sys.executable, "-m", "client.cli", "--port", "9", "--host", host], env)
+    terminal = Terminal(
+        [sys.executable, "-m", "tunnelsite_client.cli", "--port", "9", "--host", host], env
+    )
     try:
         terminal.wait_for(r"State\s+online")
         terminal.wait_for(r"Relay\s+http://")

@@ -55,7 +55,9 @@ def paste(command: str, tmp_path: Path) -> tuple[int | None, str]:
     group = ProcessGroup()
     env = client_env(LT_CONFIG_DIR=str(tmp_path / "lt-config"), PYTHONUNBUFFERED="1")
     try:
-        process = group.start([PYTHON, "-m", "client.cli", *words[1:]], env, name="pasted lt")
+        process = group.start(
+            [PYTHON, "-m", "tunnelsite_client.cli", *words[1:]], env, name="pasted lt"
+        )
         process.wait_for_line(r"your url is: http://\S+")
         return process.proc.poll(), process.output()
     finally:

@@ -1,4 +1,4 @@
-"""The real `lt` command (`python -m client.cli`) in a subprocess, its output collected
+"""The real `lt` command (`python -m tunnelsite_client.cli`) in a subprocess, its output collected
 line by line, with an environment cleared of everything `lt` reads."""
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ LT_ENV = {
     "LT_CONFIG_DIR",
     "CA",
     "INSECURE",
-    # Who may visit (client/access.py): a test sets them only when it is about them.
+    # Who may visit (tunnelsite_client/access.py): a test sets them only when it is about them.
     *("LT_BASIC_AUTH", "CIDR_ALLOW", "CIDR_DENY", "PRIVATE", "RAW_POOL", "TAKEOVER"),
-    # The forward proxy (client/connect.py): a test sets one only when it is about it.
+    # The forward proxy (tunnelsite_client/connect.py): a test sets one only when it is about it.
     *("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"),
 }
 
@@ -46,7 +46,7 @@ class LtProcess:
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "client.cli", *args],
+            [sys.executable, "-m", "tunnelsite_client.cli", *args],
             cwd=REPO,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -458,7 +458,7 @@ class NetworkRun:
     ) -> Process:
         environ = client_env(LT_CONFIG_DIR=str(self.workdir / "lt-config"), PYTHONUNBUFFERED="1")
         environ.update(env or {})
-        args = [PYTHON, "-m", "client.cli", "--port", str(app.port), "--host", relay.url]
+        args = [PYTHON, "-m", "tunnelsite_client.cli", "--port", str(app.port), "--host", relay.url]
         if relay.ca_file is not None:
             args += ["--ca", str(relay.ca_file)]
         return self.group.start(self.network.client.command([*args, *extra]), environ, "our lt")

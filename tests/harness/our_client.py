@@ -1,4 +1,4 @@
-"""Our `lt` (`python -m client.cli`) as a child process of an end-to-end test."""
+"""Our `lt` (`python -m tunnelsite_client.cli`) as a child process of an end-to-end test."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class OurLtLauncher:
     ) -> Process:
         environ = client_env()
         environ.update(LT_CONFIG_DIR=str(self.config_dir), PYTHONUNBUFFERED="1", **(env or {}))
-        args = [PYTHON, "-m", "client.cli", "--port", str(app_port)]
+        args = [PYTHON, "-m", "tunnelsite_client.cli", "--port", str(app_port)]
         args += ["--host", f"http://localhost:{relay.port}", *extra]
         return self.group.start(args, environ, name="our lt")
 

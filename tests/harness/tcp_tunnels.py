@@ -143,7 +143,16 @@ class LtTcpLauncher:
     def start(self, host: str, app_port: int, *extra: str) -> Process:
         """`lt tcp --port APP --host HOST EXTRA...`, not waited for."""
         environ = client_env(LT_CONFIG_DIR=str(self.config_dir), PYTHONUNBUFFERED="1")
-        args = [PYTHON, "-m", "client.cli", "tcp", "--port", str(app_port), "--host", host]
+        args = [
+            PYTHON,
+            "-m",
+            "tunnelsite_client.cli",
+            "tcp",
+            "--port",
+            str(app_port),
+            "--host",
+            host,
+        ]
         return self.group.start([*args, *extra], environ, name="lt tcp")
 
     def __call__(self, host: str, app_port: int, *extra: str) -> LtTcp:
@@ -156,7 +165,7 @@ class LtTcpLauncher:
 def run_refused(host: str, app_port: int, *extra: str, config_dir: Path) -> tuple[int, str]:
     """`lt tcp` that the relay refuses: its exit code and what it printed (it must exit)."""
     environ = client_env(LT_CONFIG_DIR=str(config_dir), PYTHONUNBUFFERED="1")
-    args = [PYTHON, "-m", "client.cli", "tcp", "--port", str(app_port), "--host", host]
+    args = [PYTHON, "-m", "tunnelsite_client.cli", "tcp", "--port", str(app_port), "--host", host]
     done = subprocess.run(
         [*args, *extra],
         cwd=ROOT,

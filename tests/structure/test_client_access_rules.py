@@ -1,8 +1,8 @@
 """The client's visitor-rule bounds and CIDR rule are the relay's: `lt` refuses, as a usage
 error, what the relay would refuse with a 400, and sends networks the relay reads the same.
 
-The client imports nothing from the server, so it keeps copies (client/limits.py,
-client/access.py); these tests pin them to relay.protocol and tunnels/cidrs.py.
+The client imports nothing from the server, so it keeps copies (client/tunnelsite_client/limits.py,
+client/tunnelsite_client/access.py); these tests pin them to relay.protocol and tunnels/cidrs.py.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from client import access, limits
 from relay import protocol
 from tunnels import cidrs
+from tunnelsite_client import access, limits
 
 BOUNDS = ["MAX_BASIC_AUTH_USERS", "MAX_BASIC_AUTH_CHARS", "MAX_CIDRS", "MAX_ACCESS_HEADER_BYTES"]
 

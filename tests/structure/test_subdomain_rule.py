@@ -1,7 +1,7 @@
 """The client's subdomain rule is the relay's: `lt` refuses exactly the names the relay would.
 
 The client checks a name before registering (a usage error instead of a 403 round trip) and
-imports nothing from the server, so it keeps its own copy of the rule (client/limits.py).
+imports nothing from the server, so it keeps its own copy of the rule (tunnelsite_client/limits.py).
 These tests pin that copy to relay.protocol's on arbitrary text and on the edges.
 """
 
@@ -13,10 +13,10 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from client.limits import SUBDOMAIN_RULE as client_rule
-from client.registration import is_valid_subdomain as client_accepts
 from relay.protocol import SUBDOMAIN_RULE as relay_rule
 from relay.protocol import is_valid_subdomain as relay_accepts
+from tunnelsite_client.limits import SUBDOMAIN_RULE as client_rule
+from tunnelsite_client.registration import is_valid_subdomain as client_accepts
 
 # Names built from the characters the rule is about, so most draws land near its edges
 # (arbitrary text is nearly always refused by both, which proves little on its own).

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(120)
 
 MIB = 1024 * 1024
 QUOTA = 2 * MIB  # the plan's bytes per day (in + out)
-EXIT_FORBIDDEN = 4  # client/cli.py EXIT_CODES[403]
+EXIT_FORBIDDEN = 4  # client/tunnelsite_client/cli.py EXIT_CODES[403]
 
 
 def test_a_plan_without_tcp_tunnels_is_refused_with_its_name(

@@ -1,5 +1,5 @@
 """What a user sees when a TCP tunnel is refused, and a visitor the tunnel's rules refuse:
-lt's message and exit code (client/cli.py's codes: 3 for a 401, 4 for a 403), a reserved
+lt's message and exit code (tunnelsite_client/cli.py's codes: 3 for a 401, 4 for a 403), a reserved
 port that works, and a CIDR deny that closes the visitor before the app hears of it."""
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ from bench.tcp_transfer import connect, stats, upload
 
 pytestmark = pytest.mark.timeout(120)
 
-EXIT_UNAUTHORIZED, EXIT_FORBIDDEN = 3, 4  # client/cli.py EXIT_CODES for 401 and 403
+EXIT_UNAUTHORIZED, EXIT_FORBIDDEN = (
+    3,
+    4,
+)  # client/tunnelsite_client/cli.py EXIT_CODES for 401 and 403
 
 
 @pytest.fixture(scope="module")

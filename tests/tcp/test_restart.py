@@ -105,7 +105,7 @@ def test_each_lt_tcp_gets_its_own_port_back_after_a_relay_restart(
             for user, app, banner in (("eve", eve_app, b"EVE"), ("bob", bob_app, b"BOB")):
                 lt_env = {**os.environ, "LT_CONFIG_DIR": str(tmp_path / user)}
                 lt = group.start(
-                    [PYTHON, "-m", "client.cli", "tcp", "--port", str(app)]
+                    [PYTHON, "-m", "tunnelsite_client.cli", "tcp", "--port", str(app)]
                     + ["--host", f"http://localhost:{port}", "--token", tokens[user]],
                     lt_env,
                     name=f"lt tcp {user}",

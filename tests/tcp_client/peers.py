@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from harness.waiting import IO_TIMEOUT_S
 
-from client.limits import TCP_DATA, TCP_EOF
-from client.tcp_frames import FrameReader, data_frames, frame
-from client.tcp_log import TcpConnectionLog
+from tunnelsite_client.limits import TCP_DATA, TCP_EOF
+from tunnelsite_client.tcp_frames import FrameReader, data_frames, frame
+from tunnelsite_client.tcp_log import TcpConnectionLog
 
 READ_BYTES = 64 * 1024
 

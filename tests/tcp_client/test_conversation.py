@@ -1,4 +1,4 @@
-"""`lt tcp`'s conversations on one pool connection (client/tcp_conversation.py), the test
+"""`lt tcp`'s conversations on one pool connection (tunnelsite_client/tcp_conversation.py), the test
 playing the relay's end over a real loopback connection, with a real local app."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import os
 
 from harness.waiting import wait_until_async
 
-from client.limits import TCP_CLOSE, TCP_DATA, TCP_EOF, TCP_MAX_DATA_BYTES, TCP_OPEN
-from client.tcp_conversation import TcpConnection
+from tunnelsite_client.limits import TCP_CLOSE, TCP_DATA, TCP_EOF, TCP_MAX_DATA_BYTES, TCP_OPEN
+from tunnelsite_client.tcp_conversation import TcpConnection
 
 from .peers import Recorder, closed_port, local_app, pool_connection, run
 

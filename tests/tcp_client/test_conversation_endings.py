@@ -1,5 +1,6 @@
 """How `lt tcp`'s conversations end when the app goes away or stops reading
-(client/tcp_conversation.py): after lt's EOF it sends nothing more for the conversation, and
+(tunnelsite_client/tcp_conversation.py): after lt's EOF it sends nothing more for the conversation,
+and
 an app that takes no bytes does not hold the pool connection past the relay's idle timeout.
 Real loopback sockets: the test playing the relay's end, or the relay's own TcpVisitor in
 this process (tests/apps/tcp_frames_peer.py)."""
@@ -13,8 +14,8 @@ from collections.abc import Awaitable, Callable
 from apps.tcp_frames_peer import reset, tcp_tunnel
 from harness.waiting import IO_TIMEOUT_S, wait_until_async
 
-from client.limits import TCP_CLOSE_SEND_S, TCP_EOF, TCP_OPEN
-from client.tcp_conversation import TcpConnection
+from tunnelsite_client.limits import TCP_CLOSE_SEND_S, TCP_EOF, TCP_OPEN
+from tunnelsite_client.tcp_conversation import TcpConnection
 
 from .peers import Recorder, pool_connection, run
 from .test_conversation import VISITOR, serving

@@ -14,7 +14,7 @@ import pytest
 from harness.lt_process import LtProcess
 from harness.processes import ROOT
 
-from client.limits import TCP_EOF, TCP_OPEN
+from tunnelsite_client.limits import TCP_EOF, TCP_OPEN
 
 from .fake_relay import TCP_PORT, FakeTcpRelay
 

@@ -1,4 +1,5 @@
-"""`lt tcp` on a cluster (client/tcp_node.py): a TCP tunnel's port is owned by the node that
+"""`lt tcp` on a cluster (tunnelsite_client/tcp_node.py): a TCP tunnel's port is owned by the node
+that
 registered it, so lt registers again at that node (named by the answer's pool_url), not at
 --host (the balancer), and falls back to --host only when the node is gone. Two relays'
 TCP sides played by the test (fake_relay.py): the one at --host, and the owner node."""
@@ -11,8 +12,8 @@ import pytest
 from harness.lt_process import LtProcess
 from harness.waiting import wait_until
 
-from client.limits import TCP_SPARE_CONNECTIONS
-from client.tcp_node import NODE_GONE
+from tunnelsite_client.limits import TCP_SPARE_CONNECTIONS
+from tunnelsite_client.tcp_node import NODE_GONE
 
 from .fake_relay import POOL_SECRET, TCP_PORT, FakeTcpRelay
 from .test_lt_tcp_process import lt_tcp

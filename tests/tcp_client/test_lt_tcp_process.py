@@ -14,8 +14,8 @@ import pytest
 from harness.lt_process import LtProcess
 from harness.waiting import IO_TIMEOUT_S, wait_until_async
 
-from client.library import open_tunnel
-from client.limits import TCP_EOF, TCP_OPEN, TCP_SPARE_CONNECTIONS
+from tunnelsite_client.library import open_tunnel
+from tunnelsite_client.limits import TCP_EOF, TCP_OPEN, TCP_SPARE_CONNECTIONS
 
 from .fake_relay import TCP_PORT, FakeTcpRelay
 

@@ -11,12 +11,12 @@ import pytest
 from harness.lt_process import clean_lt_env
 from harness.terminal import Terminal
 
-from client.limits import TCP_CLOSE, TCP_EOF, TCP_OPEN
+from tunnelsite_client.limits import TCP_CLOSE, TCP_EOF, TCP_OPEN
 
 from .fake_relay import TCP_PORT, FakeTcpRelay
 from .peers import closed_port
 
-LT = [sys.executable, "-m", "client.cli", "tcp"]
+LT = [sys.executable, "-m", "tunnelsite_client.cli", "tcp"]
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""A TCP tunnel's pool (client/tcp_pool.py) on a real pool listener: spare connections, one
+"""A TCP tunnel's pool (tunnelsite_client/tcp_pool.py) on a real pool listener: spare connections,
+one
 more per visitor up to max_conn_count, and the extra ones closed once idle."""
 
 from __future__ import annotations
@@ -7,9 +8,9 @@ import asyncio
 
 from harness.waiting import IO_TIMEOUT_S, wait_until_async
 
-from client.limits import TCP_EOF, TCP_OPEN, TCP_SPARE_CONNECTIONS
-from client.registration import Registration
-from client.tcp_pool import TcpPool
+from tunnelsite_client.limits import TCP_EOF, TCP_OPEN, TCP_SPARE_CONNECTIONS
+from tunnelsite_client.registration import Registration
+from tunnelsite_client.tcp_pool import TcpPool
 
 from .peers import Recorder, RelayEnd, local_app, run
 

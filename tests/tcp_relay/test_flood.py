@@ -16,9 +16,9 @@ import time
 from apps.tcp_frames_peer import FramePeer, tcp_tunnel
 from harness.waiting import IO_TIMEOUT_S
 
-from client.limits import TCP_DATA, TCP_EOF
-from client.tcp_frames import frame
 from relay.protocol import EVENTS_PER_TURN
+from tunnelsite_client.limits import TCP_DATA, TCP_EOF
+from tunnelsite_client.tcp_frames import frame
 
 CONNECTIONS = 4
 PAYLOAD_BYTES = 96 * 1024  # per connection, each byte its own frame

@@ -12,7 +12,7 @@ import tracemalloc
 from apps.tcp_frames_peer import tcp_tunnel
 from harness.waiting import IO_TIMEOUT_S
 
-from client.limits import TCP_DATA, TCP_EOF
+from tunnelsite_client.limits import TCP_DATA, TCP_EOF
 
 MIB = 1024 * 1024
 TOTAL = 100 * MIB

@@ -13,8 +13,8 @@ from typing import Any
 from apps.tcp_frames_peer import TcpRun, tcp_tunnel
 from harness.waiting import IO_TIMEOUT_S, wait_until_async
 
-from client.limits import TCP_DATA, TCP_EOF
 from relay.pool.access import Access, VisitorRules
+from tunnelsite_client.limits import TCP_DATA, TCP_EOF
 
 LOOPBACK = [ipaddress.ip_network("127.0.0.0/8")]
 HEADER = b"PROXY TCP4 203.0.113.7 192.0.2.1 40000 20001\r\n"

@@ -13,7 +13,7 @@ import pytest
 from apps.tcp_frames_peer import echo_app, reset, tcp_tunnel
 from harness.waiting import IO_TIMEOUT_S, wait_until_async
 
-from client.limits import TCP_CLOSE
+from tunnelsite_client.limits import TCP_CLOSE
 
 MIB = 1024 * 1024
 

@@ -27,11 +27,11 @@ from twisted.internet.task import Clock
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test.iosim import FakeTransport, connect
 
-from client.limits import TCP_DATA, TCP_EOF, TCP_OPEN
-from client.tcp_frames import FrameReader, data_frames, frame
 from relay.pool.tunnel import Tunnel
 from relay.pool.upgraded import UpgradedPool
 from relay.run.tls import ReloadableTLS
+from tunnelsite_client.limits import TCP_DATA, TCP_EOF, TCP_OPEN
+from tunnelsite_client.tcp_frames import FrameReader, data_frames, frame
 
 MIB = 1024 * 1024
 PUMP_EVERY_S = 0.001  # how often the test's loop moves the in-memory TLS bytes

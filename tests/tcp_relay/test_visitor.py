@@ -13,10 +13,10 @@ from harness.waiting import IO_TIMEOUT_S, wait_until_async
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client.limits import TCP_CLOSE, TCP_DATA, TCP_EOF
-from client.tcp_frames import frame
 from relay.pool.access import Access, VisitorRules
 from relay.pool.quota import Quota
+from tunnelsite_client.limits import TCP_CLOSE, TCP_DATA, TCP_EOF
+from tunnelsite_client.tcp_frames import frame
 
 
 async def _ended(reader: asyncio.StreamReader, timeout: float = IO_TIMEOUT_S) -> str:

@@ -12,9 +12,9 @@ from apps.tcp_frames_peer import tcp_tunnel
 from django.conf import settings
 from harness.waiting import IO_TIMEOUT_S, wait_until_async
 
-from client.limits import TCP_DATA
 from relay.pool.tcp_visitor import TcpVisitor, open_payload
 from relay.protocol import TCP_MAX_OPEN_BYTES
+from tunnelsite_client.limits import TCP_DATA
 
 VISITORS = 300  # from one address, past the default RELAY_MAX_CONNECTIONS_PER_IP (256)
 EARLY = b"x" * 65536  # what each sends at once, before any pool connection is free

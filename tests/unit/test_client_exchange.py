@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import h11
 import pytest
 
-from client.exchange import CLOSED_UNANSWERED, LocalTarget, PoolSocketProxy, RequestLog
-from client.idle_state import CLOSED, QUIET, STRAY
-from client.keepalive import KeepAlive, ready_for_next
-from client.replay import may_resend
-from client.target import error_response
+from tunnelsite_client.exchange import CLOSED_UNANSWERED, LocalTarget, PoolSocketProxy, RequestLog
+from tunnelsite_client.idle_state import CLOSED, QUIET, STRAY
+from tunnelsite_client.keepalive import KeepAlive, ready_for_next
+from tunnelsite_client.replay import may_resend
+from tunnelsite_client.target import error_response
 
 
 class Observer:
@@ -77,7 +77,7 @@ Reply = tuple[bytes, bool] | None
 
 @dataclass(eq=False)
 class FakeLocalConnection:
-    """The local-connection face of client/local_tcp.py, driven by a script."""
+    """The local-connection face of client/tunnelsite_client/local_tcp.py, driven by a script."""
 
     app: FakeApp
     received: list[h11.Request] = field(default_factory=list)

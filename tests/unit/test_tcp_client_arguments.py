@@ -1,5 +1,6 @@
-"""`lt tcp`'s flags (client/tcp_arguments.py), the TCP answer of a registration
-(client/registration.py) and the library's check of TCP options (client/options.py)."""
+"""`lt tcp`'s flags (client/tunnelsite_client/tcp_arguments.py), the TCP answer of a registration
+(tunnelsite_client/registration.py) and the library's check of TCP options
+(tunnelsite_client/options.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from client.arguments import UsageError, build_parser
-from client.options import TunnelOptions, tcp_refusal
-from client.registration import RegistrationError, parse_registration
-from client.tcp_arguments import parse_tcp_settings
+from tunnelsite_client.arguments import UsageError, build_parser
+from tunnelsite_client.options import TunnelOptions, tcp_refusal
+from tunnelsite_client.registration import RegistrationError, parse_registration
+from tunnelsite_client.tcp_arguments import parse_tcp_settings
 
 
 @pytest.fixture(autouse=True)
@@ -130,7 +131,7 @@ def test_the_library_refuses_http_options_on_a_tcp_tunnel() -> None:
 def test_lt_tcps_flags_use_only_the_public_names_of_lts_flag_parsing() -> None:
     """tcp_arguments.py shares arguments.py's parser and helpers through their public
     names: a private name imported from another module is a seam nobody promised to keep."""
-    source = Path(__file__).parents[2] / "client" / "tcp_arguments.py"
+    source = Path(__file__).parents[2] / "client" / "tunnelsite_client" / "tcp_arguments.py"
     tree = ast.parse(source.read_text())
     private = [
         alias.name

@@ -1,12 +1,12 @@
-"""Where `lt tcp` registers again (client/tcp_node.py): at the node its last answer named
+"""Where `lt tcp` registers again (tunnelsite_client/tcp_node.py): at the node its last answer named
 when that is not --host's base, else at --host; HTTP tunnels always at --host."""
 
 from __future__ import annotations
 
 import pytest
 
-from client.registration import Registration
-from client.tcp_node import owner_node
+from tunnelsite_client.registration import Registration
+from tunnelsite_client.tcp_node import owner_node
 
 POOL_PATH = "/api/tunnels/tcpa1b2c3/pool"
 

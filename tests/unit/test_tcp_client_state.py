@@ -1,13 +1,14 @@
-"""`lt tcp`'s conversation rules, sans-IO (client/tcp_state.py): which relay frames a pool
+"""`lt tcp`'s conversation rules, sans-IO (tunnelsite_client/tcp_state.py): which relay frames a
+pool
 connection may carry next, and when a conversation is over."""
 
 from __future__ import annotations
 
 import pytest
 
-from client.limits import TCP_CLOSE, TCP_DATA, TCP_EOF, TCP_OPEN
-from client.tcp_frames import FrameError
-from client.tcp_state import Step, TcpState
+from tunnelsite_client.limits import TCP_CLOSE, TCP_DATA, TCP_EOF, TCP_OPEN
+from tunnelsite_client.tcp_frames import FrameError
+from tunnelsite_client.tcp_state import Step, TcpState
 
 
 def opened() -> TcpState:

@@ -1,4 +1,5 @@
-"""The TCP tunnel's frame codec (relay/pool/tcp_frames.py and its twin client/tcp_frames.py):
+"""The TCP tunnel's frame codec (relay/pool/tcp_frames.py and its twin
+tunnelsite_client/tcp_frames.py):
 any frames, cut anywhere, read back the same by both; malformed headers are refused."""
 
 from __future__ import annotations
@@ -7,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from client import limits as client_limits
-from client import tcp_frames as client_frames
 from relay import protocol
 from relay.pool import tcp_frames as relay_frames
+from tunnelsite_client import limits as client_limits
+from tunnelsite_client import tcp_frames as client_frames
 
 CODECS = [relay_frames, client_frames]
 

@@ -24,7 +24,6 @@ from harness.accounts import (
 )
 from harness.waiting import wait_until_async
 
-from client.backoff import MAX_DELAY_S, delay_for
 from relay import face, protocol
 from relay.headers import address_key
 from relay.pool.ports import port_candidates
@@ -33,6 +32,7 @@ from relay.pool.registry import get_registry
 from relay.protocol import PRUNE_BATCH
 from tunnels import route_names, store, views
 from tunnels.models import TunnelSession as Session
+from tunnelsite_client.backoff import MAX_DELAY_S, delay_for
 
 OWNER = ("127.0.0.1", 50000)
 LT = "tunnelsite-lt/0.1"

@@ -9,7 +9,7 @@ frames before. Memory per connection: two pool reads (CHUNK_BYTES) and one app r
 While the app takes no bytes, lt watches the pool connection (one more pool read, a CLOSE in
 it, the relay closing or resetting the connection after its idle timeout): an app that
 stopped reading is reset then, and does not hold the connection for ever. After lt's EOF it
-sends nothing more for the conversation (client/tcp_state.py).
+sends nothing more for the conversation (client/tunnelsite_client/tcp_state.py).
 """
 
 from __future__ import annotations

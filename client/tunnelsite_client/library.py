@@ -44,7 +44,8 @@ async def open_tunnel(
         TunnelOptions(port=port, host=host, subdomain=subdomain, token=token, **options)
     )
     if tunnel.options.insecure:
-        logging.getLogger("client").warning(INSECURE_WARNING.replace("--insecure", "insecure=True"))
+        warning = INSECURE_WARNING.replace("--insecure", "insecure=True")
+        logging.getLogger("tunnelsite_client").warning(warning)
     runner = asyncio.create_task(tunnel.run())
     try:
         ready = asyncio.ensure_future(tunnel.ready.wait())

@@ -15,7 +15,7 @@ from .redact import redact
 from .target import RequestLog
 from .tcp_log import TcpConnectionLog
 
-log = logging.getLogger("client")
+log = logging.getLogger("tunnelsite_client")
 
 
 @dataclass

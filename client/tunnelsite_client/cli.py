@@ -9,14 +9,14 @@
     lt logout
     lt tcp --port 5432 [--host URL] [--token T] [--remote-port N] [--local-host H]
        [--raw-pool] [--ca FILE] [--insecure] [--cidr-allow CIDR]... [--cidr-deny CIDR]...
-       [--print-requests]      (a TCP tunnel: client/tcp_arguments.py)
+       [--print-requests]      (a TCP tunnel: client/tunnelsite_client/tcp_arguments.py)
 
 Like the npm client (yargs `.env(true)`), every flag can also come from an environment
 variable named after it: PORT, HOST, SUBDOMAIN, LOCAL_HOST, LOCAL_HTTPS, ... A flag on
 the command line wins over the variable. The token comes from --token, LT_TOKEN, or the
 saved login (only sent to the host it was saved for), never over plain http to a host that
 is not loopback without --insecure. HTTPS_PROXY / HTTP_PROXY (and NO_PROXY) send lt through
-a forward proxy with CONNECT (client/connect.py).
+a forward proxy with CONNECT (client/tunnelsite_client/connect.py).
 
 Exit codes: 0 stopped by Ctrl-C/SIGTERM; 1 other failure; 2 usage error; 3 the relay
 answered 401 (bad or missing token); 4 403 (forbidden, e.g. invalid name); 5 409 (the
@@ -29,7 +29,7 @@ safely at the first registration (its certificate refused, or the proxy's CONNEC
 with a 4xx) is exit 1 with the reason ("lt: cannot reach the relay: ..."), not retried.
 
 `lt login --host URL` without a token signs in in the browser (RFC 8628's device flow,
-client/device_login.py): it prints a URL and a code, opens the browser (not with
+client/tunnelsite_client/device_login.py): it prints a URL and a code, opens the browser (not with
 --no-browser), and saves the token the relay gives once the user approves. Its own exit
 codes: 10 the user denied it; 11 the code expired first; 12 the relay does not offer it
 (404/405: use --token); 130 Ctrl-C (nothing saved); 6 the relay's rate limit (429); 1 the
