@@ -57,9 +57,14 @@ run: $(VENV)/.deps-run
 /usr/bin/psql /usr/bin/redis-cli /usr/bin/redis-benchmark &:
 	apt-get update -q && apt-get install -y -q postgresql-client redis-tools
 
+# tests/metrics scrapes a running relay with a real Prometheus and checks /metrics with promtool.
+/usr/bin/prometheus /usr/bin/promtool &:
+	apt-get update -q && apt-get install -y -q prometheus
+
 test: $(VENV)/.deps-test $(NPM_LT) /usr/bin/chromium /usr/bin/chromedriver /usr/bin/wrk \
 	/usr/sbin/nginx /usr/sbin/haproxy /usr/bin/caddy /usr/bin/tcpdump /usr/sbin/iptables \
-	/usr/bin/tinyproxy /usr/bin/psql /usr/bin/redis-cli /usr/bin/redis-benchmark
+	/usr/bin/tinyproxy /usr/bin/psql /usr/bin/redis-cli /usr/bin/redis-benchmark \
+	/usr/bin/prometheus /usr/bin/promtool
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) manage.py makemigrations --check --dry-run -v0

@@ -39,9 +39,11 @@ from relay.protocol import CLOSE_REASON_MAX_CHARS, CONTROL_GROUP
 from relay.records import (
     DatabaseInUse,
     LiveLimitReached,
+    MinuteRollup,
     NodeLoad,
     Records,
     SessionUpdate,
+    UsageDelta,
 )
 from relay.traffic import Counts, LiveTunnel, Minute, Snapshot, get_traffic, snapshot
 
@@ -54,6 +56,7 @@ __all__ = [
     "LiveLimitReached",
     "LiveTunnel",
     "Minute",
+    "MinuteRollup",
     "NodeLoad",
     "PlanQuota",
     "Records",
@@ -64,6 +67,7 @@ __all__ = [
     "SessionUpdate",
     "Snapshot",
     "TunnelStatus",
+    "UsageDelta",
     "VisitorRules",
     "accepting",
     "account_tunnels",

@@ -45,6 +45,31 @@ class NodeLoad:
     forwarded: int
 
 
+@dataclass(frozen=True)
+class UsageDelta:
+    """What an account used on this node since the last batch, in one window (issue 16's
+    account quotas, relay/pool/usage.py): `owner` is `user:<id>` or `addr:<address key>`,
+    `window` "minute" or "day", `start` the window's first second (Unix time, UTC)."""
+
+    owner: str
+    window: str
+    start: int
+    requests: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class MinuteRollup:
+    """A node's traffic in one minute (relay/traffic.py), for the dashboard across nodes and
+    restarts; `node` is "" for a single relay, `start` the minute's first second (Unix time)."""
+
+    node: str
+    start: int
+    requests: int
+    bytes_in: int
+    bytes_out: int
+
+
 class LiveLimitReached(Exception):
     """The owner already has `limit` live tunnels across all nodes (scale-out)."""
 
@@ -130,6 +155,31 @@ class Records(Protocol):
     def live_holder(self, subdomain: str) -> tuple[str, str] | None: ...
 
     def mark_draining(self, name: str) -> None: ...
+
+    # --- account usage, without Redis (issue 16; relay/pool/usage.py) -------------------------
+    def add_usage(self, deltas: list[UsageDelta]) -> dict[tuple[str, str, int], tuple[int, int]]:
+        """Add each delta to its window's row (one transaction) and return every touched
+        window's totals after, all nodes together: (owner, window, start) -> (requests, bytes)."""
+        ...
+
+    def usage_of(self, owner: str, minute: int, day: int) -> tuple[int, int]:
+        """An account's requests in the minute starting at `minute` and bytes in the day
+        starting at `day` (Unix times), all nodes together: read when its first tunnel here
+        registers, so a restart does not reset its quota."""
+        ...
+
+    def prune_usage(self, before: int) -> int:
+        """Delete windows that started before `before` (Unix time); how many."""
+        ...
+
+    # --- the dashboard's minutes (issue 16; relay/traffic.py) ---------------------------------
+    def add_minutes(self, rollups: list[MinuteRollup]) -> None:
+        """Add each node's minute to its row (one transaction)."""
+        ...
+
+    def minutes_since(self, start: int) -> list[MinuteRollup]:
+        """Every node's minutes from `start` (Unix time) on, summed over nodes (node "")."""
+        ...
 
     # --- start-up ---------------------------------------------------------------------------
     def lock_database(self, node_name: str) -> list[Any]:

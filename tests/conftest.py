@@ -79,6 +79,12 @@ LAYER_OF_DIRECTORY = {
     "tcp_site": "django",  # TCP tunnels: plans, reserved ports, registration, pages
     "tcp_client": "e2e",  # TCP tunnels: `lt tcp` as a process
     "tcp": "e2e",  # TCP tunnels end to end: psql, redis, 100 MiB, two nodes behind HAProxy
+    "metrics": "e2e",  # /metrics scraped by a real Prometheus, checked by promtool
+    "quota": "e2e",  # account quotas on real relays: two nodes on Redis, restarts, bandwidth
+    "quota_site": "django",  # account quotas: usage rows, plans, pages
+    "logs": "e2e",  # JSON logs, the access log, and no secret in any byte logged
+    "client_package": "e2e",  # `pipx install ./client` into a fresh venv
+    "dashboard_cluster": "e2e",  # the dashboard's rates and hour over nodes and restarts
 }
 
 

@@ -76,9 +76,21 @@ class Plan(VisitorPolicy):
     max_sockets_per_tunnel = models.PositiveIntegerField(
         default=10, help_text="Advertised to clients as max_conn_count."
     )
-    max_requests_per_minute = models.PositiveIntegerField(default=0, help_text="0: no limit.")
+    max_requests_per_minute = models.PositiveIntegerField(
+        default=0,
+        help_text="Per account (anonymous: per address), all its tunnels and all nodes "
+        "together, HTTP requests, WebSockets and TCP connections. 0: no limit.",
+    )
     max_bytes_per_day = models.PositiveBigIntegerField(
-        default=0, help_text="Bytes in plus out, per tunnel. 0: no limit."
+        default=0,
+        help_text="Bytes in plus out per UTC day, per account (anonymous: per address), all its "
+        "tunnels and nodes together: HTTP bodies, WebSocket messages, TCP bytes. 0: no limit.",
+    )
+    max_bytes_per_second = models.PositiveBigIntegerField(
+        "bandwidth (bytes per second)",
+        default=0,
+        help_text="Per account on each relay, in each direction; faster traffic waits, none is "
+        "dropped. 0: no limit.",
     )
     max_request_body_bytes = models.PositiveBigIntegerField(default=0, help_text="0: no limit.")
     idle_timeout_s = models.PositiveIntegerField(
@@ -474,6 +486,47 @@ class AbuseReport(models.Model):
 
 
 # --- scale-out --------------------------------------------------------------------------------
+class UsageWindow(models.Model):
+    """An account's use in one window (requests in a minute, bytes in a UTC day), every node
+    together. The relays add to it in batches (relay/pool/usage.py), never per request, when
+    no Redis is configured (with Redis, counters with expiry there); read back at start, so a
+    restart does not reset a quota."""
+
+    MINUTE, DAY = "minute", "day"
+
+    owner = models.CharField(max_length=80, help_text="user:<id>, or addr:<address> (anonymous)")
+    window = models.CharField(max_length=8, choices=[(MINUTE, MINUTE), (DAY, DAY)])
+    start = models.DateTimeField(help_text="When the window began (UTC).")
+    requests = models.PositiveBigIntegerField(default=0)
+    bytes = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "window", "start"], name="one_usage_window")
+        ]
+        indexes = [models.Index(fields=["start"], name="usage_window_start")]
+
+    def __str__(self) -> str:
+        return f"{self.owner} {self.window} {self.start:%Y-%m-%d %H:%M}"
+
+
+class TrafficMinute(models.Model):
+    """One node's traffic in one minute, for the dashboard's hour chart across all nodes and
+    restarts (relay/traffic.py writes them in batches)."""
+
+    node = models.CharField(max_length=100, blank=True, help_text="Empty: a single relay.")
+    start = models.DateTimeField(db_index=True)
+    requests = models.PositiveBigIntegerField(default=0)
+    bytes_in = models.PositiveBigIntegerField(default=0)
+    bytes_out = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["node", "start"], name="one_traffic_minute")]
+
+    def __str__(self) -> str:
+        return f"{self.node or 'relay'} {self.start:%Y-%m-%d %H:%M}"
+
+
 class Node(models.Model):
     """One relay process of several (relay/cluster/node.py): where peers reach it, whether it is
     alive (heartbeat), and its load, written with every heartbeat."""

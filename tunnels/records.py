@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from relay.face import NodeLoad, SessionUpdate
+from relay.face import MinuteRollup, NodeLoad, SessionUpdate, UsageDelta
 from tunnels import auth, dblock, nodes, store, suspensions, team
 
 
@@ -90,3 +90,19 @@ class OrmRecords:
 
     def team_user(self, user_id: int, owner_user_id: int) -> bool:
         return team.team_user(user_id, owner_user_id)
+
+    # --- account usage and the dashboard's minutes (issue 16) ---------------------------------
+    def add_usage(self, deltas: list[UsageDelta]) -> dict[tuple[str, str, int], tuple[int, int]]:
+        raise NotImplementedError("issue 16: tunnels/usage_rows.py")
+
+    def usage_of(self, owner: str, minute: int, day: int) -> tuple[int, int]:
+        raise NotImplementedError("issue 16: tunnels/usage_rows.py")
+
+    def prune_usage(self, before: int) -> int:
+        raise NotImplementedError("issue 16: tunnels/usage_rows.py")
+
+    def add_minutes(self, rollups: list[MinuteRollup]) -> None:
+        raise NotImplementedError("issue 16: tunnels/traffic_rows.py")
+
+    def minutes_since(self, start: int) -> list[MinuteRollup]:
+        raise NotImplementedError("issue 16: tunnels/traffic_rows.py")

@@ -340,6 +340,20 @@ RELAY_TCP_ANONYMOUS = _bool("RELAY_TCP_ANONYMOUS", False)
 # (0: no limit).
 RELAY_DEFAULT_PLAN_TCP = _bool("RELAY_DEFAULT_PLAN_TCP", True)
 RELAY_DEFAULT_PLAN_MAX_TCP_TUNNELS = _int("RELAY_DEFAULT_PLAN_MAX_TCP_TUNNELS", 2, minimum=0)
+# --- running it as a service: metrics, account quotas, logs (docs/metrics.md, docs/logs.md) ------
+# /metrics in Prometheus' text format: on the bare domain for `Authorization: Bearer <token>`
+# when RELAY_METRICS_TOKEN is set, and/or on its own listener (HOST:PORT, no token) when
+# RELAY_METRICS_BIND is. Neither: /metrics answers 404 saying how to turn it on.
+RELAY_METRICS_TOKEN = env.str("RELAY_METRICS_TOKEN", default="").strip()
+RELAY_METRICS_BIND = env.str("RELAY_METRICS_BIND", default="").strip()
+# A label per tunnel name (unbounded: as many series as tunnels); off, labels are per plan and
+# node only.
+RELAY_METRICS_PER_TUNNEL = _bool("RELAY_METRICS_PER_TUNNEL", False)
+# The default plan's bandwidth for each account, bytes per second in each direction
+# (0: no limit); data waits (backpressure), it is never dropped.
+RELAY_DEFAULT_PLAN_MAX_BYTES_PER_SECOND = _int(
+    "RELAY_DEFAULT_PLAN_MAX_BYTES_PER_SECOND", 0, minimum=0
+)
 
 # --- Django -----------------------------------------------------------------------------------
 # Only the bare domain reaches Django: `<name>.<domain>` goes to the relay before Django,
@@ -532,6 +546,13 @@ if RELAY_LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         f"RELAY_LOG_LEVEL={RELAY_LOG_LEVEL!r} is not a log level "
         "(use DEBUG, INFO, WARNING, ERROR or CRITICAL)"
     )
+# `text`: one readable line per event; `json`: one JSON object per line (tunnelsite/logconfig.py).
+RELAY_LOG_FORMAT = env.str("RELAY_LOG_FORMAT", default="text").strip().lower()
+if RELAY_LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(f"RELAY_LOG_FORMAT={RELAY_LOG_FORMAT!r} must be text or json")
+# One line per visitor request (logger relay.access, at INFO): off by default, since the byte
+# path logs nothing per request otherwise.
+RELAY_ACCESS_LOG = _bool("RELAY_ACCESS_LOG", False)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
