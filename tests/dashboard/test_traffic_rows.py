@@ -4,13 +4,19 @@ that writes the same minute twice, or again after a failure, counting it once.""
 
 from __future__ import annotations
 
-from django.test import TestCase, TransactionTestCase
+import time
+from datetime import timedelta
+from typing import Any
+
+from django.test import TestCase, TransactionTestCase, override_settings
+from django.utils import timezone
+from harness.accounts import fresh_registry, make_user
 
 from relay.face import Counts, Minute, MinuteRollup
 from relay.protocol import HISTORY_MINUTES
 from relay.traffic import Traffic
 from tunnels import traffic_rows
-from tunnels.models import TrafficMinute
+from tunnels.models import Node, TrafficMinute
 
 T0 = 1_800_000_000 - 1_800_000_000 % 60  # a minute's first second
 
@@ -112,3 +118,50 @@ class RelayWritesTests(TransactionTestCase):
         traffic = Traffic()
         await traffic.write_minutes("", T0)
         self.assertFalse(await TrafficMinute.objects.filter(requests=1).aexists())
+
+
+class DashboardOverNodesTests(TestCase):
+    """The dashboard's JSON reads the hour from every node's rows (tunnels/dashboard.py)."""
+
+    @classmethod
+    def setUpTestData(cls) -> None:
+        cls.operator = make_user("operator", is_staff=True, is_superuser=True)
+        now = timezone.now()
+        for name, age_s in (("alpha", 0.5), ("bravo", 1.0), ("charlie", 60.0)):
+            Node.objects.create(
+                name=name,
+                advertise="10.0.0.1:8080",
+                started_at=now - timedelta(hours=1),
+                last_heartbeat=now - timedelta(seconds=age_s),
+            )
+        current = int(time.time() // 60) * 60
+        traffic_rows.add_minutes(
+            [
+                MinuteRollup("bravo", current, 60, 6000, 12000),
+                MinuteRollup("charlie", current, 600, 0, 0),  # dead: in the hour, not the rates
+                MinuteRollup("alpha", current - 1800, 5, 0, 0),  # alpha's earlier run
+                MinuteRollup("bravo", current - 7200, 1000, 0, 0),  # before the hour
+            ]
+        )
+
+    async def _data(self) -> dict[str, Any]:
+        async with fresh_registry():  # this node carried nothing itself
+            await self.async_client.aforce_login(self.operator)
+            answer = await self.async_client.get("/admin/dashboard/data")
+        self.assertEqual(answer.status_code, 200)
+        return answer.json()
+
+    @override_settings(RELAY_NODE_NAME="alpha", RELAY_NODE_EXPIRY_S=6.0)
+    async def test_a_node_charts_every_nodes_hour_and_adds_the_live_ones_rates(self) -> None:
+        data = await self._data()
+        self.assertEqual(sum(minute[1] for minute in data["minutes"]), 665)
+        self.assertIn("5 requests", data["chart_html"])
+        # bravo's 60 requests over at most two minutes; dead charlie's 600 are not a rate.
+        self.assertGreaterEqual(data["requests_per_s"], 60 / 120)
+        self.assertLessEqual(data["requests_per_s"], 60.0)
+        self.assertLess(data["requests_per_s"], 600 / 120)
+
+    async def test_a_single_relay_charts_the_rows_but_rates_only_its_own(self) -> None:
+        data = await self._data()
+        self.assertEqual(sum(minute[1] for minute in data["minutes"]), 665)
+        self.assertEqual(data["requests_per_s"], 0.0)
