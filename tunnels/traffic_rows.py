@@ -75,11 +75,12 @@ def add_minutes(rollups: Iterable[MinuteRollup]) -> None:
 
 def by_node_since(start: int) -> list[MinuteRollup]:
     """Each node's minutes from `start` (Unix time) on, oldest first: one query."""
-    rows = TrafficMinute.objects.filter(start__gte=_at(start)).order_by("start", "node")
-    return [
-        MinuteRollup(row.node, _unix(row.start), row.requests, row.bytes_in, row.bytes_out)
-        for row in rows
-    ]
+    rows = (
+        TrafficMinute.objects.filter(start__gte=_at(start))
+        .order_by("start", "node")
+        .values_list("node", "start", "requests", "bytes_in", "bytes_out")
+    )
+    return [MinuteRollup(node, _unix(at), *counts) for node, at, *counts in rows]
 
 
 def minutes_since(start: int) -> list[MinuteRollup]:
