@@ -783,6 +783,12 @@ EXIT_FLUSH_S = 2.0
 SAMPLE_S = 1.0  # how often the sampler reads the counters: cheap, a sum over live tunnels
 RATE_WINDOW_S = 5.0  # rates are averaged over this much recent history, so they do not jitter
 HISTORY_MINUTES = 60  # the ring buffer of per-minute totals: one hour
+# The minutes' rows (TrafficMinute, tunnels/traffic_rows.py): the dashboard shows an hour; a
+# day of rows (1440 per node) lets a restarted or newly joined node's dashboard, and an
+# operator with SQL, look back further at no real cost. Pruned when a minute ends, at most this
+# often, so a relay's writes stay one small transaction.
+MINUTE_ROWS_KEEP_S = 24 * 3600
+MINUTE_ROWS_PRUNE_EVERY_S = 600.0
 
 
 # === Defaults of the RELAY_* settings (tunnelsite/settings.py reads each from here) =======

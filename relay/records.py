@@ -181,6 +181,10 @@ class Records(Protocol):
         """Every node's minutes from `start` (Unix time) on, summed over nodes (node "")."""
         ...
 
+    def prune_minutes(self, before: int) -> int:
+        """Delete the minutes that started before `before` (Unix time); how many."""
+        ...
+
     # --- start-up ---------------------------------------------------------------------------
     def lock_database(self, node_name: str) -> list[Any]:
         """The locks making this the only relay (node) on its database, to keep referenced

@@ -8,11 +8,18 @@ last look and its closing is not counted (at most one sample's worth). A tunnel'
 are kept only for a tunnel with an owner (only an owner has an account page to show them),
 only for minutes with traffic (the reader counts the others zero), so they are bounded by
 live owned tunnels x HISTORY_MINUTES, and dropped at the first sample after it closes.
+
+The relay-wide minutes also go to the database (TrafficMinute, through relay.records), so
+the dashboard's hour covers every node and survives a restart: the same task writes what
+grew since its last write, in one batch, when a minute ends and at most every RELAY_FLUSH_S
+for the current one (and once more at shutdown). What was written is tracked per minute,
+so a failed write is retried whole and a repeated one adds nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -20,9 +27,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from channels.db import database_sync_to_async
+
+from relay import records
 from relay.pool.registry import Registry
 from relay.pool.tunnel import Tunnel
-from relay.protocol import HISTORY_MINUTES, RATE_WINDOW_S, SAMPLE_S
+from relay.protocol import (
+    DEFAULT_FLUSH_S,
+    HISTORY_MINUTES,
+    MINUTE_ROWS_KEEP_S,
+    MINUTE_ROWS_PRUNE_EVERY_S,
+    RATE_WINDOW_S,
+    SAMPLE_S,
+)
+from relay.records import MinuteRollup
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +91,10 @@ class Traffic:
         # reclaimed tunnel keeps its history, a new tunnel under a closed one's name starts
         # afresh).
         self._per_tunnel: dict[Tunnel, deque[Minute]] = {}
+        # What of each minute in the ring is in the database already (relay-wide minutes).
+        self._written: dict[int, Counts] = {}
+        self._write_lock = asyncio.Lock()  # the sampler's writes and the one at shutdown
+        self._next_prune = 0.0  # Unix time of the next pruning of old minute rows
 
     def sample(self, tunnels: Iterable[Tunnel], now: float) -> Counts:
         """Add the traffic since the previous sample (at Unix time `now`); returns it."""
@@ -119,6 +141,38 @@ class Traffic:
     def tunnel_history(self, tunnel: Tunnel, now: float) -> list[Minute]:
         """`tunnel`'s own last hour like `history` (zeros before the sampler first saw it)."""
         return _hour(self._per_tunnel.get(tunnel, ()), now)
+
+    def unwritten(self) -> list[Minute]:
+        """What grew in each minute of the ring since it was last written, oldest first."""
+        pending = []
+        for minute in self.minutes:
+            grown = minute.counts.minus(self._written.get(minute.start, Counts()))
+            if grown != _NOTHING:
+                pending.append(Minute(minute.start, grown))
+        return pending
+
+    def mark_written(self, written: list[Minute]) -> None:
+        for minute in written:
+            self._written[minute.start] = self._written.get(minute.start, Counts()).plus(
+                minute.counts
+            )
+        kept = {minute.start for minute in self.minutes}
+        self._written = {start: c for start, c in self._written.items() if start in kept}
+
+    async def write_minutes(self, node: str, now: float) -> int:
+        """Add what grew since the last write to this node's minute rows (one transaction);
+        prune rows older than MINUTE_ROWS_KEEP_S now and then. How many minutes written."""
+        async with self._write_lock:
+            pending = self.unwritten()
+            if pending:
+                rollups = [MinuteRollup(node, m.start, *m.counts) for m in pending]
+                await database_sync_to_async(records.get().add_minutes)(rollups)
+                self.mark_written(pending)
+            if now >= self._next_prune:
+                self._next_prune = now + MINUTE_ROWS_PRUNE_EVERY_S
+                before = minute_of(now) - MINUTE_ROWS_KEEP_S
+                await database_sync_to_async(records.get().prune_minutes)(before)
+            return len(pending)
 
     @property
     def tunnels_kept(self) -> int:
@@ -169,6 +223,8 @@ class Snapshot:
     rates: Rates
     minutes: list[Minute]
     live: list[LiveTunnel]
+    # This node's traffic not yet in the minute rows (the dashboard adds it to theirs).
+    unwritten: list[Minute] = dataclasses.field(default_factory=list)
 
     @property
     def tunnels(self) -> int:
@@ -199,6 +255,7 @@ def snapshot(registry: Registry, traffic: Traffic, now: float) -> Snapshot:
         rates=traffic.rates(),
         minutes=traffic.history(now),
         live=live,
+        unwritten=traffic.unwritten(),
     )
 
 
@@ -209,12 +266,37 @@ def get_traffic() -> Traffic:
     return _traffic
 
 
-async def run_sampler(registry: Registry, traffic: Traffic | None = None) -> None:
-    """Sample the registry every `SAMPLE_S` seconds until cancelled."""
+async def run_sampler(
+    registry: Registry,
+    traffic: Traffic | None = None,
+    node: str = "",
+    flush_s: float = DEFAULT_FLUSH_S,
+) -> None:
+    """Sample the registry every `SAMPLE_S` seconds until cancelled; write the minutes as
+    node `node` ("" for a single relay) when a minute ends and at most every `flush_s`."""
     traffic = traffic or get_traffic()
+    next_write, last_minute = 0.0, 0
     while True:
+        now = time.time()
         try:
-            traffic.sample(registry.tunnels.values(), time.time())
+            traffic.sample(registry.tunnels.values(), now)
         except Exception:  # a bug here must not stop the relay, only the chart
             logger.exception("could not sample tunnel traffic")
+        if now >= next_write or minute_of(now) != last_minute:
+            next_write, last_minute = now + flush_s, minute_of(now)
+            try:
+                await traffic.write_minutes(node, now)
+            except Exception:  # kept in memory: the next write adds it
+                logger.exception("could not write the dashboard's minutes; will retry")
         await asyncio.sleep(SAMPLE_S)
+
+
+async def write_last_minutes(registry: Registry, node: str) -> None:
+    """At shutdown, before the tunnels close: sample once more and write what is left."""
+    traffic = get_traffic()
+    now = time.time()
+    try:
+        traffic.sample(registry.tunnels.values(), now)
+        await traffic.write_minutes(node, now)
+    except Exception:
+        logger.exception("could not write the dashboard's last minutes")

@@ -1,9 +1,12 @@
 """The admin's live dashboard: tunnels now, traffic rates, the last hour, and disconnects.
 
-Staff only (wrapped in `admin.site.admin_view` in tunnelsite/urls.py). Everything comes from
-the relay's memory: the registry for what is live, relay/traffic.py for rates and history.
+Staff only (wrapped in `admin.site.admin_view` in tunnelsite/urls.py). What is live comes
+from the relay's memory (the registry), the rates from relay/traffic.py, and the hour from
+the minute rows every node writes (tunnels/traffic_rows.py, one query per poll) plus what
+this node has not written yet, so the chart covers every node and survives a restart.
 On a node of a cluster (RELAY_NODE_NAME set) what is live, and each node's load, come from
-the database instead (tunnels/cluster_view.py): every node's tunnels, not only this one's.
+the database instead (tunnels/cluster_view.py): every node's tunnels, not only this one's;
+the rates add the other live nodes' last minute and a bit from their rows to this node's.
 The page polls `data` every 2 s and swaps in the fragments it returns, rendered by the same
 templates as the page itself. Disconnecting goes through tunnels/control.py, like the
 admin's action.
@@ -25,8 +28,9 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
 from relay import face, protocol
-from relay.face import LiveTunnel, Snapshot
-from tunnels import addresses, cluster_view, control, live_rows
+from relay.face import Counts, LiveTunnel, MinuteRollup, Snapshot
+from relay.protocol import HISTORY_MINUTES
+from tunnels import addresses, cluster_view, control, live_rows, traffic_rows
 from tunnels.chart import traffic_svg
 from tunnels.models import ApiToken
 
@@ -98,10 +102,42 @@ def _cluster_wide(shot: Snapshot) -> tuple[Snapshot, list[cluster_view.NodeRow]]
     return shot, nodes
 
 
+def _with_every_nodes_traffic(shot: Snapshot, alive: set[str] | None) -> Snapshot:
+    """The hour from the minute rows of every node plus this node's unwritten traffic; on a
+    cluster (`alive`: the live nodes' names), the rates plus the other live nodes' averages
+    over the previous minute and the current one so far, from their rows."""
+    current = int(shot.taken_at // 60) * 60
+    rows = traffic_rows.by_node_since(current - 60 * (HISTORY_MINUTES - 1))
+    shot = dataclasses.replace(shot, minutes=traffic_rows.hour([*rows, *shot.unwritten], current))
+    if alive is None:
+        return shot
+    since = current - 60
+    others = Counts()
+    for row in _others(rows, alive - {settings.RELAY_NODE_NAME}, since):
+        others = others.plus(Counts(row.requests, row.bytes_in, row.bytes_out))
+    elapsed = max(shot.taken_at - since, 1.0)
+    rates = shot.rates
+    return dataclasses.replace(
+        shot,
+        rates=dataclasses.replace(
+            rates,
+            requests_per_s=rates.requests_per_s + others.requests / elapsed,
+            bytes_in_per_s=rates.bytes_in_per_s + others.bytes_in / elapsed,
+            bytes_out_per_s=rates.bytes_out_per_s + others.bytes_out / elapsed,
+        ),
+    )
+
+
+def _others(rows: list[MinuteRollup], nodes: set[str], since: int) -> list[MinuteRollup]:
+    return [row for row in rows if row.node in nodes and row.start >= since]
+
+
 def _context(request: HttpRequest, shot: Snapshot) -> dict[str, Any]:
     nodes = None
     if settings.RELAY_NODE_NAME:  # scale-out
         shot, nodes = _cluster_wide(shot)
+    alive = {node.name for node in nodes if node.alive} if nodes is not None else None
+    shot = _with_every_nodes_traffic(shot, alive)
     return {
         "snapshot": shot,
         "rates": shot.rates,
@@ -114,12 +150,12 @@ def _context(request: HttpRequest, shot: Snapshot) -> dict[str, Any]:
 
 @require_GET
 def page(request: HttpRequest) -> HttpResponse:
-    shot = take_snapshot()
+    own = _context(request, take_snapshot())
     context = {
         **admin.site.each_context(request),
-        **_context(request, shot),
+        **own,
         "title": "Relay dashboard",
-        "chart": traffic_svg(shot.minutes),
+        "chart": traffic_svg(own["snapshot"].minutes),
         "poll_ms": POLL_MS,
         "poll_s": POLL_MS // 1000,
     }
@@ -146,6 +182,8 @@ def data(request: HttpRequest) -> JsonResponse:
             "nodes_html": render_to_string(NODES_TEMPLATE, context, request),
             "stats_html": render_to_string(STATS_TEMPLATE, context, request),
             "chart_html": str(traffic_svg(shot.minutes)),
+            # The hour's minutes, every node together: [start (Unix), requests, in, out].
+            "minutes": [[minute.start, *minute.counts] for minute in shot.minutes],
             "tunnels_html": render_to_string(TUNNELS_TEMPLATE, context, request),
         }
     )

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from relay.face import MinuteRollup, NodeLoad, SessionUpdate, UsageDelta
-from tunnels import auth, dblock, nodes, store, suspensions, team
+from tunnels import auth, dblock, nodes, store, suspensions, team, traffic_rows
 
 
 class OrmRecords:
@@ -102,7 +102,10 @@ class OrmRecords:
         raise NotImplementedError("issue 16: tunnels/usage_rows.py")
 
     def add_minutes(self, rollups: list[MinuteRollup]) -> None:
-        raise NotImplementedError("issue 16: tunnels/traffic_rows.py")
+        traffic_rows.add_minutes(rollups)
 
     def minutes_since(self, start: int) -> list[MinuteRollup]:
-        raise NotImplementedError("issue 16: tunnels/traffic_rows.py")
+        return traffic_rows.minutes_since(start)
+
+    def prune_minutes(self, before: int) -> int:
+        return traffic_rows.prune_minutes(before)

@@ -24,7 +24,7 @@ DATABASE_BUSY = "The relay's database is busy or unavailable; try again in a mom
 ENCRYPTED_ONLY = (
     "This relay accepts only encrypted tunnel clients: the localtunnel client's raw pool "
     "connections are turned off here (RELAY_RAW_POOLS=false). Install tunnelsite's lt "
-    "(docs/client.md of the relay's project: `pip install '.[client]'` in its checkout) and "
+    "(docs/client.md of the relay's project: `pipx install ./client` in its checkout) and "
     "run `lt --port PORT --host <this relay's https URL>`."
 )
 

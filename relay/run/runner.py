@@ -226,7 +226,11 @@ class RelayRunner:
         await self._load_suspensions()
         loop = asyncio.get_running_loop()
         self._control = loop.create_task(control.listen())
-        self._sampler = loop.create_task(traffic.run_sampler(registry))
+        self._sampler = loop.create_task(
+            traffic.run_sampler(
+                registry, node=settings.RELAY_NODE_NAME, flush_s=settings.RELAY_FLUSH_S
+            )
+        )
         logger.debug("open-file limit %d", limit)
 
     async def _load_suspensions(self) -> None:
@@ -341,6 +345,7 @@ class RelayRunner:
                 finished = await registry.drain(settings.RELAY_DRAIN_S)
             if not finished:
                 self._print(f"{registry.in_flight} requests still running; closing them")
+            await traffic.write_last_minutes(registry, settings.RELAY_NODE_NAME)  # dashboard
             await registry.shutdown()
             if self.cluster is not None:  # scale-out
                 await self.cluster.stop()
