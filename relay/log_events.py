@@ -14,7 +14,6 @@ TUNNEL_OPENED = "tunnel_opened"
 TUNNEL_CLOSED = "tunnel_closed"
 REGISTRATION_REFUSED = "registration_refused"
 OPERATOR_ACTION = "operator_action"
-POOL_REFUSED = "pool_refused"
 ACCESS = "access"
 # (and "fault": any line with a traceback, set by the JSON formatter)
 

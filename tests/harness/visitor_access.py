@@ -114,7 +114,7 @@ def sign_in(relay: Relay, username: str) -> str:
     jar.update(cookies_of(done))
     for key in ("sessionid", "csrftoken"):
         if key in jar:
-            log_capture.remember(jar[key].value, f"a signed-in visitor's {key} cookie")
+            log_capture.remember(jar[key], f"a signed-in visitor's {key} cookie")
     return "; ".join(f"{key}={value}" for key, value in jar.items())
 
 
