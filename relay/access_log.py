@@ -50,6 +50,7 @@ def line(
     """One line. `status` 0: no answer (the visitor left first; a TCP connection has none);
     `end`: how a TCP connection ended (closed, reset, or the relay's reason)."""
     duration_ms = round((time.monotonic() - started) * 1000, 1)
+    path = path.translate(_CONTROL)  # a decoded %0A must not start a forged line
     fields = {
         "event": ACCESS,
         "kind": kind,
@@ -144,6 +145,10 @@ async def websocket(proxy: Proxy, scope: Scope, receive: Receive, send: Send, na
         await proxy(scope, counting_receive, counting_send, name)
     finally:
         line("websocket", name, "GET", scope["path"], status, got, sent, started, client_ip(scope))
+
+
+# Control characters, as the percent-escapes a visitor sent them as (the path is decoded).
+_CONTROL = {code: f"%{code:02X}" for code in [*range(ord(" ")), ord("\x7f")]}
 
 
 def _size(message: Message) -> int:

@@ -13,11 +13,11 @@ TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNI
 
 
 def visit_and_close(relay, local_app, our_launcher: OurLtLauncher) -> str:
-    """Our lt online, three visits, then lt stopped and its tunnel closed: the tunnel's name."""
+    """Our lt online, four visits (one with a newline in its path), then lt stopped and its tunnel closed: the tunnel's name."""
     lt = our_launcher(relay, local_app.port)
     for _ in range(3):
         assert relay.get("/hello", name=lt.name).status == 200
-    assert relay.get("/missing", name=lt.name).status == 404
+    assert relay.get("/missing%0Aforged%20line", name=lt.name).status == 404
     lt.process.stop()
     wait_until(
         lambda: f"tunnel {lt.name} closed" in relay.process.output(),
@@ -63,4 +63,6 @@ def test_the_text_access_log_is_one_combined_like_line_per_request(
     assert len(access) == 4, access
     assert all(TEXT_LINE.match(line) for line in access)
     assert sum(f'127.0.0.1 {name} "GET /hello" 200 0 ' in line for line in access) == 3
-    assert sum(f'127.0.0.1 {name} "GET /missing" 404 0 ' in line for line in access) == 1
+    # A decoded %0A would have started a line of the visitor's making: it stays escaped.
+    assert sum(f'{name} "GET /missing%0Aforged line" 404 0 ' in line for line in access) == 1
+    assert not any(line.startswith("forged") for line in relay.process.output().splitlines())
