@@ -13,7 +13,8 @@ TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNI
 
 
 def visit_and_close(relay, local_app, our_launcher: OurLtLauncher) -> str:
-    """Our lt online, four visits (one with a newline in its path), then lt stopped and its tunnel closed: the tunnel's name."""
+    """Our lt online, four visits (one with a newline in its path), then lt stopped and its
+    tunnel closed: the tunnel's name."""
     lt = our_launcher(relay, local_app.port)
     for _ in range(3):
         assert relay.get("/hello", name=lt.name).status == 200
