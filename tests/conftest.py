@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import log_capture
 from harness.fake_client import FakeTunnelClient
 from harness.http import Answer, send_raw
 from harness.our_client import OurLtLauncher
@@ -103,6 +104,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 "tests/conftest.py (and to tests/README.md)"
             )
         item.add_marker(LAYER_OF_DIRECTORY[directory])
+
+
+# --- what the processes print -------------------------------------------------------------------
+@pytest.fixture(scope="session", autouse=True)
+def process_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every child process's output goes to a file here too (harness/log_capture.py); when
+    the session ends, no relay's or client's output may hold a secret the harness used (an
+    error on the session's last test says which, in which file)."""
+    where = tmp_path_factory.getbasetemp() / "process-logs"
+    log_capture.start(where)
+    yield where
+    found = log_capture.leaks(log_capture.checked_files(where))
+    assert not found, "secrets in what the session's relays and clients printed:\n" + "\n".join(
+        str(leak) for leak in found
+    )
 
 
 # --- the relay ------------------------------------------------------------------------------

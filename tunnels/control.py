@@ -7,6 +7,7 @@ every relay does.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from asgiref.sync import async_to_sync
@@ -18,6 +19,20 @@ from tunnels.auth import anonymous_owner, owner_key
 from tunnels.models import ApiToken, TunnelSession
 
 DISCONNECTED = "disconnected by the operator"
+
+logger = logging.getLogger(__name__)
+
+
+def _logged(action: str, delivered: bool, reason: str = "", **targets: Sequence[int | str]) -> bool:
+    """One `operator_action` line (docs/logs.md) for what the operator decided; `delivered`."""
+    fields: dict[str, object] = {"event": "operator_action", "action": action}
+    fields.update({key: list(value) for key, value in targets.items() if value})
+    fields["reason"] = reason
+    fields["delivered"] = delivered
+    said = ", ".join(f"{key} {list(value)}" for key, value in targets.items() if value)
+    heard = "" if delivered else " (no relay could be told: no channel layer)"
+    logger.info("operator: %s %s: %s%s", action, said or "-", reason or "-", heard, extra=fields)
+    return delivered
 
 
 def reachable() -> bool:
@@ -52,17 +67,19 @@ def disconnect(names: list[str], reason: str = DISCONNECTED) -> bool:
         else anonymous_owner(session.client_ip)
         for session in TunnelSession.objects.filter(subdomain__in=names, is_live=True)
     }
-    return _send(
+    sent = _send(
         close_message(
             names, [], reason, cooldown_s=settings.RELAY_DISCONNECT_COOLDOWN_S, owners=owners
         )
     )
+    return _logged("disconnect", sent, reason, tunnels=names)
 
 
 def suspend(names: list[str], token_ids: list[int], user_ids: list[int], reason: str) -> bool:
     """Close the tunnels with these names, tokens and users on every relay; their visitors
     see the suspension page with `reason` (tunnels/suspensions.py writes the rows)."""
-    return _send(close_message(names, token_ids, reason, user_ids=user_ids, suspend=True))
+    sent = _send(close_message(names, token_ids, reason, user_ids=user_ids, suspend=True))
+    return _logged("suspend", sent, reason, tunnels=names, tokens=token_ids, users=user_ids)
 
 
 def close_users(user_ids: list[int], reason: str) -> bool:
@@ -70,14 +87,16 @@ def close_users(user_ids: list[int], reason: str) -> bool:
     suspension page; their tokens are refused by tunnels/auth.py from now on)."""
     if not user_ids:
         return False
-    return _send(close_message([], [], reason, user_ids=user_ids))
+    sent = _send(close_message([], [], reason, user_ids=user_ids))
+    return _logged("close_users", sent, reason, users=user_ids)
 
 
 def lift(names: list[str], token_ids: Sequence[int] = (), user_ids: Sequence[int] = ()) -> bool:
     """Tell every relay these names, tokens and users are no longer suspended."""
     if not (names or token_ids or user_ids):
         return False
-    return _send(lift_message(names, list(token_ids), list(user_ids)))
+    sent = _send(lift_message(names, list(token_ids), list(user_ids)))
+    return _logged("lift", sent, tunnels=names, tokens=token_ids, users=user_ids)
 
 
 def revoke_tokens(tokens: list[ApiToken], reason: str = "token revoked") -> int:
@@ -89,5 +108,6 @@ def revoke_tokens(tokens: list[ApiToken], reason: str = "token revoked") -> int:
             "subdomain", flat=True
         )
     )
-    close_tunnels(names, reason, token_ids=ids)
+    sent = close_tunnels(names, reason, token_ids=ids)
+    _logged("revoke_tokens", sent, reason, tokens=ids, tunnels=names)
     return revoked

@@ -15,7 +15,7 @@ from django.http.request import split_domain_port
 
 from relay import face, protocol
 from relay.face import PlanQuota, RegistrationError, TcpAsk
-from tunnels import access, addresses, auth, quiet, tcp_registration
+from tunnels import access, addresses, auth, quiet, refusal_log, tcp_registration
 from tunnels.identity import Requester, identify
 from tunnels.plans import PlanLimits
 from tunnels.route_names import site_route_names
@@ -41,7 +41,8 @@ def client_error(
     which gets 203: it retries any non-2xx answer silently forever, but exits printing the
     message of a 2xx other than 200 (see protocol.NPM_CLIENT_ERROR_STATUS).
     A refusal (4xx: a bad name, a wrong token, over quota) is the client's mistake and any
-    client can repeat it at will: no log line each (tunnels/quiet.py); a 5xx is logged.
+    client can repeat it at will: not Django's line each (tunnels/quiet.py) but our bounded
+    `registration_refused` event (tunnels/refusal_log.py); a 5xx is logged.
     """
     answer = JsonResponse({"message": message, "status": status})
     answer.status_code = protocol.error_status_for(user_agent(request), status)
@@ -50,7 +51,10 @@ def client_error(
         answer[protocol.REFUSAL_HEADER] = reason
     if retry_after is not None:
         answer["Retry-After"] = str(retry_after)
-    return quiet.unlogged(answer) if status < 500 else answer
+    if status >= 500:
+        return answer  # Django's request logging says it at ERROR
+    refusal_log.refused(request, status, message, reason)
+    return quiet.unlogged(answer)
 
 
 def user_agent(request: HttpRequest) -> bytes:

@@ -36,6 +36,11 @@ _TOKEN_BODY = re.compile(
 _TOKEN_IN_TEXT = re.compile(
     rf"\b{TOKEN_MARK}([{_PREFIX_ALPHABET}]{{{PREFIX_LENGTH}}})[A-Za-z0-9_-]+"
 )
+# A whole token glued to the text before it ("alt_...", "élt_...", "x_lt_..."): no word
+# boundary there, and it is a usable token still; its full length keeps honest words out.
+_GLUED_TOKEN = re.compile(
+    rf"{TOKEN_MARK}([{_PREFIX_ALPHABET}]{{{PREFIX_LENGTH}}})[A-Za-z0-9_-]{{{SECRET_LENGTH},}}"
+)
 _USERINFO_IN_TEXT = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?!TOKEN@)[^/?#\s]+@")
 _CREDENTIAL_IN_TEXT = re.compile(r"(?i)\b(bearer|basic)\s+(?!TOKEN\b)[A-Za-z0-9._~+/=-]+")
 
@@ -44,6 +49,7 @@ def redact(text: str) -> str:
     """`text` fit for a log: tokens cut to their public prefix (`lt_abcd1234…`, as the
     admin shows them), URL user-info and Authorization credentials masked."""
     text = _TOKEN_IN_TEXT.sub(rf"{TOKEN_MARK}\1…", text)
+    text = _GLUED_TOKEN.sub(rf"{TOKEN_MARK}\1…", text)
     text = _USERINFO_IN_TEXT.sub(r"\1***@", text)
     return _CREDENTIAL_IN_TEXT.sub(r"\1 ***", text)
 

@@ -556,16 +556,25 @@ RELAY_ACCESS_LOG = _bool("RELAY_ACCESS_LOG", False)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "tunnelsite.logconfig.JsonFormatter"},
+    },
     "handlers": {
         # Writes to the current sys.stderr: runrelay makes that non-blocking (relay/run/console.py).
-        "console": {"class": "relay.run.console.ConsoleHandler", "formatter": "plain"},
+        "console": {
+            "class": "relay.run.console.ConsoleHandler",
+            "formatter": "json" if RELAY_LOG_FORMAT == "json" else "plain",
+        },
         "null": {"class": "logging.NullHandler"},
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "relay": {"level": RELAY_LOG_LEVEL},
         "tunnels": {"level": RELAY_LOG_LEVEL},
+        # The access log is INFO lines whatever RELAY_LOG_LEVEL says, when it is on at all
+        # (relay/access_log.py; off, nothing calls it).
+        "relay.access": {"level": "INFO"},
         # Django's own default config gives "django" a second console handler (bare lines,
         # no time): without this every django.request warning was printed twice.
         "django": {"handlers": [], "level": "INFO", "propagate": True},

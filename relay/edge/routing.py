@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from relay import access_log
 from relay.asgi_types import ASGIApp, Receive, Scope, Send
 from relay.errors import send_error
 from relay.protocol import TUNNEL_SCOPE_KEY, tunnel_name_from_host
@@ -19,6 +20,7 @@ class HostRouter:
         self.site_http = site_http
         self.site_websocket = site_websocket
         self.domain = settings.RELAY_DOMAIN.encode()
+        self.access_log = access_log.ENABLED  # RELAY_ACCESS_LOG, read once (relay/access_log.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -39,7 +41,12 @@ class HostRouter:
                 return
             name = tunnel_name_from_host(hosts[0], self.domain)
         if name is not None:
-            if kind == "http":
+            if self.access_log:
+                wrap = access_log.http if kind == "http" else access_log.websocket
+                await wrap(
+                    proxy_http if kind == "http" else proxy_websocket, scope, receive, send, name
+                )
+            elif kind == "http":
                 await proxy_http(scope, receive, send, name)
             else:
                 await proxy_websocket(scope, receive, send, name)

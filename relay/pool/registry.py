@@ -20,6 +20,7 @@ from django.conf import settings as django_settings
 from django.db import IntegrityError, OperationalError
 
 from relay import protocol
+from relay.log_events import TUNNEL_CLOSED, TUNNEL_OPENED, tunnel_fields
 from relay.pool.access import Access, VisitorRules
 from relay.pool.draining import Drain
 from relay.pool.errors import RegistrationError
@@ -240,12 +241,32 @@ class Registry:
         self.schedule_expiry(tunnel)
         if self.cluster is not None:  # scale-out: tell the other nodes who owns the name
             self.cluster.tunnel_opened(tunnel)
+        opened = tunnel_fields(tunnel, TUNNEL_OPENED, _node(self.settings))
         if tunnel.tcp is not None:
-            logger.info("TCP tunnel %s opened for %s on port %d", name, client_ip, tunnel.tcp.port)
+            opened["tcp_port"] = tunnel.tcp.port
+            logger.info(
+                "TCP tunnel %s opened for %s on port %d",
+                name,
+                client_ip,
+                tunnel.tcp.port,
+                extra=opened,
+            )
         elif tunnel.server is not None:
-            logger.info("tunnel %s opened for %s on pool port %d", name, client_ip, tunnel.port)
+            opened["pool_port"] = tunnel.port
+            logger.info(
+                "tunnel %s opened for %s on pool port %d",
+                name,
+                client_ip,
+                tunnel.port,
+                extra=opened,
+            )
         else:
-            logger.info("tunnel %s opened for %s (upgraded pool connections)", name, client_ip)
+            logger.info(
+                "tunnel %s opened for %s (upgraded pool connections)",
+                name,
+                client_ip,
+                extra=opened,
+            )
         return tunnel
 
     def _own_tunnel_on_port(self, port: int, owner: str) -> str | None:
@@ -316,7 +337,11 @@ class Registry:
             self.flusher.pending.append(tunnel)
             if self.cluster is not None:  # scale-out: free the name cluster-wide at once
                 self.cluster.tunnel_closed(tunnel)
-            logger.info("tunnel %s closed: %s", tunnel.name, reason)
+            closed = tunnel_fields(tunnel, TUNNEL_CLOSED, _node(self.settings))
+            closed["reason"] = reason
+            closed["requests"] = tunnel.requests
+            closed["bytes_in"], closed["bytes_out"] = tunnel.bytes_in, tunnel.bytes_out
+            logger.info("tunnel %s closed: %s", tunnel.name, reason, extra=closed)
 
     def get(self, name: str) -> Tunnel | None:
         return self.tunnels.get(name)
@@ -382,3 +407,8 @@ def reset_registry() -> None:
     """For tests: forget the registry (its tunnels must already be closed)."""
     global _registry
     _registry = None
+
+
+def _node(settings: Any) -> str:
+    """This node's name for log lines ("" on a single relay, or a test's settings double)."""
+    return str(getattr(settings, "RELAY_NODE_NAME", "") or "")

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, cast
 
 from django.conf import settings as django_settings
 
+from relay import access_log
 from relay.headers import in_networks, normal_ip
 from relay.pool.borrowing import NoSocket
 from relay.pool.errors import PoolError
@@ -79,6 +80,9 @@ class TcpVisitor(asyncio.Protocol):
         "write_paused",
         "writable",
         "idle",
+        "started",
+        "bytes_in",
+        "bytes_out",
     )
 
     def __init__(self, tunnel: Tunnel) -> None:
@@ -102,6 +106,9 @@ class TcpVisitor(asyncio.Protocol):
         self.write_paused = False  # the visitor is behind on what it is sent
         self.writable: asyncio.Future[None] | None = None
         self.idle = IdleTimer(0.0, self._idle_out)
+        self.started = time.monotonic()  # for the access log's duration
+        self.bytes_in = 0  # the visitor's bytes sent to lt, and lt's to the visitor
+        self.bytes_out = 0
 
     # --- asyncio.Protocol, the visitor's side -----------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -203,6 +210,7 @@ class TcpVisitor(asyncio.Protocol):
             self.early += data  # counted when it goes to lt (_open)
             return
         tunnel.bytes_in += len(data)
+        self.bytes_in += len(data)
         tunnel.dirty = True
         try:
             conn.write(b"".join(data_frames(data)))
@@ -310,6 +318,7 @@ class TcpVisitor(asyncio.Protocol):
         parts = [frame(TCP_OPEN, open_payload(*self.peer))]
         if self.early:  # after a balancer's PROXY header
             self.tunnel.bytes_in += len(self.early)
+            self.bytes_in += len(self.early)
             parts.extend(data_frames(self.early))
             self.early = b""
         if self.visitor_done:
@@ -354,6 +363,7 @@ class TcpVisitor(asyncio.Protocol):
         self.idle.touch(now)
         tunnel.last_activity = now
         tunnel.bytes_out += len(data)
+        self.bytes_out += len(data)
         tunnel.dirty = True
         self.transport.write(data)  # type: ignore[union-attr]
 
@@ -446,6 +456,12 @@ class TcpVisitor(asyncio.Protocol):
         if tcp is not None and self in tcp.visitors:
             tcp.visitors.discard(self)
             tcp.count_out(self.key)
+            if access_log.ENABLED:  # one line per visitor connection, as it ends
+                end = "closed" if self.clean else (self.close_reason or "reset")
+                access_log.line(
+                    "tcp", self.tunnel.name, "TCP", "", 0,
+                    self.bytes_in, self.bytes_out, self.started, self.peer[0], end,
+                )  # fmt: skip
         waiter = self.writable
         if waiter is not None and not waiter.done():
             waiter.cancel()

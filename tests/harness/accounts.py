@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import AsyncClient, TestCase
 
+from harness import log_capture
 from harness.waiting import wait_until_async
 from relay.cluster import control
 from relay.pool.registry import Registry, get_registry, reset_registry
@@ -52,7 +53,9 @@ def make_user(username: str, **extra: Any) -> User:
 
 
 def make_token(user: User, name: str = "laptop", **extra: Any) -> tuple[ApiToken, str]:
-    return ApiToken.issue(user, name=name, **extra)
+    token, text = ApiToken.issue(user, name=name, **extra)
+    log_capture.remember(text, f"the API token of {user.username!r} (harness.accounts)")
+    return token, text
 
 
 def bearer(token: str) -> dict[str, str]:

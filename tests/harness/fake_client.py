@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from harness import log_capture
 from harness.http import DRAIN_READS
 from harness.relay import Relay
 from harness.waiting import IO_TIMEOUT_S, poll, unique_name
@@ -262,6 +263,7 @@ class UpgradingTunnelClient(FakeTunnelClient):
         info = answer.json()
         self.pool_url: str = info["pool_url"]
         self.secret: str = info["pool_secret"]
+        log_capture.remember(self.secret, f"the pool secret of {info['id']!r} (a fake lt)")
         return info
 
     def upgrade_head(self, secret: str | None = None, name: str | None = None) -> bytes:

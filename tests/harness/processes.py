@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from bench.procs import ROOT, STOP_TIMEOUT_S, Child, Children, StartError
+from harness import log_capture
 
 __all__ = ["PYTHON", "ROOT", "Process", "ProcessGroup"]
 
@@ -16,7 +17,24 @@ START_TIMEOUT_S = 20.0
 
 
 class Process(Child):
-    """A child process whose merged stdout/stderr is collected line by line."""
+    """A child process whose merged stdout/stderr is collected line by line, and written
+    byte for byte to the session's log directory (harness/log_capture.py)."""
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        path = log_capture.log_file(self.name, self.proc.pid)
+        if path is None:
+            super()._read()
+            return
+        with path.open("wb") as copy:
+            for raw in self.proc.stdout:
+                copy.write(raw)
+                copy.flush()  # a session-end check may read it while the child runs
+                with self._cond:
+                    self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                    self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
 
     def output(self) -> str:
         with self._cond:
@@ -48,6 +66,7 @@ class ProcessGroup(Children):
     def start(  # type: ignore[override]
         self, args: list[str], env: dict[str, str] | None = None, name: str = ""
     ) -> Process:
+        log_capture.remember_from(args, env)
         process = super().start(args, env, name=name)
         assert isinstance(process, Process)
         return process

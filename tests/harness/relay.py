@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from harness import log_capture
 from harness.http import Answer, Visitor
 from harness.processes import PYTHON, ROOT, Process, ProcessGroup
 from harness.waiting import IO_TIMEOUT_S, wait_until
@@ -203,7 +204,9 @@ print(ApiToken.issue(user, name={name!r})[1])
 def issue_token(relay: Relay, username: str, name: str) -> str:
     """A new user's API token, written into the relay's own database by `manage.py shell`."""
     code = _ISSUE_TOKEN.format(username=username, name=name)
-    return manage(relay, "shell", "-c", code).strip().splitlines()[-1]
+    token = manage(relay, "shell", "-c", code).strip().splitlines()[-1]
+    log_capture.remember(token, f"the API token of {username!r} (harness.relay.issue_token)")
+    return token
 
 
 def manage(relay: Relay, *args: str) -> str:

@@ -19,6 +19,7 @@ from bench.procs import client_env
 # RELAY_TCP_PORTS for a test relay: the same free range make bench picks.
 from bench.tcp_scenario import free_port_range as free_port_range
 from bench.tcp_scenario import port_free
+from harness import log_capture
 from harness.processes import PYTHON, ROOT, Process, ProcessGroup
 from harness.relay import Relay
 
@@ -67,6 +68,8 @@ def make_users(env: dict[str, str], users: dict[str, list[int]]) -> dict[str, st
         line.split()[1:] for line in done.stdout.splitlines() if line.startswith("TOKEN ")
     )
     assert set(tokens) == set(users), done.stdout
+    for username, token in tokens.items():
+        log_capture.remember(token, f"the API token of {username!r} (harness.tcp_tunnels)")
     return tokens
 
 
@@ -94,6 +97,7 @@ def make_plan_user(env: dict[str, str], username: str, **fields: object) -> str:
     )
     assert done.returncode == 0, f"making {username} failed:\n{done.stdout}\n{done.stderr}"
     (token,) = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("TOKEN ")]
+    log_capture.remember(token, f"the API token of {username!r} (harness.tcp_tunnels)")
     return token
 
 

@@ -11,8 +11,9 @@ import base64
 import re
 import socket
 from http.cookies import SimpleCookie
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+from harness import log_capture
 from harness.http import Answer
 from harness.relay import Relay
 from harness.waiting import IO_TIMEOUT_S
@@ -55,10 +56,13 @@ PASSWORD = "pw-for-e2e-only"
 
 
 def basic(pair: str) -> tuple[str, str]:
+    user, _, password = pair.partition(":")
+    log_capture.remember_basic(user, password)
     return ("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
 
 
 def bearer(token: str) -> tuple[str, str]:
+    log_capture.remember(token, "a Bearer token a visitor sent")
     return ("Authorization", f"Bearer {token}")
 
 
@@ -88,6 +92,7 @@ def assert_clean(seen: dict[str, list[str]]) -> None:
 
 def sign_in(relay: Relay, username: str) -> str:
     """Sign in on the relay's bare domain as a browser would; the Cookie header after it."""
+    log_capture.remember(PASSWORD, "the visitor tests' users' password")
     form = relay.get("/accounts/login/")
     assert form.status == 200, form
     csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)
@@ -107,6 +112,9 @@ def sign_in(relay: Relay, username: str) -> str:
     )
     assert done.status == 302, done
     jar.update(cookies_of(done))
+    for key in ("sessionid", "csrftoken"):
+        if key in jar:
+            log_capture.remember(jar[key], f"a signed-in visitor's {key} cookie")
     return "; ".join(f"{key}={value}" for key, value in jar.items())
 
 
@@ -118,10 +126,14 @@ def team_pass(relay: Relay, name: str, session: str) -> tuple[Answer, str | None
     if visit.status != 302:
         return visit, None
     back = urlsplit(visit.header("location") or "")
+    for ticket in parse_qs(back.query).get(protocol.TICKET_PARAM, []):
+        log_capture.remember(ticket, f"a visitor ticket for {name!r}")
     assert back.hostname == f"{name}.localhost" and back.path == protocol.TICKET_PATH
     exchanged = relay.get(f"{back.path}?{back.query}", name=name, headers=BROWSER)
     assert exchanged.status == 303, exchanged
     value = cookies_of(exchanged).get(protocol.ACCESS_COOKIE)
+    if value:
+        log_capture.remember(value, f"the access cookie of a visitor of {name!r}")
     return exchanged, f"{protocol.ACCESS_COOKIE}={value}"
 
 

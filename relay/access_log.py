@@ -1,0 +1,159 @@
+"""The access log (RELAY_ACCESS_LOG=true): one line per visitor request on `relay.access`.
+
+Off by default: then the router checks one boolean per request (`HostRouter.access_log`,
+read from the setting once at start) and nothing here runs. On, the visitor's `receive` and
+`send` are wrapped to count the body bytes each way and keep the status, and one INFO line is
+written when the request is over: an HTTP response when it completes (or is cut), a WebSocket
+or a TCP connection when it ends.
+
+The path is logged without its query string: a query string is where secrets usually travel
+(`?token=`, signed links), and redaction cannot know them all. A text line reads like the
+combined log format; the JSON format has the same values as fields (docs/logs.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+
+from django.conf import settings
+
+from relay.asgi_types import Message, Receive, Scope, Send
+from relay.headers import client_ip
+from relay.log_events import ACCESS
+
+logger = logging.getLogger("relay.access")
+
+# Read once, at import (after Django's setup): TCP visitors check it per connection.
+ENABLED: bool = bool(getattr(settings, "RELAY_ACCESS_LOG", False))
+
+Proxy = Callable[[Scope, Receive, Send, str], Awaitable[None]]
+
+# The status of a WebSocket the relay closed before accepting: Daphne answers the handshake 403.
+_WS_REFUSED = HTTPStatus.FORBIDDEN
+
+
+def line(
+    kind: str,
+    tunnel: str,
+    method: str,
+    path: str,
+    status: int,
+    bytes_in: int,
+    bytes_out: int,
+    started: float,
+    visitor: str,
+    end: str = "",
+) -> None:
+    """One line. `status` 0: no answer (the visitor left first; a TCP connection has none);
+    `end`: how a TCP connection ended (closed, reset, or the relay's reason)."""
+    duration_ms = round((time.monotonic() - started) * 1000, 1)
+    path = path.translate(_CONTROL)  # a decoded %0A must not start a forged line
+    fields = {
+        "event": ACCESS,
+        "kind": kind,
+        "tunnel": tunnel,
+        "method": method,
+        "path": path,
+        "status": status,
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
+        "duration_ms": duration_ms,
+        "visitor": visitor,
+    }
+    if end:
+        fields["end"] = end
+    logger.info(
+        '%s %s "%s %s" %s %d %d %.1fms',
+        visitor or "-",
+        tunnel,
+        method,
+        path or "-",
+        end or status,
+        bytes_in,
+        bytes_out,
+        duration_ms,
+        extra=fields,
+    )
+
+
+async def http(proxy: Proxy, scope: Scope, receive: Receive, send: Send, name: str) -> None:
+    started = time.monotonic()
+    status = 0  # 0: the visitor left before any answer
+    got = sent = 0
+
+    async def counting_receive() -> Message:
+        nonlocal got
+        message = await receive()
+        if message["type"] == "http.request":
+            got += len(message.get("body", b""))
+        return message
+
+    async def counting_send(message: Message) -> None:
+        nonlocal status, sent
+        kind = message["type"]
+        if kind == "http.response.start":
+            status = message["status"]
+        elif kind == "http.response.body":
+            sent += len(message.get("body", b""))
+        await send(message)
+
+    try:
+        await proxy(scope, counting_receive, counting_send, name)
+    finally:
+        line(
+            "http",
+            name,
+            scope["method"],
+            scope["path"],
+            status,
+            got,
+            sent,
+            started,
+            client_ip(scope),
+        )
+
+
+async def websocket(proxy: Proxy, scope: Scope, receive: Receive, send: Send, name: str) -> None:
+    started = time.monotonic()
+    status: int = 0
+    got = sent = 0
+
+    async def counting_receive() -> Message:
+        nonlocal got
+        message = await receive()
+        if message["type"] == "websocket.receive":
+            got += _size(message)
+        return message
+
+    async def counting_send(message: Message) -> None:
+        nonlocal status, sent
+        kind = message["type"]
+        if kind == "websocket.send":
+            sent += _size(message)
+        elif kind == "websocket.accept":
+            status = HTTPStatus.SWITCHING_PROTOCOLS
+        elif kind == "websocket.http.response.start":
+            status = message["status"]
+        elif kind == "websocket.close" and status == 0:
+            status = _WS_REFUSED
+        await send(message)
+
+    try:
+        await proxy(scope, counting_receive, counting_send, name)
+    finally:
+        line("websocket", name, "GET", scope["path"], status, got, sent, started, client_ip(scope))
+
+
+# Control characters, as the percent-escapes a visitor sent them as (the path is decoded).
+_CONTROL = {code: f"%{code:02X}" for code in [*range(ord(" ")), ord("\x7f")]}
+
+
+def _size(message: Message) -> int:
+    data = message.get("bytes")
+    if data is not None:
+        return len(data)
+    text = message.get("text")
+    return len(text.encode("utf-8", "replace")) if text is not None else 0
