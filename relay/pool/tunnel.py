@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from relay import protocol
 from relay.headers import normal_ip
+from relay.pool import bandwidth
 from relay.pool.access import Access
 from relay.pool.borrowing import Borrowing, NoSocket, sockets_beyond_spare
 from relay.pool.captures import TunnelCaptures, forget
@@ -51,6 +52,8 @@ class Tunnel(Borrowing):
     user_id: int | None = None  # the token's user (None: anonymous)
     token_id: int | None = None  # the ApiToken it was opened with
     quota: Quota | None = None  # plan limits (relay/pool/quota.py); None: no limits
+    # The owner's bandwidth (relay/pool/bandwidth.py), shared by its tunnels; None: no limit.
+    shaper: bandwidth.Shaper | None = None
     # Who may visit (relay/pool/access.py): None when anyone may and no warning page is shown.
     access: Access | None = None
     # The request inspector's captures (relay/pool/captures.py): None when its plan keeps none.
@@ -260,6 +263,8 @@ class Tunnel(Borrowing):
         self.cancel_expiry()
         if self.quota is not None:
             self.quota.cancel_idle_timer()
+        if self.shaper is not None:
+            bandwidth.owners.leave(self.shaper)  # the owner's entry goes with its last tunnel
         self.close_reason = reason
         self.dirty = True
         if self.captures is not None:
