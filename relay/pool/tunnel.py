@@ -249,8 +249,12 @@ class Tunnel(Borrowing):
     @property
     def visitors_connected(self) -> int:
         """A TCP tunnel's visitor connections open now (0 for an HTTP tunnel): while any is
-        open the tunnel is in use, bytes or not (its quota's idle timeout)."""
-        return self.tcp.live if self.tcp is not None else 0
+        open the tunnel is in use, bytes or not (its quota's idle timeout). An HTTP tunnel
+        under a bandwidth limit counts its exchanges in flight (pool sockets lent out): the
+        plan's own pacing makes them long, and must not make the tunnel look idle."""
+        if self.tcp is not None:
+            return self.tcp.live
+        return len(self.connections) - len(self.idle) if self.shaper is not None else 0
 
     def close_idle(self, reason: str) -> None:
         """Its quota's idle timeout ran out (relay/pool/quota.py): close it as the registry does."""

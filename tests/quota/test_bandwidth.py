@@ -166,6 +166,20 @@ def test_two_tunnels_of_one_account_share_its_rate(
     assert min(seconds for seconds, _, _ in results) >= 6.0, results  # turns, not one first
 
 
+def test_a_paced_download_longer_than_the_plans_idle_timeout_is_not_cut(
+    relay: Relay, our_lt: Callable[[str], OurLt]
+) -> None:
+    """The plan closes tunnels idle for 2 s; a 6 MiB download at 1 MiB/s takes about 5 s
+    and is one request: the relay's pacing is not idleness, the bytes all arrive."""
+    lt = our_lt(
+        make_plan_user(relay.env, unique_name("bw"), max_bytes_per_second=RATE, idle_timeout_s=2)
+    )
+    size = 6 * MIB
+    seconds, digest, length = download(relay, lt.name, size)
+    assert (length, digest) == (size, whole(size))
+    assert seconds >= 4.0, seconds
+
+
 def test_other_accounts_are_not_slowed_and_a_plan_without_a_limit_is_not_paced(
     relay: Relay, our_lt: Callable[[str], OurLt], token: Callable[[int], str]
 ) -> None:
