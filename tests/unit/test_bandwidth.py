@@ -45,6 +45,30 @@ def test_it_never_passes_more_than_rate_times_time_plus_burst(
             assert total <= rate * (b - a) + bucket.burst + BANDWIDTH_DUST_BYTES + 1e-9 * total
 
 
+@given(RATES, st.lists(PIECES, min_size=2, max_size=4))
+def test_copiers_sharing_a_bucket_together_stay_within_it(
+    rate: int, copiers: list[list[tuple[int, float]]]
+) -> None:
+    """Several copiers of one owner (tunnels, directions' streams), each waiting its own
+    delays, interleaved in time order: all their pieces together obey the one bound."""
+    bucket = Bucket(rate, 0.0)
+    ready = [(0.0, index, 0) for index in range(len(copiers))]  # (when, copier, next piece)
+    log = []
+    while ready:
+        ready.sort()
+        now, index, piece = ready.pop(0)
+        size, gap = copiers[index][piece]
+        delay = bucket.take(size, now)
+        log.append((now, now + delay, size))
+        if piece + 1 < len(copiers[index]):
+            ready.append((now + delay + gap, index, piece + 1))
+    log.sort()
+    for i, (a, _, _) in enumerate(log):
+        for b in {passed for _, passed, _ in log[i:]}:
+            total = sum(size for taken, passed, size in log[i:] if passed <= b)
+            assert total <= rate * (b - a) + bucket.burst + BANDWIDTH_DUST_BYTES + 1e-9 * total
+
+
 @given(RATES, st.lists(st.floats(0.0, 2.0), min_size=1, max_size=60))
 def test_it_never_waits_a_copier_that_stays_under_the_rate(rate: int, gaps: list[float]) -> None:
     """Pieces no larger than what the rate refilled since the last one, nor than the burst
