@@ -27,6 +27,7 @@ from typing import Any
 
 from relay import records, visitor_pass
 from relay.headers import address_key, client_ip
+from relay.pool import bandwidth
 from relay.pool import captures as inspector
 from relay.pool.access import VisitorRules
 from relay.pool.captures import ReplayError
@@ -138,6 +139,9 @@ class PlanQuota:
     per_day_bytes: int
     max_body_bytes: int
     idle_timeout_s: int
+    max_bytes_per_second: int = (
+        0  # per owner on this relay, each direction (relay/pool/bandwidth.py)
+    )
 
 
 @dataclass(frozen=True)
@@ -247,6 +251,9 @@ async def register(
         tunnel.quota = _quota(quota)
         if tunnel.quota is not None:
             tunnel.quota.start_idle_timer(tunnel)
+    if tunnel.shaper is None and not tunnel.closed:  # a reclaimed tunnel keeps its buckets
+        rate = quota.max_bytes_per_second
+        tunnel.shaper = bandwidth.owners.join(tunnel.owner, rate, time.monotonic())
     cluster = registry.cluster  # scale-out
     return Registration(
         name=tunnel.name,

@@ -725,6 +725,17 @@ TIMER_SLACK_S = 0.01
 # (tunnels.models.TunnelSession.close_reason).
 CLOSE_REASON_MAX_CHARS = 100
 
+# --- a plan's bandwidth (relay/pool/bandwidth.py) ------------------------------------------------
+# An owner's bucket holds at most one second's worth of its rate, and never less than one
+# body piece (BODY_CHUNK_BYTES): a second is the unit the plan's limit is given in, so a
+# quiet owner's next download starts at full speed for that second and no longer; below one
+# body piece a small rate would make every piece wait even after a long pause.
+BANDWIDTH_BURST_S = 1.0
+BANDWIDTH_MIN_BURST_BYTES = BODY_CHUNK_BYTES
+# A debt smaller than a byte is the rounding of float seconds times a rate, not traffic: it is
+# kept in the bucket but not waited for (a timer per piece for nothing).
+BANDWIDTH_DUST_BYTES = 1.0
+
 # --- the control listener (relay/cluster/control.py) ----------------------------------------------
 # Group membership expires (channels_redis group_expiry, a day by default; the in-memory layer
 # the same): join again well before that, from a task beside the receive, never cancelling it.

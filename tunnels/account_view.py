@@ -50,6 +50,10 @@ def _size(value: int) -> str:
     return binary(value) if value else "no limit"
 
 
+def _per_s(value: int) -> str:
+    return f"{binary(value)}/s" if value else "no limit"
+
+
 def _usage_rows(limits: PlanLimits, used: usage.Usage) -> list[dict[str, Any]]:
     """Each limit beside what is used of it today (`cap` 0: no limit, no bar)."""
     return [
@@ -88,6 +92,7 @@ def context_of(request: HttpRequest) -> dict[str, Any]:
         "per_tunnel_limits": [
             ("Requests per minute", _limit(limits.max_requests_per_minute)),
             ("Bytes per day", _size(limits.max_bytes_per_day)),
+            ("Bandwidth, all tunnels, each way", _per_s(limits.max_bytes_per_second)),
             ("Request body size", _size(limits.max_request_body_bytes)),
             ("Idle timeout", f"{limits.idle_timeout_s} s" if limits.idle_timeout_s else "never"),
             ("Sockets per tunnel", str(limits.max_sockets)),

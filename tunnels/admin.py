@@ -63,6 +63,7 @@ class PlanAdmin(admin.ModelAdmin):
                     "max_sockets_per_tunnel",
                     "max_requests_per_minute",
                     "max_bytes_per_day",
+                    "max_bytes_per_second",  # bandwidth per account (docs/quotas.md#bandwidth)
                     "max_request_body_bytes",
                     "idle_timeout_s",
                     "allow_custom_subdomains",

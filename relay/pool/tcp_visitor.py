@@ -83,6 +83,8 @@ class TcpVisitor(asyncio.Protocol):
         "started",
         "bytes_in",
         "bytes_out",
+        "paced",
+        "owed",
     )
 
     def __init__(self, tunnel: Tunnel) -> None:
@@ -109,6 +111,9 @@ class TcpVisitor(asyncio.Protocol):
         self.started = time.monotonic()  # for the access log's duration
         self.bytes_in = 0  # the visitor's bytes sent to lt, and lt's to the visitor
         self.bytes_out = 0
+        # The plan's bandwidth (relay/pool/bandwidth.py): reading the visitor resumes then.
+        self.paced: asyncio.TimerHandle | None = None
+        self.owed = 0.0  # until when (monotonic) the pump waits before reading lt on
 
     # --- asyncio.Protocol, the visitor's side -----------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -219,6 +224,8 @@ class TcpVisitor(asyncio.Protocol):
             return
         if conn.write_paused:
             self._lt_behind(conn)
+        if tunnel.shaper is not None:
+            self._pace_visitor(tunnel.shaper.up.take(len(data), now))
         if tunnel.quota is not None and tunnel.quota.over_day_bytes(tunnel):
             self._stop("the tunnel's daily traffic allowance is used up")
 
@@ -327,7 +334,7 @@ class TcpVisitor(asyncio.Protocol):
         conn.write(b"".join(parts))
         if conn.write_paused:
             self._lt_behind(conn)
-        elif not self.visitor_done:
+        elif not self.visitor_done and self.paced is None:
             self.transport.resume_reading()  # type: ignore[union-attr]
 
     def _lt_behind(self, conn: PoolSocket) -> None:
@@ -353,7 +360,21 @@ class TcpVisitor(asyncio.Protocol):
             self._stop(None)
             return
         self.drainer = None
-        if not self.ended and not self.visitor_done:
+        if not self.ended and not self.visitor_done and self.paced is None:
+            self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def _pace_visitor(self, delay: float) -> None:
+        """The owner's bandwidth ran out for now: stop reading the visitor for `delay` s
+        (its kernel buffers fill and TCP tells it to wait); nothing it sent is dropped."""
+        if not delay or self.paced is not None:
+            return
+        self.transport.pause_reading()  # type: ignore[union-attr]
+        self.paced = asyncio.get_running_loop().call_later(delay, self._paced_out)
+        self.idle.touch(time.monotonic() + delay)  # the relay's own wait is not idleness
+
+    def _paced_out(self) -> None:
+        self.paced = None
+        if not self.ended and not self.visitor_done and self.drainer is None:
             self.transport.resume_reading()  # type: ignore[union-attr]
 
     # --- called by the pump (relay.pool.tcp_splice.Carried) ----------------------------------
@@ -366,6 +387,11 @@ class TcpVisitor(asyncio.Protocol):
         self.bytes_out += len(data)
         tunnel.dirty = True
         self.transport.write(data)  # type: ignore[union-attr]
+        if tunnel.shaper is not None:  # the plan's bandwidth: the pump waits before reading on
+            delay = tunnel.shaper.down.take(len(data), now)
+            if delay:
+                self.owed = max(self.owed, now + delay)
+                self.idle.touch(now + delay)  # the relay's own wait is not idleness
 
     def app_eof(self) -> None:
         self.app_done = True
@@ -380,7 +406,12 @@ class TcpVisitor(asyncio.Protocol):
         return quota is not None and quota.over_day_bytes(self.tunnel)
 
     async def visitor_writable(self) -> None:
-        """Return once the visitor takes more; TimeoutError after the idle timeout."""
+        """Return once the visitor takes more, and the plan's bandwidth lets the pump read lt
+        on; TimeoutError after the idle timeout (the visitor's, not the relay's pacing)."""
+        if self.owed:
+            wait, self.owed = self.owed - time.monotonic(), 0.0
+            if wait > 0:
+                await asyncio.sleep(wait)
         if not self.write_paused:
             return
         waiter = self.writable = asyncio.get_running_loop().create_future()
@@ -452,6 +483,9 @@ class TcpVisitor(asyncio.Protocol):
                 return  # connection_lost comes back here
             reset(transport)
         self.idle.cancel()
+        if self.paced is not None:
+            self.paced.cancel()
+            self.paced = None
         tcp = self.tunnel.tcp
         if tcp is not None and self in tcp.visitors:
             tcp.visitors.discard(self)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from relay import protocol
 from relay.headers import normal_ip
+from relay.pool import bandwidth
 from relay.pool.access import Access
 from relay.pool.borrowing import Borrowing, NoSocket, sockets_beyond_spare
 from relay.pool.captures import TunnelCaptures, forget
@@ -51,6 +52,8 @@ class Tunnel(Borrowing):
     user_id: int | None = None  # the token's user (None: anonymous)
     token_id: int | None = None  # the ApiToken it was opened with
     quota: Quota | None = None  # plan limits (relay/pool/quota.py); None: no limits
+    # The owner's bandwidth (relay/pool/bandwidth.py), shared by its tunnels; None: no limit.
+    shaper: bandwidth.Shaper | None = None
     # Who may visit (relay/pool/access.py): None when anyone may and no warning page is shown.
     access: Access | None = None
     # The request inspector's captures (relay/pool/captures.py): None when its plan keeps none.
@@ -246,8 +249,12 @@ class Tunnel(Borrowing):
     @property
     def visitors_connected(self) -> int:
         """A TCP tunnel's visitor connections open now (0 for an HTTP tunnel): while any is
-        open the tunnel is in use, bytes or not (its quota's idle timeout)."""
-        return self.tcp.live if self.tcp is not None else 0
+        open the tunnel is in use, bytes or not (its quota's idle timeout). An HTTP tunnel
+        under a bandwidth limit counts its exchanges in flight (pool sockets lent out): the
+        plan's own pacing makes them long, and must not make the tunnel look idle."""
+        if self.tcp is not None:
+            return self.tcp.live
+        return len(self.connections) - len(self.idle) if self.shaper is not None else 0
 
     def close_idle(self, reason: str) -> None:
         """Its quota's idle timeout ran out (relay/pool/quota.py): close it as the registry does."""
@@ -260,6 +267,8 @@ class Tunnel(Borrowing):
         self.cancel_expiry()
         if self.quota is not None:
             self.quota.cancel_idle_timer()
+        if self.shaper is not None:
+            bandwidth.owners.leave(self.shaper)  # the owner's entry goes with its last tunnel
         self.close_reason = reason
         self.dirty = True
         if self.captures is not None:

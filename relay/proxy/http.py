@@ -160,7 +160,17 @@ async def _attempt(
     tunnel.last_activity = time.monotonic()
     try:
         exc = await exchange(
-            conn, receive, send, flow, head, first, progress, timeout, timeout, capture=capture
+            conn,
+            receive,
+            send,
+            flow,
+            head,
+            first,
+            progress,
+            timeout,
+            timeout,
+            capture=capture,
+            shaper=tunnel.shaper,  # the owner's bandwidth; None: no limit
         )
         if exc is None:
             error = ""

@@ -109,4 +109,5 @@ async def _bridge(
     host = next((v for n, v in forwarded if n == b"host"), b"") or tunnel.name.encode()
     request = handshake_request(scope, forwarded, host)
     flow = scope.get("extensions", {}).get("tunnelsite.ws_flow")
-    await bridge(receive, send, conn, tunnel, request, settings.RELAY_RESPONSE_TIMEOUT_S, flow)
+    timeout = settings.RELAY_RESPONSE_TIMEOUT_S
+    await bridge(receive, send, conn, tunnel, request, timeout, flow, tunnel.shaper)

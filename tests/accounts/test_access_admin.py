@@ -14,6 +14,7 @@ PLAN_FORM = {
     "max_sockets_per_tunnel": 10,
     "max_requests_per_minute": 0,
     "max_bytes_per_day": 0,
+    "max_bytes_per_second": 0,
     "max_request_body_bytes": 0,
     "idle_timeout_s": 0,
     "allow_custom_subdomains": "on",
