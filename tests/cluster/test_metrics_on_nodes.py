@@ -44,9 +44,11 @@ def test_a_forwarded_request_is_counted_on_both_nodes(nodes) -> None:  # type: i
         client.close()
     assert value(after_a, "tunnelsite_tunnels", node="metrics-a") == 0
     assert value(after_b, "tunnelsite_tunnels", node="metrics-b", plan="default") == 1
-    assert value(after_a, "tunnelsite_cluster_forwards_total", kind="http") - value(
-        before_a, "tunnelsite_cluster_forwards_total", kind="http"
-    ) >= 1
+    assert (
+        value(after_a, "tunnelsite_cluster_forwards_total", kind="http")
+        - value(before_a, "tunnelsite_cluster_forwards_total", kind="http")
+        >= 1
+    )
     assert value(after_b, "tunnelsite_cluster_forwards_total") == 0
     requests = value(after_b, "tunnelsite_requests_total", plan="default") - value(
         before_b, "tunnelsite_requests_total", plan="default"

@@ -14,7 +14,7 @@ from harness.fake_client import FakeTunnelClient
 from harness.our_client import OurLtLauncher
 from harness.processes import ProcessGroup
 from harness.prometheus import TOKEN, promtool_check, scrape, series, value
-from harness.relay import LocalApp, LtLauncher, Relay
+from harness.relay import LocalApp, LtLauncher, Relay, free_port
 from harness.tcp_tunnels import LtTcpLauncher, free_port_range, make_users, start_tcp_app
 from harness.waiting import IO_TIMEOUT_S, wait_until
 from harness.websocket import run_websocket
@@ -169,3 +169,19 @@ def test_a_tcp_tunnels_connections_are_counted(
         promtool_check(after)
     finally:
         group.stop_all()
+
+
+def test_our_lt_answering_for_a_dead_app_is_the_apps_5xx_not_a_relay_error(
+    relay_factory: Callable[..., Relay], our_launcher: OurLtLauncher
+) -> None:
+    relay = relay_factory(RELAY_METRICS_TOKEN=TOKEN)
+    dead_port = free_port()  # nothing listens there
+    ours = our_launcher(relay, dead_port)
+    before = scrape(relay)
+    answer = relay.get("/", name=ours.name)
+    assert answer.status == 502, answer  # our lt's own page: the app did not answer
+    after = scrape(relay)
+    assert delta(before, after, "tunnelsite_responses_total", **{"class": "5xx"}) == 1
+    assert delta(before, after, "tunnelsite_relay_errors_total") == 0
+    assert delta(before, after, "tunnelsite_requests_total", **PLAN) == 1
+    ours.process.stop()
