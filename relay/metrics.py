@@ -7,9 +7,9 @@ pool sockets, waiters, requests in flight, each tunnel's requests and bytes), re
 WebSockets, TCP connections, and what closed tunnels carried) and the request inspector's
 store, and yields metric families. Labels are bounded: `node` (RELAY_NODE_NAME, "" on a
 single relay) and `plan` (the plan a tunnel registered under: the operator's plans);
-RELAY_METRICS_PER_TUNNEL adds series with a `tunnel` label, one set per live tunnel. The
-process collectors (CPU, memory, descriptors, GC) go on this module's own registry, not
-prometheus_client's global one.
+RELAY_METRICS_PER_TUNNEL adds series with a `tunnel` label, one set per live tunnel
+(`per_tunnel_text`, written by hand for speed). The process collectors (CPU, memory,
+descriptors, GC) go on this module's own registry, not prometheus_client's global one.
 """
 
 from __future__ import annotations
@@ -85,8 +85,6 @@ class RelayCollector(Collector):
         yield from self._live(registry, node)
         yield from self._events(node)
         yield from self._inspector(node)
-        if settings.RELAY_METRICS_PER_TUNNEL:
-            yield from self._per_tunnel(registry, node)
 
     def _live(self, registry: Registry, node: str) -> Iterator[Metric]:
         stats = self.stats
@@ -240,35 +238,50 @@ class RelayCollector(Collector):
         kept.add_metric([node], len(store.order))
         yield from (used, kept)
 
-    def _per_tunnel(self, registry: Registry, node: str) -> Iterator[Metric]:
-        labels = ["node", "plan", "tunnel"]
-        requests = CounterMetricFamily(
-            "tunnelsite_tunnel_requests",
-            "Requests to each live tunnel (RELAY_METRICS_PER_TUNNEL).",
-            labels=labels,
+
+# The per-tunnel series (RELAY_METRICS_PER_TUNNEL), written here rather than as metric
+# families: five lines per tunnel, and prometheus_client formats each sample with its label
+# checks and escapes: 210 ms a scrape for 5,000 tunnels (blocking the relay's loop), where
+# this takes 15 ms. Each tunnel's labels are made once; names need no escape
+# (protocol.SUBDOMAIN_RE), a plan's or node's name is escaped as the text format says.
+_PER_TUNNEL = (
+    ("tunnelsite_tunnel_requests_total", "counter", "Requests to each live tunnel."),
+    ("tunnelsite_tunnel_bytes_in_total", "counter", "Bytes from visitors to each live tunnel."),
+    ("tunnelsite_tunnel_bytes_out_total", "counter", "Bytes from each live tunnel to visitors."),
+    ("tunnelsite_tunnel_pool_sockets", "gauge", "Each live tunnel's pool sockets."),
+    (
+        "tunnelsite_tunnel_visitors_waiting",
+        "gauge",
+        "Visitors waiting for each live tunnel's pool sockets.",
+    ),
+)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def per_tunnel_text(tunnels: Iterable[Tunnel], node: str) -> str:
+    """The per-tunnel series of `tunnels`, in Prometheus' text format."""
+    rows = []
+    node_label = f'node="{_escape(node)}",plan="'
+    for tunnel in sorted(tunnels, key=lambda tunnel: tunnel.name):
+        labels = f'{{{node_label}{_escape(tunnel.plan)}",tunnel="{_escape(tunnel.name)}"}} '
+        rows.append(
+            (
+                labels,
+                tunnel.requests,
+                tunnel.bytes_in,
+                tunnel.bytes_out,
+                len(tunnel.connections),
+                len(tunnel.waiters),
+            )
         )
-        bytes_in = CounterMetricFamily(
-            "tunnelsite_tunnel_bytes_in", "Bytes from visitors to each live tunnel.", labels=labels
-        )
-        bytes_out = CounterMetricFamily(
-            "tunnelsite_tunnel_bytes_out", "Bytes from each live tunnel to visitors.", labels=labels
-        )
-        sockets = GaugeMetricFamily(
-            "tunnelsite_tunnel_pool_sockets", "Each live tunnel's pool sockets.", labels=labels
-        )
-        waiting = GaugeMetricFamily(
-            "tunnelsite_tunnel_visitors_waiting",
-            "Visitors waiting for each live tunnel's pool sockets.",
-            labels=labels,
-        )
-        for name, tunnel in sorted(registry.tunnels.items()):
-            values = [node, tunnel.plan, name]
-            requests.add_metric(values, tunnel.requests)
-            bytes_in.add_metric(values, tunnel.bytes_in)
-            bytes_out.add_metric(values, tunnel.bytes_out)
-            sockets.add_metric(values, len(tunnel.connections))
-            waiting.add_metric(values, len(tunnel.waiters))
-        yield from (requests, bytes_in, bytes_out, sockets, waiting)
+    parts = []
+    for index, (name, kind, meaning) in enumerate(_PER_TUNNEL, start=1):
+        parts.append(f"# HELP {name} {meaning} (RELAY_METRICS_PER_TUNNEL)\n# TYPE {name} {kind}\n")
+        parts.extend(f"{name}{row[0]}{row[index]}\n" for row in rows)
+    return "".join(parts)
 
 
 def _registry() -> CollectorRegistry:
@@ -287,4 +300,8 @@ _REGISTRY = _registry()
 
 def text() -> bytes:
     """The whole exposition, in Prometheus' text format (call it on the relay's loop)."""
-    return generate_latest(_REGISTRY)
+    body = generate_latest(_REGISTRY)
+    if settings.RELAY_METRICS_PER_TUNNEL:
+        tunnels = get_registry().tunnels.values()
+        body += per_tunnel_text(tunnels, str(settings.RELAY_NODE_NAME)).encode()
+    return body

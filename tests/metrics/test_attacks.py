@@ -14,7 +14,16 @@ from pathlib import Path
 import pytest
 from harness.fake_client import FakeTunnelClient
 from harness.http import Visitor
-from harness.prometheus import TOKEN, bare, listener, listener_port, scrape, series, value
+from harness.prometheus import (
+    TOKEN,
+    bare,
+    listener,
+    listener_port,
+    promtool_check,
+    scrape,
+    series,
+    value,
+)
 from harness.relay import RELAY_COMMAND, LocalApp, LtLauncher, Relay, relay_env
 from harness.waiting import IO_TIMEOUT_S, wait_until
 
@@ -225,6 +234,7 @@ def _many_tunnels(relay: Relay, fake_client_factory: Callable[..., FakeTunnelCli
 def test_many_tunnels_add_no_series_by_default(
     relay: Relay, fake_client_factory: Callable[..., FakeTunnelClient]
 ) -> None:
+    fake_client_factory(relay)  # one tunnel of the default plan: its series exist
     before = scrape(relay)
     names = _many_tunnels(relay, fake_client_factory)
     after = scrape(relay)
@@ -243,6 +253,7 @@ def test_per_tunnel_series_come_only_with_the_setting(
     text = scrape(relay)
     labelled = {labels["tunnel"] for labels in series(text, "tunnelsite_tunnel_requests_total")}
     assert labelled == names
+    promtool_check(text)
     assert {labels["plan"] for labels in series(text, "tunnelsite_tunnel_pool_sockets")} == {
         "default"
     }

@@ -4,13 +4,12 @@ values: a registry with tunnels made by hand, request heads as bytes."""
 from __future__ import annotations
 
 from django.conf import settings
-from django.test import override_settings
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.metrics import RelayCollector
+from relay.metrics import RelayCollector, per_tunnel_text
 from relay.pool.registry import Registry
 from relay.pool.tunnel import Tunnel
 from relay.run.metrics_listener import respond
@@ -100,8 +99,9 @@ def test_series_grow_with_plans_not_tunnels_unless_per_tunnel(
     registry = Registry(settings)
     for index, plan in enumerate(plans):
         tunnel(registry, f"tunnel-{index:04d}", plan)
-    with override_settings(RELAY_METRICS_PER_TUNNEL=per_tunnel):
-        text = exposition(registry, Stats())
+    text = exposition(registry, Stats())
+    if per_tunnel:  # relay.metrics.text adds these with RELAY_METRICS_PER_TUNNEL
+        text += per_tunnel_text(registry.tunnels.values(), "")
     with_tunnel = [
         sample
         for family in text_string_to_metric_families(text)
@@ -136,3 +136,17 @@ def test_the_listener_answers_only_get_and_head_of_metrics() -> None:
 def test_any_head_gets_an_answer_never_an_exception(head: bytes) -> None:
     answer = respond(head, metrics_text)
     assert answer.split(b" ", 2)[1] in {b"200", b"400", b"404", b"405"}
+
+
+def test_per_tunnel_labels_are_escaped_and_promtool_reads_them() -> None:
+    registry = Registry(settings)
+    tunnel(registry, "quiet-fox-3f9a", 'a "quoted" \\ plan\nwith a newline', requests=3)
+    text = per_tunnel_text(registry.tunnels.values(), "node-1")
+    (family, *_) = text_string_to_metric_families(text)
+    (sample,) = family.samples
+    assert sample.labels == {
+        "node": "node-1",
+        "plan": 'a "quoted" \\ plan\nwith a newline',
+        "tunnel": "quiet-fox-3f9a",
+    }
+    assert (sample.name, sample.value) == ("tunnelsite_tunnel_requests_total", 3)
