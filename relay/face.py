@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay import records, visitor_pass
+from relay import metrics, records, stats, visitor_pass
 from relay.headers import address_key, client_ip
 from relay.pool import bandwidth
 from relay.pool import captures as inspector
@@ -86,6 +86,8 @@ __all__ = [
     "signout_message",
     "install_records",
     "live_count",
+    "metrics_text",
+    "registration_answered",
     "register",
     "registration_wait",
     "relay_status",
@@ -217,6 +219,7 @@ async def register(
     rules: VisitorRules | None = None,
     inspect: bool = False,
     tcp: TcpAsk | None = None,
+    plan: str = "",
 ) -> Registration:
     """Register a tunnel (the name asked for, or a random one) or reclaim the owner's, which
     keeps its quota and counters; raises RegistrationError with what the client is told.
@@ -227,7 +230,7 @@ async def register(
     (tunnels/access.py); a reclaimed tunnel takes the new registration's rules. `inspect`: the
     plan lets the relay keep the tunnel's last exchanges for its owner (relay/pool/captures.py).
     `tcp`: a TCP tunnel (`lt tcp`), given a public port of RELAY_TCP_PORTS; a name held by a
-    tunnel of the other kind is refused (409)."""
+    tunnel of the other kind is refused (409). `plan`: the plan's name (/metrics' label)."""
     registry = get_registry()
     tunnel = await registry.register(
         requested,
@@ -245,6 +248,7 @@ async def register(
         rules=rules,  # set on the tunnel before the name is claimed (the gate from the start)
         tcp=tcp,  # TcpAsk fits relay/pool/tcp_ports.py's TcpWanted
     )
+    tunnel.plan = plan  # (a reclaim's plan is this registration's)
     # A reclaimed tunnel keeps its captures if still allowed; a TCP tunnel has none to keep.
     inspector.enable(tunnel, inspect and tunnel.tcp is None)
     if tunnel.quota is None:  # a reclaimed tunnel keeps its quota and counters
@@ -384,6 +388,17 @@ def close_for_client(seen: TunnelStatus, owner: str, client_id: str, reason: str
     if tunnel is not None:
         registry.close(tunnel, reason)
     return Closing.CLOSED
+
+
+def registration_answered(status: int) -> None:
+    """Count a registration answered with `status` (200: registered) for /metrics."""
+    stats.STATS.registration(status)
+
+
+def metrics_text() -> tuple[bytes, str]:
+    """/metrics in Prometheus' text format and its content type (call it on the relay's
+    event loop): read now from the registry and the relay's counters (relay/metrics.py)."""
+    return metrics.text(), metrics.CONTENT_TYPE
 
 
 def live_count() -> int:

@@ -186,6 +186,22 @@ def registration_answer(
 _HOST_PORT = re.compile(rb"[0-9]{1,5}")
 HIGHEST_PORT = 65535  # TCP's: also the bound of --port and of a node's HOST:PORT
 
+# /metrics (relay/metrics.py, docs/metrics.md): its path on the bare domain and on the
+# listener of its own (RELAY_METRICS_BIND, relay/run/metrics_listener.py). That listener
+# answers one request per connection; Prometheus sends a head of a few hundred bytes at
+# once, so 8 KiB and 5 s are far beyond a scraper and bound a slow or huge request; 64
+# connections at once leave room for several Prometheus servers and a curl or two, and
+# bound a flood (more are closed at once).
+METRICS_PATH = "/metrics"
+METRICS_MAX_HEAD_BYTES = 8192
+METRICS_HEAD_TIMEOUT_S = 5.0
+METRICS_MAX_CONNECTIONS = 64
+# Writing the exposition to a scraper that stops reading: given up after this.
+METRICS_WRITE_TIMEOUT_S = 10.0
+# Answers counted by status class, status // 100: a status has three digits (h11 and Twisted
+# take 100-999), so ten classes; /metrics reports 1xx-5xx and the rest as "other".
+STATUS_CLASSES = 10
+
 
 def tunnel_name_from_host(host: bytes, domain: bytes) -> str | None:
     """`quiet-fox.localhost:8080` -> `quiet-fox` when domain is `localhost`; else None.

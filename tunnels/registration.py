@@ -7,6 +7,9 @@ It runs on the relay's event loop, next to the registry.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
+
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import OperationalError
@@ -61,6 +64,23 @@ def user_agent(request: HttpRequest) -> bytes:
     return request.headers.get("User-Agent", "").encode("latin-1", "replace")
 
 
+View = Callable[[HttpRequest, str | None], Awaitable[HttpResponse]]
+
+
+def _counted(view: View) -> View:
+    """Count each registration's outcome for /metrics: 200, or the status the client is
+    told (X-Tunnelsite-Status: the npm client's answers say 203)."""
+
+    @functools.wraps(view)
+    async def counted(request: HttpRequest, requested: str | None) -> HttpResponse:
+        answer = await view(request, requested)
+        face.registration_answered(int(answer.get("X-Tunnelsite-Status", str(answer.status_code))))
+        return answer
+
+    return counted
+
+
+@_counted
 async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
     if _from_a_web_page(request):
         return client_error(
@@ -193,6 +213,7 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
             rules=rules,
             inspect=grant.limits.inspect and tcp is None,  # a TCP tunnel has no requests
             tcp=tcp,
+            plan=grant.limits.plan,  # /metrics' label
         )
     except RegistrationError as exc:
         return client_error(

@@ -77,6 +77,8 @@ def site_route(name: str, view: Callable[..., Any]) -> Callable[..., Any]:
         answer = view(request, *args, **kwargs)
         return await answer if inspect.isawaitable(answer) else answer
 
+    # A view exempt from CSRF stays so (/metrics answers POST with its own 405).
+    route.csrf_exempt = getattr(view, "csrf_exempt", False)  # type: ignore[attr-defined]
     return route
 
 

@@ -346,6 +346,19 @@ RELAY_DEFAULT_PLAN_MAX_TCP_TUNNELS = _int("RELAY_DEFAULT_PLAN_MAX_TCP_TUNNELS", 
 # RELAY_METRICS_BIND is. Neither: /metrics answers 404 saying how to turn it on.
 RELAY_METRICS_TOKEN = env.str("RELAY_METRICS_TOKEN", default="").strip()
 RELAY_METRICS_BIND = env.str("RELAY_METRICS_BIND", default="").strip()
+if RELAY_METRICS_BIND:  # HOST:PORT, an IPv6 host in brackets; port 0: any free one (printed)
+    _host, _colon, _port = RELAY_METRICS_BIND.rpartition(":")
+    if (
+        not _colon
+        or not _host.strip("[]")
+        or not _port.isdigit()
+        or int(_port) > protocol.HIGHEST_PORT
+        or (":" in _host and not (_host.startswith("[") and _host.endswith("]")))
+    ):
+        raise ImproperlyConfigured(
+            f"RELAY_METRICS_BIND={RELAY_METRICS_BIND!r} must look like HOST:PORT, e.g. "
+            "127.0.0.1:9100 or [::1]:9100 (port 0: any free port, printed at start)"
+        )
 # A label per tunnel name (unbounded: as many series as tunnels); off, labels are per plan and
 # node only.
 RELAY_METRICS_PER_TUNNEL = _bool("RELAY_METRICS_PER_TUNNEL", False)

@@ -12,6 +12,7 @@ from tunnels import (
     device,
     inspect_api,
     inspector,
+    metrics_view,
     reports,
     signin,
     signup,
@@ -36,6 +37,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("admin", RedirectView.as_view(url="/admin/", permanent=False)),
     path("healthz", views.healthz, name="healthz"),
+    # Prometheus (docs/metrics.md): behind RELAY_METRICS_TOKEN as a bearer token.
+    path(protocol.METRICS_PATH.lstrip("/"), metrics_view.metrics, name="metrics"),
     path("api/status", views.relay_status, name="relay-status"),
     path("api/tunnels/<str:name>/status", views.tunnel_status, name="tunnel-status"),
     # The request inspector (relay.protocol.INSPECT_PATH): the tunnel API, so a cluster node

@@ -15,6 +15,7 @@ from relay.cluster.hop import forwarded_api_name
 from relay.cluster.peer_pool import PeerPool
 from relay.errors import send_error
 from relay.pool.registry import get_registry
+from relay.stats import STATS
 
 
 class Counting(Protocol):
@@ -58,6 +59,7 @@ class Forwarder:
             await send_error(scope, send, 404, f"There is no tunnel called {name!r} on this relay.")
             return
         self.forwarded += 1
+        STATS.forwarded_http += 1
         host.registry.request_started()
         try:
             await peer_proxy.forward_http(
@@ -75,6 +77,7 @@ class Forwarder:
             await send({"type": "websocket.close", "code": 1008})
             return
         self.forwarded += 1
+        STATS.forwarded_websockets += 1
         host.registry.request_started()
         try:
             await peer_proxy.forward_websocket(host.peers, host.node, address, scope, receive, send)

@@ -30,6 +30,7 @@ from relay.protocol import ERROR_HEADER, HOP_BY_HOP, HOP_HEADER, PEER_RESPONSE_M
 from relay.proxy.exchange import Progress, build_request, exchange
 from relay.proxy.flow import Flow
 from relay.proxy.ws_bridge import bridge, handshake_request
+from relay.stats import STATS
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ async def forward_http(
         except PeerDown as exc:
             logger.warning("cannot reach the owner node %s: %s", address, exc)
             on_stale()
+            STATS.peer_unreachable += 1
             await send_error(
                 scope, send, 503, "The relay node that holds this tunnel is unreachable.", 2
             )
@@ -151,8 +153,10 @@ async def _exchange(
         if may_retry and not isinstance(exc, TimeoutError):
             return False
         if isinstance(exc, TimeoutError):
+            STATS.peer_timeout += 1
             await send_error(scope, send, 504, "The relay node that holds this tunnel timed out.")
         else:
+            STATS.peer_bad_response += 1
             await send_error(
                 scope, send, 502, "The relay node that holds this tunnel answered badly."
             )

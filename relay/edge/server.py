@@ -30,10 +30,12 @@ from relay.edge import pool_upgrade
 from relay.edge.channel import RelayHTTPChannel
 from relay.protocol import (
     BODY_CHUNK_BYTES,
+    STATUS_CLASSES,
     TUNNEL_SCOPE_KEY,
 )
 from relay.proxy.flow import Flow
 from relay.proxy.ws_flow import WsFlow
+from relay.stats import STATS
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +119,11 @@ class RelayWebRequest(WebRequest):
         if self.transport is None and transport is not None:  # Daphne took it for a WebSocket
             if isinstance(channel, RelayHTTPChannel):
                 channel.hand_over(transport)
+
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None:  # noqa: N802
+        if self.relay_tunnel is not None:  # a tunnel's visitor: /metrics counts its class
+            STATS.responses[code // 100 % STATUS_CLASSES] += 1
+        super().setResponseCode(code, message)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 (Twisted's name)
         super().connectionLost(reason)

@@ -18,6 +18,7 @@ from typing import Any
 
 from relay.pool.socket import PoolSocket
 from relay.protocol import RECONNECT_WAIT_S, RETRY_AFTER_BUSY_S, RETRY_AFTER_OFFLINE_S
+from relay.stats import STATS
 
 
 def sockets_beyond_spare(max_conn_count: int, connected: int, spare: int) -> int:
@@ -88,6 +89,7 @@ class Borrowing:
                 raise self._offline()
             wait_s = min(wait_s, left)  # its client is reconnecting: wait for a socket
         if len(self.waiters) >= max_waiters:
+            STATS.busy += 1
             raise NoSocket(
                 503,
                 f"The tunnel {self.name} is too busy; try again shortly.",
@@ -104,12 +106,14 @@ class Borrowing:
             if not self.connections:
                 raise self._offline() from None
             if self.held.get(visitor, 0) >= self.share():
+                STATS.over_share += 1
                 raise NoSocket(
                     504,
                     f"This address holds too many of the tunnel {self.name}'s connections "
                     f"({self.share()}, all but those kept for other visitors); wait for your "
                     "other requests to finish.",
                 ) from None
+            STATS.no_socket += 1
             raise NoSocket(
                 504, f"No connection of the tunnel {self.name} became free in time."
             ) from None
@@ -127,6 +131,7 @@ class Borrowing:
                 pass
 
     def _offline(self) -> NoSocket:
+        STATS.offline += 1
         return NoSocket(
             503,
             f"The tunnel {self.name} is not connected right now.",

@@ -407,3 +407,8 @@ async def replay(tunnel: Tunnel | None, capture_id: int, edits: dict[str, Any]) 
     if _replayer is None:
         raise ReplayError(503, "This relay cannot replay requests.")
     return await _replayer(tunnel, capture, edits)
+
+
+def in_use() -> Store | None:
+    """The relay's store if one was made (/metrics reads its memory), without making one."""
+    return _store

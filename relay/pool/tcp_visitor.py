@@ -45,6 +45,7 @@ from relay.pool.tcp_idle import IdleTimer
 from relay.pool.tcp_proxy_header import ProxyHeaderError, ProxyHeaderReader
 from relay.pool.tcp_splice import ClientClosed, RelayEnds, pump
 from relay.protocol import TCP_CLOSE, TCP_EOF, TCP_MAX_OPEN_BYTES, TCP_OPEN
+from relay.stats import STATS
 
 if TYPE_CHECKING:
     from relay.pool.tunnel import Tunnel
@@ -192,6 +193,7 @@ class TcpVisitor(asyncio.Protocol):
         tunnel.requests += 1
         tunnel.dirty = True
         tunnel.last_activity = now
+        STATS.tcp_opened += 1
         settings = tunnel.registry.settings
         self.idle = IdleTimer(settings.RELAY_TCP_IDLE_TIMEOUT_S, self._idle_out)
         self.idle.start()

@@ -25,6 +25,7 @@ from relay.pool.quota import Quota
 from relay.pool.socket import PoolSocket
 from relay.pool.tcp_side import TcpSide
 from relay.protocol import RETRY_AFTER_FULL_S
+from relay.stats import STATS
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class Tunnel(Borrowing):
     offline_since: float | None = field(default_factory=time.monotonic)
     closed: bool = False
     close_reason: str = ""
+    # The plan it registered under (relay.face.register): /metrics' `plan` label.
+    plan: str = ""
     # Counters: kept here, flushed to the database in batches by the registry.
     requests: int = 0
     bytes_in: int = 0
@@ -198,6 +201,7 @@ class Tunnel(Borrowing):
         counts = self.websockets if self.websockets is not None else {}
         allowed = sockets_beyond_spare(self.max_conn_count, len(self.connections), spare)
         if sum(counts.values()) >= allowed:
+            STATS.websockets_full += 1
             raise NoSocket(
                 503,
                 f"The tunnel {self.name} already carries the {allowed} WebSockets it allows "
@@ -205,6 +209,7 @@ class Tunnel(Borrowing):
                 retry_after=RETRY_AFTER_FULL_S,
             )
         if counts.get(visitor, 0) >= per_visitor:
+            STATS.websockets_full += 1
             raise NoSocket(
                 503,
                 f"You already have {per_visitor} WebSockets open to the tunnel {self.name}; "
@@ -271,6 +276,7 @@ class Tunnel(Borrowing):
             bandwidth.owners.leave(self.shaper)  # the owner's entry goes with its last tunnel
         self.close_reason = reason
         self.dirty = True
+        STATS.tunnel_closed(self)  # /metrics' totals keep what it carried
         if self.captures is not None:
             forget(self)  # the inspector's memory of it goes with it
         if self.server is not None:
@@ -285,6 +291,7 @@ class Tunnel(Borrowing):
         while self.waiters:
             waiter, _ = self.waiters.pop(0)
             if not waiter.done():
+                STATS.closed += 1
                 waiter.set_exception(NoSocket(503, f"The tunnel {self.name} was closed."))
 
 

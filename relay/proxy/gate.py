@@ -48,6 +48,7 @@ from relay.protocol import (
     local_path,
 )
 from relay.proxy import team, warning
+from relay.stats import STATS
 
 
 @dataclass
@@ -209,6 +210,7 @@ def _exchange_ticket(name: str, owner_user_id: int | None, scope: Scope) -> Answ
     if ticket is None or not good or not passes.spent_tickets.spend(ticket):
         signin = _signin_url(name, scope, local_path(query.get(NEXT_PARAM, "/")))
         if good and passes.spent_tickets.full:  # a good ticket, but no room to remember it
+            STATS.signins_full += 1
             answer = _refusal(
                 scope,
                 503,

@@ -27,6 +27,7 @@ from relay.protocol import HOP_SCOPE_KEY, SUSPENDED_STATUS
 from relay.proxy import gate
 from relay.proxy.exchange import Progress, build_request, exchange
 from relay.proxy.flow import Flow
+from relay.stats import STATS
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ async def _attempt(
             error = "cut: the tunnel's response broke off"  # the visitor's connection was cut
         elif isinstance(exc, TimeoutError):
             error = f"504: no answer within {timeout:g} s"
+            STATS.response_timeout += 1
             cause = f": {_APP_DOWN}" if silent else "."
             await send_error(
                 scope,
@@ -202,6 +204,7 @@ async def _attempt(
                 capture = None  # captured on the next socket
                 return False
             error = "502: the client closed the connection without a response"
+            STATS.app_unreachable += 1
             await send_error(
                 scope,
                 send,
@@ -212,6 +215,7 @@ async def _attempt(
             )
         else:
             error = "502: an invalid or incomplete response"
+            STATS.bad_response += 1
             await send_error(
                 scope,
                 send,

@@ -47,6 +47,7 @@ from relay.protocol import (
     TEAM_MISS_WINDOW_S,
     TEAM_MISSES_PER_ADDRESS,
 )
+from relay.stats import STATS
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ class Lookups:
                     int(TEAM_MISS_WINDOW_S),
                 )
             if len(self._pending) >= self.limit:
+                STATS.team_busy += 1
                 raise Busy(
                     503,
                     "The relay is checking too many team credentials at once; try again in a "
@@ -161,6 +163,7 @@ class Lookups:
         try:
             return await asyncio.wait_for(asyncio.shield(pending), TEAM_LOOKUP_WAIT_S)
         except (TimeoutError, _Failed):
+            STATS.team_busy += 1
             raise Busy(
                 503,
                 "The relay cannot check team membership right now; try again in a few seconds.",

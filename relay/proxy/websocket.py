@@ -29,6 +29,7 @@ from relay.protocol import HOP_SCOPE_KEY, SUSPENDED_STATUS
 from relay.proxy import gate
 from relay.proxy.ws_bridge import bridge, handshake_request, visitor_close_code
 from relay.proxy.ws_flow import WsFlow
+from relay.stats import STATS
 
 logger = logging.getLogger(__name__)
 
@@ -110,4 +111,8 @@ async def _bridge(
     request = handshake_request(scope, forwarded, host)
     flow = scope.get("extensions", {}).get("tunnelsite.ws_flow")
     timeout = settings.RELAY_RESPONSE_TIMEOUT_S
-    await bridge(receive, send, conn, tunnel, request, timeout, flow, tunnel.shaper)
+    STATS.websockets_opened += 1  # its handshake goes to the app
+    try:
+        await bridge(receive, send, conn, tunnel, request, timeout, flow, tunnel.shaper)
+    finally:
+        STATS.websockets_closed += 1

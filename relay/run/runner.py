@@ -33,6 +33,7 @@ from relay.protocol import (
     STOP_MARGIN_S,
     public_url,
 )
+from relay.run import metrics_listener
 from relay.run.redirect import RedirectFactory
 from relay.run.tls import ReloadableTLS, TLSFilesError
 
@@ -112,6 +113,7 @@ class RelayRunner:
         self._listen_address: tuple[str, int] | None = None  # scale-out: default advertise
         self.cluster: Cluster | None = None  # scale-out
         self._sampler: asyncio.Task[None] | None = None  # the dashboard's traffic history
+        self._metrics: metrics_listener.MetricsListener | None = None  # RELAY_METRICS_BIND
         endpoints, ready = [f"tcp:port={port}:interface={_escape(bind)}"], {}
         if tls is not None:  # Daphne's "ssl:" strings cannot reload: a ready endpoint
             endpoints, ready = [], {"tls": SSL4ServerEndpoint(reactor, port, tls, interface=bind)}
@@ -166,6 +168,16 @@ class RelayRunner:
             )
         else:
             self._print("TCP tunnels: off (set RELAY_TCP_PORTS, e.g. 20000-20999)")
+        self._print_metrics()
+
+    def _print_metrics(self) -> None:
+        """Where /metrics is served (docs/metrics.md), or how to turn it on."""
+        if self._metrics is not None:
+            self._print(f"metrics: {self._metrics.url} (RELAY_METRICS_BIND, no token)")
+        if settings.RELAY_METRICS_TOKEN:
+            self._print("metrics: /metrics on the bare domain, with the RELAY_METRICS_TOKEN bearer")
+        if self._metrics is None and not settings.RELAY_METRICS_TOKEN:
+            self._print("metrics: off (set RELAY_METRICS_TOKEN or RELAY_METRICS_BIND)")
 
     def https_port(self) -> int:
         """The port https URLs name: RELAY_PUBLIC_PORT, else the one the relay listens on."""
@@ -175,6 +187,15 @@ class RelayRunner:
 
     def run(self) -> None:
         limit = raise_open_file_limit()
+        if settings.RELAY_METRICS_BIND:  # bound now: an address it cannot have stops the start
+            try:
+                sock = metrics_listener.bind(settings.RELAY_METRICS_BIND)
+            except OSError as exc:
+                self.failed = listen_problem(
+                    f"{settings.RELAY_METRICS_BIND} (RELAY_METRICS_BIND, for /metrics)", exc
+                )
+                return
+            self._metrics = metrics_listener.MetricsListener(sock)
         if self.redirect_port:
             try:
                 self._redirect_listener = reactor.listenTCP(
@@ -189,7 +210,11 @@ class RelayRunner:
                 )
                 return
         reactor.callWhenRunning(self._started, limit)
-        self.server.run()
+        try:
+            self.server.run()
+        finally:
+            if self._metrics is not None:
+                self._metrics.close()
         if self.server.listen_failure is not None and not self.failed:
             where = f"[{self.bind}]" if ":" in self.bind else self.bind
             self.failed = listen_problem(
@@ -205,6 +230,8 @@ class RelayRunner:
         # Without one SIGHUP still stops nothing: a unit's ExecReload copied from a TLS relay
         # must not take every tunnel of a relay behind a proxy down.
         loop.add_signal_handler(signal.SIGHUP, self.reload_tls)
+        if self._metrics is not None:  # its socket is bound: served from now on
+            loop.create_task(self._metrics.start())
         loop.create_task(self._start_registry(limit))
 
     async def _start_registry(self, limit: int) -> None:
