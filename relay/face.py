@@ -35,6 +35,7 @@ from relay.pool.quota import Quota
 from relay.pool.registry import get_registry
 from relay.pool.tcp_text import http_refusal as tcp_refusal
 from relay.pool.tunnel import Tunnel
+from relay.pool.usage import account_of
 from relay.protocol import CLOSE_REASON_MAX_CHARS, CONTROL_GROUP
 from relay.records import (
     DatabaseInUse,
@@ -132,12 +133,15 @@ def close_message(
 # --- registration ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PlanQuota:
-    """A plan's limits per tunnel (tunnels/plans.py's PlanLimits); 0 means no limit."""
+    """A plan's limits (tunnels/plans.py's PlanLimits); 0 means no limit. Requests per minute
+    and bytes per day are counted per account (relay/pool/usage.py), across its tunnels."""
 
     per_minute: int
     per_day_bytes: int
     max_body_bytes: int
     idle_timeout_s: int
+    plan: str = ""  # its name, in the refusals that say which limit was reached
+    max_bytes_per_second: int = 0  # the bandwidth limit (relay/pool/bandwidth.py); 0: none
 
 
 @dataclass(frozen=True)
@@ -247,6 +251,9 @@ async def register(
         tunnel.quota = _quota(quota)
         if tunnel.quota is not None:
             tunnel.quota.start_idle_timer(tunnel)
+    if tunnel.quota is not None and tunnel.quota.counts and tunnel.quota.usage is None:
+        # The account's use, shared by its tunnels here (read from the store for its first).
+        tunnel.quota.usage = await registry.usage.attach(account_of(tunnel.owner))
     cluster = registry.cluster  # scale-out
     return Registration(
         name=tunnel.name,
@@ -273,6 +280,7 @@ def _quota(limits: PlanQuota) -> Quota | None:
         per_day_bytes=limits.per_day_bytes,
         max_body_bytes=limits.max_body_bytes,
         idle_timeout_s=limits.idle_timeout_s,
+        plan=limits.plan,
     )
     return None if quota.empty else quota
 

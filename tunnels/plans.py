@@ -14,8 +14,8 @@ class PlanLimits:
     plan: str
     max_live_tunnels: int  # per owner; 0: no limit
     max_sockets: int  # advertised as max_conn_count and enforced by the pool
-    max_requests_per_minute: int  # per tunnel; 0: no limit
-    max_bytes_per_day: int  # in + out, per tunnel; 0: no limit
+    max_requests_per_minute: int  # per account (all its tunnels, every node); 0: no limit
+    max_bytes_per_day: int  # in + out, per account, per UTC day; 0: no limit
     max_request_body_bytes: int  # 0: no limit
     idle_timeout_s: int  # 0: never
     allow_custom_subdomains: bool
@@ -23,6 +23,7 @@ class PlanLimits:
     inspect: bool = False  # the relay keeps the tunnel's last requests for its owner
     allow_tcp: bool = False  # TCP tunnels (`lt tcp`) on a relay that offers them
     max_tcp_tunnels: int = 0  # live TCP tunnels per user; 0: no limit
+    max_bytes_per_second: int = 0  # per tunnel, both ways (relay/pool/bandwidth.py); 0: none
 
     @classmethod
     def from_plan(cls, plan: Plan) -> PlanLimits:
@@ -39,6 +40,7 @@ class PlanLimits:
             inspect=plan.inspect_requests,
             allow_tcp=plan.allow_tcp,
             max_tcp_tunnels=plan.max_tcp_tunnels,
+            max_bytes_per_second=plan.max_bytes_per_second,
         )
 
 
@@ -57,6 +59,7 @@ def default_limits() -> PlanLimits:
         inspect=settings.RELAY_DEFAULT_PLAN_INSPECT,
         allow_tcp=settings.RELAY_DEFAULT_PLAN_TCP,
         max_tcp_tunnels=settings.RELAY_DEFAULT_PLAN_MAX_TCP_TUNNELS,
+        max_bytes_per_second=settings.RELAY_DEFAULT_PLAN_MAX_BYTES_PER_SECOND,
     )
 
 

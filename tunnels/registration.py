@@ -251,6 +251,8 @@ def _quota(limits: PlanLimits) -> PlanQuota:
         per_day_bytes=limits.max_bytes_per_day,
         max_body_bytes=limits.max_request_body_bytes,
         idle_timeout_s=limits.idle_timeout_s,
+        plan=limits.plan,
+        max_bytes_per_second=limits.max_bytes_per_second,
     )
 
 

@@ -204,6 +204,8 @@ class TcpVisitor(asyncio.Protocol):
             return
         tunnel.bytes_in += len(data)
         tunnel.dirty = True
+        if tunnel.quota is not None:  # the account's bytes for today
+            tunnel.quota.add_bytes(len(data))
         try:
             conn.write(b"".join(data_frames(data)))
         except PoolError:
@@ -310,6 +312,8 @@ class TcpVisitor(asyncio.Protocol):
         parts = [frame(TCP_OPEN, open_payload(*self.peer))]
         if self.early:  # after a balancer's PROXY header
             self.tunnel.bytes_in += len(self.early)
+            if self.tunnel.quota is not None:
+                self.tunnel.quota.add_bytes(len(self.early))
             parts.extend(data_frames(self.early))
             self.early = b""
         if self.visitor_done:
@@ -355,6 +359,8 @@ class TcpVisitor(asyncio.Protocol):
         tunnel.last_activity = now
         tunnel.bytes_out += len(data)
         tunnel.dirty = True
+        if tunnel.quota is not None:
+            tunnel.quota.add_bytes(len(data))
         self.transport.write(data)  # type: ignore[union-attr]
 
     def app_eof(self) -> None:

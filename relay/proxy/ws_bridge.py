@@ -126,7 +126,7 @@ async def bridge(
     if flow is not None:
         flow.register()
 
-    to_app = asyncio.ensure_future(_visitor_to_app(receive, conn, ws, counters, flow))
+    to_app = asyncio.ensure_future(_visitor_to_app(receive, conn, ws, counters, flow, send))
     to_visitor = asyncio.ensure_future(_app_to_visitor(send, conn, ws, counters, leftover, flow))
     try:
         done, _ = await asyncio.wait({to_app, to_visitor}, return_when=asyncio.FIRST_COMPLETED)
@@ -153,8 +153,34 @@ async def _refused_upstream(send: Send, flow: WsFlow | None, status: int, body: 
         await send({"type": "websocket.close", "code": 1008})
 
 
+def _spent(tunnel: Any, size: int) -> bool:
+    """Count `size` message bytes for the tunnel's account (relay/pool/quota.py); True when
+    its bytes for today ran out. `tunnel` may be a cluster hop's counters, without a quota."""
+    quota = getattr(tunnel, "quota", None)
+    if quota is None:
+        return False
+    quota.add_bytes(size)
+    return bool(quota.over_day_bytes())
+
+
+def _reason(tunnel: Any) -> str:
+    return str(tunnel.quota.day_close_reason())
+
+
+async def _close_spent(send: Send, tunnel: Any) -> None:
+    """Close the visitor's side with 1008 (carried as 4008, visitor_close_code) and why."""
+    await send(
+        {"type": "websocket.close", "code": visitor_close_code(1008), "reason": _reason(tunnel)}
+    )
+
+
 async def _visitor_to_app(
-    receive: Receive, conn: PoolSocket, ws: WSConnection, tunnel: Any, flow: WsFlow | None
+    receive: Receive,
+    conn: PoolSocket,
+    ws: WSConnection,
+    tunnel: Any,
+    flow: WsFlow | None,
+    send: Send,  # the visitor's side, closed when the account's bytes run out
 ) -> None:
     """Copy the visitor's messages to the app. The messages already queued (up to
     WS_MESSAGES_PER_TURN, or PARSE_SLICE_BYTES of frames) go out in one write, then the
@@ -175,6 +201,12 @@ async def _visitor_to_app(
                 frame = ws.send(Message(data=payload))
                 frames.append(frame)
                 size += len(frame)
+                if _spent(tunnel, len(payload)):  # the account's bytes for today ran out
+                    with contextlib.suppress(PoolError, LocalProtocolError):
+                        frames.append(ws.send(CloseConnection(1008, _reason(tunnel))))
+                        conn.write(b"".join(frames))
+                    await _close_spent(send, tunnel)
+                    return
             elif kind == "websocket.disconnect":
                 code = message.get("code", 1000)
                 if code in (1005, 1006) or not 1000 <= code < 5000:
@@ -231,6 +263,11 @@ async def _app_to_visitor(
                         data = b"".join(parts)
                         await send({"type": "websocket.send", "bytes": data})
                     tunnel.bytes_out += size
+                    if _spent(tunnel, size):  # the account's bytes for today ran out
+                        with contextlib.suppress(PoolError, LocalProtocolError):
+                            conn.write(ws.send(CloseConnection(1008, _reason(tunnel))))
+                        await _close_spent(send, tunnel)
+                        return
                     parts, size = [], 0
                     if flow is not None and flow.write_paused:
                         # The visitor is behind: take no more messages until it catches up.
