@@ -251,9 +251,8 @@ async def register(
         tunnel.quota = _quota(quota)
         if tunnel.quota is not None:
             tunnel.quota.start_idle_timer(tunnel)
-    if tunnel.quota is not None and tunnel.quota.counts and tunnel.quota.usage is None:
-        # The account's use, shared by its tunnels here (read from the store for its first).
-        tunnel.quota.usage = await registry.usage.attach(account_of(tunnel.owner))
+            if tunnel.quota.counts:  # the account's use, shared by its tunnels (usage.py)
+                tunnel.quota.usage = await registry.usage.attach(account_of(tunnel.owner))
     cluster = registry.cluster  # scale-out
     return Registration(
         name=tunnel.name,

@@ -89,8 +89,10 @@ class Quota:
         self.max_body_bytes = max_body_bytes
         self.idle_timeout_s = idle_timeout_s
         self.plan = plan
-        # The account's use, shared with its other tunnels (set at registration when the
-        # plan limits requests or bytes; None: nothing to count).
+        # The account's use, shared with its other tunnels (relay.face.register gives it the
+        # account's); a quota made alone counts for its tunnel. None: nothing to count.
+        if usage is None and (per_minute or per_day_bytes):
+            usage = Usage("", time.time())
         self.usage = usage
         self.idle_timer: asyncio.TimerHandle | None = None
 
@@ -141,12 +143,13 @@ class Quota:
         if self.usage is not None:
             self.usage.add_bytes(size)
 
-    def over_day_bytes(self, tunnel: Metered | None = None) -> bool:
+    def over_day_bytes(self, tunnel: Metered | None = None, wall: float | None = None) -> bool:
         """Whether the account's bytes for today ran out: the cheap check per chunk of a TCP
         connection and per WebSocket message."""
         if not self.per_day_bytes or self.usage is None:
             return False
-        return self.usage.day_bytes(time.time()) >= self.per_day_bytes
+        wall = time.time() if wall is None else wall
+        return self.usage.day_bytes(wall) >= self.per_day_bytes
 
     def _plan(self) -> str:
         return f" (plan {self.plan})" if self.plan else ""
@@ -211,14 +214,18 @@ def _clock(wall: int) -> str:
 
 
 def _duration(seconds: int) -> str:
-    if seconds < 120:
+    minute = int(MINUTE_S)
+    if seconds < 2 * minute:
         return f"{seconds} s"
-    hours, minutes = divmod(seconds // 60, 60)
+    hours, minutes = divmod(seconds // minute, minute)
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
 
 
+_UNITS = (("GiB", 1024 * 1024 * 1024), ("MiB", 1024 * 1024), ("KiB", 1024))  # binary units: exact
+
+
 def _size(count: int) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+    for unit, scale in _UNITS:
         if count >= scale:
             return f"{count / scale:g} {unit}" if count % scale else f"{count // scale} {unit}"
     return f"{count} bytes"

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 
 from relay import records
@@ -58,7 +59,8 @@ def day_of(wall: float) -> int:
 def account_of(owner: str) -> str:
     """The account a tunnel's owner key counts under: `user:<id>` as is, an anonymous
     `ip:<address key>` (tunnels/auth.py) as `addr:<address key>`."""
-    return "addr:" + owner[3:] if owner.startswith("ip:") else owner
+    anonymous = "ip:"
+    return "addr:" + owner.removeprefix(anonymous) if owner.startswith(anonymous) else owner
 
 
 class Usage:
@@ -174,8 +176,6 @@ class RedisStore:
     expiring a little after the window ends."""
 
     def __init__(self, url: str) -> None:
-        import redis.asyncio as aioredis  # only relays with REDIS_URL load it
-
         self.client: Any = aioredis.from_url(
             url,
             socket_timeout=USAGE_STORE_TIMEOUT_S,
@@ -194,10 +194,10 @@ class RedisStore:
             pipe.hincrby(key, "r", delta.requests)
             pipe.hincrby(key, "b", delta.bytes)
             pipe.expireat(key, delta.start + length + USAGE_EXPIRY_SLACK_S)
-        answers = await pipe.execute()
+        answers = iter(await pipe.execute())
         totals: Totals = {}
-        for index, delta in enumerate(deltas):
-            requests, size = answers[3 * index], answers[3 * index + 1]
+        for delta in deltas:  # each: HINCRBY r, HINCRBY b, EXPIREAT
+            requests, size, _ = next(answers), next(answers), next(answers)
             totals[(delta.owner, delta.window, delta.start)] = (int(requests), int(size))
         return totals
 
@@ -245,9 +245,7 @@ class UsageSettings(Protocol):
 class UsageBook:
     """The accounts with tunnels on this relay, their Usage, and the batches to the store."""
 
-    def __init__(
-        self, settings: UsageSettings, live: Callable[[], set[str]] | None = None
-    ) -> None:
+    def __init__(self, settings: UsageSettings, live: Callable[[], set[str]] | None = None) -> None:
         self.settings = settings
         self.live = live  # the accounts with a live tunnel here (the registry's)
         self.owners: dict[str, Usage] = {}

@@ -77,7 +77,7 @@ class PlanLimitTests(TestCase):
             name = await self.open_tunnel(registry)
             await visit(name)
             self.assertEqual((await visit(name))[0], 429)
-            registry.get(name).quota.minute_start -= 60
+            registry.get(name).quota.usage.minute -= 60  # the account's window
             self.assertEqual((await visit(name))[0], 503)
 
     async def test_a_tunnel_past_its_daily_bytes_gets_429(self) -> None:
@@ -85,7 +85,7 @@ class PlanLimitTests(TestCase):
         async with fresh_registry() as registry:
             name = await self.open_tunnel(registry)
             self.assertEqual((await visit(name))[0], 503)
-            registry.get(name).bytes_out += 1000
+            registry.get(name).quota.add_bytes(1000)  # the account's bytes today
             status, headers = await visit(name)
             self.assertEqual(status, 429)
             self.assertIn(b"retry-after", headers)

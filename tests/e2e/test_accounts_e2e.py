@@ -351,7 +351,7 @@ def test_the_4th_request_in_a_minute_gets_429_with_retry_after(
     assert all(a.body == GREETING for a in answers[:3])
     assert answers[3].status == 429
     assert 1 <= int(answers[3].header("retry-after") or "0") <= 60
-    assert b"has had its 3 requests for this minute" in answers[3].body
+    assert b"has used its 3 requests for this minute" in answers[3].body
 
 
 # --- 5. reserved names --------------------------------------------------------------------------
