@@ -712,6 +712,9 @@ USAGE_STORE_TIMEOUT_S = 2.0
 # Usage windows older than this many days are deleted from the database (one statement per
 # hour at most): only today's window is ever read.
 USAGE_KEPT_DAYS = 2
+# A WebSocket closed because its account's bytes ran out: the close frame (1008 and why) gets
+# this long to reach the app before the pool socket is dropped.
+WS_QUOTA_CLOSE_S = 2.0
 # Visitor addresses whose key (an IPv6 network, a normalised IPv4) is remembered: a busy
 # relay's visitors of the moment, at a few hundred KB.
 VISITOR_KEYS_CACHED = 4096

@@ -19,7 +19,9 @@ from harness.relay import RELAY_COMMAND, RELAY_TEST_ENV, Relay
 
 PG_URL = os.environ.get("TUNNELSITE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("TUNNELSITE_TEST_REDIS", "redis://127.0.0.1:6379")
-NODE_SECRET_KEY = "quota-tests-only-secret-key-0123456789-abcdefghijklmnop"  # nodes refuse the dev key
+NODE_SECRET_KEY = (
+    "quota-tests-only-secret-key-0123456789-abcdefghijklmnop"  # nodes refuse the dev key
+)
 
 
 @pytest.fixture(scope="module")
