@@ -203,3 +203,6 @@ TCP_STALL_CHECK_S = 1.0
 TCP_CLOSE_SEND_S = 5.0
 # The highest TCP port: --port and --remote-port are 1 to this.
 HIGHEST_PORT = 65535
+
+# The binary units lt names sizes in (the account's bytes a day, docs/quotas.md), largest first.
+SIZE_UNITS = (("GiB", 1024 * 1024 * 1024), ("MiB", 1024 * 1024), ("KiB", 1024))

@@ -19,6 +19,7 @@ from .limits import (
     POOL_SECRET_HEX_CHARS,
     REGISTER_TIMEOUT_S,
     RELEASE_TIMEOUT_S,
+    SIZE_UNITS,
     SUBDOMAIN_RE,
 )
 from .redact import redact_url
@@ -69,6 +70,7 @@ class Registration:
     pool_url: str | None = None
     pool_secret: str = field(default="", repr=False)
     tcp_port: int | None = None  # a TCP tunnel's public port (its url is tcp://host:port)
+    limits: str = ""  # the account's limits in words (a tunnelsite relay's `limits`); "": none
 
 
 class RegistrationError(Exception):
@@ -269,7 +271,37 @@ def parse_registration(
         pool_url,
         pool_secret,
         tcp_port,
+        describe_limits(data.get("limits")),
     )
+
+
+def _size(count: int) -> str:
+    for unit, scale in SIZE_UNITS:
+        if count >= scale:
+            return f"{count / scale:g} {unit}"
+    return f"{count} bytes"
+
+
+def describe_limits(limits: object) -> str:
+    """A tunnelsite relay's `limits` (the account's plan) in words, "" when it sets none or
+    the value is not what a tunnelsite relay sends."""
+    if not isinstance(limits, dict):
+        return ""
+    parts = []
+    minute, day, live = (
+        limits.get(k) for k in ("requests_per_minute", "bytes_per_day", "live_tunnels")
+    )
+    if isinstance(minute, int) and minute > 0:
+        parts.append(f"{minute} requests a minute")
+    if isinstance(day, int) and day > 0:
+        parts.append(f"{_size(day)} a day (UTC)")
+    if isinstance(live, int) and live > 0:
+        parts.append(f"{live} live tunnel{'s' if live != 1 else ''}")
+    if not parts:
+        return ""
+    plan = limits.get("plan")
+    named = f"plan {plan}, " if isinstance(plan, str) and plan else ""
+    return f"{', '.join(parts)} ({named}per account, all its tunnels)"
 
 
 def _tcp_port(host: str, data: dict[str, object], url: str) -> int:

@@ -220,6 +220,8 @@ class ClientTunnel:
             self.reporter.url(self.status.url)
             if self.status.visitors:  # the rules this client asked for, no password
                 self.reporter.event(f"visitors: {self.status.visitors}")
+            if self.status.limits:  # the account's plan (docs/quotas.md)
+                self.reporter.event(f"limits: {self.status.limits}")
             self.ready.set()
         if up >= self._online_at and was < up and self.status.state != "online":
             self._set_state("online", f"connected: {up}/{up} pool sockets to the relay")
@@ -319,6 +321,7 @@ class ClientTunnel:
         if reg.pool_secret:
             self.secrets.add(reg.pool_secret)  # never shown (RedactingReporter shares the set)
         self.status.url = redact_url(reg.url)
+        self.status.limits = reg.limits
         self.status.sockets_max = reg.max_conn_count
         if self.options.tcp:
             self.status.forwarding = f"{self.status.url} -> {self.local}"

@@ -9,6 +9,7 @@ import signal
 
 import pytest
 from harness.processes import ProcessGroup
+from harness.quota_clock import fresh_minute
 from harness.relay import RELAY_COMMAND, Relay
 from harness.waiting import unique_name, wait_until
 from harness.websocket import run_websocket
@@ -80,3 +81,18 @@ def test_websocket_bytes_count_and_close_an_open_one_when_they_run_out(
         run_websocket(relay, lt.name, refused)
     assert caught.value.response.status_code == 429
     assert b"of traffic for today" in caught.value.response.body
+
+
+def test_our_lt_shows_the_accounts_limits_and_the_refusal_names_them(
+    relay_factory, our_launcher, local_app
+) -> None:
+    relay = relay_factory(RELAY_DEFAULT_PLAN_MAX_REQUESTS_PER_MINUTE=3)
+    lt = our_launcher(relay, local_app.port)
+    line = lt.process.wait_for_line(r"limits: (.*)").group(1)
+    assert line.startswith("3 requests a minute")
+    assert "(plan default, per account, all its tunnels)" in line
+    fresh_minute(need_s=10)
+    answers = [relay.get("/hello", name=lt.name) for _ in range(4)]
+    assert [a.status for a in answers] == [200, 200, 200, 429]
+    page = answers[3].body.decode()
+    assert "used its 3 requests for this minute (plan default)" in page
