@@ -300,7 +300,10 @@ class UsageBook:
     async def _forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.RELAY_FLUSH_S)
-            await self.flush(self.live() if self.live is not None else None)
+            try:
+                await self.flush(self.live() if self.live is not None else None)
+            except Exception:  # a bug, not the store (flush keeps those): the next batch tries
+                logger.exception("account usage batch failed; will retry")
 
     async def flush(self, live: set[str] | None = None) -> bool:
         """One batch: every account's counts to the store, every total back. False when the

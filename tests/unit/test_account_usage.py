@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from types import SimpleNamespace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.pool.quota import Quota
-from relay.pool.usage import DAY, MINUTE, Usage, account_of, day_of, minute_of
+from relay.pool.usage import DAY, MINUTE, Usage, UsageBook, account_of, day_of, minute_of
 from relay.records import UsageDelta
 
 WALL = 1_699_999_980.0 + 5  # five seconds into a UTC minute
@@ -110,3 +114,51 @@ def test_deltas_given_back_after_a_failed_batch_are_sent_with_the_next() -> None
 def test_an_anonymous_owner_counts_under_its_address() -> None:
     assert account_of("ip:127.0.0.2") == "addr:127.0.0.2"
     assert account_of("user:4") == "user:4"
+
+
+class FlakyStore:
+    """A usage store that fails until told otherwise (Redis or the database down)."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.arithmetic = Store()
+
+    async def add(self, deltas: list[UsageDelta]) -> dict[tuple[str, str, int], tuple[int, int]]:
+        if self.down:
+            raise ConnectionError("store down")
+        return self.arithmetic.add(deltas)
+
+    async def read(self, owner: str, minute: int, day: int) -> tuple[int, int, int]:
+        raise ConnectionError("store down")
+
+    async def prune(self, before: int) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_store_outage_keeps_counting_warns_once_and_sends_everything_after(caplog) -> None:
+    async def scenario() -> tuple[bool, bool, bool, tuple[int, int]]:
+        book = UsageBook(SimpleNamespace(RELAY_FLUSH_S=60.0, REDIS_URL=""))
+        store = FlakyStore()
+        book.store = store  # type: ignore[assignment]
+        usage = await book.attach("user:7")  # the read fails: it starts from zero, no error
+        usage.count_request()
+        usage.add_bytes(100)
+        first = await book.flush()
+        usage.add_bytes(50)
+        second = await book.flush()
+        store.down = False
+        third = await book.flush()
+        await book.stop()
+        day = store.arithmetic.totals[("user:7", DAY, usage.day)]
+        return first, second, third, day
+
+    with caplog.at_level(logging.WARNING, logger="relay.pool.usage"):
+        first, second, third, day = asyncio.run(scenario())
+    assert (first, second, third) == (False, False, True)
+    assert day == (1, 150)  # nothing counted during the outage was lost
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len([w for w in warnings if "unavailable" in w]) == 1
+    assert any("is back" in w for w in warnings)
