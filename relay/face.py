@@ -338,6 +338,8 @@ class TunnelStatus:
     token_id: int | None = None  # the API token it was opened with; None: anonymous
     tcp_port: int = 0  # a TCP tunnel's public port; 0: an HTTP tunnel
     tcp_connections: int = 0  # a TCP tunnel's visitor connections open now
+    # The account's limit reached now, as its visitors are told ("": none; docs/quotas.md).
+    limit_reached: str = ""
 
 
 def _status(tunnel: Tunnel) -> TunnelStatus:
@@ -351,6 +353,7 @@ def _status(tunnel: Tunnel) -> TunnelStatus:
         token_id=tunnel.token_id,
         tcp_port=_tcp_port(tunnel),
         tcp_connections=_tcp_connections(tunnel),
+        limit_reached=tunnel.quota.reached(time.time()) if tunnel.quota is not None else "",
     )
 
 

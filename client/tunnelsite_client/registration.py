@@ -20,6 +20,7 @@ from .limits import (
     REGISTER_TIMEOUT_S,
     RELEASE_TIMEOUT_S,
     SIZE_UNITS,
+    STATUS_TIMEOUT_S,
     SUBDOMAIN_RE,
 )
 from .redact import redact_url
@@ -409,3 +410,18 @@ async def release(
     except Exception:  # best effort on the way out
         return None
     return answer.status
+
+
+async def limit_reached(host: str, name: str, connector: RelayConnector | None) -> str | None:
+    """The account limit the tunnel `name` has reached ("" none), from its status on a
+    tunnelsite relay; None when the relay did not answer soundly."""
+    url = f"{_base(host)}/api/tunnels/{quote(name, safe='')}/status"
+    try:
+        answer = await request("GET", url, {}, STATUS_TIMEOUT_S, connector)
+        data = json.loads(answer.body) if 200 <= answer.status < 300 else None
+    except (OSError, TimeoutError, ValueError, h11.ProtocolError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    reached = data.get("limit_reached", "")
+    return reached if isinstance(reached, str) else ""

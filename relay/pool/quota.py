@@ -139,6 +139,18 @@ class Quota:
         usage.count_request()
         return None
 
+    def reached(self, wall: float) -> str:
+        """The refusal a visitor would get now for the account's limits ("" for none), counting
+        nothing (the tunnel's status, which our lt polls)."""
+        usage = self.usage
+        if usage is None:
+            return ""
+        if self.per_day_bytes and usage.day_bytes(wall) >= self.per_day_bytes:
+            return self.day_refusal(wall)[1]
+        if self.per_minute and usage.minute_requests(wall) >= self.per_minute:
+            return self.minute_refusal(wall)[1]
+        return ""
+
     def add_bytes(self, size: int) -> None:
         if self.usage is not None:
             self.usage.add_bytes(size)

@@ -91,8 +91,12 @@ def test_our_lt_shows_the_accounts_limits_and_the_refusal_names_them(
     line = lt.process.wait_for_line(r"limits: (.*)").group(1)
     assert line.startswith("3 requests a minute")
     assert "(plan default, per account, all its tunnels)" in line
-    fresh_minute(need_s=10)
+    fresh_minute(need_s=25)  # the limit holds until lt's next look (LIMIT_POLL_S, 10 s)
     answers = [relay.get("/hello", name=lt.name) for _ in range(4)]
     assert [a.status for a in answers] == [200, 200, 200, 429]
     page = answers[3].body.decode()
     assert "used its 3 requests for this minute (plan default)" in page
+    status = relay.get(f"/api/tunnels/{lt.name}/status").json()
+    assert "used its 3 requests for this minute" in status["limit_reached"]
+    said = lt.process.wait_for_line(r"limit reached: (.*)", timeout=15).group(1)
+    assert said.startswith("This tunnel's account has used its 3 requests for this minute")
