@@ -131,11 +131,15 @@ class Quota:
         usage = self.usage
         if usage is None:
             return None
-        if self.per_day_bytes and usage.day_bytes(wall) >= self.per_day_bytes:
+        usage.roll(wall)  # once: the windows holding `wall`
+        if self.per_day_bytes and (
+            usage.stored_day_bytes + usage.local_day_bytes >= self.per_day_bytes
+        ):
             return self.day_refusal(wall)
-        if self.per_minute and usage.minute_requests(wall) >= self.per_minute:
+        if self.per_minute and (
+            usage.stored_minute_requests + usage.local_minute_requests >= self.per_minute
+        ):
             return self.minute_refusal(wall)
-        usage.roll(wall)
         usage.count_request()
         return None
 
