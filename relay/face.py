@@ -36,6 +36,7 @@ from relay.pool.quota import Quota
 from relay.pool.registry import get_registry
 from relay.pool.tcp_text import http_refusal as tcp_refusal
 from relay.pool.tunnel import Tunnel
+from relay.pool.usage import account_of
 from relay.protocol import CLOSE_REASON_MAX_CHARS, CONTROL_GROUP
 from relay.records import (
     DatabaseInUse,
@@ -135,15 +136,15 @@ def close_message(
 # --- registration ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PlanQuota:
-    """A plan's limits per tunnel (tunnels/plans.py's PlanLimits); 0 means no limit."""
+    """A plan's limits (tunnels/plans.py's PlanLimits); 0 means no limit. Requests per minute
+    and bytes per day are counted per account (relay/pool/usage.py), across its tunnels."""
 
     per_minute: int
     per_day_bytes: int
     max_body_bytes: int
     idle_timeout_s: int
-    max_bytes_per_second: int = (
-        0  # per owner on this relay, each direction (relay/pool/bandwidth.py)
-    )
+    plan: str = ""  # its name, in the refusals that say which limit was reached
+    max_bytes_per_second: int = 0  # per owner on this relay, each direction (bandwidth.py); 0: none
 
 
 @dataclass(frozen=True)
@@ -255,6 +256,8 @@ async def register(
         tunnel.quota = _quota(quota)
         if tunnel.quota is not None:
             tunnel.quota.start_idle_timer(tunnel)
+            if tunnel.quota.counts:  # the account's use, shared by its tunnels (usage.py)
+                tunnel.quota.usage = await registry.usage.attach(account_of(tunnel.owner))
     if tunnel.shaper is None and not tunnel.closed:  # a reclaimed tunnel keeps its buckets
         rate = quota.max_bytes_per_second
         tunnel.shaper = bandwidth.owners.join(tunnel.owner, rate, time.monotonic())
@@ -284,6 +287,7 @@ def _quota(limits: PlanQuota) -> Quota | None:
         per_day_bytes=limits.per_day_bytes,
         max_body_bytes=limits.max_body_bytes,
         idle_timeout_s=limits.idle_timeout_s,
+        plan=limits.plan,
     )
     return None if quota.empty else quota
 
@@ -342,6 +346,8 @@ class TunnelStatus:
     token_id: int | None = None  # the API token it was opened with; None: anonymous
     tcp_port: int = 0  # a TCP tunnel's public port; 0: an HTTP tunnel
     tcp_connections: int = 0  # a TCP tunnel's visitor connections open now
+    # The account's limit reached now, as its visitors are told ("": none; docs/quotas.md).
+    limit_reached: str = ""
 
 
 def _status(tunnel: Tunnel) -> TunnelStatus:
@@ -355,6 +361,7 @@ def _status(tunnel: Tunnel) -> TunnelStatus:
         token_id=tunnel.token_id,
         tcp_port=_tcp_port(tunnel),
         tcp_connections=_tcp_connections(tunnel),
+        limit_reached=tunnel.quota.reached(time.time()) if tunnel.quota is not None else "",
     )
 
 

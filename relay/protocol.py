@@ -716,6 +716,21 @@ RECLAIM_POLL_S = 0.05
 # A plan's windows are fixed, not sliding: requests per minute, bytes (in + out) per day.
 MINUTE_S = 60.0
 DAY_S = 86400.0
+# Account quotas (relay/pool/usage.py): each account's counts go to the store (Redis, else the
+# database) every RELAY_FLUSH_S, never per request. Redis keys start with this prefix and
+# expire this long after their window ends: a node whose clock is a little late still finds
+# them, and a day's keys do not outlive the next day by much.
+USAGE_KEY_PREFIX = "tunnelsite:usage:"
+USAGE_EXPIRY_SLACK_S = 120
+# One batch (or one read at registration) of the usage store may take this long; past it the
+# counts stay in memory for the next batch, and a registration starts from what is known.
+USAGE_STORE_TIMEOUT_S = 2.0
+# Usage windows older than this many days are deleted from the database (one statement per
+# hour at most): only today's window is ever read.
+USAGE_KEPT_DAYS = 2
+# A WebSocket closed because its account's bytes ran out: the close frame (1008 and why) gets
+# this long to reach the app before the pool socket is dropped.
+WS_QUOTA_CLOSE_S = 2.0
 # Visitor addresses whose key (an IPv6 network, a normalised IPv4) is remembered: a busy
 # relay's visitors of the moment, at a few hundred KB.
 VISITOR_KEYS_CACHED = 4096

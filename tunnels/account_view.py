@@ -71,7 +71,12 @@ def _usage_rows(limits: PlanLimits, used: usage.Usage) -> list[dict[str, Any]]:
             else []
         ),
         {"label": "Requests today", "used": used.requests_today, "cap": 0},
-        {"label": "Bytes today", "used": used.bytes_today, "cap": 0, "bytes": True},
+        {
+            "label": "Bytes today (UTC)",
+            "used": used.bytes_today,
+            "cap": limits.max_bytes_per_day,  # the account's, all its tunnels (docs/quotas.md)
+            "bytes": True,
+        },
     ]
 
 

@@ -14,8 +14,8 @@ class PlanLimits:
     plan: str
     max_live_tunnels: int  # per owner; 0: no limit
     max_sockets: int  # advertised as max_conn_count and enforced by the pool
-    max_requests_per_minute: int  # per tunnel; 0: no limit
-    max_bytes_per_day: int  # in + out, per tunnel; 0: no limit
+    max_requests_per_minute: int  # per account (all its tunnels, every node); 0: no limit
+    max_bytes_per_day: int  # in + out, per account, per UTC day; 0: no limit
     max_request_body_bytes: int  # 0: no limit
     idle_timeout_s: int  # 0: never
     allow_custom_subdomains: bool

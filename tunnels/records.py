@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from relay.face import MinuteRollup, NodeLoad, SessionUpdate, UsageDelta
-from tunnels import auth, dblock, nodes, store, suspensions, team, traffic_rows
+from tunnels import auth, dblock, nodes, store, suspensions, team, traffic_rows, usage_rows
 
 
 class OrmRecords:
@@ -93,13 +93,13 @@ class OrmRecords:
 
     # --- account usage and the dashboard's minutes (issue 16) ---------------------------------
     def add_usage(self, deltas: list[UsageDelta]) -> dict[tuple[str, str, int], tuple[int, int]]:
-        raise NotImplementedError("issue 16: tunnels/usage_rows.py")
+        return usage_rows.add_usage(deltas)
 
     def usage_of(self, owner: str, minute: int, day: int) -> tuple[int, int]:
-        raise NotImplementedError("issue 16: tunnels/usage_rows.py")
+        return usage_rows.usage_of(owner, minute, day)
 
     def prune_usage(self, before: int) -> int:
-        raise NotImplementedError("issue 16: tunnels/usage_rows.py")
+        return usage_rows.prune_usage(before)
 
     def add_minutes(self, rollups: list[MinuteRollup]) -> None:
         traffic_rows.add_minutes(rollups)

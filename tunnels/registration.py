@@ -236,10 +236,21 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
             pool_secret=registered.pool_secret if upgraded else "",
             tcp_port=registered.tcp_port if tcp is not None else 0,
         )
+        | ({"limits": _limits(grant.limits)} if upgraded else {})  # our lt only
     )
     if upgraded:  # it carries the pool secret: no cache (a proxy's, the client's) keeps it
         answer["Cache-Control"] = "no-store"
     return answer
+
+
+def _limits(limits: PlanLimits) -> dict[str, object]:
+    """The account's limits, for our lt to show when the tunnel opens (docs/quotas.md)."""
+    return {
+        "plan": limits.plan,
+        "requests_per_minute": limits.max_requests_per_minute,
+        "bytes_per_day": limits.max_bytes_per_day,
+        "live_tunnels": limits.max_live_tunnels,
+    }
 
 
 def _own_base(request: HttpRequest, public_port: int) -> str:
@@ -276,6 +287,7 @@ def _quota(limits: PlanLimits) -> PlanQuota:
         per_day_bytes=limits.max_bytes_per_day,
         max_body_bytes=limits.max_request_body_bytes,
         idle_timeout_s=limits.idle_timeout_s,
+        plan=limits.plan,
         max_bytes_per_second=limits.max_bytes_per_second,
     )
 

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from relay import face
 from relay.face import AccountTunnel, Counts
+from tunnels import usage_rows
 from tunnels.models import ReservedSubdomain, TunnelSession
 
 HISTORY_ROWS = 10  # closed sessions shown under "Recent tunnels"
@@ -81,16 +82,23 @@ def start_of_today() -> datetime.datetime:
 
 def usage_of(user_id: int, live: list[AccountTunnel]) -> Usage:
     """Today's usage: the counters of the tunnels closed today plus the live ones' (a tunnel
-    open since before midnight counts whole)."""
+    open since before midnight counts whole), or, when larger, the account's bytes today as
+    the relays counted them for its quota (tunnels/usage_rows.py, without Redis: as of the
+    last batch)."""
+    day = int(start_of_today().timestamp())
+    _, counted = usage_rows.day_usage(f"user:{user_id}", day)
     closed = TunnelSession.objects.filter(
         owner_id=user_id, is_live=False, closed_at__gte=start_of_today()
     ).aggregate(requests=Sum("requests"), bytes_in=Sum("bytes_in"), bytes_out=Sum("bytes_out"))
     return Usage(
         live_tunnels=len(live),
         requests_today=(closed["requests"] or 0) + sum(t.counts.requests for t in live),
-        bytes_today=(closed["bytes_in"] or 0)
-        + (closed["bytes_out"] or 0)
-        + sum(t.counts.bytes_in + t.counts.bytes_out for t in live),
+        bytes_today=max(
+            counted,
+            (closed["bytes_in"] or 0)
+            + (closed["bytes_out"] or 0)
+            + sum(t.counts.bytes_in + t.counts.bytes_out for t in live),
+        ),
         reserved_names=ReservedSubdomain.objects.filter(user_id=user_id).count(),
         live_tcp_tunnels=sum(1 for t in live if t.tcp_port),
     )

@@ -137,6 +137,8 @@ async def tunnel_status(request: HttpRequest, name: str) -> JsonResponse:
     if tunnel is None:
         return client_error(request, 404, f"There is no live tunnel called {name!r}.")
     answer: dict[str, object] = {"connected_sockets": tunnel.connected_sockets}
+    if tunnel.limit_reached:  # what its visitors are told already (our lt polls it)
+        answer["limit_reached"] = tunnel.limit_reached
     if settings.RELAY_NODE_NAME:  # scale-out: which node answered (any node forwards here)
         answer["node"] = settings.RELAY_NODE_NAME
     return JsonResponse(answer)

@@ -203,3 +203,13 @@ TCP_STALL_CHECK_S = 1.0
 TCP_CLOSE_SEND_S = 5.0
 # The highest TCP port: --port and --remote-port are 1 to this.
 HIGHEST_PORT = 65535
+
+# The binary units lt names sizes in (the account's bytes a day, docs/quotas.md), largest first.
+SIZE_UNITS = (("GiB", 1024 * 1024 * 1024), ("MiB", 1024 * 1024), ("KiB", 1024))
+
+# While the account's plan has limits, lt asks the relay every this many seconds whether one is
+# reached (GET /api/tunnels/<name>/status, one small request), to print it: a reached limit
+# lasts until the minute or the day ends, so seeing it within 10 s is soon enough, and a
+# tunnel costs the relay one request per 10 s at most. Each ask gets STATUS_TIMEOUT_S.
+LIMIT_POLL_S = 10.0
+STATUS_TIMEOUT_S = 5.0

@@ -19,6 +19,8 @@ from .limits import (
     POOL_SECRET_HEX_CHARS,
     REGISTER_TIMEOUT_S,
     RELEASE_TIMEOUT_S,
+    SIZE_UNITS,
+    STATUS_TIMEOUT_S,
     SUBDOMAIN_RE,
 )
 from .redact import redact_url
@@ -69,6 +71,7 @@ class Registration:
     pool_url: str | None = None
     pool_secret: str = field(default="", repr=False)
     tcp_port: int | None = None  # a TCP tunnel's public port (its url is tcp://host:port)
+    limits: str = ""  # the account's limits in words (a tunnelsite relay's `limits`); "": none
 
 
 class RegistrationError(Exception):
@@ -269,7 +272,37 @@ def parse_registration(
         pool_url,
         pool_secret,
         tcp_port,
+        describe_limits(data.get("limits")),
     )
+
+
+def _size(count: int) -> str:
+    for unit, scale in SIZE_UNITS:
+        if count >= scale:
+            return f"{count / scale:g} {unit}"
+    return f"{count} bytes"
+
+
+def describe_limits(limits: object) -> str:
+    """A tunnelsite relay's `limits` (the account's plan) in words, "" when it sets none or
+    the value is not what a tunnelsite relay sends."""
+    if not isinstance(limits, dict):
+        return ""
+    parts = []
+    minute, day, live = (
+        limits.get(k) for k in ("requests_per_minute", "bytes_per_day", "live_tunnels")
+    )
+    if isinstance(minute, int) and minute > 0:
+        parts.append(f"{minute} requests a minute")
+    if isinstance(day, int) and day > 0:
+        parts.append(f"{_size(day)} a day (UTC)")
+    if isinstance(live, int) and live > 0:
+        parts.append(f"{live} live tunnel{'s' if live != 1 else ''}")
+    if not parts:
+        return ""
+    plan = limits.get("plan")
+    named = f"plan {plan}, " if isinstance(plan, str) and plan else ""
+    return f"{', '.join(parts)} ({named}per account, all its tunnels)"
 
 
 def _tcp_port(host: str, data: dict[str, object], url: str) -> int:
@@ -377,3 +410,18 @@ async def release(
     except Exception:  # best effort on the way out
         return None
     return answer.status
+
+
+async def limit_reached(host: str, name: str, connector: RelayConnector | None) -> str | None:
+    """The account limit the tunnel `name` has reached ("" none), from its status on a
+    tunnelsite relay; None when the relay did not answer soundly."""
+    url = f"{_base(host)}/api/tunnels/{quote(name, safe='')}/status"
+    try:
+        answer = await request("GET", url, {}, STATUS_TIMEOUT_S, connector)
+        data = json.loads(answer.body) if 200 <= answer.status < 300 else None
+    except (OSError, TimeoutError, ValueError, h11.ProtocolError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    reached = data.get("limit_reached", "")
+    return reached if isinstance(reached, str) else ""

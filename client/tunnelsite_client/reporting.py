@@ -33,6 +33,7 @@ class TunnelStatus:
     last_error: str = ""
     local_down: bool = False
     visitors: str = ""  # the visitor rules this client asked for, without secrets
+    limits: str = ""  # the account's limits, as the relay gave them (registration.describe_limits)
     forwarding: str = ""  # a TCP tunnel's "tcp://host:port -> localhost:5432"
     connections_open: int = 0  # a TCP tunnel's visitor connections now
     connections: int = 0  # a TCP tunnel's visitor connections that ended

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from .access import visitor_rules
 from .backoff import delay_for
 from .connect import is_lasting, plain_http_token_refusal, proxy_secrets
-from .limits import CLIENT_ID_BYTES, MAX_DELAY_S
+from .limits import CLIENT_ID_BYTES, LIMIT_POLL_S, MAX_DELAY_S
 from .options import TunnelOptions, local_label, local_target, relay_connector, tcp_refusal
 from .pool import Pool
 from .pool_base import PoolBase
@@ -30,6 +30,7 @@ from .registration import (
     Registration,
     RegistrationError,
     RelayUnreachable,
+    limit_reached,
     register,
     release,
 )
@@ -220,6 +221,8 @@ class ClientTunnel:
             self.reporter.url(self.status.url)
             if self.status.visitors:  # the rules this client asked for, no password
                 self.reporter.event(f"visitors: {self.status.visitors}")
+            if self.status.limits:  # the account's plan (docs/quotas.md)
+                self.reporter.event(f"limits: {self.status.limits}")
             self.ready.set()
         if up >= self._online_at and was < up and self.status.state != "online":
             self._set_state("online", f"connected: {up}/{up} pool sockets to the relay")
@@ -319,6 +322,7 @@ class ClientTunnel:
         if reg.pool_secret:
             self.secrets.add(reg.pool_secret)  # never shown (RedactingReporter shares the set)
         self.status.url = redact_url(reg.url)
+        self.status.limits = reg.limits
         self.status.sockets_max = reg.max_conn_count
         if self.options.tcp:
             self.status.forwarding = f"{self.status.url} -> {self.local}"
@@ -337,8 +341,28 @@ class ClientTunnel:
         else:
             pool = Pool(reg, self.target, self, self._on_sockets, self.connector)
             self._online_at = reg.max_conn_count
-        reason = await self._until_stopped(pool.run())
+        watch = asyncio.ensure_future(self._watch_limits(reg)) if reg.limits else None
+        try:
+            reason = await self._until_stopped(pool.run())
+        finally:
+            if watch is not None:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
         return f"lost the relay ({reason})", pool.healthy
+
+    async def _watch_limits(self, reg: Registration) -> None:
+        """Print a line when the account reaches one of its limits (docs/quotas.md): the
+        tunnel's status, asked every LIMIT_POLL_S while the plan has limits."""
+        said = ""
+        while True:
+            await asyncio.sleep(LIMIT_POLL_S)
+            reached = await limit_reached(self.options.host, reg.id, self.connector)
+            if reached is None:  # the relay did not answer: ask again later
+                continue
+            if reached and reached != said:
+                self.reporter.event(f"limit reached: {reached}")
+            said = reached
 
     async def _until_stopped(self, coro: Coroutine[Any, Any, T]) -> T | None:
         """Await `coro` unless stop() comes first (then cancel it and return None)."""

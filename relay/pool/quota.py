@@ -1,9 +1,10 @@
 """Plan limits on the byte path: integer checks on in-memory counters, no ORM, no logging.
 
 A tunnel opened under a plan with limits carries a `Quota` (tunnel.quota); tunnels without
-limits carry None and pay one attribute read per request. Windows are fixed, not sliding:
-a minute for requests, a day for bytes (in + out), both counted per tunnel and reset when
-the tunnel is closed (a reconnect after the grace period starts afresh).
+limits carry None and pay one attribute read per request. Windows are fixed, not sliding,
+and wall-clock: the UTC minute for requests, the UTC day for bytes (in + out). Both are
+counted per account, not per tunnel: every tunnel of a user (or of an anonymous address)
+shares one `Usage` (relay/pool/usage.py), kept across reconnects, restarts and nodes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from django.conf import settings
 from relay.asgi_types import Scope
 from relay.headers import address_key as _address_key
 from relay.headers import client_ip, is_trusted_proxy, normal_ip
+from relay.pool.usage import Usage
 from relay.protocol import DAY_S, MINUTE_S, REGISTRATION_OWNERS_KEPT, VISITOR_KEYS_CACHED
 
 
@@ -68,25 +70,30 @@ class Quota:
         "per_day_bytes",
         "max_body_bytes",
         "idle_timeout_s",
-        "minute_start",
-        "minute_count",
-        "day_start",
-        "day_bytes_before",
+        "plan",
+        "usage",
         "idle_timer",
     )
 
     def __init__(
-        self, per_minute: int, per_day_bytes: int, max_body_bytes: int, idle_timeout_s: int
+        self,
+        per_minute: int,
+        per_day_bytes: int,
+        max_body_bytes: int,
+        idle_timeout_s: int,
+        plan: str = "",
+        usage: Usage | None = None,
     ) -> None:
         self.per_minute = per_minute
         self.per_day_bytes = per_day_bytes
         self.max_body_bytes = max_body_bytes
         self.idle_timeout_s = idle_timeout_s
-        now = time.monotonic()
-        self.minute_start = now
-        self.minute_count = 0
-        self.day_start = now
-        self.day_bytes_before = 0
+        self.plan = plan
+        # The account's use, shared with its other tunnels (relay.face.register gives it the
+        # account's); a quota made alone counts for its tunnel. None: nothing to count.
+        if usage is None and (per_minute or per_day_bytes):
+            usage = Usage("", time.time())
+        self.usage = usage
         self.idle_timer: asyncio.TimerHandle | None = None
 
     @property
@@ -95,11 +102,13 @@ class Quota:
             self.per_minute or self.per_day_bytes or self.max_body_bytes or self.idle_timeout_s
         )
 
+    @property
+    def counts(self) -> bool:
+        """Whether the plan limits what the account uses (requests or bytes)."""
+        return bool(self.per_minute or self.per_day_bytes)
+
     def admit(self, tunnel: Metered, scope: Scope, now: float) -> Refusal | None:
-        """None to let the request through, else what to answer instead."""
-        refusal = self._per_minute(tunnel, now) or self._per_day(tunnel, now)
-        if refusal is not None:
-            return refusal
+        """None to let the request through (counted for its account), else what to answer."""
         if self.max_body_bytes:
             length = _body_length(scope)
             if length is not None and length > self.max_body_bytes:
@@ -109,48 +118,81 @@ class Quota:
                     f"{self.max_body_bytes} bytes.",
                     None,
                 )
-        return None
+        return self.take_request(time.time())
 
     def admit_connection(self, tunnel: Metered, now: float) -> bool:
         """A TCP tunnel's visitor connection counts as a request: whether it may open (a
         TCP client cannot be told why not, so no message)."""
-        return self._per_minute(tunnel, now) is None and self._per_day(tunnel, now) is None
+        return self.take_request(time.time()) is None
 
-    def over_day_bytes(self, tunnel: Metered) -> bool:
-        """Whether the day's bytes ran out: the cheap check per chunk of a TCP connection
-        (the window is moved on only when it says so, which is rare)."""
-        if not self.per_day_bytes:
-            return False
-        if tunnel.bytes_in + tunnel.bytes_out - self.day_bytes_before < self.per_day_bytes:
-            return False
-        return self._per_day(tunnel, time.monotonic()) is not None
+    def take_request(self, wall: float) -> Refusal | None:
+        """Count one request of the account, or say which limit it reached: integer
+        compares on in-memory counters (the store's totals plus this node's since)."""
+        usage = self.usage
+        if usage is None:
+            return None
+        usage.roll(wall)  # once: the windows holding `wall`
+        if self.per_day_bytes and (
+            usage.stored_day_bytes + usage.local_day_bytes >= self.per_day_bytes
+        ):
+            return self.day_refusal(wall)
+        if self.per_minute and (
+            usage.stored_minute_requests + usage.local_minute_requests >= self.per_minute
+        ):
+            return self.minute_refusal(wall)
+        usage.count_request()
+        return None
 
-    def _per_minute(self, tunnel: Metered, now: float) -> Refusal | None:
-        if not self.per_minute:
-            return None
-        if now - self.minute_start >= MINUTE_S:
-            self.minute_start, self.minute_count = now, 0
-        self.minute_count += 1
-        if self.minute_count <= self.per_minute:
-            return None
-        wait = int(MINUTE_S - (now - self.minute_start)) + 1
+    def reached(self, wall: float) -> str:
+        """The refusal a visitor would get now for the account's limits ("" for none), counting
+        nothing (the tunnel's status, which our lt polls)."""
+        usage = self.usage
+        if usage is None:
+            return ""
+        if self.per_day_bytes and usage.day_bytes(wall) >= self.per_day_bytes:
+            return self.day_refusal(wall)[1]
+        if self.per_minute and usage.minute_requests(wall) >= self.per_minute:
+            return self.minute_refusal(wall)[1]
+        return ""
+
+    def add_bytes(self, size: int) -> None:
+        if self.usage is not None:
+            self.usage.add_bytes(size)
+
+    def over_day_bytes(self, tunnel: Metered | None = None, wall: float | None = None) -> bool:
+        """Whether the account's bytes for today ran out: the cheap check per chunk of a TCP
+        connection and per WebSocket message."""
+        if not self.per_day_bytes or self.usage is None:
+            return False
+        wall = time.time() if wall is None else wall
+        return self.usage.day_bytes(wall) >= self.per_day_bytes
+
+    def _plan(self) -> str:
+        return f" (plan {self.plan})" if self.plan else ""
+
+    def minute_refusal(self, wall: float) -> Refusal:
+        resets = (int(wall // MINUTE_S) + 1) * int(MINUTE_S)
+        wait = max(1, resets - int(wall))
         return (
             429,
-            f"The tunnel {tunnel.name} has had its {self.per_minute} requests for "
-            "this minute; try again shortly.",
+            f"This tunnel's account has used its {self.per_minute} requests for this minute"
+            f"{self._plan()}; it resets at {_clock(resets)} UTC, in {wait} s.",
             wait,
         )
 
-    def _per_day(self, tunnel: Metered, now: float) -> Refusal | None:
-        if not self.per_day_bytes:
-            return None
-        total = tunnel.bytes_in + tunnel.bytes_out
-        if now - self.day_start >= DAY_S:
-            self.day_start, self.day_bytes_before = now, total
-        if total - self.day_bytes_before < self.per_day_bytes:
-            return None
-        wait = int(DAY_S - (now - self.day_start)) + 1
-        return (429, f"The tunnel {tunnel.name} has used its daily traffic allowance.", wait)
+    def day_refusal(self, wall: float) -> Refusal:
+        resets = (int(wall // DAY_S) + 1) * int(DAY_S)
+        wait = max(1, resets - int(wall))
+        return (
+            429,
+            f"This tunnel's account has used its {_size(self.per_day_bytes)} of traffic for "
+            f"today{self._plan()}; it resets at {_clock(resets)} UTC, in {_duration(wait)}.",
+            wait,
+        )
+
+    def day_close_reason(self) -> str:
+        """A WebSocket's close reason when the day's bytes run out (at most 123 bytes)."""
+        return f"daily traffic allowance of {_size(self.per_day_bytes)} used{self._plan()}"[:120]
 
     # --- idle timeout -----------------------------------------------------------------------
     def start_idle_timer(self, tunnel: Metered) -> None:
@@ -181,6 +223,28 @@ class Quota:
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None
+
+
+def _clock(wall: int) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(wall))
+
+
+def _duration(seconds: int) -> str:
+    minute = int(MINUTE_S)
+    if seconds < 2 * minute:
+        return f"{seconds} s"
+    hours, minutes = divmod(seconds // minute, minute)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+
+
+_UNITS = (("GiB", 1024 * 1024 * 1024), ("MiB", 1024 * 1024), ("KiB", 1024))  # binary units: exact
+
+
+def _size(count: int) -> str:
+    for unit, scale in _UNITS:
+        if count >= scale:
+            return f"{count / scale:g} {unit}" if count % scale else f"{count // scale} {unit}"
+    return f"{count} bytes"
 
 
 def _body_length(scope: Scope) -> int | None:

@@ -33,6 +33,7 @@ from relay.pool.sanctions import Sanctions
 from relay.pool.tcp_ports import TcpWanted, open_side, refuse_if_off, refuse_past_limit
 from relay.pool.tcp_side import TcpSide
 from relay.pool.tunnel import Tunnel
+from relay.pool.usage import UsageBook, account_of
 from relay.protocol import TIMER_SLACK_S
 from relay.records import LiveLimitReached
 
@@ -78,6 +79,7 @@ class Registry:
             settings.RELAY_REGISTRATION_BURST, settings.RELAY_REGISTRATIONS_PER_MINUTE
         )
         self.flusher = Flusher(self, settings)
+        self.usage = UsageBook(settings, self._accounts)  # account quotas (relay/pool/usage.py)
         self.holders = NameHolders(self)
         self.draining = Drain(self)
         self.sanctions = Sanctions()  # an operator's cool-downs and suspended names
@@ -372,6 +374,10 @@ class Registry:
 
     async def shutdown(self, reason: str = "relay stopped") -> None:
         await self.draining.shutdown(reason)
+        await self.usage.stop()  # the accounts' last counts, so a restart keeps them
+
+    def _accounts(self) -> set[str]:
+        return {account_of(t.owner) for t in self.tunnels.values()}
 
     def start(self) -> None:
         self.flusher.start()

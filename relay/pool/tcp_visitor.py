@@ -219,6 +219,8 @@ class TcpVisitor(asyncio.Protocol):
         tunnel.bytes_in += len(data)
         self.bytes_in += len(data)
         tunnel.dirty = True
+        if tunnel.quota is not None:  # the account's bytes for today
+            tunnel.quota.add_bytes(len(data))
         try:
             conn.write(b"".join(data_frames(data)))
         except PoolError:
@@ -328,6 +330,8 @@ class TcpVisitor(asyncio.Protocol):
         if self.early:  # after a balancer's PROXY header
             self.tunnel.bytes_in += len(self.early)
             self.bytes_in += len(self.early)
+            if self.tunnel.quota is not None:
+                self.tunnel.quota.add_bytes(len(self.early))
             parts.extend(data_frames(self.early))
             self.early = b""
         if self.visitor_done:
@@ -388,6 +392,8 @@ class TcpVisitor(asyncio.Protocol):
         tunnel.bytes_out += len(data)
         self.bytes_out += len(data)
         tunnel.dirty = True
+        if tunnel.quota is not None:
+            tunnel.quota.add_bytes(len(data))
         self.transport.write(data)  # type: ignore[union-attr]
         if tunnel.shaper is not None:  # the plan's bandwidth: the pump waits before reading on
             delay = tunnel.shaper.down.take(len(data), now)

@@ -227,6 +227,8 @@ async def _attempt(
             tunnel.captures.finish(capture, error)
         tunnel.bytes_in += progress.body
         tunnel.bytes_out += progress.sent
+        if tunnel.quota is not None:  # the account's bytes for today
+            tunnel.quota.add_bytes(progress.body + progress.sent)
         if reusable:
             tunnel.release(conn)
         else:

@@ -288,6 +288,8 @@ async def _send(
                 raise _unsendable(exc) from None
             await conn.drain(timeout)
             tunnel.bytes_in += len(body)
+            if tunnel.quota is not None:
+                tunnel.quota.add_bytes(len(body))
             response = await read_response_head(conn, timeout)
             new.response_head(response.status_code, response.reason, response.headers)
             while True:
@@ -298,6 +300,8 @@ async def _send(
                     raise h11.RemoteProtocolError(f"unexpected {type(event).__name__} in a body")
                 new.response.add(event.data)
                 tunnel.bytes_out += len(event.data)
+                if tunnel.quota is not None:
+                    tunnel.quota.add_bytes(len(event.data))
                 if new.response.size > INSPECT_REPLAY_MAX_RESPONSE_BYTES:
                     error = f"cut: the answer passed {INSPECT_REPLAY_MAX_RESPONSE_BYTES} bytes"
                     return _finish(tunnel, new, error)

@@ -59,6 +59,11 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, name: str)
             await refuse(scope, send, passed.status, passed.message)
             return
         scope = passed
+    if tunnel.quota is not None:  # the account's limits: the handshake counts as a request
+        refusal = tunnel.quota.admit(tunnel, scope, time.monotonic())
+        if refusal is not None:
+            await refuse(scope, send, *refusal)
+            return
     visitor = visitor_key(scope)  # one /64 is one visitor, as for connections
     try:
         tunnel.admit_websocket(

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -37,6 +38,7 @@ from relay.protocol import (
     MAX_REFUSAL_BYTES,
     PARSE_SLICE_BYTES,
     WS_MESSAGES_PER_TURN,
+    WS_QUOTA_CLOSE_S,
 )
 from relay.proxy.ws_flow import WsFlow
 
@@ -130,7 +132,7 @@ async def bridge(
     if flow is not None:
         flow.register()
 
-    to_app = asyncio.ensure_future(_visitor_to_app(receive, conn, ws, counters, flow, shaper))
+    to_app = asyncio.ensure_future(_visitor_to_app(receive, conn, ws, counters, flow, send, shaper))
     to_visitor = asyncio.ensure_future(
         _app_to_visitor(send, conn, ws, counters, leftover, flow, shaper)
     )
@@ -159,18 +161,46 @@ async def _refused_upstream(send: Send, flow: WsFlow | None, status: int, body: 
         await send({"type": "websocket.close", "code": 1008})
 
 
+def _count(tunnel: Any, size: int) -> None:
+    """Count `size` message bytes for the tunnel's account (relay/pool/quota.py); `tunnel` may
+    be a cluster hop's counters, without a quota."""
+    quota = getattr(tunnel, "quota", None)
+    if quota is not None:
+        quota.add_bytes(size)
+
+
+def _over(tunnel: Any) -> bool:
+    """Whether the tunnel's account has used its bytes for today."""
+    quota = getattr(tunnel, "quota", None)
+    return quota is not None and bool(quota.over_day_bytes())
+
+
+def _reason(tunnel: Any) -> str:
+    return str(tunnel.quota.day_close_reason())
+
+
+async def _close_spent(send: Send, tunnel: Any) -> None:
+    """The app was told to close (1008, the account's bytes ran out): its answer normally ends
+    the bridge through _app_to_visitor (the visitor gets 1008 as 4008, visitor_close_code);
+    an app that does not answer within WS_QUOTA_CLOSE_S is not waited for."""
+    await asyncio.sleep(WS_QUOTA_CLOSE_S)
+    await send({"type": "websocket.close", "code": visitor_close_code(1008)})
+
+
 async def _visitor_to_app(
     receive: Receive,
     conn: PoolSocket,
     ws: WSConnection,
     tunnel: Any,
     flow: WsFlow | None,
+    send: Send,  # the visitor's side, closed when the account's bytes run out
     shaper: Shaper | None = None,
 ) -> None:
     """Copy the visitor's messages to the app. The messages already queued (up to
     WS_MESSAGES_PER_TURN, or PARSE_SLICE_BYTES of frames) go out in one write, then the
     relay waits for the app to take them and yields: a flood of tiny messages costs one
     write per batch, not one per message, and cannot hold the loop."""
+    closing = False  # the app was told to close: the account's bytes ran out (_spent)
     while True:
         message = await receive()
         frames: list[bytes] = []
@@ -178,7 +208,14 @@ async def _visitor_to_app(
         count = 0
         while True:
             kind = message["type"]
-            if kind == "websocket.receive":
+            if kind == "websocket.receive" and ws.state is not ConnectionState.OPEN:
+                pass  # closing (the account's bytes ran out): the app's answer ends the bridge
+            elif kind == "websocket.receive" and _over(tunnel):
+                # The account's bytes for today ran out: not forwarded; the app is told to
+                # close (1008, why), and its answer closes the visitor's side.
+                frames.append(ws.send(CloseConnection(1008, _reason(tunnel))))
+                closing = True
+            elif kind == "websocket.receive":
                 payload = message.get("text")
                 if payload is None:
                     payload = message.get("bytes") or b""
@@ -186,6 +223,7 @@ async def _visitor_to_app(
                 frame = ws.send(Message(data=payload))
                 frames.append(frame)
                 size += len(frame)
+                _count(tunnel, len(payload))
             elif kind == "websocket.disconnect":
                 code = message.get("code", 1000)
                 if code in (1005, 1006) or not 1000 <= code < 5000:
@@ -207,6 +245,9 @@ async def _visitor_to_app(
                 await asyncio.sleep(delay)
         conn.write(frames[0] if len(frames) == 1 else b"".join(frames))
         await conn.drain()
+        if closing:
+            await _close_spent(send, tunnel)
+            return
         if count >= WS_MESSAGES_PER_TURN:
             await asyncio.sleep(0)
 
@@ -232,7 +273,12 @@ async def _app_to_visitor(
         pongs: list[bytes] = []
         for event in events:
             turn += 1
-            if isinstance(event, TextMessage | BytesMessage):
+            if (
+                isinstance(event, TextMessage | BytesMessage)
+                and ws.state is not ConnectionState.OPEN
+            ):
+                pass  # closing (the account's bytes ran out): not delivered
+            elif isinstance(event, TextMessage | BytesMessage):
                 parts.append(event.data)
                 size += len(event.data)
                 if size > MAX_MESSAGE_BYTES:
@@ -251,6 +297,12 @@ async def _app_to_visitor(
                         data = b"".join(parts)
                         await send({"type": "websocket.send", "bytes": data})
                     tunnel.bytes_out += size
+                    _count(tunnel, size)
+                    if _over(tunnel) and ws.state is ConnectionState.OPEN:
+                        # The account's bytes for today ran out: the app is told (1008, why);
+                        # its close answer, below, closes the visitor's side.
+                        with contextlib.suppress(PoolError, LocalProtocolError):
+                            conn.write(ws.send(CloseConnection(1008, _reason(tunnel))))
                     parts, size = [], 0
                     if flow is not None and flow.write_paused:
                         # The visitor is behind: take no more messages until it catches up.

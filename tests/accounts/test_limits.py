@@ -8,6 +8,7 @@ from typing import Any
 
 from django.test import TestCase, override_settings
 from harness.accounts import bearer, fresh_registry, make_token, make_user
+from harness.quota_clock import fresh_minute
 
 from relay.pool.registry import Registry
 from relay.proxy.http import proxy_http
@@ -62,6 +63,7 @@ class PlanLimitTests(TestCase):
             self.assertIsNone(registry.get(name).quota)
 
     async def test_requests_over_the_per_minute_rate_get_429_with_retry_after(self) -> None:
+        fresh_minute(need_s=5)  # the visits in one UTC minute (the account's window)
         await Plan.objects.filter(pk=self.plan.pk).aupdate(max_requests_per_minute=2)
         async with fresh_registry() as registry:
             name = await self.open_tunnel(registry)
@@ -72,12 +74,13 @@ class PlanLimitTests(TestCase):
             self.assertTrue(1 <= int(headers[b"retry-after"]) <= 61)
 
     async def test_the_rate_window_starts_again_after_a_minute(self) -> None:
+        fresh_minute(need_s=5)  # the visits in one UTC minute (the account's window)
         await Plan.objects.filter(pk=self.plan.pk).aupdate(max_requests_per_minute=1)
         async with fresh_registry() as registry:
             name = await self.open_tunnel(registry)
             await visit(name)
             self.assertEqual((await visit(name))[0], 429)
-            registry.get(name).quota.minute_start -= 60
+            registry.get(name).quota.usage.minute -= 60  # the account's window
             self.assertEqual((await visit(name))[0], 503)
 
     async def test_a_tunnel_past_its_daily_bytes_gets_429(self) -> None:
@@ -85,7 +88,7 @@ class PlanLimitTests(TestCase):
         async with fresh_registry() as registry:
             name = await self.open_tunnel(registry)
             self.assertEqual((await visit(name))[0], 503)
-            registry.get(name).bytes_out += 1000
+            registry.get(name).quota.add_bytes(1000)  # the account's bytes today
             status, headers = await visit(name)
             self.assertEqual(status, 429)
             self.assertIn(b"retry-after", headers)

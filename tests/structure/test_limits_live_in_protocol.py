@@ -29,6 +29,7 @@ ALLOWED = {
     ("relay/management/commands/benchrelay.py", 20): "MiB to bytes (`<< 20`)",
     ("relay/proxy/exchange.py", 4): "': ' and CRLF around a header line, as on the wire",
     ("relay/pool/quota.py", 1.0): "one token of a registration bucket: a registration costs one",
+    ("relay/pool/quota.py", 1024): "bytes in a KiB: the binary units a refusal names sizes in",
     ("relay/traffic.py", 60): "seconds in a minute: the history's minutes start on the minute",
 }
 ASSIGNMENTS = (ast.Assign, ast.AnnAssign, ast.AugAssign)
