@@ -42,7 +42,7 @@ REQUIRED = ("time", "level", "logger", "message")
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 # What runrelay prints on stdout for people, in either format (relay/run/runner.py).
 BANNER = re.compile(
-    r"^(tunnelsite relay listening on |tunnels are served at |pool ports: |TCP tunnels: |"
+    r"^(tunnelsite relay listening on |tunnels are served at |pool ports: |TCP tunnels: |metrics: |"
     r"stopping|stopped)"
 )
 
