@@ -14,6 +14,11 @@ the dashboard's hour covers every node and survives a restart: the same task wri
 grew since its last write, in one batch, when a minute ends and at most every RELAY_FLUSH_S
 for the current one (and once more at shutdown). What was written is tracked per minute,
 so a failed write is retried whole and a repeated one adds nothing.
+
+A reader that adds this node's unwritten minutes to the rows (the dashboard) must not see a
+write's minutes in both: `writes_begun` and `writes_done` count the writes, so a reader that
+took `unwritten` while no write was running (Snapshot.unwritten_as_of) and finds no write
+begun after reading the rows saw each minute once (a sequence lock; tunnels/dashboard.py).
 """
 
 from __future__ import annotations
@@ -94,6 +99,9 @@ class Traffic:
         # What of each minute in the ring is in the database already (relay-wide minutes).
         self._written: dict[int, Counts] = {}
         self._write_lock = asyncio.Lock()  # the sampler's writes and the one at shutdown
+        # Writes of minutes begun and finished (committed or failed): equal when none runs.
+        self.writes_begun = 0
+        self.writes_done = 0
         self._next_prune = 0.0  # Unix time of the next pruning of old minute rows
 
     def sample(self, tunnels: Iterable[Tunnel], now: float) -> Counts:
@@ -166,13 +174,22 @@ class Traffic:
             pending = self.unwritten()
             if pending:
                 rollups = [MinuteRollup(node, m.start, *m.counts) for m in pending]
-                await database_sync_to_async(records.get().add_minutes)(rollups)
-                self.mark_written(pending)
+                self.writes_begun += 1
+                try:
+                    await database_sync_to_async(records.get().add_minutes)(rollups)
+                    self.mark_written(pending)
+                finally:
+                    self.writes_done = self.writes_begun
             if now >= self._next_prune:
                 self._next_prune = now + MINUTE_ROWS_PRUNE_EVERY_S
                 before = minute_of(now) - MINUTE_ROWS_KEEP_S
                 await database_sync_to_async(records.get().prune_minutes)(before)
             return len(pending)
+
+    def unwritten_as_of(self) -> int | None:
+        """The write count `unwritten` is relative to now, or None while a write runs (its
+        minutes may be committed already, or not yet)."""
+        return self.writes_begun if self.writes_begun == self.writes_done else None
 
     @property
     def tunnels_kept(self) -> int:
@@ -223,8 +240,10 @@ class Snapshot:
     rates: Rates
     minutes: list[Minute]
     live: list[LiveTunnel]
-    # This node's traffic not yet in the minute rows (the dashboard adds it to theirs).
+    # This node's traffic not yet in the minute rows (the dashboard adds it to theirs), and
+    # the write count it was taken at (None: a write was running; Traffic.unwritten_as_of).
     unwritten: list[Minute] = dataclasses.field(default_factory=list)
+    unwritten_as_of: int | None = None
 
     @property
     def tunnels(self) -> int:
@@ -256,6 +275,7 @@ def snapshot(registry: Registry, traffic: Traffic, now: float) -> Snapshot:
         minutes=traffic.history(now),
         live=live,
         unwritten=traffic.unwritten(),
+        unwritten_as_of=traffic.unwritten_as_of(),
     )
 
 

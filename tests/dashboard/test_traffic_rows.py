@@ -1,13 +1,16 @@
 """The dashboard's minute rows (tunnels/traffic_rows.py) and the relay's writes of them
-(relay/traffic.py): additions per node and minute, sums over nodes, pruning, and a relay
-that writes the same minute twice, or again after a failure, counting it once."""
+(relay/traffic.py): additions per node and minute, sums over nodes, pruning, a relay
+that writes the same minute twice, or again after a failure, counting it once, and a write
+that commits while the dashboard reads counting once too."""
 
 from __future__ import annotations
 
 import time
 from datetime import timedelta
 from typing import Any
+from unittest import mock
 
+from asgiref.sync import async_to_sync
 from django.test import TestCase, TransactionTestCase, override_settings
 from django.utils import timezone
 from harness.accounts import fresh_registry, make_user
@@ -165,3 +168,60 @@ class DashboardOverNodesTests(TestCase):
         data = await self._data()
         self.assertEqual(sum(minute[1] for minute in data["minutes"]), 665)
         self.assertEqual(data["requests_per_s"], 0.0)
+
+
+class WriteWhileTheDashboardReadsTests(TestCase):
+    """The dashboard reads this node's unwritten minutes on the loop and every node's rows in
+    its worker thread: a write of the minutes committing between the two (the sampler's,
+    every RELAY_FLUSH_S) must not put the same traffic in both."""
+
+    @classmethod
+    def setUpTestData(cls) -> None:
+        cls.operator = make_user("operator", is_staff=True, is_superuser=True)
+
+    async def test_a_write_between_the_snapshot_and_the_rows_is_counted_once(self) -> None:
+        traffic, tunnel = Traffic(), Counted()
+        tunnel.requests, tunnel.bytes_out = 7, 700
+        traffic.sample([tunnel], time.time())  # type: ignore[list-item]
+        read_rows = traffic_rows.by_node_since
+        reads: list[int] = []
+
+        def written_first(start: int) -> list[MinuteRollup]:
+            """The dashboard's first read of the rows, right after the relay wrote its
+            minutes: the relay's own write, on the loop, from the view's thread."""
+            if not reads:
+                self.assertEqual(async_to_sync(traffic.write_minutes)("", time.time()), 1)
+            reads.append(start)
+            return read_rows(start)
+
+        with (
+            mock.patch("relay.traffic._traffic", traffic),
+            mock.patch.object(traffic_rows, "by_node_since", written_first),
+        ):
+            async with fresh_registry():
+                await self.async_client.aforce_login(self.operator)
+                answer = await self.async_client.get("/admin/dashboard/data")
+        self.assertEqual(answer.status_code, 200)
+        minutes = answer.json()["minutes"]
+        self.assertEqual(sum(minute[1] for minute in minutes), 7)
+        self.assertEqual(sum(minute[3] for minute in minutes), 700)
+        self.assertEqual(await TrafficMinute.objects.acount(), 1)
+
+    async def test_without_a_write_between_them_the_rows_are_read_once(self) -> None:
+        traffic, tunnel = Traffic(), Counted()
+        tunnel.requests = 3
+        traffic.sample([tunnel], time.time())  # type: ignore[list-item]
+        await traffic.write_minutes("", time.time())
+        tunnel.requests = 5
+        traffic.sample([tunnel], time.time())  # type: ignore[list-item]
+        with (
+            mock.patch("relay.traffic._traffic", traffic),
+            mock.patch.object(
+                traffic_rows, "by_node_since", wraps=traffic_rows.by_node_since
+            ) as read,
+        ):
+            async with fresh_registry():
+                await self.async_client.aforce_login(self.operator)
+                answer = await self.async_client.get("/admin/dashboard/data")
+        self.assertEqual(sum(minute[1] for minute in answer.json()["minutes"]), 5)
+        self.assertEqual(read.call_count, 1)
