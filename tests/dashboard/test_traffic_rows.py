@@ -5,6 +5,9 @@ that commits while the dashboard reads counting once too."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 import time
 from datetime import timedelta
 from typing import Any
@@ -14,10 +17,12 @@ from asgiref.sync import async_to_sync
 from django.test import TestCase, TransactionTestCase, override_settings
 from django.utils import timezone
 from harness.accounts import fresh_registry, make_user
+from harness.waiting import IO_TIMEOUT_S, wait_until_async
 
+from relay import records
 from relay.face import Counts, Minute, MinuteRollup
-from relay.protocol import HISTORY_MINUTES
-from relay.traffic import Traffic
+from relay.protocol import HISTORY_MINUTES, SAMPLE_S
+from relay.traffic import Traffic, run_sampler
 from tunnels import traffic_rows
 from tunnels.models import Node, TrafficMinute
 
@@ -87,6 +92,41 @@ class Counted:
         self.requests = self.bytes_in = self.bytes_out = 0
 
 
+class Tunnels:
+    """A stand-in registry for the sampler: only its tunnels."""
+
+    def __init__(self, *tunnels: Counted) -> None:
+        self.tunnels = {str(n): tunnel for n, tunnel in enumerate(tunnels)}
+
+
+class StalledWrites:
+    """The records port with its minute writes held until `go` is set, as by a database that
+    stops answering (a SQLite lock held elsewhere, a PostgreSQL stall); counts the writes
+    begun and the most running at once."""
+
+    def __init__(self, real: records.Records) -> None:
+        self.real = real
+        self.go = threading.Event()
+        self.begun = self.running = self.most = 0
+        self._count = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def add_minutes(self, rollups: list[MinuteRollup]) -> None:
+        with self._count:
+            self.begun += 1
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            if not self.go.wait(IO_TIMEOUT_S):
+                raise TimeoutError("the test never let the write through")
+            self.real.add_minutes(rollups)
+        finally:
+            with self._count:
+                self.running -= 1
+
+
 class RelayWritesTests(TransactionTestCase):
     """relay/traffic.py's writes through the records port (tunnels/records.py)."""
 
@@ -113,6 +153,44 @@ class RelayWritesTests(TransactionTestCase):
         await after.write_minutes("", T0 + 30)
         row = await TrafficMinute.objects.aget(node="")
         self.assertEqual(row.requests, 10)
+
+    async def test_a_stalled_write_stops_neither_the_samples_nor_the_rates(self) -> None:
+        """The sampler wants to write at every sample here (flush_s: what the test is
+        about); with the database stalled, one write is in flight and the samples go on."""
+        real, traffic, tunnel = records.get(), Traffic(), Counted()
+        stalled = StalledWrites(real)
+        records.install(stalled)  # type: ignore[arg-type]
+        tunnel.requests = 5
+        sampler = asyncio.get_running_loop().create_task(
+            run_sampler(Tunnels(tunnel), traffic, node="alpha", flush_s=SAMPLE_S)  # type: ignore[arg-type]
+        )
+        try:
+            await wait_until_async(lambda: stalled.begun, IO_TIMEOUT_S, "the first write")
+            for requests in (10, 20):
+                tunnel.requests = requests
+                await wait_until_async(
+                    lambda want=requests: traffic.total.requests == want,
+                    5 * SAMPLE_S,
+                    f"a sample of {requests} requests while the write is stalled",
+                )
+            self.assertGreater(traffic.rates().requests_per_s, 0)
+            self.assertEqual((stalled.begun, stalled.most), (1, 1))
+            stalled.go.set()
+            await wait_until_async(
+                lambda: not traffic.unwritten() and traffic.writes_done == traffic.writes_begun,
+                IO_TIMEOUT_S,
+                "the minutes written once the database answers",
+            )
+        finally:
+            stalled.go.set()
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+            await traffic.write_minutes("alpha", time.time())  # after the one in flight
+            records.install(real)
+        self.assertEqual(stalled.most, 1)
+        rows = [row async for row in TrafficMinute.objects.filter(node="alpha")]
+        self.assertEqual(sum(row.requests for row in rows), 20)
 
     async def test_old_rows_are_pruned_when_a_relay_writes(self) -> None:
         await TrafficMinute.objects.acreate(
