@@ -94,6 +94,7 @@ def tree(root: Path) -> dict[str, int]:
 class Source:
     root: Path  # a copy of the repository's layout holding only client/
     checkout: dict[str, int]  # the checkout's client/ before any install (`tree`)
+    copied: dict[str, int]  # the copy's client/ before any install
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +103,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
     checkout = tree(CLIENT)
     root = tmp_path_factory.mktemp("checkout")
     shutil.copytree(CLIENT, root / "client", ignore=BUILT)
-    return Source(root, checkout)
+    return Source(root, checkout, tree(root / "client"))
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,14 @@ def test_installing_writes_nothing_into_the_checkout(
     source: Source, by_pipx: Installed, by_pip: Installed
 ) -> None:
     assert tree(CLIENT) == source.checkout
+
+
+def test_a_users_install_leaves_nothing_beside_the_sources(
+    source: Source, by_pipx: Installed, by_pip: Installed
+) -> None:
+    """What `pip install ./client` and `pipx install ./client` leave in a user's checkout:
+    nothing (no client/build, no egg-info: client/pyproject.toml's build backend)."""
+    assert tree(source.root / "client") == source.copied
 
 
 def test_lt_version_prints_the_clients_version(installed: Installed) -> None:
