@@ -81,6 +81,7 @@ __all__ = [
     "close_for_client",
     "close_message",
     "dashboard_snapshot",
+    "minute_writes_begun",
     "issue_ticket",
     "lift_message",
     "refusal_for",
@@ -426,6 +427,12 @@ def relay_status() -> dict[str, Any]:
 def dashboard_snapshot() -> Snapshot:
     """What the dashboard shows, read in one go (call it on the relay's event loop)."""
     return snapshot(get_registry(), get_traffic(), time.time())
+
+
+def minute_writes_begun() -> int:
+    """How many writes of the dashboard's minutes this relay has begun (on the loop): the
+    dashboard's check that no write committed while it read the rows."""
+    return get_traffic().writes_begun
 
 
 # --- the request inspector (relay/pool/captures.py) -----------------------------------------------

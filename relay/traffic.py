@@ -13,7 +13,15 @@ The relay-wide minutes also go to the database (TrafficMinute, through relay.rec
 the dashboard's hour covers every node and survives a restart: the same task writes what
 grew since its last write, in one batch, when a minute ends and at most every RELAY_FLUSH_S
 for the current one (and once more at shutdown). What was written is tracked per minute,
-so a failed write is retried whole and a repeated one adds nothing.
+so a failed write is retried whole and a repeated one adds nothing. A write runs in a task
+of its own, at most one at a time (a write still running when the next is due skips that
+turn), so a slow database (SQLite's 5 s lock wait, PostgreSQL's 10 s statement timeout)
+delays the rows, never the samples: the rates and the minutes stay right meanwhile.
+
+A reader that adds this node's unwritten minutes to the rows (the dashboard) must not see a
+write's minutes in both: `writes_begun` and `writes_done` count the writes, so a reader that
+took `unwritten` while no write was running (Snapshot.unwritten_as_of) and finds no write
+begun after reading the rows saw each minute once (a sequence lock; tunnels/dashboard.py).
 """
 
 from __future__ import annotations
@@ -94,7 +102,11 @@ class Traffic:
         # What of each minute in the ring is in the database already (relay-wide minutes).
         self._written: dict[int, Counts] = {}
         self._write_lock = asyncio.Lock()  # the sampler's writes and the one at shutdown
+        # Writes of minutes begun and finished (committed or failed): equal when none runs.
+        self.writes_begun = 0
+        self.writes_done = 0
         self._next_prune = 0.0  # Unix time of the next pruning of old minute rows
+        self._writing: asyncio.Task[None] | None = None  # the sampler's write in flight
 
     def sample(self, tunnels: Iterable[Tunnel], now: float) -> Counts:
         """Add the traffic since the previous sample (at Unix time `now`); returns it."""
@@ -166,13 +178,37 @@ class Traffic:
             pending = self.unwritten()
             if pending:
                 rollups = [MinuteRollup(node, m.start, *m.counts) for m in pending]
-                await database_sync_to_async(records.get().add_minutes)(rollups)
-                self.mark_written(pending)
+                self.writes_begun += 1
+                try:
+                    await database_sync_to_async(records.get().add_minutes)(rollups)
+                    self.mark_written(pending)
+                finally:
+                    self.writes_done = self.writes_begun
             if now >= self._next_prune:
                 self._next_prune = now + MINUTE_ROWS_PRUNE_EVERY_S
                 before = minute_of(now) - MINUTE_ROWS_KEEP_S
                 await database_sync_to_async(records.get().prune_minutes)(before)
             return len(pending)
+
+    def start_write(self, node: str, now: float) -> bool:
+        """Write the minutes in a task of its own unless the previous one still runs (at
+        most one in flight: the sampler skips a turn); whether it started. Call it on the
+        loop."""
+        if self._writing is not None and not self._writing.done():
+            return False
+        self._writing = asyncio.get_running_loop().create_task(self._write_logged(node, now))
+        return True
+
+    async def _write_logged(self, node: str, now: float) -> None:
+        try:
+            await self.write_minutes(node, now)
+        except Exception:  # kept in memory: the next write adds it
+            logger.exception("could not write the dashboard's minutes; will retry")
+
+    def unwritten_as_of(self) -> int | None:
+        """The write count `unwritten` is relative to now, or None while a write runs (its
+        minutes may be committed already, or not yet)."""
+        return self.writes_begun if self.writes_begun == self.writes_done else None
 
     @property
     def tunnels_kept(self) -> int:
@@ -223,8 +259,10 @@ class Snapshot:
     rates: Rates
     minutes: list[Minute]
     live: list[LiveTunnel]
-    # This node's traffic not yet in the minute rows (the dashboard adds it to theirs).
+    # This node's traffic not yet in the minute rows (the dashboard adds it to theirs), and
+    # the write count it was taken at (None: a write was running; Traffic.unwritten_as_of).
     unwritten: list[Minute] = dataclasses.field(default_factory=list)
+    unwritten_as_of: int | None = None
 
     @property
     def tunnels(self) -> int:
@@ -256,6 +294,7 @@ def snapshot(registry: Registry, traffic: Traffic, now: float) -> Snapshot:
         minutes=traffic.history(now),
         live=live,
         unwritten=traffic.unwritten(),
+        unwritten_as_of=traffic.unwritten_as_of(),
     )
 
 
@@ -273,7 +312,10 @@ async def run_sampler(
     flush_s: float = DEFAULT_FLUSH_S,
 ) -> None:
     """Sample the registry every `SAMPLE_S` seconds until cancelled; write the minutes as
-    node `node` ("" for a single relay) when a minute ends and at most every `flush_s`."""
+    node `node` ("" for a single relay) when a minute ends and at most every `flush_s`, in a
+    task of its own (a write still running then is left to finish: the next sample tries
+    again). A write running when this is cancelled finishes on its own; the one at
+    shutdown (`write_last_minutes`) waits for it."""
     traffic = traffic or get_traffic()
     next_write, last_minute = 0.0, 0
     while True:
@@ -282,12 +324,8 @@ async def run_sampler(
             traffic.sample(registry.tunnels.values(), now)
         except Exception:  # a bug here must not stop the relay, only the chart
             logger.exception("could not sample tunnel traffic")
-        if now >= next_write or minute_of(now) != last_minute:
+        if (now >= next_write or minute_of(now) != last_minute) and traffic.start_write(node, now):
             next_write, last_minute = now + flush_s, minute_of(now)
-            try:
-                await traffic.write_minutes(node, now)
-            except Exception:  # kept in memory: the next write adds it
-                logger.exception("could not write the dashboard's minutes; will retry")
         await asyncio.sleep(SAMPLE_S)
 
 

@@ -7,6 +7,8 @@ this node has not written yet, so the chart covers every node and survives a res
 On a node of a cluster (RELAY_NODE_NAME set) what is live, and each node's load, come from
 the database instead (tunnels/cluster_view.py): every node's tunnels, not only this one's;
 the rates add the other live nodes' last minute and a bit from their rows to this node's.
+This node's unwritten minutes and the rows are read so that a write committing between the two
+is never counted twice (`_minute_rows`).
 The page polls `data` every 2 s and swaps in the fragments it returns, rendered by the same
 templates as the page itself. Disconnecting goes through tunnels/control.py, like the
 admin's action.
@@ -48,6 +50,30 @@ def take_snapshot() -> Snapshot:
     """Read the registry on the relay's event loop (this view runs in a worker thread),
     so the tunnels and their counters are seen in one consistent state."""
     return async_to_sync(_snapshot_on_the_loop)()
+
+
+async def _writes_begun_on_the_loop() -> int:
+    return face.minute_writes_begun()
+
+
+def _minute_rows(shot: Snapshot) -> tuple[Snapshot, list[MinuteRollup]]:
+    """Every node's minute rows of the hour, read after `shot` so that this node's traffic
+    is in exactly one of them: a write of this node's minutes (relay/traffic.py) that
+    commits between the snapshot's `unwritten` and the rows would put it in both, a spike
+    on the chart. So the snapshot must have been taken with no write running and no write
+    may have begun by the time the rows are read (counted on the loop, where writes begin);
+    else the snapshot is taken again and the rows read again, once. A second miss means a
+    write has been running across both reads (a slow database): its minutes are most likely
+    not in the rows yet, and the answer takes them from the snapshot."""
+    for attempt in range(2):
+        if attempt:
+            shot = take_snapshot()
+        current = int(shot.taken_at // 60) * 60
+        rows = traffic_rows.by_node_since(current - 60 * (HISTORY_MINUTES - 1))
+        as_of = shot.unwritten_as_of
+        if as_of is not None and async_to_sync(_writes_begun_on_the_loop)() == as_of:
+            break
+    return shot, rows
 
 
 def may_disconnect(request: HttpRequest) -> bool:
@@ -102,12 +128,13 @@ def _cluster_wide(shot: Snapshot) -> tuple[Snapshot, list[cluster_view.NodeRow]]
     return shot, nodes
 
 
-def _with_every_nodes_traffic(shot: Snapshot, alive: set[str] | None) -> Snapshot:
+def _with_every_nodes_traffic(
+    shot: Snapshot, rows: list[MinuteRollup], alive: set[str] | None
+) -> Snapshot:
     """The hour from the minute rows of every node plus this node's unwritten traffic; on a
     cluster (`alive`: the live nodes' names), the rates plus the other live nodes' averages
     over the previous minute and the current one so far, from their rows."""
     current = int(shot.taken_at // 60) * 60
-    rows = traffic_rows.by_node_since(current - 60 * (HISTORY_MINUTES - 1))
     shot = dataclasses.replace(shot, minutes=traffic_rows.hour([*rows, *shot.unwritten], current))
     if alive is None:
         return shot
@@ -133,11 +160,12 @@ def _others(rows: list[MinuteRollup], nodes: set[str], since: int) -> list[Minut
 
 
 def _context(request: HttpRequest, shot: Snapshot) -> dict[str, Any]:
+    shot, rows = _minute_rows(shot)
     nodes = None
     if settings.RELAY_NODE_NAME:  # scale-out
         shot, nodes = _cluster_wide(shot)
     alive = {node.name for node in nodes if node.alive} if nodes is not None else None
-    shot = _with_every_nodes_traffic(shot, alive)
+    shot = _with_every_nodes_traffic(shot, rows, alive)
     return {
         "snapshot": shot,
         "rates": shot.rates,

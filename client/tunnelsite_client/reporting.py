@@ -74,7 +74,7 @@ class RedactingReporter:
 
 
 class LogReporter:
-    """The library default: state changes go to the `client` logger."""
+    """The library default: state changes go to the `tunnelsite_client` logger."""
 
     def event(self, text: str) -> None:
         log.info("%s", text)

@@ -3,8 +3,11 @@ the repository's root, and pip into a fresh venv), with only the client's depend
 run against a real relay.
 
 Each install goes to this test's tmp directory (PIPX_HOME, PIPX_BIN_DIR, PIPX_MAN_DIR, the
-venv), so nothing reaches the user's own pipx or the repository's venv. PyPI must be reachable
-(the build needs setuptools; the client needs h11, rich and platformdirs).
+venv), so nothing reaches the user's own pipx or the repository's venv; and each builds from a
+copy of client/ in a tmp copy of the repository's layout (one per xdist worker), so two workers
+never build in the same directory and the checkout is never written (a build in place leaves
+client/build, whose stale files could end up in a later wheel). PyPI must be reachable (the
+build needs its backend; the client needs h11, rich and platformdirs).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import tomllib
 from collections.abc import Iterator
@@ -72,6 +76,36 @@ def run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = RUN_TI
     return done.stdout
 
 
+# What a build leaves beside the sources, and the bytecode that any run of the checkout's own
+# editable `lt` writes: never copied, never compared.
+BUILT = shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__")
+
+
+def tree(root: Path) -> dict[str, int]:
+    """Every file and directory under `root` (but __pycache__) with its modification time."""
+    return {
+        str(path.relative_to(root)): path.stat().st_mtime_ns
+        for path in sorted(root.rglob("*"))
+        if "__pycache__" not in path.parts
+    }
+
+
+@dataclass(frozen=True)
+class Source:
+    root: Path  # a copy of the repository's layout holding only client/
+    checkout: dict[str, int]  # the checkout's client/ before any install (`tree`)
+    copied: dict[str, int]  # the copy's client/ before any install
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
+    """client/'s sources copied to <tmp>/client, where the installs build."""
+    checkout = tree(CLIENT)
+    root = tmp_path_factory.mktemp("checkout")
+    shutil.copytree(CLIENT, root / "client", ignore=BUILT)
+    return Source(root, checkout, tree(root / "client"))
+
+
 @dataclass(frozen=True)
 class Installed:
     python: Path  # the interpreter of the venv the client went into
@@ -80,27 +114,28 @@ class Installed:
 
 
 @pytest.fixture(scope="module")
-def by_pipx(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    """`pipx install ./client`, from the repository's root, as docs/client.md says."""
+def by_pipx(tmp_path_factory: pytest.TempPathFactory, source: Source) -> Installed:
+    """`pipx install ./client`, from the (copied) repository's root, as docs/client.md says."""
     home = tmp_path_factory.mktemp("pipx")
     env = clean_env(
         PIPX_HOME=str(home / "pipx-home"),
         PIPX_BIN_DIR=str(home / "bin"),
         PIPX_MAN_DIR=str(home / "man"),
     )
-    run([PYTHON, "-m", "pipx", "install", "./client"], ROOT, env, INSTALL_TIMEOUT_S)
+    run([PYTHON, "-m", "pipx", "install", "./client"], source.root, env, INSTALL_TIMEOUT_S)
     venv = home / "pipx-home" / "venvs" / "tunnelsite-client"
     return Installed(venv / "bin" / "python", home / "bin" / "lt", home)
 
 
 @pytest.fixture(scope="module")
-def by_pip(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    """`python -m venv` and `pip install ./client` into it."""
+def by_pip(tmp_path_factory: pytest.TempPathFactory, source: Source) -> Installed:
+    """`python -m venv` and `pip install ./client` into it (from the copy)."""
     home = tmp_path_factory.mktemp("venv")
     venv = home / "venv"
     env = clean_env(PIP_DISABLE_PIP_VERSION_CHECK="1")
     run([PYTHON, "-m", "venv", str(venv)], home, env)
-    run([str(venv / "bin" / "pip"), "install", str(CLIENT)], home, env, INSTALL_TIMEOUT_S)
+    pip = [str(venv / "bin" / "pip"), "install", "./client"]
+    run(pip, source.root, env, INSTALL_TIMEOUT_S)
     return Installed(venv / "bin" / "python", venv / "bin" / "lt", home)
 
 
@@ -128,6 +163,20 @@ def needed_by(name: str, found: dict[str, list[str]]) -> set[str]:
                 continue
             todo.append(canonicalize_name(requirement.name))
     return closure
+
+
+def test_installing_writes_nothing_into_the_checkout(
+    source: Source, by_pipx: Installed, by_pip: Installed
+) -> None:
+    assert tree(CLIENT) == source.checkout
+
+
+def test_a_users_install_leaves_nothing_beside_the_sources(
+    source: Source, by_pipx: Installed, by_pip: Installed
+) -> None:
+    """What `pip install ./client` and `pipx install ./client` leave in a user's checkout:
+    nothing (no client/build, no egg-info: client/pyproject.toml's build backend)."""
+    assert tree(source.root / "client") == source.copied
 
 
 def test_lt_version_prints_the_clients_version(installed: Installed) -> None:

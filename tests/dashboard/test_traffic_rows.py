@@ -1,20 +1,28 @@
 """The dashboard's minute rows (tunnels/traffic_rows.py) and the relay's writes of them
-(relay/traffic.py): additions per node and minute, sums over nodes, pruning, and a relay
-that writes the same minute twice, or again after a failure, counting it once."""
+(relay/traffic.py): additions per node and minute, sums over nodes, pruning, a relay
+that writes the same minute twice, or again after a failure, counting it once, and a write
+that commits while the dashboard reads counting once too."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 import time
 from datetime import timedelta
 from typing import Any
+from unittest import mock
 
+from asgiref.sync import async_to_sync
 from django.test import TestCase, TransactionTestCase, override_settings
 from django.utils import timezone
 from harness.accounts import fresh_registry, make_user
+from harness.waiting import IO_TIMEOUT_S, wait_until_async
 
+from relay import records
 from relay.face import Counts, Minute, MinuteRollup
-from relay.protocol import HISTORY_MINUTES
-from relay.traffic import Traffic
+from relay.protocol import HISTORY_MINUTES, SAMPLE_S
+from relay.traffic import Traffic, run_sampler
 from tunnels import traffic_rows
 from tunnels.models import Node, TrafficMinute
 
@@ -84,6 +92,41 @@ class Counted:
         self.requests = self.bytes_in = self.bytes_out = 0
 
 
+class Tunnels:
+    """A stand-in registry for the sampler: only its tunnels."""
+
+    def __init__(self, *tunnels: Counted) -> None:
+        self.tunnels = {str(n): tunnel for n, tunnel in enumerate(tunnels)}
+
+
+class StalledWrites:
+    """The records port with its minute writes held until `go` is set, as by a database that
+    stops answering (a SQLite lock held elsewhere, a PostgreSQL stall); counts the writes
+    begun and the most running at once."""
+
+    def __init__(self, real: records.Records) -> None:
+        self.real = real
+        self.go = threading.Event()
+        self.begun = self.running = self.most = 0
+        self._count = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def add_minutes(self, rollups: list[MinuteRollup]) -> None:
+        with self._count:
+            self.begun += 1
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            if not self.go.wait(IO_TIMEOUT_S):
+                raise TimeoutError("the test never let the write through")
+            self.real.add_minutes(rollups)
+        finally:
+            with self._count:
+                self.running -= 1
+
+
 class RelayWritesTests(TransactionTestCase):
     """relay/traffic.py's writes through the records port (tunnels/records.py)."""
 
@@ -110,6 +153,44 @@ class RelayWritesTests(TransactionTestCase):
         await after.write_minutes("", T0 + 30)
         row = await TrafficMinute.objects.aget(node="")
         self.assertEqual(row.requests, 10)
+
+    async def test_a_stalled_write_stops_neither_the_samples_nor_the_rates(self) -> None:
+        """The sampler wants to write at every sample here (flush_s: what the test is
+        about); with the database stalled, one write is in flight and the samples go on."""
+        real, traffic, tunnel = records.get(), Traffic(), Counted()
+        stalled = StalledWrites(real)
+        records.install(stalled)  # type: ignore[arg-type]
+        tunnel.requests = 5
+        sampler = asyncio.get_running_loop().create_task(
+            run_sampler(Tunnels(tunnel), traffic, node="alpha", flush_s=SAMPLE_S)  # type: ignore[arg-type]
+        )
+        try:
+            await wait_until_async(lambda: stalled.begun, IO_TIMEOUT_S, "the first write")
+            for requests in (10, 20):
+                tunnel.requests = requests
+                await wait_until_async(
+                    lambda want=requests: traffic.total.requests == want,
+                    5 * SAMPLE_S,
+                    f"a sample of {requests} requests while the write is stalled",
+                )
+            self.assertGreater(traffic.rates().requests_per_s, 0)
+            self.assertEqual((stalled.begun, stalled.most), (1, 1))
+            stalled.go.set()
+            await wait_until_async(
+                lambda: not traffic.unwritten() and traffic.writes_done == traffic.writes_begun,
+                IO_TIMEOUT_S,
+                "the minutes written once the database answers",
+            )
+        finally:
+            stalled.go.set()
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+            await traffic.write_minutes("alpha", time.time())  # after the one in flight
+            records.install(real)
+        self.assertEqual(stalled.most, 1)
+        rows = [row async for row in TrafficMinute.objects.filter(node="alpha")]
+        self.assertEqual(sum(row.requests for row in rows), 20)
 
     async def test_old_rows_are_pruned_when_a_relay_writes(self) -> None:
         await TrafficMinute.objects.acreate(
@@ -165,3 +246,60 @@ class DashboardOverNodesTests(TestCase):
         data = await self._data()
         self.assertEqual(sum(minute[1] for minute in data["minutes"]), 665)
         self.assertEqual(data["requests_per_s"], 0.0)
+
+
+class WriteWhileTheDashboardReadsTests(TestCase):
+    """The dashboard reads this node's unwritten minutes on the loop and every node's rows in
+    its worker thread: a write of the minutes committing between the two (the sampler's,
+    every RELAY_FLUSH_S) must not put the same traffic in both."""
+
+    @classmethod
+    def setUpTestData(cls) -> None:
+        cls.operator = make_user("operator", is_staff=True, is_superuser=True)
+
+    async def test_a_write_between_the_snapshot_and_the_rows_is_counted_once(self) -> None:
+        traffic, tunnel = Traffic(), Counted()
+        tunnel.requests, tunnel.bytes_out = 7, 700
+        traffic.sample([tunnel], time.time())  # type: ignore[list-item]
+        read_rows = traffic_rows.by_node_since
+        reads: list[int] = []
+
+        def written_first(start: int) -> list[MinuteRollup]:
+            """The dashboard's first read of the rows, right after the relay wrote its
+            minutes: the relay's own write, on the loop, from the view's thread."""
+            if not reads:
+                self.assertEqual(async_to_sync(traffic.write_minutes)("", time.time()), 1)
+            reads.append(start)
+            return read_rows(start)
+
+        with (
+            mock.patch("relay.traffic._traffic", traffic),
+            mock.patch.object(traffic_rows, "by_node_since", written_first),
+        ):
+            async with fresh_registry():
+                await self.async_client.aforce_login(self.operator)
+                answer = await self.async_client.get("/admin/dashboard/data")
+        self.assertEqual(answer.status_code, 200)
+        minutes = answer.json()["minutes"]
+        self.assertEqual(sum(minute[1] for minute in minutes), 7)
+        self.assertEqual(sum(minute[3] for minute in minutes), 700)
+        self.assertEqual(await TrafficMinute.objects.acount(), 1)
+
+    async def test_without_a_write_between_them_the_rows_are_read_once(self) -> None:
+        traffic, tunnel = Traffic(), Counted()
+        tunnel.requests = 3
+        traffic.sample([tunnel], time.time())  # type: ignore[list-item]
+        await traffic.write_minutes("", time.time())
+        tunnel.requests = 5
+        traffic.sample([tunnel], time.time())  # type: ignore[list-item]
+        with (
+            mock.patch("relay.traffic._traffic", traffic),
+            mock.patch.object(
+                traffic_rows, "by_node_since", wraps=traffic_rows.by_node_since
+            ) as read,
+        ):
+            async with fresh_registry():
+                await self.async_client.aforce_login(self.operator)
+                answer = await self.async_client.get("/admin/dashboard/data")
+        self.assertEqual(sum(minute[1] for minute in answer.json()["minutes"]), 5)
+        self.assertEqual(read.call_count, 1)
