@@ -1,25 +1,31 @@
-"""On a cluster, a request forwarded from the node a visitor reached to the tunnel's owner is
-one access line, written by the node the visitor reached (relay/edge/routing.py), not a
-second one on the owner with a node for visitor."""
+"""Access lines on a cluster: a request forwarded from the node a visitor reached to the
+tunnel's owner is one access line, written by the node the visitor reached
+(relay/edge/routing.py), not a second one on the owner with a node for visitor. And the
+session's secret scan reads the nodes' output (harness/log_capture.py)."""
 
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterator
 
 import pytest
+from harness import log_capture
 from harness.fake_client import FakeTunnelClient
 from harness.http import build_request
-from harness.nodes import Nodes, fresh_nodes
+from harness.nodes import Node, fresh_nodes
 from harness.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
-def nodes() -> Iterator[Nodes]:
+def nodes() -> Iterator[tuple[Node, Node]]:
     with fresh_nodes() as made:
-        yield made
+        yield (
+            made.start("alpha", RELAY_ACCESS_LOG="true"),
+            made.start("bravo", RELAY_ACCESS_LOG="true"),
+        )
 
 
 def access_lines(node, tunnel: str) -> list[re.Match[str]]:
@@ -28,8 +34,7 @@ def access_lines(node, tunnel: str) -> list[re.Match[str]]:
 
 
 def test_a_forwarded_request_is_one_access_line_on_the_node_the_visitor_reached(nodes):
-    alpha = nodes.start("alpha", RELAY_ACCESS_LOG="true")
-    bravo = nodes.start("bravo", RELAY_ACCESS_LOG="true")
+    alpha, bravo = nodes
     client = FakeTunnelClient(bravo)  # bravo owns the tunnel
     try:
         (pool,) = client.connect(1)
@@ -54,3 +59,14 @@ def test_a_forwarded_request_is_one_access_line_on_the_node_the_visitor_reached(
         assert on_bravo == [("127.0.0.1", "/straight-to-bravo", "200")]
     finally:
         client.close()
+
+
+def test_the_session_scan_reads_a_cluster_nodes_output(nodes):
+    alpha, _ = nodes
+    planted = f"planted-{secrets.token_hex(16)}"  # not remembered: the session check passes
+    with alpha.visitor("no-such-tunnel") as visitor:
+        visitor.send(build_request("GET", f"/{planted}", alpha.host("no-such-tunnel")))
+        visitor.response()
+    wait_until(lambda: planted in alpha.process.output(), 10, "the planted secret's line")
+    found = log_capture.leaks(log_capture.checked_files(), {planted: "a planted secret"})
+    assert [leak.file.name.split("-")[1:3] for leak in found] == [["relay", "node"]]
