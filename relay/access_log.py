@@ -175,4 +175,8 @@ def _size(message: Message) -> int:
     if data is not None:
         return len(data)
     text = message.get("text")
-    return len(text.encode("utf-8", "replace")) if text is not None else 0
+    if text is None:
+        return 0
+    if text.isascii():  # one flag on the string: its length is its UTF-8 size, no copy
+        return len(text)
+    return len(text.encode("utf-8", "replace"))

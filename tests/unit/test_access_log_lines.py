@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import tracemalloc
 import unicodedata
 
 from hypothesis import given
@@ -74,3 +75,16 @@ def test_the_escaped_set_is_every_control_and_separator_unicode_has():
     }
     assert categories <= set(access_log._UNSAFE)
     assert {ord(ch) for ch in LINE_BREAKS} <= set(access_log._UNSAFE)
+
+
+def test_a_websocket_text_message_is_measured_without_a_copy():
+    text = "a" * 4_000_000
+    tracemalloc.start()
+    try:
+        assert access_log._size({"type": "websocket.receive", "text": text}) == len(text)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024
+    assert access_log._size({"text": "é€\U0001f600"}) == len("é€\U0001f600".encode())
+    assert access_log._size({"bytes": b"abc"}) == 3
