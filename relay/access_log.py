@@ -159,14 +159,13 @@ def _escape(code: int) -> str:
 # make a terminal or a viewer show a line's text in another order than it was written.
 _UNSAFE = {
     code: _escape(code)
-    for code in (
-        *range(0x20),  # Cc: C0
-        *range(0x7F, 0xA0),  # Cc: DEL and C1
-        0x2028,  # Zl
-        0x2029,  # Zp
-        *range(0x202A, 0x202F),  # LRE, RLE, PDF, LRO, RLO
-        *range(0x2066, 0x206A),  # LRI, RLI, FSI, PDI
+    for first, last in (
+        ("\x00", "\x1f"),  # Cc: C0
+        ("\x7f", "\x9f"),  # Cc: DEL and C1
+        ("\u2028", "\u202e"),  # Zl, Zp, then LRE, RLE, PDF, LRO, RLO
+        ("\u2066", "\u2069"),  # LRI, RLI, FSI, PDI
     )
+    for code in range(ord(first), ord(last) + 1)
 }  # tests/unit/test_access_log_lines.py checks it against unicodedata
 
 
