@@ -50,7 +50,7 @@ def line(
     """One line. `status` 0: no answer (the visitor left first; a TCP connection has none);
     `end`: how a TCP connection ended (closed, reset, or the relay's reason)."""
     duration_ms = round((time.monotonic() - started) * 1000, 1)
-    path = path.translate(_CONTROL)  # a decoded %0A must not start a forged line
+    path = path.translate(_UNSAFE)  # a decoded %0A, %C2%85 or %E2%80%A8 must not start a line
     fields = {
         "event": ACCESS,
         "kind": kind,
@@ -147,8 +147,26 @@ async def websocket(proxy: Proxy, scope: Scope, receive: Receive, send: Send, na
         line("websocket", name, "GET", scope["path"], status, got, sent, started, client_ip(scope))
 
 
-# Control characters, as the percent-escapes a visitor sent them as (the path is decoded).
-_CONTROL = {code: f"%{code:02X}" for code in [*range(ord(" ")), ord("\x7f")]}
+def _escape(code: int) -> str:
+    return "".join(f"%{byte:02X}" for byte in chr(code).encode("utf-8"))
+
+
+# What a path may not carry into a line, written as the percent-escapes of its UTF-8 bytes
+# (the path is decoded): control characters (Unicode category Cc: C0, DEL, and C1, whose
+# U+0085 NEL `str.splitlines()` and many shippers break lines on and whose U+009B is an 8-bit
+# CSI), the line and paragraph separators (Zl, Zp: U+2028, U+2029, also line breaks to
+# splitlines), and the bidirectional overrides and isolates (U+202A-202E, U+2066-2069), which
+# make a terminal or a viewer show a line's text in another order than it was written.
+_UNSAFE = {
+    code: _escape(code)
+    for first, last in (
+        ("\x00", "\x1f"),  # Cc: C0
+        ("\x7f", "\x9f"),  # Cc: DEL and C1
+        ("\u2028", "\u202e"),  # Zl, Zp, then LRE, RLE, PDF, LRO, RLO
+        ("\u2066", "\u2069"),  # LRI, RLI, FSI, PDI
+    )
+    for code in range(ord(first), ord(last) + 1)
+}  # tests/unit/test_access_log_lines.py checks it against unicodedata
 
 
 def _size(message: Message) -> int:
@@ -156,4 +174,8 @@ def _size(message: Message) -> int:
     if data is not None:
         return len(data)
     text = message.get("text")
-    return len(text.encode("utf-8", "replace")) if text is not None else 0
+    if text is None:
+        return 0
+    if text.isascii():  # one flag on the string: its length is its UTF-8 size, no copy
+        return len(text)
+    return len(text.encode("utf-8", "replace"))

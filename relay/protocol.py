@@ -627,6 +627,17 @@ INSPECT_REPLAY_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 # token in use, leaked or not, without a database write per request that carries it.
 TOKEN_TOUCH_INTERVAL_S = 60
 
+# --- refused registrations in the log (tunnels/refusal_log.py) --------------------------------
+# A refusal is a client's mistake that anyone can repeat at will (a wrong token in a loop, the
+# npm client retrying for ever), so its log lines are rationed per window. Per address: a
+# client's looping shows in its first lines, and one loop cannot take every other client's
+# share. Per process: enough for every refusal a team's clients make in a bad minute, few
+# enough that many addresses together cannot fill the log (about one line a second); it also
+# bounds the addresses remembered in a window (only those logged are).
+REFUSAL_LOG_WINDOW_S = 60.0
+REFUSAL_LINES_PER_ADDRESS = 10
+REFUSAL_LINES_PER_WINDOW = 60
+
 # --- `lt login` in the browser: device authorization (RFC 8628; tunnels/device.py) ------------
 # lt:   POST /api/device/code   {"client_name", "client_version"}
 #       -> {"device_code", "user_code", "verification_uri", "verification_uri_complete",

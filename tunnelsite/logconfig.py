@@ -2,13 +2,16 @@
 
 Every log record's message (and traceback) is passed through `tunnels.tokens.redact` when
 the record is made, so a token in a request path (`Not Found: /t/lt_...`), an exception or
-a message never reaches a log line, whichever handler prints it.
+a message never reaches a log line, whichever handler prints it. The record then holds the
+redacted text as its message (no arguments left to format again) and is marked so
+(`REDACTED`): the JSON formatter does not redact it a second time, as it must a record made
+some other way (`logging.makeLogRecord`).
 
 `RELAY_LOG_FORMAT=json` prints each record as one JSON object per line (`JsonFormatter`):
 `time`, `level`, `logger`, `message`, the record's `event` and its fields (given with
 `extra=`), and `exc` for a traceback. Fields are redacted like the message, before they are
 serialised: JSON escaping comes after, so it cannot split a secret out of redact's reach
-(docs/logs.md).
+(docs/logs.md); `event` and `kind`, which the relay names itself, and numbers need none.
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ _RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None)._
 }
 # The keys the JSON line sets itself: a field of the same name would overwrite one.
 _OWN_KEYS = ("time", "level", "logger", "message", "exc")
+# The record attribute that says its message and traceback were redacted when it was made.
+REDACTED = "_redacted"
+# Text fields whose values the relay names itself (relay/log_events.py), never a visitor's or
+# a client's text: written without redaction. Anything else is redacted (a tunnel's name in
+# the access log is the label of the Host a visitor sent; a method is the visitor's too).
+_OWN_TEXT_FIELDS = frozenset({"event", "kind"})
 
 
 def configure(config: dict[str, Any]) -> None:
@@ -50,11 +59,10 @@ def _redacting(make: Any) -> Any:
             message = rec.getMessage()
         except Exception:  # bad arguments: logging reports that itself, later
             return rec
-        clean = redact(message)
-        if clean != message:
-            rec.msg, rec.args = clean, None
+        rec.msg, rec.args = redact(message), None  # formatted once, for every handler
         if rec.exc_info and rec.exc_info[0] is not None:
             rec.exc_text = redact(formatter.formatException(rec.exc_info))
+        rec.__dict__[REDACTED] = True
         return rec
 
     return record
@@ -66,7 +74,7 @@ def fields_of(record: logging.LogRecord) -> dict[str, Any]:
     for key, value in record.__dict__.items():
         if key in _RECORD_ATTRIBUTES or key.startswith("_"):
             continue
-        clean = _clean(value)
+        clean = value if key in _OWN_TEXT_FIELDS else _clean(value)
         if clean is not _LEFT_OUT:
             fields[key] = clean
     return fields
@@ -102,8 +110,11 @@ class JsonFormatter(logging.Formatter):
             .replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
-            "message": redact(record.getMessage()),
+            "message": record.getMessage(),
         }
+        redacted = record.__dict__.get(REDACTED, False)  # by the record factory
+        if not redacted:
+            line["message"] = redact(line["message"])
         for key, value in fields_of(record).items():
             if key not in _OWN_KEYS:
                 line[key] = value
@@ -111,7 +122,7 @@ class JsonFormatter(logging.Formatter):
             if not record.exc_text:
                 record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
-            line["exc"] = redact(record.exc_text)
+            line["exc"] = record.exc_text if redacted else redact(record.exc_text)
             line.setdefault("event", FAULT)
         if record.stack_info:
             line["stack"] = redact(self.formatStack(record.stack_info))

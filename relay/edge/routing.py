@@ -1,7 +1,10 @@
 """Route by Host: `<name>.<domain>` goes to the tunnel, every other host to Django.
 
 The Host of an HTTP request was read once already, by relay/edge/channel.py, which left
-the tunnel name in the scope (protocol.TUNNEL_SCOPE_KEY); a WebSocket's is read here."""
+the tunnel name in the scope (protocol.TUNNEL_SCOPE_KEY); a WebSocket's is read here.
+
+A request another node forwarded here (relay/cluster/hop.py marked its scope) is left out
+of the access log: the node the visitor reached writes its one line."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from django.conf import settings
 from relay import access_log
 from relay.asgi_types import ASGIApp, Receive, Scope, Send
 from relay.errors import send_error
-from relay.protocol import TUNNEL_SCOPE_KEY, tunnel_name_from_host
+from relay.protocol import HOP_SCOPE_KEY, TUNNEL_SCOPE_KEY, tunnel_name_from_host
 from relay.proxy.http import proxy_http
 from relay.proxy.websocket import proxy_websocket
 
@@ -41,7 +44,7 @@ class HostRouter:
                 return
             name = tunnel_name_from_host(hosts[0], self.domain)
         if name is not None:
-            if self.access_log:
+            if self.access_log and HOP_SCOPE_KEY not in scope:
                 wrap = access_log.http if kind == "http" else access_log.websocket
                 await wrap(
                     proxy_http if kind == "http" else proxy_websocket, scope, receive, send, name

@@ -2,10 +2,20 @@
 
 `harness.processes.Process` writes each child's merged stdout and stderr, byte for byte, to
 a file of its own under `directory()` (one directory per pytest process: the conftest sets
-it at session start), as it reads it. The harness remembers the secrets it handed out or
-saw: API tokens it issued (`remember`), and those a process was started with (`lt --token`,
-`LT_TOKEN`, `--basic-auth user:password`, `RELAY_METRICS_TOKEN`); tests add what they see
-(a registration answer's pool secret, a visitor's ticket).
+it at session start), as it reads it. The file's name says what the child is, decided by
+its command line, not by the name a test gave it (`command_kind`): `relay` for a relay
+command (`manage.py runrelay`, whatever the node, also in a `bash -c` line or under
+`ip netns exec`), `client` for a tunnel client (our lt, `-m tunnelsite_client.cli` or an
+`lt` executable; the npm `lt`), `other` for anything else (the local apps echo what they are
+sent, on purpose). `checked_files` is the relays' and clients' files.
+
+The harness remembers the secrets it handed out or saw: API tokens it issued (`remember`),
+and those a process was started with (`remember_from`: `--token` and `--token=`,
+`--basic-auth` and `LT_BASIC_AUTH`, `LT_TOKEN`, `RELAY_METRICS_TOKEN`, a `SECRET_KEY` other
+than the public development key, `DJANGO_SUPERUSER_PASSWORD`, and the password of any URL in
+the arguments or the environment, `DATABASE_URL` and `REDIS_URL` among them, with its user
+name when that is a token); tests add what they see (a fake client's or the relay double's
+pool secret, a visitor's ticket).
 
 `leaks(...)` then searches files for each secret and the forms a log line could carry it in:
 as is, URL-encoded, JSON-escaped, base64 (alone, and a basic-auth `user:password` pair as
@@ -17,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 import urllib.parse
 from collections.abc import Iterable, Sequence
@@ -26,9 +37,15 @@ from pathlib import Path
 # Shorter values are not remembered: a test's "pw" or "secret" also occurs in honest text
 # ("pool secret"), and the checks are about real credentials, which are long.
 MIN_SECRET_CHARS = 8
-# The processes whose output must hold no secret: the relays and the tunnel clients (the
-# local apps echo what they are sent, on purpose).
-CHECKED_NAMES = ("relay", "lt", "our lt", "lt tcp")
+# What a child is, from its command line (`command_kind`): the relays' and the tunnel
+# clients' output must hold no secret (the local apps echo what they are sent, on purpose).
+RELAY, CLIENT, OTHER = "relay", "client", "other"
+CHECKED_KINDS = (RELAY, CLIENT)
+RELAY_COMMANDS = frozenset({"runrelay", "benchrelay"})
+CLIENT_MODULE = "tunnelsite_client.cli"
+CLIENT_EXECUTABLE = "lt"  # ours (.venv/bin/lt) and the npm client's (node_modules/.bin/lt)
+# Environment variables that hold a secret as a whole.
+SECRET_ENV = ("LT_TOKEN", "RELAY_METRICS_TOKEN", "DJANGO_SUPERUSER_PASSWORD")
 
 _lock = threading.Lock()
 _directory: Path | None = None
@@ -48,7 +65,18 @@ def directory() -> Path | None:
     return _directory
 
 
-def log_file(name: str, pid: int) -> Path | None:
+def command_kind(args: Sequence[str]) -> str:
+    """RELAY, CLIENT or OTHER, from a child's command line (its words, and those of a
+    `bash -c` line)."""
+    words = [word for arg in args for word in arg.split()]
+    if RELAY_COMMANDS.intersection(words):
+        return RELAY
+    if CLIENT_MODULE in words or any(os.path.basename(w) == CLIENT_EXECUTABLE for w in words):
+        return CLIENT
+    return OTHER
+
+
+def log_file(name: str, pid: int, kind: str = OTHER) -> Path | None:
     """A new file for one child's output, or None when no session directory is set."""
     global _counter
     if _directory is None:
@@ -57,7 +85,7 @@ def log_file(name: str, pid: int) -> Path | None:
         _counter += 1
         number = _counter
     safe = "".join(ch if ch.isalnum() else "-" for ch in name) or "process"
-    return _directory / f"{number:05d}-{safe}-{pid}.log"
+    return _directory / f"{number:05d}-{kind}-{safe}-{pid}.log"
 
 
 def remember(secret: str, what: str) -> None:
@@ -76,16 +104,63 @@ def remember_basic(user: str, password: str) -> None:
 
 def remember_from(args: Sequence[str], env: dict[str, str] | None) -> None:
     """The secrets a process is started with: its flags and environment."""
-    for flag, value in zip(args, args[1:], strict=False):
+    found, pairs = secrets_given(args, env)
+    for secret, what in found.items():
+        remember(secret, what)
+    for user, password in pairs:
+        remember_basic(user, password)
+
+
+def secrets_given(
+    args: Sequence[str], env: dict[str, str] | None
+) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """The secrets in a command line and its environment, and its basic-auth pairs."""
+    env = env or {}
+    found: dict[str, str] = {}
+    pairs: list[tuple[str, str]] = []
+    flags = [*zip(args, args[1:], strict=False)]
+    for arg in args:
+        if arg.startswith("--") and "=" in arg:  # --token=lt_...
+            flag, _, value = arg.partition("=")
+            flags.append((flag, value))
+    for flag, value in flags:
         if flag == "--token":
-            remember(value, "a token given to lt --token")
+            found[value] = "a token given to lt --token"
         elif flag == "--basic-auth" and ":" in value:
             user, _, password = value.partition(":")
-            remember_basic(user, password)
-    for key in ("LT_TOKEN", "RELAY_METRICS_TOKEN"):
-        value = (env or {}).get(key, "")
-        if value:
-            remember(value, f"{key} of a process")
+            pairs.append((user, password))
+    for line in env.get("LT_BASIC_AUTH", "").splitlines():
+        user, colon, password = line.strip().partition(":")
+        if colon:
+            pairs.append((user, password))
+    for key in SECRET_ENV:
+        if env.get(key):
+            found[env[key]] = f"{key} of a process"
+    key = env.get("SECRET_KEY", "")
+    if key and key != _development_key():
+        found[key] = "the SECRET_KEY of a process"
+    for where, value in [*(("an argument", arg) for arg in args), *env.items()]:
+        if "://" in value and "@" in value:
+            _url_secrets(value, where, found)
+    return found, pairs
+
+
+def _url_secrets(value: str, where: str, found: dict[str, str]) -> None:
+    try:
+        url = urllib.parse.urlsplit(value.strip())
+        user, password = url.username, url.password
+    except ValueError:
+        return
+    if password:
+        found.setdefault(urllib.parse.unquote(password), f"the URL password of {where}")
+    if user and user.startswith("lt_"):  # the npm client's token, as user-info
+        found.setdefault(urllib.parse.unquote(user), f"a token in a URL of {where}")
+
+
+def _development_key() -> str:
+    from django.conf import settings  # the test session's settings: tunnelsite.settings
+
+    return str(settings.DEVELOPMENT_SECRET_KEY)
 
 
 def secrets() -> dict[str, str]:
@@ -144,7 +219,4 @@ def checked_files(where: Path | None = None) -> list[Path]:
     where = where or _directory
     if where is None or not where.exists():
         return []
-    names = {"".join(ch if ch.isalnum() else "-" for ch in n) for n in CHECKED_NAMES}
-    return sorted(
-        p for p in where.glob("*.log") if p.stem.split("-", 1)[1].rsplit("-", 1)[0] in names
-    )
+    return sorted(p for p in where.glob("*.log") if p.stem.split("-")[1] in CHECKED_KINDS)

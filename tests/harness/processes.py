@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from typing import Any
 
 import pytest
 
@@ -20,9 +21,13 @@ class Process(Child):
     """A child process whose merged stdout/stderr is collected line by line, and written
     byte for byte to the session's log directory (harness/log_capture.py)."""
 
+    def __init__(self, args: list[str], *rest: Any, **kw: Any) -> None:
+        self.kind = log_capture.command_kind(args)  # read by _read, started by __init__
+        super().__init__(args, *rest, **kw)
+
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        path = log_capture.log_file(self.name, self.proc.pid)
+        path = log_capture.log_file(self.name, self.proc.pid, self.kind)
         if path is None:
             super()._read()
             return

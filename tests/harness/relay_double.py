@@ -26,6 +26,7 @@ import h11
 import wsproto
 import wsproto.events as ws_events
 
+from harness import log_capture
 from harness.waiting import IO_TIMEOUT_S, wait_until
 
 T = TypeVar("T")
@@ -480,6 +481,7 @@ class RelayDouble:
             pool_base = f"{self.pool_scheme}://{self.pool_host}:{tunnel.port}"
             answer["pool_url"] = f"{pool_base}/api/tunnels/{name}/pool"
             answer["pool_secret"] = tunnel.secret
+            log_capture.remember(tunnel.secret, f"the pool secret of {name!r} (relay double)")
         return 200, answer
 
 

@@ -1,20 +1,32 @@
-"""A client that repeats a refused registration in a loop cannot fill the log: at most
-tunnels/refusal_log.py's BURST `registration_refused` lines a minute per relay process."""
+"""A client that repeats a refused registration in a loop cannot fill the log, nor hide another
+client's refusals: per minute at most relay/protocol.py's REFUSAL_LINES_PER_ADDRESS
+`registration_refused` lines per client address (tunnels/refusal_log.py)."""
 
 from __future__ import annotations
 
 import json
 
-from tunnels.refusal_log import BURST
+from relay.protocol import REFUSAL_LINES_PER_ADDRESS, REFUSAL_LINES_PER_WINDOW
 
 
-def test_refusals_past_the_burst_are_counted_not_logged(relay_factory):
-    relay = relay_factory(RELAY_LOG_FORMAT="json")
-    for _ in range(BURST + 15):
-        assert relay.register("Not_A_Name").status == 403
-    assert relay.register("also_bad").status == 403
+def refusals(relay):
     lines = relay.process.output().splitlines()
     records = [json.loads(line) for line in lines if line.startswith("{")]
-    refused = [r for r in records if r.get("event") == "registration_refused"]
-    assert len(refused) == BURST
-    assert all(r["requested"] == "Not_A_Name" and r["status"] == 403 for r in refused)
+    return [r for r in records if r.get("event") == "registration_refused"]
+
+
+def test_a_looping_clients_refusals_past_its_share_are_counted_and_others_still_logged(
+    relay_factory,
+):
+    relay = relay_factory(RELAY_LOG_FORMAT="json")
+    loops = REFUSAL_LINES_PER_WINDOW + 5  # once, one loop took the whole process's lines
+    for _ in range(loops):
+        assert relay.register("Not_A_Name").status == 403
+    assert relay.register("also_bad", source="127.0.0.2").status == 403
+    refused = refusals(relay)
+    looping = [r for r in refused if r["client_ip"] == "127.0.0.1"]
+    assert len(looping) == REFUSAL_LINES_PER_ADDRESS
+    assert all(r["requested"] == "Not_A_Name" and r["status"] == 403 for r in looping)
+    (other,) = [r for r in refused if r["client_ip"] == "127.0.0.2"]
+    assert other["requested"] == "also_bad"
+    assert other["left_out"] == loops - REFUSAL_LINES_PER_ADDRESS

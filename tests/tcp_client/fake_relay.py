@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from harness import log_capture
 from harness.waiting import IO_TIMEOUT_S, wait_until
 
 from .peers import App, RelayEnd, local_app
@@ -164,6 +165,7 @@ class FakeTcpRelay:
         if self.pool_base is not None:
             answer["pool_url"] = f"{self.pool_base}/api/tunnels/tcpa1b2c3/pool"
             answer["pool_secret"] = POOL_SECRET
+            log_capture.remember(POOL_SECRET, "the pool secret of the fake relay (tcp_client)")
         if self.not_tcp:
             return {**answer, "url": "http://tcpa1b2c3.localhost"}
         return {**answer, "url": f"tcp://127.0.0.1:{TCP_PORT}", "tcp_port": TCP_PORT}
