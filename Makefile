@@ -96,4 +96,4 @@ bench: $(VENV)/.deps-test $(NPM_LT) /usr/bin/wrk
 	$(PY) manage.py benchrelay $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(NPM_DIR) db.sqlite3 *.egg-info
+	rm -rf $(VENV) $(NPM_DIR) db.sqlite3 *.egg-info client/build client/*.egg-info client/dist

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 TUNNEL_OPENED = "tunnel_opened"
 TUNNEL_CLOSED = "tunnel_closed"
 REGISTRATION_REFUSED = "registration_refused"
+METRICS_REFUSED = "metrics_refused"  # tunnels/metrics_view.py
 OPERATOR_ACTION = "operator_action"
 ACCESS = "access"
 # (and "fault": any line with a traceback, set by the JSON formatter)

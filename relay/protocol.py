@@ -198,6 +198,21 @@ METRICS_HEAD_TIMEOUT_S = 5.0
 METRICS_MAX_CONNECTIONS = 64
 # Writing the exposition to a scraper that stops reading: given up after this.
 METRICS_WRITE_TIMEOUT_S = 10.0
+# RELAY_METRICS_TOKEN is refused at start when shorter than this: a bearer token is the only
+# thing between anyone on the internet and the bare domain's /metrics, so it must be too long
+# to guess (32 characters of `secrets.token_urlsafe` carry 192 bits; the docs' command makes 43).
+METRICS_TOKEN_MIN_CHARS = 32
+# Wrong or missing tokens on the bare domain's /metrics, per client address: past
+# METRICS_FAILURES_PER_ADDRESS in one METRICS_FAILURE_WINDOW_S window, the address gets 429
+# until the window ends and its token is not even compared. A scraper with the right token
+# never fails; a person trying curl has room for mistakes; a guesser is held to a few hundred
+# tries an hour (a long token makes guessing hopeless anyway: this bounds the work and the
+# log lines). At most METRICS_FAILURE_ADDRESSES_KEPT addresses are remembered per window;
+# past that, more failing addresses are only refused, not held back (so a table filled by
+# many addresses can never lock out a scraper that never failed).
+METRICS_FAILURES_PER_ADDRESS = 20
+METRICS_FAILURE_WINDOW_S = 60.0
+METRICS_FAILURE_ADDRESSES_KEPT = 4096
 # Answers counted by status class, status // 100: a status has three digits (h11 and Twisted
 # take 100-999), so ten classes; /metrics reports 1xx-5xx and the rest as "other".
 STATUS_CLASSES = 10

@@ -91,6 +91,26 @@ def _networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return out
 
 
+def _private_host(host: str) -> bool:
+    """Whether a listener on `host` is reachable only from this machine or a private network:
+    loopback, RFC 1918 / unique-local, link-local ("localhost" too). Not 0.0.0.0 or ::
+    (every interface), not a public address, not another host name (it could be either)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if ip.is_unspecified:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_link_local or ip in _SHARED_SPACE
+
+
+# RFC 6598's shared address space: carrier-grade NAT, and the addresses of overlay networks
+# such as Tailscale's, where a node's monitoring often reaches it (not is_private in Python).
+_SHARED_SPACE = ipaddress.ip_network("100.64.0.0/10")
+
+
 DEBUG = _bool("DEBUG", True)
 # Public (it is in this file): fine for one developer's relay, never for what must stay secret.
 # A cluster node refuses to start with it (runrelay), as hop markers would be forgeable.
@@ -345,7 +365,17 @@ RELAY_DEFAULT_PLAN_MAX_TCP_TUNNELS = _int("RELAY_DEFAULT_PLAN_MAX_TCP_TUNNELS", 
 # when RELAY_METRICS_TOKEN is set, and/or on its own listener (HOST:PORT, no token) when
 # RELAY_METRICS_BIND is. Neither: /metrics answers 404 saying how to turn it on.
 RELAY_METRICS_TOKEN = env.str("RELAY_METRICS_TOKEN", default="").strip()
+if RELAY_METRICS_TOKEN and len(RELAY_METRICS_TOKEN) < protocol.METRICS_TOKEN_MIN_CHARS:
+    raise ImproperlyConfigured(
+        f"RELAY_METRICS_TOKEN is {len(RELAY_METRICS_TOKEN)} characters long; it must be at least "
+        f"{protocol.METRICS_TOKEN_MIN_CHARS}, since it guards /metrics on the public bare domain. "
+        "Make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    )
 RELAY_METRICS_BIND = env.str("RELAY_METRICS_BIND", default="").strip()
+# RELAY_METRICS_BIND's listener has no token: on an address that is not loopback or private
+# (0.0.0.0, ::, a public address, a host name) it is refused unless this says a firewall or
+# the network keeps strangers out.
+RELAY_METRICS_BIND_PUBLIC = _bool("RELAY_METRICS_BIND_PUBLIC", False)
 if RELAY_METRICS_BIND:  # HOST:PORT, an IPv6 host in brackets; port 0: any free one (printed)
     _host, _colon, _port = RELAY_METRICS_BIND.rpartition(":")
     if (
@@ -358,6 +388,14 @@ if RELAY_METRICS_BIND:  # HOST:PORT, an IPv6 host in brackets; port 0: any free 
         raise ImproperlyConfigured(
             f"RELAY_METRICS_BIND={RELAY_METRICS_BIND!r} must look like HOST:PORT, e.g. "
             "127.0.0.1:9100 or [::1]:9100 (port 0: any free port, printed at start)"
+        )
+    if not RELAY_METRICS_BIND_PUBLIC and not _private_host(_host.strip("[]")):
+        raise ImproperlyConfigured(
+            f"RELAY_METRICS_BIND={RELAY_METRICS_BIND!r} would serve /metrics without a token on "
+            "an address that may be reachable from anywhere: bind a loopback or private "
+            "address (127.0.0.1:9100, 10.0.0.5:9100), use RELAY_METRICS_TOKEN on the bare "
+            "domain instead, or set RELAY_METRICS_BIND_PUBLIC=true if a firewall keeps "
+            "strangers out"
         )
 # A label per tunnel name (unbounded: as many series as tunnels); off, labels are per plan and
 # node only.

@@ -45,6 +45,14 @@ def _check(**env: str) -> subprocess.CompletedProcess[str]:
         ("RELAY_BODY_MAX_AHEAD_S", "5"),
         ("RELAY_LOG_LEVEL", "LOUD"),
         ("RELAY_RAW_POOL_REUSE", "sometimes"),
+        ("RELAY_METRICS_TOKEN", "too-short-to-be-a-secret"),
+        # A listener without a token on every interface, a public address or a name that
+        # could be one: only with RELAY_METRICS_BIND_PUBLIC=true.
+        ("RELAY_METRICS_BIND", "0.0.0.0:9100"),
+        ("RELAY_METRICS_BIND", "[::]:9100"),
+        ("RELAY_METRICS_BIND", "8.8.8.8:9100"),  # (documentation ranges count as private)
+        ("RELAY_METRICS_BIND", "metrics.example.com:9100"),
+        ("RELAY_METRICS_BIND_PUBLIC", "maybe"),
     ],
 )
 def test_a_malformed_value_names_the_variable(name: str, value: str) -> None:
@@ -70,3 +78,28 @@ def test_the_former_name_of_relay_spare_sockets_still_sets_it() -> None:
         timeout=60,
     )
     assert done.stdout.split()[-1] == "3", done.stderr
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"RELAY_METRICS_BIND": "127.0.0.1:9100"},
+        {"RELAY_METRICS_BIND": "[::1]:9100"},
+        {"RELAY_METRICS_BIND": "localhost:9100"},
+        {"RELAY_METRICS_BIND": "10.1.2.3:9100"},
+        {"RELAY_METRICS_BIND": "[fd12::3]:9100"},
+        {"RELAY_METRICS_BIND": "100.101.102.103:9100"},  # Tailscale's range
+        {"RELAY_METRICS_BIND": "0.0.0.0:9100", "RELAY_METRICS_BIND_PUBLIC": "true"},
+        {"RELAY_METRICS_TOKEN": "x" * 32},
+    ],
+)
+def test_metrics_settings_a_monitoring_setup_uses_are_accepted(env: dict[str, str]) -> None:
+    result = _check(**env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_public_metrics_listener_says_how_to_bind_it_or_opt_in() -> None:
+    message = _check(RELAY_METRICS_BIND="0.0.0.0:9100").stderr.splitlines()[-1]
+    assert "RELAY_METRICS_BIND_PUBLIC=true" in message and "127.0.0.1:9100" in message
+    short = _check(RELAY_METRICS_TOKEN="abc").stderr.splitlines()[-1]
+    assert "at least 32" in short and "token_urlsafe" in short and "abc" not in short

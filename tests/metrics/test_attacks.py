@@ -28,6 +28,8 @@ from harness.relay import RELAY_COMMAND, LocalApp, LtLauncher, Relay, relay_env
 from harness.waiting import IO_TIMEOUT_S, wait_until
 
 from relay.protocol import (
+    METRICS_FAILURE_WINDOW_S,
+    METRICS_FAILURES_PER_ADDRESS,
     METRICS_HEAD_TIMEOUT_S,
     METRICS_MAX_CONNECTIONS,
     METRICS_MAX_HEAD_BYTES,
@@ -96,6 +98,31 @@ def test_without_a_token_the_bare_domain_says_how_to_turn_metrics_on(
     message = answer.json()["message"]
     assert "RELAY_METRICS_TOKEN" in message and "RELAY_METRICS_BIND" in message
     assert "metrics: off" in relay.process.output()
+
+
+def test_an_address_that_keeps_guessing_is_held_back_logged_and_others_still_served(
+    relay_factory: Callable[..., Relay],
+) -> None:
+    relay = relay_factory(RELAY_METRICS_TOKEN=TOKEN)  # a relay of its own: this one is held
+    assert bare(relay, token=None).status == 401
+    guesses = [f"guess-{i:04d}-" + "g" * 40 for i in range(METRICS_FAILURES_PER_ADDRESS - 1)]
+    for guess in guesses:
+        assert bare(relay, token=guess).status == 401
+    held = bare(relay)  # even the right token: it is not compared any more
+    assert held.status == 429, held
+    assert 0 < int(held.header("retry-after") or "0") <= METRICS_FAILURE_WINDOW_S
+    assert "try again in" in held.json()["message"]
+    with Visitor(relay.port, f"localhost:{relay.port}", source="127.0.0.2") as visitor:
+        other = visitor.request("GET", "/metrics", [("Authorization", f"Bearer {TOKEN}")])
+    assert other.status == 200 and b"tunnelsite_accepting" in other.body
+    # Each refusal is logged, at most 10 lines per address a minute (rationed as refused
+    # registrations are: 21 refusals here), and no guess appears in them.
+    relay.process.wait_for_line(r"/metrics refused for 127\.0\.0\.1: no token")
+    relay.process.wait_for_line(r"/metrics refused for 127\.0\.0\.1: wrong token")
+    output = relay.process.output()
+    refusals = [line for line in output.splitlines() if "/metrics refused for" in line]
+    assert len(refusals) <= 10
+    assert not any(guess in output for guess in guesses)
 
 
 def test_metrics_are_never_served_on_a_tunnels_host(
