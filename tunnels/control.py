@@ -15,6 +15,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from relay.face import CONTROL_GROUP, close_message, lift_message
+from tunnels import actor
 from tunnels.auth import anonymous_owner, owner_key
 from tunnels.models import ApiToken, TunnelSession
 
@@ -25,13 +26,16 @@ logger = logging.getLogger(__name__)
 
 def _logged(action: str, delivered: bool, reason: str = "", **targets: Sequence[int | str]) -> bool:
     """One `operator_action` line (docs/logs.md) for what the operator decided; `delivered`."""
-    fields: dict[str, object] = {"event": "operator_action", "action": action}
+    by = actor.current()
+    fields: dict[str, object] = {"event": "operator_action", "action": action, "by": by}
     fields.update({key: list(value) for key, value in targets.items() if value})
     fields["reason"] = reason
     fields["delivered"] = delivered
     said = ", ".join(f"{key} {list(value)}" for key, value in targets.items() if value)
     heard = "" if delivered else " (no relay could be told: no channel layer)"
-    logger.info("operator: %s %s: %s%s", action, said or "-", reason or "-", heard, extra=fields)
+    logger.info(
+        "operator %s: %s %s: %s%s", by, action, said or "-", reason or "-", heard, extra=fields
+    )
     return delivered
 
 

@@ -76,6 +76,14 @@ class RevokeTokenTests(TestCase):
         row.refresh_from_db()
         self.assertTrue(row.revoked)
 
+    def test_its_operator_action_line_names_the_command_as_who_acted(self) -> None:
+        row, _ = make_token(self.owner)
+        with self.assertLogs("tunnels.control", "INFO") as logged:
+            run("revoketoken", row.prefix)
+        (record,) = logged.records
+        self.assertEqual(record.by, "manage.py revoketoken")  # type: ignore[attr-defined]
+        self.assertEqual(record.tokens, [row.pk])  # type: ignore[attr-defined]
+
     def test_it_revokes_by_the_whole_token(self) -> None:
         row, text = make_token(self.owner)
         run("revoketoken", text)

@@ -233,6 +233,7 @@ def test_the_operators_disconnect_is_an_event(scenario: Scenario) -> None:
     (action,) = scenario.events("operator_action")
     assert action["action"] == "disconnect"
     assert action["tunnels"] == [scenario.basic_name] and action["delivered"] is True
+    assert action["by"].startswith("operator (user "), action  # the admin who acted
 
 
 def test_a_fault_carries_its_traceback_as_one_string(scenario: Scenario) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tunnels import tokens
+from tunnels import actor, tokens
 from tunnels.control import revoke_tokens
 from tunnels.models import ApiToken
 
@@ -17,7 +17,8 @@ class Command(BaseCommand):
         parser.add_argument("token", metavar="PREFIX_OR_TOKEN")
 
     def handle(self, *args: object, token: str, **_: object) -> None:
-        self.stdout.write(self.revoke(token))
+        with actor.acting("manage.py revoketoken"):
+            self.stdout.write(self.revoke(token))
         if not settings.REDIS_URL:
             # The in-memory channel layer lives inside the relay process: this command
             # cannot reach it; the relay finds the revoked token at its next check.
