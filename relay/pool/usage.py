@@ -252,6 +252,7 @@ class UsageBook:
         self.store: RedisStore | RecordsStore | None = None
         self.failing = False  # the last batch failed: warned once, quiet until it works again
         self._task: asyncio.Task[None] | None = None
+        self._batch: asyncio.Future[bool] | None = None  # the batch in flight, if any
         self._next_prune = 0.0
 
     def _store(self) -> RedisStore | RecordsStore:
@@ -287,10 +288,17 @@ class UsageBook:
             self._task = asyncio.get_running_loop().create_task(self._forever())
 
     async def stop(self) -> None:
-        """Stop the batches and send what is left (the relay's shutdown)."""
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        """Stop the batches and send what is left (the relay's shutdown). A batch in flight
+        is not cancelled but waited for (it has its deadline, USAGE_STORE_TIMEOUT_S): cut off
+        after its counts were taken, they would be neither stored nor given back."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._batch is not None:
+            with contextlib.suppress(Exception):
+                await self._batch  # (the loop above only stopped waiting for it)
         if self.owners:
             await self.flush()
         if self.store is not None:
@@ -300,10 +308,19 @@ class UsageBook:
     async def _forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.RELAY_FLUSH_S)
+            batch = asyncio.ensure_future(
+                self.flush(self.live() if self.live is not None else None)
+            )
+            self._batch = batch
             try:
-                await self.flush(self.live() if self.live is not None else None)
+                await asyncio.shield(batch)  # stop() cancels this loop, never a batch midway
+            except asyncio.CancelledError:
+                raise
             except Exception:  # a bug, not the store (flush keeps those): the next batch tries
                 logger.exception("account usage batch failed; will retry")
+            finally:
+                if batch.done():
+                    self._batch = None
 
     async def flush(self, live: set[str] | None = None) -> bool:
         """One batch: every account's counts to the store, every total back. False when the

@@ -162,3 +162,48 @@ def test_a_store_outage_keeps_counting_warns_once_and_sends_everything_after(cap
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len([w for w in warnings if "unavailable" in w]) == 1
     assert any("is back" in w for w in warnings)
+
+
+class GatedStore(FlakyStore):
+    """A store whose batch waits at the gate (a slow Redis) until the test opens it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.batches = 0
+
+    async def add(self, deltas: list[UsageDelta]) -> dict[tuple[str, str, int], tuple[int, int]]:
+        self.batches += 1
+        self.entered.set()
+        await self.gate.wait()
+        return await super().add(deltas)
+
+    async def read(self, owner: str, minute: int, day: int) -> tuple[int, int, int]:
+        return 0, 0, 0
+
+
+def test_a_batch_in_flight_at_shutdown_is_finished_not_lost_or_sent_twice() -> None:
+    async def scenario() -> tuple[tuple[int, int], int]:
+        # RELAY_FLUSH_S=0: the loop starts its batch at once (the book's own loop is tested)
+        book = UsageBook(SimpleNamespace(RELAY_FLUSH_S=0.0, REDIS_URL=""))
+        store = GatedStore()
+        book.store = store  # type: ignore[assignment]
+        usage = await book.attach("user:9")  # starts the batches
+        usage.count_request()
+        usage.add_bytes(300)
+        async with asyncio.timeout(5):
+            await store.entered.wait()  # the batch holds these counts, in flight
+        usage.add_bytes(20)  # counted after the batch took its counts
+        loop_task = book._task
+        assert loop_task is not None
+        # The gate opens only once stop() has cancelled the loop: the batch is in flight then.
+        loop_task.add_done_callback(lambda _: store.gate.set())
+        async with asyncio.timeout(5):
+            await book.stop()
+        return store.arithmetic.totals[("user:9", DAY, usage.day)], store.batches
+
+    day, batches = asyncio.run(scenario())
+    assert day == (1, 320)  # the batch in flight, then the last counts: each once
+    assert batches == 2
