@@ -27,6 +27,7 @@ from harness.fake_client import UpgradingTunnelClient
 from harness.our_client import OurLtLauncher
 from harness.processes import ProcessGroup
 from harness.relay import Relay, manage
+from harness.tap import RegistrationTap
 from harness.visitor_access import (
     BROWSER,
     PASSWORD,
@@ -36,6 +37,8 @@ from harness.visitor_access import (
     upgrade_status,
 )
 from harness.waiting import IO_TIMEOUT_S, wait_until
+
+from relay.protocol import CLIENT_ID_HEADER, POOL_SECRET_HEADER
 
 LOGGING = {"RELAY_LOG_FORMAT": "json", "RELAY_ACCESS_LOG": "true", "RELAY_LOG_LEVEL": "DEBUG"}
 REQUIRED = ("time", "level", "logger", "message")
@@ -72,6 +75,7 @@ class Scenario:
     upgraded_name: str = ""
     # (tunnel, method, path, status) of each visitor request made to the basic-auth tunnel
     expected_access: list[tuple[str, str, str, int]] = field(default_factory=list)
+    pool_secrets: list[str] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -100,7 +104,7 @@ def group() -> Iterator[ProcessGroup]:
 
 
 @pytest.fixture(scope="module")
-def scenario(module_relay_factory, local_app, our_launcher: OurLtLauncher) -> Scenario:
+def scenario(module_relay_factory, local_app, our_launcher: OurLtLauncher, request) -> Scenario:
     relay = module_relay_factory(**LOGGING)
     db = Path(relay.env["DATABASE_URL"].removeprefix("sqlite:///"))
     done = Scenario(relay, db)
@@ -127,6 +131,22 @@ def scenario(module_relay_factory, local_app, our_launcher: OurLtLauncher) -> Sc
     done.expected_access.append((name, "POST", "/sha256", 200))
     assert upgrade_status(relay, name, [basic(pair)]) == 101
     done.expected_access.append((name, "GET", "/ws", 101))
+
+    # Our lt registering through a tap that reads the relay's answers: the pool secret a real
+    # relay gives a real lt joins the secrets searched for. Then a registration of its name
+    # carries that secret without the token (refused, and logged as a refusal), and a
+    # visitor sends it in a header: neither may show it.
+    tap = RegistrationTap(relay.port)
+    request.addfinalizer(tap.close)
+    tapped = our_launcher(
+        relay, local_app.port, "--token", tokens["owner"], "--host", f"http://localhost:{tap.port}"
+    )
+    wait_until(lambda: tap.seen, IO_TIMEOUT_S, "the tap to see a pool secret")
+    done.pool_secrets = list(tap.seen)
+    carried = [(POOL_SECRET_HEADER, done.pool_secrets[0]), (CLIENT_ID_HEADER, "c" * 32)]
+    reclaim = relay.get(f"/{tapped.name}", headers=carried)
+    assert reclaim.status in (401, 403, 409), reclaim
+    assert relay.get("/headers", name=tapped.name, headers=carried).status == 200
 
     # A wrong token: lt is refused and says so.
     wrong = "lt_" + "abcd1234" + secrets.token_urlsafe(24)
@@ -261,6 +281,7 @@ def test_the_access_log_has_one_line_per_request_with_its_status(scenario: Scena
 def test_no_secret_in_any_byte_the_relay_and_the_clients_printed(scenario: Scenario) -> None:
     used = log_capture.secrets()
     assert len(used) >= 8  # tokens, passwords, a pool secret, a ticket, cookies...
+    assert scenario.pool_secrets and set(scenario.pool_secrets) <= set(used)  # a real lt's
     files = scenario.outputs
     assert any("relay" in p.name for p in files) and any("our-lt" in p.name for p in files)
     relay_bytes = sum(p.stat().st_size for p in files if "relay" in p.name)
