@@ -3,7 +3,11 @@ values: a registry with tunnels made by hand, request heads as bytes."""
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from django.conf import settings
+from django.http import HttpRequest, HttpResponse
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
@@ -14,6 +18,7 @@ from relay.pool.registry import Registry
 from relay.pool.tunnel import Tunnel
 from relay.run.metrics_listener import respond
 from relay.stats import CAUSES, REGISTRATION_OUTCOMES, STATS, Stats
+from tunnels.registration import _counted
 
 
 def exposition(registry: Registry, stats: Stats) -> str:
@@ -153,6 +158,43 @@ def test_the_counters_count_every_request_and_byte_once_and_never_go_down(
         last = now
     for tunnel_ in made:
         registry.close(tunnel_, "test over")
+
+
+def test_a_registration_counts_once_whether_answered_raised_or_abandoned() -> None:
+    """Every registration request counts once: answered (its status), or ended without an
+    answer (an error, or its client left and the view was cancelled: "other")."""
+
+    @_counted
+    async def answered(request: HttpRequest, requested: str | None) -> HttpResponse:
+        return HttpResponse(status=203, headers={"X-Tunnelsite-Status": "409"})
+
+    @_counted
+    async def failing(request: HttpRequest, requested: str | None) -> HttpResponse:
+        raise RuntimeError("the database went away")
+
+    async def leave() -> None:
+        started = asyncio.Event()
+
+        @_counted
+        async def abandoned(request: HttpRequest, requested: str | None) -> HttpResponse:
+            started.set()
+            await asyncio.Event().wait()  # the client leaves meanwhile
+            raise AssertionError("never answered")
+
+        task = asyncio.ensure_future(abandoned(HttpRequest(), None))
+        async with asyncio.timeout(5):
+            await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    before = dict(STATS.registrations)
+    asyncio.run(answered(HttpRequest(), "my-app"))
+    with pytest.raises(RuntimeError):
+        asyncio.run(failing(HttpRequest(), None))
+    asyncio.run(leave())
+    moved = {k: v - before[k] for k, v in STATS.registrations.items() if v != before[k]}
+    assert moved == {"409": 1, "other": 2}
 
 
 def test_responses_by_class_report_1xx_to_5xx_and_the_rest_as_other() -> None:
