@@ -232,7 +232,9 @@ async def register(
     (tunnels/access.py); a reclaimed tunnel takes the new registration's rules. `inspect`: the
     plan lets the relay keep the tunnel's last exchanges for its owner (relay/pool/captures.py).
     `tcp`: a TCP tunnel (`lt tcp`), given a public port of RELAY_TCP_PORTS; a name held by a
-    tunnel of the other kind is refused (409). `plan`: the plan's name (/metrics' label)."""
+    tunnel of the other kind is refused (409). `plan`: the plan's name, /metrics' label of a new
+    tunnel for its whole life (a reclaim under another plan keeps the one it opened under, as
+    it keeps its quota: its counters never move between plans)."""
     registry = get_registry()
     tunnel = await registry.register(
         requested,
@@ -249,8 +251,8 @@ async def register(
         pool_secret=pool_secret,
         rules=rules,  # set on the tunnel before the name is claimed (the gate from the start)
         tcp=tcp,  # TcpAsk fits relay/pool/tcp_ports.py's TcpWanted
+        plan=plan,  # a new tunnel's; a reclaimed one keeps the plan it opened under
     )
-    tunnel.plan = plan  # (a reclaim's plan is this registration's)
     # A reclaimed tunnel keeps its captures if still allowed; a TCP tunnel has none to keep.
     inspector.enable(tunnel, inspect and tunnel.tcp is None)
     if tunnel.quota is None:  # a reclaimed tunnel keeps its quota and counters

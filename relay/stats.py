@@ -5,7 +5,11 @@ One slotted object, `STATS`, of plain ints: each event adds one where it happens
 log. What the registry holds already (live tunnels, pool sockets, waiters, each tunnel's
 requests and bytes) is read from there at scrape time, not counted twice; what it forgets
 when a tunnel closes (its requests and bytes) is kept here per plan by `tunnel_closed`, so
-the totals never go down.
+the totals never go down. A tunnel's plan is the one it was opened under, for its whole
+life (a reclaim under another plan keeps it), so no traffic moves from one plan's row to
+another's; and traffic an exchange still running counts after its tunnel closed (a
+download's bytes, added as it ends) goes straight to the plan's row here (`carried_late`,
+from relay/pool/tunnel.py's `Tunnel.carried`), so none is lost from the totals.
 
 Each of the relay's own 502, 503 and 504 answers to visitors has a cause: a field of `Stats`
 and a row of CAUSES (its status, and what it means for an operator).
@@ -46,6 +50,7 @@ class Counted(Protocol):
     """A closing tunnel, as its totals are kept (relay/pool/tunnel.py's Tunnel)."""
 
     plan: str
+    session_id: int | None  # None: it never opened (its registration failed or was left)
     requests: int
     bytes_in: int
     bytes_out: int
@@ -107,14 +112,30 @@ class Stats:
         self.registrations[key] += 1
 
     def tunnel_closed(self, tunnel: Counted) -> None:
-        """Keep what a closing tunnel carried (the registry forgets it)."""
-        closed = self.closed_by_plan.get(tunnel.plan)
-        if closed is None:
-            closed = self.closed_by_plan[tunnel.plan] = Closed()
-        closed.tunnels += 1
+        """Keep what a closing tunnel carried (the registry forgets it). Only a tunnel that
+        opened (its registration wrote its session row) counts as closed: a registration
+        refused or left after its Tunnel was made closes one that never did. What any of
+        them carried is kept, since a scrape may have seen it while the name was claimed."""
+        closed = self._plan(tunnel.plan)
+        if tunnel.session_id is not None:
+            closed.tunnels += 1
         closed.requests += tunnel.requests
         closed.bytes_in += tunnel.bytes_in
         closed.bytes_out += tunnel.bytes_out
+
+    def carried_late(self, plan: str, requests: int, bytes_in: int, bytes_out: int) -> None:
+        """Traffic counted by a tunnel of `plan` after `tunnel_closed` kept its totals (an
+        exchange that was still running when it closed)."""
+        closed = self._plan(plan)
+        closed.requests += requests
+        closed.bytes_in += bytes_in
+        closed.bytes_out += bytes_out
+
+    def _plan(self, plan: str) -> Closed:
+        closed = self.closed_by_plan.get(plan)
+        if closed is None:
+            closed = self.closed_by_plan[plan] = Closed()
+        return closed
 
 
 STATS = Stats()

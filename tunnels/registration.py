@@ -68,14 +68,24 @@ View = Callable[[HttpRequest, str | None], Awaitable[HttpResponse]]
 
 
 def _counted(view: View) -> View:
-    """Count each registration's outcome for /metrics: 200, or the status the client is
-    told (X-Tunnelsite-Status: the npm client's answers say 203)."""
+    """Count each registration request's outcome for /metrics, once: 200, or the status the
+    client is told (X-Tunnelsite-Status: the npm client's answers say 203). A request that
+    ends without an answer (its client left, so the view was cancelled; or an error, which
+    Django answers 500) counts too, as 500 ("other"): every request counts exactly once. It
+    is counted on the node it reached only (a registration is never forwarded between
+    nodes, relay/cluster/hop.py; a reclaim from another node closes the tunnel there and
+    counts nothing there), and the registry's own retries (a random name taken, a session
+    row inserted again while another node releases the name) are within the one request."""
 
     @functools.wraps(view)
     async def counted(request: HttpRequest, requested: str | None) -> HttpResponse:
-        answer = await view(request, requested)
-        face.registration_answered(int(answer.get("X-Tunnelsite-Status", str(answer.status_code))))
-        return answer
+        status = 500  # unless an answer comes back
+        try:
+            answer = await view(request, requested)
+            status = int(answer.get("X-Tunnelsite-Status", str(answer.status_code)))
+            return answer
+        finally:
+            face.registration_answered(status)
 
     return counted
 

@@ -102,6 +102,7 @@ class Registry:
         pool_secret: str = "",  # our lt's last pool secret for this name (an address change)
         rules: VisitorRules | None = None,  # who may visit (tunnels/access.py)
         tcp: TcpWanted | None = None,  # a TCP tunnel (lt tcp): its port (relay/pool/tcp_ports.py)
+        plan: str = "",  # a new tunnel's plan, for good (/metrics' label); a reclaim keeps its own
     ) -> Tunnel:
         # Built before the name is claimed or reclaimed, and set before any await: a visitor
         # who arrives while the registration awaits its database row meets the gate too.
@@ -192,6 +193,7 @@ class Registry:
             user_id=user_id,
             token_id=token_id,
             client_id=client_id,
+            plan=plan,
         )
         tunnel.access = access
         if tcp is not None:  # a TCP tunnel from the start (its port comes below): its HTTP

@@ -190,7 +190,7 @@ class TcpVisitor(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        tunnel.requests += 1
+        tunnel.carried_request()
         tunnel.dirty = True
         tunnel.last_activity = now
         STATS.tcp_opened += 1
@@ -216,7 +216,7 @@ class TcpVisitor(asyncio.Protocol):
         if conn is None:  # not read while waiting (paused): only a read already under way
             self.early += data  # counted when it goes to lt (_open)
             return
-        tunnel.bytes_in += len(data)
+        tunnel.carried(len(data), 0)
         self.bytes_in += len(data)
         tunnel.dirty = True
         if tunnel.quota is not None:  # the account's bytes for today
@@ -328,7 +328,7 @@ class TcpVisitor(asyncio.Protocol):
     def _open(self, conn: PoolSocket) -> None:
         parts = [frame(TCP_OPEN, open_payload(*self.peer))]
         if self.early:  # after a balancer's PROXY header
-            self.tunnel.bytes_in += len(self.early)
+            self.tunnel.carried(len(self.early), 0)
             self.bytes_in += len(self.early)
             if self.tunnel.quota is not None:
                 self.tunnel.quota.add_bytes(len(self.early))
@@ -389,7 +389,7 @@ class TcpVisitor(asyncio.Protocol):
         now = time.monotonic()
         self.idle.touch(now)
         tunnel.last_activity = now
-        tunnel.bytes_out += len(data)
+        tunnel.carried(0, len(data))
         self.bytes_out += len(data)
         tunnel.dirty = True
         if tunnel.quota is not None:

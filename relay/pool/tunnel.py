@@ -73,9 +73,12 @@ class Tunnel(Borrowing):
     offline_since: float | None = field(default_factory=time.monotonic)
     closed: bool = False
     close_reason: str = ""
-    # The plan it registered under (relay.face.register): /metrics' `plan` label.
+    # The plan it was opened under (relay.face.register): /metrics' `plan` label, fixed for
+    # its life (a reclaim under another plan keeps it, as it keeps its quota), so its
+    # requests and bytes never move from one plan's counters to another's.
     plan: str = ""
-    # Counters: kept here, flushed to the database in batches by the registry.
+    # Counters: kept here, flushed to the database in batches by the registry; added to
+    # only through `carried` and `carried_request` (tests/structure checks it).
     requests: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
@@ -244,6 +247,23 @@ class Tunnel(Borrowing):
         )
         for conn in [conn for conn in self.idle if conn.used]:
             conn.abort()  # kept after an earlier answer: a late one may still come
+
+    # --- traffic (every place that counts a tunnel's requests and bytes calls these) ---------
+    def carried(self, bytes_in: int, bytes_out: int) -> None:
+        """Bytes carried between visitors and the app. An exchange still running when the
+        tunnel closed adds them after close kept its totals for /metrics: they go to its
+        plan's totals too (relay/stats.py), or the counters would lose them."""
+        self.bytes_in += bytes_in
+        self.bytes_out += bytes_out
+        if self.closed:
+            STATS.carried_late(self.plan, 0, bytes_in, bytes_out)
+
+    def carried_request(self) -> None:
+        """A request (an HTTP exchange, a WebSocket, a TCP connection) that reached a pool
+        socket: counted once, however many sockets it tries."""
+        self.requests += 1
+        if self.closed:
+            STATS.carried_late(self.plan, 1, 0, 0)
 
     # --- lifecycle --------------------------------------------------------------------------
     def cancel_expiry(self) -> None:

@@ -125,6 +125,8 @@ async def _exchange(
         except NoSocket as exc:
             await send_error(scope, send, exc.status, exc.message, exc.retry_after)
             return
+        if attempt == 0:  # once: a retry on a second socket is the same request
+            tunnel.carried_request()
         last = attempt == 1 or not retry
         if await _attempt(tunnel, conn, scope, receive, send, flow, head, first, last):
             return
@@ -156,7 +158,6 @@ async def _attempt(
             hdrs.client_ip(scope),
         )
     error = "the visitor left"  # unless the exchange ends otherwise below
-    tunnel.requests += 1
     tunnel.dirty = True
     tunnel.last_activity = time.monotonic()
     try:
@@ -200,7 +201,6 @@ async def _attempt(
             )
         elif silent:
             if not last:
-                tunnel.requests -= 1  # counted again on the next socket
                 capture = None  # captured on the next socket
                 return False
             error = "502: the client closed the connection without a response"
@@ -225,8 +225,7 @@ async def _attempt(
     finally:
         if capture is not None and tunnel.captures is not None:
             tunnel.captures.finish(capture, error)
-        tunnel.bytes_in += progress.body
-        tunnel.bytes_out += progress.sent
+        tunnel.carried(progress.body, progress.sent)  # (after a close too: relay/stats.py)
         if tunnel.quota is not None:  # the account's bytes for today
             tunnel.quota.add_bytes(progress.body + progress.sent)
         if reusable:

@@ -270,7 +270,7 @@ async def _send(
         else Capture(method.decode(), target.decode("latin-1"), headers, "", 0, capture.id)
     )
     new.request.add(body)
-    tunnel.requests += 1
+    tunnel.carried_request()
     tunnel.dirty = True
     tunnel.last_activity = time.monotonic()
     reusable = False
@@ -287,7 +287,7 @@ async def _send(
                 error = "400: the request could not be sent"
                 raise _unsendable(exc) from None
             await conn.drain(timeout)
-            tunnel.bytes_in += len(body)
+            tunnel.carried(len(body), 0)
             if tunnel.quota is not None:
                 tunnel.quota.add_bytes(len(body))
             response = await read_response_head(conn, timeout)
@@ -299,7 +299,7 @@ async def _send(
                 if type(event) is not h11.Data:
                     raise h11.RemoteProtocolError(f"unexpected {type(event).__name__} in a body")
                 new.response.add(event.data)
-                tunnel.bytes_out += len(event.data)
+                tunnel.carried(0, len(event.data))
                 if tunnel.quota is not None:
                     tunnel.quota.add_bytes(len(event.data))
                 if new.response.size > INSPECT_REPLAY_MAX_RESPONSE_BYTES:

@@ -81,7 +81,7 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, name: str)
             await refuse(scope, send, exc.status, exc.message, exc.retry_after)
             return
         registry.request_started()
-        tunnel.requests += 1
+        tunnel.carried_request()
         tunnel.dirty = True
         tunnel.last_activity = time.monotonic()
         try:

@@ -219,7 +219,7 @@ async def _visitor_to_app(
                 payload = message.get("text")
                 if payload is None:
                     payload = message.get("bytes") or b""
-                tunnel.bytes_in += len(payload)
+                tunnel.carried(len(payload), 0)
                 frame = ws.send(Message(data=payload))
                 frames.append(frame)
                 size += len(frame)
@@ -296,7 +296,7 @@ async def _app_to_visitor(
                     else:
                         data = b"".join(parts)
                         await send({"type": "websocket.send", "bytes": data})
-                    tunnel.bytes_out += size
+                    tunnel.carried(0, size)
                     _count(tunnel, size)
                     if _over(tunnel) and ws.state is ConnectionState.OPEN:
                         # The account's bytes for today ran out: the app is told (1008, why);

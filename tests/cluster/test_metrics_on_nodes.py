@@ -55,3 +55,34 @@ def test_a_forwarded_request_is_counted_on_both_nodes(nodes) -> None:  # type: i
     )
     assert requests == 1
     assert value(after_b, "tunnelsite_responses_total", node="metrics-b", **{"class": "2xx"}) == 1
+
+
+def test_a_registration_that_reclaims_from_another_node_counts_once(nodes) -> None:  # type: ignore[no-untyped-def]
+    """The owner registers its name on alpha, its client goes, and it registers the name
+    again on bravo, which asks alpha to release it: one registration on each node (a
+    registration is never forwarded, so none counts on both), and alpha's tunnel is the
+    one closed tunnel."""
+    alpha, bravo = nodes
+    before_a, before_b = scrape(alpha), scrape(bravo)
+    first = FakeTunnelClient(alpha)
+    try:
+        first.connect(1)
+    finally:
+        first.close()
+    alpha.wait_for_sockets(first.name, 0)  # its client gone: the grace period
+    second = FakeTunnelClient(bravo, name=first.name, source=first.source)
+    try:
+        after_a, after_b = scrape(alpha), scrape(bravo)
+    finally:
+        second.close()
+    assert second.name == first.name
+    for before, after in ((before_a, after_a), (before_b, after_b)):
+        for outcome in ("ok", None):
+            labels = {"outcome": outcome} if outcome else {}
+            moved = value(after, "tunnelsite_registrations_total", **labels) - value(
+                before, "tunnelsite_registrations_total", **labels
+            )
+            assert moved == 1, (outcome, moved)
+    closed = "tunnelsite_tunnels_closed_total"
+    assert value(after_a, closed, plan="default") - value(before_a, closed, plan="default") == 1
+    assert value(after_b, closed) - value(before_b, closed) == 0

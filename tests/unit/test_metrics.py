@@ -3,7 +3,11 @@ values: a registry with tunnels made by hand, request heads as bytes."""
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from django.conf import settings
+from django.http import HttpRequest, HttpResponse
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
@@ -13,7 +17,8 @@ from relay.metrics import RelayCollector, per_tunnel_text
 from relay.pool.registry import Registry
 from relay.pool.tunnel import Tunnel
 from relay.run.metrics_listener import respond
-from relay.stats import CAUSES, REGISTRATION_OUTCOMES, Stats
+from relay.stats import CAUSES, REGISTRATION_OUTCOMES, STATS, Stats
+from tunnels.registration import _counted
 
 
 def exposition(registry: Registry, stats: Stats) -> str:
@@ -66,6 +71,7 @@ def test_every_cause_is_a_field_and_a_502_503_or_504() -> None:
 def test_closed_tunnels_keep_their_totals_per_plan() -> None:
     registry, stats = Registry(settings), Stats()
     gone = tunnel(registry, "gone-tunnel", "team", requests=5)
+    gone.session_id = 1  # it opened (its registration wrote its row)
     del registry.tunnels["gone-tunnel"]
     stats.tunnel_closed(gone)
     tunnel(registry, "live-tunnel", "team", requests=2)
@@ -76,6 +82,119 @@ def test_closed_tunnels_keep_their_totals_per_plan() -> None:
     assert (
         samples(text, "tunnelsite_tunnels")[(("kind", "http"), ("node", ""), ("plan", "team"))] == 1
     )
+
+
+PLANS = ("hyp-free", "hyp-team")  # this test's own rows of the process's STATS
+COUNTERS = (
+    "tunnelsite_requests_total",
+    "tunnelsite_bytes_in_total",
+    "tunnelsite_bytes_out_total",
+    "tunnelsite_tunnels_closed_total",
+)
+Step = tuple[str, int, int, int]
+STEPS = st.one_of(
+    st.tuples(st.just("open"), st.integers(0, 1), st.integers(0, 1), st.just(0)),
+    st.tuples(st.just("request"), st.integers(0, 9), st.just(0), st.just(0)),
+    st.tuples(st.just("bytes"), st.integers(0, 9), st.integers(0, 5000), st.integers(0, 5000)),
+    st.tuples(st.just("close"), st.integers(0, 9), st.just(0), st.just(0)),
+)
+
+
+def by_plan(text: str) -> dict[tuple[str, str], float]:
+    return {
+        (name, plan): samples(text, name).get((("node", ""), ("plan", plan)), 0.0)
+        for name in COUNTERS
+        for plan in PLANS
+    }
+
+
+@given(st.lists(STEPS, max_size=40))
+def test_the_counters_count_every_request_and_byte_once_and_never_go_down(
+    steps: list[Step],
+) -> None:
+    """Tunnels open (or are closed before they ever opened: a registration refused after
+    its Tunnel was made), carry requests and bytes, and close, in any order; traffic keeps
+    coming after a close (an exchange still running). After each step the scraped totals
+    equal what was carried, only opened tunnels count as closed, and nothing went down."""
+    registry = Registry(settings)
+    made: list[Tunnel] = []
+    expected = dict.fromkeys(by_plan(""), 0.0)
+    base = by_plan(exposition(registry, STATS))
+    last = dict(base)
+    for step, index, first, second in steps:
+        if step == "open":
+            plan = PLANS[index]
+            new = Tunnel(
+                name=f"hyp-{len(made)}",
+                owner="ip:127.0.0.1",
+                client_ip="127.0.0.1",
+                max_conn_count=10,
+                registry=registry,
+                plan=plan,
+            )
+            if first:  # its registration wrote its row: it opened
+                new.session_id = len(made) + 1
+            registry.tunnels[new.name] = new
+            made.append(new)
+            continue
+        if not made:
+            continue
+        chosen = made[index % len(made)]
+        if step == "request":
+            chosen.carried_request()
+            expected["tunnelsite_requests_total", chosen.plan] += 1
+        elif step == "bytes":
+            chosen.carried(first, second)
+            expected["tunnelsite_bytes_in_total", chosen.plan] += first
+            expected["tunnelsite_bytes_out_total", chosen.plan] += second
+        elif not chosen.closed:
+            registry.close(chosen, "test")
+            if chosen.session_id is not None:
+                expected["tunnelsite_tunnels_closed_total", chosen.plan] += 1
+        now = by_plan(exposition(registry, STATS))
+        for key, value in now.items():
+            assert value >= last[key], f"{key} went down: {last[key]} -> {value}"
+            assert value - base[key] == expected[key], key
+        last = now
+    for tunnel_ in made:
+        registry.close(tunnel_, "test over")
+
+
+def test_a_registration_counts_once_whether_answered_raised_or_abandoned() -> None:
+    """Every registration request counts once: answered (its status), or ended without an
+    answer (an error, or its client left and the view was cancelled: "other")."""
+
+    @_counted
+    async def answered(request: HttpRequest, requested: str | None) -> HttpResponse:
+        return HttpResponse(status=203, headers={"X-Tunnelsite-Status": "409"})
+
+    @_counted
+    async def failing(request: HttpRequest, requested: str | None) -> HttpResponse:
+        raise RuntimeError("the database went away")
+
+    async def leave() -> None:
+        started = asyncio.Event()
+
+        @_counted
+        async def abandoned(request: HttpRequest, requested: str | None) -> HttpResponse:
+            started.set()
+            await asyncio.Event().wait()  # the client leaves meanwhile
+            raise AssertionError("never answered")
+
+        task = asyncio.ensure_future(abandoned(HttpRequest(), None))
+        async with asyncio.timeout(5):
+            await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    before = dict(STATS.registrations)
+    asyncio.run(answered(HttpRequest(), "my-app"))
+    with pytest.raises(RuntimeError):
+        asyncio.run(failing(HttpRequest(), None))
+    asyncio.run(leave())
+    moved = {k: v - before[k] for k, v in STATS.registrations.items() if v != before[k]}
+    assert moved == {"409": 1, "other": 2}
 
 
 def test_responses_by_class_report_1xx_to_5xx_and_the_rest_as_other() -> None:
