@@ -12,6 +12,7 @@ name (relay/pool/holders.py); the Drain, requests in flight and the stop
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
@@ -214,7 +215,17 @@ class Registry:
                 tunnel.server = await listen(tunnel, self.settings, self.tunnels, avoid_port)
                 tunnel.port = tunnel.server.sockets[0].getsockname()[1]
             try:
-                tunnel.session_id = await self.holders.open_session(tunnel, max_live, takeover)
+                # Shielded: a client that leaves cancels this registration, but not the insert
+                # already sent to the database, whose row would stay live with no tunnel, the
+                # name taken for good. A row written after all is closed at once (`_abandoned`).
+                opening = asyncio.ensure_future(
+                    self.holders.open_session(tunnel, max_live, takeover)
+                )
+                try:
+                    tunnel.session_id = await asyncio.shield(opening)
+                except asyncio.CancelledError:
+                    opening.add_done_callback(functools.partial(self._abandoned, tunnel))
+                    raise
                 if tunnel.closed:  # scale-out: released to its owner's newer registration
                     self.flusher.pending.append(tunnel)  # while the row was being written
                     if self.cluster is not None:
@@ -333,6 +344,16 @@ class Registry:
         else:
             self.schedule_expiry(tunnel)
 
+    def _abandoned(self, tunnel: Tunnel, opening: asyncio.Future[int]) -> None:
+        """The session row of a registration cancelled while it was written (its client
+        left): if it was written after all, it is closed by the next flush (the name's next
+        registration runs that flush first). The tunnel was closed when it was cancelled."""
+        if opening.cancelled() or opening.exception() is not None:
+            return  # no row (the exception, retrieved here, was the registration's to raise)
+        tunnel.session_id = opening.result()
+        tunnel.dirty = True
+        self.flusher.pending.append(tunnel)
+
     def close(self, tunnel: Tunnel, reason: str) -> None:
         if self.tunnels.get(tunnel.name) is tunnel:
             del self.tunnels[tunnel.name]
@@ -341,6 +362,8 @@ class Registry:
             self.flusher.pending.append(tunnel)
             if self.cluster is not None:  # scale-out: free the name cluster-wide at once
                 self.cluster.tunnel_closed(tunnel)
+            if tunnel.session_id is None:
+                return  # closed during its registration: it never opened, so no event closes it
             closed = tunnel_fields(tunnel, TUNNEL_CLOSED, _node(self.settings))
             closed["reason"] = reason
             closed["requests"] = tunnel.requests
