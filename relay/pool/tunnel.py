@@ -55,6 +55,7 @@ class Tunnel(Borrowing):
     quota: Quota | None = None  # plan limits (relay/pool/quota.py); None: no limits
     # The owner's bandwidth (relay/pool/bandwidth.py), shared by its tunnels; None: no limit.
     shaper: bandwidth.Shaper | None = None
+    pacing: int = 0  # its copiers waiting on the owner's bandwidth now (bandwidth.wait)
     # Who may visit (relay/pool/access.py): None when anyone may and no warning page is shown.
     access: Access | None = None
     # The request inspector's captures (relay/pool/captures.py): None when its plan keeps none.
