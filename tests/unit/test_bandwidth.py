@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from relay.pool import bandwidth
 from relay.pool.bandwidth import Bucket, Table, burst_for, slice_for
+from relay.pool.quota import Quota
 from relay.pool.tunnel import Tunnel
 from relay.protocol import (
     BANDWIDTH_DUST_BYTES,
@@ -242,6 +243,25 @@ def test_a_wait_lasts_its_debt_at_the_rate() -> None:
         task, since = await started(tunnel, BANDWIDTH_MIN_BYTES_PER_SECOND)  # 1 s
         took = await ended_within(task, since, 1.0 + STEP_DEADLINE_S)
         assert 1.0 - TIMER_SLACK_S - STEP_DEADLINE_S <= took <= 1.0 + STEP_DEADLINE_S, took
+        tunnel.close("test")
+
+    asyncio.run(scenario())
+
+
+def test_a_tunnel_whose_copier_waits_is_not_idle_and_is_active_when_the_wait_ends() -> None:
+    async def scenario() -> None:
+        tunnel = paced_tunnel("user:idle-while-paced", BANDWIDTH_MIN_BYTES_PER_SECOND)
+        quota = tunnel.quota = Quota(0, 0, 0, idle_timeout_s=1)
+        tunnel.last_activity = time.monotonic() - 10  # the request began long ago
+        task, since = await started(tunnel, BANDWIDTH_MIN_BYTES_PER_SECOND // 2)
+        assert tunnel.visitors_connected == 1
+        assert not quota.check_idle(tunnel, time.monotonic() + 5) and not tunnel.closed
+        quota.cancel_idle_timer()
+        await ended_within(task, since, 1.0)
+        assert tunnel.visitors_connected == 0
+        assert tunnel.last_activity >= since  # the wait's end is activity
+        assert not quota.check_idle(tunnel, time.monotonic()) and not tunnel.closed
+        quota.cancel_idle_timer()
         tunnel.close("test")
 
     asyncio.run(scenario())
