@@ -64,6 +64,60 @@ class RegistrationTests(TestCase):
         self.assertEqual(shaper.tunnels, 1)  # joined once, so dropped with it
 
     @isolated
+    async def test_a_reclaim_takes_the_plans_new_rate_and_the_owner_goes_with_its_last_tunnel(
+        self,
+    ):
+        """The plan's rate changed, lost its limit, gained one again, between reclaims of a
+        live tunnel: each reclaim paces at the plan's rate now, the tunnel counts once in its
+        owner's shaper, and closing it leaves the table empty."""
+        plans = Plan.objects.filter(name="paced")
+        client = "client-ffff-0006"
+        name = await self._register("/paced-change", client, self.secret)
+        tunnel = get_registry().get(name)
+        assert tunnel is not None and tunnel.shaper is not None
+        owner = tunnel.owner
+        try:
+            await plans.aupdate(max_bytes_per_second=2 * RATE)
+            self.assertEqual(await self._register("/paced-change", client, self.secret), name)
+            self.assertIs(get_registry().get(name), tunnel)
+            assert tunnel.shaper is not None
+            self.assertEqual((tunnel.shaper.up.rate, tunnel.shaper.down.rate), (2 * RATE,) * 2)
+            self.assertEqual(tunnel.shaper.tunnels, 1)
+
+            await plans.aupdate(max_bytes_per_second=0)  # the plan lost its limit
+            await self._register("/paced-change", client, self.secret)
+            self.assertIsNone(tunnel.shaper)
+            self.assertNotIn(owner, bandwidth.owners.owners)
+
+            await plans.aupdate(max_bytes_per_second=RATE)  # and gained one again
+            await self._register("/paced-change", client, self.secret)
+            await self._register("/paced-change", client, self.secret)
+            assert tunnel.shaper is not None
+            self.assertIs(bandwidth.owners.owners[owner], tunnel.shaper)
+            self.assertEqual((tunnel.shaper.rate, tunnel.shaper.tunnels), (RATE, 1))
+        finally:
+            await plans.aupdate(max_bytes_per_second=RATE)
+        get_registry().close(tunnel, "test")
+        self.assertEqual(bandwidth.owners.owners, {})
+
+    @isolated
+    async def test_a_reclaim_of_a_tunnel_whose_shaper_the_table_no_longer_holds_joins_anew(
+        self,
+    ):
+        name = await self._register("/paced-stale", "client-gggg-0007", self.secret)
+        tunnel = get_registry().get(name)
+        assert tunnel is not None and tunnel.shaper is not None
+        stale = tunnel.shaper
+        del bandwidth.owners.owners[stale.owner]  # released (as a table reset would)
+        await self._register("/paced-stale", "client-gggg-0007", self.secret)
+        assert tunnel.shaper is not None
+        self.assertIsNot(tunnel.shaper, stale)
+        self.assertIs(bandwidth.owners.owners[stale.owner], tunnel.shaper)
+        self.assertEqual((tunnel.shaper.tunnels, stale.tunnels), (1, 0))
+        get_registry().close(tunnel, "test")
+        self.assertEqual(bandwidth.owners.owners, {})
+
+    @isolated
     async def test_the_default_plan_has_no_limit(self):
         for target, secret in (("/?new", None), ("/free-one", self.free_secret)):
             tunnel = get_registry().get(await self._register(target, "client-dddd-0004", secret))
