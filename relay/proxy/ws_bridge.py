@@ -93,7 +93,7 @@ async def bridge(
     counted on `counters` (`bytes_in`, `bytes_out`). With the visitor's `flow`, neither
     side is read while the other is behind (see relay.proxy.ws_flow). With `paced`, the
     tunnel on the node that owns it, each message waits its turn for the owner's bandwidth
-    (relay/pool/bandwidth.py)."""
+    (relay/pool/bandwidth.py), counted at its payload's size on the wire (text: UTF-8)."""
     ws = WSConnection(ConnectionType.CLIENT)
     conn.write(ws.send(request))
     accepted: AcceptConnection | None = None
@@ -169,6 +169,14 @@ def _count(tunnel: Any, size: int) -> None:
         quota.add_bytes(size)
 
 
+def wire_size(payload: str | bytes | bytearray) -> int:
+    """A message's payload size on the wire: a text's UTF-8 bytes, not its characters (an
+    ASCII text's length is its size: no encoded copy)."""
+    if isinstance(payload, str) and not payload.isascii():
+        return len(payload.encode("utf-8", "surrogatepass"))
+    return len(payload)
+
+
 def _over(tunnel: Any) -> bool:
     """Whether the tunnel's account has used its bytes for today."""
     quota = getattr(tunnel, "quota", None)
@@ -204,7 +212,8 @@ async def _visitor_to_app(
     while True:
         message = await receive()
         frames: list[bytes] = []
-        size = 0
+        size = 0  # the frames' bytes (a write's batch)
+        paid = 0  # the messages' payload bytes (the plan's bandwidth)
         count = 0
         while True:
             kind = message["type"]
@@ -219,11 +228,13 @@ async def _visitor_to_app(
                 payload = message.get("text")
                 if payload is None:
                     payload = message.get("bytes") or b""
-                tunnel.bytes_in += len(payload)
+                n = wire_size(payload)
+                tunnel.bytes_in += n
                 frame = ws.send(Message(data=payload))
                 frames.append(frame)
                 size += len(frame)
-                _count(tunnel, len(payload))
+                paid += n
+                _count(tunnel, n)
             elif kind == "websocket.disconnect":
                 code = message.get("code", 1000)
                 if code in (1005, 1006) or not 1000 <= code < 5000:
@@ -239,8 +250,8 @@ async def _visitor_to_app(
             if queued is None:
                 break
             message = queued
-        if paced is not None and paced.shaper is not None and size:
-            await pace(paced, size, True)  # the plan's bandwidth: the visitor is not read meanwhile
+        if paced is not None and paced.shaper is not None and paid:
+            await pace(paced, paid, True)  # the plan's bandwidth: the visitor is not read meanwhile
         conn.write(frames[0] if len(frames) == 1 else b"".join(frames))
         await conn.drain()
         if closing:
@@ -278,7 +289,7 @@ async def _app_to_visitor(
                 pass  # closing (the account's bytes ran out): not delivered
             elif isinstance(event, TextMessage | BytesMessage):
                 parts.append(event.data)
-                size += len(event.data)
+                size += wire_size(event.data)  # bytes, as MAX_MESSAGE_BYTES and the plan count
                 if size > MAX_MESSAGE_BYTES:
                     conn.write(ws.send(CloseConnection(code=1009)))
                     await send({"type": "websocket.close", "code": visitor_close_code(1009)})

@@ -22,6 +22,7 @@ from relay.protocol import (
     BANDWIDTH_STEP_S,
     TIMER_SLACK_S,
 )
+from relay.proxy.ws_bridge import wire_size
 
 RATES = st.integers(min_value=1_000, max_value=50_000_000)
 PIECES = st.lists(
@@ -323,3 +324,10 @@ def test_a_plan_rate_below_the_minimum_is_paced_at_the_minimum_and_a_read_sliced
     assert slice_for(BANDWIDTH_MIN_BYTES_PER_SECOND) == int(
         BANDWIDTH_MIN_BYTES_PER_SECOND * BANDWIDTH_STEP_S
     )
+
+
+def test_a_websocket_message_counts_its_payloads_bytes_on_the_wire() -> None:
+    assert wire_size("plain") == 5
+    assert wire_size(chr(0x20AC) * 4) == 12  # UTF-8: three bytes each
+    assert wire_size("é" + chr(0x1F600)) == 2 + 4
+    assert wire_size(b"\xff" * 7) == 7
