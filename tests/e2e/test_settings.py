@@ -45,6 +45,7 @@ def _check(**env: str) -> subprocess.CompletedProcess[str]:
         ("RELAY_BODY_MAX_AHEAD_S", "5"),
         ("RELAY_LOG_LEVEL", "LOUD"),
         ("RELAY_RAW_POOL_REUSE", "sometimes"),
+        ("RELAY_DEFAULT_PLAN_MAX_BYTES_PER_SECOND", "1"),  # below BANDWIDTH_MIN_BYTES_PER_SECOND
     ],
 )
 def test_a_malformed_value_names_the_variable(name: str, value: str) -> None:

@@ -5,12 +5,15 @@ the last of them; the account page and the admin's plan form show it."""
 
 from __future__ import annotations
 
+from django.contrib import admin
 from django.contrib.auth.models import User
-from django.test import Client, TestCase, override_settings
+from django.forms.models import model_to_dict
+from django.test import Client, RequestFactory, TestCase, override_settings
 from harness.accounts import AddressedClient, bearer, isolated, make_token, make_user
 
 from relay.pool import bandwidth
 from relay.pool.registry import get_registry
+from relay.protocol import BANDWIDTH_MIN_BYTES_PER_SECOND
 from tunnels.models import Account, Plan
 
 OWNER = ("127.0.0.1", 50000)
@@ -148,6 +151,22 @@ class PagesTests(TestCase):
         page = client.get("/account/").content.decode()
         self.assertIn("Bandwidth, all tunnels, each way", page)
         self.assertIn("3.0 MiB/s", page)
+
+    def test_the_admins_plan_form_refuses_a_bandwidth_below_the_minimum(self):
+        request = RequestFactory().get("/admin/")
+        request.user = self.operator
+        plan = Plan.objects.get(name="paced")
+        form_class = admin.site._registry[Plan].get_form(request, plan)
+        for value, valid in ((1, False), (BANDWIDTH_MIN_BYTES_PER_SECOND - 1, False),
+                             (0, True), (BANDWIDTH_MIN_BYTES_PER_SECOND, True)):  # fmt: skip
+            data = {**model_to_dict(plan), "max_bytes_per_second": value}
+            form = form_class(data=data, instance=plan)
+            errors = form.errors.get("max_bytes_per_second") if not form.is_valid() else None
+            if valid:
+                self.assertIsNone(errors, (value, form.errors))
+            else:
+                assert errors is not None, value
+                self.assertIn("too low: use 0 for no limit, or at least 16384", errors[0])
 
     def test_the_admins_plan_form_has_the_bandwidth_field(self):
         client = Client()
