@@ -261,9 +261,9 @@ async def register(
             tunnel.quota.start_idle_timer(tunnel)
             if tunnel.quota.counts:  # the account's use, shared by its tunnels (usage.py)
                 tunnel.quota.usage = await registry.usage.attach(account_of(tunnel.owner))
-    if tunnel.shaper is None and not tunnel.closed:  # a reclaimed tunnel keeps its buckets
-        rate = quota.max_bytes_per_second
-        tunnel.shaper = bandwidth.owners.join(tunnel.owner, rate, time.monotonic())
+    if not tunnel.closed:  # a reclaimed tunnel keeps its buckets, at this plan's rate
+        rate, now = quota.max_bytes_per_second, time.monotonic()
+        tunnel.shaper = bandwidth.owners.rejoin(tunnel.shaper, tunnel.owner, rate, now)
     cluster = registry.cluster  # scale-out
     return Registration(
         name=tunnel.name,

@@ -792,6 +792,23 @@ BANDWIDTH_MIN_BURST_BYTES = BODY_CHUNK_BYTES
 # A debt smaller than a byte is the rounding of float seconds times a rate, not traffic: it is
 # kept in the bucket but not waited for (a timer per piece for nothing).
 BANDWIDTH_DUST_BYTES = 1.0
+# A copier waits on its bucket in steps of at most this long (relay/pool/bandwidth.py `wait`):
+# after each step it looks again, so its tunnel's close lets it go within a step, and a new
+# rate for its owner (a reclaim under another plan) or a limit gone applies to a wait under
+# way. Four timers a second per waiting copier cost nothing next to the bytes they hold back.
+BANDWIDTH_STEP_S = 0.25
+# A plan's bandwidth, when it has one (0: none), is at least this many bytes per second: the
+# admin's plan form and RELAY_DEFAULT_PLAN_MAX_BYTES_PER_SECOND refuse less, and a plan row
+# below it (written before the check) is paced at it. A piece is taken whole (a body piece,
+# BODY_CHUNK_BYTES; a WebSocket message, up to MAX_MESSAGE_BYTES), so at 1 B/s one piece would
+# hold a pool socket for three days; at 16 KiB/s a body piece waits at most 16 s and the
+# largest message 64 s.
+BANDWIDTH_MIN_BYTES_PER_SECOND = 16 * 1024
+# While a limit applies, a TCP visitor's read (up to 256 KiB, the event loop's) is passed on
+# to lt in slices of this many seconds of the rate, each after its wait, so the bytes leave
+# at the rate instead of in a burst per read; the rest of the read waits (no copy, a view of
+# it), with the visitor unread meanwhile. The same step as the wait, for the same reason.
+BANDWIDTH_SLICE_S = BANDWIDTH_STEP_S
 
 # --- the control listener (relay/cluster/control.py) ----------------------------------------------
 # Group membership expires (channels_redis group_expiry, a day by default; the in-memory layer

@@ -7,10 +7,12 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from relay.protocol import BANDWIDTH_MIN_BYTES_PER_SECOND
 from tunnels import cidrs, tokens
 from tunnels.plain_text import plain
 
@@ -68,6 +70,17 @@ class VisitorPolicy(models.Model):
         abstract = True
 
 
+def validate_bandwidth(value: int) -> None:
+    """A plan's bandwidth: 0 (no limit) or at least BANDWIDTH_MIN_BYTES_PER_SECOND (its reason
+    in relay/protocol.py: a piece waited for whole must not hold a pool socket for days)."""
+    if 0 < value < BANDWIDTH_MIN_BYTES_PER_SECOND:
+        raise ValidationError(
+            f"A bandwidth of {value} bytes per second is too low: use 0 for no limit, or at "
+            f"least {BANDWIDTH_MIN_BYTES_PER_SECOND} (16 KiB/s), so that one body piece or "
+            "WebSocket message does not hold a tunnel's connection for minutes or days."
+        )
+
+
 class Plan(VisitorPolicy):
     """What a user may do. 0 means "no limit" for every limit but the socket count."""
 
@@ -90,7 +103,8 @@ class Plan(VisitorPolicy):
         "bandwidth (bytes per second)",
         default=0,
         help_text="Per account on each relay, in each direction; faster traffic waits, none is "
-        "dropped. 0: no limit.",
+        f"dropped. 0: no limit; else at least {BANDWIDTH_MIN_BYTES_PER_SECOND} (16 KiB/s).",
+        validators=[validate_bandwidth],
     )
     max_request_body_bytes = models.PositiveBigIntegerField(default=0, help_text="0: no limit.")
     idle_timeout_s = models.PositiveIntegerField(

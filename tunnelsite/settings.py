@@ -405,6 +405,11 @@ RELAY_METRICS_PER_TUNNEL = _bool("RELAY_METRICS_PER_TUNNEL", False)
 RELAY_DEFAULT_PLAN_MAX_BYTES_PER_SECOND = _int(
     "RELAY_DEFAULT_PLAN_MAX_BYTES_PER_SECOND", 0, minimum=0
 )
+if 0 < RELAY_DEFAULT_PLAN_MAX_BYTES_PER_SECOND < protocol.BANDWIDTH_MIN_BYTES_PER_SECOND:
+    raise ImproperlyConfigured(
+        f"RELAY_DEFAULT_PLAN_MAX_BYTES_PER_SECOND={RELAY_DEFAULT_PLAN_MAX_BYTES_PER_SECOND} must "
+        f"be 0 (no limit) or at least {protocol.BANDWIDTH_MIN_BYTES_PER_SECOND} (16 KiB/s)"
+    )
 
 # --- Django -----------------------------------------------------------------------------------
 # Only the bare domain reaches Django: `<name>.<domain>` goes to the relay before Django,

@@ -56,7 +56,7 @@ class Metered(Protocol):
     closed: bool
 
     @property
-    def visitors_connected(self) -> int: ...  # a TCP tunnel's visitor connections open now
+    def visitors_connected(self) -> int: ...  # TCP visitors open, copiers pacing: in use
 
     def close_idle(self, reason: str) -> None: ...
 

@@ -45,12 +45,13 @@ def frame(kind: bytes, payload: bytes = b"") -> bytes:
     return _HEADER.pack(kind, len(payload)) + payload
 
 
-def data_frames(data: bytes) -> list[bytes]:
-    """`data` (at least one byte) as DATA frames: headers and payload slices, to write in one
-    writelines (or join); the payload is sliced only when larger than one frame."""
+def data_frames(data: bytes | memoryview) -> list[bytes | memoryview]:
+    """`data` (at least one byte; a view of a read being paced, relay/pool/tcp_visitor.py)
+    as DATA frames: headers and payload slices, to write in one writelines (or join); the
+    payload is sliced only when larger than one frame."""
     if len(data) <= TCP_MAX_DATA_BYTES:
         return [_HEADER.pack(TCP_DATA, len(data)), data]
-    parts: list[bytes] = []
+    parts: list[bytes | memoryview] = []
     for start in range(0, len(data), TCP_MAX_DATA_BYTES):
         piece = data[start : start + TCP_MAX_DATA_BYTES]
         parts.append(_HEADER.pack(TCP_DATA, len(piece)))

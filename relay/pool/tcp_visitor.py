@@ -35,6 +35,7 @@ from django.conf import settings as django_settings
 
 from relay import access_log
 from relay.headers import in_networks, normal_ip
+from relay.pool import bandwidth
 from relay.pool.borrowing import NoSocket
 from relay.pool.errors import PoolError
 from relay.pool.quota import address_key
@@ -85,6 +86,7 @@ class TcpVisitor(asyncio.Protocol):
         "bytes_in",
         "bytes_out",
         "paced",
+        "held",
         "owed",
     )
 
@@ -112,8 +114,10 @@ class TcpVisitor(asyncio.Protocol):
         self.started = time.monotonic()  # for the access log's duration
         self.bytes_in = 0  # the visitor's bytes sent to lt, and lt's to the visitor
         self.bytes_out = 0
-        # The plan's bandwidth (relay/pool/bandwidth.py): reading the visitor resumes then.
-        self.paced: asyncio.TimerHandle | None = None
+        # The plan's bandwidth (relay/pool/bandwidth.py): the wait before the visitor is read
+        # on (and before the rest of its last read, `held`, is passed on).
+        self.paced: asyncio.Task[None] | None = None
+        self.held: memoryview | None = None  # a read's rest, a slice at a time under a limit
         self.owed = 0.0  # until when (monotonic) the pump waits before reading lt on
 
     # --- asyncio.Protocol, the visitor's side -----------------------------------------------
@@ -216,6 +220,35 @@ class TcpVisitor(asyncio.Protocol):
         if conn is None:  # not read while waiting (paused): only a read already under way
             self.early += data  # counted when it goes to lt (_open)
             return
+        if self.held is not None:  # paused for the rest of a read: only a read under way
+            self.held = memoryview(b"".join((self.held, data)))
+            return
+        self._pass_on(conn, data, now)
+
+    def _pass_on(self, conn: PoolSocket, data: bytes | memoryview, now: float) -> None:
+        """Send lt the visitor's bytes: whole without a limit; under one, a slice of
+        BANDWIDTH_SLICE_S of the rate at a time, the rest held (a view, no copy) until the
+        slice's wait is over, so the bytes leave at the rate and not in a burst per read."""
+        while not self.ended:
+            shaper = self.tunnel.shaper
+            rest: memoryview | None = None
+            if shaper is not None and len(data) > (step := bandwidth.slice_for(shaper.up.rate)):
+                view = data if isinstance(data, memoryview) else memoryview(data)
+                data, rest = view[:step], view[step:]
+            if not self._forward(conn, data, now, shaper) or rest is None:
+                self.held = rest  # kept for when the wait is over (None: all sent)
+                return
+            data = rest
+
+    def _forward(
+        self,
+        conn: PoolSocket,
+        data: bytes | memoryview,
+        now: float,
+        shaper: bandwidth.Shaper | None,
+    ) -> bool:
+        """One piece to lt, counted and paced: whether lt may be sent more at once."""
+        tunnel = self.tunnel
         tunnel.carried(len(data), 0)
         self.bytes_in += len(data)
         tunnel.dirty = True
@@ -225,13 +258,18 @@ class TcpVisitor(asyncio.Protocol):
             conn.write(b"".join(data_frames(data)))
         except PoolError:
             self._stop(None)
-            return
+            return False
         if conn.write_paused:
             self._lt_behind(conn)
-        if tunnel.shaper is not None:
-            self._pace_visitor(tunnel.shaper.up.take(len(data), now))
         if tunnel.quota is not None and tunnel.quota.over_day_bytes(tunnel):
             self._stop("the tunnel's daily traffic allowance is used up")
+            return False
+        if shaper is not None:
+            delay = shaper.up.take(len(data), now)
+            if delay:
+                self._pace_visitor(shaper, now + delay)
+                return False
+        return True
 
     def eof_received(self) -> bool:
         if self.ended:
@@ -326,18 +364,25 @@ class TcpVisitor(asyncio.Protocol):
         return False  # bytes, or a FIN after them (a visitor may send and shut down writing)
 
     def _open(self, conn: PoolSocket) -> None:
-        parts = [frame(TCP_OPEN, open_payload(*self.peer))]
-        if self.early:  # after a balancer's PROXY header
-            self.tunnel.carried(len(self.early), 0)
-            self.bytes_in += len(self.early)
+        parts: list[bytes | memoryview] = [frame(TCP_OPEN, open_payload(*self.peer))]
+        early = len(self.early)
+        if early:  # after a balancer's PROXY header; counted and paced here, once
+            self.tunnel.carried(early, 0)
+            self.bytes_in += early
             if self.tunnel.quota is not None:
-                self.tunnel.quota.add_bytes(len(self.early))
+                self.tunnel.quota.add_bytes(early)
             parts.extend(data_frames(self.early))
             self.early = b""
         if self.visitor_done:
             parts.append(frame(TCP_EOF))
         self.conn = conn
         conn.write(b"".join(parts))
+        shaper = self.tunnel.shaper
+        if early and shaper is not None:  # the plan's bandwidth: read on after their wait
+            now = time.monotonic()
+            delay = shaper.up.take(early, now)
+            if delay:
+                self._pace_visitor(shaper, now + delay)
         if conn.write_paused:
             self._lt_behind(conn)
         elif not self.visitor_done and self.paced is None:
@@ -369,18 +414,34 @@ class TcpVisitor(asyncio.Protocol):
         if not self.ended and not self.visitor_done and self.paced is None:
             self.transport.resume_reading()  # type: ignore[union-attr]
 
-    def _pace_visitor(self, delay: float) -> None:
-        """The owner's bandwidth ran out for now: stop reading the visitor for `delay` s
+    def _pace_visitor(self, shaper: bandwidth.Shaper, due: float) -> None:
+        """The owner's bandwidth ran out for now: stop reading the visitor until `due`
         (its kernel buffers fill and TCP tells it to wait); nothing it sent is dropped."""
-        if not delay or self.paced is not None:
+        if self.paced is not None:
             return
         self.transport.pause_reading()  # type: ignore[union-attr]
-        self.paced = asyncio.get_running_loop().call_later(delay, self._paced_out)
-        self.idle.touch(time.monotonic() + delay)  # the relay's own wait is not idleness
+        self.idle.touch(due)  # the relay's own wait is not idleness
+        self.paced = asyncio.ensure_future(self._paced_out(shaper, due))
+        if self.tunnel.tcp is not None:
+            self.tunnel.tcp.track(self.paced)
 
-    def _paced_out(self) -> None:
+    async def _paced_out(self, shaper: bandwidth.Shaper, due: float) -> None:
+        await bandwidth.wait(self.tunnel, shaper, shaper.up, due)  # steps: sees a close
         self.paced = None
-        if not self.ended and not self.visitor_done and self.drainer is None:
+        if self.ended:
+            return
+        now = time.monotonic()
+        self.idle.touch(now)
+        held, self.held = self.held, None
+        if held is not None and self.conn is not None:
+            self._pass_on(self.conn, held, now)  # the read's next slice (and maybe a wait)
+        if (
+            not self.ended
+            and not self.visitor_done
+            and self.drainer is None
+            and self.paced is None
+            and self.held is None
+        ):
             self.transport.resume_reading()  # type: ignore[union-attr]
 
     # --- called by the pump (relay.pool.tcp_splice.Carried) ----------------------------------
@@ -417,9 +478,10 @@ class TcpVisitor(asyncio.Protocol):
         """Return once the visitor takes more, and the plan's bandwidth lets the pump read lt
         on; TimeoutError after the idle timeout (the visitor's, not the relay's pacing)."""
         if self.owed:
-            wait, self.owed = self.owed - time.monotonic(), 0.0
-            if wait > 0:
-                await asyncio.sleep(wait)
+            due, self.owed = self.owed, 0.0
+            shaper = self.tunnel.shaper
+            if shaper is not None:  # in steps: sees the tunnel close, a new rate
+                await bandwidth.wait(self.tunnel, shaper, shaper.down, due)
         if not self.write_paused:
             return
         waiter = self.writable = asyncio.get_running_loop().create_future()
@@ -492,8 +554,9 @@ class TcpVisitor(asyncio.Protocol):
             reset(transport)
         self.idle.cancel()
         if self.paced is not None:
-            self.paced.cancel()
+            self.paced.cancel()  # its wait's `finally` uncounts it from the tunnel's pacing
             self.paced = None
+        self.held = None
         tcp = self.tunnel.tcp
         if tcp is not None and self in tcp.visitors:
             tcp.visitors.discard(self)

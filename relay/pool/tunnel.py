@@ -55,6 +55,7 @@ class Tunnel(Borrowing):
     quota: Quota | None = None  # plan limits (relay/pool/quota.py); None: no limits
     # The owner's bandwidth (relay/pool/bandwidth.py), shared by its tunnels; None: no limit.
     shaper: bandwidth.Shaper | None = None
+    pacing: int = 0  # its copiers waiting on the owner's bandwidth now (bandwidth.wait)
     # Who may visit (relay/pool/access.py): None when anyone may and no warning page is shown.
     access: Access | None = None
     # The request inspector's captures (relay/pool/captures.py): None when its plan keeps none.
@@ -273,13 +274,12 @@ class Tunnel(Borrowing):
 
     @property
     def visitors_connected(self) -> int:
-        """A TCP tunnel's visitor connections open now (0 for an HTTP tunnel): while any is
-        open the tunnel is in use, bytes or not (its quota's idle timeout). An HTTP tunnel
-        under a bandwidth limit counts its exchanges in flight (pool sockets lent out): the
-        plan's own pacing makes them long, and must not make the tunnel look idle."""
-        if self.tcp is not None:
-            return self.tcp.live
-        return len(self.connections) - len(self.idle) if self.shaper is not None else 0
+        """A TCP tunnel's visitor connections open now, and the copiers of any tunnel waiting
+        on its owner's bandwidth (`pacing`): while any is, the tunnel is in use, bytes or not
+        (its quota's idle timeout). The plan's own pacing is not idleness; a wait's end
+        marks the tunnel active (bandwidth.wait), so a paced transfer between two waits is
+        not idle either."""
+        return self.pacing + (self.tcp.live if self.tcp is not None else 0)
 
     def close_idle(self, reason: str) -> None:
         """Its quota's idle timeout ran out (relay/pool/quota.py): close it as the registry does."""

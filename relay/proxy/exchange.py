@@ -9,7 +9,6 @@ that owns a tunnel (`relay.cluster.peer_pool.PeerConnection`); both frame with h
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -18,7 +17,7 @@ from django.conf import settings
 
 from relay import headers as hdrs
 from relay.asgi_types import H11Event, H11Next, H11Received, Message, Receive, Scope, Send
-from relay.pool.bandwidth import Shaper
+from relay.pool.bandwidth import Paced, pace
 from relay.pool.captures import Capture
 from relay.pool.errors import PoolError
 from relay.protocol import EVENTS_PER_TURN, MAX_INFORMATIONAL
@@ -70,7 +69,7 @@ async def exchange(
     on_head: Callable[[h11.Response], None] | None = None,
     peer: bool = False,
     capture: Capture | None = None,
-    shaper: Shaper | None = None,
+    paced: Paced | None = None,
 ) -> BaseException | None:
     """One exchange over `conn`, the skeleton pool sockets (relay/proxy/http.py) and peer
     nodes (relay/cluster/peer_proxy.py) share: write the request, skip 1xx answers, check the
@@ -82,11 +81,11 @@ async def exchange(
     the upstream is the node that owns the tunnel, whose own visitor cookies (a team-only
     pass, the warning's Continue) pass, where an app's Set-Cookie for them is dropped.
     `capture`: the request inspector's record of this exchange (relay/pool/captures.py),
-    None when its tunnel keeps none: it is fed the bodies and the response head. `shaper`:
-    the owner's bandwidth (relay/pool/bandwidth.py), on the node that owns the tunnel only;
-    each body piece waits its bucket's delay before it is passed on."""
+    None when its tunnel keeps none: it is fed the bodies and the response head. `paced`:
+    the tunnel, on the node that owns it only, whose owner's bandwidth (its `shaper`,
+    relay/pool/bandwidth.py) each body piece waits for before it is passed on."""
     try:
-        progress.body = await write_request(conn, receive, head, first, timeout, capture, shaper)
+        progress.body = await write_request(conn, receive, head, first, timeout, capture, paced)
         if drain:
             await conn.drain(timeout)
         response = await read_response_head(conn, head_timeout)
@@ -94,7 +93,7 @@ async def exchange(
             on_head(response)
         if capture is not None:
             capture.response_head(response.status_code, response.reason, response.headers)
-        await stream_response(conn, send, flow, response, timeout, progress, peer, capture, shaper)
+        await stream_response(conn, send, flow, response, timeout, progress, peer, capture, paced)
     except FAILURES as exc:
         if progress.started:
             cut(flow)
@@ -141,7 +140,7 @@ async def write_request(
     first: Message,
     timeout: float,
     capture: Capture | None = None,
-    shaper: Shaper | None = None,
+    paced: Paced | None = None,
 ) -> int:
     """Write the request; returns the body's size. The head, the first piece of body and
     (for most requests) the end go out in one write: one syscall, one TCP segment. A client
@@ -151,8 +150,8 @@ async def write_request(
     received = len(body)
     if capture is not None:
         capture.request.add(body)
-    if shaper is not None and body:  # the plan's bandwidth: the piece waits, nothing is cut
-        await _pace(shaper.up.take(len(body), time.monotonic()))
+    if paced is not None and paced.shaper is not None and body:  # the plan's bandwidth
+        await pace(paced, len(body), True)  # the piece waits, nothing is cut
     events: list[h11.Event] = [head]
     if body:
         events.append(h11.Data(data=body))
@@ -169,8 +168,8 @@ async def write_request(
         received += len(body)
         if capture is not None:
             capture.request.add(body)
-        if shaper is not None and body:
-            await _pace(shaper.up.take(len(body), time.monotonic()))
+        if paced is not None and paced.shaper is not None and body:
+            await pace(paced, len(body), True)
         events = [h11.Data(data=body)] if body else []
         if not more:
             events.append(h11.EndOfMessage())
@@ -209,7 +208,7 @@ async def stream_response(
     progress: Progress,
     peer: bool = False,
     capture: Capture | None = None,
-    shaper: Shaper | None = None,
+    paced: Paced | None = None,
 ) -> None:
     """Send `response` and its body to the visitor, with the visitor's backpressure (and
     the first bytes of it to `capture`)."""
@@ -246,8 +245,8 @@ async def stream_response(
         if data:
             if capture is not None:
                 capture.response.add(data)
-            if shaper is not None:  # the plan's bandwidth: the pool socket is not read meanwhile
-                await _pace(shaper.down.take(len(data), time.monotonic()))
+            if paced is not None and paced.shaper is not None:  # the pool socket is not read
+                await pace(paced, len(data), False)  # meanwhile: the plan's bandwidth
             if flow is not None and flow.paused:
                 # A visitor who stops reading must not hold the pool socket for ever.
                 async with asyncio.timeout(timeout):
@@ -264,16 +263,9 @@ async def stream_response(
     progress.sent += len(tail)
     if capture is not None:
         capture.response.add(tail)
-    if shaper is not None and tail:
-        await _pace(shaper.down.take(len(tail), time.monotonic()))
+    if paced is not None and paced.shaper is not None and tail:
+        await pace(paced, len(tail), False)
     await send({"type": "http.response.body", "body": tail, "more_body": False})
-
-
-async def _pace(delay: float) -> None:
-    """Wait a bandwidth bucket's delay (0.0: none). The wait is the relay's own pacing, so
-    it counts against no deadline of the upstream's or the visitor's."""
-    if delay:
-        await asyncio.sleep(delay)
 
 
 def cut(flow: Flow | None) -> None:

@@ -172,7 +172,7 @@ async def _attempt(
             timeout,
             timeout,
             capture=capture,
-            shaper=tunnel.shaper,  # the owner's bandwidth; None: no limit
+            paced=tunnel,  # the owner's bandwidth (tunnel.shaper; None: no limit)
         )
         if exc is None:
             error = ""

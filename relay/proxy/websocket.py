@@ -118,6 +118,6 @@ async def _bridge(
     timeout = settings.RELAY_RESPONSE_TIMEOUT_S
     STATS.websockets_opened += 1  # its handshake goes to the app
     try:
-        await bridge(receive, send, conn, tunnel, request, timeout, flow, tunnel.shaper)
+        await bridge(receive, send, conn, tunnel, request, timeout, flow, tunnel)
     finally:
         STATS.websockets_closed += 1

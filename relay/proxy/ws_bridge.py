@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,7 +29,7 @@ from wsproto.utilities import LocalProtocolError
 
 from relay import headers as hdrs
 from relay.asgi_types import Receive, Scope, Send
-from relay.pool.bandwidth import Shaper
+from relay.pool.bandwidth import Paced, pace
 from relay.pool.errors import PoolError
 from relay.pool.socket import PoolSocket
 from relay.protocol import (
@@ -86,14 +85,15 @@ async def bridge(
     request: Request,
     timeout: float,
     flow: WsFlow | None = None,
-    shaper: Shaper | None = None,
+    paced: Paced | None = None,
 ) -> None:
     """Open a WebSocket upstream over `conn` (a pool socket, or a connection to the node that
     owns the tunnel: anything with write, drain and read_raw), accept the visitor's once the
     far end answers 101, then copy messages both ways until either side closes. Bytes are
     counted on `counters` (`bytes_in`, `bytes_out`). With the visitor's `flow`, neither
-    side is read while the other is behind (see relay.proxy.ws_flow). With the owner's
-    `shaper` (relay/pool/bandwidth.py; the owner node only) each message waits its turn."""
+    side is read while the other is behind (see relay.proxy.ws_flow). With `paced`, the
+    tunnel on the node that owns it, each message waits its turn for the owner's bandwidth
+    (relay/pool/bandwidth.py), counted at its payload's size on the wire (text: UTF-8)."""
     ws = WSConnection(ConnectionType.CLIENT)
     conn.write(ws.send(request))
     accepted: AcceptConnection | None = None
@@ -132,9 +132,9 @@ async def bridge(
     if flow is not None:
         flow.register()
 
-    to_app = asyncio.ensure_future(_visitor_to_app(receive, conn, ws, counters, flow, send, shaper))
+    to_app = asyncio.ensure_future(_visitor_to_app(receive, conn, ws, counters, flow, send, paced))
     to_visitor = asyncio.ensure_future(
-        _app_to_visitor(send, conn, ws, counters, leftover, flow, shaper)
+        _app_to_visitor(send, conn, ws, counters, leftover, flow, paced)
     )
     try:
         done, _ = await asyncio.wait({to_app, to_visitor}, return_when=asyncio.FIRST_COMPLETED)
@@ -169,6 +169,14 @@ def _count(tunnel: Any, size: int) -> None:
         quota.add_bytes(size)
 
 
+def wire_size(payload: str | bytes | bytearray) -> int:
+    """A message's payload size on the wire: a text's UTF-8 bytes, not its characters (an
+    ASCII text's length is its size: no encoded copy)."""
+    if isinstance(payload, str) and not payload.isascii():
+        return len(payload.encode("utf-8", "surrogatepass"))
+    return len(payload)
+
+
 def _over(tunnel: Any) -> bool:
     """Whether the tunnel's account has used its bytes for today."""
     quota = getattr(tunnel, "quota", None)
@@ -194,7 +202,7 @@ async def _visitor_to_app(
     tunnel: Any,
     flow: WsFlow | None,
     send: Send,  # the visitor's side, closed when the account's bytes run out
-    shaper: Shaper | None = None,
+    paced: Paced | None = None,
 ) -> None:
     """Copy the visitor's messages to the app. The messages already queued (up to
     WS_MESSAGES_PER_TURN, or PARSE_SLICE_BYTES of frames) go out in one write, then the
@@ -204,7 +212,8 @@ async def _visitor_to_app(
     while True:
         message = await receive()
         frames: list[bytes] = []
-        size = 0
+        size = 0  # the frames' bytes (a write's batch)
+        paid = 0  # the messages' payload bytes (the plan's bandwidth)
         count = 0
         while True:
             kind = message["type"]
@@ -219,11 +228,13 @@ async def _visitor_to_app(
                 payload = message.get("text")
                 if payload is None:
                     payload = message.get("bytes") or b""
-                tunnel.carried(len(payload), 0)
+                n = wire_size(payload)
+                tunnel.carried(n, 0)
                 frame = ws.send(Message(data=payload))
                 frames.append(frame)
                 size += len(frame)
-                _count(tunnel, len(payload))
+                paid += n
+                _count(tunnel, n)
             elif kind == "websocket.disconnect":
                 code = message.get("code", 1000)
                 if code in (1005, 1006) or not 1000 <= code < 5000:
@@ -239,10 +250,8 @@ async def _visitor_to_app(
             if queued is None:
                 break
             message = queued
-        if shaper is not None:  # the plan's bandwidth: the visitor is not read meanwhile
-            delay = shaper.up.take(size, time.monotonic())
-            if delay:
-                await asyncio.sleep(delay)
+        if paced is not None and paced.shaper is not None and paid:
+            await pace(paced, paid, True)  # the plan's bandwidth: the visitor is not read meanwhile
         conn.write(frames[0] if len(frames) == 1 else b"".join(frames))
         await conn.drain()
         if closing:
@@ -259,7 +268,7 @@ async def _app_to_visitor(
     tunnel: Any,  # bridge's `counters`
     leftover: list[Any],
     flow: WsFlow | None,
-    shaper: Shaper | None = None,
+    paced: Paced | None = None,
 ) -> None:
     """Copy the app's messages to the visitor. wsproto parses lazily, one event at a time,
     so the relay takes only as many messages as the visitor has room for: once Twisted
@@ -280,16 +289,14 @@ async def _app_to_visitor(
                 pass  # closing (the account's bytes ran out): not delivered
             elif isinstance(event, TextMessage | BytesMessage):
                 parts.append(event.data)
-                size += len(event.data)
+                size += wire_size(event.data)  # bytes, as MAX_MESSAGE_BYTES and the plan count
                 if size > MAX_MESSAGE_BYTES:
                     conn.write(ws.send(CloseConnection(code=1009)))
                     await send({"type": "websocket.close", "code": visitor_close_code(1009)})
                     return
                 if event.message_finished:
-                    if shaper is not None:  # the plan's bandwidth: the app is not read meanwhile
-                        delay = shaper.down.take(size, time.monotonic())
-                        if delay:
-                            await asyncio.sleep(delay)
+                    if paced is not None and paced.shaper is not None and size:
+                        await pace(paced, size, False)  # the plan's bandwidth: the app waits
                     if isinstance(event, TextMessage):
                         text = "".join(parts)
                         await send({"type": "websocket.send", "text": text})

@@ -19,7 +19,8 @@ Routes:
   GET  /dribble?n=N&every=S   N bytes, one every S seconds (an app that never quite stops)
   GET  /ws?key=K              WebSocket echo; the text "ping-app" makes the app ping the
                               other side and answer "pong received" when the pong comes;
-                              the text "close-app" makes the app close with code 4001
+                              the text "close-app" makes the app close with code 4001;
+                              "repeat-app:N:T" makes it send the text T N times (N <= 16)
   GET  /ws-closed?key=K       the close code the app received on /ws?key=K ("" if none yet)
 HEAD works on every GET route (same headers, no body).
 """
@@ -40,6 +41,7 @@ from websockets.server import ServerProtocol
 GREETING = b"hello from the local app\n"
 CHUNKS = [b"first chunk\n", b"second chunk\n", b"third and last chunk\n"]
 MAX_HEAD = 64 * 1024
+REPEAT_MAX = 16  # "repeat-app:N:T" on /ws: at most this many copies
 
 
 def pattern(n: int) -> bytes:
@@ -227,6 +229,10 @@ async def websocket_echo(
                     protocol.send_ping(b"app-ping")
                 elif frame.data == b"close-app":
                     protocol.send_close(4001, "asked to close")
+                elif frame.data.startswith(b"repeat-app:"):  # repeat-app:<N>:<text>
+                    count, text = frame.data.removeprefix(b"repeat-app:").split(b":", 1)
+                    for _ in range(min(int(count), REPEAT_MAX)):
+                        protocol.send_text(text)
                 else:
                     protocol.send_text(frame.data)
             elif frame.opcode is Opcode.BINARY:

@@ -53,6 +53,7 @@ def _check(**env: str) -> subprocess.CompletedProcess[str]:
         ("RELAY_METRICS_BIND", "8.8.8.8:9100"),  # (documentation ranges count as private)
         ("RELAY_METRICS_BIND", "metrics.example.com:9100"),
         ("RELAY_METRICS_BIND_PUBLIC", "maybe"),
+        ("RELAY_DEFAULT_PLAN_MAX_BYTES_PER_SECOND", "1"),  # below BANDWIDTH_MIN_BYTES_PER_SECOND
     ],
 )
 def test_a_malformed_value_names_the_variable(name: str, value: str) -> None:

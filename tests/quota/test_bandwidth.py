@@ -231,6 +231,36 @@ def test_websocket_messages_are_paced_both_ways_and_arrive_whole(
     assert 2.5 <= seconds <= 10.0, seconds
 
 
+def test_websocket_text_is_paced_by_its_utf8_bytes_not_its_characters(
+    relay: Relay, our_lt: Callable[[str], OurLt], token: Callable[[int], str]
+) -> None:
+    """The app sends 8 text messages of 128 Ki euro signs (3 bytes each in UTF-8): 3 MiB to
+    the visitor on the wire, so about 2 s past the 1 MiB burst; counted as characters (1 MiB)
+    they would all pass within the burst at once. The visitor's one message (the app's
+    `repeat-app:N:T`) is within the other direction's burst."""
+    lt = our_lt(token(RATE))
+    text = chr(0x20AC) * (128 * 1024)
+    assert len(text.encode()) * 8 == 3 * MIB
+
+    async def session() -> tuple[float, list[str]]:
+        async with asyncio.timeout(TRANSFER_TIMEOUT_S):
+            async with connect(
+                f"ws://{lt.name}.localhost:{relay.port}/ws",
+                host="127.0.0.1",
+                port=relay.port,
+                proxy=None,
+                max_size=2 * MIB,
+            ) as ws:
+                started = time.monotonic()
+                await ws.send(f"repeat-app:8:{text}")
+                messages = [await ws.recv() for _ in range(8)]
+                return time.monotonic() - started, messages  # type: ignore[return-value]
+
+    seconds, messages = asyncio.run(session())
+    assert messages == [text] * 8
+    assert 1.5 <= seconds <= 8.0, seconds
+
+
 @pytest.fixture(scope="module")
 def tcp_app(group: ProcessGroup) -> int:
     return start_tcp_app(group)
