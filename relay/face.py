@@ -261,6 +261,10 @@ async def register(
             tunnel.quota.start_idle_timer(tunnel)
             if tunnel.quota.counts:  # the account's use, shared by its tunnels (usage.py)
                 tunnel.quota.usage = await registry.usage.attach(account_of(tunnel.owner))
+    elif tunnel.quota.counts and tunnel.quota.usage is not None:
+        account = account_of(tunnel.owner)
+        if tunnel.quota.usage.owner != account:  # an anonymous tunnel its client took to a
+            tunnel.quota.usage = await registry.usage.attach(account)  # new address: its own
     if not tunnel.closed:  # a reclaimed tunnel keeps its buckets, at this plan's rate
         rate, now = quota.max_bytes_per_second, time.monotonic()
         tunnel.shaper = bandwidth.owners.rejoin(tunnel.shaper, tunnel.owner, rate, now)
