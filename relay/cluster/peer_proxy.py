@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from types import SimpleNamespace
 
 import h11
 from django.conf import settings
@@ -168,6 +167,21 @@ async def _exchange(
             conn.abort()
 
 
+class HopTally:
+    """A forwarded WebSocket's bytes on the node that only forwards it: the owner node counts
+    them for the tunnel (its quota, /metrics); here they are tallied, nothing more."""
+
+    __slots__ = ("bytes_in", "bytes_out")
+
+    def __init__(self) -> None:
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def carried(self, bytes_in: int, bytes_out: int) -> None:
+        self.bytes_in += bytes_in
+        self.bytes_out += bytes_out
+
+
 async def forward_websocket(
     pool: PeerPool, node: str, address: str, scope: Scope, receive: Receive, send: Send
 ) -> None:
@@ -180,7 +194,7 @@ async def forward_websocket(
         logger.warning("cannot reach the owner node %s: %s", address, exc)
         await send({"type": "websocket.close", "code": 1013})
         return
-    counters = SimpleNamespace(bytes_in=0, bytes_out=0, name="")
+    counters = HopTally()
     try:
         headers, host = forward_headers(scope, node)
         request = handshake_request(scope, headers, host)

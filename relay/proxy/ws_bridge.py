@@ -10,7 +10,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
@@ -77,11 +77,19 @@ def handshake_request(scope: Scope, headers: list[tuple[bytes, bytes]], host: by
     )
 
 
+class Counted(Protocol):
+    """Where a WebSocket's bytes are counted: its tunnel (relay/pool/tunnel.py, which keeps
+    them for /metrics even after a close), or the tally of a node that only forwards it
+    (relay/cluster/peer_proxy.py), which has no quota."""
+
+    def carried(self, bytes_in: int, bytes_out: int) -> None: ...
+
+
 async def bridge(
     receive: Receive,
     send: Send,
     conn: Any,
-    counters: Any,
+    counters: Counted,
     request: Request,
     timeout: float,
     flow: WsFlow | None = None,
@@ -90,7 +98,7 @@ async def bridge(
     """Open a WebSocket upstream over `conn` (a pool socket, or a connection to the node that
     owns the tunnel: anything with write, drain and read_raw), accept the visitor's once the
     far end answers 101, then copy messages both ways until either side closes. Bytes are
-    counted on `counters` (`bytes_in`, `bytes_out`). With the visitor's `flow`, neither
+    counted on `counters` (`carried`). With the visitor's `flow`, neither
     side is read while the other is behind (see relay.proxy.ws_flow). With `paced`, the
     tunnel on the node that owns it, each message waits its turn for the owner's bandwidth
     (relay/pool/bandwidth.py), counted at its payload's size on the wire (text: UTF-8)."""
@@ -199,7 +207,7 @@ async def _visitor_to_app(
     receive: Receive,
     conn: PoolSocket,
     ws: WSConnection,
-    tunnel: Any,
+    tunnel: Counted,
     flow: WsFlow | None,
     send: Send,  # the visitor's side, closed when the account's bytes run out
     paced: Paced | None = None,
@@ -265,7 +273,7 @@ async def _app_to_visitor(
     send: Send,
     conn: PoolSocket,
     ws: WSConnection,
-    tunnel: Any,  # bridge's `counters`
+    tunnel: Counted,  # bridge's `counters`
     leftover: list[Any],
     flow: WsFlow | None,
     paced: Paced | None = None,

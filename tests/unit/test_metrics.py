@@ -9,6 +9,7 @@ import pytest
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -108,6 +109,9 @@ def by_plan(text: str) -> dict[tuple[str, str], float]:
     }
 
 
+# Each step scrapes the whole exposition (the process' collectors too): no per-example
+# deadline, which a loaded machine overran, and fewer examples of up to 40 steps.
+@hypothesis_settings(deadline=None, max_examples=60)
 @given(st.lists(STEPS, max_size=40))
 def test_the_counters_count_every_request_and_byte_once_and_never_go_down(
     steps: list[Step],
