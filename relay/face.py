@@ -224,7 +224,8 @@ async def register(
     plan: str = "",
 ) -> Registration:
     """Register a tunnel (the name asked for, or a random one) or reclaim the owner's, which
-    keeps its quota and counters; raises RegistrationError with what the client is told.
+    keeps its counters and takes this registration's limits; raises RegistrationError with
+    what the client is told.
     `live_limit` is counted across the cluster on a named node (here it was checked
     already, with release_for_owner). `raw_pool`: open a raw pool port (False for our lt,
     which upgrades connections on the relay's own port); `pool_secret`: the secret our lt had
@@ -233,8 +234,8 @@ async def register(
     plan lets the relay keep the tunnel's last exchanges for its owner (relay/pool/captures.py).
     `tcp`: a TCP tunnel (`lt tcp`), given a public port of RELAY_TCP_PORTS; a name held by a
     tunnel of the other kind is refused (409). `plan`: the plan's name, /metrics' label of a new
-    tunnel for its whole life (a reclaim under another plan keeps the one it opened under, as
-    it keeps its quota: its counters never move between plans)."""
+    tunnel for its whole life (a reclaim under another plan keeps the one it opened under: its
+    counters never move between plans, though its limits are the new plan's)."""
     registry = get_registry()
     tunnel = await registry.register(
         requested,
@@ -255,16 +256,18 @@ async def register(
     )
     # A reclaimed tunnel keeps its captures if still allowed; a TCP tunnel has none to keep.
     inspector.enable(tunnel, inspect and tunnel.tcp is None)
-    if tunnel.quota is None:  # a reclaimed tunnel keeps its quota and counters
-        tunnel.quota = _quota(quota)
-        if tunnel.quota is not None:
-            tunnel.quota.start_idle_timer(tunnel)
-            if tunnel.quota.counts:  # the account's use, shared by its tunnels (usage.py)
-                tunnel.quota.usage = await registry.usage.attach(account_of(tunnel.owner))
-    elif tunnel.quota.counts and tunnel.quota.usage is not None:
-        account = account_of(tunnel.owner)
-        if tunnel.quota.usage.owner != account:  # an anonymous tunnel its client took to a
-            tunnel.quota.usage = await registry.usage.attach(account)  # new address: its own
+    # The plan's limits as they are now, for a reclaimed tunnel too (its client reconnecting
+    # must not keep a plan the operator changed since); what was used is the account's
+    # (usage.py), kept whatever the tunnel, and an anonymous tunnel its client took to a new
+    # address counts for that address from now on.
+    fresh = _quota(quota)
+    if fresh is not None and fresh.counts:  # the account's use, shared by its tunnels
+        fresh.usage = await registry.usage.attach(account_of(tunnel.owner))
+    if tunnel.quota is not None:  # swapped whole, after the await: never a quota uncounted
+        tunnel.quota.cancel_idle_timer()
+    tunnel.quota = fresh
+    if fresh is not None and not tunnel.closed:
+        fresh.start_idle_timer(tunnel)
     if not tunnel.closed:  # a reclaimed tunnel keeps its buckets, at this plan's rate
         rate, now = quota.max_bytes_per_second, time.monotonic()
         tunnel.shaper = bandwidth.owners.rejoin(tunnel.shaper, tunnel.owner, rate, now)

@@ -49,6 +49,7 @@ from relay.protocol import (
     SAMPLE_S,
 )
 from relay.records import MinuteRollup
+from relay.tasks import background
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ class Traffic:
         loop."""
         if self._writing is not None and not self._writing.done():
             return False
-        self._writing = asyncio.get_running_loop().create_task(self._write_logged(node, now))
+        self._writing = background(self._write_logged(node, now))
         return True
 
     async def _write_logged(self, node: str, now: float) -> None:

@@ -55,19 +55,20 @@ class Failures:
         kept: int = METRICS_FAILURE_ADDRESSES_KEPT,
     ) -> None:
         self.per_address, self.window_s, self.kept = per_address, window_s, kept
-        self.window_start = float("-inf")
+        self.window_end = float("-inf")  # the current window ends then (monotonic seconds)
         self.by_address: dict[str, int] = {}
 
     def _roll(self, now: float) -> None:
-        if now - self.window_start >= self.window_s:
-            self.window_start = now
+        if now >= self.window_end:
+            self.window_end = now + self.window_s
             self.by_address.clear()
 
     def held(self, address: str, now: float) -> float:
+        """Positive while the window lasts (now < window_end), at most the window's length."""
         self._roll(now)
         if self.by_address.get(address, 0) < self.per_address:
             return 0.0
-        return self.window_start + self.window_s - now
+        return min(self.window_end - now, self.window_s)
 
     def failed(self, address: str, now: float) -> None:
         self._roll(now)

@@ -27,6 +27,7 @@ from relay.protocol import (
     RETRY_FIRST_S,
     RETRY_MAX_S,
 )
+from relay.tasks import background
 from relay.visitor_pass import obey_signout
 
 logger = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ async def listen(ready: asyncio.Event | None = None, retry_s: float = RETRY_FIRS
             try:
                 await layer.group_add(CONTROL_GROUP, channel)
                 if rejoin is None:
-                    rejoin = asyncio.get_running_loop().create_task(_rejoin(layer, channel))
+                    rejoin = background(_rejoin(layer, channel))
                 if ready is not None:
                     ready.set()
                 delay = retry_s

@@ -43,6 +43,7 @@ from relay.protocol import (
     HIGHEST_PORT,
 )
 from relay.records import NodeLoad
+from relay.tasks import background
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class Cluster:
     async def start(self) -> None:
         """First heartbeat (raises if the database is unreachable), then one per period."""
         await self.beat()
-        self._beater = asyncio.get_running_loop().create_task(self._beat_forever())
+        self._beater = background(self._beat_forever())
 
     async def _beat_forever(self) -> None:
         while True:
@@ -297,6 +298,6 @@ class Cluster:
         self._spawn(flush())
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = background(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -18,6 +18,7 @@ from relay import records
 from relay.pool.tunnel import Tunnel
 from relay.protocol import PRUNE_BATCH, PRUNE_EVERY_S
 from relay.records import SessionUpdate
+from relay.tasks import background
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class Flusher:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._flush_forever())
+            self._task = background(self._flush_forever())
 
     async def stop(self) -> None:
         """Stop the periodic flush and write what is left (the registry's shutdown)."""

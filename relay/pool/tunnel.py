@@ -75,7 +75,7 @@ class Tunnel(Borrowing):
     closed: bool = False
     close_reason: str = ""
     # The plan it was opened under (relay.face.register): /metrics' `plan` label, fixed for
-    # its life (a reclaim under another plan keeps it, as it keeps its quota), so its
+    # its life (a reclaim under another plan keeps it; its limits are the new plan's), so its
     # requests and bytes never move from one plan's counters to another's.
     plan: str = ""
     # Counters: kept here, flushed to the database in batches by the registry; added to

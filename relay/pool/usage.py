@@ -39,6 +39,7 @@ from relay.protocol import (
     USAGE_STORE_TIMEOUT_S,
 )
 from relay.records import UsageDelta
+from relay.tasks import background
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +286,7 @@ class UsageBook:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._forever())
+            self._task = background(self._forever())
 
     async def stop(self) -> None:
         """Stop the batches and send what is left (the relay's shutdown). A batch in flight

@@ -5,9 +5,12 @@ refused at its handshake."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import sqlite3
 
 import pytest
+import redis
 from harness.processes import ProcessGroup
 from harness.quota_clock import fresh_minute
 from harness.relay import RELAY_COMMAND, Relay
@@ -15,33 +18,65 @@ from harness.waiting import unique_name, wait_until
 from harness.websocket import run_websocket
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from relay.protocol import DEFAULT_FLUSH_S as FLUSH_S
+from relay.protocol import USAGE_KEY_PREFIX
+
 DAY_BYTES = 100_000
 BODY = 60_000  # two of these pass the day's allowance: the second is let through, the third not
 
 
-def restarted(relay: Relay, group: ProcessGroup) -> Relay:
-    """Stop `relay` as an operator does (SIGTERM: it drains and writes its counts), then start
-    it again on the same database and settings."""
-    relay.process.signal(signal.SIGTERM)
-    assert relay.process.wait() == 0
+def restarted(relay: Relay, group: ProcessGroup, crash: bool = False) -> Relay:
+    """Stop `relay` as an operator does (SIGTERM: it drains and writes its counts), or crash
+    it (SIGKILL: only the batches already written count), then start it again on the same
+    database and settings."""
+    relay.process.signal(signal.SIGKILL if crash else signal.SIGTERM)
+    assert relay.process.wait() == (-signal.SIGKILL if crash else 0)
     process = group.start(list(RELAY_COMMAND), relay.env, name="relay again")
     port = process.wait_for_line(r"tunnelsite relay listening on http://127\.0\.0\.1:(\d+)")
     return Relay(process=process, port=int(port.group(1)), env=relay.env)
 
 
+def _stored_day_bytes(relay: Relay, store: str) -> int:
+    """The account's bytes for today as the store holds them (what a crash keeps)."""
+    if store == "redis":
+        client = redis.Redis.from_url(relay.env["REDIS_URL"], socket_timeout=5)
+        try:
+            keys = client.keys(f"{USAGE_KEY_PREFIX}*:day:*")
+            return sum(int(client.hget(key, "b") or 0) for key in keys)
+        finally:
+            client.close()
+    path = relay.env["DATABASE_URL"].removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
+        (total,) = db.execute(
+            "SELECT coalesce(sum(bytes), 0) FROM tunnels_usagewindow WHERE \"window\" = 'day'"
+        ).fetchone()
+    return int(total)
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["stopped", "killed"])
 @pytest.mark.parametrize("store", ["database", "redis"])
 def test_the_days_bytes_survive_a_restart_and_a_new_tunnel(
-    store, relay_factory, redis_url, our_launcher, local_app
+    store, crash, relay_factory, redis_url, our_launcher, local_app
 ) -> None:
     settings = {"RELAY_DEFAULT_PLAN_MAX_BYTES_PER_DAY": DAY_BYTES}
     if store == "redis":
         settings["REDIS_URL"] = redis_url
+        client = redis.Redis.from_url(redis_url, socket_timeout=5)
+        client.flushdb()  # each case counts from zero (the module's cases share the index)
+        client.close()
     relay = relay_factory(**settings)
     lt = our_launcher(relay, local_app.port)
     assert [relay.get(f"/bytes/{BODY}", name=lt.name).status for _ in range(2)] == [200, 200]
     assert relay.get("/hello", name=lt.name).status == 429
+    if crash:  # a batch is written while the relay runs (RELAY_FLUSH_S), not only at its stop
+        wait_until(
+            lambda: _stored_day_bytes(relay, store) >= 2 * BODY,
+            3 * FLUSH_S,
+            "a batch of the account's bytes in the store",
+        )
+        assert "usage store unavailable" not in relay.process.output()
 
-    again = restarted(relay, relay_factory.group)
+    again = restarted(relay, relay_factory.group, crash=crash)
     lt = our_launcher(again, local_app.port, "--subdomain", unique_name("again"))
     refused = again.get("/hello", name=lt.name)
     assert refused.status == 429, refused

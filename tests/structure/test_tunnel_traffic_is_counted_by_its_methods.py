@@ -24,6 +24,9 @@ NOT_A_TUNNEL = {
     ("relay/metrics.py", "row"): "a scrape's sum of the live tunnels per plan (_PlanRow)",
     ("relay/pool/tcp_visitor.py", "self"): "one TCP visitor's own bytes, for its log line",
     ("relay/pool/captures.py", "self"): "a capture's list of requests, not a count",
+    ("relay/cluster/peer_proxy.py", "self"): (
+        "a forwarding node's tally of a WebSocket (HopTally): the owner node counts the tunnel's"
+    ),
 }
 
 
