@@ -191,7 +191,7 @@ HIGHEST_PORT = 65535  # TCP's: also the bound of --port and of a node's HOST:POR
 # answers one request per connection; Prometheus sends a head of a few hundred bytes at
 # once, so 8 KiB and 5 s are far beyond a scraper and bound a slow or huge request; 64
 # connections at once leave room for several Prometheus servers and a curl or two, and
-# bound a flood (more are closed at once).
+# bound a flood (when full, the oldest connection still without its head is dropped).
 METRICS_PATH = "/metrics"
 METRICS_MAX_HEAD_BYTES = 8192
 METRICS_HEAD_TIMEOUT_S = 5.0

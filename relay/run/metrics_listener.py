@@ -7,7 +7,9 @@ address it cannot have stops the start with one line (`bind`). Each connection c
 request: its head must arrive whole within protocol.METRICS_HEAD_TIMEOUT_S and
 METRICS_MAX_HEAD_BYTES (else 408 or 431), anything but `GET` or `HEAD` of METRICS_PATH is
 refused (405, 404), and the answer is written with a deadline, then the connection closes.
-At most METRICS_MAX_CONNECTIONS are served at once; more are closed at once.
+At most METRICS_MAX_CONNECTIONS are served at once (and for a moment one more per connection
+being dropped): when full, a new connection drops the oldest that has not sent its head yet,
+so stalled connections cannot keep a scraper out; with none such, it is closed at once.
 """
 
 from __future__ import annotations
@@ -106,6 +108,8 @@ class MetricsListener:
         self.url = where(sock)
         self.server: asyncio.Server | None = None
         self.open = 0  # connections being served now
+        # Those still waiting for their head, oldest first: the ones a full listener drops.
+        self.waiting: dict[asyncio.StreamWriter, None] = {}
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(
@@ -121,11 +125,20 @@ class MetricsListener:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.open >= METRICS_MAX_CONNECTIONS:
-            writer.transport.abort()
-            return
+            # Full: the oldest connection that has not sent its head yet makes room (a
+            # scraper sends its head at once, so only stalled ones wait: a flood of them
+            # cannot keep Prometheus out); with none, this one is closed at once.
+            if not self.waiting:
+                writer.transport.abort()
+                return
+            oldest = next(iter(self.waiting))
+            del self.waiting[oldest]
+            oldest.transport.abort()  # its own task ends and frees its count
         self.open += 1
+        self.waiting[writer] = None
         try:
             head, refusal = await _read(reader)
+            self.waiting.pop(writer, None)
             writer.write(refusal if refusal is not None else respond(head, metrics.text))
             async with asyncio.timeout(METRICS_WRITE_TIMEOUT_S):
                 await writer.drain()
@@ -139,6 +152,7 @@ class MetricsListener:
             except (TimeoutError, ConnectionError):
                 writer.transport.abort()
             finally:
+                self.waiting.pop(writer, None)
                 self.open -= 1
 
 
