@@ -64,6 +64,16 @@ class Metered(Protocol):
 Refusal = tuple[int, str, int | None]  # status, message, Retry-After seconds
 
 
+class DayUsed(Exception):
+    """The account's bytes for today ran out while a body was passing (`Quota.spend`): the
+    exchange stops there (relay/proxy/exchange.py `count`); `refusal` is what a visitor
+    without a response yet is answered (the day's 429)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal[1])
+        self.refusal = refusal
+
+
 class Quota:
     __slots__ = (
         "per_minute",
@@ -158,6 +168,19 @@ class Quota:
     def add_bytes(self, size: int) -> None:
         if self.usage is not None:
             self.usage.add_bytes(size)
+
+    def spend(self, size: int) -> bool:
+        """Count `size` bytes of a body piece about to pass, unless the account's bytes for
+        today are used up already (False: it must not pass). Check and count go together, with
+        nothing awaited between them, so however many copiers of the account run on this node,
+        only the piece that crosses the limit passes it. Integer compares, per piece."""
+        usage = self.usage
+        if usage is None:
+            return True
+        if self.per_day_bytes and usage.day_bytes(time.time()) >= self.per_day_bytes:
+            return False
+        usage.add_bytes(size)
+        return True
 
     def over_day_bytes(self, tunnel: Metered | None = None, wall: float | None = None) -> bool:
         """Whether the account's bytes for today ran out: the cheap check per chunk of a TCP

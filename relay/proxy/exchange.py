@@ -9,6 +9,7 @@ that owns a tunnel (`relay.cluster.peer_pool.PeerConnection`); both frame with h
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -20,6 +21,7 @@ from relay.asgi_types import H11Event, H11Next, H11Received, Message, Receive, S
 from relay.pool.bandwidth import Paced, pace
 from relay.pool.captures import Capture
 from relay.pool.errors import PoolError
+from relay.pool.quota import DayUsed, Quota
 from relay.protocol import EVENTS_PER_TURN, MAX_INFORMATIONAL
 from relay.proxy.flow import Flow
 
@@ -36,8 +38,48 @@ class Upstream(Protocol):
     def poll_event(self) -> H11Next: ...
 
 
+class Carrier(Paced, Protocol):
+    """What a body piece is measured against on the node that owns the tunnel: its owner's
+    bandwidth (`shaper`) and its account's bytes for today (`quota`; relay/pool/tunnel.py)."""
+
+    quota: Quota | None
+
+
+def count(carrier: Carrier, size: int) -> None:
+    """The one check of the day's bytes on an HTTP body piece, for every copier (request
+    bodies up and responses down in `write_request`/`stream_response` via `carry`, a
+    replay's body and answer in relay/proxy/replay.py): count `size` for the account, or
+    raise DayUsed when its bytes for today are used up, before the piece passes. An integer
+    compare; an empty piece (the end of a body) is never refused."""
+    quota = carrier.quota
+    if quota is not None and size and not quota.spend(size):
+        raise DayUsed(quota.day_refusal(time.time()))
+
+
+def spent(carrier: Carrier | None) -> None:
+    """Raise DayUsed if the account's bytes for today are used up, counting nothing: before a
+    response's head, so a visitor whose response would be cut at its first piece gets the
+    day's 429 instead. (The first piece is counted by `carry` right after, with nothing
+    awaited between unless the plan's bandwidth makes it wait: then another exchange may
+    spend the day meanwhile, and this one is cut at its first piece.)"""
+    quota = carrier.quota if carrier is not None else None
+    if quota is not None and quota.over_day_bytes():
+        raise DayUsed(quota.day_refusal(time.time()))
+
+
+async def carry(carrier: Carrier | None, size: int, up: bool) -> None:
+    """Before a body piece of `size` bytes is passed on (`up`: visitor to app): wait for the
+    owner's bandwidth, then count it for the account's day (`count`). None: a forwarding
+    node's hop, measured on the node that owns the tunnel."""
+    if carrier is None:
+        return
+    if carrier.shaper is not None and size:  # the plan's bandwidth: the piece waits
+        await pace(carrier, size, up)
+    count(carrier, size)
+
+
 class Progress:
-    """How far an exchange got: the request body written upstream (`body`), whether the
+    """How far an exchange got: the request body written upstream so far (`body`), whether the
     visitor has the response head (`started`: after that, only cutting the stream is
     honest) and the response bytes sent to the visitor. The caller counts from it, also
     when the visitor leaves mid-exchange (a CancelledError)."""
@@ -52,6 +94,9 @@ class Progress:
 
 # What an upstream's failure looks like: the caller maps it to the visitor's 502 or 504.
 FAILURES = (PoolError, h11.ProtocolError, TimeoutError, ConnectionError)
+# How an exchange can stop: a failure, or the account's bytes for today used up mid-body (a
+# 429 while the visitor has no response yet; after that, a cut like a failure's).
+STOPS = (*FAILURES, DayUsed)
 
 
 async def exchange(
@@ -69,7 +114,7 @@ async def exchange(
     on_head: Callable[[h11.Response], None] | None = None,
     peer: bool = False,
     capture: Capture | None = None,
-    paced: Paced | None = None,
+    paced: Carrier | None = None,
 ) -> BaseException | None:
     """One exchange over `conn`, the skeleton pool sockets (relay/proxy/http.py) and peer
     nodes (relay/cluster/peer_proxy.py) share: write the request, skip 1xx answers, check the
@@ -83,9 +128,11 @@ async def exchange(
     `capture`: the request inspector's record of this exchange (relay/pool/captures.py),
     None when its tunnel keeps none: it is fed the bodies and the response head. `paced`:
     the tunnel, on the node that owns it only, whose owner's bandwidth (its `shaper`,
-    relay/pool/bandwidth.py) each body piece waits for before it is passed on."""
+    relay/pool/bandwidth.py) each body piece waits for, and whose account's bytes for today
+    (its `quota`) each piece is counted against, before it is passed on (`carry`): DayUsed
+    when they run out mid-body."""
     try:
-        progress.body = await write_request(conn, receive, head, first, timeout, capture, paced)
+        await write_request(conn, receive, head, first, timeout, capture, paced, progress)
         if drain:
             await conn.drain(timeout)
         response = await read_response_head(conn, head_timeout)
@@ -94,7 +141,7 @@ async def exchange(
         if capture is not None:
             capture.response_head(response.status_code, response.reason, response.headers)
         await stream_response(conn, send, flow, response, timeout, progress, peer, capture, paced)
-    except FAILURES as exc:
+    except STOPS as exc:
         if progress.started:
             cut(flow)
         return exc
@@ -140,24 +187,29 @@ async def write_request(
     first: Message,
     timeout: float,
     capture: Capture | None = None,
-    paced: Paced | None = None,
+    paced: Carrier | None = None,
+    progress: Progress | None = None,
 ) -> int:
-    """Write the request; returns the body's size. The head, the first piece of body and
-    (for most requests) the end go out in one write: one syscall, one TCP segment. A client
-    that takes none of the body for `timeout` seconds raises TimeoutError (a 504)."""
+    """Write the request; returns the body's size (also kept in `progress.body` as it is
+    written, so a body cut off midway counts what went up). The head, the first piece of
+    body and (for most requests) the end go out in one write: one syscall, one TCP
+    segment. A client that takes none of the body for `timeout` seconds raises
+    TimeoutError (a 504); the account's bytes for today used up raises DayUsed before the
+    piece that would pass them goes up (`carry`)."""
     body = first.get("body", b"")
     more = first.get("more_body", False)
     received = len(body)
     if capture is not None:
         capture.request.add(body)
-    if paced is not None and paced.shaper is not None and body:  # the plan's bandwidth
-        await pace(paced, len(body), True)  # the piece waits, nothing is cut
+    await carry(paced, len(body), True)  # the plan's bandwidth waits, its day's bytes stop
     events: list[h11.Event] = [head]
     if body:
         events.append(h11.Data(data=body))
     if not more:
         events.append(h11.EndOfMessage())
     conn.send(*events)
+    if progress is not None:
+        progress.body = received
     while more:
         await conn.drain(timeout)
         message = await receive()
@@ -165,15 +217,16 @@ async def write_request(
             raise asyncio.CancelledError  # the visitor left mid-upload
         body = message.get("body", b"")
         more = message.get("more_body", False)
-        received += len(body)
         if capture is not None:
             capture.request.add(body)
-        if paced is not None and paced.shaper is not None and body:
-            await pace(paced, len(body), True)
+        await carry(paced, len(body), True)
         events = [h11.Data(data=body)] if body else []
         if not more:
             events.append(h11.EndOfMessage())
         conn.send(*events)
+        received += len(body)
+        if progress is not None:
+            progress.body = received
     return received
 
 
@@ -208,13 +261,17 @@ async def stream_response(
     progress: Progress,
     peer: bool = False,
     capture: Capture | None = None,
-    paced: Paced | None = None,
+    paced: Carrier | None = None,
 ) -> None:
     """Send `response` and its body to the visitor, with the visitor's backpressure (and
-    the first bytes of it to `capture`)."""
+    the first bytes of it to `capture`). Each piece is carried (`carry`: the plan's
+    bandwidth, the account's day) before it is sent: DayUsed stops the body there."""
     # Twisted writes the head with the first body bytes anyway; waiting for them here means
-    # a body that is broken from its start is still a clean 502, not a silent cut.
+    # a body that is broken from its start is still a clean 502, not a silent cut, and one
+    # whose account used up its day's bytes meanwhile (another exchange's) a 429.
     event: H11Next = await conn.next_event(timeout)
+    if type(event) is h11.Data:
+        spent(paced)
     progress.started = True
     await send(
         {
@@ -245,8 +302,7 @@ async def stream_response(
         if data:
             if capture is not None:
                 capture.response.add(data)
-            if paced is not None and paced.shaper is not None:  # the pool socket is not read
-                await pace(paced, len(data), False)  # meanwhile: the plan's bandwidth
+            await carry(paced, len(data), False)  # the pool socket is not read meanwhile
             if flow is not None and flow.paused:
                 # A visitor who stops reading must not hold the pool socket for ever.
                 async with asyncio.timeout(timeout):
@@ -260,11 +316,10 @@ async def stream_response(
             event = await conn.next_event(timeout)
     if flow is not None:
         flow.unregister()
-    progress.sent += len(tail)
     if capture is not None:
         capture.response.add(tail)
-    if paced is not None and paced.shaper is not None and tail:
-        await pace(paced, len(tail), False)
+    await carry(paced, len(tail), False)  # the day used up: the visitor gets no end either
+    progress.sent += len(tail)
     await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 

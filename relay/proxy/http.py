@@ -17,7 +17,7 @@ from django.conf import settings
 from relay import headers as hdrs
 from relay.asgi_types import Message, Receive, Scope, Send
 from relay.errors import error_response, page, send_error, wants_json
-from relay.pool.quota import visitor_key
+from relay.pool.quota import DayUsed, visitor_key
 from relay.pool.registry import get_registry
 from relay.pool.sanctions import visitor_message
 from relay.pool.socket import PoolSocket
@@ -172,7 +172,7 @@ async def _attempt(
             timeout,
             timeout,
             capture=capture,
-            paced=tunnel,  # the owner's bandwidth (tunnel.shaper; None: no limit)
+            paced=tunnel,  # the owner's bandwidth and the account's day (shaper, quota)
         )
         if exc is None:
             error = ""
@@ -187,7 +187,15 @@ async def _attempt(
             return True
         logger.debug("tunnel %s: exchange failed: %r", tunnel.name, exc)
         silent = conn.received == mark  # not one byte of answer came back
-        if progress.started:
+        if isinstance(exc, DayUsed):
+            # The account's bytes for today ran out mid-body: the pool socket, mid-message,
+            # is closed below; a visitor with the response head had its connection cut.
+            if progress.started:
+                error = "cut: the account's daily traffic allowance ran out"
+            else:
+                error = "429: the account's daily traffic allowance ran out"
+                await send_error(scope, send, *exc.refusal)
+        elif progress.started:
             error = "cut: the tunnel's response broke off"  # the visitor's connection was cut
         elif isinstance(exc, TimeoutError):
             error = f"504: no answer within {timeout:g} s"
@@ -225,9 +233,8 @@ async def _attempt(
     finally:
         if capture is not None and tunnel.captures is not None:
             tunnel.captures.finish(capture, error)
+        # The account's bytes for today were counted piece by piece (exchange.carry).
         tunnel.carried(progress.body, progress.sent)  # (after a close too: relay/stats.py)
-        if tunnel.quota is not None:  # the account's bytes for today
-            tunnel.quota.add_bytes(progress.body + progress.sent)
         if reusable:
             tunnel.release(conn)
         else:

@@ -26,6 +26,7 @@ import h11
 from django.conf import settings
 
 from relay.pool.captures import Capture, ReplayError
+from relay.pool.quota import DayUsed
 from relay.pool.tunnel import NoSocket, Tunnel
 from relay.protocol import (
     HOP_BY_HOP,
@@ -39,7 +40,7 @@ from relay.protocol import (
     RETRY_AFTER_BUSY_S,
     public_url,
 )
-from relay.proxy.exchange import FAILURES, read_response_head
+from relay.proxy.exchange import FAILURES, count, read_response_head
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(rb"/[\x21-\x7e]*")
@@ -277,6 +278,7 @@ async def _send(
     error = "the replay was cancelled"
     try:
         async with asyncio.timeout(timeout):  # the whole exchange, however it dribbles
+            count(tunnel, len(body))  # the account's day, as a visitor's body (exchange.py)
             try:
                 conn.send(
                     h11.Request(method=method, target=target, headers=headers),
@@ -288,8 +290,6 @@ async def _send(
                 raise _unsendable(exc) from None
             await conn.drain(timeout)
             tunnel.carried(len(body), 0)
-            if tunnel.quota is not None:
-                tunnel.quota.add_bytes(len(body))
             response = await read_response_head(conn, timeout)
             new.response_head(response.status_code, response.reason, response.headers)
             while True:
@@ -298,16 +298,23 @@ async def _send(
                     break
                 if type(event) is not h11.Data:
                     raise h11.RemoteProtocolError(f"unexpected {type(event).__name__} in a body")
+                try:
+                    count(tunnel, len(event.data))
+                except DayUsed:  # the rest is not read: the socket, mid-answer, is closed
+                    error = "cut: the account's daily traffic allowance ran out"
+                    return _finish(tunnel, new, error)
                 new.response.add(event.data)
                 tunnel.carried(0, len(event.data))
-                if tunnel.quota is not None:
-                    tunnel.quota.add_bytes(len(event.data))
                 if new.response.size > INSPECT_REPLAY_MAX_RESPONSE_BYTES:
                     error = f"cut: the answer passed {INSPECT_REPLAY_MAX_RESPONSE_BYTES} bytes"
                     return _finish(tunnel, new, error)
         reusable = conn.finish_exchange(bool(body))
         error = ""
         return _finish(tunnel, new, error)
+    except DayUsed as exc:  # the body would pass the day's bytes: not sent, as a visitor's
+        error = "429: the account's daily traffic allowance ran out"
+        _finish(tunnel, new, error)
+        raise ReplayError(*exc.refusal) from None
     except TimeoutError:
         error = f"504: no whole answer within {timeout:g} s"
         _finish(tunnel, new, error)

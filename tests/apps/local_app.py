@@ -10,6 +10,11 @@ Routes:
   POST /sha256                JSON {"sha256", "length"} of the body (Content-Length or chunked)
   GET  /bytes/N               N deterministic bytes (see `pattern`)
   GET  /chunked               a chunked response of several chunks
+  GET  /stream?n=N            N bytes as a chunked response, in chunks of STREAM_CHUNK bytes
+  POST /count?key=K           reads the body as it comes, counting its bytes under K
+                              (Content-Length or chunked); JSON {"length"} at its end
+  GET  /counted?key=K         JSON {"length", "ended"} of /count?key=K so far ("ended":
+                              "whole", "cut" when the body broke off, "" while it comes)
   GET  /sse?key=K             an SSE stream: one event, then a second once /release?key=K
   GET  /slow?key=K            answers only once /release?key=K
   GET  /release?key=K         releases every /sse and /slow waiting on K (now or later)
@@ -42,6 +47,8 @@ GREETING = b"hello from the local app\n"
 CHUNKS = [b"first chunk\n", b"second chunk\n", b"third and last chunk\n"]
 MAX_HEAD = 64 * 1024
 REPEAT_MAX = 16  # "repeat-app:N:T" on /ws: at most this many copies
+STREAM_CHUNK = 64 * 1024  # /stream's chunk size
+COUNT_READ = 64 * 1024  # /count reads its body this much at a time
 
 
 def pattern(n: int) -> bytes:
@@ -70,6 +77,7 @@ class Releases:
 
 releases = Releases()
 ws_closes: dict[str, str] = {}  # /ws?key=K -> the close code the app received
+counted: dict[str, dict[str, object]] = {}  # /count?key=K -> {"length", "ended"}
 
 
 class BadRequest(Exception):
@@ -92,6 +100,44 @@ async def read_body(reader: asyncio.StreamReader, headers: list[tuple[str, str]]
                 raise BadRequest("bad chunk end")
     length = int(names.get("content-length", "0"))
     return await reader.readexactly(length) if length else b""
+
+
+async def count_body(reader: asyncio.StreamReader, headers: list[tuple[str, str]], key: str) -> int:
+    """Read a body without keeping it, counting its bytes under `key` as they come (what a
+    relay let through before it cut the upload is what the app saw)."""
+    seen: dict[str, object] = {"length": 0, "ended": ""}
+    counted[key] = seen
+    names = {name: value for name, value in headers}
+    total = 0
+
+    async def take(n: int) -> None:
+        nonlocal total
+        while n > 0:
+            data = await reader.read(min(n, COUNT_READ))
+            if not data:
+                raise asyncio.IncompleteReadError(b"", n)
+            total += len(data)
+            n -= len(data)
+            seen["length"] = total
+
+    try:
+        if "chunked" in names.get("transfer-encoding", "").lower():
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip(), 16)
+                if size == 0:
+                    while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                        pass  # trailers
+                    break
+                await take(size)
+                if await reader.readexactly(2) != b"\r\n":
+                    raise BadRequest("bad chunk end")
+        else:
+            await take(int(names.get("content-length", "0")))
+    except (ConnectionError, asyncio.IncompleteReadError):
+        seen["ended"] = "cut"
+        raise
+    seen["ended"] = "whole"
+    return total
 
 
 def head_bytes(status: int, reason: str, headers: list[tuple[str, str]]) -> bytes:
@@ -139,6 +185,10 @@ async def handle_request(
     path = url.path
     query = {k: v[0] for k, v in parse_qs(url.query).items()}
     key = query.get("key", "")
+    if method == "POST" and path == "/count":
+        length = await count_body(reader, headers, key)
+        await respond(writer, method, 200, json.dumps({"length": length}).encode())
+        return True
     body = await read_body(reader, headers)
 
     if path == "/ws" and any(n == "upgrade" for n, _ in headers):
@@ -162,6 +212,18 @@ async def handle_request(
             await write_chunk(writer, chunk)
         writer.write(b"0\r\n\r\n")
         await writer.drain()
+    elif path == "/stream":
+        writer.write(head_bytes(200, "OK", [("Transfer-Encoding", "chunked")]))
+        block = pattern(STREAM_CHUNK)
+        left = int(query.get("n", "0")) if method != "HEAD" else 0
+        while left > 0:
+            await write_chunk(writer, block[: min(left, STREAM_CHUNK)])
+            left -= STREAM_CHUNK
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+    elif path == "/counted":
+        seen = counted.get(key, {"length": 0, "ended": ""})
+        await respond(writer, method, 200, json.dumps(seen).encode(), "application/json")
     elif path == "/sse":
         sse_headers = [("Content-Type", "text/event-stream"), ("Transfer-Encoding", "chunked")]
         writer.write(head_bytes(200, "OK", sse_headers))

@@ -11,14 +11,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 from harness.relay import LocalApp, Relay, manage
 
-from relay.protocol import INSPECT_REPLAY_MAX_CONCURRENT
+from relay.protocol import INSPECT_REPLAY_MAX_CONCURRENT, PARSE_SLICE_BYTES
 
 SETUP = """
 import json
 from django.contrib.auth import get_user_model
 from tunnels.models import Account, ApiToken, Plan
 user = get_user_model().objects.create_user("owner")
-plan = Plan.objects.create(name="the plan", max_requests_per_minute={per_minute})
+plan = Plan.objects.create(
+    name="the plan", max_requests_per_minute={per_minute}, max_bytes_per_day={per_day}
+)
 Account.objects.create(user=user, plan=plan)
 print(json.dumps({{"owner": ApiToken.issue(user, name="e2e")[1]}}))
 """
@@ -26,9 +28,10 @@ PACE_S = 0.25  # the dribbling app's pause between bytes
 DEADLINE_S = 2  # RELAY_RESPONSE_TIMEOUT_S, the setting under test (the default is longer)
 
 
-def _owner_token(relay: Relay, per_minute: int = 0) -> str:
-    """The token of a user whose plan allows `per_minute` requests a minute (0: any)."""
-    setup = SETUP.format(per_minute=per_minute)
+def _owner_token(relay: Relay, per_minute: int = 0, per_day: int = 0) -> str:
+    """The token of a user whose plan allows `per_minute` requests a minute and `per_day`
+    bytes a day (0: any)."""
+    setup = SETUP.format(per_minute=per_minute, per_day=per_day)
     return json.loads(manage(relay, "shell", "-c", setup).strip().splitlines()[-1])["owner"]
 
 
@@ -61,6 +64,27 @@ def test_a_replay_past_the_plans_requests_per_minute_is_refused_like_a_visitor(
     assert "requests for this minute" in answer.json()["message"]
     assert int(answer.header("Retry-After") or 0) >= 1, "when to try again"
     assert relay.get("/hello", name=name).status == 429  # and visitors still are
+
+
+def test_a_replays_answer_is_cut_when_the_accounts_bytes_for_today_run_out(
+    relay_factory, local_app: LocalApp, our_launcher
+) -> None:
+    day = 1024 * 1024
+    relay = relay_factory()
+    token = _owner_token(relay, per_day=day)
+    name = our_launcher(relay, local_app.port, "--token", token).name
+    assert relay.get("/hello", name=name).status == 200
+    answer = _replay(
+        relay, name, token, _newest_id(relay, name, token), {"path": f"/bytes/{3 * day}"}
+    )
+    assert answer.status == 200, answer
+    kept = answer.json()
+    assert kept["error"] == "cut: the account's daily traffic allowance ran out", kept
+    assert 0 < kept["response_bytes"] <= day + PARSE_SLICE_BYTES, kept  # one piece past it
+    refused = relay.get("/hello", name=name)
+    assert refused.status == 429 and "1 MiB of traffic for today" in refused.text, refused
+    again = _replay(relay, name, token, _newest_id(relay, name, token), {})
+    assert again.status == 429 and "of traffic for today" in again.json()["message"], again
 
 
 def test_an_app_that_dribbles_its_answer_cannot_hold_a_replay_past_one_deadline(
