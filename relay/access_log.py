@@ -33,6 +33,8 @@ Proxy = Callable[[Scope, Receive, Send, str], Awaitable[None]]
 
 # The status of a WebSocket the relay closed before accepting: Daphne answers the handshake 403.
 _WS_REFUSED = HTTPStatus.FORBIDDEN
+# Where relay/edge/server.py puts a WebSocket's flow control (relay/proxy/ws_flow.py) in the scope.
+WS_FLOW_KEY = "tunnelsite.ws_flow"
 
 
 def line(
@@ -144,7 +146,17 @@ async def websocket(proxy: Proxy, scope: Scope, receive: Receive, send: Send, na
     try:
         await proxy(scope, counting_receive, counting_send, name)
     finally:
+        # A refusal (401, 403, 404, 429, 503, 504) is written on the socket by the flow
+        # (relay/proxy/ws_flow.py WsFlow.refuse), past `send`: its status is the flow's.
+        status = _refused_status(scope) or status
         line("websocket", name, "GET", scope["path"], status, got, sent, started, client_ip(scope))
+
+
+def _refused_status(scope: Scope) -> int:
+    """The status the handshake was refused with by the WebSocket's flow control, 0: none."""
+    flow = scope.get("extensions", {}).get(WS_FLOW_KEY)
+    status = getattr(flow, "refused_status", 0)
+    return status if isinstance(status, int) else 0
 
 
 def _escape(code: int) -> str:
