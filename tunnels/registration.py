@@ -265,6 +265,9 @@ def _limits(limits: PlanLimits) -> dict[str, object]:
         "requests_per_minute": limits.max_requests_per_minute,
         "bytes_per_day": limits.max_bytes_per_day,
         "live_tunnels": limits.max_live_tunnels,
+        # The plan's bandwidth, each direction (docs/quotas.md); lt treats the key as optional
+        # (an older relay does not send it).
+        "bytes_per_second": limits.max_bytes_per_second,
     }
 
 
