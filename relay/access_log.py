@@ -33,6 +33,8 @@ Proxy = Callable[[Scope, Receive, Send, str], Awaitable[None]]
 
 # The status of a WebSocket the relay closed before accepting: Daphne answers the handshake 403.
 _WS_REFUSED = HTTPStatus.FORBIDDEN
+# Where relay/edge/server.py puts a WebSocket's flow control (relay/proxy/ws_flow.py) in the scope.
+WS_FLOW_KEY = "tunnelsite.ws_flow"
 
 
 def line(
@@ -67,11 +69,11 @@ def line(
         fields["end"] = end
     logger.info(
         '%s %s "%s %s" %s %d %d %.1fms',
-        visitor or "-",
-        tunnel,
-        method,
-        path or "-",
-        end or status,
+        (visitor or "-").translate(_TEXT_TOKEN),
+        tunnel.translate(_TEXT_TOKEN),
+        method.translate(_TEXT_TOKEN),
+        (path or "-").translate(_TEXT_QUOTED),
+        end.translate(_TEXT_TOKEN) if end else status,
         bytes_in,
         bytes_out,
         duration_ms,
@@ -144,7 +146,17 @@ async def websocket(proxy: Proxy, scope: Scope, receive: Receive, send: Send, na
     try:
         await proxy(scope, counting_receive, counting_send, name)
     finally:
+        # A refusal (401, 403, 404, 429, 503, 504) is written on the socket by the flow
+        # (relay/proxy/ws_flow.py WsFlow.refuse), past `send`: its status is the flow's.
+        status = _refused_status(scope) or status
         line("websocket", name, "GET", scope["path"], status, got, sent, started, client_ip(scope))
+
+
+def _refused_status(scope: Scope) -> int:
+    """The status the handshake was refused with by the WebSocket's flow control, 0: none."""
+    flow = scope.get("extensions", {}).get(WS_FLOW_KEY)
+    status = getattr(flow, "refused_status", 0)
+    return status if isinstance(status, int) else 0
 
 
 def _escape(code: int) -> str:
@@ -167,6 +179,23 @@ _UNSAFE = {
     )
     for code in range(ord(first), ord(last) + 1)
 }  # tests/unit/test_access_log_lines.py checks it against unicodedata
+
+
+def _hex_escape(code: int) -> str:
+    return "".join(f"\\x{byte:02X}" for byte in chr(code).encode("utf-8"))
+
+
+# The text line's fields, written so that it splits back into exactly the fields logged (as
+# nginx writes its access log): inside the quoted request, `"` and `\` as `\x22` and `\x5C`
+# (a quote in the path once closed the request early and forged the status and byte counts
+# after it: `"GET /x" 200 99999 ...`); in the other fields, and the method, a space or any
+# other white space too (`\x20`), as a space separates them. `\` is always an escape's start,
+# so reading `\xHH` back is exact.
+_TEXT_QUOTED = {ord('"'): _hex_escape(ord('"')), ord("\\"): _hex_escape(ord("\\"))}
+_TEXT_QUOTED |= {code: _hex_escape(code) for code in _UNSAFE}
+_TEXT_TOKEN = _TEXT_QUOTED | {
+    code: _hex_escape(code) for code in range(0x3001) if chr(code).isspace()
+}  # U+3000, the ideographic space, is the last white space character
 
 
 def _size(message: Message) -> int:

@@ -55,8 +55,9 @@ def _per_s(value: int) -> str:
 
 
 def _usage_rows(limits: PlanLimits, used: usage.Usage) -> list[dict[str, Any]]:
-    """Each limit beside what is used of it today (`cap` 0: no limit, no bar)."""
-    return [
+    """Each limit beside what is used of it today (`cap` 0: no limit, no bar), with `shown`:
+    both in words ("15 MiB of 977 KiB" for bytes: once "16000000 of 1000000")."""
+    rows: list[dict[str, Any]] = [
         {"label": "Live tunnels", "used": used.live_tunnels, "cap": limits.max_live_tunnels},
         {"label": "Reserved names", "used": used.reserved_names, "cap": limits.max_reserved_names},
         *(
@@ -78,6 +79,11 @@ def _usage_rows(limits: PlanLimits, used: usage.Usage) -> list[dict[str, Any]]:
             "bytes": True,
         },
     ]
+    for row in rows:
+        say = binary if row.get("bytes") else str
+        so_far, cap = say(row["used"]), say(row["cap"])
+        row["shown"] = f"{so_far} of {cap}" if row["cap"] else so_far
+    return rows
 
 
 def context_of(request: HttpRequest) -> dict[str, Any]:

@@ -81,10 +81,27 @@ def validate_bandwidth(value: int) -> None:
         )
 
 
+# What a plan's name may hold besides letters and digits (any script's).
+PLAN_NAME_PUNCTUATION = " -_."
+
+
+def validate_plan_name(value: str) -> None:
+    """A plan's name is shown to users: by our lt (`limits: ... (plan Free, ...)`, in a
+    terminal), in refusals and on the account page. Letters, digits, spaces and `-_.`, no
+    leading or trailing space: no control, escape or bidi character can ride along."""
+    bad = sorted({ch for ch in value if not (ch.isalnum() or ch in PLAN_NAME_PUNCTUATION)})
+    if bad or value != value.strip():
+        shown = ", ".join(ascii(ch) for ch in bad) or "a leading or trailing space"
+        raise ValidationError(
+            f"A plan's name may hold letters, digits, spaces and - _ . only, with no space "
+            f"first or last ({shown} found): it is shown to users, in lt's terminal too."
+        )
+
+
 class Plan(VisitorPolicy):
     """What a user may do. 0 means "no limit" for every limit but the socket count."""
 
-    name = models.CharField(max_length=60, unique=True)
+    name = models.CharField(max_length=60, unique=True, validators=[validate_plan_name])
     max_live_tunnels = models.PositiveIntegerField(default=5)
     max_sockets_per_tunnel = models.PositiveIntegerField(
         default=10, help_text="Advertised to clients as max_conn_count."

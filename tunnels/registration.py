@@ -39,13 +39,17 @@ def client_error(
     *,
     reason: str = "",
     retry_after: int | None = None,
+    registration: bool = True,
 ) -> JsonResponse:
     """`{"message"}` with the real status, except for the npm client (axios User-Agent),
     which gets 203: it retries any non-2xx answer silently forever, but exits printing the
     message of a 2xx other than 200 (see protocol.NPM_CLIENT_ERROR_STATUS).
     A refusal (4xx: a bad name, a wrong token, over quota) is the client's mistake and any
     client can repeat it at will: not Django's line each (tunnels/quiet.py) but our bounded
-    `registration_refused` event (tunnels/refusal_log.py); a 5xx is logged.
+    `registration_refused` event (tunnels/refusal_log.py); a 5xx is logged. Only a
+    registration's refusal is that event: the tunnel API's other answers (`registration`
+    False: a status poll or a DELETE for a name that is not live) are not logged at all, so a
+    client asking about a closed tunnel does not spend the refusal lines' ration.
     """
     answer = JsonResponse({"message": message, "status": status})
     answer.status_code = protocol.error_status_for(user_agent(request), status)
@@ -56,7 +60,8 @@ def client_error(
         answer["Retry-After"] = str(retry_after)
     if status >= 500:
         return answer  # Django's request logging says it at ERROR
-    refusal_log.refused(request, status, message, reason)
+    if registration:
+        refusal_log.refused(request, status, message, reason)
     return quiet.unlogged(answer)
 
 
@@ -260,6 +265,9 @@ def _limits(limits: PlanLimits) -> dict[str, object]:
         "requests_per_minute": limits.max_requests_per_minute,
         "bytes_per_day": limits.max_bytes_per_day,
         "live_tunnels": limits.max_live_tunnels,
+        # The plan's bandwidth, each direction (docs/quotas.md); lt treats the key as optional
+        # (an older relay does not send it).
+        "bytes_per_second": limits.max_bytes_per_second,
     }
 
 

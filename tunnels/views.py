@@ -98,7 +98,9 @@ async def tunnel_detail(request: HttpRequest, name: str) -> HttpResponse:
     tunnel = face.tunnel_status(name)
     if request.method == "DELETE":
         if tunnel is None:
-            return client_error(request, 404, f"There is no live tunnel called {name!r}.")
+            return client_error(
+                request, 404, f"There is no live tunnel called {name!r}.", registration=False
+            )
         requester = identify(request)
         owner = requester.owner
         if requester.credential is not None:
@@ -107,7 +109,7 @@ async def tunnel_detail(request: HttpRequest, name: str) -> HttpResponse:
                     requester.credential, requester.ip, touch=False
                 )
             except auth.Refusal as exc:
-                return client_error(request, exc.status, exc.message)
+                return client_error(request, exc.status, exc.message, registration=False)
             owner = grant.owner
         client_id = request.headers.get(protocol.CLIENT_ID_HEADER, "")
         if not protocol.CLIENT_ID_RE.fullmatch(client_id):
@@ -119,6 +121,7 @@ async def tunnel_detail(request: HttpRequest, name: str) -> HttpResponse:
                 403,
                 "Only the client that opened this tunnel may close it: send the same API "
                 "token (or any token of the same user), or stop the client.",
+                registration=False,
             )
         if closing is face.Closing.ANOTHER_CLIENT:
             return client_error(
@@ -126,16 +129,19 @@ async def tunnel_detail(request: HttpRequest, name: str) -> HttpResponse:
                 409,
                 f"The tunnel {name!r} is held by another client of yours now (it took the "
                 "name over, or reclaimed it); it was left open.",
+                registration=False,
             )
         return HttpResponse(status=204)
-    return client_error(request, 405, "Use DELETE to close a tunnel.")
+    return client_error(request, 405, "Use DELETE to close a tunnel.", registration=False)
 
 
 @require_GET
 async def tunnel_status(request: HttpRequest, name: str) -> JsonResponse:
     tunnel = face.tunnel_status(name)
     if tunnel is None:
-        return client_error(request, 404, f"There is no live tunnel called {name!r}.")
+        return client_error(
+            request, 404, f"There is no live tunnel called {name!r}.", registration=False
+        )
     answer: dict[str, object] = {"connected_sockets": tunnel.connected_sockets}
     if tunnel.limit_reached:  # what its visitors are told already (our lt polls it)
         answer["limit_reached"] = tunnel.limit_reached

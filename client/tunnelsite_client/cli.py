@@ -62,6 +62,7 @@ from .config import Login, delete_login, login_path, save_login
 from .connect import INSECURE_WARNING, RelayConnector, plain_http_token_refusal, proxy_secrets
 from .device_login import DeviceLoginError, login_in_browser
 from .display import LiveDisplay, PlainDisplay
+from .printable import printable
 from .redact import redact, redact_url, secrets_of
 from .registration import USER_AGENT
 from .tcp_arguments import parse_tcp_settings
@@ -163,7 +164,7 @@ def browser_login(
                 connector,
                 __version__,
                 USER_AGENT,
-                lambda line: print(line, flush=True),
+                lambda line: print(printable(line, None), flush=True),
                 browser=not no_browser,
                 environ=environ,
             )
@@ -174,7 +175,7 @@ def browser_login(
     except DeviceLoginError as exc:
         unreachable = exc.kind == DeviceLoginError.UNREACHABLE
         prefix = "cannot reach the relay: " if unreachable else ""
-        print(f"lt login: {prefix}{exc.message}", file=sys.stderr)
+        print(f"lt login: {prefix}{printable(exc.message)}", file=sys.stderr)
         if exc.kind == DeviceLoginError.REFUSED:
             return exit_code_for(exc.status)
         return DEVICE_EXIT_CODES.get(exc.kind, EXIT_FAILURE)
@@ -203,7 +204,7 @@ async def run_tunnel(settings: Settings, display: PlainDisplay) -> int:
         await tunnel.run()
     except TunnelError as exc:
         display.stop()
-        message = redact(exc.message, tunnel.secrets)
+        message = printable(redact(exc.message, tunnel.secrets))  # the relay's text
         if isinstance(exc, WrongRelay):
             print(f"lt: {message}", file=sys.stderr)
             return EXIT_FAILURE

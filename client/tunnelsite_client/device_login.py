@@ -36,6 +36,7 @@ from .limits import (
     DEVICE_SHOWN_CHARS,
     DEVICE_SLOW_DOWN_STEP_S,
 )
+from .printable import printable
 from .redact import redact_url
 
 CODE_PATH = "/api/device/code"
@@ -84,9 +85,9 @@ class Granted:
     name: str
 
 
-def printable(text: str) -> str:
-    """What the relay sent, fit for a terminal: no control characters, cut short."""
-    return "".join(ch for ch in text if ch.isprintable())[:DEVICE_SHOWN_CHARS]
+def shown(text: str) -> str:
+    """What the relay sent, fit for a terminal (printable.py), cut short: a code or a name."""
+    return printable(text, DEVICE_SHOWN_CHARS)
 
 
 def _base(host: str) -> str:
@@ -112,7 +113,7 @@ def _json(answer: Answer) -> dict[str, object]:
 
 def _message(data: Mapping[str, object], status: int) -> str:
     message = data.get("message")
-    return printable(str(message)) if message else f"the relay answered HTTP {status}"
+    return shown(str(message)) if message else f"the relay answered HTTP {status}"
 
 
 def _http_url(value: object) -> str | None:
@@ -124,7 +125,7 @@ def _http_url(value: object) -> str | None:
         return None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
-    return printable(value)
+    return shown(value)
 
 
 def _seconds(value: object, low: int, high: int) -> int | None:
@@ -148,7 +149,7 @@ def parse_code(body: dict[str, object]) -> DeviceCode:
         raise DeviceLoginError(
             DeviceLoginError.REFUSED, "the relay's answer is not a device authorization"
         )
-    return DeviceCode(device_code, printable(user_code), uri, complete, expires_in, interval)
+    return DeviceCode(device_code, shown(user_code), uri, complete, expires_in, interval)
 
 
 async def _post(
@@ -235,7 +236,7 @@ async def poll_token(
                 raise DeviceLoginError(
                     DeviceLoginError.REFUSED, "the relay's answer has no token", answer.status
                 )
-            return Granted(token, printable(str(name or "")))
+            return Granted(token, shown(str(name or "")))
         if answer.status in _ASK_AGAIN or answer.status >= HTTPStatus.INTERNAL_SERVER_ERROR:
             continue
         error = data.get("error")
@@ -247,7 +248,7 @@ async def poll_token(
         if error == DENIED:
             raise DeviceLoginError(
                 DeviceLoginError.DENIED,
-                printable(str(data.get("message") or ""))
+                shown(str(data.get("message") or ""))
                 or "the sign-in was denied on the account page",
                 answer.status,
             )

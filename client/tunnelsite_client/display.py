@@ -13,7 +13,9 @@ import webbrowser
 from typing import TYPE_CHECKING, TextIO
 
 from .limits import DISPLAY_REFRESHES_PER_S
+from .printable import printable
 from .reporting import TunnelStatus
+from .sizes import binary
 from .target import RequestLog
 from .tcp_log import TcpConnectionLog
 
@@ -45,12 +47,7 @@ def connection_line(entry: TcpConnectionLog) -> str:
 
 
 def human_bytes(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{count} B"
+    return binary(count)
 
 
 class PlainDisplay:
@@ -65,10 +62,13 @@ class PlainDisplay:
         self._opened = False
 
     def _line(self, text: str) -> None:
+        """Print one line. Every line lt prints goes through here and printable(): it may
+        carry the relay's text (a message, a name, a URL), and no byte of it may act on the
+        terminal or break the line."""
         if self.out is None:
             return
         try:
-            print(text, file=self.out, flush=True)
+            print(printable(text, None), file=self.out, flush=True)
         except (BrokenPipeError, ValueError):
             # The reader went away (`lt ... | grep -m1 url`): keep the tunnel up, stop
             # printing, and point stdout at /dev/null so exiting does not complain either.
@@ -131,6 +131,7 @@ class LiveDisplay(PlainDisplay):
         if self._live is None:
             super()._line(text)
         else:
+            text = printable(text, None)
             self._live.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def changed(self) -> None:
@@ -139,32 +140,37 @@ class LiveDisplay(PlainDisplay):
     def _render(self) -> RenderableType:
         # Cells are Text, never markup strings: the block is also redrawn by every line
         # printed above it, with that print's options (markup off for request lines), so
-        # markup would show as raw "[green]...[/]"; and a URL or error needs no escaping.
+        # markup would show as raw "[green]...[/]"; and a URL or error needs no escaping. Each
+        # cell goes through printable(): the URL, the relay and the last error are the relay's.
         from rich.table import Table
         from rich.text import Text
 
         status = self._status
         grid = Table.grid(padding=(0, 2))
+
+        def cell(text: str, style: str = "") -> Text:  # the relay's text, in places
+            return Text(printable(text, None), style=style)
+
         grid.add_column(style="bold")
         grid.add_column()
         if status is None:
             return grid
         colour = {"online": "green", "reconnecting": "yellow"}.get(status.state, "cyan")
-        grid.add_row(Text("URL"), Text(status.url or "…"))
+        grid.add_row(cell("URL"), cell(status.url or "…"))
         if status.forwarding:
-            grid.add_row(Text("Forwarding"), Text(status.forwarding))
-        grid.add_row(Text("Relay"), Text(status.relay))
+            grid.add_row(cell("Forwarding"), cell(status.forwarding))
+        grid.add_row(cell("Relay"), cell(status.relay))
         if status.visitors:
-            grid.add_row(Text("Visitors"), Text(status.visitors))
-        grid.add_row(Text("State"), Text(status.state, style=colour))
-        grid.add_row(Text("Sockets"), Text(f"{status.sockets_up}/{status.sockets_max}"))
+            grid.add_row(cell("Visitors"), cell(status.visitors))
+        grid.add_row(cell("State"), cell(status.state, style=colour))
+        grid.add_row(cell("Sockets"), cell(f"{status.sockets_up}/{status.sockets_max}"))
         if status.forwarding:
             connections = f"{status.connections_open} open, {status.connections} ended"
-            grid.add_row(Text("Connections"), Text(connections))
+            grid.add_row(cell("Connections"), cell(connections))
         else:
-            grid.add_row(Text("Requests"), Text(str(status.requests)))
+            grid.add_row(cell("Requests"), cell(str(status.requests)))
         traffic = f"in {human_bytes(status.bytes_in)}, out {human_bytes(status.bytes_out)}"
-        grid.add_row(Text("Traffic"), Text(traffic))
+        grid.add_row(cell("Traffic"), cell(traffic))
         if status.last_error:
-            grid.add_row(Text("Last error"), Text(status.last_error, style="red"))
+            grid.add_row(cell("Last error"), cell(status.last_error, style="red"))
         return grid

@@ -204,8 +204,16 @@ TCP_CLOSE_SEND_S = 5.0
 # The highest TCP port: --port and --remote-port are 1 to this.
 HIGHEST_PORT = 65535
 
-# The binary units lt names sizes in (the account's bytes a day, docs/quotas.md), largest first.
-SIZE_UNITS = (("GiB", 1024 * 1024 * 1024), ("MiB", 1024 * 1024), ("KiB", 1024))
+# Sizes as people read them (sizes.py), the relay's rule (tunnels/sizes.py; a structure test pins
+# the two): binary units, one decimal below this many units, whole units from it (`2.9 MiB`,
+# `977 KiB`): two or three significant figures, never `976.562 KiB`.
+SIZE_UNITS = ("KiB", "MiB", "GiB", "TiB")
+SIZE_ONE_DECIMAL_BELOW = 10
+
+# Text from the relay that lt shows (a refusal's message, a reached limit, a plan's name) is cut
+# to this many characters (printable.py): a sentence or two is shown whole, a hostile relay's
+# screenful is not.
+RELAY_TEXT_SHOWN_CHARS = 1000
 
 # While the account's plan has limits, lt asks the relay every this many seconds whether one is
 # reached (GET /api/tunnels/<name>/status, one small request), to print it: a reached limit

@@ -19,11 +19,12 @@ from .limits import (
     POOL_SECRET_HEX_CHARS,
     REGISTER_TIMEOUT_S,
     RELEASE_TIMEOUT_S,
-    SIZE_UNITS,
     STATUS_TIMEOUT_S,
     SUBDOMAIN_RE,
 )
+from .printable import printable
 from .redact import redact_url
+from .sizes import binary
 
 USER_AGENT = f"tunnelsite-lt/{__version__}"
 # Sent with a random id per tunnel run: the relay tells this client's reconnects from a
@@ -167,7 +168,7 @@ def _message(body: bytes, status: int) -> str:
         message = json.loads(body).get("message")
     except (ValueError, AttributeError):
         message = None
-    return str(message) if message else f"the relay answered HTTP {status}"
+    return printable(str(message)) if message else f"the relay answered HTTP {status}"
 
 
 def _upgraded_pool(data: dict[str, object]) -> tuple[str, str] | None:
@@ -276,32 +277,35 @@ def parse_registration(
     )
 
 
-def _size(count: int) -> str:
-    for unit, scale in SIZE_UNITS:
-        if count >= scale:
-            return f"{count / scale:g} {unit}"
-    return f"{count} bytes"
+def _count(limits: dict[object, object], key: str) -> int:
+    """A positive whole number of the `limits`, else 0 (absent, null, text, a bool...)."""
+    value = limits.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def describe_limits(limits: object) -> str:
     """A tunnelsite relay's `limits` (the account's plan) in words, "" when it sets none or
-    the value is not what a tunnelsite relay sends."""
+    the value is not what a tunnelsite relay sends. `bytes_per_second` is optional (an older
+    relay does not send it)."""
     if not isinstance(limits, dict):
         return ""
     parts = []
-    minute, day, live = (
-        limits.get(k) for k in ("requests_per_minute", "bytes_per_day", "live_tunnels")
+    minute, day, live, rate = (
+        _count(limits, k)
+        for k in ("requests_per_minute", "bytes_per_day", "live_tunnels", "bytes_per_second")
     )
-    if isinstance(minute, int) and minute > 0:
+    if minute:
         parts.append(f"{minute} requests a minute")
-    if isinstance(day, int) and day > 0:
-        parts.append(f"{_size(day)} a day (UTC)")
-    if isinstance(live, int) and live > 0:
+    if day:
+        parts.append(f"{binary(day)} a day (UTC)")
+    if rate:
+        parts.append(f"{binary(rate)}/s each way")
+    if live:
         parts.append(f"{live} live tunnel{'s' if live != 1 else ''}")
     if not parts:
         return ""
     plan = limits.get("plan")
-    named = f"plan {plan}, " if isinstance(plan, str) and plan else ""
+    named = f"plan {printable(plan)}, " if isinstance(plan, str) and printable(plan) else ""
     return f"{', '.join(parts)} ({named}per account, all its tunnels)"
 
 
@@ -424,4 +428,4 @@ async def limit_reached(host: str, name: str, connector: RelayConnector | None) 
     if not isinstance(data, dict):
         return None
     reached = data.get("limit_reached", "")
-    return reached if isinstance(reached, str) else ""
+    return printable(reached) if isinstance(reached, str) else ""

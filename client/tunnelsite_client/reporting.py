@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
+from .printable import printable
 from .redact import redact
 from .target import RequestLog
 from .tcp_log import TcpConnectionLog
@@ -77,10 +78,10 @@ class LogReporter:
     """The library default: state changes go to the `tunnelsite_client` logger."""
 
     def event(self, text: str) -> None:
-        log.info("%s", text)
+        log.info("%s", printable(text, None))  # it may carry the relay's text
 
     def url(self, url: str) -> None:
-        log.info("your url is: %s", url)
+        log.info("your url is: %s", printable(url, None))
 
     def request(self, log_: RequestLog) -> None:
         log.debug("%s %s %s", log_.method, log_.target, log_.status)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from .access import visitor_rules
 from .backoff import delay_for
 from .connect import is_lasting, plain_http_token_refusal, proxy_secrets
+from .limit_lines import LimitLines
 from .limits import CLIENT_ID_BYTES, LIMIT_POLL_S, MAX_DELAY_S
 from .options import TunnelOptions, local_label, local_target, relay_connector, tcp_refusal
 from .pool import Pool
@@ -354,15 +355,12 @@ class ClientTunnel:
     async def _watch_limits(self, reg: Registration) -> None:
         """Print a line when the account reaches one of its limits (docs/quotas.md): the
         tunnel's status, asked every LIMIT_POLL_S while the plan has limits."""
-        said = ""
+        lines = LimitLines()  # once per limit and window (limit_lines.py)
         while True:
             await asyncio.sleep(LIMIT_POLL_S)
-            reached = await limit_reached(self.options.host, reg.id, self.connector)
-            if reached is None:  # the relay did not answer: ask again later
-                continue
-            if reached and reached != said:
-                self.reporter.event(f"limit reached: {reached}")
-            said = reached
+            line = lines.line(await limit_reached(self.options.host, reg.id, self.connector))
+            if line is not None:
+                self.reporter.event(line)
 
     async def _until_stopped(self, coro: Coroutine[Any, Any, T]) -> T | None:
         """Await `coro` unless stop() comes first (then cancel it and return None)."""

@@ -42,6 +42,9 @@ class WsFlow:
         self._arrived: asyncio.Future[None] | None = None
         self._resumed: asyncio.Future[None] | None = None
         self._registered = False
+        # The status refuse() answered the handshake with (0: none): written on the socket
+        # past ASGI's send, so the access log reads it here (relay/access_log.py).
+        self.refused_status = 0
 
     # --- the application's input queue (Daphne calls put_nowait) ---------------------------
     def put_nowait(self, message: dict[str, Any]) -> None:
@@ -163,6 +166,7 @@ class WsFlow:
         # Daphne's connect timeout never tries to answer the handshake a second time.
         protocol.wasNotCleanReason = message
         protocol.dropConnection(abort=False)
+        self.refused_status = status
         return True
 
 

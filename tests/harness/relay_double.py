@@ -244,6 +244,10 @@ class RelayDouble:
         # refusal with headers of its own (X-Tunnelsite-Refusal, Retry-After).
         self.forced: deque[tuple[int, str] | tuple[int, str, dict[str, str]]] = deque()
         self.required_token: str | None = None
+        # Keys added to every registration answer (a plan's `limits`, a `cached_url`), and the
+        # `limit_reached` of every status answer ("": none): a hostile relay's text, say.
+        self.answer_extra: dict[str, object] = {}
+        self.limit_reached = ""
         self.violations: list[str] = []
         self.refused_sockets = 0
         self.pool_connections = 0  # every pool connection accepted, kept or not
@@ -440,7 +444,10 @@ class RelayDouble:
             tunnel = self.tunnels.get(match.group(1))
             if tunnel is None:
                 return 404, {"message": "no such tunnel"}
-            return 200, {"connected_sockets": len(tunnel.sockets)}
+            status: dict[str, object] = {"connected_sockets": len(tunnel.sockets)}
+            if self.limit_reached:
+                status["limit_reached"] = self.limit_reached
+            return 200, status
         if req.method != "GET":
             return 405, {"message": "method not allowed"}
         self.registrations.append(req)
@@ -482,7 +489,7 @@ class RelayDouble:
             answer["pool_url"] = f"{pool_base}/api/tunnels/{name}/pool"
             answer["pool_secret"] = tunnel.secret
             log_capture.remember(tunnel.secret, f"the pool secret of {name!r} (relay double)")
-        return 200, answer
+        return 200, {**answer, **self.answer_extra}
 
 
 def tls_double(ca: Any, *names: str) -> RelayDouble:

@@ -30,3 +30,21 @@ def test_a_looping_clients_refusals_past_its_share_are_counted_and_others_still_
     (other,) = [r for r in refused if r["client_ip"] == "127.0.0.2"]
     assert other["requested"] == "also_bad"
     assert other["left_out"] == loops - REFUSAL_LINES_PER_ADDRESS
+
+
+def test_status_and_delete_calls_for_unknown_tunnels_are_not_registration_refusals(
+    relay_factory,
+):
+    """Only a registration's refusal is a `registration_refused` line: our lt's status poll
+    and DELETE for a name that is not live (once logged with `requested:
+    "api/tunnels/zz/status"`) spent the refusal lines' ration."""
+    relay = relay_factory(RELAY_LOG_FORMAT="json")
+    calls = REFUSAL_LINES_PER_ADDRESS + 2  # more than the address's share, were they counted
+    for _ in range(calls):
+        assert relay.get("/api/tunnels/zz/status").status == 404
+        assert relay.request("DELETE", "/api/tunnels/zz").status == 404
+        assert relay.get("/api/tunnels/zz").status == 405
+    assert refusals(relay) == []
+    assert relay.register("Not_A_Name").status == 403
+    (refused,) = refusals(relay)
+    assert refused["requested"] == "Not_A_Name" and refused["left_out"] == 0

@@ -56,6 +56,13 @@ class RegistrationTests(TestCase):
         self.assertNotIn(shaper.owner, bandwidth.owners.owners)
 
     @isolated
+    async def test_the_registration_answer_tells_our_lt_the_plans_bandwidth(self):
+        headers = {**LT, "X-Tunnelsite-Client": "client-dddd-0004", **bearer(self.secret)}
+        answer = await AddressedClient(OWNER).get("/paced-told", headers=headers)
+        self.assertEqual(answer.json()["limits"]["bytes_per_second"], RATE)
+        get_registry().close(get_registry().get("paced-told"), "test")
+
+    @isolated
     async def test_a_reclaimed_tunnel_keeps_its_shaper(self):
         name = await self._register("/paced-back", "client-cccc-0003", self.secret)
         tunnel = get_registry().get(name)

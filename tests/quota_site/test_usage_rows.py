@@ -50,3 +50,18 @@ class UsageRowsTests(TestCase):
         self.records.add_usage([UsageDelta("user:1", "day", DAY - 3 * 86400, 7, 70)])
         self.assertEqual(self.records.prune_usage(DAY - 86400), 1)
         self.assertEqual(self.records.usage_of("user:1", MINUTE, DAY), (1, 1))
+
+
+def test_a_byte_limit_is_said_in_the_same_words_on_both_sides() -> None:
+    """Once "15.3 MiB of 16000000" (the cap unformatted) and, in the meter, "16000000 of
+    1000000": both sides in binary units now (tunnels/sizes.py, lt's rule too)."""
+    from tunnels.account_view import _usage_rows
+    from tunnels.plans import PlanLimits
+    from tunnels.usage import Usage
+
+    limits = PlanLimits("Free", 5, 10, 600, 1_000_000, 0, 0, False)
+    rows = _usage_rows(limits, Usage(1, 0, 16_000_000, 0))
+    (day,) = [row for row in rows if row.get("bytes")]
+    assert day["shown"] == "15 MiB of 977 KiB"
+    live = next(row for row in rows if row["label"] == "Live tunnels")
+    assert live["shown"] == "1 of 5"

@@ -45,7 +45,6 @@ ALLOWED: dict[tuple[str, int | float], str] = {
     ("config.py", 0o600): "file mode: the saved login is readable by its owner only",
     ("config.py", 0o700): "directory mode: the config directory is its owner's only",
     ("display.py", 1000): "milliseconds per second (a unit, for the request line)",
-    ("display.py", 1024): "bytes per KiB (a unit, for the byte counters)",
 }
 
 

@@ -24,6 +24,7 @@ WEBSOCKET_MODULES = {
 # (file, value) -> why the bare number is right where it is
 ALLOWED = {
     ("relay/access_log.py", 1000): "milliseconds in a second: the access log's durations",
+    ("relay/access_log.py", 0x3001): "one past U+3000, Unicode's last white space character",
     ("relay/address.py", 443): "HTTPS's own port, which URLs leave out",
     ("relay/headers.py", 128): "the bits of an IPv6 address: a /128 prefix is one address",
     ("relay/management/commands/benchrelay.py", 20): "MiB to bytes (`<< 20`)",

@@ -4,6 +4,7 @@ the line stays one line that a terminal shows as written."""
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 import tracemalloc
@@ -88,3 +89,59 @@ def test_a_websocket_text_message_is_measured_without_a_copy():
     assert peak < 64 * 1024
     assert access_log._size({"text": "é€\U0001f600"}) == len("é€\U0001f600".encode())
     assert access_log._size({"bytes": b"abc"}) == 3
+
+
+# The text line as a combined-format reader splits it: visitor, tunnel, "method path",
+# status (or a TCP connection's end), bytes in and out, duration.
+TEXT_LINE = re.compile(r'(\S+) (\S+) "(\S+) ([^"]*)" (\S+) (\d+) (\d+) (\d+\.\d)ms')
+
+
+def unescape(field: str) -> str:
+    """The text line's `\\xHH` escapes read back (UTF-8 bytes)."""
+    return re.sub(
+        rb"\\x([0-9A-F]{2})", lambda m: bytes([int(m[1], 16)]), field.encode("utf-8")
+    ).decode("utf-8")
+
+
+@given(
+    method=st.one_of(st.sampled_from(["GET", "POST", "TCP"]), st.text(min_size=1)),
+    path=paths,
+    visitor=st.one_of(st.just(""), st.text()),
+    tunnel=st.text(min_size=1),
+    end=st.one_of(st.just(""), st.text()),
+    numbers=st.tuples(*[st.integers(0, 10**12)] * 3),
+)
+def test_a_text_access_line_splits_back_into_exactly_the_fields_logged(
+    method, path, visitor, tunnel, end, numbers
+):
+    """Nothing in a field (a `"` in the path once closed the quoted request early and forged
+    the status, the byte counts and the duration after it) moves the fields a reader finds."""
+    status, bytes_in, bytes_out = numbers
+    handler = Lines()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("relay.access")
+    logger.addHandler(handler)
+    try:
+        args = (tunnel, method, path, status, bytes_in, bytes_out, time.monotonic(), visitor, end)
+        access_log.line("http", *args)
+    finally:
+        logger.removeHandler(handler)
+    (record,) = handler.records
+    match = TEXT_LINE.fullmatch(handler.format(record))
+    assert match is not None, handler.format(record)
+    fields = record.__dict__
+    assert [unescape(f) for f in match.groups()] == [
+        visitor or "-",
+        tunnel,
+        method,
+        fields["path"] or "-",
+        end or str(status),
+        str(bytes_in),
+        str(bytes_out),
+        f"{fields['duration_ms']:.1f}",
+    ]
+
+
+def test_a_quote_in_the_path_cannot_forge_the_status():
+    text, _ = logged('/x" 200 99999 99999 0.1ms "10.9.9.9')
+    assert '"GET /x\\x22 200 99999 99999 0.1ms \\x2210.9.9.9" 200 0 0 ' in text
