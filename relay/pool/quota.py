@@ -260,14 +260,21 @@ def _duration(seconds: int) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
 
 
-_UNITS = (("GiB", 1024 * 1024 * 1024), ("MiB", 1024 * 1024), ("KiB", 1024))  # binary units: exact
+_UNITS = ("KiB", "MiB", "GiB", "TiB")
 
 
 def _size(count: int) -> str:
-    for unit, scale in _UNITS:
-        if count >= scale:
-            return f"{count / scale:g} {unit}" if count % scale else f"{count // scale} {unit}"
-    return f"{count} bytes"
+    """A size as the site and lt say it (tunnels/sizes.py's `binary`, which the relay cannot
+    import; tests/structure checks the three agree): binary units, one decimal under 10."""
+    if count < 1024:
+        return f"{count} B"
+    value = count / 1024
+    unit = 0
+    while value >= 1024 and unit < len(_UNITS) - 1:
+        value /= 1024
+        unit += 1
+    shown = f"{int(value + 0.5)}" if value >= 10 else f"{value:.1f}"
+    return f"{shown} {_UNITS[unit]}"
 
 
 def _body_length(scope: Scope) -> int | None:

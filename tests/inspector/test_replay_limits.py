@@ -82,7 +82,7 @@ def test_a_replays_answer_is_cut_when_the_accounts_bytes_for_today_run_out(
     assert kept["error"] == "cut: the account's daily traffic allowance ran out", kept
     assert 0 < kept["response_bytes"] <= day + PARSE_SLICE_BYTES, kept  # one piece past it
     refused = relay.get("/hello", name=name)
-    assert refused.status == 429 and "1 MiB of traffic for today" in refused.text, refused
+    assert refused.status == 429 and "1.0 MiB of traffic for today" in refused.text, refused
     again = _replay(relay, name, token, _newest_id(relay, name, token), {})
     assert again.status == 429 and "of traffic for today" in again.json()["message"], again
 

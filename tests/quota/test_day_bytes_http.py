@@ -53,7 +53,7 @@ def get(relay: Relay, name: str, target: str) -> Answer:
 def assert_refused_for_the_day(answer: Answer) -> None:
     assert answer.status == 429, answer
     message = answer.json()["message"]
-    assert "has used its 1 MiB of traffic for today (plan default)" in message, message
+    assert "has used its 1.0 MiB of traffic for today (plan default)" in message, message
     assert "it resets at 00:00:00 UTC" in message, message
     assert int(answer.header("retry-after") or 0) > 0
 

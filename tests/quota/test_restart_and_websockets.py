@@ -81,7 +81,7 @@ def test_the_days_bytes_survive_a_restart_and_a_new_tunnel(
     refused = again.get("/hello", name=lt.name)
     assert refused.status == 429, refused
     page = refused.body.decode()
-    assert "used its 97.6562 KiB of traffic for today (plan default)" in page
+    assert "used its 98 KiB of traffic for today (plan default)" in page
     assert "it resets at 00:00:00 UTC" in page
 
 

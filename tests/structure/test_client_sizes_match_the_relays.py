@@ -1,5 +1,5 @@
 """lt says a size as the relay's pages do (client sizes.py, tunnels/sizes.py): one rule, so
-the account's `limits:` line and the account page name a limit the same way, never
+the account's `limits:` line, the account page and the relay's 429 name a limit the same way, never
 `976.562 KiB` or `16000000 of 1000000`."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from relay.pool.quota import _size as relay_size
 from tunnels import sizes
 from tunnelsite_client import sizes as client_sizes
 from tunnelsite_client.registration import describe_limits
@@ -14,7 +15,7 @@ from tunnelsite_client.registration import describe_limits
 
 @given(st.integers(min_value=0, max_value=2**60))
 def test_lt_and_the_relay_say_every_size_alike(count: int) -> None:
-    assert client_sizes.binary(count) == sizes.binary(count)
+    assert client_sizes.binary(count) == sizes.binary(count) == relay_size(count)
 
 
 def test_the_limits_line_names_sizes_in_at_most_three_figures_and_the_bandwidth() -> None:

@@ -26,6 +26,8 @@ ALLOWED = {
     ("relay/access_log.py", 1000): "milliseconds in a second: the access log's durations",
     ("relay/access_log.py", 0x3001): "one past U+3000, Unicode's last white space character",
     ("relay/address.py", 443): "HTTPS's own port, which URLs leave out",
+    ("relay/pool/quota.py", 10): "a size shows one decimal under 10 units (tunnels/sizes.py)",
+    ("relay/pool/quota.py", 0.5): "rounding half up, as the inspector's Math.round does",
     ("relay/headers.py", 128): "the bits of an IPv6 address: a /128 prefix is one address",
     ("relay/management/commands/benchrelay.py", 20): "MiB to bytes (`<< 20`)",
     ("relay/proxy/exchange.py", 4): "': ' and CRLF around a header line, as on the wire",

@@ -90,7 +90,7 @@ def test_a_new_minute_starts_the_count_again_but_not_the_days_bytes() -> None:
     usage.add_bytes(500)
     assert quota.over_day_bytes(wall=WALL + 61)
     status, message, wait = quota.take_request(WALL + 61)
-    assert status == 429 and "1000 bytes of traffic for today" in message and wait > 3600
+    assert status == 429 and "1000 B of traffic for today" in message and wait > 3600
 
 
 def test_the_refusal_names_the_limit_its_value_the_plan_and_the_reset() -> None:
