@@ -158,6 +158,26 @@ def module_relay_factory(
         group.stop_all()
 
 
+@pytest.fixture
+def group() -> Iterator[ProcessGroup]:
+    """Processes a test starts itself, stopped when it ends."""
+    processes = ProcessGroup()
+    try:
+        yield processes
+    finally:
+        processes.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_group() -> Iterator[ProcessGroup]:
+    """Processes a module's fixtures start (a TCP app, lt's launcher), stopped after it."""
+    processes = ProcessGroup()
+    try:
+        yield processes
+    finally:
+        processes.stop_all()
+
+
 @pytest.fixture(scope="session")
 def relay(relay_template_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
     """A relay shared by tests that do not change its state in ways others would see.

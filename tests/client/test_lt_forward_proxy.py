@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,15 +35,6 @@ from tunnelsite_client.registration import Registration, RelayUnreachable, regis
 TOKEN = "lt_k3x9q2abSECRETtokenNEVERprinted"
 PROXY_USER = "alice"
 PROXY_PASSWORD = "pr0xy-Passw0rd-never-shown"
-
-
-@pytest.fixture
-def group() -> Iterator[ProcessGroup]:
-    processes = ProcessGroup()
-    try:
-        yield processes
-    finally:
-        processes.stop_all()
 
 
 def relay_url(relay: RelayDouble) -> str:

@@ -5,12 +5,10 @@ docs/quotas.md#bandwidth)."""
 from __future__ import annotations
 
 import hashlib
-import socket
-import time
 from concurrent.futures import ThreadPoolExecutor
 
-import h11
 import pytest
+from harness.http import timed_download
 from harness.waiting import IO_TIMEOUT_S, wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -18,7 +16,6 @@ pytestmark = pytest.mark.timeout(120)
 MIB = 1024 * 1024
 RATE = MIB  # RELAY_DEFAULT_PLAN_MAX_BYTES_PER_SECOND: the npm client's tunnel is anonymous
 SIZE = 5 * MIB
-TRANSFER_TIMEOUT_S = 30.0
 
 
 def pattern(n: int) -> bytes:
@@ -27,28 +24,9 @@ def pattern(n: int) -> bytes:
     return (block * (n // 251 + 1))[:n]
 
 
-def download(node, name: str, size: int) -> tuple[float, str, int]:
+def download(node, name: str, size: int) -> tuple[float, str, int]:  # type: ignore[no-untyped-def]
     """GET /bytes/<size> on `node`: (seconds, sha256, length) as the visitor read it."""
-    started = time.monotonic()
-    digest, length = hashlib.sha256(), 0
-    conn = h11.Connection(h11.CLIENT)
-    with socket.create_connection(("127.0.0.1", node.port), timeout=TRANSFER_TIMEOUT_S) as sock:
-        head = h11.Request(
-            method="GET", target=f"/bytes/{size}", headers=[("Host", node.host(name))]
-        )
-        sock.sendall(conn.send(head) + conn.send(h11.EndOfMessage()))
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(sock.recv(256 * 1024))
-            elif isinstance(event, h11.Response):
-                assert event.status_code == 200, event
-            elif isinstance(event, h11.Data):
-                digest.update(event.data)
-                length += len(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                break
-    return time.monotonic() - started, digest.hexdigest(), length
+    return timed_download(node.port, node.host(name), size)
 
 
 def test_traffic_forwarded_by_another_node_is_paced_by_the_owner_within_the_accounts_rate(

@@ -18,7 +18,6 @@ import sqlite3
 import subprocess
 import urllib.parse
 import uuid
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -27,15 +26,6 @@ from harness.processes import PYTHON, Process, ProcessGroup
 from harness.relay import free_port, relay_env
 
 START_S = 20.0
-
-
-@pytest.fixture
-def group() -> Iterator[ProcessGroup]:
-    processes = ProcessGroup()
-    try:
-        yield processes
-    finally:
-        processes.stop_all()
 
 
 @pytest.fixture

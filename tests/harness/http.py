@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -197,3 +199,32 @@ def send_raw(
     with Visitor(port, source=source, timeout=timeout) as visitor:
         visitor.send(data)
         return visitor.response(method)
+
+
+# Per socket read of a paced transfer: a transfer under a bandwidth limit still moves each second.
+TRANSFER_TIMEOUT_S = 30.0
+
+
+def timed_download(port: int, host: str, size: int) -> tuple[float, str, int]:
+    """`GET /bytes/<size>` (the local app's pattern) with `host` on the relay at `port`, read
+    to its end: (seconds, sha256, length) as the visitor read it."""
+    started = time.monotonic()
+    digest, length = hashlib.sha256(), 0
+    conn = h11.Connection(h11.CLIENT)
+    with socket.create_connection(("127.0.0.1", port), timeout=TRANSFER_TIMEOUT_S) as sock:
+        request = h11.Request(method="GET", target=f"/bytes/{size}", headers=[("Host", host)])
+        sock.sendall(conn.send(request) + conn.send(h11.EndOfMessage()))
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(sock.recv(256 * 1024))
+            elif isinstance(event, h11.Response):
+                assert event.status_code == 200, event
+            elif isinstance(event, h11.Data):
+                digest.update(event.data)
+                length += len(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            else:
+                raise AssertionError(f"unexpected {event!r}")
+    return time.monotonic() - started, digest.hexdigest(), length

@@ -60,7 +60,12 @@ class Process(Child):
             self.proc.send_signal(sig)
 
     def wait(self, timeout: float = STOP_TIMEOUT_S) -> int:
-        return self.proc.wait(timeout)
+        """The exit code, once the process has exited and all it printed has been read: the
+        reader thread still had the pipe's last lines after an exit (a test then read an
+        empty output() of lt's refusal)."""
+        code = self.proc.wait(timeout)
+        self._reader.join(timeout)
+        return code
 
 
 class ProcessGroup(Children):

@@ -15,7 +15,6 @@ import json
 import re
 import secrets
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ import pytest
 from harness import log_capture
 from harness.fake_client import UpgradingTunnelClient
 from harness.our_client import OurLtLauncher
-from harness.processes import ProcessGroup
 from harness.relay import Relay, manage
 from harness.tap import RegistrationTap
 from harness.visitor_access import (
@@ -92,15 +90,6 @@ def new_secret(what: str) -> str:
     value = secrets.token_urlsafe(24)
     log_capture.remember(value, what)
     return value
-
-
-@pytest.fixture(scope="module")
-def group() -> Iterator[ProcessGroup]:
-    processes = ProcessGroup()
-    try:
-        yield processes
-    finally:
-        processes.stop_all()
 
 
 @pytest.fixture(scope="module")

@@ -5,21 +5,9 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 
-import pytest
-from harness.processes import ProcessGroup
 from harness.tcp_tunnels import LtTcpLauncher, free_port_range, make_users, start_tcp_app
 from harness.waiting import IO_TIMEOUT_S, wait_until
-
-
-@pytest.fixture
-def group() -> Iterator[ProcessGroup]:
-    processes = ProcessGroup()
-    try:
-        yield processes
-    finally:
-        processes.stop_all()
 
 
 def test_a_tcp_connection_is_one_access_line_when_it_ends(relay_factory, group, tmp_path):

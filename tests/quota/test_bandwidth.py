@@ -13,11 +13,11 @@ import asyncio
 import hashlib
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import h11
 import pytest
+from harness.http import TRANSFER_TIMEOUT_S, timed_download
 from harness.our_client import OurLt, OurLtLauncher
 from harness.proc import rss_kib
 from harness.processes import ProcessGroup
@@ -38,22 +38,12 @@ pytestmark = pytest.mark.timeout(120)
 MIB = 1024 * 1024
 RATE = MIB  # the limited plans' bytes per second
 BIG = 10 * MIB
-TRANSFER_TIMEOUT_S = 30.0  # per socket read: a paced transfer still moves every second
 
 
 def pattern(n: int) -> bytes:
     """tests/apps/local_app.py's /bytes/N body."""
     block = bytes(range(251))
     return (block * (n // 251 + 1))[:n]
-
-
-@pytest.fixture(scope="module")
-def group() -> Iterator[ProcessGroup]:
-    processes = ProcessGroup()
-    try:
-        yield processes
-    finally:
-        processes.stop_all()
 
 
 @pytest.fixture(scope="module")
@@ -84,29 +74,7 @@ def our_lt(
 
 def download(relay: Relay, name: str, size: int) -> tuple[float, str, int]:
     """GET /bytes/<size> through the tunnel: (seconds, sha256, length) as the visitor read it."""
-    started = time.monotonic()
-    digest = hashlib.sha256()
-    length = 0
-    conn = h11.Connection(h11.CLIENT)
-    with socket.create_connection(("127.0.0.1", relay.port), timeout=TRANSFER_TIMEOUT_S) as sock:
-        request = h11.Request(
-            method="GET", target=f"/bytes/{size}", headers=[("Host", relay.host(name))]
-        )
-        sock.sendall(conn.send(request) + conn.send(h11.EndOfMessage()))
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(sock.recv(256 * 1024))
-            elif isinstance(event, h11.Response):
-                assert event.status_code == 200, event
-            elif isinstance(event, h11.Data):
-                digest.update(event.data)
-                length += len(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            else:
-                raise AssertionError(f"unexpected {event!r}")
-    return time.monotonic() - started, digest.hexdigest(), length
+    return timed_download(relay.port, relay.host(name), size)
 
 
 def whole(size: int) -> str:
@@ -262,13 +230,13 @@ def test_websocket_text_is_paced_by_its_utf8_bytes_not_its_characters(
 
 
 @pytest.fixture(scope="module")
-def tcp_app(group: ProcessGroup) -> int:
-    return start_tcp_app(group)
+def tcp_app(module_group: ProcessGroup) -> int:
+    return start_tcp_app(module_group)
 
 
 @pytest.fixture(scope="module")
-def lt_tcp(group: ProcessGroup, tmp_path_factory: pytest.TempPathFactory) -> LtTcpLauncher:
-    return LtTcpLauncher(group, tmp_path_factory.mktemp("lt-tcp-config"))
+def lt_tcp(module_group: ProcessGroup, tmp_path_factory: pytest.TempPathFactory) -> LtTcpLauncher:
+    return LtTcpLauncher(module_group, tmp_path_factory.mktemp("lt-tcp-config"))
 
 
 def test_a_tcp_tunnel_is_paced_both_ways_and_its_bytes_arrive_whole(

@@ -21,18 +21,9 @@ USERS = [f"tcp-user-{i}" for i in range(12)]
 
 
 @pytest.fixture(scope="module")
-def group() -> Iterator[ProcessGroup]:
-    processes = ProcessGroup()
-    try:
-        yield processes
-    finally:
-        processes.stop_all()
-
-
-@pytest.fixture(scope="module")
-def tcp_app(group: ProcessGroup) -> int:
+def tcp_app(module_group: ProcessGroup) -> int:
     """bench/tcp_app.py's port (SEND, SINK, ECHO, STATS)."""
-    return start_tcp_app(group)
+    return start_tcp_app(module_group)
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +46,9 @@ def token_of(tokens: dict[str, str]) -> Callable[[], str]:
 
 @pytest.fixture(scope="module")
 def lt_tcp(
-    group: ProcessGroup, tmp_path_factory: pytest.TempPathFactory
+    module_group: ProcessGroup, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LtTcpLauncher]:
-    yield LtTcpLauncher(group, tmp_path_factory.mktemp("lt-tcp-config"))
+    yield LtTcpLauncher(module_group, tmp_path_factory.mktemp("lt-tcp-config"))
 
 
 @pytest.fixture(scope="module")

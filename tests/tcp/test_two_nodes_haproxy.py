@@ -128,7 +128,7 @@ def services() -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def nodes(group: ProcessGroup, services: dict[str, str]) -> list[Node]:
+def nodes(module_group: ProcessGroup, services: dict[str, str]) -> list[Node]:
     started = []
     for name, bind in zip(("alpha", "bravo"), NODE_BINDS, strict=True):
         tcp_ports = free_port_range(RANGE_WIDTH)
@@ -139,7 +139,7 @@ def nodes(group: ProcessGroup, services: dict[str, str]) -> list[Node]:
             "RELAY_TCP_HOST": "127.0.0.1",  # the balancer
             "RELAY_TCP_PROXY_PROTOCOL": BALANCER_NETWORK,  # its PROXY headers are believed
         }
-        process = group.start([*RELAY_COMMAND, "--node-name", name], env, name=f"node-{name}")
+        process = module_group.start([*RELAY_COMMAND, "--node-name", name], env, name=f"node-{name}")
         port = int(process.wait_for_line(r"listening on http://127\.0\.0\.1:(\d+)").group(1))
         low, high = map(int, tcp_ports.split("-"))
         started.append(Node(name, port, (low, high)))
@@ -148,7 +148,7 @@ def nodes(group: ProcessGroup, services: dict[str, str]) -> list[Node]:
 
 @pytest.fixture(scope="module")
 def balancer(
-    group: ProcessGroup, nodes: list[Node], tmp_path_factory: pytest.TempPathFactory
+    module_group: ProcessGroup, nodes: list[Node], tmp_path_factory: pytest.TempPathFactory
 ) -> int:
     """HAProxy with the documented TCP part; its http port (registrations)."""
     haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
@@ -157,7 +157,7 @@ def balancer(
     http_port = free_port()
     config = tmp_path_factory.mktemp("haproxy") / "haproxy.cfg"
     config.write_text(balancer_config(http_port, nodes))
-    process = group.start([haproxy, "-db", "-f", str(config)], {**os.environ}, name="haproxy")
+    process = module_group.start([haproxy, "-db", "-f", str(config)], {**os.environ}, name="haproxy")
 
     def answers() -> bool:
         try:
