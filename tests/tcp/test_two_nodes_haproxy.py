@@ -139,7 +139,9 @@ def nodes(module_group: ProcessGroup, services: dict[str, str]) -> list[Node]:
             "RELAY_TCP_HOST": "127.0.0.1",  # the balancer
             "RELAY_TCP_PROXY_PROTOCOL": BALANCER_NETWORK,  # its PROXY headers are believed
         }
-        process = module_group.start([*RELAY_COMMAND, "--node-name", name], env, name=f"node-{name}")
+        process = module_group.start(
+            [*RELAY_COMMAND, "--node-name", name], env, name=f"node-{name}"
+        )
         port = int(process.wait_for_line(r"listening on http://127\.0\.0\.1:(\d+)").group(1))
         low, high = map(int, tcp_ports.split("-"))
         started.append(Node(name, port, (low, high)))
@@ -157,7 +159,9 @@ def balancer(
     http_port = free_port()
     config = tmp_path_factory.mktemp("haproxy") / "haproxy.cfg"
     config.write_text(balancer_config(http_port, nodes))
-    process = module_group.start([haproxy, "-db", "-f", str(config)], {**os.environ}, name="haproxy")
+    process = module_group.start(
+        [haproxy, "-db", "-f", str(config)], {**os.environ}, name="haproxy"
+    )
 
     def answers() -> bool:
         try:
