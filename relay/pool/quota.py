@@ -174,12 +174,9 @@ class Quota:
         today are used up already (False: it must not pass). Check and count go together, with
         nothing awaited between them, so however many copiers of the account run on this node,
         only the piece that crosses the limit passes it. Integer compares, per piece."""
-        usage = self.usage
-        if usage is None:
-            return True
-        if self.per_day_bytes and usage.day_bytes(time.time()) >= self.per_day_bytes:
+        if self.over_day_bytes():
             return False
-        usage.add_bytes(size)
+        self.add_bytes(size)
         return True
 
     def over_day_bytes(self, tunnel: Metered | None = None, wall: float | None = None) -> bool:
