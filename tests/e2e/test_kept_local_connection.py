@@ -53,15 +53,6 @@ TRIGGERS = {
 
 
 @pytest.fixture(scope="module")
-def processes() -> Iterator[ProcessGroup]:
-    group = ProcessGroup()
-    try:
-        yield group
-    finally:
-        group.stop_all()
-
-
-@pytest.fixture(scope="module")
 def framing_relay(module_relay_factory) -> Relay:
     # Every test starts clients of its own (a client that caught its app sending bytes past
     # an answer never reuses a connection again, which would hide the next test's bug), all
@@ -70,8 +61,8 @@ def framing_relay(module_relay_factory) -> Relay:
 
 
 @pytest.fixture(scope="module")
-def hostile_app(processes: ProcessGroup) -> Process:
-    return processes.start([PYTHON, str(HOSTILE_APP)], {**client_env()}, name="hostile app")
+def hostile_app(module_group: ProcessGroup) -> Process:
+    return module_group.start([PYTHON, str(HOSTILE_APP)], {**client_env()}, name="hostile app")
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +72,7 @@ def hostile_port(hostile_app: Process) -> int:
 
 
 def start_our_lt_process(
-    processes: ProcessGroup,
+    module_group: ProcessGroup,
     relay: Relay,
     app_port: int,
     tmp: str,
@@ -91,7 +82,7 @@ def start_our_lt_process(
     env = client_env(**(env_extra or {}))
     env.update(LT_CONFIG_DIR=tmp, PYTHONUNBUFFERED="1")
     args = [PYTHON, "-m", "tunnelsite_client.cli", "--port", str(app_port), *extra]
-    process = processes.start(
+    process = module_group.start(
         [*args, "--host", f"http://localhost:{relay.port}"], env, name="our lt"
     )
     url = process.wait_for_line(r"your url is: (\S+)")[1]
@@ -100,13 +91,13 @@ def start_our_lt_process(
     return name, process
 
 
-def start_our_lt(processes: ProcessGroup, relay: Relay, app_port: int, tmp: str) -> str:
-    return start_our_lt_process(processes, relay, app_port, tmp)[0]
+def start_our_lt(module_group: ProcessGroup, relay: Relay, app_port: int, tmp: str) -> str:
+    return start_our_lt_process(module_group, relay, app_port, tmp)[0]
 
 
 @pytest.fixture
-def our_lt(processes, framing_relay, hostile_port, tmp_path) -> Iterator[tuple[str, Process]]:
-    name, process = start_our_lt_process(processes, framing_relay, hostile_port, str(tmp_path))
+def our_lt(module_group, framing_relay, hostile_port, tmp_path) -> Iterator[tuple[str, Process]]:
+    name, process = start_our_lt_process(module_group, framing_relay, hostile_port, str(tmp_path))
     try:
         yield name, process
     finally:
@@ -327,13 +318,13 @@ def _pool_ports(pid: int, app_port: int) -> set[int]:
 
 
 def test_posts_keep_our_lts_pool_sockets_and_close_the_npm_clients(
-    processes, framing_relay: Relay, hostile_port: int, module_lt_factory, tmp_path
+    module_group, framing_relay: Relay, hostile_port: int, module_lt_factory, tmp_path
 ):
     """The relay drops a raw-pipe (npm) pool socket after a request with a body, since the
     app may still answer the body later; our lt frames each exchange itself, so its pool
     sockets stay (a reconnect per POST would cost a round trip on a real link)."""
-    name = start_our_lt(processes, framing_relay, hostile_port, str(tmp_path))
-    ours = next(p for p in processes.children if p.name == "our lt" and p.proc.poll() is None)
+    name = start_our_lt(module_group, framing_relay, hostile_port, str(tmp_path))
+    ours = next(p for p in module_group.children if p.name == "our lt" and p.proc.poll() is None)
     npm = module_lt_factory(framing_relay, hostile_port)
     for tunnel, pid, kept in ((name, ours.proc.pid, True), (npm.name, npm.process.proc.pid, False)):
         before = _pool_ports(pid, hostile_port)
@@ -362,12 +353,14 @@ LATE_AMBIGUOUS = {
 
 @pytest.fixture(params=["ours", "npm"])
 def client_tunnel(
-    request, processes, framing_relay: Relay, hostile_port: int, module_lt_factory, tmp_path
+    request, module_group, framing_relay: Relay, hostile_port: int, module_lt_factory, tmp_path
 ) -> Iterator[tuple[str, Process, str]]:
     """A fresh tunnel through either client: (name, the process that reports the sticky
     distrust, the pattern of that report)."""
     if request.param == "ours":
-        name, process = start_our_lt_process(processes, framing_relay, hostile_port, str(tmp_path))
+        name, process = start_our_lt_process(
+            module_group, framing_relay, hostile_port, str(tmp_path)
+        )
         try:
             yield name, process, re.escape(DISTRUST_LINE)
         finally:
@@ -469,12 +462,12 @@ ALL_LATE_VARIANTS = [
 
 @pytest.mark.parametrize("how", ["flag", "environment"])
 def test_without_local_keepalive_no_visitor_ever_gets_another_ones_answer(
-    processes, framing_relay: Relay, hostile_port: int, tmp_path, how: str
+    module_group, framing_relay: Relay, hostile_port: int, tmp_path, how: str
 ):
     extra = ["--no-local-keepalive"] if how == "flag" else []
     env = {"LOCAL_KEEPALIVE": "false"} if how == "environment" else {}
     name, process = start_our_lt_process(
-        processes, framing_relay, hostile_port, str(tmp_path), *extra, env_extra=env
+        module_group, framing_relay, hostile_port, str(tmp_path), *extra, env_extra=env
     )
     try:
         targets = [

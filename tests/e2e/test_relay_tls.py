@@ -137,15 +137,6 @@ def tunnel_sockets(port: int, name: str, context: ssl.SSLContext) -> int:
 
 
 @pytest.fixture(scope="module")
-def group() -> Iterator[ProcessGroup]:
-    processes = ProcessGroup()
-    try:
-        yield processes
-    finally:
-        processes.stop_all()
-
-
-@pytest.fixture(scope="module")
 def db_dir(tmp_path_factory: pytest.TempPathFactory, relay_template_db: Path) -> Path:
     return tmp_path_factory.mktemp("tls-relays")
 
@@ -158,7 +149,7 @@ def fresh_db(template: Path, directory: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def relay_https(
-    group: ProcessGroup,
+    module_group: ProcessGroup,
     certs: tuple[Certificate, Certificate],
     relay_template_db: Path,
     db_dir: Path,
@@ -169,7 +160,7 @@ def relay_https(
     cert, key = db_dir / "fullchain.pem", db_dir / "privkey.pem"
     first.install(cert, key)
     db = fresh_db(relay_template_db, db_dir)
-    return tls_relay(group, db, cert, key, **NO_LIVE_TUNNEL_CAP)
+    return tls_relay(module_group, db, cert, key, **NO_LIVE_TUNNEL_CAP)
 
 
 # --- the site over https ------------------------------------------------------------------------
@@ -396,7 +387,7 @@ def test_sighup_serves_a_new_certificate_to_new_connections_only(
 # --- the redirect port ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def redirecting(
-    group: ProcessGroup,
+    module_group: ProcessGroup,
     certs: tuple[Certificate, Certificate],
     relay_template_db: Path,
     db_dir: Path,
@@ -406,7 +397,7 @@ def redirecting(
     certs[0].install(cert, key)
     redirect = free_port()
     db = fresh_db(relay_template_db, db_dir)
-    relay, port = tls_relay(group, db, cert, key, RELAY_HTTP_REDIRECT_PORT=str(redirect))
+    relay, port = tls_relay(module_group, db, cert, key, RELAY_HTTP_REDIRECT_PORT=str(redirect))
     relay.wait_for_line(rf"http://127\.0\.0\.1:{redirect} redirects to https")
     return port, redirect
 

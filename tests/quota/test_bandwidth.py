@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from harness.http import TRANSFER_TIMEOUT_S, timed_download
@@ -75,6 +76,17 @@ def our_lt(
 def download(relay: Relay, name: str, size: int) -> tuple[float, str, int]:
     """GET /bytes/<size> through the tunnel: (seconds, sha256, length) as the visitor read it."""
     return timed_download(relay.port, relay.host(name), size)
+
+
+def echo_socket(relay: Relay, name: str) -> Any:
+    """A WebSocket to the tunnel's echo app (`/ws`), taking messages up to 2 MiB."""
+    return connect(
+        f"ws://{name}.localhost:{relay.port}/ws",
+        host="127.0.0.1",
+        port=relay.port,
+        proxy=None,
+        max_size=2 * MIB,
+    )
 
 
 def whole(size: int) -> str:
@@ -176,13 +188,7 @@ def test_websocket_messages_are_paced_both_ways_and_arrive_whole(
 
     async def session() -> tuple[float, list[bytes]]:
         async with asyncio.timeout(TRANSFER_TIMEOUT_S):
-            async with connect(
-                f"ws://{lt.name}.localhost:{relay.port}/ws",
-                host="127.0.0.1",
-                port=relay.port,
-                proxy=None,
-                max_size=2 * MIB,
-            ) as ws:
+            async with echo_socket(relay, lt.name) as ws:
                 started = time.monotonic()
 
                 async def send_all() -> None:
@@ -212,13 +218,7 @@ def test_websocket_text_is_paced_by_its_utf8_bytes_not_its_characters(
 
     async def session() -> tuple[float, list[str]]:
         async with asyncio.timeout(TRANSFER_TIMEOUT_S):
-            async with connect(
-                f"ws://{lt.name}.localhost:{relay.port}/ws",
-                host="127.0.0.1",
-                port=relay.port,
-                proxy=None,
-                max_size=2 * MIB,
-            ) as ws:
+            async with echo_socket(relay, lt.name) as ws:
                 started = time.monotonic()
                 await ws.send(f"repeat-app:8:{text}")
                 messages = [await ws.recv() for _ in range(8)]
