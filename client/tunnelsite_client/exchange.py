@@ -72,18 +72,22 @@ class PoolSocketProxy:
         self._answered = False  # a byte of the app's answer to this request has arrived
         self._ambiguous = False  # this answer had a 1xx or trailers: never reuse after it
         self._host = host_value(target.host_header)  # --local-host, as header bytes
+        self._h11_untouched = True  # the last exchange never fed the pool's h11
 
     async def run(self) -> None:
         """Answer requests until the relay closes the socket or it cannot be reused."""
         pool = self.pool.h11
+        fast = True  # h11 holds nothing: the next request may be read raw
         try:
             while True:
-                if self.pool.fast_ready():
+                if fast or self.pool.fast_ready():
                     served = await self._fast_exchange()
                     if served is False:
                         return
                     if served is True:
+                        fast = self._h11_untouched  # else ask h11 what it holds
                         continue
+                fast = False
                 event = await self.pool.next_event(idle=True)
                 if not isinstance(event, h11.Request):
                     return  # ConnectionClosed: the relay let the socket go
@@ -117,7 +121,9 @@ class PoolSocketProxy:
             )
             if isinstance(outcome, Served):
                 status = outcome.status
+                self._h11_untouched = True
                 return True
+            self._h11_untouched = False
             status, reusable = await self._take_over(outcome)
             pool = self.pool.h11
             if not reusable or pool.our_state is not h11.DONE or pool.their_state is not h11.DONE:
@@ -159,7 +165,11 @@ class PoolSocketProxy:
                 raise LocalFailed(CLOSED_UNANSWERED)
             assert conn is not None and local is not None
             local.send(
-                h11.Request(method=request.method, target=request.target, headers=request.headers)
+                h11.Request(
+                    method=request.method,
+                    target=request.target,
+                    headers=list(request.headers.raw_items()),
+                )
             )
             if handoff.body:
                 local.send(h11.Data(data=handoff.body))

@@ -27,7 +27,7 @@ from .local import LocalConnection
 from .local_side import LocalFailed, LocalSide
 from .pool_socket import PoolClosed, PoolSocket
 from .raw_head import RequestHead, head_end, request_head, response_head
-from .replay import resend_harmless
+from .replay import resend_harmless_raw
 from .target import LocalTarget, ProxyObserver
 
 # The request was not taken: its bytes are h11's now, for the exchange's usual path.
@@ -91,8 +91,8 @@ async def exchange(
     end = request.head_bytes + request.body_bytes
     body = bytes(pool.raw[request.head_bytes : end])
     del pool.raw[:end]
-    resendable = request.body_bytes <= REPLAY_MAX_BYTES and resend_harmless(
-        request.method, request.headers
+    resendable = request.body_bytes <= REPLAY_MAX_BYTES and resend_harmless_raw(
+        request.method, request.lowered
     )
     for attempt in (0, 1):
         try:

@@ -18,28 +18,37 @@ import re
 from dataclasses import dataclass
 
 # RFC 9110 token (h11's `token`); a field value of visible ASCII and obs-text with inner
-# spaces and tabs only (h11 allows more: controls, which then go to h11).
+# spaces and tabs only (h11 allows more: controls, which then go to h11). The header block
+# is checked whole by one regex (each line ends in CRLF; no bare CR or LF fits it).
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
 _VALUE = rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?"
 _HEADER = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _VALUE + rb")[ \t]*")
+_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":[ \t]*" + _VALUE + rb"[ \t]*\r\n)*")
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/1\.1")
 _STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9])(?: ([\x21-\x7e\x80-\xff \t]*))?")
 _DIGITS = re.compile(rb"[0-9]{1,18}")  # 18 digits: an exabyte, and never a huge int parse
 
 END = b"\r\n\r\n"
+CRLF = b"\r\n"
 
 # Request headers that make h11's reading of a request anything but plain: its framing,
 # its connection's fate, an upgrade, an interim answer asked for.
-_REQUEST_H11_ONLY = frozenset(
-    {b"transfer-encoding", b"connection", b"upgrade", b"expect", b"te", b"trailer"}
+_REQUEST_H11_ONLY = tuple(
+    b"\r\n" + name + b":"
+    for name in (b"transfer-encoding", b"connection", b"upgrade", b"expect", b"te", b"trailer")
 )
 # Answer headers that only the slow path handles: chunked framing, a closing connection.
-_RESPONSE_H11_ONLY = frozenset({b"transfer-encoding", b"connection", b"trailer"})
+_RESPONSE_H11_ONLY = tuple(
+    b"\r\n" + name + b":" for name in (b"transfer-encoding", b"connection", b"trailer")
+)
 # The answer's headers that describe the connection to the local app, not the pool
 # socket (exchange.py drops the same ones; `Connection` itself never reaches the fast path).
 _LOCAL_ONLY = frozenset({b"keep-alive", b"proxy-connection"})
+_LOCAL_ONLY_MARKS = tuple(b"\r\n" + name + b":" for name in _LOCAL_ONLY)
 # Answers that carry no body whatever they say (RFC 9110 15.3.5, 15.4.5): the slow path's.
 _BODILESS = frozenset({b"204", b"304"})
+_HOST = b"\r\nhost:"
+_LENGTH = b"\r\ncontent-length:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +56,13 @@ class RequestHead:
     method: bytes
     target: bytes
     head: bytes  # what the local app gets: the head as it came, Host rewritten if asked
-    headers: list[tuple[bytes, bytes]]  # (name as sent, value), for h11 when it takes over
+    lowered: bytes  # the header lines, lowercased, each after a CRLF (for a quick look)
     head_bytes: int  # bytes of the head as it came, with its blank line
     body_bytes: int  # the Content-Length (0 without one)
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """(name as sent, value) of each header of `head`, for h11 when it takes over."""
+        return header_pairs(self.head)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,32 +73,36 @@ class ResponseHead:
     body_bytes: int
 
 
-def _lines(data: bytes | bytearray, end: int) -> list[bytes] | None:
-    """The head's lines; None if one ends in a bare LF or holds a stray CR."""
-    head = bytes(data[:end])
-    if b"\n" in head.replace(b"\r\n", b"") or b"\r" in head.replace(b"\r\n", b""):
-        return None
-    return head.split(b"\r\n")
-
-
-def _headers(lines: list[bytes]) -> list[tuple[bytes, bytes, bytes]] | None:
-    """(name as sent, lowercased name, value) of each header line; None on any doubt."""
+def header_pairs(head: bytes) -> list[tuple[bytes, bytes]]:
+    """(name, value) of each header line of a head this module took."""
     out = []
-    for line in lines:
+    for line in head.split(CRLF)[1:]:
         match = _HEADER.fullmatch(line)
-        if match is None:
-            return None  # obs-fold, a control byte, a space before the colon: h11's
-        name, value = match.groups()
-        out.append((name, name.lower(), value))
+        if match is not None:
+            out.append((match.group(1), match.group(2)))
     return out
 
 
-def _length(values: list[bytes]) -> int | None:
-    if not values:
+def _split(data: bytes | bytearray, end: int) -> tuple[bytes, bytes, bytes] | None:
+    """The first line, the header block (its lines each ending in CRLF) and that block
+    lowercased with a CRLF before it; None if the block is not plain header lines."""
+    first = data.find(CRLF)
+    block = bytes(data[first + len(CRLF) : end - len(CRLF)])
+    if _BLOCK.fullmatch(block) is None:
+        return None  # obs-fold, a control byte, a space before a colon, a bare LF: h11's
+    return bytes(data[:first]), block, CRLF + block.lower()
+
+
+def _length(lowered: bytes) -> int | None:
+    """The one Content-Length's value (0 without one); None for several, or not digits."""
+    at = lowered.find(_LENGTH)
+    if at < 0:
         return 0
-    if len(values) > 1 or _DIGITS.fullmatch(values[0]) is None:
+    start = at + len(_LENGTH)
+    if lowered.find(_LENGTH, start) >= 0:
         return None
-    return int(values[0])
+    value = lowered[start : lowered.find(CRLF, start)].strip(b" \t")
+    return int(value) if _DIGITS.fullmatch(value) else None
 
 
 def head_end(data: bytes | bytearray) -> int:
@@ -99,63 +116,53 @@ def request_head(
 ) -> RequestHead | None:
     """The request head in `data[:end]` (end: head_end's), if the fast path may take it;
     `host`: the value every Host header gets (--local-host)."""
-    lines = _lines(data, end - len(END))
-    if lines is None:
+    parts = _split(data, end)
+    if parts is None:
         return None
-    request = _REQUEST_LINE.fullmatch(lines[0])
-    headers = _headers(lines[1:])
-    if request is None or headers is None:
+    first, block, lowered = parts
+    request = _REQUEST_LINE.fullmatch(first)
+    if request is None or lowered.count(_HOST) != 1:
         return None
-    hosts = 0
-    lengths = []
-    for _, lower, value in headers:
-        if lower in _REQUEST_H11_ONLY:
-            return None
-        if lower == b"host":
-            hosts += 1
-        elif lower == b"content-length":
-            lengths.append(value)
-    body = _length(lengths)
-    if hosts != 1 or body is None:
+    if any(mark in lowered for mark in _REQUEST_H11_ONLY):
+        return None
+    body = _length(lowered)
+    if body is None:
         return None
     method, target = request.groups()
     if method == b"HEAD" or method == b"CONNECT":
         return None  # an answer without a body, or a tunnel: h11's
     if host is None:
         head = bytes(data[:end])
-        pairs = [(name, value) for name, _, value in headers]
     else:
-        pairs = [(name, host if lower == b"host" else value) for name, lower, value in headers]
-        head = b"".join([lines[0], b"\r\n", *(n + b": " + v + b"\r\n" for n, v in pairs), b"\r\n"])
-    return RequestHead(method, target, head, pairs, end, body)
+        at = lowered.find(_HOST)  # in `block`, the line starts at `at` (CRLF before it)
+        line_end = block.find(CRLF, at)
+        line = block[at:line_end]
+        name = line[: line.find(b":")]
+        head = b"".join([first, CRLF, block[:at], name, b": ", host, block[line_end:], CRLF])
+    return RequestHead(method, target, head, lowered, end, body)
 
 
 def response_head(data: bytes | bytearray, end: int) -> ResponseHead | None:
     """The answer head in `data[:end]`, if the fast path may take it (see the module)."""
-    lines = _lines(data, end - len(END))
-    if lines is None:
+    parts = _split(data, end)
+    if parts is None:
         return None
-    status = _STATUS_LINE.fullmatch(lines[0])
-    headers = _headers(lines[1:])
-    if status is None or headers is None or status.group(1) in _BODILESS:
+    first, block, lowered = parts
+    status = _STATUS_LINE.fullmatch(first)
+    if status is None or status.group(1) in _BODILESS or _LENGTH not in lowered:
+        return None  # no Content-Length: close-delimited, h11's
+    if any(mark in lowered for mark in _RESPONSE_H11_ONLY):
         return None
-    lengths = []
-    drop = False
-    for _, lower, value in headers:
-        if lower in _RESPONSE_H11_ONLY:
-            return None
-        if lower == b"content-length":
-            lengths.append(value)
-        elif lower in _LOCAL_ONLY:
-            drop = True
-    if not lengths:
-        return None  # close-delimited: h11's
-    body = _length(lengths)
+    body = _length(lowered)
     if body is None:
         return None
-    if drop:
-        kept = (n + b": " + v + b"\r\n" for n, lower, v in headers if lower not in _LOCAL_ONLY)
-        head = b"".join([lines[0], b"\r\n", *kept, b"\r\n"])
+    if any(mark in lowered for mark in _LOCAL_ONLY_MARKS):
+        kept = (
+            line + CRLF
+            for line in block.split(CRLF)[:-1]
+            if line[: line.find(b":")].lower() not in _LOCAL_ONLY
+        )
+        head = b"".join([first, CRLF, *kept, CRLF])
     else:
         head = bytes(data[:end])
     return ResponseHead(int(status.group(1)), head, end, body)

@@ -7,8 +7,6 @@ may be repeated without harm (`may_resend`) and all of its body is still held (u
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import h11
 
 # RFC 9110 section 9.2.2: a request is sent again automatically only when repeating it is
@@ -19,12 +17,14 @@ _IDEMPOTENCY_KEYS = frozenset({b"idempotency-key", b"x-idempotency-key"})
 
 def may_resend(request: h11.Request) -> bool:
     """Whether repeating `request` on a fresh connection is harmless."""
-    return resend_harmless(request.method, request.headers)
+    if request.method in _IDEMPOTENT:
+        return True
+    return any(name in _IDEMPOTENCY_KEYS for name, _ in request.headers)
 
 
-def resend_harmless(method: bytes, headers: Iterable[tuple[bytes, bytes]]) -> bool:
-    """Whether repeating a request with this method and these headers (names in any case)
-    on a fresh connection is harmless."""
+def resend_harmless_raw(method: bytes, lowered: bytes) -> bool:
+    """The same for a head the fast path read: `lowered`, its header lines lowercased, each
+    after a CRLF (raw_head.RequestHead.lowered)."""
     if method in _IDEMPOTENT:
         return True
-    return any(name.lower() in _IDEMPOTENCY_KEYS for name, _ in headers)
+    return any(b"\r\n" + key + b":" in lowered for key in _IDEMPOTENCY_KEYS)
