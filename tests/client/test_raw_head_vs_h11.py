@@ -183,7 +183,7 @@ def _read(conn: h11.Connection, kind: type) -> tuple[object, bytes, bool] | None
         return None
 
 
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(requests, HOSTS)
 @example(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", None)
 @example(b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcdef", b"b")
@@ -216,7 +216,7 @@ def test_a_request_head_the_fast_path_takes_reads_the_same_through_h11(
         assert again_ended and again_body == body
 
 
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(responses)
 @example(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\n\r\nokEXTRA")
 @example(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok")
