@@ -62,6 +62,7 @@ from .config import Login, delete_login, login_path, save_login
 from .connect import INSECURE_WARNING, RelayConnector, plain_http_token_refusal, proxy_secrets
 from .device_login import DeviceLoginError, login_in_browser
 from .display import LiveDisplay, PlainDisplay
+from .event_loop import run as run_on_loop
 from .printable import printable
 from .redact import redact, redact_url, secrets_of
 from .registration import USER_AGENT
@@ -293,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         display = PlainDisplay(print_requests=settings.print_requests, open_url=settings.open)
     try:
-        return asyncio.run(run_tunnel(settings, display))
+        return run_on_loop(run_tunnel(settings, display), environ)
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were in place
         return EXIT_OK
 

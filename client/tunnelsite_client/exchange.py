@@ -1,7 +1,10 @@
 """Relay one pool socket to the local app, one HTTP/1.1 exchange at a time.
 
-Both sides go through h11 (pool_socket.py, local_side.py), so every request is framed:
-`--local-host` rewrites the Host header of each request and never touches a body. After a
+A plain request and its plain answer take the fast path (fast_path.py): their heads are
+checked strictly and passed as bytes, the answer's body copied as it arrives. Everything
+else goes through h11 on both sides (pool_socket.py, local_side.py), and is framed again;
+so does an answer the fast path hands over (`_take_over`). `--local-host` rewrites the Host
+header of each request either way and never touches a body. After a
 101 the two sockets are spliced raw until either side closes (splice.py); the pool socket
 is then closed. A connection to the app is kept for the next request only when that is
 safe (keepalive.py); a request that finds the kept one dead before any byte of an answer is
@@ -18,6 +21,8 @@ from http import HTTPStatus
 
 import h11
 
+from . import fast_path
+from .fast_path import Handoff, Served
 from .http import describe_error
 from .keepalive import BODILESS_STATUSES, ready_for_next
 from .limits import MAX_INFORMATIONAL, POOL_IDLE_TIMEOUT_S
@@ -26,7 +31,14 @@ from .local_side import Dial, LocalFailed, LocalSide
 from .pool_socket import PoolClosed, PoolSocket
 from .replay import may_resend
 from .splice import splice
-from .target import LocalTarget, ProxyObserver, RequestLog, error_response, rewrite_host
+from .target import (
+    LocalTarget,
+    ProxyObserver,
+    RequestLog,
+    error_response,
+    host_value,
+    rewrite_host,
+)
 from .tasks import cancel
 from .upload import Upload, pump_request_body
 
@@ -59,12 +71,23 @@ class PoolSocketProxy:
         self.requests = 0
         self._answered = False  # a byte of the app's answer to this request has arrived
         self._ambiguous = False  # this answer had a 1xx or trailers: never reuse after it
+        self._host = host_value(target.host_header)  # --local-host, as header bytes
+        self._h11_untouched = True  # the last exchange never fed the pool's h11
 
     async def run(self) -> None:
         """Answer requests until the relay closes the socket or it cannot be reused."""
         pool = self.pool.h11
+        fast = True  # h11 holds nothing: the next request may be read raw
         try:
             while True:
+                if fast or self.pool.fast_ready():
+                    served = await self._fast_exchange()
+                    if served is False:
+                        return
+                    if served is True:
+                        fast = self._h11_untouched  # else ask h11 what it holds
+                        continue
+                fast = False
                 event = await self.pool.next_event(idle=True)
                 if not isinstance(event, h11.Request):
                     return  # ConnectionClosed: the relay let the socket go
@@ -79,6 +102,102 @@ class PoolSocketProxy:
         finally:
             self.local.close()
             self.pool.writer.close()
+
+    async def _fast_exchange(self) -> bool | None:
+        """One request on the fast path: True when the pool socket may carry another one,
+        False when it closes, None when the request is h11's (its bytes are)."""
+        request = await fast_path.read_request(self.pool, self._host)
+        if request is None:
+            return False  # the relay let the socket go
+        if isinstance(request, str):  # FALLBACK
+            return None
+        self.requests += 1
+        started = time.monotonic()
+        status = 0
+        self.pool.fast = True
+        try:
+            outcome = await fast_path.exchange(
+                self.pool, self.local, self.target, self.observer, request
+            )
+            if isinstance(outcome, Served):
+                status = outcome.status
+                self._h11_untouched = True
+                return True
+            self._h11_untouched = False
+            status, reusable = await self._take_over(outcome)
+            pool = self.pool.h11
+            if not reusable or pool.our_state is not h11.DONE or pool.their_state is not h11.DONE:
+                return False
+            pool.start_next_cycle()
+            return True
+        finally:
+            await self.pool.stop_watch()
+            self.pool.fast = False
+            self.pool.drop_unsent()
+            if status:
+                self._log(request.method, request.target, status, started)
+
+    async def _take_over(self, handoff: Handoff) -> tuple[int, bool]:
+        """The answer of a request sent by the fast path, read through h11 from where the
+        fast path stopped: the status, and whether the pool socket may carry another."""
+        await self.pool.stop_watch()  # what it read is in `raw`, after this request
+        self.pool.fast = False
+        pool = self.pool.h11
+        pool.receive_data(handoff.request.head + handoff.body)
+        self.pool.to_h11()
+        event = pool.next_event()
+        if not isinstance(event, h11.Request):  # pragma: no cover - raw_head checked it
+            raise PoolClosed()
+        request = event
+        while not isinstance(event, h11.EndOfMessage):
+            event = pool.next_event()
+            if not isinstance(event, h11.Data | h11.EndOfMessage):  # pragma: no cover
+                raise PoolClosed()  # the whole body was there: nothing else can come
+        upload = Upload()
+        upload.complete = True
+        upload.size = len(handoff.body)
+        upload.held = None  # sent once already: h11's path never sends it again
+        conn, local = handoff.conn, handoff.local
+        try:
+            if handoff.error is not None:
+                raise handoff.error
+            if handoff.closed and not handoff.answer:
+                raise LocalFailed(CLOSED_UNANSWERED)
+            assert conn is not None and local is not None
+            local.send(
+                h11.Request(
+                    method=request.method,
+                    target=request.target,
+                    headers=list(request.headers.raw_items()),
+                )
+            )
+            if handoff.body:
+                local.send(h11.Data(data=handoff.body))
+            local.send(h11.EndOfMessage())
+            self._answered = bool(handoff.answer)
+            self._ambiguous = False
+            if handoff.answer:
+                local.receive_data(handoff.answer)
+            if handoff.closed:
+                local.receive_data(b"")
+            status = await self._relay_response(conn, local, upload, None)
+        except LocalFailed as error:
+            if handoff.kept and error.garbled:
+                self.local.distrust("it sent bytes that are not HTTP on a kept connection")
+            self.local.close()
+            return error.status, await self._answer_with_error(error)
+        if status == HTTPStatus.SWITCHING_PROTOCOLS:
+            return status, False
+        assert conn is not None and local is not None
+        self._settle(conn, local, upload, status)
+        return status, True
+
+    def _log(self, method: bytes, target: bytes, status: int, started: float) -> None:
+        duration = time.monotonic() - started
+        path = target.decode("ascii", "replace")
+        self.observer.request_done(
+            RequestLog(method.decode("ascii", "replace"), path, status, duration)
+        )
 
     async def _exchange(self, request: h11.Request) -> bool:
         """Proxy one request; True when the pool socket may carry another one."""
@@ -109,10 +228,7 @@ class PoolSocketProxy:
             await self.pool.stop_watch()
             self.pool.drop_unsent()  # unsent only when the exchange failed: the socket closes
             if status:
-                method = request.method.decode("ascii", "replace")
-                path = request.target.decode("ascii", "replace")
-                duration = time.monotonic() - started
-                self.observer.request_done(RequestLog(method, path, status, duration))
+                self._log(request.method, request.target, status, started)
 
     async def _answer_with_error(self, error: LocalFailed) -> bool:
         self.observer.local_unreachable(error.reason)
@@ -171,15 +287,21 @@ class PoolSocketProxy:
                     await cancel(sender)
             if status == HTTPStatus.SWITCHING_PROTOCOLS:
                 return status
-            if local.trailing_data[0]:
-                self.local.distrust("it sent more after a complete answer")
-            ambiguous = self._ambiguous or status in BODILESS_STATUSES
-            if self.target.keepalive.enabled and ready_for_next(local, upload.size, ambiguous):
-                self.local.keep(conn, local)  # for the next request
-            else:
-                self.local.close()
+            self._settle(conn, local, upload, status)
             return status
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _settle(
+        self, conn: LocalConnection, local: h11.Connection, upload: Upload, status: int
+    ) -> None:
+        """After an answer read by h11: keep the connection to the app, or close it."""
+        if local.trailing_data[0]:
+            self.local.distrust("it sent more after a complete answer")
+        ambiguous = self._ambiguous or status in BODILESS_STATUSES
+        if self.target.keepalive.enabled and ready_for_next(local, upload.size, ambiguous):
+            self.local.keep(conn, local)  # for the next request
+        else:
+            self.local.close()
 
     async def _relay_response(
         self,

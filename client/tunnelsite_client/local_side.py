@@ -75,6 +75,10 @@ class LocalSide:
         local.start_next_cycle()
         conn.park(self._idle_news)
 
+    def keep_idle(self, conn: LocalConnection) -> None:
+        """Keep a connection whose parser never left IDLE (the fast path answered)."""
+        conn.park(self._idle_news)
+
     def distrust(self, how: str) -> None:
         """The app sent bytes nobody asked for: keep-alive off for the rest of the run."""
         if self.target.keepalive.distrust():

@@ -90,7 +90,12 @@ class SocketConnection:
             return
         data, self.pending = bytes(self.pending), bytearray()
         try:
-            await self.loop.sock_sendall(self.sock, data)
+            try:
+                sent = self.sock.send(data)  # nearly always all of it: no future, no wait
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent < len(data):
+                await self.loop.sock_sendall(self.sock, data[sent:])
         except OSError:
             self.write_failed = True
             raise

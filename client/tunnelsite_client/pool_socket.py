@@ -2,9 +2,11 @@
 
 The relay writes plain HTTP/1.1 requests on a pool socket and may reuse it for many
 sequential requests (keep-alive, never pipelined). Writes are gathered until the next wait,
-so a small answer leaves in one write. While the local app is slow to answer, a task
-watches the pool socket (`watch`), so a relay that gives up is noticed at once; bytes that
-arrive meanwhile go to h11, so none are lost.
+so a small answer leaves in one write. The fast path (fast_path.py) reads the socket into
+`raw` instead, and gives those bytes to h11 (`to_h11`) when it does not take a request.
+While the local app is slow to answer, a task watches the pool socket (`watch`), so a relay
+that gives up is noticed at once; bytes that arrive meanwhile go to h11 (to `raw` while
+`fast`), so none are lost.
 """
 
 from __future__ import annotations
@@ -41,6 +43,47 @@ class PoolSocket:
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=POOL_MAX_HEADER_BYTES)
         self._out: list[bytes] = []  # bytes for the pool socket, written at the next wait
         self._watch: asyncio.Task[None] | None = None  # reads the pool while the app is slow
+        # Read for the fast path and not given to h11; while `fast`, the watcher adds here.
+        self.raw = bytearray()
+        self.fast = False
+
+    def fast_ready(self) -> bool:
+        """Whether the next request may be read raw: h11 between requests, holding no
+        bytes (what it holds is the start of the next request, its to read)."""
+        h = self.h11
+        if h.their_state is not h11.IDLE or h.our_state is not h11.IDLE:
+            return False
+        data, closed = h.trailing_data
+        return not data and not closed
+
+    async def read_raw(self, idle: bool) -> bool:
+        """More bytes into `raw`; False when the relay closed the socket."""
+        if idle:
+            data = await self.reader.read(CHUNK_BYTES)  # an idle pool socket waits forever
+        else:
+            async with asyncio.timeout(POOL_IDLE_TIMEOUT_S):
+                data = await self.reader.read(CHUNK_BYTES)
+        if not data:
+            return False
+        self.observer.count_bytes(len(data), 0)
+        self.raw += data
+        return True
+
+    def to_h11(self) -> None:
+        """Give h11 what was read raw: the exchange goes on through h11."""
+        if self.raw:
+            self.h11.receive_data(bytes(self.raw))
+            self.raw.clear()
+
+    def send(self, *pieces: bytes) -> None:
+        """Bytes of the fast path straight to the socket (drained by `drain`)."""
+        data = b"".join(pieces) if len(pieces) > 1 else pieces[0]
+        if data:
+            self.writer.write(data)
+            self.observer.count_bytes(0, len(data))
+
+    async def drain(self) -> None:
+        await self.writer.drain()
 
     async def next_event(self, idle: bool = False) -> h11.Event:
         while True:
@@ -98,7 +141,10 @@ class PoolSocket:
         if not data:
             raise PoolClosed()
         self.observer.count_bytes(len(data), 0)
-        self.h11.receive_data(data)
+        if self.fast:
+            self.raw += data
+        else:
+            self.h11.receive_data(data)
 
     async def read_local(self, conn: LocalConnection, sender: asyncio.Task[None] | None) -> bytes:
         """The next bytes from the app. Meanwhile the pump sends the rest of the upload,

@@ -20,3 +20,11 @@ def may_resend(request: h11.Request) -> bool:
     if request.method in _IDEMPOTENT:
         return True
     return any(name in _IDEMPOTENCY_KEYS for name, _ in request.headers)
+
+
+def resend_harmless_raw(method: bytes, lowered: bytes) -> bool:
+    """The same for a head the fast path read: `lowered`, its header lines lowercased, each
+    after a CRLF (raw_head.RequestHead.lowered)."""
+    if method in _IDEMPOTENT:
+        return True
+    return any(b"\r\n" + key + b":" in lowered for key in _IDEMPOTENCY_KEYS)

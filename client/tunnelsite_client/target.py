@@ -51,10 +51,17 @@ class ProxyObserver(Protocol):
 
 def rewrite_host(headers: list[tuple[bytes, bytes]], host: str | None) -> list[tuple[bytes, bytes]]:
     """The request headers with every Host value replaced by `host` (unchanged if None)."""
-    if host is None:
+    value = host_value(host)
+    if value is None:
         return headers
-    value = host.encode("idna" if not host.isascii() else "ascii")
     return [(name, value if name.lower() == b"host" else v) for name, v in headers]
+
+
+def host_value(host: str | None) -> bytes | None:
+    """--local-host as the bytes of a Host header (IDNA for a name that is not ASCII)."""
+    if host is None:
+        return None
+    return host.encode("idna" if not host.isascii() else "ascii")
 
 
 def error_response(status: int, reason: str, target: LocalTarget) -> tuple[h11.Response, bytes]:

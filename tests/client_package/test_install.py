@@ -7,7 +7,7 @@ venv), so nothing reaches the user's own pipx or the repository's venv; and each
 copy of client/ in a tmp copy of the repository's layout (one per xdist worker), so two workers
 never build in the same directory and the checkout is never written (a build in place leaves
 client/build, whose stale files could end up in a later wheel). PyPI must be reachable (the
-build needs its backend; the client needs h11, rich and platformdirs).
+build needs its backend; the client needs h11, rich, platformdirs and uvloop).
 """
 
 from __future__ import annotations

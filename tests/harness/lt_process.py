@@ -34,6 +34,8 @@ LT_ENV = {
     "LT_CONFIG_DIR",
     "CA",
     "INSECURE",
+    # The event loop (tunnelsite_client/event_loop.py): set only by the tests about it.
+    "LT_UVLOOP",
     # Who may visit (tunnelsite_client/access.py): a test sets them only when it is about them.
     *("LT_BASIC_AUTH", "CIDR_ALLOW", "CIDR_DENY", "PRIVATE", "RAW_POOL", "TAKEOVER"),
     # The forward proxy (tunnelsite_client/connect.py): a test sets one only when it is about it.

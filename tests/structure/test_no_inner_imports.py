@@ -25,6 +25,9 @@ ALLOWED = {
     ("relay/run/loop.py", "install", "uvloop"): (
         "RELAY_UVLOOP=false must not import uvloop at all (the operator's way around it)"
     ),
+    ("client/tunnelsite_client/event_loop.py", "loop_factory", "uvloop"): (
+        "LT_UVLOOP=false must not import uvloop at all (as the relay's RELAY_UVLOOP)"
+    ),
     ("client/tunnelsite_client/config.py", "config_dir", "platformdirs"): (
         "the client's (another engineer's part of issue 11): only needed without "
         "LT_CONFIG_DIR; left as found"
