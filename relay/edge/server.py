@@ -140,6 +140,14 @@ class RelayWebRequest(WebRequest):
 class RelayHTTPFactory(HTTPFactory):
     protocol = RelayHTTPChannel
 
+    def log(self, request: http.Request) -> None:
+        # Twisted formats a combined-log line for every request and writes it to its legacy
+        # log, which Daphne (verbosity 0, relay/run/runner.py) sends nowhere: a line built to
+        # be thrown away. Only a log file Twisted was given would be read; the relay's own
+        # access log is RELAY_ACCESS_LOG's (relay/access_log.py, docs/logs.md).
+        if self.logPath:
+            super().log(request)
+
     def buildProtocol(self, addr: Any) -> http.HTTPChannel:  # noqa: N802
         protocol = super().buildProtocol(addr)
         protocol.requestFactory = RelayWebRequest
