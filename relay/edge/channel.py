@@ -74,6 +74,10 @@ class RelayHTTPChannel(RequestBody, AddressLimit):
         self._body_started = 0.0
         self._body_allowed = 0.0  # seconds: the grace period, plus the pace of bytes read
         self._address: str | None = None  # counted while open (relay/edge/addresses.py)
+        # The visitor's and the relay's addresses, asked of the transport once per
+        # connection: Twisted asks for both for each request, and makes new objects each time.
+        self._peer: Any = None
+        self._host: Any = None
         # The protocol this connection was upgraded to (relay/edge/pool_upgrade.py): bytes
         # that arrived with the upgrade's head are its, not a next request's.
         self.relay_upgraded: Any = None
@@ -86,6 +90,16 @@ class RelayHTTPChannel(RequestBody, AddressLimit):
         if not self._admit_address():
             return
         self._start_head_deadline()
+
+    def getPeer(self) -> Any:  # noqa: N802 (Twisted's name)
+        if self._peer is None:
+            self._peer = super().getPeer()
+        return self._peer
+
+    def getHost(self) -> Any:  # noqa: N802
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         self._stop_head_deadline()

@@ -26,7 +26,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http
 
-from relay.edge import pool_upgrade
+from relay.edge import plain_http, pool_upgrade
 from relay.edge.channel import RelayHTTPChannel
 from relay.protocol import (
     BODY_CHUNK_BYTES,
@@ -115,7 +115,10 @@ class RelayWebRequest(WebRequest):
         if pool_upgrade.is_pool_upgrade(self):  # our lt's pool connection: not Daphne's
             pool_upgrade.upgrade(self)
             return
-        super().process()
+        if not self.requestHeaders.hasHeader(b"upgrade"):  # plain HTTP: no Deferreds
+            plain_http.start(self)
+            return
+        super().process()  # Daphne's: a WebSocket is handed to its protocol
         if self.transport is None and transport is not None:  # Daphne took it for a WebSocket
             if isinstance(channel, RelayHTTPChannel):
                 channel.hand_over(transport)
