@@ -151,13 +151,19 @@ class RelayHTTPChannel(RequestBody, AddressLimit):
         if self._rejected:
             return
         if self.line_mode:
-            # Bytes of a new head: on keep-alive its deadline starts with its first byte.
-            self._start_head_deadline()
-            self._head_started = True
+            self._head_started = True  # bytes of a head; allHeadersReceived resets it
         super().dataReceived(data)
+        if not self.line_mode or self._rejected:
+            return
         # Lines end in CRLF; a bare LF left in the unfinished line means LF line endings.
-        if self.line_mode and not self._rejected and b"\n" in self._buffer:
+        if b"\n" in self._buffer:
             self._refuse(400, "Bad Request", "Lines must end with CRLF.")
+        elif self._head_started and self.transport is not None:
+            # This read left a head incomplete: its deadline runs from now, the read of its
+            # first byte (armed already by an earlier read of it, or at connect, it stays:
+            # bytes never extend it). A head that came whole in one read, as nearly every
+            # one does, needs no timer at all.
+            self._start_head_deadline()
 
     def rawDataReceived(self, data: bytes) -> None:  # noqa: N802
         if self.relay_upgraded is not None:
