@@ -10,7 +10,7 @@ from relay.protocol import GC_THRESHOLDS
 
 def settle() -> None:
     """Collect start-up's garbage, then freeze what is left (Django, the URL routes, the
-    relay's modules and app: ~90,000 objects that live as long as the process), and set
+    relay's modules and app: ~110,000 objects that live as long as the process), and set
     the collector's thresholds (relay.protocol.GC_THRESHOLDS: why those)."""
     gc.collect()
     gc.freeze()
