@@ -28,6 +28,7 @@ from twisted.web import http
 
 from relay.edge import plain_http, pool_upgrade
 from relay.edge.channel import RelayHTTPChannel
+from relay.edge.edge_settings import EdgeSettings
 from relay.protocol import (
     BODY_CHUNK_BYTES,
     STATUS_CLASSES,
@@ -151,11 +152,15 @@ class RelayHTTPFactory(HTTPFactory):
         if self.logPath:
             super().log(request)
 
+    def __init__(self, server: Any) -> None:
+        super().__init__(server)
+        self.edge = EdgeSettings.read()  # once per listener, not per request
+
     def buildProtocol(self, addr: Any) -> http.HTTPChannel:  # noqa: N802
         protocol = super().buildProtocol(addr)
         protocol.requestFactory = RelayWebRequest
-        # Twisted's idle timeout: each byte resets it; off while a request is answered.
-        protocol.timeOut = settings.RELAY_IDLE_TIMEOUT_S or None
+        if isinstance(protocol, RelayHTTPChannel):  # HTTP/2 (off in the relay) is Twisted's
+            protocol.use(self.edge)
         return protocol
 
 
