@@ -8,20 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
-
 from relay.pool.registry import get_registry
 from relay.pool.tunnel import Tunnel
 from relay.protocol import tunnel_name_from_host
 
 
-def tunnel_for(request: Any) -> tuple[str | None, Tunnel | None]:
-    """The tunnel name the request's one Host header names (None: the site, or no single
-    Host), and that tunnel if it lives on this node."""
+def tunnel_for(request: Any, domain: bytes) -> tuple[str | None, Tunnel | None]:
+    """The tunnel name the request's one Host header names under `domain` (None: the site,
+    or no single Host), and that tunnel if it lives on this node."""
     hosts = request.requestHeaders.getRawHeaders(b"host") or []
     if len(hosts) != 1:
         return None, None
-    name = tunnel_name_from_host(hosts[0], settings.RELAY_DOMAIN.encode())
+    name = tunnel_name_from_host(hosts[0], domain)
     request.relay_one_host, request.relay_tunnel = True, name  # for the scope: read once
     return name, get_registry().get(name) if name else None
 
@@ -32,9 +30,9 @@ def no_tunnel_anywhere() -> bool:
     return get_registry().cluster is None
 
 
-def body_limit_for(tunnel: Tunnel | None) -> int:
-    """RELAY_MAX_BODY_BYTES, or the tunnel's plan limit when that is lower (0: no limit)."""
-    limit: int = settings.RELAY_MAX_BODY_BYTES
+def body_limit_for(tunnel: Tunnel | None, limit: int) -> int:
+    """`limit` (RELAY_MAX_BODY_BYTES), or the tunnel's plan limit when that is lower (0: no
+    limit)."""
     plan = tunnel.quota.max_body_bytes if tunnel and tunnel.quota else 0
     if plan and (not limit or plan < limit):
         limit = plan

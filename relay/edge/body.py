@@ -10,10 +10,10 @@ import daphne.server  # noqa: F401  isort:skip  (installs the asyncio reactor fi
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from twisted.internet import reactor as twisted_reactor
 from twisted.web import http
 
+from relay.edge.edge_settings import EdgeSettings
 from relay.protocol import (
     CHUNK_FRAMING_FREE_BYTES,
     CHUNKED_SLICE_BYTES,
@@ -28,6 +28,7 @@ class RequestBody(http.HTTPChannel):
     """A part of RelayHTTPChannel: the state below is the channel's (set in its `__init__`,
     so a connection is made in one call), and so is `_refuse`."""
 
+    edge: EdgeSettings
     _rejected: bool
     _body_limit: int  # bytes allowed in the current request's body; 0: no limit
     _body_seen: int
@@ -41,7 +42,7 @@ class RequestBody(http.HTTPChannel):
     def _start_body_deadline(self) -> None:
         self._stop_body_deadline()
         self._body_started = reactor.seconds()
-        self._body_allowed = settings.RELAY_BODY_TIMEOUT_S
+        self._body_allowed = self.edge.body_timeout_s
         self._body_deadline = reactor.callLater(self._body_allowed, self._body_check)
 
     def _stop_body_deadline(self) -> None:
@@ -58,7 +59,7 @@ class RequestBody(http.HTTPChannel):
         if left > 0:
             self._body_deadline = reactor.callLater(left, self._body_check)
             return
-        grace, rate = settings.RELAY_BODY_TIMEOUT_S, settings.RELAY_BODY_MIN_RATE_BYTES_S
+        grace, rate = self.edge.body_timeout_s, self.edge.body_min_rate_bytes_s
         self._refuse(
             408,
             "Request Timeout",
@@ -71,12 +72,12 @@ class RequestBody(http.HTTPChannel):
         if self._rejected:
             return True
         self._body_seen += size
-        rate = settings.RELAY_BODY_MIN_RATE_BYTES_S
+        rate = self.edge.body_min_rate_bytes_s
         if rate:
             # Earned at the pace of the bytes, but never more than RELAY_BODY_MAX_AHEAD_S
             # ahead of now: a fast start must not buy hours of trickling (Apache: body=20-40).
             allowed = self._body_allowed + size / rate
-            cap = reactor.seconds() - self._body_started + settings.RELAY_BODY_MAX_AHEAD_S
+            cap = reactor.seconds() - self._body_started + self.edge.body_max_ahead_s
             self._body_allowed = allowed if allowed < cap else cap
         if self._body_limit and self._body_seen > self._body_limit:
             self._refuse_body()

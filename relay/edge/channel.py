@@ -17,7 +17,6 @@ import logging
 import re
 from typing import Any
 
-from django.conf import settings
 from twisted.internet import reactor as twisted_reactor
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
@@ -25,7 +24,7 @@ from twisted.python.failure import Failure
 from relay.edge.addresses import AddressLimit, release_address
 from relay.edge.admission import body_limit_for, no_tunnel_anywhere, tunnel_for
 from relay.edge.body import RequestBody
-from relay.protocol import site_max_body_bytes
+from relay.edge.edge_settings import EdgeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +56,12 @@ class RelayHTTPChannel(RequestBody, AddressLimit):
     do not extend, unlike Twisted's idle timeout (`RELAY_IDLE_TIMEOUT_S`).
     """
 
+    # What it checks against, read once per listener (relay/edge/edge_settings.py): given
+    # by the factory (relay/edge/server.py) before the connection is made.
+    edge: EdgeSettings
+
     def __init__(self) -> None:
         super().__init__()
-        self.totalHeadersSize = settings.RELAY_MAX_HEADER_BYTES
-        self.maxHeaders = settings.RELAY_MAX_HEADER_COUNT
-        self.MAX_LENGTH = max(
-            settings.RELAY_MAX_HEADER_BYTES, settings.RELAY_MAX_REQUEST_LINE_BYTES
-        )
         self._rejected = False
         self._body_limit = 0  # bytes allowed in the current request's body; 0: no limit
         self._body_seen = 0
@@ -74,9 +72,22 @@ class RelayHTTPChannel(RequestBody, AddressLimit):
         self._body_started = 0.0
         self._body_allowed = 0.0  # seconds: the grace period, plus the pace of bytes read
         self._address: str | None = None  # counted while open (relay/edge/addresses.py)
+        # The visitor's and the relay's addresses, asked of the transport once per
+        # connection: Twisted asks for both for each request, and makes new objects each time.
+        self._peer: Any = None
+        self._host: Any = None
         # The protocol this connection was upgraded to (relay/edge/pool_upgrade.py): bytes
         # that arrived with the upgrade's head are its, not a next request's.
         self.relay_upgraded: Any = None
+
+    def use(self, edge: EdgeSettings) -> None:
+        """Check this connection's requests against `edge` (the factory calls it at once)."""
+        self.edge = edge
+        self.totalHeadersSize = edge.max_header_bytes
+        self.maxHeaders = edge.max_header_count
+        self.MAX_LENGTH = max(edge.max_header_bytes, edge.max_request_line_bytes)
+        # Twisted's idle timeout: each byte resets it; off while a request is answered.
+        self.timeOut = edge.idle_timeout_s  # type: ignore[assignment]  # a float works
 
     def connectionMade(self) -> None:  # noqa: N802
         super().connectionMade()
@@ -86,6 +97,16 @@ class RelayHTTPChannel(RequestBody, AddressLimit):
         if not self._admit_address():
             return
         self._start_head_deadline()
+
+    def getPeer(self) -> Any:  # noqa: N802 (Twisted's name)
+        if self._peer is None:
+            self._peer = super().getPeer()
+        return self._peer
+
+    def getHost(self) -> Any:  # noqa: N802
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         self._stop_head_deadline()
@@ -98,7 +119,7 @@ class RelayHTTPChannel(RequestBody, AddressLimit):
     # --- the head deadline ------------------------------------------------------------------
     def _start_head_deadline(self) -> None:
         if self._head_deadline is None:
-            delay = settings.RELAY_HEADER_TIMEOUT_S
+            delay = self.edge.header_timeout_s
             self._head_deadline = reactor.callLater(delay, self._head_too_slow)
 
     def _stop_head_deadline(self) -> None:
@@ -113,7 +134,7 @@ class RelayHTTPChannel(RequestBody, AddressLimit):
         if self._rejected or self.transport is None:
             return
         if self._head_started:
-            limit = settings.RELAY_HEADER_TIMEOUT_S
+            limit = self.edge.header_timeout_s
             self._refuse(
                 408, "Request Timeout", f"The request head did not arrive within {limit:g} s."
             )
@@ -137,13 +158,19 @@ class RelayHTTPChannel(RequestBody, AddressLimit):
         if self._rejected:
             return
         if self.line_mode:
-            # Bytes of a new head: on keep-alive its deadline starts with its first byte.
-            self._start_head_deadline()
-            self._head_started = True
+            self._head_started = True  # bytes of a head; allHeadersReceived resets it
         super().dataReceived(data)
+        if not self.line_mode or self._rejected:
+            return
         # Lines end in CRLF; a bare LF left in the unfinished line means LF line endings.
-        if self.line_mode and not self._rejected and b"\n" in self._buffer:
+        if b"\n" in self._buffer:
             self._refuse(400, "Bad Request", "Lines must end with CRLF.")
+        elif self._head_started and self.transport is not None:
+            # This read left a head incomplete: its deadline runs from now, the read of its
+            # first byte (armed already by an earlier read of it, or at connect, it stays:
+            # bytes never extend it). A head that came whole in one read, as nearly every
+            # one does, needs no timer at all.
+            self._start_head_deadline()
 
     def rawDataReceived(self, data: bytes) -> None:  # noqa: N802
         if self.relay_upgraded is not None:
@@ -155,7 +182,7 @@ class RelayHTTPChannel(RequestBody, AddressLimit):
         if self._rejected:
             return
         first = self._on_first_line()
-        if first and len(line) > settings.RELAY_MAX_REQUEST_LINE_BYTES:
+        if first and len(line) > self.edge.max_request_line_bytes:
             self._refuse(414, "URI Too Long", "The request line is too long.")
             return
         if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
@@ -202,16 +229,15 @@ class RelayHTTPChannel(RequestBody, AddressLimit):
             return
         # A body over the limit is refused before it is read: Twisted would otherwise spool
         # all of it to disk first. Returning here also skips Twisted's 100 Continue.
-        name, tunnel = tunnel_for(self.requests[-1])
+        edge = self.edge
+        name, tunnel = tunnel_for(self.requests[-1], edge.domain)
         if name is not None and tunnel is None and self.length != 0 and no_tunnel_anywhere():
             # Its body would be spooled in full only to be answered 404: refuse it now.
             self._refuse(404, "Not Found", f"There is no tunnel called {name!r} on this relay.")
             return
-        self._body_limit = body_limit_for(tunnel)
+        self._body_limit = body_limit_for(tunnel, edge.max_body_bytes)
         if name is None:  # the site's own pages take small bodies (site_max_body_bytes)
-            site = site_max_body_bytes(
-                settings.RELAY_INSPECT_BODY_BYTES, settings.RELAY_MAX_HEADER_BYTES
-            )
+            site = edge.site_max_body_bytes
             self._body_limit = min(self._body_limit or site, site)
         self._body_seen = 0
         self._chunked_wire = 0 if self.length is None else -1

@@ -26,8 +26,9 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http
 
-from relay.edge import pool_upgrade
+from relay.edge import plain_http, pool_upgrade
 from relay.edge.channel import RelayHTTPChannel
+from relay.edge.edge_settings import EdgeSettings
 from relay.protocol import (
     BODY_CHUNK_BYTES,
     STATUS_CLASSES,
@@ -115,7 +116,10 @@ class RelayWebRequest(WebRequest):
         if pool_upgrade.is_pool_upgrade(self):  # our lt's pool connection: not Daphne's
             pool_upgrade.upgrade(self)
             return
-        super().process()
+        if not self.requestHeaders.hasHeader(b"upgrade"):  # plain HTTP: no Deferreds
+            plain_http.start(self)
+            return
+        super().process()  # Daphne's: a WebSocket is handed to its protocol
         if self.transport is None and transport is not None:  # Daphne took it for a WebSocket
             if isinstance(channel, RelayHTTPChannel):
                 channel.hand_over(transport)
@@ -140,11 +144,23 @@ class RelayWebRequest(WebRequest):
 class RelayHTTPFactory(HTTPFactory):
     protocol = RelayHTTPChannel
 
+    def log(self, request: http.Request) -> None:
+        # Twisted formats a combined-log line for every request and writes it to its legacy
+        # log, which Daphne (verbosity 0, relay/run/runner.py) sends nowhere: a line built to
+        # be thrown away. Only a log file Twisted was given would be read; the relay's own
+        # access log is RELAY_ACCESS_LOG's (relay/access_log.py, docs/logs.md).
+        if self.logPath:
+            super().log(request)
+
+    def __init__(self, server: Any) -> None:
+        super().__init__(server)
+        self.edge = EdgeSettings.read()  # once per listener, not per request
+
     def buildProtocol(self, addr: Any) -> http.HTTPChannel:  # noqa: N802
         protocol = super().buildProtocol(addr)
         protocol.requestFactory = RelayWebRequest
-        # Twisted's idle timeout: each byte resets it; off while a request is answered.
-        protocol.timeOut = settings.RELAY_IDLE_TIMEOUT_S or None
+        if isinstance(protocol, RelayHTTPChannel):  # HTTP/2 (off in the relay) is Twisted's
+            protocol.use(self.edge)
         return protocol
 
 
@@ -216,10 +232,22 @@ class RelayServer(daphne_server.Server):
         )
         task = asyncio.ensure_future(instance)
         self.connections[protocol]["application_instance"] = task
-        task.add_done_callback(partial(self._application_done, protocol))
-        task.add_done_callback(lambda _: receive.close())
+        task.add_done_callback(partial(self._http_done, protocol, receive))
         flow.task = task
         return receive
+
+    def _http_done(self, protocol: RelayWebRequest, receive: StreamingReceive, task: Any) -> None:
+        """The app's task of an HTTP request ended: close its body spool now, and break the
+        request <-> flow cycle, so the request and everything it holds (its flow, task,
+        headers, receive queue) are freed by refcount at once. Left to the cyclic collector,
+        they made full collections of the whole heap about once a second under load, each
+        a pause every visitor felt (tests/sockets/test_request_cycles.py)."""
+        receive.close()
+        flow = protocol.relay_flow
+        if flow is not None:
+            protocol.relay_flow = None  # nothing of the request runs any more to need it
+            flow.task = None
+        self._application_done(protocol, task)
 
     def _create_websocket_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
         """Daphne's version, with a bounded input queue that is also the backpressure of

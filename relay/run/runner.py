@@ -33,7 +33,7 @@ from relay.protocol import (
     STOP_MARGIN_S,
     public_url,
 )
-from relay.run import metrics_listener
+from relay.run import heap, metrics_listener
 from relay.run.redirect import RedirectFactory
 from relay.run.tls import ReloadableTLS, TLSFilesError
 
@@ -210,6 +210,7 @@ class RelayRunner:
                 )
                 return
         reactor.callWhenRunning(self._started, limit)
+        heap.settle()  # everything is built: set it aside from the collector
         try:
             self.server.run()
         finally:
