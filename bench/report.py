@@ -12,12 +12,14 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import tcp_scenario, two_nodes
+from bench import loaded, tcp_scenario, two_nodes
+from bench.reference import Install
 from bench.transfer import TransferResult
 from bench.wrk import WrkResult
 
 if TYPE_CHECKING:
-    from bench.scenarios import Options, Target
+    from bench.scenarios import Options
+    from bench.targets import Target
 
 # direct: the app itself. On the plain relay: ours (our lt, its pool upgraded on the relay's
 # port), ours_raw (our lt --raw-pool) and npm (raw pool ports). On the relay serving TLS itself,
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 # ours_rules: our lt with visitor rules (basic auth, CIDR allow and deny) on the plain relay.
 # ours_inspected, ours_uninspected: our lt on the plain relay with the tokens of two users
 # whose plans differ only in the request inspector (on, off).
+# reference: the localtunnel reference server (bench/reference.py) with the npm lt.
 LABELS = (
     "direct",
     "ours",
@@ -36,6 +39,7 @@ LABELS = (
     "ours_uninspected",
     "tls_raw",
     "tls_pool",
+    "reference",
 )
 TUNNELS = LABELS[1:]  # the targets through a relay
 # (name, target, baseline): how much slower the target is than its baseline, same run.
@@ -45,6 +49,11 @@ COSTS = (
     ("access_cost", "ours_rules", "ours"),  # basic auth + CIDR checked vs no such rules
     ("inspect_cost", "ours_inspected", "ours_uninspected"),  # the inspector's captures vs none kept
 )
+# (key, target): the target against the reference server in the same run; > 1 on req/s (or
+# MB/s) is faster than the reference, < 1 on p99 is a shorter tail.
+VERSUS_REFERENCE = (("ours_vs_reference", "ours"), ("npm_vs_reference", "npm"))
+# The processes whose CPU per request is read, in the order they are printed.
+ROLES = ("relay", "reference", "client", "app", "total")
 CAVEAT = (
     "Loopback on one small machine: wrk, the relay, the tunnel client and the local app "
     "share the same {cores} cores, so every figure includes their contention for CPU. "
@@ -77,15 +86,30 @@ def _costs(entry: dict[str, Any], key: str) -> None:
         entry[name] = None if not base or slow is None else round(1 - slow / base, 3)
 
 
+def _versus_reference(entry: dict[str, Any], key: str) -> None:
+    """Each of VERSUS_REFERENCE: the target's `key` over the reference's, and the same for
+    p99 (`<name>_p99`); None when either did not run."""
+    for name, label in VERSUS_REFERENCE:
+        entry[name] = _ratio(entry.get(f"{label}_{key}"), entry.get(f"reference_{key}"))
+        entry[f"{name}_p99"] = _ratio(entry.get(f"{label}_p99_ms"), entry.get("reference_p99_ms"))
+
+
+def cpu_medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Per role, the median over runs of its CPU microseconds per request."""
+    roles = [role for role in ROLES if any(role in run for run in runs)]
+    return {role: _median([run[role] for run in runs if role in run]) or 0.0 for role in roles}
+
+
 def wrk_scenario(
     name: str,
     unit: str,
     runs: dict[str, list[WrkResult]],
     targets: list[Target],
-    cpu_us: dict[str, list[float]] | None = None,
+    cpu_us: dict[str, list[dict[str, float]]] | None = None,
 ) -> dict[str, Any]:
-    """One wrk scenario: medians over rounds per target; ratios on req/s (= on MB/s); the
-    relay's CPU per request (user + system, microseconds) for the tunnelled targets."""
+    """One wrk scenario: medians over rounds per target; ratios on req/s (= on MB/s), to
+    direct and to the reference; the CPU per request (user + system, microseconds) of each
+    process a request crosses, and of the server alone as `<label>_relay_cpu_us`."""
     entry: dict[str, Any] = {"name": name, "unit": unit, "tool": "wrk"}
     for label in LABELS:
         results = runs.get(label, [])
@@ -93,12 +117,17 @@ def wrk_scenario(
         entry[f"{label}_mbps"] = _median([r.mbps for r in results])
         entry[f"{label}_p50_ms"] = _median([r.p50_ms for r in results])
         entry[f"{label}_p99_ms"] = _median([r.p99_ms for r in results])
+        entry[f"{label}_p999_ms"] = _median([r.p999_ms for r in results])
         entry[f"{label}_errors"] = sum(r.errors for r in results) if results else None
         entry[f"{label}_rounds_rps"] = [round(r.rps, 1) for r in results]
+        used = cpu_medians((cpu_us or {}).get(label, []))
+        entry[f"{label}_cpu_us"] = used or None
     for label in TUNNELS:
         entry[f"{label}_ratio"] = _ratio(entry[f"{label}_rps"], entry["direct_rps"])
-        entry[f"{label}_relay_cpu_us"] = _median((cpu_us or {}).get(label, []))
+        used = entry[f"{label}_cpu_us"] or {}
+        entry[f"{label}_relay_cpu_us"] = used.get("relay", used.get("reference"))
     _costs(entry, "rps")
+    _versus_reference(entry, "rps")
     _unavailable(entry, targets)
     return entry
 
@@ -124,6 +153,7 @@ def transfer_scenario(
     for label in TUNNELS:
         entry[f"{label}_ratio"] = _ratio(entry[f"{label}_mbps"], entry["direct_mbps"])
     _costs(entry, "mbps")
+    _versus_reference(entry, "mbps")
     _unavailable(entry, targets)
     return entry
 
@@ -157,7 +187,8 @@ def scale_summary(
     }
 
 
-def machine() -> dict[str, Any]:
+def machine(load: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The machine, and `load` (the load averages before and after the run)."""
     model = ""
     try:
         with open("/proc/cpuinfo") as info:
@@ -169,11 +200,15 @@ def machine() -> dict[str, Any]:
         pass
     return {
         "nproc": len(os.sched_getaffinity(0)),
+        "cores": os.cpu_count(),
         "model": model or platform.processor(),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "wrk": _version(["wrk", "--version"]),
         "node": _version(["node", "--version"]),
+        # 1, 5 and 15 minute load averages: a busy machine's figures are not comparable.
+        "load_before": list((load or {}).get("load_before", ())),
+        "load_after": list((load or {}).get("load_after", ())),
     }
 
 
@@ -193,8 +228,12 @@ def build(
     options: Options,
     two_node: dict[str, Any] | None = None,
     tcp: dict[str, Any] | None = None,
+    installed: Install | None = None,
+    load: dict[str, Any] | None = None,
+    loaded_at_once: dict[str, Any] | None = None,
+    profiled: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    box = machine()
+    box = machine(load)
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": box,
@@ -208,9 +247,16 @@ def build(
         },
         "wrk": "1 thread, --timeout 5s, loopback",
         "targets": {
-            t.label: {"command": t.command, "available": t.available, "reason": t.reason}
+            t.label: {
+                "command": t.command,
+                "available": t.available,
+                "reason": t.reason,
+                "processes": sorted(t.pids),
+            }
             for t in targets
         },
+        # The localtunnel reference server: what was installed, or why it was not.
+        "reference": (installed or Install(reason="not looked for")).as_json(),
         "scenarios": scenarios,
         "idle_tunnel_rss_kb": scale["idle_tunnel_rss_kb"],
         "tunnels_per_s": scale["tunnels_per_s"],
@@ -220,6 +266,10 @@ def build(
         "two_node": two_node,
         # MB/s through a TCP tunnel vs direct at 1 and 10 connections (bench/tcp_scenario.py).
         "tcp": tcp,
+        # Many tunnels on one relay, each loaded by its own wrk at the same time (bench/loaded.py).
+        "loaded_at_once": loaded_at_once,
+        # --profile: py-spy's speedscope files of the relay and our lt; None without it.
+        "profile": profiled,
     }
 
 
@@ -241,6 +291,35 @@ def _cost(entry: dict[str, Any], name: str) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
+def _versus(entry: dict[str, Any], name: str) -> str:
+    speed, tail = entry.get(name), entry.get(f"{name}_p99")
+    if speed is None:
+        return "n/a"
+    return f"{speed:.2f}x" + (f" (p99 {tail:.2f}x)" if tail is not None else "")
+
+
+def latency_cpu_table(results: dict[str, Any]) -> list[str]:
+    """Per wrk scenario and target: p50 / p99 / p99.9 and the CPU microseconds per request of
+    each process (the server: our relay or the reference; the client; the app; their sum)."""
+    head = ["scenario", "target", "p50 ms", "p99 ms", "p99.9 ms"]
+    head += ["server us/req", "client us/req", "app us/req", "total us/req"]
+    lines = ["| " + " | ".join(head) + " |", "| --- | --- |" + " ---: |" * (len(head) - 2)]
+    for s in results["scenarios"]:
+        if s["tool"] != "wrk":
+            continue
+        for label in LABELS:
+            if s.get(f"{label}_p50_ms") is None:
+                continue
+            used = s.get(f"{label}_cpu_us") or {}
+            server = used.get("relay", used.get("reference"))
+            cells = [s["name"], label]
+            cells += [_num(s.get(f"{label}_{key}_ms"), 2) for key in ("p50", "p99", "p999")]
+            cells += [_num(value) for value in (server, used.get("client"), used.get("app"))]
+            cells.append(_num(used.get("total")))
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def table(results: dict[str, Any]) -> str:
     """A Markdown table of the scenarios (each tunnelled figure with its ratio to direct and,
     for wrk scenarios, the relay's CPU per request in microseconds), then the costs of the
@@ -249,6 +328,7 @@ def table(results: dict[str, Any]) -> str:
     head = ["scenario", "unit", "direct"]
     head += [label.replace("_", " ") for label in TUNNELS]
     head += ["upgrade cost", "pool TLS cost", "access cost", "inspect cost"]
+    head += ["ours / reference", "npm / reference"]
     head += ["p50 / p99 ms direct"]
     head += [label.replace("_", " ") for label in TUNNELS]
     lines = [
@@ -267,9 +347,12 @@ def table(results: dict[str, Any]) -> str:
                 shown += f", {cpu:,.0f} us)" if cpu is not None else ")"
             cells.append(shown)
         cells += [_cost(s, name) for name, _, _ in COSTS]
+        cells += [_versus(s, name) for name, _ in VERSUS_REFERENCE]
         cells.append(_lat(s, "direct"))
         cells += [_lat(s, label) for label in TUNNELS]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Latency and CPU per request (user + system from /proc, medians of rounds):", ""]
+    lines += latency_cpu_table(results)
     scale = results["scale"]
     rss, fds = scale["rss_kb"], scale["fds"]
     lines += [
@@ -282,6 +365,10 @@ def table(results: dict[str, Any]) -> str:
         f"descriptors {fds['before']:,} -> {fds['held']:,} -> {fds['after']:,} "
         f"({'back to' if scale['fds_returned'] else 'NOT back to'} baseline).",
     ]
+    if scale.get("measured"):
+        lines.append(_measured_line(scale))
+    if results.get("loaded_at_once"):
+        lines.append(loaded.table_line(results["loaded_at_once"]))
     if results.get("two_node"):
         lines.append(two_nodes.table_line(results["two_node"]))
     if results.get("tcp"):
@@ -289,4 +376,37 @@ def table(results: dict[str, Any]) -> str:
     for label, target in results["targets"].items():
         if not target["available"]:
             lines.append(f"{label}: unavailable ({target['reason']})")
+    profiled = results.get("profile")
+    if profiled:
+        lines.append(
+            f"Profiles (py-spy, speedscope JSON): {profiled['dir']}"
+            if not profiled["reason"]
+            else f"Profiles: none ({profiled['reason']})"
+        )
+    box = results["machine"]
+    lines.append(
+        f"Machine: {box['cores']} cores ({box['nproc']} usable), load average "
+        f"{_loads(box['load_before'])} before, {_loads(box['load_after'])} after."
+    )
     return "\n".join(lines)
+
+
+def _measured_line(scale: dict[str, Any]) -> str:
+    """The scale scenario's measured tunnel, alone and beside the idle tunnels."""
+    measured = scale["measured"]
+
+    def shown(run: dict[str, Any]) -> str:
+        return (
+            f"{_num(run['rps'])} req/s, p50 {_num(run['p50_ms'], 2)} / p99 "
+            f"{_num(run['p99_ms'], 2)} / p99.9 {_num(run['p999_ms'], 2)} ms"
+        )
+
+    return (
+        f"One tunnel (our lt, 1 KiB x{measured['connections']}) alone: "
+        f"{shown(measured['alone'])}; beside {scale['tunnels']:,} idle tunnels: "
+        f"{shown(measured['beside_idle'])}."
+    )
+
+
+def _loads(values: list[float]) -> str:
+    return " / ".join(f"{value:.2f}" for value in values) or "n/a"

@@ -6,6 +6,7 @@ table and writes the JSON.
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -32,6 +33,17 @@ class Command(BaseCommand):
             help="CPU per request in the local app, in us (20: direct ~ a fast framework app)",
         )
         parser.add_argument(
+            "--loaded-tunnels", type=int, help="tunnels loaded at once, a wrk each (20)"
+        )
+        parser.add_argument(
+            "--profile",
+            action="store_true",
+            help="py-spy the relay and our lt during one extra 1 KiB x10 run (speedscope JSON)",
+        )
+        parser.add_argument(
+            "--profile-dir", help="where --profile writes (bench-profiles/<UTC time>)"
+        )
+        parser.add_argument(
             "--output", default=str(ROOT / "bench-results.json"), help="where the JSON goes"
         )
 
@@ -41,16 +53,21 @@ class Command(BaseCommand):
             ("rounds", "rounds"),
             ("duration", "duration_s"),
             ("tunnels", "tunnels"),
+            ("loaded_tunnels", "loaded_tunnels"),
         ):
             value = opts[name]
             if value is not None:
                 if int(value) < 1:  # type: ignore[call-overload]
-                    raise CommandError(f"--{name} must be at least 1")
+                    raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
                 setattr(options, attr, int(value))  # type: ignore[call-overload]
         if opts["transfer_mib"] is not None:
             options.transfer_bytes = int(opts["transfer_mib"]) << 20  # type: ignore[call-overload]
         if opts["app_work_us"] is not None:
             options.app_work_us = float(opts["app_work_us"])  # type: ignore[arg-type]
+        if opts["profile"] or opts["profile_dir"]:
+            stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+            where = opts["profile_dir"] or ROOT / "bench-profiles" / stamp
+            options.profile_dir = Path(str(where)).resolve()
         try:
             # OutputWrapper writes and flushes as a TextIO does, all that Bench asks of it.
             results = Bench(options, self.stdout).run()  # type: ignore[arg-type]
