@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import report
-from bench.procs import StartError, client_env, fd_count, rss_kb, wait_until
+from bench.procs import (
+    StartError,
+    client_env,
+    cpu_snapshot,
+    cpu_us_per_request,
+    fd_count,
+    rss_kb,
+    wait_until,
+)
 from bench.targets import HTTP_TIMEOUT_S, Relay, Target
 from bench.wrk import WrkResult, run_wrk
 
@@ -89,21 +97,30 @@ def run(bench: Bench, tmp: Path, template: Path, command: list[str]) -> dict[str
     return summary
 
 
-def _load(bench: Bench, target: Target, when: str) -> list[WrkResult]:
+def _load(
+    bench: Bench, target: Target, when: str
+) -> tuple[list[WrkResult], list[dict[str, float]]]:
+    """`rounds` wrk runs on the measured tunnel: their results, and the CPU per request of
+    each of its processes in each."""
     opts = bench.options
-    results = []
+    results, used = [], []
     for round_no in range(opts.rounds):
+        before = cpu_snapshot(target.pids)
         result = run_wrk(target.url("/1k"), target.host, MEASURED_CONNECTIONS, opts.duration_s)
+        used.append(cpu_us_per_request(before, cpu_snapshot(target.pids), result.requests))
         results.append(result)
+        shown = " ".join(f"{role} {us:,.0f}" for role, us in used[-1].items())
         bench.say(
             f"round {round_no + 1}/{opts.rounds} scale: measured tunnel {when}: "
-            f"{result.rps:,.0f} req/s p50 {result.p50_ms:.2f} ms p99 {result.p99_ms:.2f} ms"
-            + (f" errors {result.errors}" if result.errors else "")
+            f"{result.rps:,.0f} req/s p50 {result.p50_ms:.2f} ms p99 {result.p99_ms:.2f} ms; "
+            f"CPU us/req {shown}" + (f" errors {result.errors}" if result.errors else "")
         )
-    return results
+    return results, used
 
 
-def _latency(results: list[WrkResult]) -> dict[str, Any]:
+def _latency(runs: tuple[list[WrkResult], list[dict[str, float]]]) -> dict[str, Any]:
+    results, used = runs
+
     def median(values: list[float]) -> float | None:
         return round(statistics.median(values), 3) if values else None
 
@@ -113,6 +130,7 @@ def _latency(results: list[WrkResult]) -> dict[str, Any]:
         "p99_ms": median([r.p99_ms for r in results]),
         "p999_ms": median([r.p999_ms for r in results]),
         "errors": sum(r.errors for r in results),
+        "cpu_us": report.cpu_medians(used),
     }
 
 

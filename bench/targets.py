@@ -36,11 +36,6 @@ class Target:
     def available(self) -> bool:
         return not self.reason
 
-    @property
-    def relay_pid(self) -> int:
-        """The server's process (our relay, or the reference server); 0 for direct."""
-        return self.pids.get("relay") or self.pids.get("reference") or 0
-
 
 @dataclass
 class Relay:

@@ -164,6 +164,8 @@ def _check_scale(results: dict[str, Any]) -> None:
         for key in ("rps", "p50_ms", "p99_ms", "p999_ms"):
             assert _positive(measured[when][key]), (when, key, measured)
         assert measured[when]["errors"] == 0, measured
+        for role in ("relay", "client", "total"):  # from /proc, as in the rounds
+            assert _positive(measured[when]["cpu_us"][role]), (when, role, measured)
 
 
 def _check_profiles(results: dict[str, Any], folder: Path) -> None:
