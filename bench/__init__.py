@@ -17,5 +17,6 @@ scripts (`python -m bench.app`, `python -m bench.holder`).
 - `loaded`: many tunnels, each loaded by a wrk of its own, at the same time.
 - `scale`: idle tunnels by the thousand, and one measured tunnel beside them.
 - `profile`: `--profile`, py-spy's samples of the relay and our lt.
-- `report`: medians, ratios, the tables and `bench-results.json`.
+- `report`: medians, ratios and `bench-results.json`.
+- `table`: the tables printed from them.
 """

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from bench import report
+from bench import report, table
 from bench.procs import ROOT, StartError
 from bench.scenarios import Bench, Options
 
@@ -76,5 +76,5 @@ class Command(BaseCommand):
         output = Path(str(opts["output"]))
         report.write_json(results, output)
         self.stdout.write("")
-        self.stdout.write(report.table(results))
+        self.stdout.write(table.table(results))
         self.stdout.write(f"\n{results['caveat']}\nresults written to {output}")
