@@ -365,6 +365,7 @@ class Bench:
             scheme=relay.scheme,
             pids={relay.role: relay.child.pid, "app": self.app_pid},
             headers=headers,
+            name=name,
         )
         if not Path(command[0]).exists():
             target.reason = f"{command[0]} is not installed"

@@ -28,6 +28,7 @@ class Target:
     # CPU per request the run reads from /proc.
     pids: dict[str, int] = field(default_factory=dict)
     headers: tuple[str, ...] = ()  # sent with every request ("Authorization: Basic ...")
+    name: str = ""  # the tunnel's name on its relay; "" for direct
 
     def url(self, path: str) -> str:
         return f"{self.scheme}://127.0.0.1:{self.port}{path}"
