@@ -16,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 NPM_LT = ROOT / "tests" / ".npm" / "node_modules" / ".bin" / "lt"
 REFERENCE = ROOT / "bench" / ".reference"  # the Makefile's REFERENCE_DIR
+STOP_TIMEOUT_S = 60.0  # benchrelay stopping its children after a SIGTERM (10 s for each to exit)
 SCENARIO_KEYS = {
     "name",
     "direct_rps",
@@ -65,6 +66,25 @@ def _tools_installed() -> None:
         pytest.fail(f"the reference server is not installed (`make test` installs it): {why}")
 
 
+def _run_benchrelay(args: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """benchrelay to its end; past `timeout_s`, SIGTERM (it then stops its children, which
+    run in sessions of their own and would outlive a SIGKILL), then SIGKILL, and a failure."""
+    command = [sys.executable, "manage.py", "benchrelay", *args]
+    with subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                stdout, stderr = proc.communicate(timeout=STOP_TIMEOUT_S)
+            finally:
+                proc.kill()
+            pytest.fail(f"benchrelay ran past {timeout_s:g} s:\n{stdout[-3000:]}{stderr[-2000:]}")
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
 def _positive(value: object) -> bool:
     return isinstance(value, int | float) and value > 0
 
@@ -77,14 +97,7 @@ def test_quick_benchmark_writes_json_with_positive_figures(tmp_path: Path) -> No
     output = tmp_path / "bench-results.json"
     profiles = tmp_path / "profiles"
     args = ["--quick", "--output", str(output), "--profile-dir", str(profiles)]
-    done = subprocess.run(
-        [sys.executable, "manage.py", "benchrelay", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    done = _run_benchrelay(args, timeout_s=240)
     assert done.returncode == 0, done.stdout + done.stderr
     results = json.loads(output.read_text())
 

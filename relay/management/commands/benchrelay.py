@@ -7,7 +7,9 @@ table and writes the JSON.
 from __future__ import annotations
 
 import datetime
+import signal
 from pathlib import Path
+from types import FrameType
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -68,13 +70,22 @@ class Command(BaseCommand):
             stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
             where = opts["profile_dir"] or ROOT / "bench-profiles" / stamp
             options.profile_dir = Path(str(where)).resolve()
+        # SIGTERM unwinds the run like Ctrl-C, so Bench's `finally` stops every child: they
+        # run in sessions of their own, and a plain exit would leave them all running.
+        previous = signal.signal(signal.SIGTERM, _terminated)
         try:
             # OutputWrapper writes and flushes as a TextIO does, all that Bench asks of it.
             results = Bench(options, self.stdout).run()  # type: ignore[arg-type]
         except (StartError, TimeoutError, OSError) as exc:
             raise CommandError(f"the benchmark could not run: {exc}") from exc
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         output = Path(str(opts["output"]))
         report.write_json(results, output)
         self.stdout.write("")
         self.stdout.write(table.table(results))
         self.stdout.write(f"\n{results['caveat']}\nresults written to {output}")
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(f"benchrelay: stopped by signal {signum}; its children were stopped")
