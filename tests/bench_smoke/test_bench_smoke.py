@@ -89,9 +89,9 @@ def _positive(value: object) -> bool:
     return isinstance(value, int | float) and value > 0
 
 
-# Ten targets, the TCP, loaded and scale scenarios and a profile: about 32 CPU-seconds in
-# all its processes, which on 2 cores shared with other test files (a load average of 15)
-# took 195 s; the deadline is for a hang, not for speed.
+# Ten targets, the TCP, loaded and scale scenarios and a profile: 32 to 41 CPU-seconds in
+# all its processes (user + system, GNU time), 94 s of wall time on 2 cores at a load
+# average of 13 and 195 s at 15; the deadline is for a hang, not for speed.
 @pytest.mark.timeout(270)
 def test_quick_benchmark_writes_json_with_positive_figures(tmp_path: Path) -> None:
     output = tmp_path / "bench-results.json"
