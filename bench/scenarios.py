@@ -1,25 +1,24 @@
-"""Start the app, a relay and both tunnel clients, then run the interleaved rounds.
+"""Start the app, a relay, the reference server and the tunnel clients, then run the
+interleaved rounds.
 
-Every scenario measures four targets in the same run: the app directly, the relay with
+Every scenario measures these targets in the same run: the app directly, the relay with
 our `lt` (its pool upgraded over the relay's own port), the relay with the npm `lt` (raw
-pool ports), and a second relay serving TLS itself with our `lt` (visitors and pool over
-TLS: what the encrypted path costs); on the plain relay also our `lt` with two users' tokens
-whose plans differ only in the request inspector (what keeping captures costs). The relays'
-CPU per request
-comes from /proc. Each round runs every scenario once per target, in an order rotated
-every round, so a slow moment of the machine does not land on one target only; `report`
-takes medians over rounds. The scale scenario runs on a fresh relay of its own, so its
-memory baseline is not the throughput rounds' leftovers.
+pool ports), a second relay serving TLS itself with our `lt` (visitors and pool over
+TLS: what the encrypted path costs), on the plain relay also our `lt` with two users' tokens
+whose plans differ only in the request inspector (what keeping captures costs), and the
+localtunnel reference server with the npm `lt` (bench/reference.py). The CPU per request of
+every process a request crosses (server, client, app) comes from /proc. Each round runs
+every scenario once per target, in an order rotated every round, so a slow moment of the
+machine does not land on one target only; `report` takes medians over rounds. The scale
+scenario runs on a fresh relay of its own, so its memory baseline is not the throughput
+rounds' leftovers.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import secrets
 import shutil
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -30,19 +29,30 @@ from typing import Any, TextIO
 
 import trustme  # `make bench` installs the test dependencies; the relay never imports it
 
-from bench import report, tcp_scenario, transfer, two_nodes
+from bench import (
+    loaded,
+    profile,
+    reference,
+    report,
+    scale,
+    tcp_scenario,
+    transfer,
+    two_nodes,
+)
 from bench.procs import (
     ROOT,
     Child,
     Children,
     StartError,
     client_env,
-    cpu_seconds,
-    fd_count,
-    rss_kb,
+    cpu_snapshot,
+    cpu_us_per_request,
     wait_until,
 )
+from bench.targets import Relay, Target, answers
 from bench.wrk import WrkResult, run_wrk
+
+__all__ = ["MAX_SOCKETS", "Bench", "Options", "Relay", "Target"]
 
 PYTHON = sys.executable
 NPM_LT = ROOT / "tests" / ".npm" / "node_modules" / ".bin" / "lt"
@@ -50,10 +60,7 @@ OURS_LT = Path(PYTHON).parent / "lt"
 MAX_SOCKETS = 10  # the reference's max_conn_count, set explicitly on the relay
 START_TIMEOUT_S = 30.0
 SOCKETS_TIMEOUT_S = 20.0
-HTTP_TIMEOUT_S = 10.0
 MIGRATE_TIMEOUT_S = 120.0
-HOLDER_READY_TIMEOUT_S = 300.0
-SETTLE_TIMEOUT_S = 30.0
 
 # The visitor rules of the ours_rules target, and what its visitors send to pass them. The
 # allow and deny lists hold several networks each, as a real rule set would, so the check is
@@ -101,70 +108,31 @@ class Options:
     # CPU per request in the app: 20 us makes direct ~26,000 req/s here at 1 KiB x10, like
     # the reference measurement's app (a bare asyncio loop would do ~100,000).
     app_work_us: float = 20.0
+    loaded_tunnels: int = 20  # tunnels loaded at once, each by a wrk of its own
+    profile_dir: Path | None = None  # --profile: py-spy's files go here
     quick: bool = False
 
     @classmethod
     def quick_run(cls) -> Options:
         return cls(
-            rounds=1, duration_s=1, warmup_s=0, transfer_bytes=8 << 20, tunnels=50, quick=True
+            rounds=1,
+            duration_s=1,
+            warmup_s=0,
+            transfer_bytes=8 << 20,
+            tunnels=50,
+            loaded_tunnels=3,
+            quick=True,
         )
 
 
 @dataclass
-class Target:
-    """Where a scenario sends its traffic: the app itself or a tunnel through the relay."""
+class Launch:
+    """A tunnel client started and not yet waited for (`Bench.await_tunnel`)."""
 
-    label: str  # one of bench.report.LABELS
-    port: int = 0
-    host: str = ""
-    command: str = ""
-    reason: str = ""  # why it is unavailable; "" when it works
-    scheme: str = "http"  # https: the relay serving TLS itself
-    relay_pid: int = 0  # the relay process whose CPU a request costs; 0 for direct
-    headers: tuple[str, ...] = ()  # sent with every request ("Authorization: Basic ...")
-
-    def url(self, path: str) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
-
-    @property
-    def available(self) -> bool:
-        return not self.reason
-
-
-@dataclass
-class Relay:
-    child: Child
-    port: int
-    ca: str = ""  # the CA file of its certificate when it serves TLS itself
-
-    @property
-    def scheme(self) -> str:
-        return "https" if self.ca else "http"
-
-    def get_json(self, path: str) -> tuple[int, Any]:
-        conn: http.client.HTTPConnection
-        if self.ca:
-            context = ssl.create_default_context(cafile=self.ca)
-            context.check_hostname = False  # the certificate names localhost, not 127.0.0.1
-            conn = http.client.HTTPSConnection(
-                "127.0.0.1", self.port, timeout=HTTP_TIMEOUT_S, context=context
-            )
-        else:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=HTTP_TIMEOUT_S)
-        try:
-            conn.request("GET", path, headers={"Host": f"127.0.0.1:{self.port}"})
-            answer = conn.getresponse()
-            body = answer.read()
-        finally:
-            conn.close()
-        return answer.status, json.loads(body) if body else None
-
-    def status(self) -> dict[str, Any]:
-        return self.get_json("/api/status")[1]
-
-    def sockets(self, name: str) -> int:
-        code, body = self.get_json(f"/api/tunnels/{name}/status")
-        return body["connected_sockets"] if code == 200 else 0
+    target: Target
+    relay: Relay | None  # None, as `child`: the target is unavailable (its reason says why)
+    name: str
+    child: Child | None  # None: the client or its server is missing (target.reason says so)
 
 
 @dataclass
@@ -174,6 +142,7 @@ class Bench:
     children: Children = field(default_factory=Children)
     # One key for the run's relays, so the inspector targets' tokens check out on them.
     secret_key: str = field(default_factory=lambda: "benchrelay-only-" + secrets.token_hex(16))
+    app_pid: int = 0
 
     def say(self, line: str) -> None:
         self.out.write(line + "\n")
@@ -185,42 +154,75 @@ class Bench:
             raise StartError("wrk is not installed (apt-get install -y wrk)")
         if not self.options.quick:
             two_nodes.preflight()  # PostgreSQL and Redis: say so now, not minutes later
+        load_before = os.getloadavg()
+        installed = reference.install()
+        if not installed.installed:
+            self.say(reference.MISSING.format(why=installed.reason))
         with tempfile.TemporaryDirectory(prefix="benchrelay-") as tmp:
             try:
                 template = self.migrate(Path(tmp))
                 inspected, uninspected = self.inspect_tokens(template)  # before relays copy it
                 app_port = self.start_app()
-                relay = self.start_relay(Path(tmp), template)
-                tls_relay = self.start_tls_relay(Path(tmp), template)
+                # Both relays start at once, then each is waited for.
+                plain = self.launch_relay(Path(tmp), template, False, {})
+                encrypted = self.launch_relay(Path(tmp), template, True, {})
+                relay, tls_relay = self.relay_ready(*plain), self.relay_ready(*encrypted)
                 ours, raw = [str(OURS_LT)], [str(OURS_LT), "--raw-pool"]
+                # The same npm `lt` command on our relay and on the reference: the servers
+                # are the only difference between `npm` and `reference`. Not --local-host:
+                # with it the npm client rewrites the Host in the first chunk of each pool
+                # socket as text, which corrupts a binary body sent in the same chunk (the
+                # reference server sends head and body together: every upload's sha256 failed).
+                npm = [str(NPM_LT)]
                 ca = ["--ca", tls_relay.ca]
-                targets = [
-                    Target("direct", app_port, f"127.0.0.1:{app_port}", "bench.app"),
-                    self.start_tunnel("ours", ours, relay, app_port),
-                    self.start_tunnel("ours_raw", raw, relay, app_port),
-                    self.start_tunnel("npm", [str(NPM_LT)], relay, app_port),
+                direct = Target("direct", app_port, f"127.0.0.1:{app_port}", "bench.app")
+                direct.pids = {"app": self.app_pid}
+                # Every client starts at once, then each is waited for.
+                launches = [
+                    self.launch_tunnel("ours", ours, relay, app_port),
+                    self.launch_tunnel("ours_raw", raw, relay, app_port),
+                    self.launch_tunnel("npm", npm, relay, app_port),
                     # Visitor rules on (basic auth, CIDR allow and deny), the same relay and
                     # client as `ours`: what checking them costs per request.
-                    self.start_tunnel("ours_rules", ours + RULES, relay, app_port, RULES_HEADERS),
+                    self.launch_tunnel("ours_rules", ours + RULES, relay, app_port, RULES_HEADERS),
                     # The request inspector on and off: two users whose plans differ only
                     # in it, the same relay and client (an anonymous tunnel keeps nothing).
-                    self.start_tunnel("ours_inspected", ours + inspected, relay, app_port),
-                    self.start_tunnel("ours_uninspected", ours + uninspected, relay, app_port),
-                    self.start_tunnel("tls_raw", raw + ca, tls_relay, app_port),
-                    self.start_tunnel("tls_pool", ours + ca, tls_relay, app_port),
+                    self.launch_tunnel("ours_inspected", ours + inspected, relay, app_port),
+                    self.launch_tunnel("ours_uninspected", ours + uninspected, relay, app_port),
+                    self.launch_tunnel("tls_raw", raw + ca, tls_relay, app_port),
+                    self.launch_tunnel("tls_pool", ours + ca, tls_relay, app_port),
+                    self.launch_reference(installed, npm, app_port),
                 ]
+                targets = [direct] + [self.await_tunnel(launch) for launch in launches]
                 for target in targets:
                     state = "ok" if target.available else f"UNAVAILABLE: {target.reason}"
                     self.say(f"target {target.label}: {state}")
                 scenarios = self.throughput(targets)
                 scenarios += self.transfers(targets)
+                profiled = None
+                if self.options.profile_dir is not None:
+                    ours_target = next(t for t in targets if t.label == "ours")
+                    profiled = profile.record(self, ours_target, self.options.profile_dir)
                 two_node = self.two_nodes(Path(tmp), template, app_port)
                 tcp = tcp_scenario.run(self, Path(tmp), template)
+                loaded_at_once = loaded.run(self, relay, app_port, ours)
                 self.children.stop_all()
-                scale = self.scale(Path(tmp), template)
+                scale_run = scale.run(self, Path(tmp), template, ours)
             finally:
                 self.children.stop_all()
-        return report.build(scenarios, scale, targets, self.options, two_node, tcp)
+        machine = {"load_before": load_before, "load_after": os.getloadavg()}
+        return report.build(
+            scenarios,
+            scale_run,
+            targets,
+            self.options,
+            two_node,
+            tcp,
+            installed,
+            machine,
+            loaded_at_once,
+            profiled,
+        )
 
     # --- processes ---------------------------------------------------------------------------
     def migrate(self, tmp: Path) -> Path:
@@ -260,18 +262,23 @@ class Bench:
         args = [PYTHON, "-m", "bench.app", "--port", "0", "--work-us", work]
         child = self.children.start(args, name="app")
         match = child.wait_for_line(r"bench app listening on http://127\.0\.0\.1:(\d+)", 10)
+        self.app_pid = child.pid
         return int(match.group(1))
 
     def start_relay(self, tmp: Path, template: Path, **extra: str) -> Relay:
         """A relay on a port of its own, plain http; `extra`: environment variables."""
-        return self._relay(tmp, template, False, extra)
+        return self.relay_ready(*self.launch_relay(tmp, template, False, extra))
 
     def start_tls_relay(self, tmp: Path, template: Path) -> Relay:
         """A relay serving TLS itself, with a certificate for localhost and *.localhost from
         a throwaway CA."""
-        return self._relay(tmp, template, True, {})
+        return self.relay_ready(*self.launch_relay(tmp, template, True, {}))
 
-    def _relay(self, tmp: Path, template: Path, tls: bool, extra: dict[str, str]) -> Relay:
+    def launch_relay(
+        self, tmp: Path, template: Path, tls: bool, extra: dict[str, str]
+    ) -> tuple[Child, str]:
+        """Start a relay without waiting for it (`relay_ready` waits): (its process, the CA
+        file of its certificate when it serves TLS itself, else "")."""
         db = tmp / f"relay-{secrets.token_hex(4)}.sqlite3"
         shutil.copyfile(template, db)
         env = {
@@ -296,11 +303,35 @@ class Bench:
             args += ["--tls-cert", cert, "--tls-key", key]
         name = "relay (TLS)" if tls else "relay"
         child = self.children.start([*args, "--domain", "localhost"], env, name=name)
+        return child, ca
+
+    def relay_ready(self, child: Child, ca: str) -> Relay:
+        """The launched relay once it listens and its status API answers."""
         pattern = r"tunnelsite relay listening on https?://127\.0\.0\.1:(\d+)"
         port = int(child.wait_for_line(pattern, START_TIMEOUT_S).group(1))
         relay = Relay(child, port, ca)
-        wait_until(lambda: _answers(relay), START_TIMEOUT_S, "the relay's status API")
+        wait_until(lambda: answers(relay), START_TIMEOUT_S, "the relay's status API")
         return relay
+
+    def launch_reference(
+        self, installed: reference.Install, npm: list[str], app_port: int
+    ) -> Launch:
+        """The localtunnel reference server, then the npm `lt` launched on it; unavailable,
+        with the reason, when the server is not installed or does not start."""
+        unavailable = Launch(Target("reference"), None, "", None)
+        if not installed.installed:
+            unavailable.target.reason = reference.MISSING.format(why=installed.reason)
+            return unavailable
+        try:
+            child, port = reference.start(self.children, START_TIMEOUT_S)
+            server = Relay(child, port, domain=reference.DOMAIN, dial="127.0.0.1")
+            server.role = "reference"
+            wait_until(lambda: answers(server), START_TIMEOUT_S, "the reference's status API")
+        except (StartError, TimeoutError, OSError) as exc:
+            why = f"{exc}".strip().splitlines()[0][:300]
+            unavailable.target.reason = f"the reference server did not start: {why}"
+            return unavailable
+        return self.launch_tunnel("reference", npm, server, app_port)
 
     def start_tunnel(
         self,
@@ -311,8 +342,20 @@ class Bench:
         headers: tuple[str, ...] = (),
     ) -> Target:
         """Start a tunnel client; an unavailable Target (with the reason) if it fails."""
+        return self.await_tunnel(self.launch_tunnel(label, command, relay, app_port, headers))
+
+    def launch_tunnel(
+        self,
+        label: str,
+        command: list[str],
+        relay: Relay,
+        app_port: int,
+        headers: tuple[str, ...] = (),
+    ) -> Launch:
+        """Start a tunnel client without waiting for it (`await_tunnel` waits), so many
+        start at once."""
         name = f"bench-{label.replace('_', '-')}-{secrets.token_hex(3)}"  # a DNS label
-        host = f"{name}.localhost:{relay.port}"
+        host = f"{name}.{relay.domain}:{relay.port}"
         shown = " ".join(Path(c).name for c in command[:1]) + " " + " ".join(command[1:])
         target = Target(
             label,
@@ -320,28 +363,40 @@ class Bench:
             host,
             shown.strip(),
             scheme=relay.scheme,
-            relay_pid=relay.child.pid,
+            pids={relay.role: relay.child.pid, "app": self.app_pid},
             headers=headers,
+            name=name,
         )
         if not Path(command[0]).exists():
             target.reason = f"{command[0]} is not installed"
-            return target
-        relay_url = f"{relay.scheme}://localhost:{relay.port}"
+            return Launch(target, relay, name, None)
+        relay_url = f"{relay.scheme}://{relay.dial}:{relay.port}"
         args = [*command, "--port", str(app_port), "--host", relay_url]
         # PYTHONPATH: a stale editable install can make `client` a namespace package.
         env = client_env(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
         child = self.children.start([*args, "--subdomain", name], env, name=f"lt ({label})")
+        target.pids["client"] = child.pid
+        return Launch(target, relay, name, child)
+
+    def await_tunnel(self, launch: Launch, check: bool = True) -> Target:
+        """Wait until a launched client has registered and filled its pool, then (`check`)
+        send it one second of requests; unavailable, with the reason, if any of it fails."""
+        target, relay, name, child = launch.target, launch.relay, launch.name, launch.child
+        if child is None or relay is None:
+            return target
         try:
             child.wait_for_line(r"your url is: \S+", START_TIMEOUT_S)
             wait_until(
                 lambda: relay.sockets(name) == MAX_SOCKETS,
                 SOCKETS_TIMEOUT_S,
-                f"{MAX_SOCKETS} pool sockets of the {label} client",
+                f"{MAX_SOCKETS} pool sockets of the {target.label} client",
             )
-            check = run_wrk(target.url("/1k"), host, 1, 1, headers=headers)
-            if check.requests == 0 or check.errors:
-                raise StartError(f"{check.errors} errors in {check.requests} requests")
-        except (StartError, TimeoutError, OSError, RuntimeError) as exc:
+            if check:  # one small download through it, its sha256 checked
+                tls = target.scheme == "https"
+                probe = transfer.download(target.port, target.host, 1024, tls, target.headers)
+                if not probe.sha256_ok:
+                    raise StartError("a 1 KiB download through it came back altered")
+        except (StartError, TimeoutError, OSError, RuntimeError, transfer.TransferError) as exc:
             child.stop()
             target.reason = f"{exc}".strip().splitlines()[0][:300]
         return target
@@ -356,15 +411,15 @@ class Bench:
         results: dict[str, dict[str, list[WrkResult]]] = {
             name: {t.label: [] for t in live} for name, _, _ in WRK_SCENARIOS
         }
-        # Relay CPU (user + system) per request of each run, in microseconds.
-        cpu: dict[str, dict[str, list[float]]] = {
-            name: {t.label: [] for t in live if t.relay_pid} for name, _, _ in WRK_SCENARIOS
+        # CPU (user + system) per request of each run and process, in microseconds.
+        cpu: dict[str, dict[str, list[dict[str, float]]]] = {
+            name: {t.label: [] for t in live} for name, _, _ in WRK_SCENARIOS
         }
         for round_no in range(opts.rounds):
             order = _rotated(live, round_no)
             for name, path, conns in WRK_SCENARIOS:
                 for target in order:
-                    before = cpu_seconds(target.relay_pid) if target.relay_pid else 0.0
+                    before = cpu_snapshot(target.pids)
                     result = run_wrk(
                         target.url(path),
                         target.host,
@@ -372,16 +427,15 @@ class Bench:
                         opts.duration_s,
                         headers=target.headers,
                     )
+                    used = cpu_us_per_request(before, cpu_snapshot(target.pids), result.requests)
                     results[name][target.label].append(result)
-                    used = ""
-                    if target.relay_pid and result.requests:
-                        spent = cpu_seconds(target.relay_pid) - before
-                        cpu[name][target.label].append(spent / result.requests * 1e6)
-                        used = f" relay {cpu[name][target.label][-1]:6.0f} us/req"
+                    cpu[name][target.label].append(used)
+                    shown = " ".join(f"{role} {us:,.0f}" for role, us in used.items())
                     self.say(
                         f"round {round_no + 1}/{opts.rounds} {name:<15} {target.label:<8} "
                         f"{result.rps:>9,.0f} req/s {result.mbps:>8,.0f} MB/s "
-                        f"p50 {result.p50_ms:6.2f} ms p99 {result.p99_ms:6.2f} ms{used}"
+                        f"p50 {result.p50_ms:6.2f} ms p99 {result.p99_ms:6.2f} ms "
+                        f"p99.9 {result.p999_ms:6.2f} ms; CPU us/req {shown}"
                         + (f" errors {result.errors}" if result.errors else "")
                     )
         return [
@@ -430,52 +484,6 @@ class Bench:
             return two_nodes.skipped("--quick")
         return two_nodes.run(self, tmp, template, app_port, NPM_LT)
 
-    def scale(self, tmp: Path, template: Path) -> dict[str, Any]:
-        """Register many tunnels with full idle pools; memory and descriptors, then teardown."""
-        relay = self.start_relay(tmp, template, RELAY_GRACE_S="120")
-        pid = relay.child.pid
-        count = self.options.tunnels
-        _warm_up(relay)  # first-use allocations are not per-tunnel costs
-        before = {"rss_kb": rss_kb(pid), "fds": fd_count(pid)}
-        holder = self.children.start(
-            [PYTHON, "-m", "bench.holder", "--port", str(relay.port), "--tunnels", str(count)],
-            client_env(),
-            name="holder",
-            stdin=subprocess.PIPE,
-        )
-        ready = json.loads(
-            holder.wait_for_line(
-                r"^HOLDER (\{\"event\": \"ready\".*)$", HOLDER_READY_TIMEOUT_S
-            ).group(1)
-        )
-        sockets = ready["sockets"]
-        wait_until(
-            lambda: relay.status()["sockets"] == sockets,
-            SETTLE_TIMEOUT_S,
-            f"the relay to count {sockets} pool sockets",
-        )
-        held = {"rss_kb": rss_kb(pid), "fds": fd_count(pid)}
-        self.say(f"scale: {count} tunnels, {sockets} idle sockets; before {before}, held {held}")
-        holder.send_line("teardown")
-        done = json.loads(
-            holder.wait_for_line(
-                r"^HOLDER (\{\"event\": \"done\".*)$", HOLDER_READY_TIMEOUT_S
-            ).group(1)
-        )
-        settled = True
-        try:
-            wait_until(lambda: relay.status()["tunnels"] == 0, SETTLE_TIMEOUT_S, "no tunnels")
-            wait_until(
-                lambda: fd_count(pid) <= before["fds"] + 5,
-                SETTLE_TIMEOUT_S,
-                "descriptors back to the baseline",
-            )
-        except TimeoutError:
-            settled = False
-        after = {"rss_kb": rss_kb(pid), "fds": fd_count(pid)}
-        self.say(f"scale: after teardown {after}")
-        return report.scale_summary(count, ready, done, before, held, after, settled)
-
 
 def _certificate(tmp: Path) -> tuple[str, str, str]:
     """A throwaway CA and a certificate for localhost and *.localhost: (ca, cert, key) files."""
@@ -486,28 +494,6 @@ def _certificate(tmp: Path) -> tuple[str, str, str]:
     paths[1].write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
     leaf.private_key_pem.write_to_path(str(paths[2]))
     return str(paths[0]), str(paths[1]), str(paths[2])
-
-
-def _answers(relay: Relay) -> bool:
-    try:
-        return relay.get_json("/api/status")[0] == 200
-    except (OSError, http.client.HTTPException, ValueError, ssl.SSLError):
-        return False
-
-
-def _warm_up(relay: Relay, count: int = 20) -> None:
-    """Register and delete a few tunnels, so code paths and caches are warm."""
-    for _ in range(count):
-        code, body = relay.get_json("/?new")
-        if code != 200:
-            raise StartError(f"warm-up registration answered {code}: {body}")
-        conn = http.client.HTTPConnection("127.0.0.1", relay.port, timeout=HTTP_TIMEOUT_S)
-        try:
-            conn.request("DELETE", f"/api/tunnels/{body['id']}")
-            conn.getresponse().read()
-        finally:
-            conn.close()
-    wait_until(lambda: relay.status()["tunnels"] == 0, SETTLE_TIMEOUT_S, "warm-up teardown")
 
 
 def _rotated(items: list[Target], by: int) -> list[Target]:

@@ -14,9 +14,10 @@ done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
     'WRKJSON {"requests": %d, "duration_us": %d, "bytes": %d, "connect": %d, "read": %d, ' ..
-    '"write": %d, "status": %d, "timeout": %d, "p50_us": %d, "p99_us": %d}\n',
+    '"write": %d, "status": %d, "timeout": %d, "p50_us": %d, "p99_us": %d, "p999_us": %d}\n',
     summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write,
-    e.status, e.timeout, latency:percentile(50), latency:percentile(99)))
+    e.status, e.timeout, latency:percentile(50), latency:percentile(99),
+    latency:percentile(99.9)))
 end
 """
 
@@ -29,6 +30,7 @@ class WrkResult:
     errors: int  # socket errors plus non-2xx/3xx answers
     p50_ms: float
     p99_ms: float
+    p999_ms: float  # the 99.9th percentile: the slowest request in a thousand
 
     @property
     def rps(self) -> float:
@@ -79,5 +81,6 @@ def run_wrk(
                 errors=errors,
                 p50_ms=raw["p50_us"] / 1000,
                 p99_ms=raw["p99_us"] / 1000,
+                p999_ms=raw["p999_us"] / 1000,
             )
     raise RuntimeError(f"wrk printed no result (exit {done.returncode}): {done.stderr.strip()}")

@@ -6,11 +6,14 @@ table and writes the JSON.
 
 from __future__ import annotations
 
+import datetime
+import signal
 from pathlib import Path
+from types import FrameType
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from bench import report
+from bench import report, table
 from bench.procs import ROOT, StartError
 from bench.scenarios import Bench, Options
 
@@ -32,6 +35,17 @@ class Command(BaseCommand):
             help="CPU per request in the local app, in us (20: direct ~ a fast framework app)",
         )
         parser.add_argument(
+            "--loaded-tunnels", type=int, help="tunnels loaded at once, a wrk each (20)"
+        )
+        parser.add_argument(
+            "--profile",
+            action="store_true",
+            help="py-spy the relay and our lt during one extra 1 KiB x10 run (speedscope JSON)",
+        )
+        parser.add_argument(
+            "--profile-dir", help="where --profile writes (bench-profiles/<UTC time>)"
+        )
+        parser.add_argument(
             "--output", default=str(ROOT / "bench-results.json"), help="where the JSON goes"
         )
 
@@ -41,23 +55,37 @@ class Command(BaseCommand):
             ("rounds", "rounds"),
             ("duration", "duration_s"),
             ("tunnels", "tunnels"),
+            ("loaded_tunnels", "loaded_tunnels"),
         ):
             value = opts[name]
             if value is not None:
                 if int(value) < 1:  # type: ignore[call-overload]
-                    raise CommandError(f"--{name} must be at least 1")
+                    raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
                 setattr(options, attr, int(value))  # type: ignore[call-overload]
         if opts["transfer_mib"] is not None:
             options.transfer_bytes = int(opts["transfer_mib"]) << 20  # type: ignore[call-overload]
         if opts["app_work_us"] is not None:
             options.app_work_us = float(opts["app_work_us"])  # type: ignore[arg-type]
+        if opts["profile"] or opts["profile_dir"]:
+            stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+            where = opts["profile_dir"] or ROOT / "bench-profiles" / stamp
+            options.profile_dir = Path(str(where)).resolve()
+        # SIGTERM unwinds the run like Ctrl-C, so Bench's `finally` stops every child: they
+        # run in sessions of their own, and a plain exit would leave them all running.
+        previous = signal.signal(signal.SIGTERM, _terminated)
         try:
             # OutputWrapper writes and flushes as a TextIO does, all that Bench asks of it.
             results = Bench(options, self.stdout).run()  # type: ignore[arg-type]
         except (StartError, TimeoutError, OSError) as exc:
             raise CommandError(f"the benchmark could not run: {exc}") from exc
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         output = Path(str(opts["output"]))
         report.write_json(results, output)
         self.stdout.write("")
-        self.stdout.write(report.table(results))
+        self.stdout.write(table.table(results))
         self.stdout.write(f"\n{results['caveat']}\nresults written to {output}")
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(f"benchrelay: stopped by signal {signum}; its children were stopped")

@@ -1,0 +1,117 @@
+"""Many tunnels loaded at once: N tunnels on one relay (our `lt` each), each driven by a wrk
+of its own (-t1 -c10, 1 KiB) at the same time. Total req/s over the tunnels, the median over
+tunnels of each latency percentile, and the CPU per request of the relay, of the clients
+together and of the app. One such run per round; medians over rounds."""
+
+from __future__ import annotations
+
+import statistics
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from bench.procs import cpu_snapshot, cpu_us_per_request
+from bench.wrk import WrkResult, run_wrk
+
+if TYPE_CHECKING:
+    from bench.scenarios import Bench
+    from bench.targets import Relay, Target
+
+CONNECTIONS = 10  # per tunnel, as in the 1 KiB x10 scenario
+PATH = "/1k"
+
+
+def run(bench: Bench, relay: Relay, app_port: int, command: list[str]) -> dict[str, Any]:
+    """Start `bench.options.loaded_tunnels` clients (`command`) on `relay`, load them all at
+    once for `rounds` runs, then stop them."""
+    opts = bench.options
+    count = opts.loaded_tunnels
+    mark = bench.children.mark()
+    try:
+        launches = [
+            bench.launch_tunnel(f"loaded_{index}", command, relay, app_port)
+            for index in range(count)
+        ]
+        targets = [bench.await_tunnel(launch, check=False) for launch in launches]
+        live = [t for t in targets if t.available]
+        rounds: list[dict[str, Any]] = []
+        for round_no in range(opts.rounds if live else 0):
+            rounds.append(_one_run(live, opts.duration_s))
+            shown = rounds[-1]
+            bench.say(
+                f"round {round_no + 1}/{opts.rounds} {count} tunnels loaded at once: "
+                f"{shown['total_rps']:,.0f} req/s in all, median p99 "
+                f"{shown['p99_ms_median']:.2f} ms, errors {shown['errors']}"
+            )
+    finally:
+        bench.children.stop_since(mark)
+    return summary(count, live, targets, rounds)
+
+
+def _one_run(live: list[Target], duration_s: int) -> dict[str, Any]:
+    pids = {"relay": live[0].pids["relay"], "app": live[0].pids["app"]}
+    clients = {f"client {i}": t.pids["client"] for i, t in enumerate(live)}
+    before = cpu_snapshot({**pids, **clients})
+    with ThreadPoolExecutor(max_workers=len(live)) as pool:
+        results: list[WrkResult] = list(
+            pool.map(lambda t: run_wrk(t.url(PATH), t.host, CONNECTIONS, duration_s), live)
+        )
+    after = cpu_snapshot({**pids, **clients})
+    requests = sum(r.requests for r in results)
+    used = cpu_us_per_request(before, after, requests)
+    per_role = {role: used[role] for role in pids if role in used}
+    per_role["client"] = sum(v for k, v in used.items() if k.startswith("client "))
+    per_role["total"] = used.get("total", 0.0)
+    return {
+        "total_rps": sum(r.rps for r in results),
+        "p50_ms_median": statistics.median(r.p50_ms for r in results),
+        "p99_ms_median": statistics.median(r.p99_ms for r in results),
+        "p999_ms_median": statistics.median(r.p999_ms for r in results),
+        "p99_ms_max": max(r.p99_ms for r in results),
+        "errors": sum(r.errors for r in results),
+        "requests": requests,
+        "cpu_us": per_role,
+    }
+
+
+def summary(
+    count: int, live: list[Target], targets: list[Target], rounds: list[dict[str, Any]]
+) -> dict[str, Any]:
+    def median(key: str) -> float | None:
+        values = [r[key] for r in rounds]
+        return round(statistics.median(values), 3) if values else None
+
+    roles = ("relay", "client", "app", "total")
+    return {
+        "tunnels": count,
+        "loaded": len(live),
+        "connections_per_tunnel": CONNECTIONS,
+        "total_rps": median("total_rps"),
+        "p50_ms_median": median("p50_ms_median"),
+        "p99_ms_median": median("p99_ms_median"),
+        "p999_ms_median": median("p999_ms_median"),
+        "p99_ms_max": median("p99_ms_max"),
+        "errors": sum(r["errors"] for r in rounds),
+        "rounds_total_rps": [round(r["total_rps"], 1) for r in rounds],
+        # The clients' figure is all of them together: their CPU over all requests.
+        "cpu_us": {
+            role: round(statistics.median(r["cpu_us"].get(role, 0.0) for r in rounds), 1)
+            for role in roles
+        }
+        if rounds
+        else None,
+        "unavailable": sorted({t.reason for t in targets if not t.available}),
+    }
+
+
+def table_line(entry: dict[str, Any]) -> str:
+    if not entry["loaded"]:
+        return f"Loaded at once: no tunnel came up ({'; '.join(entry['unavailable'])})."
+    cpu = entry["cpu_us"] or {}
+    return (
+        f"{entry['loaded']} tunnels loaded at once (wrk -t1 -c{entry['connections_per_tunnel']} "
+        f"each, 1 KiB): {entry['total_rps']:,.0f} req/s in all; median over tunnels of p50 "
+        f"{entry['p50_ms_median']:.2f} / p99 {entry['p99_ms_median']:.2f} / p99.9 "
+        f"{entry['p999_ms_median']:.2f} ms; CPU us/req relay {cpu.get('relay', 0):,.0f}, "
+        f"clients {cpu.get('client', 0):,.0f}, app {cpu.get('app', 0):,.0f}; "
+        f"errors {entry['errors']}."
+    )
