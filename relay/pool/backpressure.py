@@ -78,11 +78,12 @@ class Backpressure(asyncio.Protocol):
             self._drain_waiter = None
 
     # --- reading ----------------------------------------------------------------------------
-    def _take(self) -> bytes:
-        """At most PARSE_SLICE_BYTES from the front of the inbox (there is some)."""
+    def _take(self, limit: int = PARSE_SLICE_BYTES) -> bytes:
+        """At most `limit` bytes from the front of the inbox (there is some): the first read
+        waiting, uncopied when it fits whole."""
         first = self._inbox[0]
         start = self._inbox_offset
-        end = start + PARSE_SLICE_BYTES
+        end = start + limit
         if end < len(first):
             piece = first[start:end]
             self._inbox_offset = end
@@ -95,6 +96,20 @@ class Backpressure(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
         return piece
+
+    def _gather(self) -> bytes:
+        """Everything in the inbox (there is some) as one piece, left there as its only
+        one: a response head that came in several reads, seen whole (at most
+        READ_HIGH_WATER and one read)."""
+        inbox = self._inbox
+        start = self._inbox_offset
+        if len(inbox) == 1 and not start:
+            return inbox[0]
+        data = b"".join(inbox)[start:]
+        inbox.clear()
+        inbox.append(data)
+        self._inbox_offset = 0
+        return data
 
     async def read_raw(self, timeout: float | None) -> bytes:
         """Raw bytes after a protocol switch, at most PARSE_SLICE_BYTES; b"" at the end."""
