@@ -97,17 +97,20 @@ class Backpressure(asyncio.Protocol):
             self.transport.resume_reading()  # type: ignore[union-attr]
         return piece
 
-    def _gather(self) -> bytes:
-        """Everything in the inbox (there is some) as one piece, left there as its only
-        one: a response head that came in several reads, seen whole (at most
-        READ_HIGH_WATER and one read)."""
+    def _gather(self, limit: int) -> bytes:
+        """The front of the inbox (there is some) as one piece of at least `limit` bytes, or
+        all of it if less, left there in their stead: a response head that came in several
+        reads, seen whole, copying no more than the head's limit and one read."""
         inbox = self._inbox
         start = self._inbox_offset
-        if len(inbox) == 1 and not start:
-            return inbox[0]
-        data = b"".join(inbox)[start:]
-        inbox.clear()
-        inbox.append(data)
+        first = inbox.popleft()
+        parts = [first[start:] if start else first]
+        size = len(parts[0])
+        while inbox and size < limit:
+            parts.append(inbox.popleft())
+            size += len(parts[-1])
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        inbox.appendleft(data)
         self._inbox_offset = 0
         return data
 

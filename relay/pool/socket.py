@@ -29,7 +29,6 @@ from relay.pool.wire import (
     Head,
     parse_head,
     request_head,
-    request_length,
     shadow,
 )
 from relay.protocol import (
@@ -187,9 +186,8 @@ class PoolSocket(Reuse):
         for event in events:
             if isinstance(event, h11.Request):
                 self.ambiguous = event.method == b"HEAD"
-                wire = self._wire = self._fast_request(event)
+                wire = self._wire = self._fast_request(event, parts)
                 if wire is not None:
-                    parts.append(request_head(event))
                     continue
             if wire is None:
                 parts.extend(self.h11.send_with_data_passthrough(event) or ())
@@ -204,9 +202,10 @@ class PoolSocket(Reuse):
         if parts:
             self.write(parts[0] if len(parts) == 1 else b"".join(parts))
 
-    def _fast_request(self, request: Request) -> Exchange | None:
-        """The exchange on the fast path for `request`, or None: h11 carries it. Like h11,
-        a request is refused while the last exchange has not ended."""
+    def _fast_request(self, request: Request, parts: list[bytes]) -> Exchange | None:
+        """The exchange on the fast path for `request`, its head added to `parts`; or None:
+        h11 carries it. Like h11, a request is refused while the last exchange has not
+        ended."""
         last = self._wire
         if last is not None and not last.done:
             last.broken = True
@@ -214,8 +213,11 @@ class PoolSocket(Reuse):
         conn = self._h11
         if conn is not None and conn.our_state is not h11.IDLE:
             return None  # h11 refuses it, as before
-        length = request_length(request)
-        return None if length is None else Exchange(request, length)
+        framed = request_head(request)
+        if framed is None:
+            return None
+        parts.append(framed[0])
+        return Exchange(request, framed[1])
 
     async def next_event(self, timeout: float) -> H11Received:
         """The next h11 event of the response, waiting at most `timeout` for more bytes."""
@@ -257,7 +259,9 @@ class PoolSocket(Reuse):
         common case goes to h11 with every byte of it."""
         left = wire.response_left
         if left < 0:
-            head = parse_head(self._gather(), self._max_head_bytes) if self._inbox else None
+            limit = self._max_head_bytes
+            # Past `limit` bytes without its end, a head is h11's: no need to look further.
+            head = parse_head(self._gather(limit + 1), limit) if self._inbox else None
             if isinstance(head, Head):
                 self._take(head.size)
                 wire.response_left = head.length

@@ -84,31 +84,26 @@ class Exchange:
             raise h11.LocalProtocolError("Too little data for declared Content-Length")
 
 
-def request_length(request: h11.Request) -> int | None:
-    """The body length of a request the fast path may carry, or None: h11 carries it."""
+def request_head(request: h11.Request) -> tuple[bytes, int] | None:
+    """The head of a request the fast path may carry, as h11's writer writes it (Host first:
+    h11/_writers.py), and its body's length; None when h11 carries it."""
     if request.method in _H11_METHODS or request.http_version != b"1.1":
         return None
     length = 0
-    for name, value in request.headers:
-        if name == b"content-length":
+    host: list[bytes] = []
+    lines: list[bytes] = []
+    for name, value in request.headers.raw_items():
+        lower = name.lower()
+        if lower == b"host":
+            host += (name, b": ", value, b"\r\n")
+            continue
+        if lower == b"content-length":
             length = int(value)  # h11.Request checked it: digits, and one value
-        elif name == b"transfer-encoding" or name == b"connection":
+        elif lower == b"transfer-encoding" or lower == b"connection":
             return None
-    return length
-
-
-def request_head(request: h11.Request) -> bytes:
-    """The request head as h11's writer writes it (h11/_writers.py: Host first)."""
-    items = request.headers.raw_items()
-    lines = [request.method, b" ", request.target, b" HTTP/1.1\r\n"]
-    for name, value in items:
-        if name.lower() == b"host":
-            lines += (name, b": ", value, b"\r\n")
-    for name, value in items:
-        if name.lower() != b"host":
-            lines += (name, b": ", value, b"\r\n")
-    lines.append(b"\r\n")
-    return b"".join(lines)
+        lines += (name, b": ", value, b"\r\n")
+    start = b"%s %s HTTP/1.1\r\n" % (request.method, request.target)
+    return b"".join((start, *host, *lines, b"\r\n")), length
 
 
 def shadow(request: h11.Request, max_bytes: int) -> h11.Connection:

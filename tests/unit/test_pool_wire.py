@@ -74,7 +74,7 @@ class H11Only(PoolSocket):
 
     __slots__ = ()
 
-    def _fast_request(self, request: h11.Request) -> None:
+    def _fast_request(self, request: h11.Request, parts: list[bytes]) -> None:
         return None
 
 
