@@ -265,9 +265,12 @@ class PoolSocket(Reuse):
             if isinstance(head, Head):
                 self._take(head.size)
                 wire.response_left = head.length
+                wire.request = None
                 return head.response
             if head is FALLBACK or self._eof:
                 self._wire = None
+                if wire.request is None:  # (a head is read once)
+                    raise PoolError("a response head after the head")
                 self._h11 = shadow(wire.request, self._max_head_bytes)
                 return self.poll_event()
             return h11.NEED_DATA

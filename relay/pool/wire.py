@@ -60,7 +60,9 @@ class Exchange:
     __slots__ = ("request", "request_left", "response_left", "ended", "broken")
 
     def __init__(self, request: h11.Request, length: int) -> None:
-        self.request = request  # replayed into h11 if the answer is not common (`shadow`)
+        # Replayed into h11 if the answer is not common (`shadow`); dropped once its head is
+        # read, so an idle socket holds no request.
+        self.request: h11.Request | None = request
         self.request_left = length  # request body bytes still to send
         self.response_left = -1  # response body bytes still to come; -1: before the head
         self.ended = False  # the response's end was handed out
