@@ -231,9 +231,10 @@ class PoolSocket(Reuse):
                 await self._wait_for_data(timeout)
 
     def poll_event(self) -> H11Next:
-        """The next h11 event from the bytes h11 was given so far, or NEED_DATA; never
-        waits, and never feeds h11 more (`next_event` does, a slice at a time), so what a
-        caller does per event is bounded by one slice."""
+        """The next h11 event from the bytes h11 was given so far (on the fast path: from
+        the inbox, a piece of at most POOL_BODY_PIECE_BYTES), or NEED_DATA; never waits,
+        and never feeds h11 more (`next_event` does, a slice at a time), so what a caller
+        does per event is bounded by one slice or piece."""
         wire = self._wire
         if wire is not None:
             return h11.PAUSED if wire.ended else self._poll_wire(wire)

@@ -12,7 +12,7 @@ does not take as common (a 1xx, 204, 304, HTTP/1.0, chunked, close-delimited, se
 odd Content-Lengths, a Connection header, obs-fold, bare LF line ends, anything its grammar
 refuses, a head past the size limit) is handed to h11 untouched (`FALLBACK`), with the
 request replayed into it (`shadow`), so h11 accepts or refuses it exactly as before. What
-this module accepts, h11 accepts with the same event (tests/protocol/test_wire.py checks
+this module accepts, h11 accepts with the same event (tests/unit/test_pool_wire.py checks
 it against h11 with hypothesis).
 """
 
