@@ -708,6 +708,11 @@ def site_max_body_bytes(inspect_body_bytes: int, header_bytes: int) -> int:
 # below the low mark. 1 MiB keeps big downloads fast while bounding memory per socket.
 READ_HIGH_WATER = 1024 * 1024
 READ_LOW_WATER = 256 * 1024
+# A Content-Length response body (relay/pool/wire.py's common case) passes from the inbox to
+# the visitor in pieces of at most this: a transport read is at most 256 KiB (asyncio's and
+# uvloop's read size), so a piece is usually one read as it arrived, passed on uncopied;
+# the bound keeps it so if a loop reads more. h11's bodies go in PARSE_SLICE_BYTES slices.
+POOL_BODY_PIECE_BYTES = 256 * 1024
 
 # --- WebSockets (relay/proxy/websocket.py, relay/proxy/ws_flow.py) --------------------------------
 MAX_MESSAGE_BYTES = 1024 * 1024  # the same bound Daphne puts on visitors' messages

@@ -78,11 +78,12 @@ class Backpressure(asyncio.Protocol):
             self._drain_waiter = None
 
     # --- reading ----------------------------------------------------------------------------
-    def _take(self) -> bytes:
-        """At most PARSE_SLICE_BYTES from the front of the inbox (there is some)."""
+    def _take(self, limit: int = PARSE_SLICE_BYTES) -> bytes:
+        """At most `limit` bytes from the front of the inbox (there is some): the first read
+        waiting, uncopied when it fits whole."""
         first = self._inbox[0]
         start = self._inbox_offset
-        end = start + PARSE_SLICE_BYTES
+        end = start + limit
         if end < len(first):
             piece = first[start:end]
             self._inbox_offset = end
@@ -95,6 +96,23 @@ class Backpressure(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
         return piece
+
+    def _gather(self, limit: int) -> bytes:
+        """The front of the inbox (there is some) as one piece of at least `limit` bytes, or
+        all of it if less, left there in their stead: a response head that came in several
+        reads, seen whole, copying no more than the head's limit and one read."""
+        inbox = self._inbox
+        start = self._inbox_offset
+        first = inbox.popleft()
+        parts = [first[start:] if start else first]
+        size = len(parts[0])
+        while inbox and size < limit:
+            parts.append(inbox.popleft())
+            size += len(parts[-1])
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        inbox.appendleft(data)
+        self._inbox_offset = 0
+        return data
 
     async def read_raw(self, timeout: float | None) -> bytes:
         """Raw bytes after a protocol switch, at most PARSE_SLICE_BYTES; b"" at the end."""

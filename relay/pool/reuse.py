@@ -19,6 +19,7 @@ import h11
 
 from relay.asgi_types import H11Next
 from relay.pool.backpressure import Backpressure
+from relay.pool.wire import Exchange
 
 
 class Trust(Protocol):
@@ -41,6 +42,7 @@ class Reuse(Backpressure):
     ambiguous: bool  # this exchange is of a kind never reused on a raw pipe
     _fd: int  # the socket's descriptor, for the peek before a reuse
     _h11: h11.Connection | None  # the socket's parser, made on its first request
+    _wire: Exchange | None  # the exchange on the fast path (relay/pool/wire.py), if it was
     abort: Callable[[], None]
 
     def finish_exchange(self, had_body: bool) -> bool:
@@ -48,10 +50,11 @@ class Reuse(Backpressure):
         self.busy = False
         if self.closed or self._eof:
             return False
-        conn = self._h11  # made by the exchange that just ended
-        if conn is None:
+        wire = self._wire  # the exchange that just ended, on the fast path
+        conn = self._h11  # else its h11 parser
+        if wire is None and conn is None:
             return False
-        if self._inbox or conn.trailing_data[0]:
+        if self._inbox or (wire is None and conn is not None and conn.trailing_data[0]):
             self.tunnel.distrust("it sent more after a complete answer")
             return False
         if not self.tunnel.client_id:
@@ -60,7 +63,9 @@ class Reuse(Backpressure):
             # answer where apps write a body anyway, nor once its app was caught at it.
             if had_body or self.ambiguous or self.tunnel.distrusted:
                 return False
-        return next_cycle(conn)
+        if wire is not None:
+            return wire.done  # both sides ended cleanly, on a kept-alive HTTP/1.1 answer
+        return conn is not None and next_cycle(conn)
 
     def quiet(self) -> bool:
         """Right before a raw pipe's socket serves again: whether the client is still quiet.
@@ -91,7 +96,7 @@ class Reuse(Backpressure):
     @property
     def used(self) -> bool:
         """Whether the socket carried a request (its parser is made on first use)."""
-        return self._h11 is not None
+        return self._h11 is not None or self._wire is not None
 
 
 # Statuses that forbid a body, which buggy apps write anyway (RFC 9110 15.3.5, 15.4.5).

@@ -1,10 +1,13 @@
 """One pool socket: a raw TCP connection a tunnel client opened to its tunnel's port.
 
-The relay writes a visitor's request onto it and reads the response back through an h11
-client-role connection (sans-IO, so framing is tested without sockets), a slice at a time,
-with a high-water mark before it stops reading. Whether the socket serves another exchange
-afterwards is relay/pool/reuse.py's part of it; the inbox and the waits for the client,
-relay/pool/backpressure.py's.
+The relay writes a visitor's request onto it and reads the response back, with a
+high-water mark before it stops reading. The common exchange (a request with a
+Content-Length or no body, an HTTP/1.1 answer with one Content-Length) goes without h11's
+state machine: the head written as bytes, the answer's head parsed with h11's grammar, its
+body passed on as it arrives (relay/pool/wire.py). Anything else goes through an h11
+client-role connection (sans-IO, so framing is tested without sockets), a slice at a time.
+Whether the socket serves another exchange afterwards is relay/pool/reuse.py's part of it;
+the inbox and the waits for the client, relay/pool/backpressure.py's.
 """
 
 from __future__ import annotations
@@ -20,7 +23,16 @@ import h11
 from relay.asgi_types import H11Event, H11Next, H11Received
 from relay.pool.errors import PoolError
 from relay.pool.reuse import Reuse, Trust, ambiguous
+from relay.pool.wire import (
+    FALLBACK,
+    Exchange,
+    Head,
+    parse_head,
+    request_head,
+    shadow,
+)
 from relay.protocol import (
+    POOL_BODY_PIECE_BYTES,
     POOL_KEEPALIVE_COUNT,
     POOL_KEEPALIVE_IDLE_S,
     POOL_KEEPALIVE_INTERVAL_S,
@@ -28,6 +40,8 @@ from relay.protocol import (
 )
 
 logger = logging.getLogger(__name__)
+
+Request = h11.Request  # for annotations in PoolSocket, whose `h11` property hides the module
 
 KEEPALIVE = (POOL_KEEPALIVE_IDLE_S, POOL_KEEPALIVE_INTERVAL_S, POOL_KEEPALIVE_COUNT)
 
@@ -65,6 +79,7 @@ class PoolSocket(Reuse):
         "transport",
         "peer_ip",
         "_h11",
+        "_wire",
         "_max_head_bytes",
         "closed",
         "received",
@@ -78,6 +93,7 @@ class PoolSocket(Reuse):
         self.transport: asyncio.Transport | None = None
         self.peer_ip = ""
         self._h11: h11.Connection | None = None  # made on first use: most sockets idle
+        self._wire: Exchange | None = None  # the exchange on the fast path (relay/pool/wire.py)
         self._max_head_bytes = max_head_bytes
         self.busy = False  # an exchange owns this socket
         self.holder: str | None = None  # the visitor address it serves (relay.pool.tunnel.held)
@@ -162,14 +178,46 @@ class PoolSocket(Reuse):
         self.transport.write(data)  # type: ignore[union-attr]
 
     def send(self, *events: H11Event) -> None:
-        """Frame events with h11 and write them in a single write."""
+        """Frame events and write them in a single write: the common request as bytes
+        (relay/pool/wire.py), any other with h11. Raises h11.LocalProtocolError, having
+        written nothing, for what cannot be sent."""
         parts: list[bytes] = []
+        wire = self._wire
         for event in events:
-            if type(event) is h11.Request:
+            if isinstance(event, h11.Request):
                 self.ambiguous = event.method == b"HEAD"
-            parts.extend(self.h11.send_with_data_passthrough(event) or ())
+                wire = self._wire = self._fast_request(event, parts)
+                if wire is not None:
+                    continue
+            if wire is None:
+                parts.extend(self.h11.send_with_data_passthrough(event) or ())
+            elif isinstance(event, h11.Data):
+                wire.body(event.data)
+                parts.append(event.data)
+            elif isinstance(event, h11.EndOfMessage) and not event.headers:
+                wire.end()
+            else:  # trailers, or a response: h11 refuses them on a Content-Length request
+                wire.broken = True
+                raise h11.LocalProtocolError(f"can't send {type(event).__name__} here")
         if parts:
             self.write(parts[0] if len(parts) == 1 else b"".join(parts))
+
+    def _fast_request(self, request: Request, parts: list[bytes]) -> Exchange | None:
+        """The exchange on the fast path for `request`, its head added to `parts`; or None:
+        h11 carries it. Like h11, a request is refused while the last exchange has not
+        ended."""
+        last = self._wire
+        if last is not None and not last.done:
+            last.broken = True
+            raise h11.LocalProtocolError("a request before the last exchange ended")
+        conn = self._h11
+        if conn is not None and conn.our_state is not h11.IDLE:
+            return None  # h11 refuses it, as before
+        framed = request_head(request)
+        if framed is None:
+            return None
+        parts.append(framed[0])
+        return Exchange(request, framed[1])
 
     async def next_event(self, timeout: float) -> H11Received:
         """The next h11 event of the response, waiting at most `timeout` for more bytes."""
@@ -177,15 +225,19 @@ class PoolSocket(Reuse):
             event = self.poll_event()
             if event is not h11.NEED_DATA:
                 return event  # type: ignore[return-value]  # h11's sentinels are classes: `is not NEED_DATA` does not narrow
-            if self._inbox:
+            if self._inbox and self._wire is None:
                 self.h11.receive_data(self._take())
-            else:
+            else:  # nothing to parse, or (the fast path) a head not yet whole
                 await self._wait_for_data(timeout)
 
     def poll_event(self) -> H11Next:
-        """The next h11 event from the bytes h11 was given so far, or NEED_DATA; never
-        waits, and never feeds h11 more (`next_event` does, a slice at a time), so what a
-        caller does per event is bounded by one slice."""
+        """The next h11 event from the bytes h11 was given so far (on the fast path: from
+        the inbox, a piece of at most POOL_BODY_PIECE_BYTES), or NEED_DATA; never waits,
+        and never feeds h11 more (`next_event` does, a slice at a time), so what a caller
+        does per event is bounded by one slice or piece."""
+        wire = self._wire
+        if wire is not None:
+            return h11.PAUSED if wire.ended else self._poll_wire(wire)
         conn = self.h11
         event = conn.next_event()
         if event is not h11.NEED_DATA:
@@ -201,3 +253,35 @@ class PoolSocket(Reuse):
         if type(event) is not h11.Data and ambiguous(event):
             self.ambiguous = True
         return event
+
+    def _poll_wire(self, wire: Exchange) -> H11Next:
+        """`poll_event` on the fast path: the head once whole, then the body's pieces as
+        they came (at most POOL_BODY_PIECE_BYTES), then its end. A head that is not the
+        common case goes to h11 with every byte of it."""
+        left = wire.response_left
+        if left < 0:
+            limit = self._max_head_bytes
+            # Past `limit` bytes without its end, a head is h11's: no need to look further.
+            head = parse_head(self._gather(limit + 1), limit) if self._inbox else None
+            if isinstance(head, Head):
+                self._take(head.size)
+                wire.response_left = head.length
+                wire.request = None
+                return head.response
+            if head is FALLBACK or self._eof:
+                self._wire = None
+                if wire.request is None:  # (a head is read once)
+                    raise PoolError("a response head after the head")
+                self._h11 = shadow(wire.request, self._max_head_bytes)
+                return self.poll_event()
+            return h11.NEED_DATA
+        if not left:
+            wire.ended = True
+            return h11.EndOfMessage()
+        if self._inbox:
+            piece = self._take(left if left < POOL_BODY_PIECE_BYTES else POOL_BODY_PIECE_BYTES)
+            wire.response_left = left - len(piece)
+            return h11.Data(data=piece)
+        if self._eof:
+            raise PoolError("pool socket closed mid-response")
+        return h11.NEED_DATA

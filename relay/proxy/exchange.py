@@ -2,8 +2,9 @@
 response head, stream the response back to the visitor.
 
 Shared by a tunnel's pool socket (`relay.pool.socket.PoolSocket`) and a connection to the node
-that owns a tunnel (`relay.cluster.peer_pool.PeerConnection`); both frame with h11 and offer `send`,
-`drain`, `next_event` and `poll_event`.
+that owns a tunnel (`relay.cluster.peer_pool.PeerConnection`); both take and give h11's events
+(a pool socket frames the common exchange without h11's state machine: relay/pool/wire.py)
+and offer `send`, `drain`, `next_event` and `poll_event`.
 """
 
 from __future__ import annotations
