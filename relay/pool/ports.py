@@ -7,6 +7,11 @@ so a nearly full range of any size is searched to the end.
 
 A wildcard IPv6 bind ("::") listens on both families, as Twisted's public listener does:
 asyncio's create_server would set IPV6_V6ONLY and refuse every IPv4 client (`serve`).
+
+A listener is made in an empty context of its own (`serve`): the loop keeps the context it
+is created in for every callback of its connections, for as long as it listens, and the
+registration's context holds that whole request (its Django request, asgiref's executor and
+locals): tens of KB per tunnel, kept alive by an idle tunnel for hours.
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from relay.pool.errors import RegistrationError
-from relay.pool.socket import PoolSocket
 from relay.pool.tunnel import Tunnel
 from relay.protocol import POOL_LISTEN_BACKLOG, QUICK_PORT_TRIES, RETRY_AFTER_FULL_S
+from relay.tasks import background
 
 WILDCARD_IPV6 = ("::", "[::]")
 
@@ -44,8 +49,26 @@ async def serve(
     factory: Callable[[], asyncio.BaseProtocol], bind: str, port: int, *, backlog: int
 ) -> asyncio.Server:
     """A listener on bind:port (0: one the system picks): dual stack for a wildcard IPv6
-    bind, else asyncio's; OSError (EADDRINUSE, EACCES, ...) as create_server raises it."""
+    bind, else asyncio's; OSError (EADDRINUSE, EACCES, ...) as create_server raises it.
+    Made in an empty context (the module's docstring says why); a listener made just as
+    its caller is cancelled is closed, never left open."""
     loop = asyncio.get_running_loop()
+    opening = background(_serve(loop, factory, bind, port, backlog))
+    try:
+        return await opening
+    except asyncio.CancelledError:
+        if opening.done() and not opening.cancelled() and opening.exception() is None:
+            opening.result().close()
+        raise
+
+
+async def _serve(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], asyncio.BaseProtocol],
+    bind: str,
+    port: int,
+    backlog: int,
+) -> asyncio.Server:
     if bind in WILDCARD_IPV6:
         sock = dual_stack_socket(port)
         try:
@@ -92,11 +115,7 @@ async def listen(
     RegistrationError when every port of RELAY_POOL_PORTS is taken. `tunnels` are the
     registry's, whose ports this relay holds."""
     bind = settings.RELAY_POOL_BIND
-    max_head = settings.RELAY_MAX_HEADER_BYTES
-
-    def factory() -> PoolSocket:
-        return PoolSocket(tunnel, max_head)
-
+    factory = tunnel.new_socket  # one bound method per listener (a closure made four objects)
     ports = settings.RELAY_POOL_PORTS
     if ports is None:
         server = await serve(factory, bind, 0, backlog=POOL_LISTEN_BACKLOG)

@@ -10,6 +10,7 @@ shares one `Usage` (relay/pool/usage.py), kept across reconnects, restarts and n
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import time
 from typing import Protocol
@@ -220,8 +221,12 @@ class Quota:
             self._schedule(tunnel, float(self.idle_timeout_s))
 
     def _schedule(self, tunnel: Metered, delay: float) -> None:
+        # In an empty context: started by a registration, the timer would keep that whole
+        # request alive for as long as the tunnel lives (relay/pool/ports.py).
         loop = asyncio.get_running_loop()
-        self.idle_timer = loop.call_later(delay, self.check_idle, tunnel)
+        self.idle_timer = loop.call_later(
+            delay, self.check_idle, tunnel, context=contextvars.Context()
+        )
 
     def check_idle(self, tunnel: Metered, now: float | None = None) -> bool:
         """Close the tunnel if it has been idle too long (True), else check again later."""

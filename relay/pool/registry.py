@@ -12,6 +12,7 @@ name (relay/pool/holders.py); the Drain, requests in flight and the stop
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import time
@@ -328,11 +329,16 @@ class Registry:
     # --- expiry -----------------------------------------------------------------------------
     def schedule_expiry(self, tunnel: Tunnel) -> None:
         """One timer per tunnel, at the end of its grace period (a flapping client must not
-        pile them up); a socket attaching or the tunnel closing cancels it."""
+        pile them up); a socket attaching or the tunnel closing cancels it. In an empty
+        context: scheduled by a registration, it would keep that whole request alive
+        (relay/pool/ports.py)."""
         tunnel.cancel_expiry()
         loop = asyncio.get_running_loop()
         tunnel.expiry = loop.call_later(
-            self.settings.RELAY_GRACE_S, self._expire_if_offline, tunnel
+            self.settings.RELAY_GRACE_S,
+            self._expire_if_offline,
+            tunnel,
+            context=contextvars.Context(),
         )
 
     def _expire_if_offline(self, tunnel: Tunnel) -> None:

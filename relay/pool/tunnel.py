@@ -134,6 +134,10 @@ class Tunnel(Borrowing):
         self.release(conn)
         return True
 
+    def new_socket(self) -> PoolSocket:
+        """A pool socket for a connection to its raw pool listener (relay/pool/ports.py)."""
+        return PoolSocket(self, self.registry.settings.RELAY_MAX_HEADER_BYTES)
+
     def detach(self, conn: PoolSocket) -> None:
         if conn not in self.connections:
             return

@@ -11,6 +11,7 @@ from typing import Any
 
 from relay.pool.socket import PoolSocket
 from relay.pool.tunnel import Tunnel
+from relay.protocol import DEFAULT_MAX_HEADER_BYTES
 
 
 class LoopRegistry:
@@ -22,6 +23,7 @@ class LoopRegistry:
             "RELAY_GRACE_S": 30.0,
             "RELAY_SPARE_SOCKETS": 2,
             "RELAY_RAW_POOL_REUSE": True,
+            "RELAY_MAX_HEADER_BYTES": DEFAULT_MAX_HEADER_BYTES,  # Tunnel.new_socket's
         }
         values.update(overrides)
         self.settings = SimpleNamespace(**values)
