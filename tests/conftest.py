@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import log_capture, schedule
+from harness import log_capture, pg, schedule
 from harness.fake_client import FakeTunnelClient
 from harness.http import Answer, send_raw
 from harness.our_client import OurLtLauncher
@@ -141,6 +141,14 @@ def relay_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=120,
     )
     return db
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pg_template() -> Iterator[None]:
+    """The migrated PostgreSQL database this process copied nodes' databases from, if it
+    made one (harness/pg.py), is dropped when the session ends."""
+    yield
+    pg.drop_template()
 
 
 @pytest.fixture
