@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import log_capture
+from harness import log_capture, pg, schedule
 from harness.fake_client import FakeTunnelClient
 from harness.http import Answer, send_raw
 from harness.our_client import OurLtLauncher
@@ -95,6 +95,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    files: dict[pytest.Item, tuple[str, str]] = {}
     for item in items:
         parts = item.path.resolve().relative_to(TESTS).parts
         directory = parts[0] if len(parts) > 1 else "."
@@ -104,6 +105,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 "tests/conftest.py (and to tests/README.md)"
             )
         item.add_marker(LAYER_OF_DIRECTORY[directory])
+        files[item] = ("/".join(parts), LAYER_OF_DIRECTORY[directory])
+    # The slowest files first (harness/schedule.py); a stable sort keeps each file's tests in
+    # the order they had.
+    keys = schedule.sort_keys(files.values())
+    items.sort(key=lambda item: keys[files[item][0]])
 
 
 # --- what the processes print -------------------------------------------------------------------
@@ -135,6 +141,14 @@ def relay_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=120,
     )
     return db
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pg_template() -> Iterator[None]:
+    """The migrated PostgreSQL database this process copied nodes' databases from, if it
+    made one (harness/pg.py), is dropped when the session ends."""
+    yield
+    pg.drop_template()
 
 
 @pytest.fixture

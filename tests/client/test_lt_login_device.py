@@ -63,9 +63,11 @@ print([(t.user.username, t.name) for t in ApiToken.objects.all()])
 """
 
 
-@pytest.fixture
-def real_relay(relay_factory: Callable[..., Relay]) -> Relay:
-    relay = relay_factory()
+@pytest.fixture(scope="module")
+def real_relay(module_relay_factory: Callable[..., Relay]) -> Relay:
+    """One relay for the module: each test asks for its own device code, and only the
+    approved one makes a token (its check reads the token list, so no other test may)."""
+    relay = module_relay_factory()
     manage(relay, "shell", "-c", _USER)
     return relay
 

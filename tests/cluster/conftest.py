@@ -1,17 +1,16 @@
 """Fixtures for running several relay nodes on one PostgreSQL database and one Redis.
 
-Each test module gets a fresh database (created, migrated, dropped afterwards) and one
-Redis database index, flushed at the start. PostgreSQL on 127.0.0.1:5432 and Redis on
-127.0.0.1:6379 are required: when they are unreachable these tests fail, they never skip.
-Override with TUNNELSITE_TEST_PG (a libpq URL to the maintenance database) and
-TUNNELSITE_TEST_REDIS (a redis:// URL without a database index).
+Each test module gets a fresh database (a copy of a migrated one, harness/pg.py; dropped
+afterwards) and one Redis database index, flushed at the start. PostgreSQL on
+127.0.0.1:5432 and Redis on 127.0.0.1:6379 are required: when they are unreachable these
+tests fail, they never skip. Override with TUNNELSITE_TEST_PG (a libpq URL to the
+maintenance database) and TUNNELSITE_TEST_REDIS (a redis:// URL without a database index).
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,11 +19,11 @@ import psycopg
 import pytest
 import redis
 from cluster_keys import CLUSTER_SECRET_KEY
+from harness import pg
 from harness.processes import PYTHON, ROOT, ProcessGroup
 from harness.redis_index import redis_index
 from harness.relay import NO_LIVE_TUNNEL_CAP, RELAY_COMMAND, RELAY_TEST_ENV, Relay
 
-PG_URL = os.environ.get("TUNNELSITE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("TUNNELSITE_TEST_REDIS", "redis://127.0.0.1:6379")
 
 
@@ -90,22 +89,6 @@ class Cluster:
         return done.stdout
 
 
-def _fresh_database() -> tuple[str, str, str]:
-    name = f"tunnelsite_cluster_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error as exc:
-        pytest.fail(f"PostgreSQL at {PG_URL} is required for the cluster tests: {exc}")
-    base = PG_URL.rsplit("/", 1)[0]
-    return name, f"{base.replace('postgresql://', 'postgres://', 1)}/{name}", f"{base}/{name}"
-
-
-def _drop_database(name: str) -> None:
-    with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def _fresh_redis() -> str:
     index = redis_index("cluster")  # harness/redis_index.py: one per worker and run
     url = f"{REDIS_BASE}/{index}"
@@ -120,15 +103,13 @@ def _fresh_redis() -> str:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    name, db_url, pg_url = _fresh_database()
+    name, db_url, pg_url = pg.fresh_database("tunnelsite_cluster")
     group = ProcessGroup()
     try:
-        result = Cluster(db_url, pg_url, _fresh_redis(), group)
-        result.manage("migrate", "--noinput", "-v0", timeout=120)
-        yield result
+        yield Cluster(db_url, pg_url, _fresh_redis(), group)
     finally:
         group.stop_all()
-        _drop_database(name)
+        pg.drop_database(name)
 
 
 @pytest.fixture(scope="module")

@@ -22,14 +22,19 @@ from harness.waiting import IO_TIMEOUT_S
 PRODUCTION = {"DEBUG": "false", "SECRET_KEY": secrets.token_urlsafe(50)}
 
 
+@pytest.fixture(scope="module")
+def production(module_relay_factory: Callable[..., Relay]) -> Relay:
+    """One production relay for the tests that only ask it (each start collects the static
+    files); the test that stops its relay and reads its whole log starts its own."""
+    return module_relay_factory(**PRODUCTION)
+
+
 def stylesheets(html: str) -> list[str]:
     return re.findall(r'<link rel="stylesheet" href="([^"]+)"', html)
 
 
-def test_the_production_admin_links_hashed_stylesheets_that_answer_css(
-    relay_factory: Callable[..., Relay],
-) -> None:
-    relay = relay_factory(**PRODUCTION)
+def test_the_production_admin_links_hashed_stylesheets_that_answer_css(production: Relay) -> None:
+    relay = production
     page = relay.get("/admin/login/")
     assert page.status == 200, page
     links = stylesheets(page.text)
@@ -50,9 +55,9 @@ def test_the_production_admin_links_hashed_stylesheets_that_answer_css(
 
 @pytest.mark.parametrize("mode", ["production", "development"])
 def test_a_missing_or_escaping_static_path_is_a_404_not_a_file_or_a_registration(
-    relay_factory: Callable[..., Relay], mode: str
+    relay_factory: Callable[..., Relay], production: Relay, mode: str
 ) -> None:
-    relay = relay_factory(**(PRODUCTION if mode == "production" else {}))
+    relay = production if mode == "production" else relay_factory()
     answer = relay.get("/static/admin/css/no-such-file.css")
     assert answer.status == 404, answer
     # Nothing outside the collected files: not the code, not the settings.
@@ -69,9 +74,9 @@ def test_a_missing_or_escaping_static_path_is_a_404_not_a_file_or_a_registration
 
 
 def test_static_paths_on_a_tunnel_host_reach_the_tunnel_not_the_relays_files(
-    relay_factory: Callable[..., Relay],
+    production: Relay,
 ) -> None:
-    relay = relay_factory(**PRODUCTION)
+    relay = production
     token = issue_token(relay, "static-tester", "test")
     registered = relay.get("/?new", headers=[("Authorization", f"Bearer {token}")])
     assert registered.status == 200, registered
@@ -118,10 +123,10 @@ def _cookies(answer: Answer) -> dict[str, str]:
 
 
 def test_the_production_account_page_links_its_hashed_stylesheet_and_script(
-    relay_factory: Callable[..., Relay],
+    production: Relay,
 ) -> None:
     """The account page's hand-written CSS and JS (issue 14) are served like the admin's."""
-    relay = relay_factory(**PRODUCTION)
+    relay = production
     manage(relay, "shell", "-c", _USER)
     form = relay.get("/accounts/login/")
     jar = _cookies(form)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,15 +19,15 @@ import psycopg
 import pytest
 import redis
 
+from harness import pg
 from harness.processes import PYTHON, ROOT, ProcessGroup
 from harness.redis_index import redis_index
 from harness.relay import NO_LIVE_TUNNEL_CAP, RELAY_COMMAND, RELAY_TEST_ENV, Relay
 
-PG_URL = os.environ.get("TUNNELSITE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("TUNNELSITE_TEST_REDIS", "redis://127.0.0.1:6379")
 # A node refuses the public development key; the test nodes share this one.
 NODES_SECRET_KEY = "node-tests-only-secret-key-0123456789-abcdefghijklmnopqrstu"
-MANAGE_TIMEOUT_S = 120.0  # migrate on a fresh PostgreSQL database, on a busy machine
+MANAGE_TIMEOUT_S = 120.0  # a management command on a busy machine
 
 
 @dataclass
@@ -80,15 +79,9 @@ class Nodes:
 
 @contextmanager
 def fresh_nodes() -> Iterator[Nodes]:
-    """A migrated database of its own and a flushed Redis index; dropped and every node
-    stopped at the end."""
-    name = f"tunnelsite_nodes_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error as exc:
-        pytest.fail(f"PostgreSQL at {PG_URL} is required: {exc}")
-    base = PG_URL.rsplit("/", 1)[0]
+    """A migrated database of its own (harness/pg.py) and a flushed Redis index; dropped
+    and every node stopped at the end."""
+    name, db_url, pg_url = pg.fresh_database("tunnelsite_nodes")
     redis_url = f"{REDIS_BASE}/{redis_index('cluster')}"
     try:
         client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
@@ -98,11 +91,8 @@ def fresh_nodes() -> Iterator[Nodes]:
         pytest.fail(f"Redis at {REDIS_BASE} is required: {exc}")
     group = ProcessGroup()
     try:
-        db_url = f"{base.replace('postgresql://', 'postgres://', 1)}/{name}"
-        nodes = Nodes(db_url, f"{base}/{name}", redis_url, group)
-        nodes.manage("migrate", "--noinput", "-v0")
+        nodes = Nodes(db_url, pg_url, redis_url, group)
         yield nodes
     finally:
         group.stop_all()
-        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg.drop_database(name)

@@ -5,19 +5,16 @@ database (as tests/cluster starts them), and Redis for a single relay. PostgreSQ
 from __future__ import annotations
 
 import os
-import subprocess
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 import redis
-from harness.processes import PYTHON, ROOT, ProcessGroup
+from harness import pg
+from harness.processes import ProcessGroup
 from harness.redis_index import redis_index
 from harness.relay import RELAY_COMMAND, RELAY_TEST_ENV, Relay
 
-PG_URL = os.environ.get("TUNNELSITE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("TUNNELSITE_TEST_REDIS", "redis://127.0.0.1:6379")
 NODE_SECRET_KEY = (
     "quota-tests-only-secret-key-0123456789-abcdefghijklmnop"  # nodes refuse the dev key
@@ -40,30 +37,17 @@ def redis_url() -> str:
 @pytest.fixture(scope="module")
 def node_factory(redis_url: str) -> Iterator[Any]:
     """`node_factory(name, **env)`: a node of a two-node cluster on a fresh database."""
-    name = f"tunnelsite_quota_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error as exc:
-        pytest.fail(f"PostgreSQL at {PG_URL} is required for the quota tests: {exc}")
-    base = PG_URL.rsplit("/", 1)[0].replace("postgresql://", "postgres://", 1)
+    name, db_url, _ = pg.fresh_database("tunnelsite_quota")
     env = {
         **os.environ,
         **RELAY_TEST_ENV,
-        "DATABASE_URL": f"{base}/{name}",
+        "DATABASE_URL": db_url,
         "REDIS_URL": redis_url,
         "PYTHONUNBUFFERED": "1",
         "SECRET_KEY": NODE_SECRET_KEY,
     }
     group = ProcessGroup()
     try:
-        subprocess.run(
-            [PYTHON, "manage.py", "migrate", "--noinput", "-v0"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            timeout=120,
-        )
 
         def start(node: str, **overrides: Any) -> Relay:
             node_env = {**env, **{key: str(value) for key, value in overrides.items()}}
@@ -74,5 +58,4 @@ def node_factory(redis_url: str) -> Iterator[Any]:
         yield start
     finally:
         group.stop_all()
-        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg.drop_database(name)

@@ -16,15 +16,14 @@ import re
 import shutil
 import socket
 import subprocess
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
 import redis
-from harness.processes import PYTHON, ROOT, ProcessGroup
+from harness import pg
+from harness.processes import ROOT, ProcessGroup
 from harness.redis_index import redis_index
 from harness.relay import RELAY_COMMAND, RELAY_TEST_ENV, free_port
 from harness.tcp_tunnels import LtTcp, LtTcpLauncher, free_port_range, make_users
@@ -34,7 +33,6 @@ from bench.tcp_transfer import IO_TIMEOUT_S, connect, upload
 
 pytestmark = pytest.mark.timeout(120)
 
-PG_URL = os.environ.get("TUNNELSITE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("TUNNELSITE_TEST_REDIS", "redis://127.0.0.1:6379")
 SECRET_KEY = "tcp-two-nodes-tests-only-secret-key-0123456789-abcdefghijklmnop"
 DOCS = ROOT / "docs" / "cluster.md"
@@ -95,36 +93,26 @@ def balancer_config(http_port: int, nodes: list[Node]) -> str:
 @pytest.fixture(scope="module")
 def services() -> Iterator[dict[str, str]]:
     """A fresh, migrated PostgreSQL database and a flushed Redis index: the nodes' env."""
-    name = f"tunnelsite_tcp_{uuid.uuid4().hex[:12]}"
+    name, db_url, _ = pg.fresh_database("tunnelsite_tcp")
     try:
-        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
         client = redis.Redis.from_url(f"{REDIS_BASE}/{redis_index('cluster')}", socket_timeout=5)
         client.flushdb()
         client.close()
-    except (psycopg.Error, redis.RedisError) as exc:
-        pytest.fail(f"PostgreSQL at {PG_URL} and Redis at {REDIS_BASE} are required: {exc}")
-    base = PG_URL.rsplit("/", 1)[0].replace("postgresql://", "postgres://", 1)
+    except redis.RedisError as exc:
+        pg.drop_database(name)
+        pytest.fail(f"Redis at {REDIS_BASE} is required: {exc}")
     env = {
         **os.environ,
         **RELAY_TEST_ENV,
-        "DATABASE_URL": f"{base}/{name}",
+        "DATABASE_URL": db_url,
         "REDIS_URL": f"{REDIS_BASE}/{redis_index('cluster')}",
         "SECRET_KEY": SECRET_KEY,  # a node refuses the development key
         "PYTHONUNBUFFERED": "1",
     }
     try:
-        subprocess.run(
-            [PYTHON, "manage.py", "migrate", "--noinput", "-v0"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            timeout=120,
-        )
         yield env
     finally:
-        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg.drop_database(name)
 
 
 @pytest.fixture(scope="module")
