@@ -42,6 +42,7 @@ from harness.relay import (
     RelayLauncher,
 )
 from harness.waiting import wait_until
+from hypothesis import settings as hypothesis_settings
 
 # --- layers -----------------------------------------------------------------------------------
 TESTS = Path(__file__).resolve().parent
@@ -87,6 +88,13 @@ LAYER_OF_DIRECTORY = {
     "client_package": "e2e",  # `pipx install ./client` into a fresh venv
     "dashboard_cluster": "e2e",  # the dashboard's rates and hour over nodes and restarts
 }
+
+# No property test is about speed: Hypothesis' per-example deadline (200 ms) only measured how
+# busy the machine was (a loaded CI run took 330 ms for an example that takes 30 ms quietly and
+# failed a metrics test as "flaky"). Every @given test runs without it; a test that means a
+# time bound asserts it itself, with a deadline of its own.
+hypothesis_settings.register_profile("tunnelsite", deadline=None)
+hypothesis_settings.load_profile("tunnelsite")
 
 
 def pytest_configure(config: pytest.Config) -> None:
