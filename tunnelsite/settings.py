@@ -485,6 +485,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"].setdefault(
         "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
     )
+    # A connection lives as long as its thread: the site's request threads are reused
+    # (tunnelsite/site_threads.py, a bounded number) and so are the relay's worker threads,
+    # so a request no longer opens and closes a connection (and reads the schema) of its own.
+    # A site thread stopped past the kept ones closes its connections first. ?conn_max_age= wins.
+    if "conn_max_age=" not in _database_url:
+        DATABASES["default"]["CONN_MAX_AGE"] = None
 if DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
     # One thread runs the relay's ORM calls: a database that stops answering must not hold
     # registrations, flushes and heartbeats behind it for ever.
