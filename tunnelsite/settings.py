@@ -438,10 +438,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    # Who acts, for the operator_action log line (tunnels/actor.py): after the user is known.
-    "tunnels.actor.ActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Who acts, for the operator_action log line (tunnels/actor.py): after the user is known.
+    # Sync only, and last: the whole chain then runs in Django's sync mode, in one hop.
+    "tunnels.actor.ActorMiddleware",
 ]
 
 ROOT_URLCONF = "tunnelsite.urls"
