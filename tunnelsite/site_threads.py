@@ -14,6 +14,7 @@ database connections on its own thread and stops, so threads and connections sta
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,26 +31,48 @@ def _close_connections() -> None:
     connections.close_all()
 
 
+def _free() -> None:
+    """Queued behind a request's work: when it runs, the thread has nothing left to do."""
+
+
 class ReusedThreads:
     """A stack of idle one-thread executors: the last given back is the next taken (warm)."""
 
     def __init__(self, kept: int = KEPT_IDLE) -> None:
         self.kept = kept
         self.idle: list[ThreadPoolExecutor] = []
+        self.returning = 0  # given back, their thread still finishing a request's work
+        self._lock = threading.Lock()  # `give` runs on the loop, `_back` on a request thread
 
     def take(self) -> ThreadPoolExecutor:
-        if self.idle:
-            return self.idle.pop()
+        with self._lock:
+            if self.idle:
+                return self.idle.pop()
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="site-request")
 
     def give(self, executor: ThreadPoolExecutor) -> None:
-        """Keep `executor` for the next request; past `kept`, close its thread's database
-        connections on that thread (after any work still queued on it) and let it stop."""
-        if len(self.idle) < self.kept:
-            self.idle.append(executor)
+        """Keep `executor` for the next request once its thread is free; past `kept`, close
+        its thread's database connections on that thread (after any work still queued on it)
+        and let it stop.
+
+        A request can end while its thread still runs sync code (the visitor left and the
+        request's task was cancelled; the thread cannot be): the executor goes back on the
+        stack only when that work is done (a marker queued behind it), so no request ever
+        waits behind another's leftover work. A thread stuck for good is never taken again."""
+        with self._lock:
+            keep = len(self.idle) + self.returning < self.kept
+            if keep:
+                self.returning += 1
+        if not keep:
+            executor.submit(_close_connections)
+            executor.shutdown(wait=False)
             return
-        executor.submit(_close_connections)
-        executor.shutdown(wait=False)
+        executor.submit(_free).add_done_callback(lambda _: self._back(executor))
+
+    def _back(self, executor: ThreadPoolExecutor) -> None:
+        with self._lock:
+            self.returning -= 1
+            self.idle.append(executor)
 
 
 class SiteHandler(ASGIHandler):

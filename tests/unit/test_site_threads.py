@@ -10,6 +10,7 @@ import threading
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection, connections
+from harness.waiting import wait_until
 
 from tunnelsite.site_threads import ReusedThreads, SiteHandler
 
@@ -36,7 +37,12 @@ def test_requests_one_after_another_run_on_the_same_thread():
     handler = SiteHandler()
 
     async def two() -> tuple[int, int]:
-        return await call_in_request(handler), await call_in_request(handler)
+        first = await call_in_request(handler)
+        # Given back once its thread is free (a marker queued behind the request's work).
+        deadline = asyncio.get_running_loop().time() + 10
+        while not handler.threads.idle and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.001)  # polls with a deadline; the stack is read on this loop
+        return first, await call_in_request(handler)
 
     first, second = asyncio.run(two())
 
@@ -65,7 +71,7 @@ def test_requests_at_the_same_time_each_have_a_thread_of_their_own():
     first, second = asyncio.run(two())
 
     assert first != second
-    assert len(handler.threads.idle) == 2
+    wait_until(lambda: len(handler.threads.idle) == 2, 10, "both threads back on the stack")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -96,7 +102,29 @@ def test_a_thread_past_the_kept_ones_closes_its_database_connection_and_stops():
     extra_thread.join(timeout=10)
     assert not extra_thread.is_alive()
     assert closed == [extra_thread]  # on its own thread (connections are per thread)
-    assert threads.idle == [kept]
+    wait_until(lambda: threads.idle == [kept], 10, "the kept thread back on the stack")
     assert kept_raw.execute("SELECT 1").fetchone() == (1,)  # kept: open for the next request
     kept.submit(connections.close_all).result(timeout=10)
     kept.shutdown()
+
+
+def test_a_thread_still_busy_with_an_ended_requests_work_is_not_lent_until_it_is_free():
+    """A request can end (its visitor left) while its thread still runs sync code: the next
+    request must not queue behind that leftover work on the same thread."""
+    threads = ReusedThreads()
+    release = threading.Event()
+    busy = threads.take()
+    leftover = busy.submit(release.wait, 10)  # the ended request's sync code, still running
+    threads.give(busy)
+
+    after = threads.take()
+    try:
+        assert after is not busy
+        assert after.submit(threading.get_ident).result(timeout=10)  # served at once
+    finally:
+        release.set()
+    assert leftover.result(timeout=10)
+    wait_until(lambda: busy in threads.idle, 10, "the freed thread back on the stack")
+    assert threads.take() is busy  # lent again once free, warm
+    for executor in (busy, after):
+        executor.shutdown()
