@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tunnelsite.settings")
-django_application = get_asgi_application()
+django.setup(set_prefix=False)  # what get_asgi_application does, before our handler is built
+
+from tunnelsite.site_threads import SiteHandler  # noqa: E402
+
+# Django's handler, with its request threads (and their database connections) reused.
+django_application = SiteHandler()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
