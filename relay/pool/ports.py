@@ -55,11 +55,18 @@ async def serve(
     loop = asyncio.get_running_loop()
     opening = background(_serve(loop, factory, bind, port, backlog))
     try:
-        return await opening
+        # Shielded: a cancelled caller must not cancel the opening half-way (asyncio's
+        # create_server awaits after it starts listening, and a cancel there leaks the socket).
+        return await asyncio.shield(opening)
     except asyncio.CancelledError:
-        if opening.done() and not opening.cancelled() and opening.exception() is None:
-            opening.result().close()
+        opening.add_done_callback(_close_if_made)
         raise
+
+
+def _close_if_made(opening: asyncio.Task[asyncio.Server]) -> None:
+    """A listener its caller no longer waits for: closed once it is made."""
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 async def _serve(
