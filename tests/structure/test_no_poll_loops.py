@@ -20,6 +20,10 @@ WAITING = Path("harness/waiting.py")
 # (file under tests/, the function holding the loop): why its sleep is not a poll.
 ALLOWED: dict[tuple[str, str], str] = {
     (
+        "sockets/test_serve_cancel.py",
+        "_cancelled_after",
+    ): "yields a counted number of turns (sleep(0)) to land a cancel on each await in turn",
+    (
         "hardening/test_limits.py",
         "test_a_keep_alive_connection_may_idle_past_the_header_timeout_then_is_closed_when_idle",
     ): "the passage of time is under test: the connection idles past the header deadline",

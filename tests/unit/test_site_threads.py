@@ -10,7 +10,7 @@ import threading
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection, connections
-from harness.waiting import wait_until
+from harness.waiting import wait_until, wait_until_async
 
 from tunnelsite.site_threads import ReusedThreads, SiteHandler
 
@@ -39,9 +39,7 @@ def test_requests_one_after_another_run_on_the_same_thread():
     async def two() -> tuple[int, int]:
         first = await call_in_request(handler)
         # Given back once its thread is free (a marker queued behind the request's work).
-        deadline = asyncio.get_running_loop().time() + 10
-        while not handler.threads.idle and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.001)  # polls with a deadline; the stack is read on this loop
+        await wait_until_async(lambda: handler.threads.idle, 10, "the thread back on the stack")
         return first, await call_in_request(handler)
 
     first, second = asyncio.run(two())
