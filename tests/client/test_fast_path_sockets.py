@@ -11,35 +11,14 @@ import socket
 from collections.abc import Callable
 
 import h11
+from harness.client_observer import Observer
 
-from tunnelsite_client.exchange import LocalTarget, PoolSocketProxy, RequestLog
+from tunnelsite_client.exchange import LocalTarget, PoolSocketProxy
 from tunnelsite_client.fast_path import Handoff
 from tunnelsite_client.limits import CHUNK_BYTES
 
 WAIT_S = 10.0
 MIB = 1024 * 1024
-
-
-class Observer:
-    def __init__(self) -> None:
-        self.logs: list[RequestLog] = []
-        self.unreachable: list[str] = []
-        self.keepalive_off_reasons: list[str] = []
-
-    def keepalive_off(self, reason: str) -> None:
-        self.keepalive_off_reasons.append(reason)
-
-    def request_done(self, log: RequestLog) -> None:
-        self.logs.append(log)
-
-    def local_unreachable(self, reason: str) -> None:
-        self.unreachable.append(reason)
-
-    def local_reachable(self) -> None:
-        pass
-
-    def count_bytes(self, received: int, sent: int) -> None:
-        pass
 
 
 # What the app writes for the nth request it reads (in pieces, each its own write), and

@@ -6,36 +6,13 @@ import asyncio
 import socket
 
 import h11
+from harness.client_observer import Observer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tunnelsite_client.exchange import LocalTarget, PoolSocketProxy, RequestLog, rewrite_host
+from tunnelsite_client.exchange import LocalTarget, PoolSocketProxy, rewrite_host
 
 WAIT_S = 10.0
-
-
-class Observer:
-    def __init__(self) -> None:
-        self.logs: list[RequestLog] = []
-        self.unreachable: list[str] = []
-        self.keepalive_off_reasons: list[str] = []
-        self.received = self.sent = 0
-
-    def keepalive_off(self, reason: str) -> None:
-        self.keepalive_off_reasons.append(reason)
-
-    def request_done(self, log: RequestLog) -> None:
-        self.logs.append(log)
-
-    def local_unreachable(self, reason: str) -> None:
-        self.unreachable.append(reason)
-
-    def local_reachable(self) -> None:
-        pass
-
-    def count_bytes(self, received: int, sent: int) -> None:
-        self.received += received
-        self.sent += sent
 
 
 async def _capture_server(seen: list[bytes]) -> asyncio.Server:

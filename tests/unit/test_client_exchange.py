@@ -16,34 +16,13 @@ from dataclasses import dataclass, field
 
 import h11
 import pytest
+from harness.client_observer import Observer
 
-from tunnelsite_client.exchange import CLOSED_UNANSWERED, LocalTarget, PoolSocketProxy, RequestLog
+from tunnelsite_client.exchange import CLOSED_UNANSWERED, LocalTarget, PoolSocketProxy
 from tunnelsite_client.idle_state import CLOSED, QUIET, STRAY
 from tunnelsite_client.keepalive import KeepAlive, ready_for_next
 from tunnelsite_client.replay import may_resend
 from tunnelsite_client.target import error_response
-
-
-class Observer:
-    def __init__(self) -> None:
-        self.logs: list[RequestLog] = []
-        self.unreachable: list[str] = []
-        self.keepalive_off_reasons: list[str] = []
-
-    def request_done(self, log: RequestLog) -> None:
-        self.logs.append(log)
-
-    def local_unreachable(self, reason: str) -> None:
-        self.unreachable.append(reason)
-
-    def local_reachable(self) -> None:
-        pass
-
-    def count_bytes(self, received: int, sent: int) -> None:
-        pass
-
-    def keepalive_off(self, reason: str) -> None:
-        self.keepalive_off_reasons.append(reason)
 
 
 class PoolWriter:
