@@ -158,6 +158,11 @@ def browser_login(
     """`lt login` in the browser (device_login.py); the exit codes of the module docstring."""
     if connector.insecure:
         print(INSECURE_WARNING, file=sys.stderr)
+    # asyncio.run turns SIGINT into a clean stop only when SIGINT has Python's default
+    # handler: lt started with it ignored (from a script, in the background, by a CI runner)
+    # would wait for the approval through every Ctrl-C. `lt` and `lt tcp` stop whatever they
+    # inherited (their loop's handler); so does the login.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         granted = asyncio.run(
             login_in_browser(
@@ -180,6 +185,8 @@ def browser_login(
         if exc.kind == DeviceLoginError.REFUSED:
             return exit_code_for(exc.status)
         return DEVICE_EXIT_CODES.get(exc.kind, EXIT_FAILURE)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     path = save_login(Login(host=host, token=granted.token))
     print(f"logged in to {redact_url(host)} as token {granted.name}")
     print(f"saved the login in {path}")

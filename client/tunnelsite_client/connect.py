@@ -320,6 +320,9 @@ async def _connect_through(
         raise ProxyError(
             f"the proxy at {proxy.shown} closed the connection on CONNECT {target}"
         ) from None
+    except BaseException:  # cancelled (lt stopping, the caller's deadline): not left open
+        writer.close()
+        raise
     status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
     fields = status_line.split(" ", 2)
     status = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0

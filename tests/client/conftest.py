@@ -54,8 +54,10 @@ def lt_env(tmp_path: Path) -> dict[str, str]:
 def run_lt(lt_env: dict[str, str]) -> Iterator[Callable[..., LtProcess]]:
     started: list[LtProcess] = []
 
-    def run(*args: str, env: dict[str, str] | None = None) -> LtProcess:
-        process = LtProcess(list(args), {**lt_env, **(env or {})})
+    def run(
+        *args: str, env: dict[str, str] | None = None, sigint_ignored: bool = False
+    ) -> LtProcess:
+        process = LtProcess(list(args), {**lt_env, **(env or {})}, sigint_ignored=sigint_ignored)
         started.append(process)
         return process
 

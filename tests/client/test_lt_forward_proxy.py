@@ -424,3 +424,33 @@ def test_lt_through_a_proxy_to_a_real_relay_behind_tls(
     lt.stop()
     printed = "\n".join(lt.lines + lt.errors)
     assert token not in printed and PROXY_PASSWORD not in printed
+
+
+def test_lt_stopping_during_connect_closes_its_connection_to_the_proxy() -> None:
+    """A cancel (lt stopping, a caller's deadline) while the proxy has not answered CONNECT
+    closes the connection: the proxy reads its end of file, nothing is left to the collector."""
+
+    async def go() -> bytes:
+        asked = asyncio.Event()
+        ended: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            asked.set()
+            ended.set_result(await reader.read())  # b"" once lt has closed
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        connector = RelayConnector.from_environment({"HTTPS_PROXY": f"http://127.0.0.1:{port}"})
+        async with server:
+            opening = asyncio.create_task(connector.open("relay.example", 443, tls=True))
+            async with asyncio.timeout(IO_TIMEOUT_S):
+                await asked.wait()
+            opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await opening
+            async with asyncio.timeout(IO_TIMEOUT_S):  # fails here if lt kept it open
+                return await ended
+
+    assert asyncio.run(go()) == b""

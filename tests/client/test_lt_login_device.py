@@ -159,8 +159,17 @@ def test_no_browser_only_prints(real_relay: Relay, run_lt, browser_log) -> None:
     assert lt.wait() == EXIT_DENIED
 
 
-def test_ctrl_c_stops_cleanly_with_130(real_relay: Relay, run_lt, lt_env) -> None:
-    lt = run_lt("login", "--host", host_of(real_relay), "--no-browser")
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_ctrl_c_stops_cleanly_with_130(real_relay: Relay, run_lt, lt_env, inherited) -> None:
+    # "ignored": started from a script's background job (SIGINT ignored at exec), as a
+    # suite run in the background starts it; Ctrl-C (kill -INT) must stop it all the same.
+    lt = run_lt(
+        "login",
+        "--host",
+        host_of(real_relay),
+        "--no-browser",
+        sigint_ignored=inherited == "ignored",
+    )
     lt.wait_for_line(r"^Waiting for the approval")
     lt.proc.send_signal(signal.SIGINT)
     assert lt.wait() == EXIT_INTERRUPTED

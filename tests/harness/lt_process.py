@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -46,7 +47,10 @@ LT_ENV = {
 class LtProcess:
     """The real `lt` command in a subprocess; its output is collected line by line."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], *, sigint_ignored: bool = False
+    ) -> None:
+        # sigint_ignored: lt inherits SIGINT ignored, as from a script's background job.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tunnelsite_client.cli", *args],
             cwd=REPO,
@@ -55,6 +59,7 @@ class LtProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=_ignore_sigint if sigint_ignored else None,
         )
         self.lines: list[str] = []
         self.errors: list[str] = []
@@ -109,6 +114,10 @@ class LtProcess:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def clean_lt_env(config_dir: Path) -> dict[str, str]:

@@ -27,6 +27,12 @@ def on_ports(command: str, relay_port: int, app_port: int) -> str:
 def test_the_quick_start_works_as_written_with_both_clients(clone: Clone, app: int) -> None:
     (make_run,) = [c for c in commands(fence_after(QUICK_START, "```sh")) if c == "make run"]
     # RELAY_PORT=0: the quick start's :8080 on a free port (the one thing this test changes).
+    # The clone is installed first, with its own deadline (RUN_TIMEOUT_S), as test_production
+    # does. Else `make run` installs it (pip with build isolation: 5-6 s lightly loaded, over
+    # a minute once under 14 busy loops on 2 cores) whenever this test runs first in its
+    # process, and the wait below, for starting a relay (migrate and runrelay: 1.2-1.4 s
+    # once installed), would cover the install too.
+    clone.bootstrap()
     relay = clone.start(make_run, clone.env(RELAY_PORT="0"), "make run")
     port = int(relay.wait_for_line(r"tunnelsite relay listening on http://127\.0\.0\.1:(\d+)")[1])
     printed = fence_after(QUICK_START, "`make run` prints where it listens:").splitlines()

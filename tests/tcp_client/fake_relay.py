@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from harness import log_capture
 from harness.waiting import IO_TIMEOUT_S, wait_until
 
+from .listener import Listener
 from .peers import App, RelayEnd, local_app
 
 T = TypeVar("T")
@@ -39,8 +40,7 @@ class FakeTcpRelay:
         self.app: App | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._servers: list[asyncio.Server] = []
-        self._accepted: list[asyncio.StreamWriter] = []  # every connection, closed by stop()
+        self._listeners: list[Listener] = []  # each closes every connection it accepted
         self._app_context: Any = None
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = IO_TIMEOUT_S * 2) -> T:
@@ -50,11 +50,11 @@ class FakeTcpRelay:
         self._thread.start()
 
         async def start() -> None:
-            api = await asyncio.start_server(self._api, "127.0.0.1", 0)
-            pool = await asyncio.start_server(self._pool, "127.0.0.1", 0)
-            self._servers = [api, pool]
-            self.api_port = api.sockets[0].getsockname()[1]
-            self.pool_port = pool.sockets[0].getsockname()[1]
+            api, pool = Listener(self._api), Listener(self._pool)
+            self._listeners = [api, pool]
+            for listener in self._listeners:
+                listener.start()
+            self.api_port, self.pool_port = api.port, pool.port
             self._app_context = local_app("echo")
             self.app = await self._app_context.__aenter__()
 
@@ -76,14 +76,10 @@ class FakeTcpRelay:
             return
 
         async def stop() -> None:
-            for server in self._servers:
-                server.close()
-            for end in self.pool:
-                end.writer.close()
-            # Connections still being answered (lt connecting as the relay stops) too.
-            for writer in self._accepted:
-                writer.transport.abort()
-            await asyncio.sleep(0)  # the aborts' callbacks run before the loop stops
+            # Every connection, those still being accepted or answered too (lt connecting
+            # as the relay stops).
+            for listener in self._listeners:
+                await listener.stop()
             await self._app_context.__aexit__(None, None, None)
 
         self.call(stop())
@@ -99,11 +95,9 @@ class FakeTcpRelay:
         wait_until(lambda: len(self.pool) >= count, message=f"{count} pool connections")
 
     async def _pool(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._accepted.append(writer)
         self.pool.append(RelayEnd(reader, writer))
 
     async def _api(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._accepted.append(writer)
         try:
             async with asyncio.timeout(IO_TIMEOUT_S):
                 head = await reader.readuntil(b"\r\n\r\n")

@@ -18,6 +18,8 @@ from tunnelsite_client.limits import TCP_DATA, TCP_EOF
 from tunnelsite_client.tcp_frames import FrameReader, data_frames, frame
 from tunnelsite_client.tcp_log import TcpConnectionLog
 
+from .listener import Listener
+
 READ_BYTES = 64 * 1024
 
 
@@ -171,12 +173,13 @@ async def local_app(kind: str) -> AsyncIterator[App]:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    app.port = server.sockets[0].getsockname()[1]
+    listener = Listener(serve)  # every connection closed at the end (listener.py)
+    listener.start()
+    app.port = listener.port
     try:
         yield app
     finally:
-        server.close()
+        await listener.stop()
 
 
 class Recorder:
