@@ -11,9 +11,11 @@ every request of the site, must not do).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
+from typing import cast
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 SYSTEM = "system"
@@ -41,22 +43,31 @@ def acting(name: str) -> Iterator[None]:
         _named.reset(token)
 
 
+Handler = Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]
+
+
 class ActorMiddleware:
-    """Synchronous only, and last in MIDDLEWARE: every middleware above it then runs in
-    Django's sync mode, the whole chain in one hop to the request's thread
-    (tunnelsite/site_threads.py). Were the last one async-capable, every Django middleware
-    between it and WhiteNoise's (sync only) would run in async mode, each of its hooks a
-    thread hop of its own: the most of a registration's CPU before this."""
-
     sync_capable = True
-    async_capable = False
+    async_capable = True
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+    def __init__(self, get_response: Handler) -> None:
         self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.is_async:
+            return self._acall(request)
         token = _request.set(request)
         try:
             return self.get_response(request)
+        finally:
+            _request.reset(token)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        token = _request.set(request)
+        try:
+            return await cast(Awaitable[HttpResponse], self.get_response(request))
         finally:
             _request.reset(token)

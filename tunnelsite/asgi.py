@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import os
 
-import django
+from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tunnelsite.settings")
-django.setup(set_prefix=False)  # what get_asgi_application does, before our handler is built
-
-from tunnelsite.site_threads import SiteHandler  # noqa: E402
-
-# Django's handler, with its request threads (and their database connections) reused.
-django_application = SiteHandler()
+django_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 

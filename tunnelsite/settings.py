@@ -438,11 +438,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Who acts, for the operator_action log line (tunnels/actor.py): after the user is known.
+    "tunnels.actor.ActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Who acts, for the operator_action log line (tunnels/actor.py): after the user is known.
-    # Sync only, and last: the whole chain then runs in Django's sync mode, in one hop.
-    "tunnels.actor.ActorMiddleware",
 ]
 
 ROOT_URLCONF = "tunnelsite.urls"
@@ -486,12 +485,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"].setdefault(
         "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
     )
-    # A connection lives as long as its thread: the site's request threads are reused
-    # (tunnelsite/site_threads.py, a bounded number) and so are the relay's worker threads,
-    # so a request no longer opens and closes a connection (and reads the schema) of its own.
-    # A site thread stopped past the kept ones closes its connections first. ?conn_max_age= wins.
-    if "conn_max_age=" not in _database_url:
-        DATABASES["default"]["CONN_MAX_AGE"] = None
 if DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
     # One thread runs the relay's ORM calls: a database that stops answering must not hold
     # registrations, flushes and heartbeats behind it for ever.
