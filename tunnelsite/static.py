@@ -10,6 +10,7 @@ waiting on one more read, and log an aborted request).
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import AsyncIterator
 from typing import IO, Any
@@ -62,6 +63,15 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
             collected = "Manifest" in settings.STORAGES["staticfiles"]["BACKEND"]
             if not collected or not os.path.isdir(root):
                 return
+            # Another relay may be collecting into it right now (runrelay holds an exclusive
+            # flock on the folder while it does): read it under a shared one, never mid-way.
+            folder = os.open(root, os.O_RDONLY)
+            try:
+                fcntl.flock(folder, fcntl.LOCK_SH)
+                super().add_files(root, prefix)
+            finally:
+                os.close(folder)
+            return
         super().add_files(root, prefix)
 
     @staticmethod
