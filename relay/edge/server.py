@@ -25,10 +25,12 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http
+from twisted.web.http import Request as TwistedRequest
 
 from relay.edge import plain_http, pool_upgrade
 from relay.edge.channel import RelayHTTPChannel
 from relay.edge.edge_settings import EdgeSettings
+from relay.edge.reply import DirectReply
 from relay.protocol import (
     BODY_CHUNK_BYTES,
     STATUS_CLASSES,
@@ -39,6 +41,8 @@ from relay.proxy.ws_flow import WsFlow
 from relay.stats import STATS
 
 logger = logging.getLogger(__name__)
+
+http_request_init = TwistedRequest.__init__
 
 # Twisted knows no reason phrase for some statuses the relay and apps send (421, 429, 431...)
 # and writes "Unknown Status" in the status line: give it the standard phrase of each it lacks.
@@ -97,7 +101,7 @@ class StreamingReceive:
         return await self._events.get()
 
 
-class RelayWebRequest(WebRequest):
+class RelayWebRequest(DirectReply, WebRequest):
     relay_flow: Flow | None = None
     # The tunnel its one Host header names, read once by relay/edge/channel.py.
     relay_one_host = False
@@ -109,7 +113,15 @@ class RelayWebRequest(WebRequest):
         # parses) before the app runs: a 200 MiB form upload took the relay from 97 MB to
         # 910 MB. Nothing here reads `args`; the body stays in the spool and is streamed.
         kw["parsePOSTFormSubmission"] = False
-        super().__init__(channel, *args, **kw)
+        # Daphne's WebRequest.__init__, with Twisted's Request looked up once, not through
+        # Twisted's deprecation proxy of its http module for each request.
+        self.client_addr = None
+        self.server_addr = None
+        http_request_init(self, channel, *args, **kw)
+        self.server = channel.factory.server
+        self.application_queue = None
+        self._response_started = False
+        self.server.protocol_connected(self)
 
     def process(self) -> None:
         channel, transport = self.channel, self.transport
@@ -227,9 +239,7 @@ class RelayServer(daphne_server.Server):
         if protocol not in self.connections:
             receive.close()
             return None
-        instance = self.application(
-            scope=scope, receive=receive.get, send=partial(self.handle_reply, protocol)
-        )
+        instance = self.application(scope=scope, receive=receive.get, send=protocol.relay_send)
         task = asyncio.ensure_future(instance)
         self.connections[protocol]["application_instance"] = task
         task.add_done_callback(partial(self._http_done, protocol, receive))
