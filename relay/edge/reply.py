@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.tcp import Server as TcpServer
 from twisted.web.http import NO_BODY_CODES, RESPONSES
 from twisted.web.http import Request as TwistedRequest
 from twisted.web.http_headers import (
@@ -31,6 +30,8 @@ from twisted.web.http_headers import (
     _nameEncoder,  # Twisted's header-name canonicaliser and check (Twisted is pinned)
     _sanitizeLinearWhitespace,
 )
+
+from relay.pool.write_now import write_now
 
 _CONTENT_LENGTH = b"Content-Length"
 _SERVER = b"Server"
@@ -72,30 +73,6 @@ def head_bytes(
             parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
-
-
-def write(transport: Any, data: bytes) -> None:
-    """Write `data` to a visitor's connection: straight to the socket when it is plain TCP
-    with nothing queued before it (what the socket does not take is queued as Twisted
-    queues it, and Twisted's producer pauses as before), else through the transport."""
-    if (
-        type(transport) is TcpServer
-        and not transport.dataBuffer
-        and not transport._tempDataBuffer
-        and transport.connected
-        and not transport.disconnecting
-        and not transport.TLS
-    ):
-        try:
-            sent = transport.socket.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:  # reset or closed: the transport's own write finds it and cleans up
-            sent = 0
-        if sent == len(data):
-            return
-        data = data[sent:]
-    transport.write(data)
 
 
 class DirectReply:
@@ -169,10 +146,10 @@ class DirectReply:
         if not self.startedWriting:
             self.startedWriting = 1
             self.sentLength += len(body)
-            write(self.channel.transport, self._relay_head + body)
+            write_now(self.channel.transport, self._relay_head + body)
         elif body:
             self.sentLength += len(body)
-            write(self.channel.transport, body)
+            write_now(self.channel.transport, body)
         if not message.get("more_body", False):
             self.finish()
 

@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 
 from relay.pool.socket import PoolSocket, enable_keepalive
 from relay.pool.tunnel import Tunnel
+from relay.pool.write_now import write_now
 
 
 class TwistedPipe:
@@ -36,7 +37,7 @@ class TwistedPipe:
 
     def write(self, data: bytes) -> None:
         if not self._closing:
-            self._transport.write(data)
+            write_now(self._transport, data)
 
     def abort(self) -> None:
         self._closing = True
