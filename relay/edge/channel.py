@@ -25,6 +25,7 @@ from relay.edge.addresses import AddressLimit, release_address
 from relay.edge.admission import body_limit_for, no_tunnel_anywhere, tunnel_for
 from relay.edge.body import RequestBody
 from relay.edge.edge_settings import EdgeSettings
+from relay.edge.idle import IdleTimer
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def _reject(status: int, reason: str, message: str) -> bytes:
 _ABSOLUTE_FORM = re.compile(rb"^https?://([^/?#]*)(.*)$", re.IGNORECASE)
 
 
-class RelayHTTPChannel(RequestBody, AddressLimit):
+class RelayHTTPChannel(IdleTimer, RequestBody, AddressLimit):
     """Twisted's HTTP channel with the relay's limits and clear answers when they bite.
 
     Twisted already refuses most ambiguous framing (see tests/hardening); on top of that
@@ -76,6 +77,7 @@ class RelayHTTPChannel(RequestBody, AddressLimit):
         # connection: Twisted asks for both for each request, and makes new objects each time.
         self._peer: Any = None
         self._host: Any = None
+        self._secure: bool | None = None
         # The protocol this connection was upgraded to (relay/edge/pool_upgrade.py): bytes
         # that arrived with the upgrade's head are its, not a next request's.
         self.relay_upgraded: Any = None
@@ -107,6 +109,13 @@ class RelayHTTPChannel(RequestBody, AddressLimit):
         if self._host is None:
             self._host = super().getHost()
         return self._host
+
+    def isSecure(self) -> bool:  # noqa: N802
+        # Asked for each request (Daphne's scheme); Twisted asks zope whether the transport
+        # provides TLS each time. A connection's transport never changes.
+        if self._secure is None:
+            self._secure = bool(super().isSecure())
+        return self._secure
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         self._stop_head_deadline()

@@ -76,7 +76,8 @@ class StreamingReceive:
         self.length = body.tell()  # Twisted has the whole body before the app starts
         body.seek(0)
         self._body_done = False
-        self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        # Made when first needed: nearly every request ends without a message in it.
+        self._events: asyncio.Queue[dict[str, Any]] | None = None
 
     def close(self) -> None:
         """Close the spooled body (a temporary file above 100 KB) when the request is done,
@@ -86,6 +87,8 @@ class StreamingReceive:
 
     def put_nowait(self, message: dict[str, Any]) -> None:
         if message["type"] != "http.request":
+            if self._events is None:
+                self._events = asyncio.Queue()
             self._events.put_nowait(message)
 
     async def get(self) -> dict[str, Any]:
@@ -98,6 +101,8 @@ class StreamingReceive:
             more = len(chunk) == BODY_CHUNK_BYTES
             self._body_done = not more
             return {"type": "http.request", "body": chunk, "more_body": more}
+        if self._events is None:
+            self._events = asyncio.Queue()
         return await self._events.get()
 
 

@@ -106,6 +106,32 @@ def test_a_keep_alive_connection_may_idle_past_the_header_timeout_then_is_closed
         assert time.monotonic() - idle_from >= IDLE_TIMEOUT_S - 0.2
 
 
+def test_the_idle_timeout_counts_from_the_last_answer_never_during_one(limits_relay, tunnel):
+    """relay/edge/idle.py keeps one timer that fires early and is set again for the rest:
+    a connection used every second for twice the idle timeout stays open, a response that
+    takes longer than the idle timeout is not cut, and the idle timeout then still closes
+    the connection, counted from the last answer."""
+    (pool_socket,) = tunnel.connect(1)
+    with limits_relay.visitor(tunnel.name) as visitor:
+        started = time.monotonic()
+        count = 0
+        while time.monotonic() - started < 2 * IDLE_TIMEOUT_S:
+            count += 1
+            visitor.send(f"GET /{count} HTTP/1.1\r\nHost: {visitor.host}\r\n\r\n".encode())
+            assert pool_socket.read_request().target == f"/{count}"
+            pool_socket.respond(200, b"%d" % count)
+            assert visitor.response().body == b"%d" % count
+            time.sleep(IDLE_TIMEOUT_S / 3)  # the passage of time is what is tested
+        visitor.send(f"GET /slow HTTP/1.1\r\nHost: {visitor.host}\r\n\r\n".encode())
+        assert pool_socket.read_request().target == "/slow"
+        time.sleep(IDLE_TIMEOUT_S + 0.5)  # the app takes longer than the idle timeout
+        pool_socket.respond(200, b"slow")
+        assert visitor.response().body == b"slow"
+        idle_from = time.monotonic()
+        assert visitor.is_closed(timeout=IDLE_TIMEOUT_S + 3)
+        assert time.monotonic() - idle_from >= IDLE_TIMEOUT_S - 0.2
+
+
 def test_a_slow_upload_is_bounded_by_the_idle_timeout_not_the_header_deadline(limits_relay, tunnel):
     (pool_socket,) = tunnel.connect(1)
     body = b"0123456789"
