@@ -12,6 +12,7 @@ A request that upgrades (a WebSocket) still goes through Daphne's own `process`.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import traceback
 from typing import Any
@@ -20,6 +21,10 @@ from urllib.parse import unquote
 from daphne.utils import HEADER_NAME_RE, INVALID_HEADER_VALUE_BYTES, parse_x_forwarded_for
 
 logger = logging.getLogger(__name__)
+
+# Daphne's check of a header value (`INVALID_HEADER_VALUE_BYTES.intersection(value)`, a set
+# built per value) as one compiled search for the same bytes.
+_INVALID_VALUE = re.compile(b"[" + re.escape(bytes(sorted(INVALID_HEADER_VALUE_BYTES))) + b"]")
 
 
 def start(request: Any) -> None:
@@ -41,7 +46,7 @@ def _start(request: Any) -> None:
             request.basic_error(400, b"Bad Request", "Invalid header name")
             return
         for value in values:
-            if INVALID_HEADER_VALUE_BYTES.intersection(value):
+            if _INVALID_VALUE.search(value):
                 request.basic_error(400, b"Bad Request", "Invalid header value")
                 return
         if b"_" in name:  # Daphne drops these (CVE-2015-0219)

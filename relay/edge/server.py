@@ -76,8 +76,11 @@ class StreamingReceive:
         self.length = body.tell()  # Twisted has the whole body before the app starts
         body.seek(0)
         self._body_done = False
-        # Made when first needed: nearly every request ends without a message in it.
-        self._events: asyncio.Queue[dict[str, Any]] | None = None
+        # Daphne's only other message is `http.disconnect` (the response is done, or the
+        # visitor left): a flag, and a future while the app waits for it, not a queue per
+        # request that nearly no request reads.
+        self._gone = False
+        self._waiter: asyncio.Future[None] | None = None
 
     def close(self) -> None:
         """Close the spooled body (a temporary file above 100 KB) when the request is done,
@@ -86,10 +89,11 @@ class StreamingReceive:
         self._body.close()
 
     def put_nowait(self, message: dict[str, Any]) -> None:
-        if message["type"] != "http.request":
-            if self._events is None:
-                self._events = asyncio.Queue()
-            self._events.put_nowait(message)
+        if message["type"] == "http.disconnect":
+            self._gone = True
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     async def get(self) -> dict[str, Any]:
         if not self._body_done:
@@ -101,9 +105,13 @@ class StreamingReceive:
             more = len(chunk) == BODY_CHUNK_BYTES
             self._body_done = not more
             return {"type": "http.request", "body": chunk, "more_body": more}
-        if self._events is None:
-            self._events = asyncio.Queue()
-        return await self._events.get()
+        while not self._gone:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return {"type": "http.disconnect"}
 
 
 class RelayWebRequest(DirectReply, WebRequest):
