@@ -51,9 +51,10 @@ def head_bytes(
     Headers already on the request (`Connection: close` from its persistence check)."""
     if type(status) is not int or status < 200 or status in NO_BODY_CODES:
         return None
-    grouped: dict[bytes, list[bytes]] = {
-        name: list(values) for name, values in preset.getAllRawHeaders()
-    }
+    present = preset._rawHeaders  # Twisted's own dict (Twisted is pinned); usually empty
+    grouped: dict[bytes, list[bytes]] = (
+        {name: list(values) for name, values in present.items()} if present else {}
+    )
     try:
         for name, value in headers:
             if type(name) is not bytes or type(value) is not bytes:
