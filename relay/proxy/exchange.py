@@ -23,6 +23,7 @@ from relay.pool.bandwidth import Paced, pace
 from relay.pool.captures import Capture
 from relay.pool.errors import PoolError
 from relay.pool.quota import DayUsed, Quota
+from relay.pool.wire import request_event
 from relay.protocol import EVENTS_PER_TURN, MAX_INFORMATIONAL
 from relay.proxy.flow import Flow
 
@@ -164,7 +165,14 @@ def build_request(
         headers.append((b"transfer-encoding", b"chunked"))
     elif length or had_framing or scope["method"] in _BODY_METHODS:
         headers.append((b"content-length", str(length).encode()))
-    return h11.Request(method=scope["method"], target=hdrs.request_target(scope), headers=headers)
+    method: str = scope["method"]
+    target = hdrs.request_target(scope)
+    # h11's checks in one pass (relay/pool/wire.py); what they do not pass, h11 decides
+    # as ever, raising its own error.
+    event = request_event(method.encode(), target, headers)
+    if event is None:
+        event = h11.Request(method=method, target=target, headers=headers)
+    return event
 
 
 def _body_length(scope: Scope, first: Message, declared: bytes | None) -> int | None:
@@ -242,12 +250,15 @@ async def read_response_head(conn: Upstream, timeout: float) -> h11.Response:
     # h11 lets Transfer-Encoding win over Content-Length (RFC 9112 section 6.3); a response
     # with both is a smuggling attempt or a broken app, and the visitor would get a stale
     # Content-Length, so it is refused (502) instead.
-    names = {name for name, _ in event.headers}
+    # (Both checks read h11's list of headers itself: iterating `Headers`, a Sequence, costs
+    # a Python call per header.)
+    items = event.headers._full_items
+    names = [name for _, name, _ in items]
     if b"content-length" in names and b"transfer-encoding" in names:
         raise PoolError("a response with both Content-Length and Transfer-Encoding")
     # h11 bounds a head only while it is incomplete; one that arrived whole in a single read
     # is measured here, so the visitor never gets more header than the relay allows.
-    size = sum(len(name) + len(value) + 4 for name, value in event.headers)
+    size = sum([len(name) + len(value) for name, _, value in items]) + 4 * len(items)
     if size > settings.RELAY_MAX_HEADER_BYTES:
         raise PoolError(f"a response head of {size} bytes")
     return event
