@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Protocol
 
 import h11
-from django.conf import settings
 
 from relay import headers as hdrs
 from relay.asgi_types import H11Event, H11Next, H11Received, Message, Receive, Scope, Send
@@ -26,6 +25,7 @@ from relay.pool.quota import DayUsed, Quota
 from relay.pool.wire import request_event
 from relay.protocol import EVENTS_PER_TURN, MAX_INFORMATIONAL
 from relay.proxy.flow import Flow
+from relay.request_settings import request_settings
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -259,7 +259,7 @@ async def read_response_head(conn: Upstream, timeout: float) -> h11.Response:
     # h11 bounds a head only while it is incomplete; one that arrived whole in a single read
     # is measured here, so the visitor never gets more header than the relay allows.
     size = sum([len(name) + len(value) for name, _, value in items]) + 4 * len(items)
-    if size > settings.RELAY_MAX_HEADER_BYTES:
+    if size > request_settings().max_header_bytes:
         raise PoolError(f"a response head of {size} bytes")
     return event
 
