@@ -259,3 +259,17 @@ def _response(headers: Headers, status_code: int, reason: bytes) -> h11.Response
     _set(event, "reason", reason)
     _set(event, "status_code", status_code)
     return event
+
+
+def data_event(data: bytes) -> h11.Data:
+    """`h11.Data(data=data)`: a piece of a body, not a chunk's start or end."""
+    event = object.__new__(h11.Data)
+    _set(event, "data", data)
+    _set(event, "chunk_start", False)
+    _set(event, "chunk_end", False)
+    return event
+
+
+# The end of a message without trailers, one event for every exchange (h11's events are
+# frozen): h11's constructor checks its empty list of trailers each time it is made.
+END_OF_MESSAGE: Final = h11.EndOfMessage()

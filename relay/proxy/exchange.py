@@ -22,7 +22,7 @@ from relay.pool.bandwidth import Paced, pace
 from relay.pool.captures import Capture
 from relay.pool.errors import PoolError
 from relay.pool.quota import DayUsed, Quota
-from relay.pool.wire import request_event
+from relay.pool.wire import END_OF_MESSAGE, data_event, request_event
 from relay.protocol import EVENTS_PER_TURN, MAX_INFORMATIONAL
 from relay.proxy.flow import Flow
 from relay.request_settings import request_settings
@@ -213,9 +213,9 @@ async def write_request(
     await carry(paced, len(body), True)  # the plan's bandwidth waits, its day's bytes stop
     events: list[h11.Event] = [head]
     if body:
-        events.append(h11.Data(data=body))
+        events.append(data_event(body))
     if not more:
-        events.append(h11.EndOfMessage())
+        events.append(END_OF_MESSAGE)
     conn.send(*events)
     if progress is not None:
         progress.body = received
@@ -229,9 +229,9 @@ async def write_request(
         if capture is not None:
             capture.request.add(body)
         await carry(paced, len(body), True)
-        events = [h11.Data(data=body)] if body else []
+        events = [data_event(body)] if body else []
         if not more:
-            events.append(h11.EndOfMessage())
+            events.append(END_OF_MESSAGE)
         conn.send(*events)
         received += len(body)
         if progress is not None:
@@ -250,8 +250,7 @@ async def read_response_head(conn: Upstream, timeout: float) -> h11.Response:
     # h11 lets Transfer-Encoding win over Content-Length (RFC 9112 section 6.3); a response
     # with both is a smuggling attempt or a broken app, and the visitor would get a stale
     # Content-Length, so it is refused (502) instead.
-    # (Both checks read h11's list of headers itself: iterating `Headers`, a Sequence, costs
-    # a Python call per header.)
+    # (Both checks read h11's list itself, as `stream_response` does.)
     items = event.headers._full_items
     names = [name for _, name, _ in items]
     if b"content-length" in names and b"transfer-encoding" in names:
@@ -285,11 +284,13 @@ async def stream_response(
     if type(event) is h11.Data:
         spent(paced)
     progress.started = True
+    # (h11's list itself: iterating `Headers`, a Sequence, costs a Python call per header)
+    fields = [(name, value) for _, name, value in response.headers._full_items]
     await send(
         {
             "type": "http.response.start",
             "status": response.status_code,
-            "headers": hdrs.response_headers(response.headers, app=not peer),
+            "headers": hdrs.response_headers(fields, app=not peer),
         }
     )
     if flow is not None:

@@ -21,7 +21,14 @@ from hypothesis import strategies as st
 
 from relay.pool.errors import PoolError
 from relay.pool.socket import PoolSocket
-from relay.pool.wire import FALLBACK, Head, parse_head, request_event
+from relay.pool.wire import (
+    END_OF_MESSAGE,
+    FALLBACK,
+    Head,
+    data_event,
+    parse_head,
+    request_event,
+)
 
 MAX_HEAD = 16384
 
@@ -323,6 +330,11 @@ def test_the_fast_path_and_h11_agree_on_every_exchange(
     fast = run(PoolSocket, events, reads, eof, raw_pipe, max_head)
     oracle = run(H11Only, events, reads, eof, raw_pipe, max_head)
     assert fast == oracle
+
+
+def test_the_events_made_without_h11s_constructors_are_h11s() -> None:
+    assert data_event(b"piece") == h11.Data(data=b"piece")
+    assert END_OF_MESSAGE == h11.EndOfMessage() and not END_OF_MESSAGE.headers
 
 
 def common(body: bytes, *headers: bytes) -> bytes:
