@@ -75,13 +75,15 @@ def request_headers(scope: Scope) -> tuple[list[tuple[bytes, bytes]], bytes | No
     peer = client[0] or ""
     proto = request_settings().public_scheme.encode()
     chain = peer.encode()
+    visitor = peer  # client_ip(scope), without asking again whether the peer is trusted
     if _trusted(peer):
         if forwarded_for:
             chain = b", ".join([*forwarded_for, chain])
         if forwarded_proto in (b"http", b"https"):
             proto = forwarded_proto
+        visitor = _client_ip(scope)
     out.append((b"x-forwarded-for", chain))
-    out.append((b"x-real-ip", client_ip(scope).encode()))
+    out.append((b"x-real-ip", normal_ip(visitor).encode()))
     out.append((b"x-forwarded-proto", proto))
     if host:
         out.append((b"x-forwarded-host", host))
