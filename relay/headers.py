@@ -19,6 +19,7 @@ from relay.protocol import (
     VISITOR_KEYS_CACHED,
     WARNED_COOKIE,
 )
+from relay.request_settings import IPNetwork, request_settings
 
 # Requests: hop-by-hop and framing headers are set by the relay itself; `expect` was
 # already answered by the public server, which has the whole body.
@@ -72,15 +73,17 @@ def request_headers(scope: Scope) -> tuple[list[tuple[bytes, bytes]], bytes | No
         out.append((name, value))
     client = scope.get("client") or ("", 0)
     peer = client[0] or ""
-    proto = settings.RELAY_PUBLIC_SCHEME.encode()
+    proto = request_settings().public_scheme.encode()
     chain = peer.encode()
+    visitor = peer  # client_ip(scope), without asking again whether the peer is trusted
     if _trusted(peer):
         if forwarded_for:
             chain = b", ".join([*forwarded_for, chain])
         if forwarded_proto in (b"http", b"https"):
             proto = forwarded_proto
+        visitor = _client_ip(scope)
     out.append((b"x-forwarded-for", chain))
-    out.append((b"x-real-ip", client_ip(scope).encode()))
+    out.append((b"x-real-ip", normal_ip(visitor).encode()))
     out.append((b"x-forwarded-proto", proto))
     if host:
         out.append((b"x-forwarded-host", host))
@@ -122,7 +125,7 @@ def _relay_cookie(value: bytes) -> bool:
 # --- the relay's visitor cookies -------------------------------------------------------------
 def secure_scope(scope: Scope) -> bool:
     """Does the visitor reach this tunnel over https (directly, or the relay's public URL)?"""
-    return scope.get("scheme") in ("https", "wss") or settings.RELAY_PUBLIC_SCHEME == "https"
+    return scope.get("scheme") in ("https", "wss") or request_settings().public_scheme == "https"
 
 
 def relay_cookie_name(name: str, scope: Scope) -> str:
@@ -199,10 +202,7 @@ def _covers_domain(attribute: bytes, domain: bytes) -> bool:
 
 
 def _trusted(peer: str) -> bool:
-    return in_networks(peer, settings.RELAY_TRUSTED_PROXIES)
-
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+    return in_networks(peer, request_settings().trusted_proxies)
 
 
 def in_networks(peer: str, networks: Sequence[IPNetwork]) -> bool:

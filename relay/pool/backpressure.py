@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from django.conf import settings
-
 from relay.pool.errors import PoolError
 from relay.protocol import PARSE_SLICE_BYTES, READ_LOW_WATER
+from relay.request_settings import request_settings
 
 
 class Backpressure(asyncio.Protocol):
@@ -67,7 +66,7 @@ class Backpressure(asyncio.Protocol):
         if not self._write_paused:
             return
         if timeout is None:
-            timeout = settings.RELAY_RESPONSE_TIMEOUT_S
+            timeout = request_settings().response_timeout_s
         loop = asyncio.get_running_loop()
         waiter = self._drain_waiter = loop.create_future()
         timer = loop.call_later(timeout, _expire, waiter)

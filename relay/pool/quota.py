@@ -15,20 +15,19 @@ import functools
 import time
 from typing import Protocol
 
-from django.conf import settings
-
 from relay.asgi_types import Scope
 from relay.headers import address_key as _address_key
 from relay.headers import client_ip, is_trusted_proxy, normal_ip
 from relay.pool.usage import Usage
 from relay.protocol import DAY_S, MINUTE_S, REGISTRATION_OWNERS_KEPT, VISITOR_KEYS_CACHED
+from relay.request_settings import request_settings
 
 
 def address_key(ip: str) -> str:
     """What counts as one visitor for per-address limits (RELAY_MAX_CONNECTIONS_PER_IP,
     RELAY_WS_MAX_PER_VISITOR): one spelling per address, IPv6 per RELAY_IPV6_PREFIX network,
     the same key owners are counted by (tunnels/auth.py)."""
-    return _address_key(ip, settings.RELAY_IPV6_PREFIX)
+    return _address_key(ip, request_settings().ipv6_prefix)
 
 
 def visitor_key(scope: Scope) -> str:
@@ -39,7 +38,7 @@ def visitor_key(scope: Scope) -> str:
     peer = client[0] or ""
     if is_trusted_proxy(peer):
         return address_key(client_ip(scope))
-    return _peer_key(peer, settings.RELAY_IPV6_PREFIX)
+    return _peer_key(peer, request_settings().ipv6_prefix)
 
 
 @functools.lru_cache(maxsize=VISITOR_KEYS_CACHED)

@@ -24,9 +24,11 @@ from relay.asgi_types import H11Event, H11Next, H11Received
 from relay.pool.errors import PoolError
 from relay.pool.reuse import Reuse, Trust, ambiguous
 from relay.pool.wire import (
+    END_OF_MESSAGE,
     FALLBACK,
     Exchange,
     Head,
+    data_event,
     parse_head,
     request_head,
     shadow,
@@ -190,17 +192,18 @@ class PoolSocket(Reuse):
         parts: list[bytes] = []
         wire = self._wire
         for event in events:
-            if isinstance(event, h11.Request):
+            # (`type() is`, not `isinstance`: on h11's events that runs ABCMeta's check in Python)
+            if type(event) is h11.Request:
                 self.ambiguous = event.method == b"HEAD"
                 wire = self._wire = self._fast_request(event, parts)
                 if wire is not None:
                     continue
             if wire is None:
                 parts.extend(self.h11.send_with_data_passthrough(event) or ())
-            elif isinstance(event, h11.Data):
+            elif type(event) is h11.Data:
                 wire.body(event.data)
                 parts.append(event.data)
-            elif isinstance(event, h11.EndOfMessage) and not event.headers:
+            elif type(event) is h11.EndOfMessage and not event.headers:
                 wire.end()
             else:  # trailers, or a response: h11 refuses them on a Content-Length request
                 wire.broken = True
@@ -283,11 +286,11 @@ class PoolSocket(Reuse):
             return h11.NEED_DATA
         if not left:
             wire.ended = True
-            return h11.EndOfMessage()
+            return END_OF_MESSAGE
         if self._inbox:
             piece = self._take(left if left < POOL_BODY_PIECE_BYTES else POOL_BODY_PIECE_BYTES)
             wire.response_left = left - len(piece)
-            return h11.Data(data=piece)
+            return data_event(piece)
         if self._eof:
             raise PoolError("pool socket closed mid-response")
         return h11.NEED_DATA

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Protocol
 
 import h11
-from django.conf import settings
 
 from relay import headers as hdrs
 from relay.asgi_types import H11Event, H11Next, H11Received, Message, Receive, Scope, Send
@@ -23,8 +22,10 @@ from relay.pool.bandwidth import Paced, pace
 from relay.pool.captures import Capture
 from relay.pool.errors import PoolError
 from relay.pool.quota import DayUsed, Quota
+from relay.pool.wire import END_OF_MESSAGE, data_event, request_event
 from relay.protocol import EVENTS_PER_TURN, MAX_INFORMATIONAL
 from relay.proxy.flow import Flow
+from relay.request_settings import request_settings
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -164,7 +165,14 @@ def build_request(
         headers.append((b"transfer-encoding", b"chunked"))
     elif length or had_framing or scope["method"] in _BODY_METHODS:
         headers.append((b"content-length", str(length).encode()))
-    return h11.Request(method=scope["method"], target=hdrs.request_target(scope), headers=headers)
+    method: str = scope["method"]
+    target = hdrs.request_target(scope)
+    # h11's checks in one pass (relay/pool/wire.py); what they do not pass, h11 decides
+    # as ever, raising its own error.
+    event = request_event(method.encode(), target, headers)
+    if event is None:
+        event = h11.Request(method=method, target=target, headers=headers)
+    return event
 
 
 def _body_length(scope: Scope, first: Message, declared: bytes | None) -> int | None:
@@ -205,9 +213,9 @@ async def write_request(
     await carry(paced, len(body), True)  # the plan's bandwidth waits, its day's bytes stop
     events: list[h11.Event] = [head]
     if body:
-        events.append(h11.Data(data=body))
+        events.append(data_event(body))
     if not more:
-        events.append(h11.EndOfMessage())
+        events.append(END_OF_MESSAGE)
     conn.send(*events)
     if progress is not None:
         progress.body = received
@@ -221,9 +229,9 @@ async def write_request(
         if capture is not None:
             capture.request.add(body)
         await carry(paced, len(body), True)
-        events = [h11.Data(data=body)] if body else []
+        events = [data_event(body)] if body else []
         if not more:
-            events.append(h11.EndOfMessage())
+            events.append(END_OF_MESSAGE)
         conn.send(*events)
         received += len(body)
         if progress is not None:
@@ -242,13 +250,15 @@ async def read_response_head(conn: Upstream, timeout: float) -> h11.Response:
     # h11 lets Transfer-Encoding win over Content-Length (RFC 9112 section 6.3); a response
     # with both is a smuggling attempt or a broken app, and the visitor would get a stale
     # Content-Length, so it is refused (502) instead.
-    names = {name for name, _ in event.headers}
+    # (Both checks read h11's list itself, as `stream_response` does.)
+    items = event.headers._full_items
+    names = [name for _, name, _ in items]
     if b"content-length" in names and b"transfer-encoding" in names:
         raise PoolError("a response with both Content-Length and Transfer-Encoding")
     # h11 bounds a head only while it is incomplete; one that arrived whole in a single read
     # is measured here, so the visitor never gets more header than the relay allows.
-    size = sum(len(name) + len(value) + 4 for name, value in event.headers)
-    if size > settings.RELAY_MAX_HEADER_BYTES:
+    size = sum([len(name) + len(value) for name, _, value in items]) + 4 * len(items)
+    if size > request_settings().max_header_bytes:
         raise PoolError(f"a response head of {size} bytes")
     return event
 
@@ -274,11 +284,13 @@ async def stream_response(
     if type(event) is h11.Data:
         spent(paced)
     progress.started = True
+    # (h11's list itself: iterating `Headers`, a Sequence, costs a Python call per header)
+    fields = [(name, value) for _, name, value in response.headers._full_items]
     await send(
         {
             "type": "http.response.start",
             "status": response.status_code,
-            "headers": hdrs.response_headers(response.headers, app=not peer),
+            "headers": hdrs.response_headers(fields, app=not peer),
         }
     )
     if flow is not None:

@@ -12,7 +12,6 @@ import time
 from html import escape
 
 import h11
-from django.conf import settings
 
 from relay import headers as hdrs
 from relay.asgi_types import Message, Receive, Scope, Send
@@ -27,6 +26,7 @@ from relay.protocol import HOP_SCOPE_KEY, SUSPENDED_STATUS
 from relay.proxy import gate
 from relay.proxy.exchange import Progress, build_request, exchange
 from relay.proxy.flow import Flow
+from relay.request_settings import request_settings
 from relay.stats import STATS
 
 logger = logging.getLogger(__name__)
@@ -116,12 +116,12 @@ async def _exchange(
     head: h11.Request,
     first: Message,
 ) -> None:
-    cfg = settings
+    cfg = request_settings()
     retry = scope["method"] in _SAFE and not first.get("body") and not first.get("more_body")
     visitor = visitor_key(scope)  # for its share of the tunnel's sockets
     for attempt in range(2 if retry else 1):
         try:
-            conn = await tunnel.acquire(cfg.RELAY_SOCKET_WAIT_S, cfg.RELAY_MAX_WAITERS, visitor)
+            conn = await tunnel.acquire(cfg.socket_wait_s, cfg.max_waiters, visitor)
         except NoSocket as exc:
             await send_error(scope, send, exc.status, exc.message, exc.retry_after)
             return
@@ -145,7 +145,7 @@ async def _attempt(
 ) -> bool:
     """One exchange on `conn`; False when the socket closed unanswered and, not being the
     `last` attempt, the request may go to another socket."""
-    timeout = settings.RELAY_RESPONSE_TIMEOUT_S
+    timeout = request_settings().response_timeout_s
     reusable = False
     progress = Progress()
     mark = conn.received

@@ -8,6 +8,8 @@ import asyncio
 from typing import Any
 
 import h11
+import pytest
+from django.test import override_settings
 from harness.fake_upstream import FakeUpstream
 
 from relay.pool.errors import PoolError
@@ -176,3 +178,20 @@ def test_a_peer_exchange_drains_the_request_and_sees_the_head_first() -> None:
     upstream, visitor = FakeUpstream(OK), Visitor()
     failure, _ = run(upstream, visitor, drain=True, on_head=lambda r: heads.append(r.status_code))
     assert failure is None and upstream.drains == 1 and heads == [200]
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_a_head_is_measured_by_its_fields_and_refused_one_byte_past_the_limit(over: int) -> None:
+    """Each field counts its name, its value and 4 bytes (": " and CRLF), however it was
+    spelled: `X-A:b` on the wire counts as `X-A: b`. The limit is RELAY_MAX_HEADER_BYTES as
+    it is now (a changed setting is followed at once)."""
+    fields = [b"Content-Length: 5", b"X-A:" + b"b" * (100 - (14 + 1 + 4) - (3 + 4) + over)]
+    answer = b"HTTP/1.1 200 OK\r\n" + b"".join(f + b"\r\n" for f in fields) + b"\r\nhello"
+    for limit, refused in ((100, bool(over)), (101, False)):
+        with override_settings(RELAY_MAX_HEADER_BYTES=limit):
+            upstream, visitor = FakeUpstream(answer), Visitor()
+            failure, _ = run(upstream, visitor)
+        if refused:
+            assert isinstance(failure, PoolError) and visitor.sent == []
+        else:
+            assert failure is None and (visitor.status, visitor.body) == (200, b"hello")
