@@ -87,7 +87,9 @@ def test_the_apps_eof_reaches_the_relay_while_the_visitor_goes_on_writing() -> N
             assert (greeting, ended) == (b"hello from the app\n", TCP_EOF)
             await relay.send_data(b"still talking after your EOF")
             await relay.send(TCP_EOF)
-            await wait_until_async(lambda: observer.logs)
+            # The client logs the conversation once both EOFs have passed through it, which
+            # can be before the app's own task has read the EOF and recorded what it got.
+            await wait_until_async(lambda: observer.logs and app.received)
             assert app.received == [b"still talking after your EOF"]
             assert observer.logs[0].ending == ""
             assert not task.done()
