@@ -54,6 +54,12 @@ def request_settings() -> RequestSettings:
     return _current[0]
 
 
+def refresh() -> None:
+    """Read them again when next used: for settings set by assignment, which sends no
+    `setting_changed` (runrelay's flags, relay/address.py)."""
+    _current.clear()
+
+
 def _forget(**_: object) -> None:
     """A setting changed (override_settings): read them again when next used."""
     _current.clear()

@@ -117,6 +117,10 @@ class RelayHTTPChannel(IdleTimer, RequestBody, AddressLimit):
             self._secure = bool(super().isSecure())
         return self._secure
 
+    def hand_over(self, transport: Any) -> None:
+        self.stop_idle()  # the WebSocket's protocol owns the connection now
+        super().hand_over(transport)
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         self._stop_head_deadline()
         self._stop_body_deadline()

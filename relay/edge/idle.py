@@ -64,6 +64,12 @@ class IdleTimer(http.HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         super().connectionLost(reason)
+        self.stop_idle()
+
+    def stop_idle(self) -> None:
+        """Cancel the timer: the connection is lost, or handed to another protocol (a
+        WebSocket, our lt's pool connection) whose end this channel never hears of."""
+        self.timeOut = None
         call, self._idle_call = self._idle_call, None
         if call is not None and call.active():
             call.cancel()

@@ -22,6 +22,7 @@ from typing import Any
 from django.conf import settings
 from twisted.protocols.policies import ProtocolWrapper
 
+from relay.edge.idle import IdleTimer
 from relay.headers import client_ip
 from relay.pool.registry import get_registry
 from relay.pool.upgraded import UpgradedPool
@@ -142,6 +143,8 @@ def _hand_over(request: Any, protocol: UpgradedPool) -> None:
     )
     request.transport = None
     channel.setTimeout(None)
+    if isinstance(channel, IdleTimer):
+        channel.stop_idle()  # the timer would hold the channel until it fired
     channel._savedTimeOut = None  # noqa: SLF001  (Twisted's; restored when a request ends)
     channel.relay_upgraded = protocol
     if isinstance(transport, ProtocolWrapper):  # TLS wraps the HTTP channel

@@ -25,6 +25,8 @@ def write_now(transport: Any, data: bytes) -> None:
         and not transport._tempDataBuffer
         and transport.connected
         and not transport.disconnecting
+        and not transport._aborting  # abortConnection(): Twisted never sends what follows
+        and not transport._writeDisconnected  # loseWriteConnection(): Twisted drops it
         and not transport.TLS
     ):
         try:

@@ -21,7 +21,7 @@ from twisted.internet import reactor as twisted_reactor
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.error import CannotListenError, ReactorNotRunning
 
-from relay import address, records, traffic
+from relay import address, records, request_settings, traffic
 from relay.cluster import control
 from relay.cluster.node import Cluster
 from relay.edge.server import RelayServer
@@ -141,6 +141,7 @@ class RelayRunner:
         self._listen_address = (host, port)  # scale-out
         if self.port == 0:  # "any free port": what depends on the port follows the real one
             address.apply(settings, domain=settings.RELAY_DOMAIN, bind=self.bind, port=port)
+            request_settings.refresh()
         public_port = settings.RELAY_PUBLIC_PORT or port
         sample = public_url(
             settings.RELAY_PUBLIC_SCHEME, "<name>", settings.RELAY_DOMAIN, public_port

@@ -45,3 +45,18 @@ def test_the_settings_are_read_once_until_one_changes() -> None:
     assert request_settings() is first
     with override_settings(RELAY_MAX_WAITERS=first.max_waiters + 1):
         assert request_settings() is not first
+
+
+def test_runrelays_https_flag_reaches_a_snapshot_read_before_it() -> None:
+    """runrelay's --tls-cert sets RELAY_PUBLIC_SCHEME by assignment (relay/address.py), which
+    sends no setting_changed: `refresh`, called right after, makes the byte path see it."""
+    from django.conf import settings
+
+    from relay import address
+    from relay.request_settings import refresh
+
+    with override_settings(RELAY_PUBLIC_SCHEME="http", RELAY_EXPLICIT_HTTPS_SETTINGS={}):
+        assert request_settings().public_scheme == "http"  # read before the flag applies
+        address.apply_https(settings)
+        refresh()
+        assert request_settings().public_scheme == "https"

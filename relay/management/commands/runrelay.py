@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.db import DatabaseError
 
-from relay import address, records
+from relay import address, records, request_settings
 from relay.cluster.node import parse_address
 from relay.protocol import HIGHEST_PORT
 from relay.records import DatabaseInUse
@@ -105,6 +105,7 @@ class Command(BaseCommand):
         if tls is not None:
             address.apply_https(settings)  # before `apply`: the admin's origin is https
         address.apply(settings, domain=domain, bind=bind, port=port)
+        request_settings.refresh()  # assigned above, without Django's setting_changed
         self.configure_node(node_name, advertise, bind)  # scale-out
         self.check_pool_address()
         self.database_locks = self.lock_database()  # held until the process ends
