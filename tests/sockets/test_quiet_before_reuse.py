@@ -9,29 +9,13 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from harness.socket_owner import Owner
 from harness.waiting import wait_until
 
 from relay.pool.socket import PoolSocket
-
-
-@dataclass
-class Owner:
-    client_id: str = ""  # a raw pipe: the npm client sends no client id
-    name: str = "quiet"
-    distrusted: bool = False
-
-    def attach(self, conn: PoolSocket) -> bool:
-        return True
-
-    def detach(self, conn: PoolSocket) -> None:
-        pass
-
-    def distrust(self, how: str) -> None:
-        self.distrusted = True
 
 
 class Transport:

@@ -16,6 +16,7 @@ from typing import Any
 
 import h11
 import pytest
+from harness.socket_owner import Owner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,24 +32,6 @@ from relay.pool.wire import (
 )
 
 MAX_HEAD = 16384
-
-
-@dataclass
-class Owner:
-    """The tunnel a socket belongs to (`SocketOwner`), as plain values."""
-
-    client_id: str
-    name: str = "wire"
-    distrusted: bool = False
-
-    def attach(self, conn: PoolSocket) -> bool:
-        return True
-
-    def detach(self, conn: PoolSocket) -> None:
-        pass
-
-    def distrust(self, how: str) -> None:
-        self.distrusted = True
 
 
 @dataclass
