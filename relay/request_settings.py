@@ -6,8 +6,8 @@ deadlines, its visitor's address, its headers). The byte path reads them from on
 `RequestSettings` instead: made at the first read, and made anew at the next read after
 Django's `setting_changed` (override_settings and pytest-django's `settings` fixture send
 it), so a test that changes one sees its value at once. The operator's settings do not
-change while a relay runs; runrelay sets RELAY_PUBLIC_SCHEME (`--tls-cert`) before it
-serves, before the first read.
+change while a relay runs; the few runrelay sets from its flags by assignment (no signal:
+RELAY_PUBLIC_SCHEME for `--tls-cert`, the address settings) are followed by `refresh`.
 """
 
 from __future__ import annotations
