@@ -14,7 +14,8 @@ with async_to_sync). From here:
 - what the dashboard reads: a snapshot of live tunnels and traffic;
 - the control messages the admin sends to every relay (close tunnels);
 - visitor addresses as the relay keys them (owners, rate limits);
-- the database port (relay.records) the `tunnels` app implements and installs.
+- the database port (relay.records) the `tunnels` app implements and installs, and
+  `database_call`, where the views' ORM calls run (relay/database.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay import metrics, records, stats, visitor_pass
+from relay.database import call as database_call
 from relay.headers import address_key, client_ip
 from relay.pool import bandwidth
 from relay.pool import captures as inspector
@@ -81,6 +83,7 @@ __all__ = [
     "close_for_client",
     "close_message",
     "dashboard_snapshot",
+    "database_call",
     "minute_writes_begun",
     "issue_ticket",
     "lift_message",

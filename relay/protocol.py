@@ -405,12 +405,12 @@ TEAM_ANSWERS_CACHED = 4096
 # A lookup that finds no one (a wrong token, a pass holder no longer on the team) is counted
 # against the visitor's address key (IPv6 by the RELAY_IPV6_PREFIX setting): past this many in
 # a window the address's unknown tokens get a 429 without a query, so a script sending random
-# tokens cannot keep the relay's one database thread busy.
+# tokens cannot keep the relay's database threads (relay/database.py) busy.
 TEAM_MISSES_PER_ADDRESS = 20
 TEAM_MISS_WINDOW_S = 60.0
 TEAM_MISS_ADDRESSES = 10_000  # addresses counted per window; the oldest dropped past it
 # Lookups (team_member, team_user) in flight on the whole relay; past it a visitor gets a 503
-# with Retry-After instead of queueing behind the registrations' database thread. Requests for
+# with Retry-After instead of queueing behind the registrations' database threads. Requests for
 # one answer share one lookup, and wait for it at most TEAM_LOOKUP_WAIT_S.
 TEAM_LOOKUPS_IN_FLIGHT = 32
 TEAM_LOOKUP_WAIT_S = 5.0
@@ -974,6 +974,14 @@ DEFAULT_REGISTRATIONS_PER_MINUTE = 10.0
 # Closed session rows older than this are deleted (in batches, by the relay's flusher): the
 # admin's session list and a month of history need no more. 0: keep them for ever.
 DEFAULT_SESSION_RETENTION_DAYS = 30
+# The relay's ORM calls from the event loop run on threads of its own, each keeping its
+# connection (relay/database.py). SQLite takes one writer at a time: one thread, so the relay's
+# writes never wait on each other's lock (registrations each on a thread and a connection of
+# their own slept in SQLite's busy handler, and past its timeout failed "database busy"). A
+# database server: a few, so one slow query (statement_timeout: 10 s) holds up no more than
+# its thread; each holds one connection for the relay's life.
+DATABASE_THREADS_SQLITE = 1
+DATABASE_THREADS_SERVER = 4
 # An IPv6 client counts as its /64 (one home or server gets a whole /64, so per-address
 # limits are per network) wherever an address owns tunnels or is limited. 128: per address.
 DEFAULT_IPV6_PREFIX = 64

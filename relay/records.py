@@ -5,7 +5,7 @@ RELAY_FLUSH_S, node rows once per heartbeat (scale-out), and takes a lock on the
 start; it never touches the database per request. `tunnels/records.py` implements `Records`
 with the ORM and `tunnels.apps.TunnelsConfig.ready()` installs it (through relay.face), so the
 import arrows point one way: tunnels -> relay. Every method is synchronous: the relay calls
-them through `database_sync_to_async`, off the event loop.
+them through `relay.database.call`, on the relay's database threads, off the event loop.
 """
 
 from __future__ import annotations

@@ -35,9 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from channels.db import database_sync_to_async
-
-from relay import records
+from relay import database, records
 from relay.pool.registry import Registry
 from relay.pool.tunnel import Tunnel
 from relay.protocol import (
@@ -181,14 +179,14 @@ class Traffic:
                 rollups = [MinuteRollup(node, m.start, *m.counts) for m in pending]
                 self.writes_begun += 1
                 try:
-                    await database_sync_to_async(records.get().add_minutes)(rollups)
+                    await database.call(records.get().add_minutes, rollups)
                     self.mark_written(pending)
                 finally:
                     self.writes_done = self.writes_begun
             if now >= self._next_prune:
                 self._next_prune = now + MINUTE_ROWS_PRUNE_EVERY_S
                 before = minute_of(now) - MINUTE_ROWS_KEEP_S
-                await database_sync_to_async(records.get().prune_minutes)(before)
+                await database.call(records.get().prune_minutes, before)
             return len(pending)
 
     def start_write(self, node: str, now: float) -> bool:

@@ -1,8 +1,9 @@
 """Who may open which tunnel: token resolution and the registration rules that need the ORM.
 
-`grant_registration` runs once per registration through `database_sync_to_async` (never per
-request). The rules that depend on live tunnels (how many the owner has, whether the name is
-taken) are checked by the view against the in-memory registry.
+`grant_registration` runs once per registration on the relay's database threads
+(`face.database_call`, relay/database.py), never per request. The rules that depend on live
+tunnels (how many the owner has, whether the name is taken) are checked by the view against
+the in-memory registry.
 
 Owner keys: a token holder's tunnels belong to `user:<id>`, so any of that user's tokens may
 reclaim or close them; an anonymous tunnel belongs to `ip:<addr>`.

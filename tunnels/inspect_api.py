@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import RequestDataTooBig
@@ -70,7 +69,7 @@ def _token_caller(credential: str, ip: str) -> Caller | auth.Refusal:
 async def _caller(request: HttpRequest) -> Caller | JsonResponse:
     requester = identify(request)
     if requester.credential is not None:
-        found = await database_sync_to_async(_token_caller)(requester.credential, requester.ip)
+        found = await face.database_call(_token_caller, requester.credential, requester.ip)
         if isinstance(found, auth.Refusal):
             return _error(found.status, found.message)
         return found

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.contrib.auth.views import redirect_to_login
@@ -75,7 +74,7 @@ async def live_tunnel(name: str) -> Live | None:
             owner_id=status.user_id, inspect=face.inspecting(name), tcp_port=status.tcp_port
         )
     if settings.RELAY_NODE_NAME:
-        return await database_sync_to_async(_live_row)(name)
+        return await face.database_call(_live_row, name)
     return None
 
 
@@ -121,4 +120,4 @@ async def page(request: HttpRequest, name: str) -> HttpResponse:
 
 async def _render(request: HttpRequest, context: dict[str, Any], status: int = 200) -> HttpResponse:
     """The page, rendered off the event loop: base.html reads the user, a query."""
-    return await database_sync_to_async(render)(request, TEMPLATE, context, status=status)
+    return await face.database_call(render, request, TEMPLATE, context, status=status)

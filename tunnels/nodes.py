@@ -1,7 +1,7 @@
 """Small synchronous ORM functions for running many relay nodes on one database.
 
-Behind relay.records (tunnels/records.py): relay/cluster/node.py calls them through
-`database_sync_to_async`, once per heartbeat (every `RELAY_HEARTBEAT_S`) or once per
+Behind relay.records (tunnels/records.py): relay/cluster/node.py calls them on the relay's
+database threads (relay/database.py), once per heartbeat (every `RELAY_HEARTBEAT_S`) or once per
 registration; never per request. Times are the database's
 own clock (`Now()`), so nodes whose clocks disagree still agree on who is dead.
 """

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -168,12 +167,16 @@ async def register(request: HttpRequest, requested: str | None) -> HttpResponse:
     tcp: TcpAsk | None = None
     try:
         if tcp_wanted is None:
-            grant = await database_sync_to_async(auth.grant_registration)(
-                requester.credential, requester.ip, requested
+            grant = await face.database_call(
+                auth.grant_registration, requester.credential, requester.ip, requested
             )
         else:
-            grant, tcp = await database_sync_to_async(tcp_registration.grant_registration)(
-                requester.credential, requester.ip, requested, tcp_wanted
+            grant, tcp = await face.database_call(
+                tcp_registration.grant_registration,
+                requester.credential,
+                requester.ip,
+                requested,
+                tcp_wanted,
             )
     except auth.Refusal as exc:
         # Only a token that does not check out spends the address's bucket: a refusal of a

@@ -15,7 +15,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import user_logged_out
@@ -155,7 +154,7 @@ async def visit(request: HttpRequest) -> HttpResponse:
     user = await request.auser()
     if not user.is_authenticated:
         return redirect_to_login(request.get_full_path(), settings.LOGIN_URL)
-    decision = await database_sync_to_async(decide)(user, name)
+    decision = await face.database_call(decide, user, name)
     if not decision.live:
         return _page(
             request,

@@ -11,7 +11,6 @@ import resource
 from collections.abc import Callable
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -105,8 +104,8 @@ async def tunnel_detail(request: HttpRequest, name: str) -> HttpResponse:
         owner = requester.owner
         if requester.credential is not None:
             try:
-                grant = await database_sync_to_async(auth.authenticate)(
-                    requester.credential, requester.ip, touch=False
+                grant = await face.database_call(
+                    auth.authenticate, requester.credential, requester.ip, touch=False
                 )
             except auth.Refusal as exc:
                 return client_error(request, exc.status, exc.message, registration=False)

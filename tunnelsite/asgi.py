@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tunnelsite.settings")
-django_application = get_asgi_application()
+django.setup(set_prefix=False)  # as get_asgi_application does, before the handler is made
+
+from tunnelsite.loop_middleware import SiteHandler  # noqa: E402
+
+django_application = SiteHandler()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 

@@ -486,11 +486,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
     )
 if DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
-    # One thread runs the relay's ORM calls: a database that stops answering must not hold
-    # registrations, flushes and heartbeats behind it for ever.
+    # A database that stops answering must not hold registrations, flushes and heartbeats
+    # behind it for ever on the relay's few database threads (relay/database.py).
     _pg_options = DATABASES["default"].setdefault("OPTIONS", {})
     _pg_options.setdefault("connect_timeout", 5)
     _pg_options.setdefault("options", "-c statement_timeout=10000")
+    # Those threads keep their connections: each call checks its connection first (one
+    # round trip), so a restarted server costs no failed registration.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -1,6 +1,13 @@
 """WhiteNoise for the admin's static files, read without blocking the relay's event loop.
 
-WhiteNoise's middleware is synchronous and hands Django an open file to stream. Under ASGI
+WhiteNoise's middleware is synchronous. Under ASGI Django would run it on a thread of each
+request's own, and the rest of the request (every middleware and view after it) from that
+thread back on the loop: a thread and two hops for every page and every registration. This
+one is asynchronous too: a request for anything but a static file passes through on the loop,
+with no thread. A static file is looked up (while developing, on disk) and opened on a
+worker thread.
+
+WhiteNoise hands Django an open file to stream. Under ASGI
 Django would warn about such a response ("must consume synchronous iterators") and read it
 whole; here the file is read in a worker thread, one block at a time, up to the response's
 Content-Length: the last block is followed by the end of the response at once, with no
@@ -15,9 +22,9 @@ import os
 from collections.abc import AsyncIterator
 from typing import IO, Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseBase
 from whitenoise.middleware import WhiteNoiseFileResponse, WhiteNoiseMiddleware
 
 # Read static files in blocks of this size: the largest admin file (~300 KB) in a few reads.
@@ -29,6 +36,10 @@ def _read_block(file: IO[bytes], size: int) -> bytes:
 
 
 _read_in_thread = sync_to_async(_read_block, thread_sensitive=False)
+
+
+def _off_the_loop(fn: Any) -> Any:
+    return sync_to_async(fn, thread_sensitive=False)
 
 
 async def _blocks(file: IO[bytes], length: int | None) -> AsyncIterator[bytes]:
@@ -53,6 +64,41 @@ async def _no_body() -> AsyncIterator[bytes]:
 
 
 class StaticFilesMiddleware(WhiteNoiseMiddleware):
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Any, settings: Any = settings) -> None:
+        super().__init__(get_response, settings)
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self._acall(request)
+        return super().__call__(request)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
+        path = request.path_info
+        if self.autorefresh:  # while developing: looked up on disk, where it may be
+            if self._may_find(path):
+                static_file = await _off_the_loop(self.find_file)(path)
+            else:
+                static_file = None
+        else:
+            static_file = self.files.get(path)
+        if static_file is not None:
+            return await _off_the_loop(self.serve)(static_file, request)
+        return await self.get_response(request)
+
+    def _may_find(self, path: str) -> bool:
+        """Whether `find_file` could find anything at `path`: it looks under the app
+        folders' prefix (finders) and each added folder's (WhiteNoise's
+        candidate_paths_for_url)."""
+        if self.use_finders and path.startswith(self.static_prefix):
+            return True
+        return any(path.startswith(prefix) for _, prefix in self.directories)
+
     def add_files(self, root: str, prefix: str | None = None) -> None:
         """WhiteNoise's, but STATIC_ROOT is served only in production, where runrelay has
         collected it (manifest storage) before serving. While developing (and in tests) files

@@ -22,13 +22,12 @@ import logging
 import time
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from relay import records
+from relay import database, records
 from relay.asgi_types import Receive, Scope, Send
 from relay.cluster.forward import Forwarder
 from relay.cluster.peer_pool import PeerPool
@@ -121,7 +120,8 @@ class Cluster:
             requests=self.closed_requests + sum(t.requests for t in self.registry.tunnels.values()),
             forwarded=self.forwarder.forwarded,
         )
-        reaped, fenced, snapshot = await database_sync_to_async(_beat)(
+        reaped, fenced, snapshot = await database.call(
+            _beat,
             self.node,
             self.advertise,
             self.started_at,
@@ -149,7 +149,7 @@ class Cluster:
         self.draining = True
         self.registry.accepting = False
         try:
-            await database_sync_to_async(records.get().mark_draining)(self.node)
+            await database.call(records.get().mark_draining, self.node)
         except Exception:
             logger.exception("could not mark node %s as draining", self.node)
 
@@ -212,7 +212,7 @@ class Cluster:
         `tunnel.release` message) to close it. True when a retry of the insert may succeed.
         That node keeps a tunnel whose client is still connected unless this is the same
         client reconnecting or a takeover."""
-        holder = await database_sync_to_async(records.get().live_holder)(name)
+        holder = await database.call(records.get().live_holder, name)
         if holder is None:
             return True  # closed meanwhile
         held_by, node = holder

@@ -12,9 +12,7 @@ import logging
 import time
 from typing import Protocol
 
-from channels.db import database_sync_to_async
-
-from relay import records
+from relay import database, records
 from relay.pool.tunnel import Tunnel
 from relay.protocol import PRUNE_BATCH, PRUNE_EVERY_S
 from relay.records import SessionUpdate
@@ -81,8 +79,10 @@ class Flusher:
         now = time.monotonic() if now is None else now
         if now < self._next_prune:
             return 0
-        deleted = await database_sync_to_async(records.get().prune_closed_sessions)(
-            self.settings.RELAY_SESSION_RETENTION_DAYS, PRUNE_BATCH
+        deleted = await database.call(
+            records.get().prune_closed_sessions,
+            self.settings.RELAY_SESSION_RETENTION_DAYS,
+            PRUNE_BATCH,
         )
         if deleted < PRUNE_BATCH:
             self._next_prune = now + PRUNE_EVERY_S
@@ -97,7 +97,7 @@ class Flusher:
         ids = {t.token_id for t in self.host.tunnels.values() if t.token_id is not None}
         if not ids:
             return 0
-        gone = await database_sync_to_async(records.get().unusable_tokens)(ids)
+        gone = await database.call(records.get().unusable_tokens, ids)
         closing = [t for t in self.host.tunnels.values() if t.token_id in gone]
         for tunnel in closing:
             self.host.close(tunnel, "token no longer valid")
@@ -130,7 +130,7 @@ class Flusher:
         updates = self._collect()
         if updates:
             try:
-                await database_sync_to_async(records.get().apply_updates)(updates)
+                await database.call(records.get().apply_updates, updates)
             except BaseException:
                 # Nothing was written: keep every change for the next flush, or a closed
                 # session would stay live in the database and its name taken for good.

@@ -6,15 +6,15 @@ live-tunnel limit.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import OrderedDict
 from typing import Protocol
 
-from channels.db import database_sync_to_async
 from django.db import IntegrityError
 
-from relay import protocol, records
+from relay import database, protocol, records
 from relay.pool.errors import RegistrationError
 from relay.pool.hooks import ClusterHooks
 from relay.pool.tunnel import Tunnel
@@ -105,7 +105,7 @@ class NameHolders:
         """Insert the session row. On a named node, when the name's live row is the same
         owner's on another node, that node is asked to release it and the insert is retried
         for up to RECLAIM_WAIT_S (scale-out); IntegrityError when the name stays taken."""
-        open_row = database_sync_to_async(records.get().open_session)
+        open_row = functools.partial(database.call, records.get().open_session)
         row = {
             "subdomain": tunnel.name,
             "client_ip": tunnel.client_ip,

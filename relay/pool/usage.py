@@ -26,9 +26,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from channels.db import database_sync_to_async
 
-from relay import records
+from relay import database, records
 from relay.protocol import (
     DAY_S,
     MINUTE_S,
@@ -222,14 +221,14 @@ class RecordsStore:
     the event loop."""
 
     async def add(self, deltas: list[UsageDelta]) -> Totals:
-        return await database_sync_to_async(records.get().add_usage)(deltas)
+        return await database.call(records.get().add_usage, deltas)
 
     async def read(self, owner: str, minute: int, day: int) -> tuple[int, int, int]:
-        requests, size = await database_sync_to_async(records.get().usage_of)(owner, minute, day)
+        requests, size = await database.call(records.get().usage_of, owner, minute, day)
         return requests, 0, size
 
     async def prune(self, before: int) -> None:
-        await database_sync_to_async(records.get().prune_usage)(before)
+        await database.call(records.get().prune_usage, before)
 
     async def close(self) -> None:
         """Nothing held."""

@@ -11,8 +11,8 @@ Never a query per request:
 - lookups that found no one are counted per visitor address key: past
   TEAM_MISSES_PER_ADDRESS in TEAM_MISS_WINDOW_S, that address's unknown keys get a 429
   without a query (a script sending random `lt_` tokens);
-- at most TEAM_LOOKUPS_IN_FLIGHT lookups run at once relay-wide (they share the one thread
-  database_sync_to_async uses with registrations and flushes): past that, a 503 with
+- at most TEAM_LOOKUPS_IN_FLIGHT lookups run at once relay-wide (they share the database
+  threads, relay/database.py, with registrations and flushes): past that, a 503 with
   Retry-After, never an unbounded queue.
 
 While a pass holder's answer is being asked again (its cached one expired), the request waits
@@ -30,9 +30,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from channels.db import database_sync_to_async
-
-from relay import records
+from relay import database, records
 from relay import visitor_pass as passes
 from relay.asgi_types import Scope
 from relay.headers import relay_cookie
@@ -172,7 +170,7 @@ class Lookups:
 
     async def _lookup(self, key: bytes, call: Callable[[], bool], address: str) -> bool:
         try:
-            allowed = bool(await database_sync_to_async(call)())
+            allowed = bool(await database.call(call))
         except Exception as exc:  # the database is away: cache nothing, log no secret
             logger.debug("could not check a team-only tunnel's visitor: %s", type(exc))
             raise _Failed from None

@@ -12,7 +12,6 @@ import socket
 import threading
 from typing import Any, TextIO
 
-from channels.db import database_sync_to_async
 from channels.routing import get_default_application
 from django.conf import settings
 from django.core.management.base import OutputWrapper
@@ -21,7 +20,7 @@ from twisted.internet import reactor as twisted_reactor
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.error import CannotListenError, ReactorNotRunning
 
-from relay import address, records, request_settings, traffic
+from relay import address, database, records, request_settings, traffic
 from relay.cluster import control
 from relay.cluster.node import Cluster
 from relay.edge.server import RelayServer
@@ -238,9 +237,7 @@ class RelayRunner:
 
     async def _start_registry(self, limit: int) -> None:
         try:
-            closed = await database_sync_to_async(records.get().close_stale_sessions)(
-                self.started_at
-            )
+            closed = await database.call(records.get().close_stale_sessions, self.started_at)
         except Exception as exc:  # the database is unreachable: say so and stop
             self.failed = f"cannot reach the database: {exc}"
             self.server.stop()
@@ -267,8 +264,8 @@ class RelayRunner:
         refusals (the database refuses their registrations too: tunnels/auth.py; the registry
         checks again in memory, after that check)."""
         try:
-            names = await database_sync_to_async(records.get().suspended_names)()
-            tokens, users = await database_sync_to_async(records.get().suspended_ids)()
+            names = await database.call(records.get().suspended_names)
+            tokens, users = await database.call(records.get().suspended_ids)
         except Exception:
             logger.exception("could not read the suspended tunnel names, tokens and users")
             return
@@ -279,7 +276,7 @@ class RelayRunner:
     async def _check_token_keys(self) -> None:
         """Warn when usable tokens were made under another SECRET_KEY: all are refused."""
         try:
-            count = await database_sync_to_async(records.get().tokens_under_another_key)()
+            count = await database.call(records.get().tokens_under_another_key)
         except Exception:
             logger.exception("could not check the API tokens' key fingerprints")
             return

@@ -1,0 +1,167 @@
+"""The relay's database threads: where every ORM call made on the event loop runs.
+
+`call(fn, *args)` runs the synchronous `fn` (an ORM query, a `Records` method) on one of a
+fixed set of threads and returns its result, or raises its exception, on the loop.
+
+Why not channels' `database_sync_to_async`: inside a request Django serves, asgiref runs
+every such call on a thread of that request's own, started for it, with a database
+connection opened for the call and closed after it (CONN_MAX_AGE is 0 under ASGI). A
+registration paid for a thread, a connection (SQLite registers ~30 functions on each) and
+its close: most of the ~5 ms of relay CPU a registration cost. And registrations at once each
+held a connection of their own, so they queued on SQLite's write lock by sleeping in its busy
+handler, up to its timeout.
+
+Here:
+- the threads start on first use and live as long as the relay: SQLite gets one
+  (`protocol.DATABASE_THREADS_SQLITE`), so the relay's own writes never wait on each other's
+  lock; a database server a few (`protocol.DATABASE_THREADS_SERVER`), so one slow query does
+  not hold every registration behind it;
+- each thread keeps its connection between calls. After a call that saw an error the
+  connection is checked and closed if unusable, and on PostgreSQL it is checked before use
+  after being idle (CONN_HEALTH_CHECKS, tunnelsite/settings.py): a restarted database costs
+  no failed registration;
+- calls wait in one queue, taken in order. Every caller awaits its answer (a registration, a
+  flush, a team lookup, each bounded where it starts), so the queue holds no more than the
+  callers waiting; a call whose caller was cancelled before it started does not run;
+- a call runs in a copy of its caller's context (who acts, tunnels/actor.py);
+- the threads are daemons: a database that stops answering never holds the relay's exit;
+- a synchronous caller above the loop (Django's test client and test cases, `async_to_sync`)
+  keeps asgiref's rule: its own thread runs the call, as that thread holds the test's
+  transaction. The relay's loop has none: Twisted runs it on the main thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from asgiref.sync import AsyncToSync
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import connections
+
+from relay import protocol
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+_Job = tuple[
+    asyncio.AbstractEventLoop,
+    "asyncio.Future[Any]",
+    contextvars.Context,
+    Callable[..., Any],
+    tuple[Any, ...],
+    dict[str, Any],
+]
+
+_jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+_threads: list[threading.Thread] = []
+_starting = threading.Lock()
+
+
+async def call(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """`fn(*args, **kwargs)` on a database thread; its result or its exception here."""
+    loop = asyncio.get_running_loop()
+    if _sync_caller_above(loop):
+        return await database_sync_to_async(fn)(*args, **kwargs)
+    if not _running():
+        _start()
+    future: asyncio.Future[T] = loop.create_future()
+    _jobs.put((loop, future, contextvars.copy_context(), fn, args, kwargs))
+    return await future
+
+
+def thread_count() -> int:
+    """How many threads the configured database gets (see the module's docstring)."""
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if engine == "django.db.backends.sqlite3":
+        return protocol.DATABASE_THREADS_SQLITE
+    return protocol.DATABASE_THREADS_SERVER
+
+
+def _running() -> bool:
+    return bool(_threads) and all(thread.is_alive() for thread in _threads)
+
+
+def _sync_caller_above(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether a synchronous thread waits on this loop (asgiref's AsyncToSync), which is
+    where asgiref runs thread-sensitive code: a test case's thread, with its transaction."""
+    return (
+        getattr(AsyncToSync.executors, "current", None) is not None
+        or loop in AsyncToSync.loop_thread_executors
+    )
+
+
+def _start() -> None:
+    """Start the threads that are not running: all of them at first use."""
+    with _starting:
+        while len(_threads) < thread_count():
+            _threads.append(threading.Thread(target=_serve, daemon=True))
+        for number, thread in enumerate(_threads):
+            if not thread.is_alive():
+                if thread.ident is not None:  # it ran and ended: a fresh one in its place
+                    thread = _threads[number] = threading.Thread(target=_serve, daemon=True)
+                thread.name = f"relay-database-{number}"
+                thread.start()
+
+
+def _serve() -> None:
+    while True:
+        _run(_jobs.get())
+
+
+def _run(job: _Job) -> None:
+    loop, future, context, fn, args, kwargs = job
+    if future.cancelled():  # its caller left before it started: nobody wants it
+        return
+    try:
+        result = context.run(fn, *args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - handed to the caller, whatever it is
+        _answer(loop, future, None, exc)
+    else:
+        _answer(loop, future, result, None)
+    finally:
+        _tidy()
+
+
+def _answer(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[Any],
+    result: Any,
+    error: BaseException | None,
+) -> None:
+    try:
+        loop.call_soon_threadsafe(_settle, future, result, error)
+    except RuntimeError:  # the loop is closed: the relay is stopping, nobody waits
+        pass
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # cancelled while the call ran
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _tidy() -> None:
+    """Keep this thread's connections, unless a call left one unusable. Django's
+    CONN_MAX_AGE (0: close after each request) is for its request threads; these threads
+    keep theirs for the relay's life, so the close-by-age is taken off first. Whatever
+    goes wrong here ends in a closed connection (the next call opens a new one), never in
+    the end of the thread."""
+    for connection in connections.all(initialized_only=True):
+        try:
+            connection.close_at = None
+            connection.close_if_unusable_or_obsolete()
+        except Exception as exc:  # noqa: BLE001 - a broken connection: drop it
+            logger.warning("closing a database connection that could not be checked: %r", exc)
+            with contextlib.suppress(Exception):
+                connection.close()

@@ -1,0 +1,122 @@
+"""The relay's database threads (relay/database.py): calls made on the event loop run on a
+thread of the relay's own that keeps its connection, in order, with the caller's context;
+an answer or an exception comes back; a call nobody waits for any more does not run; a
+connection that cannot be checked after a call is dropped, and the thread lives on; under a
+synchronous caller (a test case, `async_to_sync`) the call runs on that caller's thread, as
+asgiref would run it. A connection the database server dropped is replaced:
+tests/cluster/test_database_connections.py (SQLite's in-memory test database ignores a
+close)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.db import connections
+
+from relay import database
+
+WAIT_S = 10.0
+acting: contextvars.ContextVar[str] = contextvars.ContextVar("acting", default="nobody")
+
+
+def where() -> tuple[str, int]:
+    """The thread this runs on and the identity of its open database connection."""
+    connection = connections["default"]
+    connection.ensure_connection()
+    return threading.current_thread().name, id(connection.connection)
+
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_calls_run_on_the_relays_one_sqlite_thread_which_keeps_its_connection() -> None:
+    async def twice() -> list[tuple[str, int]]:
+        return [await database.call(where), await database.call(where)]
+
+    first, second = asyncio.run(twice())
+    assert database.thread_count() == 1  # this suite's database is SQLite
+    assert first[0] == "relay-database-0"
+    assert first == second  # the same thread, the same open connection
+    assert threading.current_thread().name != first[0]
+
+
+def test_a_result_an_exception_and_the_callers_context_cross_over() -> None:
+    def fails() -> None:
+        raise LookupError("no such row")
+
+    async def calls() -> str:
+        acting.set("operator")
+        with pytest.raises(LookupError, match="no such row"):
+            await database.call(fails)
+        return await database.call(acting.get)
+
+    assert asyncio.run(calls()) == "operator"
+
+
+def test_calls_keep_their_order() -> None:
+    seen: list[int] = []
+
+    async def many() -> None:
+        await asyncio.gather(*(database.call(seen.append, n) for n in range(50)))
+
+    asyncio.run(many())
+    assert seen == list(range(50))
+
+
+def test_a_call_whose_caller_left_before_it_started_does_not_run() -> None:
+    busy, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def hold() -> None:
+        busy.set()
+        assert release.wait(WAIT_S), "the test never released the thread"
+
+    async def scene() -> None:
+        holding = asyncio.ensure_future(database.call(hold))
+        await asyncio.to_thread(busy.wait, WAIT_S)  # the one thread is taken
+        queued = asyncio.ensure_future(database.call(ran.append, "queued"))
+        await asyncio.sleep(0)  # queued behind `hold`
+        queued.cancel()
+        release.set()
+        await holding
+        await database.call(ran.append, "after")  # runs after the cancelled one's turn
+
+    asyncio.run(scene())
+    assert ran == ["after"]
+
+
+def test_a_connection_that_cannot_be_checked_is_dropped_and_the_thread_lives_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def unreadable() -> None:
+        raise OSError("the server went away")
+
+    def sabotage() -> None:
+        connection = connections["default"]
+        connection.ensure_connection()
+        connection.close_if_unusable_or_obsolete = unreadable  # type: ignore[method-assign]
+
+    def repair() -> None:
+        del connections["default"].close_if_unusable_or_obsolete
+
+    async def scene() -> tuple[str, int]:
+        await database.call(sabotage)
+        try:
+            return await database.call(where)
+        finally:
+            await database.call(repair)
+
+    thread, _ = asyncio.run(scene())
+    assert thread == "relay-database-0"
+    assert "could not be checked: OSError('the server went away')" in caplog.text
+
+
+def test_under_a_synchronous_caller_the_call_runs_on_its_thread() -> None:
+    async def on_the_loop() -> str:
+        return await database.call(lambda: threading.current_thread().name)
+
+    assert async_to_sync(on_the_loop)() == threading.current_thread().name
