@@ -93,7 +93,7 @@ class Traffic:
         self.total = Counts()
         self.minutes: deque[Minute] = deque(maxlen=HISTORY_MINUTES)
         self.recent: deque[tuple[float, Counts]] = deque(maxlen=int(RATE_WINDOW_S / SAMPLE_S) + 1)
-        self._seen: dict[Tunnel, Counts] = {}
+        self._seen: dict[Tunnel, tuple[int, int, int]] = {}  # each tunnel's last sample
         # Each live owned tunnel's minutes with traffic (a Tunnel hashes by identity: a
         # reclaimed tunnel keeps its history, a new tunnel under a closed one's name starts
         # afresh).
@@ -108,26 +108,44 @@ class Traffic:
         self._writing: asyncio.Task[None] | None = None  # the sampler's write in flight
 
     def sample(self, tunnels: Iterable[Tunnel], now: float) -> Counts:
-        """Add the traffic since the previous sample (at Unix time `now`); returns it."""
-        seen: dict[Tunnel, Counts] = {}
+        """Add the traffic since the previous sample (at Unix time `now`); returns it.
+
+        It runs on the event loop every SAMPLE_S, over every live tunnel: a tunnel whose
+        counters did not move since the previous sample costs a tuple and two lookups, no
+        arithmetic (with `Counts` sums per tunnel, 1,000 idle tunnels held the loop ~3 ms
+        each second, and the p99 of the tunnels carrying traffic grew by as much)."""
+        before = self._seen
+        kept = self._per_tunnel
+        seen: dict[Tunnel, tuple[int, int, int]] = {}
         per_tunnel: dict[Tunnel, deque[Minute]] = {}
-        added = Counts()
+        requests = bytes_in = bytes_out = 0
         start = minute_of(now)
         for tunnel in tunnels:
-            counts = seen[tunnel] = counts_of(tunnel)
-            grown = counts.minus(self._seen.get(tunnel, Counts()))
-            added = added.plus(grown)
-            if tunnel.user_id is None:
-                continue  # anonymous: no account page to show its minutes on
-            minutes = self._per_tunnel.get(tunnel)
-            if grown != _NOTHING:
-                if minutes is None:
-                    minutes = deque(maxlen=HISTORY_MINUTES)
-                _add(minutes, start, grown)
+            counts = seen[tunnel] = (tunnel.requests, tunnel.bytes_in, tunnel.bytes_out)
+            last = before.get(tunnel, _ZEROS)
+            if counts != last:
+                grown = Counts(  # never negative: counters only grow
+                    max(0, counts[0] - last[0]),
+                    max(0, counts[1] - last[1]),
+                    max(0, counts[2] - last[2]),
+                )
+                requests += grown.requests
+                bytes_in += grown.bytes_in
+                bytes_out += grown.bytes_out
+                if tunnel.user_id is None:
+                    continue  # anonymous: no account page to show its minutes on
+                minutes = kept.get(tunnel)
+                if grown != _NOTHING:
+                    if minutes is None:
+                        minutes = deque(maxlen=HISTORY_MINUTES)
+                    _add(minutes, start, grown)
+            else:
+                minutes = kept.get(tunnel)  # idle (an anonymous one has none)
             if minutes is not None:
                 per_tunnel[tunnel] = minutes
         self._seen = seen
         self._per_tunnel = per_tunnel  # closed tunnels' minutes go with them
+        added = Counts(requests, bytes_in, bytes_out)
         self.total = self.total.plus(added)
         _add(self.minutes, start, added)
         self.recent.append((now, self.total))
@@ -217,6 +235,7 @@ class Traffic:
 
 
 _NOTHING = Counts()
+_ZEROS = (0, 0, 0)
 
 
 def _add(minutes: deque[Minute], start: int, added: Counts) -> None:

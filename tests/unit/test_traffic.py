@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.waiting import wait_until_async
+from hypothesis import given
+from hypothesis import strategies as st
 
 from relay import traffic
 from relay.traffic import HISTORY_MINUTES, Counts, Traffic
@@ -132,3 +134,63 @@ def test_the_sampler_task_reads_the_registry_until_cancelled() -> None:
         return seen.total
 
     assert asyncio.run(scenario()) == Counts(3, 5, 7)
+
+
+# The sampler against a model of it: per tunnel, what grew since it was last seen (a tunnel
+# seen for the first time from zero), summed relay-wide and, for an owned tunnel, into its own
+# minutes; a tunnel that closes takes its minutes with it. Steps: some tunnels open, some
+# close, some carry traffic, then a sample a few seconds later.
+step = st.tuples(
+    st.lists(st.booleans(), max_size=2),  # tunnels opened: owned or not
+    st.sets(st.integers(0, 7), max_size=3),  # indexes of live tunnels that close
+    st.lists(st.tuples(st.integers(0, 7), st.integers(0, 3), st.integers(0, 500)), max_size=6),
+    st.integers(1, 90),  # seconds since the previous sample
+)
+
+
+@given(st.lists(step, min_size=1, max_size=25))
+def test_the_sampler_counts_what_the_model_counts(steps: list[Any]) -> None:
+    seen = Traffic()
+    live: list[FakeTunnel] = []
+    everyone: list[FakeTunnel] = []
+    last: dict[int, tuple[int, int, int]] = {}  # the model: each tunnel's last sample
+    minutes: dict[int, dict[int, list[int]]] = {}  # owned tunnels' minutes
+    total = [0, 0, 0]
+    now = T0
+    for opened, closing, traffic_steps, seconds in steps:
+        live = [t for i, t in enumerate(live) if i not in closing]
+        live += [FakeTunnel(user_id=1 if owned else None) for owned in opened]
+        everyone += live  # kept: no id() is reused
+        for index, requests, size in traffic_steps:
+            if index < len(live):
+                live[index].requests += requests
+                live[index].bytes_in += size
+                live[index].bytes_out += 2 * size
+        now += seconds
+        added = [0, 0, 0]
+        model_minutes = {}
+        for tunnel in live:
+            counts = (tunnel.requests, tunnel.bytes_in, tunnel.bytes_out)
+            grown = [a - b for a, b in zip(counts, last.get(id(tunnel), (0, 0, 0)), strict=True)]
+            last[id(tunnel)] = counts
+            added = [a + g for a, g in zip(added, grown, strict=True)]
+            if tunnel.user_id is not None:
+                own = minutes.get(id(tunnel), {})
+                if any(grown):
+                    start = int(now // 60) * 60
+                    own[start] = [
+                        a + g for a, g in zip(own.get(start, [0, 0, 0]), grown, strict=True)
+                    ]
+                if own:
+                    model_minutes[id(tunnel)] = own
+        minutes = model_minutes
+        total = [a + b for a, b in zip(total, added, strict=True)]
+
+        assert seen.sample(live, now) == Counts(*added)
+        assert seen.total == Counts(*total)
+        for tunnel in live:
+            history = {m.start: list(m.counts) for m in seen.tunnel_history(tunnel, now)}
+            expected = minutes.get(id(tunnel), {})
+            assert {k: v for k, v in history.items() if any(v)} == {
+                k: v for k, v in expected.items() if k > now - HISTORY_MINUTES * 60 and any(v)
+            }
