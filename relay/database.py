@@ -5,11 +5,16 @@ fixed set of threads and returns its result, or raises its exception, on the loo
 
 Why not channels' `database_sync_to_async`: inside a request Django serves, asgiref runs
 every such call on a thread of that request's own, started for it, with a database
-connection opened for the call and closed after it (CONN_MAX_AGE is 0 under ASGI). A
-registration paid for a thread, a connection (SQLite registers ~30 functions on each) and
-its close: most of the ~5 ms of relay CPU a registration cost. And registrations at once each
-held a connection of their own, so they queued on SQLite's write lock by sleeping in its busy
-handler, up to its timeout.
+connection opened for the call and closed after it (CONN_MAX_AGE's default, 0, which a
+site served over ASGI keeps: its request threads come and go). A registration paid for a
+thread, a connection (SQLite registers ~30 functions on each) and its close: most of the ~5
+ms of relay CPU a registration cost. And registrations at once each held a connection of
+their own, so they queued on SQLite's write lock by sleeping in its busy handler, up to its
+timeout.
+
+What runs here is the relay's short ORM calls (the records port, a registration's grant, a
+sign-in check): not page rendering, which runs on the request's own thread as Django's
+views do (tunnels/inspector.py), so a page never holds registrations behind it.
 
 Here:
 - the threads start on first use and live as long as the relay: SQLite gets one
@@ -17,13 +22,15 @@ Here:
   lock; a database server a few (`protocol.DATABASE_THREADS_SERVER`), so one slow query does
   not hold every registration behind it;
 - each thread keeps its connection between calls. After a call that saw an error the
-  connection is checked and closed if unusable, and on PostgreSQL it is checked before use
-  after being idle (CONN_HEALTH_CHECKS, tunnelsite/settings.py): a restarted database costs
-  no failed registration;
-- calls wait in one queue, taken in order. Every caller awaits its answer (a registration, a
-  flush, a team lookup, each bounded where it starts), so the queue holds no more than the
-  callers waiting; a call whose caller was cancelled before it started does not run;
-- a call runs in a copy of its caller's context (who acts, tunnels/actor.py);
+  connection is checked and closed if unusable, and on PostgreSQL each call checks it first
+  (CONN_HEALTH_CHECKS: one `SELECT 1`; TCP keepalives bound a server that went silent,
+  tunnelsite/settings.py): a restarted database costs no failed registration;
+- calls wait in one queue, taken in order. Every caller awaits its answer, so the queue
+  holds no more than the callers waiting, and those are bounded where they start (the
+  site's connections, a team lookup's cap, one flush at a time); a call whose caller was
+  cancelled before it started does not run;
+- a call runs in a copy of its caller's context (who acts, tunnels/actor.py), and an
+  `async_to_sync` inside it runs on the caller's loop, as under asgiref's threads;
 - the threads are daemons: a database that stops answering never holds the relay's exit;
 - a synchronous caller above the loop (Django's test client and test cases, `async_to_sync`)
   keeps asgiref's rule: its own thread runs the call, as that thread holds the test's
@@ -36,14 +43,14 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from asgiref.sync import AsyncToSync
+from asgiref.sync import AsyncToSync, SyncToAsync
 from channels.db import database_sync_to_async
-from django.conf import settings
 from django.db import connections
 
 from relay import protocol
@@ -79,8 +86,7 @@ async def call(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
 
 def thread_count() -> int:
     """How many threads the configured database gets (see the module's docstring)."""
-    engine = settings.DATABASES["default"]["ENGINE"]
-    if engine == "django.db.backends.sqlite3":
+    if connections["default"].vendor == "sqlite":  # SpatiaLite too
         return protocol.DATABASE_THREADS_SQLITE
     return protocol.DATABASE_THREADS_SERVER
 
@@ -120,6 +126,11 @@ def _run(job: _Job) -> None:
     loop, future, context, fn, args, kwargs = job
     if future.cancelled():  # its caller left before it started: nobody wants it
         return
+    # Where asgiref's AsyncToSync sends a coroutine from a thread SyncToAsync started: the
+    # caller's loop (a registry read on the relay's loop, never on a new loop here).
+    SyncToAsync.threadlocal.main_event_loop = loop
+    SyncToAsync.threadlocal.main_event_loop_pid = os.getpid()
+    SyncToAsync.threadlocal.task_context = []
     try:
         result = context.run(fn, *args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - handed to the caller, whatever it is

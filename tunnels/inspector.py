@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.contrib.auth.views import redirect_to_login
@@ -119,5 +120,7 @@ async def page(request: HttpRequest, name: str) -> HttpResponse:
 
 
 async def _render(request: HttpRequest, context: dict[str, Any], status: int = 200) -> HttpResponse:
-    """The page, rendered off the event loop: base.html reads the user, a query."""
-    return await face.database_call(render, request, TEMPLATE, context, status=status)
+    """The page, rendered off the event loop, on the request's own thread as a sync view
+    would be (base.html reads the user, a query): not on the relay's database threads,
+    where a page would hold registrations behind it."""
+    return await database_sync_to_async(render)(request, TEMPLATE, context, status=status)

@@ -11,7 +11,7 @@ that touch the database or a request body still go to the thread, as Django woul
 - SecurityMiddleware, CommonMiddleware, XFrameOptionsMiddleware: headers, redirects and URL
   resolving, always in memory.
 - AuthenticationMiddleware: `process_request` puts a lazy user on the request (it is read
-  from the database only when a view asks, in the view's own thread or with `auser`).
+  from the database only when a view asks: on the view's own thread, or with `auser`).
 - SessionMiddleware: `process_request` makes a lazy session; `process_response` saves a
   modified session (or every one, SESSION_SAVE_EVERY_REQUEST): then on the thread.
 - MessageMiddleware: `process_response` stores messages (the session: the database) when a
@@ -61,8 +61,11 @@ def _always(*_: object) -> bool:
 
 
 def _session_not_saved(request: HttpRequest, response: HttpResponseBase) -> bool:
-    session = getattr(request, "session", None)
-    return session is None or not (session.modified or settings.SESSION_SAVE_EVERY_REQUEST)
+    try:
+        modified = request.session.modified
+    except AttributeError:  # no session (or not one): Django's process_response passes too
+        return True
+    return not (modified or settings.SESSION_SAVE_EVERY_REQUEST)
 
 
 def _no_messages_stored(request: HttpRequest, response: HttpResponseBase) -> bool:

@@ -492,8 +492,18 @@ if DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
     _pg_options.setdefault("connect_timeout", 5)
     _pg_options.setdefault("options", "-c statement_timeout=10000")
     # Those threads keep their connections: each call checks its connection first (one
-    # round trip), so a restarted server costs no failed registration.
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # round trip), so a restarted server costs no failed registration; and a server that
+    # went silent (a failover to another address) is given up within ~1 min by TCP
+    # keepalives and tcp_user_timeout, not the ~15 min of the kernel's retransmissions.
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+    for _option, _value in {
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 30000,
+    }.items():
+        _pg_options.setdefault(_option, _value)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")

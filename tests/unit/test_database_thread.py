@@ -1,11 +1,12 @@
 """The relay's database threads (relay/database.py): calls made on the event loop run on a
 thread of the relay's own that keeps its connection, in order, with the caller's context;
 an answer or an exception comes back; a call nobody waits for any more does not run; a
-connection that cannot be checked after a call is dropped, and the thread lives on; under a
+connection that cannot be checked after a call is dropped, and the thread lives on;
+`async_to_sync` inside a call runs on the caller's loop; under a
 synchronous caller (a test case, `async_to_sync`) the call runs on that caller's thread, as
-asgiref would run it. A connection the database server dropped is replaced:
-tests/cluster/test_database_connections.py (SQLite's in-memory test database ignores a
-close)."""
+asgiref would run it. That connections are kept, and one the database server dropped is
+replaced: tests/cluster/test_database_connections.py, on PostgreSQL (SQLite's in-memory test
+database ignores a close, so whether one was closed cannot be seen here)."""
 
 from __future__ import annotations
 
@@ -113,6 +114,18 @@ def test_a_connection_that_cannot_be_checked_is_dropped_and_the_thread_lives_on(
     thread, _ = asyncio.run(scene())
     assert thread == "relay-database-0"
     assert "could not be checked: OSError('the server went away')" in caplog.text
+
+
+def test_async_to_sync_inside_a_call_runs_on_the_callers_loop() -> None:
+    async def which_loop() -> int:
+        return id(asyncio.get_running_loop())
+
+    async def scene() -> tuple[int, int]:
+        inside = await database.call(async_to_sync(which_loop))
+        return inside, id(asyncio.get_running_loop())
+
+    inside, caller = asyncio.run(scene())
+    assert inside == caller
 
 
 def test_under_a_synchronous_caller_the_call_runs_on_its_thread() -> None:

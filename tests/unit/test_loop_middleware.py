@@ -15,8 +15,11 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
+from django.core import signals
 from django.core.handlers.asgi import ASGIHandler
+from django.middleware.csrf import CsrfViewMiddleware
 
 from tunnelsite.loop_middleware import SiteHandler, chain_of, unadapted
 
@@ -93,8 +96,22 @@ def test_an_async_view_is_answered_without_a_thread(threads_started: list[str]) 
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_sign_in_still_checks_the_form_and_saves_the_session_on_the_thread() -> None:
+def test_a_sign_in_still_checks_the_form_and_saves_the_session_on_the_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     get_user_model().objects.create_user("signer", password=PASSWORD)
+    on: dict[str, list[str]] = {"check": [], "save": []}
+    for key, owner, name in (
+        ("check", CsrfViewMiddleware, "_check_token"),
+        ("save", SessionStore, "save"),
+    ):
+        original = getattr(owner, name)
+
+        def recorded(*args: Any, _original: Any = original, _key: str = key, **kw: Any) -> Any:
+            on[_key].append(threading.current_thread().name)
+            return _original(*args, **kw)
+
+        monkeypatch.setattr(owner, name, recorded)
     site = SiteHandler()
 
     async def sign_in(token_in_form: bool) -> tuple[int, list[tuple[bytes, bytes]]]:
@@ -126,6 +143,9 @@ def test_a_sign_in_still_checks_the_form_and_saves_the_session_on_the_thread() -
     assert status == 302
     assert any(k.lower() == b"set-cookie" and b"sessionid=" in v for k, v in headers)
     assert Session.objects.count() == 1  # saved
+    # Both CSRF checks of the form and the session's save ran on a request's thread.
+    assert len(on["check"]) == 2 and len(on["save"]) >= 1
+    assert threading.main_thread().name not in on["check"] + on["save"]
 
 
 # Each line SiteHandler.handle changed ("# changed"), with the line of Django's it replaces.
@@ -162,3 +182,25 @@ def test_site_handle_is_djangos_but_for_the_two_signal_sends() -> None:
     ]
     assert marked == list(CHANGED)
     assert ours == code_lines(ASGIHandler.handle)
+
+
+def test_the_request_signals_have_only_djangos_in_memory_receivers() -> None:
+    """SiteHandler sends request_started and request_finished on the loop, synchronously
+    (see its docstring): a receiver added later, async (Signal.send would fail on the loop)
+    or doing I/O (it would block the loop), must be looked at there first."""
+    receivers = {
+        f"{signal_name}:{receiver.__module__}.{receiver.__qualname__}"
+        for signal_name, signal in (
+            ("started", signals.request_started),
+            ("finished", signals.request_finished),
+        )
+        for group in signal._live_receivers(None)
+        for receiver in group
+    }
+    assert receivers == {
+        "started:django.db.reset_queries",
+        "started:django.db.close_old_connections",
+        "finished:django.db.close_old_connections",
+        "finished:django.core.handlers.base.reset_urlconf",
+        "finished:django.core.cache.close_caches",
+    }
