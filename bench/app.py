@@ -11,6 +11,7 @@ Routes (HEAD works on the GETs):
   GET  /1m             1 MiB fixed bytes
   GET  /download/N     N bytes of `bench.payload`, streamed with flow control
   POST /sha256         JSON {"sha256", "length"} of the body, hashed as it arrives
+  GET  /ws             a WebSocket (Upgrade) that echoes every message (wsproto's framing)
 Anything else is 404. `--work-us N` makes every request burn N microseconds of CPU before
 it is answered, standing in for the routing, middleware and header objects of a typical
 fast framework; the benchmark uses it so that "direct" is a normal fast app, not a bare
@@ -29,10 +30,15 @@ import hashlib
 import json
 import signal
 import time
+from base64 import b64encode
 from collections.abc import Iterator
 from email.utils import formatdate
 
+from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode
+
 from bench import payload
+
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455's, for Sec-WebSocket-Accept
 
 BODY_1K = bytes(i % 94 + 33 for i in range(1024))
 BODY_1M = payload.BLOCK
@@ -66,7 +72,7 @@ def burn(seconds: float) -> None:
 
 
 class _Request:
-    __slots__ = ("method", "target", "keep_alive", "body_left", "digest", "length")
+    __slots__ = ("method", "target", "keep_alive", "body_left", "digest", "length", "ws_key")
 
     def __init__(self, method: bytes, target: bytes, keep_alive: bool, length: int) -> None:
         self.method = method
@@ -75,6 +81,7 @@ class _Request:
         self.body_left = length
         self.length = length
         self.digest = hashlib.sha256() if target == b"/sha256" else None
+        self.ws_key = b""  # Sec-WebSocket-Key of an Upgrade: websocket request
 
 
 class AppProtocol(asyncio.Protocol):
@@ -89,6 +96,7 @@ class AppProtocol(asyncio.Protocol):
         self.write_paused = False
         self.read_paused = False
         self.closing = False
+        self.ws: FrameProtocol | None = None  # after a WebSocket upgrade: its frames
 
     # --- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -96,6 +104,9 @@ class AppProtocol(asyncio.Protocol):
         self.transport = transport  # asyncio already sets TCP_NODELAY
 
     def data_received(self, data: bytes) -> None:
+        if self.ws is not None:
+            self._echo(data)
+            return
         self.buffer += data
         self._process()
 
@@ -157,6 +168,7 @@ class AppProtocol(asyncio.Protocol):
         method, target, version = parts
         length = 0
         connection = b""
+        ws_key = b""
         for line in lines[1:]:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
@@ -171,11 +183,15 @@ class AppProtocol(asyncio.Protocol):
                 return None
             elif name == b"connection":
                 connection = value.strip().lower()
+            elif name == b"sec-websocket-key":
+                ws_key = value.strip()
         if version == b"HTTP/1.1":
             keep_alive = b"close" not in connection
         else:
             keep_alive = b"keep-alive" in connection
-        return _Request(method, target, keep_alive, length)
+        request = _Request(method, target, keep_alive, length)
+        request.ws_key = ws_key if b"upgrade" in connection else b""
+        return request
 
     def _head(self, status: int, length: int, kind: bytes, keep_alive: bool) -> bytes:
         close = b"" if keep_alive else b"Connection: close\r\n"
@@ -212,6 +228,17 @@ class AppProtocol(asyncio.Protocol):
                 self.stream_keep_alive = keep_alive
                 self._pump()
                 return
+        elif method == b"GET" and target == b"/ws" and request.ws_key:
+            accept = b64encode(hashlib.sha1(request.ws_key + WS_GUID).digest())
+            transport.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % accept
+            )
+            self.ws = FrameProtocol(client=False, extensions=[])
+            if self.buffer:  # a first frame sent with the upgrade
+                data, self.buffer = bytes(self.buffer), bytearray()
+                self._echo(data)
+            return
         elif method == b"POST" and target == b"/sha256" and request.digest is not None:
             body = json.dumps(
                 {"sha256": request.digest.hexdigest(), "length": request.length}
@@ -222,6 +249,23 @@ class AppProtocol(asyncio.Protocol):
             transport.write(self._head(404, len(body), b"text/plain", keep_alive) + body)
         if not keep_alive:
             self._close()
+
+    def _echo(self, data: bytes) -> None:
+        """Each whole message back as it came (text or binary); a close answered and the
+        connection closed."""
+        ws, transport = self.ws, self.transport
+        assert ws is not None and transport is not None
+        ws.receive_bytes(data)
+        for frame in ws.received_frames():
+            if frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION):
+                transport.write(ws.send_data(frame.payload, frame.message_finished))
+            elif frame.opcode is Opcode.PING:
+                transport.write(ws.pong(frame.payload))
+            elif frame.opcode is Opcode.CLOSE:
+                reason = frame.payload if isinstance(frame.payload, CloseReason) else None
+                transport.write(ws.close(reason.code if reason else None))
+                self._close()
+                return
 
     def _pump(self) -> None:
         transport = self.transport

@@ -232,6 +232,7 @@ def build(
     load: dict[str, Any] | None = None,
     loaded_at_once: dict[str, Any] | None = None,
     profiled: dict[str, Any] | None = None,
+    websocket: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     box = machine(load)
     return {
@@ -268,6 +269,8 @@ def build(
         "tcp": tcp,
         # Many tunnels on one relay, each loaded by its own wrk at the same time (bench/loaded.py).
         "loaded_at_once": loaded_at_once,
+        # One WebSocket's echo round trips through each plain-http target (bench/ws_echo.py).
+        "websocket_echo": websocket,
         # --profile: py-spy's speedscope files of the relay and our lt; None without it.
         "profile": profiled,
     }

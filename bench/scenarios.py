@@ -38,6 +38,7 @@ from bench import (
     tcp_scenario,
     transfer,
     two_nodes,
+    ws_echo,
 )
 from bench.procs import (
     ROOT,
@@ -199,6 +200,7 @@ class Bench:
                     self.say(f"target {target.label}: {state}")
                 scenarios = self.throughput(targets)
                 scenarios += self.transfers(targets)
+                websocket = ws_echo.run(self, targets)
                 profiled = None
                 if self.options.profile_dir is not None:
                     ours_target = next(t for t in targets if t.label == "ours")
@@ -222,6 +224,7 @@ class Bench:
             machine,
             loaded_at_once,
             profiled,
+            websocket,
         )
 
     # --- processes ---------------------------------------------------------------------------

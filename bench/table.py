@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import loaded, tcp_scenario, two_nodes
+from bench import loaded, tcp_scenario, two_nodes, ws_echo
 from bench.report import COSTS, LABELS, TUNNELS, VERSUS_REFERENCE
 
 
@@ -100,6 +100,8 @@ def table(results: dict[str, Any]) -> str:
         lines.append(_measured_line(scale))
     if results.get("loaded_at_once"):
         lines.append(loaded.table_line(results["loaded_at_once"]))
+    if results.get("websocket_echo"):
+        lines.append(ws_echo.table_line(results["websocket_echo"]))
     if results.get("two_node"):
         lines.append(two_nodes.table_line(results["two_node"]))
     if results.get("tcp"):

@@ -164,7 +164,8 @@ def _check_latency_and_cpu(scenario: dict[str, Any]) -> None:
 
 
 def _check_scale(results: dict[str, Any]) -> None:
-    """20 (here 3) tunnels loaded at once; one tunnel measured alone and beside idle ones."""
+    """20 (here 3) tunnels loaded at once; WebSocket echoes; one tunnel measured alone and
+    beside idle ones."""
     loaded = results["loaded_at_once"]
     assert loaded["tunnels"] == loaded["loaded"] == 3, loaded
     assert loaded["errors"] == 0, loaded
@@ -172,6 +173,12 @@ def _check_scale(results: dict[str, Any]) -> None:
         assert _positive(loaded[key]), (key, loaded)
     for role in ("relay", "client", "total"):
         assert _positive(loaded["cpu_us"][role]), (role, loaded)
+    echo = results["websocket_echo"]  # one WebSocket's echoes through each plain-http target
+    assert echo["errors"] == {}, echo
+    assert {"direct", "ours", "ours_raw", "npm", "reference"} <= echo["targets"].keys(), echo
+    for label, figures in echo["targets"].items():
+        assert 0 < figures["p50_ms"] <= figures["p99_ms"], (label, figures)
+        assert _positive(figures["echoes_per_s"]), (label, figures)
     measured = results["scale"]["measured"]
     for when in ("alone", "beside_idle"):
         for key in ("rps", "p50_ms", "p99_ms", "p999_ms"):
