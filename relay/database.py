@@ -27,8 +27,12 @@ Here:
   tunnelsite/settings.py): a restarted database costs no failed registration;
 - calls wait in one queue, taken in order. Every caller awaits its answer, so the queue
   holds no more than the callers waiting, and those are bounded where they start (the
-  site's connections, a team lookup's cap, one flush at a time); a call whose caller was
-  cancelled before it started does not run;
+  site's connections, a team lookup's cap, one flush at a time). A call not started within
+  `protocol.DATABASE_QUEUE_WAIT_S` (the threads held by a database that is locked or slow)
+  is dropped and its caller gets `QueueTimeout`, an OperationalError: a registration is
+  answered "database busy" instead of waiting out every call queued before it. A call
+  whose caller was cancelled before it started does not run either; one that started is
+  waited for (the database's own timeouts bound it: a dropped insert could still commit);
 - a call runs in a copy of its caller's context (who acts, tunnels/actor.py), and an
   `async_to_sync` inside it runs on the caller's loop, as under asgiref's threads;
 - the threads are daemons: a database that stops answering never holds the relay's exit;
@@ -51,14 +55,34 @@ from typing import Any, TypeVar
 
 from asgiref.sync import AsyncToSync, SyncToAsync
 from channels.db import database_sync_to_async
-from django.db import connections
+from django.db import OperationalError, connections
 
 from relay import protocol
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
+
+QUEUED, STARTED, DROPPED = 0, 1, 2
+_claims = threading.Lock()  # a call's ticket changes state under it
+
+
+class QueueTimeout(OperationalError):
+    """No database thread took the call within DATABASE_QUEUE_WAIT_S."""
+
+
+class _Ticket:
+    """A call's place in the queue: QUEUED until a thread starts it (STARTED) or its caller
+    gives up on it (DROPPED), whichever comes first (under `_claims`)."""
+
+    __slots__ = ("state",)
+
+    def __init__(self) -> None:
+        self.state = QUEUED
+
+
 _Job = tuple[
+    _Ticket,
     asyncio.AbstractEventLoop,
     "asyncio.Future[Any]",
     contextvars.Context,
@@ -79,9 +103,29 @@ async def call(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         return await database_sync_to_async(fn)(*args, **kwargs)
     if not _running():
         _start()
+    ticket = _Ticket()
     future: asyncio.Future[T] = loop.create_future()
-    _jobs.put((loop, future, contextvars.copy_context(), fn, args, kwargs))
-    return await future
+    _jobs.put((ticket, loop, future, contextvars.copy_context(), fn, args, kwargs))
+    try:
+        return await asyncio.wait_for(asyncio.shield(future), protocol.DATABASE_QUEUE_WAIT_S)
+    except TimeoutError:
+        if _drop(ticket):
+            raise QueueTimeout(
+                f"no database thread was free for {protocol.DATABASE_QUEUE_WAIT_S:g} s"
+            ) from None
+        return await future  # it started meanwhile: its answer
+    except asyncio.CancelledError:
+        _drop(ticket)
+        raise
+
+
+def _drop(ticket: _Ticket) -> bool:
+    """Give up a call that has not started; False when it has."""
+    with _claims:
+        if ticket.state == QUEUED:
+            ticket.state = DROPPED
+            return True
+    return False
 
 
 def thread_count() -> int:
@@ -123,9 +167,11 @@ def _serve() -> None:
 
 
 def _run(job: _Job) -> None:
-    loop, future, context, fn, args, kwargs = job
-    if future.cancelled():  # its caller left before it started: nobody wants it
-        return
+    ticket, loop, future, context, fn, args, kwargs = job
+    with _claims:
+        if ticket.state == DROPPED:  # its caller gave up before it started: nobody wants it
+            return
+        ticket.state = STARTED
     # Where asgiref's AsyncToSync sends a coroutine from a thread SyncToAsync started: the
     # caller's loop (a registry read on the relay's loop, never on a new loop here).
     SyncToAsync.threadlocal.main_event_loop = loop

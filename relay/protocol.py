@@ -982,6 +982,12 @@ DEFAULT_SESSION_RETENTION_DAYS = 30
 # its thread; each holds one connection for the relay's life.
 DATABASE_THREADS_SQLITE = 1
 DATABASE_THREADS_SERVER = 4
+# How long a call may wait for a database thread before it is dropped and its caller told
+# the database is busy (a registration: 503): the threads may be held by a locked SQLite (5 s
+# per statement) or a slow server (statement_timeout: 10 s), and the calls queued behind
+# them must not wait out each one in turn. A registration waits at most this plus one
+# call's own time (on a locked SQLite: 5 + 5 s).
+DATABASE_QUEUE_WAIT_S = 5.0
 # An IPv6 client counts as its /64 (one home or server gets a whole /64, so per-address
 # limits are per network) wherever an address owns tunnels or is limited. 128: per address.
 DEFAULT_IPV6_PREFIX = 64

@@ -1,6 +1,7 @@
 """The relay's database threads (relay/database.py): calls made on the event loop run on a
 thread of the relay's own that keeps its connection, in order, with the caller's context;
-an answer or an exception comes back; a call nobody waits for any more does not run; a
+an answer or an exception comes back; a call nobody waits for any more does not run, nor
+one no thread took in time (its caller told the database is busy); a
 connection that cannot be checked after a call is dropped, and the thread lives on;
 `async_to_sync` inside a call runs on the caller's loop; under a
 synchronous caller (a test case, `async_to_sync`) the call runs on that caller's thread, as
@@ -16,9 +17,9 @@ import threading
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.db import connections
+from django.db import OperationalError, connections
 
-from relay import database
+from relay import database, protocol
 
 WAIT_S = 10.0
 acting: contextvars.ContextVar[str] = contextvars.ContextVar("acting", default="nobody")
@@ -87,6 +88,33 @@ def test_a_call_whose_caller_left_before_it_started_does_not_run() -> None:
         await database.call(ran.append, "after")  # runs after the cancelled one's turn
 
     asyncio.run(scene())
+    assert ran == ["after"]
+
+
+def test_a_call_no_thread_takes_in_time_is_dropped_and_its_caller_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(protocol, "DATABASE_QUEUE_WAIT_S", 0.2)
+    busy, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def hold() -> str:
+        busy.set()
+        assert release.wait(WAIT_S), "the test never released the thread"
+        return "held"
+
+    async def scene() -> str:
+        holding = asyncio.ensure_future(database.call(hold))
+        await asyncio.to_thread(busy.wait, WAIT_S)
+        with pytest.raises(database.QueueTimeout) as raised:
+            await database.call(ran.append, "queued")
+        assert isinstance(raised.value, OperationalError)  # "database busy" to a registration
+        release.set()
+        held = await holding  # started before its wait ran out: waited for, not dropped
+        await database.call(ran.append, "after")
+        return held
+
+    assert asyncio.run(scene()) == "held"
     assert ran == ["after"]
 
 
