@@ -988,6 +988,10 @@ DATABASE_THREADS_SERVER = 4
 # them must not wait out each one in turn. A registration waits at most this plus one
 # call's own time (on a locked SQLite: 5 + 5 s).
 DATABASE_QUEUE_WAIT_S = 5.0
+# After a call fails with an OperationalError (locked, timed out, unreachable), the calls the
+# database threads take during this long fail at once ("database busy") instead of each
+# waiting out the same lock; the first one after it tries the database again.
+DATABASE_SHED_S = 1.0
 # An IPv6 client counts as its /64 (one home or server gets a whole /64, so per-address
 # limits are per network) wherever an address owns tunnels or is limited. 128: per address.
 DEFAULT_IPV6_PREFIX = 64

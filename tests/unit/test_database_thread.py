@@ -1,7 +1,8 @@
 """The relay's database threads (relay/database.py): calls made on the event loop run on a
 thread of the relay's own that keeps its connection, in order, with the caller's context;
 an answer or an exception comes back; a call nobody waits for any more does not run, nor
-one no thread took in time (its caller told the database is busy); a
+one no thread took in time (its caller told the database is busy), nor those right behind
+a call that found the database locked; a
 connection that cannot be checked after a call is dropped, and the thread lives on;
 `async_to_sync` inside a call runs on the caller's loop; under a
 synchronous caller (a test case, `async_to_sync`) the call runs on that caller's thread, as
@@ -18,6 +19,7 @@ import threading
 import pytest
 from asgiref.sync import async_to_sync
 from django.db import OperationalError, connections
+from harness.waiting import wait_until_async
 
 from relay import database, protocol
 
@@ -116,6 +118,35 @@ def test_a_call_no_thread_takes_in_time_is_dropped_and_its_caller_told(
 
     assert asyncio.run(scene()) == "held"
     assert ran == ["after"]
+
+
+def test_a_call_that_finds_the_database_locked_sheds_the_calls_right_behind_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(protocol, "DATABASE_SHED_S", 0.5)
+    ran: list[str] = []
+
+    def locked() -> None:
+        raise OperationalError("database is locked")
+
+    async def scene() -> None:
+        with pytest.raises(OperationalError, match="locked"):
+            await database.call(locked)
+        with pytest.raises(database.QueueTimeout, match="the database is busy"):
+            await database.call(ran.append, "shed")  # at once, not run
+        assert ran == []
+
+        async def tried_again() -> bool:
+            try:
+                await database.call(ran.append, "again")
+            except database.QueueTimeout:
+                return False
+            return True
+
+        await wait_until_async(tried_again, WAIT_S, "a call after the shedding")
+
+    asyncio.run(scene())
+    assert ran == ["again"]
 
 
 def test_a_connection_that_cannot_be_checked_is_dropped_and_the_thread_lives_on(
