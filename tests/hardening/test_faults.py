@@ -96,9 +96,12 @@ def test_registration_answers_503_while_the_database_is_locked_and_tunnels_keep_
     (pool_socket,) = live.connect(1)
     lock = sqlite3.connect(sqlite_path(fault_relay), timeout=1, isolation_level=None)
 
-    def timed_registration(_: int) -> tuple[int, str, float]:
+    def timed_registration(index: int) -> tuple[int, str, float]:
         started = time.monotonic()
-        site = http.client.HTTPConnection("127.0.0.1", fault_relay.port, timeout=60)
+        # Each from an address of its own: one address's live-tunnel cap is not the point.
+        site = http.client.HTTPConnection(
+            "127.0.0.1", fault_relay.port, timeout=60, source_address=(f"127.0.3.{index + 1}", 0)
+        )
         try:
             site.request("GET", "/?new", headers={"Host": f"127.0.0.1:{fault_relay.port}"})
             answer = site.getresponse()

@@ -85,6 +85,8 @@ def test_a_call_whose_caller_left_before_it_started_does_not_run() -> None:
         queued = asyncio.ensure_future(database.call(ran.append, "queued"))
         await asyncio.sleep(0)  # queued behind `hold`
         queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued  # its caller has left (the cancellation delivered), then:
         release.set()
         await holding
         await database.call(ran.append, "after")  # runs after the cancelled one's turn
