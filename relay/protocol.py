@@ -860,6 +860,15 @@ APPLICATION_CLOSE_TIMEOUT_S = 5
 # it cancels the view as soon as it reads the disconnect, within milliseconds; this is well
 # inside APPLICATION_CLOSE_TIMEOUT_S, so the relay, not Daphne, cancels one that does not.
 SITE_DISCONNECT_WAIT_S = 2.0
+# The public port's accept queue (and the redirect port's): connections the kernel has
+# completed and the relay has not accepted yet. Twisted's default is 50; a burst beyond it
+# (a page opening its assets on new connections, a load balancer's pool filling, many
+# visitors at once while the loop is busy) had its SYNs dropped, and each such visitor waited
+# for the retransmission, one second later: 300 connections at once to an idle relay, 15 of
+# them over a second (tests/e2e/test_listen_backlog.py). nginx's default is 511, uvicorn's
+# 2048; the kernel caps the figure at net.core.somaxconn (4096 since Linux 5.4). A queued
+# connection costs the kernel a socket until it is accepted, nothing of the relay's.
+PUBLIC_LISTEN_BACKLOG = 1024
 # Start-up waits for Daphne to report where it listens (a few ms) in steps of this.
 LISTEN_POLL_S = 0.01
 # Output waiting for a slow reader: a few thousand lines, far more than a burst at start

@@ -28,6 +28,7 @@ from relay.pool.registry import get_registry
 from relay.protocol import (
     APPLICATION_CLOSE_TIMEOUT_S,
     LISTEN_POLL_S,
+    PUBLIC_LISTEN_BACKLOG,
     START_TIMEOUT_S,
     STOP_MARGIN_S,
     public_url,
@@ -113,9 +114,12 @@ class RelayRunner:
         self.cluster: Cluster | None = None  # scale-out
         self._sampler: asyncio.Task[None] | None = None  # the dashboard's traffic history
         self._metrics: metrics_listener.MetricsListener | None = None  # RELAY_METRICS_BIND
-        endpoints, ready = [f"tcp:port={port}:interface={_escape(bind)}"], {}
+        backlog = PUBLIC_LISTEN_BACKLOG  # Twisted's 50 dropped the SYNs of a burst
+        endpoints = [f"tcp:port={port}:interface={_escape(bind)}:backlog={backlog}"]
+        ready: dict[str, Any] = {}
         if tls is not None:  # Daphne's "ssl:" strings cannot reload: a ready endpoint
-            endpoints, ready = [], {"tls": SSL4ServerEndpoint(reactor, port, tls, interface=bind)}
+            endpoint = SSL4ServerEndpoint(reactor, port, tls, backlog=backlog, interface=bind)
+            endpoints, ready = [], {"tls": endpoint}
         self.server = RelayServer(
             get_default_application(),  # settings.ASGI_APPLICATION: tunnelsite/asgi.py
             endpoints=endpoints,
@@ -199,7 +203,10 @@ class RelayRunner:
         if self.redirect_port:
             try:
                 self._redirect_listener = reactor.listenTCP(
-                    self.redirect_port, RedirectFactory(self.https_port), interface=self.bind
+                    self.redirect_port,
+                    RedirectFactory(self.https_port),
+                    backlog=PUBLIC_LISTEN_BACKLOG,
+                    interface=self.bind,
                 )
             except CannotListenError as exc:
                 where = f"[{self.bind}]" if ":" in self.bind else self.bind
