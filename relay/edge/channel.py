@@ -42,6 +42,13 @@ def _reject(status: int, reason: str, message: str) -> bytes:
     ).encode() + body
 
 
+# What Twisted's refusals say (`_respondToBadRequestAndDisconnect`): it does not tell which.
+MALFORMED = (
+    "The request is not valid HTTP/1.1: check its request line, its header lines and its "
+    "body's framing (Content-Length or chunked)."
+)
+
+
 # `http://host/path` (absolute-form, RFC 9112 section 3.2.2): accepted only when it names
 # the same host as the Host header, and then rewritten to the origin-form `/path`.
 _ABSOLUTE_FORM = re.compile(rb"^https?://([^/?#]*)(.*)$", re.IGNORECASE)
@@ -163,6 +170,15 @@ class RelayHTTPChannel(IdleTimer, RequestBody, AddressLimit):
         transport: Any = self.transport  # zope-typed (see `reactor`)
         transport.write(_reject(status, reason, message))
         self.loseConnection()
+
+    def _respondToBadRequestAndDisconnect(self) -> None:  # noqa: N802 (Twisted's name)
+        """Twisted's own refusals (a request line or header line it cannot parse, a
+        Content-Length or chunk it will not frame by): the relay's JSON 400 instead of
+        Twisted's bare one, and nothing after it. Twisted's left the rest of the head
+        unread, where a check here then found a second reason and wrote a second answer
+        on the same connection (a malformed request line got two 400s)."""
+        if not self._rejected:
+            self._refuse(400, "Bad Request", MALFORMED)
 
     def _on_first_line(self) -> bool:
         return bool(getattr(self, "_HTTPChannel__first_line", 0))

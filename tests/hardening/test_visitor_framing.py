@@ -106,6 +106,14 @@ def test_an_ambiguous_or_malformed_request_gets_400_and_never_reaches_the_tunnel
 
     assert outcome.forwarded is None, outcome.forwarded
     assert outcome.answer.status == 400, outcome.answer
+    # An answer that says what is wrong (never Twisted's bare, empty 400), and only it: a
+    # malformed request line once got Twisted's 400 and then a second one from the relay.
+    said = outcome.answer.header("content-type") or ""
+    if said == "application/json":  # the relay's refusals of a head
+        assert outcome.answer.json()["message"], outcome.answer
+    else:  # a page: the relay's (a bad Host) or Daphne's (its header and path checks)
+        assert said.startswith("text/html") and b"<h1>" in outcome.answer.body, outcome.answer
+    assert outcome.after in (None, b""), outcome.after
     raw_tunnel.assert_nothing_was_forwarded()
 
 

@@ -155,6 +155,14 @@ class Visitor:
             received += chunk
         return received
 
+    def read_until_closed(self) -> bytes:
+        """Every byte still to come, until the relay closes the connection (the test fails
+        if it stays open `timeout` seconds with nothing more)."""
+        received = b""
+        while chunk := self._recv():
+            received += chunk
+        return received
+
     def is_closed(self, timeout: float = IO_TIMEOUT_S) -> bool:
         """True once the relay has closed this connection (all data read and dropped)."""
         self._buffer = b""

@@ -19,6 +19,9 @@ class Outcome:
 
     answer: Answer
     forwarded: PoolRequest | None
+    # After an answer that closes the connection (`Connection: close`): every byte the
+    # relay sent after it, until the close (None: the connection stays open).
+    after: bytes | None = None
 
 
 class RawTunnel:
@@ -69,7 +72,11 @@ class RawTunnel:
                     break
                 if visitor.sock in ready:
                     break
-            outcome = Outcome(visitor.response(method), forwarded)
+            answer = visitor.response(method)
+            after = None
+            if answer.complete and answer.header("connection") == "close":
+                after = visitor.read_until_closed()
+            outcome = Outcome(answer, forwarded, after)
         if forwarded is not None and forwarded.body:
             # The relay never reuses a pool socket after a request with a body (the app may
             # not have read it): wait for that close, so the next send picks a live socket.
