@@ -105,10 +105,18 @@ class RequestBody(http.HTTPChannel):
         # A chunked body: parsed a slice at a time, its framing checked after each slice
         # (relay.protocol.MAX_CHUNK_FRAMING_SHARE), so tiny chunks cost bounded work.
         for start in range(0, len(data), CHUNKED_SLICE_BYTES):
+            if self._handlingRequest or self.line_mode:
+                # The body ended in an earlier slice: the rest is the next request's, for
+                # Twisted to hold while this one is answered, or, when it was answered at
+                # once (the channel back in line mode), for the head parser of the outer
+                # call, which takes bytes given back to it (relay/edge/channel.py).
+                rest = data[start:]
+                if self.line_mode:
+                    self.dataReceived(rest)
+                else:
+                    super().rawDataReceived(rest)
+                return
             piece = data[start : start + CHUNKED_SLICE_BYTES]  # all of it: no copy
-            if self._handlingRequest:  # the body ended: the rest is the next request's
-                super().rawDataReceived(piece)
-                continue
             self._chunked_wire += len(piece)
             super().rawDataReceived(piece)
             if self._rejected:

@@ -188,13 +188,21 @@ class RelayHTTPChannel(IdleTimer, RequestBody, AddressLimit):
             return
         if self.line_mode:
             self._head_started = True  # bytes of a head; allHeadersReceived resets it
-        super().dataReceived(data)
-        if not self.line_mode or self._rejected:
+        if self._busyReceiving:
+            # Re-entered from this channel's own parsing: a request answered at once (a
+            # refused pool upgrade, Daphne's 400 page) gives the bytes after it back through
+            # Twisted's setLineMode. LineReceiver only buffers them here; the outer call
+            # parses them, and its checks see them then, once.
+            super().dataReceived(data)
             return
+        super().dataReceived(data)
+        transport: Any = self.transport  # zope-typed (see `reactor`)
+        if not self.line_mode or self._rejected or transport is None or transport.disconnecting:
+            return  # raw bytes, or refused, or an answer at once closed the connection
         # Lines end in CRLF; a bare LF left in the unfinished line means LF line endings.
         if b"\n" in self._buffer:
             self._refuse(400, "Bad Request", "Lines must end with CRLF.")
-        elif self._head_started and self.transport is not None:
+        elif self._head_started:
             # This read left a head incomplete: its deadline runs from now, the read of its
             # first byte (armed already by an earlier read of it, or at connect, it stays:
             # bytes never extend it). A head that came whole in one read, as nearly every

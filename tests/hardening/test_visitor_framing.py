@@ -67,8 +67,9 @@ REJECTED = [
     ("lower-case-version", b"GET / http/1.1\r\nHost: {host}\r\n\r\n"),
     ("non-token-method", b"G(ET / HTTP/1.1\r\nHost: {host}\r\n\r\n"),
     ("non-ascii-target", b"GET /\xc3\xa9 HTTP/1.1\r\nHost: {host}\r\n\r\n"),
-    # Refused by Daphne's checks (relay/edge/plain_http.py makes them), or past them by the
-    # request head the relay builds for the pool socket: either way, never forwarded.
+    # Refused by Twisted (a name that is not a token), by Daphne's checks (relay/edge/
+    # plain_http.py makes them), or past them by the request head the relay builds for the
+    # pool socket: either way, never forwarded.
     ("non-ascii-query", b"GET /?q=\xc3\xa9 HTTP/1.1\r\nHost: {host}\r\n\r\n"),
     ("vertical-tab-in-a-value", GET + b"X-A: a\x0bb\r\n\r\n"),
     ("non-token-header-name", GET + b"X(A): a\r\n\r\n"),
@@ -95,6 +96,13 @@ REJECTED = [
         "absolute-form-for-another-host",
         b"GET http://elsewhere.localhost/secret HTTP/1.1\r\nHost: {host}\r\n\r\n",
     ),
+    # Twisted's own refusals once got its empty 400 and then a second one from the relay.
+    ("http-9-version", b"GET / HTTP/9.9\r\nHost: {host}\r\n\r\n"),
+    # A bad chunk past the first slice the relay parses a chunked body in (8 KiB).
+    (
+        "bad-chunk-after-the-first-slice",
+        POST + b"Transfer-Encoding: chunked\r\n\r\n2400\r\n" + b"a" * 0x2400 + b"\r\nzz\r\n\r\n",
+    ),
 ]
 
 
@@ -109,11 +117,12 @@ def test_an_ambiguous_or_malformed_request_gets_400_and_never_reaches_the_tunnel
     # An answer that says what is wrong (never Twisted's bare, empty 400), and only it: a
     # malformed request line once got Twisted's 400 and then a second one from the relay.
     said = outcome.answer.header("content-type") or ""
-    if said == "application/json":  # the relay's refusals of a head
+    if said == "application/json":  # the relay's refusals of a head: then the close
         assert outcome.answer.json()["message"], outcome.answer
+        assert outcome.after == b"", outcome.after
     else:  # a page: the relay's (a bad Host) or Daphne's (its header and path checks)
         assert said.startswith("text/html") and b"<h1>" in outcome.answer.body, outcome.answer
-    assert outcome.after in (None, b""), outcome.after
+        assert outcome.after in (None, b""), outcome.after
     raw_tunnel.assert_nothing_was_forwarded()
 
 
@@ -194,3 +203,66 @@ def test_a_request_with_the_lone_leading_empty_line_browsers_send_is_accepted(ra
     request = forwarded_framing(raw_tunnel, b"\r\nGET /ie HTTP/1.1\r\nHost: {host}\r\n\r\n")
 
     assert request.target == "/ie"
+
+
+# --- what follows a request answered at once, on the same connection ---------------------------
+def test_a_request_pipelined_after_a_refused_one_is_served_not_refused_again(raw_tunnel):
+    """Daphne's 400 page is written while the relay is still parsing the packet (the body
+    that ends it came with the head), and Twisted gives the bytes after it back to the head
+    parser from inside that answer: the pipelined
+    request once met the relay's bare-LF check there, and got a second, wrong 400 ("Lines
+    must end with CRLF") instead of its own answer."""
+    host = raw_tunnel.host.encode()
+    pool_socket = raw_tunnel.pool()
+    with raw_tunnel.relay.visitor(raw_tunnel.name) as visitor:
+        visitor.send(
+            b"POST /bad HTTP/1.1\r\nHost: %s\r\nX-A: a\x0bb\r\nContent-Length: 5\r\n\r\nhello"
+            b"GET /next HTTP/1.1\r\nHost: %s\r\n\r\n" % (host, host)
+        )
+        refused = visitor.response()
+        forwarded = pool_socket.read_request()
+        pool_socket.send(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+        served = visitor.response()
+
+    assert refused.status == 400 and b"Invalid header value" in refused.body
+    assert forwarded.target == "/next"
+    assert (served.status, served.body) == (200, b"next")
+
+
+def test_a_request_pipelined_after_a_refused_chunked_one_is_served(raw_tunnel):
+    """The same after a chunked body, whose bytes the relay parses a slice (8 KiB) at a time:
+    the slices after the one where the body ended are the next request's head. They once went
+    on to the ended body's decoder."""
+    host = raw_tunnel.host.encode()
+    pad = b"X-Pad-%d: " + b"p" * 5000 + b"\r\n"
+    following = b"GET /next HTTP/1.1\r\nHost: %s\r\n%s%s\r\n" % (host, pad % 1, pad % 2)
+    pool_socket = raw_tunnel.pool()
+    with raw_tunnel.relay.visitor(raw_tunnel.name) as visitor:
+        visitor.send(
+            b"POST /bad HTTP/1.1\r\nHost: %s\r\nX-A: a\x0bb\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n%s" % (host, following)
+        )
+        refused = visitor.response()
+        forwarded = pool_socket.read_request()
+        pool_socket.send(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+        served = visitor.response()
+
+    assert refused.status == 400 and b"Invalid header value" in refused.body
+    assert (forwarded.target, forwarded.header("x-pad-2")) == ("/next", "p" * 5000)
+    assert (served.status, served.body) == (200, b"next")
+
+
+def test_a_request_pipelined_after_a_refused_pool_upgrade_gets_nothing_more(raw_tunnel):
+    """A refused pool upgrade is answered (404) and its connection closed at once, while the
+    relay still parses the packet: nothing may follow that answer (a second 400 did)."""
+    with raw_tunnel.relay.visitor() as visitor:
+        visitor.send(
+            b"GET /api/tunnels/no-such-tunnel/pool HTTP/1.1\r\nHost: localhost\r\n"
+            b"Upgrade: tunnelsite-pool\r\nConnection: Upgrade\r\n\r\n"
+            b"GET /next HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        )
+        refused = visitor.response()
+        after = visitor.read_until_closed()
+
+    assert refused.status == 404 and refused.json()["message"]
+    assert after == b""
