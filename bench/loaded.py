@@ -41,6 +41,7 @@ def run(bench: Bench, relay: Relay, app_port: int, command: list[str]) -> dict[s
                 f"round {round_no + 1}/{opts.rounds} {count} tunnels loaded at once: "
                 f"{shown['total_rps']:,.0f} req/s in all, median p99 "
                 f"{shown['p99_ms_median']:.2f} ms, errors {shown['errors']}"
+                f"{_kinds_shown(shown['error_kinds'])}"
             )
     finally:
         bench.children.stop_since(mark)
@@ -68,9 +69,19 @@ def _one_run(live: list[Target], duration_s: int) -> dict[str, Any]:
         "p999_ms_median": statistics.median(r.p999_ms for r in results),
         "p99_ms_max": max(r.p99_ms for r in results),
         "errors": sum(r.errors for r in results),
+        "error_kinds": _kinds(results),
         "requests": requests,
         "cpu_us": per_role,
     }
+
+
+def _kinds(results: list[WrkResult]) -> dict[str, int]:
+    """The errors of all the wrk runs by kind (wrk.ERROR_KINDS), the non-zero ones."""
+    total: dict[str, int] = {}
+    for result in results:
+        for kind, count in result.error_kinds.items():
+            total[kind] = total.get(kind, 0) + count
+    return total
 
 
 def summary(
@@ -91,6 +102,10 @@ def summary(
         "p999_ms_median": median("p999_ms_median"),
         "p99_ms_max": median("p99_ms_max"),
         "errors": sum(r["errors"] for r in rounds),
+        "error_kinds": {
+            kind: sum(r["error_kinds"].get(kind, 0) for r in rounds)
+            for kind in sorted({k for r in rounds for k in r["error_kinds"]})
+        },
         "rounds_total_rps": [round(r["total_rps"], 1) for r in rounds],
         # The clients' figure is all of them together: their CPU over all requests.
         "cpu_us": {
@@ -113,5 +128,10 @@ def table_line(entry: dict[str, Any]) -> str:
         f"{entry['p50_ms_median']:.2f} / p99 {entry['p99_ms_median']:.2f} / p99.9 "
         f"{entry['p999_ms_median']:.2f} ms; CPU us/req relay {cpu.get('relay', 0):,.0f}, "
         f"clients {cpu.get('client', 0):,.0f}, app {cpu.get('app', 0):,.0f}; "
-        f"errors {entry['errors']}."
+        f"errors {entry['errors']}{_kinds_shown(entry.get('error_kinds') or {})}."
     )
+
+
+def _kinds_shown(kinds: dict[str, int]) -> str:
+    """` (read 18, timeout 2)`: wrk's kinds of the errors, or nothing without any."""
+    return f" ({', '.join(f'{k} {v}' for k, v in kinds.items())})" if kinds else ""

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 WRK = "wrk"
+ERROR_KINDS = ("connect", "read", "write", "status", "timeout")
 _LUA = r"""
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -31,6 +32,8 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     p999_ms: float  # the 99.9th percentile: the slowest request in a thousand
+    # `errors` by wrk's kinds (connect, read, write, status: non-2xx/3xx, timeout), non-zero only
+    error_kinds: dict[str, int] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:
@@ -73,7 +76,8 @@ def run_wrk(
     for line in done.stdout.splitlines():
         if line.startswith("WRKJSON "):
             raw = json.loads(line.removeprefix("WRKJSON "))
-            errors = sum(raw[k] for k in ("connect", "read", "write", "status", "timeout"))
+            kinds = {k: raw[k] for k in ERROR_KINDS if raw[k]}
+            errors = sum(kinds.values())
             return WrkResult(
                 requests=raw["requests"],
                 seconds=raw["duration_us"] / 1e6,
@@ -82,5 +86,6 @@ def run_wrk(
                 p50_ms=raw["p50_us"] / 1000,
                 p99_ms=raw["p99_us"] / 1000,
                 p999_ms=raw["p999_us"] / 1000,
+                error_kinds=kinds,
             )
     raise RuntimeError(f"wrk printed no result (exit {done.returncode}): {done.stderr.strip()}")

@@ -168,7 +168,7 @@ def _check_scale(results: dict[str, Any]) -> None:
     beside idle ones."""
     loaded = results["loaded_at_once"]
     assert loaded["tunnels"] == loaded["loaded"] == 3, loaded
-    assert loaded["errors"] == 0, loaded
+    assert loaded["errors"] == 0 and loaded["error_kinds"] == {}, loaded
     for key in ("total_rps", "p50_ms_median", "p99_ms_median", "p999_ms_median"):
         assert _positive(loaded[key]), (key, loaded)
     for role in ("relay", "client", "total"):
