@@ -5,11 +5,18 @@ together and of the app. One such run per round; medians over rounds."""
 
 from __future__ import annotations
 
+import resource
 import statistics
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from bench.procs import cpu_snapshot, cpu_us_per_request
+from bench.procs import (
+    busy_share,
+    cpu_snapshot,
+    cpu_us_per_request,
+    machine_times,
+    set_weight,
+)
 from bench.wrk import WrkResult, run_wrk
 
 if TYPE_CHECKING:
@@ -18,6 +25,12 @@ if TYPE_CHECKING:
 
 CONNECTIONS = 10  # per tunnel, as in the 1 KiB x10 scenario
 PATH = "/1k"
+# The relay's weight in the second run of each round. Twenty clients, twenty wrks and the app
+# share this machine's cores with the relay, which serves them all; the scheduler gives each
+# session the same share, so at equal weights the relay waits behind its own clients (a fifth
+# of its time in the run queue, cores 85% busy). Weighted, it runs when it has work, as on a
+# machine of its own, where a relay is deployed: both figures are reported.
+RELAY_NICE = -10
 
 
 def run(bench: Bench, relay: Relay, app_port: int, command: list[str]) -> dict[str, Any]:
@@ -34,34 +47,72 @@ def run(bench: Bench, relay: Relay, app_port: int, command: list[str]) -> dict[s
         targets = [bench.await_tunnel(launch, check=False) for launch in launches]
         live = [t for t in targets if t.available]
         rounds: list[dict[str, Any]] = []
+        weighted: list[dict[str, Any]] = []
+        unweighted = ""  # why the relay could not be weighted, if it could not
         for round_no in range(opts.rounds if live else 0):
-            rounds.append(_one_run(live, opts.duration_s))
-            shown = rounds[-1]
-            bench.say(
-                f"round {round_no + 1}/{opts.rounds} {count} tunnels loaded at once: "
-                f"{shown['total_rps']:,.0f} req/s in all, median p99 "
-                f"{shown['p99_ms_median']:.2f} ms, errors {shown['errors']}"
-                f"{_kinds_shown(shown['error_kinds'])}"
-            )
+            # Both runs in every round, their order alternated: a slow moment of the machine
+            # does not land on one of them only.
+            for relay_weighted in (False, True) if round_no % 2 == 0 else (True, False):
+                if not relay_weighted:
+                    rounds.append(_one_run(live, opts.duration_s))
+                    shown, how = rounds[-1], ""
+                elif unweighted:
+                    continue
+                else:
+                    try:
+                        weighted.append(_weighted_run(live, relay.child.pid, opts.duration_s))
+                    except OSError as exc:
+                        unweighted = f"the relay could not be weighted: {exc}"
+                        bench.say(unweighted)
+                        continue
+                    shown, how = weighted[-1], f", relay at nice {RELAY_NICE}"
+                bench.say(
+                    f"round {round_no + 1}/{opts.rounds} {count} tunnels loaded at once{how}: "
+                    f"{shown['total_rps']:,.0f} req/s in all, median p99 "
+                    f"{shown['p99_ms_median']:.2f} ms, errors {shown['errors']}"
+                    f"{_kinds_shown(shown['error_kinds'])}, cores busy "
+                    f"{_percent(shown['machine_busy'])}"
+                )
     finally:
         bench.children.stop_since(mark)
-    return summary(count, live, targets, rounds)
+    result = summary(count, live, targets, rounds)
+    result["relay_weighted"] = {
+        "relay_nice": RELAY_NICE,
+        **(summary(count, live, targets, weighted) if weighted else {}),
+        "unavailable": unweighted or None,
+    }
+    return result
+
+
+def _weighted_run(live: list[Target], relay_pid: int, duration_s: int) -> dict[str, Any]:
+    """`_one_run` with the relay weighted at RELAY_NICE (procs.set_weight), then as before."""
+    before = set_weight(relay_pid, RELAY_NICE)
+    try:
+        return _one_run(live, duration_s)
+    finally:
+        set_weight(relay_pid, before)
 
 
 def _one_run(live: list[Target], duration_s: int) -> dict[str, Any]:
     pids = {"relay": live[0].pids["relay"], "app": live[0].pids["app"]}
     clients = {f"client {i}": t.pids["client"] for i, t in enumerate(live)}
     before = cpu_snapshot({**pids, **clients})
+    wrk_before, machine_before = _children_cpu_s(), machine_times()
     with ThreadPoolExecutor(max_workers=len(live)) as pool:
         results: list[WrkResult] = list(
             pool.map(lambda t: run_wrk(t.url(PATH), t.host, CONNECTIONS, duration_s), live)
         )
+    # The wrks are the only children reaped in this window (the clients still run).
+    wrk_s, machine_after = _children_cpu_s() - wrk_before, machine_times()
     after = cpu_snapshot({**pids, **clients})
     requests = sum(r.requests for r in results)
     used = cpu_us_per_request(before, after, requests)
     per_role = {role: used[role] for role in pids if role in used}
     per_role["client"] = sum(v for k, v in used.items() if k.startswith("client "))
     per_role["total"] = used.get("total", 0.0)
+    # The load generators share the machine: their CPU, and how busy the cores were, say
+    # whether a figure is the tunnel's limit or the machine's.
+    per_role["wrk"] = wrk_s / requests * 1e6 if requests else 0.0
     return {
         "total_rps": sum(r.rps for r in results),
         "p50_ms_median": statistics.median(r.p50_ms for r in results),
@@ -72,7 +123,13 @@ def _one_run(live: list[Target], duration_s: int) -> dict[str, Any]:
         "error_kinds": _kinds(results),
         "requests": requests,
         "cpu_us": per_role,
+        "machine_busy": busy_share(machine_before, machine_after),
     }
+
+
+def _children_cpu_s() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def _kinds(results: list[WrkResult]) -> dict[str, int]:
@@ -91,7 +148,7 @@ def summary(
         values = [r[key] for r in rounds]
         return round(statistics.median(values), 3) if values else None
 
-    roles = ("relay", "client", "app", "total")
+    roles = ("relay", "client", "app", "total", "wrk")
     return {
         "tunnels": count,
         "loaded": len(live),
@@ -114,6 +171,7 @@ def summary(
         }
         if rounds
         else None,
+        "machine_busy": median("machine_busy"),
         "unavailable": sorted({t.reason for t in targets if not t.available}),
     }
 
@@ -121,13 +179,26 @@ def summary(
 def table_line(entry: dict[str, Any]) -> str:
     if not entry["loaded"]:
         return f"Loaded at once: no tunnel came up ({'; '.join(entry['unavailable'])})."
+    line = (
+        f"{entry['loaded']} tunnels loaded at once (wrk -t1 -c{entry['connections_per_tunnel']} "
+        f"each, 1 KiB): {_figures(entry)}"
+    )
+    weighted = entry.get("relay_weighted") or {}
+    if weighted.get("total_rps") is not None:
+        line += f" With the relay at nice {weighted['relay_nice']}: {_figures(weighted)}"
+    elif weighted.get("unavailable"):
+        line += f" Not measured with the relay weighted: {weighted['unavailable']}."
+    return line
+
+
+def _figures(entry: dict[str, Any]) -> str:
     cpu = entry["cpu_us"] or {}
     return (
-        f"{entry['loaded']} tunnels loaded at once (wrk -t1 -c{entry['connections_per_tunnel']} "
-        f"each, 1 KiB): {entry['total_rps']:,.0f} req/s in all; median over tunnels of p50 "
+        f"{entry['total_rps']:,.0f} req/s in all; median over tunnels of p50 "
         f"{entry['p50_ms_median']:.2f} / p99 {entry['p99_ms_median']:.2f} / p99.9 "
         f"{entry['p999_ms_median']:.2f} ms; CPU us/req relay {cpu.get('relay', 0):,.0f}, "
-        f"clients {cpu.get('client', 0):,.0f}, app {cpu.get('app', 0):,.0f}; "
+        f"clients {cpu.get('client', 0):,.0f}, app {cpu.get('app', 0):,.0f}, "
+        f"the wrks {cpu.get('wrk', 0):,.0f}; cores busy {_percent(entry.get('machine_busy'))}; "
         f"errors {entry['errors']}{_kinds_shown(entry.get('error_kinds') or {})}."
     )
 
@@ -135,3 +206,7 @@ def table_line(entry: dict[str, Any]) -> str:
 def _kinds_shown(kinds: dict[str, int]) -> str:
     """` (read 18, timeout 2)`: wrk's kinds of the errors, or nothing without any."""
     return f" ({', '.join(f'{k} {v}' for k, v in kinds.items())})" if kinds else ""
+
+
+def _percent(share: float | None) -> str:
+    return "?" if share is None else f"{share:.0%}"

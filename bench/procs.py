@@ -190,6 +190,41 @@ def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
     return seen
 
 
+def set_weight(pid: int, nice: int) -> int:
+    """Weigh process `pid` (started in a session of its own, as `Child` starts every child)
+    against the machine's other work at `nice`; returns the nice it had, for undoing.
+
+    With the kernel's autogroups (Debian's default) the scheduler shares the cores between
+    sessions first, so the weight is its session's (/proc/PID/autogroup); without, it is each
+    of its threads' nice. A negative nice needs root (or CAP_SYS_NICE): OSError otherwise."""
+    autogroups = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    if autogroups.exists() and autogroups.read_text().strip() == "1":
+        group = Path(f"/proc/{pid}/autogroup")
+        before = int(group.read_text().split()[-1])  # "/autogroup-123 nice 0"
+        group.write_text(str(nice))
+        return before
+    threads = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    before = os.getpriority(os.PRIO_PROCESS, pid)
+    for tid in threads:
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+    return before
+
+
+def machine_times() -> tuple[int, int]:
+    """(busy, all) clock ticks of every core since boot, from /proc/stat's first line."""
+    # user nice system idle iowait irq softirq steal (guest time is within user already)
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """The share of the machine's cores busy between two `machine_times`; None if no tick
+    passed."""
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return round(busy / total, 3) if total > 0 else None
+
+
 def cpu_us_per_request(
     before: dict[str, float], after: dict[str, float], requests: int
 ) -> dict[str, float]:

@@ -5,6 +5,7 @@ numbers. No timing assertions: speed is what the benchmark reports."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -171,8 +172,18 @@ def _check_scale(results: dict[str, Any]) -> None:
     assert loaded["errors"] == 0 and loaded["error_kinds"] == {}, loaded
     for key in ("total_rps", "p50_ms_median", "p99_ms_median", "p999_ms_median"):
         assert _positive(loaded[key]), (key, loaded)
-    for role in ("relay", "client", "total"):
+    for role in ("relay", "client", "total", "wrk"):
         assert _positive(loaded["cpu_us"][role]), (role, loaded)
+    assert 0 < loaded["machine_busy"] <= 1, loaded
+    # The same load with the relay weighted above the clients and wrks (a negative nice:
+    # root, as CI runs; otherwise the reason it was not measured).
+    weighted = loaded["relay_weighted"]
+    if os.geteuid() == 0:
+        assert weighted["unavailable"] is None and weighted["errors"] == 0, weighted
+        assert _positive(weighted["total_rps"]) and _positive(weighted["cpu_us"]["relay"])
+        assert 0 < weighted["machine_busy"] <= 1, weighted
+    else:
+        assert "could not be weighted" in weighted["unavailable"], weighted
     echo = results["websocket_echo"]  # one WebSocket's echoes through each plain-http target
     assert echo["errors"] == {}, echo
     assert {"direct", "ours", "ours_raw", "npm", "reference"} <= echo["targets"].keys(), echo
