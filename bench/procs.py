@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,29 +191,69 @@ def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
     return seen
 
 
-def set_weight(pid: int, nice: int) -> int:
-    """Weigh process `pid` (started in a session of its own, as `Child` starts every child)
-    against the machine's other work at `nice`; returns the nice it had, for undoing.
+@dataclass
+class Weight:
+    """What `set_weight` changed, for `restore_weight`: the autogroup's nice (None: the
+    kernel does not group by session) and each thread's."""
 
-    With the kernel's autogroups (Debian's default) the scheduler shares the cores between
-    sessions first, so the weight is its session's (/proc/PID/autogroup); without, it is each
-    of its threads' nice. A negative nice needs root (or CAP_SYS_NICE): OSError otherwise."""
-    autogroups = Path("/proc/sys/kernel/sched_autogroup_enabled")
-    if autogroups.exists() and autogroups.read_text().strip() == "1":
-        group = Path(f"/proc/{pid}/autogroup")
-        before = int(group.read_text().split()[-1])  # "/autogroup-123 nice 0"
-        group.write_text(str(nice))
-        return before
-    threads = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
-    before = os.getpriority(os.PRIO_PROCESS, pid)
-    for tid in threads:
-        os.setpriority(os.PRIO_PROCESS, tid, nice)
-    return before
+    pid: int
+    autogroup: int | None
+    threads: dict[int, int]
+
+
+def set_weight(pid: int, nice: int) -> Weight:
+    """Weigh process `pid` (started in a session of its own, as `Child` starts every child)
+    against the machine's other work at `nice`: what it had, for `restore_weight`.
+
+    Both levers at once. With the kernel's autogroups (Debian's default) the scheduler shares
+    the cores between sessions first, and a session's weight is /proc/PID/autogroup's nice;
+    where autogroups do not apply (a process in a CPU cgroup other than the root: a container,
+    systemd's CPU controller), each thread's nice is what counts. A negative nice needs
+    CAP_SYS_NICE (root) or an RLIMIT_NICE that allows it: OSError otherwise, with nothing
+    changed."""
+    weight = Weight(pid, None, {})
+    try:
+        autogroups = Path("/proc/sys/kernel/sched_autogroup_enabled")
+        if autogroups.exists() and autogroups.read_text().strip() == "1":
+            group = Path(f"/proc/{pid}/autogroup")
+            before = int(group.read_text().split()[-1])  # "/autogroup-123 nice 0"
+            group.write_text(str(nice))
+            weight.autogroup = before
+        for tid in (int(t) for t in os.listdir(f"/proc/{pid}/task")):
+            try:
+                before = os.getpriority(os.PRIO_PROCESS, tid)
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+            except ProcessLookupError:
+                continue  # the thread ended meanwhile: nothing to weigh or undo
+            weight.threads[tid] = before
+    except OSError:
+        restore_weight(weight)
+        raise
+    return weight
+
+
+def restore_weight(weight: Weight) -> None:
+    """Undo `set_weight` (a raised nice needs no privilege); threads gone are skipped."""
+    if weight.autogroup is not None:
+        Path(f"/proc/{weight.pid}/autogroup").write_text(str(weight.autogroup))
+    for tid, nice in weight.threads.items():
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except ProcessLookupError:
+            pass
+
+
+def run_queue_ns(pid: int) -> int:
+    """Nanoseconds process `pid`'s main thread has waited runnable for a core (the second
+    field of /proc/PID/schedstat)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1])
 
 
 def machine_times() -> tuple[int, int]:
     """(busy, all) clock ticks of every core since boot, from /proc/stat's first line."""
-    # user nice system idle iowait irq softirq steal (guest time is within user already)
+    # user nice system idle iowait irq softirq steal; guest and guest_nice, left out, are
+    # within user and nice already. Steal (a vCPU that wanted to run and the host ran another)
+    # counts as busy: the cores were wanted.
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     idle = fields[3] + fields[4]  # idle and iowait
     return sum(fields) - idle, sum(fields)
