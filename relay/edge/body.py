@@ -121,6 +121,8 @@ class RequestBody(http.HTTPChannel):
             super().rawDataReceived(piece)
             if self._rejected:
                 return
+            if getattr(self._transferDecoder, "state", "") == "TRAILER":
+                continue  # trailers are no chunk framing: bounded as a head (trailers.py)
             wire, framing = self._chunked_wire, self._chunked_wire - self._body_seen
             if wire > CHUNK_FRAMING_FREE_BYTES and framing * MAX_CHUNK_FRAMING_SHARE > wire:
                 self._refuse(

@@ -20,12 +20,14 @@ from typing import Any
 from twisted.internet import reactor as twisted_reactor
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
+from twisted.web import http
 
 from relay.edge.addresses import AddressLimit, release_address
 from relay.edge.admission import body_limit_for, no_tunnel_anywhere, tunnel_for
 from relay.edge.body import RequestBody
 from relay.edge.edge_settings import EdgeSettings
 from relay.edge.idle import IdleTimer
+from relay.edge.trailers import StrictChunkedDecoder
 
 logger = logging.getLogger(__name__)
 
@@ -202,11 +204,15 @@ class RelayHTTPChannel(IdleTimer, RequestBody, AddressLimit):
         # Lines end in CRLF; a bare LF left in the unfinished line means LF line endings.
         if b"\n" in self._buffer:
             self._refuse(400, "Bad Request", "Lines must end with CRLF.")
-        elif self._head_started:
+        elif self._head_started or self._buffer:
             # This read left a head incomplete: its deadline runs from now, the read of its
             # first byte (armed already by an earlier read of it, or at connect, it stays:
             # bytes never extend it). A head that came whole in one read, as nearly every
-            # one does, needs no timer at all.
+            # one does, needs no timer at all. A head begun after one answered at once in
+            # the same read (Daphne's 400 page) counts too: its lines set the flag again
+            # after that request's allHeadersReceived cleared it, or its first line is
+            # still unfinished in the buffer.
+            self._head_started = True  # so its deadline answers 408, not a quiet close
             self._start_head_deadline()
 
     def rawDataReceived(self, data: bytes) -> None:  # noqa: N802
@@ -218,6 +224,8 @@ class RelayHTTPChannel(IdleTimer, RequestBody, AddressLimit):
     def lineReceived(self, line: bytes) -> None:  # noqa: N802
         if self._rejected:
             return
+        if line:
+            self._head_started = True  # a line of a head; allHeadersReceived resets it
         first = self._on_first_line()
         if first and len(line) > self.edge.max_request_line_bytes:
             self._refuse(414, "URI Too Long", "The request line is too long.")
@@ -278,6 +286,11 @@ class RelayHTTPChannel(IdleTimer, RequestBody, AddressLimit):
             self._body_limit = min(self._body_limit or site, site)
         self._body_seen = 0
         self._chunked_wire = 0 if self.length is None else -1
+        if self.length is None and isinstance(self._transferDecoder, http._ChunkedTransferDecoder):
+            # Its trailer lines checked like the head's (relay/edge/trailers.py).
+            self._transferDecoder = StrictChunkedDecoder(
+                self._transferDecoder, self._refuse, edge.max_header_bytes, edge.max_header_count
+            )
         if self._body_limit and self.length is not None and self.length > self._body_limit:
             self._refuse_body()
             return

@@ -80,6 +80,32 @@ def test_a_visitor_trickling_a_request_head_gets_408_after_the_header_timeout(li
     assert HEADER_TIMEOUT_S - 0.1 <= elapsed < HEADER_TIMEOUT_S + 1.5
 
 
+@pytest.mark.parametrize(
+    "unfinished",
+    [b"GET /next HTTP/1.1\r\nHost: {host}\r\n", b"GET /next HT"],
+    ids=["whole-lines", "half-a-line"],
+)
+def test_a_head_left_unfinished_after_one_answered_at_once_gets_408_in_time(
+    limits_relay, unfinished
+):
+    """Daphne answers a bad header value at once, inside the read that brought it; the next
+    head begun in the same read once had no deadline (the first request's end cleared the
+    flag that arms it) and held the connection until the idle timeout, without an answer."""
+    host = limits_relay.host("nobody").encode()
+    with Visitor(limits_relay.port, timeout=5) as visitor:
+        started = time.monotonic()
+        visitor.send(
+            b"GET / HTTP/1.1\r\nHost: %s\r\nX-A: a\x0bb\r\n\r\n" % host
+            + unfinished.replace(b"{host}", host)
+        )
+        assert visitor.response().status == 400  # Daphne's page
+        late = visitor.response()
+        elapsed = time.monotonic() - started
+
+    assert late.status == 408 and b"did not arrive" in late.body, late
+    assert HEADER_TIMEOUT_S - 0.1 <= elapsed < IDLE_TIMEOUT_S
+
+
 def test_a_connection_that_never_sends_a_byte_is_closed_after_the_header_timeout(limits_relay):
     with Visitor(limits_relay.port, timeout=5) as visitor:
         started = time.monotonic()

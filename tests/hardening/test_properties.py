@@ -196,6 +196,9 @@ def requests_for(host: str) -> st.SearchStrategy[bytes]:
         b"PUT /c HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
         % h,
         b"GET / HTTP/1.0\r\nHost: %s\r\n\r\n" % h,
+        # Trailer lines are checked as head lines are (relay/edge/trailers.py).
+        b"PUT /t HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\nX-T: 1\r\nX-U: 2\r\n\r\n" % h,
     ]
     return st.one_of(
         st.sampled_from(valid).flatmap(mutated),

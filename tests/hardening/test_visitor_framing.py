@@ -11,9 +11,14 @@ from __future__ import annotations
 import pytest
 from harness.raw_tunnel import RawTunnel
 
+from relay.protocol import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_COUNT
+
 # Request heads that start like an ordinary request to the tunnel; `{host}` is its Host.
 POST = b"POST / HTTP/1.1\r\nHost: {host}\r\n"
 GET = b"GET / HTTP/1.1\r\nHost: {host}\r\n"
+# A chunked body up to its last chunk, before the trailer section; a request to hide in it.
+LAST_CHUNK = POST + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n"
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: {host}\r\n\r\n"
 
 REJECTED = [
     (
@@ -96,6 +101,16 @@ REJECTED = [
         "absolute-form-for-another-host",
         b"GET http://elsewhere.localhost/secret HTTP/1.1\r\nHost: {host}\r\n\r\n",
     ),
+    # Trailer lines get the head's rules (relay/edge/trailers.py): Twisted dropped them
+    # unread, and a proxy that ends a line at a bare LF would read the section's end, and a
+    # request hidden in it, differently (found by an attacker run).
+    ("bare-lf-in-a-trailer-hiding-a-request", LAST_CHUNK + b"X-T: 1\n" + SMUGGLED),
+    ("bare-lf-ending-the-trailers", LAST_CHUNK + b"\n" + SMUGGLED),
+    ("nul-in-a-trailer", LAST_CHUNK + b"X-T: a\x00b\r\n\r\n"),
+    ("bare-cr-in-a-trailer", LAST_CHUNK + b"X-T: a\rb\r\n\r\n"),
+    ("trailer-without-a-colon", LAST_CHUNK + b"NoColonHere\r\n\r\n"),
+    ("trailer-with-a-non-token-name", LAST_CHUNK + b"X(T): 1\r\n\r\n"),
+    ("folded-trailer", LAST_CHUNK + b"X-T: 1\r\n folded\r\n\r\n"),
     # Twisted's own refusals once got its empty 400 and then a second one from the relay.
     ("http-9-version", b"GET / HTTP/9.9\r\nHost: {host}\r\n\r\n"),
     # A bad chunk past the first slice the relay parses a chunked body in (8 KiB).
@@ -124,6 +139,47 @@ def test_an_ambiguous_or_malformed_request_gets_400_and_never_reaches_the_tunnel
         assert said.startswith("text/html") and b"<h1>" in outcome.answer.body, outcome.answer
         assert outcome.after in (None, b""), outcome.after
     raw_tunnel.assert_nothing_was_forwarded()
+
+
+@pytest.mark.parametrize(
+    ("trailers", "said"),
+    [
+        (b"X-T: %s\r\n" % (b"a" * DEFAULT_MAX_HEADER_BYTES), b"trailers are larger than"),
+        (b"X-T: 1\r\n" * (DEFAULT_MAX_HEADER_COUNT + 1), b"trailer lines"),
+    ],
+    ids=["trailers-over-the-head-size", "more-trailer-lines-than-header-lines"],
+)
+def test_trailers_are_bounded_as_a_head_is(raw_tunnel: RawTunnel, trailers: bytes, said: bytes):
+    """With the relay's default limits: the trailer section gets the head's bounds and says
+    so (it was once refused as "chunks too small", or by Twisted's 64 KiB only)."""
+    raw = LAST_CHUNK.replace(b"{host}", raw_tunnel.host.encode()) + trailers + b"\r\n"
+
+    outcome = raw_tunnel.send(raw)
+
+    assert outcome.forwarded is None, outcome.forwarded
+    assert outcome.answer.status == 431 and said in outcome.answer.body, outcome.answer
+    raw_tunnel.assert_nothing_was_forwarded()
+
+
+def test_valid_trailers_are_accepted_and_the_next_request_follows_them(raw_tunnel):
+    host = raw_tunnel.host.encode()
+    pool_socket = raw_tunnel.pool()
+    with raw_tunnel.relay.visitor(raw_tunnel.name) as visitor:
+        visitor.send(
+            LAST_CHUNK.replace(b"{host}", host)
+            + b"X-T: 1\r\nX-Checksum: sha256=ab:cd\r\n\r\n"
+            + SMUGGLED.replace(b"/smuggled", b"/next").replace(b"{host}", host)
+        )
+        first = pool_socket.read_request()
+        pool_socket.send(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none")
+        assert visitor.response().body == b"one"
+        assert pool_socket.is_closed()  # never reused after a body
+        pool_socket = raw_tunnel.pool()
+        second = pool_socket.read_request()
+        pool_socket.send(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo")
+        assert visitor.response().body == b"two"
+
+    assert (first.target, first.body, second.target) == ("/", b"abc", "/next")
 
 
 def forwarded_framing(raw_tunnel: RawTunnel, raw: bytes):
