@@ -51,6 +51,15 @@ MALFORMED = (
 )
 
 
+# A TLS record of a handshake (content type 22, protocol version 3.x) where a request line
+# should start: a client speaking https to the plain port.
+_TLS_HANDSHAKE = b"\x16\x03"
+TLS_ON_PLAIN_PORT = (
+    "This port speaks plain HTTP and a TLS handshake arrived: use http:// for it, or the "
+    "relay's https port."
+)
+
+
 # `http://host/path` (absolute-form, RFC 9112 section 3.2.2): accepted only when it names
 # the same host as the Host header, and then rewritten to the origin-form `/path`.
 _ABSOLUTE_FORM = re.compile(rb"^https?://([^/?#]*)(.*)$", re.IGNORECASE)
@@ -190,6 +199,11 @@ class RelayHTTPChannel(IdleTimer, RequestBody, AddressLimit):
             return
         if self.line_mode:
             self._head_started = True  # bytes of a head; allHeadersReceived resets it
+            if data[:2] == _TLS_HANDSHAKE and not self._buffer and self._on_first_line():
+                # Every TLS ClientHello holds an LF byte somewhere: it was refused as "Lines
+                # must end with CRLF", which sent a user looking at their line endings.
+                self._refuse(400, "Bad Request", TLS_ON_PLAIN_PORT)
+                return
         if self._busyReceiving:
             # Re-entered from this channel's own parsing: a request answered at once (a
             # refused pool upgrade, Daphne's 400 page) gives the bytes after it back through

@@ -8,6 +8,8 @@ safely normalise reaches the tunnel with exactly one, unambiguous framing.
 
 from __future__ import annotations
 
+import ssl
+
 import pytest
 from harness.raw_tunnel import RawTunnel
 
@@ -180,6 +182,24 @@ def test_valid_trailers_are_accepted_and_the_next_request_follows_them(raw_tunne
         assert visitor.response().body == b"two"
 
     assert (first.target, first.body, second.target) == ("/", b"abc", "/next")
+
+
+def test_a_tls_handshake_on_the_plain_port_is_told_so(raw_tunnel: RawTunnel):
+    """A real ClientHello (what `curl https://` to the http port sends) holds an LF byte:
+    it was refused as "Lines must end with CRLF", which says nothing of the mistake."""
+    context = ssl.create_default_context()
+    client = context.wrap_bio(ssl.MemoryBIO(), (outgoing := ssl.MemoryBIO()), False, "localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        client.do_handshake()
+    hello = outgoing.read()
+    assert hello[:2] == b"\x16\x03"
+
+    outcome = raw_tunnel.send(hello)
+
+    assert outcome.answer.status == 400, outcome.answer
+    assert "TLS handshake" in outcome.answer.json()["message"], outcome.answer
+    assert outcome.after == b"", outcome.after
+    raw_tunnel.assert_nothing_was_forwarded()
 
 
 def forwarded_framing(raw_tunnel: RawTunnel, raw: bytes):
