@@ -997,6 +997,11 @@ DATABASE_THREADS_SERVER = 4
 # them must not wait out each one in turn. A registration waits at most this plus one
 # call's own time (on a locked SQLite: 5 + 5 s).
 DATABASE_QUEUE_WAIT_S = 5.0
+# A registration for a name whose last registration was abandoned (its client left) while its
+# session row was being written waits for that write, at most this long (the queue's wait and
+# one statement on a server: statement_timeout 10 s), so a row written after all is closed
+# before the new one's: the reconnecting client once met a 409, "in use", from its own row.
+ABANDONED_ROW_WAIT_S = DATABASE_QUEUE_WAIT_S + 10.0
 # After a call fails with an OperationalError (locked, timed out, unreachable), the calls the
 # database threads take during this long fail at once ("database busy") instead of each
 # waiting out the same lock; the first one after it tries the database again.

@@ -36,7 +36,7 @@ from relay.pool.tcp_ports import TcpWanted, open_side, refuse_if_off, refuse_pas
 from relay.pool.tcp_side import TcpSide
 from relay.pool.tunnel import Tunnel
 from relay.pool.usage import UsageBook, account_of
-from relay.protocol import TIMER_SLACK_S
+from relay.protocol import ABANDONED_ROW_WAIT_S, TIMER_SLACK_S
 from relay.records import LiveLimitReached
 
 logger = logging.getLogger(__name__)
@@ -85,6 +85,8 @@ class Registry:
         self.holders = NameHolders(self)
         self.draining = Drain(self)
         self.sanctions = Sanctions()  # an operator's cool-downs and suspended names
+        # Session-row writes of registrations abandoned while they ran, by name (`_abandoned`).
+        self._abandoned_rows: dict[str, asyncio.Future[int]] = {}
 
     # --- registration ---------------------------------------------------------------------
     async def register(
@@ -204,6 +206,9 @@ class Registry:
         try:
             # The old session's row must be closed before a new one; on a node (max_live),
             # rows released to make room must be too, or the cluster-wide count sees them.
+            earlier = self._abandoned_rows.get(name)
+            if earlier is not None:  # its row, if written, goes to `pending` first
+                await asyncio.wait([earlier], timeout=ABANDONED_ROW_WAIT_S)
             pending = self.flusher.pending
             if any(t.name == name for t in pending) or (max_live and pending):
                 try:
@@ -225,7 +230,10 @@ class Registry:
                 try:
                     tunnel.session_id = await asyncio.shield(opening)
                 except asyncio.CancelledError:
+                    # Before any waiter's wake-up: a registration of the name waiting on it
+                    # finds the row in `pending`, as its callbacks run in this order.
                     opening.add_done_callback(functools.partial(self._abandoned, tunnel))
+                    self._abandoned_rows[tunnel.name] = opening
                     raise
                 if tunnel.closed:  # scale-out: released to its owner's newer registration
                     self.flusher.pending.append(tunnel)  # while the row was being written
@@ -354,6 +362,8 @@ class Registry:
         """The session row of a registration cancelled while it was written (its client
         left): if it was written after all, it is closed by the next flush (the name's next
         registration runs that flush first). The tunnel was closed when it was cancelled."""
+        if self._abandoned_rows.get(tunnel.name) is opening:
+            del self._abandoned_rows[tunnel.name]
         if opening.cancelled() or opening.exception() is not None:
             return  # no row (the exception, retrieved here, was the registration's to raise)
         tunnel.session_id = opening.result()
