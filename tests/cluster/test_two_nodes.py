@@ -40,6 +40,9 @@ def test_a_request_on_another_node_reaches_the_owner_and_comes_back(two_nodes, d
     try:
         assert db_rows(client.name) == [("bravo", True, "")]
         (pool,) = client.connect(1)
+        # alpha learns the owner from bravo's announcement, a few ms after the registration
+        # (a visit before it is a 404, as for any name alpha does not know yet).
+        wait_until(lambda: _reaches(alpha, client, pool), 5, "alpha to learn the owner")
         with alpha.visitor(client.name) as visitor:
             for i in range(3):  # one visitor connection, three requests: the hop keeps up
                 visitor.send(
