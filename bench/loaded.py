@@ -50,7 +50,7 @@ def run(bench: Bench, relay: Relay, app_port: int, command: list[str]) -> dict[s
     mark = bench.children.mark()
     rounds: list[dict[str, Any]] = []
     weighted: list[dict[str, Any]] = []
-    unweighted = "" if count else "no tunnel to load"  # why there is no weighted run
+    unweighted = ""  # why there is no weighted run
     try:
         launches = [
             bench.launch_tunnel(f"loaded_{index}", command, relay, app_port)

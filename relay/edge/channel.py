@@ -27,7 +27,7 @@ from relay.edge.admission import body_limit_for, no_tunnel_anywhere, tunnel_for
 from relay.edge.body import RequestBody
 from relay.edge.edge_settings import EdgeSettings
 from relay.edge.idle import IdleTimer
-from relay.edge.trailers import StrictChunkedDecoder
+from relay.edge.trailers import StrictChunkedDecoder, field_line_problem
 
 logger = logging.getLogger(__name__)
 
@@ -252,14 +252,9 @@ class RelayHTTPChannel(IdleTimer, RequestBody, AddressLimit):
                 f"The request headers are larger than {limit} bytes.",
             )
             return
-        if not first and (b"\n" in line or b"\r" in line or b"\x00" in line):
-            # Twisted would refuse these too, but only when the next line arrives; at once,
-            # the answer is the same however the bytes were split into packets.
-            self._refuse(400, "Bad Request", "A header line contains CR, LF or NUL.")
-            return
-        if not first and line[:1] in (b" ", b"\t"):
-            # RFC 9112 section 5.2: a server rejects obs-fold with 400 (or unfolds it).
-            self._refuse(400, "Bad Request", "Folded header lines (obs-fold) are not allowed.")
+        problem = "" if first else field_line_problem(line, "header line")
+        if problem:  # a trailer line gets the same (relay/edge/trailers.py)
+            self._refuse(400, "Bad Request", problem)
             return
         super().lineReceived(line)
 

@@ -22,18 +22,29 @@ from twisted.web import http
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
+def field_line_problem(line: bytes, what: str) -> str:
+    """What a header line (after the request line) and a trailer line may not have, or "":
+    CR, LF or NUL inside it (refused at once, however the bytes were split into packets;
+    Twisted would refuse them in a head only when the next line arrives), or obs-fold (RFC
+    9112 section 5.2: a server rejects it with 400, or unfolds it). `what` names the line."""
+    if b"\n" in line or b"\r" in line or b"\x00" in line:
+        return f"A {what} contains CR, LF or NUL."
+    if line[:1] in (b" ", b"\t"):
+        return f"Folded {what}s (obs-fold) are not allowed."
+    return ""
+
+
 def trailer_problem(line: bytes, complete: bool) -> str:
     """Why a trailer line (without its CRLF) cannot be taken, or "". `complete`: its CRLF
-    has arrived; an incomplete line is checked for what is wrong already (a bare LF at once,
-    however the bytes were split into packets), a missing colon only once it ends."""
-    if b"\n" in line or b"\r" in line or b"\x00" in line:
-        return "A trailer line of the chunked body contains CR, LF or NUL."
-    if line[:1] in (b" ", b"\t"):
-        return "Folded trailer lines (obs-fold) are not allowed."
+    has arrived; an incomplete line is checked for what is wrong already (a bare LF at once),
+    a missing colon only once it ends."""
+    problem = field_line_problem(line, "trailer line")
+    if problem:
+        return problem
     if complete:
         name, colon, _ = line.partition(b":")
         if not colon or _TOKEN.fullmatch(name) is None:
-            return "A trailer line of the chunked body is not a header field (name: value)."
+            return "A trailer line is not a header field (name: value)."
     return ""
 
 
