@@ -8,6 +8,7 @@ import hashlib
 import os
 
 from harness.relay import Relay
+from harness.waiting import IO_TIMEOUT_S, wait_until
 from harness.websocket import run_websocket
 from websockets.asyncio.client import ClientConnection
 
@@ -31,9 +32,12 @@ def test_our_lt_serves_http_a_download_and_a_websocket_over_upgraded_pool_connec
     ours = our_launcher(relay, local_app.port)
     npm = lt_factory(relay, local_app.port)
 
-    assert opened_upgraded(relay, ours.name)
+    # The relay's log lines are read by a thread of the harness: they may come a moment
+    # after the clients printed their URLs (a clean-clone run read the output before it).
+    raw_port = f"tunnel {npm.name} opened for 127.0.0.1 on pool port"
+    wait_until(lambda: raw_port in relay.process.output(), IO_TIMEOUT_S, "npm's log line")
+    wait_until(lambda: opened_upgraded(relay, ours.name), IO_TIMEOUT_S, "our lt's log line")
     assert not opened_upgraded(relay, npm.name)  # the npm client: a raw pool port
-    assert f"tunnel {npm.name} opened for 127.0.0.1 on pool port" in relay.process.output()
     for name in (ours.name, npm.name):
         answer = relay.get("/hello", name=name)
         assert (answer.status, answer.body) == (200, GREETING)
