@@ -150,7 +150,13 @@ class Children:
 
 
 def client_env(**extra: str) -> dict[str, str]:
+    """The environment of a client or helper process: without the flags that would change
+    what it measures, and with this tree first on its path. The client package is
+    `client/tunnelsite_client` here; the venv's editable install may point at another
+    checkout (a tree measured beside this one with the same venv ran that one's client),
+    and a stale one can make `client` a namespace package."""
     env = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV_FLAGS}
+    env["PYTHONPATH"] = os.pathsep.join((str(ROOT / "client"), str(ROOT)))
     env.update(extra)
     return env
 

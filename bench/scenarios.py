@@ -379,8 +379,7 @@ class Bench:
             return Launch(target, relay, name, None)
         relay_url = f"{relay.scheme}://{relay.dial}:{relay.port}"
         args = [*command, "--port", str(app_port), "--host", relay_url]
-        # PYTHONPATH: a stale editable install can make `client` a namespace package.
-        env = client_env(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        env = client_env(PYTHONUNBUFFERED="1")
         child = self.children.start([*args, "--subdomain", name], env, name=f"lt ({label})")
         target.pids["client"] = child.pid
         return Launch(target, relay, name, child)

@@ -83,7 +83,7 @@ def run(bench: Bench, tmp: Path, template: Path) -> dict[str, Any]:
     relay = bench.start_relay(tmp, template, RELAY_TCP_PORTS=free_port_range(10))
     host = f"http://localhost:{relay.port}"
     args = [str(OURS_LT), "tcp", "--port", str(app_port), "--host", host, "--token", token]
-    env = client_env(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    env = client_env(PYTHONUNBUFFERED="1")
     lt = bench.children.start(args, env, name="lt tcp")
     try:
         match = lt.wait_for_line(r"your url is: tcp://[^\s:]+:(\d+)", START_TIMEOUT_S)
