@@ -11,6 +11,7 @@ import h11
 from django.conf import settings
 
 from relay.asgi_types import H11Event, H11Next, H11Received
+from relay.pool.backpressure import within
 from relay.pool.errors import PoolError
 from relay.pool.reuse import next_cycle
 from relay.protocol import MAX_IDLE_PER_PEER, PARSE_SLICE_BYTES, PEER_MAX_HEAD_BYTES
@@ -65,12 +66,12 @@ class PeerConnection:
         except ConnectionError:
             return b""
 
-    async def next_event(self, timeout: float) -> H11Received:
+    async def next_event(self, timeout: float, deadline: float | None = None) -> H11Received:
         while True:
             event = self.h11.next_event()
             if event is not h11.NEED_DATA:
                 return event  # type: ignore[return-value]  # h11's sentinels are classes: `is not NEED_DATA` does not narrow
-            self.h11.receive_data(await self.read_raw(timeout))
+            self.h11.receive_data(await self.read_raw(within(timeout, deadline)))
 
     def reusable(self) -> bool:
         return not self.stale and next_cycle(self.h11)

@@ -142,6 +142,17 @@ class Backpressure(asyncio.Protocol):
             self._data_waiter = None
 
 
+def within(timeout: float, deadline: float | None) -> float:
+    """`timeout`, or less when the loop time `deadline` comes first; TimeoutError when it
+    has passed."""
+    if deadline is None:
+        return timeout
+    left = deadline - asyncio.get_running_loop().time()
+    if left <= 0:
+        raise TimeoutError()
+    return left if left < timeout else timeout
+
+
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())

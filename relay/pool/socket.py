@@ -21,6 +21,7 @@ from typing import Any, Protocol, cast
 import h11
 
 from relay.asgi_types import H11Event, H11Next, H11Received
+from relay.pool.backpressure import within
 from relay.pool.errors import PoolError
 from relay.pool.reuse import Reuse, Trust, ambiguous
 from relay.pool.wire import (
@@ -228,8 +229,9 @@ class PoolSocket(Reuse):
         parts.append(framed[0])
         return Exchange(request, framed[1])
 
-    async def next_event(self, timeout: float) -> H11Received:
-        """The next h11 event of the response, waiting at most `timeout` for more bytes."""
+    async def next_event(self, timeout: float, deadline: float | None = None) -> H11Received:
+        """The next h11 event of the response, waiting at most `timeout` for more bytes, and
+        past the loop time `deadline` (when given) not at all: TimeoutError."""
         while True:
             event = self.poll_event()
             if event is not h11.NEED_DATA:
@@ -237,7 +239,7 @@ class PoolSocket(Reuse):
             if self._inbox and self._wire is None:
                 self.h11.receive_data(self._take())
             else:  # nothing to parse, or (the fast path) a head not yet whole
-                await self._wait_for_data(timeout)
+                await self._wait_for_data(within(timeout, deadline))
 
     def poll_event(self) -> H11Next:
         """The next h11 event from the bytes h11 was given so far (on the fast path: from

@@ -35,7 +35,7 @@ class Upstream(Protocol):
 
     async def drain(self, timeout: float | None = None) -> None: ...
 
-    async def next_event(self, timeout: float) -> H11Received: ...
+    async def next_event(self, timeout: float, deadline: float | None = None) -> H11Received: ...
 
     def poll_event(self) -> H11Next: ...
 
@@ -240,11 +240,15 @@ async def write_request(
 
 
 async def read_response_head(conn: Upstream, timeout: float) -> h11.Response:
-    event = await conn.next_event(timeout)
+    """The response's head, which must arrive whole within `timeout` (each 1xx before it
+    too, and the final head within `timeout` of the last 1xx): bytes do not extend it, or a
+    tunnel trickling a head a byte at a time would hold its visitor for hours."""
+    loop = asyncio.get_running_loop()
+    event = await conn.next_event(timeout, loop.time() + timeout)
     skipped = 0
     while type(event) is h11.InformationalResponse and skipped < MAX_INFORMATIONAL:
         skipped += 1
-        event = await conn.next_event(timeout)
+        event = await conn.next_event(timeout, loop.time() + timeout)
     if type(event) is not h11.Response:
         raise PoolError(f"expected a response, got {type(event).__name__}")
     # h11 lets Transfer-Encoding win over Content-Length (RFC 9112 section 6.3); a response

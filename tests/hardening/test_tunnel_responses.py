@@ -7,12 +7,15 @@ reused. A client flooding its pool port does not slow other tunnels down.
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
 
 import pytest
+from harness.http import Visitor
 from harness.raw_tunnel import RawTunnel
+from harness.waiting import IO_TIMEOUT_S
 
 BAD_RESPONSES = [
     ("not-http", b"SSH-2.0-OpenSSH_9.6\r\n\r\n"),
@@ -101,6 +104,38 @@ def test_a_response_that_stops_halfway_cuts_the_visitor_after_the_response_timeo
     assert outcome.answer.body == b"only part"
     assert 2 - 0.2 <= time.monotonic() - started < 2 + 3  # RELAY_RESPONSE_TIMEOUT_S=2
     assert stuck.is_closed(timeout=5)
+    raw_tunnel.assert_nothing_was_forwarded(fresh=True)
+
+
+# A byte of the head every TRICKLE_S: well within each wait's RELAY_RESPONSE_TIMEOUT_S (2 s
+# on this relay), so only a deadline for the whole head can end it.
+TRICKLE_S = 0.4
+
+
+def test_a_response_head_trickled_a_byte_at_a_time_is_a_504_after_the_response_timeout(
+    raw_tunnel: RawTunnel,
+):
+    trickler = raw_tunnel.pool()
+    head = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000  # never ends, far under its size limit
+    with Visitor(raw_tunnel.relay.port, timeout=IO_TIMEOUT_S) as visitor:
+        visitor.send(f"GET /trickle HTTP/1.1\r\nHost: {raw_tunnel.host}\r\n\r\n".encode())
+        trickler.read_request()
+        started = time.monotonic()
+        sent = 0
+        while not select.select([visitor.sock], [], [], TRICKLE_S)[0]:
+            assert time.monotonic() - started < 2 + 5, "the trickled head held the visitor"
+            try:
+                trickler.send(head[sent : sent + 1])
+            except OSError:
+                break  # the relay gave up on the socket: its answer is on its way
+            sent += 1
+        answer = visitor.response()
+    elapsed = time.monotonic() - started
+
+    assert answer.status == 504, answer
+    assert 2 - 0.2 <= elapsed < 2 + 3  # RELAY_RESPONSE_TIMEOUT_S=2, for the whole head
+    assert sent >= 3  # bytes kept coming within each wait
+    assert trickler.is_closed(timeout=5)
     raw_tunnel.assert_nothing_was_forwarded(fresh=True)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import h11
 
+from relay.pool.backpressure import within
 from relay.pool.errors import PoolError
 
 
@@ -72,8 +73,8 @@ class FakeUpstream:
         except h11.RemoteProtocolError as exc:
             raise PoolError(f"malformed answer: {exc}") from exc
 
-    async def next_event(self, timeout: float) -> Any:
-        async with asyncio.timeout(timeout):
+    async def next_event(self, timeout: float, deadline: float | None = None) -> Any:
+        async with asyncio.timeout(within(timeout, deadline)):  # as the pool socket's
             while True:
                 event = self.poll_event()
                 if event is not h11.NEED_DATA:
