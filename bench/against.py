@@ -160,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
                 sides.reverse()
             pair: dict[str, Any] = {}
             for label, tree in sides:
-                pair[label] = run_side(tree, args)
+                try:
+                    pair[label] = run_side(tree, args)
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    print(f"pair {number + 1}: {exc}", file=sys.stderr)
+                    return 1
                 shown = args.ref if label == "before" else "this tree"
                 print(f"pair {number + 1}/{args.pairs}, {shown}: {_line(pair[label])}", flush=True)
             pairs.append(pair)
