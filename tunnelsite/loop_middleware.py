@@ -264,6 +264,31 @@ class SiteHandler(ASGIHandler):
             await _close(response)  # changed
 
         body_file.close()
+        _forget(request)  # added: see _forget
+
+    async def listen_for_disconnect(self, receive: Any) -> None:
+        """Django's, returning at `http.disconnect` where Django's raises RequestAborted,
+        which `handle` only catches and ignores. The relay says `http.disconnect` after
+        every response, so every request to the site ended that way, and the exception
+        left a reference cycle: its traceback holds `handle`'s frame, whose `tasks` hold
+        the task that holds the exception. With it went the request, its session, its
+        headers and its connection, all waiting for the cyclic collector
+        (tests/sockets/test_request_cycles.py)."""
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        # This should never happen (Django's own check).
+        raise AssertionError(f"Invalid ASGI message after request body: {message['type']}")
+
+
+def _forget(request: HttpRequest) -> None:
+    """Drop what a finished request holds. Django's middlewares tie a request into cycles
+    (MessageMiddleware's storage holds the request, AuthenticationMiddleware's lazy `user`
+    and `auser` close over it), and with it its session, headers, body spool and the
+    relay's objects of the connection: every request to the site left them all for the
+    cyclic collector (tests/sockets/test_request_cycles.py). Nothing reads a request once
+    its response is sent and closed."""
+    request.__dict__.clear()
 
 
 def request_thread_used() -> bool:
