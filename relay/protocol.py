@@ -875,14 +875,18 @@ LISTEN_POLL_S = 0.01
 # or stop, small enough to never matter for memory.
 CONSOLE_BUFFER_BYTES = 256 * 1024
 # The cyclic garbage collector's thresholds (gc.set_threshold), set once the start-up heap is
-# frozen (relay/run/heap.py): Python's own, kept by measurement. A finished request leaves no
-# cycle (relay/edge/server.py, tests/sockets/test_request_cycles.py), so young collections
-# find next to nothing and cost ~2 us per request through a tunnel (wrk -c10: one per ~75
-# requests, as requests in flight alone hold 700 new objects). Raising the first threshold
-# to 5,000 or 20,000 saved those 2 us (under 1% of the relay's CPU per request) but let the
-# cyclic garbage of what does make cycles (Django's views: registrations, the API) pile up:
-# tests/hardening/test_churn.py's relay grew 19 and 22 MB, against 7 MB at 700.
-GC_THRESHOLDS = (700, 10, 10)
+# frozen (relay/run/heap.py). A finished request leaves no cycle, a tunnel's or the site's
+# (tests/sockets/test_request_cycles.py), so a young collection finds next to no garbage: it
+# only walks what requests in flight hold, and moves it on to the older generations, to be
+# walked again there. Python's first threshold, 700 objects, is a fraction of what 200
+# requests in flight hold (twenty tunnels loaded at once, ten visitors each): measured there
+# (gc.callbacks in the relay, 1 KiB, ~70,000 requests), 3,000 young collections and 275 of
+# the middle generation took 16 us of the relay's CPU per request, about 7%; at 10,000,
+# 260 and 23 took 2 us, and a young collection 0.15 ms. The cost of the larger first
+# threshold is garbage that waits longer: only a page's own cycles now (a template's
+# context, a form, a 404's exception), and the churn test's relay grew 5.4 MB against 5.0
+# MB at 700 (before the site's requests stopped leaving cycles, 14 MB against 8).
+GC_THRESHOLDS = (10_000, 10, 10)
 # At exit, how long the last lines (the "stopped" line, a start error) may take to go out
 # to a reader that is slow; a reader that never reads does not hold the exit longer.
 EXIT_FLUSH_S = 2.0
