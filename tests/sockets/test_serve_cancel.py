@@ -14,6 +14,8 @@ from harness.waiting import IO_TIMEOUT_S
 from relay.pool import ports
 
 TURNS = range(8)  # more turns than the opening has awaits: the last ones cancel nothing
+SETTLE_S = 2.0  # how long a listener being closed may take to stop accepting (under load)
+RETRY_S = 0.02
 
 
 def _free_port() -> int:
@@ -23,13 +25,24 @@ def _free_port() -> int:
 
 
 async def _listening(port: int) -> bool:
-    try:
-        async with asyncio.timeout(IO_TIMEOUT_S):
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except ConnectionRefusedError:
-        return False
-    writer.close()
-    return True
+    """Whether `port` still listens: a listener made before the cancel landed may take the
+    loop a few more turns to close (a connection reset means it closed while this one was
+    being accepted), so it is asked again for up to SETTLE_S; one that is left open for good
+    still listens then."""
+    deadline = asyncio.get_running_loop().time() + SETTLE_S
+    while True:
+        try:
+            async with asyncio.timeout(IO_TIMEOUT_S):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except ConnectionRefusedError:
+            return False
+        except ConnectionResetError:
+            pass  # closing as it accepted this one: ask again
+        else:
+            writer.close()
+        if asyncio.get_running_loop().time() > deadline:
+            return True
+        await asyncio.sleep(RETRY_S)
 
 
 async def _cancelled_after(turns: int) -> bool:
