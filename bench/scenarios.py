@@ -425,6 +425,8 @@ class Bench:
             order = _rotated(live, round_no)
             for name, path, conns in WRK_SCENARIOS:
                 for target in order:
+                    if not target.available:
+                        continue  # it stopped answering in an earlier run
                     before = cpu_snapshot(target.pids)
                     result = run_wrk(
                         target.url(path),
@@ -433,6 +435,15 @@ class Bench:
                         opts.duration_s,
                         headers=target.headers,
                     )
+                    if not result.requests:
+                        # A dead target is not a measurement: its 0 req/s (and 0 ms) in the
+                        # medians made the reference's figures a round lower than they were.
+                        target.reason = stopped_answering(target, f"round {round_no + 1}, {name}")
+                        self.say(
+                            f"round {round_no + 1}/{opts.rounds} {name:<15} {target.label}: "
+                            f"{target.reason}"
+                        )
+                        continue
                     used = cpu_us_per_request(before, cpu_snapshot(target.pids), result.requests)
                     results[name][target.label].append(result)
                     cpu[name][target.label].append(used)
@@ -500,6 +511,26 @@ def _certificate(tmp: Path) -> tuple[str, str, str]:
     paths[1].write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
     leaf.private_key_pem.write_to_path(str(paths[2]))
     return str(paths[0]), str(paths[1]), str(paths[2])
+
+
+def stopped_answering(target: Target, when: str) -> str:
+    """Why `target` is left out from `when` on: no request was answered in a whole run. Its
+    runs before count; which of its processes are gone tells where to look."""
+    gone = [role for role, pid in target.pids.items() if not _alive(pid)]
+    state = f"its {' and '.join(gone)} exited" if gone else "its processes still run"
+    return (
+        f"stopped answering ({when}: no request answered; {state}); "
+        "its figures are from the runs before, and it is left out of the rest"
+    )
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs (an exited child not yet reaped is a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _rotated(items: list[Target], by: int) -> list[Target]:
