@@ -262,9 +262,9 @@ class SiteHandler(ASGIHandler):
             await signals.request_finished.asend(sender=self.__class__)
         else:
             await _close(response)  # changed
+            _forget(request)  # added: see _forget
 
         body_file.close()
-        _forget(request)  # added: see _forget
 
     async def listen_for_disconnect(self, receive: Any) -> None:
         """Django's, returning at `http.disconnect` where Django's raises RequestAborted,
@@ -286,8 +286,10 @@ def _forget(request: HttpRequest) -> None:
     (MessageMiddleware's storage holds the request, AuthenticationMiddleware's lazy `user`
     and `auser` close over it), and with it its session, headers, body spool and the
     relay's objects of the connection: every request to the site left them all for the
-    cyclic collector (tests/sockets/test_request_cycles.py). Nothing reads a request once
-    its response is sent and closed."""
+    cyclic collector (tests/sockets/test_request_cycles.py). Only once its response is sent
+    and closed: a request whose visitor left first may still be read by a thread Django
+    started for it and does not wait for (an error page's `response_for_exception` runs
+    with thread_sensitive=False), so that rare request is left to the collector."""
     request.__dict__.clear()
 
 

@@ -184,6 +184,26 @@ def test_site_handle_is_djangos_but_for_the_two_signal_sends() -> None:
     ]
     assert marked == list(CHANGED)
     assert ours == code_lines(ASGIHandler.handle)
+    # The request is let go only after its response was sent and closed (see _forget).
+    lines = [
+        line.split("#", 1)[0].strip() for line in inspect.getsource(SiteHandler.handle).splitlines()
+    ]
+    assert lines[lines.index("_forget(request)") - 1] == "await _close(response)"
+
+
+# Django's listen_for_disconnect, which SiteHandler's replaces (returning where it raises).
+DJANGOS_LISTEN_FOR_DISCONNECT = [
+    "async def listen_for_disconnect(self, receive):",
+    "message = await receive()",
+    'if message["type"] == "http.disconnect":',
+    "raise RequestAborted()",
+    'assert False, "Invalid ASGI message after request body: %s" % message["type"]',
+]
+
+
+def test_listen_for_disconnect_replaces_djangos_as_it_is() -> None:
+    """A Django that changes its listen_for_disconnect must be looked at here first."""
+    assert code_lines(ASGIHandler.listen_for_disconnect) == DJANGOS_LISTEN_FOR_DISCONNECT
 
 
 def test_the_request_signals_have_only_djangos_in_memory_receivers() -> None:
