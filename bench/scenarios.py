@@ -373,6 +373,7 @@ class Bench:
             pids={relay.role: relay.child.pid, "app": self.app_pid},
             headers=headers,
             name=name,
+            children={relay.role: relay.child},
         )
         if not Path(command[0]).exists():
             target.reason = f"{command[0]} is not installed"
@@ -382,6 +383,7 @@ class Bench:
         env = client_env(PYTHONUNBUFFERED="1")
         child = self.children.start([*args, "--subdomain", name], env, name=f"lt ({label})")
         target.pids["client"] = child.pid
+        target.children["client"] = child
         return Launch(target, relay, name, child)
 
     def await_tunnel(self, launch: Launch, check: bool = True) -> Target:
@@ -513,14 +515,23 @@ def _certificate(tmp: Path) -> tuple[str, str, str]:
     return str(paths[0]), str(paths[1]), str(paths[2])
 
 
+TAIL_LINES = 3  # of each process's output, in the reason a target stopped answering
+
+
 def stopped_answering(target: Target, when: str) -> str:
     """Why `target` is left out from `when` on: no request was answered in a whole run. Its
     runs before count; which of its processes are gone tells where to look."""
     gone = [role for role, pid in target.pids.items() if not _alive(pid)]
     state = f"its {' and '.join(gone)} exited" if gone else "its processes still run"
+    said = [
+        f"{role} last said: {' / '.join(child.tail(TAIL_LINES).splitlines())}"
+        for role, child in target.children.items()
+        if child.tail(TAIL_LINES)
+    ]
     return (
         f"stopped answering ({when}: no request answered; {state}); "
         "its figures are from the runs before, and it is left out of the rest"
+        + "".join(f"; {line}" for line in said)
     )
 
 

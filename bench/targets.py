@@ -28,6 +28,8 @@ class Target:
     # CPU per request the run reads from /proc.
     pids: dict[str, int] = field(default_factory=dict)
     headers: tuple[str, ...] = ()  # sent with every request ("Authorization: Basic ...")
+    # The processes behind it by role, whose last output tells why it stopped answering.
+    children: dict[str, Child] = field(default_factory=dict)
     name: str = ""  # the tunnel's name on its relay; "" for direct
 
     def url(self, path: str) -> str:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import io
 import socket
-import subprocess
 import sys
+
+from harness.waiting import IO_TIMEOUT_S
 
 from bench.report import TUNNELS
 from bench.scenarios import Bench, Options
@@ -19,19 +20,28 @@ def test_a_target_that_answers_nothing_is_left_out_with_the_reason() -> None:
     assert "reference" in TUNNELS
     out = io.StringIO()
     bench = Bench(Options.quick_run(), out)
-    # A server that takes connections and never answers: what the reference's tunnel became.
-    with socket.create_server(("127.0.0.1", 0), backlog=128) as silent:
-        exited = subprocess.Popen([sys.executable, "-c", "pass"])
-        exited.wait()
-        target = Target(
-            "reference",
-            port=silent.getsockname()[1],
-            host="ref.localhost",
-            pids={"reference": exited.pid},
-        )
-        entries = bench.throughput([target])
+    try:
+        # A server that takes connections and never answers: what the reference's tunnel became.
+        with socket.create_server(("127.0.0.1", 0), backlog=128) as silent:
+            exited = bench.children.start(
+                [sys.executable, "-c", "print('tunnel closed: ECONNRESET')"]
+            )
+            exited.wait_for_line("tunnel closed", IO_TIMEOUT_S)
+            assert exited.proc.wait(IO_TIMEOUT_S) == 0
+            target = Target(
+                "reference",
+                port=silent.getsockname()[1],
+                host="ref.localhost",
+                pids={"reference": exited.pid},
+                children={"reference": exited},
+            )
+            entries = bench.throughput([target])
+    finally:
+        bench.children.stop_all()
     assert target.reason.startswith("stopped answering (round 1, 1KiB x10 conns: "), target.reason
     assert "its reference exited" in target.reason
+    # What it printed last is in the reason.
+    assert target.reason.endswith("; reference last said: tunnel closed: ECONNRESET")
     first, *rest = entries
     assert first["reference_rounds_rps"] == [] and first["reference_rps"] is None
     assert first["reference_unavailable"] == target.reason
